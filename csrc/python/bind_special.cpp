@@ -1,0 +1,23 @@
+// numkern._core special-function entry points: elementwise (v, x) -> out kernels.
+#include "numkern/bessel.hpp"
+#include "python/array_args.hpp"
+#include "python/registry.hpp"
+
+namespace nk {
+namespace {
+void bind_special(pybind11::module_& m) {
+  using namespace py_args;
+  def_binary<ops::LogIv>(m, "log_iv");
+  def_binary<ops::LogKv>(m, "log_kv");
+  def_binary<ops::Iv>(m, "iv");
+  def_binary<ops::Ive>(m, "ive");
+  def_binary<ops::Kv>(m, "kv");
+  def_binary<ops::Kve>(m, "kve");
+  def_binary<ops::IvRatio>(m, "iv_ratio");
+  def_binary<ops::IvRatioC>(m, "iv_ratio_c");
+  def_binary<ops::DLogIvDx>(m, "dlog_iv_dx");
+  def_binary<ops::DLogKvDx>(m, "dlog_kv_dx");
+}
+}  // namespace
+NK_REGISTER_FAMILY(special, bind_special);
+}  // namespace nk

@@ -1,0 +1,58 @@
+"""numkern: compiled numerics kernels (C++ and CUDA) with a thin Python API.
+
+Families: :mod:`numkern.special` (log-domain Bessel functions and SciPy drop-ins).
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _pkg_version
+
+from . import _core
+from . import special
+
+try:
+    __version__ = _pkg_version("numkern")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["special", "set_num_threads", "get_num_threads", "show_config", "cuda_available",
+           "__version__"]
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of CPU threads numkern's kernels use (>= 1).
+
+    The default is every core, or the environment variable NUMKERN_NUM_THREADS read at import.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of CPU threads numkern's kernels use."""
+    return _core.get_num_threads()
+
+
+def cuda_available() -> bool:
+    """True when the CUDA module was built and a CUDA device is usable."""
+    from ._arrays import _cuda
+
+    return _cuda is not None and _cuda.device_count() > 0
+
+
+def show_config(file=None) -> dict:
+    """Print and return the build configuration (compiler, OpenMP, CUDA, threads)."""
+    from ._arrays import _cuda
+
+    cfg = dict(_core.build_config)
+    cfg["version"] = __version__
+    cfg["num_threads"] = get_num_threads()
+    cfg["max_threads"] = _core.max_threads()
+    cfg["cuda_architectures"] = _cuda.architectures if _cuda is not None else None
+    cfg["cuda_devices"] = _cuda.device_count() if _cuda is not None else 0
+    import sys
+
+    out = file if file is not None else sys.stdout
+    for k, v in cfg.items():
+        print(f"{k:20s}: {v}", file=out)
+    return cfg
