@@ -141,7 +141,7 @@ def _torch_like_dtype(a, name):
     return np.dtype(np.int64)
 
 
-def torch_elementwise(op_name, kernel, args, names, out=None):
+def torch_elementwise(family, op_name, kernel, args, names, out=None):
     import torch
 
     tensors = [a for a in args if array_kind(a) == TORCH]
@@ -175,7 +175,7 @@ def torch_elementwise(op_name, kernel, args, names, out=None):
         result = torch.empty(ts[0].shape, dtype=dt, device=device)
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
-            cu.binary(op_name, _TORCH_TO_CODE[str(dt)], ts[0].data_ptr(), ts[1].data_ptr(),
+            getattr(cu, family).binary(op_name, _TORCH_TO_CODE[str(dt)], ts[0].data_ptr(), ts[1].data_ptr(),
                       result.data_ptr(), result.numel(), stream)
     if out is not None:
         if array_kind(out) != TORCH:
@@ -187,7 +187,7 @@ def torch_elementwise(op_name, kernel, args, names, out=None):
     return result
 
 
-def cupy_elementwise(op_name, args, names, out=None):
+def cupy_elementwise(family, op_name, args, names, out=None):
     import cupy
 
     for a, n in zip(args, names):
@@ -209,7 +209,7 @@ def cupy_elementwise(op_name, args, names, out=None):
         arrs = [cupy.ascontiguousarray(cupy.broadcast_to(a, shape)) for a in arrs]
         result = cupy.empty(shape, dtype=dt)
         stream = cupy.cuda.get_current_stream().ptr
-        cu.binary(op_name, 0 if dt == np.float32 else 1, arrs[0].data.ptr, arrs[1].data.ptr,
+        getattr(cu, family).binary(op_name, 0 if dt == np.float32 else 1, arrs[0].data.ptr, arrs[1].data.ptr,
                   result.data.ptr, result.size, stream)
         if out is not None:
             if array_kind(out) != CUPY or out.shape != shape:
@@ -228,7 +228,7 @@ def elementwise(family, op_name, args, names, out=None):
         raise ValueError("cannot mix torch tensors and CuPy arrays in one call")
     kernel = getattr(getattr(_core, family), op_name)
     if TORCH in kinds:
-        return torch_elementwise(op_name, kernel, args, names, out)
+        return torch_elementwise(family, op_name, kernel, args, names, out)
     if CUPY in kinds:
-        return cupy_elementwise(op_name, args, names, out)
+        return cupy_elementwise(family, op_name, args, names, out)
     return numpy_elementwise(kernel, args, names, out)
