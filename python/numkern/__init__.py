@@ -1,9 +1,13 @@
 """numkern: compiled numerics kernels (C++ and CUDA) with a thin Python API.
 
-Families: :mod:`numkern.special` (log-domain Bessel functions and SciPy drop-ins).
+Families (submodules): ``special`` (log-domain Bessel functions, SciPy drop-ins), ``vmf``
+(von Mises-Fisher distributions), ``kde`` (kernel density estimation), ``quant``
+(OliVe and SplitQuant quantization), ``hessian`` (Hessian traces and diagonals).
+Submodules other than ``special`` are imported on first use.
 """
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 from . import _core
@@ -14,8 +18,16 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
+_LAZY_SUBMODULES = ("vmf", "kde", "quant", "hessian", "torch")
+
 __all__ = ["special", "set_num_threads", "get_num_threads", "show_config", "cuda_available",
-           "__version__"]
+           "__version__", *_LAZY_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'numkern' has no attribute {name!r}")
 
 
 def set_num_threads(n: int) -> None:
@@ -42,6 +54,8 @@ def cuda_available() -> bool:
 
 def show_config(file=None) -> dict:
     """Print and return the build configuration (compiler, OpenMP, CUDA, threads)."""
+    import sys
+
     from ._arrays import _cuda
 
     cfg = dict(_core.build_config)
@@ -50,8 +64,6 @@ def show_config(file=None) -> dict:
     cfg["max_threads"] = _core.max_threads()
     cfg["cuda_architectures"] = _cuda.architectures if _cuda is not None else None
     cfg["cuda_devices"] = _cuda.device_count() if _cuda is not None else 0
-    import sys
-
     out = file if file is not None else sys.stdout
     for k, v in cfg.items():
         print(f"{k:20s}: {v}", file=out)
