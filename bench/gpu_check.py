@@ -1,0 +1,141 @@
+"""One-shot GPU check of an installed numkern: ``python bench/gpu_check.py`` from the repo root.
+
+1. Prints numkern.show_config() and the torch/CuPy/device versions.
+2. Checks the import story: numkern imported (without needing a CUDA driver); if numkern was
+   built without CUDA while a GPU is present, a CUDA tensor must raise a clear RuntimeError.
+3. Runs every family section bench/gpu_<family>.py (gpu_special.py first, then alphabetical):
+   each defines ``run(report)`` and calls ``report(name, ok, detail)`` once per check, comparing
+   the CUDA results with numkern's CPU results and printing throughput.  An exception inside a
+   section is recorded as a FAIL with the last line of its traceback; the other sections still run.
+4. Prints a summary; exits 1 if any check failed, 0 otherwise.
+
+Without a usable CUDA device (no GPU, no driver, or torch without CUDA) it says so and exits 0,
+so the script can be smoke-tested anywhere.  Budget: under 5 minutes on one GPU.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIRST = "gpu_special"
+
+RESULTS: list = []  # (section, name, ok, detail)
+
+
+def make_report(section):
+    def report(name, ok, detail=""):
+        ok = bool(ok)
+        RESULTS.append((section, name, ok, detail))
+        print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}", flush=True)
+    return report
+
+
+def section_files():
+    names = sorted(f[:-3] for f in os.listdir(HERE)
+                   if f.startswith("gpu_") and f.endswith(".py") and f != "gpu_check.py")
+    return sorted(names, key=lambda n: (n != FIRST, n))
+
+
+def run_section(name):
+    report = make_report(name)
+    t0 = time.perf_counter()
+    print(f"\n=== {name} ===", flush=True)
+    try:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, name + ".py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        if not callable(getattr(mod, "run", None)):
+            report(f"{name}: defines run(report)", False, "no run(report) function")
+            return
+        mod.run(report)
+    except Exception as e:  # noqa: BLE001 - a broken section must not stop the others
+        last = traceback.format_exception_only(type(e), e)[-1].strip()
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
+        report(f"{name}: section raised", False, last + where)
+    print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def header():
+    import numkern
+
+    print("=== numkern GPU check ===")
+    numkern.show_config()
+    try:
+        import torch
+        print(f"torch               : {torch.__version__} (CUDA {torch.version.cuda}, "
+              f"available: {torch.cuda.is_available()})")
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(torch.cuda.current_device())
+            print(f"device              : {p.name}, {p.total_memory / 2**30:.0f} GiB, "
+                  f"sm_{p.major}{p.minor}, {p.multi_processor_count} SMs")
+    except ImportError:
+        torch = None
+        print("torch               : not installed")
+    try:
+        import cupy
+        print(f"cupy                : {cupy.__version__}")
+    except ImportError:
+        print("cupy                : not installed (CuPy checks are skipped)")
+    return numkern, torch
+
+
+def check_cpu_build_on_gpu(torch):
+    """numkern without its CUDA module, GPU present: CUDA tensors must raise a clear RuntimeError."""
+    import numkern.special as nks
+
+    report = make_report("import")
+    x = torch.ones(4, dtype=torch.float64, device="cuda")
+    try:
+        nks.log_iv(1.0, x)
+    except RuntimeError as e:
+        report("CUDA tensor on a CPU-only numkern raises RuntimeError", "without CUDA" in str(e), str(e))
+    except Exception as e:  # noqa: BLE001
+        report("CUDA tensor on a CPU-only numkern raises RuntimeError", False,
+               f"raised {type(e).__name__}: {e}")
+    else:
+        report("CUDA tensor on a CPU-only numkern raises RuntimeError", False, "no error raised")
+    report("numkern built with CUDA on a GPU machine", False,
+           "numkern._cuda is missing: reinstall with a CUDA compiler (NUMKERN_CUDA=ON pip install .)")
+
+
+def summary(t0):
+    fails = [r for r in RESULTS if not r[2]]
+    print(f"\n=== summary: {len(RESULTS) - len(fails)} passed, {len(fails)} failed, "
+          f"{time.perf_counter() - t0:.0f} s ===")
+    for section, name, _, detail in fails:
+        print(f"FAIL [{section}] {name}: {detail}")
+    return 1 if fails else 0
+
+
+def main():
+    t0 = time.perf_counter()
+    sys.path.insert(0, HERE)
+    numkern, torch = header()
+    make_report("import")("numkern imports (no CUDA driver needed at import)", True,
+                          f"numkern {numkern.__version__}")
+    from numkern._arrays import _cuda
+
+    gpu_present = torch is not None and torch.cuda.is_available()
+    if _cuda is None and gpu_present:
+        check_cpu_build_on_gpu(torch)
+        return summary(t0)
+    if not numkern.cuda_available() or not gpu_present:
+        why = ("numkern was built without CUDA" if _cuda is None else
+               "numkern's CUDA module found no device" if not numkern.cuda_available() else
+               "torch is not installed" if torch is None else "torch sees no CUDA device")
+        print(f"\nNo usable CUDA device ({why}): GPU checks skipped.  Sections found: "
+              f"{', '.join(section_files()) or 'none'}.")
+        return 0
+    for name in section_files():
+        run_section(name)
+    return summary(t0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
