@@ -229,11 +229,17 @@ def machine_header() -> str:
     buf = io.StringIO()
     cfg = numkern.show_config(file=buf)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             timeout=10, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    cfg_line = ", ".join(f"{k}={v}" for k, v in cfg.items())
     return "\n".join([
         f"- date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}",
         f"- CPU: {model}, {os.cpu_count()} logical CPUs; load average at start {load:.1f}",
-        f"- numkern {cfg['version']} ({cfg['compiler']}, {cfg['build_type']}, OpenMP {cfg['openmp']}, "
-        f"CUDA built {cfg['cuda_built']}), max threads {cfg['max_threads']}",
+        f"- numkern.show_config(): {cfg_line}",
+        f"- checkout: {rev or '?'} (the installed numkern must be built from it)",
         f"- Python {platform.python_version()}, numpy {np.__version__}, SciPy {scipy.__version__}",
     ])
 
