@@ -1,7 +1,8 @@
 """One-shot GPU check of an installed numkern: ``python bench/gpu_check.py`` from the repo root.
 
 1. Prints numkern.show_config() and the torch/CuPy/device versions.
-2. Checks the import story: numkern imported (without needing a CUDA driver); if numkern was
+2. Checks the import story: numkern imported (without needing a CUDA driver); with every device
+   hidden (CUDA_VISIBLE_DEVICES='') it still imports and computes on the CPU; if numkern was
    built without CUDA while a GPU is present, a CUDA tensor must raise a clear RuntimeError.
 3. Runs every family section bench/gpu_<family>.py (gpu_special.py first, then alphabetical):
    each defines ``run(report)`` and calls ``report(name, ok, detail)`` once per check, comparing
@@ -104,6 +105,23 @@ def check_cpu_build_on_gpu(torch):
            "numkern._cuda is missing: reinstall with a CUDA compiler (NUMKERN_CUDA=ON pip install .)")
 
 
+_HIDDEN_DEVICE_PROBE = (
+    "import numkern, numkern.special as s; assert not numkern.cuda_available(); "
+    "v = float(s.log_iv(5000.0, 10.0)); assert abs(v + 29543.948947708563) < 1e-9, v; print('ok')")
+
+
+def check_import_without_device():
+    """With every device hidden, numkern must import, report no CUDA, and compute on the CPU."""
+    import subprocess
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    p = subprocess.run([sys.executable, "-c", _HIDDEN_DEVICE_PROBE], capture_output=True, text=True,
+                       timeout=120, env=env)
+    detail = (p.stdout + p.stderr).strip().splitlines()
+    make_report("import")("numkern with CUDA_VISIBLE_DEVICES='' imports and runs on the CPU",
+                          p.returncode == 0, detail[-1] if detail else f"exit {p.returncode}")
+
+
 def summary(t0):
     fails = [r for r in RESULTS if not r[2]]
     print(f"\n=== summary: {len(RESULTS) - len(fails)} passed, {len(fails)} failed, "
@@ -132,6 +150,7 @@ def main():
         print(f"\nNo usable CUDA device ({why}): GPU checks skipped.  Sections found: "
               f"{', '.join(section_files()) or 'none'}.")
         return 0
+    check_import_without_device()
     for name in section_files():
         run_section(name)
     return summary(t0)

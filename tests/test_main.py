@@ -35,3 +35,20 @@ def test_main_report():
     speed = [ln for ln in lines if "numkern.special.log_iv (" in ln]
     assert len(speed) == 2 and all("x SciPy" in ln for ln in speed), text
     assert "SciPy log(ive(v, x)) + x" in text
+
+
+GPU_CHECK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.py")
+
+
+def test_gpu_check_skips_cleanly_without_device():
+    import numkern
+    import pytest
+
+    if not os.path.exists(GPU_CHECK):
+        pytest.skip("bench/gpu_check.py is not in this checkout")
+    if numkern.cuda_available():
+        pytest.skip("a CUDA device is present: run bench/gpu_check.py itself (minutes)")
+    proc = subprocess.run([sys.executable, GPU_CHECK], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[PASS] numkern imports" in proc.stdout
+    assert "GPU checks skipped" in proc.stdout and "gpu_special" in proc.stdout
