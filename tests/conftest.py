@@ -1,0 +1,84 @@
+"""Shared pytest configuration for numkern's tests.
+
+- hypothesis: a "ci" profile (few examples, no deadline: the 2-core CI machine is shared), the
+  default; HYPOTHESIS_PROFILE=dev selects more examples.
+- fixtures: ``torch`` (skips when torch is not installed), ``cuda_device`` (skips without a usable
+  CUDA build and device), ``mp`` (mpmath at 40 digits), ``restore_threads`` (numkern's thread
+  count is global: tests that change it put it back).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=40, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("dev", max_examples=400, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # pragma: no cover - hypothesis is in the [test] extra
+    pass
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def cuda_device():
+    import numkern
+
+    if not numkern.cuda_available():
+        pytest.skip("numkern built without CUDA, or no CUDA device")
+    return 0
+
+
+@pytest.fixture
+def mp():
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(40):
+        yield mpmath
+
+
+@pytest.fixture
+def restore_threads():
+    import numkern
+
+    n = numkern.get_num_threads()
+    yield n
+    numkern.set_num_threads(n)
+
+
+def _log_kv_integral(v, x):
+    """log K_v(x) to ~30 digits from K_v(x) = int_0^inf exp(-x cosh t) cosh(v t) dt (DLMF 10.32.9).
+
+    An independent reference where mpmath.besselk is slow or does not converge (v ~ x ~ 1e4).
+    The integrand is scaled by its peak at sinh t0 = v/x; tanh-sinh quadrature gets breakpoints
+    at the Gaussian width of the peak and where x cosh t reaches 1 (the edge for tiny x).  Beyond
+    t0 + 40 w the integrand is below e^-800 (log of it is concave with curvature >= 1/w^2).
+    """
+    import mpmath
+
+    v, x = mpmath.mpf(abs(v)), mpmath.mpf(x)
+    t0 = mpmath.asinh(v / x)
+    f0 = -x * mpmath.cosh(t0) + v * t0
+    w = min(1 / mpmath.sqrt(x * mpmath.cosh(t0)), mpmath.mpf(1))
+
+    def g(t):
+        return mpmath.exp(-x * mpmath.cosh(t) + v * t - f0) * (1 + mpmath.exp(-2 * v * t)) / 2
+
+    t_edge = mpmath.log(2 / x) if x < 1 else mpmath.mpf(0)
+    cand = [t0 + k * w for k in (-30, -10, -3, 0, 3, 10)] + [t_edge + k for k in (-3, 0, 3, 10)]
+    end = max(t0 + 40 * w, t_edge + 60)
+    pts = sorted({mpmath.mpf(0), end, *[t for t in cand if 0 < t < end]})
+    return f0 + mpmath.log(mpmath.quad(g, pts))
+
+
+@pytest.fixture
+def mp_log_kv(mp):
+    """log K_v(x) in mpmath (40 digits working precision) by quadrature; see _log_kv_integral."""
+    return _log_kv_integral
