@@ -22,6 +22,7 @@ PYBIND11_MODULE(_core, m) {
   cfg["compiler"] = NK_COMPILER_ID;
   cfg["openmp"] = nk::cpu::have_openmp();
   cfg["cuda_built"] = static_cast<bool>(NK_CUDA_BUILT);
+  cfg["march_native"] = static_cast<bool>(NK_NATIVE);
 #ifdef NDEBUG
   cfg["build_type"] = "release";
 #else

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 
@@ -50,6 +51,16 @@ template <class T> NK_HOST_DEVICE bool isinf(T x) {
   return x == std::numeric_limits<T>::infinity() || x == -std::numeric_limits<T>::infinity();
 }
 template <class T> NK_HOST_DEVICE T inf() { return std::numeric_limits<T>::infinity(); }
+NK_HOST_DEVICE std::uint64_t to_bits(double x) {
+  std::uint64_t u;
+  memcpy(&u, &x, sizeof u);
+  return u;
+}
+NK_HOST_DEVICE double from_bits(std::uint64_t u) {
+  double x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
 template <class T> NK_HOST_DEVICE T nan() { return std::numeric_limits<T>::quiet_NaN(); }
 // sin(pi x), exact at integers and half-integers (the reflection formulas need sin(pi n) == 0).
 NK_HOST_DEVICE double sinpi(double x) {
