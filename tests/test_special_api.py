@@ -670,3 +670,43 @@ def test_every_public_function_has_docstring():
     for name in nks.__all__:
         doc = getattr(nks, name).__doc__
         assert doc and len(doc) > 30, name
+
+
+def test_import_and_numpy_calls_do_not_import_torch_or_cupy():
+    code = ("import sys, numpy as np, numkern; from numkern import special as s; "
+            "s.log_iv(np.ones(3), 2.0); s.kv(1.5, 2.0, out=np.empty(())); numkern.show_config(file=sys.stderr); "
+            "print(sorted(m for m in ('torch', 'cupy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_out_wider_dtype_and_float32_inputs():
+    x32 = np.array([0.5, 3.0, 40.0], dtype=np.float32)
+    out = np.full(3, -7.0)
+    assert nks.log_iv(np.float32(2.0), x32, out=out) is out
+    np.testing.assert_array_equal(out, nks.log_iv(np.float32(2.0), x32).astype(np.float64))
+
+
+try:
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays, mutually_broadcastable_shapes
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    @given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=4),
+           name=st.sampled_from(BINARY), data=st.data())
+    def test_broadcasting_property(shapes, name, data):
+        finite = st.floats(0.5, 1e4, allow_nan=False, allow_infinity=False)
+        v = data.draw(arrays(np.float64, shapes.input_shapes[0], elements=finite))
+        x = data.draw(arrays(np.float64, shapes.input_shapes[1], elements=finite))
+        got = call(name, v, x)
+        assert np.shape(got) == shapes.result_shape
+        vb, xb = np.broadcast_arrays(v, x)
+        expected = np.array([call(name, float(a), float(b)) for a, b in zip(vb.ravel(), xb.ravel())])
+        np.testing.assert_array_equal(np.ravel(got), expected)
+        out = np.full(shapes.result_shape, -7.0)
+        assert call(name, v, x, out=out) is out
+        np.testing.assert_array_equal(out, got)
