@@ -210,7 +210,9 @@ def test_float16_computed_in_float32():
     got = nks.log_iv(np.float16(1.5), x16)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, nks.log_iv(np.float32(1.5), x16.astype(np.float32)))
-    assert nks.k0(x16).dtype == np.float32
+    # the fixed-order drop-ins follow SciPy's loops, which compute float16 in float64
+    import scipy.special as sc
+    assert nks.k0(x16).dtype == sc.k0(x16).dtype
 
 
 def test_float32_stays_float32_and_is_rounded_double():

@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _cuda = None
 
 NUMPY, TORCH, CUPY = "numpy", "torch", "cupy"
+MAX_DIMS = 32  # csrc/cpu/elementwise.hpp kMaxDims
 
 
 def array_kind(a) -> str:
@@ -46,6 +47,8 @@ def compute_dtype(dtypes) -> np.dtype:
     Integers and booleans are promoted to float64 (more accurate than SciPy, which computes
     int8/int16 in float32); float16 is computed and returned in float32, as SciPy does.
     """
+    if any(isinstance(d, np.dtype) and d.kind in "biu" for d in dtypes):
+        return np.dtype(np.float64)  # integer arrays, whatever their width
     rt = np.result_type(*dtypes)
     if rt.kind == "f" and rt.itemsize <= 4:
         return np.dtype(np.float32)
@@ -89,6 +92,9 @@ def numpy_elementwise(kernel, args, names, out=None):
     conv = [_as_numpy(a, n) for a, n in zip(args, names)]
     dt = compute_dtype([c.dtype if isinstance(c, np.ndarray) else c for c in conv])
     arrs = [np.asarray(c, dtype=dt) for c in conv]
+    for a, n in zip(arrs, names):
+        if a.ndim > MAX_DIMS:
+            raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")
     shape = _broadcast_shape([a.shape for a in arrs], names)
     arrs = [np.broadcast_to(a, shape) for a in arrs]
     scalar = all(a.ndim == 0 for a in arrs)

@@ -80,10 +80,12 @@ class _BesselFunction(torch.autograd.Function):
 
 def bessel_autograd(op, v, x, out=None):
     ref = v if isinstance(v, torch.Tensor) else x
+    # A Python scalar takes the tensor's floating dtype (it is "weak", as in numpy's rules).
+    dtype = ref.dtype if ref.is_floating_point() else torch.float64
     if not isinstance(v, torch.Tensor):
-        v = torch.as_tensor(v, device=ref.device)
+        v = torch.as_tensor(v, dtype=dtype, device=ref.device)
     if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(x, device=ref.device)
+        x = torch.as_tensor(x, dtype=dtype, device=ref.device)
     y = _BesselFunction.apply(v, x, op)
     if out is not None:
         with torch.no_grad():

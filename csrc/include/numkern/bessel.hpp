@@ -59,6 +59,17 @@ NK_HOST_DEVICE LogPair normalize(LogPair a) {
   return {s.hi, s.lo};
 }
 NK_HOST_DEVICE double pair_value(LogPair a) { return a.hi + a.lo; }
+NK_HOST_DEVICE LogPair from_dd(dd a) { return {a.hi, a.lo}; }
+
+// log of a positive double: to ~1e-23 absolute (dd) for the drop-ins, to 0.6 ulp otherwise.
+template <bool kExact>
+NK_HOST_DEVICE dd log_of(double a) {
+  if (kExact && dd_detail::is_positive_normal(a)) return dd_log(dd{a, 0.0});
+  return {fast_log(a), 0.0};
+}
+constexpr double kLog2PiHi = 1.8378770664093453;     // log(2 pi) = hi + lo
+constexpr double kLog2PiLo = 1.0150610510858574e-16;
+constexpr double kLn2Lo = 2.3190468138462996e-17;
 
 NK_HOST_DEVICE double hankel_threshold(double v) {
   return v >= kDebyeMinOrder ? 50.0 * v * v : (1.2 * v * v > 25.0 ? 1.2 * v * v : 25.0);
@@ -89,6 +100,16 @@ NK_HOST_DEVICE double rgamma1p(double mu) {
   return (g.even + (mu - 1.0) * g.odd_over_mu) / mu;
 }
 
+// log Gamma(v) for 0 < v < 22 as the log of one product (no lgamma rounding of size v log v):
+// Gamma(v) = Gamma(1 + mu) prod_{j=1}^{n-1} (mu + j), v = n + mu, 0 <= mu < 1.
+NK_HOST_DEVICE double log_gamma_small(double v) {
+  double n = m::floor(v), mu = v - n;
+  if (n == 0.0) return fast_log(1.0 / (rgamma1p(mu) * mu));
+  double prod = 1.0;
+  for (int j = 1; j < static_cast<int>(n); ++j) prod *= mu + j;
+  return fast_log(prod / rgamma1p(mu));
+}
+
 // ---- Hankel expansions (x large) ---------------------------------------------------------
 // sum_k (sign)^k a_k(v) / x^k with a_k = prod_j (4v^2 - (2j-1)^2) / (k! 8^k)
 NK_HOST_DEVICE double hankel_sum(double v, double x, double sign) {
@@ -104,11 +125,23 @@ NK_HOST_DEVICE double hankel_sum(double v, double x, double sign) {
   }
   return sum;
 }
-NK_HOST_DEVICE LogPair log_iv_hankel(double v, double x) {
-  return normalize({x, fast_log(hankel_sum(v, x, -1.0) / m::sqrt(2.0 * kPi * x))});
+// Every region below returns log f - shift; the drop-ins ive/kve pass shift = |x| / -x so that
+// the exponentially scaled value never passes through a rounded logarithm of size x.
+// log I = x - log sqrt(2 pi x) + log S,  log K = -x + log sqrt(pi / (2x)) + log S
+template <bool kExact>
+NK_HOST_DEVICE LogPair hankel_log(double lead, double x, double log_c, double series, double shift) {
+  if (!kExact) return normalize({lead - shift, fast_log(series * m::exp(log_c) / m::sqrt(x))});
+  dd r = dd_mul(log_of<true>(x), -0.5);
+  r = dd_add(r, fast_log(series) + log_c);
+  return from_dd(dd_add(r, lead - shift));
 }
-NK_HOST_DEVICE LogPair log_kv_hankel(double v, double x) {
-  return normalize({-x, fast_log(hankel_sum(v, x, 1.0) * m::sqrt(kPi / (2.0 * x)))});
+template <bool kExact>
+NK_HOST_DEVICE LogPair log_iv_hankel(double v, double x, double shift) {
+  return hankel_log<kExact>(x, x, -kHalfLog2Pi, hankel_sum(v, x, -1.0), shift);
+}
+template <bool kExact>
+NK_HOST_DEVICE LogPair log_kv_hankel(double v, double x, double shift) {
+  return hankel_log<kExact>(-x, x, kHalfLogPiOver2, hankel_sum(v, x, 1.0), shift);
 }
 
 // ---- Debye uniform expansion (v large) -------------------------------------------------------
@@ -142,8 +175,7 @@ NK_HOST_DEVICE dd debye_exponent(double v, double x, double h) {
   double scale = h + v * m::fabs(lw);
   // log functions: dd where > 3 bits cancel, or the result is small (error ~ eps * scale there);
   // the error elsewhere is <= 8 eps relative.
-  bool cancels = m::fabs(plain) < 0.125 * scale || m::fabs(plain) < 64.0;
-  if (kExact) cancels = cancels || (m::fabs(plain) < 2048.0 && scale > 8.0);
+  bool cancels = kExact || m::fabs(plain) < 0.125 * scale || m::fabs(plain) < 64.0;
   bool dd_safe = v < 1e150 && x < 1e150 && x > 1e-140 && v > 1e-140;
   if (!(cancels && dd_safe)) return {plain, 0.0};
   dd hh = dd_sqrt(dd_add(two_prod(v, v), two_prod(x, x)));
@@ -160,25 +192,26 @@ NK_HOST_DEVICE double debye_h(double v, double x) {
 
 // log I = v eta - log sqrt(2 pi v) + log sqrt(p) + log sum U_k(p)/v^k,  p = v / h
 template <bool kExact>
-NK_HOST_DEVICE LogPair log_iv_debye(double v, double x) {
+NK_HOST_DEVICE LogPair log_iv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
   double p = v / h;
-  dd e = debye_exponent<kExact>(v, x, h);
+  dd e = dd_add(debye_exponent<kExact>(v, x, h), -shift);
   double rest = fast_log(debye_sum(v, p, 1.0) * m::sqrt(p / (2.0 * kPi * v)));
   return {e.hi, e.lo + rest};
 }
 // log K = -v eta + log sqrt(pi / (2 v)) + log sqrt(p) + log sum (-1)^k U_k(p)/v^k
 template <bool kExact>
-NK_HOST_DEVICE LogPair log_kv_debye(double v, double x) {
+NK_HOST_DEVICE LogPair log_kv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
   double p = v / h;
-  dd e = debye_exponent<kExact>(v, x, h);
+  dd e = dd_add(dd_neg(debye_exponent<kExact>(v, x, h)), -shift);
   double rest = fast_log(debye_sum(v, p, -1.0) * m::sqrt(kPi * p / (2.0 * v)));
-  return {-e.hi, -e.lo + rest};
+  return {e.hi, e.lo + rest};
 }
 
 // ---- small order, moderate argument ---------------------------------------------------------
-NK_HOST_DEVICE LogPair log_iv_series(double v, double x) {
+template <bool kExact>
+NK_HOST_DEVICE LogPair log_iv_series(double v, double x, double shift) {
   double half = 0.5 * x;
   double q = half * half;
   double term = 1.0, sum = 1.0;
@@ -188,15 +221,17 @@ NK_HOST_DEVICE LogPair log_iv_series(double v, double x) {
     sum += term;
     if (term < kTiny * sum && denom > 2.0 * q) break;  // remaining tail < term
   }
+  double n = m::floor(v), mu = v - n;
   if (half >= 1e-6) {
     // (x/2)^v / Gamma(v+1) as a product of floor(v) factors: no lgamma rounding of size v log v.
-    double n = m::floor(v), mu = v - n;
     double pre = rgamma1p(mu);
     for (int j = 1; j <= static_cast<int>(n); ++j) pre *= half / (mu + j);
-    double lpre = fast_log(pre * sum);
-    return mu > 0.0 ? normalize({mu * fast_log(half), lpre}) : LogPair{lpre, 0.0};
+    dd l = log_of<kExact>(pre * sum);
+    if (mu > 0.0) l = dd_add(l, kExact ? dd_mul(log_of<true>(half), mu) : dd{mu * fast_log(half), 0.0});
+    return from_dd(dd_add(l, -shift));
   }
-  return normalize({v * fast_log(half) - m::lgamma(v + 1.0), fast_log(sum)});
+  dd vl = kExact ? dd_mul(log_of<true>(half), v) : dd{v * fast_log(half), 0.0};
+  return from_dd(dd_add(vl, fast_log(sum) - log_gamma_small(v + 1.0) - shift));
 }
 
 struct KPair {
@@ -268,17 +303,20 @@ NK_HOST_DEVICE KPair steed_k_scaled(double mu, double x) {
   return {kmu, kmu * (mu + x + 0.5 - h) / x};
 }
 
-NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x) {
-  if (x < 1e-100 && v > 0.5) {
-    // K_v(x) = Gamma(v)/2 (2/x)^v (1 + O(x^2/(v-1)) + O((x/2)^(2v))): exact to double here.
-    return normalize({v * (kLn2 - fast_log(x)), m::lgamma(v) - kLn2});
+template <bool kExact>
+NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
+  if (x < 1e-100 && v * (kLn2 - fast_log(x)) > 20.0) {
+    // K_v(x) = Gamma(v)/2 (2/x)^v (1 + O(x^2/(v-1)) + O((x/2)^(2v))) with (x/2)^(2v) < e^-40
+    // and x^2 < 1e-200: exact to double.  (Temme's series loses ~v log(2/x) eps here.)
+    dd l2x = dd_add(dd{kLn2, kLn2Lo}, dd_neg(log_of<kExact>(x)));
+    return from_dd(dd_add(dd_mul(l2x, v), log_gamma_small(v) - kLn2 - shift));
   }
   double n = m::rint(v);
   double mu = v - n;
   bool scaled = x > 1.25;  // measured: Temme loses ~10 ulp near x = 2, Steed's CF2 ~1 ulp above 1.25
   KPair k = scaled ? steed_k_scaled(mu, x) : temme_k(mu, x);
-  double lo_shift = scaled ? -x : 0.0;
-  if (n == 0.0) return normalize({lo_shift, fast_log(k.k_mu)});
+  double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
+  if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
   double prev = k.k_mu, cur = k.k_mu1;
   int exponent = 0;  // cur, prev carry a factor 2^exponent
   int steps = static_cast<int>(n);
@@ -292,28 +330,27 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x) {
       exponent += 800;
     }
   }
-  LogPair r = normalize({lo_shift, fast_log(cur)});
+  dd r = dd_add(log_of<kExact>(cur), lead);
   if (exponent != 0) {
     dd e = two_prod(static_cast<double>(exponent), kLn2);
-    e.lo += exponent * 2.3190468138462996e-17;
-    r = pair_add(r, e.hi);
-    r.lo += e.lo;
+    e.lo += exponent * kLn2Lo;
+    r = dd_add(r, e);
   }
-  return r;
+  return from_dd(r);
 }
 
 // ---- dispatch for v >= 0, 0 < x < inf ---------------------------------------------------------
 template <bool kExact>
-NK_HOST_DEVICE LogPair log_iv_core(double v, double x) {
-  if (x >= hankel_threshold(v)) return log_iv_hankel(v, x);
-  if (v >= kDebyeMinOrder) return log_iv_debye<kExact>(v, x);
-  return log_iv_series(v, x);
+NK_HOST_DEVICE LogPair log_iv_core(double v, double x, double shift) {
+  if (x >= hankel_threshold(v)) return log_iv_hankel<kExact>(v, x, shift);
+  if (v >= kDebyeMinOrder) return log_iv_debye<kExact>(v, x, shift);
+  return log_iv_series<kExact>(v, x, shift);
 }
 template <bool kExact>
-NK_HOST_DEVICE LogPair log_kv_core(double v, double x) {
-  if (x >= hankel_threshold(v)) return log_kv_hankel(v, x);
-  if (v >= kDebyeMinOrder) return log_kv_debye<kExact>(v, x);
-  return log_kv_small_order(v, x);
+NK_HOST_DEVICE LogPair log_kv_core(double v, double x, double shift) {
+  if (x >= hankel_threshold(v)) return log_kv_hankel<kExact>(v, x, shift);
+  if (v >= kDebyeMinOrder) return log_kv_debye<kExact>(v, x, shift);
+  return log_kv_small_order<kExact>(v, x, shift);
 }
 
 // log(e^a + s e^b) for pairs, s = +1 or -1; sign of the sum in *sign.
@@ -333,20 +370,20 @@ NK_HOST_DEVICE LogPair pair_logaddexp(LogPair a, LogPair b, double s, double* si
 NK_HOST_DEVICE bool is_integer(double v) { return m::floor(v) == v; }
 }  // namespace bessel_detail
 
-// Signed logarithm: f = sign * exp(hi + lo).  sign is 0 for NaN results (hi = NaN).
+// Signed logarithm: f = sign * parity * exp(hi + lo + shift).
 struct SignedLog {
-  double sign;  // +1, -1; the parity of I_n(-x) is reported apart from the reflection sign
-  double parity;
+  double sign;    // sign from the reflection formula (negative orders)
+  double parity;  // (-1)^n of I_n(-x), reported apart: log_iv returns log|I_n(-x)|
   double hi, lo;
 };
 
-// I_v(x) for all real v, x, as a signed log (SciPy's conventions for the special values).
+// I_v(x) for all real v, x, as a signed log of I_v(x) e^{-shift} (SciPy's special values).
 // kExact: the drop-ins need hi + lo good to ~1e-16 absolute so that exp() rounds once.
 template <bool kExact = false>
-NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x) {
+NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x, double shift = 0.0) {
   using namespace bessel_detail;
   const double nan = m::nan<double>(), inf = m::inf<double>();
-  if (m::isnan(v) || m::isnan(x)) return {1.0, 1.0, nan, 0.0};
+  if (m::isnan(v) || m::isnan(x) || v == -inf) return {1.0, 1.0, nan, 0.0};
   double parity = 1.0;
   if (x < 0.0) {
     if (!is_integer(v)) return {1.0, 1.0, nan, 0.0};
@@ -357,7 +394,10 @@ NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x) {
   if (x == 0.0) {
     if (v == 0.0) return {1.0, parity, 0.0, 0.0};
     if (v > 0.0) return {1.0, parity, -inf, 0.0};
-    return {1.0, parity, inf, 0.0};  // non-integer v < 0: (x/2)^v / Gamma(1+v) -> +inf
+    // non-integer v < 0: (x/2)^v / Gamma(1+v) -> +-inf with the sign of Gamma(1+v)
+    double f = m::floor(1.0 + v);
+    double gsign = (f < 0.0 && m::fabs(f - 2.0 * m::floor(0.5 * f)) == 1.0) ? -1.0 : 1.0;
+    return {gsign, parity, inf, 0.0};
   }
   if (x == inf) {
     if (v == -inf || v == inf) return {1.0, parity, nan, 0.0};
@@ -366,34 +406,33 @@ NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x) {
   if (v == inf) return {1.0, parity, -inf, 0.0};
   if (v == -inf) return {1.0, parity, nan, 0.0};
   if (v >= 0.0) {
-    LogPair r = normalize(log_iv_core<kExact>(v, x));
+    LogPair r = normalize(log_iv_core<kExact>(v, x, shift));
     return {1.0, parity, r.hi, r.lo};
   }
   // I_{-nu} = I_nu + (2/pi) sin(pi nu) K_nu, nu = -v > 0 not an integer.
   double nu = -v;
   double c = (2.0 / kPi) * m::sinpi(nu);
-  LogPair a = log_iv_core<kExact>(nu, x);
+  LogPair a = log_iv_core<kExact>(nu, x, shift);
   if (c == 0.0) {
     a = normalize(a);
     return {1.0, parity, a.hi, a.lo};
   }
-  LogPair b = pair_add(log_kv_core<kExact>(nu, x), fast_log(m::fabs(c)));
+  LogPair b = pair_add(log_kv_core<kExact>(nu, x, shift), fast_log(m::fabs(c)));
   double sign;
   LogPair r = normalize(pair_logaddexp(a, b, c > 0 ? 1.0 : -1.0, &sign));
   return {sign, parity, r.hi, r.lo};
 }
 
-// log K_v(x) for all real v, x.
+// log(K_v(x) e^{-shift}) for all real v, x.
 template <bool kExact = false>
-NK_HOST_DEVICE bessel_detail::LogPair kv_log(double v, double x) {
+NK_HOST_DEVICE bessel_detail::LogPair kv_log(double v, double x, double shift = 0.0) {
   using namespace bessel_detail;
   const double nan = m::nan<double>(), inf = m::inf<double>();
   if (m::isnan(v) || m::isnan(x) || x < 0.0) return {nan, 0.0};
   v = m::fabs(v);  // K_{-v} = K_v
-  if (x == 0.0) return {inf, 0.0};
-  if (x == inf) return {-inf, 0.0};
-  if (v == inf) return {inf, 0.0};
-  return normalize(log_kv_core<kExact>(v, x));
+  if (x == inf) return {v == inf ? nan : -inf, 0.0};  // K_inf(inf) is indeterminate
+  if (x == 0.0 || v == inf) return {inf, 0.0};
+  return normalize(log_kv_core<kExact>(v, x, shift));
 }
 
 // exp(hi + lo) with |lo| <= ulp(hi): one rounding.
@@ -417,25 +456,24 @@ NK_HOST_DEVICE double log_kv(double v, double x) {
 }
 NK_HOST_DEVICE double iv(double v, double x) {
   SignedLog r = iv_signed_log<true>(v, x);
+  if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();  // SciPy: iv(-1.5, 0) = +inf
   return r.sign * r.parity * exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double ive(double v, double x) {
-  SignedLog r = iv_signed_log<true>(v, x);
   double ax = m::fabs(x);
-  if (ax == m::inf<double>()) return (r.hi == r.hi) ? 0.0 : r.hi;
-  bessel_detail::LogPair s = bessel_detail::normalize(bessel_detail::pair_add({r.hi, r.lo}, -ax));
-  return r.sign * r.parity * exp_pair(s.hi, s.lo);
+  SignedLog r = iv_signed_log<true>(v, x, ax == m::inf<double>() ? 0.0 : ax);
+  if (ax == m::inf<double>()) return (r.hi == r.hi && m::fabs(v) != m::inf<double>()) ? 0.0 : m::nan<double>();
+  if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();
+  return r.sign * r.parity * exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double kv(double v, double x) {
   bessel_detail::LogPair r = kv_log<true>(v, x);
   return exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double kve(double v, double x) {
-  bessel_detail::LogPair r = kv_log<true>(v, x);
-  if (x == m::inf<double>()) return 0.0;
-  if (x == 0.0 || !(r.hi == r.hi)) return r.hi == r.hi ? m::inf<double>() : r.hi;
-  bessel_detail::LogPair s = bessel_detail::normalize(bessel_detail::pair_add(r, x));
-  return exp_pair(s.hi, s.lo);
+  if (x == m::inf<double>() && !m::isnan(v)) return m::fabs(v) == m::inf<double>() ? m::nan<double>() : 0.0;
+  bessel_detail::LogPair r = kv_log<true>(v, x, -x);
+  return exp_pair(r.hi, r.lo);
 }
 
 // ---- ratios I_v / I_{v-1} ---------------------------------------------------------------------
@@ -535,7 +573,8 @@ NK_HOST_DEVICE double dlog_iv_dx(double v, double x) {
 }
 NK_HOST_DEVICE double dlog_kv_dx(double v, double x) {
   double av = m::fabs(v);
-  bessel_detail::LogPair a = kv_log(av + 1.0, x), b = kv_log(av, x);
+  // the two logs are ~v in size and their difference O(1): take both with the dd-exact exponent
+  bessel_detail::LogPair a = kv_log<true>(av + 1.0, x), b = kv_log<true>(av, x);
   double ratio = m::exp((a.hi - b.hi) + (a.lo - b.lo));
   return av / x - ratio;
 }
