@@ -16,8 +16,8 @@ def mp_ratio(v, x, terms=None):
     """I_v(x)/I_{v-1}(x) from the backward recurrence r_k = 1/(2k/x + r_{k+1}) (Gauss's continued
     fraction), started deep enough that the start error is damped below 1e-40."""
     v, x = mp.mpf(v), mp.mpf(x)
-    n = terms or int(60 + 2 * float(x) / 1 ** 0 if float(x) < 50 else 60 + 10 * math.sqrt(float(x)) * 3.1)
-    n = max(n, 60)
+    # the start error is damped by ~exp(-n^2 / x) (x >> v), faster for v >> x
+    n = terms or 60 + int(31 * math.sqrt(float(x)))
     big = v + n
     r = x / (big - mp.mpf(1) / 2 + mp.sqrt((big + mp.mpf(1) / 2) ** 2 + x * x))  # Amos-type start
     for k in range(n, 0, -1):
@@ -25,11 +25,11 @@ def mp_ratio(v, x, terms=None):
     return r
 
 
-def mp_kappa_root(rbar, d, kappa0):
+def mp_kappa_root(rbar, d, kappa0, steps=3):
     """Newton in 40-digit arithmetic from numkern's kappa: A_d(kappa) = rbar."""
     k = mp.mpf(kappa0)
     r = mp.mpf(rbar)
-    for _ in range(3):
+    for _ in range(steps):
         a = mp_ratio(mp.mpf(d) / 2, k)
         da = 1 - a * a - (d - 1) * a / k
         k = k - (a - r) / da

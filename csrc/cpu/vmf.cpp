@@ -115,10 +115,13 @@ void sample(const double* mu, const double* kappa, index_t groups, index_t n, in
       const double t = vmf_sample_t(static_cast<double>(d), kappa[g], seed, static_cast<std::uint64_t>(r));
       const std::uint64_t key = vmf_detail::stream_key(seed, static_cast<std::uint64_t>(r), 2);
       double dot = 0.0;
-      for (index_t j = 0; j < d; ++j) {
-        gauss[j] = vmf_detail::hash_normal(key, static_cast<std::uint64_t>(j));
-        dot += gauss[j] * m[j];
+      for (index_t j = 0; j < d; j += 2) {
+        double e, o;
+        vmf_detail::hash_normal_pair(key, static_cast<std::uint64_t>(j >> 1), &e, &o);
+        gauss[j] = e;
+        if (j + 1 < d) gauss[j + 1] = o;
       }
+      for (index_t j = 0; j < d; ++j) dot += gauss[j] * m[j];
       double nrm = 0.0;
       for (index_t j = 0; j < d; ++j) {
         gauss[j] -= dot * m[j];

@@ -189,10 +189,19 @@ NK_HOST_DEVICE double to_unit(std::uint64_t bits) {
 NK_HOST_DEVICE double hash_uniform(std::uint64_t key, std::uint64_t counter) {
   return to_unit(mix64(key + kGolden * (counter + 1)));
 }
-// The standard normal attached to coordinate j of a direction stream (Box-Muller, cos branch).
+// The standard normals attached to coordinates 2p and 2p+1 of a direction stream (Box-Muller:
+// both branches of one uniform pair, so a CPU loop pays one log per two coordinates).
+NK_HOST_DEVICE void hash_normal_pair(std::uint64_t key, std::uint64_t p, double* even, double* odd) {
+  double u1 = hash_uniform(key, 2 * p), u2 = hash_uniform(key, 2 * p + 1);
+  double r = m::sqrt(-2.0 * m::log(u1));
+  *even = r * m::cos(kTwoPi * u2);
+  *odd = r * m::sin(kTwoPi * u2);
+}
+// The standard normal of coordinate j alone (the GPU recomputes it per pass instead of storing).
 NK_HOST_DEVICE double hash_normal(std::uint64_t key, std::uint64_t j) {
-  double u1 = hash_uniform(key, 2 * j), u2 = hash_uniform(key, 2 * j + 1);
-  return m::sqrt(-2.0 * m::log(u1)) * m::cos(kTwoPi * u2);
+  double e, o;
+  hash_normal_pair(key, j >> 1, &e, &o);
+  return (j & 1) ? o : e;
 }
 
 struct Stream {
