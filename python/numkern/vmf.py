@@ -138,10 +138,11 @@ def _prepare_rows(ctx, X, name, normalize):
         raise ValueError(f"{name}: the dimension d = {d} must be >= 2")
     if n < 1:
         raise ValueError(f"{name}: needs at least one row (got shape {shape})")
-    if not be.all_finite(x):
-        raise ValueError(f"{name}: contains NaN or inf")
     m = math.prod(shape[:-1])
     norm2 = be.row_norm2(x, m, d)
+    if not be.all_finite(norm2):  # a NaN/inf element makes its row's |x|^2 non-finite
+        raise ValueError(f"{name}: contains NaN or inf" if not be.all_finite(x) else
+                         f"{name}: |x|^2 overflows for some rows")
     _check_unit(be, norm2, name, dtype, normalize, m)
     return x, norm2, dtype
 
@@ -185,15 +186,17 @@ def _resultant(ctx, X, weights, normalize, name="X"):
 
 
 def _directions(ctx, s):
-    """mu = S/|S| and |S| (rows with S = 0 get mu = e_1)."""
+    """mu = S/|S| and |S| (a fit with S = 0 has no direction: mu = e_1 there, kappa = 0)."""
     be = ctx.be
     norm = be.sqrt(be.sum(s * s, axis=1))
-    g, d = tuple(s.shape)
-    e1 = be.full((g, d), 0.0)
-    e1[:, 0] = 1.0
-    safe = be.where(norm > 0, norm, be.full((g,), 1.0))
-    mu = be.where(be.reshape(norm > 0, (g, 1)), s / be.reshape(safe, (g, 1)), e1)
-    return mu, norm
+    g = tuple(s.shape)[0]
+    if be.count(norm == 0):
+        zero = norm == 0
+        s = s + 0.0
+        s[zero, 0] = 1.0
+        norm = be.where(zero, be.full((g,), 0.0), norm)
+        return s / be.reshape(be.where(zero, be.full((g,), 1.0), norm), (g, 1)), norm
+    return s / be.reshape(norm, (g, 1)), norm
 
 
 def _kappa_from_rbar(ctx, rbar, d, what):
@@ -352,9 +355,9 @@ class VonMisesFisher:
         else:
             raise ValueError(f"X: shape {shape} must be batch_shape + (n, d) = {self._batch} + (n, {d}) "
                              f"or (n, {d})")
-        if not be.all_finite(x):
-            raise ValueError("X: contains NaN or inf")
         out, norm2 = be.logpdf(x, shared, self._mu, self._shifted(), self._kappa, g, n, d, dtype)
+        if not be.all_finite(norm2):
+            raise ValueError("X: contains NaN or inf" if not be.all_finite(x) else "X: |x|^2 overflows")
         rows = n if shared else g * n
         _check_unit(be, norm2 if not shared else norm2[0], "X", dtype, False, rows)
         return ctx.output(be.reshape(out, out_shape))
