@@ -54,12 +54,34 @@ def logpdf_data(n=10_000, d=8192):
 
 
 # ---- pytest-benchmark ------------------------------------------------------------------------
+MEDIANS: dict = {}  # name -> median seconds per unit of work (per solve / class / point / draw)
+
+
+def _record(benchmark, name, units):
+    MEDIANS[name] = benchmark.stats.stats.median / units
+
+
+def markdown_report() -> str:
+    """Ratios numkern vs SciPy from this pytest-benchmark run (empty if nothing was measured)."""
+    pairs = [("kappa solve, per solve (d=100)", "kappa_nk", "kappa_sp"),
+             ("fit, per class (d=2048, n=20, f32)", "fit_nk", "fit_sp"),
+             ("logpdf, per point (d=8192)", "logpdf_nk", "logpdf_sp"),
+             ("sample, per draw (d=256, kappa=100)", "sample_nk", "sample_sp")]
+    rows = [f"| {t} | {MEDIANS[a] * 1e6:.3g} us | {MEDIANS[b] * 1e6:.3g} us | {MEDIANS[b] / MEDIANS[a]:.0f}x |"
+            for t, a, b in pairs if a in MEDIANS and b in MEDIANS]
+    if not rows:
+        return ""
+    return "\n".join(["| task | numkern | SciPy | speed-up |", "|---|---|---|---|", *rows])
+
+
 def test_kappa_1e6_numkern(benchmark):
     benchmark(vmf.kappa_mle, RBAR_1M, D_1M)
+    _record(benchmark, "kappa_nk", 1e6)
 
 
 def test_kappa_2000_scipy_brentq(benchmark):
     benchmark.pedantic(scipy_kappa_loop, args=(RBAR_1M[:2000],), rounds=3, iterations=1)
+    _record(benchmark, "kappa_sp", 2000)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +91,7 @@ def classes():
 
 def test_fit_1000_classes_numkern(benchmark, classes):
     benchmark(vmf.fit, classes)
+    _record(benchmark, "fit_nk", 1000)
 
 
 def test_fit_20_classes_scipy(benchmark, classes):
@@ -77,6 +100,7 @@ def test_fit_20_classes_scipy(benchmark, classes):
             warnings.simplefilter("ignore")
             return [vonmises_fisher.fit(classes[i].astype(np.float64)) for i in range(20)]
     benchmark.pedantic(loop, rounds=3, iterations=1)
+    _record(benchmark, "fit_sp", 20)
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +112,27 @@ def test_logpdf_1e5_d8192_numkern(benchmark, points):
     mu, x = points
     dist = vmf.VonMisesFisher(mu.astype(np.float32), np.float32(3000.0))
     benchmark(lambda: [dist.logpdf(x) for _ in range(10)])
+    _record(benchmark, "logpdf_nk", 10 * len(x))
 
 
 def test_logpdf_1e4_d8192_scipy(benchmark, points):
     mu, x = points
-    benchmark.pedantic(lambda: vonmises_fisher(mu, 3000.0).logpdf(x.astype(np.float64)), rounds=3, iterations=1)
+    x64 = x.astype(np.float64)
+    benchmark.pedantic(lambda: vonmises_fisher(mu, 3000.0).logpdf(x64), rounds=3, iterations=1)
+    _record(benchmark, "logpdf_sp", len(x))
 
 
 def test_sample_1e5_d256_numkern(benchmark):
     mu = np.eye(256)[0]
     benchmark(vmf.VonMisesFisher(mu, 100.0).sample, 100_000, 1)
+    _record(benchmark, "sample_nk", 100_000)
 
 
 def test_sample_1e5_d256_scipy(benchmark):
     mu = np.eye(256)[0]
     benchmark.pedantic(vonmises_fisher(mu, 100.0).rvs, args=(100_000,), kwargs={"random_state": 1}, rounds=3,
                        iterations=1)
+    _record(benchmark, "sample_sp", 100_000)
 
 
 # ---- table for bench/results/vmf.md -----------------------------------------------------------
