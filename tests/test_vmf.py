@@ -17,7 +17,7 @@ def mp_ratio(v, x, terms=None):
     fraction), started deep enough that the start error is damped below 1e-40."""
     v, x = mp.mpf(v), mp.mpf(x)
     # the start error is damped by ~exp(-n^2 / x) (x >> v), faster for v >> x
-    n = terms or 60 + int(31 * math.sqrt(float(x)))
+    n = terms or 60 + int(12 * math.sqrt(float(x)))
     big = v + n
     r = x / (big - mp.mpf(1) / 2 + mp.sqrt((big + mp.mpf(1) / 2) ** 2 + x * x))  # Amos-type start
     for k in range(n, 0, -1):
