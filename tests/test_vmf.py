@@ -329,3 +329,17 @@ def test_threads_do_not_change_results():
         numkern.set_num_threads(n0)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(s1, s2)
+
+
+@pytest.mark.skipif(not numkern.cuda_available(), reason="needs a CUDA device and numkern's CUDA module")
+def test_cuda_matches_cpu():
+    torch = pytest.importorskip("torch")
+    rb = np.linspace(0.001, 0.999, 10001)
+    k = vmf.kappa_mle(torch.tensor(rb, device="cuda"), 4096.0)
+    np.testing.assert_allclose(k.cpu().numpy(), vmf.kappa_mle(rb, 4096.0), rtol=1e-13)
+    x = vmf.VonMisesFisher(unit_rows(np.random.default_rng(0), 1, 1024)[0], 500.0).sample(300, seed=1)
+    fc, fg = vmf.fit(x), vmf.fit(torch.tensor(x, device="cuda"))
+    assert float(fg.kappa) == pytest.approx(float(fc.kappa), rel=1e-12)
+    np.testing.assert_allclose(fg.logpdf(torch.tensor(x, device="cuda")).cpu().numpy(), fc.logpdf(x), rtol=1e-12)
+    sg = fg.sample(100, seed=3).cpu().numpy()
+    np.testing.assert_allclose(sg, fc.sample(100, seed=3), atol=1e-9)

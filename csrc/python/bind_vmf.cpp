@@ -41,15 +41,17 @@ void run_map(const std::string& op, const py::list& ins, py::array& out) {
   T* o = mptr<T>(out, "out", n);
   std::vector<const T*> p;
   for (auto& h : ins) p.push_back(cptr<T>(h.cast<py::array>(), "input", n));
-  auto arity = [&](size_t k) { need(p.size() == k, op + ": wrong number of inputs"); };
+  const bool binary = op == "log_normalizer" || op == "log_normalizer_shifted" || op == "entropy" ||
+                      op == "kappa_mle" || op == "mean_length";
+  if (!binary && op != "kl") throw py::value_error("unknown vmf operation: " + op);
+  need(p.size() == (binary ? 2u : 4u), op + ": wrong number of inputs");
   py::gil_scoped_release release;
-  if (op == "log_normalizer") { arity(2); cpu::vmf::map2<ops::VmfLogNormalizer>(p[0], p[1], o, n); }
-  else if (op == "log_normalizer_shifted") { arity(2); cpu::vmf::map2<ops::VmfLogNormalizerShifted>(p[0], p[1], o, n); }
-  else if (op == "entropy") { arity(2); cpu::vmf::map2<ops::VmfEntropy>(p[0], p[1], o, n); }
-  else if (op == "kappa_mle") { arity(2); cpu::vmf::map2<ops::VmfKappaMle>(p[0], p[1], o, n); }
-  else if (op == "mean_length") { arity(2); cpu::vmf::map2<ops::VmfMeanLength>(p[0], p[1], o, n); }
-  else if (op == "kl") { arity(4); cpu::vmf::map4<ops::VmfKl>(p[0], p[1], p[2], p[3], o, n); }
-  else { py::gil_scoped_acquire g; throw py::value_error("unknown vmf operation: " + op); }
+  if (op == "log_normalizer") { cpu::vmf::map2<ops::VmfLogNormalizer>(p[0], p[1], o, n); }
+  else if (op == "log_normalizer_shifted") { cpu::vmf::map2<ops::VmfLogNormalizerShifted>(p[0], p[1], o, n); }
+  else if (op == "entropy") { cpu::vmf::map2<ops::VmfEntropy>(p[0], p[1], o, n); }
+  else if (op == "kappa_mle") { cpu::vmf::map2<ops::VmfKappaMle>(p[0], p[1], o, n); }
+  else if (op == "mean_length") { cpu::vmf::map2<ops::VmfMeanLength>(p[0], p[1], o, n); }
+  else if (op == "kl") { cpu::vmf::map4<ops::VmfKl>(p[0], p[1], p[2], p[3], o, n); }
 }
 
 template <class F>
