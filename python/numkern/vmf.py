@@ -302,6 +302,7 @@ class VonMisesFisher:
 
     @property
     def batch_shape(self) -> tuple:
+        """Shape of the batch of distributions (() for one)."""
         return self._batch
 
     @property
