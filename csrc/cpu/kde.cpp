@@ -75,7 +75,10 @@ void row_reduce(const double* d2, const double* logw, index_t nb, double c, bool
 template <class T>
 void kde_block_update(const KdeBlock<T>& b) {
   if (b.mb <= 0 || b.nb <= 0) return;
-  const int nthreads = static_cast<int>(std::min<index_t>(get_num_threads(), b.mb));
+  // Waking a thread team costs microseconds (milliseconds on a loaded machine): small blocks run
+  // on the calling thread.
+  const index_t work = b.mb * b.nb * (b.K + (b.gram ? 1 : b.d));
+  const int nthreads = work < (1 << 16) ? 1 : static_cast<int>(std::min<index_t>(get_num_threads(), b.mb));
 #if NK_HAVE_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif

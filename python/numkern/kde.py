@@ -480,18 +480,29 @@ class GaussianKDE:
         return be.wrap(np.asarray(host_vals, dtype=self.dtype)) if be.kind == NUMPY \
             else be.from_host(host_vals, self.dtype)
 
-    def diagnostics(self, points):
+    def diagnostics(self, points, bandwidths=None):
         """Per query point, in the same pass as the log-density: ``KDEDiagnostics(logpdf,
         participation_ratio, max_weight)``.  participation_ratio = (sum_i k_i)^2 / sum_i k_i^2 with
-        k_i = w_i N(x; y_i, h^2 Sigma): ~n in the CLT regime, O(1) below h_G (``regimes``)."""
+        k_i = w_i N(x; y_i, h^2 Sigma): ~n in the CLT regime, O(1) below h_G (``regimes``).
+
+        bandwidths: optional sequence of h (units of ``bandwidth``); then every field has shape
+        (m, K), one column per bandwidth, all from ONE pass over the distance blocks.
+        """
         X = _as_matrix(points, "points", self._be, self.d)
-        if X.shape[0] == 0:
-            e = self._result(self._be.empty((0,), np.float64), points)
-            return KDEDiagnostics(e, e, e)
-        lse, lpr, mxw = self._stream(self._prepared_queries(X), X.shape[0], [self.bandwidth], diagnostics=True)
+        hs = [self.bandwidth] if bandwidths is None else \
+            [_check_bandwidth_value(h, "bandwidths") for h in np.ravel(bandwidths)]
+        if not hs:
+            raise ValueError("bandwidths: empty")
         be = self._be
-        return KDEDiagnostics(self._result(lse[:, 0] + self._log_norm(self.bandwidth), points),
-                              self._result(be.exp(lpr[:, 0]), points), self._result(mxw[:, 0], points))
+        if X.shape[0] == 0:
+            e = self._result(be.empty((0,) if bandwidths is None else (0, len(hs)), np.float64), points)
+            return KDEDiagnostics(e, e, e)
+        lse, lpr, mxw = self._stream(self._prepared_queries(X), X.shape[0], hs, diagnostics=True)
+        norms = be.from_host(np.array([self._log_norm(h) for h in hs]))
+        fields = (lse + norms[None, :], be.exp(lpr), mxw)
+        if bandwidths is None:
+            fields = tuple(f[:, 0] for f in fields)
+        return KDEDiagnostics(*(self._result(f, points) for f in fields))
 
     def resample(self, n, seed=None):
         """Draw n points from p_hat: pick y_i with probability w_i / sum w, add N(0, h^2 Sigma) noise.
