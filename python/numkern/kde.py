@@ -237,6 +237,9 @@ class GaussianKDE:
             part = (c * c * wd[i0:i0 + blk.shape[0], None]).sum(0)
             var = part if var is None else var + part
         self._var_host = be.host(var) / unbias if unbias > 0 else np.full(d, np.nan)
+        # a constant column leaves only the rounding of its mean: count that as zero variance
+        mu_host = np.asarray(be.host(mu), dtype=np.float64)
+        self._var_host[self._var_host <= (64 * np.finfo(np.float64).eps * np.abs(mu_host)) ** 2] = 0.0
         if self.covariance == "diagonal":
             if n < 2 or unbias <= 0 or not (self._var_host > 0).all():
                 raise ValueError("data: a dimension has zero variance (or n < 2), so the 'diagonal' "
