@@ -457,7 +457,9 @@ class GaussianKDE:
     def pdf(self, points):
         """p_hat(x) = exp(logpdf(x)); underflows to 0 where logpdf < -745 (use logpdf there)."""
         lp = self.logpdf(points)
-        return np.exp(lp) if isinstance(lp, np.ndarray) else lp.exp()
+        if isinstance(lp, np.ndarray):
+            return np.exp(lp)
+        return lp.exp() if array_kind(lp) == TORCH else self._be.exp(lp)
 
     __call__ = pdf
 
