@@ -23,25 +23,40 @@
 #endif
 #define NK_STR(x) #x
 
+// The exp and distance loops are worth 2x with 256-bit vectors; x86-64's baseline is SSE2, so GCC
+// builds an AVX2 clone next to the default one and picks it at load time.  No FMA contraction
+// (-ffp-contract=off), so both clones round every element identically.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define NK_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NK_CPU_CLONES
+#endif
+
 namespace nk::cpu {
 namespace {
 
 // Distances of query row i to every data row of the block; skipped pairs get +inf.
+// Gram distances in a vectorised loop, then a scan that recomputes the (rare, in d > 8) pairs in the
+// cancellation zone; the same rule as kde::pair_sq_dist, which the GPU applies pair by pair.
 template <class T>
-void row_distances(const KdeBlock<T>& b, index_t i, double* d2) {
+NK_CPU_CLONES void row_distances(const KdeBlock<T>& b, index_t i, double* d2) {
   const T* xi = b.x + i * b.ldx;
   const double xsq = b.xsq[i];
-  const T* grow = b.gram ? b.gram + i * b.nb : nullptr;
-  for (index_t j = 0; j < b.nb; ++j) {
-    const T* g = grow ? grow + j : nullptr;
-    d2[j] = kde::pair_sq_dist(g, xi, b.y + j * b.ldy, b.d, xsq, b.ysq[j]);
+  const double* ysq = b.ysq;
+  if (b.gram == nullptr) {
+    for (index_t j = 0; j < b.nb; ++j) d2[j] = kde::direct_sq_dist(xi, b.y + j * b.ldy, b.d);
+  } else {
+    const T* grow = b.gram + i * b.nb;
+    for (index_t j = 0; j < b.nb; ++j) d2[j] = kde::gram_sq_dist(xsq, ysq[j], static_cast<double>(grow[j]));
+    for (index_t j = 0; j < b.nb; ++j)
+      if (kde::in_cancellation_zone(d2[j], xsq, ysq[j])) d2[j] = kde::direct_sq_dist(xi, b.y + j * b.ldy, b.d);
   }
   const index_t jself = i - b.self_diff;
   if (jself >= 0 && jself < b.nb) d2[jself] = m::inf<double>();
 }
 
 // Folds the exponents logw - c d2 of one row into accumulator (mx, s, s2).
-void row_reduce(const double* d2, const double* logw, index_t nb, double c, bool want_sq, double* z,
+NK_CPU_CLONES void row_reduce(const double* d2, const double* logw, index_t nb, double c, bool want_sq, double* z,
                 double& mx, double& s, double& s2) {
   double bmax = -m::inf<double>();
   NK_SIMD_REDUCE(max : bmax)

@@ -83,14 +83,18 @@ NK_HOST_DEVICE double direct_sq_dist(const T* x, const T* y, index_t d) {
   return s;
 }
 
+// A Gram distance this small relative to the norms has lost too many digits to cancellation.
+NK_HOST_DEVICE bool in_cancellation_zone(double d2, double xsq, double ysq) {
+  return d2 < kRecomputeFraction * (xsq + ysq);
+}
+
 // The distance actually used for a pair: the Gram one unless it is in the cancellation zone.
 template <class T>
 NK_HOST_DEVICE double pair_sq_dist(const T* gram_entry, const T* x, const T* y, index_t d, double xsq,
                                    double ysq) {
   if (gram_entry == nullptr) return direct_sq_dist(x, y, d);
   const double d2 = gram_sq_dist(xsq, ysq, static_cast<double>(*gram_entry));
-  if (d2 < kRecomputeFraction * (xsq + ysq)) return direct_sq_dist(x, y, d);
-  return d2;
+  return in_cancellation_zone(d2, xsq, ysq) ? direct_sq_dist(x, y, d) : d2;
 }
 
 // Running log-sum-exp of a stream of exponents z (with the sum of squares for participation
