@@ -41,7 +41,7 @@ _BLOCK_ELEMS = 1 << 21   # Gram entries per block: 16 MiB in float64, the whole 
 _QUERY_BLOCK = 512       # query rows per block
 _DIRECT_MAX_D = 8        # at or below this dimension, distances come from the coordinates directly
 _NO_SELF = 1 << 62       # "exclude no pair" for the block update
-_PREP_ROWS = 4096        # rows per block when centring / whitening the inputs
+_PREP_ELEMS = 1 << 22    # float64 entries per block when centring / whitening the inputs
 _COVARIANCES = ("isotropic", "diagonal", "full")
 _RULES = ("scott", "silverman", "loo")
 
@@ -214,8 +214,9 @@ class GaussianKDE:
 
     # -- preparation: centre (and whiten) once, in float64, block by block ----------------------
     def _row_blocks(self, A):
-        for i0 in range(0, A.shape[0], _PREP_ROWS):
-            yield i0, A[i0:i0 + _PREP_ROWS]
+        rows = max(64, _PREP_ELEMS // max(1, A.shape[1]))
+        for i0 in range(0, A.shape[0], rows):
+            yield i0, A[i0:i0 + rows]
 
     def _prepare(self, Y, w):
         be, n, d = self._be, self.n, self.d
@@ -257,7 +258,7 @@ class GaussianKDE:
             if self.covariance == "diagonal":
                 c = c * inv_sd
             elif self.covariance == "full":
-                c = c @ self._whiten.T
+                c = self._whiten_rows(c)
             cb = be.cast(c, self.dtype)
             self._Y[i0:i0 + blk.shape[0]] = cb
             self._ysq[i0:i0 + blk.shape[0]] = be.row_sqnorms(cb)
@@ -287,7 +288,16 @@ class GaussianKDE:
             raise ValueError(msg)
         self._chol = L
         self._log_det_half = float(np.log(diag).sum())
-        self._whiten = be.from_host(scipy.linalg.solve_triangular(L, np.eye(d), lower=True))
+        if be.kind != NUMPY:  # on a GPU, whitening is a matmul by L^{-1}
+            self._whiten = be.from_host(scipy.linalg.solve_triangular(L, np.eye(d), lower=True))
+
+    def _whiten_rows(self, c):
+        """Rows c (float64, centred) -> L^{-1} c: a triangular solve on the host (no d^3 inverse)."""
+        if self._whiten is not None:
+            return c @ self._whiten.T
+        import scipy.linalg
+
+        return scipy.linalg.solve_triangular(self._chol, c.T, lower=True, check_finite=False).T
 
     def _mean_variance(self):
         return float(np.mean(self._var_host)) if self.n >= 2 else float("nan")
@@ -300,7 +310,7 @@ class GaussianKDE:
             if self.covariance == "diagonal":
                 c = c / be.from_host(self._scale)
             elif self.covariance == "full":
-                c = c @ self._whiten.T
+                c = self._whiten_rows(c)
             cb = be.cast(c, self.dtype)
             yield q0, cb, be.row_sqnorms(cb)
 
