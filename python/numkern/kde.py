@@ -219,24 +219,37 @@ class GaussianKDE:
             yield i0, A[i0:i0 + rows]
 
     def _prepare(self, Y, w):
+        """Centre (and whiten) the data into self._Y, in float64 block by block: one pass for the
+        weighted mean, one for the variances / covariance (which also stores the centred rows for
+        "isotropic"), and one more to store the scaled / whitened rows otherwise."""
         be, n, d = self._be, self.n, self.d
         wd = be.from_host(w)
         mu = None
         for i0, blk in self._row_blocks(Y):
-            part = (be.to_f64(blk) * wd[i0:i0 + blk.shape[0], None]).sum(0)
+            part = wd[i0:i0 + blk.shape[0]] @ be.to_f64(blk)
             mu = part if mu is None else mu + part
         self._mu = mu
         unbias = 1.0 - float(np.dot(w, w))  # numpy.cov's aweights normalisation, as SciPy
-        self._unbias = unbias
         self._scale = None       # per-dimension standard deviations ("diagonal")
         self._chol = None        # Cholesky factor L of the covariance ("full"), host
         self._whiten = None      # L^{-1} on the device ("full")
         self._log_det_half = 0.0
-        var = None  # per-dimension variances: Scott for "isotropic", the scales for "diagonal"
+        self._Y = be.empty((n, d), self.dtype)
+        self._ysq = be.empty((n,), np.float64)
+        full = self.covariance == "full"
+        if full and (n <= d or unbias <= 0):
+            raise ValueError(self._singular_msg())
+        var = cov = None  # variances: Scott for "isotropic", the scales for "diagonal"
         for i0, blk in self._row_blocks(Y):
             c = be.to_f64(blk) - mu
-            part = (c * c * wd[i0:i0 + blk.shape[0], None]).sum(0)
+            wb = wd[i0:i0 + blk.shape[0]]
+            part = wb @ (c * c)
             var = part if var is None else var + part
+            if full:
+                part = c.T @ (c * wb[:, None])
+                cov = part if cov is None else cov + part
+            if self.covariance == "isotropic":
+                self._store_rows(i0, c)
         self._var_host = be.host(var) / unbias if unbias > 0 else np.full(d, np.nan)
         # a constant column leaves only the rounding of its mean: count that as zero variance
         mu_host = np.asarray(be.host(mu), dtype=np.float64)
@@ -249,47 +262,39 @@ class GaussianKDE:
             self._scale = sd
             self._log_det_half = float(np.log(sd).sum())
             inv_sd = be.from_host(1.0 / sd)
-        elif self.covariance == "full":
-            self._setup_full(Y, wd, unbias)
-        self._Y = be.empty((n, d), self.dtype)
-        self._ysq = be.empty((n,), np.float64)
-        for i0, blk in self._row_blocks(Y):
-            c = be.to_f64(blk) - mu
-            if self.covariance == "diagonal":
-                c = c * inv_sd
-            elif self.covariance == "full":
-                c = self._whiten_rows(c)
-            cb = be.cast(c, self.dtype)
-            self._Y[i0:i0 + blk.shape[0]] = cb
-            self._ysq[i0:i0 + blk.shape[0]] = be.row_sqnorms(cb)
+            for i0, blk in self._row_blocks(Y):
+                self._store_rows(i0, (be.to_f64(blk) - mu) * inv_sd)
+        elif full:
+            self._setup_full(be.host(cov) / unbias)
+            for i0, blk in self._row_blocks(Y):
+                self._store_rows(i0, self._whiten_rows(be.to_f64(blk) - mu))
         with np.errstate(divide="ignore"):
             self._logw = be.from_host(np.log(w))
 
-    def _setup_full(self, Y, wd, unbias):
+    def _store_rows(self, i0, c):
+        cb = self._be.cast(c, self.dtype)
+        self._Y[i0:i0 + cb.shape[0]] = cb
+        self._ysq[i0:i0 + cb.shape[0]] = self._be.row_sqnorms(cb)
+
+    def _singular_msg(self):
+        return (f"data: the covariance of {self.n} points in {self.d} dimensions is singular, so "
+                "covariance='full' is undefined; use covariance='isotropic' (or 'diagonal')")
+
+    def _setup_full(self, cov):
         import scipy.linalg
 
-        be, n, d = self._be, self.n, self.d
-        msg = (f"data: the covariance of {n} points in {d} dimensions is singular, so covariance='full' "
-               "is undefined; use covariance='isotropic' (or 'diagonal')")
-        if n <= d or unbias <= 0:
-            raise ValueError(msg)
-        cov = None
-        for i0, blk in self._row_blocks(Y):
-            c = be.to_f64(blk) - self._mu
-            part = c.T @ (c * wd[i0:i0 + blk.shape[0], None])
-            cov = part if cov is None else cov + part
-        cov = be.host(cov) / unbias
+        d = self.d
         try:
             L = scipy.linalg.cholesky(cov, lower=True)
         except np.linalg.LinAlgError:
-            raise ValueError(msg) from None
+            raise ValueError(self._singular_msg()) from None
         diag = np.diag(L)
         if not (diag > 0).all() or (diag.min() / diag.max()) ** 2 < d * np.finfo(np.float64).eps:
-            raise ValueError(msg)
+            raise ValueError(self._singular_msg())
         self._chol = L
         self._log_det_half = float(np.log(diag).sum())
-        if be.kind != NUMPY:  # on a GPU, whitening is a matmul by L^{-1}
-            self._whiten = be.from_host(scipy.linalg.solve_triangular(L, np.eye(d), lower=True))
+        if self._be.kind != NUMPY:  # on a GPU, whitening is a matmul by L^{-1}
+            self._whiten = self._be.from_host(scipy.linalg.solve_triangular(L, np.eye(d), lower=True))
 
     def _whiten_rows(self, c):
         """Rows c (float64, centred) -> L^{-1} c: a triangular solve on the host (no d^3 inverse)."""
