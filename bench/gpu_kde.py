@@ -22,7 +22,6 @@ def _cases(rng):
 
 
 def _check_kind(report, kind, to_dev, to_host):
-    import numkern
     from numkern.kde import GaussianKDE, select_bandwidth
 
     rng = np.random.default_rng(0)
