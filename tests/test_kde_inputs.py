@@ -147,3 +147,16 @@ def test_torch_cuda_matches_cpu():
         np.testing.assert_allclose(gpu.loo_logpdf().cpu().numpy(), cpu.loo_logpdf(), rtol=tol)
         with pytest.raises(ValueError, match="points"):
             gpu.logpdf(X)  # numpy points for CUDA data
+
+
+@pytest.mark.skipif(not numkern.cuda_available(), reason="needs a CUDA device")
+def test_cupy_matches_cpu():
+    cupy = pytest.importorskip("cupy")
+    Z = rng.standard_normal((2000, 32))
+    X = rng.standard_normal((300, 32))
+    cpu = GaussianKDE(Z, bandwidth=0.9)
+    gpu = GaussianKDE(cupy.asarray(Z), bandwidth=0.9)
+    out = gpu.logpdf(cupy.asarray(X))
+    assert isinstance(out, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(out), cpu.logpdf(X), rtol=1e-12)
+    np.testing.assert_allclose(cupy.asnumpy(gpu.loo_logpdf()), cpu.loo_logpdf(), rtol=1e-12)
