@@ -54,12 +54,12 @@ NK_HOST_DEVICE double exp_nonpos(double x) {
   p = p * r + 1.0;
   p = p * r + 1.0;
   // The low bits of t hold k (two's complement offset by the shifter), k in [-1022, 0].
-  std::int64_t tb;
+  // Unsigned shift: well defined even for the NaN bit pattern (whose result is discarded below).
+  std::uint64_t tb;
   std::memcpy(&tb, &t, sizeof tb);
-  std::int64_t sb;
-  std::int64_t shifter_bits;
+  std::uint64_t shifter_bits;
   std::memcpy(&shifter_bits, &kShifter, sizeof shifter_bits);
-  sb = (tb - shifter_bits + 1023) << 52;
+  const std::uint64_t sb = (tb - shifter_bits + 1023u) << 52;
   double scale;
   std::memcpy(&scale, &sb, sizeof scale);
   const double v = p * scale;
