@@ -1,0 +1,177 @@
+"""Speed of numkern.kde against scipy.stats.gaussian_kde, sklearn KernelDensity and the bare matmul.
+
+Two ways to run:
+  pytest bench/bench_kde.py --benchmark-only          (pytest-benchmark, grouped by case)
+  python bench/bench_kde.py [--full]                  (markdown table with ratios, median of rounds)
+
+Default sizes fit a 2-core machine in a few minutes: m = 1000 query points, n = 4000 data points
+(d <= 1024) and n = 4200, m = 300 at d = 4096 (SciPy's full covariance needs n > d).  --full (or
+NUMKERN_BENCH_FULL=1) uses the issue's n = 10^5, m = 10^4 for numkern and the matmul, and the
+default sizes for SciPy/sklearn (hours otherwise); the ratios are then per pair (time / (n m)).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from numkern.kde import GaussianKDE, select_bandwidth
+
+DIMS = (2, 16, 64, 256, 1024, 4096)
+FULL = os.environ.get("NUMKERN_BENCH_FULL") == "1" or "--full" in sys.argv
+# --cpu-time: time.process_time instead of wall time.  With one thread everywhere (NUMKERN_NUM_THREADS=1
+# OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1) this is CPU work per library, robust to a shared machine.
+CLOCK = time.process_time if "--cpu-time" in sys.argv else time.perf_counter
+
+
+def sizes(d, full=False):
+    if full:
+        return 100_000, 10_000
+    return (4200, 300) if d >= 4096 else (4000, 1000)
+
+
+def data(d, n, m, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)), rng.standard_normal((m, d))
+
+
+def h_for(d):
+    return 1.0  # unit-variance data: a bandwidth of order one standard deviation
+
+
+def numkern_iso(Y, X, h):
+    return GaussianKDE(Y, bandwidth=h).logpdf(X)
+
+
+def numkern_full(Y, X):
+    return GaussianKDE(Y, covariance="full").logpdf(X)
+
+
+def scipy_full(Y, X):
+    import scipy.stats
+
+    return scipy.stats.gaussian_kde(Y.T).logpdf(X.T)
+
+
+def sklearn_iso(Y, X, h):
+    from sklearn.neighbors import KernelDensity
+
+    return KernelDensity(bandwidth=h).fit(Y).score_samples(X)
+
+
+def bare_matmul(Y, X):
+    """X @ Y.T with numkern's block sizes (512 x 4096 into one reused buffer): the GEMM work of a
+    numkern pass alone, without ever holding the m x n matrix (8 GB at n = 1e5, m = 1e4)."""
+    mb, nb = 512, 4096
+    buf = np.empty(mb * nb)
+    for q0 in range(0, X.shape[0], mb):
+        Xb = X[q0:q0 + mb]
+        for d0 in range(0, Y.shape[0], nb):
+            Yb = Y[d0:d0 + nb]
+            np.matmul(Xb, Yb.T, out=buf[:Xb.shape[0] * Yb.shape[0]].reshape(Xb.shape[0], Yb.shape[0]))
+
+
+def timed(fn, rounds):
+    ts = []
+    for _ in range(rounds):
+        t = CLOCK()
+        fn()
+        ts.append(CLOCK() - t)
+    return statistics.median(ts)
+
+
+# ---- pytest-benchmark ------------------------------------------------------------------------
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("impl", ["numkern", "numkern_full", "scipy", "sklearn", "matmul"])
+def test_logpdf(benchmark, d, impl):
+    n, m = sizes(d)
+    Y, X = data(d, n, m)
+    h = h_for(d)
+    fn = {"numkern": lambda: numkern_iso(Y, X, h), "numkern_full": lambda: numkern_full(Y, X),
+          "scipy": lambda: scipy_full(Y, X), "sklearn": lambda: sklearn_iso(Y, X, h),
+          "matmul": lambda: bare_matmul(Y, X)}[impl]
+    benchmark.group = f"logpdf d={d} n={n} m={m}"
+    benchmark.pedantic(fn, rounds=1 if impl in ("scipy", "sklearn") else 3, iterations=1)
+
+
+@pytest.mark.parametrize("mode", ["one_pass", "loop"])
+def test_loo_bandwidth_grid(benchmark, mode):
+    Y, _ = data(64, 4000, 1)
+    grid = np.geomspace(0.5, 4.0, 16)
+    benchmark.group = "LOO curve, 16 bandwidths, n=4000 d=64"
+    if mode == "one_pass":
+        benchmark.pedantic(lambda: select_bandwidth(Y, grid, refine=False), rounds=3, iterations=1)
+    else:
+        benchmark.pedantic(lambda: [GaussianKDE(Y, bandwidth=h).loo_logpdf() for h in grid], rounds=1,
+                           iterations=1)
+
+
+# ---- script mode -----------------------------------------------------------------------------
+def peak_memory_mib(n, d=64, m=2000):
+    Y, X = data(d, n, m)
+    kde = GaussianKDE(Y, bandwidth=1.0)
+    tracemalloc.start()
+    kde.logpdf(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main():
+    import numkern
+
+    print(f"numkern threads: {numkern.get_num_threads()}, full sizes: {FULL}, clock: {CLOCK.__name__}, "
+          f"load average at start: {os.getloadavg()[0]:.1f}")
+    print("\n| d | n | m | numkern iso: build (s) | numkern iso: logpdf (s) | numkern full, total (s) "
+          "| SciPy full, total (s) | sklearn, fit + score (s) | matmul X Y^T (s) | SciPy / numkern full "
+          "| sklearn / numkern iso (totals) | numkern logpdf / matmul | max rel. diff vs SciPy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for d in DIMS:
+        n, m = sizes(d)
+        Y, X = data(d, n, m)
+        h = h_for(d)
+        t_build = timed(lambda: GaussianKDE(Y, bandwidth=h), 3)
+        kde = GaussianKDE(Y, bandwidth=h)
+        t_eval = timed(lambda: kde.logpdf(X), 3)
+        t_full = timed(lambda: numkern_full(Y, X), 3)
+        t_mm = timed(lambda: bare_matmul(Y, X), 3)
+        t0 = CLOCK()
+        ref = scipy_full(Y, X)
+        t_sp = CLOCK() - t0
+        t_sk = timed(lambda: sklearn_iso(Y, X, h), 1)
+        ours = numkern_full(Y, X)
+        fin = np.isfinite(ref)
+        diff = float(np.max(np.abs(ours[fin] - ref[fin]) / np.abs(ref[fin]))) if fin.any() else float("nan")
+        print(f"| {d} | {n} | {m} | {t_build:.3f} | {t_eval:.3f} | {t_full:.3f} | {t_sp:.3f} | {t_sk:.3f} | "
+              f"{t_mm:.3f} | {t_sp / t_full:.1f}x | {t_sk / (t_build + t_eval):.1f}x | {t_eval / t_mm:.2f} | "
+              f"{diff:.1e} ({(~fin).sum()} SciPy -inf) |", flush=True)
+    if FULL:
+        print("\nFull sizes (numkern and matmul only): n = 1e5, m = 1e4")
+        print("| d | numkern logpdf (s) | matmul (s) | ratio |\n|---|---|---|---|")
+        for d in (64, 256, 1024):
+            Y, X = data(d, 100_000, 10_000)
+            h = h_for(d)
+            kde = GaussianKDE(Y, bandwidth=h)
+            t_iso, t_mm = timed(lambda: kde.logpdf(X), 1), timed(lambda: bare_matmul(Y, X), 1)
+            print(f"| {d} | {t_iso:.2f} | {t_mm:.2f} | {t_iso / t_mm:.2f} |", flush=True)
+
+    Y, _ = data(64, 4000, 1)
+    grid = np.geomspace(0.5, 4.0, 16)
+    t_one = timed(lambda: select_bandwidth(Y, grid, refine=False), 3)
+    t_loop = timed(lambda: [GaussianKDE(Y, bandwidth=h).loo_logpdf() for h in grid], 1)
+    print(f"\nLOO curve on 16 bandwidths, n=4000, d=64: one pass {t_one:.3f} s, loop of 16 passes "
+          f"{t_loop:.3f} s, speed-up {t_loop / t_one:.1f}x")
+
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
+    print("\nPeak traced memory of logpdf (m=2000, d=64; the model's own copy of the data excluded):")
+    for n in (10_000, 40_000, 160_000):
+        print(f"  n = {n:>7}: {peak_memory_mib(n):.1f} MiB", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""numkern.kde: bad input raises ValueError/TypeError naming the argument; array kinds round-trip."""
+import numpy as np
+import pytest
+
+import numkern
+from numkern.kde import GaussianKDE, regimes, select_bandwidth
+
+rng = np.random.default_rng(0)
+Y = rng.standard_normal((50, 3))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.empty((0, 3)), "data: empty"),
+    (np.empty((5, 0)), "data: empty"),
+    (np.array([[1.0, np.nan, 0.0]] * 4), "data: contains NaN"),
+    (np.array([[1.0, np.inf, 0.0]] * 4), "data: contains NaN"),
+    (np.zeros((2, 2, 2)), "data: expected a 2-D"),
+])
+def test_bad_data(bad, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianKDE(bad, bandwidth=1.0)
+
+
+def test_bad_dtype():
+    with pytest.raises(TypeError, match="data"):
+        GaussianKDE(np.array([["a", "b"]]), bandwidth=1.0)
+    with pytest.raises(TypeError, match="data"):
+        GaussianKDE(np.ones((3, 2), dtype=complex), bandwidth=1.0)
+
+
+@pytest.mark.parametrize("h", [0.0, -1.0, np.nan, np.inf, "wide"])
+def test_bad_bandwidth(h):
+    with pytest.raises(ValueError, match="bandwidth"):
+        GaussianKDE(Y, bandwidth=h)
+
+
+def test_bandwidth_type():
+    with pytest.raises(TypeError, match="bandwidth"):
+        GaussianKDE(Y, bandwidth=[1.0])
+    with pytest.raises(ValueError, match="bandwidths"):
+        select_bandwidth(Y, [0.5, -1.0])
+    with pytest.raises(ValueError, match="bandwidths"):
+        GaussianKDE(Y, bandwidth=1.0).diagnostics(Y, bandwidths=[np.nan])
+
+
+@pytest.mark.parametrize("w, match", [
+    (-np.ones(50), "non-negative"),
+    (np.zeros(50), "sum to 0"),
+    (np.ones(49), "length 50"),
+    (np.full(50, np.nan), "NaN"),
+])
+def test_bad_weights(w, match):
+    with pytest.raises(ValueError, match=f"weights: .*{match}"):
+        GaussianKDE(Y, bandwidth=1.0, weights=w)
+
+
+def test_bad_points():
+    kde = GaussianKDE(Y, bandwidth=1.0)
+    with pytest.raises(ValueError, match="points: dimension 4 does not match the data dimension 3"):
+        kde.logpdf(np.ones((5, 4)))
+    with pytest.raises(ValueError, match="points: contains NaN"):
+        kde.logpdf(np.array([[0.0, np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="points"):
+        kde.logpdf(np.ones(5))
+    assert kde.logpdf(np.empty((0, 3))).shape == (0,)
+    assert kde.logpdf(np.zeros(3)).shape == (1,)  # one point
+
+
+def test_loo_needs_two_points():
+    with pytest.raises(ValueError, match="data: leave-one-out needs at least 2"):
+        GaussianKDE(np.ones((1, 3)), bandwidth=1.0).loo_logpdf()
+    with pytest.raises(ValueError, match="data"):
+        select_bandwidth(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="data"):
+        GaussianKDE(np.ones((1, 3)), bandwidth="loo")
+
+
+def test_singular_covariance_suggests_isotropic():
+    with pytest.raises(ValueError, match="isotropic"):
+        GaussianKDE(rng.standard_normal((10, 20)), covariance="full")  # d > n
+    Z = rng.standard_normal((100, 3))
+    Z[:, 2] = Z[:, 0] + Z[:, 1]
+    with pytest.raises(ValueError, match="isotropic"):
+        GaussianKDE(Z, covariance="full")
+    Z[:, 2] = 1.0
+    with pytest.raises(ValueError, match="isotropic"):
+        GaussianKDE(Z, covariance="diagonal")
+    with pytest.raises(ValueError, match="covariance"):
+        GaussianKDE(Y, covariance="spherical")
+
+
+def test_d_greater_than_n_works_isotropic():
+    # SciPy raises here; the isotropic estimator is well defined
+    Z = rng.standard_normal((20, 500))
+    kde = GaussianKDE(Z)
+    assert np.isfinite(kde.logpdf(rng.standard_normal((3, 500)))).all()
+    assert np.isfinite(kde.loo_logpdf()).all()
+
+
+def test_regimes_bad_input():
+    with pytest.raises(ValueError, match="alpha"):
+        regimes(alpha=0.0)
+    with pytest.raises(ValueError, match="n"):
+        regimes(n=1, d=10)
+    with pytest.raises(ValueError, match="n, d"):
+        regimes(n=100)
+
+
+def test_resample_bad_n():
+    with pytest.raises(ValueError, match="n:"):
+        GaussianKDE(Y, bandwidth=1.0).resample(-1)
+
+
+def test_integer_and_1d_data():
+    kde = GaussianKDE(np.arange(10), bandwidth=1.0)
+    assert kde.d == 1 and kde.dtype == np.float64
+    assert kde.logpdf(np.array([0.5, 1.5])).shape == (2,)
+
+
+def test_torch_cpu_round_trip():
+    torch = pytest.importorskip("torch")
+    X = rng.standard_normal((7, 3))
+    ref = GaussianKDE(Y, bandwidth=0.8).logpdf(X)
+    for dt in (torch.float64, torch.float32):
+        kde = GaussianKDE(torch.as_tensor(Y, dtype=dt), bandwidth=0.8)
+        out = kde.logpdf(torch.as_tensor(X, dtype=dt))
+        assert isinstance(out, torch.Tensor) and out.dtype == dt
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-12 if dt == torch.float64 else 1e-5)
+        assert isinstance(kde.loo_logpdf(), torch.Tensor)
+        assert isinstance(kde.resample(5, seed=0), torch.Tensor)
+        assert isinstance(kde.diagnostics(torch.as_tensor(X, dtype=dt)).participation_ratio, torch.Tensor)
+    # numpy points on a torch-built KDE come back as numpy
+    assert isinstance(GaussianKDE(torch.as_tensor(Y), bandwidth=0.8).logpdf(X), np.ndarray)
+
+
+@pytest.mark.skipif(not numkern.cuda_available(), reason="needs a CUDA device")
+def test_torch_cuda_matches_cpu():
+    torch = pytest.importorskip("torch")
+    Z = rng.standard_normal((3000, 64))
+    X = rng.standard_normal((700, 64))
+    for dt, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        cpu = GaussianKDE(Z, bandwidth=0.9)
+        gpu = GaussianKDE(torch.as_tensor(Z, dtype=dt, device="cuda"), bandwidth=0.9)
+        out = gpu.logpdf(torch.as_tensor(X, dtype=dt, device="cuda"))
+        assert out.is_cuda and out.dtype == dt
+        np.testing.assert_allclose(out.cpu().numpy(), cpu.logpdf(X), rtol=tol)
+        np.testing.assert_allclose(gpu.loo_logpdf().cpu().numpy(), cpu.loo_logpdf(), rtol=tol)
+        with pytest.raises(ValueError, match="points"):
+            gpu.logpdf(X)  # numpy points for CUDA data
+
+
+@pytest.mark.skipif(not numkern.cuda_available(), reason="needs a CUDA device")
+def test_cupy_matches_cpu():
+    cupy = pytest.importorskip("cupy")
+    Z = rng.standard_normal((2000, 32))
+    X = rng.standard_normal((300, 32))
+    cpu = GaussianKDE(Z, bandwidth=0.9)
+    gpu = GaussianKDE(cupy.asarray(Z), bandwidth=0.9)
+    out = gpu.logpdf(cupy.asarray(X))
+    assert isinstance(out, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(out), cpu.logpdf(X), rtol=1e-12)
+    np.testing.assert_allclose(cupy.asnumpy(gpu.loo_logpdf()), cpu.loo_logpdf(), rtol=1e-12)
