@@ -148,17 +148,21 @@ def _hutchinson_samples(op, gen, m, probe, block):
     return V * AV  # (m, dim): row sums are v^T A v
 
 
-def _adaptive(op, gen, probe, budget, rtol, confidence, block, min_probes, reduce_done):
-    """Draw probes in blocks until reduce_done(samples) says the interval is tight enough."""
-    rows, used = [], 0
+def _adaptive(op, gen, probe, budget, block, min_probes, reduce, done):
+    """Draw probes in blocks until done(samples) says the interval is tight enough; samples are
+    reduce(v (.) A v) per probe, kept in one preallocated array."""
     be = op.backend
+    out, used = None, 0
     while used < budget:
         k = min(block, budget - used)
-        rows.append(_hutchinson_samples(op, gen, k, probe, block))
+        part = reduce(_hutchinson_samples(op, gen, k, probe, block))
+        if out is None:
+            out = be.zeros((budget,) + tuple(part.shape[1:]))
+        out[used:used + k] = part
         used += k
-        if used >= min_probes and reduce_done(be.concat(rows, 0)):
-            return be.concat(rows, 0), True
-    return be.concat(rows, 0), False
+        if used >= min_probes and done(out[:used]):
+            return out[:used], True
+    return out[:used], False
 
 
 def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
@@ -167,14 +171,12 @@ def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
         S = _hutchinson_samples(op, gen, m, probe, block).sum(1)
         conv = True
     else:
-        def done(rows):
-            s = rows.sum(1)
+        def done(s):
             est = be.to_float(s.mean())
             se = be.to_float(be.std(s)) / math.sqrt(s.shape[0])
             return _t_quantile(confidence, s.shape[0]) * se <= rtol * abs(est)
 
-        rows, conv = _adaptive(op, gen, probe, m, rtol, confidence, block, min_probes, done)
-        S = rows.sum(1)
+        S, conv = _adaptive(op, gen, probe, m, block, min_probes, lambda r: r.sum(1), done)
     est = be.to_float(S.mean())
     se = be.to_float(be.std(S)) / math.sqrt(S.shape[0])
     return TraceEstimate(est, se, op.count, "hutchinson", conv, S)
@@ -191,7 +193,7 @@ def hutchinson_diagonal(op, gen, m, probe, rtol, confidence, block, min_probes=1
             half = _t_quantile(confidence, r.shape[0]) * be.std(r) / math.sqrt(r.shape[0])
             return be.to_float(half.max()) <= rtol * be.to_float(abs(est).max())
 
-        rows, conv = _adaptive(op, gen, probe, m, rtol, confidence, block, min_probes, done)
+        rows, conv = _adaptive(op, gen, probe, m, block, min_probes, lambda r: r, done)
     n = rows.shape[0]
     return DiagonalEstimate(rows.mean(0), be.std(rows) / math.sqrt(n), op.count, "hutchinson", conv)
 
