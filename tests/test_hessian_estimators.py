@@ -184,3 +184,43 @@ def test_bad_arguments(mlp):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         nh.trace(H, method="hutch++", num_matvecs=9, seed=0)
+
+
+class _OldStyleTanh(torch.autograd.Function):
+    """An autograd.Function without setup_context/jvp: torch.func transforms refuse it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (1 - torch.tanh(x) ** 2)
+
+
+class _ItemGate(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 4).double()
+
+    def forward(self, x):
+        return _OldStyleTanh.apply(self.lin(x))
+
+
+def test_falls_back_to_double_backward(mlp):
+    _, loss_fn, x, y, _ = mlp
+    model = _ItemGate()
+    op = nh.hessian_matvec(model, loss_fn, x, y)
+    assert op.mode == "double_backward"
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def f(t):
+        W, b = t[:24].view(4, 6), t[24:]
+        return loss_fn(torch.tanh(x @ W.T + b), y)
+
+    H = torch.autograd.functional.hessian(f, theta)
+    V = torch.randn(3, 28, dtype=torch.float64)
+    np.testing.assert_allclose(op(V).numpy(), (V @ H).numpy(), atol=1e-12)
