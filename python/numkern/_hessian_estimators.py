@@ -139,63 +139,50 @@ def _t_quantile(confidence, m):
 
 
 # ---- Hutchinson -----------------------------------------------------------------------------
-def _hutchinson_samples(op, gen, m, probe, block):
-    """Per-probe values v^T A v (trace) and v (.) A v (diagonal), in blocks of probes."""
-    be = op.backend
-    V = be.probes(gen, (m, op.dim), probe)
-    out = [op(V[i:i + block]) for i in range(0, m, block)]
-    AV = be.concat(out, 0)
-    return V * AV  # (m, dim): row sums are v^T A v
-
-
-def _adaptive(op, gen, probe, budget, block, min_probes, reduce, done):
-    """Draw probes in blocks until done(samples) says the interval is tight enough; samples are
-    reduce(v (.) A v) per probe, kept in one preallocated array."""
-    be = op.backend
-    out, used = None, 0
-    while used < budget:
-        k = min(block, budget - used)
-        part = reduce(_hutchinson_samples(op, gen, k, probe, block))
-        if out is None:
-            out = be.zeros((budget,) + tuple(part.shape[1:]))
-        out[used:used + k] = part
-        used += k
-        if used >= min_probes and done(out[:used]):
-            return out[:used], True
-    return out[:used], False
+# Probes are drawn and applied one block at a time, so memory is O(block * dim) whatever the
+# number of probes: the trace keeps one scalar per probe, the diagonal a running mean and sum of
+# squared deviations per entry (pairwise/Chan update, no cancellation).
+def _probe_block(op, gen, k, probe):
+    V = op.backend.probes(gen, (k, op.dim), probe)
+    return V * op(V)  # (k, dim): row sums are v^T A v, rows are v (.) A v
 
 
 def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
     be = op.backend
-    if rtol is None:
-        S = _hutchinson_samples(op, gen, m, probe, block).sum(1)
-        conv = True
-    else:
-        def done(s):
-            est = be.to_float(s.mean())
-            se = be.to_float(be.std(s)) / math.sqrt(s.shape[0])
-            return _t_quantile(confidence, s.shape[0]) * se <= rtol * abs(est)
-
-        S, conv = _adaptive(op, gen, probe, m, block, min_probes, lambda r: r.sum(1), done)
-    est = be.to_float(S.mean())
-    se = be.to_float(be.std(S)) / math.sqrt(S.shape[0])
-    return TraceEstimate(est, se, op.count, "hutchinson", conv, S)
+    vals, used, conv = be.zeros((m,)), 0, rtol is None
+    while used < m:
+        k = min(block, m - used)
+        vals[used:used + k] = _probe_block(op, gen, k, probe).sum(1)
+        used += k
+        if rtol is not None and used >= min_probes:
+            s = vals[:used]
+            se = be.to_float(be.std(s)) / math.sqrt(used)
+            if _t_quantile(confidence, used) * se <= rtol * abs(be.to_float(s.mean())):
+                conv = True
+                break
+    S = vals[:used]
+    return TraceEstimate(be.to_float(S.mean()), be.to_float(be.std(S)) / math.sqrt(used), op.count,
+                         "hutchinson", conv, S)
 
 
 def hutchinson_diagonal(op, gen, m, probe, rtol, confidence, block, min_probes=10):
     be = op.backend
-    if rtol is None:
-        rows = _hutchinson_samples(op, gen, m, probe, block)
-        conv = True
-    else:
-        def done(r):
-            est = r.mean(0)
-            half = _t_quantile(confidence, r.shape[0]) * be.std(r) / math.sqrt(r.shape[0])
-            return be.to_float(half.max()) <= rtol * be.to_float(abs(est).max())
-
-        rows, conv = _adaptive(op, gen, probe, m, block, min_probes, lambda r: r, done)
-    n = rows.shape[0]
-    return DiagonalEstimate(rows.mean(0), be.std(rows) / math.sqrt(n), op.count, "hutchinson", conv)
+    mean, m2, used, conv = be.zeros((op.dim,)), be.zeros((op.dim,)), 0, rtol is None
+    while used < m:
+        k = min(block, m - used)
+        B = _probe_block(op, gen, k, probe)
+        bmean = B.mean(0)
+        delta = bmean - mean
+        m2 = m2 + ((B - bmean) ** 2).sum(0) + delta * delta * (used * k / (used + k))
+        mean = mean + delta * (k / (used + k))
+        used += k
+        if rtol is not None and used >= min_probes:
+            half = _t_quantile(confidence, used) * (m2 / (used - 1)) ** 0.5 / math.sqrt(used)
+            if be.to_float(half.max()) <= rtol * be.to_float(abs(mean).max()):
+                conv = True
+                break
+    std = (m2 / (used - 1)) ** 0.5 if used > 1 else m2 * 0
+    return DiagonalEstimate(mean, std / math.sqrt(used), op.count, "hutchinson", conv)
 
 
 # ---- Hutch++ --------------------------------------------------------------------------------
@@ -225,11 +212,10 @@ def hutchpp_trace(op, gen, m, probe, rtol, confidence, block):
 
     def residual_samples(count):
         G = deflate(be.probes(gen, (count, op.dim), probe))
-        AG = be.concat([op(G[i:i + block]) for i in range(0, count, block)], 0)
-        return (deflate(AG) * G).sum(1)  # g^T P A P g with P = I - QQ^T
+        return (op(G) * G).sum(1)  # g^T P A P g with P = I - QQ^T (P g = g)
 
     if rtol is None:
-        r = residual_samples(k)
+        r = be.concat([residual_samples(min(block, k - i)) for i in range(0, k, block)], 0)
         conv = True
     else:
         parts, used, conv = [], 0, False
