@@ -1,0 +1,149 @@
+"""Benchmarks for numkern.hessian (pytest-benchmark), also runnable as a script for a summary.
+
+  pytest bench/bench_hessian.py --benchmark-only        # timings
+  python bench/bench_hessian.py                          # ratios + estimator error table
+
+Sizes: NK_HESSIAN_N, NK_HESSIAN_D, NK_HESSIAN_C (default n=1024, d=512, C=100: the issue's
+n=4096, d=2048, C=1000 takes minutes per autograd Hutchinson run on 2 cores).  The anchor is
+torch autograd Hutchinson on the same nn.Linear head: double backward, NK_HESSIAN_PROBES probes
+(default 30), float64.
+"""
+import os
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import numkern  # noqa: E402
+from numkern import hessian as nh  # noqa: E402
+
+N = int(os.environ.get("NK_HESSIAN_N", 1024))
+D = int(os.environ.get("NK_HESSIAN_D", 512))
+C = int(os.environ.get("NK_HESSIAN_C", 100))
+PROBES = int(os.environ.get("NK_HESSIAN_PROBES", 30))
+
+
+def head_data(n=N, d=D, c=C, seed=0):
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, d))
+    W = rng.standard_normal((c, d)) / np.sqrt(d)
+    b = rng.standard_normal(c)
+    y = rng.integers(0, c, n)
+    return Z, W, b, y
+
+
+def autograd_hutchinson(Z, W, b, y, probes, diagonal=False):
+    """The anchor: Hutchinson with torch double-backward HVPs on nn.Linear + cross-entropy."""
+    Zt, yt = torch.from_numpy(Z), torch.from_numpy(y)
+    Wt = torch.tensor(W, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(Zt @ Wt.T + bt, yt)
+    gW, gb = torch.autograd.grad(loss, (Wt, bt), create_graph=True)
+    gen = torch.Generator().manual_seed(0)
+    acc = 0.0
+    for _ in range(probes):
+        vW = (2 * torch.randint(0, 2, Wt.shape, generator=gen) - 1).double()
+        vb = (2 * torch.randint(0, 2, bt.shape, generator=gen) - 1).double()
+        hW, hb = torch.autograd.grad((gW * vW).sum() + (gb * vb).sum(), (Wt, bt), retain_graph=True)
+        acc = acc + (torch.cat([(vW * hW).flatten(), vb * hb]) if diagonal else (vW * hW).sum() + (vb * hb).sum())
+    return acc / probes
+
+
+@pytest.fixture(scope="module")
+def data():
+    return head_data()
+
+
+def test_head_trace_closed_form(benchmark, data):
+    benchmark(lambda: nh.SoftmaxHeadHessian(*data).trace())
+
+
+def test_head_diagonal_closed_form(benchmark, data):
+    benchmark(lambda: nh.SoftmaxHeadHessian(*data).diagonal())
+
+
+def test_head_trace_autograd_hutchinson(benchmark, data):
+    benchmark.pedantic(autograd_hutchinson, args=(*data, PROBES), rounds=3, iterations=1)
+
+
+def test_head_diagonal_autograd_hutchinson(benchmark, data):
+    benchmark.pedantic(autograd_hutchinson, args=(*data, PROBES, True), rounds=3, iterations=1)
+
+
+def mlp_problem(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))
+    x, y = torch.randn(256, 32), torch.randint(0, 10, (256,))
+    return model, torch.nn.functional.cross_entropy, x, y
+
+
+def loop_double_backward(model, loss_fn, x, y, V):
+    params = list(model.parameters())
+    g = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
+    g = torch.cat([t.flatten() for t in g])
+    return torch.stack([torch.cat([h.flatten() for h in torch.autograd.grad(g, params, v, retain_graph=True)])
+                        for v in V])
+
+
+def test_hvp_vmap(benchmark):
+    model, loss_fn, x, y = mlp_problem()
+    op = nh.hessian_matvec(model, loss_fn, x, y)
+    V = torch.randn(64, op.dim)
+    benchmark(op, V)
+
+
+def test_hvp_python_loop(benchmark):
+    model, loss_fn, x, y = mlp_problem()
+    V = torch.randn(64, sum(p.numel() for p in model.parameters()))
+    benchmark(loop_double_backward, model, loss_fn, x, y, V)
+
+
+def median_time(fn, rounds=5):
+    ts = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def estimator_error_table(dim=1000, decay=2.0, budgets=(30, 90, 300), seeds=10):
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    lam = np.arange(1, dim + 1, dtype=float) ** -decay
+    A = (Q * lam) @ Q.T
+    rows = []
+    for m in budgets:
+        row = [m]
+        for method in ("hutchinson", "hutch++", "xtrace"):
+            err = [abs(nh.trace(A, method=method, num_matvecs=m, seed=s).estimate - lam.sum()) / lam.sum()
+                   for s in range(seeds)]
+            row.append(float(np.mean(err)))
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    print(f"threads: numkern {numkern.get_num_threads()}, torch {torch.get_num_threads()}; "
+          f"head n={N} d={D} C={C}, anchor probes={PROBES}")
+    data = head_data()
+    t_tr = median_time(lambda: nh.SoftmaxHeadHessian(*data).trace())
+    t_dg = median_time(lambda: nh.SoftmaxHeadHessian(*data).diagonal())
+    t_hu = median_time(lambda: autograd_hutchinson(*data, PROBES), rounds=3)
+    t_hd = median_time(lambda: autograd_hutchinson(*data, PROBES, True), rounds=3)
+    print(f"trace    closed form {t_tr * 1e3:8.1f} ms   autograd Hutchinson ({PROBES} probes) "
+          f"{t_hu * 1e3:8.1f} ms   ratio {t_hu / t_tr:6.1f}x")
+    print(f"diagonal closed form {t_dg * 1e3:8.1f} ms   autograd Hutchinson ({PROBES} probes) "
+          f"{t_hd * 1e3:8.1f} ms   ratio {t_hd / t_dg:6.1f}x")
+    model, loss_fn, x, y = mlp_problem()
+    op = nh.hessian_matvec(model, loss_fn, x, y)
+    V = torch.randn(64, op.dim)
+    t_v = median_time(lambda: op(V))
+    t_l = median_time(lambda: loop_double_backward(model, loss_fn, x, y, V))
+    print(f"HVP, MLP {op.dim} params, 64 probes: vmap {t_v * 1e3:.1f} ms ({64 / t_v:.0f}/s), "
+          f"loop of double backward {t_l * 1e3:.1f} ms ({64 / t_l:.0f}/s), ratio {t_l / t_v:.2f}x")
+    print("mean relative trace error, PSD dim 1000, eigenvalues k^-2, 10 seeds")
+    print("| matvecs | Hutchinson | Hutch++ | XTrace |")
+    for m, *e in estimator_error_table():
+        print(f"| {m} | " + " | ".join(f"{v:.2e}" for v in e) + " |")

@@ -1,0 +1,106 @@
+"""Hessian-alignment penalties: closed forms (nn.Linear + CE) equal the autograd definitions."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from numkern import hessian as nh  # noqa: E402
+
+CE = torch.nn.functional.cross_entropy
+
+
+def domains(bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(5, 4, bias=bias).double()
+    feats = [torch.randn(n, 5, generator=g, dtype=torch.float64, requires_grad=True) for n in (7, 11, 9)]
+    labels = [torch.randint(0, 4, (f.shape[0],), generator=g) for f in feats]
+    return head, feats, labels
+
+
+def reference_hgp(head, feats, labels, alpha, beta):
+    """Direct definition: double backward for g_e and H_e g_e = grad(1/2 ||g_e||^2)."""
+    params = list(head.parameters())
+    G, HG = [], []
+    for z, y in zip(feats, labels):
+        g = torch.autograd.grad(CE(head(z), y), params, create_graph=True)
+        hg = torch.autograd.grad(sum((x * x).sum() for x in g) / 2, params, create_graph=True)
+        G.append(torch.cat([x.flatten() for x in g]))
+        HG.append(torch.cat([x.flatten() for x in hg]))
+    G, HG = torch.stack(G), torch.stack(HG)
+    return (alpha * ((HG - HG.mean(0)) ** 2).sum() + beta * ((G - G.mean(0)) ** 2).sum()) / len(feats)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_hgp_closed_form_value_and_gradient(bias):
+    head, feats, labels = domains(bias)
+    p = nh.hgp_penalty(head, feats, labels)
+    ref = reference_hgp(head, feats, labels, 1e-4, 5e-3)
+    assert abs(p.item() - ref.item()) <= 1e-12 * abs(ref.item())
+    wrt = [head.weight, feats[1]]
+    for a, b in zip(torch.autograd.grad(p, wrt), torch.autograd.grad(ref, wrt)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-16)
+
+
+def test_hgp_generic_path_matches():
+    head, feats, labels = domains()
+    assert abs(nh.hgp_penalty(head, feats, labels, loss_fn=CE).item() -
+               nh.hgp_penalty(head, feats, labels).item()) < 1e-15
+
+
+def test_hgp_defaults_and_scaling():
+    head, feats, labels = domains()
+    a = nh.hgp_penalty(head, feats, labels, alpha=1.0, beta=0.0).item()
+    b = nh.hgp_penalty(head, feats, labels, alpha=0.0, beta=1.0).item()
+    assert abs(nh.hgp_penalty(head, feats, labels).item() - (1e-4 * a + 5e-3 * b)) < 1e-15
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_hutchinson_closed_form_equals_autograd(bias):
+    head, feats, labels = domains(bias, seed=1)
+    p1 = nh.hutchinson_penalty(head, feats, labels, num_probes=6, generator=torch.Generator().manual_seed(3))
+    p2 = nh.hutchinson_penalty(head, feats, labels, num_probes=6, loss_fn=CE,
+                               generator=torch.Generator().manual_seed(3))
+    assert abs(p1.item() - p2.item()) <= 1e-12 * abs(p2.item())
+    g1 = torch.autograd.grad(p1, [head.weight, feats[0]])
+    g2 = torch.autograd.grad(p2, [head.weight, feats[0]])
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-16)
+
+
+def test_hutchinson_exact_diagonal():
+    """num_probes=None uses the exact diagonal, equal to SoftmaxHeadHessian's; many probes approach it."""
+    head, feats, labels = domains(seed=2)
+    exact = nh.hutchinson_penalty(head, feats, labels, alpha=1.0, beta=0.0, num_probes=None)
+    diags = [nh.SoftmaxHeadHessian(z.detach(), head.weight.detach(), head.bias.detach()).diagonal()
+             for z in feats]
+    D = torch.stack([d.flatten() for d in diags])
+    assert abs(exact.item() - (((D - D.mean(0)) ** 2).sum() / 3).item()) < 1e-14
+    est = nh.hutchinson_penalty(head, feats, labels, alpha=1.0, beta=0.0, num_probes=4000,
+                                generator=torch.Generator().manual_seed(0))
+    assert abs(est.item() - exact.item()) < 0.1 * exact.item()
+
+
+def test_penalty_trains():
+    head, feats, labels = domains()
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    before = nh.hgp_penalty(head, feats, labels, alpha=1.0, beta=1.0).item()
+    for _ in range(40):
+        opt.zero_grad()
+        nh.hgp_penalty(head, feats, labels, alpha=1.0, beta=1.0).backward()
+        opt.step()
+    assert nh.hgp_penalty(head, feats, labels, alpha=1.0, beta=1.0).item() < 0.5 * before
+
+
+def test_bad_input():
+    head, feats, labels = domains()
+    with pytest.raises(ValueError, match="two domains"):
+        nh.hgp_penalty(head, feats[:1], labels[:1])
+    with pytest.raises(ValueError, match="labels"):
+        nh.hgp_penalty(head, feats, labels[:2])
+    with pytest.raises(ValueError, match="labels"):
+        nh.hgp_penalty(head, feats, [labels[0] + 10, labels[1], labels[2]])
+    with pytest.raises(ValueError, match="features"):
+        nh.hgp_penalty(head, [f[:, :3] for f in feats], labels)
+    with pytest.raises(TypeError, match="features"):
+        nh.hgp_penalty(head, torch.cat(feats), torch.cat(labels))
+    with pytest.raises(ValueError, match="num_probes"):
+        nh.hutchinson_penalty(head, feats, labels, num_probes=0)
