@@ -213,6 +213,10 @@ def _replace(model, make, what):
 
 
 def _inside_split(model, name):
+    if not name:
+        return False
+    if isinstance(model, (SplitLayer, SplitQuantLinear)):
+        return True
     parts = name.split(".")
     for i in range(1, len(parts)):
         if isinstance(model.get_submodule(".".join(parts[:i])), (SplitLayer, SplitQuantLinear)):
@@ -240,7 +244,13 @@ def _quantize_layer_weight(layer, name, bits, scheme, group_size):
 def splitquant(model, bits, k, group_size, method, scheme, fused, seed):
     if fused and k > 4:
         raise ValueError(f"k: the fused form holds at most 4 branches, got {k}")
-    split = split_model(model, k, method, seed)
+    _check_module(model)
+    has_unsplit = any(type(m) in _SPLITTABLE and not _inside_split(model, n)
+                      for n, m in model.named_modules())
+    if has_unsplit or not any(isinstance(m, SplitLayer) for m in model.modules()):
+        split = split_model(model, k, method, seed)
+    else:  # already split by split_model: quantize its branches, keep its clustering
+        split = copy.deepcopy(model)
     for name, m in split.named_modules():
         if isinstance(m, SplitLayer):
             m.quantized = [_quantize_layer_weight(b, f"{name}.branches.{j}", bits, scheme, group_size)

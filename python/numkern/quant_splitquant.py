@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 _BITS = (2, 4, 8)
-_SCHEMES = ("symmetric", "asymmetric")
+_SCHEMES = ("symmetric", "asymmetric", "minmax")
 _METHODS = ("optimal", "lloyd")
 
 
@@ -211,8 +211,9 @@ class QuantizedWeight:
     r"""A weight quantized per output channel (symmetric) or per group of ``group_size``
     consecutive inputs (asymmetric).
 
-    symmetric:  w ~ q * scale,            q in [-(2^(b-1)-1), 2^(b-1)-1],  scale = absmax / qmax
-    asymmetric: w ~ offset + q * scale,   q in [0, 2^b - 1],  offset = min, scale = (max-min)/(2^b-1)
+    symmetric:  w ~ q * scale,           q in [-(2^(b-1)-1), 2^(b-1)-1], scale = absmax / qmax
+    asymmetric: w ~ offset + q * scale,  q in [0, 2^b - 1], offset = -zero_point * scale
+    minmax:     w ~ offset + q * scale,  q in [0, 2^b - 1], offset = group minimum
     ``codes`` has shape (rows, cols) (rows = output channels, cols = the other axes flattened);
     ``scale``/``offset`` have shape (rows, groups).  ``dequantize()`` returns the float weight
     in the caller's array kind, dtype and shape.
@@ -248,11 +249,14 @@ class QuantizedWeight:
 def _codes(w, scale, offset, bits, scheme):
     """Integer codes of grouped weights w (rows, groups, per) for the given per-group grid."""
     safe = np.where(scale > 0, scale, 1).astype(w.dtype)
-    q = np.rint((w - offset) / safe)
     if scheme == "symmetric":
         qmax = 2 ** (bits - 1) - 1
-        q = np.clip(q, -qmax, qmax)
+        q = np.clip(np.rint(w / safe), -qmax, qmax)
         return np.where(scale > 0, q, 0).astype(np.int8)
+    if scheme == "asymmetric":  # integer zero point zp = -offset / scale
+        q = np.rint(w / safe) + np.rint(-offset / safe)
+    else:
+        q = np.rint((w - offset) / safe)
     q = np.clip(q, 0, 2 ** bits - 1)
     return np.where(scale > 0, q, 0).astype(np.uint8)
 
@@ -267,12 +271,18 @@ def _quantize_rows(rows, bits, scheme, group_size):
             raise ValueError(f"group_size: {gs} does not divide the input dimension {cols} "
                              "(pass a divisor, or group_size=None for one group per row)")
     w = rows.reshape(nrows, cols // gs, gs)
+    qmax = 2 ** bits - 1
     if scheme == "symmetric":
         scale = np.abs(w).max(axis=2) / (2 ** (bits - 1) - 1)
         offset = np.zeros_like(scale)
+    elif scheme == "asymmetric":  # range widened to hold 0, which then decodes exactly to 0
+        lo = np.minimum(w.min(axis=2), 0)
+        scale = (np.maximum(w.max(axis=2), 0) - lo) / qmax
+        zp = np.clip(np.rint(-lo / np.where(scale > 0, scale, 1)), 0, qmax)
+        offset = -zp * scale
     else:
         offset = w.min(axis=2)
-        scale = (w.max(axis=2) - offset) / (2 ** bits - 1)
+        scale = (w.max(axis=2) - offset) / qmax
     codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
     return codes.reshape(nrows, cols), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
 
@@ -283,10 +293,15 @@ def quantize_weights(w, bits, scheme=None, group_size=128):
     scheme="symmetric" (default for 8 bits): absmax per output channel,
     q = clip(rint(w / s), -qmax, qmax), s = max|w_row| / qmax, qmax = 2^(b-1) - 1.
     scheme="asymmetric" (default for 2 and 4 bits): min-max per group of ``group_size``
-    consecutive entries along the input dimension (None: one group per row),
-    q = clip(rint((w - m) / s), 0, 2^b - 1), m = group min, s = (group max - m) / (2^b - 1);
-    w ~ m + q s.  A constant group (s = 0) dequantizes exactly.  Note that an exact 0 inside a
-    group dequantizes to the nearest grid point, not necessarily to 0.
+    consecutive entries along the input dimension (None: one group per row), with the range
+    widened to include 0 and an integer zero point (as PyTorch's observers do):
+    lo = min(group min, 0), hi = max(group max, 0), s = (hi - lo) / (2^b - 1),
+    zp = rint(-lo / s), q = clip(rint(w / s) + zp, 0, 2^b - 1), w ~ (q - zp) s; 0 is exact.
+    scheme="minmax": the exact group range with a float offset, m = group min,
+    s = (group max - m) / (2^b - 1), q = clip(rint((w - m) / s), 0, 2^b - 1), w ~ m + q s;
+    here an exact 0 decodes to the nearest grid point, not necessarily 0.
+    Every scheme is stored as w ~ offset + q s (offset = 0, -zp s or m).  A constant group
+    (s = 0) dequantizes to its value.
 
     Domain: finite float weights with ndim >= 1 (dim 0 = output channels; the rest flattened is
     the input dimension); group_size >= 1 dividing it.  Returns a ``QuantizedWeight``.
@@ -420,6 +435,8 @@ def splitquant(model, bits=2, k=3, group_size=128, method="optimal", *, scheme=N
     the dequantized float weight).  Biases stay in float.  With ``fused=True`` every split
     Linear becomes a ``SplitQuantLinear`` (one fused kernel, (b + 2) bits per weight).
 
+    A model already split by ``split_model`` (SplitLayers only) is quantized as it is, without
+    clustering again.
     Domain: bits in {2, 4, 8}; k >= 1 (k <= 4 for fused); group_size >= 1 dividing every
     layer's input dimension (None: one group per row).  Raises ValueError otherwise.
     """
