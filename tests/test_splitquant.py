@@ -405,3 +405,13 @@ def test_bad_input():
     f = q.fuse_splitquant(q.splitquant(nn.Linear(128, 4), bits=2))
     with pytest.raises(ValueError, match="x"):
         f(torch.randn(3, 64))
+
+
+def test_half_precision_models_split_exactly():
+    torch.manual_seed(11)
+    m = nn.Sequential(nn.Linear(128, 16)).to(torch.bfloat16)
+    s = q.split_model(m)
+    assert s[0].branches[0].weight.dtype == torch.bfloat16
+    assert torch.equal(s[0].merged_weight(), m[0].weight)
+    sq = q.splitquant(m, bits=4)
+    assert sq[0].branches[0].weight.dtype == torch.bfloat16

@@ -162,6 +162,13 @@ def fused_matmul_cupy(fused: FusedSplitQuantWeight, x, bias=None):
 
 
 # ---- transforms ----------------------------------------------------------------------------
+def _host_float(t):
+    """float32/float64 numpy copy of a weight (float16 / bfloat16 are widened to float32)."""
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    return t.cpu().numpy()
+
+
 def _check_module(model):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -169,7 +176,7 @@ def _check_module(model):
 
 def _split_layer(layer, name, k, method, seed):
     w = layer.weight.detach()
-    rows = w.cpu().numpy().reshape(w.shape[0], -1)
+    rows = _host_float(w).reshape(w.shape[0], -1)
     if not np.all(np.isfinite(rows)):
         raise ValueError(f"model: layer {name!r} has NaN or infinite weights")
     if isinstance(layer, nn.Linear):  # one clustering for the whole tensor
@@ -180,7 +187,7 @@ def _split_layer(layer, name, k, method, seed):
     bl = None
     if layer.bias is not None:
         b = layer.bias.detach()
-        bn = b.cpu().numpy().reshape(1, -1)
+        bn = _host_float(b).reshape(1, -1)
         if not np.all(np.isfinite(bn)):
             raise ValueError(f"model: layer {name!r} has NaN or infinite biases")
         bl = torch.from_numpy(cluster_labels(bn, k, method, seed).reshape(b.shape)).to(b.device)
@@ -230,7 +237,7 @@ def split_model(model, k, method, seed):
 
 def _quantize_layer_weight(layer, name, bits, scheme, group_size):
     w = layer.weight.detach()
-    rows = w.cpu().numpy().reshape(w.shape[0], -1)
+    rows = _host_float(w).reshape(w.shape[0], -1)
     try:
         codes, scale, offset, gs = _quantize_rows(np.ascontiguousarray(rows), bits, scheme, group_size)
     except ValueError as e:

@@ -23,9 +23,10 @@ from ._arrays import CUPY, NUMPY, TORCH, array_kind
 
 __all__ = [
     "kmeans1d", "split_model", "quantize_weights", "QuantizedWeight", "splitquant",
-    "quantize_model_plain", "FusedSplitQuantWeight", "SplitLayer", "SplitQuantLinear",
-    "fuse_splitquant",
+    "quantize_model_plain", "FusedSplitQuantWeight", "fuse_splitquant", "cluster_labels",
 ]
+# torch classes, built on first access (not in __all__: a star import must not import torch)
+LAZY_TORCH_NAMES = ("SplitLayer", "SplitQuantLinear")
 
 _BITS = (2, 4, 8)
 _SCHEMES = ("symmetric", "asymmetric", "minmax")
@@ -33,7 +34,7 @@ _METHODS = ("optimal", "lloyd")
 
 
 def __getattr__(name):  # torch classes are built on first use so that torch stays optional
-    if name in ("SplitLayer", "SplitQuantLinear"):
+    if name in LAZY_TORCH_NAMES:
         from . import _splitquant_torch
 
         return getattr(_splitquant_torch, name)
@@ -77,8 +78,13 @@ def _to_numpy(a, name):
     """(numpy array, function mapping a numpy result back to the caller's kind and device)."""
     kind = array_kind(a)
     if kind == TORCH:
+        import torch
+
         dev = a.device
-        arr = a.detach().cpu().numpy()
+        t = a.detach()
+        if t.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16 / ints
+            t = t.double() if not t.is_floating_point() else t.float()
+        arr = t.cpu().numpy()
 
         def back(r):
             import torch
