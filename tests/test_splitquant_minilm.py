@@ -10,7 +10,6 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from numkern import quant as q

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._arrays import CUPY, NUMPY, TORCH, array_kind
+from ._arrays import CUPY, TORCH, array_kind
 
 __all__ = [
     "kmeans1d", "split_model", "quantize_weights", "QuantizedWeight", "splitquant",
