@@ -1,0 +1,133 @@
+// numkern._core.splitquant: exact 1-D k-means and the fused SplitQuant linear layer (CPU).
+// Python (python/numkern/quant_splitquant.py) validates first; the checks here keep a wrong call
+// from reading or writing out of bounds.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <string>
+
+#include "cpu/splitquant.hpp"
+#include "numkern/splitquant.hpp"
+#include "python/registry.hpp"
+
+namespace nk {
+namespace {
+namespace py = pybind11;
+template <class T>
+using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <class T>
+void check_finite(const T* x, index_t n) {
+  for (index_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) throw py::value_error("values: NaN or infinite entries");
+}
+
+template <class T>
+py::tuple kmeans_rows(const py::array& values, int k) {
+  carray<T> x(values);
+  if (x.ndim() != 2) throw py::value_error("values: expected a 2-D array");
+  const index_t rows = x.shape(0), cols = x.shape(1);
+  if (cols < 1) throw py::value_error("values: rows must not be empty");
+  check_finite(x.data(), rows * cols);
+  py::array_t<double> centers({rows, static_cast<index_t>(k)});
+  py::array_t<std::int64_t> labels({rows, cols});
+  py::array_t<double> costs(rows);
+  {
+    py::gil_scoped_release release;
+    cpu::splitquant::kmeans1d_optimal_rows(x.data(), rows, cols, k, centers.mutable_data(),
+                                           labels.mutable_data(), costs.mutable_data());
+  }
+  return py::make_tuple(centers, labels, costs);
+}
+
+py::tuple kmeans1d_rows(const py::array& values, int k) {
+  if (k < 1) throw py::value_error("k: must be >= 1");
+  if (values.dtype().equal(py::dtype::of<float>())) return kmeans_rows<float>(values, k);
+  return kmeans_rows<double>(values, k);
+}
+
+struct FusedArgs {
+  carray<std::uint8_t> codes, clusters;
+  carray<float> scales, offsets;
+  index_t out, in, groups, group_size;
+  int bits, k;
+};
+
+FusedArgs fused_args(const py::array& codes, const py::array& clusters, const py::array& scales,
+                     const py::array& offsets, index_t in, index_t group_size, int bits) {
+  FusedArgs a{carray<std::uint8_t>(codes), carray<std::uint8_t>(clusters), carray<float>(scales),
+              carray<float>(offsets), 0, in, 0, group_size, bits, 0};
+  if (bits != 2 && bits != 4 && bits != 8) throw py::value_error("bits: must be 2, 4 or 8");
+  if (group_size < 1 || in % group_size != 0)
+    throw py::value_error("group_size: must be >= 1 and divide the input dimension");
+  if (a.scales.ndim() != 3 || a.offsets.ndim() != 3)
+    throw py::value_error("scales/offsets: expected (out, groups, k) arrays");
+  a.out = a.scales.shape(0);
+  a.groups = in / group_size;
+  a.k = static_cast<int>(a.scales.shape(2));
+  if (a.k < 1 || a.k > 4) throw py::value_error("k: the fused format holds 1 to 4 clusters");
+  for (int d = 0; d < 3; ++d)
+    if (a.offsets.shape(d) != a.scales.shape(d)) throw py::value_error("offsets: shape mismatch");
+  if (a.scales.shape(1) != a.groups) throw py::value_error("scales: wrong number of groups");
+  if (a.codes.ndim() != 2 || a.codes.shape(0) != a.out ||
+      a.codes.shape(1) != splitquant::packed_row_bytes(in, bits))
+    throw py::value_error("codes: wrong shape for (out, packed input)");
+  if (a.clusters.ndim() != 2 || a.clusters.shape(0) != a.out ||
+      a.clusters.shape(1) != splitquant::packed_row_bytes(in, 2))
+    throw py::value_error("clusters: wrong shape for (out, packed input)");
+  return a;
+}
+
+py::array_t<float> fused_linear(const py::array& x_in, const py::array& codes,
+                                const py::array& clusters, const py::array& scales,
+                                const py::array& offsets, index_t group_size, int bits,
+                                const py::object& bias_in) {
+  carray<float> x(x_in);
+  if (x.ndim() != 2) throw py::value_error("x: expected a 2-D (batch, in) array");
+  const index_t n = x.shape(0), in = x.shape(1);
+  FusedArgs a = fused_args(codes, clusters, scales, offsets, in, group_size, bits);
+  carray<float> bias;
+  const float* bp = nullptr;
+  if (!bias_in.is_none()) {
+    bias = carray<float>(bias_in);
+    if (bias.ndim() != 1 || bias.shape(0) != a.out) throw py::value_error("bias: expected shape (out,)");
+    bp = bias.data();
+  }
+  py::array_t<float> y({n, a.out});
+  {
+    py::gil_scoped_release release;
+    cpu::splitquant::fused_linear(x.data(), n, in, a.codes.data(), a.clusters.data(),
+                                  a.scales.data(), a.offsets.data(), a.out, group_size, bits, a.k,
+                                  bp, y.mutable_data());
+  }
+  return y;
+}
+
+py::array_t<float> fused_decode(const py::array& codes, const py::array& clusters,
+                                const py::array& scales, const py::array& offsets, index_t in,
+                                index_t group_size, int bits) {
+  if (in < 1) throw py::value_error("in_features: must be >= 1");
+  FusedArgs a = fused_args(codes, clusters, scales, offsets, in, group_size, bits);
+  py::array_t<float> w({a.out, in});
+  {
+    py::gil_scoped_release release;
+    cpu::splitquant::fused_decode(a.codes.data(), a.clusters.data(), a.scales.data(),
+                                  a.offsets.data(), a.out, in, group_size, bits, a.k,
+                                  w.mutable_data());
+  }
+  return w;
+}
+
+void bind_splitquant(py::module_& m) {
+  m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("k"),
+        "Exact 1-D k-means of every row: (centers (rows, k) NaN-padded, labels, costs).");
+  m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"),
+        py::arg("scales"), py::arg("offsets"), py::arg("group_size"), py::arg("bits"),
+        py::arg("bias"));
+  m.def("fused_decode", &fused_decode, py::arg("codes"), py::arg("clusters"), py::arg("scales"),
+        py::arg("offsets"), py::arg("in_features"), py::arg("group_size"), py::arg("bits"));
+}
+}  // namespace
+NK_REGISTER_FAMILY(splitquant, bind_splitquant);
+}  // namespace nk
