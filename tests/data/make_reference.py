@@ -1,6 +1,6 @@
 """Generate tests/data/bessel_reference.npz: log I_v(x), log K_v(x) to 50+ digits.
 
-Usage (from the repository root; 2679 values, 38 min on 2 shared cores with --jobs 2, each value
+Usage (from the repository root; 2679 values, 20-38 min on 2 shared cores with --jobs 2, each value
 has a time limit; finished values go to --cache, so an interrupted run resumes):
 
     python tests/data/make_reference.py [--jobs 2] [--time-limit 20] [--out PATH]
