@@ -130,7 +130,8 @@ NK_HOST_DEVICE double hankel_sum(double v, double x, double sign) {
 // log I = x - log sqrt(2 pi x) + log S,  log K = -x + log sqrt(pi / (2x)) + log S
 template <bool kExact>
 NK_HOST_DEVICE LogPair hankel_log(double lead, double x, double log_c, double series, double shift) {
-  if (!kExact) return normalize({lead - shift, fast_log(series * m::exp(log_c) / m::sqrt(x))});
+  if (!kExact || m::fabs(lead - shift) > 1500.0)  // (exp of the result under/overflows anyway)
+    return normalize({lead - shift, fast_log(series * m::exp(log_c) / m::sqrt(x))});
   dd r = dd_mul(log_of<true>(x), -0.5);
   r = dd_add(r, fast_log(series) + log_c);
   return from_dd(dd_add(r, lead - shift));
@@ -168,18 +169,20 @@ NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
 // that matters: for the log functions where the sum cancels by more than 2 bits (x ~ 0.66 v);
 // for the drop-ins (kExact) wherever exp() of the result can be a finite nonzero double.
 template <bool kExact>
-NK_HOST_DEVICE dd debye_exponent(double v, double x, double h) {
+NK_HOST_DEVICE dd debye_exponent(double v, double x, double h, double shift) {
   double w_ratio = x / (v + h);
   double lw = (w_ratio > 1e-290) ? fast_log(w_ratio) : fast_log(x) - fast_log(v + h);
   double plain = h + v * lw;
   double scale = h + v * m::fabs(lw);
   // log functions: dd where > 3 bits cancel, or the result is small (error ~ eps * scale there);
   // the error elsewhere is <= 8 eps relative.
-  bool cancels = kExact || m::fabs(plain) < 0.125 * scale || m::fabs(plain) < 64.0;
+  // drop-ins: no dd where exp() of the result certainly under/overflows (the rest is < 1e3)
+  bool cancels = kExact ? m::fabs(plain - shift) < 1500.0
+                        : (m::fabs(plain) < 0.125 * scale || m::fabs(plain) < 64.0);
   bool dd_safe = v < 1e150 && x < 1e150 && x > 1e-140 && v > 1e-140;
   if (!(cancels && dd_safe)) return {plain, 0.0};
   dd hh = dd_sqrt(dd_add(two_prod(v, v), two_prod(x, x)));
-  dd w = dd_div(dd_add(hh, v), dd{x, 0.0});
+  dd w = dd_div(dd_add(hh, v), x);
   return dd_add(hh, dd_neg(dd_mul(dd_log(w), v)));
 }
 
@@ -195,7 +198,7 @@ template <bool kExact>
 NK_HOST_DEVICE LogPair log_iv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
   double p = v / h;
-  dd e = dd_add(debye_exponent<kExact>(v, x, h), -shift);
+  dd e = dd_add(debye_exponent<kExact>(v, x, h, shift), -shift);
   double rest = fast_log(debye_sum(v, p, 1.0) * m::sqrt(p / (2.0 * kPi * v)));
   return {e.hi, e.lo + rest};
 }
@@ -204,7 +207,7 @@ template <bool kExact>
 NK_HOST_DEVICE LogPair log_kv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
   double p = v / h;
-  dd e = dd_add(dd_neg(debye_exponent<kExact>(v, x, h)), -shift);
+  dd e = dd_add(dd_neg(debye_exponent<kExact>(v, x, h, -shift)), -shift);
   double rest = fast_log(debye_sum(v, p, -1.0) * m::sqrt(kPi * p / (2.0 * v)));
   return {e.hi, e.lo + rest};
 }
@@ -217,7 +220,7 @@ NK_HOST_DEVICE LogPair log_iv_series(double v, double x, double shift) {
   double term = 1.0, sum = 1.0;
   for (int k = 1; k < 4000; ++k) {
     double denom = k * (v + k);
-    term *= q / denom;
+    term *= q * (1.0 / denom);  // the reciprocal is off the loop-carried dependency chain
     sum += term;
     if (term < kTiny * sum && denom > 2.0 * q) break;  // remaining tail < term
   }

@@ -75,6 +75,14 @@ NK_HOST_DEVICE dd dd_div(dd a, dd b) {
   return dd_add(q, q3);
 }
 
+// a / b for a double divisor: one division and one fma-based remainder.
+NK_HOST_DEVICE dd dd_div(dd a, double b) {
+  double q1 = a.hi / b;
+  dd p = two_prod(q1, b);
+  double q2 = ((a.hi - p.hi) - p.lo + a.lo) / b;
+  return quick_two_sum(q1, q2);
+}
+
 NK_HOST_DEVICE dd dd_sqrt(dd a) {
   if (a.hi <= 0.0) return {m::sqrt(a.hi), 0.0};
   double x = m::sqrt(a.hi);
