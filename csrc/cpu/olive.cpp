@@ -1,0 +1,307 @@
+// CPU encoder, decoder and fused dequant-matmul of OliVe OVP quantization.
+#include "cpu/olive.hpp"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/threads.hpp"
+#include "numkern/olive.hpp"
+
+namespace nk::cpu::olive {
+namespace ov = nk::olive;
+namespace {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// Hot loops are compiled per ISA (SSE2 has no floor instruction: floorf would be a call).
+// One binary for every x86-64: the loader picks the widest vector unit the CPU has.
+#define NK_OLIVE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NK_OLIVE_CLONES
+#endif
+
+int threads_for(index_t work_items) {
+  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(get_num_threads(), work_items)));
+}
+
+// Sum of f(row, begin, end) over rows [r0, r1) and fixed kSumChunk column chunks, in the
+// canonical order shared with the CUDA encoder (see numkern/olive.hpp).
+template <class F>
+double chunked_sum(index_t r0, index_t r1, index_t cols, F&& f) {
+  double total = 0.0;
+  for (index_t r = r0; r < r1; ++r)
+    for (index_t c = 0; c < cols; c += ov::kSumChunk) total += f(r, c, std::min(cols, c + ov::kSumChunk));
+  return total;
+}
+
+// max(|mu + 3 sigma|, |mu - 3 sigma|) over rows [r0, r1), sigma with ddof = 1.  Degenerate
+// groups (one element, all zero) fall back to max |x|, then to 1, so alpha is always > 0.
+double sigma_bound(const float* x, index_t r0, index_t r1, index_t cols) {
+  const double n = static_cast<double>((r1 - r0) * cols);
+  const double sum = chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
+    double p = 0.0;
+    for (index_t c = b; c < e; ++c) p += x[r * cols + c];
+    return p;
+  });
+  const double mu = sum / n;
+  const double ss = chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
+    double p = 0.0;
+    for (index_t c = b; c < e; ++c) {
+      const double d = x[r * cols + c] - mu;
+      p += d * d;
+    }
+    return p;
+  });
+  const double sigma = n > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
+  double xm = std::max(std::fabs(mu + 3 * sigma), std::fabs(mu - 3 * sigma));
+  if (!(xm > 0.0) || !std::isfinite(xm)) {
+    xm = 0.0;
+    for (index_t i = r0 * cols; i < r1 * cols; ++i) xm = std::max(xm, static_cast<double>(std::fabs(x[i])));
+    if (!(xm > 0.0)) xm = 1.0;
+  }
+  return xm;
+}
+
+struct Scale {
+  float inv, s;
+};
+
+Scale scale_for(double alpha, const EncodeSpec& spec) {
+  const double gmax = ov::grid_max(spec.bits, spec.normal);
+  double inv = gmax / alpha;
+  if (inv > FLT_MAX) inv = FLT_MAX;
+  return {static_cast<float>(inv), static_cast<float>(alpha / gmax)};
+}
+
+// Pair p of row r (the padding element of an odd row is 0).
+inline void load_pair(const float* row, index_t cols, index_t p, float* x0, float* x1) {
+  *x0 = row[2 * p];
+  *x1 = 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f;
+}
+
+NK_OLIVE_CLONES double span_sq_error(const float* row, index_t cols, index_t b, index_t e,
+                                      const EncodeSpec& spec, Scale sc) {
+  double p = 0.0;
+  for (index_t i = b; i < e; i += 2) {
+    float x0, x1;
+    load_pair(row, cols, i / 2, &x0, &x1);
+    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left);
+    p += ov::pair_sq_error(x0, x1, o, sc.s);
+  }
+  return p;
+}
+
+double group_sq_error(const float* x, index_t r0, index_t r1, index_t cols, const EncodeSpec& spec,
+                      Scale sc) {
+  return chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
+    return span_sq_error(x + r * cols, cols, b, e, spec, sc);
+  });
+}
+
+NK_OLIVE_CLONES void encode_row(const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out) {
+  const index_t pairs = (cols + 1) / 2;
+  for (index_t p = 0; p < pairs; ++p) {
+    float x0, x1;
+    load_pair(row, cols, p, &x0, &x1);
+    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left);
+    if (spec.bits == 8) {
+      out[2 * p] = o.c0;
+      out[2 * p + 1] = o.c1;
+    } else {
+      out[p] = static_cast<std::uint8_t>(o.c0 | (o.c1 << 4));
+    }
+  }
+}
+
+// Threshold of rows [r0, r1) by the spec's mode; the candidate loop is parallel when
+// parallel_candidates (one group for the whole matrix), otherwise the caller is.
+double choose_alpha(const float* x, index_t r0, index_t r1, index_t cols, const EncodeSpec& spec,
+                    double given, bool parallel_candidates, double* best_err) {
+  if (spec.mode == AlphaMode::given) {
+    *best_err = group_sq_error(x, r0, r1, cols, spec, scale_for(given, spec));
+    return given;
+  }
+  const double xm = sigma_bound(x, r0, r1, cols);
+  if (spec.mode == AlphaMode::sigma) {
+    *best_err = group_sq_error(x, r0, r1, cols, spec, scale_for(xm, spec));
+    return xm;
+  }
+  double err[ov::kSearchCount];
+  const int nt = parallel_candidates ? threads_for(ov::kSearchCount) : 1;
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+#endif
+  for (int k = 0; k < ov::kSearchCount; ++k)
+    err[k] = group_sq_error(x, r0, r1, cols, spec, scale_for(ov::candidate_alpha(xm, k), spec));
+  int best = 0;
+  for (int k = 1; k < ov::kSearchCount; ++k)
+    if (err[k] < err[best]) best = k;  // strict: the first minimum wins
+  *best_err = err[best];
+  return ov::candidate_alpha(xm, best);
+}
+
+// 256-entry byte -> (g0, g1) tables of the 4-bit formats, built once.
+struct Lut4 {
+  float v[2][256][2];
+  Lut4() {
+    for (int nt = 0; nt < 2; ++nt)
+      for (int b = 0; b < 256; ++b) ov::decode_byte4(b, nt, &v[nt][b][0], &v[nt][b][1]);
+  }
+};
+const Lut4& lut4() {
+  static const Lut4 t;
+  return t;
+}
+
+// Grid values of elements [k0, k0 + kc) of one row (k0 even); writes up to kc + 1 floats.
+inline void decode_span(const std::uint8_t* row_codes, index_t k0, index_t kc, int bits,
+                        const float (*lut)[2], float* dst) {
+  const index_t p0 = k0 / 2, p1 = (k0 + kc + 1) / 2;
+  if (bits == 4) {
+    for (index_t p = p0; p < p1; ++p) std::memcpy(dst + 2 * (p - p0), lut[row_codes[p]], 2 * sizeof(float));
+  } else {
+    for (index_t p = p0; p < p1; ++p)
+      ov::decode_pair8(row_codes[2 * p], row_codes[2 * p + 1], dst + 2 * (p - p0), dst + 2 * (p - p0) + 1);
+  }
+}
+
+constexpr index_t kTileK = 1024;  // columns of a decoded tile: 4 rows x 4 KiB stay in L1
+constexpr int kTileN = 4;
+constexpr index_t kTileStride = kTileK + 16;
+
+
+typedef float vf16 __attribute__((vector_size(64)));
+
+// acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
+template <int MB>
+NK_OLIVE_CLONES void tile_dot(const float* x, index_t ldx, const float* w, index_t kc, float* out,
+                              index_t ldo) {
+  vf16 acc[MB][kTileN];
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < kTileN; ++j) acc[m][j] = vf16{};
+  index_t k = 0;
+  for (; k + 16 <= kc; k += 16) {
+    vf16 wv[kTileN];
+    for (int j = 0; j < kTileN; ++j) std::memcpy(&wv[j], w + j * kTileStride + k, sizeof(vf16));
+    for (int m = 0; m < MB; ++m) {
+      vf16 xv;
+      std::memcpy(&xv, x + m * ldx + k, sizeof(vf16));
+      for (int j = 0; j < kTileN; ++j) acc[m][j] += xv * wv[j];
+    }
+  }
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < kTileN; ++j) {
+      float s = 0.0f;
+      for (int l = 0; l < 16; ++l) s += acc[m][j][l];
+      for (index_t t = k; t < kc; ++t) s += x[m * ldx + t] * w[j * kTileStride + t];
+      out[m * ldo + j] += s;
+    }
+}
+
+}  // namespace
+
+void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
+            float* scales, double* alphas, double* sq_errors) {
+  const index_t bpr = bytes_per_row(cols, spec.bits);
+  if (spec.per_row) {
+    const int nt = threads_for(rows);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t r = 0; r < rows; ++r) {
+      double err;
+      const double a = choose_alpha(x, r, r + 1, cols, spec, alphas[r], false, &err);
+      const Scale sc = scale_for(a, spec);
+      encode_row(x + r * cols, cols, spec, sc, codes + r * bpr);
+      alphas[r] = a;
+      scales[r] = sc.s;
+      sq_errors[r] = err;
+    }
+    return;
+  }
+  double err;
+  const double a = choose_alpha(x, 0, rows, cols, spec, alphas[0], true, &err);
+  const Scale sc = scale_for(a, spec);
+  const int nt = threads_for(rows);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < rows; ++r) encode_row(x + r * cols, cols, spec, sc, codes + r * bpr);
+  alphas[0] = a;
+  scales[0] = sc.s;
+  sq_errors[0] = err;
+}
+
+void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_t rows, index_t cols,
+            int bits, int normal, float* out) {
+  const index_t bpr = bytes_per_row(cols, bits);
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const int nt = threads_for(rows);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < rows; ++r) {
+    std::vector<float> g(static_cast<std::size_t>(cols + 2));
+    decode_span(codes + r * bpr, 0, cols, bits, lut, g.data());
+    const float s = scales[per_row ? r : 0];
+    float* o = out + r * cols;
+    for (index_t c = 0; c < cols; ++c) o[c] = g[c] * s;
+  }
+}
+
+void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,
+            bool per_row, index_t n, index_t k, int bits, int normal, float* out) {
+  const index_t bpr = bytes_per_row(k, bits);
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  std::fill(out, out + batch * n, 0.0f);
+  const index_t nblocks = (n + kTileN - 1) / kTileN;
+  const int nt = threads_for(nblocks);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    std::vector<float> tile(static_cast<std::size_t>(kTileN * kTileStride), 0.0f);
+    std::vector<float> acc(static_cast<std::size_t>(4 * kTileN));
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t blk = 0; blk < nblocks; ++blk) {
+      const index_t n0 = blk * kTileN;
+      const int rows_here = static_cast<int>(std::min<index_t>(kTileN, n - n0));
+      for (index_t k0 = 0; k0 < k; k0 += kTileK) {
+        const index_t kc = std::min(kTileK, k - k0);
+        for (int j = 0; j < kTileN; ++j) {
+          float* dst = tile.data() + j * kTileStride;
+          if (j < rows_here)
+            decode_span(codes + (n0 + j) * bpr, k0, kc, bits, lut, dst);
+          else
+            std::fill(dst, dst + kc, 0.0f);
+        }
+        for (index_t b0 = 0; b0 < batch; b0 += 4) {
+          const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          const float* xb = x + b0 * k + k0;
+          switch (mb) {
+            case 4: tile_dot<4>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+            case 3: tile_dot<3>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+            case 2: tile_dot<2>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+            default: tile_dot<1>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+          }
+          for (int m = 0; m < mb; ++m)
+            for (int j = 0; j < rows_here; ++j) out[(b0 + m) * n + n0 + j] += acc[m * kTileN + j];
+        }
+      }
+      for (index_t b = 0; b < batch; ++b)
+        for (int j = 0; j < rows_here; ++j) out[b * n + n0 + j] *= scales[per_row ? n0 + j : 0];
+    }
+  }
+}
+
+}  // namespace nk::cpu::olive
