@@ -50,7 +50,7 @@ from . import _core
 from ._arrays import CUPY, NUMPY, TORCH, _require_cuda, array_kind
 
 __all__ = ["OVPTensor", "ovp_quantize", "ovp_dequantize", "ovp_fake_quantize", "ovp_matmul",
-           "quantize_model", "ovp_normal_mse"]
+           "quantize_model", "ovp_normal_mse", "plain_fake_quantize"]
 _LAZY = ("OVPLinear",)  # torch classes, created on first use (numkern never imports torch eagerly)
 
 _NORMAL_CODE = {"int": 0, "flint": 1}
@@ -327,20 +327,25 @@ def plain_fake_quantize(w, bits=4, normal="int", axis="row"):
         grid = np.unique(np.concatenate([-g, g]))
     gmax = grid[-1]
     mids = (grid[1:] + grid[:-1]) / 2
-    out = np.empty_like(x2)
-    for r in range(x2.shape[0]):
-        row = x2[r]
-        mu, sd = row.mean(), row.std(ddof=1) if row.size > 1 else 0.0
-        xm = max(abs(mu + 3 * sd), abs(mu - 3 * sd)) or (np.abs(row).max() or 1.0)
-        best = None
-        for i in range(75, 250, 2):
-            s = xm * i / 100 / gmax
-            deq = grid[np.searchsorted(mids, row / s, side="right")] * s
-            err = np.sum((deq - row) ** 2)
-            if best is None or err < best[0]:
-                best = (err, deq)
-        out[r] = best[1]
-    return out.reshape(shape)
+    mu = x2.mean(1, keepdims=True)
+    sd = x2.std(1, ddof=1, keepdims=True) if x2.shape[1] > 1 else np.zeros_like(mu)
+    xm = np.maximum(np.abs(mu + 3 * sd), np.abs(mu - 3 * sd))
+    xm = np.where(xm > 0, xm, np.maximum(np.abs(x2).max(1, keepdims=True), 1e-30))
+    best_err = np.full((x2.shape[0], 1), np.inf)
+    out = np.zeros_like(x2)
+    x32 = x2.astype(np.float32)
+    for i in range(75, 250, 2):
+        s = (xm * i / 100 / gmax).astype(np.float32)
+        if bits == 4 and normal == "int":  # uniform grid: round half up, clip
+            deq = np.clip(np.floor(x32 * (0.25 / s) + 0.5), -7, 7) * (4 * s)
+        else:
+            deq = grid.astype(np.float32)[np.searchsorted(mids, x32 / s, side="right")] * s
+        d = deq - x32
+        err = np.einsum("ij,ij->i", d, d, dtype=np.float64)[:, None]
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        out = np.where(better, deq, out)
+    return out.astype(np.float64).reshape(shape)
 
 
 def ovp_dequantize(q: OVPTensor):
