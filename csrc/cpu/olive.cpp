@@ -7,6 +7,13 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#include <immintrin.h>
+#define NK_OLIVE_X86 1
+#else
+#define NK_OLIVE_X86 0
+#endif
+
 #include "cpu/threads.hpp"
 #include "numkern/olive.hpp"
 
@@ -14,12 +21,16 @@ namespace nk::cpu::olive {
 namespace ov = nk::olive;
 namespace {
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if NK_OLIVE_X86
 // Hot loops are compiled per ISA (SSE2 has no floor instruction: floorf would be a call).
 // One binary for every x86-64: the loader picks the widest vector unit the CPU has.
 #define NK_OLIVE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// The dot products may fuse multiply-adds (the file is built with -ffp-contract=off for the
+// encoder, whose rounding must match the CUDA one bit for bit; a matmul only needs tolerance).
+#define NK_OLIVE_FMA __attribute__((optimize("fp-contract=fast")))
 #else
 #define NK_OLIVE_CLONES
+#define NK_OLIVE_FMA
 #endif
 
 int threads_for(index_t work_items) {
@@ -157,15 +168,142 @@ const Lut4& lut4() {
 }
 
 // Grid values of elements [k0, k0 + kc) of one row (k0 even); writes up to kc + 1 floats.
-inline void decode_span(const std::uint8_t* row_codes, index_t k0, index_t kc, int bits,
-                        const float (*lut)[2], float* dst) {
-  const index_t p0 = k0 / 2, p1 = (k0 + kc + 1) / 2;
-  if (bits == 4) {
-    for (index_t p = p0; p < p1; ++p) std::memcpy(dst + 2 * (p - p0), lut[row_codes[p]], 2 * sizeof(float));
-  } else {
-    for (index_t p = p0; p < p1; ++p)
-      ov::decode_pair8(row_codes[2 * p], row_codes[2 * p + 1], dst + 2 * (p - p0), dst + 2 * (p - p0) + 1);
+// Branch-free integer forms of numkern/olive.hpp's decode_byte4 / decode_pair8 (the tests check
+// the two against each other), written so that the compiler vectorises them: a LUT gather per
+// byte would cost more than the dot product it feeds.
+// mask ? a : b for mask 0 or -1, as bit operations the vectoriser accepts (no control flow).
+inline int sel(int mask, int a, int b) { return (a & mask) | (b & ~mask); }
+inline int all_if(bool c) { return -static_cast<int>(c); }
+
+template <bool Flint>
+inline void decode4_loop(const std::uint8_t* __restrict c, index_t np, float* __restrict dst) {
+  for (index_t p = 0; p < np; ++p) {
+    const int b = c[p], lo = b & 15, hi = b >> 4;
+    const int vlo = all_if(lo == 8), vhi = all_if(hi == 8);
+    const int slo = 1 - ((lo >> 2) & 2), shi = 1 - ((hi >> 2) & 2);  // +1 / -1 from bit 3
+    int nlo, nhi;
+    if (Flint) {  // sign * {0,2,4,6,8,12,16,32}[index]: 2i up to 4, then 4i - 8, and 32 for 7
+      const int ilo = lo & 7, ihi = hi & 7;
+      nlo = slo * sel(all_if(ilo <= 4), 2 * ilo, sel(all_if(ilo == 7), 32, 4 * ilo - 8));
+      nhi = shi * sel(all_if(ihi <= 4), 2 * ihi, sel(all_if(ihi == 7), 32, 4 * ihi - 8));
+    } else {  // 4 * sign-extended nibble
+      nlo = 4 * ((lo ^ 8) - 8);
+      nhi = 4 * ((hi ^ 8) - 8);
+    }
+    // outlier: sign * (2 + m) << (4 + e)  =  32 * 2^e * (1 + m/2)
+    const int olo = slo * ((2 + (lo & 1)) << (4 + ((lo >> 1) & 3)));
+    const int ohi = shi * ((2 + (hi & 1)) << (4 + ((hi >> 1) & 3)));
+    dst[2 * p] = static_cast<float>(~vlo & sel(vhi, olo, nlo));
+    dst[2 * p + 1] = static_cast<float>(~vhi & sel(vlo, ohi, nhi));
   }
+}
+
+inline void decode8_loop(const std::uint8_t* __restrict c, index_t np, float* __restrict dst) {
+  for (index_t p = 0; p < np; ++p) {
+    const int b0 = c[2 * p], b1 = c[2 * p + 1];
+    const int v0 = all_if(b0 == 0x80), v1 = all_if(b1 == 0x80);
+    const int n0 = (b0 ^ 0x80) - 0x80, n1 = (b1 ^ 0x80) - 0x80;  // 4 q, two's complement
+    // outlier, in units of 1/4: sign * (32 + j) << (2 + i - 5)
+    const int o0 = (1 - ((b0 >> 6) & 2)) * ((32 + (b0 & 31)) << (2 + ((b0 >> 5) & 3)));
+    const int o1 = (1 - ((b1 >> 6) & 2)) * ((32 + (b1 & 31)) << (2 + ((b1 >> 5) & 3)));
+    dst[2 * p] = static_cast<float>(~v0 & sel(v1, o0, n0)) * 0.25f;
+    dst[2 * p + 1] = static_cast<float>(~v1 & sel(v0, o1, n1)) * 0.25f;
+  }
+}
+
+// Grid values of elements [k0, k0 + kc) of one row (k0 even); writes up to kc + 1 floats.
+// Branch-free integer forms of numkern/olive.hpp's decode_byte4 / decode_pair8 (the tests check
+// the two against each other), written so that the compiler vectorises them: a table gather per
+// byte would cost more than the dot product it feeds.
+#if NK_OLIVE_X86
+// AVX-512 4-bit decoder: each nibble indexes a 16-float register table (vpermps) holding the
+// normal values; pairs with a victim nibble (rare) are redone from the 256-entry byte table.
+// About 10 instructions per 32 weights, which is what lets the 4-bit GEMV beat float32.
+__attribute__((target("avx512f"))) void decode4_avx512(const std::uint8_t* __restrict c, index_t np,
+                                                       int normal, float* __restrict dst) {
+  alignas(64) float normals[16], outliers[16];
+  for (int n = 0; n < 16; ++n) {
+    normals[n] = n == 8 ? 0.0f : ov::decode_normal4(n, normal);
+    outliers[n] = ov::decode_outlier4(n);
+  }
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const __m512 tn = _mm512_load_ps(normals), to = _mm512_load_ps(outliers);
+  const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const __m512i low4 = _mm512_set1_epi32(15), victim = _mm512_set1_epi32(8);
+  index_t p = 0;
+  for (; p + 16 <= np; p += 16) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + p)));
+    const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_srli_epi32(v, 4);
+    const __mmask16 vlo = _mm512_cmpeq_epi32_mask(lo, victim), vhi = _mm512_cmpeq_epi32_mask(hi, victim);
+    // the partner of a victim reads the outlier table; the victim itself reads 0 (normals[8])
+    const __m512 flo = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(lo, tn), vhi & ~vlo, lo, to);
+    const __m512 fhi = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(hi, tn), vlo & ~vhi, hi, to);
+    _mm512_storeu_ps(dst + 2 * p, _mm512_permutex2var_ps(flo, first, fhi));
+    _mm512_storeu_ps(dst + 2 * p + 16, _mm512_permutex2var_ps(flo, second, fhi));
+  }
+  for (; p < np; ++p) std::memcpy(dst + 2 * p, lut[c[p]], 2 * sizeof(float));
+}
+
+// Fused 4-bit GEMV, y[r] = s_r sum_p (xe[p] g0(c[r, p]) + xo[p] g1(c[r, p])) for rows [0, n),
+// with x split into its even (xe) and odd (xo) elements so that the decoded nibbles multiply x
+// without being interleaved or stored.
+__attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv4_avx512(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
+    const float* xo, int normal, float* y) {
+  alignas(64) float normals[16], outliers[16];
+  for (int q = 0; q < 16; ++q) {
+    normals[q] = q == 8 ? 0.0f : ov::decode_normal4(q, normal);
+    outliers[q] = ov::decode_outlier4(q);
+  }
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const __m512 tn = _mm512_load_ps(normals), to = _mm512_load_ps(outliers);
+  const __m512i low4 = _mm512_set1_epi32(15), victim = _mm512_set1_epi32(8);
+  const int nt = threads_for(n / 16 + 1);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < n; ++r) {
+    const std::uint8_t* c = codes + r * bpr;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    index_t p = 0;
+    for (; p + 16 <= bpr; p += 16) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + p)));
+      const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_srli_epi32(v, 4);
+      const __mmask16 vlo = _mm512_cmpeq_epi32_mask(lo, victim), vhi = _mm512_cmpeq_epi32_mask(hi, victim);
+      const __m512 flo = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(lo, tn), vhi & ~vlo, lo, to);
+      const __m512 fhi = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(hi, tn), vlo & ~vhi, hi, to);
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(xe + p), flo, acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(xo + p), fhi, acc1);
+    }
+    float tail = 0.0f;
+    for (; p < bpr; ++p) tail += xe[p] * lut[c[p]][0] + xo[p] * lut[c[p]][1];
+    y[r] = (_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + tail) * scales[per_row ? r : 0];
+  }
+}
+
+bool have_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+NK_OLIVE_CLONES void decode_span(const std::uint8_t* __restrict row_codes, index_t k0, index_t kc, int bits,
+                                 int normal, float* __restrict dst) {
+  const index_t p0 = k0 / 2, np = (k0 + kc + 1) / 2 - p0;
+#if NK_OLIVE_X86
+  if (bits == 4 && have_avx512()) {
+    decode4_avx512(row_codes + p0, np, normal, dst);
+    return;
+  }
+#endif
+  if (bits == 8)
+    decode8_loop(row_codes + 2 * p0, np, dst);
+  else if (normal == ov::kFlint)
+    decode4_loop<true>(row_codes + p0, np, dst);
+  else
+    decode4_loop<false>(row_codes + p0, np, dst);
 }
 
 constexpr index_t kTileK = 1024;  // columns of a decoded tile: 4 rows x 4 KiB stay in L1
@@ -177,7 +315,7 @@ typedef float vf16 __attribute__((vector_size(64)));
 
 // acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
 template <int MB>
-NK_OLIVE_CLONES void tile_dot(const float* x, index_t ldx, const float* w, index_t kc, float* out,
+NK_OLIVE_CLONES NK_OLIVE_FMA void tile_dot(const float* x, index_t ldx, const float* w, index_t kc, float* out,
                               index_t ldo) {
   vf16 acc[MB][kTileN];
   for (int m = 0; m < MB; ++m)
@@ -248,7 +386,14 @@ void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_
 #endif
   for (index_t r = 0; r < rows; ++r) {
     std::vector<float> g(static_cast<std::size_t>(cols + 2));
-    decode_span(codes + r * bpr, 0, cols, bits, lut, g.data());
+    const std::uint8_t* rc = codes + r * bpr;
+    // the reference decoder of numkern/olive.hpp (a 256-entry table at 4 bits)
+    for (index_t p = 0; p < (cols + 1) / 2; ++p) {
+      if (bits == 8)
+        ov::decode_pair8(rc[2 * p], rc[2 * p + 1], &g[2 * p], &g[2 * p + 1]);
+      else
+        std::memcpy(&g[2 * p], lut[rc[p]], 2 * sizeof(float));
+    }
     const float s = scales[per_row ? r : 0];
     float* o = out + r * cols;
     for (index_t c = 0; c < cols; ++c) o[c] = g[c] * s;
@@ -258,7 +403,19 @@ void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_
 void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,
             bool per_row, index_t n, index_t k, int bits, int normal, float* out) {
   const index_t bpr = bytes_per_row(k, bits);
-  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+#if NK_OLIVE_X86
+  if (bits == 4 && batch < 4 && have_avx512()) {  // GEMV: decode straight into the FMAs
+    std::vector<float> xe(static_cast<std::size_t>(bpr)), xo(static_cast<std::size_t>(bpr));
+    for (index_t b = 0; b < batch; ++b) {
+      for (index_t p = 0; p < bpr; ++p) {
+        xe[p] = x[b * k + 2 * p];
+        xo[p] = 2 * p + 1 < k ? x[b * k + 2 * p + 1] : 0.0f;
+      }
+      gemv4_avx512(codes, bpr, scales, per_row, n, xe.data(), xo.data(), normal, out + b * n);
+    }
+    return;
+  }
+#endif
   std::fill(out, out + batch * n, 0.0f);
   const index_t nblocks = (n + kTileN - 1) / kTileN;
   const int nt = threads_for(nblocks);
@@ -280,7 +437,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
         for (int j = 0; j < kTileN; ++j) {
           float* dst = tile.data() + j * kTileStride;
           if (j < rows_here)
-            decode_span(codes + (n0 + j) * bpr, k0, kc, bits, lut, dst);
+            decode_span(codes + (n0 + j) * bpr, k0, kc, bits, normal, dst);
           else
             std::fill(dst, dst + kc, 0.0f);
         }
