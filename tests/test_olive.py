@@ -315,3 +315,29 @@ def test_degenerate_rows():
     np.testing.assert_allclose(d[1], 2.5, rtol=0.2)
     one = Q.ovp_quantize(np.array([3.0], np.float32))  # one element: sigma undefined
     assert np.isfinite(Q.ovp_dequantize(one)).all()
+
+
+def test_portable_decoders_match(tmp_path):
+    """The AVX-512 decoders are used where the CPU has them; run the portable ones in a child
+    process (NUMKERN_OLIVE_NO_AVX512=1) and compare with the reference decode."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np; from numkern import quant as Q\n"
+        "rng = np.random.default_rng(4)\n"
+        "worst = 0.0\n"
+        "for bits, normal in ((4, 'int'), (4, 'flint'), (8, 'int')):\n"
+        "    for batch, k in ((1, 301), (6, 1030)):\n"
+        "        w = rng.standard_t(3, size=(9, k)).astype(np.float32)\n"
+        "        q = Q.ovp_quantize(w, bits=bits, normal=normal, search=False)\n"
+        "        x = rng.standard_normal((batch, k)).astype(np.float32)\n"
+        "        d = Q.ovp_dequantize(q).astype(np.float64)\n"
+        "        ref = x.astype(np.float64) @ d.T\n"
+        "        scale = np.abs(x).astype(np.float64) @ np.abs(d).T\n"
+        "        worst = max(worst, float(np.max(np.abs(Q.ovp_matmul(x, q) - ref) / scale)))\n"
+        "print(worst)\n")
+    env = dict(os.environ, NUMKERN_OLIVE_NO_AVX512="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) < 1e-5

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -245,6 +246,57 @@ __attribute__((target("avx512f"))) void decode4_avx512(const std::uint8_t* __res
   for (; p < np; ++p) std::memcpy(dst + 2 * p, lut[c[p]], 2 * sizeof(float));
 }
 
+// 16 consecutive 8-bit codes (8 whole pairs) -> grid values, in element order.
+__attribute__((target("avx512f"), always_inline)) inline __m512 decode8x16_avx512(const std::uint8_t* c) {
+  const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+  const __mmask16 vic = _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(-128));
+  const unsigned m = vic;
+  const __mmask16 partner = static_cast<__mmask16>((((m & 0x5555u) << 1) | ((m >> 1) & 0x5555u)) & ~m);
+  // outlier in quarters: (32 + j) << (2 + i'), sign from bit 7
+  const __m512i j = _mm512_and_si512(v, _mm512_set1_epi32(31));
+  const __m512i e = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 5), _mm512_set1_epi32(3)),
+                                     _mm512_set1_epi32(2));
+  __m512i o = _mm512_sllv_epi32(_mm512_add_epi32(j, _mm512_set1_epi32(32)), e);
+  const __mmask16 neg = _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
+  o = _mm512_mask_sub_epi32(o, neg, _mm512_setzero_si512(), o);
+  const __m512i g = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~m), _mm512_mask_mov_epi32(v, partner, o));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(g), _mm512_set1_ps(0.25f));
+}
+
+__attribute__((target("avx512f"))) void decode8_avx512(const std::uint8_t* __restrict c, index_t np,
+                                                       float* __restrict dst) {
+  index_t p = 0;
+  for (; p + 8 <= np; p += 8) _mm512_storeu_ps(dst + 2 * p, decode8x16_avx512(c + 2 * p));
+  for (; p < np; ++p) ov::decode_pair8(c[2 * p], c[2 * p + 1], dst + 2 * p, dst + 2 * p + 1);
+}
+
+// Fused 8-bit GEMV: y[r] = s_r sum_k x[k] g[r, k]; x padded to an even length.
+__attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv8_avx512(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* x,
+    float* y) {
+  const int nt = threads_for(n / 16 + 1);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < n; ++r) {
+    const std::uint8_t* c = codes + r * bpr;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    index_t k = 0;
+    for (; k + 32 <= bpr; k += 32) {
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), decode8x16_avx512(c + k), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), decode8x16_avx512(c + k + 16), acc1);
+    }
+    float tail = 0.0f;
+    for (; k < bpr; k += 2) {
+      float g0, g1;
+      ov::decode_pair8(c[k], c[k + 1], &g0, &g1);
+      tail += x[k] * g0 + x[k + 1] * g1;
+    }
+    y[r] = (_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + tail) * scales[per_row ? r : 0];
+  }
+}
+
 // Fused 4-bit GEMV, y[r] = s_r sum_p (xe[p] g0(c[r, p]) + xo[p] g1(c[r, p])) for rows [0, n),
 // with x split into its even (xe) and odd (xo) elements so that the decoded nibbles multiply x
 // without being interleaved or stored.
@@ -283,8 +335,9 @@ __attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv4_avx5
   }
 }
 
+// NUMKERN_OLIVE_NO_AVX512=1 forces the portable decoders (the tests use it to cover them).
 bool have_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
+  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("NUMKERN_OLIVE_NO_AVX512") == nullptr;
   return yes;
 }
 #endif
@@ -293,8 +346,11 @@ NK_OLIVE_CLONES void decode_span(const std::uint8_t* __restrict row_codes, index
                                  int normal, float* __restrict dst) {
   const index_t p0 = k0 / 2, np = (k0 + kc + 1) / 2 - p0;
 #if NK_OLIVE_X86
-  if (bits == 4 && have_avx512()) {
-    decode4_avx512(row_codes + p0, np, normal, dst);
+  if (have_avx512()) {
+    if (bits == 4)
+      decode4_avx512(row_codes + p0, np, normal, dst);
+    else
+      decode8_avx512(row_codes + 2 * p0, np, dst);
     return;
   }
 #endif
@@ -412,6 +468,14 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
         xo[p] = 2 * p + 1 < k ? x[b * k + 2 * p + 1] : 0.0f;
       }
       gemv4_avx512(codes, bpr, scales, per_row, n, xe.data(), xo.data(), normal, out + b * n);
+    }
+    return;
+  }
+  if (bits == 8 && batch < 4 && have_avx512()) {
+    std::vector<float> xp(static_cast<std::size_t>(bpr), 0.0f);
+    for (index_t b = 0; b < batch; ++b) {
+      std::copy(x + b * k, x + (b + 1) * k, xp.begin());
+      gemv8_avx512(codes, bpr, scales, per_row, n, xp.data(), out + b * n);
     }
     return;
   }
