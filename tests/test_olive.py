@@ -262,7 +262,7 @@ def test_matmul_threads_agree():
 def test_ovp_beats_plain_int4_student_t():
     rng = np.random.default_rng(11)
     w = rng.standard_t(3, size=(64, 512)).astype(np.float32)
-    ovp = Q.ovp_normal_mse(w, 4, "auto" if False else "int", outliers=True)
+    ovp = Q.ovp_normal_mse(w, 4, "int", outliers=True)
     plain = Q.ovp_normal_mse(w, 4, "int", outliers=False)
     assert ovp < 0.8 * plain, (ovp, plain)
 
