@@ -292,11 +292,17 @@ int matmul(const float* x, std::int64_t batch, const std::uint8_t* codes, const 
            std::int64_t n, std::int64_t k, int bits, int normal, float* out, std::uintptr_t stream) {
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (batch == 0 || n == 0) return 0;
-  const std::int64_t tiles = (batch + kTileB - 1) / kTileB;
-  if (tiles > 65535) return static_cast<int>(cudaErrorInvalidConfiguration);
-  dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps), static_cast<unsigned>(tiles));
-  matmul_kernel<<<grid, kWarps * 32, 0, s>>>(x, batch, codes, scales, per_row, n, k, bits, normal, out);
-  return static_cast<int>(cudaGetLastError());
+  // gridDim.y is at most 65535 batch tiles: longer batches run in slices
+  constexpr std::int64_t kSlice = 65535LL * kTileB;
+  for (std::int64_t b0 = 0; b0 < batch; b0 += kSlice) {
+    const std::int64_t nb = batch - b0 < kSlice ? batch - b0 : kSlice;
+    dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps), static_cast<unsigned>((nb + kTileB - 1) / kTileB));
+    matmul_kernel<<<grid, kWarps * 32, 0, s>>>(x + b0 * k, nb, codes, scales, per_row, n, k, bits, normal,
+                                                out + b0 * n);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return static_cast<int>(e);
+  }
+  return 0;
 }
 
 }  // namespace nk::cuda::olive

@@ -204,6 +204,13 @@ def _dev_empty(kind, ref, shape, dtype):
     return cupy.empty(shape, dtype=dtype)
 
 
+def _dev_contiguous(kind, a):
+    if kind == TORCH:
+        return a.contiguous()
+    import cupy
+    return cupy.ascontiguousarray(a)
+
+
 def _ptr(a, kind):
     return a.data_ptr() if kind == TORCH else a.data.ptr
 
@@ -357,8 +364,8 @@ def ovp_dequantize(q: OVPTensor):
     rows, cols = q.rows, q.cols
     code = _NORMAL_CODE[q.normal]
     if not _on_cuda(kind, q.codes):
-        cn = q.codes.numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
-        sn = q.scales.numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
+        cn = q.codes.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
+        sn = q.scales.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
         out = _core.olive.decode(cn, sn, q.per_row, rows, cols, q.bits, code).reshape(q.shape)
         if kind == TORCH:
             import torch
@@ -366,9 +373,9 @@ def ovp_dequantize(q: OVPTensor):
         return out
     cu = _require_cuda()
     with _device_ctx(kind, q.codes):
-        codes = q.codes.contiguous() if kind == TORCH else q.codes
+        codes, scales = _dev_contiguous(kind, q.codes), _dev_contiguous(kind, q.scales)
         out = _dev_empty(kind, codes, (rows, cols), "float32")
-        cu.olive.decode(_ptr(codes, kind), _ptr(q.scales, kind), q.per_row, rows, cols, q.bits, code,
+        cu.olive.decode(_ptr(codes, kind), _ptr(scales, kind), q.per_row, rows, cols, q.bits, code,
                         _ptr(out, kind), _stream(kind, codes))
         return out.reshape(q.shape)
 
@@ -393,8 +400,8 @@ def _matmul_raw(x2, q, kind):
     code = _NORMAL_CODE[q.normal]
     if not _on_cuda(kind, x2):
         xn = x2.numpy() if kind == TORCH else x2
-        cn = q.codes.numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
-        sn = q.scales.numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
+        cn = q.codes.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
+        sn = q.scales.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
         out = _core.olive.matmul(xn, cn, sn, q.per_row, n, k, q.bits, code)
         if kind == TORCH:
             import torch
@@ -403,7 +410,10 @@ def _matmul_raw(x2, q, kind):
     cu = _require_cuda()
     with _device_ctx(kind, x2):
         out = _dev_empty(kind, x2, (x2.shape[0], n), "float32")
-        cu.olive.matmul(_ptr(x2, kind), x2.shape[0], _ptr(q.codes, kind), _ptr(q.scales, kind),
+        codes, scales = _dev_contiguous(kind, q.codes), _dev_contiguous(kind, q.scales)
+        if kind == TORCH and codes.device != x2.device:
+            raise ValueError(f"x: on {x2.device} but q on {codes.device}")
+        cu.olive.matmul(_ptr(x2, kind), x2.shape[0], _ptr(codes, kind), _ptr(scales, kind),
                         q.per_row, n, k, q.bits, code, _ptr(out, kind), _stream(kind, x2))
         return out
 
