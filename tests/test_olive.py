@@ -162,7 +162,9 @@ def test_golden_more(pair, bits, normal, mode, expect, codes):
 
 @pytest.mark.parametrize("bits,normal,qs", [
     (4, "int", [2, -2, 6, -6, 38, -38, 37.99, -37.99, 56, -56, 400, -1000, 30, 33]),
-    (4, "flint", [1, -1, 7, -7, 10, -10, 24, -24, 40, -40, 39.9, 36]),
+    (4, "flint", [1, -1, 7, -7, 9, -9, 10, -10, 14, -14, 24, -24, 40, -40, 39.9, 36,
+                  float(np.nextafter(np.float32(-10), np.float32(-20))),
+                  float(np.nextafter(np.float32(-24), np.float32(-30))), -14.000001]),
     (8, "int", [0.125, -0.125, 32.375, -32.375, 32.3, 33.5, -33.5, 96.5, 500, -600, 31.9]),
 ])
 def test_rounding_ties_match_reference(bits, normal, qs):

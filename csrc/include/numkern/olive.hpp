@@ -78,7 +78,9 @@ NK_HOST_DEVICE Elem round_flint4(float q) {
   // Below 10 the grid {0, 2, 4, 6, 8} is uniform: round a/2 (capped at index 4); above, count
   // the midpoints 10, 14, 24 of {8, 12, 16, 32}.
   const int low = round_mag(a * 0.5f, pos);
-  const int idx = (low < 4 ? low : 4) + above(a, 10.0f, pos) + above(a, 14.0f, pos) + above(a, 24.0f, pos);
+  // a > m is a >= nextup(m): one comparison per midpoint with the threshold picked by sign
+  const int idx = (low < 4 ? low : 4) + (a >= (pos ? 10.0f : 0x1.400002p+3f)) +
+                  (a >= (pos ? 14.0f : 0x1.c00002p+3f)) + (a >= (pos ? 24.0f : 0x1.800002p+4f));
  // zero is always code 0: "-0" (1000) is the victim marker
   const int code = ((static_cast<int>(q < 0.0f) & static_cast<int>(idx > 0)) << 3) | idx;
   return {kFlint4Signed[code], static_cast<std::uint8_t>(code), false};
