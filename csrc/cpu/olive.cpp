@@ -1,0 +1,528 @@
+// CPU encoder, decoder and fused dequant-matmul of OliVe OVP quantization.
+#include "cpu/olive.hpp"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#include <immintrin.h>
+#define NK_OLIVE_X86 1
+#else
+#define NK_OLIVE_X86 0
+#endif
+
+#include "cpu/threads.hpp"
+#include "numkern/olive.hpp"
+
+namespace nk::cpu::olive {
+namespace ov = nk::olive;
+namespace {
+
+#if NK_OLIVE_X86
+// Hot loops are compiled per ISA (SSE2 has no floor instruction: floorf would be a call).
+// One binary for every x86-64: the loader picks the widest vector unit the CPU has.
+#define NK_OLIVE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// The dot products may fuse multiply-adds (the file is built with -ffp-contract=off for the
+// encoder, whose rounding must match the CUDA one bit for bit; a matmul only needs tolerance).
+#define NK_OLIVE_FMA __attribute__((optimize("fp-contract=fast")))
+#else
+#define NK_OLIVE_CLONES
+#define NK_OLIVE_FMA
+#endif
+
+int threads_for(index_t work_items) {
+  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(get_num_threads(), work_items)));
+}
+
+// Sum of f(row, begin, end) over rows [r0, r1) and fixed kSumChunk column chunks, in the
+// canonical order shared with the CUDA encoder (see numkern/olive.hpp).
+template <class F>
+double chunked_sum(index_t r0, index_t r1, index_t cols, F&& f) {
+  double total = 0.0;
+  for (index_t r = r0; r < r1; ++r)
+    for (index_t c = 0; c < cols; c += ov::kSumChunk) total += f(r, c, std::min(cols, c + ov::kSumChunk));
+  return total;
+}
+
+// max(|mu + 3 sigma|, |mu - 3 sigma|) over rows [r0, r1), sigma with ddof = 1.  Degenerate
+// groups (one element, all zero) fall back to max |x|, then to 1, so alpha is always > 0.
+double sigma_bound(const float* x, index_t r0, index_t r1, index_t cols) {
+  const double n = static_cast<double>((r1 - r0) * cols);
+  const double sum = chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
+    double p = 0.0;
+    for (index_t c = b; c < e; ++c) p += x[r * cols + c];
+    return p;
+  });
+  const double mu = sum / n;
+  const double ss = chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
+    double p = 0.0;
+    for (index_t c = b; c < e; ++c) {
+      const double d = x[r * cols + c] - mu;
+      p += d * d;
+    }
+    return p;
+  });
+  const double sigma = n > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
+  double xm = std::max(std::fabs(mu + 3 * sigma), std::fabs(mu - 3 * sigma));
+  if (!(xm > 0.0) || !std::isfinite(xm)) {
+    xm = 0.0;
+    for (index_t i = r0 * cols; i < r1 * cols; ++i) xm = std::max(xm, static_cast<double>(std::fabs(x[i])));
+    if (!(xm > 0.0)) xm = 1.0;
+  }
+  return xm;
+}
+
+struct Scale {
+  float inv, s;
+};
+
+Scale scale_for(double alpha, const EncodeSpec& spec) {
+  const double gmax = ov::grid_max(spec.bits, spec.normal);
+  double inv = gmax / alpha;
+  if (inv > FLT_MAX) inv = FLT_MAX;
+  return {static_cast<float>(inv), static_cast<float>(alpha / gmax)};
+}
+
+// Pair p of row r (the padding element of an odd row is 0).
+inline void load_pair(const float* row, index_t cols, index_t p, float* x0, float* x1) {
+  *x0 = row[2 * p];
+  *x1 = 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f;
+}
+
+NK_OLIVE_CLONES double span_sq_error(const float* row, index_t cols, index_t b, index_t e,
+                                      const EncodeSpec& spec, Scale sc) {
+  double p = 0.0;
+  for (index_t i = b; i < e; i += 2) {
+    float x0, x1;
+    load_pair(row, cols, i / 2, &x0, &x1);
+    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left);
+    p += ov::pair_sq_error(x0, x1, o, sc.s);
+  }
+  return p;
+}
+
+double group_sq_error(const float* x, index_t r0, index_t r1, index_t cols, const EncodeSpec& spec,
+                      Scale sc) {
+  return chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
+    return span_sq_error(x + r * cols, cols, b, e, spec, sc);
+  });
+}
+
+NK_OLIVE_CLONES void encode_row(const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out) {
+  const index_t pairs = (cols + 1) / 2;
+  for (index_t p = 0; p < pairs; ++p) {
+    float x0, x1;
+    load_pair(row, cols, p, &x0, &x1);
+    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left);
+    if (spec.bits == 8) {
+      out[2 * p] = o.c0;
+      out[2 * p + 1] = o.c1;
+    } else {
+      out[p] = static_cast<std::uint8_t>(o.c0 | (o.c1 << 4));
+    }
+  }
+}
+
+// Threshold of rows [r0, r1) by the spec's mode; the candidate loop is parallel when
+// parallel_candidates (one group for the whole matrix), otherwise the caller is.
+double choose_alpha(const float* x, index_t r0, index_t r1, index_t cols, const EncodeSpec& spec,
+                    double given, bool parallel_candidates, double* best_err) {
+  if (spec.mode == AlphaMode::given) {
+    *best_err = group_sq_error(x, r0, r1, cols, spec, scale_for(given, spec));
+    return given;
+  }
+  const double xm = sigma_bound(x, r0, r1, cols);
+  if (spec.mode == AlphaMode::sigma) {
+    *best_err = group_sq_error(x, r0, r1, cols, spec, scale_for(xm, spec));
+    return xm;
+  }
+  double err[ov::kSearchCount];
+  const int nt = parallel_candidates ? threads_for(ov::kSearchCount) : 1;
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+#endif
+  for (int k = 0; k < ov::kSearchCount; ++k)
+    err[k] = group_sq_error(x, r0, r1, cols, spec, scale_for(ov::candidate_alpha(xm, k), spec));
+  int best = 0;
+  for (int k = 1; k < ov::kSearchCount; ++k)
+    if (err[k] < err[best]) best = k;  // strict: the first minimum wins
+  *best_err = err[best];
+  return ov::candidate_alpha(xm, best);
+}
+
+// 256-entry byte -> (g0, g1) tables of the 4-bit formats, built once.
+struct Lut4 {
+  float v[2][256][2];
+  Lut4() {
+    for (int nt = 0; nt < 2; ++nt)
+      for (int b = 0; b < 256; ++b) ov::decode_byte4(b, nt, &v[nt][b][0], &v[nt][b][1]);
+  }
+};
+const Lut4& lut4() {
+  static const Lut4 t;
+  return t;
+}
+
+// Grid values of elements [k0, k0 + kc) of one row (k0 even); writes up to kc + 1 floats.
+// Branch-free integer forms of numkern/olive.hpp's decode_byte4 / decode_pair8 (the tests check
+// the two against each other), written so that the compiler vectorises them: a LUT gather per
+// byte would cost more than the dot product it feeds.
+// mask ? a : b for mask 0 or -1, as bit operations the vectoriser accepts (no control flow).
+inline int sel(int mask, int a, int b) { return (a & mask) | (b & ~mask); }
+inline int all_if(bool c) { return -static_cast<int>(c); }
+
+template <bool Flint>
+inline void decode4_loop(const std::uint8_t* __restrict c, index_t np, float* __restrict dst) {
+  for (index_t p = 0; p < np; ++p) {
+    const int b = c[p], lo = b & 15, hi = b >> 4;
+    const int vlo = all_if(lo == 8), vhi = all_if(hi == 8);
+    const int slo = 1 - ((lo >> 2) & 2), shi = 1 - ((hi >> 2) & 2);  // +1 / -1 from bit 3
+    int nlo, nhi;
+    if (Flint) {  // sign * {0,2,4,6,8,12,16,32}[index]: 2i up to 4, then 4i - 8, and 32 for 7
+      const int ilo = lo & 7, ihi = hi & 7;
+      nlo = slo * sel(all_if(ilo <= 4), 2 * ilo, sel(all_if(ilo == 7), 32, 4 * ilo - 8));
+      nhi = shi * sel(all_if(ihi <= 4), 2 * ihi, sel(all_if(ihi == 7), 32, 4 * ihi - 8));
+    } else {  // 4 * sign-extended nibble
+      nlo = 4 * ((lo ^ 8) - 8);
+      nhi = 4 * ((hi ^ 8) - 8);
+    }
+    // outlier: sign * (2 + m) << (4 + e)  =  32 * 2^e * (1 + m/2)
+    const int olo = slo * ((2 + (lo & 1)) << (4 + ((lo >> 1) & 3)));
+    const int ohi = shi * ((2 + (hi & 1)) << (4 + ((hi >> 1) & 3)));
+    dst[2 * p] = static_cast<float>(~vlo & sel(vhi, olo, nlo));
+    dst[2 * p + 1] = static_cast<float>(~vhi & sel(vlo, ohi, nhi));
+  }
+}
+
+inline void decode8_loop(const std::uint8_t* __restrict c, index_t np, float* __restrict dst) {
+  for (index_t p = 0; p < np; ++p) {
+    const int b0 = c[2 * p], b1 = c[2 * p + 1];
+    const int v0 = all_if(b0 == 0x80), v1 = all_if(b1 == 0x80);
+    const int n0 = (b0 ^ 0x80) - 0x80, n1 = (b1 ^ 0x80) - 0x80;  // 4 q, two's complement
+    // outlier, in units of 1/4: sign * (32 + j) << (2 + i - 5)
+    const int o0 = (1 - ((b0 >> 6) & 2)) * ((32 + (b0 & 31)) << (2 + ((b0 >> 5) & 3)));
+    const int o1 = (1 - ((b1 >> 6) & 2)) * ((32 + (b1 & 31)) << (2 + ((b1 >> 5) & 3)));
+    dst[2 * p] = static_cast<float>(~v0 & sel(v1, o0, n0)) * 0.25f;
+    dst[2 * p + 1] = static_cast<float>(~v1 & sel(v0, o1, n1)) * 0.25f;
+  }
+}
+
+// Grid values of elements [k0, k0 + kc) of one row (k0 even); writes up to kc + 1 floats.
+// Branch-free integer forms of numkern/olive.hpp's decode_byte4 / decode_pair8 (the tests check
+// the two against each other), written so that the compiler vectorises them: a table gather per
+// byte would cost more than the dot product it feeds.
+#if NK_OLIVE_X86
+// AVX-512 4-bit decoder: each nibble indexes a 16-float register table (vpermps) holding the
+// normal values; pairs with a victim nibble (rare) are redone from the 256-entry byte table.
+// About 10 instructions per 32 weights, which is what lets the 4-bit GEMV beat float32.
+__attribute__((target("avx512f"))) void decode4_avx512(const std::uint8_t* __restrict c, index_t np,
+                                                       int normal, float* __restrict dst) {
+  alignas(64) float normals[16], outliers[16];
+  for (int n = 0; n < 16; ++n) {
+    normals[n] = n == 8 ? 0.0f : ov::decode_normal4(n, normal);
+    outliers[n] = ov::decode_outlier4(n);
+  }
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const __m512 tn = _mm512_load_ps(normals), to = _mm512_load_ps(outliers);
+  const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const __m512i low4 = _mm512_set1_epi32(15), victim = _mm512_set1_epi32(8);
+  index_t p = 0;
+  for (; p + 16 <= np; p += 16) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + p)));
+    const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_srli_epi32(v, 4);
+    const __mmask16 vlo = _mm512_cmpeq_epi32_mask(lo, victim), vhi = _mm512_cmpeq_epi32_mask(hi, victim);
+    // the partner of a victim reads the outlier table; the victim itself reads 0 (normals[8])
+    const __m512 flo = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(lo, tn), vhi & ~vlo, lo, to);
+    const __m512 fhi = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(hi, tn), vlo & ~vhi, hi, to);
+    _mm512_storeu_ps(dst + 2 * p, _mm512_permutex2var_ps(flo, first, fhi));
+    _mm512_storeu_ps(dst + 2 * p + 16, _mm512_permutex2var_ps(flo, second, fhi));
+  }
+  for (; p < np; ++p) std::memcpy(dst + 2 * p, lut[c[p]], 2 * sizeof(float));
+}
+
+// 16 consecutive 8-bit codes (8 whole pairs) -> grid values, in element order.
+__attribute__((target("avx512f"), always_inline)) inline __m512 decode8x16_avx512(const std::uint8_t* c) {
+  const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+  const __mmask16 vic = _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(-128));
+  const unsigned m = vic;
+  const __mmask16 partner = static_cast<__mmask16>((((m & 0x5555u) << 1) | ((m >> 1) & 0x5555u)) & ~m);
+  // outlier in quarters: (32 + j) << (2 + i'), sign from bit 7
+  const __m512i j = _mm512_and_si512(v, _mm512_set1_epi32(31));
+  const __m512i e = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 5), _mm512_set1_epi32(3)),
+                                     _mm512_set1_epi32(2));
+  __m512i o = _mm512_sllv_epi32(_mm512_add_epi32(j, _mm512_set1_epi32(32)), e);
+  const __mmask16 neg = _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
+  o = _mm512_mask_sub_epi32(o, neg, _mm512_setzero_si512(), o);
+  const __m512i g = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~m), _mm512_mask_mov_epi32(v, partner, o));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(g), _mm512_set1_ps(0.25f));
+}
+
+__attribute__((target("avx512f"))) void decode8_avx512(const std::uint8_t* __restrict c, index_t np,
+                                                       float* __restrict dst) {
+  index_t p = 0;
+  for (; p + 8 <= np; p += 8) _mm512_storeu_ps(dst + 2 * p, decode8x16_avx512(c + 2 * p));
+  for (; p < np; ++p) ov::decode_pair8(c[2 * p], c[2 * p + 1], dst + 2 * p, dst + 2 * p + 1);
+}
+
+// Fused 8-bit GEMV: y[r] = s_r sum_k x[k] g[r, k]; x padded to an even length.
+__attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv8_avx512(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* x,
+    float* y) {
+  const int nt = threads_for(n / 16 + 1);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < n; ++r) {
+    const std::uint8_t* c = codes + r * bpr;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    index_t k = 0;
+    for (; k + 32 <= bpr; k += 32) {
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), decode8x16_avx512(c + k), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), decode8x16_avx512(c + k + 16), acc1);
+    }
+    float tail = 0.0f;
+    for (; k < bpr; k += 2) {
+      float g0, g1;
+      ov::decode_pair8(c[k], c[k + 1], &g0, &g1);
+      tail += x[k] * g0 + x[k + 1] * g1;
+    }
+    y[r] = (_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + tail) * scales[per_row ? r : 0];
+  }
+}
+
+// Fused 4-bit GEMV, y[r] = s_r sum_p (xe[p] g0(c[r, p]) + xo[p] g1(c[r, p])) for rows [0, n),
+// with x split into its even (xe) and odd (xo) elements so that the decoded nibbles multiply x
+// without being interleaved or stored.
+__attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv4_avx512(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
+    const float* xo, int normal, float* y) {
+  alignas(64) float normals[16], outliers[16];
+  for (int q = 0; q < 16; ++q) {
+    normals[q] = q == 8 ? 0.0f : ov::decode_normal4(q, normal);
+    outliers[q] = ov::decode_outlier4(q);
+  }
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const __m512 tn = _mm512_load_ps(normals), to = _mm512_load_ps(outliers);
+  const __m512i low4 = _mm512_set1_epi32(15), victim = _mm512_set1_epi32(8);
+  const int nt = threads_for(n / 16 + 1);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < n; ++r) {
+    const std::uint8_t* c = codes + r * bpr;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    index_t p = 0;
+    for (; p + 16 <= bpr; p += 16) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + p)));
+      const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_srli_epi32(v, 4);
+      const __mmask16 vlo = _mm512_cmpeq_epi32_mask(lo, victim), vhi = _mm512_cmpeq_epi32_mask(hi, victim);
+      const __m512 flo = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(lo, tn), vhi & ~vlo, lo, to);
+      const __m512 fhi = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(hi, tn), vlo & ~vhi, hi, to);
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(xe + p), flo, acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(xo + p), fhi, acc1);
+    }
+    float tail = 0.0f;
+    for (; p < bpr; ++p) tail += xe[p] * lut[c[p]][0] + xo[p] * lut[c[p]][1];
+    y[r] = (_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + tail) * scales[per_row ? r : 0];
+  }
+}
+
+// NUMKERN_OLIVE_NO_AVX512=1 forces the portable decoders (the tests use it to cover them).
+bool have_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("NUMKERN_OLIVE_NO_AVX512") == nullptr;
+  return yes;
+}
+#endif
+
+NK_OLIVE_CLONES void decode_span(const std::uint8_t* __restrict row_codes, index_t k0, index_t kc, int bits,
+                                 int normal, float* __restrict dst) {
+  const index_t p0 = k0 / 2, np = (k0 + kc + 1) / 2 - p0;
+#if NK_OLIVE_X86
+  if (have_avx512()) {
+    if (bits == 4)
+      decode4_avx512(row_codes + p0, np, normal, dst);
+    else
+      decode8_avx512(row_codes + 2 * p0, np, dst);
+    return;
+  }
+#endif
+  if (bits == 8)
+    decode8_loop(row_codes + 2 * p0, np, dst);
+  else if (normal == ov::kFlint)
+    decode4_loop<true>(row_codes + p0, np, dst);
+  else
+    decode4_loop<false>(row_codes + p0, np, dst);
+}
+
+constexpr index_t kTileK = 1024;  // columns of a decoded tile: 4 rows x 4 KiB stay in L1
+constexpr int kTileN = 4;
+constexpr index_t kTileStride = kTileK + 16;
+
+
+typedef float vf16 __attribute__((vector_size(64)));
+
+// acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
+template <int MB>
+NK_OLIVE_CLONES NK_OLIVE_FMA void tile_dot(const float* x, index_t ldx, const float* w, index_t kc, float* out,
+                              index_t ldo) {
+  vf16 acc[MB][kTileN];
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < kTileN; ++j) acc[m][j] = vf16{};
+  index_t k = 0;
+  for (; k + 16 <= kc; k += 16) {
+    vf16 wv[kTileN];
+    for (int j = 0; j < kTileN; ++j) std::memcpy(&wv[j], w + j * kTileStride + k, sizeof(vf16));
+    for (int m = 0; m < MB; ++m) {
+      vf16 xv;
+      std::memcpy(&xv, x + m * ldx + k, sizeof(vf16));
+      for (int j = 0; j < kTileN; ++j) acc[m][j] += xv * wv[j];
+    }
+  }
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < kTileN; ++j) {
+      float s = 0.0f;
+      for (int l = 0; l < 16; ++l) s += acc[m][j][l];
+      for (index_t t = k; t < kc; ++t) s += x[m * ldx + t] * w[j * kTileStride + t];
+      out[m * ldo + j] += s;
+    }
+}
+
+}  // namespace
+
+void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
+            float* scales, double* alphas, double* sq_errors) {
+  const index_t bpr = bytes_per_row(cols, spec.bits);
+  if (spec.per_row) {
+    const int nt = threads_for(rows);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t r = 0; r < rows; ++r) {
+      double err;
+      const double a = choose_alpha(x, r, r + 1, cols, spec, alphas[r], false, &err);
+      const Scale sc = scale_for(a, spec);
+      encode_row(x + r * cols, cols, spec, sc, codes + r * bpr);
+      alphas[r] = a;
+      scales[r] = sc.s;
+      sq_errors[r] = err;
+    }
+    return;
+  }
+  double err;
+  const double a = choose_alpha(x, 0, rows, cols, spec, alphas[0], true, &err);
+  const Scale sc = scale_for(a, spec);
+  const int nt = threads_for(rows);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < rows; ++r) encode_row(x + r * cols, cols, spec, sc, codes + r * bpr);
+  alphas[0] = a;
+  scales[0] = sc.s;
+  sq_errors[0] = err;
+}
+
+void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_t rows, index_t cols,
+            int bits, int normal, float* out) {
+  const index_t bpr = bytes_per_row(cols, bits);
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const int nt = threads_for(rows);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < rows; ++r) {
+    std::vector<float> g(static_cast<std::size_t>(cols + 2));
+    const std::uint8_t* rc = codes + r * bpr;
+    // the reference decoder of numkern/olive.hpp (a 256-entry table at 4 bits)
+    for (index_t p = 0; p < (cols + 1) / 2; ++p) {
+      if (bits == 8)
+        ov::decode_pair8(rc[2 * p], rc[2 * p + 1], &g[2 * p], &g[2 * p + 1]);
+      else
+        std::memcpy(&g[2 * p], lut[rc[p]], 2 * sizeof(float));
+    }
+    const float s = scales[per_row ? r : 0];
+    float* o = out + r * cols;
+    for (index_t c = 0; c < cols; ++c) o[c] = g[c] * s;
+  }
+}
+
+void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,
+            bool per_row, index_t n, index_t k, int bits, int normal, float* out) {
+  const index_t bpr = bytes_per_row(k, bits);
+#if NK_OLIVE_X86
+  if (bits == 4 && batch < 4 && have_avx512()) {  // GEMV: decode straight into the FMAs
+    std::vector<float> xe(static_cast<std::size_t>(bpr)), xo(static_cast<std::size_t>(bpr));
+    for (index_t b = 0; b < batch; ++b) {
+      for (index_t p = 0; p < bpr; ++p) {
+        xe[p] = x[b * k + 2 * p];
+        xo[p] = 2 * p + 1 < k ? x[b * k + 2 * p + 1] : 0.0f;
+      }
+      gemv4_avx512(codes, bpr, scales, per_row, n, xe.data(), xo.data(), normal, out + b * n);
+    }
+    return;
+  }
+  if (bits == 8 && batch < 4 && have_avx512()) {
+    std::vector<float> xp(static_cast<std::size_t>(bpr), 0.0f);
+    for (index_t b = 0; b < batch; ++b) {
+      std::copy(x + b * k, x + (b + 1) * k, xp.begin());
+      gemv8_avx512(codes, bpr, scales, per_row, n, xp.data(), out + b * n);
+    }
+    return;
+  }
+#endif
+  std::fill(out, out + batch * n, 0.0f);
+  const index_t nblocks = (n + kTileN - 1) / kTileN;
+  const int nt = threads_for(nblocks);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    std::vector<float> tile(static_cast<std::size_t>(kTileN * kTileStride), 0.0f);
+    std::vector<float> acc(static_cast<std::size_t>(4 * kTileN));
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t blk = 0; blk < nblocks; ++blk) {
+      const index_t n0 = blk * kTileN;
+      const int rows_here = static_cast<int>(std::min<index_t>(kTileN, n - n0));
+      for (index_t k0 = 0; k0 < k; k0 += kTileK) {
+        const index_t kc = std::min(kTileK, k - k0);
+        for (int j = 0; j < kTileN; ++j) {
+          float* dst = tile.data() + j * kTileStride;
+          if (j < rows_here)
+            decode_span(codes + (n0 + j) * bpr, k0, kc, bits, normal, dst);
+          else
+            std::fill(dst, dst + kc, 0.0f);
+        }
+        for (index_t b0 = 0; b0 < batch; b0 += 4) {
+          const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          const float* xb = x + b0 * k + k0;
+          switch (mb) {
+            case 4: tile_dot<4>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+            case 3: tile_dot<3>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+            case 2: tile_dot<2>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+            default: tile_dot<1>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
+          }
+          for (int m = 0; m < mb; ++m)
+            for (int j = 0; j < rows_here; ++j) out[(b0 + m) * n + n0 + j] += acc[m * kTileN + j];
+        }
+      }
+      for (index_t b = 0; b < batch; ++b)
+        for (int j = 0; j < rows_here; ++j) out[b * n + n0 + j] *= scales[per_row ? n0 + j : 0];
+    }
+  }
+}
+
+}  // namespace nk::cpu::olive

@@ -1,0 +1,47 @@
+// CPU loops of OliVe OVP quantization (numkern/olive.hpp holds the per-value math).
+//
+// Layout: x is a row-major [rows, cols] float32 matrix; pairs run along the last axis.  A row of
+// codes has bytes_per_row(cols, bits) bytes: one byte per pair at 4 bits, two at 8 bits; an odd
+// row is padded with a zero element.  Scales hold one float per row (per_row) or one in all.
+#pragma once
+
+#include <cstdint>
+
+#include "numkern/config.hpp"
+
+namespace nk::cpu::olive {
+
+inline index_t bytes_per_row(index_t cols, int bits) {
+  const index_t pairs = (cols + 1) / 2;
+  return bits == 8 ? 2 * pairs : pairs;
+}
+
+enum class AlphaMode : int {
+  search = 0,   // 88-point search around the 3-sigma bound, lowest encoded MSE
+  sigma = 1,    // alpha = max(|mu + 3 sigma|, |mu - 3 sigma|), no search
+  given = 2,    // alpha supplied by the caller (one per group)
+};
+
+struct EncodeSpec {
+  int bits;        // 4 or 8
+  int normal;      // nk::olive::kInt or kFlint
+  bool keep_left;  // both outliers: keep the left one (reference code) instead of the larger
+  bool per_row;    // one threshold per row, else one for the whole matrix
+  AlphaMode mode;
+};
+
+// codes: rows * bytes_per_row; scales, alphas, sq_errors: one per group (rows or 1).
+// alphas is input for AlphaMode::given and output otherwise.  sq_errors: summed squared error.
+void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
+            float* scales, double* alphas, double* sq_errors);
+
+// out: rows * cols float32, out = g * scale exactly as the encoder's fake-quantized values.
+void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_t rows, index_t cols,
+            int bits, int normal, float* out);
+
+// out[b, n] = sum_k x[b, k] * decode(codes)[n, k]: the weights are decoded a 4-row, 1024-column
+// tile at a time into an L1-resident buffer and never exist as a float matrix.
+void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,
+            bool per_row, index_t n, index_t k, int bits, int normal, float* out);
+
+}  // namespace nk::cpu::olive
