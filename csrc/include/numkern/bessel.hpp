@@ -604,8 +604,12 @@ NK_HOST_DEVICE double dlog_iv_dx(double v, double x) {
 }
 NK_HOST_DEVICE double dlog_kv_dx(double v, double x) {
   double av = m::fabs(v);
-  // the two logs are ~v in size and their difference O(1): take both with the dd-exact exponent
-  bessel_detail::LogPair a = kv_log<true>(av + 1.0, x), b = kv_log<true>(av, x);
+  // The two logs are ~v in size and their difference O(1): take both with the dd exponent, both
+  // shifted by the same estimate so that the drop-in path keeps its dd (it is skipped for logs
+  // far outside the exponent range).
+  double shift = log_kv(av, x);
+  if (!(m::fabs(shift) < m::inf<double>())) shift = 0.0;
+  bessel_detail::LogPair a = kv_log<true>(av + 1.0, x, shift), b = kv_log<true>(av, x, shift);
   double ratio = m::exp((a.hi - b.hi) + (a.lo - b.lo));
   return av / x - ratio;
 }
