@@ -1,5 +1,5 @@
 """Benchmarks of numkern.vmf against SciPy (pytest-benchmark; `python bench/bench_vmf.py` prints the
-ratio table for bench/results/vmf.md).
+ratio table for the vmf section of bench/RESULTS.md).
 
 * kappa solves: 10^6 numkern solves in one call vs a scipy.optimize.brentq loop on
   ive(d/2, k)/ive(d/2-1, k) = rbar at d = 100 (where ive does not underflow), timed on 2000
@@ -135,7 +135,7 @@ def test_sample_1e5_d256_scipy(benchmark):
     _record(benchmark, "sample_sp", 100_000)
 
 
-# ---- table for bench/results/vmf.md -----------------------------------------------------------
+# ---- table for bench/RESULTS.md (vmf) -----------------------------------------------------------
 def _median(fn, rounds=5):
     ts = []
     for _ in range(rounds):
