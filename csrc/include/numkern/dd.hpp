@@ -144,34 +144,4 @@ NK_HOST_DEVICE dd dd_log(dd w) {
   return dd_add(dd_add(el, tab), l1p);
 }
 
-// Natural log of a double, < 1 ulp (measured against mpmath: see tests), ~30 instructions on the
-// common path: glibc's log costs ~100 with its wrapper, and the Bessel kernels take 2-3 logs per
-// element.  Same reduction as dd_log, in double; non-normal inputs go to the libm log.
-NK_HOST_DEVICE double fast_log(double w) {
-  if (!dd_detail::is_positive_normal(w)) return m::log(w);
-  // ln2 split with 32 trailing zero bits in the high part: e * kLn2Hi is exact for |e| < 2^11.
-  constexpr double kLn2Hi = 6.93147180369123816490e-01;
-  constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  int e;
-  double f = dd_detail::split_exponent(w, &e);
-  // nearest integer to 64 (f - 1) in [-16, 32]; truncation of a positive value, no libm call
-  double j = static_cast<double>(static_cast<int>((f - 1.0) * 64.0 + 64.5) - 64);
-  // Near f = 1 the table entry and log1p(u) would cancel: take c = 1 (u = f - 1 exact) there.
-  if (m::fabs(j) <= 2.0) j = 0.0;
-  double c = 1.0 + j * (1.0 / 64.0);
-  double u = (f - c) / c;  // |u| <= 2.5/64
-  double u2 = u * u;
-  // log1p(u) = u - u^2/2 + u^3 P(u); truncation < u^13/13 < 1e-18 |u|
-  double poly = 1.0 / 3 - u * (1.0 / 4 - u * (1.0 / 5 - u * (1.0 / 6 - u * (1.0 / 7 - u * (1.0 / 8 -
-                u * (1.0 / 9 - u * (1.0 / 10 - u * (1.0 / 11 - u * (1.0 / 12 - u * (1.0 / 13))))))))));
-  double corr = u2 * (u * poly - 0.5);  // log1p(u) - u
-  const int idx = static_cast<int>(j) + 16;
-  double de = static_cast<double>(e);
-  dd big = two_sum(de * kLn2Hi, dd_detail::kLogTable[idx][0]);
-  double small = corr + (big.lo + (de * kLn2Lo + dd_detail::kLogTable[idx][1]));
-  if (big.hi == 0.0) return u + small;  // one rounding where the result is log1p(u) itself
-  dd top = two_sum(big.hi, u);
-  return top.hi + (top.lo + small);
-}
-
 }  // namespace nk
