@@ -4,6 +4,7 @@
 #include "cuda/elementwise.cuh"
 #include "cuda/launch.hpp"
 #include "numkern/bessel.hpp"
+#include "numkern/bessel01.hpp"
 
 namespace nk::cuda {
 namespace {
@@ -29,6 +30,14 @@ int launch_binary(const char* op, DType dt, const void* a, const void* b, void* 
   NK_CASE("iv_ratio_c", IvRatioC)
   NK_CASE("dlog_iv_dx", DLogIvDx)
   NK_CASE("dlog_kv_dx", DLogKvDx)
+  NK_CASE("i0", I0)
+  NK_CASE("i0e", I0e)
+  NK_CASE("i1", I1)
+  NK_CASE("i1e", I1e)
+  NK_CASE("k0", K0)
+  NK_CASE("k0e", K0e)
+  NK_CASE("k1", K1)
+  NK_CASE("k1e", K1e)
 #undef NK_CASE
   return -1;
 }

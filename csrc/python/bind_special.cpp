@@ -1,5 +1,6 @@
 // numkern._core special-function entry points: elementwise (v, x) -> out kernels.
 #include "numkern/bessel.hpp"
+#include "numkern/bessel01.hpp"
 #include "python/array_args.hpp"
 #include "python/registry.hpp"
 
@@ -17,6 +18,14 @@ void bind_special(pybind11::module_& m) {
   def_binary<ops::IvRatioC>(m, "iv_ratio_c");
   def_binary<ops::DLogIvDx>(m, "dlog_iv_dx");
   def_binary<ops::DLogKvDx>(m, "dlog_kv_dx");
+  def_binary<ops::I0>(m, "i0");
+  def_binary<ops::I0e>(m, "i0e");
+  def_binary<ops::I1>(m, "i1");
+  def_binary<ops::I1e>(m, "i1e");
+  def_binary<ops::K0>(m, "k0");
+  def_binary<ops::K0e>(m, "k0e");
+  def_binary<ops::K1>(m, "k1");
+  def_binary<ops::K1e>(m, "k1e");
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_special);

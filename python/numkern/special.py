@@ -114,7 +114,13 @@ def _fixed_order(name, order, x, out):
     # fixed-order functions compute float16 in float64, and so do these drop-ins.
     if getattr(x, "dtype", None) == np.float16 and array_kind(x) == "numpy":
         x = np.asarray(x, dtype=np.float64)
-    return _call(_FIXED_ORDER_OPS[name], order, x, out, ("order", "x"))
+    if array_kind(x) == TORCH:
+        from . import _torch
+
+        if _torch.needs_grad(x):  # gradients through the general-order path
+            return _call(_FIXED_ORDER_OPS[name], order, x, out, ("order", "x"))
+    # dedicated Chebyshev kernels (numkern/bessel01.hpp); the order argument is not read
+    return elementwise("special", name, (order, x), ("order", "x"), out)
 
 
 def i0(x, out=None):
