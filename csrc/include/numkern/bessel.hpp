@@ -159,7 +159,7 @@ NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
   double sum = 0.0;
   for (int k = terms - 1; k >= 1; --k) {
     double poly = kDebye[k][k];
-    for (int j = k - 1; j >= 0; --j) poly = poly * p2 + kDebye[k][j];
+    for (int j = k - 1; j >= 0; --j) poly = m::muladd(poly, p2, kDebye[k][j]);
     sum = (sum + poly) * u;
   }
   return 1.0 + sum;

@@ -18,11 +18,11 @@ namespace bessel01_detail {
 NK_HOST_DEVICE double clenshaw(const double* c, int n, double t) {
   double b1 = 0.0, b2 = 0.0, t2 = 2.0 * t;
   for (int k = n - 1; k >= 1; --k) {
-    double b0 = c[k] + t2 * b1 - b2;
+    double b0 = m::muladd(t2, b1, c[k] - b2);  // b1 is the only value on the critical path
     b2 = b1;
     b1 = b0;
   }
-  return c[0] + t * b1 - b2;
+  return m::muladd(t, b1, c[0] - b2);
 }
 
 // I_0(x) or I_1(x)/x for |x| < 1 by the power series (13 terms reach 1e-19): exact at 0, where

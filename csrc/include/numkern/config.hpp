@@ -35,6 +35,14 @@ template <class T> NK_HOST_DEVICE T log1p(T x) { return ::log1p(x); }
 template <class T> NK_HOST_DEVICE T sqrt(T x) { return ::sqrt(x); }
 template <class T> NK_HOST_DEVICE T fabs(T x) { return ::fabs(x); }
 template <class T> NK_HOST_DEVICE T fma(T a, T b, T c) { return ::fma(a, b, c); }
+// a*b + c for polynomial recurrences: one fused instruction (half the latency of the chain)
+// where the hardware has it, a plain multiply-add where fma() would be a slow library call.
+// Contraction is off globally (the double-double code needs exact products), so this is explicit.
+#if defined(__CUDA_ARCH__) || defined(__FMA__)
+NK_HOST_DEVICE double muladd(double a, double b, double c) { return ::fma(a, b, c); }
+#else
+NK_HOST_DEVICE double muladd(double a, double b, double c) { return a * b + c; }
+#endif
 template <class T> NK_HOST_DEVICE T floor(T x) { return ::floor(x); }
 template <class T> NK_HOST_DEVICE T rint(T x) { return ::rint(x); }
 template <class T> NK_HOST_DEVICE T lgamma(T x) { return ::lgamma(x); }
