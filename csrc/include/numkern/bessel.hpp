@@ -482,31 +482,30 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
   double val = pre * sum;
   return scaled ? val * m::exp(-ax) : val;
 }
+// iv_series_direct for real (v, x) with I_{-n} = I_n and I_n(-x) = (-1)^n I_n(x); NaN where the
+// fast path does not apply (the caller then takes the general log-domain path).
+NK_HOST_DEVICE double iv_direct_signed(double v, double x, bool scaled) {
+  double ax = m::fabs(x);
+  if (!(ax < 1e300)) return m::nan<double>();
+  double av = (v < 0.0 && is_integer(v)) ? -v : v;
+  if (x < 0.0 && !is_integer(av)) return m::nan<double>();
+  double d = iv_series_direct(av, ax, scaled);
+  bool odd = x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0;
+  return odd ? -d : d;
+}
 }  // namespace bessel_detail
 
 NK_HOST_DEVICE double iv(double v, double x) {
-  if (m::fabs(x) < 1e300) {  // fast path: small order, series region, no under/overflow
-    double av = (v < 0.0 && bessel_detail::is_integer(v)) ? -v : v;
-    double d = bessel_detail::iv_series_direct(av, m::fabs(x), false);
-    if (d == d) {
-      bool odd = x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0;
-      if (x >= 0.0 || bessel_detail::is_integer(av)) return odd ? -d : d;
-    }
-  }
+  double d = bessel_detail::iv_direct_signed(v, x, false);  // small-order fast path
+  if (d == d) return d;
   SignedLog r = iv_signed_log<true>(v, x);
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();  // SciPy: iv(-1.5, 0) = +inf
   return r.sign * r.parity * exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double ive(double v, double x) {
   double ax = m::fabs(x);
-  if (ax < 1e300) {
-    double av = (v < 0.0 && bessel_detail::is_integer(v)) ? -v : v;
-    double d = bessel_detail::iv_series_direct(av, ax, true);
-    if (d == d) {
-      bool odd = x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0;
-      if (x >= 0.0 || bessel_detail::is_integer(av)) return odd ? -d : d;
-    }
-  }
+  double d = bessel_detail::iv_direct_signed(v, x, true);
+  if (d == d) return d;
   SignedLog r = iv_signed_log<true>(v, x, ax == m::inf<double>() ? 0.0 : ax);
   if (ax == m::inf<double>()) return (r.hi == r.hi && m::fabs(v) != m::inf<double>()) ? 0.0 : m::nan<double>();
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();
