@@ -1,5 +1,5 @@
-"""The CPU block path of log_iv / log_kv (csrc/cpu/bessel_block.hpp: Debye region, 8 SIMD lanes,
-branch-free log, Taylor series of the exponent near its zero) against the one-element path
+"""The CPU block path of log_iv / log_kv (csrc/cpu/bessel_block.hpp: Debye and Hankel regions in
+16 SIMD lanes, branch-free log, Taylor series of the exponent near its zero) against the one-element path
 (what CUDA runs, exposed as _core.special._log_{iv,kv}_scalar_path) and against mpmath.
 """
 from __future__ import annotations
@@ -31,6 +31,10 @@ def _debye_points(rng, n):
     x[:k] = v[:k] * LAPLACE_Z0 * (1.0 + rng.uniform(-0.3, 0.3, k))
     x[k:k + 50] = 50.0 * v[k:k + 50] ** 2 * (1.0 - 1e-15)  # just below the Hankel switch
     v[k + 50:k + 100] = 20.0
+    # a third in the Hankel region and around its threshold max(25, 1.2 v^2) / 50 v^2
+    j = 2 * k
+    v[j:] = rng.uniform(0.0, 60.0, n - j)
+    x[j:] = np.exp(rng.uniform(np.log(20.0), np.log(1e12), n - j))
     return v, x
 
 

@@ -4,13 +4,13 @@ The Debye exponent eta(z) = sqrt(1 + z^2) + log(z / (1 + sqrt(1 + z^2))) vanishe
 limit constant z0 = 0.6627434193...; near it, v * eta(x / v) cancels to a small number.  The
 CPU block path (csrc/cpu/bessel_block.hpp) evaluates it there from the Taylor series
     eta(z0 + d) = sum_{k>=1} c_k d^k,
-with z0 and c_1 stored as double-double.  |d| <= 0.12 and the radius of convergence is z0 (the
-log singularity at z = 0), so 24 terms reach 0.181^24 < 1e-17.
+with z0 and c_1 stored as double-double.  |d| <= 0.15 and the radius of convergence is z0 (the
+log singularity at z = 0), so 28 terms reach 0.227^28 < 1e-18.
 Run:  python tools/gen_debye_zero.py > csrc/include/numkern/detail/debye_zero_coeffs.hpp
 """
 import mpmath as mp
 
-TERMS = 24
+TERMS = 28
 
 mp.mp.dps = 60
 
