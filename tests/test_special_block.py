@@ -35,6 +35,10 @@ def _debye_points(rng, n):
     j = 2 * k
     v[j:] = rng.uniform(0.0, 60.0, n - j)
     x[j:] = np.exp(rng.uniform(np.log(20.0), np.log(1e12), n - j))
+    # and a sixth at orders below 20 and x < 25 (I: power series in lanes)
+    i = n - n // 6
+    v[i:] = rng.uniform(0.0, 20.0, n - i)
+    x[i:] = np.exp(rng.uniform(np.log(1e-7), np.log(30.0), n - i))
     return v, x
 
 
@@ -142,3 +146,20 @@ def test_block_small_order_debye_against_mpmath():
         err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
         assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
         assert np.median(err) <= 8.9e-16
+
+
+def test_block_power_series_against_mpmath():
+    """log I for v < 20, x < 25 with sqrt(v^2 + x^2) < 25: the power series in lanes."""
+    rng = np.random.default_rng()
+    n = 60
+    v = rng.uniform(0.0, 20.0, n)
+    v[:10] = np.floor(v[:10])  # integer orders: mu = 0
+    x = np.exp(rng.uniform(np.log(2e-6), np.log(25.0), n))
+    keep = v * v + x * x < 625.0
+    v, x = v[keep], x[keep]
+    got = nks.log_iv(v, x)
+    with mpmath.workdps(40):
+        ref = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])
+    err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
+    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 8.9e-16

@@ -30,9 +30,12 @@ namespace bessel_block_detail {
 
 constexpr int kLanes = 32;
 constexpr int kMaxTerms = bessel_detail::kDebyeTerms - 1;  // 20
-// bucket 0: scalar; 1..10: Debye with 2b terms; 11: Hankel
+// bucket 0: scalar; 1..10: Debye with 2b terms; 11: Hankel; 12, 13: power series of I (x <= 2
+// with a fixed 12 terms; 2 < x < 25 until converged)
 constexpr int kHankelBucket = kMaxTerms / 2 + 1;
-constexpr int kBuckets = kHankelBucket + 1;
+constexpr int kSeriesShortBucket = kHankelBucket + 1;
+constexpr int kSeriesLongBucket = kHankelBucket + 2;
+constexpr int kBuckets = kHankelBucket + 3;
 
 // Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
 // terms needed at t = 2^-e (bessel.hpp's truncation rule) suffice for the whole binade.
@@ -57,11 +60,17 @@ constexpr BucketTable kBucketTable = make_bucket_table();
 // also v < 20 with h = sqrt(v^2 + x^2) >= 25, where the scalar path sums the power series (up
 // to ~x/2 terms) or runs Steed's fraction and a recurrence: there the Debye sum with all 20 terms
 // is within 2e-19 of mpmath (the terms are Q_k(p^2) / h^k, p = v / h; tests/test_special_block.py).
-// Returns 0 outside it (the scalar function), kHankelBucket, or the Debye bucket (terms / 2).
+// For I only, the rest of v < 20 with x >= 2e-6 runs bessel.hpp's power series in lanes.
+// Returns 0 outside it (the scalar function), or the bucket.
 constexpr int kSmallOrderBucket = kMaxTerms / 2;
+template <bool kIsK>
 inline int lane_bucket(double v, double x) {
   if (v >= 0.0 && x >= bessel_detail::hankel_threshold(v) && x < 1e300) return kHankelBucket;
-  if (v >= 0.0 && v < bessel_detail::kDebyeMinOrder && v * v + x * x >= 625.0) return kSmallOrderBucket;
+  if (v >= 0.0 && v < bessel_detail::kDebyeMinOrder) {
+    if (v * v + x * x >= 625.0) return kSmallOrderBucket;
+    if (!kIsK && x >= 2e-6) return x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
+    return 0;
+  }
   if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e150 && x > 1e-140 && x < 50.0 * v * v)) return 0;
   const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;  // >= 4
   return e < 64 ? kBucketTable.by_exponent[e] : 1;
@@ -193,6 +202,67 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
     out[l] = (kIsK ? -x[l] : x[l]) + log_branchfree(sum[l] * kPrefactor / std::sqrt(x[l]));
 }
 
+// bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
+//   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
+// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2, where 12 terms reach
+// 1 / (12!)^2 < 1e-17; kLong: until every lane's term is below 1e-17 of its sum (x < 25).
+template <bool kLong>
+inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  using namespace bessel_detail;
+  double half[kLanes], q[kLanes], term[kLanes], sum[kLanes], mu[kLanes], n[kLanes];
+  std::int64_t active[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    half[l] = 0.5 * x[l];
+    q[l] = half[l] * half[l];
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    active[l] = 1;
+    n[l] = std::floor(v[l]);
+    mu[l] = v[l] - n[l];
+    cancels[l] = 0;
+  }
+  for (int k = 1; k < (kLong ? 4000 : 13); ++k) {
+    std::int64_t any = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      double denom = k * (v[l] + k);
+      term[l] *= q[l] * (1.0 / denom);
+      sum[l] += active[l] ? term[l] : 0.0;
+      std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
+      active[l] &= converged ^ 1;
+      any |= active[l];
+    }
+    if (kLong && !any) break;
+  }
+  // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
+  // (x/2)^19 in [1e-120, 1e21], 20! < 3e18
+  double num[kLanes], den[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    num[l] = 1.0;
+    den[l] = 1.0;
+  }
+  for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
+    for (int l = 0; l < kLanes; ++l) {
+      std::int64_t in = j <= n[l];
+      num[l] *= in ? half[l] : 1.0;
+      den[l] *= in ? mu[l] + j : 1.0;
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
+    std::int64_t upper = mu[l] > 0.5;
+    double t = upper ? mu[l] - 1.0 : mu[l];
+    double t2 = t * t, odd = 0.0, even = 0.0;
+#pragma GCC unroll 16
+    for (int k = kRGammaTerms - 2; k >= 0; k -= 2) {
+      even = m::muladd(even, t2, kRGamma[k]);
+      odd = m::muladd(odd, t2, kRGamma[k + 1]);
+    }
+    double rg = m::muladd(t, odd, even);
+    rg = upper ? rg / mu[l] : rg;
+    double pre = rg * (num[l] / den[l]);
+    out[l] = log_branchfree(pre * sum[l]) + mu[l] * log_branchfree(half[l]);
+  }
+}
+
 template <bool kIsK>
 inline double scalar_log_bessel(double v, double x) {
   return kIsK ? log_kv(v, x) : log_iv(v, x);
@@ -209,6 +279,12 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
 #undef NK_BUCKET
     case kHankelBucket:
       return hankel_group<kIsK>(v, x, out, cancels);
+    case kSeriesShortBucket:
+      if constexpr (!kIsK) return series_group<false>(v, x, out, cancels);
+      break;
+    case kSeriesLongBucket:
+      if constexpr (!kIsK) return series_group<true>(v, x, out, cancels);
+      break;
   }
 }
 static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
@@ -237,7 +313,7 @@ void log_bessel_block(const double* v, const double* x, double* out, index_t n) 
   std::uint32_t pending[kBuckets][kLanes];
   int count[kBuckets] = {};
   for (index_t i = 0; i < n; ++i) {
-    const int b = lane_bucket(v[i], x[i]);
+    const int b = lane_bucket<kIsK>(v[i], x[i]);
     if (b == 0) {
       out[i] = scalar_log_bessel<kIsK>(v[i], x[i]);
       continue;
