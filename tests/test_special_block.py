@@ -163,3 +163,20 @@ def test_block_power_series_against_mpmath():
     err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
     assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
     assert np.median(err) <= 8.9e-16
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+def test_block_special_values_match_scalar_path(name):
+    """Every special value takes the scalar path's answer (regression: negative x with
+    v^2 + x^2 >= 625 once entered the small-order lanes and returned a number, not NaN)."""
+    special_vals = np.array([np.nan, -np.inf, -1e300, -900.0, -30.0, -2.0, -1e-300, -0.0, 0.0,
+                             5e-324, 1e-300, 1e-140, 2e-6, 2.0, 24.9, 25.0, 30.0, 19.999, 20.0,
+                             400.0, 1e5, 1e150, 1e300, 1.7e308, np.inf])
+    v, x = np.meshgrid(np.concatenate([special_vals, np.arange(0.0, 25.0, 0.5)]), special_vals)
+    v, x = v.ravel(), x.ravel()
+    block, scalar = _both(name, v, x)
+    np.testing.assert_array_equal(np.isnan(block), np.isnan(scalar))
+    np.testing.assert_array_equal(np.isinf(block), np.isinf(scalar))
+    finite = np.isfinite(scalar)
+    err = np.abs(block[finite] - scalar[finite]) / np.maximum(1.0, np.abs(scalar[finite]))
+    assert err.max() <= 4e-15

@@ -65,13 +65,14 @@ constexpr BucketTable kBucketTable = make_bucket_table();
 constexpr int kSmallOrderBucket = kMaxTerms / 2;
 template <bool kIsK>
 inline int lane_bucket(double v, double x) {
-  if (v >= 0.0 && x >= bessel_detail::hankel_threshold(v) && x < 1e300) return kHankelBucket;
-  if (v >= 0.0 && v < bessel_detail::kDebyeMinOrder) {
+  if (!(v >= 0.0 && x > 0.0 && x < 1e300)) return 0;  // NaN, negative, zero, infinite: scalar
+  if (x >= bessel_detail::hankel_threshold(v)) return kHankelBucket;
+  if (v < bessel_detail::kDebyeMinOrder) {
     if (v * v + x * x >= 625.0) return kSmallOrderBucket;
     if (!kIsK && x >= 2e-6) return x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
     return 0;
   }
-  if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e150 && x > 1e-140 && x < 50.0 * v * v)) return 0;
+  if (!(v < 1e150 && x > 1e-140)) return 0;  // (and x < 50 v^2: not Hankel)
   const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;  // >= 4
   return e < 64 ? kBucketTable.by_exponent[e] : 1;
 }
