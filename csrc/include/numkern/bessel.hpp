@@ -180,8 +180,9 @@ NK_HOST_DEVICE dd debye_exponent(double v, double x, double h, double shift) {
   double scale = h + v * m::fabs(lw);
   // log functions: dd where > 3 bits cancel, or the result is small (error ~ eps * scale there);
   // the error elsewhere is <= 8 eps relative.
-  // drop-ins: no dd where exp() of the result certainly under/overflows (the rest is < 1e3)
-  bool cancels = kExact ? m::fabs(plain - shift) < 1500.0
+  // drop-ins: no dd where exp() of the result certainly under/overflows: the caller passes
+  // shift so that plain - shift is the whole log (overflow past 709.8, underflow below -745.2)
+  bool cancels = kExact ? m::fabs(plain - shift) < 760.0
                         : (m::fabs(plain) < 0.125 * scale || m::fabs(plain) < 64.0);
   bool dd_safe = v < 1e150 && x < 1e150 && x > 1e-140 && v > 1e-140;
   if (!(cancels && dd_safe)) return {plain, 0.0};
@@ -202,8 +203,9 @@ template <bool kExact>
 NK_HOST_DEVICE LogPair log_iv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
   double p = v / h;
-  dd e = dd_add(debye_exponent<kExact>(v, x, h, shift), -shift);
   double rest = m::log(debye_sum(v, p, 1.0) * m::sqrt(p / (2.0 * kPi * v)));
+  // (the drop-ins' double-double test is on the whole result: plain + rest - shift)
+  dd e = dd_add(debye_exponent<kExact>(v, x, h, shift - rest), -shift);
   return {e.hi, e.lo + rest};
 }
 // log K = -v eta + log sqrt(pi / (2 v)) + log sqrt(p) + log sum (-1)^k U_k(p)/v^k
@@ -211,8 +213,8 @@ template <bool kExact>
 NK_HOST_DEVICE LogPair log_kv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
   double p = v / h;
-  dd e = dd_add(dd_neg(debye_exponent<kExact>(v, x, h, -shift)), -shift);
   double rest = m::log(debye_sum(v, p, -1.0) * m::sqrt(kPi * p / (2.0 * v)));
+  dd e = dd_add(dd_neg(debye_exponent<kExact>(v, x, h, rest - shift)), -shift);
   return {e.hi, e.lo + rest};
 }
 
