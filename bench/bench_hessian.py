@@ -124,7 +124,59 @@ def estimator_error_table(dim=1000, decay=2.0, budgets=(30, 90, 300), seeds=10):
     return rows
 
 
-if __name__ == "__main__":
+def cpu_median(fn, rounds):
+    """Median process CPU time (all threads of this process; other jobs' load does not count)."""
+    ts = []
+    for _ in range(rounds):
+        t = time.process_time()
+        fn()
+        ts.append(time.process_time() - t)
+    return float(np.median(ts))
+
+
+def issue_size_report(probes=100, rounds=5):
+    """The issue's size n=4096, d=2048, C=1000, float64, CPU time: closed form (numpy and torch
+    inputs) vs one autograd Hutchinson run of `probes` probes, and the anchor's cost model
+    (setup + per probe) from runs of 5 and 15 probes."""
+    n, d, c = 4096, 2048, 1000
+    data = head_data(n, d, c)
+    tdata = tuple(torch.from_numpy(a) for a in data)
+    out = {}
+    for name, args in (("numpy", data), ("torch", tdata)):
+        out[f"trace {name}"] = cpu_median(lambda: nh.SoftmaxHeadHessian(*args).trace(), rounds)
+        out[f"diagonal {name}"] = cpu_median(lambda: nh.SoftmaxHeadHessian(*args).diagonal(), rounds)
+    t5 = cpu_median(lambda: autograd_hutchinson(*data, 5, True), 3)
+    t15 = cpu_median(lambda: autograd_hutchinson(*data, 15, True), 3)
+    per_probe = (t15 - t5) / 10
+    out["anchor setup"], out["anchor per probe"] = t5 - 5 * per_probe, per_probe
+    out["anchor diagonal"] = cpu_median(lambda: autograd_hutchinson(*data, probes, True), 1)
+    out["anchor trace"] = cpu_median(lambda: autograd_hutchinson(*data, probes), 1)
+    print(f"n={n} d={d} C={c} float64, CPU seconds (process_time), numkern/torch/BLAS threads "
+          f"{numkern.get_num_threads()}/{torch.get_num_threads()}")
+    for k, v in out.items():
+        print(f"  {k:22s} {v:8.3f} s")
+    for q in ("trace", "diagonal"):
+        for name in ("numpy", "torch"):
+            print(f"  {q} ({name} inputs): autograd Hutchinson {probes} probes / closed form = "
+                  f"{out['anchor ' + q] / out[f'{q} {name}']:.0f}x")
+    return out
+
+
+def hutchinson_diag_error(probes=100, n=1024, d=512, c=100):
+    """Median and 90th-percentile relative error per entry of the autograd Hutchinson diagonal."""
+    data = head_data(n, d, c)
+    exact = nh.SoftmaxHeadHessian(*data).diagonal()
+    exact = np.concatenate([exact[:, :d].ravel(), exact[:, d]])
+    est = autograd_hutchinson(*data, probes, True).detach().numpy()
+    rel = np.abs(est - exact) / exact
+    return float(np.median(rel)), float(np.quantile(rel, 0.9))
+
+
+if __name__ == "__main__" and os.environ.get("NK_HESSIAN_ISSUE_SIZE"):
+    print("Hutchinson diagonal, 100 probes, n=1024 d=512 C=100: relative error per entry median "
+          "%.3f, 90th percentile %.3f" % hutchinson_diag_error())
+    issue_size_report(int(os.environ.get("NK_HESSIAN_PROBES", 100)))
+elif __name__ == "__main__":
     print(f"threads: numkern {numkern.get_num_threads()}, torch {torch.get_num_threads()}; "
           f"head n={N} d={D} C={C}, anchor probes={PROBES}")
     data = head_data()

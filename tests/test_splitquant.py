@@ -411,6 +411,11 @@ def test_bad_input():
         q.kmeans1d([], 2)
     with pytest.raises(ValueError, match="method"):
         q.kmeans1d([1.0], 1, method="kmeans++")
+    for tol in (-1e-4, float("nan"), "1e-4"):
+        with pytest.raises(ValueError, match="tol"):
+            q.kmeans1d([1.0, 2.0, 3.0, 4.0], 2, method="lloyd", tol=tol)
+    with pytest.raises(ValueError, match="max_iter"):
+        q.kmeans1d([1.0, 2.0, 3.0, 4.0], 2, method="lloyd", max_iter=0)
     with pytest.raises(ValueError, match="k"):
         q.split_model(lin, k=0)
     for bits in (1, 3, 16, 2.0, True):
