@@ -130,7 +130,8 @@ def featurised_domains(bias=True, seed=4):
 def head_grads(feat, head, xs, ys):
     params = list(head.parameters())
     zs = [torch.tanh(feat(x)) for x in xs]
-    return [torch.autograd.grad(CE(head(z), y), params, create_graph=True) for z, y in zip(zs, ys)], params, zs
+    grads = [torch.autograd.grad(CE(head(z), y), params, create_graph=True) for z, y in zip(zs, ys)]
+    return grads, params, zs
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -150,7 +150,8 @@ def test_kmeans_lloyd_reproduces_scikit_learn():
                 if name.startswith("MiniLM") and k != 3:
                     continue
                 with threadpoolctl.threadpool_limits(1):
-                    km = sk.KMeans(n_clusters=k, n_init=1, random_state=seed, algorithm="lloyd").fit(x[:, None])
+                    km = sk.KMeans(n_clusters=k, n_init=1, random_state=seed, algorithm="lloyd")
+                    km.fit(x[:, None])
                 c, lab = q.kmeans1d(x, k, method="lloyd", seed=seed)
                 order = np.argsort(km.cluster_centers_[:, 0], kind="stable")
                 rank = np.empty(k, dtype=np.int64)

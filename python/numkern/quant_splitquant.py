@@ -152,7 +152,8 @@ def kmeans1d(values, k=3, method="optimal", *, seed=0, max_iter=300, tol=1e-4):
     else:
         seed = _check_int(seed, "seed", 0)
         max_iter = _check_int(max_iter, "max_iter")
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol >= 0):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol)
+                                                                           and tol >= 0):
             raise ValueError(f"tol: must be a finite number >= 0, got {tol!r}")
         centers, labels = kmeans_lloyd_sorted(flat, k, seed, max_iter, float(tol))
     return back(centers), back(labels.reshape(arr.shape))
