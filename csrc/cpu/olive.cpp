@@ -413,7 +413,7 @@ __attribute__((target("avx2,fma"), optimize("fp-contract=fast"))) void gemv4_avx
     const float* xo, const float* xep, const float* xop, int normal, float* y) {
   const NibbleTables tab(normal, Wide ? 1 : 4);
   const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
-  const float unit = Wide ? 1.0f / 65536.0f : 4.0f / 16777216.0f;  // exact powers of 2
+  const float unit = Wide ? 1.0f / 65536.0f : 4.0f;  // exact powers of 2
   const index_t full = bpr - bpr % 32;
   const int nt = threads_for(n / 16 + 1);
   (void)nt;
@@ -427,6 +427,7 @@ __attribute__((target("avx2,fma"), optimize("fp-contract=fast"))) void gemv4_avx
     const __m256i toh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_hi));
     const __m256i low4 = _mm256_set1_epi8(15), victim = _mm256_set1_epi8(static_cast<char>(ov::kVictim4));
     const std::uint8_t* c = codes + r * bpr;
+    alignas(32) std::int8_t buf[2][32];  // per thread: the int8 values on their way to vpmovsxbd
     // eight independent sums: one fma chain per product keeps the fma latency off the critical path
     __m256 acc[8];
     for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
@@ -446,8 +447,22 @@ __attribute__((target("avx2,fma"), optimize("fp-contract=fast"))) void gemv4_avx
         g0h = _mm256_or_si256(_mm256_shuffle_epi8(tnh, ilo), _mm256_and_si256(_mm256_shuffle_epi8(toh, lo), vhi));
         g1h = _mm256_or_si256(_mm256_shuffle_epi8(tnh, ihi), _mm256_and_si256(_mm256_shuffle_epi8(toh, hi), vlo));
       }
-      fma32_avx2<Wide>(g0l, g0h, xep + p, acc);
-      fma32_avx2<Wide>(g1l, g1h, xop + p, acc + 4);
+      if (Wide) {
+        fma32_avx2<Wide>(g0l, g0h, xep + p, acc);
+        fma32_avx2<Wide>(g1l, g1h, xop + p, acc + 4);
+      } else {  // int8: widened by vpmovsxbd from memory (a load uop instead of two unpacks), natural order
+        _mm256_store_si256(reinterpret_cast<__m256i*>(buf[0]), g0l);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(buf[1]), g1l);
+        asm volatile("" ::: "memory");  // keep the round trip: the compiler would extract by shuffles
+        for (int h = 0; h < 2; ++h) {
+          const float* xh = (h == 0 ? xe : xo) + p;
+          for (int t = 0; t < 4; ++t) {
+            const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(buf[h] + 8 * t));
+            acc[4 * h + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_loadu_ps(xh + 8 * t),
+                                             acc[4 * h + t]);
+          }
+        }
+      }
     }
     const __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
                                    _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
