@@ -57,8 +57,9 @@ def test_each_kernel_decodes_every_byte(isa, normal):
     codes = np.concatenate([codes, codes[:, :19]], axis=1)  # 275 bytes: full blocks plus a tail
     q = Q.OVPTensor(codes=codes, scales=np.linspace(0.5, 2.0, codes.shape[0]).astype(np.float32),
                     normal=normal, shape=(codes.shape[0], 2 * codes.shape[1]), bits=4)
-    x = np.random.default_rng(7).standard_normal((1, q.shape[1])).astype(np.float32)
-    assert _relative_error(x, q) < 2e-6
+    for batch in (1, 5):  # the fused GEMV and the tiled decoder
+        x = np.random.default_rng(7).standard_normal((batch, q.shape[1])).astype(np.float32)
+        assert _relative_error(x, q) < 2e-6
 
 
 def test_kernels_agree_with_each_other():

@@ -541,6 +541,66 @@ __attribute__((target("avx512f,avx512bw"), optimize("fp-contract=fast"))) void g
     y[r] = (_mm512_reduce_add_ps(a) * unit + tail) * scales[per_row ? r : 0];
   }
 }
+
+// 4-bit decoder for the tiled matmul on AVX2 CPUs: np pairs -> 2 np grid values in element order.
+// The byte-domain lookups of gemv4_avx2, then unpacks that interleave the even and odd elements;
+// the per-lane order the unpacks leave is undone by where each widened 8-value group is stored.
+template <bool Wide>
+__attribute__((target("avx2,fma"))) void decode4_avx2(const std::uint8_t* __restrict c, index_t np, int normal,
+                                                      float* __restrict dst) {
+  const NibbleTables tab(normal, Wide ? 1 : 4);
+  const __m256i tnl = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_lo));
+  const __m256i tnh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_hi));
+  const __m256i tol = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_lo));
+  const __m256i toh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_hi));
+  const __m256i low4 = _mm256_set1_epi8(15), victim = _mm256_set1_epi8(static_cast<char>(ov::kVictim4));
+  const __m256 unit = _mm256_set1_ps(Wide ? 1.0f : 4.0f);
+  // first element of each stored 8-value group (see the unpack lane layout below)
+  static constexpr int kIntStart[8] = {0, 8, 32, 40, 16, 24, 48, 56};
+  static constexpr int kWideStart[8] = {0, 32, 8, 40, 16, 48, 24, 56};
+  alignas(32) std::int8_t buf[128];
+  index_t p = 0;
+  for (; p + 32 <= np; p += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p));
+    const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    const __m256i vlo = _mm256_cmpeq_epi8(lo, victim), vhi = _mm256_cmpeq_epi8(hi, victim);
+    const __m256i ilo = _mm256_or_si256(lo, vhi), ihi = _mm256_or_si256(hi, vlo);
+    const __m256i g0l =
+        _mm256_or_si256(_mm256_shuffle_epi8(tnl, ilo), _mm256_and_si256(_mm256_shuffle_epi8(tol, lo), vhi));
+    const __m256i g1l =
+        _mm256_or_si256(_mm256_shuffle_epi8(tnl, ihi), _mm256_and_si256(_mm256_shuffle_epi8(tol, hi), vlo));
+    // element order in bytes: lane 0 of e0 = elements 0..15, lane 1 = 32..47; e1: 16..31, 48..63
+    const __m256i e0 = _mm256_unpacklo_epi8(g0l, g1l), e1 = _mm256_unpackhi_epi8(g0l, g1l);
+    float* out = dst + 2 * p;
+    if (Wide) {
+      const __m256i g0h =
+          _mm256_or_si256(_mm256_shuffle_epi8(tnh, ilo), _mm256_and_si256(_mm256_shuffle_epi8(toh, lo), vhi));
+      const __m256i g1h =
+          _mm256_or_si256(_mm256_shuffle_epi8(tnh, ihi), _mm256_and_si256(_mm256_shuffle_epi8(toh, hi), vlo));
+      const __m256i h0 = _mm256_unpacklo_epi8(g0h, g1h), h1 = _mm256_unpackhi_epi8(g0h, g1h);
+      // int16 values: words of (low, high) bytes; lanes as e0 / e1, 8 words per lane and store
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), _mm256_unpacklo_epi8(e0, h0));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 32), _mm256_unpackhi_epi8(e0, h0));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 64), _mm256_unpacklo_epi8(e1, h1));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 96), _mm256_unpackhi_epi8(e1, h1));
+      asm volatile("" ::: "memory");  // widen from memory (load uops), not by extracting shuffles
+      for (int t = 0; t < 8; ++t) {
+        const __m128i w = _mm_load_si128(reinterpret_cast<const __m128i*>(buf + 16 * t));
+        _mm256_storeu_ps(out + kWideStart[t], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(w)), unit));
+      }
+    } else {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), e0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 32), e1);
+      asm volatile("" ::: "memory");  // widen from memory (load uops), not by extracting shuffles
+      for (int t = 0; t < 8; ++t) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(buf + 8 * t));
+        _mm256_storeu_ps(out + kIntStart[t], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), unit));
+      }
+    }
+  }
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  for (; p < np; ++p) std::memcpy(dst + 2 * p, lut[c[p]], 2 * sizeof(float));
+}
 #endif
 
 // Which decoders and GEMV kernels run: the widest the CPU has, unless NUMKERN_OLIVE_ISA
@@ -593,6 +653,13 @@ NK_OLIVE_CLONES void decode_span(const std::uint8_t* __restrict row_codes, index
       decode4_avx512(row_codes + p0, np, normal, dst);
     else
       decode8_avx512(row_codes + 2 * p0, np, dst);
+    return;
+  }
+  if (bits == 4 && active() == Isa::avx2) {
+    if (normal == ov::kFlint)
+      decode4_avx2<true>(row_codes + p0, np, normal, dst);
+    else
+      decode4_avx2<false>(row_codes + p0, np, normal, dst);
     return;
   }
 #endif
