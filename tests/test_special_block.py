@@ -1,6 +1,8 @@
-"""The CPU block path of log_iv / log_kv (csrc/cpu/bessel_block.hpp: Debye and Hankel regions in
-16 SIMD lanes, branch-free log, Taylor series of the exponent near its zero) against the one-element path
-(what CUDA runs, exposed as _core.special._log_{iv,kv}_scalar_path) and against mpmath.
+"""The CPU block paths (csrc/cpu/bessel_block.hpp) against the one-element path (what CUDA runs,
+exposed as _core.special._<name>_scalar_path) and against mpmath:
+  log_iv / log_kv: Debye, Hankel and small-order regions in 16 SIMD lanes, branch-free log,
+                   Taylor series of the exponent near its zero;
+  iv, ive, kv, kve: the Debye region in lanes with the double-double exponent and one exp.
 """
 from __future__ import annotations
 
@@ -42,13 +44,22 @@ def _debye_points(rng, n):
     return v, x
 
 
-@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
 def test_block_agrees_with_scalar_path(name):
     rng = np.random.default_rng()
     v, x = _debye_points(rng, 200_000)
+    if name in ("iv", "kv"):  # mostly representable values
+        x = np.minimum(x, 700.0 + v)
     block, scalar = _both(name, v, x)
     assert not np.any(np.isnan(block))
-    err = np.abs(block - scalar) / np.maximum(1.0, np.abs(scalar))
+    np.testing.assert_array_equal(np.isinf(block), np.isinf(scalar))
+    np.testing.assert_array_equal(block == 0, scalar == 0)
+    finite = np.isfinite(scalar) & (scalar != 0)
+    block, scalar, v, x = block[finite], scalar[finite], v[finite], x[finite]
+    if name.startswith("log"):
+        err = np.abs(block - scalar) / np.maximum(1.0, np.abs(scalar))
+    else:  # relative, with the smallest normal as the floor (subnormal results)
+        err = np.abs(block - scalar) / np.maximum(np.abs(scalar), np.finfo(np.float64).tiny)
     # both are accurate to a few ulp (the scalar path uses double-double where the block path
     # uses the Taylor series), so they differ by at most the sum of their errors
     assert err.max() <= 4e-15, (err.max(), v[err.argmax()], x[err.argmax()])
@@ -165,7 +176,7 @@ def test_block_power_series_against_mpmath():
     assert np.median(err) <= 8.9e-16
 
 
-@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
 def test_block_special_values_match_scalar_path(name):
     """Every special value takes the scalar path's answer (regression: negative x with
     v^2 + x^2 >= 625 once entered the small-order lanes and returned a number, not NaN)."""
@@ -178,5 +189,29 @@ def test_block_special_values_match_scalar_path(name):
     np.testing.assert_array_equal(np.isnan(block), np.isnan(scalar))
     np.testing.assert_array_equal(np.isinf(block), np.isinf(scalar))
     finite = np.isfinite(scalar)
-    err = np.abs(block[finite] - scalar[finite]) / np.maximum(1.0, np.abs(scalar[finite]))
+    floor = 1.0 if name.startswith("log") else np.finfo(np.float64).tiny
+    err = np.abs(block[finite] - scalar[finite]) / np.maximum(floor, np.abs(scalar[finite]))
     assert err.max() <= 4e-15
+
+
+@pytest.mark.parametrize("name", ["iv", "ive", "kv", "kve"])
+def test_block_dropins_against_mpmath(name):
+    """Drop-ins in the Debye region (v >= 20), including values near the overflow and underflow
+    limits of exp.  Fresh random points; I from besseli, K from its integral."""
+    rng = np.random.default_rng()
+    n = 30 if name.startswith("i") else 12  # (the K integral costs ~0.5 s a point)
+    v = rng.uniform(20.0, 300.0, n)
+    x = v * np.exp(rng.uniform(np.log(0.05), np.log(3.0), n))
+    got = getattr(nks, name)(v, x)
+    with mpmath.workdps(40):
+        if name.startswith("i"):
+            ref = [mpmath.besseli(a, b) * (mpmath.exp(-b) if name == "ive" else 1) for a, b in zip(v, x)]
+        else:
+            ref = [mpmath.exp(_log_k_integral(a, b) + (b if name == "kve" else 0)) for a, b in zip(v, x)]
+        ref = np.array([float(r) for r in ref])
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        err = np.where(np.isinf(ref), np.where(got == ref, 0.0, np.inf),
+                       np.abs(got - ref) / np.maximum(np.abs(ref), tiny))
+    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 1e-15

@@ -3,7 +3,7 @@
 //
 // Why: per element the Debye path is two logarithms, two square roots, two divisions and a
 // polynomial of up to 190 terms.  Called one element at a time it is bound by libm's scalar log
-// and by latency; across 8 lanes with a branch-free log (log_branchfree.hpp) it is 2-3x cheaper.
+// and by latency; across 16 lanes with a branch-free log (branchfree_math.hpp) it is 2-3x cheaper.
 //
 // How: one pass over a block of up to kChunk elements sends
 //   - elements outside the lanes' domain (small order, Hankel region, tiny or huge arguments,
@@ -23,7 +23,7 @@
 #include "numkern/bessel.hpp"
 #include "numkern/dd.hpp"
 #include "numkern/detail/debye_zero_coeffs.hpp"
-#include "numkern/log_branchfree.hpp"
+#include "numkern/branchfree_math.hpp"
 
 namespace nk::cpu {
 namespace bessel_block_detail {
@@ -264,6 +264,63 @@ inline void series_group(const double* v, const double* x, double* out, std::int
   }
 }
 
+// ---- drop-ins iv, ive, kv, kve: the Debye region in lanes -----------------------------------
+// bessel.hpp's kExact path: the exponent v eta in double-double (debye_exponent<true>, whose
+// dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
+//   I (e^-x when kScaled) = exp(v eta - shift + rest),  K (e^x) = exp(-v eta - shift + rest).
+// Lanes where exp() is within 0.1 of its overflow or underflow limit go to the scalar path.
+template <bool kIsK, bool kScaled, int kTerms>
+inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
+  double h_hi[kLanes], h_lo[kLanes], tab_hi[kLanes], tab_lo[kLanes];
+  double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes];  // (arrays, not structs:
+  int red_idx[kLanes];                                                 //  they vectorize)
+  for (int l = 0; l < kLanes; ++l) {
+    dd hh = dd_sqrt(dd_add(two_prod(v[l], v[l]), two_prod(x[l], x[l])));
+    h_hi[l] = hh.hi;
+    h_lo[l] = hh.lo;
+    inv_h[l] = 1.0 / hh.hi;
+    double p = v[l] * inv_h[l];
+    p2[l] = p * p;
+    u[l] = kIsK ? -inv_h[l] : inv_h[l];
+    DdLogReduced r = dd_log_reduce(dd_div(dd_add(hh, v[l]), x[l]));
+    red_e[l] = r.e;
+    red_f[l] = r.f;
+    red_lo[l] = r.lo;
+    red_j[l] = r.j;
+    red_idx[l] = r.idx;
+  }
+  for (int l = 0; l < kLanes; ++l) {  // the table look-ups, one lane at a time
+    tab_hi[l] = dd_detail::kLogTable[red_idx[l]][0];
+    tab_lo[l] = dd_detail::kLogTable[red_idx[l]][1];
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    dd hh = {h_hi[l], h_lo[l]};
+    DdLogReduced r = {red_e[l], red_f[l], red_lo[l], red_j[l], red_idx[l]};
+    dd lw = dd_log_finish(r, dd{tab_hi[l], tab_lo[l]});
+    dd e = dd_add(hh, dd_neg(dd_mul(lw, v[l])));
+    const double shift = kScaled ? (kIsK ? -x[l] : x[l]) : 0.0;
+    e = dd_add(kIsK ? dd_neg(e) : e, -shift);
+    e_hi[l] = e.hi;
+    e_lo[l] = e.lo;
+  }
+  debye_sums<kTerms>(p2, u, s);
+  constexpr double kPrefactor = kIsK ? 1.5707963267948966 : 0.15915494309189535;  // pi/2, 1/(2 pi)
+  for (int l = 0; l < kLanes; ++l) {
+    double rest = 0.5 * log_branchfree(s[l] * s[l] * (inv_h[l] * kPrefactor));
+    dd t = two_sum(e_hi[l], e_lo[l] + rest);
+    double hi = t.hi < 709.7 ? (t.hi > -745.1 ? t.hi : -745.1) : 709.7;
+    double ex = exp_branchfree(hi);
+    double val = ex + ex * t.lo;
+    std::int64_t over = t.hi > 709.8, under = t.hi < -745.2;
+    val = over ? m::inf<double>() : val;
+    out[l] = under ? 0.0 : val;
+    std::int64_t edge = (t.hi >= 709.7) & (over ^ 1);
+    edge |= (t.hi <= -745.1) & (under ^ 1);
+    cancels[l] = edge;
+  }
+}
+
 template <bool kIsK>
 inline double scalar_log_bessel(double v, double x) {
   return kIsK ? log_kv(v, x) : log_iv(v, x);
@@ -290,60 +347,101 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
 }
 static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
 
-// Runs one group of up to kLanes elements of one bucket (padded with a repeat of its first).
+// What a block kernel needs of a function: the bucket of an element (0: scalar), the scalar
+// function, and the group kernels.
+// kEvenInV: K_{-v} = K_v, so the lanes see |v| (and -v gives bit-for-bit the value at v).
 template <bool kIsK>
+struct LogLanes {
+  static constexpr bool kEvenInV = kIsK;
+  static int bucket(double v, double x) { return lane_bucket<kIsK>(v, x); }
+  static double scalar(double v, double x) { return scalar_log_bessel<kIsK>(v, x); }
+  static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
+    run_group<kIsK>(b, v, x, out, c);
+  }
+};
+
+template <bool kIsK, bool kScaled>
+struct DropinLanes {
+  static constexpr bool kEvenInV = kIsK;
+  // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
+  // of the result); iv/ive with x <= 2, v < 170 take bessel.hpp's direct series instead.
+  static int bucket(double v, double x) {
+    if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e8 && x > 1e-140 && x < 50.0 * v * v)) return 0;
+    if (!kIsK && x <= 2.0 && v < 170.0) return 0;
+    const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;
+    return kBucketTable.by_exponent[e];  // e < 27
+  }
+  static double scalar(double v, double x) {
+    if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
+    return kScaled ? ive(v, x) : iv(v, x);
+  }
+  static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
+    switch (b) {
+#define NK_BUCKET(n) \
+  case n:            \
+    return debye_exact_group<kIsK, kScaled, 2 * n>(v, x, out, c);
+      NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
+      NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
+#undef NK_BUCKET
+    }
+  }
+};
+
+// Runs one group of up to kLanes elements of one bucket (padded with a repeat of its first).
+template <class Lanes>
 inline void run_pending(int bucket, const std::uint32_t* idx, int lanes, const double* v,
                         const double* x, double* out) {
   double vl[kLanes], xl[kLanes], res[kLanes];
-  std::int64_t cancels[kLanes];
+  std::int64_t redo[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     const std::uint32_t i = idx[l < lanes ? l : 0];
-    vl[l] = v[i];
+    vl[l] = Lanes::kEvenInV ? std::fabs(v[i]) : v[i];
     xl[l] = x[i];
   }
-  run_group<kIsK>(bucket, vl, xl, res, cancels);
+  Lanes::group(bucket, vl, xl, res, redo);
   for (int l = 0; l < lanes; ++l)
-    if (cancels[l]) res[l] = scalar_log_bessel<kIsK>(vl[l], xl[l]);
+    if (redo[l]) res[l] = Lanes::scalar(vl[l], xl[l]);
   for (int l = 0; l < lanes; ++l) out[idx[l]] = res[l];  // out may alias v or x: write last
 }
 
-// One pass: an element outside the lanes' domain is computed at once; a Debye element waits in
+// One pass: an element outside the lanes' domain is computed at once; a lane element waits in
 // its bucket until kLanes of them are there.
-template <bool kIsK>
-void log_bessel_block(const double* v, const double* x, double* out, index_t n) {
+template <class Lanes>
+void block_run(const double* v, const double* x, double* out, index_t n) {
   std::uint32_t pending[kBuckets][kLanes];
   int count[kBuckets] = {};
   for (index_t i = 0; i < n; ++i) {
-    const int b = lane_bucket<kIsK>(v[i], x[i]);
+    const int b = Lanes::bucket(Lanes::kEvenInV ? std::fabs(v[i]) : v[i], x[i]);
     if (b == 0) {
-      out[i] = scalar_log_bessel<kIsK>(v[i], x[i]);
+      out[i] = Lanes::scalar(v[i], x[i]);
       continue;
     }
     pending[b][count[b]++] = static_cast<std::uint32_t>(i);
     if (count[b] == kLanes) {
-      run_pending<kIsK>(b, pending[b], kLanes, v, x, out);
+      run_pending<Lanes>(b, pending[b], kLanes, v, x, out);
       count[b] = 0;
     }
   }
   for (int b = 1; b < kBuckets; ++b)
-    if (count[b] > 0) run_pending<kIsK>(b, pending[b], count[b], v, x, out);
+    if (count[b] > 0) run_pending<Lanes>(b, pending[b], count[b], v, x, out);
 }
 
 }  // namespace bessel_block_detail
 
-template <>
-struct BlockKernel<ops::LogIv> {
-  static constexpr bool kAvailable = true;
-  static void run(const double* v, const double* x, double* out, index_t n) {
-    bessel_block_detail::log_bessel_block<false>(v, x, out, n);
-  }
-};
-template <>
-struct BlockKernel<ops::LogKv> {
-  static constexpr bool kAvailable = true;
-  static void run(const double* v, const double* x, double* out, index_t n) {
-    bessel_block_detail::log_bessel_block<true>(v, x, out, n);
-  }
-};
+#define NK_BLOCK_KERNEL(Op, ...)                                         \
+  template <>                                                            \
+  struct BlockKernel<ops::Op> {                                          \
+    static constexpr bool kAvailable = true;                             \
+    static void run(const double* v, const double* x, double* out, index_t n) { \
+      bessel_block_detail::block_run<bessel_block_detail::__VA_ARGS__>(v, x, out, n); \
+    }                                                                    \
+  };
+NK_BLOCK_KERNEL(LogIv, LogLanes<false>)
+NK_BLOCK_KERNEL(LogKv, LogLanes<true>)
+NK_BLOCK_KERNEL(Iv, DropinLanes<false, false>)
+NK_BLOCK_KERNEL(Ive, DropinLanes<false, true>)
+NK_BLOCK_KERNEL(Kv, DropinLanes<true, false>)
+NK_BLOCK_KERNEL(Kve, DropinLanes<true, true>)
+#undef NK_BLOCK_KERNEL
 
 }  // namespace nk::cpu

@@ -11,6 +11,10 @@ namespace {
 // can compare the CPU block path (cpu/bessel_block.hpp) against it.
 struct LogIvScalarPath : ops::LogIv {};
 struct LogKvScalarPath : ops::LogKv {};
+struct IvScalarPath : ops::Iv {};
+struct IveScalarPath : ops::Ive {};
+struct KvScalarPath : ops::Kv {};
+struct KveScalarPath : ops::Kve {};
 
 void bind_special(pybind11::module_& m) {
   using namespace py_args;
@@ -34,6 +38,10 @@ void bind_special(pybind11::module_& m) {
   def_binary<ops::K1e>(m, "k1e");
   def_binary<LogIvScalarPath>(m, "_log_iv_scalar_path");
   def_binary<LogKvScalarPath>(m, "_log_kv_scalar_path");
+  def_binary<IvScalarPath>(m, "_iv_scalar_path");
+  def_binary<IveScalarPath>(m, "_ive_scalar_path");
+  def_binary<KvScalarPath>(m, "_kv_scalar_path");
+  def_binary<KveScalarPath>(m, "_kve_scalar_path");
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_special);

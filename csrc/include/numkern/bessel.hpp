@@ -449,6 +449,9 @@ NK_HOST_DEVICE double exp_pair(double hi, double lo) {
   if (!(hi == hi)) return hi;
   if (hi > 709.8) return m::inf<double>();
   if (hi < -745.2) return 0.0;
+  // near the overflow limit exp(hi) alone can be inf where exp(hi + lo) is finite (or, with
+  // lo < 0, inf + inf * lo would be NaN): one factor e taken out
+  if (hi > 709.0) return (m::exp(hi - 1.0) * (1.0 + lo)) * 2.718281828459045;
   double e = m::exp(hi);
   return e + e * lo;
 }

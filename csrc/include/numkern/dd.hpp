@@ -98,35 +98,51 @@ NK_HOST_DEVICE dd dd_sqrt(dd a) {
 // log1p keeps u and u^2/2 in dd, the rest (< 4e-7) in double.
 namespace dd_detail {
 // w = 2^e * f with f in [0.75, 1.5), for positive normal w; exact.
+// (selects, no branches: the CPU block paths vectorize it)
 NK_HOST_DEVICE double split_exponent(double w, int* e) {
   std::uint64_t bits = m::to_bits(w);
   int ex = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
   double f = m::from_bits((bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);  // [1, 2)
-  if (f >= 1.5) {
-    f *= 0.5;
-    ex += 1;
-  }
-  *e = ex;
-  return f;
+  const bool upper = f >= 1.5;
+  *e = upper ? ex + 1 : ex;
+  return upper ? 0.5 * f : f;
+}
+// 2^-e for -1022 <= e <= 1022, exactly, from the exponent bits (ldexp is a library call);
+// larger e is clamped (only a w beyond 2^1022 gets there, and its low part is then negligible).
+NK_HOST_DEVICE double exp2_neg(int e) {
+  e = e > 1022 ? 1022 : e;
+  return m::from_bits(static_cast<std::uint64_t>(1023 - e) << 52);
 }
 NK_HOST_DEVICE bool is_positive_normal(double w) {
   return w >= 2.2250738585072014e-308 && w <= 1.7976931348623157e308;
 }
 }  // namespace dd_detail
 
-NK_HOST_DEVICE dd dd_log(dd w) {
-  constexpr double kLn2Hi = 0.6931471805599453;
-  constexpr double kLn2Lo = 2.3190468138462996e-17;
+// dd_log in two halves around its one table look-up, so that a vectorized caller can do the
+// look-ups itself (compilers will not always vectorize a gather): the reduction w = 2^e f,
+// f ~ c = 1 + j/64, and the rest given log(c) = kLogTable[idx].
+struct DdLogReduced {
+  double e, f, lo, j;
+  int idx;  // row of kLogTable
+};
+NK_HOST_DEVICE DdLogReduced dd_log_reduce(dd w) {
   int e;
   double f = dd_detail::split_exponent(w.hi, &e);
-  double lo = m::ldexp(w.lo, -e);
+  double lo = w.lo * dd_detail::exp2_neg(e);
   double j = static_cast<double>(static_cast<int>((f - 1.0) * 64.0 + 64.5) - 64);
-  double c = 1.0 + j * (1.0 / 64.0);
-  // u = (f - c + lo) / c in dd; f - c is exact (both in [0.75, 1.5), c has 7 bits).
-  dd num = two_sum(f - c, lo);
-  double q1 = num.hi / c;
+  return {static_cast<double>(e), f, lo, j, static_cast<int>(j) + 16};
+}
+NK_HOST_DEVICE dd dd_log_finish(const DdLogReduced& r, dd tab) {
+  constexpr double kLn2Hi = 0.6931471805599453;
+  constexpr double kLn2Lo = 2.3190468138462996e-17;
+  double c = 1.0 + r.j * (1.0 / 64.0);
+  // u = (f - c + lo) / c in dd; f - c is exact (both in [0.75, 1.5), c has 7 bits).  One
+  // reciprocal: q1's extra rounding is caught by the exact remainder that q2 divides.
+  dd num = two_sum(r.f - c, r.lo);
+  const double rc = 1.0 / c;
+  double q1 = num.hi * rc;
   dd back = two_prod(q1, c);
-  double q2 = ((num.hi - back.hi) - back.lo + num.lo) / c;
+  double q2 = ((num.hi - back.hi) - back.lo + num.lo) * rc;
   dd u = quick_two_sum(q1, q2);
   double uh = u.hi;
   dd u2 = two_prod(uh, uh);
@@ -136,12 +152,13 @@ NK_HOST_DEVICE dd dd_log(dd w) {
                 uh * (1.0 / 9 - uh * (1.0 / 10 - uh * (1.0 / 11)))))))));
   dd l1p = dd_add(u, dd{-0.5 * u2.hi, -0.5 * u2.lo});
   l1p = dd_add(l1p, tail);
-  const int idx = static_cast<int>(j) + 16;
-  dd tab = {dd_detail::kLogTable[idx][0], dd_detail::kLogTable[idx][1]};
-  double de = static_cast<double>(e);
-  dd el = two_prod(de, kLn2Hi);
-  el.lo += de * kLn2Lo;
+  dd el = two_prod(r.e, kLn2Hi);
+  el.lo += r.e * kLn2Lo;
   return dd_add(dd_add(el, tab), l1p);
+}
+NK_HOST_DEVICE dd dd_log(dd w) {
+  DdLogReduced r = dd_log_reduce(w);
+  return dd_log_finish(r, dd{dd_detail::kLogTable[r.idx][0], dd_detail::kLogTable[r.idx][1]});
 }
 
 }  // namespace nk
