@@ -57,9 +57,8 @@ constexpr BucketTable kBucketTable = make_bucket_table();
 
 // The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
 // Debye region (v >= 20, x < 50 v^2) where v^2 + x^2 is finite and x / (v + h) a normal double;
-// also v < 20 with h = sqrt(v^2 + x^2) >= 25, where the scalar path sums the power series (up
-// to ~x/2 terms) or runs Steed's fraction and a recurrence: there the Debye sum with all 20 terms
-// is within 2e-19 of mpmath (the terms are Q_k(p^2) / h^k, p = v / h; tests/test_special_block.py).
+// also v < 20 with h = sqrt(v^2 + x^2) >= 25, where bessel.hpp uses the Debye sum as well
+// (all 20 terms, bucket kSmallOrderBucket).
 // For I only, the rest of v < 20 with x >= 2e-6 runs bessel.hpp's power series in lanes.
 // Returns 0 outside it (the scalar function), or the bucket.
 constexpr int kSmallOrderBucket = kMaxTerms / 2;
@@ -68,7 +67,7 @@ inline int lane_bucket(double v, double x) {
   if (!(v >= 0.0 && x > 0.0 && x < 1e300)) return 0;  // NaN, negative, zero, infinite: scalar
   if (x >= bessel_detail::hankel_threshold(v)) return kHankelBucket;
   if (v < bessel_detail::kDebyeMinOrder) {
-    if (v * v + x * x >= 625.0) return kSmallOrderBucket;
+    if (bessel_detail::uses_debye(v, x)) return kSmallOrderBucket;
     if (!kIsK && x >= 2e-6) return x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
     return 0;
   }
@@ -349,10 +348,17 @@ static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10"
 
 // What a block kernel needs of a function: the bucket of an element (0: scalar), the scalar
 // function, and the group kernels.
-// kEvenInV: K_{-v} = K_v, so the lanes see |v| (and -v gives bit-for-bit the value at v).
+// The order the lanes see: K_{-v} = K_v and I_{-n} = I_n for integers n, so that -v gives
+// bit-for-bit the value at v.
+template <bool kIsK>
+inline double lane_order(double v) {
+  if (kIsK) return std::fabs(v);
+  return (v < 0.0 && std::floor(v) == v) ? -v : v;
+}
+
 template <bool kIsK>
 struct LogLanes {
-  static constexpr bool kEvenInV = kIsK;
+  static double order(double v) { return lane_order<kIsK>(v); }
   static int bucket(double v, double x) { return lane_bucket<kIsK>(v, x); }
   static double scalar(double v, double x) { return scalar_log_bessel<kIsK>(v, x); }
   static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
@@ -362,10 +368,14 @@ struct LogLanes {
 
 template <bool kIsK, bool kScaled>
 struct DropinLanes {
-  static constexpr bool kEvenInV = kIsK;
+  static double order(double v) { return lane_order<kIsK>(v); }
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
   // of the result); iv/ive with x <= 2, v < 170 take bessel.hpp's direct series instead.
   static int bucket(double v, double x) {
+    // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
+    if (v >= 0.0 && v < bessel_detail::kDebyeMinOrder && x > 0.0 && x < bessel_detail::hankel_threshold(v) &&
+        bessel_detail::uses_debye(v, x))
+      return kSmallOrderBucket;
     if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e8 && x > 1e-140 && x < 50.0 * v * v)) return 0;
     if (!kIsK && x <= 2.0 && v < 170.0) return 0;
     const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;
@@ -395,7 +405,7 @@ inline void run_pending(int bucket, const std::uint32_t* idx, int lanes, const d
   std::int64_t redo[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     const std::uint32_t i = idx[l < lanes ? l : 0];
-    vl[l] = Lanes::kEvenInV ? std::fabs(v[i]) : v[i];
+    vl[l] = Lanes::order(v[i]);
     xl[l] = x[i];
   }
   Lanes::group(bucket, vl, xl, res, redo);
@@ -411,7 +421,7 @@ void block_run(const double* v, const double* x, double* out, index_t n) {
   std::uint32_t pending[kBuckets][kLanes];
   int count[kBuckets] = {};
   for (index_t i = 0; i < n; ++i) {
-    const int b = Lanes::bucket(Lanes::kEvenInV ? std::fabs(v[i]) : v[i], x[i]);
+    const int b = Lanes::bucket(Lanes::order(v[i]), x[i]);
     if (b == 0) {
       out[i] = Lanes::scalar(v[i], x[i]);
       continue;

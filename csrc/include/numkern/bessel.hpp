@@ -16,16 +16,17 @@
 //   x >= X_H(v)           Hankel large-argument expansion (DLMF 10.40.1-2); X_H = 50 v^2 for
 //                         v >= 20 (terms fall by 1/(100 k)), max(25, 1.2 v^2) below, where the
 //                         smallest term of the asymptotic series is < e^-50.
-//   v < 20, x < X_H       I: power series sum (x^2/4)^k / (k! Gamma(v+k+1)); all terms are
-//                         positive, so no cancellation; the prefactor (x/2)^v / Gamma(v+1) is a
+//   v < 20, x < X_H,      Debye as above with all 20 terms: the terms are Q_k(p^2) / h^k,
+//   h = sqrt(v^2+x^2)     h = sqrt(v^2 + x^2); measured within 2e-19 of mpmath for h >= 25, where
+//       >= 25             the power series below accumulates ~k eps by its k-th term (2e-14 at
+//                         x ~ 400) and Steed's fraction is slow.
+//   v < 20, x < X_H,      I: power series sum (x^2/4)^k / (k! Gamma(v+k+1)); all terms are
+//   h < 25                positive, so no cancellation; the prefactor (x/2)^v / Gamma(v+1) is a
 //                         product of floor(v) exact-ish factors (no lgamma rounding of size v log v).
 //                         K: Temme's series (x <= 1.25) or Steed's continued fraction CF2 (x > 1.25)
 //                         for K_mu, K_mu+1 with |mu| <= 1/2 (Temme 1975; Numerical Recipes §6.7),
 //                         then the forward recurrence, which is stable for K, with rescaling;
 //                         for x < 1e-100 and v > 1/2 the leading term Gamma(v)/2 (2/x)^v.
-//                         (The CPU block path of log_iv/log_kv, cpu/bessel_block.hpp, uses the
-//                         Debye sum with all 20 terms here where sqrt(v^2 + x^2) >= 25: measured
-//                         within 2e-19 of mpmath, and it vectorizes; the series does not.)
 //
 // Ratios I_v/I_{v-1} (and 1 - that) come from Perron's continued fraction (Gautschi & Slavik,
 // Math. Comp. 32 (1978)), whose tail is evaluated so that 1 - ratio is never formed by subtraction
@@ -45,6 +46,7 @@ constexpr double kHalfLog2Pi = 0.91893853320467274;   // log(sqrt(2 pi))
 constexpr double kHalfLogPiOver2 = 0.22579135264472744;  // log(sqrt(pi / 2))
 constexpr double kLn2 = 0.69314718055994531;
 constexpr double kDebyeMinOrder = 20.0;
+constexpr double kDebyeMinRadius = 25.0;  // sqrt(v^2 + x^2) from which Debye serves v < 20 too
 constexpr double kTiny = 1e-17;  // series truncation, relative
 
 // log|f| = hi + lo
@@ -349,16 +351,20 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
 }
 
 // ---- dispatch for v >= 0, 0 < x < inf ---------------------------------------------------------
+// (below Hankel's threshold) Debye for v >= 20, and for v < 20 where sqrt(v^2 + x^2) >= 25
+NK_HOST_DEVICE bool uses_debye(double v, double x) {
+  return v >= kDebyeMinOrder || v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius;
+}
 template <bool kExact>
 NK_HOST_DEVICE LogPair log_iv_core(double v, double x, double shift) {
   if (x >= hankel_threshold(v)) return log_iv_hankel<kExact>(v, x, shift);
-  if (v >= kDebyeMinOrder) return log_iv_debye<kExact>(v, x, shift);
+  if (uses_debye(v, x)) return log_iv_debye<kExact>(v, x, shift);
   return log_iv_series<kExact>(v, x, shift);
 }
 template <bool kExact>
 NK_HOST_DEVICE LogPair log_kv_core(double v, double x, double shift) {
   if (x >= hankel_threshold(v)) return log_kv_hankel<kExact>(v, x, shift);
-  if (v >= kDebyeMinOrder) return log_kv_debye<kExact>(v, x, shift);
+  if (uses_debye(v, x)) return log_kv_debye<kExact>(v, x, shift);
   return log_kv_small_order<kExact>(v, x, shift);
 }
 
@@ -489,7 +495,8 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
   double half = 0.5 * ax;
   // 20 <= v < 170 with x <= 2 (short series): the prefactor from Stirling's formula (below),
   // which spares the double-double Debye exponent that the general path needs there.
-  const bool by_product = v < kDebyeMinOrder;
+  const bool by_product = v < kDebyeMinOrder && ax < kDebyeMinRadius;  // (the series' recurrence
+  // loses ~k eps by term k: 2e-14 at x ~ 400; Debye is exact to 2e-19 beyond)
   const bool by_gamma = v >= kDebyeMinOrder && v < 170.0 && half <= 1.0;
   if (!(v >= 0.0 && (by_product || by_gamma) && half >= 1e-6 && ax < hankel_threshold(v) &&
         ax <= 600.0))
