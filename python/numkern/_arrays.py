@@ -58,7 +58,10 @@ def compute_dtype(dtypes) -> np.dtype:
 def _as_numpy(a, name: str, allow_complex: bool = False) -> np.ndarray | float | int:
     if isinstance(a, (bool, int, float)) and not isinstance(a, np.generic):
         return a  # weak Python scalar: numpy's NEP 50 promotion keeps the array's dtype
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged nested lists, objects numpy cannot read
+        raise TypeError(f"{name}: cannot convert to a numeric array ({e})") from None
     _check_numpy_dtype(arr, name, allow_complex)
     return arr
 
@@ -91,7 +94,8 @@ def numpy_elementwise(kernel, args, names, out=None):
     """Run a (v, x) -> out elementwise kernel of _core on numpy inputs with ufunc semantics."""
     conv = [_as_numpy(a, n) for a, n in zip(args, names)]
     dt = compute_dtype([c.dtype if isinstance(c, np.ndarray) else c for c in conv])
-    arrs = [np.asarray(c, dtype=dt) for c in conv]
+    # the kernels read whole aligned elements: copy unaligned views (odd offsets or strides)
+    arrs = [np.require(c, dtype=dt, requirements="A") for c in conv]
     for a, n in zip(arrs, names):
         if a.ndim > MAX_DIMS:
             raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")

@@ -45,7 +45,7 @@ def _map(op, args, names, checks):
     """Broadcast args, validate them, run the elementwise kernel `op`, return the caller's kind."""
     ctx = Context(*args)
     be = ctx.be
-    dtype = ctx.float_dtype(*args)
+    dtype = ctx.float_dtype(*args, names=names)
     arrs = [ctx.input(a, dtype, n) for a, n in zip(args, names)]
     try:
         shape = np.broadcast_shapes(*[tuple(a.shape) for a in arrs])
@@ -128,7 +128,7 @@ def kappa_mle(rbar, d):
 def _prepare_rows(ctx, X, name, normalize):
     """X (..., n, d) as a contiguous backend array plus its row norms |x|^2 (float64)."""
     be = ctx.be
-    dtype = ctx.float_dtype(X)
+    dtype = ctx.float_dtype(X, names=(name,))
     x = ctx.input(X, dtype, name)
     shape = tuple(x.shape)
     if len(shape) < 2:
@@ -174,9 +174,13 @@ def _resultant(ctx, X, weights, normalize, name="X"):
         except (ValueError, RuntimeError):
             raise ValueError(f"weights: shape {tuple(w.shape)} does not broadcast to {batch + (n,)}") from None
         _check_values(be, w, "weights", low=0.0)
-        wsum = be.sum(w, axis=1)
-        if be.count(wsum <= 0):
+        wmax = be.max(w, axis=1)
+        if be.count(wmax <= 0):
             raise ValueError("weights: every fit needs a positive total weight")
+        # rbar is invariant to the scale of the weights: dividing by the largest keeps the sums
+        # finite for weights near the float64 maximum (they overflowed to inf -> NaN fits)
+        w = w / be.reshape(wmax, (g, 1))
+        wsum = be.sum(w, axis=1)
         w = w * inv
     else:
         w = inv
@@ -261,7 +265,7 @@ class VonMisesFisher:
     def __init__(self, mu, kappa):
         ctx = Context(mu, kappa)
         be = ctx.be
-        dtype = ctx.float_dtype(mu, kappa)
+        dtype = ctx.float_dtype(mu, kappa, names=("mu", "kappa"))
         m = ctx.input(mu, F64, "mu")
         if m.ndim < 1 or tuple(m.shape)[-1] < 2:
             raise ValueError(f"mu: expected shape (..., d) with d >= 2, got {tuple(m.shape)}")
@@ -340,7 +344,7 @@ class VonMisesFisher:
         """
         ctx = self._ctx
         be = ctx.be
-        dtype = ctx.float_dtype(X)
+        dtype = ctx.float_dtype(X, names=("X",))
         x = ctx.input(X, dtype, "X")
         shape = tuple(x.shape)
         d = self._d
