@@ -159,7 +159,19 @@ def _domains(features, labels):
         raise ValueError(f"labels: {len(labels)} domains but features has {len(features)}")
     if len(features) < 2:
         raise ValueError("features: need at least two domains to align")
+    for e, (z, y) in enumerate(zip(features, labels)):
+        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+            raise TypeError(f"features: domain {e} is not a floating torch tensor "
+                            f"({getattr(z, 'dtype', type(z).__name__)})")
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"labels: domain {e} is not an integer torch tensor "
+                            f"({getattr(y, 'dtype', type(y).__name__)})")
     return features, labels
+
+
+def _check_weight(w, name):
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and w < float("inf")):
+        raise ValueError(f"{name}: must be a finite number >= 0, got {w!r}")
 
 
 def _linear_parts(head, z, y):
@@ -230,6 +242,8 @@ def _params_of(head):
 def hgp_penalty(head, features, labels, alpha=1e-4, beta=5e-3, loss_fn=None):
     grads, hgs = [], []
     features, labels = _domains(features, labels)
+    _check_weight(alpha, "alpha")
+    _check_weight(beta, "beta")
     if _is_linear_ce(head, loss_fn):
         for z, y in zip(features, labels):
             P, g = _linear_parts(head, z, y)
@@ -251,6 +265,8 @@ def hgp_penalty(head, features, labels, alpha=1e-4, beta=5e-3, loss_fn=None):
 def hutchinson_penalty(head, features, labels, alpha=1e-3, beta=5e-3, num_probes=100, loss_fn=None,
                        generator=None):
     features, labels = _domains(features, labels)
+    _check_weight(alpha, "alpha")
+    _check_weight(beta, "beta")
     if num_probes is not None and (isinstance(num_probes, bool) or not isinstance(num_probes, int)
                                    or num_probes < 1):
         raise ValueError(f"num_probes: must be a positive int or None, got {num_probes!r}")
