@@ -155,6 +155,8 @@ def torch_elementwise(family, op_name, kernel, args, names, out=None):
     import torch
 
     tensors = [a for a in args if array_kind(a) == TORCH]
+    if not tensors:  # only out is a tensor
+        raise TypeError("out: a torch tensor out= needs torch tensor inputs; pass a numpy array")
     devices = {t.device for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"inputs are on different devices: {sorted(str(d) for d in devices)}")
@@ -190,11 +192,20 @@ def torch_elementwise(family, op_name, kernel, args, names, out=None):
     if out is not None:
         if array_kind(out) != TORCH:
             raise TypeError("out: expected a torch tensor for torch inputs")
-        if tuple(out.shape) != tuple(result.shape):
-            raise ValueError(f"out: shape {tuple(out.shape)} does not match {tuple(result.shape)}")
+        check_torch_out(out, result)
         out.copy_(result)
         return out
     return result
+
+
+def check_torch_out(out, result):
+    """out= for a torch result: a tensor of the same shape that the floating result casts to."""
+    if array_kind(out) != TORCH:
+        raise TypeError("out: expected a torch tensor for torch inputs")
+    if tuple(out.shape) != tuple(result.shape):
+        raise ValueError(f"out: shape {tuple(out.shape)} does not match {tuple(result.shape)}")
+    if not (out.dtype.is_floating_point or out.dtype.is_complex):  # numpy's same_kind rule
+        raise TypeError(f"out: cannot cast the result dtype {result.dtype} to {out.dtype}")
 
 
 def cupy_elementwise(family, op_name, args, names, out=None):
