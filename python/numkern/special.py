@@ -44,6 +44,8 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
             raise TypeError(f"{n}: complex arguments are supported for numpy inputs only "
                             "(delegated to scipy.special)")
         arrs.append(np.asarray(_as_numpy(a, n, allow_complex=True)))
+    if len(arrs) == 2 and arrs[0].dtype.kind == "c":
+        raise TypeError("v: the order must be real (complex z is delegated to scipy.special)")
     if not any("D" in t.split("->")[0] for t in ufunc.types):
         raise TypeError(f"{names[-1]}: complex arguments are not supported by {name} "
                         f"(scipy.special.{name} is real only)")

@@ -334,14 +334,17 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   int exponent = 0;  // cur, prev carry a factor 2^exponent
   int steps = static_cast<int>(n);
   for (int i = 1; i < steps; ++i) {
-    double next = (mu + i) * (2.0 / x) * cur + prev;
-    prev = cur;
-    cur = next;
-    if (cur > 1e250) {
+    const double f = (mu + i) * (2.0 / x);
+    // rescale before f * cur overflows: with 2/x up to 2e100 one step can jump from 1e250 past
+    // the double range (log_kv(7.5, 1e-90) was NaN).  Scaling by 2^-800 is exact.
+    if (cur > 1e300 / f) {
       cur = m::ldexp(cur, -800);
       prev = m::ldexp(prev, -800);
       exponent += 800;
     }
+    double next = f * cur + prev;
+    prev = cur;
+    cur = next;
   }
   dd r = dd_add(log_of<kExact>(cur), lead);
   if (exponent != 0) {
