@@ -1135,3 +1135,114 @@ def _public_names(modname):
 def test_coverage(modname):
     missing = _public_names(modname) - COVERED.get(modname, set())
     assert not missing, f"numkern.{modname}: public names without a fuzz test: {sorted(missing)}"
+
+
+# ==================================================================================================
+# regressions: each bug the fuzzer found, pinned by a named test
+# ==================================================================================================
+def test_regression_bessel_at_smallest_subnormal(mp):
+    x = 5e-324  # x/2 rounds to 0: log(x/2) was -inf, and 0 * -inf gave NaN
+    assert nks.log_iv(0.0, x) == 0.0 and nks.iv(0.0, x) == 1.0 and nks.ive(0.0, x) == 1.0
+    for v in (0.5, 1.0, 2.5):
+        want = float(mp.log(mp.besseli(v, mp.mpf(x))))
+        assert math.isclose(nks.log_iv(v, x), want, rel_tol=1e-14)
+    assert math.isclose(nks.iv(0.5, x), float(mp.besseli(0.5, mp.mpf(x))), rel_tol=1e-13)
+    k0 = float(mp.besselk(0, mp.mpf(x)))  # 744.556...: k0 returned inf, kv(0, x) NaN
+    for got in (nks.k0(x), nks.k0e(x), nks.kv(0.0, x), nks.kve(0.0, x)):
+        assert math.isclose(got, k0, rel_tol=1e-13), got
+    assert math.isclose(nks.log_kv(0.0, x), math.log(k0), rel_tol=1e-14)
+    assert nks.k1(x) == math.inf and nks.k1e(x) == math.inf  # overflows: was NaN
+
+
+def test_regression_log_kv_recurrence_overflow(mp):
+    # 1e-100 <= x < ~1e-90 at orders ~7: one recurrence step overflowed before the rescale
+    for v, x in ((7.5, 1e-90), (7.5, 3.68e-98), (9.25, 1e-99)):
+        want = float(mp.log(mp.besselk(v, mp.mpf(x))))
+        assert math.isclose(nks.log_kv(v, x), want, rel_tol=1e-14)
+        assert nks.kv(v, x) == math.inf  # K overflows; it was NaN
+
+
+def test_regression_olive_encoder_nan_scale_does_not_crash():
+    # a NaN q indexed the flint table with INT_MIN (segfault); float64 input beyond the float32
+    # range reached it through ovp_quantize
+    from numkern import _core
+
+    x = np.full((3, 6), np.nan, np.float32)
+    for normal in (0, 1):
+        codes, scales, _, _ = _core.olive.encode(x, 4, normal, False, True, 0, np.zeros(3))
+        assert codes.shape == (3, 3)
+    with pytest.raises(ValueError, match="^w: "):
+        quant.ovp_quantize(np.array([[1e308, 1.0]]))
+    with pytest.raises(ValueError, match="^alpha: "):
+        quant.ovp_quantize(np.ones((2, 4), np.float32), alpha=1e-45)
+
+
+def test_regression_vmf_weights_near_float_max():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ref = vmf.fit(X)
+    big = vmf.fit(X, weights=np.full(20, 1e308))  # sum of weights overflowed: NaN mu and kappa
+    np.testing.assert_allclose(big.kappa, ref.kappa, rtol=1e-12)
+    np.testing.assert_allclose(big.mu, ref.mu, rtol=1e-12)
+    assert math.isclose(vmf.mean_resultant_length(X, np.full(20, 1e308)), vmf.mean_resultant_length(X),
+                        rel_tol=1e-12)
+
+
+def test_regression_kde_regimes_extreme_alpha():
+    r = kde.regimes(alpha=1e-300)  # w* ~ sqrt(4 alpha / 3): the closed form cancelled to 0
+    assert math.isclose(r.w_star, math.sqrt(4e-300 / 3), rel_tol=1e-9)
+    r = kde.regimes(alpha=178.0)  # w* = inf, h_KL = NaN before
+    assert all(math.isfinite(getattr(r, f)) and getattr(r, f) > 0 for f in ("w_star", "h_G", "h_KL"))
+    assert math.isclose(kde.regimes(alpha=0.5).h_G, 0.652, abs_tol=5e-4)  # the documented example
+    with pytest.raises(TypeError, match="^n: "):
+        kde.regimes("abc", 3)
+    with pytest.raises(ValueError, match="alpha"):
+        kde.regimes(alpha=1e308)
+    with pytest.raises(TypeError, match="^h: "):
+        kde.regimes(alpha=0.5).kl_per_dim("x")
+
+
+def test_regression_kde_tiny_bandwidth():
+    Y = np.random.default_rng(1).standard_normal((10, 2))
+    with pytest.raises(ValueError, match="^bandwidth: "):
+        kde.GaussianKDE(Y, 1e-300)  # 1/(2 h^2) raised ZeroDivisionError deep inside
+    k = kde.GaussianKDE(Y, 0.5)
+    with pytest.raises(ValueError, match="^bandwidths: "):
+        k.diagnostics(Y[:2], [1e-300])
+
+
+def test_regression_quantize_weights_range_overflow():
+    w = np.array([[3.4e38, -3.4e38, 0.0, 1.0]], np.float32)
+    for scheme in ("asymmetric", "minmax"):  # dequantized to NaN before
+        with pytest.raises(ValueError, match="^w: "):
+            quant.quantize_weights(w, 4, scheme, None)
+    assert np.isfinite(quant.quantize_weights(w, 4, "symmetric").dequantize()).all()
+
+
+def test_regression_named_errors():
+    with pytest.raises(TypeError, match="^x: "):
+        nks.k0(1j)  # SciPy's k0 has no complex loop: its message named no argument
+    with pytest.raises(TypeError, match="^v: "):
+        nks.iv(1j, 1.0)
+    with pytest.raises(TypeError, match="^out: "):
+        nks.iv(1.0, 1j, out=np.empty(()))
+    with pytest.raises(TypeError, match="^x: "):
+        nks.i0([[1.0], [2.0, 3.0]])  # ragged: numpy's "inhomogeneous shape" ValueError before
+    with pytest.raises(TypeError, match="^X: "):
+        vmf.VonMisesFisher([1.0, 0.0], 1.0).logpdf(np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="^rows: "):
+        quant.cluster_labels(np.zeros((2, 0)), 3)
+    with pytest.raises(TypeError, match="^rows: "):
+        quant.cluster_labels(np.array([["a"]]), 3)
+    with pytest.raises(ValueError, match="^x: "):  # AttributeError before
+        quant.ovp_matmul(2.5, quant.ovp_quantize(np.ones((2, 2), np.float32)))
+    with pytest.raises(TypeError, match="^w: "):
+        quant.plain_fake_quantize("abc")
+
+
+def test_regression_unaligned_input():
+    buf = np.zeros(8 * 4 + 1, np.uint8)
+    x = np.ndarray((4,), np.float64, buf, offset=1)
+    x[...] = [0.5, 1.0, 2.0, 4.0]
+    np.testing.assert_array_equal(nks.log_kv(1.5, x), nks.log_kv(1.5, np.array(x)))

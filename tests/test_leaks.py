@@ -98,7 +98,8 @@ RESULTS = {}
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_rss_flat(name):
     f = ENTRIES[name]
-    n = max(200, int(CALLS * SCALE.get(name, 1.0)))
+    # an explicit NUMKERN_LEAK_CALLS (the release run) gives every entry the full count
+    n = CALLS if "NUMKERN_LEAK_CALLS" in os.environ else max(200, int(CALLS * SCALE.get(name, 1.0)))
     for _ in range(max(50, n // 10)):  # warm-up
         f()
     gc.collect()
