@@ -539,7 +539,8 @@ def test_vmf_mixture(data):
     ok, mix = call(vmf.VMFMixture, names=list(args), **args)
     if not ok:
         return
-    ok, _ = call(mix.predict, np.eye(3), names=["X"], expect_error=None)
+    with pytest.raises(RuntimeError, match="fit"):  # a state error, as sklearn's NotFittedError
+        mix.predict(np.eye(3))
     X = data.draw(st.one_of(st.builds(lambda n: _unit_rows(data.draw, (n, 3), "float64"), st.integers(0, 8)),
                             any_input(REALS)))
     ok, fitted = call(mix.fit, X, names=["X", "n_components"])
@@ -798,10 +799,11 @@ def test_olive_model(data):
         return
     x = torch.randn(3, 6)
     y = qm(x)
-    assert y.shape == (3, 4) and torch.isfinite(y).all()
+    assert y.shape == (3, 4)
+    assert torch.isfinite(y).all() or not torch.isfinite(model[0].weight).all()  # a skipped NaN layer
     lin = quant.OVPLinear.from_linear(torch.nn.Linear(6, 4), bits=4)
     xb = data.draw(st.one_of(arrays(["float32"], shape=data.draw(st.sampled_from([(6,), (2, 6), (2, 5)])),
-                                    values=quant_values).map(torch.from_numpy),
+                                    values=quant_values, layouts=["c"]).map(torch.from_numpy),
                              st.just(torch.ones(2, 6, dtype=torch.int64))))
     ok, yb = call(lin, xb, names=["x"])
     if ok:
@@ -855,7 +857,8 @@ def test_quantize_weights(data):
     rows = wa.astype(np.float64).reshape(wa.shape[0], -1) if wa.ndim > 1 else wa.astype(np.float64).reshape(1, -1)
     g = q.scale.shape[1]
     err = np.abs(deq.astype(np.float64).reshape(rows.shape) - rows).reshape(rows.shape[0], g, -1)
-    bound = 0.5 * q.scale.astype(np.float64)[:, :, None] * (1 + 1e-3) + 1e-6 * np.abs(rows).max()
+    tiny = 100 * np.finfo(q.scale.dtype).smallest_normal  # subnormal ranges: scale underflows to 0
+    bound = 0.5 * q.scale.astype(np.float64)[:, :, None] * (1 + 1e-3) + 1e-6 * np.abs(rows).max() + tiny
     assert (err <= bound).all(), (err.max(), q.scale)
     assert np.isfinite(q.zero_value()).all()
 
@@ -935,7 +938,7 @@ def test_splitquant_models(data):
     scheme = data.draw(st.sampled_from([None, "symmetric", "minmax", "bad"]))
     fused = data.draw(st.booleans())
     names = ["model", "k", "bits", "group_size", "method", "scheme", "fused", "seed"]
-    x = torch.randn(2, 2, 5) if isinstance(model[0], torch.nn.Conv1d) else torch.randn(2, 6)
+    x = torch.randn(2, 2, 4) if isinstance(model[0], torch.nn.Conv1d) else torch.randn(2, 6)
     which = data.draw(st.sampled_from(["split", "splitquant", "plain"]))
     if which == "split":
         ok, m = call(quant.split_model, model, k, method, names=names)
@@ -1036,7 +1039,7 @@ def test_softmax_head(data):
     x2 = (Za * Za).sum(1) + (1 if b is not None else 0)
     ref = float(((1 - (p * p).sum(1)) * x2).mean())
     tr = H.trace()
-    if np.isfinite(Za).all() and np.isfinite(Wa).all():
+    if np.isfinite(Za).all() and np.isfinite(Wa).all() and np.isfinite(np.asarray(0 if b is None else b, float)).all():
         assert math.isclose(tr, ref, rel_tol=1e-4, abs_tol=1e-4 * (1 + x2.max())), (tr, ref)
         dg = np.asarray(H.diagonal(), dtype=np.float64)
         assert dg.shape == (H.num_classes, H.num_features + H.has_bias)

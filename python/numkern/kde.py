@@ -67,7 +67,10 @@ def _as_matrix(a, name, be, d=None):
     if be.kind == NUMPY:
         if kind == CUPY or (kind == TORCH and a.is_cuda):
             raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
-        arr = a.detach().cpu().numpy() if kind == TORCH else np.asarray(a)
+        try:
+            arr = a.detach().cpu().numpy() if kind == TORCH else np.asarray(a)
+        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+            raise TypeError(f"{name}: cannot convert to an array ({e})") from None
     else:
         if kind != be.kind:
             raise ValueError(f"{name}: expected a {be.kind} array on the data's device, got {kind}")
@@ -111,8 +114,11 @@ def _normalised_weights(weights, n):
     if weights is None:
         return np.full(n, 1.0 / n)
     kind = array_kind(weights)
-    w = weights.detach().cpu().numpy() if kind == TORCH else (
-        weights.get() if kind == CUPY else np.asarray(weights))
+    try:
+        w = weights.detach().cpu().numpy() if kind == TORCH else (
+            weights.get() if kind == CUPY else np.asarray(weights))
+    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"weights: cannot convert to an array ({e})") from None
     if w.dtype.kind not in "biuf":
         raise TypeError(f"weights: unsupported dtype {w.dtype}")
     w = np.asarray(w, dtype=np.float64).reshape(-1) if w.ndim <= 1 else None

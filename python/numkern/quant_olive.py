@@ -409,7 +409,8 @@ def ovp_fake_quantize(w, bits=4, normal="auto", axis="row", both_outliers="large
         if w.requires_grad:
             return w + (deq - w).detach()
         return deq
-    return deq.astype(w.dtype, copy=False) if hasattr(deq, "astype") else deq
+    dtype = w.dtype if hasattr(w, "dtype") else np.asarray(w).dtype  # lists: their numpy dtype
+    return deq.astype(dtype, copy=False) if hasattr(deq, "astype") else deq
 
 
 def _matmul_raw(x2, q, kind):

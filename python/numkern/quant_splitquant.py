@@ -100,7 +100,10 @@ def _to_numpy(a, name):
             with dev:
                 return cupy.asarray(r)
         return a.get(), back
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"{name}: cannot convert to an array ({e})") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected a real numeric array)")
     return arr, lambda r: r
@@ -299,9 +302,10 @@ def _quantize_rows(rows, bits, scheme, group_size):
     else:
         offset = w.min(axis=2)
         scale = (w.max(axis=2) - offset) / qmax
-    if not np.isfinite(scale).all():  # max - min overflowed: the codes would decode to NaN
-        raise ValueError(f"w: the range (max - min) of a quantization group overflows {rows.dtype}; "
-                         "rescale the weights or use scheme='symmetric'")
+    top = (2 ** (bits - 1) - 1 if scheme == "symmetric" else qmax) * scale + offset
+    if not (np.isfinite(scale).all() and np.isfinite(top).all()):  # codes would decode to NaN / inf
+        raise ValueError(f"w: the range of a quantization group overflows {rows.dtype} "
+                         "(values near the float maximum); rescale the weights")
     codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
     return codes.reshape(nrows, cols), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
 
