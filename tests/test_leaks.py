@@ -95,6 +95,15 @@ SCALE = {"vmf.fit": 0.25, "kde.construct": 0.25, "olive.quantize": 0.1, "splitqu
 RESULTS = {}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(restore_threads):
+    # leaks do not depend on the thread count, and on a loaded CI machine a parallel region over
+    # a tiny input can wait milliseconds for its second thread (see bench/results/fuzz.md)
+    import numkern
+
+    numkern.set_num_threads(1)
+
+
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_rss_flat(name):
     f = ENTRIES[name]
