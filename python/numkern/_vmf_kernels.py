@@ -298,8 +298,8 @@ class Context:
         kinds = []
         for i, a in enumerate(arrays):
             name = names[i] if i < len(names) else "input"
-            if a is None or isinstance(a, (bool, int, float)):
-                continue
+            if a is None or (isinstance(a, (bool, int, float)) and not isinstance(a, np.generic)):
+                continue  # weak Python scalars (np.float64 subclasses float but is not weak)
             k = array_kind(a)
             if k == TORCH:
                 if a.dtype.is_complex:

@@ -23,11 +23,12 @@ import warnings
 import numpy as np
 
 from ._arrays import TORCH, array_kind
-from ._vmf_kernels import F32, F64, Context
+from ._vmf_kernels import F32, F64, Backend, Context
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
 
 _UNIT_TOL = {F32: 1e-4, F64: 1e-6}
+_HOST = Backend(np, cuda=False)
 _RBAR_MAX_MIXTURE = 1.0 - 1e-10  # caps kappa of a mixture component that collapses onto one point
 
 
@@ -52,8 +53,10 @@ def _map(op, args, names, checks):
     except ValueError:
         desc = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrs))
         raise ValueError(f"shapes do not broadcast: {desc}") from None
-    for a, n, chk in zip(arrs, names, checks):
+    for a, n, chk, raw in zip(arrs, names, checks, args):
         _check_values(be, a, n, **chk)
+        if isinstance(raw, float) and dtype == F32:  # a weak float rounded to float32: check it as given
+            _check_values(_HOST, np.float64(raw), n, **chk)
     flat = [be.reshape(be.broadcast(a, shape), (-1,)) for a in arrs]
     out = be.empty((math.prod(shape),), dtype)
     be.map(op, flat, out)
@@ -364,7 +367,7 @@ class VonMisesFisher:
         if not be.all_finite(norm2):
             raise ValueError("X: contains NaN or inf" if not be.all_finite(x) else "X: |x|^2 overflows")
         rows = n if shared else g * n
-        _check_unit(be, norm2 if not shared else norm2[0], "X", dtype, False, rows)
+        _check_unit(be, norm2 if not shared or g == 0 else norm2[0], "X", dtype, False, rows)
         return ctx.output(be.reshape(out, out_shape))
 
     def pdf(self, X):
