@@ -58,7 +58,10 @@ def compute_dtype(dtypes) -> np.dtype:
 def _as_numpy(a, name: str, allow_complex: bool = False) -> np.ndarray | float | int:
     if isinstance(a, (bool, int, float)) and not isinstance(a, np.generic):
         return a  # weak Python scalar: numpy's NEP 50 promotion keeps the array's dtype
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged nested lists, objects numpy cannot read
+        raise TypeError(f"{name}: cannot convert to a numeric array ({e})") from None
     _check_numpy_dtype(arr, name, allow_complex)
     return arr
 
@@ -91,7 +94,8 @@ def numpy_elementwise(kernel, args, names, out=None):
     """Run a (v, x) -> out elementwise kernel of _core on numpy inputs with ufunc semantics."""
     conv = [_as_numpy(a, n) for a, n in zip(args, names)]
     dt = compute_dtype([c.dtype if isinstance(c, np.ndarray) else c for c in conv])
-    arrs = [np.asarray(c, dtype=dt) for c in conv]
+    # the kernels read whole aligned elements: copy unaligned views (odd offsets or strides)
+    arrs = [np.require(c, dtype=dt, requirements="A") for c in conv]
     for a, n in zip(arrs, names):
         if a.ndim > MAX_DIMS:
             raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")
@@ -151,6 +155,8 @@ def torch_elementwise(family, op_name, kernel, args, names, out=None):
     import torch
 
     tensors = [a for a in args if array_kind(a) == TORCH]
+    if not tensors:  # only out is a tensor
+        raise TypeError("out: a torch tensor out= needs torch tensor inputs; pass a numpy array")
     devices = {t.device for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"inputs are on different devices: {sorted(str(d) for d in devices)}")
@@ -186,11 +192,20 @@ def torch_elementwise(family, op_name, kernel, args, names, out=None):
     if out is not None:
         if array_kind(out) != TORCH:
             raise TypeError("out: expected a torch tensor for torch inputs")
-        if tuple(out.shape) != tuple(result.shape):
-            raise ValueError(f"out: shape {tuple(out.shape)} does not match {tuple(result.shape)}")
+        check_torch_out(out, result)
         out.copy_(result)
         return out
     return result
+
+
+def check_torch_out(out, result):
+    """out= for a torch result: a tensor of the same shape that the floating result casts to."""
+    if array_kind(out) != TORCH:
+        raise TypeError("out: expected a torch tensor for torch inputs")
+    if tuple(out.shape) != tuple(result.shape):
+        raise ValueError(f"out: shape {tuple(out.shape)} does not match {tuple(result.shape)}")
+    if not (out.dtype.is_floating_point or out.dtype.is_complex):  # numpy's same_kind rule
+        raise TypeError(f"out: cannot cast the result dtype {result.dtype} to {out.dtype}")
 
 
 def cupy_elementwise(family, op_name, args, names, out=None):

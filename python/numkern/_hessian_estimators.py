@@ -78,6 +78,12 @@ def _check_positive_int(x, name):
     return int(x)
 
 
+def _vector_result(r):
+    if not hasattr(r, "shape"):
+        raise TypeError(f"matvec: returned a {type(r).__name__}, expected an array")
+    return r[None]
+
+
 class Operator:
     """A symmetric operator applied to a batch of row vectors V (k, dim) -> (k, dim)."""
 
@@ -107,7 +113,7 @@ class Operator:
             if batched:
                 self._apply = matvec
             else:
-                self._apply = lambda V: self.backend.concat([matvec(v)[None] for v in V], 0)
+                self._apply = lambda V: self.backend.concat([_vector_result(matvec(v)) for v in V], 0)
         else:
             raise TypeError(f"matvec: expected a callable, a square matrix or an operator object, "
                             f"got {type(matvec).__name__}")
@@ -287,7 +293,7 @@ def _exchangeable(op, gen, m, probe, rtol, confidence, samples_fn, done_fn, name
         Om = be.probes(gen, (s, op.dim), probe)
         return samples_fn(op, Om, op(Om)), True
     # Adaptive: grow the probe set, reusing A Omega; each round recomputes Z = A Q (s products).
-    s = max(2, min(m // 4, 8))
+    s = min(max(2, min(m // 4, 8)), op.dim)  # more probes than dim: Y^T's R is not square
     Om = be.probes(gen, (s, op.dim), probe)
     Y = op(Om)
     while True:

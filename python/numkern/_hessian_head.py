@@ -43,16 +43,19 @@ class _Lib:
     def cuda(self):
         return self.kind == CUPY or (self.kind == TORCH and self.device.type == "cuda")
 
-    def float_dtype(self, arrays):
+    def float_dtype(self, arrays, names=("features", "weight", "bias")):
         """float32 when every floating input is float32 (or lower), else float64."""
         wide = False
-        for a in arrays:
+        for a, name in zip(arrays, names):
             if a is None:
                 continue
             if self.kind == TORCH and array_kind(a) == TORCH:
                 wide |= (not a.dtype.is_floating_point) or a.dtype.itemsize >= 8
             else:
-                dt = np.asarray(a).dtype if array_kind(a) == NUMPY else a.dtype
+                try:
+                    dt = np.asarray(a).dtype if array_kind(a) == NUMPY else a.dtype
+                except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+                    raise TypeError(f"{name}: cannot convert to an array ({e})") from None
                 wide |= dt.kind != "f" or dt.itemsize >= 8
         if self.kind == TORCH:
             return self.m.float64 if wide else self.m.float32
@@ -79,7 +82,7 @@ class _Lib:
         arr = np.asarray(a)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected a real array)")
-        return np.ascontiguousarray(arr, dtype=dtype)
+        return np.asarray(arr, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
 
     def aslabels(self, y, n, C):
         if self.kind == TORCH and array_kind(y) == TORCH:
@@ -166,6 +169,9 @@ class SoftmaxHeadHessian:
     """
 
     def __init__(self, features, weight, bias=None, labels=None):
+        for a, name in ((features, "features"), (weight, "weight")):
+            if a is None:
+                raise TypeError(f"{name}: expected an array, got None")
         kind = _kind_of([features, weight, bias])
         ref = next(a for a in (features, weight, bias) if a is not None and array_kind(a) == kind)
         L = self._lib = _Lib(kind, ref)

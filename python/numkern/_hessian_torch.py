@@ -159,7 +159,19 @@ def _domains(features, labels):
         raise ValueError(f"labels: {len(labels)} domains but features has {len(features)}")
     if len(features) < 2:
         raise ValueError("features: need at least two domains to align")
+    for e, (z, y) in enumerate(zip(features, labels)):
+        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+            raise TypeError(f"features: domain {e} is not a floating torch tensor "
+                            f"({getattr(z, 'dtype', type(z).__name__)})")
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"labels: domain {e} is not an integer torch tensor "
+                            f"({getattr(y, 'dtype', type(y).__name__)})")
     return features, labels
+
+
+def _check_weight(w, name):
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and w < float("inf")):
+        raise ValueError(f"{name}: must be a finite number >= 0, got {w!r}")
 
 
 def _linear_parts(head, z, y):
@@ -268,6 +280,8 @@ def _is_head_form(first):
 def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None,
                 features=None):
     if not _is_head_form(head_grads_per_domain):
+        _check_weight(alpha, "alpha")
+        _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
         hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
         return _alignment(hgs, [_cat(g) for g in grads], alpha, beta)
@@ -284,6 +298,8 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
         if num_probes is None:
             raise ValueError("num_probes: None (exact diagonal) needs the head form "
                              "hutchinson_penalty(head, features, labels) with an nn.Linear head")
+        _check_weight(alpha, "alpha")
+        _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
         V = _probes(None, params, num_probes, generator)
         diags = []
@@ -301,6 +317,8 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
 def _hgp_head(head, features, labels, alpha, beta, loss_fn):
     grads, hgs = [], []
     features, labels = _domains(features, labels)
+    _check_weight(alpha, "alpha")
+    _check_weight(beta, "beta")
     if _is_linear_ce(head, loss_fn):
         for z, y in zip(features, labels):
             P, g = _linear_parts(head, z, y)
@@ -321,6 +339,8 @@ def _hgp_head(head, features, labels, alpha, beta, loss_fn):
 
 def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator):
     features, labels = _domains(features, labels)
+    _check_weight(alpha, "alpha")
+    _check_weight(beta, "beta")
     params = _params_of(head)
     grads, diags = [], []
     if _is_linear_ce(head, loss_fn):

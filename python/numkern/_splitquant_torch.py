@@ -73,6 +73,9 @@ class SplitQuantLinear(nn.Module):
             raise TypeError("layer: expected a SplitLayer of nn.Linear branches")
         if layer.quantized is None:
             raise ValueError("layer: its branches are not quantized (use numkern.quant.splitquant)")
+        if not 1 <= len(layer.quantized) <= 4:
+            raise ValueError(f"layer: {len(layer.quantized)} branches; the fused format holds 1 to 4 "
+                             "(split with k <= 4)")
         labels = layer.weight_labels.cpu().numpy()
         fused = FusedSplitQuantWeight.from_branches(layer.quantized, labels)
         bias = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._arrays import elementwise
+from ._arrays import check_torch_out, elementwise
 
 
 def needs_grad(*args) -> bool:
@@ -88,6 +88,7 @@ def bessel_autograd(op, v, x, out=None):
         x = torch.as_tensor(x, dtype=dtype, device=ref.device)
     y = _BesselFunction.apply(v, x, op)
     if out is not None:
+        check_torch_out(out, y)
         with torch.no_grad():
             out.copy_(y)
         return out

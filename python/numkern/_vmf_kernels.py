@@ -291,23 +291,29 @@ class Context:
         else:
             self.be = Backend(np, cuda=False)
 
-    def float_dtype(self, *arrays) -> str:
-        """float32 when every array argument is float16/float32, else float64 (as numkern.special)."""
-        names = []
-        for a in arrays:
-            if a is None or isinstance(a, (bool, int, float)):
-                continue
+    def float_dtype(self, *arrays, names=()) -> str:
+        """float32 when every array argument is float16/float32, else float64 (as numkern.special).
+
+        names: the arguments' names, for the error messages."""
+        kinds = []
+        for i, a in enumerate(arrays):
+            name = names[i] if i < len(names) else "input"
+            if a is None or (isinstance(a, (bool, int, float)) and not isinstance(a, np.generic)):
+                continue  # weak Python scalars (np.float64 subclasses float but is not weak)
             k = array_kind(a)
             if k == TORCH:
                 if a.dtype.is_complex:
-                    raise TypeError(f"unsupported dtype {a.dtype}")
-                names.append(F32 if a.dtype.is_floating_point and a.dtype.itemsize <= 4 else F64)
+                    raise TypeError(f"{name}: unsupported dtype {a.dtype}")
+                kinds.append(F32 if a.dtype.is_floating_point and a.dtype.itemsize <= 4 else F64)
             else:
-                dt = np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype
+                try:
+                    dt = np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype
+                except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+                    raise TypeError(f"{name}: cannot convert to a numeric array ({e})") from None
                 if dt.kind not in "biuf":
-                    raise TypeError(f"unsupported dtype {dt} (expected real numbers)")
-                names.append(F32 if dt.kind == "f" and dt.itemsize <= 4 else F64)
-        return F32 if names and all(n == F32 for n in names) else F64
+                    raise TypeError(f"{name}: unsupported dtype {dt} (expected real numbers)")
+                kinds.append(F32 if dt.kind == "f" and dt.itemsize <= 4 else F64)
+        return F32 if kinds and all(n == F32 for n in kinds) else F64
 
     def input(self, a, dtype, name):
         """The caller's array as a C-contiguous backend array of `dtype`."""

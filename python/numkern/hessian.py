@@ -14,6 +14,8 @@ See docs/hessian.md for formulas and measurements.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ._hessian_estimators import (DiagonalEstimate, Operator, TraceEstimate, _check_common,
                                   hutchinson_diagonal, hutchinson_trace, hutchpp_trace, xdiag, xtrace)
 from ._hessian_head import SoftmaxHeadHessian
@@ -25,6 +27,14 @@ __all__ = [
 
 _TRACE_METHODS = ("hutchinson", "hutch++", "xtrace")
 _DIAG_METHODS = ("hutchinson", "xdiag")
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: must be None or an int >= 0, got {seed!r}")
+    return int(seed)
 
 
 def _block(block_size, m):
@@ -61,7 +71,7 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
     """
     m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
-    gen = op.backend.generator(seed)
+    gen = op.backend.generator(_check_seed(seed))
     block = _block(block_size, m)
     if method == "hutchinson":
         return hutchinson_trace(op, gen, m, probe, rtol, confidence, block)
@@ -85,7 +95,7 @@ def diagonal(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rade
     """
     m = _check_common(method, _DIAG_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
-    gen = op.backend.generator(seed)
+    gen = op.backend.generator(_check_seed(seed))
     if method == "hutchinson":
         return hutchinson_diagonal(op, gen, m, probe, rtol, confidence, _block(block_size, m))
     return xdiag(op, gen, m, probe, rtol, confidence)

@@ -44,6 +44,7 @@ _NO_SELF = 1 << 62       # "exclude no pair" for the block update
 _PREP_ELEMS = 1 << 22    # float64 entries per block when centring / whitening the inputs
 _COVARIANCES = ("isotropic", "diagonal", "full")
 _RULES = ("scott", "silverman", "loo")
+_H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -66,7 +67,10 @@ def _as_matrix(a, name, be, d=None):
     if be.kind == NUMPY:
         if kind == CUPY or (kind == TORCH and a.is_cuda):
             raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
-        arr = a.detach().cpu().numpy() if kind == TORCH else np.asarray(a)
+        try:
+            arr = a.detach().cpu().numpy() if kind == TORCH else np.asarray(a)
+        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+            raise TypeError(f"{name}: cannot convert to an array ({e})") from None
     else:
         if kind != be.kind:
             raise ValueError(f"{name}: expected a {be.kind} array on the data's device, got {kind}")
@@ -101,6 +105,8 @@ def _check_bandwidth_value(h, name="bandwidth"):
     h = float(h)
     if not (math.isfinite(h) and h > 0):
         raise ValueError(f"{name}: must be finite and > 0, got {h}")
+    if not (_H_MIN <= h <= _H_MAX):  # the kernel uses 1/(2 h^2) and log(h^2): both must be finite
+        raise ValueError(f"{name}: must lie in [{_H_MIN:g}, {_H_MAX:g}], got {h}")
     return h
 
 
@@ -108,8 +114,11 @@ def _normalised_weights(weights, n):
     if weights is None:
         return np.full(n, 1.0 / n)
     kind = array_kind(weights)
-    w = weights.detach().cpu().numpy() if kind == TORCH else (
-        weights.get() if kind == CUPY else np.asarray(weights))
+    try:
+        w = weights.detach().cpu().numpy() if kind == TORCH else (
+            weights.get() if kind == CUPY else np.asarray(weights))
+    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"weights: cannot convert to an array ({e})") from None
     if w.dtype.kind not in "biuf":
         raise TypeError(f"weights: unsupported dtype {w.dtype}")
     w = np.asarray(w, dtype=np.float64).reshape(-1) if w.ndim <= 1 else None
@@ -222,8 +231,9 @@ class GaussianKDE:
                 self.factor = (self.neff * (d + 2.0) / 4.0) ** (-1.0 / (d + 4))
             scale = math.sqrt(self._mean_variance()) if covariance == "isotropic" else 1.0
             self.bandwidth = self.factor * scale
-            if not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
-                raise ValueError("data: the bandwidth rule needs a non-zero spread; pass a float bandwidth")
+            if not (_H_MIN <= self.bandwidth <= _H_MAX):
+                raise ValueError(f"data: the bandwidth rule gives h = {self.bandwidth:g}, outside "
+                                 f"[{_H_MIN:g}, {_H_MAX:g}] (no or extreme spread); pass a float bandwidth")
         elif bandwidth == "loo":
             self.bandwidth = self._select(None).bandwidth
         else:
@@ -603,24 +613,41 @@ def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covar
 
 
 # ---- high-dimensional regimes ----------------------------------------------------------------
+_ALPHA_MAX = 300.0  # w* ~ e^(2 alpha) must stay a finite double
+
+
 def _rate_I(w):
-    w = np.asarray(w, dtype=np.float64)
-    return 0.5 * np.log1p(w) - w / (2.0 * (1.0 + w) ** 2)
+    w = float(w)
+    if w < 1e-2:  # I(w) = (1/2) sum_k (-1)^k (k - 1/k) w^k: the closed form cancels to 0 here
+        return 0.5 * sum((-1) ** k * (k - 1.0 / k) * w ** k for k in range(2, 14))
+    return 0.5 * math.log1p(w) - w / (2.0 * (1.0 + w)) / (1.0 + w)  # (1+w)^2 may overflow
 
 
 def _solve_w_star(alpha):
-    lo, hi = 0.0, 1.0
+    # bisection in log w: w* spans hundreds of decades (w* ~ sqrt(4 alpha / 3) for small alpha)
+    lo = hi = math.sqrt(alpha)
+    while _rate_I(lo) >= alpha:
+        lo *= 0.5
     while _rate_I(hi) < alpha:
         hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
+    for _ in range(400):
+        mid = math.sqrt(lo) * math.sqrt(hi)  # lo * hi may overflow
         if _rate_I(mid) < alpha:
             lo = mid
         else:
             hi = mid
         if hi - lo <= 1e-16 * hi:
             break
-    return 0.5 * (lo + hi)
+    return math.sqrt(lo) * math.sqrt(hi)
+
+
+def _real(x, name):
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
+    try:
+        return float(x)
+    except OverflowError:
+        raise ValueError(f"{name}: {x} does not fit in a float64") from None
 
 
 @dataclass
@@ -636,9 +663,12 @@ class Regimes:
     def kl_per_dim(self, h):
         """Leading-order KL(p || p_hat) / d: 1/2 ln(1+h^2) + 1/(2(1+h^2)) - 1/2 for h >= h_G and
         alpha - 1/2 + ln h + u(w*)/(2 h^2) below."""
-        h = np.asarray(h, dtype=np.float64)
+        try:
+            h = np.asarray(h, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"h: cannot convert to a float64 array ({e})") from None
         above = 0.5 * np.log1p(h * h) + 0.5 / (1.0 + h * h) - 0.5
-        u = (2.0 + self.w_star) / (1.0 + self.w_star) ** 2
+        u = (2.0 + self.w_star) / (1.0 + self.w_star) / (1.0 + self.w_star)
         with np.errstate(divide="ignore"):
             below = self.alpha - 0.5 + np.log(h) + u / (2.0 * h * h)
         r = np.where(h >= self.h_G, above, below)
@@ -667,19 +697,22 @@ def regimes(n=None, d=None, *, alpha=None):
     the KL-optimal bandwidth lies in the extreme-value regime.  Example: alpha = 0.5 gives
     h_G = 0.652, h_CLT = 0.922.  For data of variance s^2 per dimension multiply every h by s.
 
-    Give (n, d) or alpha > 0.  Returns ``Regimes(alpha, w_star, h_G, h_CLT, h_KL)``.
+    Give (n, d) or 0 < alpha <= 300.  Returns ``Regimes(alpha, w_star, h_G, h_CLT, h_KL)``.
     """
     if alpha is None:
         if n is None or d is None:
             raise ValueError("n, d: give both n and d, or alpha")
-        if not (float(n) >= 2):
-            raise ValueError(f"n: need at least 2 points, got {n}")
-        if not (float(d) >= 1):
-            raise ValueError(f"d: need d >= 1, got {d}")
-        alpha = math.log(float(n)) / float(d)
-    alpha = float(alpha)
-    if not (math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha: must be finite and > 0, got {alpha}")
+        fn, fd = _real(n, "n"), _real(d, "d")
+        if not (fn >= 2 and math.isfinite(fn)):
+            raise ValueError(f"n: need at least 2 points (finite), got {n}")
+        if not (fd >= 1 and math.isfinite(fd)):
+            raise ValueError(f"d: need d >= 1 (finite), got {d}")
+        alpha = math.log(fn) / fd
+        if alpha > _ALPHA_MAX:
+            raise ValueError(f"n, d: alpha = ln(n)/d = {alpha:g} exceeds {_ALPHA_MAX:g} (w* overflows)")
+    alpha = _real(alpha, "alpha")
+    if not (math.isfinite(alpha) and 0 < alpha <= _ALPHA_MAX):
+        raise ValueError(f"alpha: must be finite, > 0 and <= {_ALPHA_MAX:g}, got {alpha}")
     w = _solve_w_star(alpha)
     return Regimes(alpha=alpha, w_star=w, h_G=math.sqrt(1.0 / w), h_CLT=math.sqrt(2.0 / w),
-                   h_KL=math.sqrt((2.0 + w) / (1.0 + w) ** 2))
+                   h_KL=math.sqrt((2.0 + w) / (1.0 + w)) / math.sqrt(1.0 + w))

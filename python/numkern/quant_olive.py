@@ -56,6 +56,8 @@ _LAZY = ("OVPLinear",)  # torch classes, created on first use (numkern never imp
 _NORMAL_CODE = {"int": 0, "flint": 1}
 _GRID_MAX = {(4, "int"): 28.0, (4, "flint"): 32.0, (8, "int"): 31.75}
 _MODE_SEARCH, _MODE_SIGMA, _MODE_GIVEN = 0, 1, 2
+_ABS_MAX = 1e37               # |w| beyond this: grid value x scale may overflow float32
+_ALPHA_RANGE = (1e-30, 1e37)  # given thresholds whose float32 scale alpha / gmax is normal
 
 
 def _bytes_per_row(cols: int, bits: int) -> int:
@@ -163,7 +165,10 @@ def _as_f32_2d(w, name):
             raise TypeError(f"{name}: expected a floating array, got {w.dtype}")
         x = w
     else:
-        x = np.asarray(w)
+        try:
+            x = np.asarray(w)
+        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+            raise TypeError(f"{name}: cannot convert to an array ({e})") from None
         if x.dtype.kind != "f":
             raise TypeError(f"{name}: expected a floating array, got {x.dtype}")
     shape = _shape_of(x)
@@ -178,11 +183,17 @@ def _as_f32_2d(w, name):
     if kind == TORCH:
         import torch
         x = x.to(torch.float32).reshape(rows, cols).contiguous()
+        big = int((x.abs() > _ABS_MAX).sum().item())
     elif kind == CUPY:
         import cupy
         x = cupy.ascontiguousarray(x.astype(cupy.float32).reshape(rows, cols))
+        big = int(cupy.count_nonzero(cupy.abs(x) > _ABS_MAX))
     else:
-        x = np.ascontiguousarray(x.astype(np.float32, copy=False).reshape(rows, cols))
+        with np.errstate(over="ignore"):
+            x = np.ascontiguousarray(x.astype(np.float32, copy=False).reshape(rows, cols))
+        big = int(np.count_nonzero(np.abs(x) > _ABS_MAX))
+    if big:  # float64 values beyond float32, or so close to its limit that scales overflow
+        raise ValueError(f"{name}: {big} value(s) with |w| > {_ABS_MAX:g}; OVP computes in float32")
     return kind, x, shape
 
 
@@ -283,9 +294,12 @@ def ovp_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", *
     per_row = axis == "row"
     groups = x.shape[0] if per_row else 1
     if alpha is not None:
-        a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (groups,)).copy()
-        if not np.all(np.isfinite(a) & (a > 0)):
-            raise ValueError("alpha: thresholds must be finite and > 0")
+        try:
+            a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (groups,)).copy()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"alpha: expected a number or one per group ({groups}) ({e})") from None
+        if not np.all((a >= _ALPHA_RANGE[0]) & (a <= _ALPHA_RANGE[1])):
+            raise ValueError(f"alpha: thresholds must lie in [{_ALPHA_RANGE[0]:g}, {_ALPHA_RANGE[1]:g}]")
         mode = _MODE_GIVEN
     else:
         a, mode = None, (_MODE_SEARCH if search else _MODE_SIGMA)
@@ -322,8 +336,12 @@ def plain_fake_quantize(w, bits=4, normal="int", axis="row"):
     with.  Values beyond alpha clip to the largest normal value.
     """
     _check_format(bits, normal, allow_auto=False)
-    x = np.asarray(w, dtype=np.float32).astype(np.float64)
-    shape = x.shape
+    if axis not in ("row", None):
+        raise ValueError(f"axis: must be 'row' or None, got {axis!r}")
+    if array_kind(w) != NUMPY:
+        raise TypeError(f"w: expected a numpy array (this baseline runs in numpy), got {type(w).__name__}")
+    _, x2d, shape = _as_f32_2d(w, "w")  # finite, at least 1-d, non-empty, floating
+    x = x2d.astype(np.float64).reshape(shape)
     x2 = x.reshape(-1, shape[-1]) if axis == "row" else x.reshape(1, -1)
     if bits == 8:
         grid = np.arange(-127, 128) / 4.0
@@ -391,7 +409,8 @@ def ovp_fake_quantize(w, bits=4, normal="auto", axis="row", both_outliers="large
         if w.requires_grad:
             return w + (deq - w).detach()
         return deq
-    return deq.astype(w.dtype, copy=False) if hasattr(deq, "astype") else deq
+    dtype = w.dtype if hasattr(w, "dtype") else np.asarray(w).dtype  # lists: their numpy dtype
+    return deq.astype(dtype, copy=False) if hasattr(deq, "astype") else deq
 
 
 def _matmul_raw(x2, q, kind):
@@ -431,6 +450,13 @@ def ovp_matmul(x, q: OVPTensor):
     kind, kq = array_kind(x), array_kind(q.codes)
     if kind != kq:
         raise ValueError(f"x: is a {kind} array but q holds {kq} arrays")
+    if kind == NUMPY:
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"x: cannot convert to an array ({e})") from None
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x: expected a real array, got {x.dtype}")
     xs = _shape_of(x)
     if len(xs) == 0 or xs[-1] != q.shape[1]:
         raise ValueError(f"x: inner dimension {xs[-1] if xs else None} does not match q's {q.shape[1]}")

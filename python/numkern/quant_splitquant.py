@@ -101,7 +101,10 @@ def _to_numpy(a, name):
             with dev:
                 return cupy.asarray(r)
         return a.get(), back
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"{name}: cannot convert to an array ({e})") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected a real numeric array)")
     return arr, lambda r: r
@@ -159,9 +162,9 @@ def kmeans1d(values, k=3, method="optimal", *, seed=0, max_iter=300, tol=1e-4):
     return back(centers), back(labels.reshape(arr.shape))
 
 
-def _row_boundaries(rows, k, method, seed=0):
+def _row_boundaries(rows, k, method, seed=0, name="weight"):
     """Per-row cluster boundaries (rows x (k-1)): midpoints of sorted centres, +inf padded."""
-    rows = _finite_float(rows, "weight")
+    rows = _finite_float(rows, name)
     if method == "optimal":
         centers, _, _ = _core.splitquant.kmeans1d_rows(rows, k)
     else:
@@ -174,8 +177,18 @@ def _row_boundaries(rows, k, method, seed=0):
 
 
 def cluster_labels(rows, k, method="optimal", seed=0):
-    """Branch index of every entry of a (rows x cols) array: number of boundaries it exceeds."""
-    bounds = _row_boundaries(rows, k, method, seed)
+    """Branch index of every entry of a (rows x cols) array: number of boundaries it exceeds.
+
+    rows: finite real (r, c) numpy array, c >= 1; k >= 1; method and seed as in ``kmeans1d``.
+    Returns int8 labels (r, c) in [0, k).
+    """
+    k = _check_int(k, "k")
+    method = _check_method(method)
+    seed = _check_int(seed, "seed", 0)
+    rows, _ = _to_numpy(rows, "rows")
+    if rows.ndim != 2 or rows.shape[1] < 1:
+        raise ValueError(f"rows: expected a 2-D array with at least one column, got shape {rows.shape}")
+    bounds = _row_boundaries(rows, k, method, seed, "rows")
     x = rows.astype(np.float64)
     lab = np.zeros(x.shape, dtype=np.int8)
     for j in range(bounds.shape[1]):
@@ -261,6 +274,10 @@ def _quantize_rows(rows, bits, scheme, group_size):
     else:
         offset = w.min(axis=2)
         scale = (w.max(axis=2) - offset) / qmax
+    top = (2 ** (bits - 1) - 1 if scheme == "symmetric" else qmax) * scale + offset
+    if not (np.isfinite(scale).all() and np.isfinite(top).all()):  # codes would decode to NaN / inf
+        raise ValueError(f"w: the range of a quantization group overflows {rows.dtype} "
+                         "(values near the float maximum); rescale the weights")
     codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
     return codes.reshape(nrows, cols), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
 
@@ -282,7 +299,8 @@ def quantize_weights(w, bits, scheme=None, group_size=128):
     (s = 0) dequantizes to its value.
 
     Domain: finite float weights with ndim >= 1 (dim 0 = output channels; the rest flattened is
-    the input dimension); group_size >= 1 dividing it.  Returns a ``QuantizedWeight``.
+    the input dimension) whose group ranges max - min do not overflow; group_size >= 1 dividing
+    it.  Returns a ``QuantizedWeight``.
     """
     bits = _check_bits(bits)
     scheme = _check_scheme(scheme, bits)
@@ -373,7 +391,10 @@ class FusedSplitQuantWeight:
             from . import _splitquant_torch
 
             return _splitquant_torch.fused_matmul_cupy(self, x, bias)
-        xa = np.asarray(x, dtype=np.float32)
+        try:
+            xa = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"x: cannot convert to a float32 array ({e})") from None
         self._check_x(xa.shape)
         y = _core.splitquant.fused_linear(xa.reshape(-1, self.in_features), self.codes,
                                           self.clusters, self.scales, self.offsets,
@@ -382,6 +403,9 @@ class FusedSplitQuantWeight:
         return y.reshape(*xa.shape[:-1], self.out_features)
 
     def _check_x(self, shape):
+        if isinstance(self.in_features, bool) or not isinstance(self.in_features, (int, np.integer)) \
+                or self.in_features < 1:
+            raise ValueError(f"in_features: must be an int >= 1, got {self.in_features!r}")
         if len(shape) < 1 or shape[-1] != self.in_features:
             raise ValueError(f"x: last dimension must be in_features={self.in_features}, "
                              f"got shape {tuple(shape)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import TORCH, array_kind, elementwise, has_complex
+from ._arrays import TORCH, _as_numpy, _broadcast_shape, array_kind, elementwise, has_complex
 
 __all__ = [
     "log_iv", "log_kv", "iv", "ive", "kv", "kve", "i0", "i0e", "i1", "i1e", "k0", "k0e", "k1",
@@ -32,13 +32,35 @@ def _call(op, v, x, out, names=("v", "x")):
     return elementwise("special", op, (v, x), names, out)
 
 
-def _scipy_complex(name, *args, out=None):
+def _scipy_complex(name, *args, out=None, names=("v", "z")):
     import scipy.special as sc
 
-    if any(array_kind(a) != "numpy" for a in args):
-        raise TypeError(f"{name}: complex arguments are supported for numpy inputs only "
-                        "(delegated to scipy.special)")
-    return getattr(sc, name)(*args, out=out) if out is not None else getattr(sc, name)(*args)
+    # validated here so that errors name the argument (SciPy's ufunc messages do not)
+    names = names[-len(args):]
+    ufunc = getattr(sc, name)
+    arrs = []
+    for a, n in zip(args, names):
+        if array_kind(a) != "numpy":
+            raise TypeError(f"{n}: complex arguments are supported for numpy inputs only "
+                            "(delegated to scipy.special)")
+        arrs.append(np.asarray(_as_numpy(a, n, allow_complex=True)))
+    if len(arrs) == 2 and arrs[0].dtype.kind == "c":
+        raise TypeError("v: the order must be real (complex z is delegated to scipy.special)")
+    if not any("D" in t.split("->")[0] for t in ufunc.types):
+        raise TypeError(f"{names[-1]}: complex arguments are not supported by {name} "
+                        f"(scipy.special.{name} is real only)")
+    shape = _broadcast_shape([a.shape for a in arrs], names)
+    if out is None:
+        return ufunc(*args)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out: shape {out.shape} does not match the broadcast shape {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out: array is read-only")
+    if not np.can_cast(np.complex128, out.dtype, casting="same_kind"):
+        raise TypeError(f"out: cannot cast the complex result to {out.dtype}")
+    return ufunc(*args, out=out)
 
 
 def log_iv(v, x, out=None):
@@ -109,7 +131,7 @@ _FIXED_ORDER_OPS = {"i0": "iv", "i0e": "ive", "i1": "iv", "i1e": "ive",
 
 def _fixed_order(name, order, x, out):
     if has_complex(x):
-        return _scipy_complex(name, x, out=out)
+        return _scipy_complex(name, x, out=out, names=("x",))
     # A Python int order is a "weak" scalar: float32 x stays float32, as in SciPy; SciPy's
     # fixed-order functions compute float16 in float64, and so do these drop-ins.
     if getattr(x, "dtype", None) == np.float16 and array_kind(x) == "numpy":

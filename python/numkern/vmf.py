@@ -23,11 +23,12 @@ import warnings
 import numpy as np
 
 from ._arrays import TORCH, array_kind
-from ._vmf_kernels import F32, F64, Context
+from ._vmf_kernels import F32, F64, Backend, Context
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
 
 _UNIT_TOL = {F32: 1e-4, F64: 1e-6}
+_HOST = Backend(np, cuda=False)
 _RBAR_MAX_MIXTURE = 1.0 - 1e-10  # caps kappa of a mixture component that collapses onto one point
 
 
@@ -45,15 +46,17 @@ def _map(op, args, names, checks):
     """Broadcast args, validate them, run the elementwise kernel `op`, return the caller's kind."""
     ctx = Context(*args)
     be = ctx.be
-    dtype = ctx.float_dtype(*args)
+    dtype = ctx.float_dtype(*args, names=names)
     arrs = [ctx.input(a, dtype, n) for a, n in zip(args, names)]
     try:
         shape = np.broadcast_shapes(*[tuple(a.shape) for a in arrs])
     except ValueError:
         desc = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrs))
         raise ValueError(f"shapes do not broadcast: {desc}") from None
-    for a, n, chk in zip(arrs, names, checks):
+    for a, n, chk, raw in zip(arrs, names, checks, args):
         _check_values(be, a, n, **chk)
+        if isinstance(raw, float) and dtype == F32:  # a weak float rounded to float32: check it as given
+            _check_values(_HOST, np.float64(raw), n, **chk)
     flat = [be.reshape(be.broadcast(a, shape), (-1,)) for a in arrs]
     out = be.empty((math.prod(shape),), dtype)
     be.map(op, flat, out)
@@ -128,7 +131,7 @@ def kappa_mle(rbar, d):
 def _prepare_rows(ctx, X, name, normalize):
     """X (..., n, d) as a contiguous backend array plus its row norms |x|^2 (float64)."""
     be = ctx.be
-    dtype = ctx.float_dtype(X)
+    dtype = ctx.float_dtype(X, names=(name,))
     x = ctx.input(X, dtype, name)
     shape = tuple(x.shape)
     if len(shape) < 2:
@@ -174,9 +177,13 @@ def _resultant(ctx, X, weights, normalize, name="X"):
         except (ValueError, RuntimeError):
             raise ValueError(f"weights: shape {tuple(w.shape)} does not broadcast to {batch + (n,)}") from None
         _check_values(be, w, "weights", low=0.0)
-        wsum = be.sum(w, axis=1)
-        if be.count(wsum <= 0):
+        wmax = be.max(w, axis=1)
+        if be.count(wmax <= 0):
             raise ValueError("weights: every fit needs a positive total weight")
+        # rbar is invariant to the scale of the weights: dividing by the largest keeps the sums
+        # finite for weights near the float64 maximum (they overflowed to inf -> NaN fits)
+        w = w / be.reshape(wmax, (g, 1))
+        wsum = be.sum(w, axis=1)
         w = w * inv
     else:
         w = inv
@@ -261,7 +268,7 @@ class VonMisesFisher:
     def __init__(self, mu, kappa):
         ctx = Context(mu, kappa)
         be = ctx.be
-        dtype = ctx.float_dtype(mu, kappa)
+        dtype = ctx.float_dtype(mu, kappa, names=("mu", "kappa"))
         m = ctx.input(mu, F64, "mu")
         if m.ndim < 1 or tuple(m.shape)[-1] < 2:
             raise ValueError(f"mu: expected shape (..., d) with d >= 2, got {tuple(m.shape)}")
@@ -340,7 +347,7 @@ class VonMisesFisher:
         """
         ctx = self._ctx
         be = ctx.be
-        dtype = ctx.float_dtype(X)
+        dtype = ctx.float_dtype(X, names=("X",))
         x = ctx.input(X, dtype, "X")
         shape = tuple(x.shape)
         d = self._d
@@ -360,7 +367,7 @@ class VonMisesFisher:
         if not be.all_finite(norm2):
             raise ValueError("X: contains NaN or inf" if not be.all_finite(x) else "X: |x|^2 overflows")
         rows = n if shared else g * n
-        _check_unit(be, norm2 if not shared else norm2[0], "X", dtype, False, rows)
+        _check_unit(be, norm2 if not shared or g == 0 else norm2[0], "X", dtype, False, rows)
         return ctx.output(be.reshape(out, out_shape))
 
     def pdf(self, X):

@@ -76,6 +76,14 @@ constexpr double kLog2PiHi = 1.8378770664093453;     // log(2 pi) = hi + lo
 constexpr double kLog2PiLo = 1.0150610510858574e-16;
 constexpr double kLn2Lo = 2.3190468138462996e-17;
 
+// log(x/2) for x > 0, also where x/2 underflows (x = 2^-1074 halves to 0 and log(0) = -inf
+// would turn v log(x/2) into NaN at v = 0); bit-identical to log_of(0.5 x) for normal x/2.
+template <bool kExact>
+NK_HOST_DEVICE dd log_half_of(double x) {
+  if (x >= 4.450147717014403e-308) return log_of<kExact>(0.5 * x);
+  return dd_add(log_of<kExact>(x), dd{-kLn2, -kLn2Lo});
+}
+
 NK_HOST_DEVICE double hankel_threshold(double v) {
   return v >= kDebyeMinOrder ? 50.0 * v * v : (1.2 * v * v > 25.0 ? 1.2 * v * v : 25.0);
 }
@@ -241,7 +249,8 @@ NK_HOST_DEVICE LogPair log_iv_series(double v, double x, double shift) {
     if (mu > 0.0) l = dd_add(l, kExact ? dd_mul(log_of<true>(half), mu) : dd{mu * m::log(half), 0.0});
     return from_dd(dd_add(l, -shift));
   }
-  dd vl = kExact ? dd_mul(log_of<true>(half), v) : dd{v * m::log(half), 0.0};
+  dd lh = log_half_of<kExact>(x);
+  dd vl = kExact ? dd_mul(lh, v) : dd{v * lh.hi, 0.0};
   return from_dd(dd_add(vl, m::log(sum) - log_gamma_small(v + 1.0) - shift));
 }
 
@@ -259,7 +268,7 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   double x2 = 0.5 * x;
   double pimu = kPi * mu;
   double fact = (m::fabs(pimu) < 1e-12) ? 1.0 : pimu / m::sin(pimu);
-  double d = -m::log(x2);
+  double d = -log_half_of<false>(x).hi;
   double e = mu * d;
   double fact2 = (m::fabs(e) < 1e-8) ? 1.0 + e * e / 6.0 : m::sinh(e) / e;
   double ff = fact * (gam1 * m::cosh(e) + gam2 * fact2 * d);
@@ -332,14 +341,17 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   int exponent = 0;  // cur, prev carry a factor 2^exponent
   int steps = static_cast<int>(n);
   for (int i = 1; i < steps; ++i) {
-    double next = (mu + i) * (2.0 / x) * cur + prev;
-    prev = cur;
-    cur = next;
-    if (cur > 1e250) {
+    const double f = (mu + i) * (2.0 / x);
+    // rescale before f * cur overflows: with 2/x up to 2e100 one step can jump from 1e250 past
+    // the double range (log_kv(7.5, 1e-90) was NaN).  Scaling by 2^-800 is exact.
+    if (cur > 1e300 / f) {
       cur = m::ldexp(cur, -800);
       prev = m::ldexp(prev, -800);
       exponent += 800;
     }
+    double next = f * cur + prev;
+    prev = cur;
+    cur = next;
   }
   dd r = dd_add(log_of<kExact>(cur), lead);
   if (exponent != 0) {

@@ -66,7 +66,8 @@ NK_HOST_DEVICE double ke_pos(int n, double x) {
 // K_n(x) for 0 < x <= 2
 NK_HOST_DEVICE double k_small(int n, double x) {
   double t = 0.5 * x * x - 1.0;
-  double l = m::log(0.5 * x);
+  // log(x/2) without halving a subnormal x to 0 (log 0 = -inf times I_1(x) = 0 gave NaN)
+  double l = x >= 4.450147717014403e-308 ? m::log(0.5 * x) : m::log(x) - 0.69314718055994531;
   double ie = ie_abs(n, x) * m::exp(x);  // I_n(x)
   if (n == 0) return clenshaw(kK0Small, kK0SmallN, t) - l * ie;
   return clenshaw(kK1Small, kK1SmallN, t) / x + l * ie;

@@ -124,6 +124,9 @@ NK_HOST_DEVICE Elem round_abf8(float q) {
 
 // Round one value (q units) onto normal ∪ outlier grid.
 NK_HOST_DEVICE Elem round_elem(float q, int bits, int normal) {
+  // A NaN q (from a non-finite scale) would index the flint table with INT_MIN, and float ->
+  // int of a huge |q| is undefined: clamp first (1e6 is far beyond every grid).
+  q = q == q ? ::fminf(::fmaxf(q, -1e6f), 1e6f) : 0.0f;
   const float a = ::fabsf(q);
   if (bits == 8) return a >= 32.375f ? round_abf8(q) : round_int8(q);
   if (normal == kFlint) return a >= 40.0f ? round_abf4(q) : round_flint4(q);

@@ -235,10 +235,12 @@ NK_HOST_DEVICE double vmf_sample_t(double d, double kappa, std::uint64_t seed, s
   using namespace vmf_detail;
   Stream s{stream_key(seed, row, 1), 0};
   const double dm1 = d - 1.0;
-  // sqrt(4 kappa^2 + (d-1)^2) without overflow for kappa up to the largest double
-  const double q = dm1 / (2.0 * kappa);
-  const double root = kappa > dm1 ? 2.0 * kappa * m::sqrt(1.0 + q * q) : m::sqrt(4.0 * kappa * kappa + dm1 * dm1);
-  const double b = dm1 / (2.0 * kappa + root);
+  // b = (d-1) / (2 kappa + sqrt(4 kappa^2 + (d-1)^2)) without overflow for kappa up to the
+  // largest double: for kappa > d-1, b = q / (1 + sqrt(1 + q^2)), q = (d-1) / (2 kappa)
+  // (2 kappa overflowed at kappa ~ 1e308: b = 0, t0 = 0 and every sample was NaN)
+  const double q = 0.5 * dm1 / kappa;
+  const double b = kappa > dm1 ? q / (1.0 + m::sqrt(1.0 + q * q))
+                               : dm1 / (2.0 * kappa + m::sqrt(4.0 * kappa * kappa + dm1 * dm1));
   const double x0 = (1.0 - b) / (1.0 + b);
   const double t0 = 2.0 * b / (1.0 + b);
   const double alpha = 0.5 * dm1;
