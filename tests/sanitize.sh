@@ -11,6 +11,7 @@
 #   NUMKERN_SANITIZE_LOGS   directory for sanitizer reports (default: a fresh temp dir).
 #   NUMKERN_SANITIZE_KEEP=1 reuse an existing venv and skip the reinstall of the test deps
 #                           (numkern itself is always rebuilt).
+#   NUMKERN_SANITIZE_FIRST  test files to run first (all of tests/test_*.py run either way).
 #
 # Choices:
 # - CPU module only (NUMKERN_CUDA=OFF): the CUDA module is host code around kernels that cannot
@@ -31,7 +32,7 @@ root=$(pwd)
 venv=${NUMKERN_SANITIZE_VENV:-$root/.venv-sanitize}
 logs=${NUMKERN_SANITIZE_LOGS:-$(mktemp -d -t numkern-sanitize.XXXXXX)}
 mkdir -p "$logs"
-rm -f "$logs"/asan.* "$logs"/ubsan.*
+rm -f "$logs"/asan.* "$logs"/ubsan.* "$logs"/pytest.out "$logs"/pytest.rc
 
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
@@ -65,17 +66,36 @@ fi
 
 export LD_PRELOAD="$libasan $libubsan"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:log_path=$logs/asan:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan"
+export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$logs/ubsan"
 # Lets a test skip itself under ASan for a reason outside numkern (none does at present).
 export NUMKERN_SANITIZE_RUN=1
 
 status=0
 # `import numkern` resolves to the instrumented module installed in the venv (the source tree's
 # python/ is not on sys.path).
-"$py" -m pytest -q -p no:cacheprovider tests "$@" || status=$?
+# NUMKERN_SANITIZE_FIRST: test files to run first (the rest of tests/ follows in the usual order),
+# e.g. the native-heavy families before the torch model tests on a slow machine.
+targets=()
+for f in ${NUMKERN_SANITIZE_FIRST:-}; do targets+=("$f"); done
+for f in tests/test_*.py; do
+  [[ " ${targets[*]} " == *" $f "* ]] || targets+=("$f")
+done
+# --capture=sys: pytest's default fd-level capture would swallow a sanitizer report written to
+# fd 2 by a process that then aborts.  The output is kept and searched for reports as well:
+# GCC 12's UBSan, linked next to ASan, prints to stderr and ignores log_path.  (A report in a
+# subprocess a test captures aborts that subprocess, which fails the test.)
+{ rc=0; "$py" -m pytest -q -p no:cacheprovider --capture=sys "${targets[@]}" "$@" || rc=$?; echo "$rc" > "$logs/pytest.rc"; } 2>&1 |
+  tee "$logs/pytest.out"
+status=$(cat "$logs/pytest.rc")
 
 unset LD_PRELOAD
 reports=$(find "$logs" -type f \( -name 'asan.*' -o -name 'ubsan.*' \) | sort)
+pattern='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|SUMMARY: (Address|UndefinedBehavior)Sanitizer'
+if grep -Eq "$pattern" "$logs/pytest.out"; then
+  echo "sanitize.sh: sanitizer report in the test output:" >&2
+  grep -E -A 30 "$pattern" "$logs/pytest.out" | head -n 80 >&2
+  exit 1
+fi
 if [[ -n $reports ]]; then
   echo "sanitize.sh: sanitizer reports:" >&2
   for f in $reports; do

@@ -83,6 +83,17 @@ def test_ovp_tiny_threshold_saturates_to_largest_outlier(bits, top):
     np.testing.assert_array_equal(d, np.array([[top * s, 0.0, -top * s, 0.0]], np.float32))
 
 
+def test_kmeans1d_huge_k_allocates_nothing_extra():
+    # Seen while writing the k-means fuzz target: the binding allocated and NaN-filled a
+    # (rows, k) centre table, 16 GiB for k = 2^31 - 1 (an out-of-memory kill, not an error).
+    # At most min(k, n) centres exist, and the table now has that many columns.
+    centers, labels = quant.kmeans1d([1.0, 2.0, 2.0], k=2**31 - 1)
+    np.testing.assert_array_equal(centers, [1.0, 2.0])
+    np.testing.assert_array_equal(labels, [0, 1, 1])
+    lab = quant.cluster_labels(np.array([[3.0, -1.0, 0.5]]), k=2**31 - 1)
+    np.testing.assert_array_equal(lab, [[2, 0, 1]])
+
+
 # ---- the fuzzers themselves ---------------------------------------------------------------------
 def _compiler():
     cxx = os.environ.get("CXX", "g++")

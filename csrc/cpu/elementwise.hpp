@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 #include "cpu/threads.hpp"
 #include "numkern/config.hpp"
@@ -70,13 +71,27 @@ void for_each_strided(const Strided& geom, const std::array<std::array<index_t, 
   }
 }
 
+// numpy arrays need not be aligned (a view at an odd byte offset, a packed record field):
+// elements go through memcpy, a plain unaligned load / store on x86-64 and ARM64, where a
+// dereference of a misaligned T* is undefined behaviour (UBSan: tests/sanitize.sh).
+template <class T>
+inline T load_unaligned(const T* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+template <class T>
+inline void store_unaligned(T* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+
 // out = op(a, b), all of type T, all of shape geom.shape.
 template <class Op, class T>
 void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
                  const std::array<std::array<index_t, kMaxDims>, 3>& strides) {
   Op op;
   for_each_strided<3>(geom, strides, [&](const std::array<index_t, 3>& o) {
-    out[o[2]] = op(a[o[0]], b[o[1]]);
+    store_unaligned(out + o[2], op(load_unaligned(a + o[0]), load_unaligned(b + o[1])));
   });
 }
 

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -30,6 +31,9 @@ py::tuple kmeans_rows(const py::array& values, int k) {
   const index_t rows = x.shape(0), cols = x.shape(1);
   if (cols < 1) throw py::value_error("values: rows must not be empty");
   check_finite(x.data(), rows * cols);
+  // At most cols clusters can be non-empty: a huge k (k = 2^31 - 1 from a caller) would
+  // otherwise allocate and NaN-fill rows * k doubles.  Columns beyond cols would be all NaN.
+  k = static_cast<int>(std::min<index_t>(k, cols));
   py::array_t<double> centers({rows, static_cast<index_t>(k)});
   py::array_t<std::int64_t> labels({rows, cols});
   py::array_t<double> costs(rows);
@@ -118,7 +122,7 @@ py::array_t<float> fused_decode(const py::array& codes, const py::array& cluster
 
 void bind_splitquant(py::module_& m) {
   m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("k"),
-        "Exact 1-D k-means of every row: (centers (rows, k) NaN-padded, labels, costs).");
+        "Exact 1-D k-means of every row: (centers (rows, min(k, cols)) NaN-padded, labels, costs).");
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"),
         py::arg("scales"), py::arg("offsets"), py::arg("group_size"), py::arg("bits"),
         py::arg("bias"));
