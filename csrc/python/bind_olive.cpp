@@ -12,9 +12,12 @@
 namespace nk {
 namespace {
 namespace py = pybind11;
-using F32 = py::array_t<float, py::array::c_style>;
-using F64 = py::array_t<double, py::array::c_style>;
-using U8 = py::array_t<std::uint8_t, py::array::c_style>;
+// numpy copies an input that is not C-contiguous or not aligned (a view at an odd byte offset):
+// the kernels dereference float pointers, which must be aligned.
+constexpr int kAlignedC = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using F32 = py::array_t<float, kAlignedC>;
+using F64 = py::array_t<double, kAlignedC>;
+using U8 = py::array_t<std::uint8_t, kAlignedC>;
 
 void raise_if(const char* message) {
   if (message) throw py::value_error(message);

@@ -16,7 +16,8 @@ namespace nk {
 namespace {
 namespace py = pybind11;
 template <class T>
-using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using carray = py::array_t<T, py::array::c_style | py::array::forcecast |
+                                   py::detail::npy_api::NPY_ARRAY_ALIGNED_>;  // copies a misaligned view
 
 template <class T>
 void check_finite(const T* x, index_t n) {
