@@ -81,8 +81,9 @@ def _splitquant(fdp, matmul):
     n_in = gs * groups + fdp.ConsumeIntInRange(0, 2) * fdp.ConsumeBool()
     out = fdp.ConsumeIntInRange(0, 6)
     per = 8 // bits if bits in (2, 4, 8) else 1
-    codes = _bytes(fdp, out * -(-n_in // per)).reshape(out, -1)
-    clusters = _bytes(fdp, out * -(-n_in // 4)).reshape(out, -1)
+    code_cols, cluster_cols = -(-n_in // per), -(-n_in // 4)
+    codes = _bytes(fdp, out * code_cols).reshape(out, code_cols)
+    clusters = _bytes(fdp, out * cluster_cols).reshape(out, cluster_cols)
     tab = (out, groups + fdp.ConsumeIntInRange(0, 1) * fdp.ConsumeBool(), k)
     scales = np.array([fdp.ConsumeFloatInRange(-2, 2) for _ in range(int(np.prod(tab)))], np.float32).reshape(tab)
     offsets = np.array([fdp.ConsumeFloatInRange(-2, 2) for _ in range(int(np.prod(tab)))], np.float32).reshape(tab)
