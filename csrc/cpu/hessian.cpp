@@ -1,10 +1,35 @@
 // Per-sample loops of the softmax-head Hessian; the math is in numkern/hessian.hpp.
 #include "cpu/hessian.hpp"
 
+#include <vector>
+
 #include "cpu/threads.hpp"
 #include "numkern/hessian.hpp"
 
 namespace nk::cpu {
+
+namespace {
+
+// Max and argmax of a row, then its shifted exponentials e_c = exp(l_c - max) kept in e (one
+// exp per entry) and rest = sum_{c != argmax} e_c summed in class order, as scan_row does.
+template <class T>
+hessian::RowScan scan_row_keep(const T* row, index_t C, double* e) {
+  hessian::RowScan r{static_cast<double>(row[0]), 0, 0.0};
+  for (index_t c = 1; c < C; ++c) {
+    const double v = static_cast<double>(row[c]);
+    if (v > r.max || m::isnan(v)) {
+      r.max = v;
+      r.argmax = c;
+    }
+  }
+  for (index_t c = 0; c < C; ++c) {
+    e[c] = m::exp(static_cast<double>(row[c]) - r.max);
+    if (c != r.argmax) r.rest += e[c];
+  }
+  return r;
+}
+
+}  // namespace
 
 template <class T>
 void head_rows(const T* logits, index_t n, index_t C, const T* features, index_t d,
@@ -15,27 +40,32 @@ void head_rows(const T* logits, index_t n, index_t C, const T* features, index_t
   T* trace = static_cast<T*>(out.trace_terms);
   T* loss = static_cast<T*>(out.loss);
 #if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (n * C > 32768)
+#pragma omp parallel num_threads(get_num_threads()) if (n * C > 32768)
 #endif
-  for (index_t i = 0; i < n; ++i) {
-    const T* row = logits + i * C;
-    const hessian::RowScan r = hessian::scan_row(row, C);
-    for (index_t c = 0; c < C; ++c) {
-      const double l = static_cast<double>(row[c]);
-      const double p = hessian::prob(l, r);
-      if (probs) probs[i * C + c] = static_cast<T>(p);
-      if (curv) curv[i * C + c] = static_cast<T>(p * hessian::prob_complement(l, c, r));
-      if (resid) {
+  {
+    std::vector<double> e(static_cast<std::size_t>(C));
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t i = 0; i < n; ++i) {
+      const T* row = logits + i * C;
+      const hessian::RowScan r = scan_row_keep(row, C, e.data());
+      double trace_fac = 0.0;
+      for (index_t c = 0; c < C; ++c) {
+        const double p = hessian::prob_from_exp(e[c], r);
+        const double q = hessian::complement_from_exp(e[c], c, r);
+        if (probs) probs[i * C + c] = static_cast<T>(p);
+        if (curv) curv[i * C + c] = static_cast<T>(p * q);
         // p_y - 1 = -(1 - p_y), taken from the accurate complement.
-        const double v = (c == labels[i]) ? -hessian::prob_complement(l, c, r) : p;
-        resid[i * C + c] = static_cast<T>(v);
+        if (resid) resid[i * C + c] = static_cast<T>((c == labels[i]) ? -q : p);
+        trace_fac += p * q;
       }
+      if (trace) {
+        const double z2 = hessian::squared_norm(features + i * d, d);
+        trace[i] = static_cast<T>(hessian::trace_term(trace_fac, z2, has_bias));
+      }
+      if (loss) loss[i] = static_cast<T>(hessian::cross_entropy(static_cast<double>(row[labels[i]]), r));
     }
-    if (trace) {
-      const double z2 = hessian::squared_norm(features + i * d, d);
-      trace[i] = static_cast<T>(hessian::trace_term(hessian::trace_factor(row, C, r), z2, has_bias));
-    }
-    if (loss) loss[i] = static_cast<T>(hessian::cross_entropy(static_cast<double>(row[labels[i]]), r));
   }
 }
 

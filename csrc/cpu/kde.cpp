@@ -9,8 +9,12 @@
 #include "cpu/kde.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
+#include "cpu/kde_simd.hpp"
 #include "cpu/threads.hpp"
 #include "numkern/kde.hpp"
 
@@ -85,7 +89,54 @@ NK_CPU_CLONES void row_reduce(const double* d2, const double* logw, index_t nb, 
   s2 = acc.sum2 + bs2;
 }
 
+KdeIsa best_isa() {
+#if NK_KDE_SIMD
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return KdeIsa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KdeIsa::avx2;
+#endif
+  return KdeIsa::portable;
+}
+
+KdeIsa isa_from_env() {
+  const char* v = std::getenv("NUMKERN_KDE_ISA");
+  if (v == nullptr) return KdeIsa::automatic;
+  if (std::strcmp(v, "portable") == 0) return KdeIsa::portable;
+  if (std::strcmp(v, "avx2") == 0) return KdeIsa::avx2;
+  if (std::strcmp(v, "avx512") == 0) return KdeIsa::avx512;
+  return KdeIsa::automatic;
+}
+
+KdeIsa resolve(KdeIsa want) { return want != KdeIsa::automatic && kde_isa_supported(want) ? want : best_isa(); }
+
+std::atomic<int>& active_isa_slot() {
+  static std::atomic<int> slot{static_cast<int>(resolve(isa_from_env()))};
+  return slot;
+}
+
+template <class T>
+void portable_row_update(const KdeBlock<T>& b, index_t i, double* d2, double* z) {
+  row_distances(b, i, d2);
+  for (index_t k = 0; k < b.K; ++k) {
+    const index_t a = i * b.K + k;
+    row_reduce(d2, b.logw, b.nb, b.coef[k], b.want_sq, z, b.acc_max[a], b.acc_sum[a], b.acc_sum2[a]);
+  }
+}
+
 }  // namespace
+
+bool kde_isa_supported(KdeIsa isa) {
+  switch (isa) {
+    case KdeIsa::automatic:
+    case KdeIsa::portable: return true;
+    case KdeIsa::avx2: return best_isa() == KdeIsa::avx2 || best_isa() == KdeIsa::avx512;
+    case KdeIsa::avx512: return best_isa() == KdeIsa::avx512;
+  }
+  return false;
+}
+
+void kde_set_isa(KdeIsa isa) { active_isa_slot().store(static_cast<int>(resolve(isa))); }
+
+KdeIsa kde_active_isa() { return static_cast<KdeIsa>(active_isa_slot().load()); }
 
 template <class T>
 void kde_block_update(const KdeBlock<T>& b) {
@@ -93,22 +144,29 @@ void kde_block_update(const KdeBlock<T>& b) {
   // Waking a thread team costs microseconds (milliseconds on a loaded machine): small blocks run
   // on the calling thread.
   const index_t work = b.mb * b.nb * (b.K + (b.gram ? 1 : b.d));
+  const KdeIsa isa = kde_active_isa();
   const int nthreads = work < (1 << 16) ? 1 : static_cast<int>(std::min<index_t>(get_num_threads(), b.mb));
 #if NK_HAVE_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
   {
-    std::vector<double> d2(static_cast<size_t>(b.nb)), z(static_cast<size_t>(b.nb));
+    std::vector<double> d2(static_cast<size_t>(b.nb)), z;
+    if (isa == KdeIsa::portable) z.resize(static_cast<size_t>(b.nb));
 #if NK_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
     for (index_t i = 0; i < b.mb; ++i) {
-      row_distances(b, i, d2.data());
-      for (index_t k = 0; k < b.K; ++k) {
-        const index_t a = i * b.K + k;
-        row_reduce(d2.data(), b.logw, b.nb, b.coef[k], b.want_sq, z.data(), b.acc_max[a], b.acc_sum[a],
-                   b.acc_sum2[a]);
+#if NK_KDE_SIMD
+      if (isa == KdeIsa::avx512) {
+        kde_simd::row_update_avx512(b, i, d2.data());
+        continue;
       }
+      if (isa == KdeIsa::avx2) {
+        kde_simd::row_update_avx2(b, i, d2.data());
+        continue;
+      }
+#endif
+      portable_row_update(b, i, d2.data(), z.data());
     }
   }
 }

@@ -34,4 +34,12 @@ struct KdeBlock {
 template <class T>
 void kde_block_update(const KdeBlock<T>& b);
 
+// Row kernel of the block update: portable loops, or explicit AVX2 + FMA / AVX-512 vectors
+// (csrc/cpu/kde_simd.cpp).  automatic: the widest the CPU has, unless the environment variable
+// NUMKERN_KDE_ISA (portable, avx2, avx512) names another; the tests force each path in turn.
+enum class KdeIsa : int { automatic = 0, portable = 1, avx2 = 2, avx512 = 3 };
+bool kde_isa_supported(KdeIsa isa);
+void kde_set_isa(KdeIsa isa);  // an unsupported one falls back to automatic
+KdeIsa kde_active_isa();
+
 }  // namespace nk::cpu

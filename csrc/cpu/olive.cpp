@@ -2,6 +2,7 @@
 #include "cpu/olive.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -335,9 +336,310 @@ __attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv4_avx5
   }
 }
 
-// NUMKERN_OLIVE_NO_AVX512=1 forces the portable decoders (the tests use it to cover them).
-bool have_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("NUMKERN_OLIVE_NO_AVX512") == nullptr;
+// Fused 4-bit GEMV, AVX-512 (F + BW), 64 code bytes (128 weights) at a time.  As gemv4_avx2 in the
+// byte domain, with zmm registers and mask registers: pshufb of the normal table, then a
+// merge-masked pshufb of the outlier table where the partner nibble is the victim.  Each 16-byte
+// slice of the int8 values (int4, units of 4) goes through memory once more so that the widening
+// vpmovsxbd reads it there (a load-port uop instead of a shuffle); flint4 needs int16 values: the
+// (low, high) bytes are unpacked to words first, in the lane-interleaved order kAvx512WideOrder,
+// which x is permuted to once per call.  ~2 vector uops per 8 weights, where the dword-domain
+// decoder (gemv4_avx512) spends 3.5 (its permutes and compares all compete for one port).
+constexpr int kAvx512WideOrder[64] = {0,  1,  2,  3,  4,  5,  6,  7,  16, 17, 18, 19, 20, 21, 22, 23,
+                                      32, 33, 34, 35, 36, 37, 38, 39, 48, 49, 50, 51, 52, 53, 54, 55,
+                                      8,  9,  10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31,
+                                      40, 41, 42, 43, 44, 45, 46, 47, 56, 57, 58, 59, 60, 61, 62, 63};
+
+void permute_blocks(const float* x, index_t len, const int* order, int block, float* xp) {
+  const index_t full = len - len % block;
+  for (index_t b = 0; b < full; b += block)
+    for (int t = 0; t < block; ++t) xp[b + t] = x[b + order[t]];
+  for (index_t p = full; p < len; ++p) xp[p] = x[p];
+}
+
+template <bool Wide>
+__attribute__((target("avx512f,avx512bw"), optimize("fp-contract=fast"))) void gemv4_avx512bw(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
+    const float* xo, const float* xep, const float* xop, int normal, float* y);
+
+// Fused 4-bit GEMV for AVX2 + FMA (CPUs without AVX-512).  32 code bytes (64 weights) at a time,
+// in the byte domain first: the nibbles index 16-entry byte tables (pshufb) of the grid values,
+// the normal table or the outlier table depending on whether the partner nibble is the victim code
+// (an index with bit 7 set reads 0, which selects without blends), so victims and outliers cost no
+// branch.  Unpacks widen the bytes to dwords that convert to float exactly; the power-of-2 unit
+// goes into the row scale.  The unpacks interleave within 128-bit lanes; x is permuted once per
+// call to that order (kAvx2Order) instead of permuting every weight row.
+constexpr int kAvx2Order[32] = {0, 1, 2,  3,  16, 17, 18, 19, 4,  5,  6,  7,  20, 21, 22, 23,
+                                8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+
+// Low and high bytes of the grid values / unit (an integer) of the 16 nibble codes, as pshufb tables.
+struct NibbleTables {
+  alignas(32) std::uint8_t normal_lo[32], normal_hi[32], outlier_lo[32], outlier_hi[32];
+  NibbleTables(int normal, int unit) {
+    for (int c = 0; c < 32; ++c) {
+      const int q = c & 15;  // both 128-bit lanes hold the same table
+      // the victim code reads 0 from both tables (0x88, never produced, decodes to two zeros)
+      const int gn = q == ov::kVictim4 ? 0 : static_cast<int>(ov::decode_normal4(q, normal)) / unit;
+      const int go = q == ov::kVictim4 ? 0 : static_cast<int>(ov::decode_outlier4(q)) / unit;
+      normal_lo[c] = static_cast<std::uint8_t>(gn & 0xFF);
+      normal_hi[c] = static_cast<std::uint8_t>((gn >> 8) & 0xFF);
+      outlier_lo[c] = static_cast<std::uint8_t>(go & 0xFF);
+      outlier_hi[c] = static_cast<std::uint8_t>((go >> 8) & 0xFF);
+    }
+  }
+};
+
+// 32 grid values -> 4 x 8 floats (times 2^16 or 2^24, see below) -> acc[t] += x * value.  Wide:
+// g_lo / g_hi are the low / high bytes of int16 values; otherwise g_lo holds int8 values (g_hi
+// unused).  Unpacking under zero bytes / words places each value in the top bits of a dword, so
+// the dword is g * 2^16 (g * 2^24) exactly and converts to float exactly.
+template <bool Wide>
+__attribute__((target("avx2,fma"), always_inline)) inline void fma32_avx2(__m256i g_lo, __m256i g_hi,
+                                                                           const float* xp, __m256* acc) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i w0 = Wide ? _mm256_unpacklo_epi8(g_lo, g_hi) : _mm256_unpacklo_epi8(zero, g_lo);
+  const __m256i w1 = Wide ? _mm256_unpackhi_epi8(g_lo, g_hi) : _mm256_unpackhi_epi8(zero, g_lo);
+  acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_unpacklo_epi16(zero, w0)), _mm256_loadu_ps(xp), acc[0]);
+  acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_unpackhi_epi16(zero, w0)), _mm256_loadu_ps(xp + 8), acc[1]);
+  acc[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_unpacklo_epi16(zero, w1)), _mm256_loadu_ps(xp + 16), acc[2]);
+  acc[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_unpackhi_epi16(zero, w1)), _mm256_loadu_ps(xp + 24), acc[3]);
+}
+
+// y[r] = s_r sum_p (xe[p] g0(c[r, p]) + xo[p] g1(c[r, p])); xep / xop: xe / xo in kAvx2Order.
+// Wide = false for int4, whose values fit int8 in units of 4 (normal -7..7, outlier -96..96);
+// flint4 values need int16 (outliers up to 384 in units of 2).
+template <bool Wide>
+__attribute__((target("avx2,fma"), optimize("fp-contract=fast"))) void gemv4_avx2(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
+    const float* xo, const float* xep, const float* xop, int normal, float* y) {
+  const NibbleTables tab(normal, Wide ? 1 : 4);
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const float unit = Wide ? 1.0f / 65536.0f : 4.0f;  // exact powers of 2
+  const index_t full = bpr - bpr % 32;
+  const int nt = threads_for(n / 16 + 1);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < n; ++r) {
+    const __m256i tnl = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_lo));
+    const __m256i tnh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_hi));
+    const __m256i tol = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_lo));
+    const __m256i toh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_hi));
+    const __m256i low4 = _mm256_set1_epi8(15), victim = _mm256_set1_epi8(static_cast<char>(ov::kVictim4));
+    const std::uint8_t* c = codes + r * bpr;
+    alignas(32) std::int8_t buf[2][32];  // per thread: the int8 values on their way to vpmovsxbd
+    // eight independent sums: one fma chain per product keeps the fma latency off the critical path
+    __m256 acc[8];
+    for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
+    for (index_t p = 0; p < full; p += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p));
+      const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      const __m256i vlo = _mm256_cmpeq_epi8(lo, victim), vhi = _mm256_cmpeq_epi8(hi, victim);
+      // element 2k reads the normal table unless the high nibble is the victim, then the outlier
+      // table (an index with bit 7 set reads 0); element 2k + 1 likewise
+      const __m256i ilo = _mm256_or_si256(lo, vhi), ihi = _mm256_or_si256(hi, vlo);
+      const __m256i g0l =
+          _mm256_or_si256(_mm256_shuffle_epi8(tnl, ilo), _mm256_and_si256(_mm256_shuffle_epi8(tol, lo), vhi));
+      const __m256i g1l =
+          _mm256_or_si256(_mm256_shuffle_epi8(tnl, ihi), _mm256_and_si256(_mm256_shuffle_epi8(tol, hi), vlo));
+      __m256i g0h = g0l, g1h = g1l;
+      if (Wide) {
+        g0h = _mm256_or_si256(_mm256_shuffle_epi8(tnh, ilo), _mm256_and_si256(_mm256_shuffle_epi8(toh, lo), vhi));
+        g1h = _mm256_or_si256(_mm256_shuffle_epi8(tnh, ihi), _mm256_and_si256(_mm256_shuffle_epi8(toh, hi), vlo));
+      }
+      if (Wide) {
+        fma32_avx2<Wide>(g0l, g0h, xep + p, acc);
+        fma32_avx2<Wide>(g1l, g1h, xop + p, acc + 4);
+      } else {  // int8: widened by vpmovsxbd from memory (a load uop instead of two unpacks), natural order
+        _mm256_store_si256(reinterpret_cast<__m256i*>(buf[0]), g0l);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(buf[1]), g1l);
+        asm volatile("" ::: "memory");  // keep the round trip: the compiler would extract by shuffles
+        for (int h = 0; h < 2; ++h) {
+          const float* xh = (h == 0 ? xe : xo) + p;
+          for (int t = 0; t < 4; ++t) {
+            const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(buf[h] + 8 * t));
+            acc[4 * h + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_loadu_ps(xh + 8 * t),
+                                             acc[4 * h + t]);
+          }
+        }
+      }
+    }
+    const __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
+                                   _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float tail = 0.0f;
+    for (index_t p = full; p < bpr; ++p) tail += xe[p] * lut[c[p]][0] + xo[p] * lut[c[p]][1];
+    y[r] = (_mm_cvtss_f32(h) * unit + tail) * scales[per_row ? r : 0];
+  }
+}
+template <bool Wide>
+__attribute__((target("avx512f,avx512bw"), optimize("fp-contract=fast"))) void gemv4_avx512bw(
+    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
+    const float* xo, const float* xep, const float* xop, int normal, float* y) {
+  const NibbleTables tab(normal, Wide ? 1 : 4);
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  const float unit = Wide ? 1.0f : 4.0f;
+  const index_t full = bpr - bpr % 64;
+  const int nt = threads_for(n / 16 + 1);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t r = 0; r < n; ++r) {
+    const __m512i tnl = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_lo)));
+    const __m512i tnh = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_hi)));
+    const __m512i tol = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_lo)));
+    const __m512i toh = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_hi)));
+    const __m512i low4 = _mm512_set1_epi8(15), victim = _mm512_set1_epi8(static_cast<char>(ov::kVictim4));
+    alignas(64) std::int8_t buf[2][128];
+    const std::uint8_t* c = codes + r * bpr;
+    __m512 acc[8];
+    for (int t = 0; t < 8; ++t) acc[t] = _mm512_setzero_ps();
+    for (index_t p = 0; p < full; p += 64) {
+      const __m512i v = _mm512_loadu_si512(c + p);
+      const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      const __mmask64 vlo = _mm512_cmpeq_epi8_mask(lo, victim), vhi = _mm512_cmpeq_epi8_mask(hi, victim);
+      // element 2k: the normal value, or the outlier value where the high nibble is the victim
+      const __m512i g0l = _mm512_mask_shuffle_epi8(_mm512_shuffle_epi8(tnl, lo), vhi, tol, lo);
+      const __m512i g1l = _mm512_mask_shuffle_epi8(_mm512_shuffle_epi8(tnl, hi), vlo, tol, hi);
+      if (Wide) {
+        const __m512i g0h = _mm512_mask_shuffle_epi8(_mm512_shuffle_epi8(tnh, lo), vhi, toh, lo);
+        const __m512i g1h = _mm512_mask_shuffle_epi8(_mm512_shuffle_epi8(tnh, hi), vlo, toh, hi);
+        _mm512_store_si512(buf[0], _mm512_unpacklo_epi8(g0l, g0h));
+        _mm512_store_si512(buf[0] + 64, _mm512_unpackhi_epi8(g0l, g0h));
+        _mm512_store_si512(buf[1], _mm512_unpacklo_epi8(g1l, g1h));
+        _mm512_store_si512(buf[1] + 64, _mm512_unpackhi_epi8(g1l, g1h));
+        asm volatile("" ::: "memory");  // keep the round trip: the compiler would extract by shuffles
+        for (int h = 0; h < 2; ++h) {
+          const float* xh = (h == 0 ? xep : xop) + p;
+          for (int t = 0; t < 4; ++t) {
+            const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf[h] + 32 * t));
+            acc[4 * h + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(w)), _mm512_loadu_ps(xh + 16 * t),
+                                             acc[4 * h + t]);
+          }
+        }
+      } else {
+        _mm512_store_si512(buf[0], g0l);
+        _mm512_store_si512(buf[1], g1l);
+        asm volatile("" ::: "memory");  // keep the round trip: the compiler would extract by shuffles
+        for (int h = 0; h < 2; ++h) {
+          const float* xh = (h == 0 ? xe : xo) + p;
+          for (int t = 0; t < 4; ++t) {
+            const __m128i b = _mm_load_si128(reinterpret_cast<const __m128i*>(buf[h] + 16 * t));
+            acc[4 * h + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), _mm512_loadu_ps(xh + 16 * t),
+                                             acc[4 * h + t]);
+          }
+        }
+      }
+    }
+    const __m512 a = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
+                                   _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7])));
+    float tail = 0.0f;
+    for (index_t p = full; p < bpr; ++p) tail += xe[p] * lut[c[p]][0] + xo[p] * lut[c[p]][1];
+    y[r] = (_mm512_reduce_add_ps(a) * unit + tail) * scales[per_row ? r : 0];
+  }
+}
+
+// 4-bit decoder for the tiled matmul on AVX2 CPUs: np pairs -> 2 np grid values in element order.
+// The byte-domain lookups of gemv4_avx2, then unpacks that interleave the even and odd elements;
+// the per-lane order the unpacks leave is undone by where each widened 8-value group is stored.
+template <bool Wide>
+__attribute__((target("avx2,fma"))) void decode4_avx2(const std::uint8_t* __restrict c, index_t np, int normal,
+                                                      float* __restrict dst) {
+  const NibbleTables tab(normal, Wide ? 1 : 4);
+  const __m256i tnl = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_lo));
+  const __m256i tnh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.normal_hi));
+  const __m256i tol = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_lo));
+  const __m256i toh = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab.outlier_hi));
+  const __m256i low4 = _mm256_set1_epi8(15), victim = _mm256_set1_epi8(static_cast<char>(ov::kVictim4));
+  const __m256 unit = _mm256_set1_ps(Wide ? 1.0f : 4.0f);
+  // first element of each stored 8-value group (see the unpack lane layout below)
+  static constexpr int kIntStart[8] = {0, 8, 32, 40, 16, 24, 48, 56};
+  static constexpr int kWideStart[8] = {0, 32, 8, 40, 16, 48, 24, 56};
+  alignas(32) std::int8_t buf[128];
+  index_t p = 0;
+  for (; p + 32 <= np; p += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p));
+    const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    const __m256i vlo = _mm256_cmpeq_epi8(lo, victim), vhi = _mm256_cmpeq_epi8(hi, victim);
+    const __m256i ilo = _mm256_or_si256(lo, vhi), ihi = _mm256_or_si256(hi, vlo);
+    const __m256i g0l =
+        _mm256_or_si256(_mm256_shuffle_epi8(tnl, ilo), _mm256_and_si256(_mm256_shuffle_epi8(tol, lo), vhi));
+    const __m256i g1l =
+        _mm256_or_si256(_mm256_shuffle_epi8(tnl, ihi), _mm256_and_si256(_mm256_shuffle_epi8(tol, hi), vlo));
+    // element order in bytes: lane 0 of e0 = elements 0..15, lane 1 = 32..47; e1: 16..31, 48..63
+    const __m256i e0 = _mm256_unpacklo_epi8(g0l, g1l), e1 = _mm256_unpackhi_epi8(g0l, g1l);
+    float* out = dst + 2 * p;
+    if (Wide) {
+      const __m256i g0h =
+          _mm256_or_si256(_mm256_shuffle_epi8(tnh, ilo), _mm256_and_si256(_mm256_shuffle_epi8(toh, lo), vhi));
+      const __m256i g1h =
+          _mm256_or_si256(_mm256_shuffle_epi8(tnh, ihi), _mm256_and_si256(_mm256_shuffle_epi8(toh, hi), vlo));
+      const __m256i h0 = _mm256_unpacklo_epi8(g0h, g1h), h1 = _mm256_unpackhi_epi8(g0h, g1h);
+      // int16 values: words of (low, high) bytes; lanes as e0 / e1, 8 words per lane and store
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), _mm256_unpacklo_epi8(e0, h0));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 32), _mm256_unpackhi_epi8(e0, h0));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 64), _mm256_unpacklo_epi8(e1, h1));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 96), _mm256_unpackhi_epi8(e1, h1));
+      asm volatile("" ::: "memory");  // widen from memory (load uops), not by extracting shuffles
+      for (int t = 0; t < 8; ++t) {
+        const __m128i w = _mm_load_si128(reinterpret_cast<const __m128i*>(buf + 16 * t));
+        _mm256_storeu_ps(out + kWideStart[t], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(w)), unit));
+      }
+    } else {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), e0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 32), e1);
+      asm volatile("" ::: "memory");  // widen from memory (load uops), not by extracting shuffles
+      for (int t = 0; t < 8; ++t) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(buf + 8 * t));
+        _mm256_storeu_ps(out + kIntStart[t], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), unit));
+      }
+    }
+  }
+  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
+  for (; p < np; ++p) std::memcpy(dst + 2 * p, lut[c[p]], 2 * sizeof(float));
+}
+#endif
+
+// Which decoders and GEMV kernels run: the widest the CPU has, unless NUMKERN_OLIVE_ISA
+// (portable, avx2, avx512) or NUMKERN_OLIVE_NO_AVX512=1 asks for a narrower one, or set_isa
+// (the tests force each path in turn).
+Isa best_isa() {
+#if NK_OLIVE_X86
+  if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#endif
+  return Isa::portable;
+}
+
+Isa resolve(Isa want) {
+  const Isa best = best_isa();
+  if (want == Isa::automatic || static_cast<int>(want) > static_cast<int>(best)) return best;
+  return want;
+}
+
+Isa isa_from_env() {
+  const char* v = std::getenv("NUMKERN_OLIVE_ISA");
+  if (v != nullptr && std::strcmp(v, "portable") == 0) return Isa::portable;
+  if (v != nullptr && std::strcmp(v, "avx2") == 0) return Isa::avx2;
+  if (std::getenv("NUMKERN_OLIVE_NO_AVX512") != nullptr) return Isa::avx2;
+  return Isa::automatic;
+}
+
+std::atomic<int>& isa_slot() {
+  static std::atomic<int> slot{static_cast<int>(resolve(isa_from_env()))};
+  return slot;
+}
+
+Isa active() { return static_cast<Isa>(isa_slot().load()); }
+
+#if NK_OLIVE_X86
+bool have_avx512() { return active() == Isa::avx512; }
+// NUMKERN_OLIVE_NO_AVX512BW=1: the AVX-512F-only GEMV (for CPUs with F but not BW; tests use it)
+bool have_avx512bw() {
+  static const bool yes = __builtin_cpu_supports("avx512bw") && std::getenv("NUMKERN_OLIVE_NO_AVX512BW") == nullptr;
   return yes;
 }
 #endif
@@ -351,6 +653,13 @@ NK_OLIVE_CLONES void decode_span(const std::uint8_t* __restrict row_codes, index
       decode4_avx512(row_codes + p0, np, normal, dst);
     else
       decode8_avx512(row_codes + 2 * p0, np, dst);
+    return;
+  }
+  if (bits == 4 && active() == Isa::avx2) {
+    if (normal == ov::kFlint)
+      decode4_avx2<true>(row_codes + p0, np, normal, dst);
+    else
+      decode4_avx2<false>(row_codes + p0, np, normal, dst);
     return;
   }
 #endif
@@ -396,6 +705,10 @@ NK_OLIVE_CLONES NK_OLIVE_FMA void tile_dot(const float* x, index_t ldx, const fl
 }
 
 }  // namespace
+
+bool isa_supported(Isa isa) { return isa == Isa::automatic || static_cast<int>(isa) <= static_cast<int>(best_isa()); }
+void set_isa(Isa isa) { isa_slot().store(static_cast<int>(resolve(isa))); }
+Isa active_isa() { return active(); }
 
 void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
             float* scales, double* alphas, double* sq_errors) {
@@ -460,14 +773,37 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
             bool per_row, index_t n, index_t k, int bits, int normal, float* out) {
   const index_t bpr = bytes_per_row(k, bits);
 #if NK_OLIVE_X86
-  if (bits == 4 && batch < 4 && have_avx512()) {  // GEMV: decode straight into the FMAs
+  const Isa isa = active();
+  if (bits == 4 && batch < 4 && isa != Isa::portable) {  // GEMV: decode straight into the FMAs
     std::vector<float> xe(static_cast<std::size_t>(bpr)), xo(static_cast<std::size_t>(bpr));
+    std::vector<float> xep(static_cast<std::size_t>(bpr)), xop(static_cast<std::size_t>(bpr));
     for (index_t b = 0; b < batch; ++b) {
       for (index_t p = 0; p < bpr; ++p) {
         xe[p] = x[b * k + 2 * p];
         xo[p] = 2 * p + 1 < k ? x[b * k + 2 * p + 1] : 0.0f;
       }
-      gemv4_avx512(codes, bpr, scales, per_row, n, xe.data(), xo.data(), normal, out + b * n);
+      if (isa == Isa::avx512 && have_avx512bw()) {
+        if (normal == ov::kFlint) {
+          permute_blocks(xe.data(), bpr, kAvx512WideOrder, 64, xep.data());
+          permute_blocks(xo.data(), bpr, kAvx512WideOrder, 64, xop.data());
+          gemv4_avx512bw<true>(codes, bpr, scales, per_row, n, xe.data(), xo.data(), xep.data(), xop.data(),
+                               normal, out + b * n);
+        } else {
+          gemv4_avx512bw<false>(codes, bpr, scales, per_row, n, xe.data(), xo.data(), xep.data(), xop.data(),
+                                normal, out + b * n);
+        }
+      } else if (isa == Isa::avx512) {
+        gemv4_avx512(codes, bpr, scales, per_row, n, xe.data(), xo.data(), normal, out + b * n);
+      } else {
+        permute_blocks(xe.data(), bpr, kAvx2Order, 32, xep.data());
+        permute_blocks(xo.data(), bpr, kAvx2Order, 32, xop.data());
+        if (normal == ov::kFlint)
+          gemv4_avx2<true>(codes, bpr, scales, per_row, n, xe.data(), xo.data(), xep.data(), xop.data(), normal,
+                           out + b * n);
+        else
+          gemv4_avx2<false>(codes, bpr, scales, per_row, n, xe.data(), xo.data(), xep.data(), xop.data(), normal,
+                            out + b * n);
+      }
     }
     return;
   }

@@ -59,6 +59,14 @@ void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, 
 void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_t rows, index_t cols,
             int bits, int normal, float* out);
 
+// Decoders and fused GEMV kernels: portable loops, AVX2 + FMA, or AVX-512 (olive.cpp).
+// automatic = the widest the CPU has; NUMKERN_OLIVE_ISA=portable|avx2 (or NUMKERN_OLIVE_NO_AVX512=1)
+// in the environment, or set_isa, ask for a narrower one (a wider one than the CPU has is ignored).
+enum class Isa : int { automatic = 0, portable = 1, avx2 = 2, avx512 = 3 };
+bool isa_supported(Isa isa);
+void set_isa(Isa isa);
+Isa active_isa();
+
 // out[b, n] = sum_k x[b, k] * decode(codes)[n, k]: the weights are decoded a 4-row, 1024-column
 // tile at a time into an L1-resident buffer and never exist as a float matrix.
 void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,

@@ -98,6 +98,36 @@ void bind_kde(py::module_& m) {
       py::arg("coef"), py::arg("self_diff"), py::arg("want_sq"), py::arg("acc_max"), py::arg("acc_sum"),
       py::arg("acc_sum2"),
       "Fold one (mb x nb) block into the running log-sum-exp accumulators (see csrc/cpu/kde.hpp).");
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        static const char* names[] = {"auto", "portable", "avx2", "avx512"};
+        for (int k = 0; k < 4; ++k)
+          if (name == names[k]) {
+            const auto isa = static_cast<cpu::KdeIsa>(k);
+            require(cpu::kde_isa_supported(isa), "isa: '" + name + "' is not supported by this CPU");
+            cpu::kde_set_isa(isa);
+            return;
+          }
+        throw py::value_error("isa: expected 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+      },
+      py::arg("isa"),
+      "Force the row kernel of block_update (testing): 'portable', 'avx2', 'avx512', or 'auto'.");
+  m.def(
+      "isa",
+      []() {
+        static const char* names[] = {"auto", "portable", "avx2", "avx512"};
+        return std::string(names[static_cast<int>(cpu::kde_active_isa())]);
+      },
+      "The row kernel block_update uses: 'portable', 'avx2' or 'avx512'.");
+  m.def(
+      "isa_supported",
+      [](const std::string& name) {
+        if (name == "avx512") return cpu::kde_isa_supported(cpu::KdeIsa::avx512);
+        if (name == "avx2") return cpu::kde_isa_supported(cpu::KdeIsa::avx2);
+        return name == "portable" || name == "auto";
+      },
+      py::arg("isa"), "Whether set_isa(isa) can run on this CPU.");
 }
 }  // namespace
 NK_REGISTER_FAMILY(kde, bind_kde);

@@ -99,6 +99,32 @@ void bind_olive(py::module_& m) {
         py::arg("cols"), py::arg("bits"), py::arg("normal"));
   m.def("matmul", &matmul, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("per_row"),
         py::arg("n"), py::arg("k"), py::arg("bits"), py::arg("normal"));
+  static const char* const isa_names[] = {"auto", "portable", "avx2", "avx512"};
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        for (int k = 0; k < 4; ++k)
+          if (name == isa_names[k]) {
+            const auto isa = static_cast<cpu::olive::Isa>(k);
+            if (!cpu::olive::isa_supported(isa))
+              throw py::value_error("isa: '" + name + "' is not supported by this CPU");
+            cpu::olive::set_isa(isa);
+            return;
+          }
+        throw py::value_error("isa: expected 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+      },
+      py::arg("isa"), "Force the decoders / GEMV kernels (testing): 'portable', 'avx2', 'avx512' or 'auto'.");
+  m.def(
+      "isa", []() { return std::string(isa_names[static_cast<int>(cpu::olive::active_isa())]); },
+      "The decoders / GEMV kernels in use: 'portable', 'avx2' or 'avx512'.");
+  m.def(
+      "isa_supported",
+      [](const std::string& name) {
+        for (int k = 0; k < 4; ++k)
+          if (name == isa_names[k]) return cpu::olive::isa_supported(static_cast<cpu::olive::Isa>(k));
+        return false;
+      },
+      py::arg("isa"), "Whether set_isa(isa) can run on this CPU.");
 }
 }  // namespace
 NK_REGISTER_FAMILY(olive, bind_olive);

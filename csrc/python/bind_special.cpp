@@ -1,4 +1,5 @@
 // numkern._core special-function entry points: elementwise (v, x) -> out kernels.
+#include "cpu/bessel_block.hpp"  // BlockKernel specializations: before def_binary instantiates
 #include "numkern/bessel.hpp"
 #include "numkern/bessel01.hpp"
 #include "python/array_args.hpp"
@@ -6,6 +7,11 @@
 
 namespace nk {
 namespace {
+// The one-element-at-a-time path (what the CUDA kernels run), kept callable so that the tests
+// can compare the CPU block path (cpu/bessel_block.hpp) against it.
+struct LogIvScalarPath : ops::LogIv {};
+struct LogKvScalarPath : ops::LogKv {};
+
 void bind_special(pybind11::module_& m) {
   using namespace py_args;
   def_binary<ops::LogIv>(m, "log_iv");
@@ -26,6 +32,8 @@ void bind_special(pybind11::module_& m) {
   def_binary<ops::K0e>(m, "k0e");
   def_binary<ops::K1>(m, "k1");
   def_binary<ops::K1e>(m, "k1e");
+  def_binary<LogIvScalarPath>(m, "_log_iv_scalar_path");
+  def_binary<LogKvScalarPath>(m, "_log_kv_scalar_path");
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_special);

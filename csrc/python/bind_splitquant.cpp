@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cpu/splitquant.hpp"
+#include "cpu/splitquant_lloyd.hpp"
 #include "numkern/splitquant.hpp"
 #include "python/registry.hpp"
 
@@ -50,6 +51,28 @@ py::tuple kmeans1d_rows(const py::array& values, int k) {
   if (k < 1) throw py::value_error("k: must be >= 1");
   if (values.dtype().equal(py::dtype::of<float>())) return kmeans_rows<float>(values, k);
   return kmeans_rows<double>(values, k);
+}
+
+py::tuple lloyd1d(const py::array& values, const py::array& init, double tol, int max_iter) {
+  carray<double> x(values), c0(init);
+  if (x.ndim() != 1 || x.shape(0) < 1) throw py::value_error("values: expected a non-empty 1-D array");
+  if (c0.ndim() != 1 || c0.shape(0) < 1) throw py::value_error("init: expected a non-empty 1-D array");
+  if (max_iter < 1) throw py::value_error("max_iter: must be >= 1");
+  if (!(tol >= 0.0)) throw py::value_error("tol: must be >= 0");
+  const index_t n = x.shape(0);
+  const int k = static_cast<int>(c0.shape(0));
+  check_finite(x.data(), n);
+  check_finite(c0.data(), k);
+  py::array_t<double> centers(k);
+  std::copy(c0.data(), c0.data() + k, centers.mutable_data());
+  py::array_t<std::int64_t> labels(n);
+  int iters = 0;
+  {
+    py::gil_scoped_release release;
+    iters = cpu::splitquant::lloyd1d(x.data(), n, k, centers.mutable_data(), labels.mutable_data(),
+                                     tol, max_iter);
+  }
+  return py::make_tuple(centers, labels, iters);
 }
 
 struct FusedArgs {
@@ -124,6 +147,8 @@ py::array_t<float> fused_decode(const py::array& codes, const py::array& cluster
 void bind_splitquant(py::module_& m) {
   m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("k"),
         "Exact 1-D k-means of every row: (centers (rows, min(k, cols)) NaN-padded, labels, costs).");
+  m.def("lloyd1d", &lloyd1d, py::arg("values"), py::arg("init"), py::arg("tol"), py::arg("max_iter"),
+        "Lloyd iterations from init with scikit-learn's conventions: (centers, labels, n_iter).");
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"),
         py::arg("scales"), py::arg("offsets"), py::arg("group_size"), py::arg("bits"),
         py::arg("bias"));

@@ -227,7 +227,78 @@ def _params_of(head):
     return ps
 
 
-def hgp_penalty(head, features, labels, alpha=1e-4, beta=5e-3, loss_fn=None):
+def _grad_form(head_grads_per_domain, params):
+    """Validate the gradient form: per-domain head gradients (create_graph=True) and the params."""
+    if params is None:
+        raise ValueError("params: the head parameters the gradients were taken with respect to are "
+                         "required with per-domain gradients (e.g. list(head.parameters()))")
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
+        raise ValueError("params: expected tensors requiring grad (the head parameters)")
+    if isinstance(head_grads_per_domain, torch.Tensor):
+        raise TypeError("head_grads_per_domain: expected a sequence with one entry per domain")
+    grads = []
+    for e, g in enumerate(head_grads_per_domain):
+        g = [g] if isinstance(g, torch.Tensor) else list(g)
+        if len(g) != len(params) or any(tuple(a.shape) != tuple(p.shape) for a, p in zip(g, params)):
+            raise ValueError(f"head_grads_per_domain: domain {e} has gradients of shapes "
+                             f"{[tuple(a.shape) for a in g]}, expected {[tuple(p.shape) for p in params]}")
+        if not any(a.requires_grad for a in g):
+            raise ValueError(f"head_grads_per_domain: domain {e}'s gradients carry no graph; compute them "
+                             "with torch.autograd.grad(loss, params, create_graph=True)")
+        grads.append(g)
+    if len(grads) < 2:
+        raise ValueError("head_grads_per_domain: need at least two domains to align")
+    return grads, params
+
+
+def _grad_of(scalar, params):
+    out = torch.autograd.grad(scalar, params, create_graph=True, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if o is None else o for o, p in zip(out, params)]
+
+
+def _cat(blocks):
+    return torch.cat([b.reshape(-1) for b in blocks])
+
+
+def _is_head_form(first):
+    return isinstance(first, torch.nn.Module)
+
+
+def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None,
+                features=None):
+    if not _is_head_form(head_grads_per_domain):
+        grads, params = _grad_form(head_grads_per_domain, params)
+        hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
+        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta)
+    return _hgp_head(head_grads_per_domain, params if features is None else features, labels, alpha, beta,
+                     loss_fn)
+
+
+def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3,
+                       num_probes=100, loss_fn=None, generator=None, features=None):
+    if num_probes is not None and (isinstance(num_probes, bool) or not isinstance(num_probes, int)
+                                   or num_probes < 1):
+        raise ValueError(f"num_probes: must be a positive int or None, got {num_probes!r}")
+    if not _is_head_form(head_grads_per_domain):
+        if num_probes is None:
+            raise ValueError("num_probes: None (exact diagonal) needs the head form "
+                             "hutchinson_penalty(head, features, labels) with an nn.Linear head")
+        grads, params = _grad_form(head_grads_per_domain, params)
+        V = _probes(None, params, num_probes, generator)
+        diags = []
+        for g in grads:
+            acc = 0
+            for s in range(num_probes):
+                hv = _grad_of(sum((x * v[s]).sum() for x, v in zip(g, V)), params)
+                acc = acc + torch.cat([(v[s] * h).reshape(-1) for v, h in zip(V, hv)])
+            diags.append(acc / num_probes)
+        return _alignment(diags, [_cat(g) for g in grads], alpha, beta)
+    return _hutchinson_head(head_grads_per_domain, params if features is None else features, labels, alpha,
+                            beta, num_probes, loss_fn, generator)
+
+
+def _hgp_head(head, features, labels, alpha, beta, loss_fn):
     grads, hgs = [], []
     features, labels = _domains(features, labels)
     if _is_linear_ce(head, loss_fn):
@@ -248,12 +319,8 @@ def hgp_penalty(head, features, labels, alpha=1e-4, beta=5e-3, loss_fn=None):
     return _alignment(hgs, grads, alpha, beta)
 
 
-def hutchinson_penalty(head, features, labels, alpha=1e-3, beta=5e-3, num_probes=100, loss_fn=None,
-                       generator=None):
+def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator):
     features, labels = _domains(features, labels)
-    if num_probes is not None and (isinstance(num_probes, bool) or not isinstance(num_probes, int)
-                                   or num_probes < 1):
-        raise ValueError(f"num_probes: must be a positive int or None, got {num_probes!r}")
     params = _params_of(head)
     grads, diags = [], []
     if _is_linear_ce(head, loss_fn):

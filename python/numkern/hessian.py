@@ -136,39 +136,49 @@ def hessian_diagonal(model, loss_fn, inputs, targets, method="hutchinson", num_m
 
 
 # ---- Hessian alignment --------------------------------------------------------------------------
-def hgp_penalty(head, features, labels, alpha=1e-4, beta=5e-3, loss_fn=None):
+def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None, *,
+                features=None):
     r"""Hessian-gradient-product alignment penalty (HGP, Hemati et al. ICCV 2023).
 
     For domains e = 1..E with head gradient g_e = grad_theta L_e and H_e g_e = grad_theta
     (1/2 ||g_e||^2) (the HGP identity), returns
         (1/E) sum_e [ alpha ||H_e g_e - mean_e' H_e' g_e'||^2 + beta ||g_e - mean_e' g_e'||^2 ],
-    a differentiable scalar tensor (gradients reach the head and, through ``features``, the
-    featuriser).  theta are the head's parameters.
+    a differentiable scalar tensor (gradients reach the head and, through the features, the
+    featuriser).  theta are the head's parameters.  Two call forms:
 
-    head: the classifier head (nn.Module).  features, labels: sequences with one tensor per
-    domain, features[e] of shape (n_e, d) and labels[e] (n_e,) integer classes.
-    loss_fn: None means mean cross-entropy; for an ``nn.Linear`` head with loss_fn=None the
-    closed forms g = (1/n) sum (p - e_y) x^T and H g = (1/n) sum (A_i g x_i) x_i^T are used
-    (plain torch ops), otherwise double backward with create_graph=True.
-    Defaults alpha = 1e-4, beta = 5e-3 follow the paper's code.
+    * ``hgp_penalty(head_grads_per_domain, params)`` (the paper's form): one entry per domain,
+      each the gradients of that domain's loss w.r.t. the head parameters ``params``, computed
+      with ``torch.autograd.grad(loss_e, params, create_graph=True)``; H_e g_e is one more
+      autograd pass.  Works for any head and loss.
+    * ``hgp_penalty(head, features, labels)``: the head (nn.Module) and sequences with one tensor
+      per domain, features[e] (n_e, d), labels[e] (n_e,) integer classes.  For an ``nn.Linear``
+      head with loss_fn=None (mean cross-entropy) the closed forms g = (1/n) sum (p - e_y) x^T
+      and H g = (1/n) sum (A_i g x_i) x_i^T are used (no double backward); other heads or a
+      given loss_fn go through autograd.  Both forms give the same value (tests: 1e-10).
+
+    Defaults alpha = 1e-4, beta = 5e-3 follow the paper's code.  At least two domains.
     """
     from ._hessian_torch import hgp_penalty as impl
 
-    return impl(head, features, labels, alpha, beta, loss_fn)
+    return impl(head_grads_per_domain, params, labels, alpha, beta, loss_fn, features)
 
 
-def hutchinson_penalty(head, features, labels, alpha=1e-3, beta=5e-3, num_probes=100, loss_fn=None,
-                       generator=None):
+def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3, num_probes=100,
+                       loss_fn=None, generator=None, *, features=None):
     r"""Hessian-diagonal alignment penalty (the "Hutchinson" variant of Hemati et al. ICCV 2023).
 
     With D_e the diagonal of the head Hessian of domain e, estimated by Hutchinson with
-    ``num_probes`` Rademacher probes (D_e ~ mean_s v_s (.) H_e v_s; the same probes for every
-    domain, so the estimate of D_e - D_e' has less noise), returns
+    ``num_probes`` (S) Rademacher probes, D_e ~ (1/S) sum_s v_s (.) H_e v_s (the same probes for
+    every domain, so the estimate of D_e - D_e' has less noise), returns
         (1/E) sum_e [ alpha ||D_e - mean D||^2 + beta ||g_e - mean g||^2 ],
-    differentiable.  num_probes=None uses the exact diagonal (1/n) sum_i p_ic (1 - p_ic) x_ij^2
-    (nn.Linear head with cross-entropy only).  generator: torch.Generator for the probes.
-    Arguments otherwise as :func:`hgp_penalty`; defaults alpha = 1e-3, beta = 5e-3.
+    differentiable.  Call forms as :func:`hgp_penalty`: ``hutchinson_penalty(head_grads_per_domain,
+    params)`` with per-domain head gradients taken with create_graph=True (H_e v_s =
+    grad_theta (g_e . v_s)), or ``hutchinson_penalty(head, features, labels)`` (closed forms for
+    an ``nn.Linear`` head with cross-entropy).  With the same ``generator`` state both forms draw
+    the same probes and give the same value.  num_probes=None uses the exact diagonal
+    (1/n) sum_i p_ic (1 - p_ic) x_ij^2 (head form, nn.Linear with cross-entropy only).
+    generator: torch.Generator for the probes.  Defaults alpha = 1e-3, beta = 5e-3.
     """
     from ._hessian_torch import hutchinson_penalty as impl
 
-    return impl(head, features, labels, alpha, beta, num_probes, loss_fn, generator)
+    return impl(head_grads_per_domain, params, labels, alpha, beta, num_probes, loss_fn, generator, features)

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import CUPY, TORCH, array_kind
+from ._splitquant_lloyd import kmeans_lloyd_sorted
 
 __all__ = [
     "kmeans1d", "split_model", "quantize_weights", "QuantizedWeight", "splitquant",
@@ -114,43 +115,7 @@ def _finite_float(arr, name):
 
 
 # ---- 1-D k-means ---------------------------------------------------------------------------
-def _kmeanspp_lloyd(x, k, seed, max_iter):
-    """k-means++ seeding (greedy, 2 + ln k trials) then Lloyd, on sorted 1-D data."""
-    rng = np.random.default_rng(seed)
-    xs = np.sort(x.astype(np.float64))
-    n = xs.size
-    trials = 2 + int(math.log(k))
-    centers = [xs[rng.integers(n)]]
-    d2 = (xs - centers[0]) ** 2
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:
-            break
-        cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total).clip(0, n - 1)
-        pots = [np.minimum(d2, (xs - xs[c]) ** 2) for c in cand]
-        best = int(np.argmin([p.sum() for p in pots]))
-        centers.append(xs[cand[best]])
-        d2 = pots[best]
-    c = np.unique(np.asarray(centers))
-    p1 = np.concatenate(([0.0], np.cumsum(xs)))
-    for _ in range(max_iter):
-        cuts = np.searchsorted(xs, (c[:-1] + c[1:]) / 2, side="right")
-        lo = np.concatenate(([0], cuts))
-        hi = np.concatenate((cuts, [n]))
-        cnt = hi - lo
-        new = np.where(cnt > 0, (p1[hi] - p1[lo]) / np.maximum(cnt, 1), c)  # empty: keep centre
-        if np.array_equal(new, c):
-            break
-        c = np.unique(new)
-    return c
-
-
-def _labels_from_centers(x, centers):
-    mids = (centers[:-1] + centers[1:]) / 2
-    return np.searchsorted(mids, x.astype(np.float64), side="left").astype(np.int64)
-
-
-def kmeans1d(values, k=3, method="optimal", *, seed=0, max_iter=300):
+def kmeans1d(values, k=3, method="optimal", *, seed=0, max_iter=300, tol=1e-4):
     r"""One-dimensional k-means of all entries of ``values``.
 
     Minimises the within-cluster sum of squares  sum_j (x_j - c_{label_j})^2  over k centres.
@@ -158,9 +123,14 @@ def kmeans1d(values, k=3, method="optimal", *, seed=0, max_iter=300):
     method="optimal": the exact minimum (sort, then the dynamic program
     F_c(i) = min_l F_{c-1}(l-1) + cost(l, i) with SMAWK row minima, O(n) after an O(n) radix
     sort; prefix sums in double-double), in C++.  Equal values share a cluster.
-    method="lloyd": k-means++ seeding with ``seed`` (greedy, 2 + ln k candidates per centre, as
-    scikit-learn does) and Lloyd iterations (at most ``max_iter``) — a local optimum, kept to
-    reproduce the SplitQuant paper's scikit-learn clustering.
+    method="lloyd": reproduces scikit-learn's ``KMeans(n_clusters=k, n_init=1,
+    random_state=seed, max_iter=max_iter, tol=tol, algorithm="lloyd")`` on the values as one
+    feature (the SplitQuant paper's clustering): greedy k-means++ seeding drawn from
+    ``np.random.RandomState(seed)`` (2 + int(ln k) candidates per centre), then Lloyd iterations
+    in C++ until the labels repeat or the summed squared centre shift is <= tol * Var(values).
+    The labels equal scikit-learn's (renumbered in sorted order) and the centres agree to
+    rounding, computed in float64 (scikit-learn computes float32 input in float32).  A local
+    optimum; with at most k distinct values both methods return one cluster per value.
 
     Domain: finite real values (NaN / inf raise ValueError), at least one entry, k >= 1.
     Returns ``(centers, labels)``: the sorted centres (min(k, #distinct values) of them; fewer
@@ -182,8 +152,10 @@ def kmeans1d(values, k=3, method="optimal", *, seed=0, max_iter=300):
     else:
         seed = _check_int(seed, "seed", 0)
         max_iter = _check_int(max_iter, "max_iter")
-        centers = _kmeanspp_lloyd(flat, k, seed, max_iter)
-        labels = _labels_from_centers(flat, centers)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol)
+                                                                           and tol >= 0):
+            raise ValueError(f"tol: must be a finite number >= 0, got {tol!r}")
+        centers, labels = kmeans_lloyd_sorted(flat, k, seed, max_iter, float(tol))
     return back(centers), back(labels.reshape(arr.shape))
 
 
@@ -195,7 +167,7 @@ def _row_boundaries(rows, k, method, seed=0):
     else:
         centers = np.full((rows.shape[0], k), np.nan)
         for r in range(rows.shape[0]):
-            c = _kmeanspp_lloyd(rows[r], k, seed, 300)
+            c, _ = kmeans_lloyd_sorted(rows[r], k, seed)
             centers[r, :c.size] = c
     mids = (centers[:, :-1] + centers[:, 1:]) / 2
     return np.where(np.isnan(mids), np.inf, mids)

@@ -78,11 +78,12 @@ done
 status=0
 is_clang=$("$cxx" -dM -E -x c++ /dev/null | grep -c __clang__ || true)
 if [[ $is_clang == 0 ]] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  # the OliVe decoders have AVX-512 and portable paths (GCC builds; clang builds compile the
-  # portable ones only): give each half of the time
-  half=$(( (seconds + 1) / 2 ))
-  seconds=$half run_target olive "olive (AVX-512 decoders)" NUMKERN_FUZZ_DUMMY=1 || status=1
-  seconds=$half run_target olive "olive (portable decoders)" NUMKERN_OLIVE_NO_AVX512=1 || status=1
+  # the OliVe decoders / GEMVs have AVX-512, AVX2 and portable paths (GCC builds; clang builds
+  # compile the portable ones only): give each a third of the time
+  third=$(( (seconds + 2) / 3 ))
+  seconds=$third run_target olive "olive (AVX-512 kernels)" NUMKERN_FUZZ_DUMMY=1 || status=1
+  seconds=$third run_target olive "olive (AVX2 kernels)" NUMKERN_OLIVE_ISA=avx2 || status=1
+  seconds=$third run_target olive "olive (portable kernels)" NUMKERN_OLIVE_ISA=portable || status=1
 else
   run_target olive "olive" NUMKERN_FUZZ_DUMMY=1 || status=1
 fi

@@ -22,6 +22,13 @@
 #define NK_ON_DEVICE 0
 #define NK_TABLE constexpr
 #endif
+// For the few functions that must be inlined into a loop for it to vectorize (a call to an
+// out-of-line function stops the vectorizer); device functions are always inlined already.
+#if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__))
+#define NK_FORCE_INLINE __attribute__((always_inline))
+#else
+#define NK_FORCE_INLINE
+#endif
 
 namespace nk {
 using index_t = std::int64_t;  // all sizes and offsets are 64-bit

@@ -57,6 +57,15 @@ NK_HOST_DEVICE double prob_complement(double logit, index_t c, const RowScan& r)
   return 1.0 - m::exp(logit - r.max) / (1.0 + r.rest);
 }
 
+// The same two quantities from a precomputed e_c = exp(l_c - max) (one exp per entry when a
+// caller keeps the row's exponentials); bit-identical to prob / prob_complement.
+NK_HOST_DEVICE double prob_from_exp(double e, const RowScan& r) { return e / (1.0 + r.rest); }
+
+NK_HOST_DEVICE double complement_from_exp(double e, index_t c, const RowScan& r) {
+  if (c == r.argmax) return r.rest / (1.0 + r.rest);
+  return 1.0 - e / (1.0 + r.rest);
+}
+
 // p_c (1 - p_c): the diagonal of A, the per-sample curvature weight of class c.
 NK_HOST_DEVICE double curvature_weight(double logit, index_t c, const RowScan& r) {
   return prob(logit, r) * prob_complement(logit, c, r);
