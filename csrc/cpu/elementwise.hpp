@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "cpu/threads.hpp"
@@ -96,13 +97,30 @@ struct BlockKernel {
   static constexpr bool kAvailable = false;
 };
 
+// numpy arrays need not be aligned (a view at an odd byte offset, a packed record field):
+// elements go through memcpy, a plain unaligned load / store on x86-64 and ARM64, where a
+// dereference of a misaligned T* is undefined behaviour (UBSan: tests/sanitize.sh).
+template <class T>
+inline T load_unaligned(const T* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+template <class T>
+inline void store_unaligned(T* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+
 // out = op(a, b), all of type T, all of shape geom.shape.
 template <class Op, class T>
 void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
                  const std::array<std::array<index_t, kMaxDims>, 3>& strides) {
   if constexpr (BlockKernel<Op>::kAvailable) {
+    // the block kernel takes double* of aligned data; a misaligned view takes the gather path
+    const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % alignof(T) == 0; };
     const bool contiguous = std::is_same_v<T, double> && geom.ndim == 1 && strides[0][0] == 1 &&
-                            strides[1][0] == 1 && strides[2][0] == 1;
+                            strides[1][0] == 1 && strides[2][0] == 1 && aligned(a) && aligned(b) &&
+                            aligned(out);
     for_each_chunk(element_count(geom), [&](index_t begin, index_t end) {
       if (contiguous) {
         BlockKernel<Op>::run(reinterpret_cast<const double*>(a) + begin,
@@ -113,19 +131,19 @@ void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
       // other layouts and float: gather into double buffers, compute, scatter
       double abuf[kChunk], bbuf[kChunk], obuf[kChunk];
       walk_range<3>(geom, strides, begin, end, [&](index_t i, const std::array<index_t, 3>& o) {
-        abuf[i - begin] = static_cast<double>(a[o[0]]);
-        bbuf[i - begin] = static_cast<double>(b[o[1]]);
+        abuf[i - begin] = static_cast<double>(load_unaligned(a + o[0]));
+        bbuf[i - begin] = static_cast<double>(load_unaligned(b + o[1]));
       });
       BlockKernel<Op>::run(abuf, bbuf, obuf, end - begin);
       walk_range<3>(geom, strides, begin, end, [&](index_t i, const std::array<index_t, 3>& o) {
-        out[o[2]] = static_cast<T>(obuf[i - begin]);
+        store_unaligned(out + o[2], static_cast<T>(obuf[i - begin]));
       });
     });
     return;
   }
   Op op;
   for_each_strided<3>(geom, strides, [&](const std::array<index_t, 3>& o) {
-    out[o[2]] = op(a[o[0]], b[o[1]]);
+    store_unaligned(out + o[2], op(load_unaligned(a + o[0]), load_unaligned(b + o[1])));
   });
 }
 

@@ -16,6 +16,26 @@ inline index_t bytes_per_row(index_t cols, int bits) {
   return bits == 8 ? 2 * pairs : pairs;
 }
 
+// Argument checks of the decode / matmul entry points, shared by the bindings (which raise the
+// message as ValueError) and the fuzz targets (tests/fuzz), so that the native layer is safe on
+// its own: nullptr when the arguments are consistent, else a message naming the argument.
+inline const char* check_format(int bits, int normal) {
+  if (bits != 4 && bits != 8) return "bits: must be 4 or 8";
+  if (normal != 0 && normal != 1) return "normal: code must be 0 (int) or 1 (flint)";
+  if (bits == 8 && normal == 1) return "normal: flint is only defined for 4 bits";
+  return nullptr;
+}
+
+// codes: a (code_rows, code_cols) byte matrix; scales: n_scales floats.
+inline const char* check_codes(index_t code_rows, index_t code_cols, index_t n_scales, bool per_row,
+                               index_t rows, index_t cols, int bits) {
+  if (rows < 0 || cols < 0) return "shape: negative dimension";
+  if (code_rows != rows || code_cols != bytes_per_row(cols, bits))
+    return "codes: shape does not match the quantized shape";
+  if (n_scales != (per_row ? rows : 1)) return "scales: shape does not match the quantized shape";
+  return nullptr;
+}
+
 enum class AlphaMode : int {
   search = 0,   // 88-point search around the 3-sigma bound, lowest encoded MSE
   sigma = 1,    // alpha = max(|mu + 3 sigma|, |mu - 3 sigma|), no search

@@ -231,11 +231,11 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
     const float* o = offsets + g * k;
     const index_t begin = g * group_size, end = begin + group_size;
     if constexpr (Bits <= 4) {
-      float table[4 * kCodes];
-      for (int c = 0; c < k; ++c)
+      float table[4 * kCodes];  // all four ids: ids >= k read NaN (see fused_weight)
+      for (int c = 0; c < 4; ++c)
         for (int u = 0; u < kCodes; ++u)
           table[c * kCodes + u] = nk::splitquant::fused_weight(static_cast<unsigned>(u),
-                                                               static_cast<unsigned>(c), s, o);
+                                                               static_cast<unsigned>(c), k, s, o);
       if (group_size % 4 == 0) {
         // 4 weights per cluster byte, 8 / Bits per code byte: constant shifts, no division
         for (index_t i = begin; i < end; i += 4) {
@@ -253,7 +253,7 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
     } else {
       for (index_t i = begin; i < end; ++i)
         w[i] = nk::splitquant::fused_weight(nk::splitquant::code_at(codes, i, Bits),
-                                            nk::splitquant::cluster_at(clusters, i), s, o);
+                                            nk::splitquant::cluster_at(clusters, i), k, s, o);
     }
   }
 }
@@ -317,6 +317,23 @@ void dot4x4(const float* x, const float* w, index_t in, float* s) {
   for (int j = 0; j < 16; ++j) s[j] = r[j];
 }
 }  // namespace
+
+const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits) {
+  if (bits != 2 && bits != 4 && bits != 8) return "bits: must be 2, 4 or 8";
+  if (in < 0) return "in_features: must be >= 0";
+  if (group_size < 1 || in % group_size != 0)
+    return "group_size: must be >= 1 and divide the input dimension";
+  const index_t out = s.scales[0], k = s.scales[2];
+  if (k < 1 || k > 4) return "k: the fused format holds 1 to 4 clusters";
+  for (int d = 0; d < 3; ++d)
+    if (s.offsets[d] != s.scales[d]) return "offsets: shape mismatch";
+  if (s.scales[1] != in / group_size) return "scales: wrong number of groups";
+  if (s.code_rows != out || s.code_cols != nk::splitquant::packed_row_bytes(in, bits))
+    return "codes: wrong shape for (out, packed input)";
+  if (s.cluster_rows != out || s.cluster_cols != nk::splitquant::packed_row_bytes(in, 2))
+    return "clusters: wrong shape for (out, packed input)";
+  return nullptr;
+}
 
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
                   const float* offsets, index_t out, index_t in, index_t group_size, int bits,

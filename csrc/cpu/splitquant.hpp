@@ -22,6 +22,19 @@ template <class T>
 void kmeans1d_optimal_rows(const T* x, index_t rows, index_t cols, int k, double* centers,
                            std::int64_t* labels, double* costs);
 
+// Shapes of a fused layer's arrays, as the bindings see them.
+struct FusedShapes {
+  index_t code_rows, code_cols;        // codes (out x code_row_bytes)
+  index_t cluster_rows, cluster_cols;  // clusters (out x cluster_row_bytes)
+  index_t scales[3], offsets[3];       // (out, groups, k)
+};
+
+// Argument check of fused_linear / fused_decode, shared by the bindings (raised as ValueError)
+// and the fuzz targets (tests/fuzz), so the native entry points are safe on their own: nullptr
+// when the shapes agree with (in, group_size, bits), else a message naming the argument.
+// On success out = scales[0] and k = scales[2].
+const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits);
+
 // Y (n x out) = X (n x in) W^T + bias with W decoded from the fused format of
 // numkern/splitquant.hpp: codes (out x code_row_bytes), clusters (out x cluster_row_bytes),
 // scales / offsets (out x groups x k), groups = in / group_size.  bias may be null.

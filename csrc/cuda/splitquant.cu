@@ -39,7 +39,7 @@ __global__ void fused_linear_kernel(const float* __restrict__ x, std::int64_t n,
         const std::int64_t t = (o * groups + i / group_size) * k;
         w = nk::splitquant::fused_weight(nk::splitquant::code_at(codes + o * code_bytes, i, bits),
                                          nk::splitquant::cluster_at(clusters + o * cluster_bytes, i),
-                                         scales + t, offsets + t);
+                                         k, scales + t, offsets + t);
       }
       ws[r][tx] = w;  // ws[output][input]
     }

@@ -12,22 +12,24 @@
 namespace nk {
 namespace {
 namespace py = pybind11;
-using F32 = py::array_t<float, py::array::c_style>;
-using F64 = py::array_t<double, py::array::c_style>;
-using U8 = py::array_t<std::uint8_t, py::array::c_style>;
+// numpy copies an input that is not C-contiguous or not aligned (a view at an odd byte offset):
+// the kernels dereference float pointers, which must be aligned.
+constexpr int kAlignedC = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using F32 = py::array_t<float, kAlignedC>;
+using F64 = py::array_t<double, kAlignedC>;
+using U8 = py::array_t<std::uint8_t, kAlignedC>;
 
-void check_format(int bits, int normal) {
-  if (bits != 4 && bits != 8) throw py::value_error("bits: must be 4 or 8");
-  if (normal != 0 && normal != 1) throw py::value_error("normal: code must be 0 (int) or 1 (flint)");
-  if (bits == 8 && normal == 1) throw py::value_error("normal: flint is only defined for 4 bits");
+void raise_if(const char* message) {
+  if (message) throw py::value_error(message);
 }
 
+void check_format(int bits, int normal) { raise_if(cpu::olive::check_format(bits, normal)); }
+
 void check_codes(const U8& codes, const F32& scales, bool per_row, index_t rows, index_t cols, int bits) {
-  if (codes.ndim() != 2 || codes.shape(0) != rows ||
-      codes.shape(1) != cpu::olive::bytes_per_row(cols, bits))
-    throw py::value_error("codes: shape does not match the quantized shape");
-  if (scales.ndim() != 1 || scales.shape(0) != (per_row ? rows : 1))
-    throw py::value_error("scales: shape does not match the quantized shape");
+  if (codes.ndim() != 2) throw py::value_error("codes: shape does not match the quantized shape");
+  if (scales.ndim() != 1) throw py::value_error("scales: shape does not match the quantized shape");
+  raise_if(cpu::olive::check_codes(codes.shape(0), codes.shape(1), scales.shape(0), per_row, rows,
+                                   cols, bits));
 }
 
 py::tuple encode(const F32& x, int bits, int normal, bool keep_left, bool per_row, int mode,

@@ -17,7 +17,8 @@ namespace nk {
 namespace {
 namespace py = pybind11;
 template <class T>
-using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using carray = py::array_t<T, py::array::c_style | py::array::forcecast |
+                                   py::detail::npy_api::NPY_ARRAY_ALIGNED_>;  // copies a misaligned view
 
 template <class T>
 void check_finite(const T* x, index_t n) {
@@ -32,6 +33,9 @@ py::tuple kmeans_rows(const py::array& values, int k) {
   const index_t rows = x.shape(0), cols = x.shape(1);
   if (cols < 1) throw py::value_error("values: rows must not be empty");
   check_finite(x.data(), rows * cols);
+  // At most cols clusters can be non-empty: a huge k (k = 2^31 - 1 from a caller) would
+  // otherwise allocate and NaN-fill rows * k doubles.  Columns beyond cols would be all NaN.
+  k = static_cast<int>(std::min<index_t>(k, cols));
   py::array_t<double> centers({rows, static_cast<index_t>(k)});
   py::array_t<std::int64_t> labels({rows, cols});
   py::array_t<double> costs(rows);
@@ -82,24 +86,21 @@ FusedArgs fused_args(const py::array& codes, const py::array& clusters, const py
                      const py::array& offsets, index_t in, index_t group_size, int bits) {
   FusedArgs a{carray<std::uint8_t>(codes), carray<std::uint8_t>(clusters), carray<float>(scales),
               carray<float>(offsets), 0, in, 0, group_size, bits, 0};
-  if (bits != 2 && bits != 4 && bits != 8) throw py::value_error("bits: must be 2, 4 or 8");
-  if (group_size < 1 || in % group_size != 0)
-    throw py::value_error("group_size: must be >= 1 and divide the input dimension");
   if (a.scales.ndim() != 3 || a.offsets.ndim() != 3)
     throw py::value_error("scales/offsets: expected (out, groups, k) arrays");
+  if (a.codes.ndim() != 2) throw py::value_error("codes: wrong shape for (out, packed input)");
+  if (a.clusters.ndim() != 2) throw py::value_error("clusters: wrong shape for (out, packed input)");
+  cpu::splitquant::FusedShapes shapes{a.codes.shape(0), a.codes.shape(1), a.clusters.shape(0),
+                                      a.clusters.shape(1), {}, {}};
+  for (int d = 0; d < 3; ++d) {
+    shapes.scales[d] = a.scales.shape(d);
+    shapes.offsets[d] = a.offsets.shape(d);
+  }
+  if (const char* message = cpu::splitquant::check_fused(shapes, in, group_size, bits))
+    throw py::value_error(message);
   a.out = a.scales.shape(0);
   a.groups = in / group_size;
   a.k = static_cast<int>(a.scales.shape(2));
-  if (a.k < 1 || a.k > 4) throw py::value_error("k: the fused format holds 1 to 4 clusters");
-  for (int d = 0; d < 3; ++d)
-    if (a.offsets.shape(d) != a.scales.shape(d)) throw py::value_error("offsets: shape mismatch");
-  if (a.scales.shape(1) != a.groups) throw py::value_error("scales: wrong number of groups");
-  if (a.codes.ndim() != 2 || a.codes.shape(0) != a.out ||
-      a.codes.shape(1) != splitquant::packed_row_bytes(in, bits))
-    throw py::value_error("codes: wrong shape for (out, packed input)");
-  if (a.clusters.ndim() != 2 || a.clusters.shape(0) != a.out ||
-      a.clusters.shape(1) != splitquant::packed_row_bytes(in, 2))
-    throw py::value_error("clusters: wrong shape for (out, packed input)");
   return a;
 }
 
@@ -145,7 +146,7 @@ py::array_t<float> fused_decode(const py::array& codes, const py::array& cluster
 
 void bind_splitquant(py::module_& m) {
   m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("k"),
-        "Exact 1-D k-means of every row: (centers (rows, k) NaN-padded, labels, costs).");
+        "Exact 1-D k-means of every row: (centers (rows, min(k, cols)) NaN-padded, labels, costs).");
   m.def("lloyd1d", &lloyd1d, py::arg("values"), py::arg("init"), py::arg("tol"), py::arg("max_iter"),
         "Lloyd iterations from init with scikit-learn's conventions: (centers, labels, n_iter).");
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"),

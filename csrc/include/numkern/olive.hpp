@@ -60,7 +60,11 @@ NK_HOST_DEVICE Elem round_int4(float q) {
 NK_HOST_DEVICE int round_mag(float t, bool positive) {
   // ceil(t - 0.5) = -floor(-t + 0.5): one floor with a sign select, no branch.
   const float sg = positive ? 1.0f : -1.0f;
-  return static_cast<int>(::floorf(sg * t + 0.5f) * sg);
+  // q = x * inv overflows to inf for a tiny given threshold, and inf -> int is undefined: cap
+  // the magnitude (every caller saturates far below 1024; NaN also maps to the cap).  A select,
+  // not fminf: GCC calls libm for fminf, which costs the encoder's hot loop ~2x.
+  const float tc = t < 1024.0f ? t : 1024.0f;
+  return static_cast<int>(::floorf(sg * tc + 0.5f) * sg);
 }
 
 NK_TABLE float kFlint4Values[8] = {0.0f, 2.0f, 4.0f, 6.0f, 8.0f, 12.0f, 16.0f, 32.0f};

@@ -73,8 +73,11 @@ NK_HOST_DEVICE unsigned cluster_at(const std::uint8_t* row, index_t i) {
 }
 
 // Dequantized fused weight W(o, i); table points at the k (scale) / (offset) entries of (o, g).
-NK_HOST_DEVICE float fused_weight(unsigned code, unsigned cluster, const float* scale_og,
+// A 2-bit id can name cluster 3 of a layer with k < 4: such a corrupt code decodes to NaN
+// instead of reading past the k table entries.
+NK_HOST_DEVICE float fused_weight(unsigned code, unsigned cluster, int k, const float* scale_og,
                                   const float* offset_og) {
+  if (cluster >= static_cast<unsigned>(k)) return m::nan<float>();
   return offset_og[cluster] + static_cast<float>(code) * scale_og[cluster];
 }
 
