@@ -103,14 +103,7 @@ def numpy_elementwise(kernel, args, names, out=None):
     arrs = [np.broadcast_to(a, shape) for a in arrs]
     scalar = all(a.ndim == 0 for a in arrs)
     if out is not None:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
-        if out.shape != shape:
-            raise ValueError(f"out: shape {out.shape} does not match the broadcast shape {shape}")
-        if not out.flags.writeable:
-            raise ValueError("out: array is read-only")
-        if not np.can_cast(dt, out.dtype, casting="same_kind"):
-            raise TypeError(f"out: cannot cast the result dtype {dt} to {out.dtype}")
+        check_numpy_out(out, shape, dt)
         direct = (out.dtype == dt and out.dtype.isnative and out.flags.aligned
                   and not any(np.may_share_memory(out, a) for a in arrs))
         if direct:
@@ -238,6 +231,18 @@ def cupy_elementwise(family, op_name, args, names, out=None):
             out[...] = result
             return out
     return result
+
+
+def check_numpy_out(out, shape, result_dtype):
+    """A numpy `out=` must match the broadcast shape, be writeable and take the result's dtype."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out: shape {out.shape} does not match the broadcast shape {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out: array is read-only")
+    if not np.can_cast(result_dtype, out.dtype, casting="same_kind"):
+        raise TypeError(f"out: cannot cast the result dtype {np.dtype(result_dtype)} to {out.dtype}")
 
 
 def elementwise(family, op_name, args, names, out=None):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import TORCH, _as_numpy, _broadcast_shape, array_kind, elementwise, has_complex
+from ._arrays import TORCH, _as_numpy, _broadcast_shape, array_kind, check_numpy_out, elementwise, has_complex
 
 __all__ = [
     "log_iv", "log_kv", "iv", "ive", "kv", "kve", "i0", "i0e", "i1", "i1e", "k0", "k0e", "k1",
@@ -52,14 +52,7 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
     shape = _broadcast_shape([a.shape for a in arrs], names)
     if out is None:
         return ufunc(*args)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"out: shape {out.shape} does not match the broadcast shape {shape}")
-    if not out.flags.writeable:
-        raise ValueError("out: array is read-only")
-    if not np.can_cast(np.complex128, out.dtype, casting="same_kind"):
-        raise TypeError(f"out: cannot cast the complex result to {out.dtype}")
+    check_numpy_out(out, shape, np.complex128)
     return ufunc(*args, out=out)
 
 
