@@ -35,7 +35,9 @@ namespace {
 #define NK_OLIVE_FMA
 #endif
 
-int threads_for(index_t work_items) {
+// Threads for `work_items` independent pieces totalling `work` elementary operations.
+int threads_for(index_t work_items, index_t work) {
+  if (work < kMinParallelWork) return 1;
   return static_cast<int>(std::max<index_t>(1, std::min<index_t>(get_num_threads(), work_items)));
 }
 
@@ -142,7 +144,7 @@ double choose_alpha(const float* x, index_t r0, index_t r1, index_t cols, const 
     return xm;
   }
   double err[ov::kSearchCount];
-  const int nt = parallel_candidates ? threads_for(ov::kSearchCount) : 1;
+  const int nt = parallel_candidates ? threads_for(ov::kSearchCount, (r1 - r0) * cols * ov::kSearchCount) : 1;
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
@@ -275,7 +277,7 @@ __attribute__((target("avx512f"))) void decode8_avx512(const std::uint8_t* __res
 __attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv8_avx512(
     const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* x,
     float* y) {
-  const int nt = threads_for(n / 16 + 1);
+  const int nt = threads_for(n / 16 + 1, n * bpr * 2);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -312,7 +314,7 @@ __attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv4_avx5
   const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
   const __m512 tn = _mm512_load_ps(normals), to = _mm512_load_ps(outliers);
   const __m512i low4 = _mm512_set1_epi32(15), victim = _mm512_set1_epi32(8);
-  const int nt = threads_for(n / 16 + 1);
+  const int nt = threads_for(n / 16 + 1, n * bpr * 2);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -415,7 +417,7 @@ __attribute__((target("avx2,fma"), optimize("fp-contract=fast"))) void gemv4_avx
   const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
   const float unit = Wide ? 1.0f / 65536.0f : 4.0f;  // exact powers of 2
   const index_t full = bpr - bpr % 32;
-  const int nt = threads_for(n / 16 + 1);
+  const int nt = threads_for(n / 16 + 1, n * bpr * 2);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -482,7 +484,7 @@ __attribute__((target("avx512f,avx512bw"), optimize("fp-contract=fast"))) void g
   const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
   const float unit = Wide ? 1.0f : 4.0f;
   const index_t full = bpr - bpr % 64;
-  const int nt = threads_for(n / 16 + 1);
+  const int nt = threads_for(n / 16 + 1, n * bpr * 2);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -714,7 +716,7 @@ void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, 
             float* scales, double* alphas, double* sq_errors) {
   const index_t bpr = bytes_per_row(cols, spec.bits);
   if (spec.per_row) {
-    const int nt = threads_for(rows);
+    const int nt = threads_for(rows, rows * cols);
     (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
@@ -733,7 +735,7 @@ void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, 
   double err;
   const double a = choose_alpha(x, 0, rows, cols, spec, alphas[0], true, &err);
   const Scale sc = scale_for(a, spec);
-  const int nt = threads_for(rows);
+  const int nt = threads_for(rows, rows * cols);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -748,7 +750,7 @@ void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_
             int bits, int normal, float* out) {
   const index_t bpr = bytes_per_row(cols, bits);
   const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
-  const int nt = threads_for(rows);
+  const int nt = threads_for(rows, rows * cols);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -818,7 +820,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
 #endif
   std::fill(out, out + batch * n, 0.0f);
   const index_t nblocks = (n + kTileN - 1) / kTileN;
-  const int nt = threads_for(nblocks);
+  const int nt = threads_for(nblocks, batch * n * k);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)

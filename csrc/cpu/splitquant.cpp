@@ -342,7 +342,7 @@ void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const
   const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
   const index_t groups = in / group_size;
 #if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (out * in > kMinParallelWork)
 #endif
   for (index_t o = 0; o < out; ++o)
     decode_row_any(bits, codes + o * cb, clusters + o * lb, scales + o * groups * k,
@@ -360,7 +360,7 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
   const index_t groups = in / group_size;
   const index_t blocks = (out + kRows - 1) / kRows;
 #if NK_HAVE_OPENMP
-#pragma omp parallel num_threads(get_num_threads())
+#pragma omp parallel num_threads(get_num_threads()) if (n * out * in > kMinParallelWork)
 #endif
   {
     std::vector<float> buf(static_cast<size_t>(kRows * in), 0.0f);

@@ -2,6 +2,10 @@
 #pragma once
 
 namespace nk::cpu {
+// Below about this many elementary operations a parallel region costs more than it saves:
+// waking the second thread takes ~10 us on an idle machine and milliseconds on a loaded one.
+constexpr long long kMinParallelWork = 1 << 16;
+
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1
 int max_threads();            // number of processors OpenMP sees

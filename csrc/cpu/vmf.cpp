@@ -45,14 +45,16 @@ double sum_sq_diff(const T* x, double scale, const double* mu, index_t d) {
   return (a0 + a1) + (a2 + a3);
 }
 
-int threads_for(index_t tasks) {
+// Threads for `tasks` independent pieces totalling `work` elementary operations.
+int threads_for(index_t tasks, index_t work) {
+  if (work < kMinParallelWork) return 1;
   return static_cast<int>(std::min<index_t>(get_num_threads(), std::max<index_t>(tasks, 1)));
 }
 }  // namespace
 
 template <class T>
 void row_norm2(const T* x, index_t m, index_t d, double* out) {
-  const int nt = threads_for(m * d / 4096);
+  const int nt = threads_for(m * d / 4096, m * d);
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
@@ -66,7 +68,7 @@ void weighted_sum(const T* x, const double* w, index_t groups, index_t n, index_
   constexpr index_t kBlock = 512;  // columns per task: the accumulator stays in L1
   const index_t nblocks = (d + kBlock - 1) / kBlock;
   const index_t tasks = groups * nblocks;
-  const int nt = threads_for(tasks);
+  const int nt = threads_for(tasks, groups * n * d);
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
 #endif
@@ -87,7 +89,7 @@ template <class T>
 void logpdf(const T* x, index_t x_group_stride, const double* mu, const double* shifted,
             const double* kappa, index_t groups, index_t n, index_t d, T* out, double* norm2) {
   const index_t rows = groups * n;
-  const int nt = threads_for(rows * d / 4096);
+  const int nt = threads_for(rows * d / 4096, rows * d);
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
@@ -104,7 +106,7 @@ void logpdf(const T* x, index_t x_group_stride, const double* mu, const double* 
 
 void estep(const double* dots, const double* b, const double* kappa, index_t n, index_t k,
            double* logresp, double* lse) {
-  const int nt = threads_for(n * k / 2048);
+  const int nt = threads_for(n * k / 2048, n * k * 16);
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
@@ -128,7 +130,7 @@ template <class T>
 void sample(const double* mu, const double* kappa, index_t groups, index_t n, index_t d,
             std::uint64_t seed, T* out) {
   const index_t rows = groups * n;
-  const int nt = threads_for(rows * (d + 64) / 4096);
+  const int nt = threads_for(rows * (d + 64) / 4096, rows * (d + 64));
 #if NK_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
