@@ -55,6 +55,12 @@ constexpr BucketTable make_bucket_table() {
 }
 constexpr BucketTable kBucketTable = make_bucket_table();
 
+// Debye bucket (terms / 2) of an element with v >= 20 (so max(v, x) >= 2^4).
+inline int debye_bucket(double v, double x) {
+  const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;
+  return e < 64 ? kBucketTable.by_exponent[e] : 1;
+}
+
 // The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
 // Debye region (v >= 20, x < 50 v^2) where v^2 + x^2 is finite and x / (v + h) a normal double;
 // also v < 20 with h = sqrt(v^2 + x^2) >= 25, where bessel.hpp uses the Debye sum as well
@@ -72,8 +78,7 @@ inline int lane_bucket(double v, double x) {
     return 0;
   }
   if (!(v < 1e150 && x > 1e-140)) return 0;  // (and x < 50 v^2: not Hankel)
-  const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;  // >= 4
-  return e < 64 ? kBucketTable.by_exponent[e] : 1;
+  return debye_bucket(v, x);
 }
 
 // 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
@@ -114,6 +119,14 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
   return e;
 }
 
+// log(S / sqrt(2 pi h)) for I, log(S sqrt(pi / (2 h))) for K, as half the log of the square
+// (no square root), from the Debye sum S and 1 / h.
+template <bool kIsK>
+NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
+  constexpr double kFactor = kIsK ? 1.5707963267948966 : 0.15915494309189535;  // pi/2, 1/(2 pi)
+  return 0.5 * log_branchfree(s * s * (inv_h * kFactor));
+}
+
 // log I_v(x) (kIsK = false) or log K_v(x) for kLanes elements of the lanes' domain:
 //   log I = v eta + log(S_+^2 / (2 pi h)) / 2,  log K = -v eta + log(S_-^2 pi / (2 h)) / 2,
 //   v eta = h + v log(x / (v + h)),  h = sqrt(v^2 + x^2),  p = v / h,  S_+- = sum (+-1/h)^k Q_k(p^2).
@@ -147,10 +160,9 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     }
   }
   debye_sums<kTerms>(p2, u, s);
-  constexpr double kPrefactor = kIsK ? 1.5707963267948966 : 0.15915494309189535;  // pi/2, 1/(2 pi)
   constexpr double kSign = kIsK ? -1.0 : 1.0;
   for (int l = 0; l < kLanes; ++l) {
-    double rest = 0.5 * log_branchfree(s[l] * s[l] * (inv_h[l] * kPrefactor));
+    double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
     double closed = kSign * plain[l] + rest;
     double series = kSign * near_hi[l] + (kSign * near_lo[l] + rest);
     std::int64_t far = std::fabs(near_d[l]) > kTaylorReach;
@@ -304,9 +316,8 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
     e_lo[l] = e.lo;
   }
   debye_sums<kTerms>(p2, u, s);
-  constexpr double kPrefactor = kIsK ? 1.5707963267948966 : 0.15915494309189535;  // pi/2, 1/(2 pi)
   for (int l = 0; l < kLanes; ++l) {
-    double rest = 0.5 * log_branchfree(s[l] * s[l] * (inv_h[l] * kPrefactor));
+    double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
     dd t = two_sum(e_hi[l], e_lo[l] + rest);
     double hi = t.hi < 709.7 ? (t.hi > -745.1 ? t.hi : -745.1) : 709.7;
     double ex = exp_branchfree(hi);
@@ -378,8 +389,7 @@ struct DropinLanes {
       return kSmallOrderBucket;
     if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e8 && x > 1e-140 && x < 50.0 * v * v)) return 0;
     if (!kIsK && x <= 2.0 && v < 170.0) return 0;
-    const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;
-    return kBucketTable.by_exponent[e];  // e < 27
+    return debye_bucket(v, x);
   }
   static double scalar(double v, double x) {
     if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);

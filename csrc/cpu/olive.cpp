@@ -35,12 +35,6 @@ namespace {
 #define NK_OLIVE_FMA
 #endif
 
-// Threads for `work_items` independent pieces totalling `work` elementary operations.
-int threads_for(index_t work_items, index_t work) {
-  if (work < kMinParallelWork) return 1;
-  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(get_num_threads(), work_items)));
-}
-
 // Sum of f(row, begin, end) over rows [r0, r1) and fixed kSumChunk column chunks, in the
 // canonical order shared with the CUDA encoder (see numkern/olive.hpp).
 template <class F>

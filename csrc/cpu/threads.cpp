@@ -34,4 +34,9 @@ int max_threads() {
 int get_num_threads() { return counter().load(std::memory_order_relaxed); }
 void set_num_threads(int n) { counter().store(n < 1 ? 1 : n, std::memory_order_relaxed); }
 bool have_openmp() { return NK_HAVE_OPENMP != 0; }
+int threads_for(long long units, long long work) {
+  if (work < kMinParallelWork || units <= 1) return 1;
+  const long long n = get_num_threads();
+  return static_cast<int>(units < n ? units : n);
+}
 }  // namespace nk::cpu

@@ -10,4 +10,7 @@ int get_num_threads();
 void set_num_threads(int n);  // n >= 1
 int max_threads();            // number of processors OpenMP sees
 bool have_openmp();
+// Threads for a loop of `units` independent pieces totalling `work` elementary operations:
+// one below kMinParallelWork, else at most one per piece.
+int threads_for(long long units, long long work);
 }  // namespace nk::cpu

@@ -45,11 +45,6 @@ double sum_sq_diff(const T* x, double scale, const double* mu, index_t d) {
   return (a0 + a1) + (a2 + a3);
 }
 
-// Threads for `tasks` independent pieces totalling `work` elementary operations.
-int threads_for(index_t tasks, index_t work) {
-  if (work < kMinParallelWork) return 1;
-  return static_cast<int>(std::min<index_t>(get_num_threads(), std::max<index_t>(tasks, 1)));
-}
 }  // namespace
 
 template <class T>
