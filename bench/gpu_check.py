@@ -137,7 +137,7 @@ def main():
     numkern, torch = header()
     make_report("import")("numkern imports (no CUDA driver needed at import)", True,
                           f"numkern {numkern.__version__}")
-    from numkern._arrays import _cuda
+    from numkern._backend import cuda_module; _cuda = cuda_module()
 
     gpu_present = torch is not None and torch.cuda.is_available()
     if _cuda is None and gpu_present:

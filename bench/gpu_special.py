@@ -1,6 +1,6 @@
 """GPU section for numkern.special, run by bench/gpu_check.py: ``run(report)``.
 
-Every CUDA entry point (the 10 ops of csrc/cuda/special.cu, reached through the public functions
+Every CUDA entry point (the 10 ops of csrc/cuda/special/special.cu, reached through the public functions
 and, for dlog_*_dx, through torch autograd) is run on torch CUDA tensors, and on CuPy arrays when
 CuPy is importable, and compared elementwise with numkern's CPU result on the same inputs:
 

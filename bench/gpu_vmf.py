@@ -1,6 +1,6 @@
 """GPU section for numkern.vmf, run by bench/gpu_check.py: ``run(report)``.
 
-Every CUDA entry of csrc/cuda/vmf.cu is reached through the public API on torch CUDA tensors (and
+Every CUDA entry of csrc/cuda/vmf/vmf.cu is reached through the public API on torch CUDA tensors (and
 CuPy arrays when importable) and compared with numkern's CPU result on the same inputs:
 
 - map ops (kappa_mle, log_normalizer, log_normalizer_shifted, entropy, mean_length, kl):

@@ -11,7 +11,7 @@
 #   NUMKERN_SANITIZE_LOGS   directory for sanitizer reports (default: a fresh temp dir).
 #   NUMKERN_SANITIZE_KEEP=1 reuse an existing venv and skip the reinstall of the test deps
 #                           (numkern itself is always rebuilt).
-#   NUMKERN_SANITIZE_FIRST  test files to run first (all of tests/test_*.py run either way).
+#   NUMKERN_SANITIZE_FIRST  test files to run first (all of tests/*/test_*.py run either way).
 #
 # Choices:
 # - CPU module only (NUMKERN_CUDA=OFF): the CUDA module is host code around kernels that cannot
@@ -77,7 +77,7 @@ status=0
 # e.g. the native-heavy families before the torch model tests on a slow machine.
 targets=()
 for f in ${NUMKERN_SANITIZE_FIRST:-}; do targets+=("$f"); done
-for f in tests/test_*.py; do
+for f in tests/*/test_*.py; do
   [[ " ${targets[*]} " == *" $f "* ]] || targets+=("$f")
 done
 # --capture=sys: pytest's default fd-level capture would swallow a sanitizer report written to

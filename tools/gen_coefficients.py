@@ -1,4 +1,4 @@
-"""Regenerate csrc/include/numkern/detail/bessel_coeffs.hpp.
+"""Regenerate csrc/include/numkern/special/detail/bessel_coeffs.hpp.
 
 Writes exact-rational-derived double coefficients for
   * the Debye polynomials U_k(p) (DLMF 10.41.10):
@@ -6,8 +6,8 @@ Writes exact-rational-derived double coefficients for
     stored as U_k(p) = p^k * sum_j c[k][j] * (p^2)^j, j = 0..k;
   * the Taylor coefficients of 1/Gamma(1 + mu) (for Temme's gamma_1, gamma_2), from mpmath
     at 60 digits.
-Run:  python tools/gen_coefficients.py > csrc/include/numkern/detail/bessel_coeffs.hpp
-      python tools/gen_coefficients.py ddlog > csrc/include/numkern/detail/dd_log_table.hpp
+Run:  python tools/gen_coefficients.py > csrc/include/numkern/special/detail/bessel_coeffs.hpp
+      python tools/gen_coefficients.py ddlog > csrc/include/numkern/common/detail/dd_log_table.hpp
 """
 import sys
 

@@ -1,12 +1,12 @@
-"""Regenerate csrc/include/numkern/detail/debye_zero_coeffs.hpp.
+"""Regenerate csrc/include/numkern/special/detail/debye_zero_coeffs.hpp.
 
 The Debye exponent eta(z) = sqrt(1 + z^2) + log(z / (1 + sqrt(1 + z^2))) vanishes at the Laplace
 limit constant z0 = 0.6627434193...; near it, v * eta(x / v) cancels to a small number.  The
-CPU block path (csrc/cpu/bessel_block.hpp) evaluates it there from the Taylor series
+CPU block path (csrc/cpu/special/bessel_block.hpp) evaluates it there from the Taylor series
     eta(z0 + d) = sum_{k>=1} c_k d^k,
 with z0 and c_1 stored as double-double.  |d| <= 0.15 and the radius of convergence is z0 (the
 log singularity at z = 0), so 28 terms reach 0.227^28 < 1e-18.
-Run:  python tools/gen_debye_zero.py > csrc/include/numkern/detail/debye_zero_coeffs.hpp
+Run:  python tools/gen_debye_zero.py > csrc/include/numkern/special/detail/debye_zero_coeffs.hpp
 """
 import mpmath as mp
 

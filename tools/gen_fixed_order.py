@@ -1,4 +1,4 @@
-"""Regenerate csrc/include/numkern/detail/bessel01_cheb.hpp: Chebyshev series (own fits, mpmath at
+"""Regenerate csrc/include/numkern/special/detail/bessel01_cheb.hpp: Chebyshev series (own fits, mpmath at
 50 digits) for the fixed-order drop-ins i0, i0e, i1, i1e, k0, k0e, k1, k1e.
 
   I0e, I1e/x on [0, 8]         as functions of t = x/4 - 1 (I1e/x keeps tiny x relative)
@@ -7,7 +7,7 @@
   x (K1 - log(x/2) I1)         on (0, 2] as a function of t = x^2/2 - 1    (entire in x^2)
   sqrt(x) K0e, sqrt(x) K1e     on [2, inf) as functions of t = 4/x - 1
 Coefficients are kept down to 1e-19 of the largest.  Evaluated by Clenshaw's recurrence.
-Run:  python tools/gen_fixed_order.py > csrc/include/numkern/detail/bessel01_cheb.hpp
+Run:  python tools/gen_fixed_order.py > csrc/include/numkern/special/detail/bessel01_cheb.hpp
 """
 import sys
 

@@ -18,7 +18,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-_LAZY_SUBMODULES = ("vmf", "kde", "quant", "hessian", "torch")
+_LAZY_SUBMODULES = ("vmf", "kde", "quant", "hessian")
 
 __all__ = ["special", "set_num_threads", "get_num_threads", "show_config", "cuda_available",
            "__version__", *_LAZY_SUBMODULES]
@@ -47,21 +47,39 @@ def get_num_threads() -> int:
 
 def cuda_available() -> bool:
     """True when the CUDA module was built and a CUDA device is usable."""
-    from ._arrays import _cuda
+    from ._backend import cuda_module
 
-    return _cuda is not None and _cuda.device_count() > 0
+    cu = cuda_module()
+    return cu is not None and cu.device_count() > 0
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def show_config(file=None) -> dict:
-    """Print and return the build configuration (compiler, OpenMP, CUDA, threads)."""
+    """Print and return the build configuration (compiler, OpenMP, CUDA, threads, CPU model and
+    the SIMD tier the CPU kernels run: ``isa``, chosen by NUMKERN_ISA or the widest available)."""
+    import platform
     import sys
 
-    from ._arrays import _cuda
+    from ._backend import cuda_module
 
+    _cuda = cuda_module()
     cfg = dict(_core.build_config)
     cfg["version"] = __version__
     cfg["num_threads"] = get_num_threads()
     cfg["max_threads"] = _core.max_threads()
+    cfg["cpu"] = _cpu_model() or platform.processor() or platform.machine()
+    cfg["isa"] = _core.isa()
+    cfg["best_isa"] = _core.best_isa()
     cfg["cuda_architectures"] = _cuda.architectures if _cuda is not None else None
     cfg["cuda_devices"] = _cuda.device_count() if _cuda is not None else 0
     out = file if file is not None else sys.stdout

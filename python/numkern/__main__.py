@@ -1,31 +1,24 @@
 """``python -m numkern``: a short report (under ~30 s) of what this build of numkern does.
 
-Prints a header (version, build configuration, threads), then one section per family: each family
-may provide ``numkern/_report_<family>.py`` with ``report(out)``, printing to the text stream
+Prints a header (version, build configuration, threads, SIMD tier), then one section per family:
+each family package has a ``_report`` module with ``report(out)``, printing to the text stream
 ``out`` a few lines computed on embedded inputs (e.g. values where SciPy fails, against a
-reference).  Sections that do not exist are skipped silently; a section that raises is reported
-and the others still run.  ``--strict`` makes the exit status 1 when a section raised.
+reference).  A section that raises is reported and the others still run.  ``--strict`` makes the
+exit status 1 when a section raised.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import io
-import pkgutil
 import sys
 import time
 import traceback
 
-# Known families first, in this order; any other _report_* module found is appended.
-SECTION_ORDER = ("special", "vmf", "kde", "quant", "olive", "splitquant", "hessian")
-
-
-def _sections():
-    import numkern
-
-    found = {m.name[len("_report_"):] for m in pkgutil.iter_modules(numkern.__path__)
-             if m.name.startswith("_report_")}
-    return [s for s in SECTION_ORDER if s in found] + sorted(found - set(SECTION_ORDER))
+# (section title, the family package whose _report module prints it), in report order.
+SECTIONS = (("special", "numkern.special"), ("vmf", "numkern.vmf"), ("kde", "numkern.kde"),
+            ("olive", "numkern.quant.olive"), ("splitquant", "numkern.quant.splitquant"),
+            ("hessian", "numkern.hessian"))
 
 
 def _header(out):
@@ -38,17 +31,18 @@ def _header(out):
           f"OpenMP {cfg.get('openmp')}, {cuda}", file=out)
     print(f"threads: {numkern.get_num_threads()} of {cfg.get('max_threads')} "
           "(numkern.set_num_threads or NUMKERN_NUM_THREADS)", file=out)
+    print(f"cpu: {cfg.get('cpu')}, SIMD tier {cfg.get('isa')} (NUMKERN_ISA)", file=out)
 
 
 def run(out=sys.stdout) -> int:
     """Print the report; return the number of sections that raised."""
     _header(out)
     failed = 0
-    for name in _sections():
+    for name, package in SECTIONS:
         print(f"\n== {name} ==", file=out)
         t0 = time.perf_counter()
         try:
-            mod = importlib.import_module(f"numkern._report_{name}")
+            mod = importlib.import_module(f"{package}._report")
             mod.report(out)
         except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
             failed += 1

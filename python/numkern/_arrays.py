@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _cuda = None
 
 NUMPY, TORCH, CUPY = "numpy", "torch", "cupy"
-MAX_DIMS = 32  # csrc/cpu/elementwise.hpp kMaxDims
+MAX_DIMS = 32  # csrc/cpu/common/elementwise.hpp kMaxDims
 
 
 def array_kind(a) -> str:

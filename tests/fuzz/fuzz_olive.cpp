@@ -1,11 +1,11 @@
-// Fuzz target: OliVe OVP codes (csrc/cpu/olive.cpp), the native side of numkern.quant's
+// Fuzz target: OliVe OVP codes (csrc/cpu/olive/olive.cpp), the native side of numkern.quant's
 // ovp_dequantize / ovp_matmul / ovp_quantize.
 //
 // Arbitrary code bytes, scales (NaN and inf included), formats and shapes, sometimes with sizes
 // that disagree, go through the same argument check the binding raises ValueError from
 // (nk::cpu::olive::check_format / check_codes), then into the decoder.  Memory errors are the
 // sanitizers' to find; the target checks what a wrong index would show as wrong numbers:
-//   decode == the scalar reference decoder of numkern/olive.hpp, bit for bit;
+//   decode == the scalar reference decoder of numkern/olive/olive.hpp, bit for bit;
 //   matmul == x times the decoded matrix (double reference, rounding tolerance);
 //   encode -> decode reproduces the encoder's own squared error (the claim that decoding is
 //   bit-identical to the encoder's fake-quantized values).
@@ -14,10 +14,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu/olive.hpp"
-#include "cpu/threads.hpp"
+#include "cpu/olive/olive.hpp"
+#include "cpu/common/threads.hpp"
 #include "fuzz_input.hpp"
-#include "numkern/olive.hpp"
+#include "numkern/olive/olive.hpp"
 
 namespace {
 namespace ol = nk::cpu::olive;

@@ -1,4 +1,4 @@
-// Fuzz target: the SplitQuant fused-format decoder and linear layer (csrc/cpu/splitquant.cpp),
+// Fuzz target: the SplitQuant fused-format decoder and linear layer (csrc/cpu/splitquant/splitquant.cpp),
 // the native side of numkern.quant.FusedSplitQuantWeight.dequantize / matmul, plus the exact
 // 1-D k-means that produces the cluster ids.
 //
@@ -14,10 +14,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu/splitquant.hpp"
-#include "cpu/threads.hpp"
+#include "cpu/splitquant/splitquant.hpp"
+#include "cpu/common/threads.hpp"
 #include "fuzz_input.hpp"
-#include "numkern/splitquant.hpp"
+#include "numkern/splitquant/splitquant.hpp"
 
 namespace {
 namespace sq = nk::cpu::splitquant;

@@ -1,0 +1,467 @@
+// CPU block path for log_iv / log_kv: the Debye region computed 8 elements at a time in loops
+// that the compiler turns into SIMD code.
+//
+// Why: per element the Debye path is two logarithms, two square roots, two divisions and a
+// polynomial of up to 190 terms.  Called one element at a time it is bound by libm's scalar log
+// and by latency; across 16 lanes with a branch-free log (branchfree_math.hpp) it is 2-3x cheaper.
+//
+// How: one pass over a block of up to kChunk elements sends
+//   - elements outside the lanes' domain (small order, Hankel region, tiny or huge arguments,
+//     NaN, negative x ...) to the scalar function at once;
+//   - Debye elements to a bucket by the number of Debye terms they need (rounded up to even,
+//     from the binade of max(v, x) <= sqrt(v^2 + x^2); extra terms only add accuracy), so that
+//     every lane of a group runs the same unrolled polynomial; a full bucket runs as a group.
+// A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
+// case) is recomputed by the scalar function, which takes the double-double path.  Results
+// agree with the scalar path to a few ulp (tests/special/test_special_block.py).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "cpu/common/elementwise.hpp"
+#include "numkern/special/bessel.hpp"
+#include "numkern/common/dd.hpp"
+#include "numkern/special/detail/debye_zero_coeffs.hpp"
+#include "numkern/common/branchfree_math.hpp"
+
+namespace nk::cpu {
+namespace bessel_block_detail {
+
+constexpr int kLanes = 32;
+constexpr int kMaxTerms = bessel_detail::kDebyeTerms - 1;  // 20
+// bucket 0: scalar; 1..10: Debye with 2b terms; 11: Hankel; 12, 13: power series of I (x <= 2
+// with a fixed 12 terms; 2 < x < 25 until converged)
+constexpr int kHankelBucket = kMaxTerms / 2 + 1;
+constexpr int kSeriesShortBucket = kHankelBucket + 1;
+constexpr int kSeriesLongBucket = kHankelBucket + 2;
+constexpr int kBuckets = kHankelBucket + 3;
+
+// Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
+// terms needed at t = 2^-e (bessel.hpp's truncation rule) suffice for the whole binade.
+struct BucketTable {
+  std::uint8_t by_exponent[64];
+};
+constexpr BucketTable make_bucket_table() {
+  BucketTable table{};
+  for (int e = 0; e < 64; ++e) {
+    double t = 1.0;
+    for (int j = 0; j < e; ++j) t *= 0.5;
+    int terms = 1;
+    for (int k = 1; k < kMaxTerms; ++k) terms += (t >= bessel_detail::kDebyeTruncation[k]) ? 1 : 0;
+    table.by_exponent[e] = static_cast<std::uint8_t>((terms + 1) / 2);
+  }
+  return table;
+}
+constexpr BucketTable kBucketTable = make_bucket_table();
+
+// Debye bucket (terms / 2) of an element with v >= 20 (so max(v, x) >= 2^4).
+inline int debye_bucket(double v, double x) {
+  const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;
+  return e < 64 ? kBucketTable.by_exponent[e] : 1;
+}
+
+// The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
+// Debye region (v >= 20, x < 50 v^2) where v^2 + x^2 is finite and x / (v + h) a normal double;
+// also v < 20 with h = sqrt(v^2 + x^2) >= 25, where bessel.hpp uses the Debye sum as well
+// (all 20 terms, bucket kSmallOrderBucket).
+// For I only, the rest of v < 20 with x >= 2e-6 runs bessel.hpp's power series in lanes.
+// Returns 0 outside it (the scalar function), or the bucket.
+constexpr int kSmallOrderBucket = kMaxTerms / 2;
+template <bool kIsK>
+inline int lane_bucket(double v, double x) {
+  if (!(v >= 0.0 && x > 0.0 && x < 1e300)) return 0;  // NaN, negative, zero, infinite: scalar
+  if (x >= bessel_detail::hankel_threshold(v)) return kHankelBucket;
+  if (v < bessel_detail::kDebyeMinOrder) {
+    if (bessel_detail::uses_debye(v, x)) return kSmallOrderBucket;
+    if (!kIsK && x >= 2e-6) return x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
+    return 0;
+  }
+  if (!(v < 1e150 && x > 1e-140)) return 0;  // (and x < 50 v^2: not Hankel)
+  return debye_bucket(v, x);
+}
+
+// 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
+template <int kTerms>
+inline void debye_sums(const double* p2, const double* u, double* s) {
+  double sum[kLanes] = {};
+#pragma GCC unroll 24
+  for (int k = kTerms - 1; k >= 1; --k) {
+    double poly[kLanes];
+    for (int l = 0; l < kLanes; ++l) poly[l] = bessel_detail::kDebye[k][k];
+#pragma GCC unroll 24
+    for (int j = k - 1; j >= 0; --j) {
+      const double c = bessel_detail::kDebye[k][j];
+      for (int l = 0; l < kLanes; ++l) poly[l] = m::muladd(poly[l], p2[l], c);
+    }
+    for (int l = 0; l < kLanes; ++l) sum[l] = (sum[l] + poly[l]) * u[l];
+  }
+  for (int l = 0; l < kLanes; ++l) s[l] = 1.0 + sum[l];
+}
+
+// v eta near its zero z0 = x / v (the Laplace limit constant), where the closed form cancels:
+// v eta = n (c_1 + d R(d)) with n = x - z0 v (formed exactly: two_prod and Sterbenz) and
+// d = n / v; returned as hi + lo, good to ~eps^2 relative, for |d| <= kTaylorReach.
+constexpr double kTaylorReach = 0.15;
+NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d_out) {
+  using namespace bessel_detail;
+  dd z0v = two_prod(kLaplaceZ0Hi, v);
+  double diff = x - z0v.hi;  // exact where |d| <= kTaylorReach: x / (z0 v) in [0.77, 1.23]
+  dd n = two_sum(diff, -m::muladd(kLaplaceZ0Lo, v, z0v.lo));
+  double d = n.hi / v;
+  double r = kEtaTaylor[kEtaTaylorTerms - 1];
+#pragma GCC unroll 32
+  for (int j = kEtaTaylorTerms - 2; j >= 0; --j) r = m::muladd(r, d, kEtaTaylor[j]);
+  double slope_lo = m::muladd(d, r, kEtaSlopeLo);  // (c_1 + d R) = kEtaSlopeHi + slope_lo
+  dd e = two_prod(n.hi, kEtaSlopeHi);
+  e.lo += n.hi * slope_lo + n.lo * kEtaSlopeHi;
+  *d_out = d;
+  return e;
+}
+
+// log(S / sqrt(2 pi h)) for I, log(S sqrt(pi / (2 h))) for K, as half the log of the square
+// (no square root), from the Debye sum S and 1 / h.
+template <bool kIsK>
+NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
+  constexpr double kFactor = kIsK ? 1.5707963267948966 : 0.15915494309189535;  // pi/2, 1/(2 pi)
+  return 0.5 * log_branchfree(s * s * (inv_h * kFactor));
+}
+
+// log I_v(x) (kIsK = false) or log K_v(x) for kLanes elements of the lanes' domain:
+//   log I = v eta + log(S_+^2 / (2 pi h)) / 2,  log K = -v eta + log(S_-^2 pi / (2 h)) / 2,
+//   v eta = h + v log(x / (v + h)),  h = sqrt(v^2 + x^2),  p = v / h,  S_+- = sum (+-1/h)^k Q_k(p^2).
+// Near x = z0 v the series of debye_exponent_near_zero replaces the closed form.  The closed
+// form's error is ~1.25 eps (h + v |log w|) absolute; cancels[l] is set where that exceeds
+// ~20 eps relative to max(1, |result|) and the series does not reach: the scalar double-double
+// path redoes those lanes (x ~ 0.5 v or 0.8 v at small orders only).
+template <bool kIsK, int kTerms>
+inline void debye_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double p2[kLanes], u[kLanes], s[kLanes], plain[kLanes], scale[kLanes], inv_h[kLanes];
+  double near_hi[kLanes] = {}, near_lo[kLanes] = {}, near_d[kLanes];
+  std::int64_t any_near = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    double h = std::sqrt(v[l] * v[l] + x[l] * x[l]);
+    inv_h[l] = 1.0 / h;
+    double p = v[l] * inv_h[l];
+    p2[l] = p * p;
+    u[l] = kIsK ? -inv_h[l] : inv_h[l];
+    double lw = log_branchfree(x[l] / (v[l] + h));  // < 0: h > x
+    plain[l] = h + v[l] * lw;
+    scale[l] = h - v[l] * lw;
+    // |x / v - z0| within reach (a slightly wider test than the one applied below)
+    near_d[l] = 1.0;  // beyond reach unless the series runs
+    any_near |= std::fabs(x[l] - bessel_detail::kLaplaceZ0Hi * v[l]) <= 1.01 * kTaylorReach * v[l];
+  }
+  if (any_near) {  // most groups outside the band skip the series
+    for (int l = 0; l < kLanes; ++l) {
+      dd e = debye_exponent_near_zero(v[l], x[l], &near_d[l]);
+      near_hi[l] = e.hi;
+      near_lo[l] = e.lo;
+    }
+  }
+  debye_sums<kTerms>(p2, u, s);
+  constexpr double kSign = kIsK ? -1.0 : 1.0;
+  for (int l = 0; l < kLanes; ++l) {
+    double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
+    double closed = kSign * plain[l] + rest;
+    double series = kSign * near_hi[l] + (kSign * near_lo[l] + rest);
+    std::int64_t far = std::fabs(near_d[l]) > kTaylorReach;
+    out[l] = far ? closed : series;
+    double mag = std::fabs(closed);
+    mag = mag > 1.0 ? mag : 1.0;
+    std::int64_t inaccurate = scale[l] > 16.0 * mag;
+    cancels[l] = far & inaccurate;
+  }
+}
+
+// Hankel's expansion for kLanes elements of the Hankel region (bessel.hpp's hankel_sum and
+// hankel_log, lanes innermost): S = sum_k (-+1)^k a_k(v) / x^k, stopped per lane at the smallest
+// term or below 1e-17 relative; the loop ends when no lane is active any more.
+//   log I = x + log(S / sqrt(2 pi x)),  log K = -x + log(S sqrt(pi / (2 x)))
+template <bool kIsK>
+inline void hankel_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  constexpr double kSign = kIsK ? 1.0 : -1.0;
+  double inv_8x[kLanes], term[kLanes], sum[kLanes], prev[kLanes], two_v[kLanes];
+  std::int64_t active[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    inv_8x[l] = kSign / (8.0 * x[l]);
+    two_v[l] = 2.0 * v[l];
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    prev[l] = 2.0;
+    active[l] = 1;
+    cancels[l] = 0;
+  }
+  for (int k = 1; k < 200; ++k) {
+    const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
+    std::int64_t any = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      double t = term[l] * ((two_v[l] - odd) * (two_v[l] + odd)) * (inv_8x[l] * inv_k);
+      double at = std::fabs(t);
+      std::int64_t growing = at > prev[l];
+      std::int64_t adds = active[l] & (growing ^ 1);
+      sum[l] += adds ? t : 0.0;
+      std::int64_t small = at < bessel_detail::kTiny * std::fabs(sum[l]);
+      active[l] = adds & (small ^ 1);
+      prev[l] = at;
+      term[l] = t;
+      any |= active[l];
+    }
+    if (!any) break;
+  }
+  constexpr double kPrefactor = kIsK ? 1.2533141373155003 : 0.3989422804014327;  // sqrt(pi/2), 1/sqrt(2 pi)
+  for (int l = 0; l < kLanes; ++l)
+    out[l] = (kIsK ? -x[l] : x[l]) + log_branchfree(sum[l] * kPrefactor / std::sqrt(x[l]));
+}
+
+// bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
+//   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
+// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2, where 12 terms reach
+// 1 / (12!)^2 < 1e-17; kLong: until every lane's term is below 1e-17 of its sum (x < 25).
+template <bool kLong>
+inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  using namespace bessel_detail;
+  double half[kLanes], q[kLanes], term[kLanes], sum[kLanes], mu[kLanes], n[kLanes];
+  std::int64_t active[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    half[l] = 0.5 * x[l];
+    q[l] = half[l] * half[l];
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    active[l] = 1;
+    n[l] = std::floor(v[l]);
+    mu[l] = v[l] - n[l];
+    cancels[l] = 0;
+  }
+  for (int k = 1; k < (kLong ? 4000 : 13); ++k) {
+    std::int64_t any = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      double denom = k * (v[l] + k);
+      term[l] *= q[l] * (1.0 / denom);
+      sum[l] += active[l] ? term[l] : 0.0;
+      std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
+      active[l] &= converged ^ 1;
+      any |= active[l];
+    }
+    if (kLong && !any) break;
+  }
+  // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
+  // (x/2)^19 in [1e-120, 1e21], 20! < 3e18
+  double num[kLanes], den[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    num[l] = 1.0;
+    den[l] = 1.0;
+  }
+  for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
+    for (int l = 0; l < kLanes; ++l) {
+      std::int64_t in = j <= n[l];
+      num[l] *= in ? half[l] : 1.0;
+      den[l] *= in ? mu[l] + j : 1.0;
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
+    std::int64_t upper = mu[l] > 0.5;
+    double t = upper ? mu[l] - 1.0 : mu[l];
+    double t2 = t * t, odd = 0.0, even = 0.0;
+#pragma GCC unroll 16
+    for (int k = kRGammaTerms - 2; k >= 0; k -= 2) {
+      even = m::muladd(even, t2, kRGamma[k]);
+      odd = m::muladd(odd, t2, kRGamma[k + 1]);
+    }
+    double rg = m::muladd(t, odd, even);
+    rg = upper ? rg / mu[l] : rg;
+    double pre = rg * (num[l] / den[l]);
+    out[l] = log_branchfree(pre * sum[l]) + mu[l] * log_branchfree(half[l]);
+  }
+}
+
+// ---- drop-ins iv, ive, kv, kve: the Debye region in lanes -----------------------------------
+// bessel.hpp's kExact path: the exponent v eta in double-double (debye_exponent<true>, whose
+// dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
+//   I (e^-x when kScaled) = exp(v eta - shift + rest),  K (e^x) = exp(-v eta - shift + rest).
+// Lanes where exp() is within 0.1 of its overflow or underflow limit go to the scalar path.
+template <bool kIsK, bool kScaled, int kTerms>
+inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
+  double h_hi[kLanes], h_lo[kLanes], tab_hi[kLanes], tab_lo[kLanes];
+  double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes];  // (arrays, not structs:
+  int red_idx[kLanes];                                                 //  they vectorize)
+  for (int l = 0; l < kLanes; ++l) {
+    dd hh = dd_sqrt(dd_add(two_prod(v[l], v[l]), two_prod(x[l], x[l])));
+    h_hi[l] = hh.hi;
+    h_lo[l] = hh.lo;
+    inv_h[l] = 1.0 / hh.hi;
+    double p = v[l] * inv_h[l];
+    p2[l] = p * p;
+    u[l] = kIsK ? -inv_h[l] : inv_h[l];
+    DdLogReduced r = dd_log_reduce(dd_div(dd_add(hh, v[l]), x[l]));
+    red_e[l] = r.e;
+    red_f[l] = r.f;
+    red_lo[l] = r.lo;
+    red_j[l] = r.j;
+    red_idx[l] = r.idx;
+  }
+  for (int l = 0; l < kLanes; ++l) {  // the table look-ups, one lane at a time
+    tab_hi[l] = dd_detail::kLogTable[red_idx[l]][0];
+    tab_lo[l] = dd_detail::kLogTable[red_idx[l]][1];
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    dd hh = {h_hi[l], h_lo[l]};
+    DdLogReduced r = {red_e[l], red_f[l], red_lo[l], red_j[l], red_idx[l]};
+    dd lw = dd_log_finish(r, dd{tab_hi[l], tab_lo[l]});
+    dd e = dd_add(hh, dd_neg(dd_mul(lw, v[l])));
+    const double shift = kScaled ? (kIsK ? -x[l] : x[l]) : 0.0;
+    e = dd_add(kIsK ? dd_neg(e) : e, -shift);
+    e_hi[l] = e.hi;
+    e_lo[l] = e.lo;
+  }
+  debye_sums<kTerms>(p2, u, s);
+  for (int l = 0; l < kLanes; ++l) {
+    double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
+    dd t = two_sum(e_hi[l], e_lo[l] + rest);
+    double hi = t.hi < 709.7 ? (t.hi > -745.1 ? t.hi : -745.1) : 709.7;
+    double ex = exp_branchfree(hi);
+    double val = ex + ex * t.lo;
+    std::int64_t over = t.hi > 709.8, under = t.hi < -745.2;
+    val = over ? m::inf<double>() : val;
+    out[l] = under ? 0.0 : val;
+    std::int64_t edge = (t.hi >= 709.7) & (over ^ 1);
+    edge |= (t.hi <= -745.1) & (under ^ 1);
+    cancels[l] = edge;
+  }
+}
+
+template <bool kIsK>
+inline double scalar_log_bessel(double v, double x) {
+  return kIsK ? log_kv(v, x) : log_iv(v, x);
+}
+
+template <bool kIsK>
+inline void run_group(int bucket, const double* v, const double* x, double* out, std::int64_t* cancels) {
+  switch (bucket) {
+#define NK_BUCKET(b) \
+  case b:            \
+    return debye_group<kIsK, 2 * b>(v, x, out, cancels);
+    NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
+    NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
+#undef NK_BUCKET
+    case kHankelBucket:
+      return hankel_group<kIsK>(v, x, out, cancels);
+    case kSeriesShortBucket:
+      if constexpr (!kIsK) return series_group<false>(v, x, out, cancels);
+      break;
+    case kSeriesLongBucket:
+      if constexpr (!kIsK) return series_group<true>(v, x, out, cancels);
+      break;
+  }
+}
+static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
+
+// What a block kernel needs of a function: the bucket of an element (0: scalar), the scalar
+// function, and the group kernels.
+// The order the lanes see: K_{-v} = K_v and I_{-n} = I_n for integers n, so that -v gives
+// bit-for-bit the value at v.
+template <bool kIsK>
+inline double lane_order(double v) {
+  if (kIsK) return std::fabs(v);
+  return (v < 0.0 && std::floor(v) == v) ? -v : v;
+}
+
+template <bool kIsK>
+struct LogLanes {
+  static double order(double v) { return lane_order<kIsK>(v); }
+  static int bucket(double v, double x) { return lane_bucket<kIsK>(v, x); }
+  static double scalar(double v, double x) { return scalar_log_bessel<kIsK>(v, x); }
+  static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
+    run_group<kIsK>(b, v, x, out, c);
+  }
+};
+
+template <bool kIsK, bool kScaled>
+struct DropinLanes {
+  static double order(double v) { return lane_order<kIsK>(v); }
+  // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
+  // of the result); iv/ive with x <= 2, v < 170 take bessel.hpp's direct series instead.
+  static int bucket(double v, double x) {
+    // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
+    if (v >= 0.0 && v < bessel_detail::kDebyeMinOrder && x > 0.0 && x < bessel_detail::hankel_threshold(v) &&
+        bessel_detail::uses_debye(v, x))
+      return kSmallOrderBucket;
+    if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e8 && x > 1e-140 && x < 50.0 * v * v)) return 0;
+    if (!kIsK && x <= 2.0 && v < 170.0) return 0;
+    return debye_bucket(v, x);
+  }
+  static double scalar(double v, double x) {
+    if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
+    return kScaled ? ive(v, x) : iv(v, x);
+  }
+  static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
+    switch (b) {
+#define NK_BUCKET(n) \
+  case n:            \
+    return debye_exact_group<kIsK, kScaled, 2 * n>(v, x, out, c);
+      NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
+      NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
+#undef NK_BUCKET
+    }
+  }
+};
+
+// Runs one group of up to kLanes elements of one bucket (padded with a repeat of its first).
+template <class Lanes>
+inline void run_pending(int bucket, const std::uint32_t* idx, int lanes, const double* v,
+                        const double* x, double* out) {
+  double vl[kLanes], xl[kLanes], res[kLanes];
+  std::int64_t redo[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const std::uint32_t i = idx[l < lanes ? l : 0];
+    vl[l] = Lanes::order(v[i]);
+    xl[l] = x[i];
+  }
+  Lanes::group(bucket, vl, xl, res, redo);
+  for (int l = 0; l < lanes; ++l)
+    if (redo[l]) res[l] = Lanes::scalar(vl[l], xl[l]);
+  for (int l = 0; l < lanes; ++l) out[idx[l]] = res[l];  // out may alias v or x: write last
+}
+
+// One pass: an element outside the lanes' domain is computed at once; a lane element waits in
+// its bucket until kLanes of them are there.
+template <class Lanes>
+void block_run(const double* v, const double* x, double* out, index_t n) {
+  std::uint32_t pending[kBuckets][kLanes];
+  int count[kBuckets] = {};
+  for (index_t i = 0; i < n; ++i) {
+    const int b = Lanes::bucket(Lanes::order(v[i]), x[i]);
+    if (b == 0) {
+      out[i] = Lanes::scalar(v[i], x[i]);
+      continue;
+    }
+    pending[b][count[b]++] = static_cast<std::uint32_t>(i);
+    if (count[b] == kLanes) {
+      run_pending<Lanes>(b, pending[b], kLanes, v, x, out);
+      count[b] = 0;
+    }
+  }
+  for (int b = 1; b < kBuckets; ++b)
+    if (count[b] > 0) run_pending<Lanes>(b, pending[b], count[b], v, x, out);
+}
+
+}  // namespace bessel_block_detail
+
+#define NK_BLOCK_KERNEL(Op, ...)                                         \
+  template <>                                                            \
+  struct BlockKernel<ops::Op> {                                          \
+    static constexpr bool kAvailable = true;                             \
+    static void run(const double* v, const double* x, double* out, index_t n) { \
+      bessel_block_detail::block_run<bessel_block_detail::__VA_ARGS__>(v, x, out, n); \
+    }                                                                    \
+  };
+NK_BLOCK_KERNEL(LogIv, LogLanes<false>)
+NK_BLOCK_KERNEL(LogKv, LogLanes<true>)
+NK_BLOCK_KERNEL(Iv, DropinLanes<false, false>)
+NK_BLOCK_KERNEL(Ive, DropinLanes<false, true>)
+NK_BLOCK_KERNEL(Kv, DropinLanes<true, false>)
+NK_BLOCK_KERNEL(Kve, DropinLanes<true, true>)
+#undef NK_BLOCK_KERNEL
+
+}  // namespace nk::cpu

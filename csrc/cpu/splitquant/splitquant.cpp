@@ -1,0 +1,396 @@
+// Exact 1-D k-means and the fused SplitQuant linear layer on the CPU.
+//
+// k-means: sort (LSD radix sort on order-preserving integer keys, O(n)), collapse duplicates to
+// (value, count), then the classic dynamic program over cluster counts c = 1..k,
+//     F_c(i) = min_{l <= i} F_{c-1}(l - 1) + cost(l, i),
+// whose argmin is monotone in i (the cost is Monge), so each full row of the table is found
+// with SMAWK in O(m) look-ups (m = #distinct values) instead of O(m^2).  The last row needs one
+// entry only (a plain O(m) scan), so k = 3 costs one SMAWK pass: O(n) after the sort.
+#include "cpu/splitquant/splitquant.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/common/threads.hpp"
+#include "numkern/splitquant/splitquant.hpp"
+
+namespace nk::cpu::splitquant {
+namespace {
+
+// ---- sort ------------------------------------------------------------------------------
+template <class T> struct KeyOf;
+template <> struct KeyOf<float> { using type = std::uint32_t; };
+template <> struct KeyOf<double> { using type = std::uint64_t; };
+
+// Monotone map float -> unsigned: flip every bit of negatives, only the sign bit of the rest.
+template <class T, class K = typename KeyOf<T>::type>
+K to_key(T v) {
+  K u;
+  std::memcpy(&u, &v, sizeof(T));
+  const K sign = K(1) << (8 * sizeof(K) - 1);
+  return (u & sign) ? ~u : (u | sign);
+}
+
+template <class T, class K = typename KeyOf<T>::type>
+T from_key(K u) {
+  const K sign = K(1) << (8 * sizeof(K) - 1);
+  u = (u & sign) ? (u & ~sign) : ~u;
+  T v;
+  std::memcpy(&v, &u, sizeof(T));
+  return v;
+}
+
+template <class T>
+std::vector<T> radix_sorted(const T* x, index_t n) {
+  using K = typename KeyOf<T>::type;
+  constexpr int kBits = 11, kRadix = 1 << kBits;
+  std::vector<K> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+  for (index_t i = 0; i < n; ++i) a[i] = to_key(x[i]);
+  std::vector<index_t> hist(kRadix);
+  for (int shift = 0; shift < static_cast<int>(8 * sizeof(K)); shift += kBits) {
+    std::fill(hist.begin(), hist.end(), 0);
+    for (index_t i = 0; i < n; ++i) ++hist[(a[i] >> shift) & (kRadix - 1)];
+    if (*std::max_element(hist.begin(), hist.end()) == n) continue;  // digit constant: no-op pass
+    index_t sum = 0;
+    for (auto& h : hist) {
+      const index_t c = h;
+      h = sum;
+      sum += c;
+    }
+    for (index_t i = 0; i < n; ++i) b[hist[(a[i] >> shift) & (kRadix - 1)]++] = a[i];
+    a.swap(b);
+  }
+  std::vector<T> out(static_cast<size_t>(n));
+  for (index_t i = 0; i < n; ++i) out[i] = from_key<T>(a[i]);
+  return out;
+}
+
+// ---- row minima of a totally monotone matrix (SMAWK) --------------------------------------
+// f(r, c) is the matrix entry; argmin[r] receives the leftmost minimum column of row r.
+template <class F>
+void smawk(const std::vector<index_t>& rows, const std::vector<index_t>& cols, const F& f,
+           index_t* argmin) {
+  if (rows.empty()) return;
+  // Reduce: drop columns that cannot hold any row minimum, leaving at most |rows| of them.
+  std::vector<index_t> kept;
+  kept.reserve(std::min(rows.size(), cols.size()));
+  for (index_t c : cols) {
+    while (!kept.empty()) {
+      const index_t r = rows[kept.size() - 1];
+      if (f(r, kept.back()) <= f(r, c)) break;
+      kept.pop_back();
+    }
+    if (kept.size() < rows.size()) kept.push_back(c);
+  }
+  std::vector<index_t> odd;
+  odd.reserve(rows.size() / 2);
+  for (size_t i = 1; i < rows.size(); i += 2) odd.push_back(rows[i]);
+  smawk(odd, kept, f, argmin);
+  // Each even row's minimum lies between its neighbours' (monotone argmins).
+  size_t ci = 0;
+  for (size_t ri = 0; ri < rows.size(); ri += 2) {
+    const index_t r = rows[ri];
+    const index_t last = ri + 1 < rows.size() ? argmin[rows[ri + 1]] : kept.back();
+    index_t best = kept[ci];
+    double best_v = f(r, best);
+    while (kept[ci] != last) {
+      ++ci;
+      const double v = f(r, kept[ci]);
+      if (v < best_v) {
+        best_v = v;
+        best = kept[ci];
+      }
+    }
+    argmin[r] = best;
+  }
+}
+
+// Prefix sums in double-double, see numkern/splitquant/splitquant.hpp.
+struct Prefix {
+  std::vector<nk::splitquant::PrefixEntry> e;
+  double shift = 0;
+  double cost(index_t a, index_t b) const { return nk::splitquant::run_cost(e[a], e[b]); }
+  double mean(index_t a, index_t b) const {
+    return shift + nk::splitquant::run_sum1(e[a], e[b]) / (e[b].n - e[a].n);
+  }
+  void push(double count, double d) { e.push_back(nk::splitquant::prefix_next(e.back(), count, d)); }
+};
+
+// Optimal partition of the m distinct sorted values into K = min(k, m) runs; returns the run
+// starts (K + 1 entries, the last = m).
+std::vector<index_t> optimal_runs(const Prefix& p, index_t m, int k) {
+  const index_t K = std::min<index_t>(k, m);
+  std::vector<index_t> start(static_cast<size_t>(K + 1));
+  start[0] = 0;
+  start[K] = m;
+  if (K == 1) return start;
+  std::vector<double> prev(static_cast<size_t>(m)), cur(static_cast<size_t>(m));
+  for (index_t i = 0; i < m; ++i) prev[i] = p.cost(0, i + 1);
+  // arg[c][i]: start of the last run of the best c-run partition of values [0, i].
+  std::vector<std::vector<index_t>> arg(static_cast<size_t>(K));
+  const double inf = std::numeric_limits<double>::infinity();
+  for (index_t c = 2; c < K; ++c) {
+    auto f = [&](index_t i, index_t l) { return l > i ? inf : prev[l - 1] + p.cost(l, i + 1); };
+    std::vector<index_t> idx(static_cast<size_t>(m - (c - 1)));
+    for (index_t i = c - 1; i < m; ++i) idx[i - (c - 1)] = i;
+    arg[c].assign(static_cast<size_t>(m), 0);
+    smawk(idx, idx, f, arg[c].data());
+    for (index_t i = c - 1; i < m; ++i) cur[i] = f(i, arg[c][i]);
+    prev.swap(cur);
+  }
+  index_t best_l = K - 1;
+  double best = inf;
+  for (index_t l = K - 1; l < m; ++l) {
+    const double v = prev[l - 1] + p.cost(l, m);
+    if (v < best) {
+      best = v;
+      best_l = l;
+    }
+  }
+  start[K - 1] = best_l;
+  for (index_t c = K - 1; c >= 2; --c) start[c - 1] = arg[c][start[c] - 1];
+  return start;
+}
+}  // namespace
+
+template <class T>
+int kmeans1d_optimal(const T* x, index_t n, int k, double* centers, std::int64_t* labels,
+                     double* cost_out) {
+  const std::vector<T> sorted = radix_sorted(x, n);
+  std::vector<double> u;
+  Prefix p;
+  long double total = 0;  // mean only centres the data; any rounding here is harmless
+  for (index_t i = 0; i < n; ++i) total += static_cast<long double>(sorted[i]);
+  p.shift = static_cast<double>(total / static_cast<long double>(n));
+  p.e.reserve(static_cast<size_t>(n) + 1);
+  u.reserve(static_cast<size_t>(n));
+  p.e.push_back(nk::splitquant::PrefixEntry{0, 0, 0, 0, 0});
+  for (index_t i = 0; i < n;) {
+    index_t j = i + 1;
+    while (j < n && sorted[j] == sorted[i]) ++j;  // -0.0 == 0.0: one value
+    u.push_back(static_cast<double>(sorted[i]));
+    p.push(static_cast<double>(j - i), static_cast<double>(sorted[i]) - p.shift);
+    i = j;
+  }
+  const index_t m = static_cast<index_t>(u.size());
+  const std::vector<index_t> start = optimal_runs(p, m, k);
+  const int K = static_cast<int>(start.size()) - 1;
+  double cost = 0;
+  std::vector<double> upper(static_cast<size_t>(K));  // largest value of each run
+  for (int c = 0; c < K; ++c) {
+    centers[c] = p.mean(start[c], start[c + 1]);
+    cost += p.cost(start[c], start[c + 1]);
+    upper[c] = u[start[c + 1] - 1];
+  }
+  for (int c = K; c < k; ++c) centers[c] = std::numeric_limits<double>::quiet_NaN();
+  if (cost_out) *cost_out = cost;
+  if (labels) {
+    for (index_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(x[i]);
+      std::int64_t c = 0;
+      while (c < K - 1 && v > upper[c]) ++c;  // K is small (3 in SplitQuant)
+      labels[i] = c;
+    }
+  }
+  return K;
+}
+
+template <class T>
+void kmeans1d_optimal_rows(const T* x, index_t rows, index_t cols, int k, double* centers,
+                           std::int64_t* labels, double* costs) {
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads()) if (rows > 1)
+#endif
+  for (index_t r = 0; r < rows; ++r)
+    kmeans1d_optimal(x + r * cols, cols, k, centers + r * k, labels ? labels + r * cols : nullptr,
+                     costs ? costs + r : nullptr);
+}
+
+template int kmeans1d_optimal<float>(const float*, index_t, int, double*, std::int64_t*, double*);
+template int kmeans1d_optimal<double>(const double*, index_t, int, double*, std::int64_t*, double*);
+template void kmeans1d_optimal_rows<float>(const float*, index_t, index_t, int, double*,
+                                           std::int64_t*, double*);
+template void kmeans1d_optimal_rows<double>(const double*, index_t, index_t, int, double*,
+                                            std::int64_t*, double*);
+
+// ---- fused SplitQuant linear -------------------------------------------------------------
+namespace {
+// Decodes one row.  For b = 2 and 4 each group first expands its k (scale, offset) pairs into
+// a table of all k * 2^b weights it can hold (16 or 64 floats, vs 128+ weights per group), so
+// each weight costs one table load instead of a multiply-add on two gathered entries.
+template <int Bits>
+void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                const float* offsets, index_t in, index_t group_size, int k, float* w) {
+  const index_t groups = in / group_size;
+  constexpr int kCodes = 1 << Bits;
+  for (index_t g = 0; g < groups; ++g) {
+    const float* s = scales + g * k;
+    const float* o = offsets + g * k;
+    const index_t begin = g * group_size, end = begin + group_size;
+    if constexpr (Bits <= 4) {
+      float table[4 * kCodes];  // all four ids: ids >= k read NaN (see fused_weight)
+      for (int c = 0; c < 4; ++c)
+        for (int u = 0; u < kCodes; ++u)
+          table[c * kCodes + u] = nk::splitquant::fused_weight(static_cast<unsigned>(u),
+                                                               static_cast<unsigned>(c), k, s, o);
+      if (group_size % 4 == 0) {
+        // 4 weights per cluster byte, 8 / Bits per code byte: constant shifts, no division
+        for (index_t i = begin; i < end; i += 4) {
+          const unsigned ids = clusters[i / 4];
+          unsigned cw = 0;
+          for (int t = 0; t < 4 * Bits / 8; ++t) cw |= static_cast<unsigned>(codes[i * Bits / 8 + t]) << (8 * t);
+          for (int t = 0; t < 4; ++t)
+            w[i + t] = table[((ids >> (2 * t)) & 3u) * kCodes + ((cw >> (Bits * t)) & (kCodes - 1u))];
+        }
+      } else {
+        for (index_t i = begin; i < end; ++i)
+          w[i] = table[nk::splitquant::cluster_at(clusters, i) * kCodes +
+                       nk::splitquant::code_at(codes, i, Bits)];
+      }
+    } else {
+      for (index_t i = begin; i < end; ++i)
+        w[i] = nk::splitquant::fused_weight(nk::splitquant::code_at(codes, i, Bits),
+                                            nk::splitquant::cluster_at(clusters, i), k, s, o);
+    }
+  }
+}
+
+void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clusters,
+                    const float* scales, const float* offsets, index_t in, index_t group_size,
+                    int k, float* w) {
+  if (bits == 2) decode_row<2>(codes, clusters, scales, offsets, in, group_size, k, w);
+  else if (bits == 4) decode_row<4>(codes, clusters, scales, offsets, in, group_size, k, w);
+  else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
+}
+
+// s[r] = <x, w_r> for four decoded rows sharing every load of x.  The build has no -march, so
+// the function is cloned for AVX-512 / AVX2 and picked at load time (GCC/Clang ifunc).
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void dot4(const float* x, const float* w, index_t in, float* s) {
+  const float* w0 = w;
+  const float* w1 = w0 + in;
+  const float* w2 = w1 + in;
+  const float* w3 = w2 + in;
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#if NK_HAVE_OPENMP
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+#endif
+  for (index_t i = 0; i < in; ++i) {
+    const float v = x[i];
+    s0 += v * w0[i];
+    s1 += v * w1[i];
+    s2 += v * w2[i];
+    s3 += v * w3[i];
+  }
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
+}
+// The same for four input rows at once: 16 dot products from 8 loads per step.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void dot4x4(const float* x, const float* w, index_t in, float* s) {
+  const float *x0 = x, *x1 = x + in, *x2 = x + 2 * in, *x3 = x + 3 * in;
+  const float *w0 = w, *w1 = w + in, *w2 = w + 2 * in, *w3 = w + 3 * in;
+  float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+  float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
+#if NK_HAVE_OPENMP
+#pragma omp simd reduction(+ : a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33)
+#endif
+  for (index_t i = 0; i < in; ++i) {
+    const float v0 = x0[i], v1 = x1[i], v2 = x2[i], v3 = x3[i];
+    const float u0 = w0[i], u1 = w1[i], u2 = w2[i], u3 = w3[i];
+    a00 += v0 * u0; a01 += v0 * u1; a02 += v0 * u2; a03 += v0 * u3;
+    a10 += v1 * u0; a11 += v1 * u1; a12 += v1 * u2; a13 += v1 * u3;
+    a20 += v2 * u0; a21 += v2 * u1; a22 += v2 * u2; a23 += v2 * u3;
+    a30 += v3 * u0; a31 += v3 * u1; a32 += v3 * u2; a33 += v3 * u3;
+  }
+  const float r[16] = {a00, a01, a02, a03, a10, a11, a12, a13,
+                       a20, a21, a22, a23, a30, a31, a32, a33};
+  for (int j = 0; j < 16; ++j) s[j] = r[j];
+}
+}  // namespace
+
+const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits) {
+  if (bits != 2 && bits != 4 && bits != 8) return "bits: must be 2, 4 or 8";
+  if (in < 0) return "in_features: must be >= 0";
+  if (group_size < 1 || in % group_size != 0)
+    return "group_size: must be >= 1 and divide the input dimension";
+  const index_t out = s.scales[0], k = s.scales[2];
+  if (k < 1 || k > 4) return "k: the fused format holds 1 to 4 clusters";
+  for (int d = 0; d < 3; ++d)
+    if (s.offsets[d] != s.scales[d]) return "offsets: shape mismatch";
+  if (s.scales[1] != in / group_size) return "scales: wrong number of groups";
+  if (s.code_rows != out || s.code_cols != nk::splitquant::packed_row_bytes(in, bits))
+    return "codes: wrong shape for (out, packed input)";
+  if (s.cluster_rows != out || s.cluster_cols != nk::splitquant::packed_row_bytes(in, 2))
+    return "clusters: wrong shape for (out, packed input)";
+  return nullptr;
+}
+
+void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                  const float* offsets, index_t out, index_t in, index_t group_size, int bits,
+                  int k, float* w) {
+  const index_t cb = nk::splitquant::packed_row_bytes(in, bits);
+  const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
+  const index_t groups = in / group_size;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (out * in > kMinParallelWork)
+#endif
+  for (index_t o = 0; o < out; ++o)
+    decode_row_any(bits, codes + o * cb, clusters + o * lb, scales + o * groups * k,
+                   offsets + o * groups * k, in, group_size, k, w + o * in);
+}
+
+void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
+                  const std::uint8_t* clusters, const float* scales, const float* offsets,
+                  index_t out, index_t group_size, int bits, int k, const float* bias, float* y) {
+  // Four output rows are decoded into a small buffer and share every load of an input row;
+  // the buffer (4 x in floats) stays in L1/L2 while all n input rows stream past it.
+  constexpr index_t kRows = 4;
+  const index_t cb = nk::splitquant::packed_row_bytes(in, bits);
+  const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
+  const index_t groups = in / group_size;
+  const index_t blocks = (out + kRows - 1) / kRows;
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(get_num_threads()) if (n * out * in > kMinParallelWork)
+#endif
+  {
+    std::vector<float> buf(static_cast<size_t>(kRows * in), 0.0f);
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 4)
+#endif
+    for (index_t b = 0; b < blocks; ++b) {
+      const index_t o0 = b * kRows;
+      const index_t rows = std::min(kRows, out - o0);
+      for (index_t r = 0; r < rows; ++r)
+        decode_row_any(bits, codes + (o0 + r) * cb, clusters + (o0 + r) * lb,
+                       scales + (o0 + r) * groups * k, offsets + (o0 + r) * groups * k, in,
+                       group_size, k, buf.data() + r * in);
+      for (index_t r = rows; r < kRows; ++r) std::fill_n(buf.data() + r * in, in, 0.0f);
+      index_t t = 0;
+      for (; t + 4 <= n; t += 4) {
+        float s[4 * kRows];
+        dot4x4(x + t * in, buf.data(), in, s);
+        for (index_t j = 0; j < 4; ++j)
+          for (index_t r = 0; r < rows; ++r)
+            y[(t + j) * out + o0 + r] = s[j * kRows + r] + (bias ? bias[o0 + r] : 0.0f);
+      }
+      for (; t < n; ++t) {
+        float s[kRows];
+        dot4(x + t * in, buf.data(), in, s);
+        for (index_t r = 0; r < rows; ++r)
+          y[t * out + o0 + r] = s[r] + (bias ? bias[o0 + r] : 0.0f);
+      }
+    }
+  }
+}
+
+}  // namespace nk::cpu::splitquant

@@ -1,0 +1,50 @@
+// CPU entry points of numkern.quant's SplitQuant part: exact 1-D k-means and the fused
+// SplitQuant linear layer.  Framework-free (raw pointers, sizes); callers validate arguments.
+#pragma once
+
+#include <cstdint>
+
+#include "numkern/config.hpp"
+
+namespace nk::cpu::splitquant {
+
+// Exact minimum within-cluster sum of squares of x[0..n) (finite values, n >= 1) in k >= 1
+// clusters.  Writes k_eff = min(k, #distinct values) sorted centres to centers[0..k_eff) (the
+// rest NaN), the label of each x[j] (clusters contiguous in sorted order, equal values share a
+// cluster) to labels (may be null), and returns k_eff.  *cost_out (may be null): the optimum.
+template <class T>
+int kmeans1d_optimal(const T* x, index_t n, int k, double* centers, std::int64_t* labels,
+                     double* cost_out);
+
+// Row-wise version: rows r of a C-contiguous (rows x cols) matrix, OpenMP over rows.
+// centers: rows x k (NaN-padded), labels: rows x cols (may be null), costs: rows (may be null).
+template <class T>
+void kmeans1d_optimal_rows(const T* x, index_t rows, index_t cols, int k, double* centers,
+                           std::int64_t* labels, double* costs);
+
+// Shapes of a fused layer's arrays, as the bindings see them.
+struct FusedShapes {
+  index_t code_rows, code_cols;        // codes (out x code_row_bytes)
+  index_t cluster_rows, cluster_cols;  // clusters (out x cluster_row_bytes)
+  index_t scales[3], offsets[3];       // (out, groups, k)
+};
+
+// Argument check of fused_linear / fused_decode, shared by the bindings (raised as ValueError)
+// and the fuzz targets (tests/fuzz), so the native entry points are safe on their own: nullptr
+// when the shapes agree with (in, group_size, bits), else a message naming the argument.
+// On success out = scales[0] and k = scales[2].
+const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits);
+
+// Y (n x out) = X (n x in) W^T + bias with W decoded from the fused format of
+// numkern/splitquant/splitquant.hpp: codes (out x code_row_bytes), clusters (out x cluster_row_bytes),
+// scales / offsets (out x groups x k), groups = in / group_size.  bias may be null.
+void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
+                  const std::uint8_t* clusters, const float* scales, const float* offsets,
+                  index_t out, index_t group_size, int bits, int k, const float* bias, float* y);
+
+// The dense W (out x in) that fused_linear multiplies by (for tests and the three-branch check).
+void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                  const float* offsets, index_t out, index_t in, index_t group_size, int bits,
+                  int k, float* w);
+
+}  // namespace nk::cpu::splitquant

@@ -1,0 +1,66 @@
+// numkern._core: the CPU extension module.  Each family registers its entry points from its own
+// bind_<family>.cpp; this file owns the module and the build/thread configuration.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "cpu/common/dispatch.hpp"
+#include "cpu/common/threads.hpp"
+#include "python/common/registry.hpp"
+
+#ifndef NK_COMPILER_ID
+#define NK_COMPILER_ID "unknown"
+#endif
+
+PYBIND11_MODULE(_core, m) {
+  namespace py = pybind11;
+  m.doc() = "numkern CPU kernels (internal; use the numkern package)";
+  m.def("get_num_threads", &nk::cpu::get_num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("n: number of threads must be >= 1");
+    nk::cpu::set_num_threads(n);
+  }, py::arg("n"));
+  m.def("max_threads", &nk::cpu::max_threads);
+  // The one ISA dispatcher (csrc/cpu/common/dispatch.hpp).
+  m.def("isa", []() { return std::string(nk::cpu::isa_name(nk::cpu::active_isa())); },
+        "The SIMD tier the CPU kernels run: 'portable', 'avx2' or 'avx512'.");
+  m.def("best_isa", []() { return std::string(nk::cpu::isa_name(nk::cpu::best_isa())); },
+        "The widest SIMD tier this CPU supports.");
+  m.def("isa_supported", [](const std::string& name) {
+    nk::cpu::Isa isa;
+    if (name == "auto") return true;
+    if (!nk::cpu::parse_isa(name.c_str(), &isa))
+      throw py::value_error("isa: expected 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+    return nk::cpu::isa_supported(isa);
+  }, py::arg("isa"), "Whether set_isa(isa) can run on this CPU.");
+  m.def("set_isa", [](const std::string& name) {
+    if (name == "auto") return nk::cpu::reset_isa();
+    nk::cpu::Isa isa;
+    if (!nk::cpu::parse_isa(name.c_str(), &isa))
+      throw py::value_error("isa: expected 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+    if (!nk::cpu::isa_supported(isa)) throw py::value_error("isa: '" + name + "' is not supported by this CPU");
+    nk::cpu::set_isa(isa);
+  }, py::arg("isa"),
+        "Force the SIMD tier of every CPU kernel (tests, benchmarks); 'auto' restores the load-time choice "
+        "(NUMKERN_ISA or the widest the CPU has).");
+  py::dict cfg;
+  cfg["compiler"] = NK_COMPILER_ID;
+  cfg["openmp"] = nk::cpu::have_openmp();
+  cfg["cuda_built"] = static_cast<bool>(NK_CUDA_BUILT);
+  cfg["march_native"] = static_cast<bool>(NK_NATIVE);
+#ifdef NDEBUG
+  cfg["build_type"] = "release";
+#else
+  cfg["build_type"] = "debug";
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+  cfg["sanitize"] = true;
+#else
+  cfg["sanitize"] = false;
+#endif
+  m.attr("build_config") = cfg;
+  for (auto& [family, fn] : nk::binding_registry()) {
+    py::module_ sub = m.def_submodule(family);
+    fn(sub);
+  }
+}

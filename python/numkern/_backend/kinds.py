@@ -1,0 +1,36 @@
+"""Which array library an object belongs to, without importing torch or CuPy."""
+from __future__ import annotations
+
+import numpy as np
+
+NUMPY, TORCH, CUPY = "numpy", "torch", "cupy"
+
+
+def array_kind(a) -> str:
+    """'torch' for a torch tensor, 'cupy' for a CuPy array, else 'numpy' (arrays, lists, scalars)."""
+    mod = type(a).__module__ or ""
+    if mod.startswith("torch") and hasattr(a, "data_ptr"):
+        return TORCH
+    if mod.startswith("cupy") and hasattr(a, "__cuda_array_interface__"):
+        return CUPY
+    return NUMPY
+
+
+def is_cuda(a) -> bool:
+    k = array_kind(a)
+    return k == CUPY or (k == TORCH and a.is_cuda)
+
+
+def has_complex(*args) -> bool:
+    for a in args:
+        if isinstance(a, complex):
+            return True
+        dt = getattr(a, "dtype", None)
+        if dt is not None:
+            try:
+                if np.dtype(dt).kind == "c":
+                    return True
+            except TypeError:  # torch dtypes
+                if getattr(dt, "is_complex", False):
+                    return True
+    return False

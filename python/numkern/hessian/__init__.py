@@ -1,0 +1,194 @@
+r"""Hessian traces and diagonals: randomized estimators, exact softmax-head kernels, alignment.
+
+* :func:`trace`, :func:`diagonal` - Hutchinson, Hutch++, XTrace / XDiag estimators for any
+  symmetric operator given by products (callable, matrix, or an operator object below), with
+  standard errors and an adaptive confidence-interval stopping rule (``rtol``).
+* :class:`HessianMatvec`, :func:`hessian_matvec`, :func:`hessian_trace`,
+  :func:`hessian_diagonal` - Hessian-vector products of torch models (torch.func, vmap).
+* :class:`SoftmaxHeadHessian` - the exact trace, diagonal, products and gradient of a linear
+  softmax cross-entropy head in closed form (C++/CUDA kernels).
+* :func:`hgp_penalty`, :func:`hutchinson_penalty` - the Hessian-alignment regularisers of
+  Hemati et al. (ICCV 2023), differentiable.
+
+See docs/hessian.md for formulas and measurements.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._estimators import (DiagonalEstimate, Operator, TraceEstimate, _check_common,
+                                  hutchinson_diagonal, hutchinson_trace, hutchpp_trace, xdiag, xtrace)
+from ._head import SoftmaxHeadHessian
+
+__all__ = [
+    "trace", "diagonal", "TraceEstimate", "DiagonalEstimate", "SoftmaxHeadHessian", "HessianMatvec",
+    "hessian_matvec", "hessian_trace", "hessian_diagonal", "hgp_penalty", "hutchinson_penalty",
+]
+
+_TRACE_METHODS = ("hutchinson", "hutch++", "xtrace")
+_DIAG_METHODS = ("hutchinson", "xdiag")
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: must be None or an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _block(block_size, m):
+    if block_size is None:
+        return max(1, min(m, 32))
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size: must be a positive int, got {block_size!r}")
+    return block_size
+
+
+def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademacher", seed=None,
+          rtol=None, *, confidence=0.95, batched=False, like=None, block_size=None):
+    r"""Estimate tr(A) of a symmetric operator A from products A v.
+
+    method:
+      * "hutchinson": mean of v^T A v over m probes; unbiased, per-probe variance
+        2 (||A||_F^2 - sum A_ii^2) (Rademacher) or 2 ||A||_F^2 (Gaussian); error ~ 1/sqrt(m).
+      * "hutch++": tr(Q^T A Q) + Hutchinson on (I - QQ^T) A (I - QQ^T), Q = orth(A S), m/3
+        products each (Meyer et al. 2021); error ~ 1/m for PSD A with decaying spectrum.
+        num_matvecs not divisible by 3 is rounded down with a warning.
+      * "xtrace": exchangeable leave-one-out Hutch++ (Epperly, Tropp & Webber 2024), m/2 probes.
+    matvec: a callable v -> A v on vectors of length ``dim`` (numpy, torch or CuPy; with
+      ``batched=True`` it receives a batch (k, dim) and returns (k, dim)); a square matrix
+      (numpy/torch/CuPy); or an operator object (SoftmaxHeadHessian, HessianMatvec).
+    num_matvecs: the number of products (with rtol: the maximum).  probe: "rademacher" or
+      "gaussian".  seed: int / None for the probe generator.
+    rtol: stop adaptively once the ``confidence`` (Student-t) interval half-width is
+      <= rtol * |estimate| (at least 10 probes for Hutchinson); ``.converged`` is False if the
+      budget ran out first.  Unlike PyHessian's "two consecutive means agree" rule, this bounds
+      the statistical error.
+    like: an array whose library/device/dtype the probes use (default: the operator's, or numpy
+      float64 for plain callables).  block_size: probes per batched call (default 32).
+    Returns a :class:`TraceEstimate` (.estimate, .stderr, .num_matvecs, .converged).
+    """
+    m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
+    op = Operator(matvec, dim, batched, like)
+    gen = op.backend.generator(_check_seed(seed))
+    block = _block(block_size, m)
+    if method == "hutchinson":
+        return hutchinson_trace(op, gen, m, probe, rtol, confidence, block)
+    if method == "hutch++":
+        return hutchpp_trace(op, gen, m, probe, rtol, confidence, block)
+    return xtrace(op, gen, m, probe, rtol, confidence)
+
+
+def diagonal(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademacher", seed=None,
+             rtol=None, *, confidence=0.95, batched=False, like=None, block_size=None):
+    r"""Estimate diag(A) of a symmetric operator A from products A v.
+
+    method:
+      * "hutchinson": mean over probes of v (.) A v; unbiased; entry i has per-probe variance
+        sum_{j != i} A_ij^2 (Rademacher) or A_ii^2 + sum_j A_ij^2 (Gaussian).
+      * "xdiag": exchangeable estimator of Epperly, Tropp & Webber (2024):
+        mean_i [diag(Q_(i) Q_(i)^T A) + omega_i (.) (I - Q_(i) Q_(i)^T) A omega_i], m/2 probes.
+    Arguments as in :func:`trace`; with ``rtol`` it stops when every entry's interval
+    half-width is <= rtol * max_i |estimate_i|.
+    Returns a :class:`DiagonalEstimate` (.estimate and .stderr arrays of length dim).
+    """
+    m = _check_common(method, _DIAG_METHODS, probe, num_matvecs, rtol)
+    op = Operator(matvec, dim, batched, like)
+    gen = op.backend.generator(_check_seed(seed))
+    if method == "hutchinson":
+        return hutchinson_diagonal(op, gen, m, probe, rtol, confidence, _block(block_size, m))
+    return xdiag(op, gen, m, probe, rtol, confidence)
+
+
+# ---- torch models ------------------------------------------------------------------------------
+def __getattr__(name):
+    if name == "HessianMatvec":
+        from ._torch import HessianMatvec
+
+        return HessianMatvec
+    raise AttributeError(f"module 'numkern.hessian' has no attribute {name!r}")
+
+
+def hessian_matvec(model, loss_fn, inputs, targets, params=None, *, mode="auto", chunk_size=None):
+    r"""Hessian-vector products v -> H v, H = d^2 loss_fn(model(*inputs), targets) / d theta^2.
+
+    Returns a :class:`HessianMatvec` (callable on (dim,) or (k, dim) torch tensors, with ``.dim``)
+    that :func:`trace` and :func:`diagonal` accept directly.  Forward-over-reverse with
+    torch.func (vmap over probes), falling back to double backward where torch.func cannot run.
+    BatchNorm layers in training mode raise ValueError (call model.eval()).  Raises ValueError
+    for a non-scalar loss or when no parameter requires grad.
+    """
+    from ._torch import HessianMatvec
+
+    return HessianMatvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+
+
+def hessian_trace(model, loss_fn, inputs, targets, method="hutchinson", num_matvecs=100, *, params=None,
+                  mode="auto", chunk_size=None, **estimator_kwargs):
+    r"""Estimate tr(H) of a torch model's loss Hessian: :func:`trace` on :func:`hessian_matvec`.
+
+    For an ``nn.Linear`` classifier head with cross-entropy use :class:`SoftmaxHeadHessian`,
+    which is exact and far faster.
+    """
+    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    return trace(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
+
+
+def hessian_diagonal(model, loss_fn, inputs, targets, method="hutchinson", num_matvecs=100, *,
+                     params=None, mode="auto", chunk_size=None, **estimator_kwargs):
+    r"""Estimate diag(H) of a torch model's loss Hessian: :func:`diagonal` on :func:`hessian_matvec`.
+
+    The result is flat over the parameters in order (``torch.cat([p.flatten() ...])``).
+    """
+    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    return diagonal(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
+
+
+# ---- Hessian alignment --------------------------------------------------------------------------
+def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None, *,
+                features=None):
+    r"""Hessian-gradient-product alignment penalty (HGP, Hemati et al. ICCV 2023).
+
+    For domains e = 1..E with head gradient g_e = grad_theta L_e and H_e g_e = grad_theta
+    (1/2 ||g_e||^2) (the HGP identity), returns
+        (1/E) sum_e [ alpha ||H_e g_e - mean_e' H_e' g_e'||^2 + beta ||g_e - mean_e' g_e'||^2 ],
+    a differentiable scalar tensor (gradients reach the head and, through the features, the
+    featuriser).  theta are the head's parameters.  Two call forms:
+
+    * ``hgp_penalty(head_grads_per_domain, params)`` (the paper's form): one entry per domain,
+      each the gradients of that domain's loss w.r.t. the head parameters ``params``, computed
+      with ``torch.autograd.grad(loss_e, params, create_graph=True)``; H_e g_e is one more
+      autograd pass.  Works for any head and loss.
+    * ``hgp_penalty(head, features, labels)``: the head (nn.Module) and sequences with one tensor
+      per domain, features[e] (n_e, d), labels[e] (n_e,) integer classes.  For an ``nn.Linear``
+      head with loss_fn=None (mean cross-entropy) the closed forms g = (1/n) sum (p - e_y) x^T
+      and H g = (1/n) sum (A_i g x_i) x_i^T are used (no double backward); other heads or a
+      given loss_fn go through autograd.  Both forms give the same value (tests: 1e-10).
+
+    Defaults alpha = 1e-4, beta = 5e-3 follow the paper's code.  At least two domains.
+    """
+    from ._torch import hgp_penalty as impl
+
+    return impl(head_grads_per_domain, params, labels, alpha, beta, loss_fn, features)
+
+
+def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3, num_probes=100,
+                       loss_fn=None, generator=None, *, features=None):
+    r"""Hessian-diagonal alignment penalty (the "Hutchinson" variant of Hemati et al. ICCV 2023).
+
+    With D_e the diagonal of the head Hessian of domain e, estimated by Hutchinson with
+    ``num_probes`` (S) Rademacher probes, D_e ~ (1/S) sum_s v_s (.) H_e v_s (the same probes for
+    every domain, so the estimate of D_e - D_e' has less noise), returns
+        (1/E) sum_e [ alpha ||D_e - mean D||^2 + beta ||g_e - mean g||^2 ],
+    differentiable.  Call forms as :func:`hgp_penalty`: ``hutchinson_penalty(head_grads_per_domain,
+    params)`` with per-domain head gradients taken with create_graph=True (H_e v_s =
+    grad_theta (g_e . v_s)), or ``hutchinson_penalty(head, features, labels)`` (closed forms for
+    an ``nn.Linear`` head with cross-entropy).  With the same ``generator`` state both forms draw
+    the same probes and give the same value.  num_probes=None uses the exact diagonal
+    (1/n) sum_i p_ic (1 - p_ic) x_ij^2 (head form, nn.Linear with cross-entropy only).
+    generator: torch.Generator for the probes.  Defaults alpha = 1e-3, beta = 5e-3.
+    """
+    from ._torch import hutchinson_penalty as impl
+
+    return impl(head_grads_per_domain, params, labels, alpha, beta, num_probes, loss_fn, generator, features)

@@ -1,0 +1,600 @@
+"""OliVe outlier-victim-pair (OVP) quantization: packed 4- and 8-bit formats, fused kernels.
+
+OliVe (Guo et al., ISCA 2023) keeps every outlier by sacrificing its neighbour: values are
+taken in adjacent pairs (2k, 2k+1) along the last axis; when one element of a pair is an
+outlier, the other (the *victim*) is set to zero and its code marks the pair.
+
+Units.  With threshold alpha (one per output row, or one per tensor), q = x * gmax / alpha is
+rounded to the nearest value of normal ∪ outlier grid (ties toward +inf; a tie between the
+largest normal and the smallest outlier value goes to the outlier).  gmax is the largest normal
+value; the stored scale is s = alpha / gmax and the decoded value is g * s (float32).
+
+Grids, in q units, and codes::
+
+    format    role     values                                  code (4 bits / 8 bits)
+    int4      normal   ±{0, 4, 8, ..., 28}                     two's complement of q/4, -7..7
+    flint4    normal   ±{0, 2, 4, 6, 8, 12, 16, 32}            sign<<3 | index (0..7)
+    abfloat4  outlier  ±32·2^e·(1 + m/2), e 0..3, m 0..1,      sign<<3 | e<<1 | m
+                       (e, m) != (0, 0): 48 64 96 128 ... 384
+    int8      normal   ±{0, 1, ..., 127}/4                     two's complement of 4q
+    abfloat8  outlier  ±2^i·(1 + j/32), i 5..8, j 0..31,       sign<<7 | (i-5)<<5 | j
+                       (i, j) != (5, 0): 33 ... 504
+    victim    —        0                                       1000 (4-bit) / 0x80 (8-bit)
+
+An element is an outlier when its rounded |q| > 32.  If element 2k is an outlier, 2k+1 becomes
+its victim; otherwise if 2k+1 is an outlier, 2k does.  When both are, the one of larger input
+magnitude is kept (equal magnitudes: the left one); ``both_outliers="left"`` always keeps the
+left one, as OliVe's reference code does.
+
+Packed layout: codes[r] is one row.  4 bits: byte k holds pair k, element 2k in the low nibble,
+2k+1 in the high nibble.  8 bits: bytes 2k and 2k+1 hold elements 2k and 2k+1.  A row of odd
+length is padded with a zero element.  The victim code never occurs as a normal value, so the
+decoder reads the other code of that pair from the outlier grid.
+
+Threshold search: x_max = max(|mu + 3 sigma|, |mu - 3 sigma|) of the row (sigma with ddof=1);
+alpha = x_max · i/100 for i = 75, 77, ..., 249; the alpha whose fully encoded result (victims
+included) has the lowest squared error wins, the first on ties.  ``normal="auto"`` runs int and
+flint and keeps the one of lower summed squared error over the tensor (4 bits; 8 bits is int).
+
+The encoder, decoder and ``ovp_matmul`` run in C++ (OpenMP) for numpy and torch CPU input and
+in CUDA for torch CUDA tensors and CuPy arrays; the CPU and CUDA encoders produce the same bytes.
+"""
+from __future__ import annotations
+
+import copy as _copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import _core
+from ..._arrays import CUPY, NUMPY, TORCH, _require_cuda, array_kind
+
+__all__ = ["OVPTensor", "ovp_quantize", "ovp_dequantize", "ovp_fake_quantize", "ovp_matmul",
+           "quantize_model", "ovp_normal_mse", "plain_fake_quantize"]
+_LAZY = ("OVPLinear",)  # torch classes, created on first use (numkern never imports torch eagerly)
+
+_NORMAL_CODE = {"int": 0, "flint": 1}
+_GRID_MAX = {(4, "int"): 28.0, (4, "flint"): 32.0, (8, "int"): 31.75}
+_MODE_SEARCH, _MODE_SIGMA, _MODE_GIVEN = 0, 1, 2
+_ABS_MAX = 1e37               # |w| beyond this: grid value x scale may overflow float32
+_ALPHA_RANGE = (1e-30, 1e37)  # given thresholds whose float32 scale alpha / gmax is normal
+
+
+def _bytes_per_row(cols: int, bits: int) -> int:
+    pairs = (cols + 1) // 2
+    return 2 * pairs if bits == 8 else pairs
+
+
+@dataclass
+class OVPTensor:
+    """OVP-quantized tensor.
+
+    codes: uint8 [rows, bytes_per_row] (rows = prod(shape[:-1])), same array kind and device as
+    the input; scales: float32 [rows] (axis="row") or [1] (axis=None), s = alpha / gmax;
+    alphas: float64 thresholds (numpy); normal: "int" or "flint"; shape: original shape;
+    bits: 4 or 8.  Decoded value of an element: grid value × scale of its row.
+    """
+
+    codes: object
+    scales: object
+    normal: str
+    shape: tuple
+    bits: int
+    axis: object = "row"
+    alphas: object = None
+
+    @property
+    def rows(self) -> int:
+        return int(np.prod(self.shape[:-1], dtype=np.int64))
+
+    @property
+    def cols(self) -> int:
+        return int(self.shape[-1])
+
+    @property
+    def per_row(self) -> bool:
+        return self.axis == "row"
+
+    def nbytes(self) -> int:
+        """Bytes of codes plus scales."""
+        return int(self.rows * _bytes_per_row(self.cols, self.bits) + 4 * self.scales.shape[0])
+
+
+# ---- validation ----------------------------------------------------------------------------
+def _check_format(bits, normal, allow_auto=True):
+    if isinstance(bits, bool) or bits not in (4, 8):
+        raise ValueError(f"bits: must be 4 or 8, got {bits!r}")
+    allowed = ("int", "flint", "auto") if allow_auto else ("int", "flint")
+    if normal not in allowed:
+        raise ValueError(f"normal: must be one of {allowed}, got {normal!r}")
+    if bits == 8 and normal == "flint":
+        raise ValueError("normal: flint is only defined for 4 bits (OliVe uses int above 6 bits)")
+
+
+def _shape_of(a):
+    return tuple(int(s) for s in a.shape)
+
+
+def _check_ovp(q) -> None:
+    """Raise ValueError when the parts of an OVPTensor disagree."""
+    if not isinstance(q, OVPTensor):
+        raise TypeError(f"q: expected an OVPTensor, got {type(q).__name__}")
+    _check_format(q.bits, q.normal, allow_auto=False)
+    if not isinstance(q.shape, tuple) or len(q.shape) == 0 or any(
+            (not isinstance(s, (int, np.integer))) or s <= 0 for s in q.shape):
+        raise ValueError(f"q.shape: must be a non-empty tuple of positive ints, got {q.shape!r}")
+    if q.axis not in ("row", None):
+        raise ValueError(f"q.axis: must be 'row' or None, got {q.axis!r}")
+    kc, ks = array_kind(q.codes), array_kind(q.scales)
+    if kc != ks:
+        raise ValueError("q: codes and scales are different kinds of array")
+    if str(q.codes.dtype).replace("torch.", "") != "uint8":
+        raise ValueError(f"q.codes: dtype must be uint8, got {q.codes.dtype}")
+    if str(q.scales.dtype).replace("torch.", "") != "float32":
+        raise ValueError(f"q.scales: dtype must be float32, got {q.scales.dtype}")
+    want = (q.rows, _bytes_per_row(q.cols, q.bits))
+    if _shape_of(q.codes) != want:
+        raise ValueError(f"q.codes: shape {_shape_of(q.codes)} does not match shape {q.shape} "
+                         f"at {q.bits} bits (expected {want})")
+    groups = q.rows if q.per_row else 1
+    if _shape_of(q.scales) != (groups,):
+        raise ValueError(f"q.scales: shape {_shape_of(q.scales)}, expected ({groups},)")
+    if kc == TORCH and q.codes.device != q.scales.device:
+        raise ValueError("q: codes and scales are on different devices")
+
+
+def _nonfinite_count(x, kind) -> int:
+    if kind == TORCH:
+        import torch
+        return int((~torch.isfinite(x)).sum().item())
+    if kind == CUPY:
+        import cupy
+        return int(cupy.count_nonzero(~cupy.isfinite(x)))
+    return int(np.count_nonzero(~np.isfinite(x)))
+
+
+def _as_f32_2d(w, name):
+    """(kind, float32 C-contiguous 2-d array of w, original shape); validates w."""
+    kind = array_kind(w)
+    if kind == TORCH:
+        if not w.dtype.is_floating_point:
+            raise TypeError(f"{name}: expected a floating tensor, got {w.dtype}")
+        x = w.detach()
+    elif kind == CUPY:
+        if w.dtype.kind != "f":
+            raise TypeError(f"{name}: expected a floating array, got {w.dtype}")
+        x = w
+    else:
+        try:
+            x = np.asarray(w)
+        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+            raise TypeError(f"{name}: cannot convert to an array ({e})") from None
+        if x.dtype.kind != "f":
+            raise TypeError(f"{name}: expected a floating array, got {x.dtype}")
+    shape = _shape_of(x)
+    if len(shape) == 0:
+        raise ValueError(f"{name}: 0-d input; need at least one axis (pairs run along the last)")
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        raise ValueError(f"{name}: empty input of shape {shape}")
+    bad = _nonfinite_count(x, kind)
+    if bad:
+        raise ValueError(f"{name}: {bad} NaN or infinite value(s); OVP quantization needs finite input")
+    rows, cols = int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]
+    if kind == TORCH:
+        import torch
+        x = x.to(torch.float32).reshape(rows, cols).contiguous()
+        big = int((x.abs() > _ABS_MAX).sum().item())
+    elif kind == CUPY:
+        import cupy
+        x = cupy.ascontiguousarray(x.astype(cupy.float32).reshape(rows, cols))
+        big = int(cupy.count_nonzero(cupy.abs(x) > _ABS_MAX))
+    else:
+        with np.errstate(over="ignore"):
+            x = np.ascontiguousarray(x.astype(np.float32, copy=False).reshape(rows, cols))
+        big = int(np.count_nonzero(np.abs(x) > _ABS_MAX))
+    if big:  # float64 values beyond float32, or so close to its limit that scales overflow
+        raise ValueError(f"{name}: {big} value(s) with |w| > {_ABS_MAX:g}; OVP computes in float32")
+    return kind, x, shape
+
+
+# ---- backends ------------------------------------------------------------------------------
+def _on_cuda(kind, x) -> bool:
+    return kind == CUPY or (kind == TORCH and x.is_cuda)
+
+
+def _torch_stream(t):
+    import torch
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _dev_empty(kind, ref, shape, dtype):
+    if kind == TORCH:
+        import torch
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=ref.device)
+    import cupy
+    return cupy.empty(shape, dtype=dtype)
+
+
+def _dev_contiguous(kind, a):
+    if kind == TORCH:
+        return a.contiguous()
+    import cupy
+    return cupy.ascontiguousarray(a)
+
+
+def _ptr(a, kind):
+    return a.data_ptr() if kind == TORCH else a.data.ptr
+
+
+def _stream(kind, ref):
+    if kind == TORCH:
+        return _torch_stream(ref)
+    import cupy
+    return cupy.cuda.get_current_stream().ptr
+
+
+def _device_ctx(kind, ref):
+    if kind == TORCH:
+        import torch
+        return torch.cuda.device(ref.device)
+    import cupy
+    return cupy.cuda.Device(ref.device.id)
+
+
+def _encode(kind, x, bits, normal, keep_left, per_row, mode, alphas):
+    """Run one encoder pass; returns (codes, scales, alphas numpy f64, errors numpy f64)."""
+    rows, cols = _shape_of(x)
+    groups = rows if per_row else 1
+    a_in = np.zeros(groups) if alphas is None else np.ascontiguousarray(alphas, dtype=np.float64)
+    code = _NORMAL_CODE[normal]
+    if not _on_cuda(kind, x):
+        xn = x.numpy() if kind == TORCH else x
+        c, s, a, e = _core.olive.encode(xn, bits, code, keep_left, per_row, mode, a_in)
+        if kind == TORCH:
+            import torch
+            c, s = torch.from_numpy(c), torch.from_numpy(s)
+        return c, s, a, e
+    cu = _require_cuda()
+    with _device_ctx(kind, x):
+        codes = _dev_empty(kind, x, (rows, _bytes_per_row(cols, bits)), "uint8")
+        scales = _dev_empty(kind, x, (groups,), "float32")
+        a_dev = _dev_empty(kind, x, (groups,), "float64")
+        e_dev = _dev_empty(kind, x, (groups,), "float64")
+        if kind == TORCH:
+            import torch
+            a_dev.copy_(torch.from_numpy(a_in))
+        else:
+            a_dev.set(a_in)
+        cu.olive.encode(_ptr(x, kind), rows, cols, bits, code, keep_left, per_row, mode,
+                        _ptr(a_dev, kind), _ptr(codes, kind), _ptr(scales, kind), _ptr(e_dev, kind),
+                        _stream(kind, x))
+        to_host = (lambda t: t.cpu().numpy()) if kind == TORCH else (lambda t: t.get())
+        return codes, scales, to_host(a_dev), to_host(e_dev)
+
+
+def ovp_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", *, search=True,
+                 alpha=None) -> OVPTensor:
+    """Quantize w to the packed OVP format (see the module docstring for the format).
+
+    w: numpy / torch (CPU or CUDA) / CuPy floating array (float16, bfloat16, float32, float64;
+    computed in float32), at least 1-d, finite.  Pairs run along the last axis.
+    bits: 4 or 8.  normal: "int", "flint" (4 bits only) or "auto" (lower summed squared error).
+    axis: "row" — one threshold per row (all leading axes flattened, i.e. per output row of a
+    [out, in] weight); None — one threshold for the whole tensor.
+    both_outliers: "larger" (keep the larger-magnitude outlier of a pair) or "left".
+    search: run the 88-point threshold search (True) or use alpha = max(|mu ± 3 sigma|) (False).
+    alpha: given threshold(s) (a scalar, or one per row for axis="row"); skips the search.
+    """
+    _check_format(bits, normal)
+    if axis not in ("row", None):
+        raise ValueError(f"axis: must be 'row' or None, got {axis!r}")
+    if both_outliers not in ("larger", "left"):
+        raise ValueError(f"both_outliers: must be 'larger' or 'left', got {both_outliers!r}")
+    kind, x, shape = _as_f32_2d(w, "w")
+    per_row = axis == "row"
+    groups = x.shape[0] if per_row else 1
+    if alpha is not None:
+        try:
+            a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (groups,)).copy()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"alpha: expected a number or one per group ({groups}) ({e})") from None
+        if not np.all((a >= _ALPHA_RANGE[0]) & (a <= _ALPHA_RANGE[1])):
+            raise ValueError(f"alpha: thresholds must lie in [{_ALPHA_RANGE[0]:g}, {_ALPHA_RANGE[1]:g}]")
+        mode = _MODE_GIVEN
+    else:
+        a, mode = None, (_MODE_SEARCH if search else _MODE_SIGMA)
+    keep_left = both_outliers == "left"
+    candidates = ["int", "flint"] if normal == "auto" else [normal]
+    if bits == 8:
+        candidates = ["int"]
+    best = None
+    for nt in candidates:
+        c, s, al, err = _encode(kind, x, bits, nt, keep_left, per_row, mode, a)
+        total = float(np.sum(err))
+        if best is None or total < best[0]:
+            best = (total, nt, c, s, al)
+    _, nt, c, s, al = best
+    return OVPTensor(codes=c, scales=s, normal=nt, shape=shape, bits=bits, axis=axis, alphas=al)
+
+
+def ovp_normal_mse(w, bits=4, normal="int", axis="row", outliers=True):
+    """Mean squared error of OVP (outliers=True) or of plain per-row quantization on the normal
+    grid alone with the same threshold search (outliers=False: every value rounds to the
+    normal grid, clipped at alpha), on numpy input.  Used to compare OVP with plain int4.
+    """
+    if outliers:
+        q = ovp_quantize(w, bits=bits, normal=normal, axis=axis)
+        return float(np.mean((np.asarray(ovp_dequantize(q), np.float64)
+                              - np.asarray(w, np.float32).astype(np.float64)) ** 2))
+    return float(np.mean((plain_fake_quantize(w, bits, normal, axis).astype(np.float64)
+                          - np.asarray(w, np.float32).astype(np.float64)) ** 2))
+
+
+def plain_fake_quantize(w, bits=4, normal="int", axis="row"):
+    """Plain symmetric quantization on the normal grid only (no outlier grid), with the same
+    3-sigma-centred 88-point threshold search, in numpy float64 — the baseline OVP is compared
+    with.  Values beyond alpha clip to the largest normal value.
+    """
+    _check_format(bits, normal, allow_auto=False)
+    if axis not in ("row", None):
+        raise ValueError(f"axis: must be 'row' or None, got {axis!r}")
+    if array_kind(w) != NUMPY:
+        raise TypeError(f"w: expected a numpy array (this baseline runs in numpy), got {type(w).__name__}")
+    _, x2d, shape = _as_f32_2d(w, "w")  # finite, at least 1-d, non-empty, floating
+    x = x2d.astype(np.float64).reshape(shape)
+    x2 = x.reshape(-1, shape[-1]) if axis == "row" else x.reshape(1, -1)
+    if bits == 8:
+        grid = np.arange(-127, 128) / 4.0
+    elif normal == "int":
+        grid = np.arange(-7, 8) * 4.0
+    else:
+        g = np.array([0, 2, 4, 6, 8, 12, 16, 32.0])
+        grid = np.unique(np.concatenate([-g, g]))
+    gmax = grid[-1]
+    mids = (grid[1:] + grid[:-1]) / 2
+    mu = x2.mean(1, keepdims=True)
+    sd = x2.std(1, ddof=1, keepdims=True) if x2.shape[1] > 1 else np.zeros_like(mu)
+    xm = np.maximum(np.abs(mu + 3 * sd), np.abs(mu - 3 * sd))
+    xm = np.where(xm > 0, xm, np.maximum(np.abs(x2).max(1, keepdims=True), 1e-30))
+    best_err = np.full((x2.shape[0], 1), np.inf)
+    out = np.zeros_like(x2)
+    x32 = x2.astype(np.float32)
+    for i in range(75, 250, 2):
+        s = (xm * i / 100 / gmax).astype(np.float32)
+        if bits == 4 and normal == "int":  # uniform grid: round half up, clip
+            deq = np.clip(np.floor(x32 * (0.25 / s) + 0.5), -7, 7) * (4 * s)
+        else:
+            deq = grid.astype(np.float32)[np.searchsorted(mids, x32 / s, side="right")] * s
+        d = deq - x32
+        err = np.einsum("ij,ij->i", d, d, dtype=np.float64)[:, None]
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        out = np.where(better, deq, out)
+    return out.astype(np.float64).reshape(shape)
+
+
+def ovp_dequantize(q: OVPTensor):
+    """Decode an OVPTensor: value = grid value × scale (float32), in the original shape, the same
+    kind of array and device as q.codes.  Bit-identical to the encoder's fake-quantized values.
+    """
+    _check_ovp(q)
+    kind = array_kind(q.codes)
+    rows, cols = q.rows, q.cols
+    code = _NORMAL_CODE[q.normal]
+    if not _on_cuda(kind, q.codes):
+        cn = q.codes.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
+        sn = q.scales.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
+        out = _core.olive.decode(cn, sn, q.per_row, rows, cols, q.bits, code).reshape(q.shape)
+        if kind == TORCH:
+            import torch
+            return torch.from_numpy(out)
+        return out
+    cu = _require_cuda()
+    with _device_ctx(kind, q.codes):
+        codes, scales = _dev_contiguous(kind, q.codes), _dev_contiguous(kind, q.scales)
+        out = _dev_empty(kind, codes, (rows, cols), "float32")
+        cu.olive.decode(_ptr(codes, kind), _ptr(scales, kind), q.per_row, rows, cols, q.bits, code,
+                        _ptr(out, kind), _stream(kind, codes))
+        return out.reshape(q.shape)
+
+
+def ovp_fake_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", **kw):
+    """ovp_dequantize(ovp_quantize(w, ...)) in w's dtype.  For torch tensors the result carries a
+    straight-through gradient (d out / d w = identity).
+    """
+    q = ovp_quantize(w, bits, normal, axis, both_outliers, **kw)
+    deq = ovp_dequantize(q)
+    if array_kind(w) == TORCH:
+        deq = deq.to(w.dtype)
+        if w.requires_grad:
+            return w + (deq - w).detach()
+        return deq
+    dtype = w.dtype if hasattr(w, "dtype") else np.asarray(w).dtype  # lists: their numpy dtype
+    return deq.astype(dtype, copy=False) if hasattr(deq, "astype") else deq
+
+
+def _matmul_raw(x2, q, kind):
+    """x2: float32 C-contiguous [batch, K] of the same kind/device as q.codes -> [batch, N]."""
+    n, k = q.rows, q.cols
+    code = _NORMAL_CODE[q.normal]
+    if not _on_cuda(kind, x2):
+        xn = x2.numpy() if kind == TORCH else x2
+        cn = q.codes.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
+        sn = q.scales.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
+        out = _core.olive.matmul(xn, cn, sn, q.per_row, n, k, q.bits, code)
+        if kind == TORCH:
+            import torch
+            return torch.from_numpy(out)
+        return out
+    cu = _require_cuda()
+    with _device_ctx(kind, x2):
+        out = _dev_empty(kind, x2, (x2.shape[0], n), "float32")
+        codes, scales = _dev_contiguous(kind, q.codes), _dev_contiguous(kind, q.scales)
+        if kind == TORCH and codes.device != x2.device:
+            raise ValueError(f"x: on {x2.device} but q on {codes.device}")
+        cu.olive.matmul(_ptr(x2, kind), x2.shape[0], _ptr(codes, kind), _ptr(scales, kind),
+                        q.per_row, n, k, q.bits, code, _ptr(out, kind), _stream(kind, x2))
+        return out
+
+
+def ovp_matmul(x, q: OVPTensor):
+    """x @ ovp_dequantize(q).T by a fused kernel that decodes the codes on the fly.
+
+    x: [..., K] floating array of the same kind and device as q.codes; q: 2-d OVPTensor of shape
+    [N, K].  Returns [..., N], float32 (torch: x's dtype).  out[b, n] = s_n · Σ_k x[b, k] g[n, k].
+    For torch tensors that require grad, the gradient in x is grad @ dequantize(q).
+    """
+    _check_ovp(q)
+    if len(q.shape) != 2:
+        raise ValueError(f"q: ovp_matmul needs a 2-d quantized matrix, got shape {q.shape}")
+    kind, kq = array_kind(x), array_kind(q.codes)
+    if kind != kq:
+        raise ValueError(f"x: is a {kind} array but q holds {kq} arrays")
+    if kind == NUMPY:
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"x: cannot convert to an array ({e})") from None
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x: expected a real array, got {x.dtype}")
+    xs = _shape_of(x)
+    if len(xs) == 0 or xs[-1] != q.shape[1]:
+        raise ValueError(f"x: inner dimension {xs[-1] if xs else None} does not match q's {q.shape[1]}")
+    if kind == TORCH:
+        if x.device != q.codes.device:
+            raise ValueError(f"x: on {x.device} but q on {q.codes.device}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"x: expected a floating tensor, got {x.dtype}")
+        if x.requires_grad and __import__("torch").is_grad_enabled():
+            return _autograd_matmul()(x, q)
+        import torch
+        x2 = x.detach().to(torch.float32).reshape(-1, xs[-1]).contiguous()
+        return _matmul_raw(x2, q, kind).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
+    if kind == CUPY:
+        import cupy
+        x2 = cupy.ascontiguousarray(x.astype(cupy.float32).reshape(-1, xs[-1]))
+    else:
+        x2 = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1, xs[-1]))
+    return _matmul_raw(x2, q, kind).reshape(*xs[:-1], q.shape[0])
+
+
+_AUTOGRAD = None
+
+
+def _autograd_matmul():
+    global _AUTOGRAD
+    if _AUTOGRAD is None:
+        import torch
+
+        class _OVPMatmul(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, q):
+                ctx.q = q
+                xs = tuple(x.shape)
+                x2 = x.detach().to(torch.float32).reshape(-1, xs[-1]).contiguous()
+                return _matmul_raw(x2, q, TORCH).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
+
+            @staticmethod
+            def backward(ctx, grad):
+                w = ovp_dequantize(ctx.q).to(grad.dtype)
+                return grad @ w, None
+
+        _AUTOGRAD = _OVPMatmul.apply
+    return _AUTOGRAD
+
+
+# ---- torch layers --------------------------------------------------------------------------
+_CLASSES = {}
+
+
+def _make_linear_class():
+    import torch
+
+    class OVPLinear(torch.nn.Module):
+        """nn.Linear with OVP-quantized weights: y = ovp_matmul(x', W_q) + b.
+
+        W_q is quantized per output row (bits 4 or 8).  With act_bits, x' is x fake-quantized per
+        tensor with OVP at act_bits; its threshold alpha is calibrated (full search) on the first
+        batch and reused for later batches.  Without act_bits, x' = x.
+        """
+
+        def __init__(self, q: OVPTensor, bias=None, act_bits=None, both_outliers="larger"):
+            super().__init__()
+            _check_ovp(q)
+            if act_bits is not None:
+                _check_format(act_bits, "int")
+            self.in_features, self.out_features = q.shape[1], q.shape[0]
+            self.bits, self.normal, self.act_bits = q.bits, q.normal, act_bits
+            self.both_outliers = both_outliers
+            self.register_buffer("codes", torch.as_tensor(q.codes))
+            self.register_buffer("scales", torch.as_tensor(q.scales))
+            self.register_buffer("bias", None if bias is None else bias.detach().clone())
+            self.register_buffer("act_alpha", torch.zeros((), dtype=torch.float64))
+            self.act_normal = "int"
+
+        @classmethod
+        def from_linear(cls, linear, bits=4, act_bits=None, normal="auto", both_outliers="larger"):
+            """Quantize a torch.nn.Linear's weight per output row (full threshold search)."""
+            if not isinstance(linear, torch.nn.Linear):
+                raise TypeError(f"linear: expected torch.nn.Linear, got {type(linear).__name__}")
+            q = ovp_quantize(linear.weight.detach(), bits=bits, normal=normal, axis="row",
+                             both_outliers=both_outliers)
+            return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
+
+        def quantized_weight(self) -> OVPTensor:
+            return OVPTensor(self.codes, self.scales, self.normal, (self.out_features, self.in_features),
+                             self.bits, "row")
+
+        def _quantize_act(self, x):
+            if float(self.act_alpha) == 0.0:
+                q = ovp_quantize(x.detach(), bits=self.act_bits, normal="auto", axis=None,
+                                 both_outliers=self.both_outliers)
+                self.act_alpha.fill_(float(q.alphas[0]))
+                self.act_normal = q.normal
+            else:
+                q = ovp_quantize(x.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
+                                 both_outliers=self.both_outliers, alpha=float(self.act_alpha))
+            deq = ovp_dequantize(q).to(x.dtype)
+            return x + (deq - x).detach() if x.requires_grad else deq
+
+        def forward(self, x):
+            if self.act_bits is not None:
+                x = self._quantize_act(x)
+            y = ovp_matmul(x, self.quantized_weight())
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+
+        def extra_repr(self):
+            return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                    f"bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}")
+
+    return OVPLinear
+
+
+def __getattr__(name):
+    if name == "OVPLinear":
+        if name not in _CLASSES:
+            _CLASSES[name] = _make_linear_class()
+        return _CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto"):
+    """A deep copy of a torch model with every nn.Linear replaced by OVPLinear.from_linear(...),
+    except those whose qualified name has a component (or suffix) listed in skip.
+    """
+    import torch
+
+    linear_cls = __getattr__("OVPLinear")
+    skip = tuple(skip or ())
+    new = _copy.deepcopy(model)
+    for name, module in list(new.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if not isinstance(child, torch.nn.Linear):
+                continue
+            if any(s == child_name or full == s or full.endswith("." + s) or s in full.split(".")
+                   for s in skip):
+                continue
+            setattr(module, child_name, linear_cls.from_linear(child, bits=bits, act_bits=act_bits,
+                                                               normal=normal))
+    return new

@@ -1,0 +1,294 @@
+"""torch side of numkern.quant's SplitQuant: split layers, model transforms, the fused module.
+
+Imported only when a torch model or tensor is passed (numkern never imports torch eagerly).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ... import _core
+from . import (FusedSplitQuantWeight, _quantize_rows, cluster_labels,
+                               QuantizedWeight)
+
+_SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+class SplitLayer(nn.Module):
+    r"""k branches (copies of one Linear / Conv1d / Conv2d layer) with disjoint weight supports;
+    forward(x) = sum_j branch_j(x).  ``weight_labels`` (int8, weight-shaped) and
+    ``bias_labels`` record each entry's branch.  Built by ``split_model``.
+    """
+
+    def __init__(self, branches, weight_labels, bias_labels=None):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.register_buffer("weight_labels", weight_labels)
+        self.register_buffer("bias_labels", bias_labels)
+        self.quantized = None  # list of QuantizedWeight per branch, set by splitquant
+
+    @property
+    def k(self):
+        return len(self.branches)
+
+    def merged_weight(self):
+        """Sum of the branch weights (equals the original weight bit for bit after splitting)."""
+        w = self.branches[0].weight
+        for b in self.branches[1:]:
+            w = w + b.weight
+        return w
+
+    def forward(self, x):
+        y = self.branches[0](x)
+        for b in self.branches[1:]:
+            y = y + b(x)
+        return y
+
+
+class SplitQuantLinear(nn.Module):
+    r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from
+    (b + 2)-bit codes (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel instead
+    of k GEMMs.  Inference only (no gradient); computes in float32 and returns x's dtype.
+    """
+
+    def __init__(self, fused: FusedSplitQuantWeight, bias=None):
+        super().__init__()
+        self.in_features = fused.in_features
+        self.out_features = fused.out_features
+        self.bits = fused.bits
+        self.group_size = fused.group_size
+        self.register_buffer("codes", torch.from_numpy(fused.codes))
+        self.register_buffer("clusters", torch.from_numpy(fused.clusters))
+        self.register_buffer("scales", torch.from_numpy(fused.scales))
+        self.register_buffer("offsets", torch.from_numpy(fused.offsets))
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    @classmethod
+    def from_split(cls, layer: SplitLayer):
+        if not isinstance(layer, SplitLayer) or not isinstance(layer.branches[0], nn.Linear):
+            raise TypeError("layer: expected a SplitLayer of nn.Linear branches")
+        if layer.quantized is None:
+            raise ValueError("layer: its branches are not quantized (use numkern.quant.splitquant)")
+        if not 1 <= len(layer.quantized) <= 4:
+            raise ValueError(f"layer: {len(layer.quantized)} branches; the fused format holds 1 to 4 "
+                             "(split with k <= 4)")
+        labels = layer.weight_labels.cpu().numpy()
+        fused = FusedSplitQuantWeight.from_branches(layer.quantized, labels)
+        bias = None
+        if layer.branches[0].bias is not None:
+            bias = sum(b.bias.detach() for b in layer.branches)
+        return cls(fused, bias).to(layer.branches[0].weight.device)
+
+    def fused(self):
+        return FusedSplitQuantWeight(self.codes.cpu().numpy(), self.clusters.cpu().numpy(),
+                                     self.scales.cpu().numpy(), self.offsets.cpu().numpy(),
+                                     self.in_features, self.group_size, self.bits)
+
+    def dequantized_weight(self):
+        return torch.from_numpy(self.fused().dequantize()).to(self.scales.device)
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
+        x2 = x.detach().reshape(-1, self.in_features).to(torch.float32).contiguous()
+        if x2.is_cuda:
+            y = _cuda_linear(self.codes, self.clusters, self.scales, self.offsets, x2,
+                             self.group_size, self.bits, self.bias)
+        else:
+            bias = None if self.bias is None else self.bias.numpy()
+            y = torch.from_numpy(_core.splitquant.fused_linear(
+                x2.numpy(), self.codes.numpy(), self.clusters.numpy(), self.scales.numpy(),
+                self.offsets.numpy(), self.group_size, self.bits, bias))
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bits={self.bits}, k={self.scales.shape[2]}, group_size={self.group_size}")
+
+
+def _cuda_linear(codes, clusters, scales, offsets, x, group_size, bits, bias):
+    from ..._arrays import _require_cuda
+
+    cu = _require_cuda()
+    dev = x.device
+    if any(t.device != dev for t in (codes, clusters, scales, offsets)):
+        raise ValueError("x: must be on the same device as the layer's buffers")
+    y = torch.empty((x.shape[0], scales.shape[0]), dtype=torch.float32, device=dev)
+    with torch.cuda.device(dev):
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        cu.splitquant.fused_linear(x.data_ptr(), x.shape[0], x.shape[1], codes.data_ptr(),
+                                   clusters.data_ptr(), scales.data_ptr(), offsets.data_ptr(),
+                                   scales.shape[0], group_size, bits, scales.shape[2],
+                                   0 if bias is None else bias.data_ptr(), y.data_ptr(), stream)
+    return y
+
+
+def fused_matmul_torch(fused: FusedSplitQuantWeight, x, bias=None):
+    fused._check_x(tuple(x.shape))
+    x2 = x.detach().reshape(-1, fused.in_features).to(torch.float32).contiguous()
+    if x2.is_cuda:
+        d = x2.device
+        b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32, device=d).contiguous()
+        y = _cuda_linear(torch.from_numpy(fused.codes).to(d), torch.from_numpy(fused.clusters).to(d),
+                         torch.from_numpy(fused.scales).to(d), torch.from_numpy(fused.offsets).to(d),
+                         x2, fused.group_size, fused.bits, b)
+    else:
+        b = None if bias is None else np.asarray(torch.as_tensor(bias).cpu(), np.float32)
+        y = torch.from_numpy(_core.splitquant.fused_linear(
+            x2.numpy(), fused.codes, fused.clusters, fused.scales, fused.offsets,
+            fused.group_size, fused.bits, b))
+    return y.reshape(*x.shape[:-1], fused.out_features)
+
+
+def fused_matmul_cupy(fused: FusedSplitQuantWeight, x, bias=None):
+    import cupy
+
+    from ..._arrays import _require_cuda
+
+    fused._check_x(tuple(x.shape))
+    cu = _require_cuda()
+    with x.device:
+        x2 = cupy.ascontiguousarray(x.reshape(-1, fused.in_features), dtype=cupy.float32)
+        dev = [cupy.asarray(a) for a in (fused.codes, fused.clusters, fused.scales, fused.offsets)]
+        b = None if bias is None else cupy.ascontiguousarray(cupy.asarray(bias), dtype=cupy.float32)
+        y = cupy.empty((x2.shape[0], fused.out_features), dtype=cupy.float32)
+        cu.splitquant.fused_linear(x2.data.ptr, x2.shape[0], x2.shape[1], dev[0].data.ptr,
+                                   dev[1].data.ptr, dev[2].data.ptr, dev[3].data.ptr,
+                                   fused.out_features, fused.group_size, fused.bits,
+                                   fused.scales.shape[2], 0 if b is None else b.data.ptr,
+                                   y.data.ptr, cupy.cuda.get_current_stream().ptr)
+    return y.reshape(*x.shape[:-1], fused.out_features)
+
+
+# ---- transforms ----------------------------------------------------------------------------
+def _host_float(t):
+    """float32/float64 numpy copy of a weight (float16 / bfloat16 are widened to float32)."""
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def _check_module(model):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+
+
+def _split_layer(layer, name, k, method, seed):
+    w = layer.weight.detach()
+    rows = _host_float(w).reshape(w.shape[0], -1)
+    if not np.all(np.isfinite(rows)):
+        raise ValueError(f"model: layer {name!r} has NaN or infinite weights")
+    if isinstance(layer, nn.Linear):  # one clustering for the whole tensor
+        wl = cluster_labels(rows.reshape(1, -1), k, method, seed).reshape(w.shape)
+    else:  # one clustering per output channel
+        wl = cluster_labels(rows, k, method, seed).reshape(w.shape)
+    wl = torch.from_numpy(wl).to(w.device)
+    bl = None
+    if layer.bias is not None:
+        b = layer.bias.detach()
+        bn = _host_float(b).reshape(1, -1)
+        if not np.all(np.isfinite(bn)):
+            raise ValueError(f"model: layer {name!r} has NaN or infinite biases")
+        bl = torch.from_numpy(cluster_labels(bn, k, method, seed).reshape(b.shape)).to(b.device)
+    branches = []
+    for j in range(k):
+        br = copy.deepcopy(layer)
+        with torch.no_grad():
+            br.weight.copy_(torch.where(wl == j, w, torch.zeros_like(w)))
+            if bl is not None:
+                br.bias.copy_(torch.where(bl == j, layer.bias.detach(), torch.zeros_like(layer.bias)))
+        branches.append(br)
+    return SplitLayer(branches, wl, bl)
+
+
+def _replace(model, make, what):
+    """Copy of model with make(layer, name) substituted for every splittable layer."""
+    _check_module(model)
+    model = copy.deepcopy(model)
+    if type(model) in _SPLITTABLE:
+        return make(model, "")
+    targets = [(n, m) for n, m in model.named_modules()
+               if type(m) in _SPLITTABLE and not _inside_split(model, n)]
+    if not targets:
+        raise ValueError(f"model: no nn.Linear, nn.Conv1d or nn.Conv2d layer to {what}")
+    for name, layer in targets:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, make(layer, name))
+    return model
+
+
+def _inside_split(model, name):
+    if not name:
+        return False
+    if isinstance(model, (SplitLayer, SplitQuantLinear)):
+        return True
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        if isinstance(model.get_submodule(".".join(parts[:i])), (SplitLayer, SplitQuantLinear)):
+            return True
+    return False
+
+
+def split_model(model, k, method, seed):
+    return _replace(model, lambda layer, name: _split_layer(layer, name, k, method, seed), "split")
+
+
+def _quantize_layer_weight(layer, name, bits, scheme, group_size):
+    w = layer.weight.detach()
+    rows = _host_float(w).reshape(w.shape[0], -1)
+    try:
+        codes, scale, offset, gs = _quantize_rows(np.ascontiguousarray(rows), bits, scheme, group_size)
+    except ValueError as e:
+        raise ValueError(f"{e} (layer {name!r})") from None
+    q = QuantizedWeight(codes, scale, offset, bits, scheme, gs, tuple(w.shape))
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(q.dequantize_numpy()).to(w.device, w.dtype))
+    return q
+
+
+def splitquant(model, bits, k, group_size, method, scheme, fused, seed):
+    if fused and k > 4:
+        raise ValueError(f"k: the fused form holds at most 4 branches, got {k}")
+    _check_module(model)
+    has_unsplit = any(type(m) in _SPLITTABLE and not _inside_split(model, n)
+                      for n, m in model.named_modules())
+    if has_unsplit or not any(isinstance(m, SplitLayer) for m in model.modules()):
+        split = split_model(model, k, method, seed)
+    else:  # already split by split_model: quantize its branches, keep its clustering
+        split = copy.deepcopy(model)
+    for name, m in split.named_modules():
+        if isinstance(m, SplitLayer):
+            m.quantized = [_quantize_layer_weight(b, f"{name}.branches.{j}", bits, scheme, group_size)
+                           for j, b in enumerate(m.branches)]
+    return fuse_model(split) if fused else split
+
+
+def fuse_model(model):
+    _check_module(model)
+    found = False
+    for name, m in list(model.named_modules()):
+        if isinstance(m, SplitLayer) and isinstance(m.branches[0], nn.Linear) and m.quantized:
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            if not name:
+                return SplitQuantLinear.from_split(m)
+            setattr(parent, attr, SplitQuantLinear.from_split(m))
+            found = True
+    if not found:
+        warnings.warn("fuse_splitquant: no quantized split Linear layer found; nothing fused",
+                      stacklevel=3)
+    return model
+
+
+def quantize_plain(model, bits, group_size, scheme):
+    def make(layer, name):
+        if not torch.isfinite(layer.weight).all():
+            raise ValueError(f"model: layer {name!r} has NaN or infinite weights")
+        _quantize_layer_weight(layer, name, bits, scheme, group_size)
+        return layer
+    return _replace(model, make, "quantize")

@@ -1,0 +1,217 @@
+"""The CPU block paths (csrc/cpu/special/bessel_block.hpp) against the one-element path (what CUDA runs,
+exposed as _core.special._<name>_scalar_path) and against mpmath:
+  log_iv / log_kv: Debye, Hankel and small-order regions in 16 SIMD lanes, branch-free log,
+                   Taylor series of the exponent near its zero;
+  iv, ive, kv, kve: the Debye region in lanes with the double-double exponent and one exp.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numkern._core as core
+from numkern import special as nks
+
+mpmath = pytest.importorskip("mpmath")
+
+LAPLACE_Z0 = 0.6627434193491816  # zero of the Debye exponent eta(x / v)
+
+
+def _both(name, v, x):
+    block = np.empty_like(x)
+    scalar = np.empty_like(x)
+    getattr(core.special, name)(v, x, block)
+    getattr(core.special, f"_{name}_scalar_path")(v, x, scalar)
+    return block, scalar
+
+
+def _debye_points(rng, n):
+    v = np.exp(rng.uniform(np.log(20.0), np.log(1e9), n))
+    x = v * np.exp(rng.uniform(np.log(1e-5), np.log(1e5), n))
+    # a third in the band where the exponent cancels, a few on the region edges
+    k = n // 3
+    x[:k] = v[:k] * LAPLACE_Z0 * (1.0 + rng.uniform(-0.3, 0.3, k))
+    x[k:k + 50] = 50.0 * v[k:k + 50] ** 2 * (1.0 - 1e-15)  # just below the Hankel switch
+    v[k + 50:k + 100] = 20.0
+    # a third in the Hankel region and around its threshold max(25, 1.2 v^2) / 50 v^2
+    j = 2 * k
+    v[j:] = rng.uniform(0.0, 60.0, n - j)
+    x[j:] = np.exp(rng.uniform(np.log(20.0), np.log(1e12), n - j))
+    # and a sixth at orders below 20 and x < 25 (I: power series in lanes)
+    i = n - n // 6
+    v[i:] = rng.uniform(0.0, 20.0, n - i)
+    x[i:] = np.exp(rng.uniform(np.log(1e-7), np.log(30.0), n - i))
+    return v, x
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+def test_block_agrees_with_scalar_path(name):
+    rng = np.random.default_rng()
+    v, x = _debye_points(rng, 200_000)
+    if name in ("iv", "kv"):  # mostly representable values
+        x = np.minimum(x, 700.0 + v)
+    block, scalar = _both(name, v, x)
+    assert not np.any(np.isnan(block))
+    np.testing.assert_array_equal(np.isinf(block), np.isinf(scalar))
+    np.testing.assert_array_equal(block == 0, scalar == 0)
+    finite = np.isfinite(scalar) & (scalar != 0)
+    block, scalar, v, x = block[finite], scalar[finite], v[finite], x[finite]
+    if name.startswith("log"):
+        err = np.abs(block - scalar) / np.maximum(1.0, np.abs(scalar))
+    else:  # relative, with the smallest normal as the floor (subnormal results)
+        err = np.abs(block - scalar) / np.maximum(np.abs(scalar), np.finfo(np.float64).tiny)
+    # both are accurate to a few ulp (the scalar path uses double-double where the block path
+    # uses the Taylor series), so they differ by at most the sum of their errors
+    assert err.max() <= 4e-15, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 2.3e-16
+
+
+def _debye_log_reference(v, x, kind):
+    """60-digit log I or log K from the Debye expansion with exact U_1..U_4: for v >= 1e4 the
+    first omitted term is below 1e-19 relative.  (Independent of numkern's tables.)"""
+    with mpmath.workdps(60):
+        v, x = mpmath.mpf(v), mpmath.mpf(x)
+        h = mpmath.sqrt(v * v + x * x)
+        p = v / h
+        eta = h + v * mpmath.log(x / (v + h))
+        u = [1,
+             (3 * p - 5 * p**3) / 24,
+             (81 * p**2 - 462 * p**4 + 385 * p**6) / 1152,
+             (30375 * p**3 - 369603 * p**5 + 765765 * p**7 - 425425 * p**9) / 414720,
+             (4465125 * p**4 - 94121676 * p**6 + 349922430 * p**8 - 446185740 * p**10
+              + 185910725 * p**12) / 39813120]
+        sign = -1 if kind == "log_kv" else 1
+        s = sum(uk * (sign / v) ** k for k, uk in enumerate(u))
+        if kind == "log_kv":
+            return -eta + mpmath.log(mpmath.sqrt(mpmath.pi / (2 * h)) * s)
+        return eta + mpmath.log(s / mpmath.sqrt(2 * mpmath.pi * h))
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+def test_block_cancellation_band_against_mpmath(name):
+    """Where v eta cancels (x ~ 0.66 v) and where the whole log is ~0: fresh random points."""
+    rng = np.random.default_rng()
+    n = 60
+    v = np.exp(rng.uniform(np.log(1e4), np.log(1e12), n))
+    x = v * LAPLACE_Z0 * (1.0 + rng.uniform(-0.2, 0.2, n))
+    # x where log I_v(x) (or log K_v(x)) is ~0: v eta = +-0.5 log(2 pi h) to first order
+    v0 = v[:20]
+    target = 0.5 * np.log(2 * np.pi * v0 * 1.2) / (1.81017 * v0)
+    x[:20] = v0 * (LAPLACE_Z0 + (target if name == "log_iv" else -target))
+    got = nks.log_iv(v, x) if name == "log_iv" else nks.log_kv(v, x)
+    ref = np.array([float(_debye_log_reference(a, b, name)) for a, b in zip(v, x)])
+    err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
+    assert np.all(np.abs(ref[:20]) < 5.0)  # the near-zero points are near zero
+    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 8.9e-16
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+def test_block_results_do_not_depend_on_layout(name):
+    rng = np.random.default_rng(3)
+    v, x = _debye_points(rng, 9001)
+    v[::7] = rng.uniform(0, 20, v[::7].size)  # mixed with scalar-region elements
+    x[::11] = np.nan
+    fn = getattr(nks, name)
+    ref = fn(v, x)
+    np.testing.assert_array_equal(fn(v[::-1], x[::-1])[::-1], ref)  # negative strides
+    big = np.zeros((v.size, 3))
+    big[:, 1] = x
+    np.testing.assert_array_equal(fn(v, big[:, 1]), ref)  # strided
+    np.testing.assert_array_equal(fn(v[:, None], x[:, None])[:, 0], ref)  # 2-D
+    np.testing.assert_array_equal(fn(v[5], x), np.array([fn(v[5], xi) for xi in x]))  # broadcast
+    f32 = fn(v.astype(np.float32), x.astype(np.float32))
+    np.testing.assert_array_equal(f32, fn(v.astype(np.float32).astype(np.float64),
+                                          x.astype(np.float32).astype(np.float64)).astype(np.float32))
+    alias = x.copy()
+    fn(v, alias, out=alias)  # out aliases an input
+    np.testing.assert_array_equal(alias, ref)
+
+
+def _log_k_integral(v, x):
+    """log K_v(x) from K_v(x) = int_0^inf exp(-x cosh t) cosh(v t) dt at 40 digits (the
+    integrand scaled by exp(x) so that it stays O(1); split at its peak asinh(v / x))."""
+    with mpmath.workdps(40):
+        v, x = mpmath.mpf(v), mpmath.mpf(x)
+        peak = mpmath.asinh(v / x)
+        f = lambda t: mpmath.exp(-x * (mpmath.cosh(t) - 1) + v * t) * (1 + mpmath.exp(-2 * v * t)) / 2
+        tail = peak + 60 / mpmath.sqrt(x)  # integrand < e^-1000 beyond, for v < 20, x >= 1
+        val = mpmath.quad(f, [0, peak, peak + 2 / mpmath.sqrt(x), tail])
+        return mpmath.log(val) - x
+
+
+def test_block_small_order_debye_against_mpmath():
+    """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes use the 20-term Debye sum there (the
+    scalar path the power series / Steed's fraction).  Fresh random points."""
+    rng = np.random.default_rng()
+    n = 40
+    v = rng.uniform(0.0, 20.0, n)
+    h = np.exp(rng.uniform(np.log(25.0), np.log(400.0), n))
+    x = np.sqrt(np.maximum(h * h - v * v, 1.0))
+    x = np.maximum(x, np.sqrt(np.maximum(625.0 - v * v, 0.0)) * (1 + 1e-12))
+    got_i, got_k = nks.log_iv(v, x), nks.log_kv(v, x)
+    with mpmath.workdps(40):
+        ref_i = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])
+    ref_k = np.array([float(_log_k_integral(a, b)) for a, b in zip(v, x)])
+    for got, ref in ((got_i, ref_i), (got_k, ref_k)):
+        err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
+        assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+        assert np.median(err) <= 8.9e-16
+
+
+def test_block_power_series_against_mpmath():
+    """log I for v < 20, x < 25 with sqrt(v^2 + x^2) < 25: the power series in lanes."""
+    rng = np.random.default_rng()
+    n = 60
+    v = rng.uniform(0.0, 20.0, n)
+    v[:10] = np.floor(v[:10])  # integer orders: mu = 0
+    x = np.exp(rng.uniform(np.log(2e-6), np.log(25.0), n))
+    keep = v * v + x * x < 625.0
+    v, x = v[keep], x[keep]
+    got = nks.log_iv(v, x)
+    with mpmath.workdps(40):
+        ref = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])
+    err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
+    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 8.9e-16
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+def test_block_special_values_match_scalar_path(name):
+    """Every special value takes the scalar path's answer (regression: negative x with
+    v^2 + x^2 >= 625 once entered the small-order lanes and returned a number, not NaN)."""
+    special_vals = np.array([np.nan, -np.inf, -1e300, -900.0, -30.0, -2.0, -1e-300, -0.0, 0.0,
+                             5e-324, 1e-300, 1e-140, 2e-6, 2.0, 24.9, 25.0, 30.0, 19.999, 20.0,
+                             400.0, 1e5, 1e150, 1e300, 1.7e308, np.inf])
+    v, x = np.meshgrid(np.concatenate([special_vals, np.arange(0.0, 25.0, 0.5)]), special_vals)
+    v, x = v.ravel(), x.ravel()
+    block, scalar = _both(name, v, x)
+    np.testing.assert_array_equal(np.isnan(block), np.isnan(scalar))
+    np.testing.assert_array_equal(np.isinf(block), np.isinf(scalar))
+    finite = np.isfinite(scalar)
+    floor = 1.0 if name.startswith("log") else np.finfo(np.float64).tiny
+    err = np.abs(block[finite] - scalar[finite]) / np.maximum(floor, np.abs(scalar[finite]))
+    assert err.max() <= 4e-15
+
+
+@pytest.mark.parametrize("name", ["iv", "ive", "kv", "kve"])
+def test_block_dropins_against_mpmath(name):
+    """Drop-ins in the Debye region (v >= 20), including values near the overflow and underflow
+    limits of exp.  Fresh random points; I from besseli, K from its integral."""
+    rng = np.random.default_rng()
+    n = 30 if name.startswith("i") else 12  # (the K integral costs ~0.5 s a point)
+    v = rng.uniform(20.0, 300.0, n)
+    x = v * np.exp(rng.uniform(np.log(0.05), np.log(3.0), n))
+    got = getattr(nks, name)(v, x)
+    with mpmath.workdps(40):
+        if name.startswith("i"):
+            ref = [mpmath.besseli(a, b) * (mpmath.exp(-b) if name == "ive" else 1) for a, b in zip(v, x)]
+        else:
+            ref = [mpmath.exp(_log_k_integral(a, b) + (b if name == "kve" else 0)) for a, b in zip(v, x)]
+        ref = np.array([float(r) for r in ref])
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        err = np.where(np.isinf(ref), np.where(got == ref, 0.0, np.inf),
+                       np.abs(got - ref) / np.maximum(np.abs(ref), tiny))
+    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 1e-15
