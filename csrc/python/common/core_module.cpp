@@ -6,6 +6,7 @@
 
 #include "cpu/common/dispatch.hpp"
 #include "cpu/common/threads.hpp"
+#include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
 
 #ifndef NK_COMPILER_ID
@@ -43,6 +44,25 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("isa"),
         "Force the SIMD tier of every CPU kernel (tests, benchmarks); 'auto' restores the load-time choice "
         "(NUMKERN_ISA or the widest the CPU has).");
+  // What the one array view (python/common/array_view.hpp) reads from an object: for tests of the
+  // numpy and __cuda_array_interface__ paths (the latter needs no GPU: nothing is dereferenced).
+  m.def("_view_info", [](py::object obj, const std::string& name) {
+    const nk::pyb::ArrayView v = nk::pyb::as_view(obj, name.c_str());
+    py::list shape, strides;
+    for (int k = 0; k < v.ndim(); ++k) {
+      shape.append(v.dim(k));
+      strides.append(v.stride(k));
+    }
+    py::dict d;
+    d["dtype"] = nk::pyb::dtype_name(v.dtype());
+    d["shape"] = py::tuple(shape);
+    d["strides"] = py::tuple(strides);
+    d["cuda"] = v.on_cuda();
+    d["writable"] = v.can_write;
+    d["c_contiguous"] = v.is_c_contiguous();
+    d["data"] = reinterpret_cast<std::uintptr_t>(v.data);
+    return d;
+  }, py::arg("obj"), py::arg("name"));
   py::dict cfg;
   cfg["compiler"] = NK_COMPILER_ID;
   cfg["openmp"] = nk::cpu::have_openmp();
