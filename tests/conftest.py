@@ -2,6 +2,9 @@
 
 - hypothesis: a "ci" profile (few examples, no deadline: the 2-core CI machine is shared), the
   default; HYPOTHESIS_PROFILE=dev selects more examples.
+- every test starts from fixed seeds of the global generators (numpy's legacy ``np.random``,
+  Python's ``random``, torch's default generator when torch is loaded), so a draw a test makes
+  without its own generator is still reproducible;
 - fixtures: ``torch`` (skips when torch is not installed), ``cuda_device`` (skips without a usable
   CUDA build and device), ``mp`` (mpmath at 40 digits), ``restore_threads`` (numkern's thread
   count is global: tests that change it put it back).
@@ -21,6 +24,20 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # pragma: no cover - hypothesis is in the [test] extra
     pass
+
+
+@pytest.fixture(autouse=True)
+def _fixed_global_seeds():
+    import random
+    import sys
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+    yield
 
 
 @pytest.fixture
