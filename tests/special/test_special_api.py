@@ -184,6 +184,57 @@ def test_out_bad_kind_or_dtype():
     np.testing.assert_array_equal(ro, -7.0)
 
 
+class _FakeCupyArray:
+    """Looks like a CuPy array to numkern._backend.array_kind (module cupy.*, with a
+    __cuda_array_interface__), so the out=-only rule is tested without CuPy or a GPU."""
+
+    __module__ = "cupy._core.core"
+    shape = (3,)
+    dtype = np.dtype(np.float64)
+
+    __cuda_array_interface__ = {"shape": (3,), "typestr": "<f8", "data": (0, False), "version": 3}
+
+
+@pytest.mark.parametrize("name", ["log_iv", "kv", "i0"])
+def test_out_only_cupy_argument_typeerror(name):
+    with pytest.raises(TypeError, match="out: a CuPy out= needs CuPy inputs"):
+        call(name, np.ones(3), np.ones(3), out=_FakeCupyArray())
+
+
+@pytest.mark.parametrize("name", ["log_iv", "kv", "i0"])
+def test_out_only_torch_argument_typeerror(name):
+    torch = pytest.importorskip("torch")
+    out = torch.full((3,), -7.0, dtype=torch.float64)
+    with pytest.raises(TypeError, match="out: a torch tensor out= needs torch tensor inputs"):
+        call(name, np.ones(3), np.ones(3), out=out)
+    assert (out == -7.0).all()
+
+
+# ---- the native entry points check their arguments again (csrc/python/special.cpp) ----------
+def test_native_binding_checks_name_the_argument():
+    import numkern._core as core
+
+    f = core.special.log_iv
+    ok, out = np.ones(3), np.full(3, -7.0)
+    with pytest.raises(TypeError, match="x: expected dtype float64, got float32"):
+        f(ok, np.ones(3, np.float32), out)
+    with pytest.raises(ValueError, match="v: shape differs from out"):
+        f(np.ones(4), ok, out)
+    with pytest.raises(TypeError, match="out: dtype must be float32 or float64"):
+        f(ok, ok, np.zeros(3, np.int64))
+    ro = np.full(3, -7.0)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out: array is read-only"):
+        f(ok, ok, ro)
+    with pytest.raises(TypeError, match="z: expected a numpy array or a CUDA array"):
+        core.special.iv(ok, [1.0, 2.0, 3.0], out)
+    with pytest.raises(TypeError, match="order: expected dtype float64"):
+        core.special.i0(np.zeros(3, np.int64), ok, out)
+    np.testing.assert_array_equal(out, -7.0)
+    f(ok, ok, out)  # and a correct call writes
+    np.testing.assert_array_equal(out, nks.log_iv(ok, ok))
+
+
 # ---- dtypes ---------------------------------------------------------------------------------
 def test_python_scalars_give_numpy_float64_scalar():
     r = nks.log_iv(1, 2)
