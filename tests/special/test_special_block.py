@@ -232,3 +232,14 @@ def test_block_dropins_against_mpmath(name):
     assert err.max() <= 2e-15, (err.max(), v[err.argmax()], x[err.argmax()])
     assert np.median(err) <= 3e-16
     assert np.all(err <= np.maximum(err_scipy, 2e-15))
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+def test_block_negative_order_bitwise(name):
+    """K_{-v} = K_v and I_{-n} = I_n: the lanes see |v|, so the results are the same bits."""
+    rng = np.random.default_rng(17)
+    v, x = _debye_points(rng, 50_000)
+    if "k" not in name:
+        v = np.floor(v)  # integer orders only (I_{-v} != I_v otherwise)
+    fn = getattr(nks, name)
+    np.testing.assert_array_equal(fn(-v, x), fn(v, x))
