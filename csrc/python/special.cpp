@@ -11,6 +11,7 @@
 #include "cpu/common/elementwise.hpp"
 #include "cpu/special/bessel_block.hpp"  // BlockKernel specializations: before binary_loop instantiates
 #include "numkern/special/bessel.hpp"
+#include "numkern/common/branchfree_math.hpp"
 #include "numkern/special/bessel01.hpp"
 #include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
@@ -27,6 +28,14 @@ struct IvScalarPath : ops::Iv {};
 struct IveScalarPath : ops::Ive {};
 struct KvScalarPath : ops::Kv {};
 struct KveScalarPath : ops::Kve {};
+// The block path's branch-free log and exp (common/branchfree_math.hpp) of the first argument,
+// exposed so that the tests check their stated error bounds.
+struct LogBranchfree {
+  template <class T> T operator()(T a, T) const { return static_cast<T>(log_branchfree(static_cast<double>(a))); }
+};
+struct ExpBranchfree {
+  template <class T> T operator()(T a, T) const { return static_cast<T>(exp_branchfree(static_cast<double>(a))); }
+};
 
 std::array<index_t, cpu::kMaxDims> strides_of(const pyb::ArrayView& a) {
   std::array<index_t, cpu::kMaxDims> s{};
@@ -95,6 +104,8 @@ void bind_special(py::module_& m) {
   def_binary<IveScalarPath>(m, "_ive_scalar_path", "v", "z");
   def_binary<KvScalarPath>(m, "_kv_scalar_path", "v", "z");
   def_binary<KveScalarPath>(m, "_kve_scalar_path", "v", "z");
+  def_binary<LogBranchfree>(m, "_log_branchfree", "x", "unused");
+  def_binary<ExpBranchfree>(m, "_exp_branchfree", "x", "unused");
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_special);

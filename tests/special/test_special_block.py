@@ -243,3 +243,24 @@ def test_block_negative_order_bitwise(name):
         v = np.floor(v)  # integer orders only (I_{-v} != I_v otherwise)
     fn = getattr(nks, name)
     np.testing.assert_array_equal(fn(-v, x), fn(v, x))
+
+
+def test_branchfree_log_exp_within_one_ulp():
+    """common/branchfree_math.hpp states < 1 ulp for log_branchfree (positive normal inputs) and
+    exp_branchfree (normal results), against a long double reference."""
+    if np.finfo(np.longdouble).eps >= 1e-17:
+        pytest.skip("long double is no wider than double here")
+    rng = np.random.default_rng(18)
+    a = np.concatenate([np.exp(rng.uniform(np.log(1e-304), np.log(1e304), 200_000)),
+                        1.0 + rng.uniform(-1e-3, 1e-3, 50_000), [1.0, 2.0, 0.5, 2.2250738585072014e-308]])
+    got = np.empty_like(a)
+    core.special._log_branchfree(a, a, got)
+    ref = np.log(a.astype(np.longdouble))
+    ulps = np.abs(got.astype(np.longdouble) - ref) / np.spacing(np.abs(ref.astype(np.float64)))
+    assert ulps.max() < 1.0, (ulps.max(), a[ulps.argmax()])
+    e = np.concatenate([rng.uniform(-708.0, 709.7, 200_000), rng.uniform(-1e-3, 1e-3, 20_000),
+                        [0.0, 1.0, -1.0, 709.7, -708.0]])
+    core.special._exp_branchfree(e, e, got := np.empty_like(e))
+    ref = np.exp(e.astype(np.longdouble))
+    ulps = np.abs(got.astype(np.longdouble) - ref) / np.spacing(ref.astype(np.float64))
+    assert ulps.max() < 1.0, (ulps.max(), e[ulps.argmax()])
