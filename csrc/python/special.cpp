@@ -13,6 +13,7 @@
 #include "numkern/special/bessel.hpp"
 #include "numkern/common/branchfree_math.hpp"
 #include "numkern/special/bessel01.hpp"
+#include "numkern/special/op_list.hpp"
 #include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
 
@@ -80,24 +81,9 @@ void def_binary(py::module_& m, const char* name, const char* a_name = "v", cons
 }
 
 void bind_special(py::module_& m) {
-  def_binary<ops::LogIv>(m, "log_iv");
-  def_binary<ops::LogKv>(m, "log_kv");
-  def_binary<ops::Iv>(m, "iv", "v", "z");
-  def_binary<ops::Ive>(m, "ive", "v", "z");
-  def_binary<ops::Kv>(m, "kv", "v", "z");
-  def_binary<ops::Kve>(m, "kve", "v", "z");
-  def_binary<ops::IvRatio>(m, "iv_ratio");
-  def_binary<ops::IvRatioC>(m, "iv_ratio_c");
-  def_binary<ops::DLogIvDx>(m, "dlog_iv_dx");
-  def_binary<ops::DLogKvDx>(m, "dlog_kv_dx");
-  def_binary<ops::I0>(m, "i0", "order", "x");
-  def_binary<ops::I0e>(m, "i0e", "order", "x");
-  def_binary<ops::I1>(m, "i1", "order", "x");
-  def_binary<ops::I1e>(m, "i1e", "order", "x");
-  def_binary<ops::K0>(m, "k0", "order", "x");
-  def_binary<ops::K0e>(m, "k0e", "order", "x");
-  def_binary<ops::K1>(m, "k1", "order", "x");
-  def_binary<ops::K1e>(m, "k1e", "order", "x");
+#define NK_DEF(Op, name, a_name, b_name) def_binary<ops::Op>(m, name, a_name, b_name);
+  NK_SPECIAL_OPS(NK_DEF)
+#undef NK_DEF
   def_binary<LogIvScalarPath>(m, "_log_iv_scalar_path");
   def_binary<LogKvScalarPath>(m, "_log_kv_scalar_path");
   def_binary<IvScalarPath>(m, "_iv_scalar_path", "v", "z");

@@ -11,6 +11,7 @@
 #include "cuda/special/launch.hpp"
 #include "numkern/special/bessel.hpp"
 #include "numkern/special/bessel01.hpp"
+#include "numkern/special/op_list.hpp"
 #include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
 
@@ -19,7 +20,7 @@ namespace {
 namespace py = pybind11;
 
 template <class Op>
-void def_cuda_binary(py::module_& m, const char* name, const char* a_name = "v", const char* b_name = "x") {
+void def_cuda_binary(py::module_& m, const char* name, const char* a_name, const char* b_name) {
   m.def(
       name,
       [a_name, b_name](const py::object& a_obj, const py::object& b_obj, const py::object& out_obj,
@@ -47,24 +48,9 @@ void def_cuda_binary(py::module_& m, const char* name, const char* a_name = "v",
 }
 
 void bind_cuda_special(py::module_& m) {
-  def_cuda_binary<ops::LogIv>(m, "log_iv");
-  def_cuda_binary<ops::LogKv>(m, "log_kv");
-  def_cuda_binary<ops::Iv>(m, "iv", "v", "z");
-  def_cuda_binary<ops::Ive>(m, "ive", "v", "z");
-  def_cuda_binary<ops::Kv>(m, "kv", "v", "z");
-  def_cuda_binary<ops::Kve>(m, "kve", "v", "z");
-  def_cuda_binary<ops::IvRatio>(m, "iv_ratio");
-  def_cuda_binary<ops::IvRatioC>(m, "iv_ratio_c");
-  def_cuda_binary<ops::DLogIvDx>(m, "dlog_iv_dx");
-  def_cuda_binary<ops::DLogKvDx>(m, "dlog_kv_dx");
-  def_cuda_binary<ops::I0>(m, "i0", "order", "x");
-  def_cuda_binary<ops::I0e>(m, "i0e", "order", "x");
-  def_cuda_binary<ops::I1>(m, "i1", "order", "x");
-  def_cuda_binary<ops::I1e>(m, "i1e", "order", "x");
-  def_cuda_binary<ops::K0>(m, "k0", "order", "x");
-  def_cuda_binary<ops::K0e>(m, "k0e", "order", "x");
-  def_cuda_binary<ops::K1>(m, "k1", "order", "x");
-  def_cuda_binary<ops::K1e>(m, "k1e", "order", "x");
+#define NK_DEF(Op, name, a_name, b_name) def_cuda_binary<ops::Op>(m, name, a_name, b_name);
+  NK_SPECIAL_OPS(NK_DEF)
+#undef NK_DEF
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_cuda_special);

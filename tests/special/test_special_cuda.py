@@ -1,9 +1,10 @@
 """numkern.special on CUDA: torch CUDA tensors and CuPy arrays against the CPU results.
 
-The GPU tests skip without a CUDA build and device.  The device kernels use the same headers as
-the CPU loops, but CUDA's exp/log/sqrt differ from glibc's by an ulp, so values are compared
-with a tolerance of a few ulp of the double result (scaled by max(1, |f|) for the logarithms),
-not bit for bit.  The tests at the top run everywhere: they check the errors a user gets when
+The GPU tests skip without a CUDA build and device.  The device kernels run the header functions
+(numkern/special/*.hpp), the CPU's one-element path; the CPU default for log_iv, log_kv, iv, ive,
+kv, kve is the block path (bessel_block.hpp, within 16 eps of the header path), and CUDA's
+exp/log/sqrt differ from glibc's by an ulp, so values are compared with a tolerance (scaled by
+max(1, |f|) for the logarithms), not bit for bit.  The tests at the top run everywhere: they check the errors a user gets when
 numkern cannot process CUDA arrays.
 """
 from __future__ import annotations

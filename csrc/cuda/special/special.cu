@@ -3,6 +3,7 @@
 #include "cuda/special/launch.hpp"
 #include "numkern/special/bessel.hpp"
 #include "numkern/special/bessel01.hpp"
+#include "numkern/special/op_list.hpp"
 
 namespace nk::cuda {
 
@@ -13,26 +14,9 @@ int launch_special(DType dt, const void* a, const void* b, void* out, std::int64
                           : launch_binary_typed<Op, float>(a, b, out, n, s);
 }
 
-#define NK_INSTANTIATE(Op) \
+#define NK_INSTANTIATE(Op, ...) \
   template int launch_special<ops::Op>(DType, const void*, const void*, void*, std::int64_t, std::uintptr_t);
-NK_INSTANTIATE(LogIv)
-NK_INSTANTIATE(LogKv)
-NK_INSTANTIATE(Iv)
-NK_INSTANTIATE(Ive)
-NK_INSTANTIATE(Kv)
-NK_INSTANTIATE(Kve)
-NK_INSTANTIATE(IvRatio)
-NK_INSTANTIATE(IvRatioC)
-NK_INSTANTIATE(DLogIvDx)
-NK_INSTANTIATE(DLogKvDx)
-NK_INSTANTIATE(I0)
-NK_INSTANTIATE(I0e)
-NK_INSTANTIATE(I1)
-NK_INSTANTIATE(I1e)
-NK_INSTANTIATE(K0)
-NK_INSTANTIATE(K0e)
-NK_INSTANTIATE(K1)
-NK_INSTANTIATE(K1e)
+NK_SPECIAL_OPS(NK_INSTANTIATE)
 #undef NK_INSTANTIATE
 
 // (numkern._cuda's device_count and the error strings of every family's launchers)
