@@ -1,35 +1,56 @@
-// numkern._cuda.special: elementwise (v, x) -> out kernels on contiguous device arrays.
+// numkern._cuda.special: one entry per elementwise op, _cuda.special.<op>(a, b, out, stream=...),
+// on contiguous CUDA arrays of one shape and dtype (python/numkern/_backend/elementwise.py
+// broadcasts and converts them; the checks here raise errors naming the argument).
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <stdexcept>
+#include <type_traits>
 #include <string>
 
-#include "cuda/common/launch.hpp"
+#include "cuda/special/launch.hpp"
+#include "numkern/special/bessel.hpp"
+#include "numkern/special/bessel01.hpp"
+#include "numkern/special/op_list.hpp"
+#include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
 
 namespace nk {
 namespace {
 namespace py = pybind11;
 
-void bind_cuda_special(py::module_& m) {
+template <class Op>
+void def_cuda_binary(py::module_& m, const char* name, const char* a_name, const char* b_name) {
   m.def(
-      "binary",
-      [](const std::string& op, int dtype, std::uintptr_t a, std::uintptr_t b, std::uintptr_t out,
-         std::int64_t n, std::uintptr_t stream) {
-        if (dtype != 0 && dtype != 1) throw py::type_error("dtype code must be 0 (f32) or 1 (f64)");
-        if (n < 0) throw py::value_error("n must be >= 0");
+      name,
+      [a_name, b_name](const py::object& a_obj, const py::object& b_obj, const py::object& out_obj,
+                       std::uintptr_t stream) {
+        pyb::ArrayView out = pyb::as_view(out_obj, "out");
+        out.cuda().c_contiguous().writable();
+        pyb::ArrayView a = pyb::as_view(a_obj, a_name);
+        pyb::ArrayView b = pyb::as_view(b_obj, b_name);
+        const cuda::DType dt = pyb::dispatch_float(out, [&](auto t) {
+          using T = decltype(t);
+          a.cuda().c_contiguous().dtype<T>().same_shape(out);
+          b.cuda().c_contiguous().dtype<T>().same_shape(out);
+          return std::is_same_v<T, double> ? cuda::DType::f64 : cuda::DType::f32;
+        });
+        const std::int64_t n = out.size();
         int rc;
         {
           py::gil_scoped_release release;
-          rc = cuda::launch_binary(op.c_str(), static_cast<cuda::DType>(dtype),
-                                   reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b),
-                                   reinterpret_cast<void*>(out), n, stream);
+          rc = cuda::launch_special<Op>(dt, a.data, b.data, out.data, n, stream);
         }
-        if (rc == -1) throw py::value_error("unknown CUDA operation: " + op);
         if (rc != 0)
           throw std::runtime_error(std::string("numkern CUDA launch failed: ") + cuda::error_string(rc));
       },
-      py::arg("op"), py::arg("dtype"), py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"),
-      py::arg("stream"));
+      py::arg("a"), py::arg("b"), py::arg("out"), py::kw_only(), py::arg("stream"));
+}
+
+void bind_cuda_special(py::module_& m) {
+#define NK_DEF(Op, name, a_name, b_name) def_cuda_binary<ops::Op>(m, name, a_name, b_name);
+  NK_SPECIAL_OPS(NK_DEF)
+#undef NK_DEF
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_cuda_special);

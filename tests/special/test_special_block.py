@@ -1,8 +1,10 @@
-"""The CPU block paths (csrc/cpu/special/bessel_block.hpp) against the one-element path (what CUDA runs,
-exposed as _core.special._<name>_scalar_path) and against mpmath:
-  log_iv / log_kv: Debye, Hankel and small-order regions in 16 SIMD lanes, branch-free log,
+"""The CPU block paths (csrc/cpu/special/bessel_block.hpp) against the one-element path (the header
+functions, what CUDA runs, exposed as _core.special._<name>_scalar_path) and against mpmath:
+  log_iv / log_kv: Debye, Hankel and small-order regions in groups of 32 lanes, branch-free log,
                    Taylor series of the exponent near its zero;
   iv, ive, kv, kve: the Debye region in lanes with the double-double exponent and one exp.
+The block path is not bit-identical to the header path: BLOCK_BOUND is the bound stated in
+bessel_block.hpp.  Every random input is seeded.
 """
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from numkern import special as nks
 mpmath = pytest.importorskip("mpmath")
 
 LAPLACE_Z0 = 0.6627434193491816  # zero of the Debye exponent eta(x / v)
+LOG_MAX, LOG_MEDIAN = 1e-15, 1e-16  # README: log I, log K max < 1e-15, median ~5e-17
+EPS = np.finfo(np.float64).eps
+# bessel_block.hpp: |block - header| <= 16 eps, relative to max(1, |f|) for the logs and to |f|
+# for the drop-ins (measured: 9.4 eps over 1.2M points of _debye_points, seeds 0..5)
+BLOCK_BOUND = 16 * EPS
 
 
 def _both(name, v, x):
@@ -46,7 +53,7 @@ def _debye_points(rng, n):
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
 def test_block_agrees_with_scalar_path(name):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(11)
     v, x = _debye_points(rng, 200_000)
     if name in ("iv", "kv"):  # mostly representable values
         x = np.minimum(x, 700.0 + v)
@@ -60,10 +67,11 @@ def test_block_agrees_with_scalar_path(name):
         err = np.abs(block - scalar) / np.maximum(1.0, np.abs(scalar))
     else:  # relative, with the smallest normal as the floor (subnormal results)
         err = np.abs(block - scalar) / np.maximum(np.abs(scalar), np.finfo(np.float64).tiny)
-    # both are accurate to a few ulp (the scalar path uses double-double where the block path
-    # uses the Taylor series), so they differ by at most the sum of their errors
-    assert err.max() <= 4e-15, (err.max(), v[err.argmax()], x[err.argmax()])
-    assert np.median(err) <= 2.3e-16
+    # the scalar path uses double-double where the block path uses the Taylor series and a
+    # branch-free log: they differ in the last bits of a few per cent of the elements
+    assert err.max() <= BLOCK_BOUND, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= EPS
+    assert np.mean(err != 0) <= 0.2
 
 
 def _debye_log_reference(v, x, kind):
@@ -89,8 +97,8 @@ def _debye_log_reference(v, x, kind):
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv"])
 def test_block_cancellation_band_against_mpmath(name):
-    """Where v eta cancels (x ~ 0.66 v) and where the whole log is ~0: fresh random points."""
-    rng = np.random.default_rng()
+    """Where v eta cancels (x ~ 0.66 v) and where the whole log is ~0: seeded random points."""
+    rng = np.random.default_rng(12)
     n = 60
     v = np.exp(rng.uniform(np.log(1e4), np.log(1e12), n))
     x = v * LAPLACE_Z0 * (1.0 + rng.uniform(-0.2, 0.2, n))
@@ -102,8 +110,9 @@ def test_block_cancellation_band_against_mpmath(name):
     ref = np.array([float(_debye_log_reference(a, b, name)) for a, b in zip(v, x)])
     err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
     assert np.all(np.abs(ref[:20]) < 5.0)  # the near-zero points are near zero
-    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
-    assert np.median(err) <= 8.9e-16
+    # orders up to 1e12, beyond the table's 1e5 that README's 1e-15 is stated for: 1.8e-15 measured
+    assert err.max() <= 2 * LOG_MAX, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= LOG_MEDIAN
 
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv"])
@@ -142,8 +151,8 @@ def _log_k_integral(v, x):
 
 def test_block_small_order_debye_against_mpmath():
     """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes use the 20-term Debye sum there (the
-    scalar path the power series / Steed's fraction).  Fresh random points."""
-    rng = np.random.default_rng()
+    scalar path the power series / Steed's fraction).  Seeded random points."""
+    rng = np.random.default_rng(13)
     n = 40
     v = rng.uniform(0.0, 20.0, n)
     h = np.exp(rng.uniform(np.log(25.0), np.log(400.0), n))
@@ -155,13 +164,13 @@ def test_block_small_order_debye_against_mpmath():
     ref_k = np.array([float(_log_k_integral(a, b)) for a, b in zip(v, x)])
     for got, ref in ((got_i, ref_i), (got_k, ref_k)):
         err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
-        assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
-        assert np.median(err) <= 8.9e-16
+        assert err.max() <= LOG_MAX, (err.max(), v[err.argmax()], x[err.argmax()])
+        assert np.median(err) <= LOG_MEDIAN
 
 
 def test_block_power_series_against_mpmath():
     """log I for v < 20, x < 25 with sqrt(v^2 + x^2) < 25: the power series in lanes."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(14)
     n = 60
     v = rng.uniform(0.0, 20.0, n)
     v[:10] = np.floor(v[:10])  # integer orders: mu = 0
@@ -172,8 +181,8 @@ def test_block_power_series_against_mpmath():
     with mpmath.workdps(40):
         ref = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])
     err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
-    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
-    assert np.median(err) <= 8.9e-16
+    assert err.max() <= LOG_MAX, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= LOG_MEDIAN
 
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
@@ -191,14 +200,16 @@ def test_block_special_values_match_scalar_path(name):
     finite = np.isfinite(scalar)
     floor = 1.0 if name.startswith("log") else np.finfo(np.float64).tiny
     err = np.abs(block[finite] - scalar[finite]) / np.maximum(floor, np.abs(scalar[finite]))
-    assert err.max() <= 4e-15
+    assert err.max() <= BLOCK_BOUND
 
 
 @pytest.mark.parametrize("name", ["iv", "ive", "kv", "kve"])
 def test_block_dropins_against_mpmath(name):
     """Drop-ins in the Debye region (v >= 20), including values near the overflow and underflow
-    limits of exp.  Fresh random points; I from besseli, K from its integral."""
-    rng = np.random.default_rng()
+    limits of exp.  Seeded random points; I from besseli, K from its integral."""
+    import scipy.special as sc
+
+    rng = np.random.default_rng(15)
     n = 30 if name.startswith("i") else 12  # (the K integral costs ~0.5 s a point)
     v = rng.uniform(20.0, 300.0, n)
     x = v * np.exp(rng.uniform(np.log(0.05), np.log(3.0), n))
@@ -213,5 +224,43 @@ def test_block_dropins_against_mpmath(name):
     with np.errstate(invalid="ignore"):
         err = np.where(np.isinf(ref), np.where(got == ref, 0.0, np.inf),
                        np.abs(got - ref) / np.maximum(np.abs(ref), tiny))
-    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
-    assert np.median(err) <= 1e-15
+    with np.errstate(all="ignore"):
+        theirs = getattr(sc, name)(v, x)
+        err_scipy = np.where(np.isinf(ref), np.where(theirs == ref, 0.0, np.inf),
+                             np.abs(theirs - ref) / np.maximum(np.abs(ref), tiny))
+    # measured (seed 15): max 6e-16, median 1.9e-16; SciPy's median 1.5e-14 here
+    assert err.max() <= 2e-15, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= 3e-16
+    assert np.all(err <= np.maximum(err_scipy, 2e-15))
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+def test_block_negative_order_bitwise(name):
+    """K_{-v} = K_v and I_{-n} = I_n: the lanes see |v|, so the results are the same bits."""
+    rng = np.random.default_rng(17)
+    v, x = _debye_points(rng, 50_000)
+    if "k" not in name:
+        v = np.floor(v)  # integer orders only (I_{-v} != I_v otherwise)
+    fn = getattr(nks, name)
+    np.testing.assert_array_equal(fn(-v, x), fn(v, x))
+
+
+def test_branchfree_log_exp_within_one_ulp():
+    """common/branchfree_math.hpp states < 1 ulp for log_branchfree (positive normal inputs) and
+    exp_branchfree (normal results), against a long double reference."""
+    if np.finfo(np.longdouble).eps >= 1e-17:
+        pytest.skip("long double is no wider than double here")
+    rng = np.random.default_rng(18)
+    a = np.concatenate([np.exp(rng.uniform(np.log(1e-304), np.log(1e304), 200_000)),
+                        1.0 + rng.uniform(-1e-3, 1e-3, 50_000), [1.0, 2.0, 0.5, 2.2250738585072014e-308]])
+    got = np.empty_like(a)
+    core.special._log_branchfree(a, a, got)
+    ref = np.log(a.astype(np.longdouble))
+    ulps = np.abs(got.astype(np.longdouble) - ref) / np.spacing(np.abs(ref.astype(np.float64)))
+    assert ulps.max() < 1.0, (ulps.max(), a[ulps.argmax()])
+    e = np.concatenate([rng.uniform(-708.0, 709.7, 200_000), rng.uniform(-1e-3, 1e-3, 20_000),
+                        [0.0, 1.0, -1.0, 709.7, -708.0]])
+    core.special._exp_branchfree(e, e, got := np.empty_like(e))
+    ref = np.exp(e.astype(np.longdouble))
+    ulps = np.abs(got.astype(np.longdouble) - ref) / np.spacing(ref.astype(np.float64))
+    assert ulps.max() < 1.0, (ulps.max(), e[ulps.argmax()])

@@ -1,7 +1,7 @@
 """Fast paths of the drop-ins iv / ive that avoid exponentiating a logarithm.
 
 20 <= v < 170 with x <= 2: (x/2)^v / Gamma(v+1) from Stirling's formula with the base y = (x/2) e / v
-in double-double (bessel.hpp's pow_over_gamma1p), times the power series.  Fresh random points
+in double-double (bessel.hpp's pow_over_gamma1p), times the power series.  Seeded random points
 against mpmath; SciPy underflows to 0 on part of this range (its error is then 1).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ TINY = np.finfo(np.float64).tiny
 
 @pytest.mark.parametrize("name", ["iv", "ive"])
 def test_large_order_small_argument_against_mpmath(name):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(21)
     n = 150
     v = rng.uniform(20.0, 170.0, n)
     v[:20] = np.floor(v[:20])
@@ -27,9 +27,10 @@ def test_large_order_small_argument_against_mpmath(name):
         ref = np.array([float(mpmath.besseli(a, b) * (mpmath.exp(-b) if name == "ive" else 1))
                         for a, b in zip(v, x)])
     err = np.abs(got - ref) / np.maximum(np.abs(ref), TINY)
-    assert err.max() <= 1e-14, (err.max(), v[err.argmax()], x[err.argmax()])
+    # measured (seeds 0-2, 21): max 5.7e-16, median 1.6e-16
+    assert err.max() <= 2e-15, (err.max(), v[err.argmax()], x[err.argmax()])
     nonzero = ref > 1e-300
-    assert nonzero.sum() > 20 and np.median(err[nonzero]) <= 4.4e-16
+    assert nonzero.sum() > 20 and np.median(err[nonzero]) <= 3e-16
 
 
 @pytest.mark.parametrize("name", ["iv", "ive"])
@@ -39,7 +40,7 @@ def test_small_order_large_argument_against_mpmath(name):
     the CPU block path and on the one-element path (what CUDA runs)."""
     import numkern._core as core
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(22)
     n = 40
     v = rng.uniform(4.6, 20.0, n)
     x = rng.uniform(25.0, 1.2 * v * v)

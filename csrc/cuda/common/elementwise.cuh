@@ -1,5 +1,5 @@
 // Grid-stride elementwise kernel over contiguous arrays, calling the same functors as the CPU
-// loops (numkern/bessel.hpp ops::*).  64-bit indices throughout.
+// loops (the ops:: functors of numkern/<family>/*.hpp).  64-bit indices throughout.
 #pragma once
 
 #include <cuda_runtime.h>

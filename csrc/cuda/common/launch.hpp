@@ -9,10 +9,6 @@ namespace nk::cuda {
 
 enum class DType : int { f32 = 0, f64 = 1 };
 
-// op: one of the names in csrc/cuda/special.cu (log_iv, log_kv, iv, ...); -1 if unknown.
-int launch_binary(const char* op, DType dtype, const void* a, const void* b, void* out,
-                  std::int64_t n, std::uintptr_t stream);
-
 int device_count();                // 0 when there is no driver or no device
 const char* error_string(int code);
 

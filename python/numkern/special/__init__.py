@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._arrays import TORCH, _as_numpy, _broadcast_shape, array_kind, check_numpy_out, elementwise, has_complex
+from .._backend import NUMPY, TORCH, array_kind, check_numpy_out, elementwise, has_complex, scalar_or_array_dtype
+from .._backend.elementwise import _broadcast_shape
 
 __all__ = [
     "log_iv", "log_kv", "iv", "ive", "kv", "kve", "i0", "i0e", "i1", "i1e", "k0", "k0e", "k1",
@@ -40,10 +41,11 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
     ufunc = getattr(sc, name)
     arrs = []
     for a, n in zip(args, names):
-        if array_kind(a) != "numpy":
+        if array_kind(a) != NUMPY:
             raise TypeError(f"{n}: complex arguments are supported for numpy inputs only "
                             "(delegated to scipy.special)")
-        arrs.append(np.asarray(_as_numpy(a, n, allow_complex=True)))
+        scalar_or_array_dtype(a, n, allow_complex=True)  # TypeError naming the argument
+        arrs.append(np.asarray(a))
     if len(arrs) == 2 and arrs[0].dtype.kind == "c":
         raise TypeError("v: the order must be real (complex z is delegated to scipy.special)")
     if not any("D" in t.split("->")[0] for t in ufunc.types):
@@ -127,7 +129,7 @@ def _fixed_order(name, order, x, out):
         return _scipy_complex(name, x, out=out, names=("x",))
     # A Python int order is a "weak" scalar: float32 x stays float32, as in SciPy; SciPy's
     # fixed-order functions compute float16 in float64, and so do these drop-ins.
-    if getattr(x, "dtype", None) == np.float16 and array_kind(x) == "numpy":
+    if getattr(x, "dtype", None) == np.float16 and array_kind(x) == NUMPY:
         x = np.asarray(x, dtype=np.float64)
     if array_kind(x) == TORCH:
         from . import _autograd as _torch

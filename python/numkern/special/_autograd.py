@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._arrays import check_torch_out, elementwise
+from .._backend import check_torch_out, elementwise
 
 
 def needs_grad(*args) -> bool:
