@@ -237,3 +237,25 @@ def test_native_bindings_check_arrays():
         hs.head_apply_jacobian(P, np.zeros((2, 3, 5)), U)
     with pytest.raises(ValueError, match="out: shape differs from u"):
         hs.head_apply_jacobian(P, U, np.zeros((1, 3, 4)))
+
+
+@pytest.mark.skipif(not numkern.cuda_available(), reason="needs a CUDA device and the _cuda module")
+def test_cuda_row_kernel_same_rule():
+    """numkern._cuda.hessian takes the CPU arguments plus stream; the same NaN rule and the
+    documented bound (sums of non-negative terms: 2 (C - 1) 2^-53 relative) hold."""
+    rng = np.random.default_rng(23)
+    n, C, d = 70, 45, 6
+    L, Z, y = 4 * rng.standard_normal((n, C)), rng.standard_normal((n, d)), rng.integers(0, C, n)
+    L[3, [0, 40]] = np.nan
+    L[5, 7], L[5, 9] = np.nan, np.inf
+    cpu = _native_rows(L, Z, y)
+    dev = lambda a: torch.tensor(a, device="cuda")  # noqa: E731
+    out = {k: dev(np.full_like(v, -7.0)) for k, v in cpu.items()}
+    numkern._cuda.hessian.head_rows(dev(L), dev(Z), dev(y), True, **out,
+                                    stream=torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    bound = 2 * (C - 1) * 2.0 ** -53 * 4  # a few roundings on top of the sums
+    for k, v in out.items():
+        v = v.cpu().numpy()
+        assert np.array_equal(np.isnan(v), np.isnan(cpu[k])), k
+        np.testing.assert_allclose(v, cpu[k], rtol=bound, atol=1e-300, err_msg=k)
