@@ -14,7 +14,7 @@ from .._backend.ops import TorchOps
 _NAMES = ("features", "weight", "bias")
 
 
-def compute_ops(ctx):
+def _compute_ops(ctx):
     """The array operations of the caller's library: torch (CPU or CUDA) for torch tensors, so
     that results, probes and autograd-free products stay torch tensors; numpy / CuPy otherwise."""
     return TorchOps(ctx.device) if ctx.kind == TORCH else ctx.ops
@@ -96,7 +96,7 @@ class SoftmaxHeadHessian:
             if a is None:
                 raise TypeError(f"{name}: expected an array, got None")
         ctx = self._ctx = Context(features, weight, bias, names=_NAMES)
-        ops = self._ops = compute_ops(ctx)
+        ops = self._ops = _compute_ops(ctx)
         dt = self._dtype = result_dtype(features, weight, bias, names=_NAMES)
         Z = _as_float(ops, features, dt, "features")
         W = _as_float(ops, weight, dt, "weight")
@@ -123,10 +123,11 @@ class SoftmaxHeadHessian:
         self.num_samples, self.num_features, self.num_classes = int(n), int(d), int(C)
         self.has_bias = b is not None
         self.dim = C * (d + (1 if self.has_bias else 0))
-        logits = ops.matmul_nt(Z, W)
-        if b is not None:
-            logits = logits + b
-        self._logits = ops.asarray(logits, dt)  # C-contiguous for the kernel
+        with ctx.guard():
+            logits = ops.matmul_nt(Z, W)
+            if b is not None:
+                logits = logits + b
+            self._logits = ops.asarray(logits, dt)  # C-contiguous for the kernel
         self._cache = {}
 
     # ---- per-sample kernel --------------------------------------------------------------------
