@@ -35,7 +35,8 @@
 // Summation order: max and argmax are exact and order-independent (above).  The sums are of
 // non-negative terms (rest, sum_c p_c(1-p_c), ||z||^2), so in any order they carry a relative
 // error of at most (terms - 1) u (u = 2^-53); the CPU adds in class order, the CUDA kernel in a
-// lane-strided order and a warp tree, so the two agree to within 2 (terms - 1) u relative.  p . u
+// lane-strided order and a warp tree, so the order accounts for at most 2 (terms - 1) u relative
+// between them; on top, each e_c may differ by the 1-2 ulp between the devices' exp().  p . u
 // in apply_softmax_jacobian has signed terms: the bound is (C - 1) u sum_c |p_c u_c| per device.
 #pragma once
 
