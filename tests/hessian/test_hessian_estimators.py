@@ -8,6 +8,17 @@ torch = pytest.importorskip("torch")
 from numkern import hessian as nh  # noqa: E402
 
 
+def randn(*shape, seed):
+    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def seeded_module(seed, make):
+    """An nn.Module whose initial parameters come from a fixed seed (global RNG left untouched)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make()
+
+
 @pytest.fixture(scope="module")
 def mlp():
     """A small MLP (~200 parameters), its data, and its exact loss Hessian."""
@@ -34,7 +45,7 @@ def mlp():
 
 def test_hessian_matvec_exact(mlp):
     model, loss_fn, x, y, H = mlp
-    V = torch.randn(5, H.shape[0], dtype=torch.float64)
+    V = randn(5, H.shape[0], seed=11)
     for mode in ("vmap", "double_backward"):
         op = nh.hessian_matvec(model, loss_fn, x, y, mode=mode)
         assert op.mode == mode and op.dim == H.shape[0]
@@ -48,7 +59,7 @@ def test_hessian_matvec_param_subset(mlp):
     op = nh.hessian_matvec(model, loss_fn, x, y, params=last)
     k = sum(p.numel() for p in last)
     Hs = H[-k:, -k:]
-    V = torch.randn(3, k, dtype=torch.float64)
+    V = randn(3, k, seed=12)
     np.testing.assert_allclose(op(V).numpy(), V.numpy() @ Hs, atol=1e-12)
 
 
@@ -173,10 +184,11 @@ def test_bad_arguments(mlp):
     assert r.num_matvecs == 9
     with pytest.raises(ValueError, match="loss_fn"):
         nh.hessian_matvec(model, lambda o, t: torch.nn.functional.cross_entropy(o, t, reduction="none"), x, y)
-    frozen = torch.nn.Linear(6, 4).double().requires_grad_(False)
+    frozen = seeded_module(1, lambda: torch.nn.Linear(6, 4).double().requires_grad_(False))
     with pytest.raises(ValueError, match="params"):
         nh.hessian_matvec(frozen, loss_fn, x, y)
-    bn = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 4)).double()
+    bn = seeded_module(2, lambda: torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5),
+                                                      torch.nn.Linear(5, 4)).double())
     with pytest.raises(ValueError, match="BatchNorm"):
         nh.hessian_matvec(bn, loss_fn, x, y)
     bn.eval()
@@ -212,7 +224,7 @@ class _ItemGate(torch.nn.Module):
 
 def test_falls_back_to_double_backward(mlp):
     _, loss_fn, x, y, _ = mlp
-    model = _ItemGate()
+    model = seeded_module(3, _ItemGate)
     op = nh.hessian_matvec(model, loss_fn, x, y)
     assert op.mode == "double_backward"
     theta = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -222,5 +234,47 @@ def test_falls_back_to_double_backward(mlp):
         return loss_fn(torch.tanh(x @ W.T + b), y)
 
     H = torch.autograd.functional.hessian(f, theta)
-    V = torch.randn(3, 28, dtype=torch.float64)
+    V = randn(3, 28, seed=13)
     np.testing.assert_allclose(op(V).numpy(), (V @ H).numpy(), atol=1e-12)
+
+
+def test_training_dropout_is_refused(mlp):
+    """Regression (issue #17): Dropout in training mode drew a new mask per product (trace 14.6 in
+    train mode vs 8.2 in eval); it is refused like BatchNorm, naming the layer."""
+    _, loss_fn, x, y, _ = mlp
+    model = seeded_module(4, lambda: torch.nn.Sequential(torch.nn.Linear(6, 14), torch.nn.Tanh(),
+                                                         torch.nn.Dropout(0.5), torch.nn.Linear(14, 4)).double())
+    with pytest.raises(ValueError, match=r"Dropout layer '2' is in training mode.*model.eval\(\)"):
+        nh.hessian_matvec(model, loss_fn, x, y)
+    with pytest.raises(ValueError, match="Dropout"):
+        nh.hessian_trace(model, loss_fn, x, y, num_matvecs=4, seed=0)
+    model.eval()  # Dropout is the identity: the Hessian of the model without it
+    plain = seeded_module(4, lambda: torch.nn.Sequential(torch.nn.Linear(6, 14), torch.nn.Tanh(),
+                                                         torch.nn.Linear(14, 4)).double())
+    V = randn(2, nh.hessian_matvec(plain, loss_fn, x, y).dim, seed=14)
+    np.testing.assert_allclose(nh.hessian_matvec(model, loss_fn, x, y)(V).numpy(),
+                               nh.hessian_matvec(plain, loss_fn, x, y)(V).numpy(), rtol=0, atol=1e-14)
+    p0 = seeded_module(5, lambda: torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Dropout(0.0)).double())
+    assert nh.hessian_matvec(p0, loss_fn, x, y).dim == 28  # p = 0 is deterministic: accepted
+
+
+@pytest.mark.parametrize("mode", ["vmap", "double_backward"])
+def test_inplace_parameter_update_is_named(mlp, mode):
+    """Regression (issue #17): after an in-place update of the parameters (optimizer.step()) the
+    products raised autograd's "modified by an inplace operation" (double backward) or silently
+    used the old parameters (vmap); now a RuntimeError names the parameter and the fix."""
+    _, loss_fn, x, y, _ = mlp
+    model = seeded_module(6, lambda: torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(),
+                                                         torch.nn.Linear(5, 4)).double())
+    op = nh.hessian_matvec(model, loss_fn, x, y, mode=mode)
+    V = randn(2, op.dim, seed=15)
+    op(V)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn(model(x), y).backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match=r"parameter '0.weight' was modified in place.*hessian_matvec\(\) again"):
+        op(V)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        nh.trace(op, num_matvecs=2, seed=0)
+    fresh = nh.hessian_matvec(model, loss_fn, x, y, mode=mode)
+    assert fresh(V).shape == V.shape

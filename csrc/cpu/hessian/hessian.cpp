@@ -1,4 +1,5 @@
-// Per-sample loops of the softmax-head Hessian; the math is in numkern/hessian/hessian.hpp.
+// Per-sample loops of the softmax-head Hessian; all per-row math is in numkern/hessian/hessian.hpp
+// (the same functions the CUDA kernels call, here over whole rows: begin 0, step 1).
 #include "cpu/hessian/hessian.hpp"
 
 #include <vector>
@@ -8,39 +9,18 @@
 
 namespace nk::cpu {
 
-namespace {
-
-// Max and argmax of a row, then its shifted exponentials e_c = exp(l_c - max) kept in e (one
-// exp per entry) and rest = sum_{c != argmax} e_c summed in class order, as scan_row does.
-template <class T>
-hessian::RowScan scan_row_keep(const T* row, index_t C, double* e) {
-  hessian::RowScan r{static_cast<double>(row[0]), 0, 0.0};
-  for (index_t c = 1; c < C; ++c) {
-    const double v = static_cast<double>(row[c]);
-    if (v > r.max || m::isnan(v)) {
-      r.max = v;
-      r.argmax = c;
-    }
-  }
-  for (index_t c = 0; c < C; ++c) {
-    e[c] = m::exp(static_cast<double>(row[c]) - r.max);
-    if (c != r.argmax) r.rest += e[c];
-  }
-  return r;
-}
-
-}  // namespace
-
 template <class T>
 void head_rows(const T* logits, index_t n, index_t C, const T* features, index_t d,
-               const std::int64_t* labels, bool has_bias, const HeadRowsOut& out) {
-  T* probs = static_cast<T*>(out.probs);
-  T* curv = static_cast<T*>(out.curvature);
-  T* resid = static_cast<T*>(out.residual);
-  T* trace = static_cast<T*>(out.trace_terms);
-  T* loss = static_cast<T*>(out.loss);
+               const std::int64_t* labels, bool has_bias, const hessian::HeadOutputs<T>& out) {
+  T* const probs = out.probs;
+  T* const curv = out.curvature;
+  T* const resid = out.residual;
+  T* const trace = out.trace_terms;
+  T* const loss = out.loss;
+  // about 20 operations per entry (two exps' worth), d per feature row
+  const int nt = threads_for(n, n * (20 * C + (trace ? d : 0)));
 #if NK_HAVE_OPENMP
-#pragma omp parallel num_threads(get_num_threads()) if (n * C > 32768)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
   {
     std::vector<double> e(static_cast<std::size_t>(C));
@@ -49,22 +29,15 @@ void head_rows(const T* logits, index_t n, index_t C, const T* features, index_t
 #endif
     for (index_t i = 0; i < n; ++i) {
       const T* row = logits + i * C;
-      const hessian::RowScan r = scan_row_keep(row, C, e.data());
-      double trace_fac = 0.0;
-      for (index_t c = 0; c < C; ++c) {
-        const double p = hessian::prob_from_exp(e[c], r);
-        const double q = hessian::complement_from_exp(e[c], c, r);
-        if (probs) probs[i * C + c] = static_cast<T>(p);
-        if (curv) curv[i * C + c] = static_cast<T>(p * q);
-        // p_y - 1 = -(1 - p_y), taken from the accurate complement.
-        if (resid) resid[i * C + c] = static_cast<T>((c == labels[i]) ? -q : p);
-        trace_fac += p * q;
-      }
-      if (trace) {
-        const double z2 = hessian::squared_norm(features + i * d, d);
-        trace[i] = static_cast<T>(hessian::trace_term(trace_fac, z2, has_bias));
-      }
-      if (loss) loss[i] = static_cast<T>(hessian::cross_entropy(static_cast<double>(row[labels[i]]), r));
+      const index_t label = labels ? labels[i] : 0;
+      const hessian::RowScan r = hessian::scan_row(row, C, e.data());
+      const double trace_fac =
+          hessian::head_entries(row, 0, 1, C, r, e.data(), label, probs ? probs + i * C : nullptr,
+                                curv ? curv + i * C : nullptr, resid ? resid + i * C : nullptr);
+      if (trace)
+        trace[i] = static_cast<T>(
+            hessian::trace_term(trace_fac, hessian::squared_norm(features + i * d, 0, 1, d), has_bias));
+      if (loss) loss[i] = static_cast<T>(hessian::cross_entropy(row, C, label, r));
     }
   }
 }
@@ -72,17 +45,21 @@ void head_rows(const T* logits, index_t n, index_t C, const T* features, index_t
 template <class T>
 void head_apply_jacobian(const T* probs, const T* u, index_t k, index_t n, index_t C, T* out) {
   const index_t rows = k * n;
+  const int nt = threads_for(rows, rows * 3 * C);
 #if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (rows * C > 32768)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t r = 0; r < rows; ++r)
-    hessian::apply_softmax_jacobian(probs + (r % n) * C, u + r * C, C, out + r * C);
+  for (index_t r = 0; r < rows; ++r) {
+    const T* p = probs + (r % n) * C;
+    const double pu = hessian::dot(p, u + r * C, 0, 1, C);
+    hessian::softmax_jacobian_entries(p, u + r * C, pu, 0, 1, C, out + r * C);
+  }
 }
 
 template void head_rows<float>(const float*, index_t, index_t, const float*, index_t,
-                               const std::int64_t*, bool, const HeadRowsOut&);
+                               const std::int64_t*, bool, const hessian::HeadOutputs<float>&);
 template void head_rows<double>(const double*, index_t, index_t, const double*, index_t,
-                                const std::int64_t*, bool, const HeadRowsOut&);
+                                const std::int64_t*, bool, const hessian::HeadOutputs<double>&);
 template void head_apply_jacobian<float>(const float*, const float*, index_t, index_t, index_t, float*);
 template void head_apply_jacobian<double>(const double*, const double*, index_t, index_t, index_t,
                                           double*);

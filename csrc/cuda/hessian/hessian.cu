@@ -1,5 +1,8 @@
-// CUDA kernels of the softmax-head Hessian: one warp per sample row, the per-element math from
-// numkern/hessian/hessian.hpp (the same functions the CPU loops call).
+// CUDA kernels of the softmax-head Hessian: one warp per sample row.  All per-row math is the
+// header's (numkern/hessian/hessian.hpp), called on each lane's classes c = lane, lane + 32, ...;
+// the lanes' partial results are combined with hessian::merge (max / argmax: order-independent,
+// so the same (max, argmax) and the same NaN rule as the CPU) and a warp tree sum (the sums are
+// order-dependent within the bound stated in the header).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -18,137 +21,84 @@ __device__ double warp_sum(double v) {
   return __shfl_sync(0xffffffffu, v, 0);
 }
 
-// Warp-wide max with argmax (NaN wins, then the larger value, then the smaller index), as the
-// serial scan_row: the result is identical to the CPU row scan.
-__device__ void warp_argmax(double& v, std::int64_t& idx) {
+__device__ hessian::RowMax warp_max(hessian::RowMax r) {
   for (int o = kWarp / 2; o > 0; o /= 2) {
-    const double ov = __shfl_down_sync(0xffffffffu, v, o);
-    const std::int64_t oi = __shfl_down_sync(0xffffffffu, idx, o);
-    const bool v_nan = v != v, o_nan = ov != ov;
-    bool take;
-    if (v_nan || o_nan)
-      take = o_nan && (!v_nan || oi < idx);
-    else
-      take = ov > v || (ov == v && oi < idx);
-    if (take) {
-      v = ov;
-      idx = oi;
-    }
+    const hessian::RowMax other{__shfl_down_sync(0xffffffffu, r.max, o),
+                                static_cast<index_t>(__shfl_down_sync(
+                                    0xffffffffu, static_cast<long long>(r.argmax), o))};
+    r = hessian::merge(r, other);
   }
-  v = __shfl_sync(0xffffffffu, v, 0);
-  idx = __shfl_sync(0xffffffffu, idx, 0);
+  return hessian::RowMax{__shfl_sync(0xffffffffu, r.max, 0),
+                         static_cast<index_t>(__shfl_sync(0xffffffffu, static_cast<long long>(r.argmax), 0))};
 }
 
 template <class T>
-__global__ void head_rows_kernel(const T* __restrict__ logits, std::int64_t n, std::int64_t C,
-                                 const T* __restrict__ features, std::int64_t d,
-                                 const std::int64_t* __restrict__ labels, bool has_bias, T* probs, T* curv,
-                                 T* resid, T* trace, T* loss) {
+__global__ void head_rows_kernel(const T* __restrict__ logits, index_t n, index_t C, const T* __restrict__ features,
+                                 index_t d, const std::int64_t* __restrict__ labels, bool has_bias, T* probs,
+                                 T* curv, T* resid, T* trace, T* loss) {
   const int lane = threadIdx.x % kWarp;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-       i < n; i += warps) {
+  const index_t warps = static_cast<index_t>(gridDim.x) * kWarpsPerBlock;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; i < n; i += warps) {
     const T* row = logits + i * C;
-    double mx = -m::inf<double>();
-    std::int64_t am = C;  // sentinel larger than any index
-    for (std::int64_t c = lane; c < C; c += kWarp) {
-      const double v = static_cast<double>(row[c]);
-      if (am == C || (mx == mx && (v != v || v > mx))) {  // first entry, a NaN, or a new maximum
-        mx = v;
-        am = c;
-      }
-    }
-    warp_argmax(mx, am);
-    hessian::RowScan r{mx, am, 0.0};
-    double rest = 0.0;
-    for (std::int64_t c = lane; c < C; c += kWarp)
-      if (c != am) rest += m::exp(static_cast<double>(row[c]) - mx);
-    r.rest = warp_sum(rest);
-    double tf = 0.0;
-    for (std::int64_t c = lane; c < C; c += kWarp) {
-      const double l = static_cast<double>(row[c]);
-      const double p = hessian::prob(l, r);
-      const double q = hessian::prob_complement(l, c, r);
-      tf += p * q;
-      if (probs) probs[i * C + c] = static_cast<T>(p);
-      if (curv) curv[i * C + c] = static_cast<T>(p * q);
-      if (resid) resid[i * C + c] = static_cast<T>(c == labels[i] ? -q : p);
-    }
-    tf = warp_sum(tf);
+    const index_t label = labels ? labels[i] : 0;
+    const hessian::RowMax mx = warp_max(hessian::row_max(row, lane, kWarp, C));
+    const hessian::RowScan r{mx.max, mx.argmax, warp_sum(hessian::row_rest(row, lane, kWarp, C, mx, nullptr))};
+    const double tf = warp_sum(hessian::head_entries(row, lane, kWarp, C, r, nullptr, label,
+                                                     probs ? probs + i * C : nullptr, curv ? curv + i * C : nullptr,
+                                                     resid ? resid + i * C : nullptr));
     if (trace) {
-      double z2 = 0.0;
-      for (std::int64_t j = lane; j < d; j += kWarp) {
-        const double z = static_cast<double>(features[i * d + j]);
-        z2 += z * z;
-      }
-      z2 = warp_sum(z2);
+      const double z2 = warp_sum(hessian::squared_norm(features + i * d, lane, kWarp, d));
       if (lane == 0) trace[i] = static_cast<T>(hessian::trace_term(tf, z2, has_bias));
     }
-    if (loss && lane == 0) loss[i] = static_cast<T>(hessian::cross_entropy(static_cast<double>(row[labels[i]]), r));
+    if (loss && lane == 0) loss[i] = static_cast<T>(hessian::cross_entropy(row, C, label, r));
   }
 }
 
 template <class T>
-__global__ void apply_jacobian_kernel(const T* __restrict__ probs, const T* __restrict__ u, std::int64_t k,
-                                      std::int64_t n, std::int64_t C, T* __restrict__ out) {
+__global__ void apply_jacobian_kernel(const T* __restrict__ probs, const T* __restrict__ u, index_t k, index_t n,
+                                      index_t C, T* __restrict__ out) {
   const int lane = threadIdx.x % kWarp;
-  const std::int64_t rows = k * n;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-       r < rows; r += warps) {
+  const index_t rows = k * n;
+  const index_t warps = static_cast<index_t>(gridDim.x) * kWarpsPerBlock;
+  for (index_t r = static_cast<index_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; r < rows; r += warps) {
     const T* p = probs + (r % n) * C;
-    const T* ur = u + r * C;
-    double pu = 0.0;
-    for (std::int64_t c = lane; c < C; c += kWarp) pu += static_cast<double>(p[c]) * static_cast<double>(ur[c]);
-    pu = warp_sum(pu);
-    for (std::int64_t c = lane; c < C; c += kWarp)
-      out[r * C + c] = static_cast<T>(static_cast<double>(p[c]) * (static_cast<double>(ur[c]) - pu));
+    const double pu = warp_sum(hessian::dot(p, u + r * C, lane, kWarp, C));
+    hessian::softmax_jacobian_entries(p, u + r * C, pu, lane, kWarp, C, out + r * C);
   }
 }
 
-unsigned blocks_for(std::int64_t rows) {
-  std::int64_t b = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+unsigned blocks_for(index_t rows) {
+  index_t b = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (b > 65535LL * 16) b = 65535LL * 16;
   return static_cast<unsigned>(b < 1 ? 1 : b);
 }
-
-template <class T>
-int head_rows_typed(const void* logits, std::int64_t n, std::int64_t C, const void* features, std::int64_t d,
-                    const std::int64_t* labels, bool has_bias, void* probs, void* curv, void* resid,
-                    void* trace, void* loss, cudaStream_t s) {
-  if (n <= 0) return 0;
-  head_rows_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(
-      static_cast<const T*>(logits), n, C, static_cast<const T*>(features), d, labels, has_bias,
-      static_cast<T*>(probs), static_cast<T*>(curv), static_cast<T*>(resid), static_cast<T*>(trace),
-      static_cast<T*>(loss));
-  return static_cast<int>(cudaGetLastError());
-}
-
-template <class T>
-int apply_jacobian_typed(const void* probs, const void* u, std::int64_t k, std::int64_t n, std::int64_t C,
-                         void* out, cudaStream_t s) {
-  if (k * n <= 0) return 0;
-  apply_jacobian_kernel<T><<<blocks_for(k * n), kThreads, 0, s>>>(
-      static_cast<const T*>(probs), static_cast<const T*>(u), k, n, C, static_cast<T*>(out));
-  return static_cast<int>(cudaGetLastError());
-}
 }  // namespace
 
-int launch_head_rows(int dtype, const void* logits, std::int64_t n, std::int64_t C, const void* features,
-                     std::int64_t d, const std::int64_t* labels, bool has_bias, void* probs, void* curvature,
-                     void* residual, void* trace_terms, void* loss, std::uintptr_t stream) {
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  if (dtype == 1)
-    return head_rows_typed<double>(logits, n, C, features, d, labels, has_bias, probs, curvature, residual,
-                                   trace_terms, loss, s);
-  return head_rows_typed<float>(logits, n, C, features, d, labels, has_bias, probs, curvature, residual,
-                                trace_terms, loss, s);
+template <class T>
+int launch_head_rows(const T* logits, index_t n, index_t C, const T* features, index_t d,
+                     const std::int64_t* labels, bool has_bias, const hessian::HeadOutputs<T>& out, std::uintptr_t stream) {
+  if (n <= 0) return 0;
+  head_rows_kernel<T><<<blocks_for(n), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      logits, n, C, features, d, labels, has_bias, out.probs, out.curvature, out.residual, out.trace_terms,
+      out.loss);
+  return static_cast<int>(cudaGetLastError());
 }
 
-int launch_head_apply_jacobian(int dtype, const void* probs, const void* u, std::int64_t k, std::int64_t n,
-                               std::int64_t C, void* out, std::uintptr_t stream) {
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  if (dtype == 1) return apply_jacobian_typed<double>(probs, u, k, n, C, out, s);
-  return apply_jacobian_typed<float>(probs, u, k, n, C, out, s);
+template <class T>
+int launch_head_apply_jacobian(const T* probs, const T* u, index_t k, index_t n, index_t C, T* out,
+                               std::uintptr_t stream) {
+  if (k * n <= 0) return 0;
+  apply_jacobian_kernel<T><<<blocks_for(k * n), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      probs, u, k, n, C, out);
+  return static_cast<int>(cudaGetLastError());
 }
+
+template int launch_head_rows<float>(const float*, index_t, index_t, const float*, index_t, const std::int64_t*,
+                                     bool, const hessian::HeadOutputs<float>&, std::uintptr_t);
+template int launch_head_rows<double>(const double*, index_t, index_t, const double*, index_t,
+                                      const std::int64_t*, bool, const hessian::HeadOutputs<double>&, std::uintptr_t);
+template int launch_head_apply_jacobian<float>(const float*, const float*, index_t, index_t, index_t, float*,
+                                               std::uintptr_t);
+template int launch_head_apply_jacobian<double>(const double*, const double*, index_t, index_t, index_t, double*,
+                                                std::uintptr_t);
 }  // namespace nk::cuda

@@ -71,7 +71,7 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
     """
     m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
-    gen = op.backend.generator(_check_seed(seed))
+    gen = op.ops.generator(_check_seed(seed))
     block = _block(block_size, m)
     if method == "hutchinson":
         return hutchinson_trace(op, gen, m, probe, rtol, confidence, block)
@@ -95,7 +95,7 @@ def diagonal(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rade
     """
     m = _check_common(method, _DIAG_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
-    gen = op.backend.generator(_check_seed(seed))
+    gen = op.ops.generator(_check_seed(seed))
     if method == "hutchinson":
         return hutchinson_diagonal(op, gen, m, probe, rtol, confidence, _block(block_size, m))
     return xdiag(op, gen, m, probe, rtol, confidence)

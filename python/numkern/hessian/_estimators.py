@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._arrays import NUMPY, array_kind
-from ._ops import Backend
+from .._backend import F64, NUMPY, TORCH, Context, array_kind, scalar_or_array_dtype
+from .._backend.ops import TorchOps
 
 
 @dataclass
@@ -84,8 +84,21 @@ def _vector_result(r):
     return r[None]
 
 
+def _space_like(a):
+    """(ops, dtype) for probes like array `a`: its library (torch on CPU too, so that a torch
+    operator is probed with torch tensors) and device; its dtype by the one dtype rule
+    (float32 for float16/float32, else float64)."""
+    dt = scalar_or_array_dtype(a, "like")
+    dt = np.dtype(np.float32) if dt is not None and dt.kind == "f" and dt.itemsize <= 4 else F64
+    if array_kind(a) == TORCH:
+        return TorchOps(a.device), dt
+    return Context(a, names=("like",)).ops, dt
+
+
 class Operator:
-    """A symmetric operator applied to a batch of row vectors V (k, dim) -> (k, dim)."""
+    """A symmetric operator applied to a batch of row vectors V (k, dim) -> (k, dim).
+
+    ``ops`` (numkern._backend) and ``dtype`` say where probes are drawn and results kept."""
 
     def __init__(self, matvec, dim=None, batched=None, like=None):
         self.count = 0
@@ -99,21 +112,21 @@ class Operator:
             dim = shape[0]
             mat = matvec if array_kind(matvec) != NUMPY else np.asarray(matvec, dtype=np.float64)
             self._apply = lambda V: V @ mat
-            self.backend = Backend.like(mat) if like is None else Backend.like(like)
+            self.ops, self.dtype = _space_like(mat if like is None else like)
         elif callable(inner) and hasattr(matvec, "dim"):  # SoftmaxHeadHessian, HessianMatvec
             if dim is not None and dim != matvec.dim:
                 raise ValueError(f"dim: {dim} does not match the operator's dim {matvec.dim}")
             dim = matvec.dim
             self._apply = inner
-            self.backend = matvec.backend() if like is None else Backend.like(like)
+            self.ops, self.dtype = matvec.backend() if like is None else _space_like(like)
         elif callable(matvec):
             if dim is None:
                 raise TypeError("dim: required when matvec is a plain callable")
-            self.backend = Backend.like(like) if like is not None else Backend()
+            self.ops, self.dtype = _space_like(np.zeros(0) if like is None else like)
             if batched:
                 self._apply = matvec
             else:
-                self._apply = lambda V: self.backend.concat([_vector_result(matvec(v)) for v in V], 0)
+                self._apply = lambda V: self.ops.concat([_vector_result(matvec(v)) for v in V], 0)
         else:
             raise TypeError(f"matvec: expected a callable, a square matrix or an operator object, "
                             f"got {type(matvec).__name__}")
@@ -124,7 +137,21 @@ class Operator:
         if tuple(out.shape) != tuple(V.shape):
             raise ValueError(f"matvec: returned shape {tuple(out.shape)} for input {tuple(V.shape)}")
         self.count += V.shape[0]
-        return self.backend.asarray(out)
+        return self.ops.asarray(out, self.dtype, contiguous=False)
+
+    # probes and dense arrays in the operator's library, device and dtype
+    def probes(self, gen, shape, probe):
+        return self.ops.probes(gen, shape, probe, self.dtype)
+
+    def zeros(self, shape):
+        return self.ops.zeros(shape, self.dtype)
+
+    def asarray(self, a):
+        return self.ops.asarray(a, self.dtype, contiguous=False)
+
+    def rows(self, M):
+        """M^T as a C-contiguous array (a batch of row vectors for the operator)."""
+        return self.ops.asarray(M.T, self.dtype)
 
 
 def _check_common(method, methods, probe, num_matvecs, rtol):
@@ -149,13 +176,13 @@ def _t_quantile(confidence, m):
 # number of probes: the trace keeps one scalar per probe, the diagonal a running mean and sum of
 # squared deviations per entry (pairwise/Chan update, no cancellation).
 def _probe_block(op, gen, k, probe):
-    V = op.backend.probes(gen, (k, op.dim), probe)
+    V = op.probes(gen, (k, op.dim), probe)
     return V * op(V)  # (k, dim): row sums are v^T A v, rows are v (.) A v
 
 
 def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
-    be = op.backend
-    vals, used, conv = be.zeros((m,)), 0, rtol is None
+    be = op.ops
+    vals, used, conv = op.zeros((m,)), 0, rtol is None
     while used < m:
         k = min(block, m - used)
         vals[used:used + k] = _probe_block(op, gen, k, probe).sum(1)
@@ -172,8 +199,8 @@ def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
 
 
 def hutchinson_diagonal(op, gen, m, probe, rtol, confidence, block, min_probes=10):
-    be = op.backend
-    mean, m2, used, conv = be.zeros((op.dim,)), be.zeros((op.dim,)), 0, rtol is None
+    be = op.ops
+    mean, m2, used, conv = op.zeros((op.dim,)), op.zeros((op.dim,)), 0, rtol is None
     while used < m:
         k = min(block, m - used)
         B = _probe_block(op, gen, k, probe)
@@ -193,7 +220,7 @@ def hutchinson_diagonal(op, gen, m, probe, rtol, confidence, block, min_probes=1
 
 # ---- Hutch++ --------------------------------------------------------------------------------
 def hutchpp_trace(op, gen, m, probe, rtol, confidence, block):
-    be = op.backend
+    be = op.ops
     if rtol is None:
         if m < 3:
             raise ValueError(f"num_matvecs: Hutch++ needs at least 3 products, got {m}")
@@ -208,16 +235,16 @@ def hutchpp_trace(op, gen, m, probe, rtol, confidence, block):
         if resid_budget < 1:
             raise ValueError(f"num_matvecs: Hutch++ needs at least 3 products, got {m}")
     k_sketch = min(k, op.dim)
-    S = be.probes(gen, (k_sketch, op.dim), probe)
+    S = op.probes(gen, (k_sketch, op.dim), probe)
     Q, _ = be.qr(op(S).T)          # (dim, k)
-    AQ = op(Q.T.contiguous() if be.kind == "torch" else be.lib.ascontiguousarray(Q.T))
+    AQ = op(op.rows(Q))
     low_rank = be.to_float((Q.T * AQ).sum())
 
     def deflate(G):
         return G - (G @ Q) @ Q.T
 
     def residual_samples(count):
-        G = deflate(be.probes(gen, (count, op.dim), probe))
+        G = deflate(op.probes(gen, (count, op.dim), probe))
         return (op(G) * G).sum(1)  # g^T P A P g with P = I - QQ^T (P g = g)
 
     if rtol is None:
@@ -245,56 +272,55 @@ def hutchpp_trace(op, gen, m, probe, rtol, confidence, block):
 # ---- XTrace / XDiag -------------------------------------------------------------------------
 def _exchangeable_parts(op, Om, Y):
     """Q, R, Z = A Q, H = Q^T A Q and the unit left-out directions S (columns) for Omega, Y."""
-    be = op.backend
+    be = op.ops
     Q, R = be.qr(Y.T)                       # Y^T = Q R, Q (dim, s)
-    QT = Q.T.contiguous() if be.kind == "torch" else be.lib.ascontiguousarray(Q.T)
-    Z = op(QT).T                            # (dim, s)
+    Z = op(op.rows(Q)).T                            # (dim, s)
     H = Q.T @ Z
     H = (H + H.T) / 2
-    S = be.solve_upper_transposed(R, be.eye(R.shape[0]))  # columns: R^{-T} e_i
+    S = be.solve_upper_transposed(R, be.eye(R.shape[0], op.dtype))  # columns: R^{-T} e_i
     S = S / (S * S).sum(0) ** 0.5
     return Q, R, Z, H, S
 
 
 def _xtrace_samples(op, Om, Y):
-    be = op.backend
+    be = op.ops
     Q, R, Z, H, S = _exchangeable_parts(op, Om, Y)
     if not be.all_finite(S):
         # Y is rank deficient: span(Q) already holds range(A), whose trace tr(H) is exact.
-        t = be.to_float(H.trace() if be.kind == "torch" else be.lib.trace(H))
-        return be.asarray([t] * Om.shape[0])
+        t = be.to_float(H.trace())
+        return op.asarray([t] * Om.shape[0])
     W = Q.T @ Om.T                          # Q^T omega_i as columns
     HS, HW = H @ S, H @ W
     sHs = (S * HS).sum(0)
     c = (S * W).sum(0)                      # q_i^T omega_i, q_i = Q s_i
     perp = (Om * Y).sum(1) - 2 * (R * W).sum(0) + (W * HW).sum(0)   # w_perp^T A w_perp
     cross = (S * (R - HW)).sum(0)           # q_i^T A w_perp (A omega_i = Q R e_i)
-    trH = H.trace() if be.kind == "torch" else be.lib.trace(H)
+    trH = H.trace()
     return trH - sHs + perp + 2 * c * cross + c * c * sHs
 
 
 def _xdiag_samples(op, Om, Y):
-    be = op.backend
+    be = op.ops
     Q, R, Z, H, S = _exchangeable_parts(op, Om, Y)
     base = (Q * Z).sum(1)                   # diag(Q Q^T A)
     if not be.all_finite(S):
-        return base[None, :] + be.zeros((Om.shape[0], op.dim))
+        return base[None, :] + op.zeros((Om.shape[0], op.dim))
     QS, ZS = Q @ S, Z @ S                   # q_i and A q_i as columns
     sr = (S * R).sum(0)                     # s_i^T Q^T y_i: (I - Q_(i)Q_(i)^T) y_i = q_i (s_i^T r_i)
     return (base[:, None] - QS * ZS + Om.T * QS * sr).T    # (s, dim)
 
 
 def _exchangeable(op, gen, m, probe, rtol, confidence, samples_fn, done_fn, name):
-    be = op.backend
+    be = op.ops
     if m < 4:
         raise ValueError(f"num_matvecs: {name} needs at least 4 products, got {m}")
     if rtol is None:
         s = min(m // 2, op.dim)  # beyond dim probes span everything and tr(H) is exact
-        Om = be.probes(gen, (s, op.dim), probe)
+        Om = op.probes(gen, (s, op.dim), probe)
         return samples_fn(op, Om, op(Om)), True
     # Adaptive: grow the probe set, reusing A Omega; each round recomputes Z = A Q (s products).
     s = min(max(2, min(m // 4, 8)), op.dim)  # more probes than dim: Y^T's R is not square
-    Om = be.probes(gen, (s, op.dim), probe)
+    Om = op.probes(gen, (s, op.dim), probe)
     Y = op(Om)
     while True:
         samples = samples_fn(op, Om, Y)
@@ -304,13 +330,13 @@ def _exchangeable(op, gen, m, probe, rtol, confidence, samples_fn, done_fn, name
         grow = min(s, (m - op.count - s) // 2, op.dim - s)
         if grow < 1:
             return samples, False
-        new = be.probes(gen, (grow, op.dim), probe)
+        new = op.probes(gen, (grow, op.dim), probe)
         Om, Y = be.concat([Om, new], 0), be.concat([Y, op(new)], 0)
         s += grow
 
 
 def xtrace(op, gen, m, probe, rtol, confidence):
-    be = op.backend
+    be = op.ops
 
     def done(t):
         est = be.to_float(t.mean())
@@ -323,7 +349,7 @@ def xtrace(op, gen, m, probe, rtol, confidence):
 
 
 def xdiag(op, gen, m, probe, rtol, confidence):
-    be = op.backend
+    be = op.ops
 
     def done(d):
         half = _t_quantile(confidence, d.shape[0]) * be.std(d) / math.sqrt(d.shape[0])

@@ -8,139 +8,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
-from .._arrays import CUPY, NUMPY, TORCH, _require_cuda, array_kind
-from ._ops import Backend
+from .._backend import CUPY, NUMPY, TORCH, Context, array_kind, result_dtype
+from .._backend.ops import TorchOps
+
+_NAMES = ("features", "weight", "bias")
 
 
-def _kind_of(arrays):
-    kinds = {array_kind(a) for a in arrays if a is not None}
-    if TORCH in kinds and CUPY in kinds:
-        raise ValueError("cannot mix torch tensors and CuPy arrays")
-    return TORCH if TORCH in kinds else CUPY if CUPY in kinds else NUMPY
+def _compute_ops(ctx):
+    """The array operations of the caller's library: torch (CPU or CUDA) for torch tensors, so
+    that results, probes and autograd-free products stay torch tensors; numpy / CuPy otherwise."""
+    return TorchOps(ctx.device) if ctx.kind == TORCH else ctx.ops
 
 
-class _Lib:
-    """The handful of array operations the head needs, per array library."""
+def _as_float(ops, a, dtype, name):
+    if array_kind(a) == TORCH and a.dtype.is_complex:
+        raise TypeError(f"{name}: complex tensors are not supported")
+    try:
+        return ops.asarray(a, dtype)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name}: cannot convert to a {np.dtype(dtype)} array ({e})") from None
 
-    def __init__(self, kind, ref):
-        self.kind = kind
-        if kind == TORCH:
-            import torch
 
-            self.m = torch
-            self.device = ref.device
-        elif kind == CUPY:
-            import cupy
+def _as_labels(ctx, ops, y, n, C):
+    """Integer labels (n,) in [0, C) as an int64 array of the compute library and device."""
+    kind = array_kind(y)
+    if kind == TORCH:
+        if y.dtype.is_floating_point or y.dtype.is_complex or str(y.dtype) == "torch.bool":
+            raise TypeError(f"labels: expected an integer array, got {y.dtype}")
+        if y.is_cuda and not ctx.cuda:
+            raise ValueError("labels: a CUDA tensor cannot be combined with CPU features")
+        if ctx.kind == NUMPY:
+            y = y.detach().numpy()
+    elif kind == CUPY:
+        if ctx.kind != CUPY:
+            raise ValueError("labels: a CuPy array needs CuPy features and weight")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"labels: expected an integer array, got {y.dtype}")
+    else:
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"labels: expected an integer array, got {y.dtype}")
+        if ctx.cuda and y.ndim > 0:
+            what = "CUDA tensors" if ctx.kind == TORCH else "CuPy arrays"
+            raise ValueError(f"labels: a numpy (CPU) array cannot be combined with {what}")
+    y = ops.asarray(y, np.int64)
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"labels: expected shape ({n},) to match features, got {tuple(y.shape)}")
+    if n and (ops.count(y < 0) or ops.count(y >= C)):
+        lo, hi = int(ops.to_float(y.min())), int(ops.to_float(y.max()))
+        raise ValueError(f"labels: values must lie in [0, {C}) (the number of classes); "
+                         f"got min {lo}, max {hi}")
+    return y
 
-            self.m = cupy
-            self.device = ref.device
-        else:
-            self.m = np
-            self.device = None
 
-    @property
-    def cuda(self):
-        return self.kind == CUPY or (self.kind == TORCH and self.device.type == "cuda")
-
-    def float_dtype(self, arrays, names=("features", "weight", "bias")):
-        """float32 when every floating input is float32 (or lower), else float64."""
-        wide = False
-        for a, name in zip(arrays, names):
-            if a is None:
-                continue
-            if self.kind == TORCH and array_kind(a) == TORCH:
-                wide |= (not a.dtype.is_floating_point) or a.dtype.itemsize >= 8
-            else:
-                try:
-                    dt = np.asarray(a).dtype if array_kind(a) == NUMPY else a.dtype
-                except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
-                    raise TypeError(f"{name}: cannot convert to an array ({e})") from None
-                wide |= dt.kind != "f" or dt.itemsize >= 8
-        if self.kind == TORCH:
-            return self.m.float64 if wide else self.m.float32
-        return np.dtype(np.float64 if wide else np.float32)
-
-    def asfloat(self, a, dtype, name):
-        if self.kind == TORCH:
-            if array_kind(a) == TORCH:
-                if a.dtype.is_complex:
-                    raise TypeError(f"{name}: complex tensors are not supported")
-                return a.detach().to(device=self.device, dtype=dtype).contiguous()
-            arr = np.asarray(a)
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"{name}: unsupported dtype {arr.dtype}")
-            if self.cuda and arr.ndim > 0:
-                raise ValueError(f"{name}: a numpy (CPU) array cannot be combined with CUDA tensors")
-            return self.m.as_tensor(arr, dtype=dtype, device=self.device).contiguous()
-        if self.kind == CUPY:
-            if array_kind(a) == NUMPY and np.ndim(a) > 0:
-                raise ValueError(f"{name}: a numpy (CPU) array cannot be combined with CuPy arrays")
-            if a.dtype.kind not in "biuf":
-                raise TypeError(f"{name}: unsupported dtype {a.dtype}")
-            return self.m.ascontiguousarray(self.m.asarray(a, dtype=dtype))
-        arr = np.asarray(a)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected a real array)")
-        return np.asarray(arr, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
-
-    def aslabels(self, y, n, C):
-        if self.kind == TORCH and array_kind(y) == TORCH:
-            if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == self.m.bool:
-                raise TypeError(f"labels: expected an integer array, got {y.dtype}")
-            y = y.detach().to(device=self.device, dtype=self.m.int64).contiguous()
-        elif self.kind == CUPY and array_kind(y) == CUPY:
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"labels: expected an integer array, got {y.dtype}")
-            y = self.m.ascontiguousarray(y.astype(np.int64))
-        else:
-            arr = np.asarray(y)
-            if arr.dtype.kind not in "iu":
-                raise TypeError(f"labels: expected an integer array, got {arr.dtype}")
-            y = np.ascontiguousarray(arr, dtype=np.int64)
-            if self.kind == TORCH:
-                if self.cuda:
-                    raise ValueError("labels: a numpy (CPU) array cannot be combined with CUDA tensors")
-                y = self.m.from_numpy(y)
-            elif self.kind == CUPY:
-                raise ValueError("labels: a numpy (CPU) array cannot be combined with CuPy arrays")
-        if tuple(y.shape) != (n,):
-            raise ValueError(f"labels: expected shape ({n},) to match features, got {tuple(y.shape)}")
-        if n and (bool((y < 0).any()) or bool((y >= C).any())):
-            lo, hi = int(y.min()), int(y.max())
-            raise ValueError(f"labels: values must lie in [0, {C}) (the number of classes); "
-                             f"got min {lo}, max {hi}")
-        return y
-
-    def empty(self, shape, dtype):
-        if self.kind == TORCH:
-            return self.m.empty(shape, dtype=dtype, device=self.device)
-        return self.m.empty(shape, dtype=dtype)
-
-    def T(self, a):
-        return a.transpose(-1, -2) if self.kind == TORCH else self.m.swapaxes(a, -1, -2)
-
-    def contiguous(self, a):
-        return a.contiguous() if self.kind == TORCH else self.m.ascontiguousarray(a)
-
-    def cat_last(self, a, b):
-        if self.kind == TORCH:
-            return self.m.cat([a, b[..., None]], dim=-1)
-        return self.m.concatenate([a, b[..., None]], axis=-1)
-
-    def numpy_view(self, a):
-        """Zero-copy numpy view of a CPU tensor/array (for the C++ kernels)."""
-        return a.numpy() if self.kind == TORCH else a
-
-    def ptr(self, a):
-        if a is None:
-            return 0
-        return a.data_ptr() if self.kind == TORCH else a.data.ptr
-
-    def stream(self):
-        if self.kind == TORCH:
-            return self.m.cuda.current_stream(self.device).cuda_stream
-        return self.m.cuda.get_current_stream().ptr
+def _swap_last(ops, a):
+    """The last two axes swapped (a view): numpy, CuPy and torch all spell it swapaxes."""
+    return ops.xp.swapaxes(a, -1, -2)
 
 
 class SoftmaxHeadHessian:
@@ -172,12 +95,11 @@ class SoftmaxHeadHessian:
         for a, name in ((features, "features"), (weight, "weight")):
             if a is None:
                 raise TypeError(f"{name}: expected an array, got None")
-        kind = _kind_of([features, weight, bias])
-        ref = next(a for a in (features, weight, bias) if a is not None and array_kind(a) == kind)
-        L = self._lib = _Lib(kind, ref)
-        dt = self._dtype = L.float_dtype([features, weight, bias])
-        Z = L.asfloat(features, dt, "features")
-        W = L.asfloat(weight, dt, "weight")
+        ctx = self._ctx = Context(features, weight, bias, names=_NAMES)
+        ops = self._ops = _compute_ops(ctx)
+        dt = self._dtype = result_dtype(features, weight, bias, names=_NAMES)
+        Z = _as_float(ops, features, dt, "features")
+        W = _as_float(ops, weight, dt, "weight")
         if Z.ndim != 2:
             raise ValueError(f"features: expected a 2-D array (n, d), got shape {tuple(Z.shape)}")
         if W.ndim != 2:
@@ -193,18 +115,19 @@ class SoftmaxHeadHessian:
                              f"columns (expected (C, {d}))")
         b = None
         if bias is not None:
-            b = L.asfloat(bias, dt, "bias")
+            b = _as_float(ops, bias, dt, "bias")
             if tuple(b.shape) != (C,):
                 raise ValueError(f"bias: expected shape ({C},) to match weight, got {tuple(b.shape)}")
-        self._labels = None if labels is None else L.aslabels(labels, n, C)
+        self._labels = None if labels is None else _as_labels(ctx, ops, labels, n, C)
         self._Z, self._W, self._b = Z, W, b
         self.num_samples, self.num_features, self.num_classes = int(n), int(d), int(C)
         self.has_bias = b is not None
         self.dim = C * (d + (1 if self.has_bias else 0))
-        logits = Z @ L.T(W)
-        if b is not None:
-            logits = logits + b
-        self._logits = L.contiguous(logits)
+        with ctx.guard():
+            logits = ops.matmul_nt(Z, W)
+            if b is not None:
+                logits = logits + b
+            self._logits = ops.asarray(logits, dt)  # C-contiguous for the kernel
         self._cache = {}
 
     # ---- per-sample kernel --------------------------------------------------------------------
@@ -215,54 +138,43 @@ class SoftmaxHeadHessian:
             return [self._cache[w] for w in want]
         if ("residual" in missing or "loss" in missing) and self._labels is None:
             raise ValueError("labels: required for gradient() and loss(); pass labels=...")
-        L, n, C = self._lib, self.num_samples, self.num_classes
+        n, C = self.num_samples, self.num_classes
         shapes = {"probs": (n, C), "curvature": (n, C), "residual": (n, C), "trace_terms": (n,),
                   "loss": (n,)}
-        outs = {w: L.empty(shapes[w], self._dtype) for w in missing}
-        if L.cuda:
-            cu = _require_cuda()
-            code = 1 if (self._dtype == np.float64 or str(self._dtype) == "torch.float64") else 0
-            ctx = L.m.cuda.device(self._lib.device) if L.kind == TORCH else L.m.cuda.Device(L.device.id)
-            with ctx:
-                cu.hessian.head_rows(code, L.ptr(self._logits), n, C, L.ptr(self._Z), self.num_features,
-                                     L.ptr(self._labels), self.has_bias, L.ptr(outs.get("probs")),
-                                     L.ptr(outs.get("curvature")), L.ptr(outs.get("residual")),
-                                     L.ptr(outs.get("trace_terms")), L.ptr(outs.get("loss")), L.stream())
-        else:
-            nv = L.numpy_view
-            _core.hessian.head_rows(
-                nv(self._logits), nv(self._Z), None if self._labels is None else nv(self._labels),
-                self.has_bias, **{w: nv(a) for w, a in outs.items()})
+        with self._ctx.guard():
+            outs = {w: self._ops.empty(shapes[w], self._dtype) for w in missing}
+            self._ctx.call("hessian", "head_rows", self._logits, self._Z, self._labels, self.has_bias, **outs)
         self._cache.update(outs)
         return [self._cache[w] for w in want]
 
     def _aug(self, A_W, A_b):
         """Join per-class weight and bias blocks into the (..., C, d+1) layout."""
-        return self._lib.cat_last(A_W, A_b) if self.has_bias else A_W
+        return self._ops.concat([A_W, A_b[..., None]], -1) if self.has_bias else A_W
 
     # ---- public -------------------------------------------------------------------------------
     def trace(self) -> float:
         """tr(H) = (1/n) sum_i (1 - ||p_i||^2)(||z_i||^2 + 1) (the +1 only with a bias)."""
         (t,) = self._rows("trace_terms")
-        return float(t.sum()) / self.num_samples
+        return self._ops.to_float(t.sum()) / self.num_samples
 
     def diagonal(self):
         """diag(H) as (C, d+1): entry (c, j) = (1/n) sum_i p_ic (1 - p_ic) x_ij^2, x = [z; 1]."""
         (S,) = self._rows("curvature")
         Z, n = self._Z, self.num_samples
-        dW = (self._lib.T(S) @ (Z * Z)) / n
-        return self._aug(dW, S.sum(0) / n)
+        with self._ctx.guard():
+            return self._aug((S.T @ (Z * Z)) / n, S.sum(0) / n)
 
     def gradient(self):
         """Gradient of the mean loss, (C, d+1): (1/n) sum_i (p_i - e_{y_i}) x_i^T."""
         (R,) = self._rows("residual")
         n = self.num_samples
-        return self._aug((self._lib.T(R) @ self._Z) / n, R.sum(0) / n)
+        with self._ctx.guard():
+            return self._aug((R.T @ self._Z) / n, R.sum(0) / n)
 
     def loss(self) -> float:
         """Mean cross-entropy (1/n) sum_i -log p_{i, y_i}."""
         (lv,) = self._rows("loss")
-        return float(lv.sum()) / self.num_samples
+        return self._ops.to_float(lv.sum()) / self.num_samples
 
     def probabilities(self):
         """Softmax probabilities p (n, C)."""
@@ -274,10 +186,7 @@ class SoftmaxHeadHessian:
         C, d = self.num_classes, self.num_features
         lead = tuple(M.shape[:-2])
         Wp = M[..., :d].reshape(lead + (C * d,))
-        if not self.has_bias:
-            return Wp
-        return self._lib.m.cat([Wp, M[..., d]], -1) if self._lib.kind == TORCH else \
-            self._lib.m.concatenate([Wp, M[..., d]], -1)
+        return self._ops.concat([Wp, M[..., d]], -1) if self.has_bias else Wp
 
     def unflatten(self, v):
         """(..., P) in parameter order -> (..., C, d+1)."""
@@ -288,10 +197,10 @@ class SoftmaxHeadHessian:
 
     def matvec(self, V):
         """H V without forming H; V is (C, d+1), (k, C, d+1), (P,) or (k, P) (see class doc)."""
-        L = self._lib
+        ops = self._ops
         C, d = self.num_classes, self.num_features
         width = d + (1 if self.has_bias else 0)
-        V = L.asfloat(V, self._dtype, "V")
+        V = _as_float(ops, V, self._dtype, "V")
         shape = tuple(V.shape)
         flat = len(shape) in (1, 2) and shape[-1] == self.dim and shape[-2:] != (C, width)
         if flat:
@@ -304,37 +213,25 @@ class SoftmaxHeadHessian:
         single = Vm.ndim == 2
         Vb3 = Vm[None] if single else Vm
         (P,) = self._rows("probs")
-        U = self._Z @ L.T(Vb3[..., :d])                      # (k, n, C): V x_i without the bias
-        if self.has_bias:
-            U = U + Vb3[:, None, :, d]
-        U = L.contiguous(U)
-        G = L.empty(tuple(U.shape), self._dtype)
-        self._apply_jacobian(P, U, G)
         n = self.num_samples
-        out = self._aug((L.T(G) @ self._Z) / n, G.sum(1) / n)
+        with self._ctx.guard():
+            U = self._Z @ _swap_last(ops, Vb3[..., :d])          # (k, n, C): V x_i without the bias
+            if self.has_bias:
+                U = U + Vb3[:, None, :, d]
+            U = ops.asarray(U, self._dtype)                      # C-contiguous for the kernel
+            G = ops.empty(tuple(U.shape), self._dtype)
+            self._ctx.call("hessian", "head_apply_jacobian", P, U, G)
+            out = self._aug((_swap_last(ops, G) @ self._Z) / n, G.sum(1) / n)
         if single:
             out = out[0]
         return self.flatten(out) if flat else out
 
     __call__ = matvec
 
-    def _apply_jacobian(self, P, U, G):
-        L = self._lib
-        if L.cuda:
-            cu = _require_cuda()
-            code = 1 if (self._dtype == np.float64 or str(self._dtype) == "torch.float64") else 0
-            k, n, C = U.shape
-            ctx = L.m.cuda.device(L.device) if L.kind == TORCH else L.m.cuda.Device(L.device.id)
-            with ctx:
-                cu.hessian.apply_jacobian(code, L.ptr(P), L.ptr(U), k, n, C, L.ptr(G), L.stream())
-        else:
-            _core.hessian.head_apply_jacobian(L.numpy_view(P), L.numpy_view(U), L.numpy_view(G))
-
     def backend(self):
-        """Where estimators draw probes for this operator (flat vectors, parameter order)."""
-        if self._lib.kind == TORCH:
-            return Backend("torch", self._dtype, self._lib.device)
-        return Backend(self._lib.kind, self._dtype, self._lib.device)
+        """(ops, dtype): the array operations (numkern._backend) and dtype in which estimators
+        draw probes for this operator (flat vectors, parameter order)."""
+        return self._ops, self._dtype
 
     def __repr__(self):
         return (f"SoftmaxHeadHessian(n={self.num_samples}, d={self.num_features}, "

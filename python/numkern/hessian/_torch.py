@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import Backend
+from .._backend.ops import TorchOps
 
 
-def _check_no_training_batchnorm(model):
+def _check_no_training_randomness(model):
+    """BatchNorm and Dropout in training mode make the loss depend on more than the parameters
+    (batch statistics, a fresh random mask per call), so the products are of no fixed Hessian."""
     from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
 
     for name, mod in model.named_modules():
         if isinstance(mod, _BatchNorm) and mod.training:
@@ -19,6 +22,12 @@ def _check_no_training_batchnorm(model):
                 "depends on the batch statistics and every Hessian-vector product would update its "
                 "running statistics; call model.eval() first (BatchNorm then is a fixed affine map "
                 "and its weight and bias are differentiated like any other parameter)")
+        if isinstance(mod, _DropoutNd) and mod.training and mod.p > 0:
+            raise ValueError(
+                f"model: Dropout layer {name or type(mod).__name__!r} is in training mode. Every "
+                "Hessian-vector product would draw a new random mask, so the products are not those "
+                "of one Hessian (and traces are biased); call model.eval() first (Dropout then is "
+                "the identity)")
 
 
 def _as_tuple(inputs):
@@ -47,7 +56,7 @@ class HessianMatvec:
             raise TypeError("loss_fn: expected a callable loss_fn(outputs, targets)")
         if mode not in ("auto", "vmap", "double_backward"):
             raise ValueError(f"mode: expected 'auto', 'vmap' or 'double_backward', got {mode!r}")
-        _check_no_training_batchnorm(model)
+        _check_no_training_randomness(model)
         named = dict(model.named_parameters())
         if params is None:
             chosen = [(k, p) for k, p in named.items() if p.requires_grad]
@@ -78,6 +87,7 @@ class HessianMatvec:
             raise ValueError(f"loss_fn: must return a scalar (0-d) tensor, got {shape}; use a "
                              "reduction such as 'mean'")
         self._theta = torch.cat([p.detach().reshape(-1) for p in self.params])
+        self._versions = [p._version for p in self.params]
         self._fixed = {k: v.detach() for k, v in model.named_parameters() if k not in self.names}
         self._fixed.update(dict(model.named_buffers()))
         self.mode = None
@@ -94,7 +104,19 @@ class HessianMatvec:
             self.mode = "double_backward"
 
     def backend(self):
-        return Backend("torch", self.dtype, self.device)
+        """(ops, dtype): numkern._backend operations and dtype for probes (torch, this device)."""
+        return TorchOps(self.device), self.dtype
+
+    def _check_unchanged(self):
+        """The products are of the parameters at construction: an in-place update since (e.g.
+        optimizer.step()) is refused by name instead of surfacing as autograd's "modified by an
+        inplace operation" (double backward) or silently using the old values (vmap)."""
+        for name, p, v in zip(self.names, self.params, self._versions):
+            if p._version != v:
+                raise RuntimeError(
+                    f"model: parameter {name!r} was modified in place after hessian_matvec() was "
+                    "created (e.g. by optimizer.step()); this HessianMatvec holds the Hessian at the "
+                    "old parameters. Call hessian_matvec() again after updating the model")
 
     def _unflatten(self, theta):
         out, o = {}, 0
@@ -133,6 +155,7 @@ class HessianMatvec:
         return torch.stack(outs)
 
     def matvec(self, V):
+        self._check_unchanged()
         if not isinstance(V, torch.Tensor):
             V = torch.as_tensor(V)
         V = V.to(device=self.device, dtype=self.dtype)
