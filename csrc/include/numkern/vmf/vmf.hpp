@@ -255,6 +255,9 @@ NK_HOST_DEVICE double vmf_sample_t(double d, double kappa, std::uint64_t seed, s
 }
 
 namespace ops {
+// The elementwise operations of numkern.vmf (the `map` entry of the CPU and CUDA bindings).
+enum class VmfMap { log_normalizer, log_normalizer_shifted, entropy, kappa_mle, mean_length, kl };
+
 #define NK_VMF_BINARY_OP(Name, fn)                                             \
   struct Name {                                                                \
     template <class T>                                                         \
