@@ -301,7 +301,8 @@ class VonMisesFisher:
         norm2 = K.row_norm2(ctx, m)
         _check_unit(ops, norm2, "mu", dtype, False, g)
         m = m / ops.reshape(ops.sqrt(norm2), (g, 1))
-        k = ops.reshape(ops.broadcast(k, batch), (g,))
+        # a copy: the broadcast may be a (read-only) view of the caller's kappa
+        k = ops.reshape(ops.broadcast(k, batch), (g,)) * 1.0
         self._init(ctx, m, k, batch, dtype)
 
     @classmethod
