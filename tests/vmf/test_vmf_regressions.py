@@ -36,3 +36,12 @@ def test_requires_grad_parameters_warn_instead_of_silently_dropping(torch):
     vmf.log_normalizer(3, kappa).backward()
     assert kappa.grad is not None and float(kappa.grad) == pytest.approx(-float(vmf.VonMisesFisher(mu, 5.0).mean()[0]),
                                                                          rel=1e-13)
+
+
+def test_empty_inputs():
+    """Empty arrays reach the kernels with stride 0 (numpy's choice); they are still contiguous."""
+    assert vmf.kappa_mle(np.array([]), 3.0).shape == (0,)
+    assert vmf.log_normalizer(np.zeros((0, 2)) + 3.0, 1.0).shape == (0, 2)
+    d = vmf.VonMisesFisher(np.eye(3)[:1], [2.0])
+    assert d.logpdf(np.zeros((0, 3))).shape == (1, 0)
+    assert d.sample(0, seed=1).shape == (1, 0, 3)
