@@ -1,101 +1,117 @@
-// numkern._cuda.vmf: device-pointer entry points (see csrc/cuda/vmf/launch.hpp).  Python
-// (numkern/_vmf_kernels.py) allocates every array contiguous with the sizes given here.
+// numkern._cuda.vmf: the CUDA entry points of the von Mises–Fisher family.  Same arguments as
+// numkern._core.vmf (csrc/python/vmf.cpp, checked by the same vmf_args.hpp) plus `stream`, the
+// caller's current stream; Python calls both through numkern._backend's Context.call, which makes
+// the arrays' device current first.
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
+#include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "cuda/vmf/launch.hpp"
 #include "python/common/registry.hpp"
+#include "python/vmf_args.hpp"
 
 namespace nk {
 namespace {
 namespace py = pybind11;
-using ptr_t = std::uintptr_t;
+using pyb::Where;
 
-cuda::DType dtype_of(int code) {
-  if (code != 0 && code != 1) throw py::type_error("dtype code must be 0 (f32) or 1 (f64)");
-  return static_cast<cuda::DType>(code);
-}
 void check(int rc) {
-  if (rc == -1) throw py::value_error("unknown vmf CUDA operation");
-  if (rc == -2) throw py::value_error("wrong number of inputs for the vmf CUDA operation");
   if (rc != 0) throw std::runtime_error(std::string("numkern vmf CUDA launch failed: ") + cuda::error_string(rc));
-}
-template <class T>
-T* p(ptr_t a) { return reinterpret_cast<T*>(a); }
-void nonneg(std::int64_t v, const char* name) {
-  if (v < 0) throw py::value_error(std::string(name) + " must be >= 0");
 }
 
 void bind_cuda_vmf(py::module_& m) {
-  m.def("map", [](const std::string& op, int dtype, const std::vector<ptr_t>& ins, ptr_t out, std::int64_t n,
-                  ptr_t stream) {
-    auto dt = dtype_of(dtype);
-    nonneg(n, "n");
-    std::vector<const void*> in;
-    for (auto a : ins) in.push_back(reinterpret_cast<const void*>(a));
+  m.def("map", [](const std::string& op, const py::sequence& inputs, const py::object& out, std::uintptr_t stream) {
+    auto a = vmf_args::map_args(op, inputs, out, Where::cuda);
+    pyb::dispatch_float(a.out, [&](auto t) {
+      using T = decltype(t);
+      const T* in[4] = {};
+      for (size_t i = 0; i < a.in.size(); ++i) in[i] = a.in[i].ptr<T>();
+      T* o = a.out.mut<T>();
+      int rc;
+      {
+        py::gil_scoped_release r;
+        rc = cuda::vmf::map<T>(a.op, in, o, a.out.size(), stream);
+      }
+      check(rc);
+    });
+  }, py::arg("op"), py::arg("inputs"), py::arg("out"), py::arg("stream"));
+
+  m.def("row_norm2", [](const py::object& x, const py::object& out, std::uintptr_t stream) {
+    auto a = vmf_args::row_norm2_args(x, out, Where::cuda);
+    pyb::dispatch_float(a.x, [&](auto t) {
+      using T = decltype(t);
+      double* o = a.out.mut<double>();
+      int rc;
+      {
+        py::gil_scoped_release r;
+        rc = cuda::vmf::row_norm2<T>(a.x.ptr<T>(), a.m, a.d, o, stream);
+      }
+      check(rc);
+    });
+  }, py::arg("x"), py::arg("out"), py::arg("stream"));
+
+  m.def("weighted_sum", [](const py::object& x, const py::object& w, const py::object& out, std::uintptr_t stream) {
+    auto a = vmf_args::weighted_sum_args(x, w, out, Where::cuda);
+    pyb::dispatch_float(a.x, [&](auto t) {
+      using T = decltype(t);
+      const double* pw = a.has_w ? a.w.ptr<double>() : nullptr;
+      double* o = a.out.mut<double>();
+      int rc;
+      {
+        py::gil_scoped_release r;
+        rc = cuda::vmf::weighted_sum<T>(a.x.ptr<T>(), pw, a.g, a.n, a.d, o, stream);
+      }
+      check(rc);
+    });
+  }, py::arg("x"), py::arg("w"), py::arg("out"), py::arg("stream"));
+
+  m.def("logpdf", [](const py::object& x, const py::object& mu, const py::object& shifted, const py::object& kappa,
+                     const py::object& out, const py::object& norm2, std::uintptr_t stream) {
+    auto a = vmf_args::logpdf_args(x, mu, shifted, kappa, out, norm2, Where::cuda);
+    pyb::dispatch_float(a.x, [&](auto t) {
+      using T = decltype(t);
+      T* po = a.out.mut<T>();
+      double* pn = a.norm2.mut<double>();
+      int rc;
+      {
+        py::gil_scoped_release r;
+        rc = cuda::vmf::logpdf<T>(a.x.ptr<T>(), a.x_group_stride, a.mu.ptr<double>(), a.shifted.ptr<double>(),
+                                  a.kappa.ptr<double>(), a.g, a.n, a.d, po, pn, stream);
+      }
+      check(rc);
+    });
+  }, py::arg("x"), py::arg("mu"), py::arg("shifted"), py::arg("kappa"), py::arg("out"), py::arg("norm2"),
+        py::arg("stream"));
+
+  m.def("estep", [](const py::object& dots, const py::object& b, const py::object& kappa, const py::object& logresp,
+                    const py::object& lse, std::uintptr_t stream) {
+    auto a = vmf_args::estep_args(dots, b, kappa, logresp, lse, Where::cuda);
+    double* lr = a.logresp.mut<double>();
+    double* ls = a.lse.mut<double>();
     int rc;
     {
       py::gil_scoped_release r;
-      rc = cuda::vmf::map(op.c_str(), dt, in.data(), static_cast<int>(in.size()), p<void>(out), n, stream);
+      rc = cuda::vmf::estep(a.dots.ptr<double>(), a.b.ptr<double>(), a.kappa.ptr<double>(), a.n, a.k, lr, ls,
+                            stream);
     }
     check(rc);
-  });
-  m.def("row_norm2", [](int dtype, ptr_t x, std::int64_t rows, std::int64_t d, ptr_t out, ptr_t stream) {
-    auto dt = dtype_of(dtype);
-    nonneg(rows, "m"); nonneg(d, "d");
-    int rc;
-    { py::gil_scoped_release r; rc = cuda::vmf::row_norm2(dt, p<const void>(x), rows, d, p<double>(out), stream); }
-    check(rc);
-  });
-  m.def("weighted_sum", [](int dtype, ptr_t x, ptr_t w, std::int64_t g, std::int64_t n, std::int64_t d, ptr_t out,
-                           ptr_t stream) {
-    auto dt = dtype_of(dtype);
-    nonneg(g, "g"); nonneg(n, "n"); nonneg(d, "d");
-    int rc;
-    {
-      py::gil_scoped_release r;
-      rc = cuda::vmf::weighted_sum(dt, p<const void>(x), p<const double>(w), g, n, d, p<double>(out), stream);
-    }
-    check(rc);
-  });
-  m.def("logpdf", [](int dtype, ptr_t x, bool shared, ptr_t mu, ptr_t shifted, ptr_t kappa, std::int64_t g,
-                     std::int64_t n, std::int64_t d, ptr_t out, ptr_t norm2, ptr_t stream) {
-    auto dt = dtype_of(dtype);
-    nonneg(g, "g"); nonneg(n, "n"); nonneg(d, "d");
-    int rc;
-    {
-      py::gil_scoped_release r;
-      rc = cuda::vmf::logpdf(dt, p<const void>(x), shared, p<const double>(mu), p<const double>(shifted),
-                             p<const double>(kappa), g, n, d, p<void>(out), p<double>(norm2), stream);
-    }
-    check(rc);
-  });
-  m.def("estep", [](ptr_t dots, ptr_t b, ptr_t kappa, std::int64_t n, std::int64_t k, ptr_t logresp, ptr_t lse,
-                    ptr_t stream) {
-    nonneg(n, "n"); nonneg(k, "k");
-    int rc;
-    {
-      py::gil_scoped_release r;
-      rc = cuda::vmf::estep(p<const double>(dots), p<const double>(b), p<const double>(kappa), n, k,
-                            p<double>(logresp), p<double>(lse), stream);
-    }
-    check(rc);
-  });
-  m.def("sample", [](int dtype, ptr_t mu, ptr_t kappa, std::int64_t g, std::int64_t n, std::int64_t d,
-                     std::uint64_t seed, ptr_t out, ptr_t stream) {
-    auto dt = dtype_of(dtype);
-    nonneg(g, "g"); nonneg(n, "n");
-    if (d < 2) throw py::value_error("d must be >= 2");
-    int rc;
-    {
-      py::gil_scoped_release r;
-      rc = cuda::vmf::sample(dt, p<const double>(mu), p<const double>(kappa), g, n, d, seed, p<void>(out), stream);
-    }
-    check(rc);
-  });
+  }, py::arg("dots"), py::arg("b"), py::arg("kappa"), py::arg("logresp"), py::arg("lse"), py::arg("stream"));
+
+  m.def("sample", [](const py::object& mu, const py::object& kappa, std::uint64_t seed, const py::object& out,
+                     std::uintptr_t stream) {
+    auto a = vmf_args::sample_args(mu, kappa, out, Where::cuda);
+    pyb::dispatch_float(a.out, [&](auto t) {
+      using T = decltype(t);
+      T* po = a.out.mut<T>();
+      int rc;
+      {
+        py::gil_scoped_release r;
+        rc = cuda::vmf::sample<T>(a.mu.ptr<double>(), a.kappa.ptr<double>(), a.g, a.n, a.d, seed, po, stream);
+      }
+      check(rc);
+    });
+  }, py::arg("mu"), py::arg("kappa"), py::arg("seed"), py::arg("out"), py::arg("stream"));
 }
 }  // namespace
 NK_REGISTER_FAMILY(vmf, bind_cuda_vmf);

@@ -1,51 +1,10 @@
 #include "cpu/vmf/vmf.hpp"
 
-#include <cmath>
-#include <limits>
 #include <vector>
 
-#include "numkern/vmf/vmf.hpp"
+#include "numkern/vmf/rows.hpp"
 
 namespace nk::cpu::vmf {
-namespace {
-// sum_j x[j]^2 in double with 4 independent accumulators: one accumulator is latency-bound (the
-// adds cannot be reordered without -ffast-math), four let the compiler use the vector units.
-template <class T>
-double sum_squares(const T* x, index_t d) {
-  double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-  index_t j = 0;
-  for (; j + 4 <= d; j += 4) {
-    const double x0 = x[j], x1 = x[j + 1], x2 = x[j + 2], x3 = x[j + 3];
-    a0 += x0 * x0;
-    a1 += x1 * x1;
-    a2 += x2 * x2;
-    a3 += x3 * x3;
-  }
-  for (; j < d; ++j) a0 += static_cast<double>(x[j]) * static_cast<double>(x[j]);
-  return (a0 + a1) + (a2 + a3);
-}
-
-// sum_j (x[j] * scale - mu[j])^2, same accumulator layout.
-template <class T>
-double sum_sq_diff(const T* x, double scale, const double* mu, index_t d) {
-  double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-  index_t j = 0;
-  for (; j + 4 <= d; j += 4) {
-    const double e0 = x[j] * scale - mu[j], e1 = x[j + 1] * scale - mu[j + 1];
-    const double e2 = x[j + 2] * scale - mu[j + 2], e3 = x[j + 3] * scale - mu[j + 3];
-    a0 += e0 * e0;
-    a1 += e1 * e1;
-    a2 += e2 * e2;
-    a3 += e3 * e3;
-  }
-  for (; j < d; ++j) {
-    const double e = static_cast<double>(x[j]) * scale - mu[j];
-    a0 += e * e;
-  }
-  return (a0 + a1) + (a2 + a3);
-}
-
-}  // namespace
 
 template <class T>
 void row_norm2(const T* x, index_t m, index_t d, double* out) {
@@ -53,9 +12,7 @@ void row_norm2(const T* x, index_t m, index_t d, double* out) {
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t r = 0; r < m; ++r) {
-    out[r] = sum_squares(x + r * d, d);
-  }
+  for (index_t r = 0; r < m; ++r) out[r] = vmf_rows::row_sum(vmf_rows::Square<T>{x + r * d}, d);
 }
 
 template <class T>
@@ -90,12 +47,7 @@ void logpdf(const T* x, index_t x_group_stride, const double* mu, const double* 
 #endif
   for (index_t r = 0; r < rows; ++r) {
     const index_t g = r / n, i = r % n;
-    const T* row = x + g * x_group_stride + i * d;
-    const double* m = mu + g * d;
-    const double s = sum_squares(row, d);
-    const double dist2 = sum_sq_diff(row, 1.0 / std::sqrt(s), m, d);
-    norm2[r] = s;
-    out[r] = static_cast<T>(shifted[g] - kappa[g] * (0.5 * dist2));
+    out[r] = vmf_rows::logpdf_row(x + g * x_group_stride + i * d, mu + g * d, shifted[g], kappa[g], d, norm2 + r);
   }
 }
 
@@ -105,20 +57,7 @@ void estep(const double* dots, const double* b, const double* kappa, index_t n, 
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t i = 0; i < n; ++i) {
-    const double* dr = dots + i * k;
-    double* lr = logresp + i * k;
-    double mx = -std::numeric_limits<double>::infinity();
-    for (index_t c = 0; c < k; ++c) {
-      lr[c] = b[c] - kappa[c] * (1.0 - dr[c]);
-      mx = std::max(mx, lr[c]);
-    }
-    double s = 0.0;
-    for (index_t c = 0; c < k; ++c) s += std::exp(lr[c] - mx);
-    const double l = mx + std::log(s);
-    for (index_t c = 0; c < k; ++c) lr[c] -= l;
-    lse[i] = l;
-  }
+  for (index_t i = 0; i < n; ++i) lse[i] = vmf_rows::estep_row(dots + i * k, b, kappa, k, logresp + i * k);
 }
 
 template <class T>
@@ -136,25 +75,8 @@ void sample(const double* mu, const double* kappa, index_t groups, index_t n, in
 #endif
     for (index_t r = 0; r < rows; ++r) {
       const index_t g = r / n;
-      const double* m = mu + g * d;
-      const double t = vmf_sample_t(static_cast<double>(d), kappa[g], seed, static_cast<std::uint64_t>(r));
-      const std::uint64_t key = vmf_detail::stream_key(seed, static_cast<std::uint64_t>(r), 2);
-      double dot = 0.0;
-      for (index_t j = 0; j < d; j += 2) {
-        double e, o;
-        vmf_detail::hash_normal_pair(key, static_cast<std::uint64_t>(j >> 1), &e, &o);
-        gauss[j] = e;
-        if (j + 1 < d) gauss[j + 1] = o;
-      }
-      for (index_t j = 0; j < d; ++j) dot += gauss[j] * m[j];
-      double nrm = 0.0;
-      for (index_t j = 0; j < d; ++j) {
-        gauss[j] -= dot * m[j];
-        nrm += gauss[j] * gauss[j];
-      }
-      const double w = 1.0 - t, s = std::sqrt(t * (2.0 - t)) / std::sqrt(nrm);
-      T* o = out + r * d;
-      for (index_t j = 0; j < d; ++j) o[j] = static_cast<T>(w * m[j] + s * gauss[j]);
+      vmf_rows::sample_row(mu + g * d, kappa[g], d, seed, static_cast<std::uint64_t>(r), gauss.data(),
+                           out + r * d);
     }
   }
 }

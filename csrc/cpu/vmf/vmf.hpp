@@ -1,5 +1,6 @@
-// CPU loops of the von Mises–Fisher family (numkern/vmf.hpp holds the math).  Arrays are
-// C-contiguous; Python (numkern/_vmf_kernels.py) flattens, broadcasts and checks them.
+// CPU loops of the von Mises–Fisher family.  The math of one element or one row is in
+// numkern/vmf/vmf.hpp and numkern/vmf/rows.hpp (shared with csrc/cuda/vmf); these loops only
+// spread rows over threads.  Arrays are C-contiguous (the bindings check the views).
 // Reductions accumulate in double whatever the input dtype: the resultant length of a
 // concentrated sample is 1 - O(1/kappa), and float sums would erase exactly that difference.
 #pragma once
@@ -39,28 +40,25 @@ void map4(const T* a, const T* b, const T* c, const T* e, T* out, index_t n) {
   for (index_t i = 0; i < n; ++i) out[i] = op(a[i], b[i], c[i], e[i]);
 }
 
-// out[r] = sum_j x[r, j]^2, r < m.
+// out[r] = sum_j x[r, j]^2 (rows.hpp order), r < m.
 template <class T>
 void row_norm2(const T* x, index_t m, index_t d, double* out);
 
-// out[g, :] = sum_i w[g, i] x[g, i, :] (w == nullptr: weights 1).
+// out[g, :] = sum_i w[g, i] x[g, i, :] (w == nullptr: weights 1), i in increasing order.
 template <class T>
 void weighted_sum(const T* x, const double* w, index_t groups, index_t n, index_t d, double* out);
 
-// out[g, i] = shifted[g] - kappa[g] * (1 - mu_g . x/|x|), with 1 - mu.x/|x| = |x/|x| - mu|^2 / 2
-// (exact for points near mu, where kappa is large); norm2[g, i] = |x[g, i]|^2.
-// x of group g starts at x + g * x_group_stride (stride 0: one X shared by every group).
+// out[g, i] = vmf_rows::logpdf_row of x[g, i] (norm2[g, i] = |x[g, i]|^2).  x of group g starts at
+// x + g * x_group_stride (stride 0: one X shared by every group).
 template <class T>
 void logpdf(const T* x, index_t x_group_stride, const double* mu, const double* shifted,
             const double* kappa, index_t groups, index_t n, index_t d, T* out, double* norm2);
 
-// Mixture E-step on one row of dots[i, k] = x_i . mu_k:
-//   logp[i, k] = b[k] - kappa[k] (1 - dots[i, k]),  lse[i] = log sum_k exp logp[i, k],
-//   logresp[i, k] = logp[i, k] - lse[i].
+// Mixture E-step: vmf_rows::estep_row on each row of dots (n, k).
 void estep(const double* dots, const double* b, const double* kappa, index_t n, index_t k,
            double* logresp, double* lse);
 
-// out[g, i, :] ~ vMF(mu[g], kappa[g]) on S^{d-1}, i < n, from the counter-based streams of `seed`.
+// out[g, i, :] ~ vMF(mu[g], kappa[g]) on S^{d-1}, i < n: vmf_rows::sample_row of row g * n + i.
 template <class T>
 void sample(const double* mu, const double* kappa, index_t groups, index_t n, index_t d,
             std::uint64_t seed, T* out);

@@ -74,7 +74,8 @@ class Context:
         if self.kind == TORCH and not self.cuda:
             import torch
 
-            return torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+            # torch cannot share a read-only array (e.g. a broadcast view): copy it
+            return torch.from_numpy(a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C"))
         if self.kind == NUMPY and isinstance(a, np.ndarray) and a.ndim == 0:
             return a[()]
         return a

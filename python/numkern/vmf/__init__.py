@@ -22,31 +22,31 @@ import warnings
 
 import numpy as np
 
-from .._arrays import TORCH, array_kind
-from ._kernels import F32, F64, Backend, Context
+from .._backend import F32, F64, TORCH, Context, Ops, array_kind
+from . import _kernels as K
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
 
 _UNIT_TOL = {F32: 1e-4, F64: 1e-6}
-_HOST = Backend(np, cuda=False)
+_HOST = Ops(np)
 _RBAR_MAX_MIXTURE = 1.0 - 1e-10  # caps kappa of a mixture component that collapses onto one point
 
 
 # ---- elementwise entries ------------------------------------------------------------------------
-def _check_values(be, a, name, *, low=None, low_open=False, high=None, high_open=False, what=""):
-    if not be.all_finite(a):
+def _check_values(ops, a, name, *, low=None, low_open=False, high=None, high_open=False, what=""):
+    if not ops.all_finite(a):
         raise ValueError(f"{name}: contains NaN or inf")
-    if low is not None and be.count((a <= low) if low_open else (a < low)):
+    if low is not None and ops.count((a <= low) if low_open else (a < low)):
         raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low}{what}")
-    if high is not None and be.count((a >= high) if high_open else (a > high)):
+    if high is not None and ops.count((a >= high) if high_open else (a > high)):
         raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}{what}")
 
 
 def _map(op, args, names, checks):
     """Broadcast args, validate them, run the elementwise kernel `op`, return the caller's kind."""
-    ctx = Context(*args)
-    be = ctx.be
-    dtype = ctx.float_dtype(*args, names=names)
+    ctx = Context(*args, names=names)
+    ops = ctx.ops
+    dtype = ctx.result_dtype(*args, names=names)
     arrs = [ctx.input(a, dtype, n) for a, n in zip(args, names)]
     try:
         shape = np.broadcast_shapes(*[tuple(a.shape) for a in arrs])
@@ -54,13 +54,12 @@ def _map(op, args, names, checks):
         desc = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrs))
         raise ValueError(f"shapes do not broadcast: {desc}") from None
     for a, n, chk, raw in zip(arrs, names, checks, args):
-        _check_values(be, a, n, **chk)
+        _check_values(ops, a, n, **chk)
         if isinstance(raw, float) and dtype == F32:  # a weak float rounded to float32: check it as given
             _check_values(_HOST, np.float64(raw), n, **chk)
-    flat = [be.reshape(be.broadcast(a, shape), (-1,)) for a in arrs]
-    out = be.empty((math.prod(shape),), dtype)
-    be.map(op, flat, out)
-    return ctx.output(be.reshape(out, shape))
+    flat = [ops.reshape(ops.broadcast(a, shape), (-1,)) for a in arrs]
+    out = K.vmap(ctx, op, flat, ops.empty((math.prod(shape),), dtype))
+    return ctx.output(ops.reshape(out, shape))
 
 
 _D_CHECK = dict(low=2.0, what=" (the dimension of the ambient space)")
@@ -129,9 +128,9 @@ def kappa_mle(rbar, d):
 
 # ---- data handling ------------------------------------------------------------------------------
 def _prepare_rows(ctx, X, name, normalize):
-    """X (..., n, d) as a contiguous backend array plus its row norms |x|^2 (float64)."""
-    be = ctx.be
-    dtype = ctx.float_dtype(X, names=(name,))
+    """X (..., n, d) as a contiguous array of the compute library plus its row norms |x|^2 (float64)."""
+    ops = ctx.ops
+    dtype = ctx.result_dtype(X, names=(name,))
     x = ctx.input(X, dtype, name)
     shape = tuple(x.shape)
     if len(shape) < 2:
@@ -142,21 +141,21 @@ def _prepare_rows(ctx, X, name, normalize):
     if n < 1:
         raise ValueError(f"{name}: needs at least one row (got shape {shape})")
     m = math.prod(shape[:-1])
-    norm2 = be.row_norm2(x, m, d)
-    if not be.all_finite(norm2):  # a NaN/inf element makes its row's |x|^2 non-finite
-        raise ValueError(f"{name}: contains NaN or inf" if not be.all_finite(x) else
+    norm2 = K.row_norm2(ctx, ops.reshape(x, (m, d)))
+    if not ops.all_finite(norm2):  # a NaN/inf element makes its row's |x|^2 non-finite
+        raise ValueError(f"{name}: contains NaN or inf" if not ops.all_finite(x) else
                          f"{name}: |x|^2 overflows for some rows")
-    _check_unit(be, norm2, name, dtype, normalize, m)
+    _check_unit(ops, norm2, name, dtype, normalize, m)
     return x, norm2, dtype
 
 
-def _check_unit(be, norm2, name, dtype, normalize, m):
-    zero = be.count(norm2 == 0)
+def _check_unit(ops, norm2, name, dtype, normalize, m):
+    zero = ops.count(norm2 == 0)
     if zero:
         raise ValueError(f"{name}: {zero} of {m} rows are zero vectors (no direction on the sphere)")
     if not normalize:
         tol = _UNIT_TOL[dtype]
-        bad = be.count(be.abs(be.sqrt(norm2) - 1.0) > tol)
+        bad = ops.count(ops.abs(ops.sqrt(norm2) - 1.0) > tol)
         if bad:
             raise ValueError(f"{name}: {bad} of {m} rows are not unit vectors (| |x| - 1 | > {tol:g}); "
                              "normalise them or pass normalize=True")
@@ -164,58 +163,55 @@ def _check_unit(be, norm2, name, dtype, normalize, m):
 
 def _resultant(ctx, X, weights, normalize, name="X"):
     """S = sum_i w_i x_i/|x_i| per leading index (float64), the weight sums, batch shape, n, d."""
-    be = ctx.be
+    ops = ctx.ops
     x, norm2, dtype = _prepare_rows(ctx, X, name, normalize)
     shape = tuple(x.shape)
     batch, n, d = shape[:-2], shape[-2], shape[-1]
     g = math.prod(batch)
-    inv = be.reshape(1.0 / be.sqrt(norm2), (g, n))
+    inv = ops.reshape(1.0 / ops.sqrt(norm2), (g, n))
     if weights is not None:
         w = ctx.input(weights, F64, "weights")
         try:
-            w = be.reshape(be.broadcast(w, batch + (n,)), (g, n))
+            w = ops.reshape(ops.broadcast(w, batch + (n,)), (g, n))
         except (ValueError, RuntimeError):
             raise ValueError(f"weights: shape {tuple(w.shape)} does not broadcast to {batch + (n,)}") from None
-        _check_values(be, w, "weights", low=0.0)
-        wmax = be.max(w, axis=1)
-        if be.count(wmax <= 0):
+        _check_values(ops, w, "weights", low=0.0)
+        wmax = ops.max(w, axis=1)
+        if ops.count(wmax <= 0):
             raise ValueError("weights: every fit needs a positive total weight")
         # rbar is invariant to the scale of the weights: dividing by the largest keeps the sums
         # finite for weights near the float64 maximum (they overflowed to inf -> NaN fits)
-        w = w / be.reshape(wmax, (g, 1))
-        wsum = be.sum(w, axis=1)
+        w = w / ops.reshape(wmax, (g, 1))
+        wsum = ops.sum(w, axis=1)
         w = w * inv
     else:
         w = inv
-        wsum = be.full((g,), float(n))
-    s = be.weighted_sum(x, be.reshape(w, (g, n)), g, n, d)
+        wsum = ops.full((g,), float(n))
+    s = K.weighted_sum(ctx, ops.reshape(x, (g, n, d)), ops.reshape(w, (g, n)))
     return s, wsum, batch, d, dtype
 
 
-def _directions(ctx, s):
+def _directions(ops, s):
     """mu = S/|S| and |S| (a fit with S = 0 has no direction: mu = e_1 there, kappa = 0)."""
-    be = ctx.be
-    norm = be.sqrt(be.sum(s * s, axis=1))
+    norm = ops.sqrt(ops.sum(s * s, axis=1))
     g = tuple(s.shape)[0]
-    if be.count(norm == 0):
+    if ops.count(norm == 0):
         zero = norm == 0
         s = s + 0.0
         s[zero, 0] = 1.0
-        norm = be.where(zero, be.full((g,), 0.0), norm)
-        return s / be.reshape(be.where(zero, be.full((g,), 1.0), norm), (g, 1)), norm
-    return s / be.reshape(norm, (g, 1)), norm
+        norm = ops.where(zero, ops.full((g,), 0.0), norm)
+        return s / ops.reshape(ops.where(zero, ops.full((g,), 1.0), norm), (g, 1)), norm
+    return s / ops.reshape(norm, (g, 1)), norm
 
 
 def _kappa_from_rbar(ctx, rbar, d, what):
-    be = ctx.be
-    over = be.count(rbar >= 1.0)
+    ops = ctx.ops
+    over = ops.count(rbar >= 1.0)
     if over:
         warnings.warn(f"{what}: mean resultant length rounds to 1 for {over} fit(s) (all points coincide); "
                       "kappa = inf there", RuntimeWarning, stacklevel=3)
     g = tuple(rbar.shape)[0]
-    out = be.empty((g,), F64)
-    be.map("kappa_mle", [be.minimum(rbar, 1.0), be.full((g,), float(d))], out)
-    return out
+    return K.vmap(ctx, "kappa_mle", [ops.minimum(rbar, 1.0), ops.full((g,), float(d))], ops.empty((g,), F64))
 
 
 def mean_resultant_length(X, weights=None, normalize=False):
@@ -225,11 +221,11 @@ def mean_resultant_length(X, weights=None, normalize=False):
     doc); weights (..., n) broadcast against X[..., 0], must be finite, >= 0, with positive sums.
     Accumulated in float64 in the kernel, whatever the dtype of X.
     """
-    ctx = Context(X, weights)
+    ctx = Context(X, weights, names=("X", "weights"))
     s, wsum, batch, d, dtype = _resultant(ctx, X, weights, normalize)
-    be = ctx.be
-    rbar = be.minimum(be.sqrt(be.sum(s * s, axis=1)) / wsum, 1.0)
-    return ctx.output(be.reshape(rbar, batch), dtype)
+    ops = ctx.ops
+    rbar = ops.minimum(ops.sqrt(ops.sum(s * s, axis=1)) / wsum, 1.0)
+    return ctx.output(ops.reshape(rbar, batch), dtype)
 
 
 def fit(X, weights=None, normalize=False):
@@ -240,14 +236,32 @@ def fit(X, weights=None, normalize=False):
     a RuntimeWarning.  Bad input (non-unit rows without normalize=True, zero rows, NaN/inf,
     d < 2, negative weights) raises ValueError naming the argument.
     """
-    ctx = Context(X, weights)
+    ctx = Context(X, weights, names=("X", "weights"))
     s, wsum, batch, d, dtype = _resultant(ctx, X, weights, normalize)
-    mu, norm = _directions(ctx, s)
+    mu, norm = _directions(ctx.ops, s)
     kappa = _kappa_from_rbar(ctx, norm / wsum, d, "fit")
     return VonMisesFisher._from_internal(ctx, mu, kappa, batch, dtype)
 
 
 # ---- the distribution ---------------------------------------------------------------------------
+def _same_compute(a, b) -> bool:
+    """Whether two contexts compute with the same library on the same device (numpy arrays and
+    torch CPU tensors both compute in numpy)."""
+    return a.ops.kind == b.ops.kind and (not a.cuda or a.device == b.device)
+
+
+def _warn_if_grad(*args):
+    """VonMisesFisher's kernels do not propagate gradients: say so instead of dropping them."""
+    if any(array_kind(a) == TORCH and a.requires_grad for a in args):
+        import torch
+
+        if torch.is_grad_enabled():
+            warnings.warn("VonMisesFisher: mu and kappa require grad, but logpdf, entropy, mean, kl_divergence "
+                          "and sample are not differentiable (their results do not require grad); only "
+                          "numkern.vmf.log_normalizer(d, kappa) is differentiable in kappa",
+                          UserWarning, stacklevel=3)
+
+
 def _random_seed(seed):
     if seed is None:
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
@@ -266,27 +280,29 @@ class VonMisesFisher:
     """
 
     def __init__(self, mu, kappa):
-        ctx = Context(mu, kappa)
-        be = ctx.be
-        dtype = ctx.float_dtype(mu, kappa, names=("mu", "kappa"))
+        ctx = Context(mu, kappa, names=("mu", "kappa"))
+        ops = ctx.ops
+        dtype = ctx.result_dtype(mu, kappa, names=("mu", "kappa"))
+        _warn_if_grad(mu, kappa)
         m = ctx.input(mu, F64, "mu")
         if m.ndim < 1 or tuple(m.shape)[-1] < 2:
             raise ValueError(f"mu: expected shape (..., d) with d >= 2, got {tuple(m.shape)}")
-        if not be.all_finite(m):
+        if not ops.all_finite(m):
             raise ValueError("mu: contains NaN or inf")
         k = ctx.input(kappa, F64, "kappa")
-        _check_values(be, k, "kappa", low=0.0)
+        _check_values(ops, k, "kappa", low=0.0)
         d = tuple(m.shape)[-1]
         try:
             batch = np.broadcast_shapes(tuple(m.shape)[:-1], tuple(k.shape))
         except ValueError:
             raise ValueError(f"kappa: shape {tuple(k.shape)} does not broadcast with mu {tuple(m.shape)}") from None
         g = math.prod(batch)
-        m = be.reshape(be.broadcast(m, batch + (d,)), (g, d))
-        norm2 = be.row_norm2(m, g, d)
-        _check_unit(be, norm2, "mu", dtype, False, g)
-        m = m / be.reshape(be.sqrt(norm2), (g, 1))
-        k = be.reshape(be.broadcast(k, batch), (g,))
+        m = ops.reshape(ops.broadcast(m, batch + (d,)), (g, d))
+        norm2 = K.row_norm2(ctx, m)
+        _check_unit(ops, norm2, "mu", dtype, False, g)
+        m = m / ops.reshape(ops.sqrt(norm2), (g, 1))
+        # a copy: the broadcast may be a (read-only) view of the caller's kappa
+        k = ops.reshape(ops.broadcast(k, batch), (g,)) * 1.0
         self._init(ctx, m, k, batch, dtype)
 
     @classmethod
@@ -315,22 +331,20 @@ class VonMisesFisher:
     @property
     def mu(self):
         """Mean direction(s), shape batch_shape + (d,)."""
-        return self._ctx.output(self._ctx.be.reshape(self._mu, self._batch + (self._d,)), self._dtype)
+        return self._ctx.output(self._ctx.ops.reshape(self._mu, self._batch + (self._d,)), self._dtype)
 
     @property
     def kappa(self):
         """Concentration(s), shape batch_shape."""
-        return self._ctx.output(self._ctx.be.reshape(self._kappa, self._batch), self._dtype)
+        return self._ctx.output(self._ctx.ops.reshape(self._kappa, self._batch), self._dtype)
 
     def __repr__(self):
         return f"VonMisesFisher(dim={self._d}, batch_shape={self._batch}, dtype={self._dtype})"
 
-    def _elementwise(self, op, dtype=None):
-        be = self._ctx.be
+    def _elementwise(self, op):
+        ops = self._ctx.ops
         g = math.prod(self._batch)
-        out = be.empty((g,), F64)
-        be.map(op, [be.full((g,), float(self._d)), self._kappa], out)
-        return out
+        return K.vmap(self._ctx, op, [ops.full((g,), float(self._d)), self._kappa], ops.empty((g,), F64))
 
     def _shifted(self):
         if self._shifted_cache is None:
@@ -346,8 +360,8 @@ class VonMisesFisher:
         or X (n, d) (shared by every member) -> (*B, n).  Rows must be unit vectors (module doc).
         """
         ctx = self._ctx
-        be = ctx.be
-        dtype = ctx.float_dtype(X, names=("X",))
+        ops = ctx.ops
+        dtype = ctx.result_dtype(X, names=("X",))
         x = ctx.input(X, dtype, "X")
         shape = tuple(x.shape)
         d = self._d
@@ -363,29 +377,30 @@ class VonMisesFisher:
         else:
             raise ValueError(f"X: shape {shape} must be batch_shape + (n, d) = {self._batch} + (n, {d}) "
                              f"or (n, {d})")
-        out, norm2 = be.logpdf(x, shared, self._mu, self._shifted(), self._kappa, g, n, d, dtype)
-        if not be.all_finite(norm2):
-            raise ValueError("X: contains NaN or inf" if not be.all_finite(x) else "X: |x|^2 overflows")
+        x3 = ops.reshape(x, (1 if shared or not self._batch else g, n, d))
+        out, norm2 = K.logpdf(ctx, x3, self._mu, self._shifted(), self._kappa, n)
+        if not ops.all_finite(norm2):
+            raise ValueError("X: contains NaN or inf" if not ops.all_finite(x) else "X: |x|^2 overflows")
         rows = n if shared else g * n
-        _check_unit(be, norm2 if not shared or g == 0 else norm2[0], "X", dtype, False, rows)
-        return ctx.output(be.reshape(out, out_shape))
+        _check_unit(ops, norm2 if not shared or g == 0 else norm2[0], "X", dtype, False, rows)
+        return ctx.output(ops.reshape(out, out_shape))
 
     def pdf(self, X):
         r"""f(x) = exp(logpdf(x)); underflows to 0 where logpdf < -745 (use logpdf)."""
         r = self.logpdf(X)
         return np.exp(r) if isinstance(r, (np.ndarray, np.floating)) else r.exp() if array_kind(r) == TORCH \
-            else self._ctx.be.exp(r)
+            else self._ctx.ops.exp(r)
 
     def entropy(self):
         r"""H = -log C_d(kappa) - kappa A_d(kappa), shape batch_shape (kappa = 0: log|S^{d-1}|)."""
-        return self._ctx.output(self._ctx.be.reshape(self._elementwise("entropy"), self._batch), self._dtype)
+        return self._ctx.output(self._ctx.ops.reshape(self._elementwise("entropy"), self._batch), self._dtype)
 
     def mean(self):
         r"""E[x] = A_d(kappa) mu (a vector inside the ball; its length is A_d(kappa))."""
-        be = self._ctx.be
+        ops = self._ctx.ops
         a = self._elementwise("mean_length")
         g = math.prod(self._batch)
-        return self._ctx.output(be.reshape(self._mu * be.reshape(a, (g, 1)), self._batch + (self._d,)),
+        return self._ctx.output(ops.reshape(self._mu * ops.reshape(a, (g, 1)), self._batch + (self._d,)),
                                 self._dtype)
 
     def kl_divergence(self, other):
@@ -397,25 +412,20 @@ class VonMisesFisher:
             raise TypeError(f"other: expected a VonMisesFisher, got {type(other).__name__}")
         if other._d != self._d:
             raise ValueError(f"other: dimension {other._d} differs from {self._d}")
-        be = self._ctx.be
+        if not _same_compute(self._ctx, other._ctx):
+            raise ValueError("other: lives on a different array library or device")
+        ops = self._ctx.ops
         d = self._d
         batch = np.broadcast_shapes(self._batch, other._batch)
         g = math.prod(batch)
-        mp = be.reshape(be.broadcast(be.reshape(self._mu, self._batch + (d,)), batch + (d,)), (g, d))
-        mq = be.reshape(be.broadcast(be.reshape(other._ctx_array(be, other._mu), other._batch + (d,)),
-                                     batch + (d,)), (g, d))
-        kp = be.reshape(be.broadcast(be.reshape(self._kappa, self._batch), batch), (g,))
-        kq = be.reshape(be.broadcast(be.reshape(other._ctx_array(be, other._kappa), other._batch), batch), (g,))
-        cos = be.minimum(be.maximum(be.sum(mp * mq, axis=1), -1.0), 1.0)
-        out = be.empty((g,), F64)
-        be.map("kl", [be.full((g,), float(d)), kp, kq, cos], out)
+        mp = ops.reshape(ops.broadcast(ops.reshape(self._mu, self._batch + (d,)), batch + (d,)), (g, d))
+        mq = ops.reshape(ops.broadcast(ops.reshape(other._mu, other._batch + (d,)), batch + (d,)), (g, d))
+        kp = ops.reshape(ops.broadcast(ops.reshape(self._kappa, self._batch), batch), (g,))
+        kq = ops.reshape(ops.broadcast(ops.reshape(other._kappa, other._batch), batch), (g,))
+        cos = ops.minimum(ops.maximum(ops.sum(mp * mq, axis=1), -1.0), 1.0)
+        out = K.vmap(self._ctx, "kl", [ops.full((g,), float(d)), kp, kq, cos], ops.empty((g,), F64))
         dtype = F32 if self._dtype == F32 and other._dtype == F32 else F64
-        return self._ctx.output(be.reshape(out, batch), dtype)
-
-    def _ctx_array(self, be, a):
-        if be is self._ctx.be or type(be) is type(self._ctx.be) and be.cuda == self._ctx.be.cuda:
-            return a
-        raise ValueError("other: lives on a different array library or device")
+        return self._ctx.output(ops.reshape(out, batch), dtype)
 
     # ---- sampling ---------------------------------------------------------------------
     def sample(self, n, seed=None):
@@ -430,10 +440,8 @@ class VonMisesFisher:
             raise TypeError(f"n: expected an int, got {type(n).__name__}")
         if n < 0:
             raise ValueError(f"n: must be >= 0, got {n}")
-        be = self._ctx.be
-        g = math.prod(self._batch)
-        out = be.sample(self._mu, self._kappa, g, int(n), self._d, _random_seed(seed), self._dtype)
-        return self._ctx.output(be.reshape(out, self._batch + (int(n), self._d)))
+        out = K.sample(self._ctx, self._mu, self._kappa, int(n), _random_seed(seed), self._dtype)
+        return self._ctx.output(self._ctx.ops.reshape(out, self._batch + (int(n), self._d)))
 
 
 # ---- mixtures -----------------------------------------------------------------------------------
@@ -466,40 +474,41 @@ class VMFMixture:
 
     # ---- internals --------------------------------------------------------------------
     def _rows(self, X):
-        ctx = Context(X)
+        ctx = Context(X, names=("X",))
         x, norm2, dtype = _prepare_rows(ctx, X, "X", False)
         if x.ndim != 2:
             raise ValueError(f"X: expected shape (n, d), got {tuple(x.shape)}")
-        be = ctx.be
+        ops = ctx.ops
         n, d = tuple(x.shape)
-        x64 = be.astype(x, F64) / be.reshape(be.sqrt(norm2), (n, 1))
+        x64 = ops.astype(x, F64) / ops.reshape(ops.sqrt(norm2), (n, 1))
         return ctx, x64, dtype, n, d
 
-    def _log_prob(self, be, x64, mu, kappa, logw):
+    def _log_prob(self, ctx, x64, mu, kappa, logw):
+        ops = ctx.ops
         n, k = tuple(x64.shape)[0], tuple(mu.shape)[0]
         d = tuple(mu.shape)[1]
-        shifted = be.empty((k,), F64)
-        be.map("log_normalizer_shifted", [be.full((k,), float(d)), kappa], shifted)
-        dots = be.reshape(be.matmul(x64, mu.T), (n, k))
-        return be.estep(dots, logw + shifted, kappa, n, k)
+        shifted = K.vmap(ctx, "log_normalizer_shifted", [ops.full((k,), float(d)), kappa], ops.empty((k,), F64))
+        dots = ops.reshape(ops.matmul_nt(x64, mu), (n, k))
+        return K.estep(ctx, dots, logw + shifted, kappa)
 
-    def _m_step(self, be, x64, resp, mu_prev):
+    def _m_step(self, ctx, x64, resp, mu_prev):
+        ops = ctx.ops
         n, d = tuple(x64.shape)
-        nk = be.sum(resp, axis=0) + 10 * np.finfo(np.float64).eps
-        s = be.reshape(be.matmul(resp.T, x64), (self.n_components, d))
-        mu, norm = _directions(_Wrap(be), s)
+        nk = ops.sum(resp, axis=0) + 10 * np.finfo(np.float64).eps
+        s = ops.reshape(ops.matmul(resp.T, x64), (self.n_components, d))
+        mu, norm = _directions(ops, s)
         if mu_prev is not None:
-            mu = be.where(be.reshape(norm > 0, (-1, 1)), mu, mu_prev)
-        rbar = be.minimum(norm / nk, _RBAR_MAX_MIXTURE)
-        kappa = be.empty((self.n_components,), F64)
-        be.map("kappa_mle", [rbar, be.full((self.n_components,), float(d))], kappa)
-        return be.log(nk / n), mu, kappa
+            mu = ops.where(ops.reshape(norm > 0, (-1, 1)), mu, mu_prev)
+        rbar = ops.minimum(norm / nk, _RBAR_MAX_MIXTURE)
+        k = self.n_components
+        kappa = K.vmap(ctx, "kappa_mle", [rbar, ops.full((k,), float(d))], ops.empty((k,), F64))
+        return ops.log(nk / n), mu, kappa
 
-    def _init_centres(self, be, x64, rng):
+    def _init_centres(self, ops, x64, rng):
         n = tuple(x64.shape)[0]
         k = self.n_components
         idx = [int(rng.integers(n))]
-        best = be.to_host(be.reshape(be.matmul(x64, be.reshape(be.take_rows(x64, idx[-1:]), (-1, 1))), (n,)))
+        best = ops.to_host(ops.reshape(ops.matmul(x64, ops.reshape(ops.take_rows(x64, idx[-1:]), (-1, 1))), (n,)))
         for _ in range(1, k):
             p = np.maximum(1.0 - best, 0.0)
             p[idx] = 0.0
@@ -509,31 +518,31 @@ class VMFMixture:
                 p[idx] = 0.0
                 tot = p.sum()
             idx.append(int(rng.choice(n, p=p / tot)))
-            dots = be.to_host(be.reshape(be.matmul(x64, be.reshape(be.take_rows(x64, idx[-1:]), (-1, 1))), (n,)))
+            dots = ops.to_host(ops.reshape(ops.matmul(x64, ops.reshape(ops.take_rows(x64, idx[-1:]), (-1, 1))), (n,)))
             best = np.maximum(best, dots)
-        return be.take_rows(x64, idx)
+        return ops.take_rows(x64, idx)
 
     # ---- API --------------------------------------------------------------------------
     def fit(self, X):
         """Fit the mixture to X (n, d) of unit rows; returns self."""
         ctx, x64, dtype, n, d = self._rows(X)
-        be = ctx.be
+        ops = ctx.ops
         k = self.n_components
         if n < k:
             raise ValueError(f"n_components: {k} components need at least {k} points, X has {n}")
         rng = np.random.default_rng(self.seed)
         best = None
         for _ in range(self.n_init):
-            centres = self._init_centres(be, x64, rng)
-            labels = be.to_host(be.argmax(be.matmul(x64, centres.T), axis=1))
-            resp = be.from_host(np.eye(k)[labels])
-            logw, mu, kappa = self._m_step(be, x64, resp, centres)
+            centres = self._init_centres(ops, x64, rng)
+            labels = ops.to_host(ops.argmax(ops.matmul(x64, centres.T), axis=1))
+            resp = ops.from_host(np.eye(k)[labels])
+            logw, mu, kappa = self._m_step(ctx, x64, resp, centres)
             lb, converged, it = -np.inf, False, 0
             for it in range(1, self.max_iter + 1):
                 prev = lb
-                logresp, lse = self._log_prob(be, x64, mu, kappa, logw)
-                lb = float(be.to_host(be.sum(lse))) / n
-                logw, mu, kappa = self._m_step(be, x64, be.exp(logresp), mu)
+                logresp, lse = self._log_prob(ctx, x64, mu, kappa, logw)
+                lb = float(ops.to_host(ops.sum(lse))) / n
+                logw, mu, kappa = self._m_step(ctx, x64, ops.exp(logresp), mu)
                 if abs(lb - prev) < self.tol:
                     converged = True
                     break
@@ -558,16 +567,15 @@ class VMFMixture:
         ctx, x64, dtype, n, d = self._rows(X)
         if d != self._d:
             raise ValueError(f"X: dimension {d} differs from the fitted {self._d}")
-        be = self._ctx.be
-        if type(ctx.be) is not type(be) or ctx.be.cuda != be.cuda:
+        if not _same_compute(ctx, self._ctx):
             raise ValueError("X: lives on a different array library or device than the fitted mixture")
-        logresp, lse = self._log_prob(be, x64, self._mu, self._kappa, self._logw)
-        return ctx, be, logresp, lse, dtype
+        logresp, lse = self._log_prob(self._ctx, x64, self._mu, self._kappa, self._logw)
+        return ctx, self._ctx.ops, logresp, lse, dtype
 
     @property
     def weights_(self):
         self._need_fit()
-        return self._ctx.output(self._ctx.be.exp(self._logw), self._dtype)
+        return self._ctx.output(self._ctx.ops.exp(self._logw), self._dtype)
 
     @property
     def means_(self):
@@ -581,65 +589,52 @@ class VMFMixture:
 
     def predict_proba(self, X):
         """Responsibilities r_ik, shape (n, K), rows summing to 1."""
-        ctx, be, logresp, _, dtype = self._estep_for(X)
-        return ctx.output(be.exp(logresp), dtype)
+        ctx, ops, logresp, _, dtype = self._estep_for(X)
+        return ctx.output(ops.exp(logresp), dtype)
 
     def predict(self, X):
         """Most probable component of each row (int64)."""
-        ctx, be, logresp, _, _ = self._estep_for(X)
-        return ctx.output(be.argmax(logresp, axis=1))
+        ctx, ops, logresp, _, _ = self._estep_for(X)
+        return ctx.output(ops.argmax(logresp, axis=1))
 
     def score_samples(self, X):
         """log p(x_i) = logsumexp_k (log pi_k + log C_d(kappa_k) + kappa_k mu_k.x_i), shape (n,)."""
-        ctx, be, _, lse, dtype = self._estep_for(X)
+        ctx, ops, _, lse, dtype = self._estep_for(X)
         return ctx.output(lse, dtype)
 
     def score(self, X) -> float:
         """Mean log-likelihood per row."""
-        ctx, be, _, lse, _ = self._estep_for(X)
-        return float(be.to_host(be.sum(lse))) / tuple(lse.shape)[0]
+        ctx, ops, _, lse, _ = self._estep_for(X)
+        return float(ops.to_host(ops.sum(lse))) / tuple(lse.shape)[0]
 
     def bic(self, X) -> float:
         """-2 n score(X) + p log n with p = K(d+1) - 1 free parameters (mu_k has d-1, kappa_k 1, pi K-1)."""
-        ctx, be, _, lse, _ = self._estep_for(X)
+        ctx, ops, _, lse, _ = self._estep_for(X)
         n = tuple(lse.shape)[0]
         p = self.n_components * (self._d + 1) - 1
-        return -2.0 * float(be.to_host(be.sum(lse))) + p * math.log(n)
+        return -2.0 * float(ops.to_host(ops.sum(lse))) + p * math.log(n)
 
     def sample(self, n, seed=None):
         """(X, labels): n points from the fitted mixture, shuffled component by component count."""
         self._need_fit()
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n: must be an int >= 0, got {n!r}")
-        be = self._ctx.be
+        ops = self._ctx.ops
         rng = np.random.default_rng(self.seed if seed is None else seed)
-        w = be.to_host(be.exp(self._logw))
+        w = ops.to_host(ops.exp(self._logw))
         counts = rng.multinomial(int(n), w / w.sum())
         parts, labels = [], []
         for c, cnt in enumerate(counts):
             if cnt == 0:
                 continue
-            mu = be.take_rows(self._mu, [c])
-            kap = be.take_rows(self._kappa, [c])
-            parts.append(be.reshape(be.sample(mu, kap, 1, int(cnt), self._d, int(rng.integers(1 << 63)),
-                                              self._dtype), (int(cnt), self._d)))
+            mu = ops.take_rows(self._mu, [c])
+            kap = ops.take_rows(self._kappa, [c])
+            parts.append(ops.reshape(K.sample(self._ctx, mu, kap, int(cnt), int(rng.integers(1 << 63)), self._dtype),
+                                     (int(cnt), self._d)))
             labels.append(np.full(cnt, c, dtype=np.int64))
         if parts:
-            x = parts[0] if len(parts) == 1 else _concat(be, parts)
+            x = parts[0] if len(parts) == 1 else ops.concat(parts, 0)
         else:
-            x = be.empty((0, self._d), self._dtype)
+            x = ops.empty((0, self._d), self._dtype)
         lab = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-        return self._ctx.output(x), self._ctx.output(be.from_host(lab, "int64"))
-
-
-class _Wrap:
-    """Minimal stand-in for a Context inside the mixture (only .be is used)."""
-
-    def __init__(self, be):
-        self.be = be
-
-
-def _concat(be, parts):
-    if hasattr(be, "torch"):
-        return be.torch.cat(parts, 0)
-    return be.xp.concatenate(parts, 0)
+        return self._ctx.output(x), self._ctx.output(ops.from_host(lab, np.int64))

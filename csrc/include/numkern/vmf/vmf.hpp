@@ -29,7 +29,8 @@
 //   which is Wood's test kappa w + (d-1) log(1 - x0 w) - c >= log u with the O(kappa) terms
 //   cancelled analytically.  The tangent direction is a normalised Gaussian projected off mu.
 //   Random numbers come from counter-based SplitMix64 hashes of (seed, sample, counter), so a
-//   sample is the same on any number of CPU threads and on the GPU.
+//   sample is the same on any number of CPU threads, and the GPU draws from the same streams
+//   (its log/cos may round differently: docs/vmf.md, "CPU and GPU").
 #pragma once
 
 #include <cstdint>
@@ -255,6 +256,9 @@ NK_HOST_DEVICE double vmf_sample_t(double d, double kappa, std::uint64_t seed, s
 }
 
 namespace ops {
+// The elementwise operations of numkern.vmf (the `map` entry of the CPU and CUDA bindings).
+enum class VmfMap { log_normalizer, log_normalizer_shifted, entropy, kappa_mle, mean_length, kl };
+
 #define NK_VMF_BINARY_OP(Name, fn)                                             \
   struct Name {                                                                \
     template <class T>                                                         \
