@@ -1,6 +1,6 @@
 """The row kernels of the KDE block update (portable loops, AVX2 + FMA, AVX-512) against the float64
-direct sum and against each other.  Each is forced with numkern._core.kde.set_isa; paths the CPU
-lacks are skipped (the portable one always runs)."""
+direct sum and against each other.  Each is forced through the one CPU dispatcher
+(numkern._core.set_isa); paths the CPU lacks are skipped (the portable one always runs)."""
 import numpy as np
 import pytest
 
@@ -14,12 +14,14 @@ ISAS = ["portable", "avx2", "avx512"]
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    if not _core.kde.isa_supported(request.param):
+    if not _core.isa_supported(request.param):
         pytest.skip(f"{request.param} not available on this CPU")
-    _core.kde.set_isa(request.param)
-    assert _core.kde.isa() == request.param
-    yield request.param
-    _core.kde.set_isa("auto")
+    _core.set_isa(request.param)
+    assert _core.isa() == request.param
+    try:
+        yield request.param
+    finally:
+        _core.set_isa("auto")
 
 
 def _all_paths(fn):
@@ -27,11 +29,11 @@ def _all_paths(fn):
     out = {}
     try:
         for name in ISAS:
-            if _core.kde.isa_supported(name):
-                _core.kde.set_isa(name)
+            if _core.isa_supported(name):
+                _core.set_isa(name)
                 out[name] = fn()
     finally:
-        _core.kde.set_isa("auto")
+        _core.set_isa("auto")
     return out
 
 
@@ -84,7 +86,10 @@ def test_paths_agree_with_each_other():
             assert relerr(a, b) < tol, (name, k)
 
 
-def test_set_isa_rejects_unknown_names():
+def test_kde_has_no_isa_switch_of_its_own():
+    # one dispatcher: the kde module no longer carries set_isa / isa / isa_supported
+    for name in ("set_isa", "isa", "isa_supported"):
+        assert not hasattr(_core.kde, name)
     with pytest.raises(ValueError, match="isa"):
-        _core.kde.set_isa("sse9")
-    assert _core.kde.isa() in ISAS
+        _core.set_isa("sse9")
+    assert _core.isa() in ISAS
