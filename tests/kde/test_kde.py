@@ -74,10 +74,10 @@ def test_full_covariance_equals_scipy(bw, weighted):
     w = rng.random(400) if weighted else None
     ours = GaussianKDE(Y, bandwidth=bw, weights=w, covariance="full")
     ref = scipy.stats.gaussian_kde(Y.T, bw_method=bw, weights=w)
-    assert relerr(ours.logpdf(X), ref.logpdf(X.T)) < 1e-10
+    assert relerr(ours.logpdf(X), ref.logpdf(X.T)) < 2e-12  # docs/kde.md (measured 8e-13)
     assert abs(ours.bandwidth - ref.factor) < 1e-14
     assert abs(ours.neff - ref.neff) < 1e-9 * ref.neff
-    assert relerr(ours.pdf(X), ref.pdf(X.T)) < 1e-10
+    assert relerr(ours.pdf(X), ref.pdf(X.T)) < 2e-12
 
 
 def test_diagonal_covariance_is_scaled_isotropic():

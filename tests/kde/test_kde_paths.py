@@ -82,7 +82,10 @@ def test_paths_agree_with_each_other():
     base = res["portable"]
     for name, vals in res.items():
         for k, (a, b) in enumerate(zip(vals, base)):
-            tol = 1e-6 if k == 5 else 1e-13  # float32 results: one float32 rounding apart
+            # docs/kde.md: log-densities agree to 1e-15 relative (measured 2.3e-16); participation
+            # ratio and max weight are ratios of the sums (measured 2.3e-14); float32 results one
+            # float32 rounding apart at most
+            tol = {3: 1e-13, 4: 1e-13, 5: 1.2e-7}.get(k, 1e-15)
             assert relerr(a, b) < tol, (name, k)
 
 

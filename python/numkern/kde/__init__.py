@@ -12,7 +12,7 @@ units), diag(per-dimension variances) ("diagonal") or the data covariance ("full
                    - (1/2) log det Sigma,
 
 computed block by block: the Gram block x.y comes from the array library's matmul (BLAS,
-cuBLAS), and a compiled kernel (``numkern/kde.hpp``) folds it into per-query running
+cuBLAS), and a compiled kernel (``numkern/kde/kde.hpp``) folds it into per-query running
 log-sum-exp accumulators.  Nothing underflows (log-densities of -1e6 are exact), and the working
 set is one block (about 2^21 Gram entries) whatever n and m.
 
