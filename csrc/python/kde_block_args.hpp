@@ -4,6 +4,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "numkern/kde/kde.hpp"
 #include "python/common/array_view.hpp"
 
@@ -34,6 +36,8 @@ struct KdeBlockArgs {
       if (cuda) v->cuda(); else v->host();
     }
     x.ndim(2).rows_contiguous();
+    if (x.dtype() != DType::f32 && x.dtype() != DType::f64)
+      x.fail_type(std::string("dtype must be float32 or float64, got ") + dtype_name(x.dtype()));
     const index_t mb = x.dim(0), d = x.dim(1);
     if (d < 1) x.fail("dimension must be at least 1");
     y.ndim(2).dim(1, d).rows_contiguous();

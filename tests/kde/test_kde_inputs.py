@@ -176,3 +176,28 @@ def test_cupy_matches_cpu():
     tol = dict(rtol=2 * DOC_RELERR, atol=_order_bound(2000))
     np.testing.assert_allclose(cupy.asnumpy(out), cpu.logpdf(X), **tol)
     np.testing.assert_allclose(cupy.asnumpy(gpu.loo_logpdf()), cpu.loo_logpdf(), **tol)
+
+
+def test_block_update_binding_checks_every_array():
+    # the native entry point reads every array through one validated view: errors name the argument
+    # and nothing is written before all checks passed
+    from numkern import _core
+
+    rng = np.random.default_rng(106)
+    x, y = rng.standard_normal((4, 12)), rng.standard_normal((6, 12))
+    args = dict(gram=x @ y.T, x=x, y=y, xsq=(x * x).sum(1), ysq=(y * y).sum(1), logw=np.full(6, -np.log(6)),
+                coef=np.array([0.5]), self_diff=1 << 62, want_sq=False, acc_max=np.full((4, 1), -np.inf),
+                acc_sum=np.zeros((4, 1)), acc_sum2=np.zeros((4, 1)))
+    ro = np.zeros((4, 1))
+    ro.flags.writeable = False
+    bad = [("xsq", args["xsq"].astype(np.float32), TypeError), ("ysq", np.zeros(5), ValueError),
+           ("gram", np.zeros((4, 5)), ValueError), ("y", y[:, :11].copy(), ValueError),
+           ("y", y.astype(np.float32), TypeError), ("coef", np.zeros(0), ValueError),
+           ("acc_sum2", ro, ValueError), ("x", x.astype(np.int64), TypeError), ("x", [[1.0]], TypeError)]
+    for name, value, exc in bad:
+        kw = dict(args, **{name: value})
+        with pytest.raises(exc, match=f"^{name}:"):
+            _core.kde.block_update(**kw)
+        assert np.all(args["acc_max"] == -np.inf) and not args["acc_sum"].any()
+    _core.kde.block_update(**args)
+    assert np.all(np.isfinite(args["acc_max"])) and np.all(args["acc_sum"] > 0)
