@@ -3,11 +3,11 @@
 // (csrc/cpu/kde/kde.cpp picks one through nk::cpu::active_isa()).
 //
 // Distances: the vector Gram pass forms max((|x|^2 + |y|^2) - 2g, 0) with one rounding of the sum
-// and one of the difference (2g is exact, so fnma(2, g, s) rounds as s - 2g does): bit for bit
-// kde::gram_sq_dist, and the zone test is kde::in_cancellation_zone's.  Everything else about a
+// and one of the difference (2g is exact, so fnma(2, g, s) rounds as s - 2g does; max(NaN, 0) and
+// max(-0, 0) give +0 as the clamp in kde::gram_sq_dist does), and the zone test is
+// kde::in_cancellation_zone's arithmetic.  Everything else about a
 // distance (recomputation in the cancellation zone, the self pair, the no-Gram case, the vector
-// tail) calls numkern/kde/kde.hpp (refine_row, row_sq_dists, gram_sq_dist), so d2 is exactly
-// kde::pair_sq_dist on every path.
+// tail) calls numkern/kde/kde.hpp (refine_row, row_sq_dists, gram_sq_dist).
 //
 // Exponents and sums differ deliberately from the portable loop: z = logw - c d2 and the degree-13
 // exp polynomial use fused multiply-adds (one rounding where the portable code has two), and sums
@@ -55,7 +55,7 @@ inline typename S::V vexp_nonpos(typename S::V x) {
   return S::select(S::isnan(x), x, S::select(S::lt(x, floor), S::set1(0.0), v));
 }
 
-// The row's distances into d2 (nb entries), d2[j] == kde::pair_sq_dist(b, i, j).
+// The row's distances into d2 (nb entries): kde::pair_sq_dist's rule in row form (see above).
 // Returns the maximum of z = logw - c0 d2 when it is final (no pair recomputed, none skipped),
 // else NaN.
 template <class S, class T>

@@ -22,15 +22,16 @@
 // the CPU exp loop vectorises.  Arguments below -708 give 0: such a term is < 1e-307 of the
 // largest one in its sum, so dropping it is exact in double.
 //
-// Same numbers where, and where not: the distance and the exponent z = logw - c d2 of every pair
-// are the same doubles on the portable CPU path and on the GPU (the same functions below, no FMA
-// contraction: -ffp-contract=off, nvcc --fmad=false).  The SUMS are order-dependent: the CPU adds a
+// Same numbers where, and where not: the portable CPU path and the GPU form every pair's distance
+// and exponent z = logw - c d2 with the same functions below (no FMA contraction on either side:
+// -ffp-contract=off, nvcc --fmad=false), so they differ only through their inputs (the Gram block
+// comes from BLAS on one side, cuBLAS on the other).  The SUMS are order-dependent: the CPU adds a
 // row's terms per data block in index order (split over the compiler's or the kernel's vector
 // lanes) relative to one maximum per block, the GPU in 256 strided per-thread partial sums, each
 // relative to its own running maximum, merged by a tree (lse_merge).  Every term is positive, so
 // any order gives the log-sum within (n + 8) * 2^-53 absolute of the exact one (n terms, recursive
-// summation bound plus the exp error); tests/kde/test_kde.py checks the CPU paths against that
-// bound and a float64 direct sum.
+// summation bound plus the exp error); tests/kde/test_kde_paths.py checks every CPU path against
+// that bound and a float64 direct sum, tests/kde/test_kde_inputs.py the GPU against the CPU.
 #pragma once
 
 #include <cstring>
