@@ -172,8 +172,10 @@ NK_HOST_DEVICE void refine_row(const KdeBlock<T>& b, index_t i, double* d2, bool
 // then refine_row (rare recomputations in d > 8, the self pair).
 template <class T>
 NK_HOST_DEVICE void row_sq_dists(const KdeBlock<T>& b, index_t i, double* d2) {
-  if (b.gram == nullptr) {
-    for (index_t j = 0; j < b.nb; ++j) d2[j] = sq_dist_from_gram(b, i, j, 0.0);
+  if (b.gram == nullptr) {  // sq_dist_from_gram without a Gram matrix: direct, then the self pair
+    const T* xi = b.x + i * b.ldx;
+    for (index_t j = 0; j < b.nb; ++j) d2[j] = direct_sq_dist(xi, b.y + j * b.ldy, b.d);
+    refine_row(b, i, d2, false);
     return;
   }
   const T* grow = b.gram + i * b.nb;
