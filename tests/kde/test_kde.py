@@ -19,6 +19,11 @@ def direct_logpdf(Y, X, h, w=None):
     return out - 0.5 * d * np.log(2 * np.pi * h * h)
 
 
+# docs/kde.md "Accuracy": log-densities within 2e-15 relative of a float64 direct sum (d <= 4096,
+# h = 1e-3 ... 1e3; measured up to 1.35e-15, about half of it the reference's own rounding).
+DOC_RELERR = 2e-15
+
+
 def relerr(a, b):
     return np.max(np.abs(np.asarray(a, float) - b) / np.maximum(np.abs(b), 1e-300))
 
@@ -33,7 +38,7 @@ def test_logpdf_matches_direct_sum(d, h):
     ref = direct_logpdf(Y, X, h)
     got = GaussianKDE(Y, bandwidth=h).logpdf(X)
     assert got.dtype == np.float64 and got.shape == (25,)
-    assert relerr(got, ref) < 1e-12
+    assert relerr(got, ref) < DOC_RELERR
     if h == 1e-3 and d >= 2:
         assert ref.min() < -1e4  # the values SciPy cannot represent as densities
 
@@ -46,7 +51,7 @@ def test_weighted_and_blocked_matches_direct():
     w = rng.random(9000)
     w[::7] = 0.0
     got = GaussianKDE(Y, bandwidth=0.7, weights=w).logpdf(X)
-    assert relerr(got, direct_logpdf(Y, X, 0.7, w)) < 1e-12
+    assert relerr(got, direct_logpdf(Y, X, 0.7, w)) < DOC_RELERR
 
 
 def test_points_near_data_no_cancellation():
@@ -56,7 +61,7 @@ def test_points_near_data_no_cancellation():
     X = Y[:20] + 1e-6 * rng.standard_normal((20, 64))
     h = 1e-5
     got = GaussianKDE(Y, bandwidth=h).logpdf(X)
-    assert relerr(got, direct_logpdf(Y, X, h)) < 1e-12
+    assert relerr(got, direct_logpdf(Y, X, h)) < DOC_RELERR
 
 
 @pytest.mark.parametrize("bw", ["scott", "silverman", 0.35])
@@ -69,10 +74,10 @@ def test_full_covariance_equals_scipy(bw, weighted):
     w = rng.random(400) if weighted else None
     ours = GaussianKDE(Y, bandwidth=bw, weights=w, covariance="full")
     ref = scipy.stats.gaussian_kde(Y.T, bw_method=bw, weights=w)
-    assert relerr(ours.logpdf(X), ref.logpdf(X.T)) < 1e-10
+    assert relerr(ours.logpdf(X), ref.logpdf(X.T)) < 2e-12  # docs/kde.md (measured 8e-13)
     assert abs(ours.bandwidth - ref.factor) < 1e-14
     assert abs(ours.neff - ref.neff) < 1e-9 * ref.neff
-    assert relerr(ours.pdf(X), ref.pdf(X.T)) < 1e-10
+    assert relerr(ours.pdf(X), ref.pdf(X.T)) < 2e-12
 
 
 def test_diagonal_covariance_is_scaled_isotropic():
@@ -83,7 +88,7 @@ def test_diagonal_covariance_is_scaled_isotropic():
     kde = GaussianKDE(Y, bandwidth=0.4, covariance="diagonal")
     sd = np.std(Y, axis=0, ddof=1)
     ref = direct_logpdf(Y / sd, X / sd, 0.4) - np.log(sd).sum()
-    assert relerr(kde.logpdf(X), ref) < 1e-12
+    assert relerr(kde.logpdf(X), ref) < DOC_RELERR
 
 
 def test_sklearn_is_less_exact_than_numkern():
@@ -97,7 +102,7 @@ def test_sklearn_is_less_exact_than_numkern():
         ours = GaussianKDE(Y, bandwidth=h).logpdf(X)
         sk = sklearn.KernelDensity(bandwidth=h, rtol=0, atol=0).fit(Y).score_samples(X)
         sk_err = relerr(sk, ref)
-        assert relerr(ours, ref) < 1e-12
+        assert relerr(ours, ref) < DOC_RELERR
         assert sk_err > 1e-12  # sklearn is itself inexact here...
         assert relerr(ours, sk) <= 2 * sk_err  # ...and numkern agrees with it to its own error
 
@@ -114,7 +119,7 @@ def test_loo_equals_refits():
             wi = None if weights is None else weights[keep]
             ref = GaussianKDE(Y[keep], bandwidth=0.6, weights=wi).logpdf(Y[i:i + 1])[0]
             assert abs(loo[i] - ref) <= 1e-13 * abs(ref)
-            assert abs(loo[i] - direct_logpdf(Y[keep], Y[i:i + 1], 0.6, wi)[0]) <= 1e-12 * abs(ref)
+            assert abs(loo[i] - direct_logpdf(Y[keep], Y[i:i + 1], 0.6, wi)[0]) <= DOC_RELERR * abs(ref)
 
 
 def test_loo_self_excluded_exactly_with_tiny_bandwidth():
@@ -127,7 +132,7 @@ def test_loo_self_excluded_exactly_with_tiny_bandwidth():
         keep = np.arange(40) != i
         ref = direct_logpdf(Y[keep], Y[i:i + 1], h)[0]
         assert ref < -1e5
-        assert abs(loo[i] - ref) <= 1e-12 * abs(ref)
+        assert abs(loo[i] - ref) <= DOC_RELERR * abs(ref)
 
 
 def test_select_bandwidth_one_pass_curve_and_refinement():
@@ -152,7 +157,8 @@ def test_scott_isotropic_and_score_and_resample():
     sd = np.sqrt(np.mean(np.var(Y, axis=0, ddof=1)))
     assert abs(kde.bandwidth - sd * 400 ** (-1 / 10)) < 1e-12
     X = rng.standard_normal((30, 6))
-    assert abs(kde.score(X) - np.mean(direct_logpdf(Y, X, kde.bandwidth))) < 1e-12
+    ref = np.mean(direct_logpdf(Y, X, kde.bandwidth))
+    assert abs(kde.score(X) - ref) <= DOC_RELERR * abs(ref)
     np.testing.assert_array_equal(kde.score_samples(X), kde.logpdf(X))
     s1, s2 = kde.resample(20000, seed=3), kde.resample(20000, seed=3)
     np.testing.assert_array_equal(s1, s2)
@@ -182,9 +188,9 @@ def test_diagnostics_participation_ratio():
         d2 = ((X[:, None, :] - Y[None]) ** 2).sum(-1)
         z = -d2 / (2 * h * h)
         k = np.exp(z - z.max(1, keepdims=True))
-        np.testing.assert_allclose(dg.participation_ratio, k.sum(1) ** 2 / (k * k).sum(1), rtol=1e-12)
-        np.testing.assert_allclose(dg.max_weight, 1.0 / k.sum(1), rtol=1e-12)
-        assert relerr(dg.logpdf, direct_logpdf(Y, X, h)) < 1e-12
+        np.testing.assert_allclose(dg.participation_ratio, k.sum(1) ** 2 / (k * k).sum(1), rtol=3e-14)  # not a log-density: exp of it
+        np.testing.assert_allclose(dg.max_weight, 1.0 / k.sum(1), rtol=3e-14)  # not a log-density: exp of it
+        assert relerr(dg.logpdf, direct_logpdf(Y, X, h)) < DOC_RELERR
     # flat kernel: every point counts; narrow kernel: one point
     assert np.all(GaussianKDE(Y, bandwidth=1e4).diagnostics(X).participation_ratio > 299.9)
     assert np.all(GaussianKDE(Y, bandwidth=1e-3).diagnostics(X).participation_ratio < 1.01)

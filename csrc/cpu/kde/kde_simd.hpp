@@ -1,7 +1,8 @@
-// Explicit-vector row kernels of the KDE block update (AVX2 + FMA, AVX-512); see kde_simd.cpp.
+// Explicit-vector row kernels of the KDE block update (AVX2 + FMA, AVX-512), written once in
+// kde_simd_impl.hpp and compiled per ISA by kde_simd_avx2.cpp / kde_simd_avx512.cpp.
 #pragma once
 
-#include "cpu/kde/kde.hpp"
+#include "numkern/kde/kde.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define NK_KDE_SIMD 1
@@ -13,8 +14,8 @@ namespace nk::cpu::kde_simd {
 #if NK_KDE_SIMD
 // Fold query row i of the block into its accumulators (all K bandwidths); d2: nb doubles of scratch.
 template <class T>
-void row_update_avx512(const KdeBlock<T>& b, index_t i, double* d2);
+void row_update_avx512(const kde::KdeBlock<T>& b, index_t i, double* d2);
 template <class T>
-void row_update_avx2(const KdeBlock<T>& b, index_t i, double* d2);
+void row_update_avx2(const kde::KdeBlock<T>& b, index_t i, double* d2);
 #endif
 }  // namespace nk::cpu::kde_simd

@@ -56,11 +56,11 @@ struct V256 {
 
 namespace nk::cpu::kde_simd {
 template <class T>
-void row_update_avx2(const KdeBlock<T>& b, index_t i, double* d2) {
+void row_update_avx2(const kde::KdeBlock<T>& b, index_t i, double* d2) {
   row_update<V256>(b, i, d2);
 }
-template void row_update_avx2<float>(const KdeBlock<float>&, index_t, double*);
-template void row_update_avx2<double>(const KdeBlock<double>&, index_t, double*);
+template void row_update_avx2<float>(const kde::KdeBlock<float>&, index_t, double*);
+template void row_update_avx2<double>(const kde::KdeBlock<double>&, index_t, double*);
 }  // namespace nk::cpu::kde_simd
 
 #pragma GCC pop_options

@@ -50,11 +50,11 @@ struct V512 {
 
 namespace nk::cpu::kde_simd {
 template <class T>
-void row_update_avx512(const KdeBlock<T>& b, index_t i, double* d2) {
+void row_update_avx512(const kde::KdeBlock<T>& b, index_t i, double* d2) {
   row_update<V512>(b, i, d2);
 }
-template void row_update_avx512<float>(const KdeBlock<float>&, index_t, double*);
-template void row_update_avx512<double>(const KdeBlock<double>&, index_t, double*);
+template void row_update_avx512<float>(const kde::KdeBlock<float>&, index_t, double*);
+template void row_update_avx512<double>(const kde::KdeBlock<double>&, index_t, double*);
 }  // namespace nk::cpu::kde_simd
 
 #pragma GCC pop_options

@@ -1,16 +1,22 @@
 // Row kernels of the KDE block update written once against a vector type S (V512 or V256),
 // included by kde_simd_avx512.cpp and kde_simd_avx2.cpp, each compiled for its ISA
-// (csrc/cpu/kde.cpp picks one at run time).
+// (csrc/cpu/kde/kde.cpp picks one through nk::cpu::active_isa()).
 //
-// Same arithmetic as the portable loops and numkern/kde/kde.hpp, with explicit vectors: the Gram
-// distance, the cancellation-zone test, z = logw - c d2, the running maximum and the degree-13 exp
-// of exp_nonpos.  Two deliberate differences: multiply-adds are fused (one rounding where the
-// portable code has two), and sums are split over the vector lanes; each term then differs from
-// the portable one by a few ulps and the log-sum-exp by ~1e-16 relative (tests/kde/test_kde_paths.py
-// checks the paths against each other).  Why explicit intrinsics: the exp polynomial is a chain of
-// 13 fused multiply-adds per element, 3x cheaper per element in 512-bit registers with fma than
-// the compiler's unfused 256-bit vectorisation of the portable loop, and this pass is what stands
-// between a KDE evaluation and the bare matrix product.
+// Distances: the vector Gram pass forms max((|x|^2 + |y|^2) - 2g, 0) with one rounding of the sum
+// and one of the difference (2g is exact, so fnma(2, g, s) rounds as s - 2g does; max(NaN, 0) and
+// max(-0, 0) give +0 as the clamp in kde::gram_sq_dist does), and the zone test is
+// kde::in_cancellation_zone's arithmetic.  Everything else about a
+// distance (recomputation in the cancellation zone, the self pair, the no-Gram case, the vector
+// tail) calls numkern/kde/kde.hpp (refine_row, row_sq_dists, gram_sq_dist).
+//
+// Exponents and sums differ deliberately from the portable loop: z = logw - c d2 and the degree-13
+// exp polynomial use fused multiply-adds (one rounding where the portable code has two), and sums
+// are split over the vector lanes.  Each term then differs from the portable one by a few ulps and
+// the log-sum by ~1e-16 relative; tests/kde/test_kde_paths.py bounds the paths against each other
+// (1e-13 relative) and each against a float64 direct sum.  Why explicit intrinsics: the exp
+// polynomial is a chain of 13 fused multiply-adds per element, 3x cheaper per element in 512-bit
+// registers with fma than the compiler's unfused vectorisation of the portable loop, and this pass
+// is what stands between a KDE evaluation and the bare matrix product.
 //
 // Include after numkern/kde/kde.hpp, <cmath> and <immintrin.h> and inside the ISA's
 // `#pragma GCC target`, so that only these internal functions are compiled for it (inline
@@ -49,56 +55,42 @@ inline typename S::V vexp_nonpos(typename S::V x) {
   return S::select(S::isnan(x), x, S::select(S::lt(x, floor), S::set1(0.0), v));
 }
 
-// The row's distances into d2 (nb entries).
+// The row's distances into d2 (nb entries): kde::pair_sq_dist's rule in row form (see above).
 // Returns the maximum of z = logw - c0 d2 when it is final (no pair recomputed, none skipped),
 // else NaN.
 template <class S, class T>
-inline double row_distances(const KdeBlock<T>& b, index_t i, double c0,
-                                                           double* d2) {
+inline double row_distances(const kde::KdeBlock<T>& b, index_t i, double c0, double* d2) {
   using V = typename S::V;
   const index_t nb = b.nb, W = S::W;
-  const T* xi = b.x + i * b.ldx;
+  if (b.gram == nullptr) {
+    kde::row_sq_dists(b, i, d2);
+    return m::nan<double>();
+  }
   const double xsq = b.xsq[i];
   const index_t nfull = nb - nb % W;
-  double zmax = -m::inf<double>();
-  bool exact_max = true;
-  if (b.gram == nullptr) {
-    for (index_t j = 0; j < nb; ++j) d2[j] = kde::direct_sq_dist(xi, b.y + j * b.ldy, b.d);
-    exact_max = false;
-  } else {
-    const T* grow = b.gram + i * nb;
-    const V vx = S::set1(xsq), two = S::set1(2.0), eighth = S::set1(kde::kRecomputeFraction), zero = S::set1(0.0);
-    const V c = S::set1(c0);
-    V vmax = S::set1(-m::inf<double>());
-    typename S::M zone = S::none();
-    for (index_t j = 0; j < nfull; j += W) {
-      const V s = S::add(vx, S::load(b.ysq + j));
-      const V dd = S::max(S::fnma(two, S::load(grow + j), s), zero);  // (|x|^2+|y|^2) - 2g, exact 2g
-      zone = S::lor(zone, S::lt(dd, S::mul(eighth, s)));
-      S::store(d2 + j, dd);
-      vmax = S::max(vmax, S::fnma(c, dd, S::load(b.logw + j)));
-    }
-    zmax = S::hmax(vmax);
-    bool tail_zone = false;
-    for (index_t j = nfull; j < nb; ++j) {
-      d2[j] = kde::gram_sq_dist(xsq, b.ysq[j], static_cast<double>(grow[j]));
-      tail_zone = tail_zone || kde::in_cancellation_zone(d2[j], xsq, b.ysq[j]);
-      zmax = std::fmax(zmax, std::fma(-c0, d2[j], b.logw[j]));
-    }
-    if (S::any(zone) || tail_zone) {
-      for (index_t j = 0; j < nb; ++j)
-        if (kde::in_cancellation_zone(d2[j], xsq, b.ysq[j])) {
-          d2[j] = kde::direct_sq_dist(xi, b.y + j * b.ldy, b.d);
-          exact_max = false;
-        }
-    }
+  const T* grow = b.gram + i * nb;
+  const V vx = S::set1(xsq), two = S::set1(2.0), frac = S::set1(kde::kRecomputeFraction), zero = S::set1(0.0);
+  const V c = S::set1(c0);
+  V vmax = S::set1(-m::inf<double>());
+  typename S::M zone = S::none();
+  for (index_t j = 0; j < nfull; j += W) {
+    const V s = S::add(vx, S::load(b.ysq + j));
+    const V dd = S::max(S::fnma(two, S::load(grow + j), s), zero);  // gram_sq_dist
+    zone = S::lor(zone, S::lt(dd, S::mul(frac, s)));               // in_cancellation_zone
+    S::store(d2 + j, dd);
+    vmax = S::max(vmax, S::fnma(c, dd, S::load(b.logw + j)));
   }
-  const index_t jself = i - b.self_diff;
-  if (jself >= 0 && jself < nb) {
-    d2[jself] = m::inf<double>();
-    exact_max = false;
+  double zmax = S::hmax(vmax);
+  bool any_zone = S::any(zone);
+  for (index_t j = nfull; j < nb; ++j) {
+    d2[j] = kde::gram_sq_dist(xsq, b.ysq[j], static_cast<double>(grow[j]));
+    any_zone = any_zone || kde::in_cancellation_zone(d2[j], xsq, b.ysq[j]);
+    zmax = std::fmax(zmax, std::fma(-c0, d2[j], b.logw[j]));
   }
-  return exact_max ? zmax : m::nan<double>();
+  const index_t js = kde::self_index(b, i);
+  const bool has_self = js >= 0 && js < nb;
+  if (any_zone || has_self) kde::refine_row(b, i, d2, any_zone);
+  return any_zone || has_self ? m::nan<double>() : zmax;
 }
 
 // Fold the exponents logw - c d2 of one row into accumulator (mx, s, s2); zmax as returned by
@@ -139,7 +131,7 @@ inline void row_reduce(const double* d2, const double* logw, index_t nb, double 
 }
 
 template <class S, class T>
-inline void row_update(const KdeBlock<T>& b, index_t i, double* d2) {
+inline void row_update(const kde::KdeBlock<T>& b, index_t i, double* d2) {
   const double zmax0 = row_distances<S>(b, i, b.coef[0], d2);
   for (index_t k = 0; k < b.K; ++k) {
     const index_t a = i * b.K + k;

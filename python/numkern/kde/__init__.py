@@ -12,7 +12,7 @@ units), diag(per-dimension variances) ("diagonal") or the data covariance ("full
                    - (1/2) log det Sigma,
 
 computed block by block: the Gram block x.y comes from the array library's matmul (BLAS,
-cuBLAS), and a compiled kernel (``numkern/kde.hpp``) folds it into per-query running
+cuBLAS), and a compiled kernel (``numkern/kde/kde.hpp``) folds it into per-query running
 log-sum-exp accumulators.  Nothing underflows (log-densities of -1e6 are exact), and the working
 set is one block (about 2^21 Gram entries) whatever n and m.
 
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._arrays import CUPY, NUMPY, TORCH, array_kind
-from ._blocks import backend_for
+from .._backend import CUPY, TORCH, Context, array_kind
 
 __all__ = ["GaussianKDE", "select_bandwidth", "regimes", "Regimes", "BandwidthSelection", "KDEDiagnostics"]
 
@@ -61,10 +60,10 @@ def _dtype_of(a):
     return np.dtype(a.dtype)
 
 
-def _as_matrix(a, name, be, d=None):
-    """Validated 2-D array of the backend's kind (numpy arrays for the numpy backend)."""
+def _as_matrix(a, name, ctx, d=None):
+    """Validated 2-D array of the context's compute library (numpy for numpy and torch CPU data)."""
     kind = array_kind(a)
-    if be.kind == NUMPY:
+    if not ctx.cuda:
         if kind == CUPY or (kind == TORCH and a.is_cuda):
             raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
         try:
@@ -72,12 +71,12 @@ def _as_matrix(a, name, be, d=None):
         except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
             raise TypeError(f"{name}: cannot convert to an array ({e})") from None
     else:
-        if kind != be.kind:
-            raise ValueError(f"{name}: expected a {be.kind} array on the data's device, got {kind}")
-        if kind == TORCH and a.device != be.device:
-            raise ValueError(f"{name}: on {a.device}, but the data are on {be.device}")
-        if kind == CUPY and a.device.id != be.device:
-            raise ValueError(f"{name}: on CUDA device {a.device.id}, but the data are on {be.device}")
+        if kind != ctx.kind:
+            raise ValueError(f"{name}: expected a {ctx.kind} array on the data's device, got {kind}")
+        if kind == TORCH and a.device != ctx.device:
+            raise ValueError(f"{name}: on {a.device}, but the data are on {ctx.device}")
+        if kind == CUPY and a.device.id != ctx.device:
+            raise ValueError(f"{name}: on CUDA device {a.device.id}, but the data are on {ctx.device}")
         arr = a.detach() if kind == TORCH else a
     dt = _dtype_of(arr)
     if dt.kind not in "biuf":
@@ -94,7 +93,7 @@ def _as_matrix(a, name, be, d=None):
         raise ValueError(f"{name}: expected a 2-D array (n_points, n_dims), got {arr.ndim}-D")
     if d is not None and arr.shape[1] != d:
         raise ValueError(f"{name}: dimension {arr.shape[1]} does not match the data dimension {d}")
-    if dt.kind == "f" and arr.shape[0] * arr.shape[1] > 0 and not be.all_finite(arr):
+    if dt.kind == "f" and arr.shape[0] * arr.shape[1] > 0 and not ctx.ops.all_finite(arr):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr
 
@@ -134,11 +133,11 @@ def _normalised_weights(weights, n):
     return w / total
 
 
-def _add_weighted_gram(be, acc, c, wb, uniform=False):
+def _add_weighted_gram(ctx, acc, c, wb, uniform=False):
     """acc + c^T diag(wb) c for a row block c (float64).  On the host only the lower triangle is
     formed (BLAS syrk on sqrt(wb) c, half the flops of a matmul): the Cholesky factorisation that
     consumes it reads only that triangle."""
-    if be.kind != NUMPY:
+    if ctx.cuda:
         part = c.T @ (c * wb[:, None])
         return part if acc is None else acc + part
     from scipy.linalg import blas
@@ -203,8 +202,8 @@ class GaussianKDE:
     """
 
     def __init__(self, data, bandwidth="scott", weights=None, covariance="isotropic"):
-        be = backend_for(data)
-        self._be = be
+        ctx = Context(data, names=("data",))
+        self._ctx, self._ops = ctx, ctx.ops
         if not isinstance(covariance, str) or covariance not in _COVARIANCES:
             raise ValueError(f"covariance: expected one of {_COVARIANCES}, got {covariance!r}")
         if isinstance(bandwidth, str):
@@ -212,7 +211,7 @@ class GaussianKDE:
                 raise ValueError(f"bandwidth: expected a positive number or one of {_RULES}, got {bandwidth!r}")
         else:
             _check_bandwidth_value(bandwidth)
-        Y = _as_matrix(data, "data", be)
+        Y = _as_matrix(data, "data", ctx)
         n, d = Y.shape
         if n == 0 or d == 0:
             raise ValueError(f"data: empty (shape {tuple(Y.shape)})")
@@ -222,7 +221,8 @@ class GaussianKDE:
         w = _normalised_weights(weights, n)
         self.weights = w
         self.neff = 1.0 / float(np.dot(w, w))
-        self._prepare(Y, w)
+        with ctx.guard():
+            self._prepare(Y, w)
         self.factor = None
         if isinstance(bandwidth, str) and bandwidth != "loo":
             if bandwidth == "scott":
@@ -249,11 +249,11 @@ class GaussianKDE:
         """Centre (and whiten) the data into self._Y, in float64 block by block: one pass for the
         weighted mean, one for the variances / covariance (which also stores the centred rows for
         "isotropic"), and one more to store the scaled / whitened rows otherwise."""
-        be, n, d = self._be, self.n, self.d
+        be, n, d = self._ops, self.n, self.d
         wd = be.from_host(w)
         mu = None
         for i0, blk in self._row_blocks(Y):
-            part = wd[i0:i0 + blk.shape[0]] @ be.to_f64(blk)
+            part = wd[i0:i0 + blk.shape[0]] @ be.astype(blk, np.float64)
             mu = part if mu is None else mu + part
         self._mu = mu
         unbias = 1.0 - float(np.dot(w, w))  # numpy.cov's aweights normalisation, as SciPy
@@ -269,21 +269,21 @@ class GaussianKDE:
         var = cov = None  # variances: Scott for "isotropic", the scales for "diagonal"
         uniform = bool(np.all(w == w[0]))
         for i0, blk in self._row_blocks(Y):
-            c = be.to_f64(blk) - mu
+            c = be.astype(blk, np.float64) - mu
             wb = wd[i0:i0 + blk.shape[0]]
             if full:  # the variances are the covariance's diagonal
-                cov = _add_weighted_gram(be, cov, c, wb, uniform)
+                cov = _add_weighted_gram(self._ctx, cov, c, wb, uniform)
             else:
                 part = wb @ (c * c)
                 var = part if var is None else var + part
             if self.covariance == "isotropic":
                 self._store_rows(i0, c)
         if full:
-            cov = np.asarray(be.host(cov), dtype=np.float64)
+            cov = np.asarray(be.to_host(cov), dtype=np.float64)
             var = np.diag(cov).copy()
-        self._var_host = be.host(var) / unbias if unbias > 0 else np.full(d, np.nan)
+        self._var_host = be.to_host(var) / unbias if unbias > 0 else np.full(d, np.nan)
         # a constant column leaves only the rounding of its mean: count that as zero variance
-        mu_host = np.asarray(be.host(mu), dtype=np.float64)
+        mu_host = np.asarray(be.to_host(mu), dtype=np.float64)
         self._var_host[self._var_host <= (64 * np.finfo(np.float64).eps * np.abs(mu_host)) ** 2] = 0.0
         if self.covariance == "diagonal":
             if n < 2 or unbias <= 0 or not (self._var_host > 0).all():
@@ -294,18 +294,18 @@ class GaussianKDE:
             self._log_det_half = float(np.log(sd).sum())
             inv_sd = be.from_host(1.0 / sd)
             for i0, blk in self._row_blocks(Y):
-                self._store_rows(i0, (be.to_f64(blk) - mu) * inv_sd)
+                self._store_rows(i0, (be.astype(blk, np.float64) - mu) * inv_sd)
         elif full:
             self._setup_full(cov / unbias)  # the Cholesky factorisation reads the lower triangle
             for i0, blk in self._row_blocks(Y):
-                self._store_rows(i0, self._whiten_rows(be.to_f64(blk) - mu))
+                self._store_rows(i0, self._whiten_rows(be.astype(blk, np.float64) - mu))
         with np.errstate(divide="ignore"):
             self._logw = be.from_host(np.log(w))
 
     def _store_rows(self, i0, c):
-        cb = self._be.cast(c, self.dtype)
+        cb = self._ops.astype(c, self.dtype)
         self._Y[i0:i0 + cb.shape[0]] = cb
-        self._ysq[i0:i0 + cb.shape[0]] = self._be.row_sqnorms(cb)
+        self._ysq[i0:i0 + cb.shape[0]] = self._ops.row_sqnorms(cb)
 
     def _singular_msg(self):
         return (f"data: the covariance of {self.n} points in {self.d} dimensions is singular, so "
@@ -337,11 +337,11 @@ class GaussianKDE:
         Linv, info = lapack.dtrtri(L, lower=1)
         if info != 0:
             raise ValueError(self._singular_msg())
-        self._whiten = self._be.from_host(Linv) if self._be.kind != NUMPY else np.asfortranarray(Linv)
+        self._whiten = self._ops.from_host(Linv) if self._ctx.cuda else np.asfortranarray(Linv)
 
     def _whiten_rows(self, c):
         """Rows c (float64, centred) -> L^{-1} c."""
-        if self._be.kind != NUMPY:
+        if self._ctx.cuda:
             return c @ self._whiten.T
         from scipy.linalg import blas
 
@@ -354,14 +354,14 @@ class GaussianKDE:
 
     def _prepared_queries(self, X):
         """(start, block, squared norms) of the centred, whitened query blocks."""
-        be = self._be
+        be = self._ops
         for q0 in range(0, X.shape[0], _QUERY_BLOCK):
-            c = be.to_f64(X[q0:q0 + _QUERY_BLOCK]) - self._mu
+            c = be.astype(X[q0:q0 + _QUERY_BLOCK], np.float64) - self._mu
             if self.covariance == "diagonal":
                 c = c / be.from_host(self._scale)
             elif self.covariance == "full":
                 c = self._whiten_rows(c)
-            cb = be.cast(c, self.dtype)
+            cb = be.astype(c, self.dtype)
             yield q0, cb, be.row_sqnorms(cb)
 
     def _data_queries(self):
@@ -375,7 +375,7 @@ class GaussianKDE:
 
         Returns (lse (m, K) float64 on the device, log participation ratio or None, max weight or None).
         """
-        be, n, d = self._be, self.n, self.d
+        ctx, be, n, d = self._ctx, self._ops, self.n, self.d
         K = len(hs)
         coef = be.from_host(np.array([0.5 / (h * h) for h in hs], dtype=np.float64))
         lse = be.empty((m, K), np.float64)
@@ -385,21 +385,22 @@ class GaussianKDE:
         mb_max = min(m, _QUERY_BLOCK)
         nb = min(n, max(256, _BLOCK_ELEMS // mb_max))
         gbuf = None if direct else be.empty((mb_max * nb,), self.dtype)
-        for q0, Xb, xsq in blocks:
-            mb = Xb.shape[0]
-            acc = (be.full((mb, K), -np.inf), be.zeros((mb, K)), be.zeros((mb, K)))
-            for d0 in range(0, n, nb):
-                Yb = self._Y[d0:d0 + nb]
-                nbb = Yb.shape[0]
-                gram = None if direct else be.matmul_nt(Xb, Yb, gbuf[:mb * nbb].reshape(mb, nbb))
-                be.update(gram, Xb, Yb, xsq, self._ysq[d0:d0 + nbb], self._logw[d0:d0 + nbb], coef,
-                          d0 - q0 if loo else _NO_SELF, diagnostics, acc)
-            mx, s, s2 = acc
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lse[q0:q0 + mb] = mx + be.log(s)
-                if diagnostics:
-                    lpr[q0:q0 + mb] = 2.0 * be.log(s) - be.log(s2)
-                    mxw[q0:q0 + mb] = 1.0 / s
+        with ctx.guard():  # CuPy allocates and multiplies on the current device
+            for q0, Xb, xsq in blocks:
+                mb = Xb.shape[0]
+                acc = (be.full((mb, K), -np.inf), be.zeros((mb, K)), be.zeros((mb, K)))
+                for d0 in range(0, n, nb):
+                    Yb = self._Y[d0:d0 + nb]
+                    nbb = Yb.shape[0]
+                    gram = None if direct else be.matmul_nt(Xb, Yb, gbuf[:mb * nbb].reshape(mb, nbb))
+                    ctx.call("kde", "block_update", gram, Xb, Yb, xsq, self._ysq[d0:d0 + nbb],
+                             self._logw[d0:d0 + nbb], coef, d0 - q0 if loo else _NO_SELF, bool(diagnostics), *acc)
+                mx, s, s2 = acc
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    lse[q0:q0 + mb] = mx + be.log(s)
+                    if diagnostics:
+                        lpr[q0:q0 + mb] = 2.0 * be.log(s) - be.log(s2)
+                        mxw[q0:q0 + mb] = 1.0 / s
         return lse, lpr, mxw
 
     def _log_norm(self, h):
@@ -407,14 +408,11 @@ class GaussianKDE:
 
     def _result(self, a, like):
         """Cast a device float64 result to the model dtype, as the kind of array ``like`` is."""
-        be = self._be
-        out = be.cast(a, self.dtype)
-        if be.kind == NUMPY:
-            if array_kind(like) == TORCH:
-                import torch
+        out = self._ops.astype(a, self.dtype)
+        if not self._ctx.cuda and array_kind(like) == TORCH:
+            import torch
 
-                return torch.from_numpy(out)
-            return out
+            return torch.from_numpy(out)
         return out
 
     def _loo_lse(self, hs, diagnostics=False):
@@ -434,7 +432,7 @@ class GaussianKDE:
         if self.n < 2:
             raise ValueError(f"data: leave-one-out needs at least 2 points, got n = {self.n}")
         lse, _, _ = self._loo_lse(hs)
-        lse = self._be.host(lse)
+        lse = self._ops.to_host(lse)
         norms = np.array([self._log_norm(h) for h in hs])
         return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
 
@@ -506,9 +504,9 @@ class GaussianKDE:
         Same kind of array as ``points`` (numpy, torch on the data's device, CuPy), in the model
         dtype; shape (m,).  Dimension mismatch or NaN/inf in points: ValueError.
         """
-        X = _as_matrix(points, "points", self._be, self.d)
+        X = _as_matrix(points, "points", self._ctx, self.d)
         if X.shape[0] == 0:
-            return self._result(self._be.empty((0,), np.float64), points)
+            return self._result(self._ops.empty((0,), np.float64), points)
         lse, _, _ = self._stream(self._prepared_queries(X), X.shape[0], [self.bandwidth])
         return self._result(lse[:, 0] + self._log_norm(self.bandwidth), points)
 
@@ -519,14 +517,14 @@ class GaussianKDE:
         lp = self.logpdf(points)
         if isinstance(lp, np.ndarray):
             return np.exp(lp)
-        return lp.exp() if array_kind(lp) == TORCH else self._be.exp(lp)
+        return lp.exp() if array_kind(lp) == TORCH else self._ops.exp(lp)
 
     __call__ = pdf
 
     def score(self, points):
         """Mean log-likelihood (1/m) sum_k log p_hat(x_k), as a Python float."""
         lp = self.logpdf(points)
-        host = lp if isinstance(lp, np.ndarray) else self._be.host(lp)
+        host = lp if isinstance(lp, np.ndarray) else self._ops.to_host(lp)
         return float(np.mean(np.asarray(host, dtype=np.float64)))
 
     def loo_logpdf(self):
@@ -541,9 +539,8 @@ class GaussianKDE:
         return self._to_kind(vals)
 
     def _to_kind(self, host_vals):
-        be = self._be
-        return be.wrap(np.asarray(host_vals, dtype=self.dtype)) if be.kind == NUMPY \
-            else be.from_host(host_vals, self.dtype)
+        vals = np.asarray(host_vals, dtype=self.dtype)
+        return self._ops.from_host(vals, self.dtype) if self._ctx.cuda else self._ctx.output(vals)
 
     def diagnostics(self, points, bandwidths=None):
         """Per query point, in the same pass as the log-density: ``KDEDiagnostics(logpdf,
@@ -553,12 +550,12 @@ class GaussianKDE:
         bandwidths: optional sequence of h (units of ``bandwidth``); then every field has shape
         (m, K), one column per bandwidth, all from ONE pass over the distance blocks.
         """
-        X = _as_matrix(points, "points", self._be, self.d)
+        X = _as_matrix(points, "points", self._ctx, self.d)
         hs = [self.bandwidth] if bandwidths is None else \
             [_check_bandwidth_value(h, "bandwidths") for h in np.ravel(bandwidths)]
         if not hs:
             raise ValueError("bandwidths: empty")
-        be = self._be
+        be = self._ops
         if X.shape[0] == 0:
             e = self._result(be.empty((0,) if bandwidths is None else (0, len(hs)), np.float64), points)
             return KDEDiagnostics(e, e, e)
@@ -580,14 +577,14 @@ class GaussianKDE:
         rng = np.random.default_rng(seed)
         idx = rng.choice(self.n, size=int(n), p=self.weights)
         z = rng.standard_normal((int(n), self.d))
-        be = self._be
-        rows = np.asarray(be.host(be.take_rows(self._Y, idx)), dtype=np.float64)
+        be = self._ops
+        rows = np.asarray(be.to_host(be.take_rows(self._Y, idx)), dtype=np.float64)
         x = rows + self.bandwidth * z
         if self.covariance == "diagonal":
             x = x * self._scale
         elif self.covariance == "full":
             x = x @ self._chol.T
-        x = x + np.asarray(be.host(self._mu), dtype=np.float64)
+        x = x + np.asarray(be.to_host(self._mu), dtype=np.float64)
         return self._to_kind(x)
 
     def __repr__(self):
