@@ -67,29 +67,37 @@ def _speed(out) -> None:
     x = np.logspace(-2, 4, 1000)[None, :]
     res = np.empty((1000, 1000))
     nthreads = numkern.get_num_threads()
-    # One thread and SciPy in thread CPU time, so that other load on the machine does not skew
-    # the ratio; several threads in wall time.
-    times = {}
-    for label, threads, timer in ((f"{nthreads} threads, wall", nthreads, time.perf_counter),
-                                  ("1 thread, CPU", 1, time.thread_time)):
-        numkern.set_num_threads(threads)
-        try:
+
+    def median_time(f, timer, rounds=3):
+        ts = []
+        for _ in range(rounds):
             t0 = timer()
-            nks.log_iv(v, x, out=res)
-            times[label] = timer() - t0
-        finally:
-            numkern.set_num_threads(nthreads)
+            f()
+            ts.append(timer() - t0)
+        return sorted(ts)[len(ts) // 2]
+
+    # Like with like: numkern on one thread against SciPy (one thread) in thread CPU time, so that
+    # other load on the machine does not skew the ratio; the thread scaling in wall time, numkern
+    # on all threads against numkern on one thread.
+    try:
+        numkern.set_num_threads(1)
+        t_cpu1 = median_time(lambda: nks.log_iv(v, x, out=res), time.thread_time)
+        t_wall1 = median_time(lambda: nks.log_iv(v, x, out=res), time.perf_counter)
+        numkern.set_num_threads(nthreads)
+        t_walln = median_time(lambda: nks.log_iv(v, x, out=res), time.perf_counter)
+    finally:
+        numkern.set_num_threads(nthreads)
     finite = np.isfinite(res).mean()
     with np.errstate(divide="ignore"):
-        t0 = time.thread_time()
         ref = np.log(sc.ive(v, x)) + x
-        t_sp = time.thread_time() - t0
+        t_sp = median_time(lambda: np.log(sc.ive(v, x)) + x, time.thread_time)
     print(f"\nspeed, log I_v(x) on a 1000 x 1000 grid (v in [0, 1000], x in [1e-2, 1e4] log-spaced), "
-          f"one run each:", file=out)
-    for label, t in times.items():
-        print(f"  numkern.special.log_iv ({label:>16s}): {t * 1e3:8.1f} ms   "
-              f"{t_sp / t:5.1f}x SciPy", file=out)
-    print(f"  SciPy log(ive(v, x)) + x  ( 1 thread, CPU): {t_sp * 1e3:8.1f} ms   "
+          f"median of 3 runs:", file=out)
+    print(f"  numkern.special.log_iv (1 thread, CPU time):  {t_cpu1 * 1e3:8.1f} ms   "
+          f"{t_sp / t_cpu1:5.1f}x SciPy (1 thread, CPU time)", file=out)
+    print(f"  numkern.special.log_iv ({nthreads} threads, wall):    {t_walln * 1e3:8.1f} ms   "
+          f"{t_wall1 / t_walln:5.2f}x numkern on 1 thread (wall {t_wall1 * 1e3:.1f} ms)", file=out)
+    print(f"  SciPy log(ive(v, x)) + x (1 thread, CPU time):{t_sp * 1e3:8.1f} ms   "
           f"finite: numkern {finite:.1%}, SciPy {np.isfinite(ref).mean():.1%}", file=out)
 
 
