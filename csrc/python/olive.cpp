@@ -1,78 +1,40 @@
-// numkern._core.olive: OVP encode / decode / fused matmul on host arrays (ArrayViews).
-// python/numkern/quant/olive allocates the outputs and validates first; the checks here keep
-// any call from reading or writing out of bounds.  numkern._cuda.olive has the same entry points
-// plus `stream`.
+// numkern._core.olive: OVP encode / decode / fused matmul on host arrays (ArrayViews, checked by
+// python/olive_views.hpp).  python/numkern/quant/olive allocates the outputs and validates
+// first; the checks keep any call from reading or writing out of bounds.  numkern._cuda.olive has
+// the same entry points plus `stream`.
 #include <pybind11/pybind11.h>
 
 #include "cpu/olive/olive.hpp"
-#include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
+#include "python/olive_views.hpp"
 
 namespace nk {
 namespace {
 namespace py = pybind11;
-using pyb::ArrayView;
-using pyb::as_view;
+namespace ov = olive_views;
+constexpr auto kHost = pyb::Where::host;
 
-void raise_if(const char* message) {
-  if (message) throw py::value_error(message);
-}
-
-// codes (rows, bytes_per_row) uint8 and scales (rows or 1,) float32 of a (rows, cols) matrix.
-void check_codes(ArrayView& codes, ArrayView& scales, bool per_row, index_t rows, index_t cols, int bits,
-                 int normal) {
-  raise_if(cpu::olive::check_format(bits, normal));
-  codes.dtype<std::uint8_t>().host().c_contiguous();
-  scales.dtype<float>().host().c_contiguous();
-  if (codes.ndim() != 2) throw py::value_error("codes: shape does not match the quantized shape");
-  if (scales.ndim() != 1) throw py::value_error("scales: shape does not match the quantized shape");
-  raise_if(cpu::olive::check_codes(codes.dim(0), codes.dim(1), scales.dim(0), per_row, rows, cols, bits));
-}
-
-// x (rows, cols) float32 -> codes, scales, alphas (in for mode 2, out otherwise), errors.
-void encode(py::object x_obj, py::object codes_obj, py::object scales_obj, py::object alphas_obj,
-            py::object errors_obj, int bits, int normal, bool keep_left, bool per_row, int mode) {
-  raise_if(cpu::olive::check_format(bits, normal));
-  if (mode < 0 || mode > 2) throw py::value_error("mode: must be 0, 1 or 2");
-  ArrayView x = as_view(x_obj, "x").dtype<float>().ndim(2).host().c_contiguous();
-  const index_t rows = x.dim(0), cols = x.dim(1);
-  if (rows == 0 || cols == 0) throw py::value_error("x: empty");
-  const index_t groups = per_row ? rows : 1;
-  ArrayView codes = as_view(codes_obj, "codes").dtype<std::uint8_t>().host().c_contiguous().writable();
-  codes.shape({rows, cpu::olive::bytes_per_row(cols, bits)});
-  ArrayView scales = as_view(scales_obj, "scales").dtype<float>().shape({groups}).host().writable();
-  ArrayView alphas = as_view(alphas_obj, "alphas").dtype<double>().shape({groups}).host().writable();
-  ArrayView errors = as_view(errors_obj, "errors").dtype<double>().shape({groups}).host().writable();
-  for (const ArrayView* v : {&scales, &alphas, &errors})
-    if (groups > 1 && v->stride(0) != 1) v->fail("must be contiguous");
+void encode(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
+            int normal, bool keep_left, bool per_row, int mode) {
+  ov::Encode e = ov::encode(x, codes, scales, alphas, errors, bits, normal, per_row, mode, kHost);
   cpu::olive::EncodeSpec spec{bits, normal, keep_left, per_row, static_cast<cpu::olive::AlphaMode>(mode)};
   py::gil_scoped_release release;
-  cpu::olive::encode(x.ptr<float>(), rows, cols, spec, codes.mut<std::uint8_t>(), scales.mut<float>(),
-                     alphas.mut<double>(), errors.mut<double>());
+  cpu::olive::encode(e.x.ptr<float>(), e.rows, e.cols, spec, e.codes.ptr<std::uint8_t>(), e.scales.ptr<float>(),
+                     e.alphas.ptr<double>(), e.errors.ptr<double>());
 }
 
-// out (rows, cols) float32 = decoded codes.
-void decode(py::object codes_obj, py::object scales_obj, py::object out_obj, bool per_row, int bits, int normal) {
-  ArrayView out = as_view(out_obj, "out").dtype<float>().ndim(2).host().c_contiguous().writable();
-  ArrayView codes = as_view(codes_obj, "codes"), scales = as_view(scales_obj, "scales");
-  check_codes(codes, scales, per_row, out.dim(0), out.dim(1), bits, normal);
+void decode(py::object codes, py::object scales, py::object out, bool per_row, int bits, int normal) {
+  ov::Decode d = ov::decode(codes, scales, out, per_row, bits, normal, kHost);
   py::gil_scoped_release release;
-  cpu::olive::decode(codes.ptr<std::uint8_t>(), scales.ptr<float>(), per_row, out.dim(0), out.dim(1), bits, normal,
-                     out.mut<float>());
+  cpu::olive::decode(d.c.codes.ptr<std::uint8_t>(), d.c.scales.ptr<float>(), per_row, d.out.dim(0), d.out.dim(1),
+                     bits, normal, d.out.ptr<float>());
 }
 
-// out (batch, n) float32 = x (batch, k) @ decode(codes (n, .)).T
-void matmul(py::object x_obj, py::object codes_obj, py::object scales_obj, py::object out_obj, bool per_row,
-            int bits, int normal) {
-  ArrayView x = as_view(x_obj, "x").dtype<float>().ndim(2).host().c_contiguous();
-  ArrayView codes = as_view(codes_obj, "codes"), scales = as_view(scales_obj, "scales");
-  ArrayView out = as_view(out_obj, "out").dtype<float>().ndim(2).host().c_contiguous().writable();
-  const index_t batch = x.dim(0), k = x.dim(1), n = out.dim(1);
-  out.dim(0, batch);
-  check_codes(codes, scales, per_row, n, k, bits, normal);
+void matmul(py::object x, py::object codes, py::object scales, py::object out, bool per_row, int bits, int normal) {
+  ov::Matmul m = ov::matmul(x, codes, scales, out, per_row, bits, normal, kHost);
   py::gil_scoped_release release;
-  cpu::olive::matmul(x.ptr<float>(), batch, codes.ptr<std::uint8_t>(), scales.ptr<float>(), per_row, n, k, bits,
-                     normal, out.mut<float>());
+  cpu::olive::matmul(m.x.ptr<float>(), m.batch, m.c.codes.ptr<std::uint8_t>(), m.c.scales.ptr<float>(), per_row,
+                     m.n, m.k, bits, normal, m.out.ptr<float>());
 }
 
 void bind_olive(py::module_& m) {

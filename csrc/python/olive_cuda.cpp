@@ -1,5 +1,5 @@
 // numkern._cuda.olive: the entry points of numkern._core.olive (csrc/python/olive.cpp) on CUDA
-// arrays, plus the caller's `stream`.  Python allocates the outputs on the inputs' device.
+// arrays, with the same checks (python/olive_views.hpp), plus the caller's `stream`.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -8,84 +8,52 @@
 
 #include "cuda/common/launch.hpp"
 #include "cuda/olive/launch.hpp"
-#include "numkern/olive/olive.hpp"
-#include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
+#include "python/olive_views.hpp"
 
 namespace nk {
 namespace {
 namespace py = pybind11;
-using pyb::ArrayView;
-using pyb::as_view;
-
-void check_format(int bits, int normal) {
-  if (bits != 4 && bits != 8) throw py::value_error("bits: must be 4 or 8");
-  if (normal != 0 && normal != 1) throw py::value_error("normal: code must be 0 (int) or 1 (flint)");
-  if (bits == 8 && normal == 1) throw py::value_error("normal: flint is only defined for 4 bits");
-}
+namespace ov = olive_views;
+constexpr auto kCuda = pyb::Where::cuda;
 
 void raise_if(int rc) {
   if (rc != 0) throw std::runtime_error(std::string("numkern CUDA launch failed: ") + cuda::error_string(rc));
 }
 
-void check_codes(ArrayView& codes, ArrayView& scales, bool per_row, index_t rows, index_t cols, int bits,
-                 int normal) {
-  check_format(bits, normal);
-  codes.dtype<std::uint8_t>().cuda().c_contiguous().shape({rows, olive::bytes_per_row(cols, bits)});
-  scales.dtype<float>().cuda().c_contiguous().shape({per_row ? rows : 1});
-}
-
-void encode(py::object x_obj, py::object codes_obj, py::object scales_obj, py::object alphas_obj,
-            py::object errors_obj, int bits, int normal, bool keep_left, bool per_row, int mode,
-            std::uintptr_t stream) {
-  check_format(bits, normal);
-  if (mode < 0 || mode > 2) throw py::value_error("mode: must be 0, 1 or 2");
-  ArrayView x = as_view(x_obj, "x").dtype<float>().ndim(2).cuda().c_contiguous();
-  const index_t rows = x.dim(0), cols = x.dim(1);
-  if (rows == 0 || cols == 0) throw py::value_error("x: empty");
-  const index_t groups = per_row ? rows : 1;
-  ArrayView codes = as_view(codes_obj, "codes").dtype<std::uint8_t>().cuda().c_contiguous().writable();
-  codes.shape({rows, olive::bytes_per_row(cols, bits)});
-  ArrayView scales = as_view(scales_obj, "scales").dtype<float>().shape({groups}).cuda().c_contiguous().writable();
-  ArrayView alphas = as_view(alphas_obj, "alphas").dtype<double>().shape({groups}).cuda().c_contiguous().writable();
-  ArrayView errors = as_view(errors_obj, "errors").dtype<double>().shape({groups}).cuda().c_contiguous().writable();
+void encode(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
+            int normal, bool keep_left, bool per_row, int mode, std::uintptr_t stream) {
+  ov::Encode e = ov::encode(x, codes, scales, alphas, errors, bits, normal, per_row, mode, kCuda);
   int rc;
   {
     py::gil_scoped_release release;
-    rc = cuda::olive::encode(x.ptr<float>(), rows, cols, bits, normal, keep_left, per_row, mode,
-                             alphas.mut<double>(), codes.mut<std::uint8_t>(), scales.mut<float>(),
-                             errors.mut<double>(), stream);
+    rc = cuda::olive::encode(e.x.ptr<float>(), e.rows, e.cols, bits, normal, keep_left, per_row, mode,
+                             e.alphas.ptr<double>(), e.codes.ptr<std::uint8_t>(), e.scales.ptr<float>(),
+                             e.errors.ptr<double>(), stream);
   }
   raise_if(rc);
 }
 
-void decode(py::object codes_obj, py::object scales_obj, py::object out_obj, bool per_row, int bits, int normal,
+void decode(py::object codes, py::object scales, py::object out, bool per_row, int bits, int normal,
             std::uintptr_t stream) {
-  ArrayView out = as_view(out_obj, "out").dtype<float>().ndim(2).cuda().c_contiguous().writable();
-  ArrayView codes = as_view(codes_obj, "codes"), scales = as_view(scales_obj, "scales");
-  check_codes(codes, scales, per_row, out.dim(0), out.dim(1), bits, normal);
+  ov::Decode d = ov::decode(codes, scales, out, per_row, bits, normal, kCuda);
   int rc;
   {
     py::gil_scoped_release release;
-    rc = cuda::olive::decode(codes.ptr<std::uint8_t>(), scales.ptr<float>(), per_row, out.dim(0), out.dim(1), bits,
-                             normal, out.mut<float>(), stream);
+    rc = cuda::olive::decode(d.c.codes.ptr<std::uint8_t>(), d.c.scales.ptr<float>(), per_row, d.out.dim(0),
+                             d.out.dim(1), bits, normal, d.out.ptr<float>(), stream);
   }
   raise_if(rc);
 }
 
-void matmul(py::object x_obj, py::object codes_obj, py::object scales_obj, py::object out_obj, bool per_row,
-            int bits, int normal, std::uintptr_t stream) {
-  ArrayView x = as_view(x_obj, "x").dtype<float>().ndim(2).cuda().c_contiguous();
-  ArrayView codes = as_view(codes_obj, "codes"), scales = as_view(scales_obj, "scales");
-  ArrayView out = as_view(out_obj, "out").dtype<float>().ndim(2).cuda().c_contiguous().writable();
-  const index_t batch = x.dim(0), k = x.dim(1), n = out.dim(1);
-  out.dim(0, batch);
-  check_codes(codes, scales, per_row, n, k, bits, normal);
+void matmul(py::object x, py::object codes, py::object scales, py::object out, bool per_row, int bits, int normal,
+            std::uintptr_t stream) {
+  ov::Matmul m = ov::matmul(x, codes, scales, out, per_row, bits, normal, kCuda);
   int rc;
   {
     py::gil_scoped_release release;
-    rc = cuda::olive::matmul(x.ptr<float>(), batch, codes.ptr<std::uint8_t>(), scales.ptr<float>(), per_row, n, k,
-                             bits, normal, out.mut<float>(), stream);
+    rc = cuda::olive::matmul(m.x.ptr<float>(), m.batch, m.c.codes.ptr<std::uint8_t>(), m.c.scales.ptr<float>(),
+                             per_row, m.n, m.k, bits, normal, m.out.ptr<float>(), stream);
   }
   raise_if(rc);
 }

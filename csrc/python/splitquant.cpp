@@ -69,22 +69,14 @@ int lloyd1d(py::object values_obj, py::object centers_obj, py::object labels_obj
 }
 
 // y (n, out) = x (n, in) W^T + bias, W in the fused format.
-void fused_linear(py::object x_obj, py::object codes, py::object clusters, py::object scales, py::object offsets,
-                  py::object bias_obj, py::object y_obj, index_t group_size, int bits) {
-  ArrayView x = as_view(x_obj, "x").dtype<float>().ndim(2).host().c_contiguous();
-  const index_t n = x.dim(0), in = x.dim(1);
-  splitquant_views::Fused f = splitquant_views::fused(codes, clusters, scales, offsets, in, group_size, bits, pyb::Where::host);
-  const float* bp = nullptr;
-  ArrayView bias;
-  if (!bias_obj.is_none()) {
-    bias = splitquant_views::bias(bias_obj, f.out, pyb::Where::host);
-    bp = bias.ptr<float>();
-  }
-  ArrayView y = as_view(y_obj, "y").dtype<float>().shape({n, f.out}).host().c_contiguous();
-  float* py_ = y.mut<float>();
+void fused_linear(py::object x, py::object codes, py::object clusters, py::object scales, py::object offsets,
+                  py::object bias, py::object y, index_t group_size, int bits) {
+  splitquant_views::Linear l =
+      splitquant_views::linear(x, codes, clusters, scales, offsets, bias, y, group_size, bits, pyb::Where::host);
   py::gil_scoped_release release;
-  cpu::splitquant::fused_linear(x.ptr<float>(), n, in, f.codes.ptr<std::uint8_t>(), f.clusters.ptr<std::uint8_t>(),
-                                f.scales.ptr<float>(), f.offsets.ptr<float>(), f.out, group_size, bits, f.k, bp, py_);
+  cpu::splitquant::fused_linear(l.x.ptr<float>(), l.n, l.in, l.f.codes.ptr<std::uint8_t>(),
+                                l.f.clusters.ptr<std::uint8_t>(), l.f.scales.ptr<float>(), l.f.offsets.ptr<float>(),
+                                l.f.out, group_size, bits, l.f.k, l.bias_ptr, l.y.ptr<float>());
 }
 
 // w (out, in) = the dense weight of the fused format.

@@ -47,4 +47,29 @@ inline ArrayView bias(py::handle b, index_t out, pyb::Where where) {
   return v;
 }
 
+// fused_linear: y (n, out) = x (n, in) W^T + bias; bias may be None (bias_ptr null).
+struct Linear {
+  ArrayView x, y, bias;
+  Fused f;
+  const float* bias_ptr = nullptr;
+  index_t n = 0, in = 0;
+};
+inline Linear linear(py::handle x, py::handle codes, py::handle clusters, py::handle scales, py::handle offsets,
+                     py::handle bias_obj, py::handle y, index_t group_size, int bits, pyb::Where where) {
+  Linear l;
+  l.x = as_view(x, "x");
+  on(l.x, where).dtype<float>().ndim(2).c_contiguous();
+  l.n = l.x.dim(0);
+  l.in = l.x.dim(1);
+  if (l.in < 1) l.x.fail("in_features must be >= 1");
+  l.f = fused(codes, clusters, scales, offsets, l.in, group_size, bits, where);
+  if (!bias_obj.is_none()) {
+    l.bias = bias(bias_obj, l.f.out, where);
+    l.bias_ptr = l.bias.ptr<float>();
+  }
+  l.y = as_view(y, "y");
+  on(l.y, where).dtype<float>().shape({l.n, l.f.out}).c_contiguous().writable();
+  return l;
+}
+
 }  // namespace nk::splitquant_views

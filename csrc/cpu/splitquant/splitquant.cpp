@@ -268,8 +268,11 @@ void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clu
   else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
 }
 
-// s[r] = <x, w_r> for four decoded rows sharing every load of x.  The build has no -march, so
-// the function is cloned for AVX-512 / AVX2 and picked at load time (GCC/Clang ifunc).
+// s[r] = <x, w_r> for four decoded rows sharing every load of x.  Cloned for AVX-512 / AVX2 and
+// picked at load time by CPUID (GCC ifunc), not by nk::cpu::active_isa(): these two loops are
+// plain float dot products with a tolerance contract (docs/splitquant.md), no tier-specific
+// code, so a forced NUMKERN_ISA / set_isa only has them keep the wider vector unit.  (Kept until
+// csrc/cpu/common offers a per-tier compile helper; OliVe's loops use its own NK_OLIVE_TIERS.)
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif

@@ -113,7 +113,8 @@ def _kmeans_rows(rows, k):
 
 
 def _row_boundaries(rows, k, method, seed=0, name="weight"):
-    """Per-row cluster boundaries (rows x (k-1)): midpoints of sorted centres, +inf padded."""
+    """Per-row cluster boundaries (rows x (min(k, cols) - 1)): midpoints of sorted centres, +inf
+    where a row has fewer distinct values."""
     rows = _finite_float(rows, name)
     if method == "optimal":
         centers, _, _ = _kmeans_rows(rows, k)
@@ -123,7 +124,6 @@ def _row_boundaries(rows, k, method, seed=0, name="weight"):
             c, _ = kmeans_lloyd_sorted(rows[r], k, seed)
             centers[r, :c.size] = c
     mids = (centers[:, :-1] + centers[:, 1:]) / 2
-    mids = np.pad(mids, ((0, 0), (0, k - centers.shape[1])), constant_values=np.nan)
     return np.where(np.isnan(mids), np.inf, mids)
 
 
