@@ -295,6 +295,8 @@ class FusedSplitQuantWeight:
                    offsets.astype(np.float32), cols, q0.group_size, q0.bits)
 
     def _parts(self):
+        if len(getattr(self.scales, "shape", ())) != 3:
+            raise ValueError("scales: expected an (out, groups, k) array")
         return (self.codes, self.clusters, self.scales, self.offsets)
 
     def dequantize(self):
