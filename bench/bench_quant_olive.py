@@ -15,7 +15,7 @@ count (numkern.set_num_threads = torch.set_num_threads = BLAS threads).
   python bench/bench_quant_olive.py --cpu-time   # one thread everywhere, time.thread_time (CPU
       time of the calling thread: insensitive to other tenants of a shared machine); run with
       OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1.  Also times the GEMV with each CPU kernel forced
-      (numkern._core.olive.set_isa: the AVX2 one is what a CPU without AVX-512 runs).
+      (numkern._core.set_isa: the AVX2 one is what a CPU without AVX-512 runs).
 """
 from __future__ import annotations
 
@@ -79,17 +79,17 @@ def cases():
             from numkern import _core
 
             for isa in ("avx2", "portable"):
-                if not _core.olive.isa_supported(isa) or (isa == "portable" and batch > 1):
+                if not _core.isa_supported(isa) or (isa == "portable" and batch > 1):
                     continue
                 for normal in ("int", "flint"):
                     q = _quantized(4, normal)
 
                     def forced(x=x, q=q, isa=isa):
-                        _core.olive.set_isa(isa)
+                        _core.set_isa(isa)
                         try:
                             return Q.ovp_matmul(x, q)
                         finally:
-                            _core.olive.set_isa("auto")
+                            _core.set_isa("auto")
 
                     out.append((g, f"ovp_matmul 4-bit {normal}, {isa} kernel forced", forced, ROUNDS))
     g = "encode 4096x4096"

@@ -15,7 +15,7 @@
 # -march=native -mno-avx512f, so no AVX-512 outside the runtime-dispatched functions (OliVe's
 # decoders / GEMVs, SplitQuant's dot products: target("avx512f") and target_clones); those pick
 # their ISA from CPUID, and valgrind's emulated CPUID reports no AVX-512, so the AVX2 / portable
-# versions run.  NUMKERN_OLIVE_NO_AVX512=1 is set as well.  If a valgrind build ever reports an
+# versions run.  NUMKERN_ISA=avx2 is set as well.  If a valgrind build ever reports an
 # unhandled instruction, build with NUMKERN_VALGRIND_NATIVE=OFF (-C cmake.define.NUMKERN_NATIVE=OFF).
 #
 # Environment: NUMKERN_VALGRIND_VENV (default .venv-valgrind), NUMKERN_VALGRIND_KEEP=1 reuses the
@@ -42,7 +42,7 @@ NUMKERN_CUDA=OFF "$py" -m pip install -q --no-build-isolation --no-deps --force-
 start=$(date +%s)
 # PYTHONMALLOC=malloc: pymalloc's arenas look like invalid reads to memcheck and hide
 # allocations from it.  Run outside the source tree so `import numkern` is the installed one.
-(cd /tmp && PYTHONMALLOC=malloc NUMKERN_OLIVE_NO_AVX512=1 OMP_WAIT_POLICY=passive \
+(cd /tmp && PYTHONMALLOC=malloc NUMKERN_ISA=avx2 OMP_WAIT_POLICY=passive \
   valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
     --errors-for-leak-kinds=definite --num-callers=40 --xml=yes --xml-file="$xml" \
     "$py" "$OLDPWD/tests/valgrind_exercise.py")

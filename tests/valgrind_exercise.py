@@ -80,7 +80,7 @@ quant.ovp_quantize(w, bits=4, alpha=1.0)
 big = quant.ovp_quantize(rng.normal(size=(6, 2100)).astype(np.float32), bits=4)  # > one tile
 quant.ovp_matmul(rng.normal(size=(6, 2100)).astype(np.float32), big)
 codes = np.zeros((2, 3), np.uint8)
-expect_error(_core.olive.decode, codes, np.ones(2, np.float32), True, 2, 9, 4, 0)  # wrong shape
+expect_error(_core.olive.decode, codes, np.ones(2, np.float32), np.empty((2, 9), np.float32), True, 4, 0)  # wrong shape
 
 # ---- quant: SplitQuant ----------------------------------------------------------------------------
 vals = rng.normal(size=300)
@@ -101,7 +101,8 @@ for bits in (2, 4, 8):
     f.dequantize()
     f.matmul(rng.normal(size=(5, 64)).astype(np.float32))
     f.matmul(rng.normal(size=(5, 64)).astype(np.float32), bias=np.ones(8, np.float32))
-expect_error(_core.splitquant.fused_decode, f.codes, f.clusters, f.scales, f.offsets, 64, 7, 8)
+expect_error(_core.splitquant.fused_decode, f.codes, f.clusters, f.scales, f.offsets, np.empty((8, 64), np.float32),
+             7, 8)
 
 # ---- hessian --------------------------------------------------------------------------------------
 feats = rng.normal(size=(40, 6))

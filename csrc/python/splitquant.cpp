@@ -1,159 +1,110 @@
-// numkern._core.splitquant: exact 1-D k-means and the fused SplitQuant linear layer (CPU).
-// Python (python/numkern/quant_splitquant.py) validates first; the checks here keep a wrong call
-// from reading or writing out of bounds.
-#include <pybind11/numpy.h>
+// numkern._core.splitquant: exact 1-D k-means, Lloyd iterations and the fused SplitQuant linear
+// layer on host arrays (ArrayViews).  python/numkern/quant/splitquant allocates the outputs and
+// validates first; the checks here keep any call from reading or writing out of bounds.
+// numkern._cuda.splitquant.fused_linear has the same arguments plus `stream`.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <cmath>
-#include <string>
 
 #include "cpu/splitquant/splitquant.hpp"
 #include "cpu/splitquant/splitquant_lloyd.hpp"
 #include "numkern/splitquant/splitquant.hpp"
+#include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
+#include "python/splitquant_views.hpp"
 
 namespace nk {
 namespace {
 namespace py = pybind11;
-template <class T>
-using carray = py::array_t<T, py::array::c_style | py::array::forcecast |
-                                   py::detail::npy_api::NPY_ARRAY_ALIGNED_>;  // copies a misaligned view
+using pyb::ArrayView;
+using pyb::as_view;
 
 template <class T>
-void check_finite(const T* x, index_t n) {
+void check_finite(const ArrayView& v, const T* x, index_t n) {
   for (index_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) throw py::value_error("values: NaN or infinite entries");
+    if (!std::isfinite(x[i])) v.fail("NaN or infinite entries");
 }
 
-template <class T>
-py::tuple kmeans_rows(const py::array& values, int k) {
-  carray<T> x(values);
-  if (x.ndim() != 2) throw py::value_error("values: expected a 2-D array");
-  const index_t rows = x.shape(0), cols = x.shape(1);
-  if (cols < 1) throw py::value_error("values: rows must not be empty");
-  check_finite(x.data(), rows * cols);
-  // At most cols clusters can be non-empty: a huge k (k = 2^31 - 1 from a caller) would
-  // otherwise allocate and NaN-fill rows * k doubles.  Columns beyond cols would be all NaN.
-  k = static_cast<int>(std::min<index_t>(k, cols));
-  py::array_t<double> centers({rows, static_cast<index_t>(k)});
-  py::array_t<std::int64_t> labels({rows, cols});
-  py::array_t<double> costs(rows);
-  {
+// values (rows, cols) float32/float64 -> centers (rows, kc) float64 NaN-padded (kc = min(k, cols)
+// columns: at most cols clusters can be non-empty), labels (rows, cols) int64, costs (rows,).
+void kmeans1d_rows(py::object values_obj, py::object centers_obj, py::object labels_obj, py::object costs_obj) {
+  ArrayView values = as_view(values_obj, "values").ndim(2).host().c_contiguous();
+  const index_t rows = values.dim(0), cols = values.dim(1);
+  if (cols < 1) values.fail("rows must not be empty");
+  ArrayView centers = as_view(centers_obj, "centers").dtype<double>().ndim(2).dim(0, rows).host().c_contiguous();
+  const index_t k = centers.dim(1);
+  if (k < 1 || k > cols) centers.fail("need between 1 and cols columns (one per cluster)");
+  ArrayView labels = as_view(labels_obj, "labels").dtype<std::int64_t>().shape({rows, cols}).host().c_contiguous();
+  ArrayView costs = as_view(costs_obj, "costs").dtype<double>().shape({rows}).host().c_contiguous();
+  double* pc = centers.mut<double>();
+  std::int64_t* pl = labels.mut<std::int64_t>();
+  double* pk = costs.mut<double>();
+  pyb::dispatch_float(values, [&](auto t) {
+    using T = decltype(t);
+    const T* x = values.ptr<T>();
+    check_finite(values, x, rows * cols);
     py::gil_scoped_release release;
-    cpu::splitquant::kmeans1d_optimal_rows(x.data(), rows, cols, k, centers.mutable_data(),
-                                           labels.mutable_data(), costs.mutable_data());
-  }
-  return py::make_tuple(centers, labels, costs);
+    cpu::splitquant::kmeans1d_optimal_rows(x, rows, cols, static_cast<int>(k), pc, pl, pk);
+  });
 }
 
-py::tuple kmeans1d_rows(const py::array& values, int k) {
-  if (k < 1) throw py::value_error("k: must be >= 1");
-  if (values.dtype().equal(py::dtype::of<float>())) return kmeans_rows<float>(values, k);
-  return kmeans_rows<double>(values, k);
-}
-
-py::tuple lloyd1d(const py::array& values, const py::array& init, double tol, int max_iter) {
-  carray<double> x(values), c0(init);
-  if (x.ndim() != 1 || x.shape(0) < 1) throw py::value_error("values: expected a non-empty 1-D array");
-  if (c0.ndim() != 1 || c0.shape(0) < 1) throw py::value_error("init: expected a non-empty 1-D array");
+// Lloyd iterations from centers (the initial centres, overwritten); returns the iteration count.
+int lloyd1d(py::object values_obj, py::object centers_obj, py::object labels_obj, double tol, int max_iter) {
+  ArrayView values = as_view(values_obj, "values").dtype<double>().ndim(1).host().c_contiguous();
+  const index_t n = values.dim(0);
+  if (n < 1) values.fail("expected a non-empty 1-D array");
+  ArrayView centers = as_view(centers_obj, "centers").dtype<double>().ndim(1).host().c_contiguous();
+  if (centers.dim(0) < 1) centers.fail("expected a non-empty 1-D array");
+  ArrayView labels = as_view(labels_obj, "labels").dtype<std::int64_t>().shape({n}).host().c_contiguous();
   if (max_iter < 1) throw py::value_error("max_iter: must be >= 1");
   if (!(tol >= 0.0)) throw py::value_error("tol: must be >= 0");
-  const index_t n = x.shape(0);
-  const int k = static_cast<int>(c0.shape(0));
-  check_finite(x.data(), n);
-  check_finite(c0.data(), k);
-  py::array_t<double> centers(k);
-  std::copy(c0.data(), c0.data() + k, centers.mutable_data());
-  py::array_t<std::int64_t> labels(n);
-  int iters = 0;
-  {
-    py::gil_scoped_release release;
-    iters = cpu::splitquant::lloyd1d(x.data(), n, k, centers.mutable_data(), labels.mutable_data(),
-                                     tol, max_iter);
-  }
-  return py::make_tuple(centers, labels, iters);
+  const int k = static_cast<int>(centers.dim(0));
+  double* pc = centers.mut<double>();
+  std::int64_t* pl = labels.mut<std::int64_t>();
+  check_finite(values, values.ptr<double>(), n);
+  check_finite(centers, pc, k);
+  py::gil_scoped_release release;
+  return cpu::splitquant::lloyd1d(values.ptr<double>(), n, k, pc, pl, tol, max_iter);
 }
 
-struct FusedArgs {
-  carray<std::uint8_t> codes, clusters;
-  carray<float> scales, offsets;
-  index_t out, in, groups, group_size;
-  int bits, k;
-};
-
-FusedArgs fused_args(const py::array& codes, const py::array& clusters, const py::array& scales,
-                     const py::array& offsets, index_t in, index_t group_size, int bits) {
-  FusedArgs a{carray<std::uint8_t>(codes), carray<std::uint8_t>(clusters), carray<float>(scales),
-              carray<float>(offsets), 0, in, 0, group_size, bits, 0};
-  if (a.scales.ndim() != 3 || a.offsets.ndim() != 3)
-    throw py::value_error("scales/offsets: expected (out, groups, k) arrays");
-  if (a.codes.ndim() != 2) throw py::value_error("codes: wrong shape for (out, packed input)");
-  if (a.clusters.ndim() != 2) throw py::value_error("clusters: wrong shape for (out, packed input)");
-  cpu::splitquant::FusedShapes shapes{a.codes.shape(0), a.codes.shape(1), a.clusters.shape(0),
-                                      a.clusters.shape(1), {}, {}};
-  for (int d = 0; d < 3; ++d) {
-    shapes.scales[d] = a.scales.shape(d);
-    shapes.offsets[d] = a.offsets.shape(d);
-  }
-  if (const char* message = cpu::splitquant::check_fused(shapes, in, group_size, bits))
-    throw py::value_error(message);
-  a.out = a.scales.shape(0);
-  a.groups = in / group_size;
-  a.k = static_cast<int>(a.scales.shape(2));
-  return a;
+// y (n, out) = x (n, in) W^T + bias, W in the fused format.
+void fused_linear(py::object x, py::object codes, py::object clusters, py::object scales, py::object offsets,
+                  py::object bias, py::object y, index_t group_size, int bits) {
+  splitquant_views::Linear l =
+      splitquant_views::linear(x, codes, clusters, scales, offsets, bias, y, group_size, bits, pyb::Where::host);
+  py::gil_scoped_release release;
+  cpu::splitquant::fused_linear(l.x.ptr<float>(), l.n, l.in, l.f.codes.ptr<std::uint8_t>(),
+                                l.f.clusters.ptr<std::uint8_t>(), l.f.scales.ptr<float>(), l.f.offsets.ptr<float>(),
+                                l.f.out, group_size, bits, l.f.k, l.bias_ptr, l.y.ptr<float>());
 }
 
-py::array_t<float> fused_linear(const py::array& x_in, const py::array& codes,
-                                const py::array& clusters, const py::array& scales,
-                                const py::array& offsets, index_t group_size, int bits,
-                                const py::object& bias_in) {
-  carray<float> x(x_in);
-  if (x.ndim() != 2) throw py::value_error("x: expected a 2-D (batch, in) array");
-  const index_t n = x.shape(0), in = x.shape(1);
-  FusedArgs a = fused_args(codes, clusters, scales, offsets, in, group_size, bits);
-  carray<float> bias;
-  const float* bp = nullptr;
-  if (!bias_in.is_none()) {
-    bias = carray<float>(bias_in);
-    if (bias.ndim() != 1 || bias.shape(0) != a.out) throw py::value_error("bias: expected shape (out,)");
-    bp = bias.data();
-  }
-  py::array_t<float> y({n, a.out});
-  {
-    py::gil_scoped_release release;
-    cpu::splitquant::fused_linear(x.data(), n, in, a.codes.data(), a.clusters.data(),
-                                  a.scales.data(), a.offsets.data(), a.out, group_size, bits, a.k,
-                                  bp, y.mutable_data());
-  }
-  return y;
-}
-
-py::array_t<float> fused_decode(const py::array& codes, const py::array& clusters,
-                                const py::array& scales, const py::array& offsets, index_t in,
-                                index_t group_size, int bits) {
-  if (in < 1) throw py::value_error("in_features: must be >= 1");
-  FusedArgs a = fused_args(codes, clusters, scales, offsets, in, group_size, bits);
-  py::array_t<float> w({a.out, in});
-  {
-    py::gil_scoped_release release;
-    cpu::splitquant::fused_decode(a.codes.data(), a.clusters.data(), a.scales.data(),
-                                  a.offsets.data(), a.out, in, group_size, bits, a.k,
-                                  w.mutable_data());
-  }
-  return w;
+// w (out, in) = the dense weight of the fused format.
+void fused_decode(py::object codes, py::object clusters, py::object scales, py::object offsets, py::object w_obj,
+                  index_t group_size, int bits) {
+  ArrayView w = as_view(w_obj, "w").dtype<float>().ndim(2).host().c_contiguous();
+  const index_t in = w.dim(1);
+  if (in < 1) w.fail("in_features must be >= 1");
+  splitquant_views::Fused f = splitquant_views::fused(codes, clusters, scales, offsets, in, group_size, bits, pyb::Where::host);
+  w.dim(0, f.out);
+  float* pw = w.mut<float>();
+  py::gil_scoped_release release;
+  cpu::splitquant::fused_decode(f.codes.ptr<std::uint8_t>(), f.clusters.ptr<std::uint8_t>(), f.scales.ptr<float>(),
+                                f.offsets.ptr<float>(), f.out, in, group_size, bits, f.k, pw);
 }
 
 void bind_splitquant(py::module_& m) {
-  m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("k"),
-        "Exact 1-D k-means of every row: (centers (rows, min(k, cols)) NaN-padded, labels, costs).");
-  m.def("lloyd1d", &lloyd1d, py::arg("values"), py::arg("init"), py::arg("tol"), py::arg("max_iter"),
-        "Lloyd iterations from init with scikit-learn's conventions: (centers, labels, n_iter).");
-  m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"),
-        py::arg("scales"), py::arg("offsets"), py::arg("group_size"), py::arg("bits"),
-        py::arg("bias"));
-  m.def("fused_decode", &fused_decode, py::arg("codes"), py::arg("clusters"), py::arg("scales"),
-        py::arg("offsets"), py::arg("in_features"), py::arg("group_size"), py::arg("bits"));
+  m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("centers"), py::arg("labels"), py::arg("costs"),
+        "Exact 1-D k-means of every row of values into centers.shape[1] clusters: centers (NaN-padded), "
+        "labels, costs.");
+  m.def("lloyd1d", &lloyd1d, py::arg("values"), py::arg("centers"), py::arg("labels"), py::arg("tol"),
+        py::arg("max_iter"),
+        "Lloyd iterations from the initial centers (updated in place) with scikit-learn's conventions; "
+        "returns the iteration count.");
+  m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"), py::arg("scales"),
+        py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"));
+  m.def("fused_decode", &fused_decode, py::arg("codes"), py::arg("clusters"), py::arg("scales"), py::arg("offsets"),
+        py::arg("w"), py::arg("group_size"), py::arg("bits"));
 }
 }  // namespace
 NK_REGISTER_FAMILY(splitquant, bind_splitquant);

@@ -1,5 +1,5 @@
-// numkern._cuda.splitquant: the fused SplitQuant linear kernel on device pointers.  Python
-// (python/numkern/_splitquant_torch.py) checks shapes, dtypes, devices and contiguity.
+// numkern._cuda.splitquant: the fused SplitQuant linear kernel on CUDA arrays; the arguments of
+// numkern._core.splitquant.fused_linear plus the caller's `stream`.
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
@@ -7,39 +7,32 @@
 
 #include "cuda/common/launch.hpp"
 #include "cuda/splitquant/launch.hpp"
+#include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
+#include "python/splitquant_views.hpp"
 
 namespace nk {
 namespace {
 namespace py = pybind11;
+void fused_linear(py::object x, py::object codes, py::object clusters, py::object scales, py::object offsets,
+                  py::object bias, py::object y, index_t group_size, int bits, std::uintptr_t stream) {
+  splitquant_views::Linear l =
+      splitquant_views::linear(x, codes, clusters, scales, offsets, bias, y, group_size, bits, pyb::Where::cuda);
+  int rc;
+  {
+    py::gil_scoped_release release;
+    rc = cuda::splitquant::fused_linear(l.x.ptr<float>(), l.n, l.in, l.f.codes.ptr<std::uint8_t>(),
+                                        l.f.clusters.ptr<std::uint8_t>(), l.f.scales.ptr<float>(),
+                                        l.f.offsets.ptr<float>(), l.f.out, group_size, bits, l.f.k, l.bias_ptr,
+                                        l.y.ptr<float>(), stream);
+  }
+  if (rc != 0) throw std::runtime_error(std::string("numkern CUDA launch failed: ") + cuda::error_string(rc));
+}
 
 void bind_cuda_splitquant(py::module_& m) {
-  m.def(
-      "fused_linear",
-      [](std::uintptr_t x, std::int64_t n, std::int64_t in, std::uintptr_t codes,
-         std::uintptr_t clusters, std::uintptr_t scales, std::uintptr_t offsets, std::int64_t out,
-         std::int64_t group_size, int bits, int k, std::uintptr_t bias, std::uintptr_t y,
-         std::uintptr_t stream) {
-        if (bits != 2 && bits != 4 && bits != 8) throw py::value_error("bits: must be 2, 4 or 8");
-        if (k < 1 || k > 4) throw py::value_error("k: the fused format holds 1 to 4 clusters");
-        if (n < 0 || in < 1 || out < 0) throw py::value_error("sizes must be positive");
-        if (group_size < 1 || in % group_size != 0)
-          throw py::value_error("group_size: must be >= 1 and divide the input dimension");
-        int rc;
-        {
-          py::gil_scoped_release release;
-          rc = cuda::splitquant::fused_linear(
-              reinterpret_cast<const float*>(x), n, in, reinterpret_cast<const std::uint8_t*>(codes),
-              reinterpret_cast<const std::uint8_t*>(clusters), reinterpret_cast<const float*>(scales),
-              reinterpret_cast<const float*>(offsets), out, group_size, bits, k,
-              reinterpret_cast<const float*>(bias), reinterpret_cast<float*>(y), stream);
-        }
-        if (rc != 0)
-          throw std::runtime_error(std::string("numkern CUDA launch failed: ") + cuda::error_string(rc));
-      },
-      py::arg("x"), py::arg("n"), py::arg("in_features"), py::arg("codes"), py::arg("clusters"),
-      py::arg("scales"), py::arg("offsets"), py::arg("out_features"), py::arg("group_size"),
-      py::arg("bits"), py::arg("k"), py::arg("bias"), py::arg("y"), py::arg("stream"));
+  m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"), py::arg("scales"),
+        py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"),
+        py::arg("stream"));
 }
 }  // namespace
 NK_REGISTER_FAMILY(splitquant, bind_cuda_splitquant);

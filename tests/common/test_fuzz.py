@@ -1177,7 +1177,8 @@ def test_regression_olive_encoder_nan_scale_does_not_crash():
 
     x = np.full((3, 6), np.nan, np.float32)
     for normal in (0, 1):
-        codes, scales, _, _ = _core.olive.encode(x, 4, normal, False, True, 0, np.zeros(3))
+        codes, scales = np.empty((3, 3), np.uint8), np.empty(3, np.float32)
+        _core.olive.encode(x, codes, scales, np.zeros(3), np.empty(3), 4, normal, False, True, 0)
         assert codes.shape == (3, 3)
     with pytest.raises(ValueError, match="^w: "):
         quant.ovp_quantize(np.array([[1e308, 1.0]]))

@@ -47,7 +47,7 @@ else
 fi
 
 declare -A sources=(
-  [olive]="$root/csrc/cpu/olive/olive.cpp $root/csrc/cpu/common/threads.cpp"
+  [olive]="$root/csrc/cpu/olive/olive.cpp $root/csrc/cpu/common/dispatch.cpp $root/csrc/cpu/common/threads.cpp"
   [splitquant]="$root/csrc/cpu/splitquant/splitquant.cpp $root/csrc/cpu/common/threads.cpp"
 )
 
@@ -82,8 +82,8 @@ if [[ $is_clang == 0 ]] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   # compile the portable ones only): give each a third of the time
   third=$(( (seconds + 2) / 3 ))
   seconds=$third run_target olive "olive (AVX-512 kernels)" NUMKERN_FUZZ_DUMMY=1 || status=1
-  seconds=$third run_target olive "olive (AVX2 kernels)" NUMKERN_OLIVE_ISA=avx2 || status=1
-  seconds=$third run_target olive "olive (portable kernels)" NUMKERN_OLIVE_ISA=portable || status=1
+  seconds=$third run_target olive "olive (AVX2 kernels)" NUMKERN_ISA=avx2 || status=1
+  seconds=$third run_target olive "olive (portable kernels)" NUMKERN_ISA=portable || status=1
 else
   run_target olive "olive" NUMKERN_FUZZ_DUMMY=1 || status=1
 fi

@@ -467,3 +467,14 @@ def test_half_precision_models_split_exactly():
     assert torch.equal(s[0].merged_weight(), m[0].weight)
     sq = q.splitquant(m, bits=4)
     assert sq[0].branches[0].weight.dtype == torch.bfloat16
+
+
+def test_regression_empty_fused_weight_decodes():
+    # numpy gives an empty array zero strides; the array view called that non-contiguous, so a
+    # layer with no output rows failed with "w: must be C-contiguous"
+    f = q.FusedSplitQuantWeight(np.zeros((0, 2), np.uint8), np.zeros((0, 2), np.uint8),
+                                np.zeros((0, 2, 3), np.float32), np.zeros((0, 2, 3), np.float32), 8, 4, 2)
+    assert f.dequantize().shape == (0, 8)
+    assert f.matmul(np.ones((3, 8), np.float32)).shape == (3, 0)
+    with pytest.raises(ValueError, match="^scales: "):
+        q.FusedSplitQuantWeight(f.codes, f.clusters, np.zeros(3, np.float32), f.offsets, 8, 4, 2).dequantize()

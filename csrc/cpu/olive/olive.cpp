@@ -2,10 +2,7 @@
 #include "cpu/olive/olive.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <cfloat>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -16,24 +13,45 @@
 #define NK_OLIVE_X86 0
 #endif
 
+#include "cpu/common/dispatch.hpp"
 #include "cpu/common/threads.hpp"
 #include "numkern/olive/olive.hpp"
 
 namespace nk::cpu::olive {
 namespace ov = nk::olive;
+using nk::cpu::Isa;
+using nk::cpu::active_isa;
+using ov::Scale;
 namespace {
 
 #if NK_OLIVE_X86
-// Hot loops are compiled per ISA (SSE2 has no floor instruction: floorf would be a call).
-// One binary for every x86-64: the loader picks the widest vector unit the CPU has.
-#define NK_OLIVE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// The hot loops are compiled once per tier of nk::cpu::active_isa() (SSE2 has no floor
+// instruction: floorf would be a call) and the dispatcher picks one per call (NK_OLIVE_TIERS).
+#define NK_OLIVE_AVX2 __attribute__((target("avx2,fma")))
+#define NK_OLIVE_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx2,fma")))
 // The dot products may fuse multiply-adds (the file is built with -ffp-contract=off for the
 // encoder, whose rounding must match the CUDA one bit for bit; a matmul only needs tolerance).
 #define NK_OLIVE_FMA __attribute__((optimize("fp-contract=fast")))
 #else
-#define NK_OLIVE_CLONES
+#define NK_OLIVE_AVX2
+#define NK_OLIVE_AVX512
 #define NK_OLIVE_FMA
 #endif
+
+// NAME_portable / NAME_avx2 / NAME_avx512: the always-inline BODY compiled for each tier, and
+// NAME(...) calling the one active_isa() names.  ATTR: extra attributes of body and wrappers.
+#define NK_OLIVE_TIERS(RET, NAME, BODY, ATTR, PARAMS, ARGS)                    \
+  ATTR RET NAME##_portable PARAMS { return BODY ARGS; }                          \
+  NK_OLIVE_AVX2 ATTR RET NAME##_avx2 PARAMS { return BODY ARGS; }                \
+  NK_OLIVE_AVX512 ATTR RET NAME##_avx512 PARAMS { return BODY ARGS; }            \
+  RET NAME PARAMS {                                                              \
+    switch (nk::cpu::active_isa()) {                                             \
+      case nk::cpu::Isa::avx512: return NAME##_avx512 ARGS;                      \
+      case nk::cpu::Isa::avx2: return NAME##_avx2 ARGS;                          \
+      default: return NAME##_portable ARGS;                                      \
+    }                                                                            \
+  }
+#define NK_OLIVE_INLINE __attribute__((always_inline)) inline
 
 // Sum of f(row, begin, end) over rows [r0, r1) and fixed kSumChunk column chunks, in the
 // canonical order shared with the CUDA encoder (see numkern/olive/olive.hpp).
@@ -50,57 +68,28 @@ double chunked_sum(index_t r0, index_t r1, index_t cols, F&& f) {
 double sigma_bound(const float* x, index_t r0, index_t r1, index_t cols) {
   const double n = static_cast<double>((r1 - r0) * cols);
   const double sum = chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
-    double p = 0.0;
-    for (index_t c = b; c < e; ++c) p += x[r * cols + c];
-    return p;
+    return ov::span_sum(x + r * cols, b, e);
   });
   const double mu = sum / n;
   const double ss = chunked_sum(r0, r1, cols, [&](index_t r, index_t b, index_t e) {
-    double p = 0.0;
-    for (index_t c = b; c < e; ++c) {
-      const double d = x[r * cols + c] - mu;
-      p += d * d;
-    }
-    return p;
+    return ov::span_sq_dev(x + r * cols, b, e, mu);
   });
-  const double sigma = n > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
-  double xm = std::max(std::fabs(mu + 3 * sigma), std::fabs(mu - 3 * sigma));
-  if (!(xm > 0.0) || !std::isfinite(xm)) {
-    xm = 0.0;
-    for (index_t i = r0 * cols; i < r1 * cols; ++i) xm = std::max(xm, static_cast<double>(std::fabs(x[i])));
-    if (!(xm > 0.0)) xm = 1.0;
-  }
-  return xm;
+  const double xm = ov::three_sigma_bound(mu, ss, n);
+  if (ov::bound_usable(xm)) return xm;
+  float absmax = 0.0f;
+  for (index_t r = r0; r < r1; ++r) absmax = std::max(absmax, ov::span_absmax(x + r * cols, 0, cols));
+  return ov::absmax_bound(absmax);
 }
 
-struct Scale {
-  float inv, s;
-};
+Scale scale_for(double alpha, const EncodeSpec& spec) { return ov::scale_for(alpha, spec.bits, spec.normal); }
 
-Scale scale_for(double alpha, const EncodeSpec& spec) {
-  const double gmax = ov::grid_max(spec.bits, spec.normal);
-  double inv = gmax / alpha;
-  if (inv > FLT_MAX) inv = FLT_MAX;
-  return {static_cast<float>(inv), static_cast<float>(alpha / gmax)};
+NK_OLIVE_INLINE double span_sq_error_body(const float* row, index_t cols, index_t b, index_t e,
+                                          const EncodeSpec& spec, Scale sc) {
+  return ov::span_sq_error(row, cols, b, e, sc, spec.bits, spec.normal, spec.keep_left);
 }
-
-// Pair p of row r (the padding element of an odd row is 0).
-inline void load_pair(const float* row, index_t cols, index_t p, float* x0, float* x1) {
-  *x0 = row[2 * p];
-  *x1 = 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f;
-}
-
-NK_OLIVE_CLONES double span_sq_error(const float* row, index_t cols, index_t b, index_t e,
-                                      const EncodeSpec& spec, Scale sc) {
-  double p = 0.0;
-  for (index_t i = b; i < e; i += 2) {
-    float x0, x1;
-    load_pair(row, cols, i / 2, &x0, &x1);
-    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left);
-    p += ov::pair_sq_error(x0, x1, o, sc.s);
-  }
-  return p;
-}
+NK_OLIVE_TIERS(double, span_sq_error, span_sq_error_body, ,
+               (const float* row, index_t cols, index_t b, index_t e, const EncodeSpec& spec, Scale sc),
+               (row, cols, b, e, spec, sc))
 
 double group_sq_error(const float* x, index_t r0, index_t r1, index_t cols, const EncodeSpec& spec,
                       Scale sc) {
@@ -109,20 +98,18 @@ double group_sq_error(const float* x, index_t r0, index_t r1, index_t cols, cons
   });
 }
 
-NK_OLIVE_CLONES void encode_row(const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out) {
+NK_OLIVE_INLINE void encode_row_body(const float* row, index_t cols, const EncodeSpec& spec, Scale sc,
+                                     std::uint8_t* out) {
   const index_t pairs = (cols + 1) / 2;
   for (index_t p = 0; p < pairs; ++p) {
     float x0, x1;
-    load_pair(row, cols, p, &x0, &x1);
-    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left);
-    if (spec.bits == 8) {
-      out[2 * p] = o.c0;
-      out[2 * p + 1] = o.c1;
-    } else {
-      out[p] = static_cast<std::uint8_t>(o.c0 | (o.c1 << 4));
-    }
+    ov::load_pair(row, cols, p, &x0, &x1);
+    ov::store_pair(out, p, spec.bits, ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left));
   }
 }
+NK_OLIVE_TIERS(void, encode_row, encode_row_body, ,
+               (const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out),
+               (row, cols, spec, sc, out))
 
 // Threshold of rows [r0, r1) by the spec's mode; the candidate loop is parallel when
 // parallel_candidates (one group for the whole matrix), otherwise the caller is.
@@ -217,7 +204,7 @@ inline void decode8_loop(const std::uint8_t* __restrict c, index_t np, float* __
 // AVX-512 4-bit decoder: each nibble indexes a 16-float register table (vpermps) holding the
 // normal values; pairs with a victim nibble (rare) are redone from the 256-entry byte table.
 // About 10 instructions per 32 weights, which is what lets the 4-bit GEMV beat float32.
-__attribute__((target("avx512f"))) void decode4_avx512(const std::uint8_t* __restrict c, index_t np,
+__attribute__((target("avx512f,avx512dq,avx512bw"))) void decode4_avx512(const std::uint8_t* __restrict c, index_t np,
                                                        int normal, float* __restrict dst) {
   alignas(64) float normals[16], outliers[16];
   for (int n = 0; n < 16; ++n) {
@@ -244,7 +231,7 @@ __attribute__((target("avx512f"))) void decode4_avx512(const std::uint8_t* __res
 }
 
 // 16 consecutive 8-bit codes (8 whole pairs) -> grid values, in element order.
-__attribute__((target("avx512f"), always_inline)) inline __m512 decode8x16_avx512(const std::uint8_t* c) {
+__attribute__((target("avx512f,avx512dq,avx512bw"), always_inline)) inline __m512 decode8x16_avx512(const std::uint8_t* c) {
   const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
   const __mmask16 vic = _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(-128));
   const unsigned m = vic;
@@ -260,7 +247,7 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 decode8x16_avx51
   return _mm512_mul_ps(_mm512_cvtepi32_ps(g), _mm512_set1_ps(0.25f));
 }
 
-__attribute__((target("avx512f"))) void decode8_avx512(const std::uint8_t* __restrict c, index_t np,
+__attribute__((target("avx512f,avx512dq,avx512bw"))) void decode8_avx512(const std::uint8_t* __restrict c, index_t np,
                                                        float* __restrict dst) {
   index_t p = 0;
   for (; p + 8 <= np; p += 8) _mm512_storeu_ps(dst + 2 * p, decode8x16_avx512(c + 2 * p));
@@ -268,7 +255,7 @@ __attribute__((target("avx512f"))) void decode8_avx512(const std::uint8_t* __res
 }
 
 // Fused 8-bit GEMV: y[r] = s_r sum_k x[k] g[r, k]; x padded to an even length.
-__attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv8_avx512(
+__attribute__((target("avx512f,avx512dq,avx512bw"), optimize("fp-contract=fast"))) void gemv8_avx512(
     const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* x,
     float* y) {
   const int nt = threads_for(n / 16 + 1, n * bpr * 2);
@@ -294,52 +281,14 @@ __attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv8_avx5
   }
 }
 
-// Fused 4-bit GEMV, y[r] = s_r sum_p (xe[p] g0(c[r, p]) + xo[p] g1(c[r, p])) for rows [0, n),
-// with x split into its even (xe) and odd (xo) elements so that the decoded nibbles multiply x
-// without being interleaved or stored.
-__attribute__((target("avx512f"), optimize("fp-contract=fast"))) void gemv4_avx512(
-    const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
-    const float* xo, int normal, float* y) {
-  alignas(64) float normals[16], outliers[16];
-  for (int q = 0; q < 16; ++q) {
-    normals[q] = q == 8 ? 0.0f : ov::decode_normal4(q, normal);
-    outliers[q] = ov::decode_outlier4(q);
-  }
-  const float(*lut)[2] = lut4().v[normal == ov::kFlint ? 1 : 0];
-  const __m512 tn = _mm512_load_ps(normals), to = _mm512_load_ps(outliers);
-  const __m512i low4 = _mm512_set1_epi32(15), victim = _mm512_set1_epi32(8);
-  const int nt = threads_for(n / 16 + 1, n * bpr * 2);
-  (void)nt;
-#if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-  for (index_t r = 0; r < n; ++r) {
-    const std::uint8_t* c = codes + r * bpr;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    index_t p = 0;
-    for (; p + 16 <= bpr; p += 16) {
-      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + p)));
-      const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_srli_epi32(v, 4);
-      const __mmask16 vlo = _mm512_cmpeq_epi32_mask(lo, victim), vhi = _mm512_cmpeq_epi32_mask(hi, victim);
-      const __m512 flo = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(lo, tn), vhi & ~vlo, lo, to);
-      const __m512 fhi = _mm512_mask_permutexvar_ps(_mm512_permutexvar_ps(hi, tn), vlo & ~vhi, hi, to);
-      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(xe + p), flo, acc0);
-      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(xo + p), fhi, acc1);
-    }
-    float tail = 0.0f;
-    for (; p < bpr; ++p) tail += xe[p] * lut[c[p]][0] + xo[p] * lut[c[p]][1];
-    y[r] = (_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + tail) * scales[per_row ? r : 0];
-  }
-}
-
 // Fused 4-bit GEMV, AVX-512 (F + BW), 64 code bytes (128 weights) at a time.  As gemv4_avx2 in the
 // byte domain, with zmm registers and mask registers: pshufb of the normal table, then a
 // merge-masked pshufb of the outlier table where the partner nibble is the victim.  Each 16-byte
 // slice of the int8 values (int4, units of 4) goes through memory once more so that the widening
 // vpmovsxbd reads it there (a load-port uop instead of a shuffle); flint4 needs int16 values: the
 // (low, high) bytes are unpacked to words first, in the lane-interleaved order kAvx512WideOrder,
-// which x is permuted to once per call.  ~2 vector uops per 8 weights, where the dword-domain
-// decoder (gemv4_avx512) spends 3.5 (its permutes and compares all compete for one port).
+// which x is permuted to once per call.  ~2 vector uops per 8 weights, where a dword-domain
+// decoder (vpermps, as decode4_avx512) spends 3.5 (its permutes and compares all compete for one port).
 constexpr int kAvx512WideOrder[64] = {0,  1,  2,  3,  4,  5,  6,  7,  16, 17, 18, 19, 20, 21, 22, 23,
                                       32, 33, 34, 35, 36, 37, 38, 39, 48, 49, 50, 51, 52, 53, 54, 55,
                                       8,  9,  10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31,
@@ -353,7 +302,7 @@ void permute_blocks(const float* x, index_t len, const int* order, int block, fl
 }
 
 template <bool Wide>
-__attribute__((target("avx512f,avx512bw"), optimize("fp-contract=fast"))) void gemv4_avx512bw(
+__attribute__((target("avx512f,avx512dq,avx512bw"), optimize("fp-contract=fast"))) void gemv4_avx512bw(
     const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
     const float* xo, const float* xep, const float* xop, int normal, float* y);
 
@@ -471,7 +420,7 @@ __attribute__((target("avx2,fma"), optimize("fp-contract=fast"))) void gemv4_avx
   }
 }
 template <bool Wide>
-__attribute__((target("avx512f,avx512bw"), optimize("fp-contract=fast"))) void gemv4_avx512bw(
+__attribute__((target("avx512f,avx512dq,avx512bw"), optimize("fp-contract=fast"))) void gemv4_avx512bw(
     const std::uint8_t* codes, index_t bpr, const float* scales, bool per_row, index_t n, const float* xe,
     const float* xo, const float* xep, const float* xop, int normal, float* y) {
   const NibbleTables tab(normal, Wide ? 1 : 4);
@@ -599,72 +548,42 @@ __attribute__((target("avx2,fma"))) void decode4_avx2(const std::uint8_t* __rest
 }
 #endif
 
-// Which decoders and GEMV kernels run: the widest the CPU has, unless NUMKERN_OLIVE_ISA
-// (portable, avx2, avx512) or NUMKERN_OLIVE_NO_AVX512=1 asks for a narrower one, or set_isa
-// (the tests force each path in turn).
-Isa best_isa() {
-#if NK_OLIVE_X86
-  if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-#endif
-  return Isa::portable;
-}
-
-Isa resolve(Isa want) {
-  const Isa best = best_isa();
-  if (want == Isa::automatic || static_cast<int>(want) > static_cast<int>(best)) return best;
-  return want;
-}
-
-Isa isa_from_env() {
-  const char* v = std::getenv("NUMKERN_OLIVE_ISA");
-  if (v != nullptr && std::strcmp(v, "portable") == 0) return Isa::portable;
-  if (v != nullptr && std::strcmp(v, "avx2") == 0) return Isa::avx2;
-  if (std::getenv("NUMKERN_OLIVE_NO_AVX512") != nullptr) return Isa::avx2;
-  return Isa::automatic;
-}
-
-std::atomic<int>& isa_slot() {
-  static std::atomic<int> slot{static_cast<int>(resolve(isa_from_env()))};
-  return slot;
-}
-
-Isa active() { return static_cast<Isa>(isa_slot().load()); }
-
-#if NK_OLIVE_X86
-bool have_avx512() { return active() == Isa::avx512; }
-// NUMKERN_OLIVE_NO_AVX512BW=1: the AVX-512F-only GEMV (for CPUs with F but not BW; tests use it)
-bool have_avx512bw() {
-  static const bool yes = __builtin_cpu_supports("avx512bw") && std::getenv("NUMKERN_OLIVE_NO_AVX512BW") == nullptr;
-  return yes;
-}
-#endif
-
-NK_OLIVE_CLONES void decode_span(const std::uint8_t* __restrict row_codes, index_t k0, index_t kc, int bits,
-                                 int normal, float* __restrict dst) {
-  const index_t p0 = k0 / 2, np = (k0 + kc + 1) / 2 - p0;
-#if NK_OLIVE_X86
-  if (have_avx512()) {
-    if (bits == 4)
-      decode4_avx512(row_codes + p0, np, normal, dst);
-    else
-      decode8_avx512(row_codes + 2 * p0, np, dst);
-    return;
-  }
-  if (bits == 4 && active() == Isa::avx2) {
-    if (normal == ov::kFlint)
-      decode4_avx2<true>(row_codes + p0, np, normal, dst);
-    else
-      decode4_avx2<false>(row_codes + p0, np, normal, dst);
-    return;
-  }
-#endif
+NK_OLIVE_INLINE void decode_loop_body(const std::uint8_t* __restrict c, index_t np, int bits, int normal,
+                                      float* __restrict dst) {
   if (bits == 8)
-    decode8_loop(row_codes + 2 * p0, np, dst);
+    decode8_loop(c, np, dst);
   else if (normal == ov::kFlint)
-    decode4_loop<true>(row_codes + p0, np, dst);
+    decode4_loop<true>(c, np, dst);
   else
-    decode4_loop<false>(row_codes + p0, np, dst);
+    decode4_loop<false>(c, np, dst);
+}
+NK_OLIVE_TIERS(void, decode_loop, decode_loop_body, ,
+               (const std::uint8_t* __restrict c, index_t np, int bits, int normal, float* __restrict dst),
+               (c, np, bits, normal, dst))
+
+// Grid values of elements [k0, k0 + kc) of one row (k0 even) by the active tier's decoder.
+void decode_span(const std::uint8_t* __restrict row_codes, index_t k0, index_t kc, int bits, int normal,
+                 float* __restrict dst) {
+  const index_t p0 = k0 / 2, np = (k0 + kc + 1) / 2 - p0;
+  const std::uint8_t* c = row_codes + (bits == 8 ? 2 * p0 : p0);
+#if NK_OLIVE_X86
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512) {
+    if (bits == 4)
+      decode4_avx512(c, np, normal, dst);
+    else
+      decode8_avx512(c, np, dst);
+    return;
+  }
+  if (bits == 4 && isa == Isa::avx2) {
+    if (normal == ov::kFlint)
+      decode4_avx2<true>(c, np, normal, dst);
+    else
+      decode4_avx2<false>(c, np, normal, dst);
+    return;
+  }
+#endif
+  decode_loop(c, np, bits, normal, dst);
 }
 
 constexpr index_t kTileK = 1024;  // columns of a decoded tile: 4 rows x 4 KiB stay in L1
@@ -676,8 +595,8 @@ typedef float vf16 __attribute__((vector_size(64)));
 
 // acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
 template <int MB>
-NK_OLIVE_CLONES NK_OLIVE_FMA void tile_dot(const float* x, index_t ldx, const float* w, index_t kc, float* out,
-                              index_t ldo) {
+NK_OLIVE_INLINE NK_OLIVE_FMA void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t kc, float* out,
+                                              index_t ldo) {
   vf16 acc[MB][kTileN];
   for (int m = 0; m < MB; ++m)
     for (int j = 0; j < kTileN; ++j) acc[m][j] = vf16{};
@@ -700,11 +619,20 @@ NK_OLIVE_CLONES NK_OLIVE_FMA void tile_dot(const float* x, index_t ldx, const fl
     }
 }
 
-}  // namespace
+NK_OLIVE_INLINE NK_OLIVE_FMA void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t kc,
+                                                float* out, index_t ldo) {
+  switch (mb) {
+    case 4: tile_dot_mb<4>(x, ldx, w, kc, out, ldo); break;
+    case 3: tile_dot_mb<3>(x, ldx, w, kc, out, ldo); break;
+    case 2: tile_dot_mb<2>(x, ldx, w, kc, out, ldo); break;
+    default: tile_dot_mb<1>(x, ldx, w, kc, out, ldo); break;
+  }
+}
+NK_OLIVE_TIERS(void, tile_dot, tile_dot_body, NK_OLIVE_FMA,
+               (int mb, const float* x, index_t ldx, const float* w, index_t kc, float* out, index_t ldo),
+               (mb, x, ldx, w, kc, out, ldo))
 
-bool isa_supported(Isa isa) { return isa == Isa::automatic || static_cast<int>(isa) <= static_cast<int>(best_isa()); }
-void set_isa(Isa isa) { isa_slot().store(static_cast<int>(resolve(isa))); }
-Isa active_isa() { return active(); }
+}  // namespace
 
 void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
             float* scales, double* alphas, double* sq_errors) {
@@ -769,7 +697,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
             bool per_row, index_t n, index_t k, int bits, int normal, float* out) {
   const index_t bpr = bytes_per_row(k, bits);
 #if NK_OLIVE_X86
-  const Isa isa = active();
+  const Isa isa = active_isa();
   if (bits == 4 && batch < 4 && isa != Isa::portable) {  // GEMV: decode straight into the FMAs
     std::vector<float> xe(static_cast<std::size_t>(bpr)), xo(static_cast<std::size_t>(bpr));
     std::vector<float> xep(static_cast<std::size_t>(bpr)), xop(static_cast<std::size_t>(bpr));
@@ -778,7 +706,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
         xe[p] = x[b * k + 2 * p];
         xo[p] = 2 * p + 1 < k ? x[b * k + 2 * p + 1] : 0.0f;
       }
-      if (isa == Isa::avx512 && have_avx512bw()) {
+      if (isa == Isa::avx512) {
         if (normal == ov::kFlint) {
           permute_blocks(xe.data(), bpr, kAvx512WideOrder, 64, xep.data());
           permute_blocks(xo.data(), bpr, kAvx512WideOrder, 64, xop.data());
@@ -788,8 +716,6 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
           gemv4_avx512bw<false>(codes, bpr, scales, per_row, n, xe.data(), xo.data(), xep.data(), xop.data(),
                                 normal, out + b * n);
         }
-      } else if (isa == Isa::avx512) {
-        gemv4_avx512(codes, bpr, scales, per_row, n, xe.data(), xo.data(), normal, out + b * n);
       } else {
         permute_blocks(xe.data(), bpr, kAvx2Order, 32, xep.data());
         permute_blocks(xo.data(), bpr, kAvx2Order, 32, xop.data());
@@ -803,7 +729,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
     }
     return;
   }
-  if (bits == 8 && batch < 4 && have_avx512()) {
+  if (bits == 8 && batch < 4 && isa == Isa::avx512) {
     std::vector<float> xp(static_cast<std::size_t>(bpr), 0.0f);
     for (index_t b = 0; b < batch; ++b) {
       std::copy(x + b * k, x + (b + 1) * k, xp.begin());
@@ -841,12 +767,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
           const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
           std::fill(acc.begin(), acc.end(), 0.0f);
           const float* xb = x + b0 * k + k0;
-          switch (mb) {
-            case 4: tile_dot<4>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
-            case 3: tile_dot<3>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
-            case 2: tile_dot<2>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
-            default: tile_dot<1>(xb, k, tile.data(), kc, acc.data(), kTileN); break;
-          }
+          tile_dot(mb, xb, k, tile.data(), kc, acc.data(), kTileN);
           for (int m = 0; m < mb; ++m)
             for (int j = 0; j < rows_here; ++j) out[(b0 + m) * n + n0 + j] += acc[m * kTileN + j];
         }

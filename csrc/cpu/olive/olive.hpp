@@ -8,13 +8,11 @@
 #include <cstdint>
 
 #include "numkern/config.hpp"
+#include "numkern/olive/olive.hpp"
 
 namespace nk::cpu::olive {
 
-inline index_t bytes_per_row(index_t cols, int bits) {
-  const index_t pairs = (cols + 1) / 2;
-  return bits == 8 ? 2 * pairs : pairs;
-}
+using nk::olive::bytes_per_row;
 
 // Argument checks of the decode / matmul entry points, shared by the bindings (which raise the
 // message as ValueError) and the fuzz targets (tests/fuzz), so that the native layer is safe on
@@ -59,13 +57,8 @@ void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, 
 void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_t rows, index_t cols,
             int bits, int normal, float* out);
 
-// Decoders and fused GEMV kernels: portable loops, AVX2 + FMA, or AVX-512 (olive.cpp).
-// automatic = the widest the CPU has; NUMKERN_OLIVE_ISA=portable|avx2 (or NUMKERN_OLIVE_NO_AVX512=1)
-// in the environment, or set_isa, ask for a narrower one (a wider one than the CPU has is ignored).
-enum class Isa : int { automatic = 0, portable = 1, avx2 = 2, avx512 = 3 };
-bool isa_supported(Isa isa);
-void set_isa(Isa isa);
-Isa active_isa();
+// Decoders, GEMV kernels and encoder loops run the tier nk::cpu::active_isa() names
+// (csrc/cpu/common/dispatch.hpp: portable, AVX2 + FMA, or AVX-512 F/DQ/BW).
 
 // out[b, n] = sum_k x[b, k] * decode(codes)[n, k]: the weights are decoded a 4-row, 1024-column
 // tile at a time into an L1-resident buffer and never exist as a float matrix.

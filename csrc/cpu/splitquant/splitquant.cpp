@@ -201,8 +201,11 @@ int kmeans1d_optimal(const T* x, index_t n, int k, double* centers, std::int64_t
 template <class T>
 void kmeans1d_optimal_rows(const T* x, index_t rows, index_t cols, int k, double* centers,
                            std::int64_t* labels, double* costs) {
+  // the sort and the dynamic program cost ~ (20 + 10 k) operations per value
+  const int nt = threads_for(rows, rows * cols * (20 + 10 * static_cast<long long>(k)));
+  (void)nt;
 #if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads()) if (rows > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
 #endif
   for (index_t r = 0; r < rows; ++r)
     kmeans1d_optimal(x + r * cols, cols, k, centers + r * k, labels ? labels + r * cols : nullptr,
@@ -252,8 +255,7 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
       }
     } else {
       for (index_t i = begin; i < end; ++i)
-        w[i] = nk::splitquant::fused_weight(nk::splitquant::code_at(codes, i, Bits),
-                                            nk::splitquant::cluster_at(clusters, i), k, s, o);
+        w[i] = nk::splitquant::fused_weight_at(codes, clusters, i, Bits, group_size, k, scales, offsets);
     }
   }
 }
@@ -266,8 +268,11 @@ void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clu
   else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
 }
 
-// s[r] = <x, w_r> for four decoded rows sharing every load of x.  The build has no -march, so
-// the function is cloned for AVX-512 / AVX2 and picked at load time (GCC/Clang ifunc).
+// s[r] = <x, w_r> for four decoded rows sharing every load of x.  Cloned for AVX-512 / AVX2 and
+// picked at load time by CPUID (GCC ifunc), not by nk::cpu::active_isa(): these two loops are
+// plain float dot products with a tolerance contract (docs/splitquant.md), no tier-specific
+// code, so a forced NUMKERN_ISA / set_isa only has them keep the wider vector unit.  (Kept until
+// csrc/cpu/common offers a per-tier compile helper; OliVe's loops use its own NK_OLIVE_TIERS.)
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
@@ -318,31 +323,16 @@ void dot4x4(const float* x, const float* w, index_t in, float* s) {
 }
 }  // namespace
 
-const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits) {
-  if (bits != 2 && bits != 4 && bits != 8) return "bits: must be 2, 4 or 8";
-  if (in < 0) return "in_features: must be >= 0";
-  if (group_size < 1 || in % group_size != 0)
-    return "group_size: must be >= 1 and divide the input dimension";
-  const index_t out = s.scales[0], k = s.scales[2];
-  if (k < 1 || k > 4) return "k: the fused format holds 1 to 4 clusters";
-  for (int d = 0; d < 3; ++d)
-    if (s.offsets[d] != s.scales[d]) return "offsets: shape mismatch";
-  if (s.scales[1] != in / group_size) return "scales: wrong number of groups";
-  if (s.code_rows != out || s.code_cols != nk::splitquant::packed_row_bytes(in, bits))
-    return "codes: wrong shape for (out, packed input)";
-  if (s.cluster_rows != out || s.cluster_cols != nk::splitquant::packed_row_bytes(in, 2))
-    return "clusters: wrong shape for (out, packed input)";
-  return nullptr;
-}
-
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
                   const float* offsets, index_t out, index_t in, index_t group_size, int bits,
                   int k, float* w) {
   const index_t cb = nk::splitquant::packed_row_bytes(in, bits);
   const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
   const index_t groups = in / group_size;
+  const int nt = threads_for(out, out * in);
+  (void)nt;
 #if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (out * in > kMinParallelWork)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
   for (index_t o = 0; o < out; ++o)
     decode_row_any(bits, codes + o * cb, clusters + o * lb, scales + o * groups * k,
@@ -359,8 +349,10 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
   const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
   const index_t groups = in / group_size;
   const index_t blocks = (out + kRows - 1) / kRows;
+  const int nt = threads_for(blocks, n * out * in);
+  (void)nt;
 #if NK_HAVE_OPENMP
-#pragma omp parallel num_threads(get_num_threads()) if (n * out * in > kMinParallelWork)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
   {
     std::vector<float> buf(static_cast<size_t>(kRows * in), 0.0f);

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "numkern/config.hpp"
+#include "numkern/splitquant/splitquant.hpp"
 
 namespace nk::cpu::splitquant {
 
@@ -33,7 +34,22 @@ struct FusedShapes {
 // and the fuzz targets (tests/fuzz), so the native entry points are safe on their own: nullptr
 // when the shapes agree with (in, group_size, bits), else a message naming the argument.
 // On success out = scales[0] and k = scales[2].
-const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits);
+inline const char* check_fused(const FusedShapes& s, index_t in, index_t group_size, int bits) {
+  if (bits != 2 && bits != 4 && bits != 8) return "bits: must be 2, 4 or 8";
+  if (in < 0) return "in_features: must be >= 0";
+  if (group_size < 1 || in % group_size != 0)
+    return "group_size: must be >= 1 and divide the input dimension";
+  const index_t out = s.scales[0], k = s.scales[2];
+  if (k < 1 || k > 4) return "k: the fused format holds 1 to 4 clusters";
+  for (int d = 0; d < 3; ++d)
+    if (s.offsets[d] != s.scales[d]) return "offsets: shape mismatch";
+  if (s.scales[1] != in / group_size) return "scales: wrong number of groups";
+  if (s.code_rows != out || s.code_cols != nk::splitquant::packed_row_bytes(in, bits))
+    return "codes: wrong shape for (out, packed input)";
+  if (s.cluster_rows != out || s.cluster_cols != nk::splitquant::packed_row_bytes(in, 2))
+    return "clusters: wrong shape for (out, packed input)";
+  return nullptr;
+}
 
 // Y (n x out) = X (n x in) W^T + bias with W decoded from the fused format of
 // numkern/splitquant/splitquant.hpp: codes (out x code_row_bytes), clusters (out x cluster_row_bytes),

@@ -16,8 +16,10 @@ namespace {
 void assign(const double* x, index_t n, int k, const double* c, std::int64_t* labels) {
   std::vector<double> c2(k);
   for (int j = 0; j < k; ++j) c2[j] = c[j] * c[j];
+  const int nt = threads_for(n, n * static_cast<long long>(k));
+  (void)nt;
 #if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (n > 65536)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
   for (index_t i = 0; i < n; ++i) {
     double best = c2[0] + -2.0 * (x[i] * c[0]);

@@ -1,12 +1,12 @@
 // CUDA encoder, decoder and fused dequant-matmul of OliVe OVP quantization.  The per-value
 // math is numkern/olive/olive.hpp, shared with the CPU loops, and every sum runs in the same order as
 // on the CPU (per (row, 4096-column chunk) left to right, then the chunks in order), so the
-// encoder picks the same thresholds and writes the same bytes as csrc/cpu/olive.cpp.
+// encoder picks the same thresholds and writes the same bytes as csrc/cpu/olive/olive.cpp.
 #include <cuda_runtime.h>
 
-#include <cfloat>
 #include <cstdint>
 
+#include "cuda/olive/launch.hpp"
 #include "numkern/olive/olive.hpp"
 
 namespace nk::cuda::olive {
@@ -20,23 +20,6 @@ inline unsigned blocks_for(std::int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(b < 1 ? 1 : (b > 2147483647LL ? 2147483647LL : b));
 }
 
-__device__ __forceinline__ void load_pair(const float* row, std::int64_t cols, std::int64_t p, float* x0,
-                                          float* x1) {
-  *x0 = row[2 * p];
-  *x1 = 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f;
-}
-
-struct Scale {
-  float inv, s;
-};
-
-__device__ __forceinline__ Scale scale_for(double alpha, int bits, int normal) {
-  const double gmax = ov::grid_max(bits, normal);
-  double inv = gmax / alpha;
-  if (inv > FLT_MAX) inv = FLT_MAX;
-  return {static_cast<float>(inv), static_cast<float>(alpha / gmax)};
-}
-
 // ---- moments: one thread per (row, chunk), then one per group ------------------------------
 __global__ void chunk_sum_kernel(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t nchunks,
                                  const double* mu_group, bool per_row, double* part, float* part_max) {
@@ -45,22 +28,12 @@ __global__ void chunk_sum_kernel(const float* x, std::int64_t rows, std::int64_t
   const std::int64_t r = t / nchunks, c0 = (t % nchunks) * ov::kSumChunk;
   const std::int64_t c1 = c0 + ov::kSumChunk < cols ? c0 + ov::kSumChunk : cols;
   const float* row = x + r * cols;
-  double p = 0.0;
   if (mu_group == nullptr) {
-    float m = 0.0f;
-    for (std::int64_t c = c0; c < c1; ++c) {
-      p += row[c];
-      m = fmaxf(m, fabsf(row[c]));
-    }
-    part_max[t] = m;
+    part[t] = ov::span_sum(row, c0, c1);
+    part_max[t] = ov::span_absmax(row, c0, c1);
   } else {
-    const double mu = mu_group[per_row ? r : 0];
-    for (std::int64_t c = c0; c < c1; ++c) {
-      const double d = row[c] - mu;
-      p += d * d;
-    }
+    part[t] = ov::span_sq_dev(row, c0, c1, mu_group[per_row ? r : 0]);
   }
-  part[t] = p;
 }
 
 // Group g covers partials [g * per_group, (g + 1) * per_group).
@@ -79,14 +52,14 @@ __global__ void group_bound_kernel(const double* part, const float* part_max, co
   if (g >= groups) return;
   double ss = 0.0;
   for (std::int64_t i = 0; i < per_group; ++i) ss += part[g * per_group + i];
-  const double sigma = n > 1 ? sqrt(ss / (n - 1)) : 0.0;
-  double xm = fmax(fabs(mu[g] + 3 * sigma), fabs(mu[g] - 3 * sigma));
-  if (!(xm > 0.0) || isinf(xm)) {
-    xm = 0.0;
-    for (std::int64_t i = 0; i < per_group; ++i) xm = fmax(xm, static_cast<double>(part_max[g * per_group + i]));
-    if (!(xm > 0.0)) xm = 1.0;
+  const double xm = ov::three_sigma_bound(mu[g], ss, n);
+  if (ov::bound_usable(xm)) {
+    xmax[g] = xm;
+    return;
   }
-  xmax[g] = xm;
+  float absmax = 0.0f;
+  for (std::int64_t i = 0; i < per_group; ++i) absmax = fmaxf(absmax, part_max[g * per_group + i]);
+  xmax[g] = ov::absmax_bound(absmax);
 }
 
 // ---- squared error per (candidate, row, chunk) ----------------------------------------------
@@ -100,16 +73,8 @@ __global__ void error_kernel(const float* x, std::int64_t rows, std::int64_t col
   const std::int64_t rc = t % per_cand, r = rc / nchunks, c0 = (rc % nchunks) * ov::kSumChunk;
   const std::int64_t c1 = c0 + ov::kSumChunk < cols ? c0 + ov::kSumChunk : cols;
   const double b = base[per_row ? r : 0];
-  const Scale sc = scale_for(search ? ov::candidate_alpha(b, k) : b, bits, normal);
-  const float* row = x + r * cols;
-  double p = 0.0;
-  for (std::int64_t i = c0; i < c1; i += 2) {
-    float x0, x1;
-    load_pair(row, cols, i / 2, &x0, &x1);
-    const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, bits, normal, keep_left);
-    p += ov::pair_sq_error(x0, x1, o, sc.s);
-  }
-  err[t] = p;
+  const ov::Scale sc = ov::scale_for(search ? ov::candidate_alpha(b, k) : b, bits, normal);
+  err[t] = ov::span_sq_error(x + r * cols, cols, c0, c1, sc, bits, normal, keep_left);
 }
 
 // One thread per group: sum the candidate's partials in order, keep the first minimum.
@@ -130,7 +95,7 @@ __global__ void select_kernel(const double* err, std::int64_t groups, std::int64
   }
   const double a = search ? ov::candidate_alpha(base[g], best) : base[g];
   alpha[g] = a;
-  scale[g] = scale_for(a, bits, normal).s;
+  scale[g] = ov::scale_for(a, bits, normal).s;
   best_err[g] = best_e;
 }
 
@@ -140,34 +105,21 @@ __global__ void encode_kernel(const float* x, std::int64_t rows, std::int64_t co
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= rows * pairs) return;
   const std::int64_t r = t / pairs, p = t % pairs;
-  const Scale sc = scale_for(alpha[per_row ? r : 0], bits, normal);
+  const ov::Scale sc = ov::scale_for(alpha[per_row ? r : 0], bits, normal);
   float x0, x1;
-  load_pair(x + r * cols, cols, p, &x0, &x1);
-  const ov::PairOut o = ov::encode_pair(x0, x1, sc.inv, bits, normal, keep_left);
-  if (bits == 8) {
-    codes[r * 2 * pairs + 2 * p] = o.c0;
-    codes[r * 2 * pairs + 2 * p + 1] = o.c1;
-  } else {
-    codes[r * pairs + p] = static_cast<std::uint8_t>(o.c0 | (o.c1 << 4));
-  }
-}
-
-__device__ __forceinline__ void decode_pair(const std::uint8_t* row_codes, std::int64_t p, int bits,
-                                            int normal, float* g0, float* g1) {
-  if (bits == 8)
-    ov::decode_pair8(row_codes[2 * p], row_codes[2 * p + 1], g0, g1);
-  else
-    ov::decode_byte4(row_codes[p], normal, g0, g1);
+  ov::load_pair(x + r * cols, cols, p, &x0, &x1);
+  ov::store_pair(codes + r * ov::bytes_per_row(cols, bits), p, bits,
+                 ov::encode_pair(x0, x1, sc.inv, bits, normal, keep_left));
 }
 
 __global__ void decode_kernel(const std::uint8_t* codes, const float* scales, bool per_row, std::int64_t rows,
                               std::int64_t cols, int bits, int normal, float* out) {
-  const std::int64_t pairs = (cols + 1) / 2, bpr = bits == 8 ? 2 * pairs : pairs;
+  const std::int64_t pairs = (cols + 1) / 2, bpr = ov::bytes_per_row(cols, bits);
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= rows * pairs) return;
   const std::int64_t r = t / pairs, p = t % pairs;
   float g0, g1;
-  decode_pair(codes + r * bpr, p, bits, normal, &g0, &g1);
+  ov::load_codes(codes + r * bpr, p, bits, normal, &g0, &g1);
   const float s = scales[per_row ? r : 0];
   out[r * cols + 2 * p] = g0 * s;
   if (2 * p + 1 < cols) out[r * cols + 2 * p + 1] = g1 * s;
@@ -193,7 +145,7 @@ __global__ void matmul_kernel(const float* __restrict__ x, std::int64_t batch, c
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const std::int64_t b0 = static_cast<std::int64_t>(blockIdx.y) * kTileB;
   if (row >= n) return;
-  const std::int64_t pairs = (k + 1) / 2, bpr = bits == 8 ? 2 * pairs : pairs;
+  const std::int64_t pairs = (k + 1) / 2, bpr = ov::bytes_per_row(k, bits);
   const std::uint8_t* rc = codes + row * bpr;
   const int nb = static_cast<int>(batch - b0 < kTileB ? batch - b0 : kTileB);
   float acc[kTileB];

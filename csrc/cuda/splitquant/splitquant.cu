@@ -1,7 +1,7 @@
 // Fused SplitQuant linear layer on the GPU: a 32 x 32 shared-memory tiled matmul whose weight
 // tile is decoded from the packed (b + 2)-bit format while it is staged, so the weight crosses
 // device memory at (b + 2) bits each instead of 32 (or 3 x b for three separate branches).
-// Decoding uses the very functions of the CPU kernel (numkern/splitquant.hpp).
+// Decoding uses the very functions of the CPU kernel (numkern/splitquant/splitquant.hpp).
 #include <cuda_runtime.h>
 
 #include "cuda/splitquant/launch.hpp"
@@ -35,12 +35,9 @@ __global__ void fused_linear_kernel(const float* __restrict__ x, std::int64_t n,
       const std::int64_t row = row0 + r, o = out0 + r;
       xs[r][tx] = (row < n && i < in) ? x[row * in + i] : 0.f;
       float w = 0.f;
-      if (o < out && i < in) {
-        const std::int64_t t = (o * groups + i / group_size) * k;
-        w = nk::splitquant::fused_weight(nk::splitquant::code_at(codes + o * code_bytes, i, bits),
-                                         nk::splitquant::cluster_at(clusters + o * cluster_bytes, i),
-                                         k, scales + t, offsets + t);
-      }
+      if (o < out && i < in)
+        w = nk::splitquant::fused_weight_at(codes + o * code_bytes, clusters + o * cluster_bytes, i, bits,
+                                            group_size, k, scales + o * groups * k, offsets + o * groups * k);
       ws[r][tx] = w;  // ws[output][input]
     }
     __syncthreads();

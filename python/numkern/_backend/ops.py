@@ -125,6 +125,10 @@ class Ops:
     def all_finite(self, a) -> bool:
         return bool(self.xp.isfinite(a).all())
 
+    def isfinite(self, a):
+        """Elementwise finiteness mask (numpy, CuPy and torch alike)."""
+        return self.xp.isfinite(a)
+
     def count(self, mask) -> int:
         return int(mask.sum())
 

@@ -212,6 +212,53 @@ NK_HOST_DEVICE void decode_pair8(int b0, int b1, float* g0, float* g1) {
   }
 }
 
+// ---- rows: padding, packing, scales ---------------------------------------------------------
+// Code bytes of a row of cols elements: one per pair at 4 bits, two at 8; an odd row is padded
+// with a zero element.
+NK_HOST_DEVICE index_t bytes_per_row(index_t cols, int bits) {
+  const index_t pairs = (cols + 1) / 2;
+  return bits == 8 ? 2 * pairs : pairs;
+}
+
+// Pair p of a row (the padding element of an odd row is 0).
+NK_HOST_DEVICE void load_pair(const float* row, index_t cols, index_t p, float* x0, float* x1) {
+  *x0 = row[2 * p];
+  *x1 = 2 * p + 1 < cols ? row[2 * p + 1] : 0.0f;
+}
+
+// Store the codes of pair p into its row: 4 bits, element 2p in the low nibble of byte p;
+// 8 bits, bytes 2p and 2p + 1.
+NK_HOST_DEVICE void store_pair(std::uint8_t* row_codes, index_t p, int bits, const PairOut& o) {
+  if (bits == 8) {
+    row_codes[2 * p] = o.c0;
+    row_codes[2 * p + 1] = o.c1;
+  } else {
+    row_codes[p] = static_cast<std::uint8_t>(o.c0 | (o.c1 << 4));
+  }
+}
+
+// Grid values of pair p of a row of codes (the reference decoder).
+NK_HOST_DEVICE void load_codes(const std::uint8_t* row_codes, index_t p, int bits, int normal, float* g0,
+                               float* g1) {
+  if (bits == 8)
+    decode_pair8(row_codes[2 * p], row_codes[2 * p + 1], g0, g1);
+  else
+    decode_byte4(row_codes[p], normal, g0, g1);
+}
+
+// Inverse scale (q = x * inv) and scale (x = g * s) of threshold alpha, each one float32
+// rounding of a double quotient; inv saturates at FLT_MAX for a tiny alpha.
+struct Scale {
+  float inv, s;
+};
+
+NK_HOST_DEVICE Scale scale_for(double alpha, int bits, int normal) {
+  const double gmax = grid_max(bits, normal);
+  double inv = gmax / alpha;
+  if (inv > 3.4028234663852886e38) inv = 3.4028234663852886e38;  // FLT_MAX
+  return {static_cast<float>(inv), static_cast<float>(alpha / gmax)};
+}
+
 // ---- threshold search ----------------------------------------------------------------------
 // alpha_i = x_max * i / 100 for i = 75, 77, ..., 249 (88 candidates).
 constexpr int kSearchFirst = 75, kSearchLast = 249, kSearchStep = 2;
@@ -231,5 +278,59 @@ NK_HOST_DEVICE double pair_sq_error(float x0, float x1, const PairOut& p, float 
   const double d1 = static_cast<double>(x1) - static_cast<double>(p.g1 * s);
   return d0 * d0 + d1 * d1;
 }
+
+// Sum over columns [b, e) of a row (b even, one kSumChunk chunk) of the encoded pairs' squared
+// errors, left to right in double.
+NK_HOST_DEVICE double span_sq_error(const float* row, index_t cols, index_t b, index_t e, Scale sc, int bits,
+                                    int normal, bool keep_left) {
+  double p = 0.0;
+  for (index_t i = b; i < e; i += 2) {
+    float x0, x1;
+    load_pair(row, cols, i / 2, &x0, &x1);
+    const PairOut o = encode_pair(x0, x1, sc.inv, bits, normal, keep_left);
+    p += pair_sq_error(x0, x1, o, sc.s);
+  }
+  return p;
+}
+
+// Sum of x over columns [b, e) of a row, left to right in double.
+NK_HOST_DEVICE double span_sum(const float* row, index_t b, index_t e) {
+  double p = 0.0;
+  for (index_t c = b; c < e; ++c) p += row[c];
+  return p;
+}
+
+// Sum of (x - mu)^2 over columns [b, e) of a row, left to right in double.
+NK_HOST_DEVICE double span_sq_dev(const float* row, index_t b, index_t e, double mu) {
+  double p = 0.0;
+  for (index_t c = b; c < e; ++c) {
+    const double d = row[c] - mu;
+    p += d * d;
+  }
+  return p;
+}
+
+// max |x| over columns [b, e) of a row.
+NK_HOST_DEVICE float span_absmax(const float* row, index_t b, index_t e) {
+  float m = 0.0f;
+  for (index_t c = b; c < e; ++c) {
+    const float a = ::fabsf(row[c]);
+    m = a > m ? a : m;
+  }
+  return m;
+}
+
+// The 3-sigma bound max(|mu + 3 sigma|, |mu - 3 sigma|) of a group of n values with mean mu and
+// summed squared deviation ss (sigma with ddof = 1, 0 for one value).
+NK_HOST_DEVICE double three_sigma_bound(double mu, double ss, double n) {
+  const double sigma = n > 1 ? ::sqrt(ss / (n - 1)) : 0.0;
+  const double a = ::fabs(mu + 3 * sigma), b = ::fabs(mu - 3 * sigma);
+  return a > b ? a : b;
+}
+
+// A degenerate group (bound 0, NaN or infinite) falls back to absmax = max |x| of the group,
+// then to 1, so alpha is always > 0.
+NK_HOST_DEVICE bool bound_usable(double xm) { return xm > 0.0 && xm <= 1.7976931348623157e308; }
+NK_HOST_DEVICE double absmax_bound(double absmax) { return absmax > 0.0 ? absmax : 1.0; }
 
 }  // namespace nk::olive

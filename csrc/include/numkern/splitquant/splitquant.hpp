@@ -81,6 +81,15 @@ NK_HOST_DEVICE float fused_weight(unsigned code, unsigned cluster, int k, const 
   return offset_og[cluster] + static_cast<float>(code) * scale_og[cluster];
 }
 
+// W(o, i) of one output row: row_codes / row_clusters are the row's packed codes and ids,
+// row_scales / row_offsets its (groups, k) tables.
+NK_HOST_DEVICE float fused_weight_at(const std::uint8_t* row_codes, const std::uint8_t* row_clusters, index_t i,
+                                     int bits, index_t group_size, int k, const float* row_scales,
+                                     const float* row_offsets) {
+  const index_t t = (i / group_size) * k;
+  return fused_weight(code_at(row_codes, i, bits), cluster_at(row_clusters, i), k, row_scales + t, row_offsets + t);
+}
+
 NK_HOST_DEVICE index_t packed_row_bytes(index_t n, int bits) {
   const int per_byte = 8 / bits;
   return (n + per_byte - 1) / per_byte;

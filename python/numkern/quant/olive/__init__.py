@@ -46,8 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ... import _core
-from ..._arrays import CUPY, NUMPY, TORCH, _require_cuda, array_kind
+from ..._backend import CUPY, F32, F64, NUMPY, TORCH, Context, array_kind
 
 __all__ = ["OVPTensor", "ovp_quantize", "ovp_dequantize", "ovp_fake_quantize", "ovp_matmul",
            "quantize_model", "ovp_normal_mse", "plain_fake_quantize"]
@@ -143,133 +142,79 @@ def _check_ovp(q) -> None:
         raise ValueError("q: codes and scales are on different devices")
 
 
-def _nonfinite_count(x, kind) -> int:
-    if kind == TORCH:
-        import torch
-        return int((~torch.isfinite(x)).sum().item())
-    if kind == CUPY:
-        import cupy
-        return int(cupy.count_nonzero(~cupy.isfinite(x)))
-    return int(np.count_nonzero(~np.isfinite(x)))
+def _kernel_array(ctx, a):
+    """numpy arrays go to the kernels aligned and C-contiguous (a view at an odd byte offset is
+    copied); device arrays as they are (Context.input made them contiguous)."""
+    return np.require(a, requirements=["C", "A"]) if isinstance(a, np.ndarray) else a
+
+
+def _compute_view(ctx, w, name):
+    """w as an array of the compute library (numpy for numpy and torch CPU, torch CUDA, CuPy),
+    still in its own floating dtype (bfloat16 on the CPU is widened to float32)."""
+    if ctx.kind == TORCH:
+        if not w.dtype.is_floating_point:
+            raise TypeError(f"{name}: expected a floating tensor, got {w.dtype}")
+        t = w.detach()
+        if ctx.cuda:
+            return t
+        return (t.float() if t.dtype == __import__("torch").bfloat16 else t).numpy()
+    if ctx.kind == CUPY:
+        if w.dtype.kind != "f":
+            raise TypeError(f"{name}: expected a floating array, got {w.dtype}")
+        return w
+    try:
+        x = np.asarray(w)
+    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"{name}: cannot convert to an array ({e})") from None
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating array, got {x.dtype}")
+    return x
 
 
 def _as_f32_2d(w, name):
-    """(kind, float32 C-contiguous 2-d array of w, original shape); validates w."""
-    kind = array_kind(w)
-    if kind == TORCH:
-        if not w.dtype.is_floating_point:
-            raise TypeError(f"{name}: expected a floating tensor, got {w.dtype}")
-        x = w.detach()
-    elif kind == CUPY:
-        if w.dtype.kind != "f":
-            raise TypeError(f"{name}: expected a floating array, got {w.dtype}")
-        x = w
-    else:
-        try:
-            x = np.asarray(w)
-        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
-            raise TypeError(f"{name}: cannot convert to an array ({e})") from None
-        if x.dtype.kind != "f":
-            raise TypeError(f"{name}: expected a floating array, got {x.dtype}")
+    """(Context, float32 C-contiguous 2-d compute array of w, original shape); validates w."""
+    ctx = Context(w, names=(name,))
+    ops = ctx.ops
+    x = _compute_view(ctx, w, name)
     shape = _shape_of(x)
     if len(shape) == 0:
         raise ValueError(f"{name}: 0-d input; need at least one axis (pairs run along the last)")
-    if int(np.prod(shape, dtype=np.int64)) == 0:
+    size = int(np.prod(shape, dtype=np.int64))
+    if size == 0:
         raise ValueError(f"{name}: empty input of shape {shape}")
-    bad = _nonfinite_count(x, kind)
+    bad = size - ops.count(ops.isfinite(x))
     if bad:
         raise ValueError(f"{name}: {bad} NaN or infinite value(s); OVP quantization needs finite input")
     rows, cols = int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]
-    if kind == TORCH:
-        import torch
-        x = x.to(torch.float32).reshape(rows, cols).contiguous()
-        big = int((x.abs() > _ABS_MAX).sum().item())
-    elif kind == CUPY:
-        import cupy
-        x = cupy.ascontiguousarray(x.astype(cupy.float32).reshape(rows, cols))
-        big = int(cupy.count_nonzero(cupy.abs(x) > _ABS_MAX))
-    else:
-        with np.errstate(over="ignore"):
-            x = np.ascontiguousarray(x.astype(np.float32, copy=False).reshape(rows, cols))
-        big = int(np.count_nonzero(np.abs(x) > _ABS_MAX))
+    with np.errstate(over="ignore"):
+        x = _kernel_array(ctx, ops.astype(ops.reshape(x, (rows, cols)), F32))
+    big = ops.count(ops.abs(x) > _ABS_MAX)
     if big:  # float64 values beyond float32, or so close to its limit that scales overflow
         raise ValueError(f"{name}: {big} value(s) with |w| > {_ABS_MAX:g}; OVP computes in float32")
-    return kind, x, shape
+    return ctx, x, shape
 
 
-# ---- backends ------------------------------------------------------------------------------
-def _on_cuda(kind, x) -> bool:
-    return kind == CUPY or (kind == TORCH and x.is_cuda)
-
-
-def _torch_stream(t):
-    import torch
-    return torch.cuda.current_stream(t.device).cuda_stream
-
-
-def _dev_empty(kind, ref, shape, dtype):
-    if kind == TORCH:
-        import torch
-        return torch.empty(shape, dtype=getattr(torch, dtype), device=ref.device)
-    import cupy
-    return cupy.empty(shape, dtype=dtype)
-
-
-def _dev_contiguous(kind, a):
-    if kind == TORCH:
-        return a.contiguous()
-    import cupy
-    return cupy.ascontiguousarray(a)
-
-
-def _ptr(a, kind):
-    return a.data_ptr() if kind == TORCH else a.data.ptr
-
-
-def _stream(kind, ref):
-    if kind == TORCH:
-        return _torch_stream(ref)
-    import cupy
-    return cupy.cuda.get_current_stream().ptr
-
-
-def _device_ctx(kind, ref):
-    if kind == TORCH:
-        import torch
-        return torch.cuda.device(ref.device)
-    import cupy
-    return cupy.cuda.Device(ref.device.id)
-
-
-def _encode(kind, x, bits, normal, keep_left, per_row, mode, alphas):
+# ---- kernels -------------------------------------------------------------------------------
+def _encode(ctx, x, bits, normal, keep_left, per_row, mode, alphas):
     """Run one encoder pass; returns (codes, scales, alphas numpy f64, errors numpy f64)."""
+    ops = ctx.ops
     rows, cols = _shape_of(x)
     groups = rows if per_row else 1
-    a_in = np.zeros(groups) if alphas is None else np.ascontiguousarray(alphas, dtype=np.float64)
-    code = _NORMAL_CODE[normal]
-    if not _on_cuda(kind, x):
-        xn = x.numpy() if kind == TORCH else x
-        c, s, a, e = _core.olive.encode(xn, bits, code, keep_left, per_row, mode, a_in)
-        if kind == TORCH:
-            import torch
-            c, s = torch.from_numpy(c), torch.from_numpy(s)
-        return c, s, a, e
-    cu = _require_cuda()
-    with _device_ctx(kind, x):
-        codes = _dev_empty(kind, x, (rows, _bytes_per_row(cols, bits)), "uint8")
-        scales = _dev_empty(kind, x, (groups,), "float32")
-        a_dev = _dev_empty(kind, x, (groups,), "float64")
-        e_dev = _dev_empty(kind, x, (groups,), "float64")
-        if kind == TORCH:
-            import torch
-            a_dev.copy_(torch.from_numpy(a_in))
-        else:
-            a_dev.set(a_in)
-        cu.olive.encode(_ptr(x, kind), rows, cols, bits, code, keep_left, per_row, mode,
-                        _ptr(a_dev, kind), _ptr(codes, kind), _ptr(scales, kind), _ptr(e_dev, kind),
-                        _stream(kind, x))
-        to_host = (lambda t: t.cpu().numpy()) if kind == TORCH else (lambda t: t.get())
-        return codes, scales, to_host(a_dev), to_host(e_dev)
+    with ctx.guard():
+        codes = ops.empty((rows, _bytes_per_row(cols, bits)), np.uint8)
+        scales = ops.empty((groups,), F32)
+        a_dev = ops.from_host(np.zeros(groups) if alphas is None else alphas, F64)
+        e_dev = ops.empty((groups,), F64)
+        ctx.call("olive", "encode", x, codes, scales, a_dev, e_dev, bits, _NORMAL_CODE[normal],
+                 keep_left, per_row, mode)
+        return ctx.output(codes), ctx.output(scales), ops.to_host(a_dev), ops.to_host(e_dev)
+
+
+def _q_parts(ctx, q):
+    """q.codes and q.scales as contiguous compute arrays on ctx's device."""
+    codes = _kernel_array(ctx, ctx.input(q.codes, np.uint8, "q.codes"))
+    scales = _kernel_array(ctx, ctx.input(q.scales, F32, "q.scales"))
+    return codes, scales
 
 
 def ovp_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", *, search=True,
@@ -290,7 +235,7 @@ def ovp_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", *
         raise ValueError(f"axis: must be 'row' or None, got {axis!r}")
     if both_outliers not in ("larger", "left"):
         raise ValueError(f"both_outliers: must be 'larger' or 'left', got {both_outliers!r}")
-    kind, x, shape = _as_f32_2d(w, "w")
+    ctx, x, shape = _as_f32_2d(w, "w")
     per_row = axis == "row"
     groups = x.shape[0] if per_row else 1
     if alpha is not None:
@@ -309,7 +254,7 @@ def ovp_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", *
         candidates = ["int"]
     best = None
     for nt in candidates:
-        c, s, al, err = _encode(kind, x, bits, nt, keep_left, per_row, mode, a)
+        c, s, al, err = _encode(ctx, x, bits, nt, keep_left, per_row, mode, a)
         total = float(np.sum(err))
         if best is None or total < best[0]:
             best = (total, nt, c, s, al)
@@ -378,24 +323,12 @@ def ovp_dequantize(q: OVPTensor):
     kind of array and device as q.codes.  Bit-identical to the encoder's fake-quantized values.
     """
     _check_ovp(q)
-    kind = array_kind(q.codes)
-    rows, cols = q.rows, q.cols
-    code = _NORMAL_CODE[q.normal]
-    if not _on_cuda(kind, q.codes):
-        cn = q.codes.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
-        sn = q.scales.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
-        out = _core.olive.decode(cn, sn, q.per_row, rows, cols, q.bits, code).reshape(q.shape)
-        if kind == TORCH:
-            import torch
-            return torch.from_numpy(out)
-        return out
-    cu = _require_cuda()
-    with _device_ctx(kind, q.codes):
-        codes, scales = _dev_contiguous(kind, q.codes), _dev_contiguous(kind, q.scales)
-        out = _dev_empty(kind, codes, (rows, cols), "float32")
-        cu.olive.decode(_ptr(codes, kind), _ptr(scales, kind), q.per_row, rows, cols, q.bits, code,
-                        _ptr(out, kind), _stream(kind, codes))
-        return out.reshape(q.shape)
+    ctx = Context(q.codes, q.scales, names=("q.codes", "q.scales"))
+    with ctx.guard():
+        codes, scales = _q_parts(ctx, q)
+        out = ctx.ops.empty((q.rows, q.cols), F32)
+        ctx.call("olive", "decode", codes, scales, out, q.per_row, q.bits, _NORMAL_CODE[q.normal])
+        return ctx.output(ctx.ops.reshape(out, q.shape))
 
 
 def ovp_fake_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", **kw):
@@ -413,28 +346,15 @@ def ovp_fake_quantize(w, bits=4, normal="auto", axis="row", both_outliers="large
     return deq.astype(dtype, copy=False) if hasattr(deq, "astype") else deq
 
 
-def _matmul_raw(x2, q, kind):
-    """x2: float32 C-contiguous [batch, K] of the same kind/device as q.codes -> [batch, N]."""
-    n, k = q.rows, q.cols
-    code = _NORMAL_CODE[q.normal]
-    if not _on_cuda(kind, x2):
-        xn = x2.numpy() if kind == TORCH else x2
-        cn = q.codes.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.codes)
-        sn = q.scales.contiguous().numpy() if kind == TORCH else np.ascontiguousarray(q.scales)
-        out = _core.olive.matmul(xn, cn, sn, q.per_row, n, k, q.bits, code)
-        if kind == TORCH:
-            import torch
-            return torch.from_numpy(out)
-        return out
-    cu = _require_cuda()
-    with _device_ctx(kind, x2):
-        out = _dev_empty(kind, x2, (x2.shape[0], n), "float32")
-        codes, scales = _dev_contiguous(kind, q.codes), _dev_contiguous(kind, q.scales)
-        if kind == TORCH and codes.device != x2.device:
-            raise ValueError(f"x: on {x2.device} but q on {codes.device}")
-        cu.olive.matmul(_ptr(x2, kind), x2.shape[0], _ptr(codes, kind), _ptr(scales, kind),
-                        q.per_row, n, k, q.bits, code, _ptr(out, kind), _stream(kind, x2))
-        return out
+def _matmul_raw(x2, q):
+    """x2: float32 [batch, K] of the same kind/device as q.codes -> [batch, N] float32."""
+    ctx = Context(x2, q.codes, q.scales, names=("x", "q.codes", "q.scales"))
+    with ctx.guard():
+        x2 = _kernel_array(ctx, ctx.input(x2, F32, "x"))
+        codes, scales = _q_parts(ctx, q)
+        out = ctx.ops.empty((x2.shape[0], q.rows), F32)
+        ctx.call("olive", "matmul", x2, codes, scales, out, q.per_row, q.bits, _NORMAL_CODE[q.normal])
+        return ctx.output(out)
 
 
 def ovp_matmul(x, q: OVPTensor):
@@ -468,14 +388,13 @@ def ovp_matmul(x, q: OVPTensor):
         if x.requires_grad and __import__("torch").is_grad_enabled():
             return _autograd_matmul()(x, q)
         import torch
-        x2 = x.detach().to(torch.float32).reshape(-1, xs[-1]).contiguous()
-        return _matmul_raw(x2, q, kind).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
+        x2 = x.detach().to(torch.float32).reshape(-1, xs[-1])
+        return _matmul_raw(x2, q).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
     if kind == CUPY:
-        import cupy
-        x2 = cupy.ascontiguousarray(x.astype(cupy.float32).reshape(-1, xs[-1]))
+        x2 = x.astype("float32").reshape(-1, xs[-1])
     else:
-        x2 = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1, xs[-1]))
-    return _matmul_raw(x2, q, kind).reshape(*xs[:-1], q.shape[0])
+        x2 = np.asarray(x, dtype=np.float32).reshape(-1, xs[-1])
+    return _matmul_raw(x2, q).reshape(*xs[:-1], q.shape[0])
 
 
 _AUTOGRAD = None
@@ -491,8 +410,8 @@ def _autograd_matmul():
             def forward(ctx, x, q):
                 ctx.q = q
                 xs = tuple(x.shape)
-                x2 = x.detach().to(torch.float32).reshape(-1, xs[-1]).contiguous()
-                return _matmul_raw(x2, q, TORCH).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
+                x2 = x.detach().to(torch.float32).reshape(-1, xs[-1])
+                return _matmul_raw(x2, q).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
 
             @staticmethod
             def backward(ctx, grad):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import _core
+from ..._backend import Context
 
 
 def _squared_distances(C, X, x_sq):
@@ -62,7 +62,10 @@ def kmeans_lloyd(x, k, seed, max_iter=300, tol=1e-4):
     X -= mean
     x_sq = np.einsum("ij,ij->i", X, X)
     init = _greedy_kmeanspp(X, k, np.random.RandomState(seed), x_sq)
-    centers, labels, iters = _core.splitquant.lloyd1d(X[:, 0], init[:, 0], tol_abs, max_iter)
+    centers = np.ascontiguousarray(init[:, 0], dtype=np.float64)
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    iters = Context().call("splitquant", "lloyd1d", np.ascontiguousarray(X[:, 0]), centers, labels, tol_abs,
+                           max_iter)
     return centers + mean[0], labels, int(iters)
 
 

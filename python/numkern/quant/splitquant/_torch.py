@@ -11,9 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ... import _core
-from . import (FusedSplitQuantWeight, _quantize_rows, cluster_labels,
-                               QuantizedWeight)
+from ._format import FusedSplitQuantWeight, QuantizedWeight, _quantize_rows, cluster_labels
 
 _SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -94,74 +92,13 @@ class SplitQuantLinear(nn.Module):
     def forward(self, x):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
-        x2 = x.detach().reshape(-1, self.in_features).to(torch.float32).contiguous()
-        if x2.is_cuda:
-            y = _cuda_linear(self.codes, self.clusters, self.scales, self.offsets, x2,
-                             self.group_size, self.bits, self.bias)
-        else:
-            bias = None if self.bias is None else self.bias.numpy()
-            y = torch.from_numpy(_core.splitquant.fused_linear(
-                x2.numpy(), self.codes.numpy(), self.clusters.numpy(), self.scales.numpy(),
-                self.offsets.numpy(), self.group_size, self.bits, bias))
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        w = FusedSplitQuantWeight(self.codes, self.clusters, self.scales, self.offsets,
+                                  self.in_features, self.group_size, self.bits)
+        return w.matmul(x.detach(), self.bias).to(x.dtype)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bits={self.bits}, k={self.scales.shape[2]}, group_size={self.group_size}")
-
-
-def _cuda_linear(codes, clusters, scales, offsets, x, group_size, bits, bias):
-    from ..._arrays import _require_cuda
-
-    cu = _require_cuda()
-    dev = x.device
-    if any(t.device != dev for t in (codes, clusters, scales, offsets)):
-        raise ValueError("x: must be on the same device as the layer's buffers")
-    y = torch.empty((x.shape[0], scales.shape[0]), dtype=torch.float32, device=dev)
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
-        cu.splitquant.fused_linear(x.data_ptr(), x.shape[0], x.shape[1], codes.data_ptr(),
-                                   clusters.data_ptr(), scales.data_ptr(), offsets.data_ptr(),
-                                   scales.shape[0], group_size, bits, scales.shape[2],
-                                   0 if bias is None else bias.data_ptr(), y.data_ptr(), stream)
-    return y
-
-
-def fused_matmul_torch(fused: FusedSplitQuantWeight, x, bias=None):
-    fused._check_x(tuple(x.shape))
-    x2 = x.detach().reshape(-1, fused.in_features).to(torch.float32).contiguous()
-    if x2.is_cuda:
-        d = x2.device
-        b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32, device=d).contiguous()
-        y = _cuda_linear(torch.from_numpy(fused.codes).to(d), torch.from_numpy(fused.clusters).to(d),
-                         torch.from_numpy(fused.scales).to(d), torch.from_numpy(fused.offsets).to(d),
-                         x2, fused.group_size, fused.bits, b)
-    else:
-        b = None if bias is None else np.asarray(torch.as_tensor(bias).cpu(), np.float32)
-        y = torch.from_numpy(_core.splitquant.fused_linear(
-            x2.numpy(), fused.codes, fused.clusters, fused.scales, fused.offsets,
-            fused.group_size, fused.bits, b))
-    return y.reshape(*x.shape[:-1], fused.out_features)
-
-
-def fused_matmul_cupy(fused: FusedSplitQuantWeight, x, bias=None):
-    import cupy
-
-    from ..._arrays import _require_cuda
-
-    fused._check_x(tuple(x.shape))
-    cu = _require_cuda()
-    with x.device:
-        x2 = cupy.ascontiguousarray(x.reshape(-1, fused.in_features), dtype=cupy.float32)
-        dev = [cupy.asarray(a) for a in (fused.codes, fused.clusters, fused.scales, fused.offsets)]
-        b = None if bias is None else cupy.ascontiguousarray(cupy.asarray(bias), dtype=cupy.float32)
-        y = cupy.empty((x2.shape[0], fused.out_features), dtype=cupy.float32)
-        cu.splitquant.fused_linear(x2.data.ptr, x2.shape[0], x2.shape[1], dev[0].data.ptr,
-                                   dev[1].data.ptr, dev[2].data.ptr, dev[3].data.ptr,
-                                   fused.out_features, fused.group_size, fused.bits,
-                                   fused.scales.shape[2], 0 if b is None else b.data.ptr,
-                                   y.data.ptr, cupy.cuda.get_current_stream().ptr)
-    return y.reshape(*x.shape[:-1], fused.out_features)
 
 
 # ---- transforms ----------------------------------------------------------------------------

@@ -1,0 +1,340 @@
+"""The shared pieces of numkern.quant's SplitQuant: argument checks, host array handling, exact
+1-D k-means by rows, cluster labels, the quantizers' weight container and the fused format.
+
+Imported by the package (numkern.quant.splitquant) and by its torch side (_torch.py); it imports
+neither, so the two do not import each other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..._backend import F32, NUMPY, TORCH, Context, array_kind
+from ._lloyd import kmeans_lloyd_sorted
+
+_BITS = (2, 4, 8)
+_SCHEMES = ("symmetric", "asymmetric", "minmax")
+_METHODS = ("optimal", "lloyd")
+_PART_NAMES = ("codes", "clusters", "scales", "offsets")
+_PART_DTYPES = (np.uint8, np.uint8, F32, F32)
+
+
+def _host(a):
+    """A numpy copy (or view) of an array of any kind."""
+    if array_kind(a) == NUMPY:
+        return a
+    ctx = Context(a)
+    return ctx.ops.to_host(ctx.native(a))
+
+
+def _kernel_array(a):
+    """numpy arrays go to the kernels aligned and C-contiguous (a view at an odd byte offset is
+    copied); device arrays as they are."""
+    return np.require(a, requirements=["C", "A"]) if isinstance(a, np.ndarray) else a
+
+
+# ---- argument checks -----------------------------------------------------------------------
+def _check_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in _BITS:
+        raise ValueError(f"bits: must be one of {_BITS}, got {bits!r}")
+    return int(bits)
+
+
+def _check_method(method):
+    if method not in _METHODS:
+        raise ValueError(f"method: must be one of {_METHODS}, got {method!r}")
+    return method
+
+
+def _check_scheme(scheme, bits):
+    if scheme is None:
+        return "symmetric" if bits == 8 else "asymmetric"
+    if scheme not in _SCHEMES:
+        raise ValueError(f"scheme: must be one of {_SCHEMES} or None, got {scheme!r}")
+    return scheme
+
+
+def _check_group_size(group_size):
+    return None if group_size is None else _check_int(group_size, "group_size")
+
+
+def _to_numpy(a, name):
+    """(numpy array, function mapping a numpy result back to the caller's kind and device).
+
+    The clustering and quantizers run on the host; torch float16 / bfloat16 are widened to
+    float32 and torch integer tensors to float64 first."""
+    ctx = Context(a, names=(name,))
+    if ctx.kind == NUMPY:
+        try:
+            arr = np.asarray(a)
+        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+            raise TypeError(f"{name}: cannot convert to an array ({e})") from None
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected a real numeric array)")
+        return arr, lambda r: r
+    if ctx.kind == TORCH:
+        import torch
+
+        if a.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16 / ints
+            a = a.detach().double() if not a.is_floating_point() else a.detach().float()
+    arr = ctx.ops.to_host(ctx.native(a))
+
+    def back(r):
+        with ctx.guard():
+            return ctx.output(ctx.ops.from_host(r, r.dtype))
+    return arr, back
+
+
+def _finite_float(arr, name):
+    arr = np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+def _kmeans_rows(rows, k):
+    """Exact k-means of every row of a finite float32/float64 C-contiguous (n, cols) array:
+    (centers (n, min(k, cols)) NaN-padded, labels (n, cols), costs (n,))."""
+    n, cols = rows.shape
+    centers = np.empty((n, min(k, cols)))
+    labels = np.empty((n, cols), dtype=np.int64)
+    costs = np.empty(n)
+    Context().call("splitquant", "kmeans1d_rows", rows, centers, labels, costs)
+    return centers, labels, costs
+
+
+def _row_boundaries(rows, k, method, seed=0, name="weight"):
+    """Per-row cluster boundaries (rows x (min(k, cols) - 1)): midpoints of sorted centres, +inf
+    where a row has fewer distinct values."""
+    rows = _finite_float(rows, name)
+    if method == "optimal":
+        centers, _, _ = _kmeans_rows(rows, k)
+    else:
+        centers = np.full((rows.shape[0], k), np.nan)
+        for r in range(rows.shape[0]):
+            c, _ = kmeans_lloyd_sorted(rows[r], k, seed)
+            centers[r, :c.size] = c
+    mids = (centers[:, :-1] + centers[:, 1:]) / 2
+    return np.where(np.isnan(mids), np.inf, mids)
+
+
+def cluster_labels(rows, k, method="optimal", seed=0):
+    """Branch index of every entry of a (rows x cols) array: number of boundaries it exceeds.
+
+    rows: finite real (r, c) numpy array, c >= 1; k >= 1; method and seed as in ``kmeans1d``.
+    Returns int8 labels (r, c) in [0, k).
+    """
+    k = _check_int(k, "k")
+    method = _check_method(method)
+    seed = _check_int(seed, "seed", 0)
+    rows, _ = _to_numpy(rows, "rows")
+    if rows.ndim != 2 or rows.shape[1] < 1:
+        raise ValueError(f"rows: expected a 2-D array with at least one column, got shape {rows.shape}")
+    bounds = _row_boundaries(rows, k, method, seed, "rows")
+    x = rows.astype(np.float64)
+    lab = np.zeros(x.shape, dtype=np.int8)
+    for j in range(bounds.shape[1]):
+        lab += (x > bounds[:, j:j + 1]).astype(np.int8)
+    return lab
+
+
+# ---- quantizers ----------------------------------------------------------------------------
+@dataclass
+class QuantizedWeight:
+    r"""A weight quantized per output channel (symmetric) or per group of ``group_size``
+    consecutive inputs (asymmetric).
+
+    symmetric:  w ~ q * scale,           q in [-(2^(b-1)-1), 2^(b-1)-1], scale = absmax / qmax
+    asymmetric: w ~ offset + q * scale,  q in [0, 2^b - 1], offset = -zero_point * scale
+    minmax:     w ~ offset + q * scale,  q in [0, 2^b - 1], offset = group minimum
+    ``codes`` has shape (rows, cols) (rows = output channels, cols = the other axes flattened);
+    ``scale``/``offset`` have shape (rows, groups).  ``dequantize()`` returns the float weight
+    in the caller's array kind, dtype and shape.
+    """
+
+    codes: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+    bits: int
+    scheme: str
+    group_size: int
+    shape: tuple
+    _back: object = None
+
+    def dequantize_numpy(self):
+        rows, cols = self.codes.shape
+        g = self.scale.shape[1]
+        q = self.codes.reshape(rows, g, cols // g).astype(self.scale.dtype)
+        w = self.offset[:, :, None] + q * self.scale[:, :, None]
+        return w.reshape(self.shape)
+
+    def dequantize(self):
+        w = self.dequantize_numpy()
+        return self._back(w) if self._back is not None else w
+
+    def zero_value(self):
+        """(rows, groups) dequantized value that an exact 0 weight gets in each group."""
+        z = np.zeros((self.codes.shape[0], self.scale.shape[1], 1), dtype=self.scale.dtype)
+        q = _codes(z, self.scale[:, :, None], self.offset[:, :, None], self.bits, self.scheme)
+        return (self.offset[:, :, None] + q.astype(self.scale.dtype) * self.scale[:, :, None])[:, :, 0]
+
+
+def _codes(w, scale, offset, bits, scheme):
+    """Integer codes of grouped weights w (rows, groups, per) for the given per-group grid."""
+    safe = np.where(scale > 0, scale, 1).astype(w.dtype)
+    if scheme == "symmetric":
+        qmax = 2 ** (bits - 1) - 1
+        q = np.clip(np.rint(w / safe), -qmax, qmax)
+        return np.where(scale > 0, q, 0).astype(np.int8)
+    if scheme == "asymmetric":  # integer zero point zp = -offset / scale
+        q = np.rint(w / safe) + np.rint(-offset / safe)
+    else:
+        q = np.rint((w - offset) / safe)
+    q = np.clip(q, 0, 2 ** bits - 1)
+    return np.where(scale > 0, q, 0).astype(np.uint8)
+
+
+def _quantize_rows(rows, bits, scheme, group_size):
+    nrows, cols = rows.shape
+    if scheme == "symmetric":
+        gs = cols
+    else:
+        gs = cols if group_size is None else group_size
+        if cols % gs != 0:
+            raise ValueError(f"group_size: {gs} does not divide the input dimension {cols} "
+                             "(pass a divisor, or group_size=None for one group per row)")
+    w = rows.reshape(nrows, cols // gs, gs)
+    qmax = 2 ** bits - 1
+    if scheme == "symmetric":
+        scale = np.abs(w).max(axis=2) / (2 ** (bits - 1) - 1)
+        offset = np.zeros_like(scale)
+    elif scheme == "asymmetric":  # range widened to hold 0, which then decodes exactly to 0
+        lo = np.minimum(w.min(axis=2), 0)
+        scale = (np.maximum(w.max(axis=2), 0) - lo) / qmax
+        zp = np.clip(np.rint(-lo / np.where(scale > 0, scale, 1)), 0, qmax)
+        offset = -zp * scale
+    else:
+        offset = w.min(axis=2)
+        scale = (w.max(axis=2) - offset) / qmax
+    top = (2 ** (bits - 1) - 1 if scheme == "symmetric" else qmax) * scale + offset
+    if not (np.isfinite(scale).all() and np.isfinite(top).all()):  # codes would decode to NaN / inf
+        raise ValueError(f"w: the range of a quantization group overflows {rows.dtype} "
+                         "(values near the float maximum); rescale the weights")
+    codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
+    return codes.reshape(nrows, cols), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
+
+
+# ---- fused representation ------------------------------------------------------------------
+def _pack(values, bits):
+    """Pack unsigned codes (rows, n) < 2^bits, first code in the low bits of each byte."""
+    per = 8 // bits
+    rows, n = values.shape
+    pad = (-n) % per
+    v = np.pad(values.astype(np.uint8), ((0, 0), (0, pad))).reshape(rows, -1, per)
+    shifts = (bits * np.arange(per)).astype(np.uint8)
+    return np.bitwise_or.reduce(v << shifts, axis=2).astype(np.uint8)
+
+
+@dataclass
+class FusedSplitQuantWeight:
+    r"""Fused storage of a k-branch SplitQuant weight (k <= 4): per weight one b-bit code u and
+    a 2-bit cluster id c, and per (output row o, group g, cluster c) a scale and offset with
+
+        W(o, i) = offsets[o, g, c] + u * scales[o, g, c].
+
+    offsets fold in every other branch's dequantized "0" of that group, so W equals the sum of
+    the k separately quantized branches (to float rounding).  (b + 2) bits per weight plus
+    2k floats per group instead of k * b bits.  ``matmul(x)`` = x W^T (+ bias) with one kernel
+    that decodes on the fly: numpy / torch CPU -> C++, torch CUDA / CuPy -> CUDA.
+    """
+
+    codes: np.ndarray      # (out, ceil(in * bits / 8)) uint8
+    clusters: np.ndarray   # (out, ceil(in / 4)) uint8
+    scales: np.ndarray     # (out, groups, k) float32
+    offsets: np.ndarray    # (out, groups, k) float32
+    in_features: int
+    group_size: int
+    bits: int
+
+    @property
+    def out_features(self):
+        return int(self.scales.shape[0])
+
+    @classmethod
+    def from_branches(cls, quantized, labels):
+        """Fuse k QuantizedWeight branches (same bits/scheme/groups) given each weight's branch."""
+        k = len(quantized)
+        if not 1 <= k <= 4:
+            raise ValueError(f"k: the fused format holds 1 to 4 branches, got {k}")
+        q0 = quantized[0]
+        rows, cols = q0.codes.shape
+        if any(q.bits != q0.bits or q.scheme != q0.scheme or q.group_size != q0.group_size
+               or q.codes.shape != (rows, cols) for q in quantized):
+            raise ValueError("quantized: branches must share shape, bits, scheme and group size")
+        labels = np.asarray(labels).reshape(rows, cols)
+        half = 2 ** (q0.bits - 1)
+        zero = np.stack([q.zero_value().astype(np.float64) for q in quantized], axis=2)
+        scales = np.stack([q.scale for q in quantized], axis=2).astype(np.float64)
+        offs = np.stack([q.offset for q in quantized], axis=2).astype(np.float64)
+        codes = np.stack([q.codes for q in quantized], axis=0)
+        if q0.scheme == "symmetric":  # signed q -> unsigned u = q + 2^(b-1)
+            offs = offs - half * scales
+            codes = codes.astype(np.int16) + half
+        offsets = offs - zero + zero.sum(axis=2, keepdims=True)
+        u = np.take_along_axis(codes, labels[None].astype(np.int64), axis=0)[0]
+        return cls(_pack(u, q0.bits), _pack(labels, 2), scales.astype(np.float32),
+                   offsets.astype(np.float32), cols, q0.group_size, q0.bits)
+
+    def _parts(self):
+        if len(getattr(self.scales, "shape", ())) != 3:
+            raise ValueError("scales: expected an (out, groups, k) array")
+        return (self.codes, self.clusters, self.scales, self.offsets)
+
+    def dequantize(self):
+        """The dense float32 (out, in) weight the kernel multiplies by (numpy)."""
+        self._check_x((self.in_features,))
+        ctx = Context()
+        parts = [_kernel_array(ctx.input(_host(a), dt, n)) for a, dt, n in
+                 zip(self._parts(), _PART_DTYPES, _PART_NAMES)]
+        w = np.empty((parts[2].shape[0], self.in_features), dtype=np.float32)
+        ctx.call("splitquant", "fused_decode", *parts, w, self.group_size, self.bits)
+        return w
+
+    def matmul(self, x, bias=None):
+        """y = x W^T + bias for x of shape (..., in_features); float32 result of x's kind and
+        device (numpy / torch CPU: C++; torch CUDA / CuPy: CUDA).  The format's arrays may be
+        numpy (copied to x's device) or arrays of x's kind on x's device."""
+        parts = self._parts()
+        on_dev = [(a, n) for a, n in zip(parts, _PART_NAMES) if array_kind(a) != NUMPY]
+        ctx = Context(x, *[a for a, _ in on_dev], names=("x", *[n for _, n in on_dev]))
+        if ctx.kind == TORCH and x.dtype == __import__("torch").bfloat16:
+            x = x.float()
+        with ctx.guard():
+            xa = ctx.input(x, F32, "x")
+            shape = tuple(xa.shape)
+            self._check_x(shape)
+            x2 = _kernel_array(ctx.ops.reshape(xa, (-1, self.in_features)))
+            dev = [_kernel_array(ctx.input(a, dt, n)) for a, dt, n in zip(parts, _PART_DTYPES, _PART_NAMES)]
+            b = None if bias is None else _kernel_array(ctx.input(bias, F32, "bias"))
+            y = ctx.ops.empty((x2.shape[0], self.out_features), F32)
+            ctx.call("splitquant", "fused_linear", x2, *dev, b, y, self.group_size, self.bits)
+            return ctx.output(ctx.ops.reshape(y, (*shape[:-1], self.out_features)))
+
+    def _check_x(self, shape):
+        if isinstance(self.in_features, bool) or not isinstance(self.in_features, (int, np.integer)) \
+                or self.in_features < 1:
+            raise ValueError(f"in_features: must be an int >= 1, got {self.in_features!r}")
+        if len(shape) < 1 or shape[-1] != self.in_features:
+            raise ValueError(f"x: last dimension must be in_features={self.in_features}, "
+                             f"got shape {tuple(shape)}")
+
+
