@@ -478,3 +478,31 @@ def test_regression_empty_fused_weight_decodes():
     assert f.matmul(np.ones((3, 8), np.float32)).shape == (3, 0)
     with pytest.raises(ValueError, match="^scales: "):
         q.FusedSplitQuantWeight(f.codes, f.clusters, np.zeros(3, np.float32), f.offsets, 8, 4, 2).dequantize()
+
+
+@pytest.mark.parametrize("tier", ["portable", "avx2", "avx512"])
+def test_fused_matmul_every_isa_tier(tier):
+    """The fused kernel's dot products are compiled per tier (cpu/common/tiers.hpp) and chosen by
+    the one dispatcher: every tier the CPU has gives the float64 reference within the documented
+    float32 tolerance, and differs from the portable tier only by summation order."""
+    from numkern import _core
+
+    if not _core.isa_supported(tier):
+        pytest.skip(f"this CPU has no {tier} tier")
+    torch.manual_seed(11)
+    lin = nn.Linear(300, 37)  # 37 rows: four-row blocks and a tail; 300: vector loops and a tail
+    sq = q.splitquant(lin, bits=4, group_size=100)
+    f = q.FusedSplitQuantWeight.from_branches(sq.quantized, sq.weight_labels.numpy())
+    x = np.random.default_rng(1).normal(size=(7, 300)).astype(np.float32)  # 4-row blocks + 3 rows
+    ref = x.astype(np.float64) @ sq.merged_weight().detach().numpy().T.astype(np.float64)
+    try:
+        _core.set_isa("portable")
+        base = f.matmul(x)
+        _core.set_isa(tier)
+        assert _core.isa() == tier
+        got = f.matmul(x)
+    finally:
+        _core.set_isa("auto")
+    scale = np.abs(ref).max()
+    assert np.abs(got - ref).max() < 1e-5 * scale
+    assert np.abs(got - base).max() < 1e-5 * scale

@@ -14,6 +14,7 @@
 #endif
 
 #include "cpu/common/dispatch.hpp"
+#include "cpu/common/tiers.hpp"
 #include "cpu/common/threads.hpp"
 #include "numkern/olive/olive.hpp"
 
@@ -24,34 +25,8 @@ using nk::cpu::active_isa;
 using ov::Scale;
 namespace {
 
-#if NK_OLIVE_X86
 // The hot loops are compiled once per tier of nk::cpu::active_isa() (SSE2 has no floor
-// instruction: floorf would be a call) and the dispatcher picks one per call (NK_OLIVE_TIERS).
-#define NK_OLIVE_AVX2 __attribute__((target("avx2,fma")))
-#define NK_OLIVE_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx2,fma")))
-// The dot products may fuse multiply-adds (the file is built with -ffp-contract=off for the
-// encoder, whose rounding must match the CUDA one bit for bit; a matmul only needs tolerance).
-#define NK_OLIVE_FMA __attribute__((optimize("fp-contract=fast")))
-#else
-#define NK_OLIVE_AVX2
-#define NK_OLIVE_AVX512
-#define NK_OLIVE_FMA
-#endif
-
-// NAME_portable / NAME_avx2 / NAME_avx512: the always-inline BODY compiled for each tier, and
-// NAME(...) calling the one active_isa() names.  ATTR: extra attributes of body and wrappers.
-#define NK_OLIVE_TIERS(RET, NAME, BODY, ATTR, PARAMS, ARGS)                    \
-  ATTR RET NAME##_portable PARAMS { return BODY ARGS; }                          \
-  NK_OLIVE_AVX2 ATTR RET NAME##_avx2 PARAMS { return BODY ARGS; }                \
-  NK_OLIVE_AVX512 ATTR RET NAME##_avx512 PARAMS { return BODY ARGS; }            \
-  RET NAME PARAMS {                                                              \
-    switch (nk::cpu::active_isa()) {                                             \
-      case nk::cpu::Isa::avx512: return NAME##_avx512 ARGS;                      \
-      case nk::cpu::Isa::avx2: return NAME##_avx2 ARGS;                          \
-      default: return NAME##_portable ARGS;                                      \
-    }                                                                            \
-  }
-#define NK_OLIVE_INLINE __attribute__((always_inline)) inline
+// instruction: floorf would be a call) and the dispatcher picks one per call (cpu/common/tiers.hpp).
 
 // Sum of f(row, begin, end) over rows [r0, r1) and fixed kSumChunk column chunks, in the
 // canonical order shared with the CUDA encoder (see numkern/olive/olive.hpp).
@@ -83,11 +58,11 @@ double sigma_bound(const float* x, index_t r0, index_t r1, index_t cols) {
 
 Scale scale_for(double alpha, const EncodeSpec& spec) { return ov::scale_for(alpha, spec.bits, spec.normal); }
 
-NK_OLIVE_INLINE double span_sq_error_body(const float* row, index_t cols, index_t b, index_t e,
+NK_TIER_INLINE double span_sq_error_body(const float* row, index_t cols, index_t b, index_t e,
                                           const EncodeSpec& spec, Scale sc) {
   return ov::span_sq_error(row, cols, b, e, sc, spec.bits, spec.normal, spec.keep_left);
 }
-NK_OLIVE_TIERS(double, span_sq_error, span_sq_error_body, ,
+NK_TIERED(double, span_sq_error, span_sq_error_body, ,
                (const float* row, index_t cols, index_t b, index_t e, const EncodeSpec& spec, Scale sc),
                (row, cols, b, e, spec, sc))
 
@@ -98,7 +73,7 @@ double group_sq_error(const float* x, index_t r0, index_t r1, index_t cols, cons
   });
 }
 
-NK_OLIVE_INLINE void encode_row_body(const float* row, index_t cols, const EncodeSpec& spec, Scale sc,
+NK_TIER_INLINE void encode_row_body(const float* row, index_t cols, const EncodeSpec& spec, Scale sc,
                                      std::uint8_t* out) {
   const index_t pairs = (cols + 1) / 2;
   for (index_t p = 0; p < pairs; ++p) {
@@ -107,7 +82,7 @@ NK_OLIVE_INLINE void encode_row_body(const float* row, index_t cols, const Encod
     ov::store_pair(out, p, spec.bits, ov::encode_pair(x0, x1, sc.inv, spec.bits, spec.normal, spec.keep_left));
   }
 }
-NK_OLIVE_TIERS(void, encode_row, encode_row_body, ,
+NK_TIERED(void, encode_row, encode_row_body, ,
                (const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out),
                (row, cols, spec, sc, out))
 
@@ -548,7 +523,7 @@ __attribute__((target("avx2,fma"))) void decode4_avx2(const std::uint8_t* __rest
 }
 #endif
 
-NK_OLIVE_INLINE void decode_loop_body(const std::uint8_t* __restrict c, index_t np, int bits, int normal,
+NK_TIER_INLINE void decode_loop_body(const std::uint8_t* __restrict c, index_t np, int bits, int normal,
                                       float* __restrict dst) {
   if (bits == 8)
     decode8_loop(c, np, dst);
@@ -557,7 +532,7 @@ NK_OLIVE_INLINE void decode_loop_body(const std::uint8_t* __restrict c, index_t 
   else
     decode4_loop<false>(c, np, dst);
 }
-NK_OLIVE_TIERS(void, decode_loop, decode_loop_body, ,
+NK_TIERED(void, decode_loop, decode_loop_body, ,
                (const std::uint8_t* __restrict c, index_t np, int bits, int normal, float* __restrict dst),
                (c, np, bits, normal, dst))
 
@@ -595,7 +570,7 @@ typedef float vf16 __attribute__((vector_size(64)));
 
 // acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
 template <int MB>
-NK_OLIVE_INLINE NK_OLIVE_FMA void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t kc, float* out,
+NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t kc, float* out,
                                               index_t ldo) {
   vf16 acc[MB][kTileN];
   for (int m = 0; m < MB; ++m)
@@ -619,7 +594,7 @@ NK_OLIVE_INLINE NK_OLIVE_FMA void tile_dot_mb(const float* x, index_t ldx, const
     }
 }
 
-NK_OLIVE_INLINE NK_OLIVE_FMA void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t kc,
+NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t kc,
                                                 float* out, index_t ldo) {
   switch (mb) {
     case 4: tile_dot_mb<4>(x, ldx, w, kc, out, ldo); break;
@@ -628,7 +603,7 @@ NK_OLIVE_INLINE NK_OLIVE_FMA void tile_dot_body(int mb, const float* x, index_t 
     default: tile_dot_mb<1>(x, ldx, w, kc, out, ldo); break;
   }
 }
-NK_OLIVE_TIERS(void, tile_dot, tile_dot_body, NK_OLIVE_FMA,
+NK_TIERED(void, tile_dot, tile_dot_body, NK_ALLOW_FMA_CONTRACTION,
                (int mb, const float* x, index_t ldx, const float* w, index_t kc, float* out, index_t ldo),
                (mb, x, ldx, w, kc, out, ldo))
 

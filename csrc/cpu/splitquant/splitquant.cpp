@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/common/threads.hpp"
+#include "cpu/common/tiers.hpp"
 #include "numkern/splitquant/splitquant.hpp"
 
 namespace nk::cpu::splitquant {
@@ -268,15 +269,10 @@ void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clu
   else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
 }
 
-// s[r] = <x, w_r> for four decoded rows sharing every load of x.  Cloned for AVX-512 / AVX2 and
-// picked at load time by CPUID (GCC ifunc), not by nk::cpu::active_isa(): these two loops are
-// plain float dot products with a tolerance contract (docs/splitquant.md), no tier-specific
-// code, so a forced NUMKERN_ISA / set_isa only has them keep the wider vector unit.  (Kept until
-// csrc/cpu/common offers a per-tier compile helper; OliVe's loops use its own NK_OLIVE_TIERS.)
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void dot4(const float* x, const float* w, index_t in, float* s) {
+// s[r] = <x, w_r> for four decoded rows sharing every load of x.  Compiled per tier and chosen by
+// nk::cpu::active_isa() (cpu/common/tiers.hpp); plain float dot products with a tolerance contract
+// (docs/splitquant.md): the tiers differ in summation order, not in what they compute.
+NK_TIER_INLINE void dot4_body(const float* x, const float* w, index_t in, float* s) {
   const float* w0 = w;
   const float* w1 = w0 + in;
   const float* w2 = w1 + in;
@@ -297,11 +293,9 @@ void dot4(const float* x, const float* w, index_t in, float* s) {
   s[2] = s2;
   s[3] = s3;
 }
+NK_TIERED(void, dot4, dot4_body, , (const float* x, const float* w, index_t in, float* s), (x, w, in, s))
 // The same for four input rows at once: 16 dot products from 8 loads per step.
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void dot4x4(const float* x, const float* w, index_t in, float* s) {
+NK_TIER_INLINE void dot4x4_body(const float* x, const float* w, index_t in, float* s) {
   const float *x0 = x, *x1 = x + in, *x2 = x + 2 * in, *x3 = x + 3 * in;
   const float *w0 = w, *w1 = w + in, *w2 = w + 2 * in, *w3 = w + 3 * in;
   float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
@@ -321,6 +315,7 @@ void dot4x4(const float* x, const float* w, index_t in, float* s) {
                        a20, a21, a22, a23, a30, a31, a32, a33};
   for (int j = 0; j < 16; ++j) s[j] = r[j];
 }
+NK_TIERED(void, dot4x4, dot4x4_body, , (const float* x, const float* w, index_t in, float* s), (x, w, in, s))
 }  // namespace
 
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
