@@ -44,6 +44,13 @@ _PREP_ELEMS = 1 << 22    # float64 entries per block when centring / whitening t
 _COVARIANCES = ("isotropic", "diagonal", "full")
 _RULES = ("scott", "silverman", "loo")
 _H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
+_SINGULAR_TOL = 64  # "full": singular when some 1 - R_k^2 < _SINGULAR_TOL * d * eps (docs/kde.md)
+
+
+def _const_tol(n):
+    """Relative spread below which a dimension counts as constant: sd <= tol * |mean|.  The rounding
+    of a constant column's weighted mean is a few sqrt(n) eps |mean| (typical, blockwise sums)."""
+    return max(64.0, 8.0 * math.sqrt(n)) * np.finfo(np.float64).eps
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -282,13 +289,18 @@ class GaussianKDE:
             cov = np.asarray(be.to_host(cov), dtype=np.float64)
             var = np.diag(cov).copy()
         self._var_host = be.to_host(var) / unbias if unbias > 0 else np.full(d, np.nan)
-        # a constant column leaves only the rounding of its mean: count that as zero variance
+        # a constant column leaves only the rounding of its mean (and of the weights' sum), a few
+        # sqrt(n) eps |mean|: a spread below that floor is zero variance to working precision
         mu_host = np.asarray(be.to_host(mu), dtype=np.float64)
-        self._var_host[self._var_host <= (64 * np.finfo(np.float64).eps * np.abs(mu_host)) ** 2] = 0.0
+        self._var_host[self._var_host <= (_const_tol(n) * np.abs(mu_host)) ** 2] = 0.0
+        if self.covariance != "isotropic" and (n < 2 or unbias <= 0 or not (self._var_host > 0).all()):
+            bad = np.flatnonzero(~(self._var_host > 0))
+            which = f"dimension {int(bad[0])} is constant" if bad.size else "n < 2"
+            if full:
+                raise ValueError(self._singular_msg(which))
+            raise ValueError(f"data: {which} (zero variance to working precision), so the 'diagonal' "
+                             "covariance is singular; use covariance='isotropic'")
         if self.covariance == "diagonal":
-            if n < 2 or unbias <= 0 or not (self._var_host > 0).all():
-                raise ValueError("data: a dimension has zero variance (or n < 2), so the 'diagonal' "
-                                 "covariance is singular; use covariance='isotropic'")
             sd = np.sqrt(self._var_host)
             self._scale = sd
             self._log_det_half = float(np.log(sd).sum())
@@ -307,8 +319,9 @@ class GaussianKDE:
         self._Y[i0:i0 + cb.shape[0]] = cb
         self._ysq[i0:i0 + cb.shape[0]] = self._ops.row_sqnorms(cb)
 
-    def _singular_msg(self):
-        return (f"data: the covariance of {self.n} points in {self.d} dimensions is singular, so "
+    def _singular_msg(self, why=None):
+        why = f" ({why})" if why else ""
+        return (f"data: the covariance of {self.n} points in {self.d} dimensions is singular{why}, so "
                 "covariance='full' is undefined; use covariance='isotropic' (or 'diagonal')")
 
     def _setup_full(self, cov):
@@ -320,12 +333,7 @@ class GaussianKDE:
         except np.linalg.LinAlgError:
             raise ValueError(self._singular_msg()) from None
         diag = np.diag(L)
-        # L_kk^2 / Sigma_kk = 1 - R_k^2, the part of column k not explained by the columns before it
-        # (scale-free).  An exactly dependent column leaves only rounding, a few eps times d: below
-        # 64 d eps the covariance is singular to working precision.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            unexplained = diag ** 2 / np.diag(cov)
-        if not (diag > 0).all() or not (unexplained.min() >= 64 * d * np.finfo(np.float64).eps):
+        if not (diag > 0).all():
             raise ValueError(self._singular_msg())
         self._chol = L
         self._log_det_half = float(np.log(diag).sum())
@@ -335,8 +343,20 @@ class GaussianKDE:
         from scipy.linalg import lapack
 
         Linv, info = lapack.dtrtri(L, lower=1)
-        if info != 0:
+        if info != 0 or not np.isfinite(Linv).all():
             raise ValueError(self._singular_msg())
+        # Scale-free test on the correlation matrix R = D^-1/2 Sigma D^-1/2: the part of dimension k
+        # not explained by ALL the others is 1 - R_k^2 = 1 / (Sigma_kk (Sigma^-1)_kk), and
+        # (Sigma^-1)_kk is the squared norm of column k of L^-1.  Its minimum lies within a factor d
+        # of lambda_min(R); below _SINGULAR_TOL d eps the covariance is singular to working precision
+        # (an exactly dependent dimension leaves only rounding there).
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            unexplained = 1.0 / (np.diag(cov) * np.einsum("ij,ij->j", Linv, Linv))
+        k = int(np.argmin(unexplained))
+        if not (unexplained[k] >= _SINGULAR_TOL * d * np.finfo(np.float64).eps):
+            raise ValueError(self._singular_msg(
+                f"dimension {k} is a linear combination of the others to working precision: "
+                f"1 - R^2 = {unexplained[k]:.3g}"))
         self._whiten = self._ops.from_host(Linv) if self._ctx.cuda else np.asfortranarray(Linv)
 
     def _whiten_rows(self, c):
