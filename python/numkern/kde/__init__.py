@@ -27,7 +27,9 @@ high-dimensional bandwidth thresholds of Biroli & Mezard (2024); see docs/kde_re
 """
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +105,18 @@ def _as_matrix(a, name, ctx, d=None):
     if dt.kind == "f" and arr.shape[0] * arr.shape[1] > 0 and not ctx.ops.all_finite(arr):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr
+
+
+def _distinct_rows(Y, ops):
+    """(first, inverse) of the distinct rows of Y (exact, bitwise after -0.0 -> 0.0): first[g] is
+    the index of the first row of group g, inverse[i] the group of row i (host int64 arrays)."""
+    a = np.asarray(ops.to_host(Y) if not isinstance(Y, np.ndarray) else Y)
+    if a.dtype.kind == "f":
+        a = a + a.dtype.type(0)  # -0.0 + 0.0 = 0.0: equal values, equal bytes
+    a = np.ascontiguousarray(a)
+    rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
 
 
 def _check_bandwidth_value(h, name="bandwidth"):
@@ -209,6 +223,9 @@ class GaussianKDE:
     """
 
     def __init__(self, data, bandwidth="scott", weights=None, covariance="isotropic"):
+        self._init(data, bandwidth, weights, covariance, bandwidth == "loo")
+
+    def _init(self, data, bandwidth, weights, covariance, find_duplicates):
         ctx = Context(data, names=("data",))
         self._ctx, self._ops = ctx, ctx.ops
         if not isinstance(covariance, str) or covariance not in _COVARIANCES:
@@ -230,6 +247,8 @@ class GaussianKDE:
         self.neff = 1.0 / float(np.dot(w, w))
         with ctx.guard():
             self._prepare(Y, w)
+        # repeated rows (exact duplicates) of the raw data, for leave-one-out selection only
+        self._distinct = _distinct_rows(Y, self._ops) if find_duplicates else None
         self.factor = None
         if isinstance(bandwidth, str) and bandwidth != "loo":
             if bandwidth == "scott":
@@ -242,7 +261,7 @@ class GaussianKDE:
                 raise ValueError(f"data: the bandwidth rule gives h = {self.bandwidth:g}, outside "
                                  f"[{_H_MIN:g}, {_H_MAX:g}] (no or extreme spread); pass a float bandwidth")
         elif bandwidth == "loo":
-            self.bandwidth = self._select(None).bandwidth
+            self.bandwidth = self._select(None, stacklevel=4).bandwidth
         else:
             self.bandwidth = float(bandwidth)
 
@@ -456,7 +475,32 @@ class GaussianKDE:
         norms = np.array([self._log_norm(h) for h in hs])
         return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
 
-    def _select(self, bandwidths, refine=True):
+    def _grouped(self):
+        """This KDE restricted to the distinct data points, each weighted by the total weight of its
+        copies (same centring, whitening, grid scale and n_eff): its leave-one-out likelihood
+        sum_g W_g log p_{-g}(y_g) leaves out every copy of a point at once, and stays bounded."""
+        first, inverse = self._distinct
+        G, be = first.size, self._ops
+        W = np.bincount(inverse, weights=self.weights, minlength=G)
+        g = copy.copy(self)
+        g.n, g.weights, g._distinct = G, W, None
+        g._Y = be.take_rows(self._Y, first)
+        g._ysq = be.reshape(be.take_rows(be.reshape(self._ysq, (self.n, 1)), first), (G,))
+        with np.errstate(divide="ignore"):
+            g._logw = be.from_host(np.log(W))
+        return g
+
+    def _select(self, bandwidths, refine=True, stacklevel=3):
+        if self._distinct is not None and self._distinct[0].size < self.n:
+            G = self._distinct[0].size
+            if G < 2:
+                raise ValueError(f"data: all {self.n} rows are identical; leave-one-out bandwidth selection "
+                                 "needs at least 2 distinct points")
+            warnings.warn(f"data: {self.n - G} of {self.n} rows repeat other rows ({G} distinct points); the "
+                          "leave-one-out likelihood grows without bound as h -> 0 at a repeated point, so the "
+                          f"bandwidth is chosen by leave-one-out over the {G} distinct points, each weighted by "
+                          "the total weight of its copies (docs/kde.md)", UserWarning, stacklevel=stacklevel)
+            return self._grouped()._select(bandwidths, refine)
         if self.n < 2:
             raise ValueError(f"data: leave-one-out bandwidth selection needs at least 2 points, got n = {self.n}")
         w = self.weights
@@ -622,10 +666,15 @@ def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covar
 
     bandwidths: grid of h > 0 (units as in ``GaussianKDE``); default 25 values geometrically from
     Scott/30 to 3 Scott, extended while the optimum sits on an edge.  Returns ``BandwidthSelection``.
+
+    Data with exact duplicate rows (where L is unbounded as h -> 0): UserWarning, and L is replaced by
+    sum_g W_g log p_hat_{-g}(y_g) over the distinct points y_g with W_g the total weight of their
+    copies (leave all copies out at once); ``loo_loglik`` is then that curve.
     """
     if method != "loo":
         raise ValueError(f"method: only 'loo' is supported, got {method!r}")
-    kde = GaussianKDE(data, bandwidth=1.0, weights=weights, covariance=covariance)
+    kde = GaussianKDE.__new__(GaussianKDE)
+    kde._init(data, 1.0, weights, covariance, True)
     return kde._select(bandwidths, refine=refine)
 
 
