@@ -22,7 +22,7 @@ tree pruning whose tolerances cost 1e-7..1e-5 relative accuracy and which degrad
 with overhead in high dimension.
 
 ``select_bandwidth`` maximises the leave-one-out likelihood over a whole grid of bandwidths in one
-pass over the distance blocks, then refines by golden-section search.  ``regimes`` gives the
+pass over the distance blocks, then refines with one more pass on a local grid (quartic fit).  ``regimes`` gives the
 high-dimensional bandwidth thresholds of Biroli & Mezard (2024); see docs/kde_regimes.md.
 """
 from __future__ import annotations
@@ -46,6 +46,8 @@ _PREP_ELEMS = 1 << 22    # float64 entries per block when centring / whitening t
 _COVARIANCES = ("isotropic", "diagonal", "full")
 _RULES = ("scott", "silverman", "loo")
 _H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
+_REFINE_POINTS = 9  # bandwidths of select_bandwidth's refinement pass
+_PROGRESS_SECONDS = 5.0  # progress bar (tqdm, if installed) when a selection is expected to take longer
 _SINGULAR_TOL = 64  # "full": singular when some 1 - R_k^2 < _SINGULAR_TOL * d * eps (docs/kde.md)
 
 
@@ -105,6 +107,47 @@ def _as_matrix(a, name, ctx, d=None):
     if dt.kind == "f" and arr.shape[0] * arr.shape[1] > 0 and not ctx.ops.all_finite(arr):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr
+
+
+def _quartic_max(t, f, j):
+    """(exp(t*), q(t*) - q(t_j)) for the maximum t* over [t_0, t_-1] of the least-squares quartic q
+    through (t, f) (so f_j + q(t*) - q(t_j) estimates the maximum without the fit's bias at t_j), or
+    (None, None) when the fit does not reproduce the points to 1e-3 of their spread."""
+    c, s = 0.5 * (t[0] + t[-1]), 0.5 * (t[-1] - t[0])
+    if not s > 0:
+        return None, None
+    u = (t - c) / s
+    coef = np.polyfit(u, f, 4)
+    if np.max(np.abs(np.polyval(coef, u) - f)) > 1e-3 * max(np.ptp(f), 1e-300):
+        return None, None
+    cand = [r.real for r in np.roots(np.polyder(coef)) if abs(r.imag) < 1e-12 and -1.0 <= r.real <= 1.0]
+    if not cand:
+        return None, None
+    vals = [np.polyval(coef, r) for r in cand]
+    k = int(np.argmax(vals))
+    return float(np.exp(c + s * cand[k])), float(vals[k] - np.polyval(coef, u[j]))
+
+
+def _selection_seconds(n, d, K):
+    """Rough CPU seconds of a bandwidth selection (grid pass of K bandwidths + refinement pass):
+    per pair 2d flops of GEMM at ~10 GFLOP/s and ~2 ns per bandwidth."""
+    return float(n) * n * (2 * (2.0 * d / 1e10) + 2e-9 * (K + _REFINE_POINTS + 2))
+
+
+def _progress_bar(kde, bandwidths, refine, progress):
+    """A tqdm bar over the query blocks of the selection passes, or None: progress=True shows one if
+    tqdm is installed, None (default) only when the selection is expected to exceed a few seconds."""
+    if progress is False or (kde._distinct is not None and kde._distinct[0].size < kde.n):
+        return None  # (the selection over distinct points makes its own)
+    K = 25 if bandwidths is None else np.size(bandwidths)
+    if progress is None and _selection_seconds(kde.n, kde.d, K) < _PROGRESS_SECONDS:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    blocks = -(-kde.n // _QUERY_BLOCK)
+    return tqdm(total=blocks * (2 if refine else 1), desc="select_bandwidth", unit="block", leave=False)
 
 
 def _distinct_rows(Y, ops):
@@ -409,7 +452,7 @@ class GaussianKDE:
             yield q0, self._Y[q0:q1], self._ysq[q0:q1]
 
     # -- the streaming pass -----------------------------------------------------------------
-    def _stream(self, blocks, m, hs, loo=False, diagnostics=False):
+    def _stream(self, blocks, m, hs, loo=False, diagnostics=False, bar=None):
         """log sum_j w_j exp(-|x_i - y_j|^2 / (2 h^2)) for every query i and bandwidth h in hs.
 
         Returns (lse (m, K) float64 on the device, log participation ratio or None, max weight or None).
@@ -440,6 +483,8 @@ class GaussianKDE:
                     if diagnostics:
                         lpr[q0:q0 + mb] = 2.0 * be.log(s) - be.log(s2)
                         mxw[q0:q0 + mb] = 1.0 / s
+                if bar is not None:
+                    bar.update(1)
         return lse, lpr, mxw
 
     def _log_norm(self, h):
@@ -454,8 +499,8 @@ class GaussianKDE:
             return torch.from_numpy(out)
         return out
 
-    def _loo_lse(self, hs, diagnostics=False):
-        lse, lpr, mxw = self._stream(self._data_queries(), self.n, hs, loo=True, diagnostics=diagnostics)
+    def _loo_lse(self, hs, diagnostics=False, bar=None):
+        lse, lpr, mxw = self._stream(self._data_queries(), self.n, hs, loo=True, diagnostics=diagnostics, bar=bar)
         return lse, lpr, mxw
 
     def _loo_log_norm_excl(self):
@@ -466,11 +511,11 @@ class GaussianKDE:
         with np.errstate(divide="ignore"):
             return np.log(before + after)
 
-    def _loo_values(self, hs):
+    def _loo_values(self, hs, bar=None):
         """(n, K) leave-one-out log-densities on the host, float64."""
         if self.n < 2:
             raise ValueError(f"data: leave-one-out needs at least 2 points, got n = {self.n}")
-        lse, _, _ = self._loo_lse(hs)
+        lse, _, _ = self._loo_lse(hs, bar=bar)
         lse = self._ops.to_host(lse)
         norms = np.array([self._log_norm(h) for h in hs])
         return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
@@ -490,7 +535,15 @@ class GaussianKDE:
             g._logw = be.from_host(np.log(W))
         return g
 
-    def _select(self, bandwidths, refine=True, stacklevel=3):
+    def _select(self, bandwidths, refine=True, stacklevel=3, progress=None):
+        bar = _progress_bar(self, bandwidths, refine, progress)
+        try:
+            return self._select_curve(bandwidths, refine, stacklevel + 1, progress, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _select_curve(self, bandwidths, refine, stacklevel, progress, bar):
         if self._distinct is not None and self._distinct[0].size < self.n:
             G = self._distinct[0].size
             if G < 2:
@@ -500,13 +553,18 @@ class GaussianKDE:
                           "leave-one-out likelihood grows without bound as h -> 0 at a repeated point, so the "
                           f"bandwidth is chosen by leave-one-out over the {G} distinct points, each weighted by "
                           "the total weight of its copies (docs/kde.md)", UserWarning, stacklevel=stacklevel)
-            return self._grouped()._select(bandwidths, refine)
+            if bar is not None:
+                bar.close()
+            return self._grouped()._select(bandwidths, refine, progress=progress)
         if self.n < 2:
             raise ValueError(f"data: leave-one-out bandwidth selection needs at least 2 points, got n = {self.n}")
         w = self.weights
 
         def curve(hs):
-            vals = self._loo_values(list(hs))
+            if bar is not None and bar.n >= bar.total:  # an extension pass: one more pass to show
+                bar.total += -(-self.n // _QUERY_BLOCK)
+                bar.refresh()
+            vals = self._loo_values(list(hs), bar)
             with np.errstate(invalid="ignore"):
                 return np.array([float(np.sum(w * v)) if np.isfinite(v).all() else -np.inf for v in vals.T])
 
@@ -538,27 +596,19 @@ class GaussianKDE:
         i = int(np.argmax(scores))
         best_h, best = float(grid[i]), float(scores[i])
         if refine and grid.size >= 2 and np.isfinite(best):
-            lo = math.log(grid[max(i - 1, 0)])
-            hi = math.log(grid[min(i + 1, grid.size - 1)])
-            f = lambda t: float(curve([math.exp(t)])[0])  # noqa: E731
-            g = (math.sqrt(5.0) - 1.0) / 2.0
-            a, b = lo, hi
-            c, e = b - g * (b - a), a + g * (b - a)
-            fc, fe = f(c), f(e)
-            passes += 2
-            while b - a > 1e-4:  # relative precision 1e-4 in h
-                if fc >= fe:
-                    b, e, fe = e, c, fc
-                    c = b - g * (b - a)
-                    fc = f(c)
-                else:
-                    a, c, fc = c, e, fe
-                    e = a + g * (b - a)
-                    fe = f(e)
-                passes += 1
-            t, ft = (c, fc) if fc >= fe else (e, fe)
-            if ft > best:
-                best_h, best = math.exp(t), ft
+            # ONE more pass: _REFINE_POINTS bandwidths spanning the best grid point's neighbours, then
+            # the maximum of a least-squares quartic in log h through them (the curve is smooth there)
+            local = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)], _REFINE_POINTS)
+            vals = curve(local)
+            passes += 1
+            j = int(np.argmax(vals))
+            if vals[j] > best:
+                best_h, best = float(local[j]), float(vals[j])
+            t = np.log(local)
+            if np.isfinite(vals).all():
+                h_fit, gain = _quartic_max(t, vals, j)
+                if h_fit is not None and gain >= 0:
+                    best_h, best = h_fit, float(vals[j]) + gain
         return BandwidthSelection(best_h, grid, scores, best, passes)
 
     # -- public evaluation ------------------------------------------------------------------
@@ -656,16 +706,23 @@ class GaussianKDE:
                 f"covariance={self.covariance!r}, dtype={self.dtype})")
 
 
-def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covariance="isotropic", refine=True):
+def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covariance="isotropic", refine=True,
+                     progress=None):
     r"""Maximum leave-one-out likelihood bandwidth.
 
     Maximises  L(h) = sum_i w_i log p_hat_{-i}(y_i; h)  (mean LOO log-likelihood, weighted by the
     normalised data weights).  The curve on the whole grid ``bandwidths`` is computed in ONE pass
-    over the n x n distance blocks (one log-sum-exp accumulator per bandwidth); then a golden-section
-    search in log h between the neighbours of the best grid point refines it to 1e-4 relative.
+    over the n x n distance blocks (one log-sum-exp accumulator per bandwidth); with ``refine`` ONE
+    more pass evaluates 9 bandwidths spanning the best grid point's neighbours and the maximum of a
+    least-squares quartic in log h through them is returned (``best_loglik``: the best evaluated
+    value plus the quartic's rise from there, within 1e-6 relative): measured within 7e-5 relative of the
+    true maximiser (default grid and a 12-point grid over 0.1..2).  Cost: 2 passes
+    (plus one per edge extension), each one n x n x d GEMM in blocks plus ~2 ns per pair and bandwidth.
 
     bandwidths: grid of h > 0 (units as in ``GaussianKDE``); default 25 values geometrically from
     Scott/30 to 3 Scott, extended while the optimum sits on an edge.  Returns ``BandwidthSelection``.
+    progress: None (default) shows a tqdm progress bar when tqdm is installed and the selection is
+    expected to take more than ~5 s; True shows it whenever tqdm is installed; False never.
 
     Data with exact duplicate rows (where L is unbounded as h -> 0): UserWarning, and L is replaced by
     sum_g W_g log p_hat_{-g}(y_g) over the distinct points y_g with W_g the total weight of their
@@ -675,7 +732,7 @@ def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covar
         raise ValueError(f"method: only 'loo' is supported, got {method!r}")
     kde = GaussianKDE.__new__(GaussianKDE)
     kde._init(data, 1.0, weights, covariance, True)
-    return kde._select(bandwidths, refine=refine)
+    return kde._select(bandwidths, refine=refine, progress=progress)
 
 
 # ---- high-dimensional regimes ----------------------------------------------------------------
