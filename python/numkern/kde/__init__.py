@@ -44,7 +44,8 @@ _DIRECT_MAX_D = 8        # at or below this dimension, distances come from the c
 _NO_SELF = 1 << 62       # "exclude no pair" for the block update
 _PREP_ELEMS = 1 << 22    # float64 entries per block when centring / whitening the inputs
 _COVARIANCES = ("isotropic", "diagonal", "full")
-_RULES = ("scott", "silverman", "loo")
+_RULES = ("scott", "silverman", "loo", "scott_scipy", "silverman_scipy", "scott_sklearn", "silverman_sklearn")
+_TRANSPOSED_MAX_ROWS = 3  # a (rows <= 3, more columns) array warns: SciPy's (d, n) layout?
 _H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
 _REFINE_POINTS = 9  # bandwidths of select_bandwidth's refinement pass
 _PROGRESS_SECONDS = 5.0  # progress bar (tqdm, if installed) when a selection is expected to take longer
@@ -247,14 +248,23 @@ class GaussianKDE:
 
     Parameters
     ----------
-    data : (n, d) array (numpy, torch CPU/CUDA or CuPy; a 1-D array is n points in d = 1).
+    data : (n, d) array, one point per ROW (numpy, torch CPU/CUDA or CuPy; a 1-D array is n points
+        in d = 1).  scipy.stats.gaussian_kde takes the transpose (d, n): an array with at most 3 rows
+        and more columns warns (UserWarning), and with covariance="full" any n <= d raises, both
+        suggesting data.T.
         float32 data are processed in float32 (Gram blocks) with float64 accumulation; everything
         else in float64.  NaN/inf raise ValueError.
-    bandwidth : float > 0, "scott", "silverman" or "loo".
+    bandwidth : float > 0, "scott", "silverman", "loo", "scott_scipy", "silverman_scipy",
+        "scott_sklearn" or "silverman_sklearn".
         A float is h: in data units for ``covariance="isotropic"``, and the factor multiplying the
         covariance's square root for "diagonal" and "full" (SciPy's ``factor``).
         "scott": factor n_eff^(-1/(d+4)); "silverman": (n_eff (d+2)/4)^(-1/(d+4)) (SciPy's rules,
-        n_eff = (sum w)^2 / sum w^2); for "isotropic" h = factor * sqrt(tr(Cov)/d).
+        n_eff = (sum w)^2 / sum w^2); for "isotropic" h = factor * sqrt(tr(Cov)/d) (numkern's
+        convention: the factor times the data's rms standard deviation).
+        "scott_scipy" / "silverman_scipy": SciPy's rules by name (need covariance="full", where they
+        equal "scott" / "silverman"; scipy.stats.gaussian_kde's kernel covariance = factor^2 Cov).
+        "scott_sklearn" / "silverman_sklearn": sklearn.neighbors.KernelDensity's rules, h = the factor
+        itself in data units with n = number of rows (weights ignored, no data scale), "isotropic" only.
         "loo": the maximiser of the leave-one-out likelihood (``select_bandwidth``).
     weights : optional (n,) non-negative weights, not all zero.
     covariance : "isotropic" (Sigma = I), "diagonal" (Sigma = diag of the weighted variances) or
@@ -283,6 +293,20 @@ class GaussianKDE:
         if n == 0 or d == 0:
             raise ValueError(f"data: empty (shape {tuple(Y.shape)})")
         self.n, self.d, self.covariance = n, d, covariance
+        if isinstance(bandwidth, str) and bandwidth.endswith("_scipy") and covariance != "full":
+            raise ValueError(f"bandwidth: {bandwidth!r} is SciPy's rule, which scales the full data covariance; "
+                             "use covariance='full' (where 'scott' / 'silverman' are SciPy's rules)")
+        if isinstance(bandwidth, str) and bandwidth.endswith("_sklearn") and covariance != "isotropic":
+            raise ValueError(f"bandwidth: {bandwidth!r} is scikit-learn's rule, an isotropic h in data "
+                             "units; use covariance='isotropic'")
+        if n < d and (n <= _TRANSPOSED_MAX_ROWS or covariance == "full"):
+            hint = (f"data: shape {tuple(Y.shape)} is read as {n} point(s) in {d} dimensions (GaussianKDE "
+                    f"takes (n_points, n_dims)); if these are {d} points in {n} dimension(s), as "
+                    "scipy.stats.gaussian_kde's (d, n) layout, pass data.T")
+            if covariance == "full":
+                raise ValueError(hint + "; the covariance of fewer points than dimensions is singular, so "
+                                 "covariance='full' is undefined there (covariance='isotropic' is not)")
+            warnings.warn(hint, UserWarning, stacklevel=3)
         self.dtype = np.dtype(np.float32) if _dtype_of(Y).kind == "f" and _dtype_of(Y).itemsize <= 4 \
             else np.dtype(np.float64)
         w = _normalised_weights(weights, n)
@@ -294,11 +318,14 @@ class GaussianKDE:
         self._distinct = _distinct_rows(Y, self._ops) if find_duplicates else None
         self.factor = None
         if isinstance(bandwidth, str) and bandwidth != "loo":
-            if bandwidth == "scott":
-                self.factor = self.neff ** (-1.0 / (d + 4))
+            # the sklearn rules use the row count, not n_eff, and no data scale (sklearn.KernelDensity)
+            m = float(n) if bandwidth.endswith("_sklearn") else self.neff
+            if bandwidth.startswith("scott"):
+                self.factor = m ** (-1.0 / (d + 4))
             else:
-                self.factor = (self.neff * (d + 2.0) / 4.0) ** (-1.0 / (d + 4))
-            scale = math.sqrt(self._mean_variance()) if covariance == "isotropic" else 1.0
+                self.factor = (m * (d + 2.0) / 4.0) ** (-1.0 / (d + 4))
+            scale = math.sqrt(self._mean_variance()) if bandwidth in ("scott", "silverman") \
+                and covariance == "isotropic" else 1.0
             self.bandwidth = self.factor * scale
             if not (_H_MIN <= self.bandwidth <= _H_MAX):
                 raise ValueError(f"data: the bandwidth rule gives h = {self.bandwidth:g}, outside "
