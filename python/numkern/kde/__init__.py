@@ -49,6 +49,7 @@ _TRANSPOSED_MAX_ROWS = 3  # a (rows <= 3, more columns) array warns: SciPy's (d,
 _H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
 _REFINE_POINTS = 9  # bandwidths of select_bandwidth's refinement pass
 _PROGRESS_SECONDS = 5.0  # progress bar (tqdm, if installed) when a selection is expected to take longer
+_IN_PLACE_MEAN = 0.25  # isotropic fixed-bandwidth data used uncentred when |mu|^2 <= this * mean |y|^2
 _SINGULAR_TOL = 64  # "full": singular when some 1 - R_k^2 < _SINGULAR_TOL * d * eps (docs/kde.md)
 
 
@@ -313,7 +314,8 @@ class GaussianKDE:
         self.weights = w
         self.neff = 1.0 / float(np.dot(w, w))
         with ctx.guard():
-            self._prepare(Y, w)
+            self._prepare(Y, w, in_place=covariance == "isotropic" and not isinstance(bandwidth, str)
+                          and not find_duplicates)
         # repeated rows (exact duplicates) of the raw data, for leave-one-out selection only
         self._distinct = _distinct_rows(Y, self._ops) if find_duplicates else None
         self.factor = None
@@ -341,22 +343,48 @@ class GaussianKDE:
         for i0 in range(0, A.shape[0], rows):
             yield i0, A[i0:i0 + rows]
 
-    def _prepare(self, Y, w):
+    def _prepare(self, Y, w, in_place=False):
         """Centre (and whiten) the data into self._Y, in float64 block by block: one pass for the
         weighted mean, one for the variances / covariance (which also stores the centred rows for
-        "isotropic"), and one more to store the scaled / whitened rows otherwise."""
+        "isotropic"), and one more to store the scaled / whitened rows otherwise.
+
+        in_place (isotropic, fixed bandwidth): when the data are a C-contiguous host array of the
+        model dtype whose mean is small against their spread (|mu|^2 <= _IN_PLACE_MEAN sum_i w_i |y_i|^2,
+        so centring changes no distance's accuracy class), they are used as they are: one read pass
+        (mean and row norms), no copy; otherwise the centred copy is made as usual."""
         be, n, d = self._ops, self.n, self.d
         wd = be.from_host(w)
         mu = None
+        ysq = None
+        if in_place and not self._ctx.cuda and isinstance(Y, np.ndarray) and Y.dtype == self.dtype \
+                and Y.flags.c_contiguous:
+            ysq = be.empty((n,), np.float64)
         for i0, blk in self._row_blocks(Y):
-            part = wd[i0:i0 + blk.shape[0]] @ be.astype(blk, np.float64)
+            b64 = be.astype(blk, np.float64)
+            part = wd[i0:i0 + blk.shape[0]] @ b64
             mu = part if mu is None else mu + part
+            if ysq is not None:
+                ysq[i0:i0 + blk.shape[0]] = be.row_sqnorms(b64)
         self._mu = mu
         unbias = 1.0 - float(np.dot(w, w))  # numpy.cov's aweights normalisation, as SciPy
         self._scale = None       # per-dimension standard deviations ("diagonal")
         self._chol = None        # Cholesky factor L of the covariance ("full"), host
         self._whiten = None      # L^{-1} ("full"): Fortran order on the host, else on the device
         self._log_det_half = 0.0
+        self._in_place = False
+        if ysq is not None:
+            msq, mean_sq = float(np.dot(mu, mu)), float(np.dot(w, ysq))
+            if msq <= _IN_PLACE_MEAN * mean_sq:
+                self._in_place = True
+                self._Y, self._ysq = Y, ysq     # a reference to the caller's array, like SciPy's kde
+                self._mu = np.zeros(d)
+                # mean variance per dimension for _mean_variance, without a pass (no cancellation:
+                # |mu|^2 is at most a quarter of the mean square)
+                mv = (mean_sq - msq) / d / unbias if unbias > 0 else float("nan")
+                self._var_host = np.full(d, max(mv, 0.0))
+                with np.errstate(divide="ignore"):
+                    self._logw = be.from_host(np.log(w))
+                return
         self._Y = be.empty((n, d), self.dtype)
         self._ysq = be.empty((n,), np.float64)
         full = self.covariance == "full"
