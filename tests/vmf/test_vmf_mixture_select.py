@@ -51,21 +51,22 @@ def test_default_initialisation_is_reliable():
 def test_select_n_components_recovers_five_topics_where_bic_over_splits():
     for seed in (0, 1):
         X, _ = topics(seed)
-        sel = vmf.select_n_components(X, range(2, 9), random_state=0)
-        assert sel.n_components == 5 and sel.criterion == "silhouette"
-        assert sel.model.n_components == 5 and len(sel.scores) == 7
-    bic = vmf.select_n_components(X, range(4, 8), criterion="bic", random_state=0)
+        sel = vmf.VMFMixture.select_n_components(X, range(2, 9), random_state=0)
+        assert sel.n_components == 5 and sel.selection_["criterion"] == "silhouette"
+        assert sel.selection_["candidates"] == list(range(2, 9)) and len(sel.selection_["scores"]) == 7
+        assert sel.silhouette(X) == max(sel.selection_["scores"])
+    bic = vmf.VMFMixture.select_n_components(X, range(4, 8), criterion="bic", random_state=0)
     assert bic.n_components > 5      # documented: BIC keeps falling on anisotropic clusters
 
 
 def test_select_n_components_bad_input():
     X, _ = topics(0, per=20)
     with pytest.raises(ValueError, match="criterion"):
-        vmf.select_n_components(X, [2, 3], criterion="aic")
+        vmf.VMFMixture.select_n_components(X, [2, 3], criterion="aic")
     with pytest.raises(ValueError, match="candidates"):
-        vmf.select_n_components(X, [1, 2])
+        vmf.VMFMixture.select_n_components(X, [1, 2])
     with pytest.raises(ValueError, match="candidates"):
-        vmf.select_n_components(X, [])
+        vmf.VMFMixture.select_n_components(X, [])
 
 
 def test_silhouette_matches_sklearn_cosine():

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from .._backend import F32, F64, TORCH, Context, Ops, array_kind
 from . import _kernels as K
 
-__all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture",
-           "select_n_components", "ComponentSelection"]
+__all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
 
 _UNIT_TOL = {F32: 1e-4, F64: 1e-6}
 _HOST = Ops(np)
@@ -465,8 +463,8 @@ class VMFMixture:
     -- then hard assignment to the nearest centre.  Default n_init = 4: on the seeded 5-topic
     benchmark of tests/vmf/test_vmf_mixture_select.py every seed reaches the best optimum.
 
-    Choosing K: ``select_n_components`` (cosine silhouette by default; BIC over-splits anisotropic
-    clusters such as sentence-embedding topics, see docs/vmf.md).
+    Choosing K: ``VMFMixture.select_n_components(X, candidates)`` (cosine silhouette by default;
+    BIC over-splits anisotropic clusters such as sentence-embedding topics, see docs/vmf.md).
 
     scikit-learn conventions without depending on it: fit / fit_predict / predict / predict_proba /
     score_samples / score / bic / silhouette / sample; weights_, means_, kappas_, converged_,
@@ -531,6 +529,41 @@ class VMFMixture:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"VMFMixture({args})"
+
+    @classmethod
+    def select_n_components(cls, X, candidates=range(2, 11), criterion="silhouette", **params):
+        r"""Choose the number of components K on X (n, d) of unit rows; returns the fitted best mixture.
+
+        Fits ``VMFMixture(K, **params)`` for every K in ``candidates`` and keeps the best by
+          * "silhouette" (default): the mean cosine silhouette of the hard assignment
+            (``silhouette``, highest wins).  It measures separation, not fit, so it does not reward
+            splitting an elongated cluster; it recovers K = 5 on seeded 5-topic data whose topics are
+            anisotropic (low-rank spread around each direction, as sentence embeddings), where BIC
+            keeps falling up to K = 9 (tests/vmf/test_vmf_mixture_select.py).  Needs K >= 2.
+          * "bic": -2 log L + (K(d+1) - 1) log n (lowest wins); right when the components really are
+            vMF (isotropic around their mean), over-splits otherwise.
+        The returned mixture has ``selection_`` = {"criterion", "candidates", "scores"} (one score per
+        candidate).
+        """
+        if criterion not in ("silhouette", "bic"):
+            raise ValueError(f"criterion: expected 'silhouette' or 'bic', got {criterion!r}")
+        try:
+            cands = [int(k) for k in candidates]
+        except (TypeError, ValueError):
+            raise TypeError("candidates: expected an iterable of ints") from None
+        lo = 2 if criterion == "silhouette" else 1
+        if not cands or any(k < lo for k in cands):
+            raise ValueError(f"candidates: need a non-empty list of K >= {lo} for criterion={criterion!r}, "
+                             f"got {cands}")
+        scores, best = [], None
+        for k in cands:
+            m = cls(k, **params).fit(X)
+            scores.append(m.silhouette(X) if criterion == "silhouette" else m.bic(X))
+            if best is None or (scores[-1] > best[0] if criterion == "silhouette" else scores[-1] < best[0]):
+                best = (scores[-1], m)
+        model = best[1]
+        model.selection_ = {"criterion": criterion, "candidates": cands, "scores": scores}
+        return model
 
     # ---- internals --------------------------------------------------------------------
     def _rows(self, X):
@@ -747,47 +780,3 @@ class VMFMixture:
             x = ops.empty((0, self._d), self._dtype)
         lab = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         return self._ctx.output(x), self._ctx.output(ops.from_host(lab, np.int64))
-
-
-@dataclass
-class ComponentSelection:
-    """Result of ``select_n_components``: the chosen ``n_components``, the ``candidates``, their
-    ``scores`` (silhouette: higher is better; bic: lower is better), the ``criterion`` and the fitted
-    ``model`` for the chosen K."""
-
-    n_components: int
-    candidates: list
-    scores: list
-    criterion: str
-    model: "VMFMixture"
-
-
-def select_n_components(X, candidates=range(2, 11), criterion="silhouette", **mixture_params):
-    r"""Choose the number of components K of a ``VMFMixture`` on X (n, d) of unit rows.
-
-    Fits ``VMFMixture(K, **mixture_params)`` for every K in ``candidates`` and returns the best by
-      * "silhouette" (default): the mean cosine silhouette of the hard assignment
-        (``VMFMixture.silhouette``, highest wins).  It measures separation, not fit, so it does not
-        reward splitting an elongated cluster; it recovers K = 5 on seeded 5-topic data whose topics
-        are anisotropic (low-rank spread around each direction, as sentence embeddings), where BIC
-        keeps falling up to K = 9 (tests/vmf/test_vmf_mixture_select.py).  Needs K >= 2.
-      * "bic": -2 log L + (K(d+1) - 1) log n (lowest wins); right when the components really are
-        vMF (isotropic around their mean), over-splits otherwise.
-    Returns ``ComponentSelection(n_components, candidates, scores, criterion, model)``.
-    """
-    if criterion not in ("silhouette", "bic"):
-        raise ValueError(f"criterion: expected 'silhouette' or 'bic', got {criterion!r}")
-    try:
-        cands = [int(k) for k in candidates]
-    except (TypeError, ValueError):
-        raise TypeError("candidates: expected an iterable of ints") from None
-    if not cands or any(k < (2 if criterion == "silhouette" else 1) for k in cands):
-        raise ValueError(f"candidates: need a non-empty list of K >= {2 if criterion == 'silhouette' else 1} "
-                         f"for criterion={criterion!r}, got {cands}")
-    scores, models = [], []
-    for k in cands:
-        m = VMFMixture(k, **mixture_params).fit(X)
-        scores.append(m.silhouette(X) if criterion == "silhouette" else m.bic(X))
-        models.append(m)
-    i = int(np.argmax(scores)) if criterion == "silhouette" else int(np.argmin(scores))
-    return ComponentSelection(cands[i], cands, scores, criterion, models[i])
