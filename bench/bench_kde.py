@@ -112,6 +112,43 @@ def test_loo_bandwidth_grid(benchmark, mode):
 
 
 # ---- script mode -----------------------------------------------------------------------------
+def select_vs_gemm(n, d, rounds=3):
+    """Issue #17: select_bandwidth (default grid + refinement) against ONE n x n x d np.matmul, same run."""
+    Y, _ = data(d, n, 1)
+    t_gemm = timed(lambda: np.matmul(Y, Y.T), rounds)
+    t_sel = timed(lambda: select_bandwidth(Y, progress=False), rounds)
+    passes = select_bandwidth(Y, progress=False).n_passes
+    print(f"\nselect_bandwidth, n={n}, d={d} ({passes} passes): {t_sel:.2f} s; one {n}x{d}x{n} np.matmul "
+          f"{t_gemm:.3f} s; ratio {t_sel / t_gemm:.1f}x", flush=True)
+
+
+def few_queries_end_to_end(n, d, ms, rounds=5):
+    """Issue #20.5: constructor + logpdf for a handful of queries against torch.cdist + logsumexp."""
+    import math
+
+    try:
+        import torch
+    except ImportError:
+        print("\n(torch not installed: end-to-end comparison skipped)")
+        return
+    h = 3.0
+    Y, _ = data(d, n, 1)
+    Yt = torch.from_numpy(Y)
+    print(f"\nIsotropic, fixed h, n={n}, d={d}: constructor + logpdf vs torch.cdist + logsumexp")
+    print("| m | numkern build + logpdf (s) | torch (s) | numkern / torch |\n|---|---|---|---|")
+    for m in ms:
+        X = np.random.default_rng(1).standard_normal((m, d))
+        Xt = torch.from_numpy(X)
+
+        def peer():
+            D = torch.cdist(Xt, Yt) ** 2
+            return torch.logsumexp(-D / (2 * h * h), 1) - math.log(n) - d / 2 * math.log(2 * math.pi * h * h)
+
+        t_nk = timed(lambda: GaussianKDE(Y, bandwidth=h).logpdf(X), rounds)
+        t_pt = timed(peer, rounds)
+        print(f"| {m} | {t_nk:.3f} | {t_pt:.3f} | {t_nk / t_pt:.2f} |", flush=True)
+
+
 def peak_memory_mib(n, d=64, m=2000):
     Y, X = data(d, n, m)
     kde = GaussianKDE(Y, bandwidth=1.0)
@@ -191,6 +228,9 @@ def main():
     t_loop = timed(lambda: [GaussianKDE(Y, bandwidth=h).loo_logpdf() for h in grid], 1)
     print(f"\nLOO curve on 16 bandwidths, n=4000, d=64: one pass {t_one:.3f} s, loop of 16 passes "
           f"{t_loop:.3f} s, speed-up {t_loop / t_one:.1f}x")
+
+    select_vs_gemm(8000, 256, rounds=3)
+    few_queries_end_to_end(100_000, 256, (8, 24), rounds=5)
 
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     print("\nPeak traced memory of logpdf (m=2000, d=64; the model's own copy of the data excluded):")

@@ -22,12 +22,14 @@ tree pruning whose tolerances cost 1e-7..1e-5 relative accuracy and which degrad
 with overhead in high dimension.
 
 ``select_bandwidth`` maximises the leave-one-out likelihood over a whole grid of bandwidths in one
-pass over the distance blocks, then refines by golden-section search.  ``regimes`` gives the
+pass over the distance blocks, then refines with one more pass on a local grid (quartic fit).  ``regimes`` gives the
 high-dimensional bandwidth thresholds of Biroli & Mezard (2024); see docs/kde_regimes.md.
 """
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +44,19 @@ _DIRECT_MAX_D = 8        # at or below this dimension, distances come from the c
 _NO_SELF = 1 << 62       # "exclude no pair" for the block update
 _PREP_ELEMS = 1 << 22    # float64 entries per block when centring / whitening the inputs
 _COVARIANCES = ("isotropic", "diagonal", "full")
-_RULES = ("scott", "silverman", "loo")
+_RULES = ("scott", "silverman", "loo", "scott_scipy", "silverman_scipy", "scott_sklearn", "silverman_sklearn")
+_TRANSPOSED_MAX_ROWS = 3  # a (rows <= 3, more columns) array warns: SciPy's (d, n) layout?
 _H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
+_REFINE_POINTS = 9  # bandwidths of select_bandwidth's refinement pass
+_PROGRESS_SECONDS = 5.0  # progress bar (tqdm, if installed) when a selection is expected to take longer
+_IN_PLACE_MEAN = 0.25  # isotropic fixed-bandwidth data used uncentred when |mu|^2 <= this * mean |y|^2
+_SINGULAR_TOL = 64  # "full": singular when some 1 - R_k^2 < _SINGULAR_TOL * d * eps (docs/kde.md)
+
+
+def _const_tol(n):
+    """Relative spread below which a dimension counts as constant: sd <= tol * |mean|.  The rounding
+    of a constant column's weighted mean is a few sqrt(n) eps |mean| (typical, blockwise sums)."""
+    return max(64.0, 8.0 * math.sqrt(n)) * np.finfo(np.float64).eps
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -96,6 +109,59 @@ def _as_matrix(a, name, ctx, d=None):
     if dt.kind == "f" and arr.shape[0] * arr.shape[1] > 0 and not ctx.ops.all_finite(arr):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr
+
+
+def _quartic_max(t, f, j):
+    """(exp(t*), q(t*) - q(t_j)) for the maximum t* over [t_0, t_-1] of the least-squares quartic q
+    through (t, f) (so f_j + q(t*) - q(t_j) estimates the maximum without the fit's bias at t_j), or
+    (None, None) when the fit does not reproduce the points to 1e-3 of their spread."""
+    c, s = 0.5 * (t[0] + t[-1]), 0.5 * (t[-1] - t[0])
+    if not s > 0:
+        return None, None
+    u = (t - c) / s
+    coef = np.polyfit(u, f, 4)
+    if np.max(np.abs(np.polyval(coef, u) - f)) > 1e-3 * max(np.ptp(f), 1e-300):
+        return None, None
+    cand = [r.real for r in np.roots(np.polyder(coef)) if abs(r.imag) < 1e-12 and -1.0 <= r.real <= 1.0]
+    if not cand:
+        return None, None
+    vals = [np.polyval(coef, r) for r in cand]
+    k = int(np.argmax(vals))
+    return float(np.exp(c + s * cand[k])), float(vals[k] - np.polyval(coef, u[j]))
+
+
+def _selection_seconds(n, d, K):
+    """Rough CPU seconds of a bandwidth selection (grid pass of K bandwidths + refinement pass):
+    per pair 2d flops of GEMM at ~10 GFLOP/s and ~2 ns per bandwidth."""
+    return float(n) * n * (2 * (2.0 * d / 1e10) + 2e-9 * (K + _REFINE_POINTS + 2))
+
+
+def _progress_bar(kde, bandwidths, refine, progress):
+    """A tqdm bar over the query blocks of the selection passes, or None: progress=True shows one if
+    tqdm is installed, None (default) only when the selection is expected to exceed a few seconds."""
+    if progress is False or (kde._distinct is not None and kde._distinct[0].size < kde.n):
+        return None  # (the selection over distinct points makes its own)
+    K = 25 if bandwidths is None else np.size(bandwidths)
+    if progress is None and _selection_seconds(kde.n, kde.d, K) < _PROGRESS_SECONDS:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    blocks = -(-kde.n // _QUERY_BLOCK)
+    return tqdm(total=blocks * (2 if refine else 1), desc="select_bandwidth", unit="block", leave=False)
+
+
+def _distinct_rows(Y, ops):
+    """(first, inverse) of the distinct rows of Y (exact, bitwise after -0.0 -> 0.0): first[g] is
+    the index of the first row of group g, inverse[i] the group of row i (host int64 arrays)."""
+    a = np.asarray(ops.to_host(Y) if not isinstance(Y, np.ndarray) else Y)
+    if a.dtype.kind == "f":
+        a = a + a.dtype.type(0)  # -0.0 + 0.0 = 0.0: equal values, equal bytes
+    a = np.ascontiguousarray(a)
+    rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
 
 
 def _check_bandwidth_value(h, name="bandwidth"):
@@ -183,14 +249,23 @@ class GaussianKDE:
 
     Parameters
     ----------
-    data : (n, d) array (numpy, torch CPU/CUDA or CuPy; a 1-D array is n points in d = 1).
+    data : (n, d) array, one point per ROW (numpy, torch CPU/CUDA or CuPy; a 1-D array is n points
+        in d = 1).  scipy.stats.gaussian_kde takes the transpose (d, n): an array with at most 3 rows
+        and more columns warns (UserWarning), and with covariance="full" any n <= d raises, both
+        suggesting data.T.
         float32 data are processed in float32 (Gram blocks) with float64 accumulation; everything
         else in float64.  NaN/inf raise ValueError.
-    bandwidth : float > 0, "scott", "silverman" or "loo".
+    bandwidth : float > 0, "scott", "silverman", "loo", "scott_scipy", "silverman_scipy",
+        "scott_sklearn" or "silverman_sklearn".
         A float is h: in data units for ``covariance="isotropic"``, and the factor multiplying the
         covariance's square root for "diagonal" and "full" (SciPy's ``factor``).
         "scott": factor n_eff^(-1/(d+4)); "silverman": (n_eff (d+2)/4)^(-1/(d+4)) (SciPy's rules,
-        n_eff = (sum w)^2 / sum w^2); for "isotropic" h = factor * sqrt(tr(Cov)/d).
+        n_eff = (sum w)^2 / sum w^2); for "isotropic" h = factor * sqrt(tr(Cov)/d) (numkern's
+        convention: the factor times the data's rms standard deviation).
+        "scott_scipy" / "silverman_scipy": SciPy's rules by name (need covariance="full", where they
+        equal "scott" / "silverman"; scipy.stats.gaussian_kde's kernel covariance = factor^2 Cov).
+        "scott_sklearn" / "silverman_sklearn": sklearn.neighbors.KernelDensity's rules, h = the factor
+        itself in data units with n = number of rows (weights ignored, no data scale), "isotropic" only.
         "loo": the maximiser of the leave-one-out likelihood (``select_bandwidth``).
     weights : optional (n,) non-negative weights, not all zero.
     covariance : "isotropic" (Sigma = I), "diagonal" (Sigma = diag of the weighted variances) or
@@ -202,6 +277,9 @@ class GaussianKDE:
     """
 
     def __init__(self, data, bandwidth="scott", weights=None, covariance="isotropic"):
+        self._init(data, bandwidth, weights, covariance, bandwidth == "loo")
+
+    def _init(self, data, bandwidth, weights, covariance, find_duplicates):
         ctx = Context(data, names=("data",))
         self._ctx, self._ops = ctx, ctx.ops
         if not isinstance(covariance, str) or covariance not in _COVARIANCES:
@@ -216,26 +294,46 @@ class GaussianKDE:
         if n == 0 or d == 0:
             raise ValueError(f"data: empty (shape {tuple(Y.shape)})")
         self.n, self.d, self.covariance = n, d, covariance
+        if isinstance(bandwidth, str) and bandwidth.endswith("_scipy") and covariance != "full":
+            raise ValueError(f"bandwidth: {bandwidth!r} is SciPy's rule, which scales the full data covariance; "
+                             "use covariance='full' (where 'scott' / 'silverman' are SciPy's rules)")
+        if isinstance(bandwidth, str) and bandwidth.endswith("_sklearn") and covariance != "isotropic":
+            raise ValueError(f"bandwidth: {bandwidth!r} is scikit-learn's rule, an isotropic h in data "
+                             "units; use covariance='isotropic'")
+        if n < d and (n <= _TRANSPOSED_MAX_ROWS or covariance == "full"):
+            hint = (f"data: shape {tuple(Y.shape)} is read as {n} point(s) in {d} dimensions (GaussianKDE "
+                    f"takes (n_points, n_dims)); if these are {d} points in {n} dimension(s), as "
+                    "scipy.stats.gaussian_kde's (d, n) layout, pass data.T")
+            if covariance == "full":
+                raise ValueError(hint + "; the covariance of fewer points than dimensions is singular, so "
+                                 "covariance='full' is undefined there (covariance='isotropic' is not)")
+            warnings.warn(hint, UserWarning, stacklevel=3)
         self.dtype = np.dtype(np.float32) if _dtype_of(Y).kind == "f" and _dtype_of(Y).itemsize <= 4 \
             else np.dtype(np.float64)
         w = _normalised_weights(weights, n)
         self.weights = w
         self.neff = 1.0 / float(np.dot(w, w))
         with ctx.guard():
-            self._prepare(Y, w)
+            self._prepare(Y, w, in_place=covariance == "isotropic" and not isinstance(bandwidth, str)
+                          and not find_duplicates)
+        # repeated rows (exact duplicates) of the raw data, for leave-one-out selection only
+        self._distinct = _distinct_rows(Y, self._ops) if find_duplicates else None
         self.factor = None
         if isinstance(bandwidth, str) and bandwidth != "loo":
-            if bandwidth == "scott":
-                self.factor = self.neff ** (-1.0 / (d + 4))
+            # the sklearn rules use the row count, not n_eff, and no data scale (sklearn.KernelDensity)
+            m = float(n) if bandwidth.endswith("_sklearn") else self.neff
+            if bandwidth.startswith("scott"):
+                self.factor = m ** (-1.0 / (d + 4))
             else:
-                self.factor = (self.neff * (d + 2.0) / 4.0) ** (-1.0 / (d + 4))
-            scale = math.sqrt(self._mean_variance()) if covariance == "isotropic" else 1.0
+                self.factor = (m * (d + 2.0) / 4.0) ** (-1.0 / (d + 4))
+            scale = math.sqrt(self._mean_variance()) if bandwidth in ("scott", "silverman") \
+                and covariance == "isotropic" else 1.0
             self.bandwidth = self.factor * scale
             if not (_H_MIN <= self.bandwidth <= _H_MAX):
                 raise ValueError(f"data: the bandwidth rule gives h = {self.bandwidth:g}, outside "
                                  f"[{_H_MIN:g}, {_H_MAX:g}] (no or extreme spread); pass a float bandwidth")
         elif bandwidth == "loo":
-            self.bandwidth = self._select(None).bandwidth
+            self.bandwidth = self._select(None, stacklevel=4).bandwidth
         else:
             self.bandwidth = float(bandwidth)
 
@@ -245,22 +343,48 @@ class GaussianKDE:
         for i0 in range(0, A.shape[0], rows):
             yield i0, A[i0:i0 + rows]
 
-    def _prepare(self, Y, w):
+    def _prepare(self, Y, w, in_place=False):
         """Centre (and whiten) the data into self._Y, in float64 block by block: one pass for the
         weighted mean, one for the variances / covariance (which also stores the centred rows for
-        "isotropic"), and one more to store the scaled / whitened rows otherwise."""
+        "isotropic"), and one more to store the scaled / whitened rows otherwise.
+
+        in_place (isotropic, fixed bandwidth): when the data are a C-contiguous host array of the
+        model dtype whose mean is small against their spread (|mu|^2 <= _IN_PLACE_MEAN sum_i w_i |y_i|^2,
+        so centring changes no distance's accuracy class), they are used as they are: one read pass
+        (mean and row norms), no copy; otherwise the centred copy is made as usual."""
         be, n, d = self._ops, self.n, self.d
         wd = be.from_host(w)
         mu = None
+        ysq = None
+        if in_place and not self._ctx.cuda and isinstance(Y, np.ndarray) and Y.dtype == self.dtype \
+                and Y.flags.c_contiguous:
+            ysq = be.empty((n,), np.float64)
         for i0, blk in self._row_blocks(Y):
-            part = wd[i0:i0 + blk.shape[0]] @ be.astype(blk, np.float64)
+            b64 = be.astype(blk, np.float64)
+            part = wd[i0:i0 + blk.shape[0]] @ b64
             mu = part if mu is None else mu + part
+            if ysq is not None:
+                ysq[i0:i0 + blk.shape[0]] = be.row_sqnorms(b64)
         self._mu = mu
         unbias = 1.0 - float(np.dot(w, w))  # numpy.cov's aweights normalisation, as SciPy
         self._scale = None       # per-dimension standard deviations ("diagonal")
         self._chol = None        # Cholesky factor L of the covariance ("full"), host
         self._whiten = None      # L^{-1} ("full"): Fortran order on the host, else on the device
         self._log_det_half = 0.0
+        self._in_place = False
+        if ysq is not None:
+            msq, mean_sq = float(np.dot(mu, mu)), float(np.dot(w, ysq))
+            if msq <= _IN_PLACE_MEAN * mean_sq:
+                self._in_place = True
+                self._Y, self._ysq = Y, ysq     # a reference to the caller's array, like SciPy's kde
+                self._mu = np.zeros(d)
+                # mean variance per dimension for _mean_variance, without a pass (no cancellation:
+                # |mu|^2 is at most a quarter of the mean square)
+                mv = (mean_sq - msq) / d / unbias if unbias > 0 else float("nan")
+                self._var_host = np.full(d, max(mv, 0.0))
+                with np.errstate(divide="ignore"):
+                    self._logw = be.from_host(np.log(w))
+                return
         self._Y = be.empty((n, d), self.dtype)
         self._ysq = be.empty((n,), np.float64)
         full = self.covariance == "full"
@@ -282,13 +406,18 @@ class GaussianKDE:
             cov = np.asarray(be.to_host(cov), dtype=np.float64)
             var = np.diag(cov).copy()
         self._var_host = be.to_host(var) / unbias if unbias > 0 else np.full(d, np.nan)
-        # a constant column leaves only the rounding of its mean: count that as zero variance
+        # a constant column leaves only the rounding of its mean (and of the weights' sum), a few
+        # sqrt(n) eps |mean|: a spread below that floor is zero variance to working precision
         mu_host = np.asarray(be.to_host(mu), dtype=np.float64)
-        self._var_host[self._var_host <= (64 * np.finfo(np.float64).eps * np.abs(mu_host)) ** 2] = 0.0
+        self._var_host[self._var_host <= (_const_tol(n) * np.abs(mu_host)) ** 2] = 0.0
+        if self.covariance != "isotropic" and (n < 2 or unbias <= 0 or not (self._var_host > 0).all()):
+            bad = np.flatnonzero(~(self._var_host > 0))
+            which = f"dimension {int(bad[0])} is constant" if bad.size else "n < 2"
+            if full:
+                raise ValueError(self._singular_msg(which))
+            raise ValueError(f"data: {which} (zero variance to working precision), so the 'diagonal' "
+                             "covariance is singular; use covariance='isotropic'")
         if self.covariance == "diagonal":
-            if n < 2 or unbias <= 0 or not (self._var_host > 0).all():
-                raise ValueError("data: a dimension has zero variance (or n < 2), so the 'diagonal' "
-                                 "covariance is singular; use covariance='isotropic'")
             sd = np.sqrt(self._var_host)
             self._scale = sd
             self._log_det_half = float(np.log(sd).sum())
@@ -307,8 +436,9 @@ class GaussianKDE:
         self._Y[i0:i0 + cb.shape[0]] = cb
         self._ysq[i0:i0 + cb.shape[0]] = self._ops.row_sqnorms(cb)
 
-    def _singular_msg(self):
-        return (f"data: the covariance of {self.n} points in {self.d} dimensions is singular, so "
+    def _singular_msg(self, why=None):
+        why = f" ({why})" if why else ""
+        return (f"data: the covariance of {self.n} points in {self.d} dimensions is singular{why}, so "
                 "covariance='full' is undefined; use covariance='isotropic' (or 'diagonal')")
 
     def _setup_full(self, cov):
@@ -320,12 +450,7 @@ class GaussianKDE:
         except np.linalg.LinAlgError:
             raise ValueError(self._singular_msg()) from None
         diag = np.diag(L)
-        # L_kk^2 / Sigma_kk = 1 - R_k^2, the part of column k not explained by the columns before it
-        # (scale-free).  An exactly dependent column leaves only rounding, a few eps times d: below
-        # 64 d eps the covariance is singular to working precision.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            unexplained = diag ** 2 / np.diag(cov)
-        if not (diag > 0).all() or not (unexplained.min() >= 64 * d * np.finfo(np.float64).eps):
+        if not (diag > 0).all():
             raise ValueError(self._singular_msg())
         self._chol = L
         self._log_det_half = float(np.log(diag).sum())
@@ -335,8 +460,20 @@ class GaussianKDE:
         from scipy.linalg import lapack
 
         Linv, info = lapack.dtrtri(L, lower=1)
-        if info != 0:
+        if info != 0 or not np.isfinite(Linv).all():
             raise ValueError(self._singular_msg())
+        # Scale-free test on the correlation matrix R = D^-1/2 Sigma D^-1/2: the part of dimension k
+        # not explained by ALL the others is 1 - R_k^2 = 1 / (Sigma_kk (Sigma^-1)_kk), and
+        # (Sigma^-1)_kk is the squared norm of column k of L^-1.  Its minimum lies within a factor d
+        # of lambda_min(R); below _SINGULAR_TOL d eps the covariance is singular to working precision
+        # (an exactly dependent dimension leaves only rounding there).
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            unexplained = 1.0 / (np.diag(cov) * np.einsum("ij,ij->j", Linv, Linv))
+        k = int(np.argmin(unexplained))
+        if not (unexplained[k] >= _SINGULAR_TOL * d * np.finfo(np.float64).eps):
+            raise ValueError(self._singular_msg(
+                f"dimension {k} is a linear combination of the others to working precision: "
+                f"1 - R^2 = {unexplained[k]:.3g}"))
         self._whiten = self._ops.from_host(Linv) if self._ctx.cuda else np.asfortranarray(Linv)
 
     def _whiten_rows(self, c):
@@ -370,7 +507,7 @@ class GaussianKDE:
             yield q0, self._Y[q0:q1], self._ysq[q0:q1]
 
     # -- the streaming pass -----------------------------------------------------------------
-    def _stream(self, blocks, m, hs, loo=False, diagnostics=False):
+    def _stream(self, blocks, m, hs, loo=False, diagnostics=False, bar=None):
         """log sum_j w_j exp(-|x_i - y_j|^2 / (2 h^2)) for every query i and bandwidth h in hs.
 
         Returns (lse (m, K) float64 on the device, log participation ratio or None, max weight or None).
@@ -401,6 +538,8 @@ class GaussianKDE:
                     if diagnostics:
                         lpr[q0:q0 + mb] = 2.0 * be.log(s) - be.log(s2)
                         mxw[q0:q0 + mb] = 1.0 / s
+                if bar is not None:
+                    bar.update(1)
         return lse, lpr, mxw
 
     def _log_norm(self, h):
@@ -415,8 +554,8 @@ class GaussianKDE:
             return torch.from_numpy(out)
         return out
 
-    def _loo_lse(self, hs, diagnostics=False):
-        lse, lpr, mxw = self._stream(self._data_queries(), self.n, hs, loo=True, diagnostics=diagnostics)
+    def _loo_lse(self, hs, diagnostics=False, bar=None):
+        lse, lpr, mxw = self._stream(self._data_queries(), self.n, hs, loo=True, diagnostics=diagnostics, bar=bar)
         return lse, lpr, mxw
 
     def _loo_log_norm_excl(self):
@@ -427,22 +566,60 @@ class GaussianKDE:
         with np.errstate(divide="ignore"):
             return np.log(before + after)
 
-    def _loo_values(self, hs):
+    def _loo_values(self, hs, bar=None):
         """(n, K) leave-one-out log-densities on the host, float64."""
         if self.n < 2:
             raise ValueError(f"data: leave-one-out needs at least 2 points, got n = {self.n}")
-        lse, _, _ = self._loo_lse(hs)
+        lse, _, _ = self._loo_lse(hs, bar=bar)
         lse = self._ops.to_host(lse)
         norms = np.array([self._log_norm(h) for h in hs])
         return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
 
-    def _select(self, bandwidths, refine=True):
+    def _grouped(self):
+        """This KDE restricted to the distinct data points, each weighted by the total weight of its
+        copies (same centring, whitening, grid scale and n_eff): its leave-one-out likelihood
+        sum_g W_g log p_{-g}(y_g) leaves out every copy of a point at once, and stays bounded."""
+        first, inverse = self._distinct
+        G, be = first.size, self._ops
+        W = np.bincount(inverse, weights=self.weights, minlength=G)
+        g = copy.copy(self)
+        g.n, g.weights, g._distinct = G, W, None
+        g._Y = be.take_rows(self._Y, first)
+        g._ysq = be.reshape(be.take_rows(be.reshape(self._ysq, (self.n, 1)), first), (G,))
+        with np.errstate(divide="ignore"):
+            g._logw = be.from_host(np.log(W))
+        return g
+
+    def _select(self, bandwidths, refine=True, stacklevel=3, progress=None):
+        bar = _progress_bar(self, bandwidths, refine, progress)
+        try:
+            return self._select_curve(bandwidths, refine, stacklevel + 1, progress, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _select_curve(self, bandwidths, refine, stacklevel, progress, bar):
+        if self._distinct is not None and self._distinct[0].size < self.n:
+            G = self._distinct[0].size
+            if G < 2:
+                raise ValueError(f"data: all {self.n} rows are identical; leave-one-out bandwidth selection "
+                                 "needs at least 2 distinct points")
+            warnings.warn(f"data: {self.n - G} of {self.n} rows repeat other rows ({G} distinct points); the "
+                          "leave-one-out likelihood grows without bound as h -> 0 at a repeated point, so the "
+                          f"bandwidth is chosen by leave-one-out over the {G} distinct points, each weighted by "
+                          "the total weight of its copies (docs/kde.md)", UserWarning, stacklevel=stacklevel)
+            if bar is not None:
+                bar.close()
+            return self._grouped()._select(bandwidths, refine, progress=progress)
         if self.n < 2:
             raise ValueError(f"data: leave-one-out bandwidth selection needs at least 2 points, got n = {self.n}")
         w = self.weights
 
         def curve(hs):
-            vals = self._loo_values(list(hs))
+            if bar is not None and bar.n >= bar.total:  # an extension pass: one more pass to show
+                bar.total += -(-self.n // _QUERY_BLOCK)
+                bar.refresh()
+            vals = self._loo_values(list(hs), bar)
             with np.errstate(invalid="ignore"):
                 return np.array([float(np.sum(w * v)) if np.isfinite(v).all() else -np.inf for v in vals.T])
 
@@ -474,27 +651,19 @@ class GaussianKDE:
         i = int(np.argmax(scores))
         best_h, best = float(grid[i]), float(scores[i])
         if refine and grid.size >= 2 and np.isfinite(best):
-            lo = math.log(grid[max(i - 1, 0)])
-            hi = math.log(grid[min(i + 1, grid.size - 1)])
-            f = lambda t: float(curve([math.exp(t)])[0])  # noqa: E731
-            g = (math.sqrt(5.0) - 1.0) / 2.0
-            a, b = lo, hi
-            c, e = b - g * (b - a), a + g * (b - a)
-            fc, fe = f(c), f(e)
-            passes += 2
-            while b - a > 1e-4:  # relative precision 1e-4 in h
-                if fc >= fe:
-                    b, e, fe = e, c, fc
-                    c = b - g * (b - a)
-                    fc = f(c)
-                else:
-                    a, c, fc = c, e, fe
-                    e = a + g * (b - a)
-                    fe = f(e)
-                passes += 1
-            t, ft = (c, fc) if fc >= fe else (e, fe)
-            if ft > best:
-                best_h, best = math.exp(t), ft
+            # ONE more pass: _REFINE_POINTS bandwidths spanning the best grid point's neighbours, then
+            # the maximum of a least-squares quartic in log h through them (the curve is smooth there)
+            local = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)], _REFINE_POINTS)
+            vals = curve(local)
+            passes += 1
+            j = int(np.argmax(vals))
+            if vals[j] > best:
+                best_h, best = float(local[j]), float(vals[j])
+            t = np.log(local)
+            if np.isfinite(vals).all():
+                h_fit, gain = _quartic_max(t, vals, j)
+                if h_fit is not None and gain >= 0:
+                    best_h, best = h_fit, float(vals[j]) + gain
         return BandwidthSelection(best_h, grid, scores, best, passes)
 
     # -- public evaluation ------------------------------------------------------------------
@@ -592,21 +761,33 @@ class GaussianKDE:
                 f"covariance={self.covariance!r}, dtype={self.dtype})")
 
 
-def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covariance="isotropic", refine=True):
+def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covariance="isotropic", refine=True,
+                     progress=None):
     r"""Maximum leave-one-out likelihood bandwidth.
 
     Maximises  L(h) = sum_i w_i log p_hat_{-i}(y_i; h)  (mean LOO log-likelihood, weighted by the
     normalised data weights).  The curve on the whole grid ``bandwidths`` is computed in ONE pass
-    over the n x n distance blocks (one log-sum-exp accumulator per bandwidth); then a golden-section
-    search in log h between the neighbours of the best grid point refines it to 1e-4 relative.
+    over the n x n distance blocks (one log-sum-exp accumulator per bandwidth); with ``refine`` ONE
+    more pass evaluates 9 bandwidths spanning the best grid point's neighbours and the maximum of a
+    least-squares quartic in log h through them is returned (``best_loglik``: the best evaluated
+    value plus the quartic's rise from there, within 1e-6 relative): measured within 7e-5 relative of the
+    true maximiser (default grid and a 12-point grid over 0.1..2).  Cost: 2 passes
+    (plus one per edge extension), each one n x n x d GEMM in blocks plus ~2 ns per pair and bandwidth.
 
     bandwidths: grid of h > 0 (units as in ``GaussianKDE``); default 25 values geometrically from
     Scott/30 to 3 Scott, extended while the optimum sits on an edge.  Returns ``BandwidthSelection``.
+    progress: None (default) shows a tqdm progress bar when tqdm is installed and the selection is
+    expected to take more than ~5 s; True shows it whenever tqdm is installed; False never.
+
+    Data with exact duplicate rows (where L is unbounded as h -> 0): UserWarning, and L is replaced by
+    sum_g W_g log p_hat_{-g}(y_g) over the distinct points y_g with W_g the total weight of their
+    copies (leave all copies out at once); ``loo_loglik`` is then that curve.
     """
     if method != "loo":
         raise ValueError(f"method: only 'loo' is supported, got {method!r}")
-    kde = GaussianKDE(data, bandwidth=1.0, weights=weights, covariance=covariance)
-    return kde._select(bandwidths, refine=refine)
+    kde = GaussianKDE.__new__(GaussianKDE)
+    kde._init(data, 1.0, weights, covariance, True)
+    return kde._select(bandwidths, refine=refine, progress=progress)
 
 
 # ---- high-dimensional regimes ----------------------------------------------------------------
