@@ -25,11 +25,10 @@ __all__ = [
 
 
 def _call(op, v, x, out, names=("v", "x")):
-    if any(array_kind(a) == TORCH for a in (v, x)):
-        from . import _autograd as _torch
+    if array_kind(v) == TORCH or array_kind(x) == TORCH:  # torch operators torch.ops.numkern.<op>
+        from ._autograd import torch_binary
 
-        if _torch.needs_grad(v, x):
-            return _torch.bessel_autograd(op, v, x, out)
+        return torch_binary(op, v, x, out, names)
     return elementwise("special", op, (v, x), names, out)
 
 
@@ -120,10 +119,6 @@ def kve(v, z, out=None):
     return _call("kve", v, z, out, ("v", "z"))
 
 
-_FIXED_ORDER_OPS = {"i0": "iv", "i0e": "ive", "i1": "iv", "i1e": "ive",
-                    "k0": "kv", "k0e": "kve", "k1": "kv", "k1e": "kve"}
-
-
 def _fixed_order(name, order, x, out):
     if has_complex(x):
         return _scipy_complex(name, x, out=out, names=("x",))
@@ -131,11 +126,10 @@ def _fixed_order(name, order, x, out):
     # fixed-order functions compute float16 in float64, and so do these drop-ins.
     if getattr(x, "dtype", None) == np.float16 and array_kind(x) == NUMPY:
         x = np.asarray(x, dtype=np.float64)
-    if array_kind(x) == TORCH:
-        from . import _autograd as _torch
+    if array_kind(x) == TORCH:  # torch operators torch.ops.numkern.<name>
+        from ._autograd import torch_unary
 
-        if _torch.needs_grad(x):  # gradients through the general-order path
-            return _call(_FIXED_ORDER_OPS[name], order, x, out, ("order", "x"))
+        return torch_unary(name, x, out)
     # dedicated Chebyshev kernels (numkern/bessel01.hpp); the order argument is not read
     return elementwise("special", name, (order, x), ("order", "x"), out)
 

@@ -1,0 +1,203 @@
+r"""numkern.special as torch operators ``torch.ops.numkern.<name>`` (internal).
+
+Derivatives in x are numkern ops themselves, so every derivative is again differentiable:
+
+- g_I = d/dx log I_v(x) and g_K = d/dx log K_v(x) are the ops ``dlog_iv_dx`` / ``dlog_kv_dx``
+  (stable ratios: g_I = I_{v+1}/I_v + v/x, g_K = v/x - K_{v+1}/K_v).  Both solve the Riccati form
+  of Bessel's equation x^2 y'' + x y' - (x^2 + v^2) y = 0:   g' = 1 + v^2/x^2 - g/x - g^2.
+- log_iv' = g_I, iv' = iv g_I, ive' = ive (g_I - sign x); log_kv' = g_K, kv' = kv g_K,
+  kve' = kve (g_K + 1).
+- R = iv_ratio(v, x) = I_v/I_{v-1}, C = iv_ratio_c(v, x) = 1 - R:
+  R' = 1 - R^2 - (2v-1) R/x = C (1 + R) - (2v-1) R/x (Riccati), C' = -R'; R'(0) = 1/(2v).
+- i0' = i1, i1' = i0 - i1/x (1/2 at 0), k0' = -k1, k1' = -k0 - k1/x, and the scaled forms:
+  i0e' = i1e - sign(x) i0e, i1e' = i0e - i1e/x - sign(x) i1e, k0e' = k0e - k1e,
+  k1e' = k1e - k0e - k1e/x.
+- In the order v: a central difference with step h = eps^(1/3) max(1, |v|) (one-sided at the
+  ratio's v = 1/2 edge), accurate to ~h^2 relative; it is a first derivative only (differentiating
+  it again raises, see _common.FirstOrderOnly).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _core
+from .._backend import elementwise
+from ._common import (NAMESPACE, fake_elementwise, finish, first_order_only, prepare,
+                      register_elementwise_vmap, result_dtype)
+
+BINARY = ("log_iv", "log_kv", "iv", "ive", "kv", "kve", "iv_ratio", "iv_ratio_c", "dlog_iv_dx", "dlog_kv_dx")
+UNARY = {"i0": 0, "i0e": 0, "i1": 1, "i1e": 1, "k0": 0, "k0e": 0, "k1": 1, "k1e": 1}
+
+ops = {}  # name -> the registered custom op
+
+
+def _op(name):
+    return ops[name]
+
+
+# ---- kernels -------------------------------------------------------------------------------------
+def _binary_cpu(name):
+    kernel = getattr(_core.special, name)
+
+    def impl(v: Tensor, x: Tensor) -> Tensor:
+        dt = result_dtype(v, x)
+        vb, xb = torch.broadcast_tensors(v.detach().to(dt), x.detach().to(dt))
+        out = torch.empty(vb.shape, dtype=dt)
+        if out.numel():
+            kernel(vb.numpy(), xb.numpy(), out.numpy())  # zero-copy views; broadcasting by strides
+        return out
+
+    impl.__name__ = name
+    return impl
+
+
+def _unary_cpu(name):
+    kernel = getattr(_core.special, name)
+
+    def impl(x: Tensor) -> Tensor:
+        xd = x.detach().to(result_dtype(x))
+        out = torch.empty(xd.shape, dtype=xd.dtype)
+        if out.numel():
+            # the fixed-order kernels do not read the order argument: a broadcast view of x
+            kernel(xd.numpy(), xd.numpy(), out.numpy())
+        return out
+
+    impl.__name__ = name
+    return impl
+
+
+def _cuda(name, order=None):
+    # numkern._cuda.special.<name>(a, b, out, stream=) under the tensors' device, on the current
+    # stream (elementwise -> Context.call); broadcast, contiguous operands of the result dtype
+    if order is None:
+        return lambda v, x: elementwise("special", name, (v.detach(), x.detach()), ("v", "x"))
+    return lambda x: elementwise("special", name, (order, x.detach()), ("order", "x"))
+
+
+# ---- derivatives (numkern ops, hence differentiable again) ----------------------------------------
+def _safe(x):
+    return torch.where(x == 0, torch.ones_like(x), x)
+
+
+def _riccati_log(g, v, x):
+    """d/dx of g = d/dx log Z_v(x) for Z = I or K: 1 + v^2/x^2 - g/x - g^2."""
+    return 1.0 + (v / x) ** 2 - g / x - g * g
+
+
+def _ratio_prime(r, c, v, x):
+    """d/dx iv_ratio(v, x) = C (1 + R) - (2v-1) R/x, 1/(2v) at x = 0."""
+    return torch.where(x == 0, 0.5 / v, c * (1.0 + r) - (2.0 * v - 1.0) * r / _safe(x))
+
+
+def _dfdx(name, v, x, y):
+    o = torch.ops.numkern
+    if name in ("log_iv", "iv", "ive"):
+        g = o.dlog_iv_dx(v, x)
+        return g if name == "log_iv" else y * g if name == "iv" else y * (g - torch.sign(x))
+    if name in ("log_kv", "kv", "kve"):
+        g = o.dlog_kv_dx(v, x)
+        return g if name == "log_kv" else y * g if name == "kv" else y * (g + 1.0)
+    if name in ("dlog_iv_dx", "dlog_kv_dx"):
+        return _riccati_log(y, v, x)
+    if name == "iv_ratio":
+        return _ratio_prime(y, o.iv_ratio_c(v, x), v, x)
+    return -_ratio_prime(o.iv_ratio(v, x), y, v, x)  # iv_ratio_c
+
+
+def _order_difference(name):
+    def fd(v, x):
+        f = _op(name)
+        h = torch.finfo(v.dtype).eps ** (1.0 / 3.0) * torch.clamp(v.abs(), min=1.0)
+        if name in ("iv_ratio", "iv_ratio_c"):  # defined for v >= 1/2: one-sided at the edge
+            lo = torch.where(v - h < 0.5, v, v - h)
+            return (f(v + h, x) - f(lo, x)) / (v + h - lo)
+        return (f(v + h, x) - f(v - h, x)) / (2.0 * h)
+
+    return fd
+
+
+def _unary_prime(name, x, y):
+    o = torch.ops.numkern
+    s = torch.sign(x)
+    if name == "i0":
+        return o.i1(x)
+    if name == "i0e":
+        return o.i1e(x) - s * y
+    if name == "i1":
+        return torch.where(x == 0, 0.5, o.i0(x) - y / _safe(x))
+    if name == "i1e":
+        return torch.where(x == 0, 0.5, o.i0e(x) - y / _safe(x) - s * y)
+    if name == "k0":
+        return -o.k1(x)
+    if name == "k0e":
+        return y - o.k1e(x)
+    if name == "k1":
+        return -o.k0(x) - y / x
+    return y - o.k0e(x) - y / x  # k1e
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output)
+
+
+def _binary_backward(name):
+    fd = _order_difference(name)
+    what = f"d/dv {name}(v, x)"
+
+    def backward(ctx, grad):
+        v, x, y = ctx.saved_tensors
+        vd, xd = v.to(y.dtype), x.to(y.dtype)
+        gv = gx = None
+        if ctx.needs_input_grad[1]:
+            gx = (grad * _dfdx(name, vd, xd, y)).sum_to_size(x.shape).to(x.dtype)
+        if ctx.needs_input_grad[0]:
+            gv = (grad * first_order_only(fd, what, vd, xd)).sum_to_size(v.shape).to(v.dtype)
+        return gv, gx
+
+    return backward
+
+
+def _unary_backward(name):
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        return (grad * _unary_prime(name, x.to(y.dtype), y)).to(x.dtype)
+
+    return backward
+
+
+def _unary_vmap(op):
+    torch.library.register_vmap(op, lambda info, in_dims, x: (op(x), in_dims[0]))
+
+
+# ---- registration -------------------------------------------------------------------------------
+for _name in BINARY:
+    _o = torch.library.custom_op(f"{NAMESPACE}::{_name}", _binary_cpu(_name), mutates_args=(),
+                                 device_types="cpu")
+    _o.register_kernel("cuda")(_cuda(_name))
+    _o.register_fake(fake_elementwise)
+    _o.register_autograd(_binary_backward(_name), setup_context=_setup)
+    register_elementwise_vmap(_o)
+    ops[_name] = _o
+
+for _name, _order in UNARY.items():
+    _o = torch.library.custom_op(f"{NAMESPACE}::{_name}", _unary_cpu(_name), mutates_args=(),
+                                 device_types="cpu")
+    _o.register_kernel("cuda")(_cuda(_name, _order))
+    _o.register_fake(fake_elementwise)
+    _o.register_autograd(_unary_backward(_name), setup_context=_setup)
+    _unary_vmap(_o)
+    ops[_name] = _o
+
+
+# ---- the public functions' torch path -----------------------------------------------------------
+def binary(name, v, x, out=None, names=("v", "x")):
+    """numkern.special.<name>(v, x, out=) for arguments of which at least one is a torch tensor."""
+    tv, tx = prepare((v, x), names)
+    return finish(_op(name)(tv, tx), out)
+
+
+def unary(name, x, out=None):
+    """numkern.special.<name>(x, out=) (fixed order) for a torch tensor x."""
+    (tx,) = prepare((x,), ("x",))
+    return finish(_op(name)(tx), out)
