@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch._functorch.utils import enable_single_level_autograd_function
 
 from .._backend import check_torch_out, scalar_or_array_dtype
 
 NAMESPACE = "numkern"
+LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
 
 
 def result_dtype(*tensors) -> torch.dtype:
@@ -24,7 +26,7 @@ def fake_elementwise(*tensors):
     return tensors[0].new_empty(shape, dtype=result_dtype(*tensors))
 
 
-def register_elementwise_vmap(op):
+def elementwise_vmap(op):
     """vmap rule of a broadcasting elementwise op: every batched input gets its batch dimension
     moved to the front and 1-padded to the broadcast rank, so that batch dimensions line up."""
 
@@ -39,7 +41,84 @@ def register_elementwise_vmap(op):
             lifted.append(t)
         return op(*lifted), 0
 
-    torch.library.register_vmap(op, rule)
+    return rule
+
+
+def _has_tangent(a) -> bool:
+    level = torch.autograd.forward_ad._current_level  # -1 outside forward AD (dual_level, torch.func.jvp)
+    return level >= 0 and torch._VF._unpack_dual(a, level=level).tangent is not None
+
+
+def _autograd_needed(args) -> bool:
+    """Whether an op call must record autograd: an input requires grad, or carries a forward-mode
+    tangent (a dual tensor of torch.autograd.forward_ad or torch.func.jvp)."""
+    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+        return True
+    return torch._C._is_fwd_grad_enabled() and any(_has_tangent(a) for a in args)
+
+
+def define_op(name, arg_names, cpu, cuda, partials):
+    """Define ``torch.ops.numkern.<name>(Tensor a, Tensor b, ...) -> Tensor``, an elementwise,
+    broadcasting op, with its CPU and CUDA kernels, fake implementation, vmap rule and autograd.
+
+    ``partials(needs, *inputs, y)`` returns, for each input i with needs[i], the partial derivative
+    dy/d(input i) at the broadcast shape, built from numkern ops (so it is differentiable again);
+    inputs come cast to y's dtype.  Reverse mode (backward) and forward mode (jvp) both use it.
+
+    Autograd is registered as the op's Autograd kernel running a torch.autograd.Function with
+    ``setup_context``, ``jvp`` and a generated vmap rule: torch.library.register_autograd's
+    generated Function lacks setup_context, so torch.func.grad / jacrev / jvp refuse it
+    (pytorch/pytorch#168393, #179652)."""
+    LIB.define(f"{name}({', '.join('Tensor ' + a for a in arg_names)}) -> Tensor",
+               tags=(torch.Tag.pt2_compliant_tag,))
+    qualname = f"{NAMESPACE}::{name}"
+    LIB.impl(name, cpu, "CPU")
+    LIB.impl(name, cuda, "CUDA")
+    torch.library.register_fake(qualname, fake_elementwise, lib=LIB)
+    op = getattr(getattr(torch.ops, NAMESPACE), name).default
+    torch.library.register_vmap(qualname, elementwise_vmap(op), lib=LIB)
+
+    def forward(*args):
+        return op(*args)  # grad mode is off inside Function.forward: the Autograd kernel redispatches
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs, output)
+        ctx.save_for_forward(*inputs, output)
+        ctx.set_materialize_grads(False)  # jvp: None for an input without tangent (e.g. d, v)
+
+    def backward(ctx, grad):
+        *args, y = ctx.saved_tensors
+        if grad is None:
+            return (None,) * len(args)
+        ps = partials(ctx.needs_input_grad, *(a.to(y.dtype) for a in args), y)
+        return tuple(None if p is None else (grad * p).sum_to_size(a.shape).to(a.dtype)
+                     for p, a in zip(ps, args))
+
+    def jvp(ctx, *tangents):
+        *args, y = ctx.saved_tensors
+        ps = partials(tuple(t is not None for t in tangents), *(a.to(y.dtype) for a in args), y)
+        out = sum(t.to(y.dtype) * p for t, p in zip(tangents, ps) if t is not None)
+        return out if out.shape == y.shape else torch.broadcast_to(out, y.shape).contiguous()
+
+    # a single-level Function (the base class of torch.autograd.Function, without its functorch
+    # redirection): this kernel already runs below the functorch layers, at one level, like an
+    # ATen op's autograd kernel, so grad/jacrev/jvp/vmap compose through the dispatcher
+    fn = type(f"numkern_{name}", (torch.autograd.function._SingleLevelFunction,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp)})
+
+    def autograd_kernel(keyset, *args):
+        if _autograd_needed(args):
+            if torch._C._are_functorch_transforms_active():
+                with enable_single_level_autograd_function():  # as functorch's own Functions do
+                    return fn.apply(*args)
+            return fn.apply(*args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+    LIB.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    return op
 
 
 def _is_weak(a) -> bool:

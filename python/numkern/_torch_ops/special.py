@@ -23,17 +23,12 @@ from torch import Tensor
 
 from .. import _core
 from .._backend import elementwise
-from ._common import (NAMESPACE, fake_elementwise, finish, first_order_only, prepare,
-                      register_elementwise_vmap, result_dtype)
+from ._common import define_op, finish, first_order_only, prepare, result_dtype
 
 BINARY = ("log_iv", "log_kv", "iv", "ive", "kv", "kve", "iv_ratio", "iv_ratio_c", "dlog_iv_dx", "dlog_kv_dx")
 UNARY = {"i0": 0, "i0e": 0, "i1": 1, "i1e": 1, "k0": 0, "k0e": 0, "k1": 1, "k1e": 1}
 
 ops = {}  # name -> the registered custom op
-
-
-def _op(name):
-    return ops[name]
 
 
 # ---- kernels -------------------------------------------------------------------------------------
@@ -107,7 +102,7 @@ def _dfdx(name, v, x, y):
 
 def _order_difference(name):
     def fd(v, x):
-        f = _op(name)
+        f = ops[name]
         h = torch.finfo(v.dtype).eps ** (1.0 / 3.0) * torch.clamp(v.abs(), min=1.0)
         if name in ("iv_ratio", "iv_ratio_c"):  # defined for v >= 1/2: one-sided at the edge
             lo = torch.where(v - h < 0.5, v, v - h)
@@ -137,67 +132,36 @@ def _unary_prime(name, x, y):
     return y - o.k0e(x) - y / x  # k1e
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs, output)
-
-
-def _binary_backward(name):
+def _binary_partials(name):
     fd = _order_difference(name)
     what = f"d/dv {name}(v, x)"
 
-    def backward(ctx, grad):
-        v, x, y = ctx.saved_tensors
-        vd, xd = v.to(y.dtype), x.to(y.dtype)
-        gv = gx = None
-        if ctx.needs_input_grad[1]:
-            gx = (grad * _dfdx(name, vd, xd, y)).sum_to_size(x.shape).to(x.dtype)
-        if ctx.needs_input_grad[0]:
-            gv = (grad * first_order_only(fd, what, vd, xd)).sum_to_size(v.shape).to(v.dtype)
-        return gv, gx
+    def partials(needs, v, x, y):
+        return (first_order_only(fd, what, v, x) if needs[0] else None,
+                _dfdx(name, v, x, y) if needs[1] else None)
 
-    return backward
+    return partials
 
 
-def _unary_backward(name):
-    def backward(ctx, grad):
-        x, y = ctx.saved_tensors
-        return (grad * _unary_prime(name, x.to(y.dtype), y)).to(x.dtype)
-
-    return backward
-
-
-def _unary_vmap(op):
-    torch.library.register_vmap(op, lambda info, in_dims, x: (op(x), in_dims[0]))
+def _unary_partials(name):
+    return lambda needs, x, y: (_unary_prime(name, x, y),)
 
 
 # ---- registration -------------------------------------------------------------------------------
 for _name in BINARY:
-    _o = torch.library.custom_op(f"{NAMESPACE}::{_name}", _binary_cpu(_name), mutates_args=(),
-                                 device_types="cpu")
-    _o.register_kernel("cuda")(_cuda(_name))
-    _o.register_fake(fake_elementwise)
-    _o.register_autograd(_binary_backward(_name), setup_context=_setup)
-    register_elementwise_vmap(_o)
-    ops[_name] = _o
-
+    ops[_name] = define_op(_name, ("v", "x"), _binary_cpu(_name), _cuda(_name), _binary_partials(_name))
 for _name, _order in UNARY.items():
-    _o = torch.library.custom_op(f"{NAMESPACE}::{_name}", _unary_cpu(_name), mutates_args=(),
-                                 device_types="cpu")
-    _o.register_kernel("cuda")(_cuda(_name, _order))
-    _o.register_fake(fake_elementwise)
-    _o.register_autograd(_unary_backward(_name), setup_context=_setup)
-    _unary_vmap(_o)
-    ops[_name] = _o
+    ops[_name] = define_op(_name, ("x",), _unary_cpu(_name), _cuda(_name, _order), _unary_partials(_name))
 
 
 # ---- the public functions' torch path -----------------------------------------------------------
 def binary(name, v, x, out=None, names=("v", "x")):
     """numkern.special.<name>(v, x, out=) for arguments of which at least one is a torch tensor."""
     tv, tx = prepare((v, x), names)
-    return finish(_op(name)(tv, tx), out)
+    return finish(ops[name](tv, tx), out)
 
 
 def unary(name, x, out=None):
     """numkern.special.<name>(x, out=) (fixed order) for a torch tensor x."""
     (tx,) = prepare((x,), ("x",))
-    return finish(_op(name)(tx), out)
+    return finish(ops[name](tx), out)

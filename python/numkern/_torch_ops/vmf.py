@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import NAMESPACE, fake_elementwise, prepare, register_elementwise_vmap
+from ._common import define_op, prepare
 
 ops = {}
 
@@ -36,36 +36,24 @@ def _no_grad_in_d(name):
                        "pass d as a Python number or a tensor that does not require grad")
 
 
-def _log_normalizer_backward(ctx, grad):
-    d, kappa, _ = ctx.saved_tensors
-    if ctx.needs_input_grad[0]:
+def _log_normalizer_partials(needs, d, kappa, y):
+    if needs[0]:
         _no_grad_in_d("log_normalizer")
-    dt = grad.dtype
-    a = torch.ops.numkern.iv_ratio(d.to(dt) / 2, kappa.to(dt))
-    return None, (-grad * a).sum_to_size(kappa.shape).to(kappa.dtype)
+    return None, -torch.ops.numkern.iv_ratio(d / 2, kappa)
 
 
-def _kappa_mle_backward(ctx, grad):
-    rbar, d, kappa = ctx.saved_tensors
-    if ctx.needs_input_grad[1]:
+def _kappa_mle_partials(needs, rbar, d, kappa):
+    if needs[1]:
         _no_grad_in_d("kappa_mle")
-    r, dd = rbar.to(kappa.dtype), d.to(kappa.dtype)
     safe = torch.where(kappa == 0, torch.ones_like(kappa), kappa)
-    slope = torch.where(kappa == 0, 1.0 / dd, (1.0 - r) * (1.0 + r) - (dd - 1.0) * r / safe)
-    return (grad / slope).sum_to_size(rbar.shape).to(rbar.dtype), None
+    slope = torch.where(kappa == 0, 1.0 / d, (1.0 - rbar) * (1.0 + rbar) - (d - 1.0) * rbar / safe)
+    return 1.0 / slope, None
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs, output)
-
-
-for _name, _names, _bw in (("log_normalizer", ("d", "kappa"), _log_normalizer_backward),
-                           ("kappa_mle", ("rbar", "d"), _kappa_mle_backward)):
-    _o = torch.library.custom_op(f"{NAMESPACE}::{_name}", _kernel(_name, _names), mutates_args=())
-    _o.register_fake(fake_elementwise)
-    _o.register_autograd(_bw, setup_context=_setup)
-    register_elementwise_vmap(_o)
-    ops[_name] = _o
+for _name, _names, _partials in (("log_normalizer", ("d", "kappa"), _log_normalizer_partials),
+                                 ("kappa_mle", ("rbar", "d"), _kappa_mle_partials)):
+    _k = _kernel(_name, _names)
+    ops[_name] = define_op(_name, _names, _k, _k, _partials)
 
 
 def call(name, a, b, names):

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from .._backend import F32, F64, TORCH, Context, Ops, array_kind, result_dtype
+from .._backend import F32, F64, TORCH, Context, Ops, any_torch, array_kind, result_dtype
 from . import _kernels as K
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
@@ -92,7 +92,7 @@ def log_normalizer(d, kappa):
     torch: the operator torch.ops.numkern.log_normalizer, twice differentiable in kappa:
     d/dkappa log C_d = -A_d(kappa) = -iv_ratio(d/2, kappa), A' = 1 - A^2 - (d-1) A/kappa.
     """
-    if array_kind(d) == TORCH or array_kind(kappa) == TORCH:
+    if any_torch(d, kappa):
         return _torch_op("log_normalizer", (d, kappa), ("d", "kappa"))
     return _map("log_normalizer", (d, kappa), ("d", "kappa"), _CHECKS["log_normalizer"])
 
@@ -110,7 +110,7 @@ def kappa_mle(rbar, d):
     torch: the operator torch.ops.numkern.kappa_mle, differentiable in rbar (any order):
     dkappa/drbar = 1/A'(kappa) = 1 / ((1 - rbar)(1 + rbar) - (d-1) rbar/kappa), d at rbar = 0.
     """
-    if array_kind(rbar) == TORCH or array_kind(d) == TORCH:
+    if any_torch(rbar, d):
         return _torch_op("kappa_mle", (rbar, d), ("rbar", "d"))
     return _map("kappa_mle", (rbar, d), ("rbar", "d"), _CHECKS["kappa_mle"])
 
