@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch._functorch.utils import enable_single_level_autograd_function
+from torch.autograd.forward_ad import _set_fwd_grad_enabled
 
 from .._backend import check_torch_out, scalar_or_array_dtype
 
@@ -79,7 +80,11 @@ def define_op(name, arg_names, cpu, cuda, partials):
     torch.library.register_vmap(qualname, elementwise_vmap(op), lib=LIB)
 
     def forward(*args):
-        return op(*args)  # grad mode is off inside Function.forward: the Autograd kernel redispatches
+        # Below this level's autograd, but with grad and forward grad modes on again (the Function
+        # turned both off), as an ATen op's autograd kernel and functorch's own generated Functions
+        # do: a lower functorch level (jvp under grad, grad under grad) then records this op itself.
+        with torch.enable_grad(), _set_fwd_grad_enabled(True), torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs, output)

@@ -8,7 +8,9 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
 - log_iv' = g_I, iv' = iv g_I, ive' = ive (g_I - sign x); log_kv' = g_K, kv' = kv g_K,
   kve' = kve (g_K + 1).
 - R = iv_ratio(v, x) = I_v/I_{v-1}, C = iv_ratio_c(v, x) = 1 - R:
-  R' = 1 - R^2 - (2v-1) R/x = C (1 + R) - (2v-1) R/x (Riccati), C' = -R'; R'(0) = 1/(2v).
+  R' = 1 - R^2 - (2v-1) R/x = C (1 + R) - (2v-1) R/x (Riccati), used for x >= v, and the
+  equivalent R' = R (R_{v+1} - R + 1/x) (from I_v' = I_{v+1} + (v/x) I_v), used for x < v where
+  the Riccati form cancels; C' = -R'; R'(0) = 1/(2v).
 - i0' = i1, i1' = i0 - i1/x (1/2 at 0), k0' = -k1, k1' = -k0 - k1/x, and the scaled forms:
   i0e' = i1e - sign(x) i0e, i1e' = i0e - i1e/x - sign(x) i1e, k0e' = k0e - k1e,
   k1e' = k1e - k0e - k1e/x.
@@ -80,9 +82,23 @@ def _riccati_log(g, v, x):
     return 1.0 + (v / x) ** 2 - g / x - g * g
 
 
-def _ratio_prime(r, c, v, x):
-    """d/dx iv_ratio(v, x) = C (1 + R) - (2v-1) R/x, 1/(2v) at x = 0."""
-    return torch.where(x == 0, 0.5 / v, c * (1.0 + r) - (2.0 * v - 1.0) * r / _safe(x))
+def ratio_prime(v, x, r, c=None):
+    """d/dx R for R = iv_ratio(v, x) = I_v/I_{v-1} (r: its value, c: 1 - r when known), from
+    numkern ops.  Two exact forms of the same derivative, each where it does not cancel:
+      x < v:   R' = R (R_{v+1} - R + 1/x),   R_{v+1} = iv_ratio(v+1, x)   (error ~eps)
+      x >= v:  R' = C (1 + R) - (2v-1) R/x  (Riccati; C = iv_ratio_c(v, x))  (error ~eps 2x)
+    (the Riccati form loses ~2v eps where x << v, R' ~ 1/(2v) from terms ~1; the other form
+    loses ~2x^2/(2v-1) eps where x >> v); R'(0) = 1/(2v)."""
+    o = torch.ops.numkern
+    xs = _safe(x)
+    near = x < v  # each form is evaluated at harmless arguments where it is not used
+    vn = torch.where(near, v, torch.ones_like(v))
+    vf = torch.where(near, torch.ones_like(v), v)
+    if c is None:
+        c = o.iv_ratio_c(vf, x)
+    far_form = c * (1.0 + r) - (2.0 * vf - 1.0) * r / xs
+    near_form = r * (o.iv_ratio(vn + 1.0, x) - r + 1.0 / xs)
+    return torch.where(x == 0, 0.5 / v, torch.where(near, near_form, far_form))
 
 
 def _dfdx(name, v, x, y):
@@ -96,8 +112,8 @@ def _dfdx(name, v, x, y):
     if name in ("dlog_iv_dx", "dlog_kv_dx"):
         return _riccati_log(y, v, x)
     if name == "iv_ratio":
-        return _ratio_prime(y, o.iv_ratio_c(v, x), v, x)
-    return -_ratio_prime(o.iv_ratio(v, x), y, v, x)  # iv_ratio_c
+        return ratio_prime(v, x, y)
+    return -ratio_prime(v, x, o.iv_ratio(v, x), y)  # iv_ratio_c
 
 
 def _order_difference(name):

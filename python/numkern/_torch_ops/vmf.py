@@ -4,8 +4,9 @@ r"""numkern.vmf's elementwise functions as torch operators (internal).
   d/dkappa log C_d = -A_d(kappa) = -iv_ratio(d/2, kappa), an op whose own derivative is the
   ratio's Riccati equation A' = 1 - A^2 - (d-1) A/kappa, so second derivatives are exact.
 - ``torch.ops.numkern.kappa_mle(rbar, d)`` = the root kappa of A_d(kappa) = rbar;
-  dkappa/drbar = 1 / A'(kappa) = 1 / ((1 - rbar)(1 + rbar) - (d-1) rbar/kappa) (= d at rbar = 0),
-  written with kappa itself, so it is differentiable again.
+  dkappa/drbar = 1 / A'(kappa), A' = 1 - A^2 - (d-1) A/kappa = A (A_{d+2} - A + 1/kappa) with
+  A = iv_ratio(d/2, kappa) (= d at rbar = 0; the second form for kappa < d/2, where the first
+  cancels), written with kappa and numkern ops, so it is differentiable again.
 Neither is differentiable in d (the dimension): asking for that gradient raises.
 
 The real kernels are numkern.vmf's own elementwise path (validation naming the argument, then
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ._common import define_op, prepare
+from .special import ratio_prime
 
 ops = {}
 
@@ -45,9 +47,11 @@ def _log_normalizer_partials(needs, d, kappa, y):
 def _kappa_mle_partials(needs, rbar, d, kappa):
     if needs[1]:
         _no_grad_in_d("kappa_mle")
-    safe = torch.where(kappa == 0, torch.ones_like(kappa), kappa)
-    slope = torch.where(kappa == 0, 1.0 / d, (1.0 - rbar) * (1.0 + rbar) - (d - 1.0) * rbar / safe)
-    return 1.0 / slope, None
+    # A'(kappa) in the form that does not cancel (numkern._torch_ops.special.ratio_prime), written
+    # with kappa alone: mixing rbar and kappa (equal through A only up to the solver's tolerance)
+    # would cancel catastrophically in the second derivative
+    v = d / 2
+    return 1.0 / ratio_prime(v, kappa, torch.ops.numkern.iv_ratio(v, kappa)), None
 
 
 for _name, _names, _partials in (("log_normalizer", ("d", "kappa"), _log_normalizer_partials),
