@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch._C._functorch import TransformType
 from torch._functorch.utils import enable_single_level_autograd_function
 from torch.autograd.forward_ad import _set_fwd_grad_enabled
 
@@ -58,6 +59,19 @@ def _autograd_needed(args) -> bool:
     return torch._C._is_fwd_grad_enabled() and any(_has_tangent(a) for a in args)
 
 
+def _refuse_forward_over_forward(name):
+    """A jvp formula runs with forward grad off (torch.autograd.Function's rule), so an enclosing
+    torch.func.jvp would see a zero second-order tangent: refuse nested jvp levels instead."""
+    if not torch._C._are_functorch_transforms_active():
+        return
+    stack = torch._C._functorch.get_interpreter_stack() or []
+    if sum(i.key() == TransformType.Jvp for i in stack) >= 2:
+        raise RuntimeError(
+            f"numkern.{name}: forward-over-forward (torch.func.jvp or jacfwd of a jvp) is not supported; "
+            "second derivatives work reverse-over-reverse (torch.func.hessian, jacrev(jacrev)) and "
+            "forward-over-reverse (jacfwd(jacrev), jvp of grad)")
+
+
 def define_op(name, arg_names, cpu, cuda, partials):
     """Define ``torch.ops.numkern.<name>(Tensor a, Tensor b, ...) -> Tensor``, an elementwise,
     broadcasting op, with its CPU and CUDA kernels, fake implementation, vmap rule and autograd.
@@ -101,6 +115,10 @@ def define_op(name, arg_names, cpu, cuda, partials):
 
     def jvp(ctx, *tangents):
         *args, y = ctx.saved_tensors
+        _refuse_forward_over_forward(name)
+        return _jvp(args, y, tangents)
+
+    def _jvp(args, y, tangents):
         ps = partials(tuple(t is not None for t in tangents), *(a.to(y.dtype) for a in args), y)
         out = sum(t.to(y.dtype) * p for t, p in zip(tangents, ps) if t is not None)
         return out if out.shape == y.shape else torch.broadcast_to(out, y.shape).contiguous()
@@ -178,13 +196,18 @@ def finish(result, out):
     return out
 
 
-class FirstOrderOnly(torch.autograd.Function):
+def _first_order_error(what):
+    return RuntimeError(
+        f"numkern: {what} is a central difference (a first derivative only) and cannot be "
+        "differentiated again; detach the order (v.detach()) or do not ask for second derivatives "
+        "involving it")
+
+
+class FirstOrderOnly(torch.autograd.function._SingleLevelFunction):
     """value = fn(*inputs) computed without a graph; differentiating it again raises.
 
     Carries the derivatives in a Bessel order v, which are central differences (first order
     only): a second derivative through them is refused rather than returned wrong."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(fn, what, *inputs):
@@ -197,14 +220,16 @@ class FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        raise RuntimeError(
-            f"numkern: {ctx.what} is a central difference (a first derivative only) and cannot be "
-            "differentiated again; detach the order (v.detach()) or do not ask for second derivatives "
-            "involving it")
+        raise _first_order_error(ctx.what)
 
 
 def first_order_only(fn, what, *inputs):
+    if torch._C._is_fwd_grad_enabled() and any(_has_tangent(t) for t in inputs):
+        raise _first_order_error(what)  # forward mode over it (e.g. jacfwd of a gradient in v)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        if torch._C._are_functorch_transforms_active():
+            with enable_single_level_autograd_function():
+                return FirstOrderOnly.apply(fn, what, *inputs)
         return FirstOrderOnly.apply(fn, what, *inputs)
     with torch.no_grad():
         return fn(*inputs)
