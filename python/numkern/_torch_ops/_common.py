@@ -154,7 +154,13 @@ def prepare(args, names):
     Tensors keep their autograd history (the cast is differentiable); Python scalars are weak (they
     take the result dtype); numpy arrays and numpy scalars join CPU tensors and count in the dtype
     rule.  Errors name the argument: complex or non-numeric input (TypeError), different devices,
-    a numpy array with a CUDA tensor, shapes that do not broadcast (ValueError)."""
+    a numpy array with a CUDA tensor, shapes that do not broadcast (ValueError; for tensors of one
+    float dtype, the fast path, this is checked by ``call`` only when the op fails)."""
+    if all(isinstance(a, torch.Tensor) for a in args):  # fast path: tensors of one float dtype, device
+        t0 = args[0]
+        if t0.dtype in (torch.float32, torch.float64) and all(
+                a.dtype == t0.dtype and a.device == t0.device for a in args) and t0.device.type in ("cpu", "cuda"):
+            return list(args)
     device = None
     for a, n in zip(args, names):
         if isinstance(a, torch.Tensor):
@@ -178,12 +184,27 @@ def prepare(args, names):
         conv.append(torch.as_tensor(arr, device=device))
     strong = [t for t in conv if isinstance(t, torch.Tensor)]
     dt = result_dtype(*strong)
-    try:
-        torch.broadcast_shapes(*(t.shape for t in strong))
-    except RuntimeError:
-        desc = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, conv) if isinstance(t, torch.Tensor))
-        raise ValueError(f"shapes do not broadcast: {desc}") from None
+    check_broadcast(strong, [n for n, t in zip(names, conv) if isinstance(t, torch.Tensor)])
     return [t.to(dt) if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=dt, device=device) for t in conv]
+
+
+def check_broadcast(tensors, names):
+    """ValueError naming the arguments when the shapes do not broadcast."""
+    try:
+        torch.broadcast_shapes(*(t.shape for t in tensors))
+    except RuntimeError:
+        desc = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors))
+        raise ValueError(f"shapes do not broadcast: {desc}") from None
+
+
+def call(op, args, names):
+    """op(*prepare(args)); a failure is reported as a broadcast ValueError when that is its cause."""
+    ts = prepare(args, names)
+    try:
+        return op(*ts)
+    except RuntimeError:
+        check_broadcast(ts, names)
+        raise
 
 
 def finish(result, out):

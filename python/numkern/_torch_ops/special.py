@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .. import _core
 from .._backend import elementwise
-from ._common import define_op, finish, first_order_only, prepare, result_dtype
+from ._common import call, define_op, finish, first_order_only, result_dtype
 
 BINARY = ("log_iv", "log_kv", "iv", "ive", "kv", "kve", "iv_ratio", "iv_ratio_c", "dlog_iv_dx", "dlog_kv_dx")
 UNARY = {"i0": 0, "i0e": 0, "i1": 1, "i1e": 1, "k0": 0, "k0e": 0, "k1": 1, "k1e": 1}
@@ -173,11 +173,9 @@ for _name, _order in UNARY.items():
 # ---- the public functions' torch path -----------------------------------------------------------
 def binary(name, v, x, out=None, names=("v", "x")):
     """numkern.special.<name>(v, x, out=) for arguments of which at least one is a torch tensor."""
-    tv, tx = prepare((v, x), names)
-    return finish(ops[name](tv, tx), out)
+    return finish(call(ops[name], (v, x), names), out)
 
 
 def unary(name, x, out=None):
     """numkern.special.<name>(x, out=) (fixed order) for a torch tensor x."""
-    (tx,) = prepare((x,), ("x",))
-    return finish(ops[name](tx), out)
+    return finish(call(ops[name], (x,), ("x",)), out)

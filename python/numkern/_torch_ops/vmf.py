@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import define_op, prepare
+from ._common import call as _call, define_op
 from .special import ratio_prime
 
 ops = {}
@@ -62,5 +62,4 @@ for _name, _names, _partials in (("log_normalizer", ("d", "kappa"), _log_normali
 
 def call(name, a, b, names):
     """numkern.vmf.<name>(a, b) for arguments of which at least one is a torch tensor."""
-    ta, tb = prepare((a, b), names)
-    return ops[name](ta, tb)
+    return _call(ops[name], (a, b), names)
