@@ -156,11 +156,14 @@ def prepare(args, names):
     rule.  Errors name the argument: complex or non-numeric input (TypeError), different devices,
     a numpy array with a CUDA tensor, shapes that do not broadcast (ValueError; for tensors of one
     float dtype, the fast path, this is checked by ``call`` only when the op fails)."""
-    if all(isinstance(a, torch.Tensor) for a in args):  # fast path: tensors of one float dtype, device
-        t0 = args[0]
-        if t0.dtype in (torch.float32, torch.float64) and all(
-                a.dtype == t0.dtype and a.device == t0.device for a in args) and t0.device.type in ("cpu", "cuda"):
-            return list(args)
+    # fast path: tensors of one float dtype and device, and Python numbers
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    t0 = tensors[0]
+    if (t0.dtype in (torch.float32, torch.float64) and t0.device.type in ("cpu", "cuda")
+            and all(a.dtype == t0.dtype and a.device == t0.device for a in tensors)
+            and all(isinstance(a, torch.Tensor) or type(a) in (int, float) for a in args)):
+        return [a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=t0.dtype, device=t0.device)
+                for a in args]
     device = None
     for a, n in zip(args, names):
         if isinstance(a, torch.Tensor):
