@@ -80,10 +80,12 @@ def define_op(name, arg_names, cpu, cuda, partials):
     dy/d(input i) at the broadcast shape, built from numkern ops (so it is differentiable again);
     inputs come cast to y's dtype.  Reverse mode (backward) and forward mode (jvp) both use it.
 
-    Autograd is registered as the op's Autograd kernel running a torch.autograd.Function with
-    ``setup_context``, ``jvp`` and a generated vmap rule: torch.library.register_autograd's
-    generated Function lacks setup_context, so torch.func.grad / jacrev / jvp refuse it
-    (pytorch/pytorch#168393, #179652)."""
+    Autograd is registered as the op's Autograd kernel running a single-level autograd Function
+    with ``setup_context``, ``backward`` and ``jvp``: torch.library.register_autograd's generated
+    Function lacks setup_context, so torch.func.grad / jacrev / jvp refuse it (pytorch/pytorch
+    #168393, #179652), and it has no forward mode.  This uses torch internals (single-level
+    Functions, the functorch interpreter stack, forward-AD levels) as of torch 2.13; the tests in
+    tests/torch/ pin the behaviour."""
     LIB.define(f"{name}({', '.join('Tensor ' + a for a in arg_names)}) -> Tensor",
                tags=(torch.Tag.pt2_compliant_tag,))
     qualname = f"{NAMESPACE}::{name}"
