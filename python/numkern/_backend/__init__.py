@@ -18,13 +18,13 @@ Every family's Python API goes through this package to reach the compiled kernel
   QR, random probes) in the caller's library and on its device.
 - ``elementwise``: ufunc-style broadcasting (v, x) -> out kernels (numkern.special).
 """
-from .kinds import CUPY, NUMPY, TORCH, array_kind, has_complex, is_cuda
+from .kinds import CUPY, NUMPY, TORCH, any_torch, array_kind, has_complex, is_cuda
 from .dtypes import F32, F64, result_dtype, scalar_or_array_dtype
 from .native import cuda_module, require_cuda
 from .context import Context
 from .ops import Ops
 from .elementwise import check_numpy_out, check_torch_out, elementwise
 
-__all__ = ["CUPY", "NUMPY", "TORCH", "array_kind", "has_complex", "is_cuda", "F32", "F64", "result_dtype",
+__all__ = ["CUPY", "NUMPY", "TORCH", "any_torch", "array_kind", "has_complex", "is_cuda", "F32", "F64", "result_dtype",
            "scalar_or_array_dtype", "cuda_module", "require_cuda", "Context", "Ops", "check_numpy_out",
            "check_torch_out", "elementwise"]

@@ -1,6 +1,8 @@
 """Which array library an object belongs to, without importing torch or CuPy."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 NUMPY, TORCH, CUPY = "numpy", "torch", "cupy"
@@ -34,3 +36,10 @@ def has_complex(*args) -> bool:
                 if getattr(dt, "is_complex", False):
                     return True
     return False
+
+
+def any_torch(*args) -> bool:
+    """Whether any argument is a torch tensor (without importing torch; traceable by torch.compile,
+    unlike array_kind, whose type(a).__module__ test graph-breaks on Python scalars)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and any(isinstance(a, torch.Tensor) for a in args)

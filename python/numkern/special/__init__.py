@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import NUMPY, TORCH, array_kind, check_numpy_out, elementwise, has_complex, scalar_or_array_dtype
+from .._backend import NUMPY, any_torch, array_kind, check_numpy_out, elementwise, has_complex, scalar_or_array_dtype
 from .._backend.elementwise import _broadcast_shape
 
 __all__ = [
@@ -25,11 +25,10 @@ __all__ = [
 
 
 def _call(op, v, x, out, names=("v", "x")):
-    if any(array_kind(a) == TORCH for a in (v, x)):
-        from . import _autograd as _torch
+    if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
+        from ._autograd import torch_binary
 
-        if _torch.needs_grad(v, x):
-            return _torch.bessel_autograd(op, v, x, out)
+        return torch_binary(op, v, x, out, names)
     return elementwise("special", op, (v, x), names, out)
 
 
@@ -56,6 +55,12 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
         return ufunc(*args)
     check_numpy_out(out, shape, np.complex128)
     return ufunc(*args, out=out)
+
+
+def _real_or_complex(op, v, z, out):
+    if not any_torch(v, z) and has_complex(v, z):
+        return _scipy_complex(op, v, z, out=out)
+    return _call(op, v, z, out, ("v", "z"))
 
 
 def log_iv(v, x, out=None):
@@ -91,16 +96,12 @@ def iv(v, z, out=None):
     (NaN for z < 0 and non-integer v; I_{-v} by reflection).  Correct wherever the value is
     representable, 0 or inf exactly where it under/overflows.  Complex z: ``scipy.special.iv``.
     """
-    if has_complex(v, z):
-        return _scipy_complex("iv", v, z, out=out)
-    return _call("iv", v, z, out, ("v", "z"))
+    return _real_or_complex("iv", v, z, out)
 
 
 def ive(v, z, out=None):
     r"""I_v(z) exp(-|z|), exponentially scaled (drop-in for ``scipy.special.ive``), real v, z."""
-    if has_complex(v, z):
-        return _scipy_complex("ive", v, z, out=out)
-    return _call("ive", v, z, out, ("v", "z"))
+    return _real_or_complex("ive", v, z, out)
 
 
 def kv(v, z, out=None):
@@ -108,34 +109,25 @@ def kv(v, z, out=None):
 
     K_v(z) = (pi/2) (I_{-v}(z) - I_v(z)) / sin(pi v); real v, z >= 0 (NaN for z < 0, inf at 0).
     """
-    if has_complex(v, z):
-        return _scipy_complex("kv", v, z, out=out)
-    return _call("kv", v, z, out, ("v", "z"))
+    return _real_or_complex("kv", v, z, out)
 
 
 def kve(v, z, out=None):
     r"""K_v(z) exp(z), exponentially scaled (drop-in for ``scipy.special.kve``), real v, z >= 0."""
-    if has_complex(v, z):
-        return _scipy_complex("kve", v, z, out=out)
-    return _call("kve", v, z, out, ("v", "z"))
-
-
-_FIXED_ORDER_OPS = {"i0": "iv", "i0e": "ive", "i1": "iv", "i1e": "ive",
-                    "k0": "kv", "k0e": "kve", "k1": "kv", "k1e": "kve"}
+    return _real_or_complex("kve", v, z, out)
 
 
 def _fixed_order(name, order, x, out):
+    if any_torch(x):  # torch operators torch.ops.numkern.<name>
+        from ._autograd import torch_unary
+
+        return torch_unary(name, x, out)
     if has_complex(x):
         return _scipy_complex(name, x, out=out, names=("x",))
     # A Python int order is a "weak" scalar: float32 x stays float32, as in SciPy; SciPy's
     # fixed-order functions compute float16 in float64, and so do these drop-ins.
     if getattr(x, "dtype", None) == np.float16 and array_kind(x) == NUMPY:
         x = np.asarray(x, dtype=np.float64)
-    if array_kind(x) == TORCH:
-        from . import _autograd as _torch
-
-        if _torch.needs_grad(x):  # gradients through the general-order path
-            return _call(_FIXED_ORDER_OPS[name], order, x, out, ("order", "x"))
     # dedicated Chebyshev kernels (numkern/bessel01.hpp); the order argument is not read
     return elementwise("special", name, (order, x), ("order", "x"), out)
 

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from .._backend import F32, F64, TORCH, Context, Ops, array_kind
+from .._backend import F32, F64, TORCH, Context, Ops, any_torch, array_kind, result_dtype
 from . import _kernels as K
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
@@ -66,32 +66,20 @@ _D_CHECK = dict(low=2.0, what=" (the dimension of the ambient space)")
 _KAPPA_CHECK = dict(low=0.0)
 
 
-class _LogNormalizerFn:
-    """torch autograd for log C_d(kappa): d/dkappa = -A_d(kappa) (from the stable ratio)."""
+_CHECKS = {"log_normalizer": (_D_CHECK, _KAPPA_CHECK),
+           "kappa_mle": (dict(low=0.0, high=1.0, high_open=True), _D_CHECK)}
 
-    @staticmethod
-    def apply(d, kappa):
-        import torch
 
-        class Fn(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, k):
-                ctx.save_for_backward(k)
-                return _map("log_normalizer", (d, k.detach()), ("d", "kappa"), (_D_CHECK, _KAPPA_CHECK))
+def _torch_op(op, args, names):
+    """torch tensors: the operator torch.ops.numkern.<op> (numkern._torch_ops.vmf): differentiable,
+    usable under torch.compile, torch.func and FakeTensor (docs/torch.md)."""
+    if any(isinstance(a, float) for a in args) and result_dtype(*args, names=names) == F32:
+        for a, n, chk in zip(args, names, _CHECKS[op]):
+            if isinstance(a, float):  # a weak float rounded to float32: check it as given
+                _check_values(_HOST, np.float64(a), n, **chk)
+    from .._torch_ops.vmf import call
 
-            @staticmethod
-            def backward(ctx, grad):
-                (k,) = ctx.saved_tensors
-                a = _map("mean_length", (d, k.detach()), ("d", "kappa"), (_D_CHECK, _KAPPA_CHECK))
-                g = -grad * a
-                while g.dim() > k.dim():
-                    g = g.sum(0)
-                for i, s in enumerate(k.shape):
-                    if s == 1 and g.shape[i] != 1:
-                        g = g.sum(i, keepdim=True)
-                return g
-
-        return Fn.apply(kappa)
+    return call(op, args[0], args[1], names)
 
 
 def log_normalizer(d, kappa):
@@ -101,14 +89,12 @@ def log_normalizer(d, kappa):
     ValueError naming the argument.  kappa = 0 gives the limit -log|S^{d-1}| =
     -log(2 pi^{d/2} / Gamma(d/2)); small kappa uses the positive series 1/(|S| 0F1(; d/2; kappa^2/4)).
     Accuracy ~1e-15 relative (|error| / max(1, |value|)) for every d up to 1e6 and kappa to 1e300.
-    torch: differentiable in kappa, d/dkappa log C_d = -A_d(kappa).
+    torch: the operator torch.ops.numkern.log_normalizer, twice differentiable in kappa:
+    d/dkappa log C_d = -A_d(kappa) = -iv_ratio(d/2, kappa), A' = 1 - A^2 - (d-1) A/kappa.
     """
-    if array_kind(kappa) == TORCH:
-        import torch
-
-        if torch.is_grad_enabled() and kappa.requires_grad:
-            return _LogNormalizerFn.apply(d, kappa)
-    return _map("log_normalizer", (d, kappa), ("d", "kappa"), (_D_CHECK, _KAPPA_CHECK))
+    if any_torch(d, kappa):
+        return _torch_op("log_normalizer", (d, kappa), ("d", "kappa"))
+    return _map("log_normalizer", (d, kappa), ("d", "kappa"), _CHECKS["log_normalizer"])
 
 
 def kappa_mle(rbar, d):
@@ -121,9 +107,12 @@ def kappa_mle(rbar, d):
     changes kappa by <= 1e-14 relative (1e-9 for float32).  A_d(result) = rbar to ~1e-15.
     Domain: 0 <= rbar < 1, d >= 2 (real), finite; else ValueError naming the argument.
     rbar = 0 gives 0; rbar = 1 - 2^-53 gives a finite kappa ~ (d-1) 2^52.
+    torch: the operator torch.ops.numkern.kappa_mle, differentiable in rbar (any order):
+    dkappa/drbar = 1/A'(kappa) = 1 / ((1 - rbar)(1 + rbar) - (d-1) rbar/kappa), d at rbar = 0.
     """
-    return _map("kappa_mle", (rbar, d), ("rbar", "d"),
-                (dict(low=0.0, high=1.0, high_open=True), _D_CHECK))
+    if any_torch(rbar, d):
+        return _torch_op("kappa_mle", (rbar, d), ("rbar", "d"))
+    return _map("kappa_mle", (rbar, d), ("rbar", "d"), _CHECKS["kappa_mle"])
 
 
 # ---- data handling ------------------------------------------------------------------------------

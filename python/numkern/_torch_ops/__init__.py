@@ -1,0 +1,22 @@
+"""numkern's kernels as torch operators (namespace ``torch.ops.numkern``), internal.
+
+Importing this package registers, with ``torch.library``:
+
+- ``numkern.special``: the 16 functions (``torch.ops.numkern.log_iv(v, x)``, ..., ``i0(x)``, ...)
+  and the helpers ``dlog_iv_dx`` / ``dlog_kv_dx`` (d/dx log I_v, d/dx log K_v) used by their
+  derivatives -- module ``numkern._torch_ops.special``;
+- ``numkern.vmf``: ``log_normalizer(d, kappa)`` and ``kappa_mle(rbar, d)`` --
+  module ``numkern._torch_ops.vmf``.
+
+Every op has a CPU kernel (the C++ kernel on zero-copy views of the tensors' storage), a CUDA
+kernel (numkern._cuda through ``_backend.Context.call``: the tensors' device, the current stream),
+a fake implementation (broadcast shape, numkern's dtype rule), a vmap rule and autograd whose
+backward formulas are numkern ops themselves, so that second derivatives are exact by
+construction.  See docs/torch.md for what composes and what raises.
+
+The public functions (``numkern.special.log_iv`` etc.) call these ops for torch tensors; the
+numpy entry points do not import torch.
+"""
+from . import special, vmf  # noqa: F401  (registration happens on import)
+
+__all__ = ["special", "vmf"]
