@@ -7,7 +7,9 @@
 
 namespace nk::cpu::bessel_block_isa {
 
-enum class Fn : int { log_iv, log_kv, iv, ive, kv, kve };
+// log_iv ... kve: the lanes of bessel_block.hpp; i0 ... k1e (bessel01.hpp): a plain loop, which
+// gains hardware fma in the wide tiers (their Chebyshev sums are chains of m::muladd).
+enum class Fn : int { log_iv, log_kv, iv, ive, kv, kve, i0, i0e, i1, i1e, k0, k0e, k1, k1e };
 
 // out[i] = fn(v[i], x[i]) for i < n <= kChunk; out may alias v or x.
 void run_portable(Fn fn, const double* v, const double* x, double* out, std::int64_t n);
