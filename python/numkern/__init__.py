@@ -47,10 +47,9 @@ def get_num_threads() -> int:
 
 def cuda_available() -> bool:
     """True when the CUDA module was built and a CUDA device is usable."""
-    from ._backend import cuda_module
+    from ._backend.native import cuda_status
 
-    cu = cuda_module()
-    return cu is not None and cu.device_count() > 0
+    return cuda_status().state == "ok"
 
 
 def _cpu_model() -> str | None:
@@ -65,14 +64,17 @@ def _cpu_model() -> str | None:
 
 
 def show_config(file=None) -> dict:
-    """Print and return the build configuration (compiler, OpenMP, CUDA, threads, CPU model and
-    the SIMD tier the CPU kernels run: ``isa``, chosen by NUMKERN_ISA or the widest available)."""
+    """Print and return the build configuration (compiler, OpenMP, CUDA, threads, CPU model,
+    ``cpu_baseline``: the -march of the portable code, and the SIMD tier the CPU kernels run:
+    ``isa``, chosen by NUMKERN_ISA or the widest available).  ``cuda`` says whether CUDA arrays
+    can be processed, and if not why: built without CUDA, driver too old, no device."""
     import platform
     import sys
 
-    from ._backend import cuda_module
+    from ._backend.native import cuda_module, cuda_status
 
     _cuda = cuda_module()
+    status = cuda_status()
     cfg = dict(_core.build_config)
     cfg["version"] = __version__
     cfg["num_threads"] = get_num_threads()
@@ -81,7 +83,8 @@ def show_config(file=None) -> dict:
     cfg["isa"] = _core.isa()
     cfg["best_isa"] = _core.best_isa()
     cfg["cuda_architectures"] = _cuda.architectures if _cuda is not None else None
-    cfg["cuda_devices"] = _cuda.device_count() if _cuda is not None else 0
+    cfg["cuda_devices"] = status.devices
+    cfg["cuda"] = status.message
     out = file if file is not None else sys.stdout
     for k, v in cfg.items():
         print(f"{k:20s}: {v}", file=out)
