@@ -8,15 +8,10 @@ Submodules other than ``special`` are imported on first use.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version as _pkg_version
-
 from . import _core
 from . import special
 
-try:
-    __version__ = _pkg_version("numkern")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from ._version import __version__
 
 _LAZY_SUBMODULES = ("vmf", "kde", "quant", "hessian")
 
