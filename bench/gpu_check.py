@@ -3,15 +3,16 @@
 1. Prints numkern.show_config() and the torch/CuPy/device versions.
 2. Checks the import story: numkern imported (without needing a CUDA driver); with every device
    hidden (CUDA_VISIBLE_DEVICES='') it still imports and computes on the CPU; if numkern was
-   built without CUDA while a GPU is present, a CUDA tensor must raise a clear RuntimeError.
+   built without CUDA, or its CUDA cannot use the GPU torch sees (driver too old for numkern's
+   CUDA runtime, ...), a CUDA tensor must raise a RuntimeError saying why, and the check FAILS.
 3. Runs every family section bench/gpu_<family>.py (gpu_special.py first, then alphabetical):
    each defines ``run(report)`` and calls ``report(name, ok, detail)`` once per check, comparing
    the CUDA results with numkern's CPU results and printing throughput.  An exception inside a
    section is recorded as a FAIL with the last line of its traceback; the other sections still run.
 4. Prints a summary; exits 1 if any check failed, 0 otherwise.
 
-Without a usable CUDA device (no GPU, no driver, or torch without CUDA) it says so and exits 0,
-so the script can be smoke-tested anywhere.  Budget: under 5 minutes on one GPU.
+Without any GPU (torch sees none, or torch is absent) it says so and exits 0, so the script can
+be smoke-tested anywhere; when torch sees a GPU that numkern cannot use it exits 1.  Budget: under 5 minutes on one GPU.
 """
 from __future__ import annotations
 
@@ -86,8 +87,10 @@ def header():
     return numkern, torch
 
 
-def check_cpu_build_on_gpu(torch):
-    """numkern without its CUDA module, GPU present: CUDA tensors must raise a clear RuntimeError."""
+def check_unusable_gpu(torch, status):
+    """torch sees a GPU that numkern cannot use (built without CUDA, driver too old for numkern's
+    CUDA runtime, or another CUDA error): a CUDA tensor must raise the RuntimeError that says why,
+    and the check fails, so that the exit status is non-zero."""
     import numkern.special as nks
 
     report = make_report("import")
@@ -95,14 +98,23 @@ def check_cpu_build_on_gpu(torch):
     try:
         nks.log_iv(1.0, x)
     except RuntimeError as e:
-        report("CUDA tensor on a CPU-only numkern raises RuntimeError", "without CUDA" in str(e), str(e))
+        report("CUDA tensor on an unusable numkern CUDA raises RuntimeError", str(e) == status.message, str(e))
     except Exception as e:  # noqa: BLE001
-        report("CUDA tensor on a CPU-only numkern raises RuntimeError", False,
+        report("CUDA tensor on an unusable numkern CUDA raises RuntimeError", False,
                f"raised {type(e).__name__}: {e}")
     else:
-        report("CUDA tensor on a CPU-only numkern raises RuntimeError", False, "no error raised")
-    report("numkern built with CUDA on a GPU machine", False,
-           "numkern._cuda is missing: reinstall with a CUDA compiler (NUMKERN_CUDA=ON pip install .)")
+        report("CUDA tensor on an unusable numkern CUDA raises RuntimeError", False, "no error raised")
+    report("numkern can use the GPU that torch sees", False, f"[{status.state}] {status.message}")
+
+
+def decide(gpu_present: bool, status) -> str:
+    """'run' the GPU sections, 'fail' (torch sees a GPU, numkern cannot use it: exit 1) or 'skip'
+    (no GPU anywhere: exit 0, so the script can be smoke-tested on any machine)."""
+    if status.state == "ok" and gpu_present:
+        return "run"
+    if gpu_present:
+        return "fail"
+    return "skip"
 
 
 _HIDDEN_DEVICE_PROBE = (
@@ -137,16 +149,17 @@ def main():
     numkern, torch = header()
     make_report("import")("numkern imports (no CUDA driver needed at import)", True,
                           f"numkern {numkern.__version__}")
-    from numkern._backend import cuda_module; _cuda = cuda_module()
+    from numkern._backend.native import cuda_status
 
+    status = cuda_status()
     gpu_present = torch is not None and torch.cuda.is_available()
-    if _cuda is None and gpu_present:
-        check_cpu_build_on_gpu(torch)
+    action = decide(gpu_present, status)
+    if action == "fail":
+        check_unusable_gpu(torch, status)
         return summary(t0)
-    if not numkern.cuda_available() or not gpu_present:
-        why = ("numkern was built without CUDA" if _cuda is None else
-               "numkern's CUDA module found no device" if not numkern.cuda_available() else
-               "torch is not installed" if torch is None else "torch sees no CUDA device")
+    if action == "skip":
+        why = status.message if status.state != "ok" else (
+            "torch is not installed" if torch is None else "torch sees no CUDA device")
         print(f"\nNo usable CUDA device ({why}): GPU checks skipped.  Sections found: "
               f"{', '.join(section_files()) or 'none'}.")
         return 0

@@ -9,7 +9,7 @@
 #include <array>
 
 #include "cpu/common/elementwise.hpp"
-#include "cpu/special/bessel_block.hpp"  // BlockKernel specializations: before binary_loop instantiates
+#include "cpu/special/bessel_block_dispatch.hpp"  // BlockKernel specializations: before binary_loop instantiates
 #include "numkern/special/bessel.hpp"
 #include "numkern/common/branchfree_math.hpp"
 #include "numkern/special/bessel01.hpp"

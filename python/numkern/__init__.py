@@ -8,15 +8,10 @@ Submodules other than ``special`` are imported on first use.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version as _pkg_version
-
 from . import _core
 from . import special
 
-try:
-    __version__ = _pkg_version("numkern")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from ._version import __version__
 
 _LAZY_SUBMODULES = ("vmf", "kde", "quant", "hessian")
 
@@ -47,10 +42,9 @@ def get_num_threads() -> int:
 
 def cuda_available() -> bool:
     """True when the CUDA module was built and a CUDA device is usable."""
-    from ._backend import cuda_module
+    from ._backend.native import cuda_status
 
-    cu = cuda_module()
-    return cu is not None and cu.device_count() > 0
+    return cuda_status().state == "ok"
 
 
 def _cpu_model() -> str | None:
@@ -65,14 +59,17 @@ def _cpu_model() -> str | None:
 
 
 def show_config(file=None) -> dict:
-    """Print and return the build configuration (compiler, OpenMP, CUDA, threads, CPU model and
-    the SIMD tier the CPU kernels run: ``isa``, chosen by NUMKERN_ISA or the widest available)."""
+    """Print and return the build configuration (compiler, OpenMP, CUDA, threads, CPU model,
+    ``cpu_baseline``: the -march of the portable code, and the SIMD tier the CPU kernels run:
+    ``isa``, chosen by NUMKERN_ISA or the widest available).  ``cuda`` says whether CUDA arrays
+    can be processed, and if not why: built without CUDA, driver too old, no device."""
     import platform
     import sys
 
-    from ._backend import cuda_module
+    from ._backend.native import cuda_module, cuda_status
 
     _cuda = cuda_module()
+    status = cuda_status()
     cfg = dict(_core.build_config)
     cfg["version"] = __version__
     cfg["num_threads"] = get_num_threads()
@@ -81,7 +78,8 @@ def show_config(file=None) -> dict:
     cfg["isa"] = _core.isa()
     cfg["best_isa"] = _core.best_isa()
     cfg["cuda_architectures"] = _cuda.architectures if _cuda is not None else None
-    cfg["cuda_devices"] = _cuda.device_count() if _cuda is not None else 0
+    cfg["cuda_devices"] = status.devices
+    cfg["cuda"] = status.message
     out = file if file is not None else sys.stdout
     for k, v in cfg.items():
         print(f"{k:20s}: {v}", file=out)

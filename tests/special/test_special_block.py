@@ -264,3 +264,86 @@ def test_branchfree_log_exp_within_one_ulp():
     ref = np.exp(e.astype(np.longdouble))
     ulps = np.abs(got.astype(np.longdouble) - ref) / np.spacing(ref.astype(np.float64))
     assert ulps.max() < 1.0, (ulps.max(), e[ulps.argmax()])
+
+
+# ---- the ISA tiers of the block path ------------------------------------------------------------
+# bessel_block_<tier>.cpp compile bessel_block.hpp per tier of the one dispatcher (portable,
+# AVX2 + FMA, AVX-512), picked by numkern._core.set_isa / NUMKERN_ISA.  Each tier is held to the
+# same bound against the header path; tiers the CPU lacks are skipped (portable always runs).
+TIERS = ["portable", "avx2", "avx512"]
+BLOCK_NAMES = ["log_iv", "log_kv", "iv", "ive", "kv", "kve"]
+
+
+def _tier_points(name):
+    rng = np.random.default_rng(23)
+    v, x = _debye_points(rng, 60_000)
+    if name in ("iv", "kv"):
+        x = np.minimum(x, 700.0 + v)
+    return v, x
+
+
+def _err(name, a, ref):
+    finite = np.isfinite(ref) & (ref != 0)
+    a, ref = a[finite], ref[finite]
+    if name.startswith("log"):
+        return np.abs(a - ref) / np.maximum(1.0, np.abs(ref))
+    return np.abs(a - ref) / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)
+
+
+def _under_tier(tier, fn):
+    core.set_isa(tier)
+    try:
+        assert core.isa() == tier
+        return fn()
+    finally:
+        core.set_isa("auto")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("name", BLOCK_NAMES)
+def test_block_tier_agrees_with_header_and_portable_tier(tier, name):
+    if not core.isa_supported(tier):
+        pytest.skip(f"{tier} not available on this CPU")
+    v, x = _tier_points(name)
+    block, scalar = _under_tier(tier, lambda: _both(name, v, x))
+    portable, _ = _under_tier("portable", lambda: _both(name, v, x))
+    for ref in (scalar, portable):
+        np.testing.assert_array_equal(np.isinf(block), np.isinf(ref))
+        np.testing.assert_array_equal(block == 0, ref == 0)
+        np.testing.assert_array_equal(np.isnan(block), np.isnan(ref))
+    assert _err(name, block, scalar).max() <= BLOCK_BOUND
+    # both within BLOCK_BOUND of the header path; measured tier vs portable: <= 2.5 eps
+    assert _err(name, block, portable).max() <= BLOCK_BOUND
+
+
+@pytest.mark.parametrize("tier", ["avx2", "avx512"])
+def test_block_tier_is_the_one_that_runs(tier):
+    """The wide tiers use hardware fma (m::muladd), the portable build does not: some results
+    differ in the last bits, which shows that set_isa reaches the block path."""
+    if not core.isa_supported(tier):
+        pytest.skip(f"{tier} not available on this CPU")
+    if core.build_config["march_native"]:
+        pytest.skip("NUMKERN_NATIVE build: the portable tier has fma too")
+    v, x = _tier_points("log_iv")
+    wide, _ = _under_tier(tier, lambda: _both("log_iv", v, x))
+    portable, _ = _under_tier("portable", lambda: _both("log_iv", v, x))
+    assert np.any(wide != portable)
+
+
+@pytest.mark.parametrize("tier", ["avx2", "avx512"])
+@pytest.mark.parametrize("name", ["i0", "i0e", "i1", "i1e", "k0", "k0e", "k1", "k1e"])
+def test_fixed_order_tier_agrees_with_portable_tier(tier, name):
+    """i0 ... k1e run per tier too (a plain loop; the wide tiers' Chebyshev sums use fma):
+    within 16 eps relative of the portable tier (measured <= 12.5 eps, i1)."""
+    if not core.isa_supported(tier):
+        pytest.skip(f"{tier} not available on this CPU")
+    rng = np.random.default_rng(31)
+    x = np.concatenate([rng.uniform(0.0, 5.0, 20_000), np.exp(rng.uniform(np.log(5.0), np.log(700.0), 20_000)),
+                        [0.0, 1e-300, 8.0, 500.0, 713.0, 1e4, np.inf, -3.0, np.nan]])
+    fn = getattr(nks, name)
+    wide = _under_tier(tier, lambda: fn(x))
+    portable = _under_tier("portable", lambda: fn(x))
+    np.testing.assert_array_equal(np.isnan(wide), np.isnan(portable))
+    np.testing.assert_array_equal(np.isinf(wide), np.isinf(portable))
+    np.testing.assert_array_equal(wide == 0, portable == 0)
+    assert _err(name, wide, portable).max() <= BLOCK_BOUND

@@ -24,12 +24,16 @@
 // log I or log K is near 0 at x ~ 0.66 v, the header path loses up to ~3e-13 absolute and the
 // block path (the Taylor series of the exponent) is the accurate one.  Negative orders: the lanes
 // see |v| for K and for integer v of I, so f(-v, x) equals f(v, x) bit for bit (tested).
+//
+// Compiled once per ISA tier (bessel_block_tier.inc: portable, AVX2 + FMA, AVX-512) inside a
+// namespace of its own; bessel_block_dispatch.hpp's BlockKernel specializations pick the tier
+// through nk::cpu::active_isa().  Include it only from bessel_block_tier.inc.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "cpu/common/elementwise.hpp"
+#include "numkern/config.hpp"
 #include "numkern/special/bessel.hpp"
 #include "numkern/common/dd.hpp"
 #include "numkern/special/detail/debye_zero_coeffs.hpp"
@@ -457,21 +461,4 @@ void block_run(const double* v, const double* x, double* out, index_t n) {
 }
 
 }  // namespace bessel_block_detail
-
-#define NK_BLOCK_KERNEL(Op, ...)                                         \
-  template <>                                                            \
-  struct BlockKernel<ops::Op> {                                          \
-    static constexpr bool kAvailable = true;                             \
-    static void run(const double* v, const double* x, double* out, index_t n) { \
-      bessel_block_detail::block_run<bessel_block_detail::__VA_ARGS__>(v, x, out, n); \
-    }                                                                    \
-  };
-NK_BLOCK_KERNEL(LogIv, LogLanes<false>)
-NK_BLOCK_KERNEL(LogKv, LogLanes<true>)
-NK_BLOCK_KERNEL(Iv, DropinLanes<false, false>)
-NK_BLOCK_KERNEL(Ive, DropinLanes<false, true>)
-NK_BLOCK_KERNEL(Kv, DropinLanes<true, false>)
-NK_BLOCK_KERNEL(Kve, DropinLanes<true, true>)
-#undef NK_BLOCK_KERNEL
-
 }  // namespace nk::cpu

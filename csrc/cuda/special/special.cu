@@ -19,18 +19,4 @@ int launch_special(DType dt, const void* a, const void* b, void* out, std::int64
 NK_SPECIAL_OPS(NK_INSTANTIATE)
 #undef NK_INSTANTIATE
 
-// (numkern._cuda's device_count and the error strings of every family's launchers)
-int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error
-    return 0;
-  }
-  return n;
-}
-
-const char* error_string(int code) {
-  if (code == -1) return "unknown operation";
-  return cudaGetErrorString(static_cast<cudaError_t>(code));
-}
 }  // namespace nk::cuda

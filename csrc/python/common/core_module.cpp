@@ -9,6 +9,9 @@
 #include "python/common/array_view.hpp"
 #include "python/common/registry.hpp"
 
+#ifndef NK_CPU_BASELINE
+#define NK_CPU_BASELINE "compiler default"
+#endif
 #ifndef NK_COMPILER_ID
 #define NK_COMPILER_ID "unknown"
 #endif
@@ -68,6 +71,7 @@ PYBIND11_MODULE(_core, m) {
   cfg["openmp"] = nk::cpu::have_openmp();
   cfg["cuda_built"] = static_cast<bool>(NK_CUDA_BUILT);
   cfg["march_native"] = static_cast<bool>(NK_NATIVE);
+  cfg["cpu_baseline"] = NK_CPU_BASELINE;  // -march of the portable code (CMakeLists.txt)
 #ifdef NDEBUG
   cfg["build_type"] = "release";
 #else

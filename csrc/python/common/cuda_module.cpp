@@ -16,6 +16,14 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "numkern CUDA kernels (internal; use the numkern package)";
   m.attr("architectures") = NK_CUDA_ARCHS;
   m.def("device_count", &nk::cuda::device_count);
+  // (cudaError_t of cudaGetDeviceCount, its name, its message, device count, driver version,
+  // runtime version): numkern._backend.native.cuda_status() turns it into one clear message.
+  m.def("device_status", []() {
+    int n = 0;
+    const int rc = nk::cuda::device_status(&n);
+    return py::make_tuple(rc, nk::cuda::error_name(rc), nk::cuda::error_string(rc), n,
+                          nk::cuda::driver_version(), nk::cuda::runtime_version());
+  });
   for (auto& [family, fn] : nk::binding_registry()) {
     py::module_ sub = m.def_submodule(family);
     fn(sub);

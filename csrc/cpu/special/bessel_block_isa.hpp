@@ -1,0 +1,24 @@
+// The per-ISA entry points of the Bessel block path (bessel_block.hpp), one per tier of the one
+// dispatcher (cpu/common/dispatch.hpp).  Only standard types cross this boundary: each tier's
+// translation unit compiles numkern's headers inside a namespace of its own (bessel_block_tier.inc).
+#pragma once
+
+#include <cstdint>
+
+namespace nk::cpu::bessel_block_isa {
+
+// log_iv ... kve: the lanes of bessel_block.hpp; i0 ... k1e (bessel01.hpp): a plain loop, which
+// gains hardware fma in the wide tiers (their Chebyshev sums are chains of m::muladd).
+enum class Fn : int { log_iv, log_kv, iv, ive, kv, kve, i0, i0e, i1, i1e, k0, k0e, k1, k1e };
+
+// out[i] = fn(v[i], x[i]) for i < n <= kChunk; out may alias v or x.
+void run_portable(Fn fn, const double* v, const double* x, double* out, std::int64_t n);
+#if NK_BESSEL_X86_TIERS
+void run_avx2(Fn fn, const double* v, const double* x, double* out, std::int64_t n);    // AVX2 + FMA
+void run_avx512(Fn fn, const double* v, const double* x, double* out, std::int64_t n);  // AVX-512 F/DQ/BW
+#endif
+
+// The tier active_isa() names (portable where the build has no x86 tiers).
+void run(Fn fn, const double* v, const double* x, double* out, std::int64_t n);
+
+}  // namespace nk::cpu::bessel_block_isa
