@@ -61,6 +61,8 @@ NK_HOST_DEVICE LogPair pair_add(LogPair a, double b) {
   return {s.hi, s.lo};
 }
 NK_HOST_DEVICE LogPair normalize(LogPair a) {
+  // (|log f| beyond DBL_MAX: two_sum(inf, lo) would make the low part NaN)
+  if (!(m::fabs(a.hi) < m::inf<double>())) return {a.hi, 0.0};
   dd s = two_sum(a.hi, a.lo);
   return {s.hi, s.lo};
 }
@@ -185,9 +187,16 @@ NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
 // for the drop-ins (kExact) wherever exp() of the result can be a finite nonzero double.
 template <bool kExact>
 NK_HOST_DEVICE dd debye_exponent(double v, double x, double h, double shift) {
-  double w_ratio = x / (v + h);
-  double lw = (w_ratio > 1e-290) ? m::log(w_ratio) : m::log(x) - m::log(v + h);
-  double plain = h + v * lw;
+  const double inf = m::inf<double>();
+  double vh = v + h;
+  double w_ratio = x / vh;
+  // log(x / (v + h)) = -asinh(v / x) where v + h overflows (v or x beyond 8.9e307)
+  double lw = !(vh < inf) ? -m::asinh(v / x) : (w_ratio > 1e-290) ? m::log(w_ratio) : m::log(x) - m::log(vh);
+  // h itself overflows (v, x ~ DBL_MAX): v eta scaled by max(v, x), h/v = sqrt(1 + z^2)
+  double z = v >= x ? x / v : v / x;
+  double plain = h < inf ? h + v * lw
+                         : (v >= x ? v * (m::sqrt(1.0 + z * z) + lw) : x * (m::sqrt(1.0 + z * z) + z * lw));
+  if (!(m::fabs(plain) < inf)) return {plain, 0.0};  // |v eta| beyond DBL_MAX
   double scale = h + v * m::fabs(lw);
   // log functions: dd where > 3 bits cancel, or the result is small (error ~ eps * scale there);
   // the error elsewhere is <= 8 eps relative.
@@ -202,6 +211,20 @@ NK_HOST_DEVICE dd debye_exponent(double v, double x, double h, double shift) {
   return dd_add(hh, dd_neg(dd_mul(dd_log(w), v)));
 }
 
+// p = v / h, also where h overflows
+NK_HOST_DEVICE double debye_p(double v, double x, double h) {
+  if (h < m::inf<double>()) return v / h;
+  double r = v >= x ? x / v : v / x, q = 1.0 / m::sqrt(1.0 + r * r);
+  return v >= x ? q : r * q;
+}
+// log of the Debye prefactor S sqrt(p / v) c (c = 1/(2 pi) for I, pi/2 for K); v >= 1e300 in
+// logs (p / (2 pi v) underflows or 2 pi v overflows there; the drop-ins are 0 or inf there)
+template <bool kExact>
+NK_HOST_DEVICE dd debye_rest(double sum, double p, double v, double c, double log_c_half) {
+  if (v < 1e300) return log_of<kExact>(sum * m::sqrt(p * c / v));
+  return {m::log(sum) + 0.5 * (m::log(p) - m::log(v)) + log_c_half, 0.0};
+}
+
 NK_HOST_DEVICE double debye_h(double v, double x) {
   double h = m::sqrt(v * v + x * x);
   if (h < m::inf<double>() && h > 1e-290) return h;
@@ -209,24 +232,49 @@ NK_HOST_DEVICE double debye_h(double v, double x) {
   return big * m::sqrt(1.0 + r * r);
 }
 
+// v eta - sub for x >= 16 v and x > 2^50 (the drop-ins), where v eta = x + E with
+// E = x f(v/x), f(t) = -int_0^t asinh(s) ds = -(t^2/2) g(t), g = 1 - t^2/12 + t^4/40 - ...
+// (g's coefficients (-1)^n (2n)! / (4^n n!^2 (2n+1)(n+1)); 7 terms for t <= 1/16: < 1e-20).
+// Formed this way E = -v^2/(2x) g never passes through the cancellation h + v log(x/(v+h)) of
+// two terms of size x: the double-double of debye_exponent is only good to eps^2 x absolute,
+// 1e-8 at x = 1e24 (ive(1e12, 1e24) was 2e-9 off) and useless at x = 1e40.  sub (the caller's
+// shift, x for ive/kve) is subtracted from the exact x first: x - sub is exact in double-double.
+NK_HOST_DEVICE dd debye_exponent_far(double v, double x, double sub) {
+  double t = v / x, t2 = t * t;
+  double g1 = t2 * (-1.0 / 12 + t2 * (1.0 / 40 + t2 * (-5.0 / 448 + t2 * (7.0 / 1152 +
+              t2 * (-21.0 / 5632 + t2 * (33.0 / 13312 + t2 * (-143.0 / 81920)))))));
+  dd e0 = dd_mul(dd_div(dd{v, 0.0}, x), -0.5 * v);  // -v^2/(2x) (v t cannot overflow: t <= 1/16)
+  dd e = dd_add(e0, e0.hi * g1);
+  return dd_add(e, two_sum(x, -sub));
+}
+NK_HOST_DEVICE bool debye_far(double v, double x) { return x >= 16.0 * v && x > 1.125899906842624e15; }
+
 // log I = v eta - log sqrt(2 pi v) + log sqrt(p) + log sum U_k(p)/v^k,  p = v / h
+// (the drop-ins take the log of the prefactor in double-double: its rounding in double is up
+// to 0.5 ulp(28) = 1.8e-15 of the result at h = 1e24)
 template <bool kExact>
 NK_HOST_DEVICE LogPair log_iv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
-  double p = v / h;
-  double rest = m::log(debye_sum(v, p, 1.0) * m::sqrt(p / (2.0 * kPi * v)));
+  double p = debye_p(v, x, h);
+  dd rest = debye_rest<kExact>(debye_sum(v, p, 1.0), p, v, 1.0 / (2.0 * kPi), -kHalfLog2Pi);
+  if (kExact && debye_far(v, x)) return from_dd(dd_add(debye_exponent_far(v, x, shift), rest));
   // (the drop-ins' double-double test is on the whole result: plain + rest - shift)
-  dd e = dd_add(debye_exponent<kExact>(v, x, h, shift - rest), -shift);
-  return {e.hi, e.lo + rest};
+  dd ex = debye_exponent<kExact>(v, x, h, shift - rest.hi);
+  if (!(m::fabs(ex.hi) < m::inf<double>())) return {ex.hi, 0.0};
+  dd e = dd_add(ex, -shift);
+  return kExact ? from_dd(dd_add(e, rest)) : LogPair{e.hi, e.lo + rest.hi};
 }
 // log K = -v eta + log sqrt(pi / (2 v)) + log sqrt(p) + log sum (-1)^k U_k(p)/v^k
 template <bool kExact>
 NK_HOST_DEVICE LogPair log_kv_debye(double v, double x, double shift) {
   double h = debye_h(v, x);
-  double p = v / h;
-  double rest = m::log(debye_sum(v, p, -1.0) * m::sqrt(kPi * p / (2.0 * v)));
-  dd e = dd_add(dd_neg(debye_exponent<kExact>(v, x, h, rest - shift)), -shift);
-  return {e.hi, e.lo + rest};
+  double p = debye_p(v, x, h);
+  dd rest = debye_rest<kExact>(debye_sum(v, p, -1.0), p, v, 0.5 * kPi, kHalfLogPiOver2);
+  if (kExact && debye_far(v, x)) return from_dd(dd_add(dd_neg(debye_exponent_far(v, x, -shift)), rest));
+  dd ex = debye_exponent<kExact>(v, x, h, rest.hi - shift);
+  if (!(m::fabs(ex.hi) < m::inf<double>())) return {-ex.hi, 0.0};
+  dd e = dd_add(dd_neg(ex), -shift);
+  return kExact ? from_dd(dd_add(e, rest)) : LogPair{e.hi, e.lo + rest.hi};
 }
 
 // ---- small order, moderate argument ---------------------------------------------------------
@@ -271,10 +319,19 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   double fact = (m::fabs(pimu) < 1e-12) ? 1.0 : pimu / m::sin(pimu);
   double d = -log_half_of<false>(x).hi;
   double e = mu * d;
-  double fact2 = (m::fabs(e) < 1e-8) ? 1.0 + e * e / 6.0 : m::sinh(e) / e;
-  double ff = fact * (gam1 * m::cosh(e) + gam2 * fact2 * d);
+  double ee, ff;
+  if (m::fabs(e) > 1.0 && x >= 4.450147717014403e-308) {
+    // e^e = (2/x)^mu by pow: exp(e) would carry e's rounding, |e| eps (115 eps at x = 1e-100,
+    // where kv(0.5, x) was 6.7e-15 off); sinh(e)/e * d = sinh(e)/mu
+    ee = ::pow(0.5 * x, -mu);
+    double inv = 1.0 / ee;
+    ff = fact * (gam1 * (0.5 * (ee + inv)) + gam2 * (0.5 * (ee - inv)) / mu);
+  } else {
+    double fact2 = (m::fabs(e) < 1e-8) ? 1.0 + e * e / 6.0 : m::sinh(e) / e;
+    ff = fact * (gam1 * m::cosh(e) + gam2 * fact2 * d);
+    ee = m::exp(e);
+  }
   double sum = ff;
-  double ee = m::exp(e);
   double p = 0.5 * ee / gampl;
   double q = 0.5 / (ee * gammi);
   double c = 1.0;
@@ -338,23 +395,27 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   KPair k = scaled ? steed_k_scaled(mu, x) : temme_k(mu, x);
   double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
   if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
-  double prev = k.k_mu, cur = k.k_mu1;
+  // the drop-ins run the recurrence in double-double (its ~n/2 ulp of rounding was the largest
+  // error left at order n < 20: kv(9, 1.37) 5 ulp); the logs in double
+  dd prev = {k.k_mu, 0.0}, cur = {k.k_mu1, 0.0};
   int exponent = 0;  // cur, prev carry a factor 2^exponent
   int steps = static_cast<int>(n);
   for (int i = 1; i < steps; ++i) {
-    const double f = (mu + i) * (2.0 / x);
+    // one rounding per factor: with (mu + i) * (2/x) the rounding of 2/x entered every step
+    // alike, ~n/2 ulp at order n (kv(13, 0.1196) was 6 ulp off)
+    const dd f = kExact ? dd_div(two_sum(2.0 * mu, 2.0 * i), x) : dd{(2.0 * (mu + i)) / x, 0.0};
     // rescale before f * cur overflows: with 2/x up to 2e100 one step can jump from 1e250 past
     // the double range (log_kv(7.5, 1e-90) was NaN).  Scaling by 2^-800 is exact.
-    if (cur > 1e300 / f) {
-      cur = m::ldexp(cur, -800);
-      prev = m::ldexp(prev, -800);
+    if (cur.hi > 1e300 / f.hi) {
+      cur = {m::ldexp(cur.hi, -800), m::ldexp(cur.lo, -800)};
+      prev = {m::ldexp(prev.hi, -800), m::ldexp(prev.lo, -800)};
       exponent += 800;
     }
-    double next = f * cur + prev;
+    dd next = kExact ? dd_add(dd_mul(f, cur), prev) : dd{f.hi * cur.hi + prev.hi, 0.0};
     prev = cur;
     cur = next;
   }
-  dd r = dd_add(log_of<kExact>(cur), lead);
+  dd r = dd_add(kExact && dd_detail::is_positive_normal(cur.hi) ? dd_log(cur) : log_of<kExact>(cur.hi), lead);
   if (exponent != 0) {
     dd e = two_prod(static_cast<double>(exponent), kLn2);
     e.lo += exponent * kLn2Lo;
@@ -477,11 +538,16 @@ NK_HOST_DEVICE double exp_pair(double hi, double lo) {
 
 // ---- public scalar functions (double in, double out; float callers round) -------------------
 NK_HOST_DEVICE double log_iv(double v, double x) {
+  // x = inf gives +inf for every order, v = +inf included (the documented convention; the
+  // drop-in iv(inf, inf) stays NaN as in SciPy)
+  if (v == m::inf<double>() && (x == m::inf<double>() || x == -m::inf<double>())) return m::inf<double>();
   SignedLog r = iv_signed_log(v, x);
   if (r.sign < 0) return m::nan<double>();
   return r.hi + r.lo;
 }
 NK_HOST_DEVICE double log_kv(double v, double x) {
+  // log_kv(v, inf) = -inf for every order, v = +-inf included (kv(inf, inf) stays NaN)
+  if (x == m::inf<double>() && m::fabs(v) == m::inf<double>()) return -m::inf<double>();
   bessel_detail::LogPair r = kv_log(v, x);
   return r.hi + r.lo;
 }
