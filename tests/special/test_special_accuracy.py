@@ -5,9 +5,11 @@ agreement <= 1e-20).  Metrics:
   logs (log_iv, log_kv):  |computed - ref| / max(1, |ref|)
       float64: max <= 1e-15, median <= 1e-16;  float32 (inputs exactly float32): max <= 2^-24
       (README: max < 1e-15, median ~5e-17, float32 < 0.5 ulp)
-  drop-ins (iv, ive, kv, kve), float64: |computed - ref| / |ref| <= max(4e-15, SciPy's error)
-      (README says "at least as accurate as SciPy at every table point"; where SciPy's error is
-      at the ulp level numkern's may be a few ulp larger: up to 2.5e-15 measured)
+  drop-ins (iv, ive, kv, kve), float64: |computed - ref| / |ref| <= max(DROPIN_TOL = 1.5e-15,
+      SciPy's error) at every point, and <= max(2 eps, SciPy's error) at all but DROPIN_OVER_2EPS
+      points per function (issue #22's bound; measured: iv 11, ive 8, kv 20, kve 21 of 1,075 points
+      above it, by at most 3.2 eps: Steed's CF2 / Temme's series for K at 1 < x < 6 carry up to
+      ~7 ulp; max errors iv 1.0e-15, ive 9.3e-16, kv 1.33e-15, kve 1.34e-15)
   ratios (iv_ratio, iv_ratio_c), v >= 1/2: relative error <= RATIO_TOL = 2 eps (float64; measured:
       correctly rounded on the table but one point at 1 ulp), 4 * 2^-23 (float32)
 A random test checks seeded points (NUMKERN_ACCURACY_SEED, default 0) against mpmath computed here.
@@ -31,7 +33,8 @@ LOG_MAX_F64 = 1e-15
 LOG_MEDIAN_F64 = 1e-16
 LOG_F32_TOL = 2.0**-24 + 1e-15  # 0.5 ulp of float32 (plus the double result's error)
 F32_TOL = 4 * 2.0**-23  # ratios in float32
-DROPIN_TOL = 4e-15
+DROPIN_TOL = 1.5e-15  # was 4e-15 before issue #22
+DROPIN_OVER_2EPS = 40  # points per function above max(2 eps, SciPy) (measured <= 21; ISA margin)
 RATIO_TOL = 2 * np.finfo(np.float64).eps  # was 4e-15 before the backward Perron evaluation
 TINY = np.finfo(np.float64).tiny
 
@@ -123,6 +126,9 @@ def test_dropin_float64_vs_scipy(name):
     bad = err > tol
     assert not bad.any(), (f"{name}: {bad.sum()} points worse than max({DROPIN_TOL}, SciPy)\n"
                            + worst(np.where(bad, err, 0.0), V, X, got, ref))
+    over = err > np.maximum(2 * EPS64, err_scipy)
+    assert over.sum() <= DROPIN_OVER_2EPS, (f"{name}: {over.sum()} points above max(2 eps, SciPy)\n"
+                                            + worst(np.where(over, err, 0.0), V, X, got, ref))
     # the table does reach regions where SciPy loses digits (so the comparison has teeth there)
     assert np.sum(err_scipy > 1e-13) >= 10
 
