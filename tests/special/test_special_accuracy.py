@@ -10,8 +10,8 @@ agreement <= 1e-20).  Metrics:
       points per function (issue #22's bound; measured: iv 11, ive 8, kv 20, kve 21 of 1,075 points
       above it, by at most 3.2 eps: Steed's CF2 / Temme's series for K at 1 < x < 6 carry up to
       ~7 ulp; max errors iv 1.0e-15, ive 9.3e-16, kv 1.33e-15, kve 1.34e-15)
-  ratios (iv_ratio, iv_ratio_c), v >= 1/2: relative error <= RATIO_TOL = 2 eps (float64; measured:
-      correctly rounded on the table but one point at 1 ulp), 4 * 2^-23 (float32)
+  ratios (iv_ratio, iv_ratio_c), v >= 1/2: relative error <= RATIO_TOL = 2 eps (float64; measured
+      on the table: max 0.60 eps for R, 0.99 eps for 1 - R), 4 * 2^-23 (float32)
 A random test checks seeded points (NUMKERN_ACCURACY_SEED, default 0) against mpmath computed here.
 """
 from __future__ import annotations

@@ -670,8 +670,8 @@ struct Ratio {
 // evaluated backward from term n + 2, g_k = d_k + a_(k+1) / g_(k+1), E/x = g_1.  Backward, the
 // rounding of each step is damped by |a_(k+1) / g_(k+1)| / |g_k| < 1/2 (measured <= 0.13 at the
 // worst x ~ 20), where the forward product E = prod delta_k accumulates ~n/2 ulp (48 terms at
-// v = 1, x = 19.4: 75 ulp in 1 - R).  The last three steps and N are carried in double-double
-// where nothing can overflow (x >= 1e-100), so that 1 - R and R round ~once.
+// v = 1, x = 19.4: 75 ulp in 1 - R).  The last step and N are carried in double-double where
+// nothing can overflow (x >= 1e-100), so that 1 - R and R round ~once.
 NK_HOST_DEVICE Ratio ratio_perron(double v, double x) {
   const double tiny = 1e-300;
   const double tv = 2.0 * v;
@@ -693,18 +693,17 @@ NK_HOST_DEVICE Ratio ratio_perron(double v, double x) {
     }
   }
   double g = (tv + (n + 2)) / x + 2.0;
-  for (int k = n + 1; k >= 4; --k) g = ((tv + k) / x + 2.0) - ((tv + (2.0 * k + 1.0)) / x) / g;
+  for (int k = n + 1; k >= 2; --k) g = ((tv + k) / x + 2.0) - ((tv + (2.0 * k + 1.0)) / x) / g;
   if (!(x >= 1e-100)) {  // (2v + k)/x may exceed 1e100: stay in double (no cancellation here)
-    for (int k = 3; k >= 1; --k) g = ((tv + k) / x + 2.0) - ((tv + (2.0 * k + 1.0)) / x) / g;
+    g = ((tv + 1.0) / x + 2.0) - ((tv + 3.0) / x) / g;
     double num = (tv - (tv + 1.0) / g) / x;
     return {1.0 / (num + 1.0), num / (num + 1.0)};
   }
-  dd G = {g, 0.0};
-  for (int k = 3; k >= 1; --k) {
-    dd dk = dd_add(dd_div(two_sum(tv, static_cast<double>(k)), x), 2.0);
-    dd ak = dd_div(two_sum(tv, 2.0 * k + 1.0), x);
-    G = dd_add(dk, dd_neg(dd_div(ak, G)));
-  }
+  // the last step (k = 1) in double-double; more dd steps measured no gain (600 random points
+  // and the table: 1 - R <= 1.19 eps, R <= 0.86 eps either way; none: 2.6 eps)
+  dd d1 = dd_add(dd_div(two_sum(tv, 1.0), x), 2.0);
+  dd a2 = dd_div(two_sum(tv, 3.0), x);
+  dd G = dd_add(d1, dd_neg(dd_div(a2, dd{g, 0.0})));
   dd t1 = dd_div(two_sum(tv, 1.0), G);
   dd num = dd_div(dd_add(dd_neg(t1), tv), x);
   dd den = dd_add(num, 1.0);
