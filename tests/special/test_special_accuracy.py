@@ -7,7 +7,7 @@ agreement <= 1e-20).  Metrics:
       (README: max < 1e-15, median ~5e-17, float32 < 0.5 ulp)
   drop-ins (iv, ive, kv, kve), float64: |computed - ref| / |ref| <= max(DROPIN_TOL = 1.5e-15,
       SciPy's error) at every point, and <= max(2 eps, SciPy's error) at all but DROPIN_OVER_2EPS
-      points per function (issue #22's bound; measured: iv 11, ive 8, kv 20, kve 21 of 1,075 points
+      points per function (issue #22's bound; measured: iv 11, ive 8, kv 19, kve 20 of 1,075 points
       above it, by at most 3.2 eps: Steed's CF2 / Temme's series for K at 1 < x < 6 carry up to
       ~7 ulp; max errors iv 1.0e-15, ive 9.3e-16, kv 1.33e-15, kve 1.34e-15)
   ratios (iv_ratio, iv_ratio_c), v >= 1/2: relative error <= RATIO_TOL = 2 eps (float64; measured
