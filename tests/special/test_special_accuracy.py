@@ -5,10 +5,13 @@ agreement <= 1e-20).  Metrics:
   logs (log_iv, log_kv):  |computed - ref| / max(1, |ref|)
       float64: max <= 1e-15, median <= 1e-16;  float32 (inputs exactly float32): max <= 2^-24
       (README: max < 1e-15, median ~5e-17, float32 < 0.5 ulp)
-  drop-ins (iv, ive, kv, kve), float64: |computed - ref| / |ref| <= max(4e-15, SciPy's error)
-      (README says "at least as accurate as SciPy at every table point"; where SciPy's error is
-      at the ulp level numkern's may be a few ulp larger: up to 2.5e-15 measured)
-  ratios (iv_ratio, iv_ratio_c), v >= 1/2: relative error <= RATIO_TOL (float64), 4 * 2^-23 (float32)
+  drop-ins (iv, ive, kv, kve), float64: |computed - ref| / |ref| <= max(DROPIN_TOL = 1.5e-15,
+      SciPy's error) at every point, and <= max(2 eps, SciPy's error) at all but DROPIN_OVER_2EPS
+      points per function (issue #22's bound; measured: iv 11, ive 8, kv 19, kve 20 of 1,075 points
+      above it, by at most 3.2 eps: Steed's CF2 / Temme's series for K at 1 < x < 6 carry up to
+      ~7 ulp; max errors iv 1.0e-15, ive 9.3e-16, kv 1.33e-15, kve 1.34e-15)
+  ratios (iv_ratio, iv_ratio_c), v >= 1/2: relative error <= RATIO_TOL = 2 eps (float64; measured
+      on the table: max 0.60 eps for R, 0.99 eps for 1 - R), 4 * 2^-23 (float32)
 A random test checks seeded points (NUMKERN_ACCURACY_SEED, default 0) against mpmath computed here.
 """
 from __future__ import annotations
@@ -30,8 +33,9 @@ LOG_MAX_F64 = 1e-15
 LOG_MEDIAN_F64 = 1e-16
 LOG_F32_TOL = 2.0**-24 + 1e-15  # 0.5 ulp of float32 (plus the double result's error)
 F32_TOL = 4 * 2.0**-23  # ratios in float32
-DROPIN_TOL = 4e-15
-RATIO_TOL = 4e-15
+DROPIN_TOL = 1.5e-15  # was 4e-15 before issue #22
+DROPIN_OVER_2EPS = 40  # points per function above max(2 eps, SciPy) (measured <= 21; ISA margin)
+RATIO_TOL = 2 * np.finfo(np.float64).eps  # was 4e-15 before the backward Perron evaluation
 TINY = np.finfo(np.float64).tiny
 
 
@@ -122,6 +126,9 @@ def test_dropin_float64_vs_scipy(name):
     bad = err > tol
     assert not bad.any(), (f"{name}: {bad.sum()} points worse than max({DROPIN_TOL}, SciPy)\n"
                            + worst(np.where(bad, err, 0.0), V, X, got, ref))
+    over = err > np.maximum(2 * EPS64, err_scipy)
+    assert over.sum() <= DROPIN_OVER_2EPS, (f"{name}: {over.sum()} points above max(2 eps, SciPy)\n"
+                                            + worst(np.where(over, err, 0.0), V, X, got, ref))
     # the table does reach regions where SciPy loses digits (so the comparison has teeth there)
     assert np.sum(err_scipy > 1e-13) >= 10
 
@@ -131,14 +138,9 @@ EPS64 = np.finfo(np.float64).eps
 
 
 def ratio_c_tolerance(v, x):
-    """RATIO_TOL, or 8 eps 2v/(2v-1) for 1/2 < v < 1 and x < 30, where 1 - I_v/I_{v-1} ~
-    (2v-1)/(2x) has condition number 2v/(2v-1) with respect to v (documented in iv_ratio_c);
-    vMF orders are v = d/2 >= 1.  v = 1/2 itself is exact (tanh)."""
-    v, x = np.asarray(v, dtype=np.float64), np.asarray(x, dtype=np.float64)
-    near_half = (v > 0.5) & (v < 1) & (x < 30)
-    with np.errstate(divide="ignore"):
-        cond = 2 * v / (2 * v - 1)
-    return np.where(near_half, np.maximum(RATIO_TOL, 8 * EPS64 * cond), RATIO_TOL)
+    """RATIO_TOL everywhere: for 1/2 < v < 1, where 1 - I_v/I_{v-1} ~ (2v-1)/(2x) cancels by
+    2v/(2v-1), the continued fraction runs in double-double (it used to be 8 eps 2v/(2v-1))."""
+    return np.broadcast_to(RATIO_TOL, np.broadcast(np.asarray(v), np.asarray(x)).shape)
 
 
 @pytest.mark.parametrize("name,key", [("iv_ratio", "ratio"), ("iv_ratio_c", "ratio_c")])

@@ -68,10 +68,12 @@ def test_block_agrees_with_scalar_path(name):
     else:  # relative, with the smallest normal as the floor (subnormal results)
         err = np.abs(block - scalar) / np.maximum(np.abs(scalar), np.finfo(np.float64).tiny)
     # the scalar path uses double-double where the block path uses the Taylor series and a
-    # branch-free log: they differ in the last bits of a few per cent of the elements
+    # branch-free log: they differ in the last bits of a few per cent of the elements; the
+    # drop-ins' header path also takes the log of the Debye prefactor in double-double (issue
+    # #22), which the lanes round in double: the drop-ins differ in the last bit on 25-33 %
     assert err.max() <= BLOCK_BOUND, (err.max(), v[err.argmax()], x[err.argmax()])
     assert np.median(err) <= EPS
-    assert np.mean(err != 0) <= 0.2
+    assert np.mean(err != 0) <= (0.2 if name.startswith("log") else 0.4)
 
 
 def _debye_log_reference(v, x, kind):

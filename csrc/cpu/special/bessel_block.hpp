@@ -91,7 +91,9 @@ inline int lane_bucket(double v, double x) {
     if (!kIsK && x >= 2e-6) return x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
     return 0;
   }
-  if (!(v < 1e150 && x > 1e-140)) return 0;  // (and x < 50 v^2: not Hankel)
+  // (and x < 50 v^2: not Hankel; x < 1e150: the lanes form v^2 + x^2, which overflowed past
+  // 1.34e154 and made log_iv(1e100, 1e200) inf)
+  if (!(v < 1e150 && x > 1e-140 && x < 1e150)) return 0;
   return debye_bucket(v, x);
 }
 
@@ -402,6 +404,9 @@ struct DropinLanes {
         bessel_detail::uses_debye(v, x))
       return kSmallOrderBucket;
     if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e8 && x > 1e-140 && x < 50.0 * v * v)) return 0;
+    // x > 2^50 with x >= 16 v: bessel.hpp's cancellation-free exponent (the lanes' double-double
+    // one is good to eps^2 x absolute only: 7 ulp at v = 5e7, x = 2e15)
+    if (bessel_detail::debye_far(v, x)) return 0;
     if (!kIsK && x <= 2.0 && v < 170.0) return 0;
     return debye_bucket(v, x);
   }

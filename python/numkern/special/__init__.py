@@ -70,7 +70,8 @@ def log_iv(v, x, out=None):
     ``log_iv(5000, 10)`` and ``log_iv(1e6, 1e-300)`` where ``scipy.special.ive`` returns 0.
 
     Domain: real v and x.  v >= 0, x >= 0: every value, accurate to ~1e-15 relative
-    (|error| / max(1, |log I|)); log_iv(0, 0) = 0, log_iv(v > 0, 0) = -inf, x = inf gives +inf.
+    (|error| / max(1, |log I|)) up to v, x = DBL_MAX; log_iv(0, 0) = 0, log_iv(v > 0, 0) = -inf,
+    x = inf gives +inf (v = inf included), -inf where log I < -DBL_MAX (log_iv(1e306, 1)).
     v < 0: I_{-v} = I_v + (2/pi) sin(pi v) K_v, NaN where negative.  x < 0: log|I_v(x)| for
     integer v, NaN otherwise.  NaN in gives NaN out.
     torch: d/dx = I_{v+1}/I_v + v/x from the stable ratio; d/dv by a central difference.
@@ -82,7 +83,8 @@ def log_kv(v, x, out=None):
     r"""log K_v(x), the logarithm of the modified Bessel function of the second kind.
 
     Domain: real v (K_{-v} = K_v), x >= 0: log_kv(v, 0) = +inf, log_kv(v, inf) = -inf; NaN for
-    x < 0 and for NaN input.  Finite for every finite v and 0 < x < inf (no overflow):
+    x < 0 and for NaN input (log_kv(inf, inf) = -inf).  Finite for every finite v and
+    0 < x < inf where |log K| <= DBL_MAX (no intermediate overflow up to v, x = DBL_MAX):
     ``log_kv(1e4, 1e4)`` is -5332.95..., where ``scipy.special.kve`` overflows.
     torch: d/dx = v/x - K_{v+1}/K_v; d/dv by a central difference.
     """
@@ -175,8 +177,10 @@ def k1e(x, out=None):
 def iv_ratio(v, x, out=None):
     r"""I_v(x) / I_{v-1}(x), for v >= 1/2 and x >= 0 (NaN outside).
 
-    Perron's continued fraction, accurate to a few ulp at any order (10^5 and beyond) and any x;
-    0 at x = 0, 1 at x = inf.  This is A_d(kappa) = iv_ratio(d/2, kappa) of the von Mises-Fisher
+    Perron's continued fraction evaluated backward (double-double for v < 1), and
+    x / (v + sqrt(v^2 + x^2)) once v or x >= 2^60: relative error <= 2 eps for all v >= 1/2 and
+    x >= 0 up to DBL_MAX (measured: correctly rounded on the reference table).  x = +-0 gives x
+    (odd in x, as SciPy's private ``_iv_ratio``), 1 at x = inf, 0 at v = inf, NaN at v = x = inf.  This is A_d(kappa) = iv_ratio(d/2, kappa) of the von Mises-Fisher
     distribution.  torch: d/dx = 1 - R^2 - (2v-1) R / x (Riccati equation).
     """
     return _call("iv_ratio", v, x, out)
@@ -186,8 +190,8 @@ def iv_ratio_c(v, x, out=None):
     r"""1 - I_v(x) / I_{v-1}(x), computed without cancellation, for v >= 1/2 and x >= 0.
 
     For x >> v this is ~ (2v-1)/(2x); it keeps full relative accuracy where ``1 - iv_ratio``
-    would lose every digit.  Exactly 1 - tanh(x) = 2/(e^{2x}+1) at v = 1/2.  Accuracy: a few ulp
-    for v >= 1 (the vMF orders d/2); for 1/2 < v < 1 and x < 30 the value is a difference with
-    condition number 2v/(2v-1), and the relative error is bounded by ~8 eps 2v/(2v-1).
+    would lose every digit.  Exactly 1 - tanh(x) = 2/(e^{2x}+1) at v = 1/2.  Relative error
+    <= 2 eps for every v >= 1/2 (for 1/2 < v < 1, where 1 - R cancels by 2v/(2v-1), the
+    fraction runs in double-double); 1 at x = 0, 0 at x = inf.
     """
     return _call("iv_ratio_c", v, x, out)
