@@ -49,7 +49,7 @@ def reference_hgp(head, feats, labels, alpha, beta):
 @pytest.mark.parametrize("bias", [True, False])
 def test_hgp_closed_form_value_and_gradient(bias):
     head, feats, labels = domains(bias)
-    p = nh.hgp_penalty(head, feats, labels)
+    p = nh.hgp_penalty(head, feats, labels, target="mean")
     ref = reference_hgp(head, feats, labels, 1e-4, 5e-3)
     assert abs(p.item() - ref.item()) <= 1e-12 * abs(ref.item())
     wrt = [head.weight, feats[1]]
@@ -121,6 +121,13 @@ def test_bad_input():
         nh.hgp_penalty(head, torch.cat(feats), torch.cat(labels))
     with pytest.raises(ValueError, match="num_probes"):
         nh.hutchinson_penalty(head, feats, labels, num_probes=0)
+    with pytest.raises(ValueError, match="num_probes"):
+        nh.hutchinson_penalty(head, feats, labels, num_probes=1)  # unbiased needs two probes
+    nh.hutchinson_penalty(head, feats, labels, num_probes=1, estimator="plugin")
+    with pytest.raises(ValueError, match="target"):
+        nh.hgp_penalty(head, feats, labels, target="avg")
+    with pytest.raises(ValueError, match="estimator"):
+        nh.hutchinson_penalty(head, feats, labels, estimator="biased")
 
 
 # ---- the call form: per-domain head gradients (create_graph=True) and the head params --
@@ -147,6 +154,8 @@ def test_hgp_gradient_form_equals_closed_form(bias):
     grads, params, zs = head_grads(feat, head, xs, ys)
     p_grad = nh.hgp_penalty(grads, params)
     p_head = nh.hgp_penalty(head, zs, ys)
+    assert abs(nh.hgp_penalty(grads, params, target="mean").item() -
+               nh.hgp_penalty(head, zs, ys, target="mean").item()) <= 1e-10 * abs(p_head.item())
     assert abs(p_grad.item() - p_head.item()) <= 1e-10 * abs(p_head.item())
     wrt = [head.weight, feat.weight]
     for a, b in zip(torch.autograd.grad(p_grad, wrt, retain_graph=True), torch.autograd.grad(p_head, wrt)):

@@ -174,6 +174,16 @@ class HessianMatvec:
 
 
 # ---- Hessian alignment (Hemati et al., ICCV 2023) --------------------------------------------
+# The authors' algorithm (their DomainBed extension, algorithms.py; see docs/hessian.md) aligns each
+# domain's statistic A_e to the statistic of the pooled loss (1/E) sum_e L_e, detached:
+#   (1/E) sum_e [ alpha ||A_e - sg(A_pool)||^2 + beta ||g_e - sg(g_bar)||^2 ],
+# A_e = H_e g_e, A_pool = H_bar g_bar (HGP) or A_e = diag H_e, A_pool = diag H_bar (Hutchinson),
+# H_bar = (1/E) sum_e H_e, g_bar = (1/E) sum_e g_e.  target="mean" aligns to mean_e A_e instead
+# (numkern <= the first release).
+_TARGETS = ("pooled", "mean")
+_ESTIMATORS = ("unbiased", "plugin")
+
+
 def _domains(features, labels):
     if isinstance(features, torch.Tensor) or isinstance(labels, torch.Tensor):
         raise TypeError("features, labels: expected sequences (one tensor per domain), e.g. lists")
@@ -195,6 +205,11 @@ def _domains(features, labels):
 def _check_weight(w, name):
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and w < float("inf")):
         raise ValueError(f"{name}: must be a finite number >= 0, got {w!r}")
+
+
+def _check_choice(x, name, choices):
+    if x not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, got {x!r}")
 
 
 def _linear_parts(head, z, y):
@@ -226,15 +241,58 @@ def _linear_hvp(head, P, z, V):
     return out
 
 
+def _linear_diag(head, P, z):
+    """Exact diag(H) of nn.Linear + mean CE: (1/n) sum_i p_ic (1 - p_ic) x_ij^2, flat."""
+    S = P * (1 - P)
+    n = z.shape[0]
+    blocks = [(S.T @ (z * z) / n)[None]] + ([S.sum(0)[None] / n] if head.bias is not None else [])
+    return _flat(blocks)[0]
+
+
 def _flat(blocks):
     return torch.cat([b.reshape(b.shape[0], -1) if b.dim() > 1 else b.reshape(1, -1) for b in blocks], -1)
 
 
-def _alignment(stats, grads, alpha, beta):
-    A = torch.stack(stats)
+def _targets(stats, grads, target, pooled_stat):
+    """(T_A, T_g): the alignment targets.  "pooled": the pooled-loss statistic and mean gradient,
+    detached (the authors' code); "mean": the (differentiable) means over domains."""
+    if target == "mean":
+        return torch.stack(stats).mean(0), torch.stack(grads).mean(0)
+    return pooled_stat.detach(), torch.stack(grads).mean(0).detach()
+
+
+def _alignment(stats, grads, alpha, beta, target, pooled_stat=None):
+    """(1/E) sum_e [alpha ||A_e - T_A||^2 + beta ||g_e - T_g||^2] for exact statistics A_e."""
+    TA, Tg = _targets(stats, grads, target, pooled_stat)
+    A, G = torch.stack(stats), torch.stack(grads)
+    return (alpha * ((A - TA) ** 2).sum() + beta * ((G - Tg) ** 2).sum()) / A.shape[0]
+
+
+def _probe_alignment(samples, grads, alpha, beta, target, estimator):
+    """The Hutchinson penalty from per-probe samples samples[e] (S, P) = v_s (.) H_e v_s.
+
+    X_{e,s} = samples[e][s] - T_s with T_s = mean_e samples[e][s] (= v_s (.) H_bar v_s, the pooled
+    Hessian's Hutchinson sample with the same probe; detached for target="pooled").  The X_{e,s}
+    are i.i.d. over s with mean mu_e = diag H_e - diag H_bar.  "unbiased": the U-statistic
+    (||sum_s X_es||^2 - sum_s ||X_es||^2) / (S (S - 1)) = mean over ordered probe pairs s != t of
+    X_es . X_et, E = ||mu_e||^2.  "plugin": ||mean_s X_es||^2, E = ||mu_e||^2 + tr(Cov X_e)/S.
+    """
+    D = torch.stack(samples)                         # (E, S, P)
+    T = D.mean(0)
+    if target == "pooled":
+        T = T.detach()
+    X = D - T
+    S = X.shape[1]
+    if estimator == "plugin":
+        hterm = (X.mean(1) ** 2).sum()
+    else:
+        tot = X.sum(1)
+        hterm = ((tot * tot).sum() - (X * X).sum()) / (S * (S - 1))
     G = torch.stack(grads)
-    E = A.shape[0]
-    return (alpha * ((A - A.mean(0)) ** 2).sum() + beta * ((G - G.mean(0)) ** 2).sum()) / E
+    Tg = G.mean(0)
+    if target == "pooled":
+        Tg = Tg.detach()
+    return (alpha * hterm + beta * ((G - Tg) ** 2).sum()) / D.shape[0]
 
 
 def _generic_grads(head, loss_fn, z, y, params):
@@ -248,11 +306,11 @@ def _is_linear_ce(head, loss_fn):
     return isinstance(head, torch.nn.Linear) and loss_fn is None
 
 
-def _probes(head, params, num_probes, generator):
+def _probes(params, num_probes, generator):
+    """Rademacher probes, one (S, *p.shape) block per parameter."""
     dev = params[0].device
-    shapes = [(num_probes,) + tuple(p.shape) for p in params]
-    return [(2 * torch.randint(0, 2, s, generator=generator, device=dev) - 1).to(p.dtype)
-            for s, p in zip(shapes, params)]
+    return [(2 * torch.randint(0, 2, (num_probes,) + tuple(p.shape), generator=generator, device=dev) - 1)
+            .to(p.dtype) for p in params]
 
 
 def _params_of(head):
@@ -287,8 +345,8 @@ def _grad_form(head_grads_per_domain, params):
     return grads, params
 
 
-def _grad_of(scalar, params):
-    out = torch.autograd.grad(scalar, params, create_graph=True, retain_graph=True, allow_unused=True)
+def _grad_of(scalar, params, create_graph=True):
+    out = torch.autograd.grad(scalar, params, create_graph=create_graph, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(p) if o is None else o for o, p in zip(out, params)]
 
 
@@ -296,27 +354,65 @@ def _cat(blocks):
     return torch.cat([b.reshape(-1) for b in blocks])
 
 
-def _is_head_form(first):
-    return isinstance(first, torch.nn.Module)
+def _hg_autograd(grads, params, target):
+    """H_e g_e = grad(1/2 ||g_e||^2) per domain and (target="pooled") H_bar g_bar = grad(1/2
+    ||g_bar||^2), g_bar = mean_e g_e (the pooled loss's gradient), without a graph."""
+    hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
+    pooled = None
+    if target == "pooled":
+        gbar = [sum(parts) / len(grads) for parts in zip(*grads)]
+        pooled = _cat(_grad_of(sum((x * x).sum() for x in gbar) / 2, params, create_graph=False))
+    return hgs, pooled
+
+
+def _probe_samples_autograd(g, params, V):
+    """(S, P) samples v_s (.) H v_s with H v_s = grad(g . v_s), batched over probes."""
+    gc = _cat(g)
+    Vf = torch.cat([v.reshape(v.shape[0], -1) for v in V], 1)
+    try:
+        hv = torch.autograd.grad(gc, params, grad_outputs=Vf, is_grads_batched=True, create_graph=True,
+                                 retain_graph=True, allow_unused=True)
+        hv = [torch.zeros_like(v) if h is None else h for h, v in zip(hv, V)]
+        HV = torch.cat([h.reshape(h.shape[0], -1) for h in hv], 1)
+    except RuntimeError:  # an op without a batching rule: one probe at a time
+        HV = torch.stack([_cat(_grad_of(gc @ v, params)) for v in Vf])
+    return Vf * HV
+
+
+def _check_probes(num_probes, estimator):
+    if num_probes is None or num_probes == "auto":
+        return num_probes
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes: must be a positive int, 'auto' or None, got {num_probes!r}")
+    if estimator == "unbiased" and num_probes < 2:
+        raise ValueError("num_probes: the unbiased estimator pairs distinct probes and needs at least 2 "
+                         "(or estimator='plugin')")
+    return num_probes
 
 
 def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None,
-                features=None):
+                features=None, target="pooled"):
+    _check_choice(target, "target", _TARGETS)
     if not _is_head_form(head_grads_per_domain):
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
-        hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
-        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta)
+        hgs, pooled = _hg_autograd(grads, params, target)
+        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta, target, pooled)
     return _hgp_head(head_grads_per_domain, params if features is None else features, labels, alpha, beta,
-                     loss_fn)
+                     loss_fn, target)
+
+
+def _is_head_form(first):
+    return isinstance(first, torch.nn.Module)
 
 
 def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3,
-                       num_probes=100, loss_fn=None, generator=None, features=None):
-    if num_probes is not None and (isinstance(num_probes, bool) or not isinstance(num_probes, int)
-                                   or num_probes < 1):
-        raise ValueError(f"num_probes: must be a positive int or None, got {num_probes!r}")
+                       num_probes="auto", loss_fn=None, generator=None, features=None, target="pooled",
+                       estimator="unbiased"):
+    _check_choice(target, "target", _TARGETS)
+    _check_choice(estimator, "estimator", _ESTIMATORS)
+    num_probes = _check_probes(num_probes, estimator)
     if not _is_head_form(head_grads_per_domain):
         if num_probes is None:
             raise ValueError("num_probes: None (exact diagonal) needs the head form "
@@ -324,74 +420,59 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
-        V = _probes(None, params, num_probes, generator)
-        diags = []
-        for g in grads:
-            acc = 0
-            for s in range(num_probes):
-                hv = _grad_of(sum((x * v[s]).sum() for x, v in zip(g, V)), params)
-                acc = acc + torch.cat([(v[s] * h).reshape(-1) for v, h in zip(V, hv)])
-            diags.append(acc / num_probes)
-        return _alignment(diags, [_cat(g) for g in grads], alpha, beta)
+        S = 100 if num_probes == "auto" else num_probes
+        V = _probes(params, S, generator)
+        samples = [_probe_samples_autograd(g, params, V) for g in grads]
+        return _probe_alignment(samples, [_cat(g) for g in grads], alpha, beta, target, estimator)
     return _hutchinson_head(head_grads_per_domain, params if features is None else features, labels, alpha,
-                            beta, num_probes, loss_fn, generator)
+                            beta, num_probes, loss_fn, generator, target, estimator)
 
 
-def _hgp_head(head, features, labels, alpha, beta, loss_fn):
-    grads, hgs = [], []
+def _hgp_head(head, features, labels, alpha, beta, loss_fn, target):
     features, labels = _domains(features, labels)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
-    if _is_linear_ce(head, loss_fn):
-        for z, y in zip(features, labels):
-            P, g = _linear_parts(head, z, y)
-            hg = _linear_hvp(head, P, z, [b[None] for b in g])
-            grads.append(_flat([b[None] for b in g])[0])
-            hgs.append(_flat(hg)[0])
-    else:
+    if not _is_linear_ce(head, loss_fn):
         params = _params_of(head)
         loss_fn = loss_fn or torch.nn.functional.cross_entropy
-        for z, y in zip(features, labels):
-            g = _generic_grads(head, loss_fn, z, y, params)
-            half = sum((x * x).sum() for x in g) / 2       # H g = grad(1/2 ||g||^2)
-            hg = torch.autograd.grad(half, params, create_graph=True)
-            grads.append(torch.cat([x.reshape(-1) for x in g]))
-            hgs.append(torch.cat([x.reshape(-1) for x in hg]))
-    return _alignment(hgs, grads, alpha, beta)
+        grads = [_generic_grads(head, loss_fn, z, y, params) for z, y in zip(features, labels)]
+        hgs, pooled = _hg_autograd(grads, params, target)
+        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta, target, pooled)
+    parts = [_linear_parts(head, z, y) for z, y in zip(features, labels)]
+    grads, hgs = [], []
+    for (P, g), z in zip(parts, features):
+        grads.append(_flat([b[None] for b in g])[0])
+        hgs.append(_flat(_linear_hvp(head, P, z, [b[None] for b in g]))[0])
+    pooled = None
+    if target == "pooled":   # H_bar g_bar = (1/E) sum_e H_e g_bar, no graph needed
+        with torch.no_grad():
+            gbar = [sum(b) / len(parts) for b in zip(*(g for _, g in parts))]
+            pooled = sum(_flat(_linear_hvp(head, P, z, [b[None] for b in gbar]))[0]
+                         for (P, _), z in zip(parts, features)) / len(parts)
+    return _alignment(hgs, grads, alpha, beta, target, pooled)
 
 
-def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator):
+def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator, target, estimator):
     features, labels = _domains(features, labels)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
     params = _params_of(head)
-    grads, diags = [], []
     if _is_linear_ce(head, loss_fn):
-        V = None if num_probes is None else _probes(head, [head.weight] + (
-            [head.bias] if head.bias is not None else []), num_probes, generator)
-        for z, y in zip(features, labels):
-            P, g = _linear_parts(head, z, y)
-            grads.append(_flat([b[None] for b in g])[0])
-            if V is None:   # exact: (1/n) sum_i p_ic (1 - p_ic) x_ij^2
-                S = P * (1 - P)
-                n = z.shape[0]
-                blocks = [(S.T @ (z * z) / n)[None]] + ([S.sum(0)[None] / n] if head.bias is not None else [])
-                diags.append(_flat(blocks)[0])
-            else:
-                HV = _linear_hvp(head, P, z, V)
-                diags.append((_flat(V) * _flat(HV)).mean(0))
-    else:
-        if num_probes is None:
-            raise ValueError("num_probes: None (exact diagonal) needs an nn.Linear head with loss_fn=None")
-        loss_fn = loss_fn or torch.nn.functional.cross_entropy
-        V = _probes(head, params, num_probes, generator)
-        for z, y in zip(features, labels):
-            g = _generic_grads(head, loss_fn, z, y, params)
-            grads.append(torch.cat([x.reshape(-1) for x in g]))
-            acc = 0
-            for s in range(num_probes):
-                gv = sum((x * v[s]).sum() for x, v in zip(g, V))
-                hv = torch.autograd.grad(gv, params, create_graph=True, retain_graph=True)
-                acc = acc + torch.cat([(v[s] * h).reshape(-1) for v, h in zip(V, hv)])
-            diags.append(acc / num_probes)
-    return _alignment(diags, grads, alpha, beta)
+        parts = [_linear_parts(head, z, y) for z, y in zip(features, labels)]
+        grads = [_flat([b[None] for b in g])[0] for _, g in parts]
+        if num_probes in (None, "auto"):   # exact diagonals; diag H_bar = mean_e diag H_e
+            diags = [_linear_diag(head, P, z) for (P, _), z in zip(parts, features)]
+            pooled = torch.stack(diags).mean(0)
+            return _alignment(diags, grads, alpha, beta, target, pooled)
+        V = _probes([head.weight] + ([head.bias] if head.bias is not None else []), num_probes, generator)
+        Vf = _flat(V)
+        samples = [Vf * _flat(_linear_hvp(head, P, z, V)) for (P, _), z in zip(parts, features)]
+        return _probe_alignment(samples, grads, alpha, beta, target, estimator)
+    if num_probes is None:
+        raise ValueError("num_probes: None (exact diagonal) needs an nn.Linear head with loss_fn=None")
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+    S = 100 if num_probes == "auto" else num_probes
+    V = _probes(params, S, generator)
+    grads = [_generic_grads(head, loss_fn, z, y, params) for z, y in zip(features, labels)]
+    samples = [_probe_samples_autograd(g, params, V) for g in grads]
+    return _probe_alignment(samples, [_cat(g) for g in grads], alpha, beta, target, estimator)
