@@ -110,38 +110,51 @@ def __getattr__(name):
     raise AttributeError(f"module 'numkern.hessian' has no attribute {name!r}")
 
 
-def hessian_matvec(model, loss_fn, inputs, targets, params=None, *, mode="auto", chunk_size=None):
-    r"""Hessian-vector products v -> H v, H = d^2 loss_fn(model(*inputs), targets) / d theta^2.
+def hessian_matvec(model, loss_fn, inputs, targets=None, params=None, *, mode="auto", chunk_size=None,
+                   memory_budget=None):
+    r"""Hessian-vector products v -> H v, H = d^2 L / d theta^2 of a torch model's loss.
 
-    Returns a :class:`HessianMatvec` (callable on (dim,) or (k, dim) torch tensors, with ``.dim``)
-    that :func:`trace` and :func:`diagonal` accept directly.  Forward-over-reverse with
-    torch.func (vmap over probes), falling back to double backward where torch.func cannot run.
-    BatchNorm layers in training mode raise ValueError (call model.eval()).  Raises ValueError
-    for a non-scalar loss or when no parameter requires grad.
+    L = loss_fn(model(*inputs), targets) for one batch; for a data set (``inputs`` a DataLoader or
+    a list of (inputs, targets) batches, ``targets=None``) L is the mean loss over the data set,
+    so H = sum_b n_b H_b / sum_b n_b (n_b = batch b's size, loss_fn a mean over the batch), and
+    every product block is one pass over the data.  Returns a :class:`HessianMatvec` (callable on
+    (dim,) or (k, dim) torch tensors, with ``.dim``) that :func:`trace` and :func:`diagonal`
+    accept directly.  mode: "auto" (vmap or double backward, whichever is faster on the first
+    product; double backward where torch.func cannot run the model), "vmap" (forward-over-reverse
+    with torch.func, batched over probes), "double_backward".  chunk_size: probes per vmap call
+    (None: as many as fit ``memory_budget`` bytes of extra memory, default 256 MiB, by an
+    upper estimate from the activation and parameter sizes; see :class:`HessianMatvec`).
+    Works inside torch.no_grad().  BatchNorm or Dropout layers in training mode raise ValueError (call model.eval()).  Raises
+    ValueError for a non-scalar loss or when no parameter requires grad.
     """
     from ._torch import HessianMatvec
 
-    return HessianMatvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    return HessianMatvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
+                         memory_budget=memory_budget)
 
 
-def hessian_trace(model, loss_fn, inputs, targets, method="hutchinson", num_matvecs=100, *, params=None,
-                  mode="auto", chunk_size=None, **estimator_kwargs):
-    r"""Estimate tr(H) of a torch model's loss Hessian: :func:`trace` on :func:`hessian_matvec`.
+def hessian_trace(model, loss_fn, inputs, targets=None, method="hutchinson", num_matvecs=100, *, params=None,
+                  mode="auto", chunk_size=None, memory_budget=None, **estimator_kwargs):
+    r"""Estimate tr(H) of a torch model's loss Hessian: :func:`trace` on :func:`hessian_matvec`
+    (one batch, or a data set with ``targets=None``: the Hessian of the mean loss over it).
 
     For an ``nn.Linear`` classifier head with cross-entropy use :class:`SoftmaxHeadHessian`,
     which is exact and far faster.
     """
-    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
+                        memory_budget=memory_budget)
     return trace(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
 
 
-def hessian_diagonal(model, loss_fn, inputs, targets, method="hutchinson", num_matvecs=100, *,
-                     params=None, mode="auto", chunk_size=None, **estimator_kwargs):
-    r"""Estimate diag(H) of a torch model's loss Hessian: :func:`diagonal` on :func:`hessian_matvec`.
+def hessian_diagonal(model, loss_fn, inputs, targets=None, method="hutchinson", num_matvecs=100, *,
+                     params=None, mode="auto", chunk_size=None, memory_budget=None, **estimator_kwargs):
+    r"""Estimate diag(H) of a torch model's loss Hessian: :func:`diagonal` on :func:`hessian_matvec`
+    (one batch, or a data set with ``targets=None``).
 
     The result is flat over the parameters in order (``torch.cat([p.flatten() ...])``).
     """
-    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
+                        memory_budget=memory_budget)
     return diagonal(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
 
 

@@ -34,28 +34,116 @@ def _as_tuple(inputs):
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
+DEFAULT_MEMORY_BUDGET = 256 * 2 ** 20   # bytes of extra memory per vmap chunk of probes
+
+
+def _batch_size(inputs, targets):
+    for t in (targets,) + tuple(inputs):
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return int(t.shape[0])
+    raise ValueError("inputs: cannot tell the batch size (no tensor with a batch dimension in a batch)")
+
+
+def _split_batch(b, i):
+    if isinstance(b, dict) or not isinstance(b, (tuple, list)) or len(b) != 2:
+        raise ValueError(f"inputs: batch {i} of the data set must be a pair (inputs, targets) (as a "
+                         f"DataLoader of (x, y) yields), got {type(b).__name__}")
+    return _as_tuple(b[0]), b[1]
+
+
+class _Data:
+    """One batch (inputs, targets) or a data set: a re-iterable of (inputs, targets) batches
+    (DataLoader, list).  batches() yields (inputs tuple, targets, n_b)."""
+
+    def __init__(self, inputs, targets):
+        self.dataset = targets is None
+        if not self.dataset:
+            self.single = (_as_tuple(inputs), targets)
+            return
+        if isinstance(inputs, (torch.Tensor, tuple)) or not hasattr(inputs, "__iter__"):
+            raise ValueError("targets: required unless inputs is a data set (a DataLoader or a list of "
+                             "(inputs, targets) batches)")
+        if iter(inputs) is inputs:
+            raise ValueError("inputs: a one-shot iterator cannot be passed over once per block of probes; "
+                             "pass a DataLoader or a list of batches")
+        self.source = inputs
+
+    def first(self):
+        if not self.dataset:
+            return self.single
+        for i, b in enumerate(self.source):
+            return _split_batch(b, i)
+        raise ValueError("inputs: the data set has no batches")
+
+    def batches(self):
+        if not self.dataset:
+            x, y = self.single
+            yield x, y, 1
+            return
+        for i, b in enumerate(self.source):
+            x, y = _split_batch(b, i)
+            yield x, y, _batch_size(x, y)
+
+
+def _leaf_output_bytes(model, inputs):
+    """Bytes of every leaf module's output in one forward pass (no graph): the activations."""
+    total = [0]
+
+    def hook(_m, _i, out):
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        for h in hs:
+            h.remove()
+    return total[0], out
+
+
 class HessianMatvec:
     r"""v -> H v for H the Hessian of loss_fn(model(*inputs), targets) w.r.t. the parameters.
 
-    Products are forward-over-reverse (torch.func.jvp of torch.func.grad), batched over probes
-    with torch.func.vmap; where torch.func cannot run the model (mode="double_backward", or an
-    operation without forward-mode AD), reverse-over-reverse (double backward) per probe.
+    Data: one batch (``inputs``, ``targets``), or a data set: ``inputs`` a DataLoader or a list of
+    (inputs, targets) batches and ``targets=None``; H is then the Hessian of the mean loss over
+    the data set, sum_b n_b H_b / sum_b n_b with H_b the Hessian of batch b's (mean) loss and n_b
+    its size (the first dimension of its targets), and every call makes one pass over the data.
 
-    Arguments: model (nn.Module), loss_fn(outputs, targets) -> scalar tensor, inputs (a tensor or
-    a tuple of tensors passed as model(*inputs)), targets, params (None = every parameter with
-    requires_grad; or an iterable of the model's parameters - the others are held fixed), mode
-    ("auto", "vmap", "double_backward"), chunk_size (probes per vmap call; None = all).
-    Vectors are flat over the chosen parameters in the order given (``torch.cat([p.flatten()])``):
-    call with shape (dim,) or a batch (k, dim).  ``.mode`` says which path is in use.
+    Products are forward-over-reverse (torch.func.jvp of torch.func.grad), batched over probes
+    with torch.func.vmap in chunks; or reverse-over-reverse (double backward) per probe.  mode:
+    "vmap", "double_backward", or "auto": vmap where torch.func can run the model, timed once
+    against double backward on the first product (up to 4 probes of it; the faster path is kept,
+    ``.mode_timings`` holds the CPU seconds per probe); double backward where it cannot.  Both
+    paths run under torch.no_grad() (they enable grad internally).
+
+    chunk_size: probes per vmap call; None = as many as fit ``memory_budget`` bytes (default
+    256 MiB, beyond the (k, dim) result) by the upper estimate 4 P + c (5 A + 4 P) for c probes,
+    P = parameter bytes, A = the sum of every leaf module's output bytes on the first batch
+    (``.chunk_size`` holds the choice, ``.bytes_per_probe`` the estimate 5 A + 4 P).  Arguments: model (nn.Module), loss_fn(outputs, targets) -> scalar tensor, inputs (a
+    tensor or a tuple passed as model(*inputs)), targets, params (None = every parameter with
+    requires_grad; or the model parameters to differentiate - the others are held fixed).
+    Vectors are flat over the chosen parameters in order (``torch.cat([p.flatten()])``):
+    call with shape (dim,) or a batch (k, dim).
     """
 
-    def __init__(self, model, loss_fn, inputs, targets, params=None, mode="auto", chunk_size=None):
+    def __init__(self, model, loss_fn, inputs, targets, params=None, mode="auto", chunk_size=None,
+                 memory_budget=None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError("loss_fn: expected a callable loss_fn(outputs, targets)")
         if mode not in ("auto", "vmap", "double_backward"):
             raise ValueError(f"mode: expected 'auto', 'vmap' or 'double_backward', got {mode!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size: must be None or a positive int, got {chunk_size!r}")
+        if memory_budget is not None and (isinstance(memory_budget, bool) or
+                                          not isinstance(memory_budget, (int, float)) or
+                                          not memory_budget > 0):
+            raise ValueError(f"memory_budget: must be None or a positive number of bytes, got {memory_budget!r}")
         _check_no_training_randomness(model)
         named = dict(model.named_parameters())
         if params is None:
@@ -72,20 +160,31 @@ class HessianMatvec:
         if not chosen:
             raise ValueError("params: no parameters requiring grad (nothing to differentiate)")
         self.model, self.loss_fn = model, loss_fn
-        self.inputs, self.targets = _as_tuple(inputs), targets
+        self._data = _Data(inputs, targets)
+        x0, y0 = self._data.first()
+        if not self._data.dataset:
+            self.inputs, self.targets = x0, y0
         self.names = [k for k, _ in chosen]
         self.params = [p for _, p in chosen]
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.dim = int(sum(self.numels))
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
-        self.chunk_size = chunk_size
+        act_bytes, out = _leaf_output_bytes(model, x0)
         with torch.no_grad():
-            loss = loss_fn(model(*self.inputs), targets)
+            loss = loss_fn(out, y0)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ValueError(f"loss_fn: must return a scalar (0-d) tensor, got {shape}; use a "
                              "reduction such as 'mean'")
+        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+        pbytes = self.dim * self.params[0].element_size()
+        # upper estimates (measured on a CNN and an MLP, docs/hessian.md): a fixed few parameter
+        # copies (theta, its tangent, the gradient) and per probe the activations' tangents and
+        # cotangents plus parameter-sized tangents
+        self.bytes_per_probe = 5 * act_bytes + 4 * pbytes
+        self.chunk_size = chunk_size if chunk_size is not None else \
+            max(1, int((self.memory_budget - 4 * pbytes) // self.bytes_per_probe))
         self._theta = torch.cat([p.detach().reshape(-1) for p in self.params])
         self._versions = [p._version for p in self.params]
         self._fixed = {k: v.detach() for k, v in model.named_parameters() if k not in self.names}
@@ -93,13 +192,16 @@ class HessianMatvec:
         self.mode = None
         self._vmapped = None
         self._graph_grad = None
+        self._decide = mode == "auto"
+        self.mode_timings = None
         if mode in ("auto", "vmap"):
             try:
-                self._build_vmap()
+                self._build_vmap(x0, y0)
                 self.mode = "vmap"
             except Exception:  # noqa: BLE001 - any torch.func limitation means "fall back"
                 if mode == "vmap":
                     raise
+                self._decide = False
         if self.mode is None:
             self.mode = "double_backward"
 
@@ -125,34 +227,80 @@ class HessianMatvec:
             o += n
         return out
 
-    def _loss_of(self, theta):
-        state = dict(self._fixed)
-        state.update(self._unflatten(theta))
-        out = torch.func.functional_call(self.model, state, self.inputs)
-        return self.loss_fn(out, self.targets)
+    def _build_vmap(self, x0, y0):
+        def loss_of(theta, inputs, targets):
+            state = dict(self._fixed)
+            state.update(self._unflatten(theta))
+            return self.loss_fn(torch.func.functional_call(self.model, state, inputs), targets)
 
-    def _build_vmap(self):
-        grad = torch.func.grad(self._loss_of)
+        grad = torch.func.grad(loss_of)
         theta = self._theta
 
-        def hvp(v):
-            return torch.func.jvp(grad, (theta,), (v,))[1]
+        def hvp(v, inputs, targets):
+            return torch.func.jvp(lambda th: grad(th, inputs, targets), (theta,), (v,))[1]
 
-        self._vmapped = torch.func.vmap(hvp, chunk_size=self.chunk_size)
-        self._vmapped(torch.zeros((1, self.dim), dtype=self.dtype, device=self.device))  # probe run
+        self._vmapped = torch.func.vmap(hvp, in_dims=(0, None, None))
+        self._vmapped(torch.zeros((1, self.dim), dtype=self.dtype, device=self.device), x0, y0)  # probe run
 
-    def _double_backward(self, V):
-        if self._graph_grad is None:
-            loss = self.loss_fn(self.model(*self.inputs), self.targets)
+    def _vmap_batch(self, V, x, y, out, weight):
+        """out += weight * H_b V, chunk_size probes per vmap call (bounds the extra memory)."""
+        c = self.chunk_size
+        for i in range(0, V.shape[0], c):
+            hv = self._vmapped(V[i:i + c], x, y).detach()
+            out[i:i + c].add_(hv, alpha=weight)
+
+    def _db_batch(self, V, x, y, out, weight):
+        """out += weight * H_b V by double backward, one probe at a time (the graph of the
+        gradient is cached for a single batch, rebuilt per batch for a data set)."""
+        gg = self._graph_grad
+        if gg is None:
+            loss = self.loss_fn(self.model(*x), y)
             g = torch.autograd.grad(loss, self.params, create_graph=True)
-            self._graph_grad = torch.cat([x.reshape(-1) for x in g])
-        outs = []
-        for v in V:
-            hv = torch.autograd.grad(self._graph_grad, self.params, grad_outputs=v, retain_graph=True,
-                                     allow_unused=True)
-            outs.append(torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1)
-                                   for h, p in zip(hv, self.params)]))
-        return torch.stack(outs)
+            gg = torch.cat([t.reshape(-1) for t in g])
+            if not self._data.dataset:
+                self._graph_grad = gg
+        for i, v in enumerate(V):
+            hv = torch.autograd.grad(gg, self.params, grad_outputs=v, retain_graph=True, allow_unused=True)
+            o = 0
+            for h, n in zip(hv, self.numels):
+                if h is not None:
+                    out[i, o:o + n].add_(h.detach().reshape(-1), alpha=weight)
+                o += n
+
+    def _apply(self, V, path):
+        """H V over the data (one pass), batch-size weighted for a data set."""
+        fn = self._vmap_batch if path == "vmap" else self._db_batch
+        out = torch.zeros_like(V)
+        total = 0
+        for x, y, n in self._data.batches():
+            fn(V, x, y, out, n)
+            total += n
+        return out if total == 1 else out.div_(total)
+
+    def _timed(self, V, path):
+        import time
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.process_time()
+        out = self._apply(V, path)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out, (time.process_time() - t0) / V.shape[0]
+
+    def _choose_mode(self, Vb):
+        """mode="auto": time both paths once on the first product's first probes (at most 4)."""
+        self._decide = False
+        c = min(Vb.shape[0], 4)
+        out_v, t_v = self._timed(Vb[:c], "vmap")
+        _, t_d = self._timed(Vb[:c], "double_backward")
+        self.mode_timings = {"vmap": t_v, "double_backward": t_d}
+        self.mode = "vmap" if t_v <= t_d else "double_backward"
+        if self.mode == "vmap":
+            self._graph_grad = None  # free the double-backward graph
+        if c == Vb.shape[0]:
+            return out_v
+        return torch.cat([out_v, self._apply(Vb[c:], self.mode)])
 
     def matvec(self, V):
         self._check_unchanged()
@@ -163,11 +311,8 @@ class HessianMatvec:
         Vb = V[None] if single else V
         if Vb.dim() != 2 or Vb.shape[1] != self.dim:
             raise ValueError(f"V: expected shape ({self.dim},) or (k, {self.dim}), got {tuple(V.shape)}")
-        if self.mode == "vmap":
-            out = self._vmapped(Vb)
-        else:
-            out = self._double_backward(Vb)
-        out = out.detach()
+        with torch.enable_grad():
+            out = self._choose_mode(Vb) if self._decide else self._apply(Vb, self.mode)
         return out[0] if single else out
 
     __call__ = matvec
