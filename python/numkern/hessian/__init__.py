@@ -67,7 +67,9 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
       the statistical error.
     like: an array whose library/device/dtype the probes use (default: the operator's, or numpy
       float64 for plain callables).  block_size: probes per batched call (default 32).
-    Returns a :class:`TraceEstimate` (.estimate, .stderr, .num_matvecs, .converged).
+    Returns a :class:`TraceEstimate` (.estimate, .stderr, .num_matvecs, .converged).  stderr:
+    the per-probe standard deviation over sqrt(probes) (Hutchinson, Hutch++'s residual); for
+    XTrace the jackknife over probes (conservative in expectation, docs/hessian.md).
     """
     m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
