@@ -9,12 +9,7 @@ from numkern import hessian as nh  # noqa: E402
 CE = torch.nn.functional.cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def two_domains(seed=0, d=3, C=3, sizes=(9, 13), spread=1.0):

@@ -5,16 +5,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from numkern import hessian as nh  # noqa: E402
+from numkern.hessian._torch import peak_allocated_bytes  # noqa: E402
 
 CE = torch.nn.functional.cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def seeded(seed, make):
@@ -34,22 +30,6 @@ def cnn_data(n=64, seed=1):
     return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def peak_extra_bytes(fn):
-    """Peak of the CPU memory allocated (and not yet freed) while fn runs, from torch.profiler's
-    allocation events (profile_memory=True)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    cur = peak = 0
-    for _, b in events:
-        cur += b
-        peak = max(peak, cur)
-    return peak, out
-
-
 def test_default_chunks_keep_extra_memory_within_budget():
     """Issue #23: one vmap over all probes added 16-21x PyHessian's memory on a CNN.  The default
     chunking keeps the extra memory of a 32-probe product within memory_budget beyond the
@@ -61,10 +41,10 @@ def test_default_chunks_keep_extra_memory_within_budget():
     assert 1 <= op.chunk_size < 32
     V = torch.randn(32, op.dim, generator=torch.Generator().manual_seed(2))
     result_bytes = V.numel() * V.element_size()
-    peak, hv = peak_extra_bytes(lambda: op(V))
+    peak, hv = peak_allocated_bytes(lambda: op(V))
     assert peak <= budget + result_bytes, (peak, budget, op.chunk_size)
     whole = nh.hessian_matvec(model, CE, x, y, mode="vmap", chunk_size=32)
-    peak_whole, hv_whole = peak_extra_bytes(lambda: whole(V))
+    peak_whole, hv_whole = peak_allocated_bytes(lambda: whole(V))
     assert peak_whole > budget + result_bytes           # the budget is what bounds it
     np.testing.assert_allclose(hv.numpy(), hv_whole.numpy(), rtol=1e-4, atol=1e-6)
     assert nh.hessian_matvec(model, CE, x, y, mode="vmap", chunk_size=3).chunk_size == 3   # override
@@ -88,27 +68,12 @@ def mlp_problem(seed=0, n=48):
     return model, x, y
 
 
-def full_hessian(model, x, y):
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
-
-    def loss(th):
-        st, o = {}, 0
-        for k, s in zip(names, shapes):
-            st[k] = th[o:o + s.numel()].view(s)
-            o += s.numel()
-        return CE(torch.func.functional_call(model, st, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, theta)
-
-
 @pytest.mark.parametrize("mode", ["vmap", "double_backward", "auto"])
-def test_products_under_no_grad(mode):
+def test_products_under_no_grad(mode, exact_hessian):
     """Issue #23: mode="double_backward" inside torch.no_grad() failed with "element 0 of tensors
     does not require grad"; both paths now enable grad internally."""
     model, x, y = mlp_problem()
-    H = full_hessian(model, x, y)
+    H = exact_hessian(model, CE, x, y)
     V = torch.randn(3, H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         op = nh.hessian_matvec(model, CE, x, y, mode=mode)
@@ -118,11 +83,11 @@ def test_products_under_no_grad(mode):
     assert np.isfinite(tr.estimate)
 
 
-def test_auto_mode_times_both_paths_once():
+def test_auto_mode_times_both_paths_once(exact_hessian):
     model, x, y = mlp_problem()
     op = nh.hessian_matvec(model, CE, x, y)
     assert op.mode_timings is None
-    H = full_hessian(model, x, y)
+    H = exact_hessian(model, CE, x, y)
     V = torch.randn(6, H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     np.testing.assert_allclose(op(V).numpy(), (V @ H).numpy(), rtol=1e-10, atol=1e-13)
     t = op.mode_timings
@@ -140,11 +105,11 @@ def batches_of(x, y, sizes):
 
 
 @pytest.mark.parametrize("mode", ["vmap", "double_backward"])
-def test_dataset_hessian_equals_full_batch(mode):
+def test_dataset_hessian_equals_full_batch(mode, exact_hessian):
     """Issue #17: a list of batches or a DataLoader gives the Hessian of the mean loss over the
     data set (batch-size weighted: unequal batches), equal to the full-batch Hessian."""
     model, x, y = mlp_problem(n=50)
-    H = full_hessian(model, x, y)
+    H = exact_hessian(model, CE, x, y)
     V = torch.randn(4, H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     batches = batches_of(x, y, (16, 16, 16, 2))
     op = nh.hessian_matvec(model, CE, batches, mode=mode)
@@ -188,7 +153,7 @@ def test_dataset_bad_input():
         nh.hessian_matvec(model, CE, [x, y])
 
 
-def test_xtrace_stderr_covers_on_trained_mlp():
+def test_xtrace_stderr_covers_on_trained_mlp(exact_hessian):
     """Issue #17: |estimate - exact| <= 2 stderr held for XTrace in 80 % of 20 seeds on a trained
     MLP (its per-probe spread ignores that the leave-one-out values share the sketch).  The
     jackknife stderr (conservative in expectation) covers >= 19 of 20 here (measured 99 % over
@@ -203,7 +168,7 @@ def test_xtrace_stderr_covers_on_trained_mlp():
         opt.zero_grad()
         CE(model(x), y).backward()
         opt.step()
-    exact = float(torch.trace(full_hessian(model, x, y)))
+    exact = float(torch.trace(exact_hessian(model, CE, x, y)))
     op = nh.hessian_matvec(model, CE, x, y)
     res = [nh.trace(op, method="xtrace", num_matvecs=40, seed=s) for s in range(20)]
     err = np.array([r.estimate - exact for r in res])

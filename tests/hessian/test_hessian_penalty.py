@@ -8,14 +8,7 @@ from numkern import hessian as nh  # noqa: E402
 CE = torch.nn.functional.cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These problems are tiny: with 2 intra-op threads on a loaded 2-core machine every autograd
-    call waits for a second thread (measured 0.3 s vs 0.007 s per training step)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def seeded_module(seed, make):

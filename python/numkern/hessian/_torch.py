@@ -51,6 +51,22 @@ def _split_batch(b, i):
     return _as_tuple(b[0]), b[1]
 
 
+def peak_allocated_bytes(fn):
+    """(peak, result): the peak CPU memory allocated and not yet freed while fn() runs, from
+    torch.profiler's allocation events (profile_memory=True); for tests and benchmarks."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    cur = peak = 0
+    for _, b in events:
+        cur += b
+        peak = max(peak, cur)
+    return peak, out
+
+
 class _Data:
     """One batch (inputs, targets) or a data set: a re-iterable of (inputs, targets) batches
     (DataLoader, list).  batches() yields (inputs tuple, targets, n_b)."""
@@ -120,9 +136,9 @@ class HessianMatvec:
     paths run under torch.no_grad() (they enable grad internally).
 
     chunk_size: probes per vmap call; None = as many as fit ``memory_budget`` bytes (default
-    256 MiB, beyond the (k, dim) result) by the upper estimate 4 P + c (5 A + 4 P) for c probes,
+    256 MiB, beyond the (k, dim) result) by the upper estimate 4 P + c (3 A + 8 P) for c probes,
     P = parameter bytes, A = the sum of every leaf module's output bytes on the first batch
-    (``.chunk_size`` holds the choice, ``.bytes_per_probe`` the estimate 5 A + 4 P).  Arguments: model (nn.Module), loss_fn(outputs, targets) -> scalar tensor, inputs (a
+    (``.chunk_size`` holds the choice, ``.bytes_per_probe`` the estimate 3 A + 8 P).  Arguments: model (nn.Module), loss_fn(outputs, targets) -> scalar tensor, inputs (a
     tensor or a tuple passed as model(*inputs)), targets, params (None = every parameter with
     requires_grad; or the model parameters to differentiate - the others are held fixed).
     Vectors are flat over the chosen parameters in order (``torch.cat([p.flatten()])``):
@@ -182,7 +198,7 @@ class HessianMatvec:
         # upper estimates (measured on a CNN and an MLP, docs/hessian.md): a fixed few parameter
         # copies (theta, its tangent, the gradient) and per probe the activations' tangents and
         # cotangents plus parameter-sized tangents
-        self.bytes_per_probe = 5 * act_bytes + 4 * pbytes
+        self.bytes_per_probe = 3 * act_bytes + 8 * pbytes
         self.chunk_size = chunk_size if chunk_size is not None else \
             max(1, int((self.memory_budget - 4 * pbytes) // self.bytes_per_probe))
         self._theta = torch.cat([p.detach().reshape(-1) for p in self.params])
