@@ -99,12 +99,12 @@ def test_hvp_python_loop(benchmark):
     benchmark(loop_double_backward, model, loss_fn, x, y, V)
 
 
-def median_time(fn, rounds=5):
+def median_time(fn, rounds=5, clock=time.perf_counter):
     ts = []
     for _ in range(rounds):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     return float(np.median(ts))
 
 
@@ -180,6 +180,60 @@ def hutchinson_diag_error(probes=100, n=1024, d=512, c=100):
     return float(np.median(rel)), float(np.quantile(rel, 0.9))
 
 
+
+def penalty_report(seeds=20):
+    """Issue #23: Hutchinson-penalty Hessian term, exact head diagonals vs probes (plug-in and
+    unbiased), bias ratio over seeds and CPU time per call; peak extra memory of a 32-probe HVP on
+    a small CNN, default chunks vs all probes in one vmap."""
+    from numkern.hessian._torch import peak_allocated_bytes
+
+    def median_cpu(fn, rounds=5):
+        return median_time(fn, rounds, time.process_time)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny problems: a second intra-op thread only spins (CPU time)
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(64, 10)
+    feats = [torch.randn(256, 64, generator=g) * s for s in (1.0, 1.1)]
+    labels = [torch.randint(0, 10, (256,), generator=g) for _ in feats]
+    exact = nh.hutchinson_penalty(head, feats, labels, alpha=1.0, beta=0.0).item()
+    t_exact = median_cpu(lambda: nh.hutchinson_penalty(head, feats, labels).backward())
+    print(f"Hutchinson penalty (nn.Linear 64->10, 2 domains x 256): exact diagonals {t_exact * 1e3:.2f} ms CPU "
+          "per penalty + backward")
+    print("| probes | plug-in mean / exact | unbiased mean / exact (+- 2 se) | ms CPU per call |")
+    for S in (10, 100):
+        plug = [nh.hutchinson_penalty(head, feats, labels, alpha=1.0, beta=0.0, num_probes=S, estimator="plugin",
+                                      generator=torch.Generator().manual_seed(k)).item() for k in range(seeds)]
+        unb = np.array([nh.hutchinson_penalty(head, feats, labels, alpha=1.0, beta=0.0, num_probes=S,
+                                              generator=torch.Generator().manual_seed(k)).item()
+                        for k in range(seeds)])
+        t = median_cpu(lambda: nh.hutchinson_penalty(head, feats, labels, num_probes=S).backward())
+        print(f"| {S} | {np.mean(plug) / exact:.2f} | {unb.mean() / exact:.2f} +- "
+              f"{2 * unb.std(ddof=1) / np.sqrt(seeds) / exact:.2f} | {t * 1e3:.2f} |")
+
+    def peak(fn):
+        return peak_allocated_bytes(fn)[0]
+
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(256, 10))
+    x = torch.randn(128, 3, 32, 32)
+    y = torch.randint(0, 10, (128,))
+    ce = torch.nn.functional.cross_entropy
+    V = torch.randn(32, sum(p.numel() for p in cnn.parameters()))
+    res = V.numel() * 4
+    for label, kw in (("default chunks (256 MiB budget)", {}), ("64 MiB budget", {"memory_budget": 64 * 2 ** 20}),
+                      ("all 32 probes in one vmap", {"chunk_size": 32})):
+        op = nh.hessian_matvec(cnn, ce, x, y, mode="vmap", **kw)
+        t = median_cpu(lambda: op(V), rounds=3)
+        print(f"CNN HVP, 32 probes, {label}: chunk {op.chunk_size}, peak extra {(peak(lambda: op(V)) - res) / 2 ** 20:.0f} "
+              f"MiB beyond the result, {t:.2f} s CPU")
+    db = nh.hessian_matvec(cnn, ce, x, y, mode="double_backward")
+    print(f"CNN HVP, 32 probes, double backward: peak extra {(peak(lambda: db(V)) - res) / 2 ** 20:.0f} MiB, "
+          f"{median_cpu(lambda: db(V), rounds=3):.2f} s CPU")
+    torch.set_num_threads(threads)
+
+
 if __name__ == "__main__" and os.environ.get("NK_HESSIAN_ISSUE_SIZE"):
     print("Hutchinson diagonal, 100 probes, n=1024 d=512 C=100: relative error per entry median "
           "%.3f, 90th percentile %.3f" % hutchinson_diag_error())
@@ -197,12 +251,13 @@ elif __name__ == "__main__":
     print(f"diagonal closed form {t_dg * 1e3:8.1f} ms   autograd Hutchinson ({PROBES} probes) "
           f"{t_hd * 1e3:8.1f} ms   ratio {t_hd / t_dg:6.1f}x")
     model, loss_fn, x, y = mlp_problem()
-    op = nh.hessian_matvec(model, loss_fn, x, y)
+    op = nh.hessian_matvec(model, loss_fn, x, y, mode="vmap")
     V = torch.randn(64, op.dim)
     t_v = median_time(lambda: op(V))
     t_l = median_time(lambda: loop_double_backward(model, loss_fn, x, y, V))
     print(f"HVP, MLP {op.dim} params, 64 probes: vmap {t_v * 1e3:.1f} ms ({64 / t_v:.0f}/s), "
           f"loop of double backward {t_l * 1e3:.1f} ms ({64 / t_l:.0f}/s), ratio {t_l / t_v:.2f}x")
+    penalty_report()
     print("mean relative trace error, PSD dim 1000, eigenvalues k^-2, 10 seeds")
     print("| matvecs | Hutchinson | Hutch++ | XTrace |")
     for m, *e in estimator_error_table():

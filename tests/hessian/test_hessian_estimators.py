@@ -20,26 +20,14 @@ def seeded_module(seed, make):
 
 
 @pytest.fixture(scope="module")
-def mlp():
+def mlp(exact_hessian):
     """A small MLP (~200 parameters), its data, and its exact loss Hessian."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 14), torch.nn.Tanh(), torch.nn.Linear(14, 4)).double()
     x = torch.randn(40, 6, dtype=torch.float64)
     y = torch.randint(0, 4, (40,))
     loss_fn = torch.nn.functional.cross_entropy
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
-
-    def f(t):
-        st, o = {}, 0
-        for k, s in zip(names, shapes):
-            n = int(np.prod(s))
-            st[k] = t[o:o + n].view(s)
-            o += n
-        return loss_fn(torch.func.functional_call(model, st, (x,)), y)
-
-    H = torch.autograd.functional.hessian(f, theta).numpy()
+    H = exact_hessian(model, loss_fn, x, y).numpy()
     return model, loss_fn, x, y, H
 
 

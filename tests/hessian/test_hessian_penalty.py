@@ -8,14 +8,7 @@ from numkern import hessian as nh  # noqa: E402
 CE = torch.nn.functional.cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These problems are tiny: with 2 intra-op threads on a loaded 2-core machine every autograd
-    call waits for a second thread (measured 0.3 s vs 0.007 s per training step)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def seeded_module(seed, make):
@@ -49,7 +42,7 @@ def reference_hgp(head, feats, labels, alpha, beta):
 @pytest.mark.parametrize("bias", [True, False])
 def test_hgp_closed_form_value_and_gradient(bias):
     head, feats, labels = domains(bias)
-    p = nh.hgp_penalty(head, feats, labels)
+    p = nh.hgp_penalty(head, feats, labels, target="mean")
     ref = reference_hgp(head, feats, labels, 1e-4, 5e-3)
     assert abs(p.item() - ref.item()) <= 1e-12 * abs(ref.item())
     wrt = [head.weight, feats[1]]
@@ -121,6 +114,13 @@ def test_bad_input():
         nh.hgp_penalty(head, torch.cat(feats), torch.cat(labels))
     with pytest.raises(ValueError, match="num_probes"):
         nh.hutchinson_penalty(head, feats, labels, num_probes=0)
+    with pytest.raises(ValueError, match="num_probes"):
+        nh.hutchinson_penalty(head, feats, labels, num_probes=1)  # unbiased needs two probes
+    nh.hutchinson_penalty(head, feats, labels, num_probes=1, estimator="plugin")
+    with pytest.raises(ValueError, match="target"):
+        nh.hgp_penalty(head, feats, labels, target="avg")
+    with pytest.raises(ValueError, match="estimator"):
+        nh.hutchinson_penalty(head, feats, labels, estimator="biased")
 
 
 # ---- the issue's call form: per-domain head gradients (create_graph=True) and the head params --
@@ -147,6 +147,8 @@ def test_hgp_gradient_form_equals_closed_form(bias):
     grads, params, zs = head_grads(feat, head, xs, ys)
     p_grad = nh.hgp_penalty(grads, params)
     p_head = nh.hgp_penalty(head, zs, ys)
+    assert abs(nh.hgp_penalty(grads, params, target="mean").item() -
+               nh.hgp_penalty(head, zs, ys, target="mean").item()) <= 1e-10 * abs(p_head.item())
     assert abs(p_grad.item() - p_head.item()) <= 1e-10 * abs(p_head.item())
     wrt = [head.weight, feat.weight]
     for a, b in zip(torch.autograd.grad(p_grad, wrt, retain_graph=True), torch.autograd.grad(p_head, wrt)):

@@ -67,7 +67,9 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
       the statistical error.
     like: an array whose library/device/dtype the probes use (default: the operator's, or numpy
       float64 for plain callables).  block_size: probes per batched call (default 32).
-    Returns a :class:`TraceEstimate` (.estimate, .stderr, .num_matvecs, .converged).
+    Returns a :class:`TraceEstimate` (.estimate, .stderr, .num_matvecs, .converged).  stderr:
+    the per-probe standard deviation over sqrt(probes) (Hutchinson, Hutch++'s residual); for
+    XTrace the jackknife over probes (conservative in expectation, docs/hessian.md).
     """
     m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
@@ -110,51 +112,69 @@ def __getattr__(name):
     raise AttributeError(f"module 'numkern.hessian' has no attribute {name!r}")
 
 
-def hessian_matvec(model, loss_fn, inputs, targets, params=None, *, mode="auto", chunk_size=None):
-    r"""Hessian-vector products v -> H v, H = d^2 loss_fn(model(*inputs), targets) / d theta^2.
+def hessian_matvec(model, loss_fn, inputs, targets=None, params=None, *, mode="auto", chunk_size=None,
+                   memory_budget=None):
+    r"""Hessian-vector products v -> H v, H = d^2 L / d theta^2 of a torch model's loss.
 
-    Returns a :class:`HessianMatvec` (callable on (dim,) or (k, dim) torch tensors, with ``.dim``)
-    that :func:`trace` and :func:`diagonal` accept directly.  Forward-over-reverse with
-    torch.func (vmap over probes), falling back to double backward where torch.func cannot run.
-    BatchNorm layers in training mode raise ValueError (call model.eval()).  Raises ValueError
-    for a non-scalar loss or when no parameter requires grad.
+    L = loss_fn(model(*inputs), targets) for one batch; for a data set (``inputs`` a DataLoader or
+    a list of (inputs, targets) batches, ``targets=None``) L is the mean loss over the data set,
+    so H = sum_b n_b H_b / sum_b n_b (n_b = batch b's size, loss_fn a mean over the batch), and
+    every product block is one pass over the data.  Returns a :class:`HessianMatvec` (callable on
+    (dim,) or (k, dim) torch tensors, with ``.dim``) that :func:`trace` and :func:`diagonal`
+    accept directly.  mode: "auto" (vmap or double backward, whichever is faster on the first
+    product; double backward where torch.func cannot run the model), "vmap" (forward-over-reverse
+    with torch.func, batched over probes), "double_backward".  chunk_size: probes per vmap call
+    (None: as many as fit ``memory_budget`` bytes of extra memory, default 256 MiB, by an
+    upper estimate from the activation and parameter sizes; see :class:`HessianMatvec`).
+    Works inside torch.no_grad().  BatchNorm or Dropout layers in training mode raise ValueError (call model.eval()).  Raises
+    ValueError for a non-scalar loss or when no parameter requires grad.
     """
     from ._torch import HessianMatvec
 
-    return HessianMatvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    return HessianMatvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
+                         memory_budget=memory_budget)
 
 
-def hessian_trace(model, loss_fn, inputs, targets, method="hutchinson", num_matvecs=100, *, params=None,
-                  mode="auto", chunk_size=None, **estimator_kwargs):
-    r"""Estimate tr(H) of a torch model's loss Hessian: :func:`trace` on :func:`hessian_matvec`.
+def hessian_trace(model, loss_fn, inputs, targets=None, method="hutchinson", num_matvecs=100, *, params=None,
+                  mode="auto", chunk_size=None, memory_budget=None, **estimator_kwargs):
+    r"""Estimate tr(H) of a torch model's loss Hessian: :func:`trace` on :func:`hessian_matvec`
+    (one batch, or a data set with ``targets=None``: the Hessian of the mean loss over it).
 
     For an ``nn.Linear`` classifier head with cross-entropy use :class:`SoftmaxHeadHessian`,
     which is exact and far faster.
     """
-    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
+                        memory_budget=memory_budget)
     return trace(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
 
 
-def hessian_diagonal(model, loss_fn, inputs, targets, method="hutchinson", num_matvecs=100, *,
-                     params=None, mode="auto", chunk_size=None, **estimator_kwargs):
-    r"""Estimate diag(H) of a torch model's loss Hessian: :func:`diagonal` on :func:`hessian_matvec`.
+def hessian_diagonal(model, loss_fn, inputs, targets=None, method="hutchinson", num_matvecs=100, *,
+                     params=None, mode="auto", chunk_size=None, memory_budget=None, **estimator_kwargs):
+    r"""Estimate diag(H) of a torch model's loss Hessian: :func:`diagonal` on :func:`hessian_matvec`
+    (one batch, or a data set with ``targets=None``).
 
     The result is flat over the parameters in order (``torch.cat([p.flatten() ...])``).
     """
-    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size)
+    op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
+                        memory_budget=memory_budget)
     return diagonal(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
 
 
 # ---- Hessian alignment --------------------------------------------------------------------------
 def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None, *,
-                features=None):
+                features=None, target="pooled"):
     r"""Hessian-gradient-product alignment penalty (HGP, Hemati et al. ICCV 2023).
 
     For domains e = 1..E with head gradient g_e = grad_theta L_e and H_e g_e = grad_theta
-    (1/2 ||g_e||^2) (the HGP identity), returns
-        (1/E) sum_e [ alpha ||H_e g_e - mean_e' H_e' g_e'||^2 + beta ||g_e - mean_e' g_e'||^2 ],
-    a differentiable scalar tensor (gradients reach the head and, through the features, the
-    featuriser).  theta are the head's parameters.  Two call forms:
+    (1/2 ||g_e||^2) (the HGP identity), returns the differentiable scalar
+        (1/E) sum_e [ alpha ||H_e g_e - T_H||^2 + beta ||g_e - T_g||^2 ]
+    with, for ``target="pooled"`` (default, as in the authors' code), the statistics of the pooled
+    loss (1/E) sum_e L_e held constant (detached): T_H = sg(H_bar g_bar), T_g = sg(g_bar),
+    H_bar = (1/E) sum_e H_e, g_bar = (1/E) sum_e g_e; for ``target="mean"`` the (differentiable)
+    domain means T_H = mean_e H_e g_e, T_g = g_bar (numkern's first release).  The gradient term
+    and its gradient are the same for both targets; the Hessian term differs because
+    H_bar g_bar != mean_e H_e g_e.  theta are the head's parameters (gradients reach the head and,
+    through the features, the featuriser).  Two call forms:
 
     * ``hgp_penalty(head_grads_per_domain, params)`` (the paper's form): one entry per domain,
       each the gradients of that domain's loss w.r.t. the head parameters ``params``, computed
@@ -166,29 +186,43 @@ def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, bet
       and H g = (1/n) sum (A_i g x_i) x_i^T are used (no double backward); other heads or a
       given loss_fn go through autograd.  Both forms give the same value (tests: 1e-10).
 
-    Defaults alpha = 1e-4, beta = 5e-3 follow the paper's code.  At least two domains.
+    Defaults alpha = 1e-4 (Hessian term), beta = 5e-3 (gradient term).  At least two domains.
+    See docs/hessian.md for the differences from the authors' code.
     """
     from ._torch import hgp_penalty as impl
 
-    return impl(head_grads_per_domain, params, labels, alpha, beta, loss_fn, features)
+    return impl(head_grads_per_domain, params, labels, alpha, beta, loss_fn, features, target)
 
 
-def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3, num_probes=100,
-                       loss_fn=None, generator=None, *, features=None):
+def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3, num_probes="auto",
+                       loss_fn=None, generator=None, *, features=None, target="pooled", estimator="unbiased"):
     r"""Hessian-diagonal alignment penalty (the "Hutchinson" variant of Hemati et al. ICCV 2023).
 
-    With D_e the diagonal of the head Hessian of domain e, estimated by Hutchinson with
-    ``num_probes`` (S) Rademacher probes, D_e ~ (1/S) sum_s v_s (.) H_e v_s (the same probes for
-    every domain, so the estimate of D_e - D_e' has less noise), returns
-        (1/E) sum_e [ alpha ||D_e - mean D||^2 + beta ||g_e - mean g||^2 ],
-    differentiable.  Call forms as :func:`hgp_penalty`: ``hutchinson_penalty(head_grads_per_domain,
-    params)`` with per-domain head gradients taken with create_graph=True (H_e v_s =
-    grad_theta (g_e . v_s)), or ``hutchinson_penalty(head, features, labels)`` (closed forms for
-    an ``nn.Linear`` head with cross-entropy).  With the same ``generator`` state both forms draw
-    the same probes and give the same value.  num_probes=None uses the exact diagonal
-    (1/n) sum_i p_ic (1 - p_ic) x_ij^2 (head form, nn.Linear with cross-entropy only).
+    With D_e = diag(H_e), the head Hessian's diagonal of domain e, and T_D the pooled loss's
+    diag(H_bar) = mean_e D_e (detached for ``target="pooled"``, the default and the authors'
+    choice; differentiable for ``target="mean"``), T_g as in :func:`hgp_penalty`, returns
+        (1/E) sum_e [ alpha ||D_e - T_D||^2 + beta ||g_e - T_g||^2 ],
+    differentiable.  D_e is exact or estimated from S = ``num_probes`` Rademacher probes v_s shared
+    by all domains: X_es = v_s (.) H_e v_s - mean_e' v_s (.) H_e' v_s has mean D_e - T_D, and
+
+    * ``estimator="unbiased"`` (default, S >= 2): ||D_e - T_D||^2 ~ (||sum_s X_es||^2 -
+      sum_s ||X_es||^2) / (S (S-1)), the mean of X_es . X_et over ordered pairs of distinct
+      probes (independent factors): unbiased in value and gradient, variance
+      4 mu^T Sigma mu / S + 2 tr(Sigma^2) / (S (S-1)) (mu = D_e - T_D, Sigma = Cov X_es); a
+      single draw may be negative.
+    * ``estimator="plugin"``: ||mean_s X_es||^2, biased upward by tr(Sigma)/S (x4.9 with 10 probes
+      on issue #23's check).
+
+    num_probes: "auto" (default) = exact diagonals (1/n) sum_i p_ic (1 - p_ic) x_ij^2 for an
+    ``nn.Linear`` head with cross-entropy in the head form, else 100 probes; None = exact (head
+    form, nn.Linear + CE only); an int >= 1 (>= 2 for "unbiased") = that many probes, also for an
+    nn.Linear head.  Call forms as :func:`hgp_penalty`: ``hutchinson_penalty(head_grads_per_domain,
+    params)`` with per-domain head gradients taken with create_graph=True (H_e v_s = grad_theta
+    (g_e . v_s), batched over probes), or ``hutchinson_penalty(head, features, labels)``.  With
+    the same ``generator`` state both forms draw the same probes and give the same value.
     generator: torch.Generator for the probes.  Defaults alpha = 1e-3, beta = 5e-3.
     """
     from ._torch import hutchinson_penalty as impl
 
-    return impl(head_grads_per_domain, params, labels, alpha, beta, num_probes, loss_fn, generator, features)
+    return impl(head_grads_per_domain, params, labels, alpha, beta, num_probes, loss_fn, generator, features,
+                target, estimator)

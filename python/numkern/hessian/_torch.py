@@ -34,28 +34,132 @@ def _as_tuple(inputs):
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
+DEFAULT_MEMORY_BUDGET = 256 * 2 ** 20   # bytes of extra memory per vmap chunk of probes
+
+
+def _batch_size(inputs, targets):
+    for t in (targets,) + tuple(inputs):
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return int(t.shape[0])
+    raise ValueError("inputs: cannot tell the batch size (no tensor with a batch dimension in a batch)")
+
+
+def _split_batch(b, i):
+    if isinstance(b, dict) or not isinstance(b, (tuple, list)) or len(b) != 2:
+        raise ValueError(f"inputs: batch {i} of the data set must be a pair (inputs, targets) (as a "
+                         f"DataLoader of (x, y) yields), got {type(b).__name__}")
+    return _as_tuple(b[0]), b[1]
+
+
+def peak_allocated_bytes(fn):
+    """(peak, result): the peak CPU memory allocated and not yet freed while fn() runs, from
+    torch.profiler's allocation events (profile_memory=True); for tests and benchmarks."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    cur = peak = 0
+    for _, b in events:
+        cur += b
+        peak = max(peak, cur)
+    return peak, out
+
+
+class _Data:
+    """One batch (inputs, targets) or a data set: a re-iterable of (inputs, targets) batches
+    (DataLoader, list).  batches() yields (inputs tuple, targets, n_b)."""
+
+    def __init__(self, inputs, targets):
+        self.dataset = targets is None
+        if not self.dataset:
+            self.single = (_as_tuple(inputs), targets)
+            return
+        if isinstance(inputs, (torch.Tensor, tuple)) or not hasattr(inputs, "__iter__"):
+            raise ValueError("targets: required unless inputs is a data set (a DataLoader or a list of "
+                             "(inputs, targets) batches)")
+        if iter(inputs) is inputs:
+            raise ValueError("inputs: a one-shot iterator cannot be passed over once per block of probes; "
+                             "pass a DataLoader or a list of batches")
+        self.source = inputs
+
+    def first(self):
+        if not self.dataset:
+            return self.single
+        for i, b in enumerate(self.source):
+            return _split_batch(b, i)
+        raise ValueError("inputs: the data set has no batches")
+
+    def batches(self):
+        if not self.dataset:
+            x, y = self.single
+            yield x, y, 1
+            return
+        for i, b in enumerate(self.source):
+            x, y = _split_batch(b, i)
+            yield x, y, _batch_size(x, y)
+
+
+def _leaf_output_bytes(model, inputs):
+    """Bytes of every leaf module's output in one forward pass (no graph): the activations."""
+    total = [0]
+
+    def hook(_m, _i, out):
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        for h in hs:
+            h.remove()
+    return total[0], out
+
+
 class HessianMatvec:
     r"""v -> H v for H the Hessian of loss_fn(model(*inputs), targets) w.r.t. the parameters.
 
-    Products are forward-over-reverse (torch.func.jvp of torch.func.grad), batched over probes
-    with torch.func.vmap; where torch.func cannot run the model (mode="double_backward", or an
-    operation without forward-mode AD), reverse-over-reverse (double backward) per probe.
+    Data: one batch (``inputs``, ``targets``), or a data set: ``inputs`` a DataLoader or a list of
+    (inputs, targets) batches and ``targets=None``; H is then the Hessian of the mean loss over
+    the data set, sum_b n_b H_b / sum_b n_b with H_b the Hessian of batch b's (mean) loss and n_b
+    its size (the first dimension of its targets), and every call makes one pass over the data.
 
-    Arguments: model (nn.Module), loss_fn(outputs, targets) -> scalar tensor, inputs (a tensor or
-    a tuple of tensors passed as model(*inputs)), targets, params (None = every parameter with
-    requires_grad; or an iterable of the model's parameters - the others are held fixed), mode
-    ("auto", "vmap", "double_backward"), chunk_size (probes per vmap call; None = all).
-    Vectors are flat over the chosen parameters in the order given (``torch.cat([p.flatten()])``):
-    call with shape (dim,) or a batch (k, dim).  ``.mode`` says which path is in use.
+    Products are forward-over-reverse (torch.func.jvp of torch.func.grad), batched over probes
+    with torch.func.vmap in chunks; or reverse-over-reverse (double backward) per probe.  mode:
+    "vmap", "double_backward", or "auto": vmap where torch.func can run the model, timed once
+    against double backward on the first product (up to 4 probes of it; the faster path is kept,
+    ``.mode_timings`` holds the CPU seconds per probe); double backward where it cannot.  Both
+    paths run under torch.no_grad() (they enable grad internally).
+
+    chunk_size: probes per vmap call; None = as many as fit ``memory_budget`` bytes (default
+    256 MiB, beyond the (k, dim) result) by the upper estimate 4 P + c (3 A + 8 P) for c probes,
+    P = parameter bytes, A = the sum of every leaf module's output bytes on the first batch
+    (``.chunk_size`` holds the choice, ``.bytes_per_probe`` the estimate 3 A + 8 P).  Arguments: model (nn.Module), loss_fn(outputs, targets) -> scalar tensor, inputs (a
+    tensor or a tuple passed as model(*inputs)), targets, params (None = every parameter with
+    requires_grad; or the model parameters to differentiate - the others are held fixed).
+    Vectors are flat over the chosen parameters in order (``torch.cat([p.flatten()])``):
+    call with shape (dim,) or a batch (k, dim).
     """
 
-    def __init__(self, model, loss_fn, inputs, targets, params=None, mode="auto", chunk_size=None):
+    def __init__(self, model, loss_fn, inputs, targets, params=None, mode="auto", chunk_size=None,
+                 memory_budget=None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError("loss_fn: expected a callable loss_fn(outputs, targets)")
         if mode not in ("auto", "vmap", "double_backward"):
             raise ValueError(f"mode: expected 'auto', 'vmap' or 'double_backward', got {mode!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size: must be None or a positive int, got {chunk_size!r}")
+        if memory_budget is not None and (isinstance(memory_budget, bool) or
+                                          not isinstance(memory_budget, (int, float)) or
+                                          not memory_budget > 0):
+            raise ValueError(f"memory_budget: must be None or a positive number of bytes, got {memory_budget!r}")
         _check_no_training_randomness(model)
         named = dict(model.named_parameters())
         if params is None:
@@ -72,20 +176,31 @@ class HessianMatvec:
         if not chosen:
             raise ValueError("params: no parameters requiring grad (nothing to differentiate)")
         self.model, self.loss_fn = model, loss_fn
-        self.inputs, self.targets = _as_tuple(inputs), targets
+        self._data = _Data(inputs, targets)
+        x0, y0 = self._data.first()
+        if not self._data.dataset:
+            self.inputs, self.targets = x0, y0
         self.names = [k for k, _ in chosen]
         self.params = [p for _, p in chosen]
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.dim = int(sum(self.numels))
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
-        self.chunk_size = chunk_size
+        act_bytes, out = _leaf_output_bytes(model, x0)
         with torch.no_grad():
-            loss = loss_fn(model(*self.inputs), targets)
+            loss = loss_fn(out, y0)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ValueError(f"loss_fn: must return a scalar (0-d) tensor, got {shape}; use a "
                              "reduction such as 'mean'")
+        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+        pbytes = self.dim * self.params[0].element_size()
+        # upper estimates (measured on a CNN and an MLP, docs/hessian.md): a fixed few parameter
+        # copies (theta, its tangent, the gradient) and per probe the activations' tangents and
+        # cotangents plus parameter-sized tangents
+        self.bytes_per_probe = 3 * act_bytes + 8 * pbytes
+        self.chunk_size = chunk_size if chunk_size is not None else \
+            max(1, int((self.memory_budget - 4 * pbytes) // self.bytes_per_probe))
         self._theta = torch.cat([p.detach().reshape(-1) for p in self.params])
         self._versions = [p._version for p in self.params]
         self._fixed = {k: v.detach() for k, v in model.named_parameters() if k not in self.names}
@@ -93,13 +208,16 @@ class HessianMatvec:
         self.mode = None
         self._vmapped = None
         self._graph_grad = None
+        self._decide = mode == "auto"
+        self.mode_timings = None
         if mode in ("auto", "vmap"):
             try:
-                self._build_vmap()
+                self._build_vmap(x0, y0)
                 self.mode = "vmap"
             except Exception:  # noqa: BLE001 - any torch.func limitation means "fall back"
                 if mode == "vmap":
                     raise
+                self._decide = False
         if self.mode is None:
             self.mode = "double_backward"
 
@@ -125,34 +243,80 @@ class HessianMatvec:
             o += n
         return out
 
-    def _loss_of(self, theta):
-        state = dict(self._fixed)
-        state.update(self._unflatten(theta))
-        out = torch.func.functional_call(self.model, state, self.inputs)
-        return self.loss_fn(out, self.targets)
+    def _build_vmap(self, x0, y0):
+        def loss_of(theta, inputs, targets):
+            state = dict(self._fixed)
+            state.update(self._unflatten(theta))
+            return self.loss_fn(torch.func.functional_call(self.model, state, inputs), targets)
 
-    def _build_vmap(self):
-        grad = torch.func.grad(self._loss_of)
+        grad = torch.func.grad(loss_of)
         theta = self._theta
 
-        def hvp(v):
-            return torch.func.jvp(grad, (theta,), (v,))[1]
+        def hvp(v, inputs, targets):
+            return torch.func.jvp(lambda th: grad(th, inputs, targets), (theta,), (v,))[1]
 
-        self._vmapped = torch.func.vmap(hvp, chunk_size=self.chunk_size)
-        self._vmapped(torch.zeros((1, self.dim), dtype=self.dtype, device=self.device))  # probe run
+        self._vmapped = torch.func.vmap(hvp, in_dims=(0, None, None))
+        self._vmapped(torch.zeros((1, self.dim), dtype=self.dtype, device=self.device), x0, y0)  # probe run
 
-    def _double_backward(self, V):
-        if self._graph_grad is None:
-            loss = self.loss_fn(self.model(*self.inputs), self.targets)
+    def _vmap_batch(self, V, x, y, out, weight):
+        """out += weight * H_b V, chunk_size probes per vmap call (bounds the extra memory)."""
+        c = self.chunk_size
+        for i in range(0, V.shape[0], c):
+            hv = self._vmapped(V[i:i + c], x, y).detach()
+            out[i:i + c].add_(hv, alpha=weight)
+
+    def _db_batch(self, V, x, y, out, weight):
+        """out += weight * H_b V by double backward, one probe at a time (the graph of the
+        gradient is cached for a single batch, rebuilt per batch for a data set)."""
+        gg = self._graph_grad
+        if gg is None:
+            loss = self.loss_fn(self.model(*x), y)
             g = torch.autograd.grad(loss, self.params, create_graph=True)
-            self._graph_grad = torch.cat([x.reshape(-1) for x in g])
-        outs = []
-        for v in V:
-            hv = torch.autograd.grad(self._graph_grad, self.params, grad_outputs=v, retain_graph=True,
-                                     allow_unused=True)
-            outs.append(torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1)
-                                   for h, p in zip(hv, self.params)]))
-        return torch.stack(outs)
+            gg = torch.cat([t.reshape(-1) for t in g])
+            if not self._data.dataset:
+                self._graph_grad = gg
+        for i, v in enumerate(V):
+            hv = torch.autograd.grad(gg, self.params, grad_outputs=v, retain_graph=True, allow_unused=True)
+            o = 0
+            for h, n in zip(hv, self.numels):
+                if h is not None:
+                    out[i, o:o + n].add_(h.detach().reshape(-1), alpha=weight)
+                o += n
+
+    def _apply(self, V, path):
+        """H V over the data (one pass), batch-size weighted for a data set."""
+        fn = self._vmap_batch if path == "vmap" else self._db_batch
+        out = torch.zeros_like(V)
+        total = 0
+        for x, y, n in self._data.batches():
+            fn(V, x, y, out, n)
+            total += n
+        return out if total == 1 else out.div_(total)
+
+    def _timed(self, V, path):
+        import time
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.process_time()
+        out = self._apply(V, path)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out, (time.process_time() - t0) / V.shape[0]
+
+    def _choose_mode(self, Vb):
+        """mode="auto": time both paths once on the first product's first probes (at most 4)."""
+        self._decide = False
+        c = min(Vb.shape[0], 4)
+        out_v, t_v = self._timed(Vb[:c], "vmap")
+        _, t_d = self._timed(Vb[:c], "double_backward")
+        self.mode_timings = {"vmap": t_v, "double_backward": t_d}
+        self.mode = "vmap" if t_v <= t_d else "double_backward"
+        if self.mode == "vmap":
+            self._graph_grad = None  # free the double-backward graph
+        if c == Vb.shape[0]:
+            return out_v
+        return torch.cat([out_v, self._apply(Vb[c:], self.mode)])
 
     def matvec(self, V):
         self._check_unchanged()
@@ -163,17 +327,24 @@ class HessianMatvec:
         Vb = V[None] if single else V
         if Vb.dim() != 2 or Vb.shape[1] != self.dim:
             raise ValueError(f"V: expected shape ({self.dim},) or (k, {self.dim}), got {tuple(V.shape)}")
-        if self.mode == "vmap":
-            out = self._vmapped(Vb)
-        else:
-            out = self._double_backward(Vb)
-        out = out.detach()
+        with torch.enable_grad():
+            out = self._choose_mode(Vb) if self._decide else self._apply(Vb, self.mode)
         return out[0] if single else out
 
     __call__ = matvec
 
 
 # ---- Hessian alignment (Hemati et al., ICCV 2023) --------------------------------------------
+# The authors' algorithm (their DomainBed extension, algorithms.py; see docs/hessian.md) aligns each
+# domain's statistic A_e to the statistic of the pooled loss (1/E) sum_e L_e, detached:
+#   (1/E) sum_e [ alpha ||A_e - sg(A_pool)||^2 + beta ||g_e - sg(g_bar)||^2 ],
+# A_e = H_e g_e, A_pool = H_bar g_bar (HGP) or A_e = diag H_e, A_pool = diag H_bar (Hutchinson),
+# H_bar = (1/E) sum_e H_e, g_bar = (1/E) sum_e g_e.  target="mean" aligns to mean_e A_e instead
+# (numkern <= the first release).
+_TARGETS = ("pooled", "mean")
+_ESTIMATORS = ("unbiased", "plugin")
+
+
 def _domains(features, labels):
     if isinstance(features, torch.Tensor) or isinstance(labels, torch.Tensor):
         raise TypeError("features, labels: expected sequences (one tensor per domain), e.g. lists")
@@ -195,6 +366,11 @@ def _domains(features, labels):
 def _check_weight(w, name):
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and w < float("inf")):
         raise ValueError(f"{name}: must be a finite number >= 0, got {w!r}")
+
+
+def _check_choice(x, name, choices):
+    if x not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, got {x!r}")
 
 
 def _linear_parts(head, z, y):
@@ -226,15 +402,58 @@ def _linear_hvp(head, P, z, V):
     return out
 
 
+def _linear_diag(head, P, z):
+    """Exact diag(H) of nn.Linear + mean CE: (1/n) sum_i p_ic (1 - p_ic) x_ij^2, flat."""
+    S = P * (1 - P)
+    n = z.shape[0]
+    blocks = [(S.T @ (z * z) / n)[None]] + ([S.sum(0)[None] / n] if head.bias is not None else [])
+    return _flat(blocks)[0]
+
+
 def _flat(blocks):
     return torch.cat([b.reshape(b.shape[0], -1) if b.dim() > 1 else b.reshape(1, -1) for b in blocks], -1)
 
 
-def _alignment(stats, grads, alpha, beta):
-    A = torch.stack(stats)
+def _targets(stats, grads, target, pooled_stat):
+    """(T_A, T_g): the alignment targets.  "pooled": the pooled-loss statistic and mean gradient,
+    detached (the authors' code); "mean": the (differentiable) means over domains."""
+    if target == "mean":
+        return torch.stack(stats).mean(0), torch.stack(grads).mean(0)
+    return pooled_stat.detach(), torch.stack(grads).mean(0).detach()
+
+
+def _alignment(stats, grads, alpha, beta, target, pooled_stat=None):
+    """(1/E) sum_e [alpha ||A_e - T_A||^2 + beta ||g_e - T_g||^2] for exact statistics A_e."""
+    TA, Tg = _targets(stats, grads, target, pooled_stat)
+    A, G = torch.stack(stats), torch.stack(grads)
+    return (alpha * ((A - TA) ** 2).sum() + beta * ((G - Tg) ** 2).sum()) / A.shape[0]
+
+
+def _probe_alignment(samples, grads, alpha, beta, target, estimator):
+    """The Hutchinson penalty from per-probe samples samples[e] (S, P) = v_s (.) H_e v_s.
+
+    X_{e,s} = samples[e][s] - T_s with T_s = mean_e samples[e][s] (= v_s (.) H_bar v_s, the pooled
+    Hessian's Hutchinson sample with the same probe; detached for target="pooled").  The X_{e,s}
+    are i.i.d. over s with mean mu_e = diag H_e - diag H_bar.  "unbiased": the U-statistic
+    (||sum_s X_es||^2 - sum_s ||X_es||^2) / (S (S - 1)) = mean over ordered probe pairs s != t of
+    X_es . X_et, E = ||mu_e||^2.  "plugin": ||mean_s X_es||^2, E = ||mu_e||^2 + tr(Cov X_e)/S.
+    """
+    D = torch.stack(samples)                         # (E, S, P)
+    T = D.mean(0)
+    if target == "pooled":
+        T = T.detach()
+    X = D - T
+    S = X.shape[1]
+    if estimator == "plugin":
+        hterm = (X.mean(1) ** 2).sum()
+    else:
+        tot = X.sum(1)
+        hterm = ((tot * tot).sum() - (X * X).sum()) / (S * (S - 1))
     G = torch.stack(grads)
-    E = A.shape[0]
-    return (alpha * ((A - A.mean(0)) ** 2).sum() + beta * ((G - G.mean(0)) ** 2).sum()) / E
+    Tg = G.mean(0)
+    if target == "pooled":
+        Tg = Tg.detach()
+    return (alpha * hterm + beta * ((G - Tg) ** 2).sum()) / D.shape[0]
 
 
 def _generic_grads(head, loss_fn, z, y, params):
@@ -248,11 +467,11 @@ def _is_linear_ce(head, loss_fn):
     return isinstance(head, torch.nn.Linear) and loss_fn is None
 
 
-def _probes(head, params, num_probes, generator):
+def _probes(params, num_probes, generator):
+    """Rademacher probes, one (S, *p.shape) block per parameter."""
     dev = params[0].device
-    shapes = [(num_probes,) + tuple(p.shape) for p in params]
-    return [(2 * torch.randint(0, 2, s, generator=generator, device=dev) - 1).to(p.dtype)
-            for s, p in zip(shapes, params)]
+    return [(2 * torch.randint(0, 2, (num_probes,) + tuple(p.shape), generator=generator, device=dev) - 1)
+            .to(p.dtype) for p in params]
 
 
 def _params_of(head):
@@ -287,8 +506,8 @@ def _grad_form(head_grads_per_domain, params):
     return grads, params
 
 
-def _grad_of(scalar, params):
-    out = torch.autograd.grad(scalar, params, create_graph=True, retain_graph=True, allow_unused=True)
+def _grad_of(scalar, params, create_graph=True):
+    out = torch.autograd.grad(scalar, params, create_graph=create_graph, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(p) if o is None else o for o, p in zip(out, params)]
 
 
@@ -296,27 +515,65 @@ def _cat(blocks):
     return torch.cat([b.reshape(-1) for b in blocks])
 
 
-def _is_head_form(first):
-    return isinstance(first, torch.nn.Module)
+def _hg_autograd(grads, params, target):
+    """H_e g_e = grad(1/2 ||g_e||^2) per domain and (target="pooled") H_bar g_bar = grad(1/2
+    ||g_bar||^2), g_bar = mean_e g_e (the pooled loss's gradient), without a graph."""
+    hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
+    pooled = None
+    if target == "pooled":
+        gbar = [sum(parts) / len(grads) for parts in zip(*grads)]
+        pooled = _cat(_grad_of(sum((x * x).sum() for x in gbar) / 2, params, create_graph=False))
+    return hgs, pooled
+
+
+def _probe_samples_autograd(g, params, V):
+    """(S, P) samples v_s (.) H v_s with H v_s = grad(g . v_s), batched over probes."""
+    gc = _cat(g)
+    Vf = torch.cat([v.reshape(v.shape[0], -1) for v in V], 1)
+    try:
+        hv = torch.autograd.grad(gc, params, grad_outputs=Vf, is_grads_batched=True, create_graph=True,
+                                 retain_graph=True, allow_unused=True)
+        hv = [torch.zeros_like(v) if h is None else h for h, v in zip(hv, V)]
+        HV = torch.cat([h.reshape(h.shape[0], -1) for h in hv], 1)
+    except RuntimeError:  # an op without a batching rule: one probe at a time
+        HV = torch.stack([_cat(_grad_of(gc @ v, params)) for v in Vf])
+    return Vf * HV
+
+
+def _check_probes(num_probes, estimator):
+    if num_probes is None or num_probes == "auto":
+        return num_probes
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes: must be a positive int, 'auto' or None, got {num_probes!r}")
+    if estimator == "unbiased" and num_probes < 2:
+        raise ValueError("num_probes: the unbiased estimator pairs distinct probes and needs at least 2 "
+                         "(or estimator='plugin')")
+    return num_probes
 
 
 def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None,
-                features=None):
+                features=None, target="pooled"):
+    _check_choice(target, "target", _TARGETS)
     if not _is_head_form(head_grads_per_domain):
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
-        hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
-        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta)
+        hgs, pooled = _hg_autograd(grads, params, target)
+        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta, target, pooled)
     return _hgp_head(head_grads_per_domain, params if features is None else features, labels, alpha, beta,
-                     loss_fn)
+                     loss_fn, target)
+
+
+def _is_head_form(first):
+    return isinstance(first, torch.nn.Module)
 
 
 def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3,
-                       num_probes=100, loss_fn=None, generator=None, features=None):
-    if num_probes is not None and (isinstance(num_probes, bool) or not isinstance(num_probes, int)
-                                   or num_probes < 1):
-        raise ValueError(f"num_probes: must be a positive int or None, got {num_probes!r}")
+                       num_probes="auto", loss_fn=None, generator=None, features=None, target="pooled",
+                       estimator="unbiased"):
+    _check_choice(target, "target", _TARGETS)
+    _check_choice(estimator, "estimator", _ESTIMATORS)
+    num_probes = _check_probes(num_probes, estimator)
     if not _is_head_form(head_grads_per_domain):
         if num_probes is None:
             raise ValueError("num_probes: None (exact diagonal) needs the head form "
@@ -324,74 +581,59 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
-        V = _probes(None, params, num_probes, generator)
-        diags = []
-        for g in grads:
-            acc = 0
-            for s in range(num_probes):
-                hv = _grad_of(sum((x * v[s]).sum() for x, v in zip(g, V)), params)
-                acc = acc + torch.cat([(v[s] * h).reshape(-1) for v, h in zip(V, hv)])
-            diags.append(acc / num_probes)
-        return _alignment(diags, [_cat(g) for g in grads], alpha, beta)
+        S = 100 if num_probes == "auto" else num_probes
+        V = _probes(params, S, generator)
+        samples = [_probe_samples_autograd(g, params, V) for g in grads]
+        return _probe_alignment(samples, [_cat(g) for g in grads], alpha, beta, target, estimator)
     return _hutchinson_head(head_grads_per_domain, params if features is None else features, labels, alpha,
-                            beta, num_probes, loss_fn, generator)
+                            beta, num_probes, loss_fn, generator, target, estimator)
 
 
-def _hgp_head(head, features, labels, alpha, beta, loss_fn):
-    grads, hgs = [], []
+def _hgp_head(head, features, labels, alpha, beta, loss_fn, target):
     features, labels = _domains(features, labels)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
-    if _is_linear_ce(head, loss_fn):
-        for z, y in zip(features, labels):
-            P, g = _linear_parts(head, z, y)
-            hg = _linear_hvp(head, P, z, [b[None] for b in g])
-            grads.append(_flat([b[None] for b in g])[0])
-            hgs.append(_flat(hg)[0])
-    else:
+    if not _is_linear_ce(head, loss_fn):
         params = _params_of(head)
         loss_fn = loss_fn or torch.nn.functional.cross_entropy
-        for z, y in zip(features, labels):
-            g = _generic_grads(head, loss_fn, z, y, params)
-            half = sum((x * x).sum() for x in g) / 2       # H g = grad(1/2 ||g||^2)
-            hg = torch.autograd.grad(half, params, create_graph=True)
-            grads.append(torch.cat([x.reshape(-1) for x in g]))
-            hgs.append(torch.cat([x.reshape(-1) for x in hg]))
-    return _alignment(hgs, grads, alpha, beta)
+        grads = [_generic_grads(head, loss_fn, z, y, params) for z, y in zip(features, labels)]
+        hgs, pooled = _hg_autograd(grads, params, target)
+        return _alignment(hgs, [_cat(g) for g in grads], alpha, beta, target, pooled)
+    parts = [_linear_parts(head, z, y) for z, y in zip(features, labels)]
+    grads, hgs = [], []
+    for (P, g), z in zip(parts, features):
+        grads.append(_flat([b[None] for b in g])[0])
+        hgs.append(_flat(_linear_hvp(head, P, z, [b[None] for b in g]))[0])
+    pooled = None
+    if target == "pooled":   # H_bar g_bar = (1/E) sum_e H_e g_bar, no graph needed
+        with torch.no_grad():
+            gbar = [sum(b) / len(parts) for b in zip(*(g for _, g in parts))]
+            pooled = sum(_flat(_linear_hvp(head, P, z, [b[None] for b in gbar]))[0]
+                         for (P, _), z in zip(parts, features)) / len(parts)
+    return _alignment(hgs, grads, alpha, beta, target, pooled)
 
 
-def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator):
+def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator, target, estimator):
     features, labels = _domains(features, labels)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
     params = _params_of(head)
-    grads, diags = [], []
     if _is_linear_ce(head, loss_fn):
-        V = None if num_probes is None else _probes(head, [head.weight] + (
-            [head.bias] if head.bias is not None else []), num_probes, generator)
-        for z, y in zip(features, labels):
-            P, g = _linear_parts(head, z, y)
-            grads.append(_flat([b[None] for b in g])[0])
-            if V is None:   # exact: (1/n) sum_i p_ic (1 - p_ic) x_ij^2
-                S = P * (1 - P)
-                n = z.shape[0]
-                blocks = [(S.T @ (z * z) / n)[None]] + ([S.sum(0)[None] / n] if head.bias is not None else [])
-                diags.append(_flat(blocks)[0])
-            else:
-                HV = _linear_hvp(head, P, z, V)
-                diags.append((_flat(V) * _flat(HV)).mean(0))
-    else:
-        if num_probes is None:
-            raise ValueError("num_probes: None (exact diagonal) needs an nn.Linear head with loss_fn=None")
-        loss_fn = loss_fn or torch.nn.functional.cross_entropy
-        V = _probes(head, params, num_probes, generator)
-        for z, y in zip(features, labels):
-            g = _generic_grads(head, loss_fn, z, y, params)
-            grads.append(torch.cat([x.reshape(-1) for x in g]))
-            acc = 0
-            for s in range(num_probes):
-                gv = sum((x * v[s]).sum() for x, v in zip(g, V))
-                hv = torch.autograd.grad(gv, params, create_graph=True, retain_graph=True)
-                acc = acc + torch.cat([(v[s] * h).reshape(-1) for v, h in zip(V, hv)])
-            diags.append(acc / num_probes)
-    return _alignment(diags, grads, alpha, beta)
+        parts = [_linear_parts(head, z, y) for z, y in zip(features, labels)]
+        grads = [_flat([b[None] for b in g])[0] for _, g in parts]
+        if num_probes in (None, "auto"):   # exact diagonals; diag H_bar = mean_e diag H_e
+            diags = [_linear_diag(head, P, z) for (P, _), z in zip(parts, features)]
+            pooled = torch.stack(diags).mean(0)
+            return _alignment(diags, grads, alpha, beta, target, pooled)
+        V = _probes([head.weight] + ([head.bias] if head.bias is not None else []), num_probes, generator)
+        Vf = _flat(V)
+        samples = [Vf * _flat(_linear_hvp(head, P, z, V)) for (P, _), z in zip(parts, features)]
+        return _probe_alignment(samples, grads, alpha, beta, target, estimator)
+    if num_probes is None:
+        raise ValueError("num_probes: None (exact diagonal) needs an nn.Linear head with loss_fn=None")
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+    S = 100 if num_probes == "auto" else num_probes
+    V = _probes(params, S, generator)
+    grads = [_generic_grads(head, loss_fn, z, y, params) for z, y in zip(features, labels)]
+    samples = [_probe_samples_autograd(g, params, V) for g in grads]
+    return _probe_alignment(samples, [_cat(g) for g in grads], alpha, beta, target, estimator)
