@@ -672,29 +672,40 @@ struct Ratio {
 // worst x ~ 20), where the forward product E = prod delta_k accumulates ~n/2 ulp (48 terms at
 // v = 1, x = 19.4: 75 ulp in 1 - R).  The last step and N are carried in double-double where
 // nothing can overflow (x >= 1e-100), so that 1 - R and R round ~once.
+// Forward pass over the scaled fraction G_1 = D_1 - x(2v+3)/(D_2 - x(2v+5)/(D_3 - ...)),
+// D_k = 2v + k + 2x (tv = 2v): the fundamental recurrences A_k, B_k of the convergents A_k / B_k
+// (|f_k - f_(k-1)| = S_k / |B_k B_(k-1)|, S_k = prod_(i<=k) x (2v + 2i - 1)), no divisions, stopping
+// at the first n where the relative change is <= tol; A, B, S are rescaled by powers of two.
+// Returns n and the convergent E ~ A_n / B_n (its rounding grows ~ n ulp: see ratio_perron).
+struct PerronFwd {
+  int n;
+  double e;
+};
+NK_HOST_DEVICE PerronFwd perron_forward(double tv, double x, double tol) {
+  const double x2 = 2.0 * x;
+  double am2 = 1.0, am1 = (tv + 1.0) + x2, bm2 = 0.0, bm1 = 1.0, s = 1.0;
+  int n = 2;
+  for (; n < 100000; ++n) {
+    double dk = (tv + n) + x2;
+    double ak = x * (tv + (2.0 * n - 1.0));
+    double a = m::muladd(dk, am1, -ak * am2), b = m::muladd(dk, bm1, -ak * bm2);
+    s *= ak;
+    am2 = am1; am1 = a; bm2 = bm1; bm1 = b;
+    if (s <= tol * m::fabs(am2 * b)) break;
+    if (m::fabs(a) > 0x1p256 || m::fabs(b) > 0x1p256) {
+      am2 *= 0x1p-256; am1 *= 0x1p-256; bm2 *= 0x1p-256; bm1 *= 0x1p-256; s *= 0x1p-512;
+    }
+  }
+  return {n, am1 / bm1};
+}
+
 NK_HOST_DEVICE Ratio ratio_perron(double v, double x) {
   const double tv = 2.0 * v, x2 = 2.0 * x;
   // Scaled by x (no divisions in the loops): G_k = x g_k = D_k - x (2v + 2k + 1) / G_(k+1),
-  // D_k = 2v + k + 2x.  First pass: the number of terms n from the forward fundamental
-  // recurrences A_k, B_k of the convergents A_k / B_k (|f_k - f_(k-1)| = S_k / |B_k B_(k-1)|,
-  // S_k = prod_(i<=k) x (2v + 2i - 1)), stopping where the relative change is < 2e-17: where
-  // the fraction converges slowly (k ~ 2x, v ~ 1) the tail is several times the last change, and
-  // 2.2e-16 left 3 eps in 1 - R at v = 1, x = 19.4.  A, B, S are rescaled by powers of two.
-  int n = 2;
-  {
-    double am2 = 1.0, am1 = (tv + 1.0) + x2, bm2 = 0.0, bm1 = 1.0, s = 1.0;
-    for (; n < 100000; ++n) {
-      double dk = (tv + n) + x2;
-      double ak = x * (tv + (2.0 * n - 1.0));
-      double a = dk * am1 - ak * am2, b = dk * bm1 - ak * bm2;
-      s *= ak;
-      if (s <= 2e-17 * m::fabs(am1 * b)) break;
-      am2 = am1; am1 = a; bm2 = bm1; bm1 = b;
-      if (m::fabs(a) > 0x1p256 || m::fabs(b) > 0x1p256) {
-        am2 *= 0x1p-256; am1 *= 0x1p-256; bm2 *= 0x1p-256; bm1 *= 0x1p-256; s *= 0x1p-512;
-      }
-    }
-  }
+  // D_k = 2v + k + 2x.  The term count stops at a relative change <= 2e-17: where the fraction
+  // converges slowly (k ~ 2x, v ~ 1) the tail is several times the last change, and 2.2e-16 left
+  // 3 eps in 1 - R at v = 1, x = 19.4.
+  const int n = perron_forward(tv, x, 2e-17).n;
   // Backward from term n + 2 as P_k = D_k P_(k+1) - x (2v + 2k + 1) P_(k+2), G_k = P_k / P_(k+1)
   // (the same values as g_k = d_k + a_(k+1) / g_(k+1), with fewer roundings).
   double p0 = (tv + (n + 2)) + x2, p1 = 1.0;
@@ -778,6 +789,20 @@ NK_HOST_DEVICE Ratio iv_ratio_pair(double v, double x) {
   if (v >= 1.152921504606847e18 || x >= 1.152921504606847e18) return ratio_huge(v, x);  // 2^60
   if (v < 1.0) return ratio_perron_dd(v, x);
   return ratio_perron(v, x);
+}
+
+// A cheaper R, 1 - R for callers that need ~1e-12 (vMF's first Newton steps): the forward
+// convergent only (relative change <= 1e-13), then R and 1 - R in double; the result is within
+// ~1e-12 relative (1 - R loses up to a factor ~4 to cancellation at v ~ 1).  1 <= v, 1e-100 <= x,
+// v, x < 2^60; elsewhere the accurate pair.
+NK_HOST_DEVICE Ratio iv_ratio_pair_approx(double v, double x) {
+  if (!(v >= 1.0 && x >= 1e-100 && v < 1.152921504606847e18 && x < 1.152921504606847e18))
+    return iv_ratio_pair(v, x);
+  const double tv = 2.0 * v;
+  const double e = perron_forward(tv, x, 1e-13).e;
+  const double t = (tv + 1.0) * x;
+  const double den = m::muladd(tv + x, e, -t);
+  return {x * e / den, m::muladd(tv, e, -t) / den};
 }
 }  // namespace bessel_detail
 
