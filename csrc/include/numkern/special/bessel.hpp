@@ -666,48 +666,69 @@ struct Ratio {
 //   R = x / (2v + x - T1),   T1 = (2v+1) x / E,
 //   E/x = d1 + a2/(d2 + a3/(d3 + ...)),  d_k = (2v+k)/x + 2,  a_k = -(2v+2k-1)/x.
 // 1 - R = N/(N+1) with N = (2v - T1)/x: 2v - T1 ~ v - 1/2 > 0 involves no cancellation for
-// v >= 1.  A first pass (modified Lentz) finds the number of terms n; the fraction is then
-// evaluated backward from term n + 2, g_k = d_k + a_(k+1) / g_(k+1), E/x = g_1.  Backward, the
+// v >= 1.  A first pass finds the number of terms n; the fraction is then evaluated backward
+// from term n + 2, g_k = d_k + a_(k+1) / g_(k+1), E/x = g_1.  Backward, the
 // rounding of each step is damped by |a_(k+1) / g_(k+1)| / |g_k| < 1/2 (measured <= 0.13 at the
 // worst x ~ 20), where the forward product E = prod delta_k accumulates ~n/2 ulp (48 terms at
 // v = 1, x = 19.4: 75 ulp in 1 - R).  The last step and N are carried in double-double where
 // nothing can overflow (x >= 1e-100), so that 1 - R and R round ~once.
-NK_HOST_DEVICE Ratio ratio_perron(double v, double x) {
-  const double tiny = 1e-300;
-  const double tv = 2.0 * v;
+// Forward pass over the scaled fraction G_1 = D_1 - x(2v+3)/(D_2 - x(2v+5)/(D_3 - ...)),
+// D_k = 2v + k + 2x (tv = 2v): the fundamental recurrences A_k, B_k of the convergents A_k / B_k
+// (|f_k - f_(k-1)| = S_k / |B_k B_(k-1)|, S_k = prod_(i<=k) x (2v + 2i - 1)), no divisions, stopping
+// at the first n where the relative change is <= tol; A, B, S are rescaled by powers of two.
+// Returns n and the convergent E ~ A_n / B_n (its rounding grows ~ n ulp: see ratio_perron).
+struct PerronFwd {
+  int n;
+  double e;
+};
+NK_HOST_DEVICE PerronFwd perron_forward(double tv, double x, double tol) {
+  const double x2 = 2.0 * x;
+  double am2 = 1.0, am1 = (tv + 1.0) + x2, bm2 = 0.0, bm1 = 1.0, s = 1.0;
   int n = 2;
-  {
-    double f = (tv + 1.0) / x + 2.0;
-    double C = f, D = 0.0;
-    for (; n < 100000; ++n) {
-      double dk = (tv + n) / x + 2.0;
-      double ak = -(tv + (2.0 * n - 1.0)) / x;
-      D = dk + ak * D;
-      if (D == 0.0) D = tiny;
-      C = dk + ak / C;
-      if (C == 0.0) C = tiny;
-      D = 1.0 / D;
-      double delta = C * D;
-      f *= delta;
-      if (m::fabs(delta - 1.0) < 2.2e-16) break;
+  for (; n < 100000; ++n) {
+    double dk = (tv + n) + x2;
+    double ak = x * (tv + (2.0 * n - 1.0));
+    double a = m::muladd(dk, am1, -ak * am2), b = m::muladd(dk, bm1, -ak * bm2);
+    s *= ak;
+    am2 = am1; am1 = a; bm2 = bm1; bm1 = b;
+    if (s <= tol * m::fabs(am2 * b)) break;
+    if (m::fabs(a) > 0x1p256 || m::fabs(b) > 0x1p256) {
+      am2 *= 0x1p-256; am1 *= 0x1p-256; bm2 *= 0x1p-256; bm1 *= 0x1p-256; s *= 0x1p-512;
     }
   }
-  double g = (tv + (n + 2)) / x + 2.0;
-  for (int k = n + 1; k >= 2; --k) g = ((tv + k) / x + 2.0) - ((tv + (2.0 * k + 1.0)) / x) / g;
+  return {n, am1 / bm1};
+}
+
+NK_HOST_DEVICE Ratio ratio_perron(double v, double x) {
+  const double tv = 2.0 * v, x2 = 2.0 * x;
+  // Scaled by x (no divisions in the loops): G_k = x g_k = D_k - x (2v + 2k + 1) / G_(k+1),
+  // D_k = 2v + k + 2x.  The term count stops at a relative change <= 2e-17: where the fraction
+  // converges slowly (k ~ 2x, v ~ 1) the tail is several times the last change, and 2.2e-16 left
+  // 3 eps in 1 - R at v = 1, x = 19.4.
+  const int n = perron_forward(tv, x, 2e-17).n;
+  // Backward from term n + 2 as P_k = D_k P_(k+1) - x (2v + 2k + 1) P_(k+2), G_k = P_k / P_(k+1)
+  // (the same values as g_k = d_k + a_(k+1) / g_(k+1), with fewer roundings).
+  double p0 = (tv + (n + 2)) + x2, p1 = 1.0;
+  for (int k = n + 1; k >= 2; --k) {
+    double pk = m::muladd((tv + k) + x2, p0, -(x * (tv + (2.0 * k + 1.0))) * p1);
+    p1 = p0; p0 = pk;
+    if (m::fabs(p0) > 0x1p512) { p0 *= 0x1p-512; p1 *= 0x1p-512; }
+  }
+  const double g2 = p0 / p1;  // x g_2
   if (!(x >= 1e-100)) {  // (2v + k)/x may exceed 1e100: stay in double (no cancellation here)
-    g = ((tv + 1.0) / x + 2.0) - ((tv + 3.0) / x) / g;
+    double g = ((tv + 1.0) / x + 2.0) - (tv + 3.0) / g2;
     double num = (tv - (tv + 1.0) / g) / x;
     return {1.0 / (num + 1.0), num / (num + 1.0)};
   }
-  // the last step (k = 1) in double-double; more dd steps measured no gain (600 random points
-  // and the table: 1 - R <= 1.19 eps, R <= 0.86 eps either way; none: 2.6 eps)
-  dd d1 = dd_add(dd_div(two_sum(tv, 1.0), x), 2.0);
-  dd a2 = dd_div(two_sum(tv, 3.0), x);
-  dd G = dd_add(d1, dd_neg(dd_div(a2, dd{g, 0.0})));
-  dd t1 = dd_div(two_sum(tv, 1.0), G);
-  dd num = dd_div(dd_add(dd_neg(t1), tv), x);
-  dd den = dd_add(num, 1.0);
-  dd c = dd_div(num, den), r = dd_div(dd{1.0, 0.0}, den);
+  // the last step (k = 1) and R, 1 - R in double-double, scaled (no division by x):
+  //   E = 2v + 1 + 2x - x (2v + 3) / G_2,  R = x E / den,  1 - R = (2v E - (2v + 1) x) / den,
+  //   den = (2v + x) E - (2v + 1) x;  the difference 2v E - (2v + 1) x cancels by at most ~4 (v >= 1).
+  const dd tv1 = two_sum(tv, 1.0);
+  dd e = dd_add(dd_add(tv1, x2), dd_neg(dd_div(dd_mul(dd_mul(two_sum(tv, 3.0), x), p1), p0)));
+  dd xe = dd_mul(e, x);
+  dd numc = dd_add(dd_mul(e, tv), dd_neg(dd_mul(tv1, x)));
+  dd inv = dd_div(dd{1.0, 0.0}, dd_add(numc, xe));
+  dd c = dd_mul(numc, inv), r = dd_mul(xe, inv);
   return {r.hi + r.lo, c.hi + c.lo};
 }
 
@@ -768,6 +789,20 @@ NK_HOST_DEVICE Ratio iv_ratio_pair(double v, double x) {
   if (v >= 1.152921504606847e18 || x >= 1.152921504606847e18) return ratio_huge(v, x);  // 2^60
   if (v < 1.0) return ratio_perron_dd(v, x);
   return ratio_perron(v, x);
+}
+
+// A cheaper R, 1 - R for callers that need ~1e-12 (vMF's first Newton steps): the forward
+// convergent only (relative change <= 1e-13), then R and 1 - R in double; the result is within
+// ~1e-12 relative (1 - R loses up to a factor ~4 to cancellation at v ~ 1).  1 <= v, 1e-100 <= x,
+// v, x < 2^60; elsewhere the accurate pair.
+NK_HOST_DEVICE Ratio iv_ratio_pair_approx(double v, double x) {
+  if (!(v >= 1.0 && x >= 1e-100 && v < 1.152921504606847e18 && x < 1.152921504606847e18))
+    return iv_ratio_pair(v, x);
+  const double tv = 2.0 * v;
+  const double e = perron_forward(tv, x, 1e-13).e;
+  const double t = (tv + 1.0) * x;
+  const double den = m::muladd(tv + x, e, -t);
+  return {x * e / den, m::muladd(tv, e, -t) / den};
 }
 }  // namespace bessel_detail
 

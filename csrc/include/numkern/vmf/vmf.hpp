@@ -136,8 +136,13 @@ NK_HOST_DEVICE double vmf_kappa_mle(double rbar, double d, double rel_tol = 1e-1
   const double kappa_asym = 1.3e5 * ::cbrt(d * d);
   double kappa = rbar * (d - rbar * rbar) / (one_minus * (1.0 + rbar));
   double lo = 0.0, hi = inf;
+  // Steps far from the root take the ~1e-12 ratio; from |resid| < 1e-4 on, the accurate one (the
+  // last steps, and every return, see only accurate residuals).  A cheap residual moves the bracket
+  // only where its sign is certain (|resid| > 1e-9).
+  bool accurate = false;
   for (int it = 0; it < 100; ++it) {
-    bessel_detail::Ratio r = bessel_detail::iv_ratio_pair(v, kappa);
+    bessel_detail::Ratio r = accurate ? bessel_detail::iv_ratio_pair(v, kappa)
+                                      : bessel_detail::iv_ratio_pair_approx(v, kappa);
     double resid, slope;  // residual and d resid / d log kappa
     if (complement) {
       resid = m::log(r.c) - log_target;  // decreasing in kappa
@@ -147,14 +152,18 @@ NK_HOST_DEVICE double vmf_kappa_mle(double rbar, double d, double rel_tol = 1e-1
         double dA = r.c * (2.0 - r.c) - (d - 1.0) * r.r / kappa;
         slope = -kappa * dA / r.c;
       }
-      if (resid > 0) lo = kappa; else hi = kappa;
+      if (accurate || m::fabs(resid) > 1e-9) {
+        if (resid > 0) lo = kappa; else hi = kappa;
+      }
     } else {
       resid = m::log(r.r) - log_target;  // increasing in kappa
       double dA = 1.0 - r.r * r.r - (d - 1.0) * r.r / kappa;
       slope = kappa * dA / r.r;
-      if (resid < 0) lo = kappa; else hi = kappa;
+      if (accurate || m::fabs(resid) > 1e-9) {
+        if (resid < 0) lo = kappa; else hi = kappa;
+      }
     }
-    if (resid == 0.0) return kappa;
+    if (accurate && resid == 0.0) return kappa;
     double next = kappa;
     if (slope != 0.0 && slope == slope && (complement ? slope < 0 : slope > 0))
       next = kappa * m::exp(-resid / slope);
@@ -162,6 +171,15 @@ NK_HOST_DEVICE double vmf_kappa_mle(double rbar, double d, double rel_tol = 1e-1
       if (hi == inf) next = kappa * 4.0;
       else if (lo == 0.0) next = hi * 0.25;
       else next = m::sqrt(lo) * m::sqrt(hi);
+    }
+    if (!accurate) {
+      accurate = m::fabs(resid) < 1e-4;
+      if (accurate || m::fabs(next - kappa) > rel_tol * next) {
+        kappa = next;
+        continue;
+      }
+      accurate = true;  // a tiny step from a cheap residual: check it with the accurate ratio
+      continue;
     }
     if (m::fabs(next - kappa) <= rel_tol * next) return next;
     if (hi < inf && lo > 0.0 && (hi - lo) <= rel_tol * hi) return next;
