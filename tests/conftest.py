@@ -40,6 +40,25 @@ def _fixed_global_seeds():
     yield
 
 
+ISA_TIERS = ("portable", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISA_TIERS)
+def isa(request):
+    """Each SIMD tier of the one dispatcher in turn (numkern._core.set_isa); tiers this CPU lacks
+    are skipped; the load-time choice is restored afterwards."""
+    from numkern import _core
+
+    if not _core.isa_supported(request.param):
+        pytest.skip(f"{request.param} not available on this CPU")
+    _core.set_isa(request.param)
+    assert _core.isa() == request.param
+    try:
+        yield request.param
+    finally:
+        _core.set_isa("auto")
+
+
 @pytest.fixture
 def torch():
     return pytest.importorskip("torch")

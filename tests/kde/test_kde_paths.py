@@ -9,19 +9,10 @@ from numkern.kde import GaussianKDE
 
 from test_kde import DOC_RELERR, direct_logpdf, relerr
 
-ISAS = ["portable", "avx2", "avx512"]
+ISAS = ["portable", "avx2", "avx512"]  # the tiers of numkern._core.set_isa
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    if not _core.isa_supported(request.param):
-        pytest.skip(f"{request.param} not available on this CPU")
-    _core.set_isa(request.param)
-    assert _core.isa() == request.param
-    try:
-        yield request.param
-    finally:
-        _core.set_isa("auto")
+# the `isa` fixture (each tier in turn) is in tests/conftest.py
 
 
 def _all_paths(fn):

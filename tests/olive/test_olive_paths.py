@@ -15,17 +15,10 @@ import pytest
 from numkern import _core
 from numkern import quant as Q
 
-ISAS = ["portable", "avx2", "avx512"]
+ISAS = ["portable", "avx2", "avx512"]  # the tiers of numkern._core.set_isa
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    if not _core.isa_supported(request.param):
-        pytest.skip(f"{request.param} not available on this CPU")
-    _core.set_isa(request.param)
-    assert _core.isa() == request.param
-    yield request.param
-    _core.set_isa("auto")
+# the `isa` fixture (each tier in turn) is in tests/conftest.py
 
 
 def _relative_error(x, q):
