@@ -26,7 +26,7 @@ def scalar_or_array_dtype(a, name: str, allow_complex: bool = False):
             raise TypeError(f"{name}: unsupported dtype {dt} (expected a real tensor)")
         if dt.is_floating_point:
             return F32 if dt.itemsize <= 4 else F64
-        return np.dtype(np.int64) if dt != __import__("torch").bool else np.dtype(bool)
+        return np.dtype(bool) if str(dt) == "torch.bool" else np.dtype(np.int64)
     try:
         dt = np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype
     except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
