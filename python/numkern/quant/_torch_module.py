@@ -136,7 +136,21 @@ class QuantModule(nn.Module):
         dtype = self.bias.dtype if getattr(self, "bias", None) is not None else self._dtype
         return w.to(dtype)
 
-    # ---- forward helpers ---------------------------------------------------------------------
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(self, x):
+        self._refuse_tracing(type(self).__name__)
+        return self._eager_forward(x)
+
+    @torch.compiler.disable
+    def _eager_forward(self, x):
+        """The quantized computation (``_forward`` of the subclass), run eagerly: under
+        torch.compile the graph breaks here once instead of tracing into the kernels' wrappers."""
+        self._check_dtype(x, type(self).__name__)
+        return self._forward(x)
+
+    def _forward(self, x):
+        raise NotImplementedError
+
     @staticmethod
     def _refuse_tracing(name):
         if torch.jit.is_tracing():

@@ -145,9 +145,7 @@ class OVPLinear(_OVPBase):
                          both_outliers=both_outliers)
         return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
 
-    def forward(self, x):
-        self._refuse_tracing("OVPLinear")
-        self._check_dtype(x, "OVPLinear")
+    def _forward(self, x):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: last dimension must be in_features={self.in_features}, "
                              f"got shape {tuple(x.shape)}")
@@ -240,10 +238,7 @@ class _OVPConv(_OVPBase):
             pads += [lo, hi]
         return pads
 
-    def forward(self, x):
-        name = type(self).__name__
-        self._refuse_tracing(name)
-        self._check_dtype(x, name)
+    def _forward(self, x):
         n = self._DIMS
         if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
             raise ValueError(f"x: expected [batch,] {self.in_channels} channels and {n} spatial "
@@ -384,8 +379,10 @@ def calibrate(model, batches):
                 raise ValueError("batches: empty; calibration needs at least one batch")
     finally:
         model.train(was_training)
-    missed = [m for m in mods if not m.calibrated]
-    if missed:
-        warnings.warn(f"calibrate: {len(missed)} activation-quantized layer(s) saw no input and "
-                      "stay uncalibrated", UserWarning, stacklevel=3)
+    missed = [n for n, m in model.named_modules() if m in mods and not m.calibrated]
+    if missed:  # e.g. MultiheadAttention's out_proj: MHA reads its .weight, never calls it
+        warnings.warn(f"calibrate: activation-quantized layer(s) {missed} saw no input and stay "
+                      "uncalibrated (a parent that reads .weight instead of calling the layer, "
+                      "as nn.MultiheadAttention does with out_proj, uses the dequantized weight "
+                      "without activation quantization)", UserWarning, stacklevel=3)
     return model

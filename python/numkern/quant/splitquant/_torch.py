@@ -151,9 +151,7 @@ class SplitQuantLinear(QuantModule):
                                   self.in_features, self.group_size, self.bits)
         return w.matmul(x2, None if self.bias is None else self.bias.to(torch.float32))
 
-    def forward(self, x):
-        self._refuse_tracing("SplitQuantLinear")
-        self._check_dtype(x, "SplitQuantLinear")
+    def _forward(self, x):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
         lead = x.shape[:-1]
