@@ -6,6 +6,7 @@ import copy
 import io
 import logging
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -268,3 +269,17 @@ def test_short_reprs():
     r = repr(q)
     assert len(r) < 200 and "256, 512" in r and "bits=4" in r and "nbytes=" in r
     assert len(repr(Q.ovp_quantize(np.ones((256, 512), np.float32)))) < 200
+
+
+def test_report_section_times_cpu_on_one_thread_and_restores_threads(restore_threads):
+    """Issue #17: the OliVe section's GEMV ratio swung 0.31x-1.00x between runs (wall time, all
+    threads); it now reports single-thread CPU-time medians.  Checks the form, not a speed."""
+    import numkern
+    from numkern.quant.olive import _report
+
+    numkern.set_num_threads(2)
+    out = io.StringIO()
+    _report.report(out)
+    line = out.getvalue().strip().splitlines()[-1]
+    assert "1 thread, CPU time" in line and re.search(r"\(\d+\.\d\dx\)", line)
+    assert numkern.get_num_threads() == 2
