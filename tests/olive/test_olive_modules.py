@@ -283,3 +283,9 @@ def test_report_section_times_cpu_on_one_thread_and_restores_threads(restore_thr
     line = out.getvalue().strip().splitlines()[-1]
     assert "1 thread, CPU time" in line and re.search(r"\(\d+\.\d\dx\)", line)
     assert numkern.get_num_threads() == 2
+
+
+def test_float_bits_rejected_clearly():
+    """Found by the fuzzer: bits=4.0 passed the check and failed inside the C++ binding."""
+    with pytest.raises(ValueError, match="bits"):
+        Q.ovp_quantize(np.ones((2, 4), np.float32), bits=4.0)

@@ -107,7 +107,7 @@ class OVPTensor:
 
 # ---- validation ----------------------------------------------------------------------------
 def _check_format(bits, normal, allow_auto=True):
-    if isinstance(bits, bool) or bits not in (4, 8):
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in (4, 8):
         raise ValueError(f"bits: must be 4 or 8, got {bits!r}")
     allowed = ("int", "flint", "auto") if allow_auto else ("int", "flint")
     if normal not in allowed:
