@@ -241,6 +241,13 @@ def test_calibrate_pools_many_batches_and_uncalibrated_warns():
     fresh = Q.OVPLinear.from_linear(lin, bits=4, act_bits=8)
     with pytest.warns(UserWarning, match="calibrate"):
         fresh(data[1])
+    model = Q.quantize_model(nn.Sequential(nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(12, 5)),
+                             act_bits=8)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("default")
+        model(data[0])
+        model(data[1])
+    assert len([w for w in rec if "calibrate" in str(w.message)]) == 1  # once per model run
     with pytest.raises(ValueError, match="no activation-quantized"):
         Q.calibrate(Q.quantize_model(lin), data)
     with pytest.raises(ValueError, match="empty"):
@@ -252,6 +259,8 @@ def test_jit_trace_and_export_refuse_clearly():
     x = torch.randn(2, 3, 5, 5)
     with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
         torch.jit.trace(q, x)
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
+        q(torch.ones(2, 3, 5, 5, dtype=torch.int64))
     with pytest.raises(Exception, match="torch.export is not supported"):
         torch.export.export(q, (x,))
 

@@ -164,6 +164,8 @@ def test_compile_and_trace():
         assert torch.equal(torch.compile(m, backend="eager")(x), m(x))
     with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
         torch.jit.trace(m, x)
+    with pytest.raises(Exception, match="torch.export is not supported"):
+        torch.export.export(m, (x,))
 
 
 def test_short_reprs():

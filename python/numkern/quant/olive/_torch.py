@@ -93,7 +93,7 @@ class _OVPBase(QuantModule):
             self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
             return x2
         if float(self.act_alpha) == 0.0:
-            warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=4)
+            warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
             self._set_act_threshold(x2.detach())
         q = ovp_quantize(x2.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
                          both_outliers=self.both_outliers, alpha=float(self.act_alpha))
