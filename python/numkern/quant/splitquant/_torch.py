@@ -42,12 +42,17 @@ class SplitLayer(nn.Module):
     def k(self):
         return len(self.branches)
 
+    def _branch_sum(self, name):
+        t = getattr(self.branches[0], name)
+        if t is None:
+            return None
+        for b in self.branches[1:]:
+            t = t + getattr(b, name)
+        return t
+
     def merged_weight(self):
         """Sum of the branch weights (equals the original weight bit for bit after splitting)."""
-        w = self.branches[0].weight
-        for b in self.branches[1:]:
-            w = w + b.weight
-        return w
+        return self._branch_sum("weight")
 
     # what torch code reads from the layer it replaced (e.g. MultiheadAttention's out_proj)
     @property
@@ -59,12 +64,7 @@ class SplitLayer(nn.Module):
     @property
     def bias(self):
         """Sum of the branch biases (materialised), or None."""
-        if self.branches[0].bias is None:
-            return None
-        b = self.branches[0].bias
-        for br in self.branches[1:]:
-            b = b + br.bias
-        return b
+        return self._branch_sum("bias")
 
     @property
     def in_features(self):
