@@ -33,6 +33,23 @@ def _fast_path_guard(module, args):
     return None
 
 
+def _run(module, x):
+    """The quantized computation (``_forward`` of the subclass), eagerly."""
+    module._check_dtype(x, type(module).__name__)
+    return module._forward(x)
+
+
+_DISABLED = []
+
+
+def _run_disabled():
+    """``_run`` wrapped by torch.compiler.disable, made on first use under torch.compile (the
+    wrapper imports torch._dynamo, seconds of import time that eager users do not pay)."""
+    if not _DISABLED:
+        _DISABLED.append(torch.compiler.disable(_run))
+    return _DISABLED[0]
+
+
 class QuantModule(nn.Module):
     """Base of numkern's quantized torch modules (see the module docstring for the rules)."""
 
@@ -139,14 +156,9 @@ class QuantModule(nn.Module):
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, x):
         self._refuse_tracing(type(self).__name__)
-        return self._eager_forward(x)
-
-    @torch.compiler.disable
-    def _eager_forward(self, x):
-        """The quantized computation (``_forward`` of the subclass), run eagerly: under
-        torch.compile the graph breaks here once instead of tracing into the kernels' wrappers."""
-        self._check_dtype(x, type(self).__name__)
-        return self._forward(x)
+        if torch.compiler.is_compiling():  # graph break here, once, not inside the kernels' wrappers
+            return _run_disabled()(self, x)
+        return _run(self, x)
 
     def _forward(self, x):
         raise NotImplementedError
