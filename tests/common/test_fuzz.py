@@ -817,6 +817,39 @@ def test_olive_model(data):
          names=["linear", "bits"])
 
 
+@covers("quant", "OVPConv1d", "OVPConv2d", "calibrate")
+@fuzz_settings(0.3)
+@given(data=st.data())
+def test_olive_conv_and_calibrate(data):
+    """OVP convolutions and calibrate() (issue #19): odd geometries, bad inputs and batches."""
+    torch = pytest.importorskip("torch")
+    dims = data.draw(st.sampled_from([1, 2]))
+    conv_t = torch.nn.Conv1d if dims == 1 else torch.nn.Conv2d
+    torch.manual_seed(0)
+    stride, padding = data.draw(st.integers(1, 2)), data.draw(st.sampled_from([0, 1, "same", "valid"]))
+    if padding == "same":
+        stride = 1
+    conv = conv_t(2, 4, data.draw(st.integers(1, 3)), stride=stride, padding=padding,
+                  groups=data.draw(st.sampled_from([1, 2])))
+    cls = quant.OVPConv1d if dims == 1 else quant.OVPConv2d
+    ok, qc = call(cls.from_conv, conv, names=["conv", "bits"], bits=data.draw(olive_bits),
+                  act_bits=data.draw(st.sampled_from([None, 8])))
+    if not ok:
+        return
+    side = data.draw(st.integers(1, 5))
+    x = torch.randn(data.draw(st.sampled_from([(2, 2), (2, 3), (1, 2, 2), (2,)])) + (side,) * dims)
+    call(quant.calibrate, qc, data.draw(st.sampled_from([[x], [], "x", [x, x]])), names=["batches", "model", "x"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # uncalibrated
+        ok, y = call(qc, x, names=["x"])
+    if ok:
+        ref = (torch.nn.functional.conv1d if dims == 1 else torch.nn.functional.conv2d)(
+            x, qc.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        assert y.shape == ref.shape
+        if qc.act_bits is None:
+            torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+
+
 # ==================================================================================================
 # numkern.quant: SplitQuant
 # ==================================================================================================

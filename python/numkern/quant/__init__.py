@@ -1,7 +1,8 @@
 """numkern.quant: quantization of neural-network weights, with packed formats and fused kernels.
 
 - OliVe outlier-victim-pair quantization (numkern.quant.olive): ovp_quantize, ovp_dequantize,
-  ovp_fake_quantize, ovp_matmul, OVPTensor, OVPLinear, quantize_model.  See docs/olive.md.
+  ovp_fake_quantize, ovp_matmul, OVPTensor, OVPLinear, OVPConv1d, OVPConv2d, quantize_model,
+  calibrate.  See docs/olive.md.
 - SplitQuant (numkern.quant.splitquant): kmeans1d, split_model, quantize_weights, splitquant,
   quantize_model_plain, SplitLayer, SplitQuantLinear.  See docs/splitquant.md.
 

@@ -41,7 +41,6 @@ in CUDA for torch CUDA tensors and CuPy arrays; the CPU and CUDA encoders produc
 """
 from __future__ import annotations
 
-import copy as _copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +48,9 @@ import numpy as np
 from ..._backend import CUPY, F32, F64, NUMPY, TORCH, Context, array_kind
 
 __all__ = ["OVPTensor", "ovp_quantize", "ovp_dequantize", "ovp_fake_quantize", "ovp_matmul",
-           "quantize_model", "ovp_normal_mse", "plain_fake_quantize"]
-_LAZY = ("OVPLinear",)  # torch classes, created on first use (numkern never imports torch eagerly)
+           "quantize_model", "calibrate", "ovp_normal_mse", "plain_fake_quantize"]
+# torch classes, imported on first use (numkern never imports torch eagerly; not in __all__)
+_LAZY = ("OVPLinear", "OVPConv1d", "OVPConv2d")
 
 _NORMAL_CODE = {"int": 0, "flint": 1}
 _GRID_MAX = {(4, "int"): 28.0, (4, "flint"): 32.0, (8, "int"): 31.75}
@@ -98,10 +98,16 @@ class OVPTensor:
         """Bytes of codes plus scales."""
         return int(self.rows * _bytes_per_row(self.cols, self.bits) + 4 * self.scales.shape[0])
 
+    def __repr__(self) -> str:  # short: never the arrays themselves
+        kind = type(self.codes).__module__.split(".")[0]
+        dev = getattr(self.codes, "device", "cpu")
+        return (f"OVPTensor(shape={self.shape}, bits={self.bits}, normal={self.normal!r}, "
+                f"axis={self.axis!r}, nbytes={self.nbytes()}, {kind} on {dev})")
+
 
 # ---- validation ----------------------------------------------------------------------------
 def _check_format(bits, normal, allow_auto=True):
-    if isinstance(bits, bool) or bits not in (4, 8):
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in (4, 8):
         raise ValueError(f"bits: must be 4 or 8, got {bits!r}")
     allowed = ("int", "flint", "auto") if allow_auto else ("int", "flint")
     if normal not in allowed:
@@ -423,97 +429,47 @@ def _autograd_matmul():
 
 
 # ---- torch layers --------------------------------------------------------------------------
-_CLASSES = {}
-
-
-def _make_linear_class():
-    import torch
-
-    class OVPLinear(torch.nn.Module):
-        """nn.Linear with OVP-quantized weights: y = ovp_matmul(x', W_q) + b.
-
-        W_q is quantized per output row (bits 4 or 8).  With act_bits, x' is x fake-quantized per
-        tensor with OVP at act_bits; its threshold alpha is calibrated (full search) on the first
-        batch and reused for later batches.  Without act_bits, x' = x.
-        """
-
-        def __init__(self, q: OVPTensor, bias=None, act_bits=None, both_outliers="larger"):
-            super().__init__()
-            _check_ovp(q)
-            if act_bits is not None:
-                _check_format(act_bits, "int")
-            self.in_features, self.out_features = q.shape[1], q.shape[0]
-            self.bits, self.normal, self.act_bits = q.bits, q.normal, act_bits
-            self.both_outliers = both_outliers
-            self.register_buffer("codes", torch.as_tensor(q.codes))
-            self.register_buffer("scales", torch.as_tensor(q.scales))
-            self.register_buffer("bias", None if bias is None else bias.detach().clone())
-            self.register_buffer("act_alpha", torch.zeros((), dtype=torch.float64))
-            self.act_normal = "int"
-
-        @classmethod
-        def from_linear(cls, linear, bits=4, act_bits=None, normal="auto", both_outliers="larger"):
-            """Quantize a torch.nn.Linear's weight per output row (full threshold search)."""
-            if not isinstance(linear, torch.nn.Linear):
-                raise TypeError(f"linear: expected torch.nn.Linear, got {type(linear).__name__}")
-            q = ovp_quantize(linear.weight.detach(), bits=bits, normal=normal, axis="row",
-                             both_outliers=both_outliers)
-            return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
-
-        def quantized_weight(self) -> OVPTensor:
-            return OVPTensor(self.codes, self.scales, self.normal, (self.out_features, self.in_features),
-                             self.bits, "row")
-
-        def _quantize_act(self, x):
-            if float(self.act_alpha) == 0.0:
-                q = ovp_quantize(x.detach(), bits=self.act_bits, normal="auto", axis=None,
-                                 both_outliers=self.both_outliers)
-                self.act_alpha.fill_(float(q.alphas[0]))
-                self.act_normal = q.normal
-            else:
-                q = ovp_quantize(x.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
-                                 both_outliers=self.both_outliers, alpha=float(self.act_alpha))
-            deq = ovp_dequantize(q).to(x.dtype)
-            return x + (deq - x).detach() if x.requires_grad else deq
-
-        def forward(self, x):
-            if self.act_bits is not None:
-                x = self._quantize_act(x)
-            y = ovp_matmul(x, self.quantized_weight())
-            return y if self.bias is None else y + self.bias.to(y.dtype)
-
-        def extra_repr(self):
-            return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                    f"bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}")
-
-    return OVPLinear
-
-
 def __getattr__(name):
-    if name == "OVPLinear":
-        if name not in _CLASSES:
-            _CLASSES[name] = _make_linear_class()
-        return _CLASSES[name]
+    if name in _LAZY:  # module-level classes of ._torch, imported with torch on first use
+        from . import _torch
+
+        return getattr(_torch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto"):
-    """A deep copy of a torch model with every nn.Linear replaced by OVPLinear.from_linear(...),
-    except those whose qualified name has a component (or suffix) listed in skip.
-    """
-    import torch
+def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto", *,
+                   return_report=False):
+    """A deep copy of a torch model with every nn.Linear replaced by ``OVPLinear.from_linear``
+    and every nn.Conv1d / nn.Conv2d (groups=1, zero padding) by ``OVPConv1d/2d.from_conv`` (the
+    conv weight quantized as the matrix [out, in·prod(kernel)], run as a GEMM over im2col),
+    except layers whose qualified name has a component (or suffix) listed in skip.  When the
+    model itself is such a layer, the quantized layer is returned.
 
-    linear_cls = __getattr__("OVPLinear")
-    skip = tuple(skip or ())
-    new = _copy.deepcopy(model)
-    for name, module in list(new.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if not isinstance(child, torch.nn.Linear):
-                continue
-            if any(s == child_name or full == s or full.endswith("." + s) or s in full.split(".")
-                   for s in skip):
-                continue
-            setattr(module, child_name, linear_cls.from_linear(child, bits=bits, act_bits=act_bits,
-                                                               normal=normal))
-    return new
+    Layers that own a weight of 2+ dimensions and stay in float (skipped by name, grouped or
+    non-zero-padded convolutions, other layer types) are logged on the ``numkern.quant`` logger
+    (warning; info for skip=... names); ``return_report=True`` returns ``(model, report)`` with
+    report = [(qualified name, type name, reason)].
+    """
+    from . import _torch
+
+    _check_format(bits, normal)
+    if act_bits is not None:
+        _check_format(act_bits, "int")
+    return _torch.quantize_model(model, bits, act_bits, skip, normal, return_report)
+
+
+def calibrate(model, batches):
+    """Set the activation thresholds of every activation-quantized OVP layer of ``model``
+    (``quantize_model(..., act_bits=...)``) from many batches, and return the model.
+
+    Runs ``model(batch)`` (``model(*batch)`` for a tuple/list, ``model(**batch)`` for a dict) for
+    every batch in eval mode without gradients; meanwhile activations pass unquantized and each
+    layer keeps whole rows of its GEMM operand (at most 65536 values per batch, evenly strided).
+    Afterwards each layer's per-tensor threshold alpha is the full OVP search (see the module
+    docstring) on the pooled rows of all batches: the alpha of least squared error over the
+    calibration data.  Calling it again recalibrates.  A layer used before calibration warns
+    and calibrates on its first batch.
+    """
+    from . import _torch
+
+    return _torch.calibrate(model, batches)

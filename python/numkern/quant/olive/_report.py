@@ -34,18 +34,46 @@ def report(out) -> None:
     q = Q.ovp_quantize(wb, bits=4, normal="int", search=False)
     x = np.random.default_rng(2).standard_normal((1, 2048)).astype(np.float32)
 
-    def med(fn, n=15):
-        fn()
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-        return float(np.median(ts))
+    t_ovp, t_np, note = _cpu_times([lambda: Q.ovp_matmul(x, q), lambda: x @ wb.T])
+    print(f"  GEMV 2048x2048 batch 1, 1 thread, CPU time: ovp_matmul 4-bit {t_ovp * 1e3:.3f} ms, "
+          f"numpy float32 {t_np * 1e3:.3f} ms ({t_np / t_ovp:.2f}x){note}", file=out)
 
-    t_ovp, t_np = med(lambda: Q.ovp_matmul(x, q)), med(lambda: x @ wb.T)
-    print(f"  GEMV 2048x2048 batch 1: ovp_matmul 4-bit {t_ovp * 1e3:.2f} ms, numpy float32 "
-          f"{t_np * 1e3:.2f} ms ({t_np / t_ovp:.2f}x)", file=out)
+
+def _cpu_times(fns, rounds=7, min_round_s=0.02):
+    """Median over ``rounds`` of the CPU time (time.process_time) per call of each function,
+    after a warm-up; each round repeats a call until it has used min_round_s of CPU.  The rounds
+    of the functions are interleaved, and numkern and (through threadpoolctl, when installed)
+    the BLAS run on one thread, so the ratio does not depend on what else the machine runs."""
+    import contextlib
+
+    import numkern
+
+    try:
+        from threadpoolctl import threadpool_limits
+        limit, note = threadpool_limits(limits=1), ""
+    except ImportError:
+        limit, note = contextlib.nullcontext(), " (BLAS threads not limited: no threadpoolctl)"
+    old = numkern.get_num_threads()
+    numkern.set_num_threads(1)
+    try:
+        with limit:
+            for fn in fns:
+                for _ in range(3):
+                    fn()
+            per_call = [[] for _ in fns]
+            for _ in range(rounds):
+                for fn, times in zip(fns, per_call):
+                    n, t0 = 0, time.process_time()
+                    while True:
+                        fn()
+                        n += 1
+                        dt = time.process_time() - t0
+                        if dt >= min_round_s:
+                            break
+                    times.append(dt / n)
+    finally:
+        numkern.set_num_threads(old)
+    return (*(float(np.median(t)) for t in per_call), note)
 
 
 if __name__ == "__main__":

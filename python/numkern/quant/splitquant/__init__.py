@@ -100,8 +100,9 @@ def quantize_weights(w, bits, scheme=None, group_size=128):
     (s = 0) dequantizes to its value.
 
     Domain: finite float weights with ndim >= 1 (dim 0 = output channels; the rest flattened is
-    the input dimension) whose group ranges max - min do not overflow; group_size >= 1 dividing
-    it.  Returns a ``QuantizedWeight``.
+    the input dimension) whose group ranges max - min do not overflow; group_size >= 1 (capped at
+    the input dimension; when it does not divide it, the last group of each row is partial and
+    gets its own scale and offset over its own entries).  Returns a ``QuantizedWeight``.
     """
     bits = _check_bits(bits)
     scheme = _check_scheme(scheme, bits)
@@ -135,7 +136,7 @@ def split_model(model, k=3, method="optimal", *, seed=0):
 
 
 def splitquant(model, bits=2, k=3, group_size=128, method="optimal", *, scheme=None,
-               fused=False, seed=0):
+               fused=False, seed=0, return_report=False):
     r"""SplitQuant: ``split_model`` then quantize every branch weight with its own scales
     (``quantize_weights(branch, bits, scheme, group_size)``; fake-quantized: the branch stores
     the dequantized float weight).  Biases stay in float.  With ``fused=True`` every split
@@ -143,27 +144,38 @@ def splitquant(model, bits=2, k=3, group_size=128, method="optimal", *, scheme=N
 
     A model already split by ``split_model`` (SplitLayers only) is quantized as it is, without
     clustering again.
-    Domain: bits in {2, 4, 8}; k >= 1 (k <= 4 for fused); group_size >= 1 dividing every
-    layer's input dimension (None: one group per row).  Raises ValueError otherwise.
+    Domain: bits in {2, 4, 8}; k >= 1 (k <= 4 for fused); group_size >= 1 (None: one group per
+    row); a group size larger than a layer's input dimension is that dimension, and where it
+    does not divide it the last group of each row is partial (its own scale and offset), so the
+    defaults work on every layer shape.  Raises ValueError otherwise.
+
+    Layers that own a weight of 2+ dimensions and stay in float (types other than Linear /
+    Conv1d / Conv2d, e.g. nn.Embedding, nn.Conv3d) are logged as warnings on the
+    ``numkern.quant`` logger; ``return_report=True`` returns ``(model, report)``, report =
+    [(qualified name, type name, reason)].
     """
     from . import _torch as _splitquant_torch
 
     bits = _check_bits(bits)
-    return _splitquant_torch.splitquant(model, bits, _check_int(k, "k"),
-                                        _check_group_size(group_size), _check_method(method),
-                                        _check_scheme(scheme, bits), fused, seed)
+    out = _splitquant_torch.splitquant(model, bits, _check_int(k, "k"),
+                                       _check_group_size(group_size), _check_method(method),
+                                       _check_scheme(scheme, bits), fused, seed)
+    rep = _splitquant_torch.report(out, "splitquant")
+    return (out, rep) if return_report else out
 
 
-def quantize_model_plain(model, bits, group_size=128, *, scheme=None):
+def quantize_model_plain(model, bits, group_size=128, *, scheme=None, return_report=False):
     r"""Baseline: a copy of ``model`` with every nn.Linear / nn.Conv1d / nn.Conv2d weight
     replaced by ``quantize_weights(w, bits, scheme, group_size).dequantize()`` (no splitting).
-    Same domain and errors as ``splitquant``.
+    Same domain, errors, skipped-layer log and ``return_report`` as ``splitquant``.
     """
     from . import _torch as _splitquant_torch
 
     bits = _check_bits(bits)
-    return _splitquant_torch.quantize_plain(model, bits, _check_group_size(group_size),
-                                            _check_scheme(scheme, bits))
+    out = _splitquant_torch.quantize_plain(model, bits, _check_group_size(group_size),
+                                           _check_scheme(scheme, bits))
+    rep = _splitquant_torch.report(out, "quantize_model_plain")
+    return (out, rep) if return_report else out
 
 
 def fuse_splitquant(model):

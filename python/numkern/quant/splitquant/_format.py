@@ -173,9 +173,16 @@ class QuantizedWeight:
     def dequantize_numpy(self):
         rows, cols = self.codes.shape
         g = self.scale.shape[1]
-        q = self.codes.reshape(rows, g, cols // g).astype(self.scale.dtype)
-        w = self.offset[:, :, None] + q * self.scale[:, :, None]
-        return w.reshape(self.shape)
+        gs = int(self.group_size) if g > 1 else cols  # the last group may be partial
+        q = np.pad(self.codes, ((0, 0), (0, g * gs - cols))).reshape(rows, g, gs)
+        w = self.offset[:, :, None] + q.astype(self.scale.dtype) * self.scale[:, :, None]
+        return w.reshape(rows, g * gs)[:, :cols].reshape(self.shape)
+
+    def __repr__(self):  # short: never the arrays themselves
+        nbytes = self.codes.size * self.bits // 8 + self.scale.nbytes + self.offset.nbytes
+        return (f"QuantizedWeight(shape={tuple(self.shape)}, bits={self.bits}, "
+                f"scheme={self.scheme!r}, group_size={self.group_size}, "
+                f"groups={self.scale.shape[1]}, packed_nbytes={nbytes})")
 
     def dequantize(self):
         w = self.dequantize_numpy()
@@ -204,15 +211,13 @@ def _codes(w, scale, offset, bits, scheme):
 
 
 def _quantize_rows(rows, bits, scheme, group_size):
+    """Codes (nrows, cols), scale and offset (nrows, ceil(cols / gs)), gs.  gs = group_size
+    capped at cols (None or symmetric: cols); when gs does not divide cols the last group is
+    partial (padded here with the row's last value, which leaves its min and max unchanged)."""
     nrows, cols = rows.shape
-    if scheme == "symmetric":
-        gs = cols
-    else:
-        gs = cols if group_size is None else group_size
-        if cols % gs != 0:
-            raise ValueError(f"group_size: {gs} does not divide the input dimension {cols} "
-                             "(pass a divisor, or group_size=None for one group per row)")
-    w = rows.reshape(nrows, cols // gs, gs)
+    gs = cols if scheme == "symmetric" or group_size is None else min(group_size, cols)
+    pad = (-cols) % gs
+    w = (np.pad(rows, ((0, 0), (0, pad)), mode="edge") if pad else rows).reshape(nrows, -1, gs)
     qmax = 2 ** bits - 1
     if scheme == "symmetric":
         scale = np.abs(w).max(axis=2) / (2 ** (bits - 1) - 1)
@@ -230,7 +235,8 @@ def _quantize_rows(rows, bits, scheme, group_size):
         raise ValueError(f"w: the range of a quantization group overflows {rows.dtype} "
                          "(values near the float maximum); rescale the weights")
     codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
-    return codes.reshape(nrows, cols), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
+    codes = codes.reshape(nrows, cols + pad)[:, :cols]
+    return np.ascontiguousarray(codes), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
 
 
 # ---- fused representation ------------------------------------------------------------------
@@ -291,6 +297,9 @@ class FusedSplitQuantWeight:
             codes = codes.astype(np.int16) + half
         offsets = offs - zero + zero.sum(axis=2, keepdims=True)
         u = np.take_along_axis(codes, labels[None].astype(np.int64), axis=0)[0]
+        pad = scales.shape[1] * q0.group_size - cols  # partial last group: zero codes to its end
+        if pad:
+            u, labels = (np.pad(a, ((0, 0), (0, pad))) for a in (u, labels))
         return cls(_pack(u, q0.bits), _pack(labels, 2), scales.astype(np.float32),
                    offsets.astype(np.float32), cols, q0.group_size, q0.bits)
 
@@ -299,15 +308,30 @@ class FusedSplitQuantWeight:
             raise ValueError("scales: expected an (out, groups, k) array")
         return (self.codes, self.clusters, self.scales, self.offsets)
 
+    @property
+    def padded_in(self):
+        """Row length the codes are packed for: groups * group_size (>= in_features; larger when
+        the last group is partial, the extra codes multiply zero inputs)."""
+        return max(int(self.in_features), int(self.scales.shape[1]) * int(self.group_size))
+
+    def nbytes(self):
+        """Bytes of codes, clusters, scales and offsets."""
+        return int(sum(int(np.prod(a.shape)) * (1 if i < 2 else 4) for i, a in enumerate(self._parts())))
+
+    def __repr__(self):  # short: never the arrays themselves
+        return (f"FusedSplitQuantWeight(out_features={self.out_features}, "
+                f"in_features={self.in_features}, bits={self.bits}, k={self.scales.shape[2]}, "
+                f"group_size={self.group_size}, nbytes={self.nbytes()})")
+
     def dequantize(self):
         """The dense float32 (out, in) weight the kernel multiplies by (numpy)."""
         self._check_x((self.in_features,))
         ctx = Context()
         parts = [_kernel_array(ctx.input(_host(a), dt, n)) for a, dt, n in
                  zip(self._parts(), _PART_DTYPES, _PART_NAMES)]
-        w = np.empty((parts[2].shape[0], self.in_features), dtype=np.float32)
+        w = np.empty((parts[2].shape[0], self.padded_in), dtype=np.float32)
         ctx.call("splitquant", "fused_decode", *parts, w, self.group_size, self.bits)
-        return w
+        return w if w.shape[1] == self.in_features else np.ascontiguousarray(w[:, :self.in_features])
 
     def matmul(self, x, bias=None):
         """y = x W^T + bias for x of shape (..., in_features); float32 result of x's kind and
@@ -322,7 +346,12 @@ class FusedSplitQuantWeight:
             xa = ctx.input(x, F32, "x")
             shape = tuple(xa.shape)
             self._check_x(shape)
-            x2 = _kernel_array(ctx.ops.reshape(xa, (-1, self.in_features)))
+            x2 = ctx.ops.reshape(xa, (-1, self.in_features))
+            if self.padded_in != self.in_features:  # partial last group: zero inputs to its end
+                xp = ctx.ops.zeros((x2.shape[0], self.padded_in), F32)
+                xp[:, :self.in_features] = x2
+                x2 = xp
+            x2 = _kernel_array(x2)
             dev = [_kernel_array(ctx.input(a, dt, n)) for a, dt, n in zip(parts, _PART_DTYPES, _PART_NAMES)]
             b = None if bias is None else _kernel_array(ctx.input(bias, F32, "bias"))
             y = ctx.ops.empty((x2.shape[0], self.out_features), F32)

@@ -11,9 +11,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._skips import log_skipped, skipped_layers
+from .._torch_module import QuantModule
 from ._format import FusedSplitQuantWeight, QuantizedWeight, _quantize_rows, cluster_labels
 
 _SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _splittable(m):
+    """nn.Linear / Conv1d / Conv2d, or a subclass that keeps their forward (e.g.
+    MultiheadAttention's out_proj, NonDynamicallyQuantizableLinear)."""
+    base = next((t for t in _SPLITTABLE if isinstance(m, t)), None)
+    return base is not None and type(m).forward is base.forward
 
 
 class SplitLayer(nn.Module):
@@ -33,12 +42,37 @@ class SplitLayer(nn.Module):
     def k(self):
         return len(self.branches)
 
+    def _branch_sum(self, name):
+        t = getattr(self.branches[0], name)
+        if t is None:
+            return None
+        for b in self.branches[1:]:
+            t = t + getattr(b, name)
+        return t
+
     def merged_weight(self):
         """Sum of the branch weights (equals the original weight bit for bit after splitting)."""
-        w = self.branches[0].weight
-        for b in self.branches[1:]:
-            w = w + b.weight
-        return w
+        return self._branch_sum("weight")
+
+    # what torch code reads from the layer it replaced (e.g. MultiheadAttention's out_proj)
+    @property
+    def weight(self):
+        """``merged_weight()``: a materialised sum of the branch weights (differentiable in them;
+        changing it does not change the branches)."""
+        return self.merged_weight()
+
+    @property
+    def bias(self):
+        """Sum of the branch biases (materialised), or None."""
+        return self._branch_sum("bias")
+
+    @property
+    def in_features(self):
+        return self.branches[0].in_features
+
+    @property
+    def out_features(self):
+        return self.branches[0].out_features
 
     def forward(self, x):
         y = self.branches[0](x)
@@ -47,23 +81,31 @@ class SplitLayer(nn.Module):
         return y
 
 
-class SplitQuantLinear(nn.Module):
+class SplitQuantLinear(QuantModule):
     r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from
     (b + 2)-bit codes (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel instead
-    of k GEMMs.  Inference only (no gradient); computes in float32 and returns x's dtype.
+    of k GEMMs.  Inference only (no gradient); accepts float16/bfloat16/float32/float64 x,
+    computes in float32 and returns x's dtype.  Scales and offsets stay float32 under
+    ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
     """
+
+    _FORMAT = "numkern.splitquant_linear"
+    _VERSION = 1
+    _KEEP_DTYPE = ("scales", "offsets")
 
     def __init__(self, fused: FusedSplitQuantWeight, bias=None):
         super().__init__()
-        self.in_features = fused.in_features
+        self.in_features = int(fused.in_features)
         self.out_features = fused.out_features
         self.bits = fused.bits
-        self.group_size = fused.group_size
+        self.group_size = int(fused.group_size)
         self.register_buffer("codes", torch.from_numpy(fused.codes))
         self.register_buffer("clusters", torch.from_numpy(fused.clusters))
         self.register_buffer("scales", torch.from_numpy(fused.scales))
         self.register_buffer("offsets", torch.from_numpy(fused.offsets))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        if bias is not None:
+            self._dtype = bias.dtype
 
     @classmethod
     def from_split(cls, layer: SplitLayer):
@@ -89,12 +131,32 @@ class SplitQuantLinear(nn.Module):
     def dequantized_weight(self):
         return torch.from_numpy(self.fused().dequantize()).to(self.scales.device)
 
-    def forward(self, x):
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
+    def _settings(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bits": self.bits, "group_size": self.group_size, "k": int(self.scales.shape[2])}
+
+    def _adopt(self, s):
+        try:
+            bits, gs = int(s["bits"]), int(s["group_size"])
+            in_f, out_f = int(s["in_features"]), int(s["out_features"])
+            if bits not in (2, 4, 8) or gs < 1 or in_f < 1 or out_f < 1:
+                raise ValueError(f"bits={bits}, group_size={gs}, shape=({out_f}, {in_f})")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"state_dict: invalid SplitQuantLinear settings ({e})") from None
+        self.in_features, self.out_features, self.bits, self.group_size = in_f, out_f, bits, gs
+
+    def _matmul(self, x2):
+        """float32 [rows, in_features] -> float32 [rows, out_features] + bias by the fused kernel."""
         w = FusedSplitQuantWeight(self.codes, self.clusters, self.scales, self.offsets,
                                   self.in_features, self.group_size, self.bits)
-        return w.matmul(x.detach(), self.bias).to(x.dtype)
+        return w.matmul(x2, None if self.bias is None else self.bias.to(torch.float32))
+
+    def _forward(self, x):
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        y = self._matmul(x.detach().reshape(-1, self.in_features).to(torch.float32))
+        return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -146,10 +208,10 @@ def _replace(model, make, what):
     """Copy of model with make(layer, name) substituted for every splittable layer."""
     _check_module(model)
     model = copy.deepcopy(model)
-    if type(model) in _SPLITTABLE:
+    if _splittable(model):
         return make(model, "")
     targets = [(n, m) for n, m in model.named_modules()
-               if type(m) in _SPLITTABLE and not _inside_split(model, n)]
+               if _splittable(m) and not _inside_split(model, n)]
     if not targets:
         raise ValueError(f"model: no nn.Linear, nn.Conv1d or nn.Conv2d layer to {what}")
     for name, layer in targets:
@@ -188,11 +250,17 @@ def _quantize_layer_weight(layer, name, bits, scheme, group_size):
     return q
 
 
+def report(model, what):
+    """Weight layers that ``what`` left in float, logged on the numkern.quant logger."""
+    done = (SplitLayer, SplitQuantLinear)
+    return log_skipped(skipped_layers(model, lambda m: isinstance(m, done) or _splittable(m)), what)
+
+
 def splitquant(model, bits, k, group_size, method, scheme, fused, seed):
     if fused and k > 4:
         raise ValueError(f"k: the fused form holds at most 4 branches, got {k}")
     _check_module(model)
-    has_unsplit = any(type(m) in _SPLITTABLE and not _inside_split(model, n)
+    has_unsplit = any(_splittable(m) and not _inside_split(model, n)
                       for n, m in model.named_modules())
     if has_unsplit or not any(isinstance(m, SplitLayer) for m in model.modules()):
         split = split_model(model, k, method, seed)

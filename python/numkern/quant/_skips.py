@@ -1,0 +1,41 @@
+"""Which weight layers a model transform left unquantized, and why (returned and logged).
+
+Shared by numkern.quant's torch transforms (OVP quantize_model, splitquant, quantize_model_plain).
+"""
+from __future__ import annotations
+
+import logging
+
+LOG = logging.getLogger("numkern.quant")
+
+
+def skipped_layers(model, is_quantized, reason_of=None, skip_names=()):
+    """[(qualified name, type name, reason)] for every module of ``model`` that owns a weight of
+    2 or more dimensions and is not quantized (``is_quantized(module)`` false; modules inside a
+    quantized one are not visited).
+    ``reason_of(module)`` may give a more specific reason (or None for the default one);
+    ``skip_names`` are names the caller skipped on request."""
+    out = []
+    inside = []
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside):
+            continue
+        if is_quantized(m):
+            inside.append(name)
+            continue
+        w = m._parameters.get("weight") if hasattr(m, "_parameters") else None
+        if w is None or w.dim() < 2:
+            continue
+        if name in skip_names:
+            reason = "skipped on request (skip=...)"
+        else:
+            reason = (reason_of(m) if reason_of else None) or f"{type(m).__name__} is not supported"
+        out.append((name, type(m).__name__, reason))
+    return out
+
+
+def log_skipped(report, what):
+    for name, kind, reason in report:
+        level = logging.INFO if reason.startswith("skipped on request") else logging.WARNING
+        LOG.log(level, "%s: layer %r (%s) left unquantized: %s", what, name or "<root>", kind, reason)
+    return report

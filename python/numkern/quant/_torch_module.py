@@ -1,0 +1,187 @@
+"""Shared torch behaviour of numkern.quant's quantized modules (OVPLinear, OVPConv1d/2d,
+SplitQuantLinear): format metadata in the state_dict, the dtype rule, the ``weight`` view torch
+code reads, and refusal of torch.jit.trace / torch.export.
+
+Imported only by the torch sides of the quantizers (numkern never imports torch eagerly).
+
+State dict.  Besides the buffers (codes, scales, ...), ``get_extra_state`` stores a dict
+``{"format": <name>, "version": <int>, ...}`` with every setting that decides the output (grid
+choice, bits, group size, shapes, activation calibration state).  ``load_state_dict`` reads it
+first, adopts the settings and reshapes the buffers to the saved ones, so a skeleton built with
+other arguments computes exactly what the saved module computed.  A state dict of another
+format, a newer version, or a quantized module's buffers without the metadata is refused with a
+ValueError (strict or not).
+
+Dtype rule.  Codes never change dtype.  Buffers named in ``_KEEP_DTYPE`` (scales, offsets,
+activation thresholds) keep their precision under ``.half()``, ``.to(torch.bfloat16)``,
+``.double()`` and ``.to(dtype)``; ``.to(device)`` moves them.  The bias follows the module dtype
+as nn.Linear's does.  The forward accepts float16, bfloat16, float32 and float64 input, computes
+in float32 (the kernels' precision) and returns the input's dtype.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_EXTRA = "_extra_state"
+
+
+def _fast_path_guard(module, args):
+    """A no-op forward pre-hook.  torch's fused TransformerEncoderLayer fast path is skipped when
+    a submodule has hooks, so the quantized module's own forward (activation quantization,
+    fused kernel) runs instead of a dense kernel fed with the dequantized ``weight``."""
+    return None
+
+
+def _run(module, x):
+    """The quantized computation (``_forward`` of the subclass), eagerly."""
+    module._check_dtype(x, type(module).__name__)
+    return module._forward(x)
+
+
+_DISABLED = []
+
+
+def _run_disabled():
+    """``_run`` wrapped by torch.compiler.disable, made on first use under torch.compile (the
+    wrapper imports torch._dynamo, seconds of import time that eager users do not pay)."""
+    if not _DISABLED:
+        _DISABLED.append(torch.compiler.disable(_run))
+    return _DISABLED[0]
+
+
+class QuantModule(nn.Module):
+    """Base of numkern's quantized torch modules (see the module docstring for the rules)."""
+
+    _FORMAT = "numkern.quant"
+    _VERSION = 1
+    _KEEP_DTYPE = ()
+
+    def __init__(self):
+        super().__init__()
+        self._dtype = torch.float32  # nominal module dtype (what .half() / .double() set)
+        self.register_forward_pre_hook(_fast_path_guard)
+
+    # ---- settings that decide the output (subclasses) --------------------------------------
+    def _settings(self) -> dict:
+        raise NotImplementedError
+
+    def _adopt(self, settings: dict) -> None:
+        raise NotImplementedError
+
+    # ---- state dict --------------------------------------------------------------------------
+    def get_extra_state(self):
+        return {"format": self._FORMAT, "version": self._VERSION, **self._settings()}
+
+    def set_extra_state(self, state):
+        name = type(self).__name__
+        if not isinstance(state, dict) or state.get("format") != self._FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state_dict: {name} expects format {self._FORMAT!r}, got {got!r}")
+        version = state.get("version")
+        if not isinstance(version, int) or not 1 <= version <= self._VERSION:
+            raise ValueError(f"state_dict: {name} format version {version!r} is not supported "
+                             f"(this numkern reads versions 1..{self._VERSION})")
+        self._adopt({k: v for k, v in state.items() if k not in ("format", "version")})
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        extra = state_dict.get(prefix + _EXTRA)
+        if extra is None:
+            if any(prefix + n in state_dict for n in self._buffers):
+                raise ValueError(f"state_dict: {prefix or 'the root'} ({type(self).__name__}) has "
+                                 f"quantized buffers but no '{prefix}{_EXTRA}' format metadata; "
+                                 "without it the grid and bit width cannot be verified")
+        else:
+            self.set_extra_state(extra)
+            self._reshape_buffers(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _reshape_buffers(self, state_dict, prefix):
+        """Make every buffer match the saved one's shape (and, for kept-precision buffers and
+        non-float buffers, its dtype) so that the saved values load as they are."""
+        device = self._device()
+        for name in list(self._buffers):
+            key = prefix + name
+            if key not in state_dict:
+                if self._buffers[name] is not None and name in self._OPTIONAL:
+                    self._buffers[name] = None  # saved without it (e.g. no bias)
+                continue
+            saved = state_dict[key]
+            cur = self._buffers[name]
+            if cur is None or not saved.dtype.is_floating_point or name in self._KEEP_DTYPE:
+                dtype = saved.dtype
+            else:
+                dtype = cur.dtype
+            if cur is None or tuple(cur.shape) != tuple(saved.shape) or cur.dtype != dtype:
+                self._buffers[name] = torch.empty(saved.shape, dtype=dtype, device=device)
+
+    _OPTIONAL = ("bias",)
+
+    def _device(self):
+        for b in self._buffers.values():
+            if b is not None:
+                return b.device
+        return torch.device("cpu")
+
+    # ---- dtype rule ----------------------------------------------------------------------------
+    def _apply(self, fn, recurse=True):
+        kept = {n: b for n, b in self._buffers.items() if n in self._KEEP_DTYPE and b is not None}
+        for n in kept:
+            self._buffers[n] = None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for n, b in kept.items():
+                moved = fn(b)  # follow a device move, undo a dtype change
+                self._buffers[n] = moved if moved.dtype == b.dtype else b.to(moved.device)
+        probe = fn(torch.empty(0, dtype=self._dtype))
+        if probe.dtype.is_floating_point:
+            self._dtype = probe.dtype
+        return self
+
+    # ---- what torch code reads from nn.Linear ------------------------------------------------
+    def dequantized_weight(self):
+        raise NotImplementedError
+
+    @property
+    def weight(self):
+        """The dequantized weight, a materialised dense copy in the module dtype (each access
+        decodes the codes again; changing it does not change the module)."""
+        w = self.dequantized_weight()
+        dtype = self.bias.dtype if getattr(self, "bias", None) is not None else self._dtype
+        return w.to(dtype)
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(self, x):
+        self._refuse_tracing(type(self).__name__)
+        if torch.compiler.is_compiling():  # graph break here, once, not inside the kernels' wrappers
+            return _run_disabled()(self, x)
+        return _run(self, x)
+
+    def _forward(self, x):
+        raise NotImplementedError
+
+    @staticmethod
+    def _refuse_tracing(name):
+        if torch.jit.is_tracing():
+            raise RuntimeError(f"{name}: torch.jit.trace is not supported (the quantized kernel "
+                               "runs outside TorchScript, so a trace would freeze its output); use "
+                               "the module eagerly or with torch.compile")
+        if torch.compiler.is_exporting():
+            raise RuntimeError(f"{name}: torch.export is not supported (the quantized kernel is not "
+                               "a torch operator); use the module eagerly or with torch.compile")
+
+    @staticmethod
+    def _check_dtype(x, name):
+        if not isinstance(x, torch.Tensor) or x.dtype not in (
+                torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"x: {name} takes float16, bfloat16, float32 or float64 input, got {got}")
+
+    def _add_bias(self, y32, out_dtype):
+        """y32 (float32) + bias in float32, returned in the activation dtype."""
+        if self.bias is not None:
+            y32 = y32 + self.bias.to(torch.float32)
+        return y32.to(out_dtype)

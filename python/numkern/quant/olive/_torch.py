@@ -1,0 +1,388 @@
+"""torch side of numkern.quant's OliVe: OVPLinear, OVPConv1d, OVPConv2d, quantize_model, calibrate.
+
+Imported on first use of a torch name (numkern never imports torch eagerly).  The classes live at
+module level so that pickle, deepcopy and torch.save of whole models work.  The shared rules
+(state_dict metadata, dtype rule, ``weight``, tracing) are in numkern/quant/_torch_module.py.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._skips import log_skipped, skipped_layers
+from .._torch_module import QuantModule
+from . import OVPTensor, _check_format, _check_ovp, ovp_dequantize, ovp_matmul, ovp_quantize
+
+_CALIBRATION_ROWS = 1 << 16  # values kept per batch and module while calibrating (whole rows)
+_UNCALIBRATED = ("numkern.quant: an activation-quantized OVP layer ran before calibration; its "
+                 "activation threshold is now fixed from this first batch alone. Call "
+                 "numkern.quant.calibrate(model, batches) on representative data first.")
+
+
+class _OVPBase(QuantModule):
+    """Common part of the OVP modules: a weight matrix [out_features, in_features] quantized per
+    output row, optional per-tensor activation quantization of the GEMM operand."""
+
+    _FORMAT = "numkern.ovp"
+    _VERSION = 1
+    _KEEP_DTYPE = ("scales", "act_alpha")
+
+    def _init_quant(self, q, bias, act_bits, both_outliers):
+        _check_ovp(q)
+        if len(q.shape) != 2:
+            raise ValueError(f"q: expected a 2-d quantized weight [out, in], got shape {q.shape}")
+        if act_bits is not None:
+            _check_format(act_bits, "int")
+        if both_outliers not in ("larger", "left"):
+            raise ValueError(f"both_outliers: must be 'larger' or 'left', got {both_outliers!r}")
+        self.in_features, self.out_features = int(q.shape[1]), int(q.shape[0])
+        self.bits, self.normal, self.act_bits = q.bits, q.normal, act_bits
+        self.both_outliers = both_outliers
+        self.act_normal = "int"
+        self._calib = None  # list of activation samples while calibrate() runs
+        self.register_buffer("codes", torch.as_tensor(q.codes))
+        self.register_buffer("scales", torch.as_tensor(q.scales))
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("act_alpha", torch.zeros((), dtype=torch.float64))
+        if bias is not None:
+            self._dtype = bias.dtype
+
+    # ---- state dict settings ------------------------------------------------------------------
+    def _settings(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bits": self.bits, "normal": self.normal, "act_bits": self.act_bits,
+                "act_normal": self.act_normal, "both_outliers": self.both_outliers}
+
+    def _adopt(self, s):
+        try:
+            _check_format(s["bits"], s["normal"], allow_auto=False)
+            if s["act_bits"] is not None:
+                _check_format(s["act_bits"], s["act_normal"], allow_auto=False)
+            if s["both_outliers"] not in ("larger", "left"):
+                raise ValueError(f"both_outliers {s['both_outliers']!r}")
+            in_f, out_f = int(s["in_features"]), int(s["out_features"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"state_dict: invalid {type(self).__name__} settings ({e})") from None
+        self.in_features, self.out_features = in_f, out_f
+        self.bits, self.normal, self.act_bits = s["bits"], s["normal"], s["act_bits"]
+        self.act_normal, self.both_outliers = s["act_normal"], s["both_outliers"]
+
+    # ---- weight -------------------------------------------------------------------------------
+    def quantized_weight(self) -> OVPTensor:
+        """The weight as an OVPTensor [out_features, in_features] (views of the buffers)."""
+        return OVPTensor(self.codes, self.scales, self.normal, (self.out_features, self.in_features),
+                         self.bits, "row")
+
+    def dequantized_weight(self):
+        return ovp_dequantize(self.quantized_weight())
+
+    @property
+    def calibrated(self) -> bool:
+        """True once the activation threshold is set (always True without act_bits)."""
+        return self.act_bits is None or float(self.act_alpha) != 0.0
+
+    # ---- forward pieces -----------------------------------------------------------------------
+    def _quantize_act(self, x2):
+        """Per-tensor OVP fake quantization of the float32 GEMM operand x2 [rows, in_features]."""
+        if self._calib is not None:  # calibrate(): record, pass through unquantized
+            step = max(1, x2.shape[0] // max(1, _CALIBRATION_ROWS // x2.shape[1]))
+            self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
+            return x2
+        if float(self.act_alpha) == 0.0:
+            warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
+            self._set_act_threshold(x2.detach())
+        q = ovp_quantize(x2.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
+                         both_outliers=self.both_outliers, alpha=float(self.act_alpha))
+        deq = ovp_dequantize(q)
+        return x2 + (deq - x2).detach() if x2.requires_grad else deq
+
+    def _set_act_threshold(self, sample):
+        q = ovp_quantize(sample, bits=self.act_bits, normal="auto", axis=None,
+                         both_outliers=self.both_outliers)
+        self.act_alpha.fill_(float(q.alphas[0]))
+        self.act_normal = q.normal
+
+    def _matmul(self, x2):
+        """float32 [rows, in_features] -> float32 [rows, out_features] by the fused OVP kernel."""
+        return ovp_matmul(x2, self.quantized_weight())
+
+    def _gemm(self, x2, out_dtype):
+        """The quantized GEMM on a float32 operand, bias added in float32, cast to out_dtype."""
+        if self.act_bits is not None:
+            x2 = self._quantize_act(x2)
+        return self._add_bias(self._matmul(x2), out_dtype)
+
+    def _qrepr(self):
+        return (f"bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}"
+                + ("" if self.calibrated else " (uncalibrated)"))
+
+
+class OVPLinear(_OVPBase):
+    """nn.Linear with OVP-quantized weights: y = ovp_matmul(x', W_q) + b.
+
+    W_q is quantized per output row (bits 4 or 8).  With act_bits, x' is x (as rows of
+    in_features) fake-quantized per tensor with OVP at act_bits, with the threshold set by
+    ``numkern.quant.calibrate`` (or, with a warning, from the first batch); without act_bits,
+    x' = x.  Accepts float16/bfloat16/float32/float64 x, computes in float32, returns x's dtype.
+    """
+
+    _FORMAT = "numkern.ovp_linear"
+
+    def __init__(self, q: OVPTensor, bias=None, act_bits=None, both_outliers="larger"):
+        super().__init__()
+        self._init_quant(q, bias, act_bits, both_outliers)
+
+    @classmethod
+    def from_linear(cls, linear, bits=4, act_bits=None, normal="auto", both_outliers="larger"):
+        """Quantize a torch.nn.Linear's weight per output row (full threshold search)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear: expected torch.nn.Linear, got {type(linear).__name__}")
+        q = ovp_quantize(linear.weight.detach(), bits=bits, normal=normal, axis="row",
+                         both_outliers=both_outliers)
+        return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
+
+    def _forward(self, x):
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: last dimension must be in_features={self.in_features}, "
+                             f"got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        y = self._gemm(x.reshape(-1, self.in_features).to(torch.float32), x.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self._qrepr()}"
+
+
+def _pair(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+class _OVPConv(_OVPBase):
+    """Convolution as a GEMM over im2col: the weight [out, in/groups... ] is quantized as the
+    matrix [out_channels, in_channels * prod(kernel_size)] (per output channel), the input is
+    unfolded (torch.nn.functional.unfold) into rows of that length and multiplied by the fused
+    OVP kernel; activation quantization applies to the unfolded rows.  groups = 1 and
+    padding_mode="zeros" only (quantize_model reports other convolutions as skipped)."""
+
+    _DIMS = 2
+
+    def __init__(self, q, bias, kernel_size, stride=1, padding=0, dilation=1, act_bits=None,
+                 both_outliers="larger"):
+        super().__init__()
+        n = self._DIMS
+        self.kernel_size, self.stride = _pair(kernel_size, n), _pair(stride, n)
+        self.dilation = _pair(dilation, n)
+        self.padding = padding if isinstance(padding, str) else _pair(padding, n)
+        self._init_quant(q, bias, act_bits, both_outliers)
+        kk = 1
+        for k in self.kernel_size:
+            kk *= k
+        if self.in_features % kk:
+            raise ValueError(f"q: in_features {self.in_features} is not a multiple of the kernel "
+                             f"size {self.kernel_size}")
+        self.in_channels, self.out_channels = self.in_features // kk, self.out_features
+
+    @classmethod
+    def from_conv(cls, conv, bits=4, act_bits=None, normal="auto", both_outliers="larger"):
+        """Quantize a Conv1d / Conv2d (groups=1, padding_mode="zeros") weight per output channel."""
+        want = nn.Conv1d if cls._DIMS == 1 else nn.Conv2d
+        if type(conv) is not want:
+            raise TypeError(f"conv: expected torch.nn.{want.__name__}, got {type(conv).__name__}")
+        why = _conv_unsupported(conv)
+        if why:
+            raise ValueError(f"conv: {why}")
+        w = conv.weight.detach()
+        q = ovp_quantize(w.reshape(w.shape[0], -1), bits=bits, normal=normal, axis="row",
+                         both_outliers=both_outliers)
+        return cls(q, conv.bias, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                   act_bits=act_bits, both_outliers=both_outliers)
+
+    def _settings(self):
+        return {**super()._settings(), "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride), "dilation": list(self.dilation),
+                "padding": self.padding if isinstance(self.padding, str) else list(self.padding)}
+
+    def _adopt(self, s):
+        super()._adopt(s)
+        try:
+            self.kernel_size, self.stride = tuple(s["kernel_size"]), tuple(s["stride"])
+            self.dilation = tuple(s["dilation"])
+            self.padding = s["padding"] if isinstance(s["padding"], str) else tuple(s["padding"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"state_dict: invalid {type(self).__name__} settings ({e})") from None
+        kk = 1
+        for k in self.kernel_size:
+            kk *= k
+        self.in_channels, self.out_channels = self.in_features // kk, self.out_features
+
+    def dequantized_weight(self):
+        return super().dequantized_weight().reshape(self.out_channels, self.in_channels,
+                                                    *self.kernel_size)
+
+    def _pads(self, spatial):
+        """F.pad amounts (last dim first) and whether any padding is needed."""
+        pads = []
+        for i in reversed(range(self._DIMS)):
+            k, d = self.kernel_size[i], self.dilation[i]
+            if self.padding == "valid":
+                lo = hi = 0
+            elif self.padding == "same":
+                total = d * (k - 1)
+                lo, hi = total // 2, total - total // 2
+            else:
+                lo = hi = self.padding[i]
+            pads += [lo, hi]
+        return pads
+
+    def _forward(self, x):
+        n = self._DIMS
+        if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
+            raise ValueError(f"x: expected [batch,] {self.in_channels} channels and {n} spatial "
+                             f"dims, got shape {tuple(x.shape)}")
+        unbatched = x.dim() == n + 1
+        xb = x.unsqueeze(0) if unbatched else x
+        pads = self._pads(xb.shape[2:])
+        xb = F.pad(xb.to(torch.float32), pads) if any(pads) else xb.to(torch.float32)
+        k, s, d = self.kernel_size, self.stride, self.dilation
+        if n == 1:  # as a 2-d convolution of height 1
+            xb, k, s, d = xb.unsqueeze(2), (1, *k), (1, *s), (1, *d)
+        out_sp = [(xb.shape[2 + i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+        if min(out_sp) < 1:
+            raise ValueError(f"x: spatial size {tuple(x.shape[-n:])} is smaller than the kernel")
+        cols = F.unfold(xb, k, dilation=d, stride=s)  # [N, C*prod(k), L]
+        batch, length = cols.shape[0], cols.shape[2]
+        y = self._gemm(cols.transpose(1, 2).reshape(-1, self.in_features), x.dtype)
+        y = y.reshape(batch, length, self.out_channels).transpose(1, 2)
+        y = y.reshape(batch, self.out_channels, *out_sp[2 - n:])
+        return y[0] if unbatched else y
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"{self._qrepr()}")
+
+
+class OVPConv1d(_OVPConv):
+    __doc__ = _OVPConv.__doc__.replace("Convolution", "nn.Conv1d") + \
+        "\n    Input [batch, in_channels, length] or unbatched [in_channels, length]."
+    _FORMAT = "numkern.ovp_conv1d"
+    _DIMS = 1
+
+
+class OVPConv2d(_OVPConv):
+    __doc__ = _OVPConv.__doc__.replace("Convolution", "nn.Conv2d") + \
+        "\n    Input [batch, in_channels, H, W] or unbatched [in_channels, H, W]."
+    _FORMAT = "numkern.ovp_conv2d"
+    _DIMS = 2
+
+
+def _conv_unsupported(conv):
+    if conv.groups != 1:
+        return f"groups={conv.groups} (OVP convolution supports groups=1)"
+    if conv.padding_mode != "zeros":
+        return f"padding_mode={conv.padding_mode!r} (OVP convolution supports 'zeros')"
+    return None
+
+
+_OVP_MODULES = (OVPLinear, OVPConv1d, OVPConv2d)
+
+
+def _reason(m):
+    if type(m) in (nn.Conv1d, nn.Conv2d):
+        return _conv_unsupported(m)
+    return None
+
+
+def _skipped(full, child_name, skip):
+    return any(s == child_name or full == s or full.endswith("." + s) or s in full.split(".")
+               for s in skip)
+
+
+def _convert(child, bits, act_bits, normal):
+    if type(child) is nn.Conv1d or type(child) is nn.Conv2d:
+        if _conv_unsupported(child):
+            return None
+        cls = OVPConv1d if type(child) is nn.Conv1d else OVPConv2d
+        return cls.from_conv(child, bits=bits, act_bits=act_bits, normal=normal)
+    if isinstance(child, nn.Linear):
+        return OVPLinear.from_linear(child, bits=bits, act_bits=act_bits, normal=normal)
+    return None
+
+
+def quantize_model(model, bits, act_bits, skip, normal, return_report):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    skip = tuple(skip or ())
+    new = copy.deepcopy(model)
+    requested = set()
+    root = _convert(new, bits, act_bits, normal)
+    if root is not None:
+        new = root
+    else:
+        for name, module in list(new.named_modules()):
+            if isinstance(module, _OVP_MODULES):
+                continue
+            for child_name, child in list(module.named_children()):
+                full = f"{name}.{child_name}" if name else child_name
+                if _skipped(full, child_name, skip):
+                    requested.add(full)
+                    continue
+                q = _convert(child, bits, act_bits, normal)
+                if q is not None:
+                    setattr(module, child_name, q)
+    report = log_skipped(skipped_layers(new, lambda m: isinstance(m, _OVP_MODULES), _reason, requested), "quantize_model")
+    return (new, report) if return_report else new
+
+
+class _Calibrating:
+    def __init__(self, modules):
+        self.modules = modules
+
+    def __enter__(self):
+        for m in self.modules:
+            m._calib = []
+        return self
+
+    def __exit__(self, *exc):
+        for m in self.modules:
+            samples, m._calib = m._calib, None
+            if exc[0] is None and samples:
+                rows = torch.cat([s.reshape(-1, m.in_features) for s in samples])
+                m._set_act_threshold(rows.to(m.codes.device))
+        return False
+
+
+def calibrate(model, batches):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    mods = [m for m in model.modules() if isinstance(m, _OVP_MODULES) and m.act_bits is not None]
+    if not mods:
+        raise ValueError("model: no activation-quantized OVP layer (quantize_model(..., act_bits=...))")
+    seen = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _Calibrating(mods):
+            for batch in batches:
+                if isinstance(batch, dict):
+                    model(**batch)
+                elif isinstance(batch, (tuple, list)):
+                    model(*batch)
+                else:
+                    model(batch)
+                seen += 1
+            if seen == 0:
+                raise ValueError("batches: empty; calibration needs at least one batch")
+    finally:
+        model.train(was_training)
+    missed = [n for n, m in model.named_modules() if m in mods and not m.calibrated]
+    if missed:  # e.g. MultiheadAttention's out_proj: MHA reads its .weight, never calls it
+        warnings.warn(f"calibrate: activation-quantized layer(s) {missed} saw no input and stay "
+                      "uncalibrated (a parent that reads .weight instead of calling the layer, "
+                      "as nn.MultiheadAttention does with out_proj, uses the dequantized weight "
+                      "without activation quantization)", UserWarning, stacklevel=3)
+    return model
