@@ -11,8 +11,9 @@ r"""numkern.vmf's distribution kernels as torch operators (internal), and the di
       d/dmu    = kappa (v - (u.v) u) / |mu|,   d/dx = kappa (u - (u.v) v) / |x|.
   Forward mode (jvp) uses the same partials.
 - ``torch.ops.numkern.vmf_sample(mu, kappa, n, seed)``: (G, n, d) draws of VonMisesFisher.sample
-  (Wood's rejection sampler, counter-based streams of ``seed``, an int64: negative values stand
-  for seed + 2^64).  Not differentiable (no reparameterisation): its result never requires grad,
+  (Wood's rejection sampler, counter-based streams of ``seed``, a 0-d int64 tensor: negative
+  values stand for seed + 2^64; a tensor, so that torch.compile does not specialise on it; draw
+  one from a torch.Generator with ``seed_from(generator)``).  Not differentiable (no reparameterisation): its result never requires grad,
   as torch.distributions' ``sample``.  Under torch.func.vmap it needs randomness="different" (the
   batch becomes more groups: independent draws) or "same" (every batch member draws the streams
   of ``seed``); the default "error" raises.
@@ -133,30 +134,34 @@ register_autograd("vmf_logpdf", logpdf_op, _logpdf_backward, _logpdf_jvp)
 
 
 # ---- vmf_sample ---------------------------------------------------------------------------------
-def _check_sample(mu, kappa, n):
+def _check_sample(mu, kappa, n, seed):
     if mu.dim() != 2 or mu.shape[1] < 2:
         raise ValueError(f"mu: expected shape (G, d) with d >= 2, got {tuple(mu.shape)}")
     if kappa.dim() != 1 or kappa.shape[0] != mu.shape[0]:
         raise ValueError(f"kappa: expected shape ({mu.shape[0]},) to match mu, got {tuple(kappa.shape)}")
     if n < 0:
         raise ValueError(f"n: must be >= 0, got {n}")
+    if seed.dim() != 0 or seed.dtype != torch.int64:
+        raise ValueError(f"seed: expected a 0-d int64 tensor, got shape {tuple(seed.shape)} {seed.dtype}")
 
 
-def _sample_kernel(mu: Tensor, kappa: Tensor, n: int, seed: int) -> Tensor:
+def _sample_kernel(mu: Tensor, kappa: Tensor, n: int, seed: Tensor) -> Tensor:
     from ..vmf import VonMisesFisher
 
-    _check_sample(mu, kappa, n)
-    out = VonMisesFisher(mu.detach(), kappa.detach()).sample(n, seed=seed % (1 << 64))
+    _check_sample(mu, kappa, n, seed)
+    out = VonMisesFisher(mu.detach(), kappa.detach()).sample(n, seed=int(seed) % (1 << 64))
     return out.reshape(mu.shape[0], n, mu.shape[1]).contiguous()
 
 
 def _sample_fake(mu, kappa, n, seed):
-    _check_sample(mu, kappa, n)
+    _check_sample(mu, kappa, n, seed)
     return mu.new_empty((mu.shape[0], n, mu.shape[1]), dtype=result_dtype(mu, kappa))
 
 
 def _sample_vmap(info, in_dims, mu, kappa, n, seed):
     b = info.batch_size
+    if in_dims[3] is not None:
+        raise RuntimeError("numkern.vmf_sample: a batched seed is not supported under vmap; pass one seed")
     m, k = _lift(mu, in_dims[0], b), _lift(kappa, in_dims[1], b)
     if info.randomness == "different":
         g, d = m.shape[1], m.shape[2]
@@ -174,7 +179,7 @@ def _sample_autograd(keyset, mu, kappa, n, seed):
         return sample_op.redispatch(keyset & torch._C._after_autograd_keyset, mu, kappa, n, seed)
 
 
-LIB.define("vmf_sample(Tensor mu, Tensor kappa, int n, int seed) -> Tensor",
+LIB.define("vmf_sample(Tensor mu, Tensor kappa, int n, Tensor seed) -> Tensor",
            tags=(torch.Tag.pt2_compliant_tag, torch.Tag.nondeterministic_seeded))
 LIB.impl("vmf_sample", _sample_kernel, "CPU")
 LIB.impl("vmf_sample", _sample_kernel, "CUDA")
@@ -184,10 +189,15 @@ sample_op = torch.ops.numkern.vmf_sample.default
 LIB.impl("vmf_sample", _sample_autograd, "Autograd", with_keyset=True)
 
 
-def seed_arg(seed) -> int:
-    """A uint64 seed (numkern.vmf's streams) as the op's int64 argument."""
+def seed_arg(seed) -> Tensor:
+    """A uint64 seed (numkern.vmf's streams) as the op's 0-d int64 tensor."""
     seed = int(seed) % (1 << 64)
-    return seed - (1 << 64) if seed >= _I64 else seed
+    return torch.tensor(seed - (1 << 64) if seed >= _I64 else seed, dtype=torch.int64)
+
+
+def seed_from(generator=None) -> Tensor:
+    """A seed for vmf_sample drawn from a torch.Generator (torch's default CPU generator if None)."""
+    return torch.randint(-_I64, _I64 - 1, (), dtype=torch.int64, generator=generator)
 
 
 # ---- VonMisesFisher's differentiable path ------------------------------------------------------
