@@ -69,6 +69,15 @@ def test_values_and_derivatives_match_torch(name):
         for x, r in zip(ha, hb):
             if x is not None and r is not None:
                 np.testing.assert_allclose(x.numpy(), r.numpy(), rtol=1e-11, atol=1e-13)
+    # forward mode (jvp) and forward-over-reverse (torch.func.hessian) agree with reverse mode
+    tang = [torch.ones_like(t) * 0.5 for t in (logits, z, p0, u)]
+    _, jv = torch.func.jvp(f, (logits, z, p0, u), tuple(tang))
+    J = torch.autograd.functional.jacobian(lambda *a: f(*a), (logits, z, p0, u))
+    ref_jv = sum((j.reshape(out.numel(), -1) @ t.reshape(-1)).reshape(out.shape) for j, t in zip(J, tang))
+    np.testing.assert_allclose(jv.numpy(), ref_jv.numpy(), rtol=1e-12, atol=1e-14)
+    hf = torch.func.hessian(lambda l: (f(l, z, p0, u) * w).sum())(logits)
+    hr = torch.autograd.functional.hessian(lambda l: (references(l, z, y, u, p0)[name] * w).sum(), logits)
+    np.testing.assert_allclose(hf.numpy(), hr.numpy(), rtol=1e-11, atol=1e-13)
     small = [t[:3].clone().requires_grad_(True) if t.dim() == 2 else t[:, :3].clone().requires_grad_(True)
              for t in (logits, z, p0, u)]
     g = lambda *a: calls(y[:3])[name](*a)  # noqa: E731

@@ -15,6 +15,7 @@ on CUDA tensors, current stream), in float32 for float inputs of at most 32 bits
 Derivatives, from these ops again (so of any order):
     d p = J d l;   d[p(1-p)] = (1 - 2p) d p;   d(1 - |p|^2) = -2 p.d p;   d(-log p_y) = (p - e_y).d l;
     J u: grad_u = J g, grad_p = g (u - p.u) - u (g.p);   d trace_terms / d z = 2 (1 - |p|^2) z.
+Forward mode (jvp, jacfwd, torch.func.hessian) uses the same partials.
 Labels are not differentiable (integers); has_bias is a flag.
 """
 from __future__ import annotations
@@ -171,6 +172,51 @@ def _jac_backward(saved, needs, grad):
     return gp, gu
 
 
+def _softmax_jvp(saved, tangents):
+    logits, p = saved
+    return _jac(p, tangents[0]).to(p.dtype)
+
+
+def _curvature_jvp(saved, tangents):
+    logits, y = saved
+    p = torch.ops.numkern.head_softmax(logits)
+    return ((1.0 - 2.0 * p) * _jac(p, tangents[0])).to(y.dtype)
+
+
+def _trace_jvp(saved, tangents):
+    logits, features, has_bias, y = saved
+    tl, tz = tangents[0], tangents[1]
+    out = torch.zeros_like(y)
+    if tl is not None:
+        p = torch.ops.numkern.head_softmax(logits)
+        z = features.to(p.dtype)
+        q = (z * z).sum(1) + (1.0 if has_bias else 0.0)
+        out = out - 2.0 * q * (p * _jac(p, tl)).sum(1)
+    if tz is not None:
+        one_minus = torch.ops.numkern.head_curvature(logits).sum(1)
+        out = out + 2.0 * one_minus * (features.to(y.dtype) * tz.to(y.dtype)).sum(1)
+    return out
+
+
+def _loss_jvp(saved, tangents):
+    logits, labels, y = saved
+    p = torch.ops.numkern.head_softmax(logits)
+    return ((p - torch.zeros_like(p).scatter(1, labels[:, None], 1.0)) * tangents[0].to(p.dtype)).sum(1)
+
+
+def _jac_jvp(saved, tangents):
+    probs, u, y = saved
+    tp, tu = tangents
+    p, uu = probs.to(y.dtype), u.to(y.dtype)
+    out = torch.zeros_like(y)
+    if tu is not None:
+        out = out + torch.ops.numkern.head_apply_jacobian(p, tu.to(y.dtype))
+    if tp is not None:
+        tp = tp.to(y.dtype)
+        out = out + tp * (uu - (p * uu).sum(-1, keepdim=True)) - p * (tp * uu).sum(-1, keepdim=True)
+    return out
+
+
 # ---- vmap: the batch becomes more rows -------------------------------------------------------------
 def _lift(t, dim, size):
     return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
@@ -196,13 +242,16 @@ def _jac_vmap(info, in_dims, probs, u):
     return out.reshape(uu.shape[1], b, n, C), 1
 
 
-for _name, _schema, _kernel, _fake, _bwd in (
-        ("head_softmax", "(Tensor logits) -> Tensor", _softmax_kernel, _fake_rows, _softmax_backward),
-        ("head_curvature", "(Tensor logits) -> Tensor", _curvature_kernel, _fake_rows, _curvature_backward),
+for _name, _schema, _kernel, _fake, _bwd, _fwd in (
+        ("head_softmax", "(Tensor logits) -> Tensor", _softmax_kernel, _fake_rows, _softmax_backward, _softmax_jvp),
+        ("head_curvature", "(Tensor logits) -> Tensor", _curvature_kernel, _fake_rows, _curvature_backward,
+         _curvature_jvp),
         ("head_trace_terms", "(Tensor logits, Tensor features, bool has_bias) -> Tensor", _trace_kernel,
-         _fake_trace, _trace_backward),
-        ("head_loss", "(Tensor logits, Tensor labels) -> Tensor", _loss_kernel, _fake_loss, _loss_backward),
-        ("head_apply_jacobian", "(Tensor probs, Tensor u) -> Tensor", _jac_kernel, _fake_jac, _jac_backward)):
+         _fake_trace, _trace_backward, _trace_jvp),
+        ("head_loss", "(Tensor logits, Tensor labels) -> Tensor", _loss_kernel, _fake_loss, _loss_backward,
+         _loss_jvp),
+        ("head_apply_jacobian", "(Tensor probs, Tensor u) -> Tensor", _jac_kernel, _fake_jac, _jac_backward,
+         _jac_jvp)):
     LIB.define(_name + _schema, tags=_TAGS)
     LIB.impl(_name, _kernel, "CPU")
     LIB.impl(_name, _kernel, "CUDA")
@@ -210,4 +259,4 @@ for _name, _schema, _kernel, _fake, _bwd in (
     _op = getattr(torch.ops.numkern, _name).default
     torch.library.register_vmap(f"{NAMESPACE}::{_name}", _jac_vmap if _name == "head_apply_jacobian"
                                 else _rows_vmap(_op), lib=LIB)
-    register_autograd(_name, _op, _bwd)
+    register_autograd(_name, _op, _bwd, _fwd)
