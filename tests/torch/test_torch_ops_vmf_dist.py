@@ -85,10 +85,10 @@ def test_distribution_gradients_match_torch_reference(d):
         np.testing.assert_allclose(h.numpy(), hr.numpy(), rtol=1e-9, atol=1e-12)
 
 
-def test_distribution_gradcheck_high_dimension():
-    """Finite differences at d = 64 (no closed form): logpdf in mu, kappa, X; entropy and kl in kappa."""
-    d = 64
-    mu, k, x = unit(2, d, seed=4), torch.tensor([3.0, 80.0], dtype=F64), unit(2, 3, d, seed=5)
+def test_distribution_gradcheck_without_closed_form():
+    """Finite differences at d = 24 (no closed form): logpdf in mu, kappa, X; entropy and kl in kappa."""
+    d = 24
+    mu, k, x = unit(2, d, seed=4), torch.tensor([3.0, 80.0], dtype=F64), unit(2, 2, d, seed=5)
     q = vmf.VonMisesFisher(unit(d, seed=6), torch.tensor(10.0, dtype=F64))
 
     def f(m, kk, xx):
@@ -200,7 +200,8 @@ def test_sample_op_seed_and_vmap_randomness():
     mu, k = unit(2, 6, seed=19), torch.tensor([3.0, 300.0], dtype=F64)
     dist = vmf.VonMisesFisher(mu, k)
     big = (1 << 64) - 5  # a uint64 seed above int64's range travels as seed - 2^64
-    np.testing.assert_array_equal(o.vmf_sample(mu, k, 4, vmf_dist.seed_arg(big)).numpy(), dist.sample(4, seed=big).numpy())
+    got = o.vmf_sample(mu, k, 4, vmf_dist.seed_arg(big))
+    np.testing.assert_array_equal(got.numpy(), dist.sample(4, seed=big).numpy())
     np.testing.assert_array_equal(o.vmf_sample(mu, k, 4, torch.tensor(11)).numpy(), dist.sample(4, seed=11).numpy())
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     np.testing.assert_array_equal(o.vmf_sample(mu, k, 2, vmf_dist.seed_from(g1)).numpy(),

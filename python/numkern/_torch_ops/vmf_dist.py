@@ -13,10 +13,11 @@ r"""numkern.vmf's distribution kernels as torch operators (internal), and the di
 - ``torch.ops.numkern.vmf_sample(mu, kappa, n, seed)``: (G, n, d) draws of VonMisesFisher.sample
   (Wood's rejection sampler, counter-based streams of ``seed``, a 0-d int64 tensor: negative
   values stand for seed + 2^64; a tensor, so that torch.compile does not specialise on it; draw
-  one from a torch.Generator with ``seed_from(generator)``).  Not differentiable (no reparameterisation): its result never requires grad,
-  as torch.distributions' ``sample``.  Under torch.func.vmap it needs randomness="different" (the
-  batch becomes more groups: independent draws) or "same" (every batch member draws the streams
-  of ``seed``); the default "error" raises.
+  one from a torch.Generator with ``seed_from(generator)``).  Not differentiable (no
+  reparameterisation): its result never requires grad, as torch.distributions' ``sample``.
+  Under torch.func.vmap it needs randomness="different" (the batch becomes more groups:
+  independent draws) or "same" (every batch member draws the streams of ``seed``); the default
+  "error" raises.
 """
 from __future__ import annotations
 

@@ -323,7 +323,11 @@ class VonMisesFisher:
             return self._grad_params
         import torch
 
-        return torch.as_tensor(self._mu, device=self._ctx.device), torch.as_tensor(self._kappa, device=self._ctx.device)
+        def t(a):  # torch cannot share a read-only array: copy it
+            a = np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+            return torch.as_tensor(a, device=self._ctx.device)
+
+        return t(self._mu), t(self._kappa)
 
     # ---- parameters -------------------------------------------------------------------
     @property
@@ -454,7 +458,9 @@ class VonMisesFisher:
             import torch
 
             (tmp, tkp), (tmq, tkq) = self._torch_params(), other._torch_params()
-            bc = lambda a, b, tail: torch.broadcast_to(a.reshape(b + tail), batch + tail).reshape((g,) + tail)  # noqa: E731
+            def bc(a, b, tail):
+                return torch.broadcast_to(a.reshape(b + tail), batch + tail).reshape((g,) + tail)
+
             out = tops.kl(d, bc(tmp, self._batch, (d,)), bc(tkp, self._batch, ()), bc(tmq, other._batch, (d,)),
                           bc(tkq, other._batch, ()))
             dt = torch.float32 if self._dtype == F32 and other._dtype == F32 else torch.float64
