@@ -311,12 +311,12 @@ class VonMisesFisher:
     def _tops(self, *others):
         """numkern._torch_ops.vmf_dist when this call must propagate gradients (grad mode on and mu,
         kappa or an argument requiring grad), else None."""
-        if self._ctx.kind != TORCH:
+        args = (self._grad_params or ()) + others
+        if not any(array_kind(a) == TORCH and a.requires_grad for a in args):
             return None
         from .._torch_ops import vmf_dist
 
-        params = self._grad_params or ()
-        return vmf_dist if vmf_dist.wants_grad(*params, *others) else None
+        return vmf_dist if vmf_dist.wants_grad(*args) else None
 
     def _torch_params(self):
         if self._grad_params is not None:
