@@ -20,22 +20,23 @@ def test_torch_float64_parameters_give_no_read_only_warning(torch):
     assert kt.tolist() == [2.0, 3.0]  # the caller's tensor is not the distribution's storage
 
 
-def test_requires_grad_parameters_warn_instead_of_silently_dropping(torch):
-    """#17: mu/kappa requiring grad gave results with requires_grad False and no word about it."""
+def test_requires_grad_parameters_propagate_gradients(torch):
+    """#17: mu/kappa requiring grad gave results with requires_grad False (then a warning); now the
+    results carry gradients through numkern's torch operators (tests/torch/test_torch_ops_vmf_dist.py
+    checks their values), with no warning."""
     kappa = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
     mu = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    with pytest.warns(UserWarning, match="not differentiable"):
-        d = vmf.VonMisesFisher(mu, kappa)
-    assert not d.entropy().requires_grad
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        vmf.VonMisesFisher(mu, kappa.detach())
+        d = vmf.VonMisesFisher(mu, kappa)
+        h = d.entropy()
         with torch.no_grad():
-            vmf.VonMisesFisher(mu, kappa)
-    # log_normalizer stays differentiable
-    vmf.log_normalizer(3, kappa).backward()
-    assert kappa.grad is not None and float(kappa.grad) == pytest.approx(-float(vmf.VonMisesFisher(mu, 5.0).mean()[0]),
-                                                                         rel=1e-13)
+            assert not vmf.VonMisesFisher(mu, kappa).entropy().requires_grad
+    assert h.requires_grad
+    h.backward()
+    # dH/dkappa = -kappa A'(kappa), A' = 1 - A^2 - (d-1) A/kappa (d = 3)
+    a = float(vmf.VonMisesFisher(mu, 5.0).mean()[0])
+    assert float(kappa.grad) == pytest.approx(-5.0 * (1 - a * a - 2 * a / 5.0), rel=1e-12)
 
 
 def test_empty_inputs():

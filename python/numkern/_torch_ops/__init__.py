@@ -6,7 +6,10 @@ Importing this package registers, with ``torch.library``:
   and the helpers ``dlog_iv_dx`` / ``dlog_kv_dx`` (d/dx log I_v, d/dx log K_v) used by their
   derivatives -- module ``numkern._torch_ops.special``;
 - ``numkern.vmf``: ``log_normalizer(d, kappa)`` and ``kappa_mle(rbar, d)`` --
-  module ``numkern._torch_ops.vmf``.
+  module ``numkern._torch_ops.vmf``; ``vmf_logpdf`` and ``vmf_sample`` -- ``vmf_dist``;
+- ``numkern.kde``: ``kde_logsumexp`` and ``kde_loo_logsumexp`` -- ``kde``;
+- ``numkern.hessian``'s softmax-head kernels: ``head_softmax``, ``head_curvature``,
+  ``head_trace_terms``, ``head_loss``, ``head_apply_jacobian`` -- ``hessian_head``.
 
 Every op has a CPU kernel (the C++ kernel on zero-copy views of the tensors' storage), a CUDA
 kernel (numkern._cuda through ``_backend.Context.call``: the tensors' device, the current stream),
@@ -18,5 +21,6 @@ The public functions (``numkern.special.log_iv`` etc.) call these ops for torch 
 numpy entry points do not import torch.
 """
 from . import special, vmf  # noqa: F401  (registration happens on import)
+from . import hessian_head, kde, vmf_dist  # noqa: F401,E402
 
-__all__ = ["special", "vmf"]
+__all__ = ["special", "vmf", "vmf_dist", "kde", "hessian_head"]

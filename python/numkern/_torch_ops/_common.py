@@ -78,14 +78,8 @@ def define_op(name, arg_names, cpu, cuda, partials):
 
     ``partials(needs, *inputs, y)`` returns, for each input i with needs[i], the partial derivative
     dy/d(input i) at the broadcast shape, built from numkern ops (so it is differentiable again);
-    inputs come cast to y's dtype.  Reverse mode (backward) and forward mode (jvp) both use it.
-
-    Autograd is registered as the op's Autograd kernel running a single-level autograd Function
-    with ``setup_context``, ``backward`` and ``jvp``: torch.library.register_autograd's generated
-    Function lacks setup_context, so torch.func.grad / jacrev / jvp refuse it (pytorch/pytorch
-    #168393, #179652), and it has no forward mode.  This uses torch internals (single-level
-    Functions, the functorch interpreter stack, forward-AD levels) as of torch 2.13; the tests in
-    tests/torch/ pin the behaviour."""
+    inputs come cast to y's dtype.  Reverse mode (backward) and forward mode (jvp) both use it
+    (``register_autograd``)."""
     LIB.define(f"{name}({', '.join('Tensor ' + a for a in arg_names)}) -> Tensor",
                tags=(torch.Tag.pt2_compliant_tag,))
     qualname = f"{NAMESPACE}::{name}"
@@ -95,6 +89,38 @@ def define_op(name, arg_names, cpu, cuda, partials):
     op = getattr(getattr(torch.ops, NAMESPACE), name).default
     torch.library.register_vmap(qualname, elementwise_vmap(op), lib=LIB)
 
+    def backward(saved, needs, grad):
+        *args, y = saved
+        ps = partials(needs, *(a.to(y.dtype) for a in args), y)
+        return tuple(None if p is None else (grad * p).sum_to_size(a.shape).to(a.dtype)
+                     for p, a in zip(ps, args))
+
+    def jvp(saved, tangents):
+        *args, y = saved
+        ps = partials(tuple(t is not None for t in tangents), *(a.to(y.dtype) for a in args), y)
+        out = sum(t.to(y.dtype) * p for t, p in zip(tangents, ps) if t is not None)
+        return out if out.shape == y.shape else torch.broadcast_to(out, y.shape).contiguous()
+
+    register_autograd(name, op, backward, jvp)
+    return op
+
+
+def register_autograd(name, op, backward, jvp=None):
+    """Register the Autograd kernel of ``torch.ops.numkern.<name>`` (one Tensor output).
+
+    ``backward(saved, needs, grad)`` gets ``saved = (*inputs, output)``, which inputs need a
+    gradient, and the output's gradient (not None); it returns one gradient (or None) per input,
+    built from differentiable torch / numkern ops so that double backward is exact.
+    ``jvp(saved, tangents)`` (tangents: None for an input without one) returns the output's
+    tangent; without it, forward mode raises.  Non-Tensor inputs get None tangents / gradients.
+
+    Autograd is registered as the op's Autograd kernel running a single-level autograd Function
+    with ``setup_context``, ``backward`` and ``jvp``: torch.library.register_autograd's generated
+    Function lacks setup_context, so torch.func.grad / jacrev / jvp refuse it (pytorch/pytorch
+    #168393, #179652), and it has no forward mode.  This uses torch internals (single-level
+    Functions, the functorch interpreter stack, forward-AD levels) as of torch 2.13; the tests in
+    tests/torch/ pin the behaviour."""
+
     def forward(*args):
         # Below this level's autograd, but with grad and forward grad modes on again (the Function
         # turned both off), as an ATen op's autograd kernel and functorch's own generated Functions
@@ -103,38 +129,45 @@ def define_op(name, arg_names, cpu, cuda, partials):
             return op(*args)
 
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs, output)
-        ctx.save_for_forward(*inputs, output)
+        ctx.n_inputs = len(inputs)
+        ctx.tensor_at = [i for i, a in enumerate(inputs) if isinstance(a, torch.Tensor)]
+        ctx.others = {i: a for i, a in enumerate(inputs) if not isinstance(a, torch.Tensor)}
+        ctx.save_for_backward(*(inputs[i] for i in ctx.tensor_at), output)
+        ctx.save_for_forward(*(inputs[i] for i in ctx.tensor_at), output)
         ctx.set_materialize_grads(False)  # jvp: None for an input without tangent (e.g. d, v)
 
-    def backward(ctx, grad):
-        *args, y = ctx.saved_tensors
+    def _saved(ctx):
+        *ts, y = ctx.saved_tensors
+        args = [None] * ctx.n_inputs
+        for i, t in zip(ctx.tensor_at, ts):
+            args[i] = t
+        for i, a in ctx.others.items():
+            args[i] = a
+        return (*args, y)
+
+    def _backward(ctx, grad):
         if grad is None:
-            return (None,) * len(args)
-        ps = partials(ctx.needs_input_grad, *(a.to(y.dtype) for a in args), y)
-        return tuple(None if p is None else (grad * p).sum_to_size(a.shape).to(a.dtype)
-                     for p, a in zip(ps, args))
+            return (None,) * ctx.n_inputs
+        return tuple(backward(_saved(ctx), ctx.needs_input_grad, grad))
 
-    def jvp(ctx, *tangents):
-        *args, y = ctx.saved_tensors
+    def _jvp(ctx, *tangents):
         _refuse_forward_over_forward(name)
-        return _jvp(args, y, tangents)
-
-    def _jvp(args, y, tangents):
-        ps = partials(tuple(t is not None for t in tangents), *(a.to(y.dtype) for a in args), y)
-        out = sum(t.to(y.dtype) * p for t, p in zip(tangents, ps) if t is not None)
-        return out if out.shape == y.shape else torch.broadcast_to(out, y.shape).contiguous()
+        if jvp is None:
+            raise RuntimeError(f"numkern.{name}: forward-mode derivatives (jvp, jacfwd) are not implemented; "
+                               "use reverse mode (backward, torch.func.grad / jacrev / hessian)")
+        return jvp(_saved(ctx), tangents)
 
     # a single-level Function (the base class of torch.autograd.Function, without its functorch
     # redirection): this kernel already runs below the functorch layers, at one level, like an
     # ATen op's autograd kernel, so grad/jacrev/jvp/vmap compose through the dispatcher
     fn = type(f"numkern_{name}", (torch.autograd.function._SingleLevelFunction,), {
         "forward": staticmethod(forward),
-        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward),
-        "jvp": staticmethod(jvp)})
+        "setup_context": staticmethod(setup_context), "backward": staticmethod(_backward),
+        "jvp": staticmethod(_jvp)})
 
     def autograd_kernel(keyset, *args):
-        if _autograd_needed(args):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if _autograd_needed(tensors):
             if torch._C._are_functorch_transforms_active():
                 with enable_single_level_autograd_function():  # as functorch's own Functions do
                     return fn.apply(*args)

@@ -37,6 +37,13 @@ def _check_seed(seed):
     return int(seed)
 
 
+def _shared_seed(matvec, seed):
+    """For a HessianMatvec reduced over a torch.distributed process group: the seed all ranks use
+    (seed=None: one drawn on the group's first rank and broadcast), so they draw the same probes."""
+    shared = getattr(matvec, "shared_seed", None)
+    return seed if shared is None else shared(seed)
+
+
 def _block(block_size, m):
     if block_size is None:
         return max(1, min(m, 32))
@@ -73,7 +80,7 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
     """
     m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
-    gen = op.ops.generator(_check_seed(seed))
+    gen = op.ops.generator(_shared_seed(matvec, _check_seed(seed)))
     block = _block(block_size, m)
     if method == "hutchinson":
         return hutchinson_trace(op, gen, m, probe, rtol, confidence, block)
@@ -97,7 +104,7 @@ def diagonal(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rade
     """
     m = _check_common(method, _DIAG_METHODS, probe, num_matvecs, rtol)
     op = Operator(matvec, dim, batched, like)
-    gen = op.ops.generator(_check_seed(seed))
+    gen = op.ops.generator(_shared_seed(matvec, _check_seed(seed)))
     if method == "hutchinson":
         return hutchinson_diagonal(op, gen, m, probe, rtol, confidence, _block(block_size, m))
     return xdiag(op, gen, m, probe, rtol, confidence)
@@ -113,7 +120,7 @@ def __getattr__(name):
 
 
 def hessian_matvec(model, loss_fn, inputs, targets=None, params=None, *, mode="auto", chunk_size=None,
-                   memory_budget=None):
+                   memory_budget=None, process_group=None):
     r"""Hessian-vector products v -> H v, H = d^2 L / d theta^2 of a torch model's loss.
 
     L = loss_fn(model(*inputs), targets) for one batch; for a data set (``inputs`` a DataLoader or
@@ -128,41 +135,53 @@ def hessian_matvec(model, loss_fn, inputs, targets=None, params=None, *, mode="a
     upper estimate from the activation and parameter sizes; see :class:`HessianMatvec`).
     Works inside torch.no_grad().  BatchNorm or Dropout layers in training mode raise ValueError (call model.eval()).  Raises
     ValueError for a non-scalar loss or when no parameter requires grad.
+
+    Data-parallel (torch.distributed): a DistributedDataParallel model (unwrapped; its process
+    group is used) or ``process_group=`` (a torch.distributed group, e.g. group.WORLD) makes H the
+    Hessian of the mean loss over every rank's data, sum_r sum_b n_rb H_rb / sum_r sum_b n_rb
+    (a single batch per rank counts by its size): each product is computed on the local data and
+    all-reduced (one all-reduce of k*dim + 1 numbers per call, plus a 4-number check that every
+    rank multiplies the same probes).  Every rank must call with the same vectors; trace/diagonal
+    share the seed (docs/hessian.md).
     """
     from ._torch import HessianMatvec
 
     return HessianMatvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
-                         memory_budget=memory_budget)
+                         memory_budget=memory_budget, process_group=process_group)
 
 
 def hessian_trace(model, loss_fn, inputs, targets=None, method="hutchinson", num_matvecs=100, *, params=None,
-                  mode="auto", chunk_size=None, memory_budget=None, **estimator_kwargs):
+                  mode="auto", chunk_size=None, memory_budget=None, process_group=None, **estimator_kwargs):
     r"""Estimate tr(H) of a torch model's loss Hessian: :func:`trace` on :func:`hessian_matvec`
     (one batch, or a data set with ``targets=None``: the Hessian of the mean loss over it).
 
     For an ``nn.Linear`` classifier head with cross-entropy use :class:`SoftmaxHeadHessian`,
-    which is exact and far faster.
+    which is exact and far faster.  Data-parallel: as :func:`hessian_matvec` (DDP model or
+    ``process_group=``); every rank draws the same probes (``seed``, or one broadcast from the
+    first rank for seed=None) and gets the same estimate, that of the concatenated data.
     """
     op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
-                        memory_budget=memory_budget)
+                        memory_budget=memory_budget, process_group=process_group)
     return trace(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
 
 
 def hessian_diagonal(model, loss_fn, inputs, targets=None, method="hutchinson", num_matvecs=100, *,
-                     params=None, mode="auto", chunk_size=None, memory_budget=None, **estimator_kwargs):
+                     params=None, mode="auto", chunk_size=None, memory_budget=None, process_group=None,
+                     **estimator_kwargs):
     r"""Estimate diag(H) of a torch model's loss Hessian: :func:`diagonal` on :func:`hessian_matvec`
     (one batch, or a data set with ``targets=None``).
 
     The result is flat over the parameters in order (``torch.cat([p.flatten() ...])``).
+    Data-parallel: as :func:`hessian_trace`.
     """
     op = hessian_matvec(model, loss_fn, inputs, targets, params, mode=mode, chunk_size=chunk_size,
-                        memory_budget=memory_budget)
+                        memory_budget=memory_budget, process_group=process_group)
     return diagonal(op, method=method, num_matvecs=num_matvecs, **estimator_kwargs)
 
 
 # ---- Hessian alignment --------------------------------------------------------------------------
 def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None, *,
-                features=None, target="pooled"):
+                features=None, target="pooled", process_group=None):
     r"""Hessian-gradient-product alignment penalty (HGP, Hemati et al. ICCV 2023).
 
     For domains e = 1..E with head gradient g_e = grad_theta L_e and H_e g_e = grad_theta
@@ -188,14 +207,22 @@ def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, bet
 
     Defaults alpha = 1e-4 (Hessian term), beta = 5e-3 (gradient term).  At least two domains.
     See docs/hessian.md for the differences from the authors' code.
+
+    process_group (torch.distributed, data-parallel training): the penalty of the concatenated
+    data of every rank, the same value on every rank: per-domain gradients, H_e g_e and
+    diagonals are all-reduced (differentiable all-reduces), weighted by each rank's sample count
+    in the head form and equally per rank in the gradient form.  Gradients are exact after
+    DistributedDataParallel averages them over the ranks (each rank's own gradient is R times its
+    share).  Pass the DDP model's module as the head.
     """
     from ._torch import hgp_penalty as impl
 
-    return impl(head_grads_per_domain, params, labels, alpha, beta, loss_fn, features, target)
+    return impl(head_grads_per_domain, params, labels, alpha, beta, loss_fn, features, target, process_group)
 
 
 def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3, num_probes="auto",
-                       loss_fn=None, generator=None, *, features=None, target="pooled", estimator="unbiased"):
+                       loss_fn=None, generator=None, *, features=None, target="pooled", estimator="unbiased",
+                       process_group=None):
     r"""Hessian-diagonal alignment penalty (the "Hutchinson" variant of Hemati et al. ICCV 2023).
 
     With D_e = diag(H_e), the head Hessian's diagonal of domain e, and T_D the pooled loss's
@@ -221,8 +248,10 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
     (g_e . v_s), batched over probes), or ``hutchinson_penalty(head, features, labels)``.  With
     the same ``generator`` state both forms draw the same probes and give the same value.
     generator: torch.Generator for the probes.  Defaults alpha = 1e-3, beta = 5e-3.
+    process_group: as :func:`hgp_penalty` (the generator must be seeded identically on every rank;
+    checked).
     """
     from ._torch import hutchinson_penalty as impl
 
     return impl(head_grads_per_domain, params, labels, alpha, beta, num_probes, loss_fn, generator, features,
-                target, estimator)
+                target, estimator, process_group)

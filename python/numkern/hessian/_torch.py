@@ -67,6 +67,63 @@ def peak_allocated_bytes(fn):
     return peak, out
 
 
+# ---- torch.distributed ---------------------------------------------------------------------------
+def _distributed(model, process_group):
+    """(module, group): a DistributedDataParallel model is unwrapped (its gradient hooks must not
+    run inside Hessian-vector products) and brings its process group unless one is given;
+    process_group=None with a plain module: no reduction."""
+    ddp = getattr(torch.nn.parallel, "DistributedDataParallel", None)
+    if ddp is not None and isinstance(model, ddp):
+        group = process_group if process_group is not None else model.process_group
+        return model.module, group
+    return model, process_group
+
+
+def _comm_device(group, device):
+    """The device collectives of `group` run on: the model's CUDA device for NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    return device if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
+def _shared_seed(group, seed, device):
+    import torch.distributed as dist
+
+    if seed is None:
+        t = torch.tensor([torch.randint(0, 2 ** 62, ()).item() if dist.get_rank(group) == 0 else 0],
+                         dtype=torch.int64, device=device)
+        dist.broadcast(t, src=dist.get_global_rank(group, 0), group=group)
+        return int(t)
+    t = torch.tensor([int(seed), -int(seed)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    if int(t[0]) != -int(t[1]):
+        raise ValueError(f"seed: differs across the ranks of the process group (from {-int(t[1])} to "
+                         f"{int(t[0])}); every rank must draw the same probes")
+    return seed
+
+
+def _all_reduce_products(group, V, out, total):
+    """sum_r out_r / sum_r total_r over the ranks of `group`, after checking that every rank
+    multiplied the same probes V (their sum and sum of squares agree: max == min over ranks)."""
+    import torch.distributed as dist
+
+    dev = _comm_device(group, out.device)
+    v64 = V.detach().to(torch.float64)
+    check = torch.stack([v64.sum(), (v64 * v64).sum()]).to(dev)
+    mm = torch.cat([check, -check])
+    dist.all_reduce(mm, op=dist.ReduceOp.MAX, group=group)
+    if not torch.equal(mm[:2], -mm[2:]):
+        raise RuntimeError("V: the ranks of the process group multiply different probe vectors; every rank "
+                           "must call with the same V (with trace/diagonal: the same seed, or seed=None to "
+                           "share one drawn on the first rank)")
+    buf = torch.cat([out.reshape(-1), torch.tensor([float(total)], dtype=out.dtype, device=out.device)]).to(dev)
+    dist.all_reduce(buf, group=group)
+    buf = buf.to(out.device)
+    return buf[:-1].reshape(out.shape).div_(buf[-1])
+
+
+
+
 class _Data:
     """One batch (inputs, targets) or a data set: a re-iterable of (inputs, targets) batches
     (DataLoader, list).  batches() yields (inputs tuple, targets, n_b)."""
@@ -146,7 +203,8 @@ class HessianMatvec:
     """
 
     def __init__(self, model, loss_fn, inputs, targets, params=None, mode="auto", chunk_size=None,
-                 memory_budget=None):
+                 memory_budget=None, process_group=None):
+        model, self.process_group = _distributed(model, process_group)
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -283,15 +341,27 @@ class HessianMatvec:
                     out[i, o:o + n].add_(h.detach().reshape(-1), alpha=weight)
                 o += n
 
-    def _apply(self, V, path):
-        """H V over the data (one pass), batch-size weighted for a data set."""
+    def _local(self, V, path):
+        """(sum_b n_b H_b V, sum_b n_b) over this process's data (one pass); n_b = 1 for a single
+        batch unless the products are all-reduced (then every rank's batch counts by its size)."""
         fn = self._vmap_batch if path == "vmap" else self._db_batch
         out = torch.zeros_like(V)
         total = 0
         for x, y, n in self._data.batches():
+            if self.process_group is not None and not self._data.dataset:
+                n = _batch_size(x, y)
             fn(V, x, y, out, n)
             total += n
-        return out if total == 1 else out.div_(total)
+        return out, total
+
+    def _apply(self, V, path):
+        """H V over the data (one pass), batch-size weighted for a data set and across ranks."""
+        return self._reduce(V, *self._local(V, path))
+
+    def _reduce(self, V, out, total):
+        if self.process_group is None:
+            return out if total == 1 else out.div_(total)
+        return _all_reduce_products(self.process_group, V, out, total)
 
     def _timed(self, V, path):
         import time
@@ -299,17 +369,27 @@ class HessianMatvec:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t0 = time.process_time()
-        out = self._apply(V, path)
+        out = self._local(V, path)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return out, (time.process_time() - t0) / V.shape[0]
 
     def _choose_mode(self, Vb):
-        """mode="auto": time both paths once on the first product's first probes (at most 4)."""
+        """mode="auto": time both paths once on the first product's first probes (at most 4)
+        (local computation only; with a process group every rank keeps the path that is faster
+        summed over the ranks, so all take the same one)."""
         self._decide = False
         c = min(Vb.shape[0], 4)
-        out_v, t_v = self._timed(Vb[:c], "vmap")
+        (out_v, tot), t_v = self._timed(Vb[:c], "vmap")
         _, t_d = self._timed(Vb[:c], "double_backward")
+        if self.process_group is not None:
+            import torch.distributed as dist
+
+            t = torch.tensor([t_v, t_d], dtype=torch.float64, device=self._comm_device())
+            dist.all_reduce(t, group=self.process_group)
+            t_v, t_d = float(t[0]) / dist.get_world_size(self.process_group), \
+                float(t[1]) / dist.get_world_size(self.process_group)
+        out_v = self._reduce(Vb[:c], out_v, tot)
         self.mode_timings = {"vmap": t_v, "double_backward": t_d}
         self.mode = "vmap" if t_v <= t_d else "double_backward"
         if self.mode == "vmap":
@@ -332,6 +412,17 @@ class HessianMatvec:
         return out[0] if single else out
 
     __call__ = matvec
+
+    def _comm_device(self):
+        return _comm_device(self.process_group, self.device)
+
+    def shared_seed(self, seed=None):
+        """The probe seed every rank must use: ``seed`` itself (checked equal on all ranks), or,
+        for None, a fresh seed drawn on the group's first rank and broadcast.  Without a process
+        group: ``seed`` unchanged."""
+        if self.process_group is None:
+            return seed
+        return _shared_seed(self.process_group, seed, self._comm_device())
 
 
 # ---- Hessian alignment (Hemati et al., ICCV 2023) --------------------------------------------
@@ -467,11 +558,14 @@ def _is_linear_ce(head, loss_fn):
     return isinstance(head, torch.nn.Linear) and loss_fn is None
 
 
-def _probes(params, num_probes, generator):
-    """Rademacher probes, one (S, *p.shape) block per parameter."""
+def _probes(params, num_probes, generator, grp=None):
+    """Rademacher probes, one (S, *p.shape) block per parameter (checked equal on every rank)."""
     dev = params[0].device
-    return [(2 * torch.randint(0, 2, (num_probes,) + tuple(p.shape), generator=generator, device=dev) - 1)
-            .to(p.dtype) for p in params]
+    V = [(2 * torch.randint(0, 2, (num_probes,) + tuple(p.shape), generator=generator, device=dev) - 1)
+         .to(p.dtype) for p in params]
+    if grp is not None:
+        grp.check_same(V, "generator")
+    return V
 
 
 def _params_of(head):
@@ -515,18 +609,64 @@ def _cat(blocks):
     return torch.cat([b.reshape(-1) for b in blocks])
 
 
-def _hg_autograd(grads, params, target):
+class _Group:
+    """Data-parallel statistics over a torch.distributed process group.  Every rank evaluates the
+    same global penalty from all-reduced statistics (differentiable all-reduces: their backward
+    sums the gradient over the ranks), so each rank's parameter gradient is R times its share and
+    DistributedDataParallel's averaging over the R ranks gives exactly the gradient of the penalty
+    of the concatenated data."""
+
+    def __init__(self, group):
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce
+
+        self.group, self.dist, self._ar = group, dist, all_reduce
+        self.size = dist.get_world_size(group)
+
+    def sum(self, x):
+        return self._ar(x, group=self.group)
+
+    def counts(self, ns, device):
+        """Every domain's sample count over all ranks (a float64 tensor; ValueError if one is 0)."""
+        t = torch.tensor([float(n) for n in ns], dtype=torch.float64, device=device)
+        self.dist.all_reduce(t, group=self.group)
+        if bool((t == 0).any()):
+            raise ValueError(f"features: domain {int((t == 0).nonzero()[0])} has no samples on any rank")
+        return t
+
+    def weighted_mean(self, blocks, n, total):
+        """sum_r n_r b_r / total for each block (n: this rank's weight)."""
+        return [self.sum(b * n) / total.to(b.dtype) for b in blocks]
+
+    def rank_mean(self, x):
+        """(1/R) sum_r x_r: the products H v from autograd through all-reduced gradients, where
+        rank r holds R w_r/W times its share J_r^T v."""
+        return self.sum(x) / self.size
+
+    def check_same(self, V, what):
+        v64 = torch.cat([v.detach().reshape(-1) for v in V]).to(torch.float64)
+        c = torch.stack([v64.sum(), (v64 * v64).sum()])
+        mm = torch.cat([c, -c])
+        self.dist.all_reduce(mm, op=self.dist.ReduceOp.MAX, group=self.group)
+        if not torch.equal(mm[:2], -mm[2:]):
+            raise ValueError(f"{what}: the ranks of the process group drew different probes; seed the "
+                             "generator identically on every rank")
+
+
+def _hg_autograd(grads, params, target, grp=None):
     """H_e g_e = grad(1/2 ||g_e||^2) per domain and (target="pooled") H_bar g_bar = grad(1/2
     ||g_bar||^2), g_bar = mean_e g_e (the pooled loss's gradient), without a graph."""
-    hgs = [_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params)) for g in grads]
+    red = (lambda x: x) if grp is None else grp.rank_mean
+    hgs = [red(_cat(_grad_of(sum((x * x).sum() for x in g) / 2, params))) for g in grads]
     pooled = None
     if target == "pooled":
         gbar = [sum(parts) / len(grads) for parts in zip(*grads)]
-        pooled = _cat(_grad_of(sum((x * x).sum() for x in gbar) / 2, params, create_graph=False))
+        pooled = red(_cat(_grad_of(sum((x * x).sum() for x in gbar) / 2, params, create_graph=False)))
+        pooled = pooled.detach()
     return hgs, pooled
 
 
-def _probe_samples_autograd(g, params, V):
+def _probe_samples_autograd(g, params, V, grp=None):
     """(S, P) samples v_s (.) H v_s with H v_s = grad(g . v_s), batched over probes."""
     gc = _cat(g)
     Vf = torch.cat([v.reshape(v.shape[0], -1) for v in V], 1)
@@ -537,6 +677,8 @@ def _probe_samples_autograd(g, params, V):
         HV = torch.cat([h.reshape(h.shape[0], -1) for h in hv], 1)
     except RuntimeError:  # an op without a batching rule: one probe at a time
         HV = torch.stack([_cat(_grad_of(gc @ v, params)) for v in Vf])
+    if grp is not None:
+        HV = grp.rank_mean(HV)
     return Vf * HV
 
 
@@ -551,17 +693,36 @@ def _check_probes(num_probes, estimator):
     return num_probes
 
 
+def _group(process_group, head_or_grads):
+    ddp = getattr(torch.nn.parallel, "DistributedDataParallel", None)
+    if ddp is not None and isinstance(head_or_grads, ddp):
+        raise TypeError("head: pass the DistributedDataParallel model's module (ddp.module) and "
+                        "process_group=ddp.process_group")
+    return None if process_group is None else _Group(process_group)
+
+
+def _global_grads(grp, grads, weights):
+    """Per-domain gradients of the concatenated data: sum_r n_r g_r / sum_r n_r (differentiable)."""
+    if grp is None:
+        return grads
+    dev = grads[0][0].device
+    totals = grp.counts(weights, dev)
+    return [grp.weighted_mean(g, float(n), totals[e]) for e, (g, n) in enumerate(zip(grads, weights))]
+
+
 def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, beta=5e-3, loss_fn=None,
-                features=None, target="pooled"):
+                features=None, target="pooled", process_group=None):
     _check_choice(target, "target", _TARGETS)
+    grp = _group(process_group, head_grads_per_domain)
     if not _is_head_form(head_grads_per_domain):
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
-        hgs, pooled = _hg_autograd(grads, params, target)
+        grads = _global_grads(grp, grads, [1.0] * len(grads))
+        hgs, pooled = _hg_autograd(grads, params, target, grp)
         return _alignment(hgs, [_cat(g) for g in grads], alpha, beta, target, pooled)
     return _hgp_head(head_grads_per_domain, params if features is None else features, labels, alpha, beta,
-                     loss_fn, target)
+                     loss_fn, target, grp)
 
 
 def _is_head_form(first):
@@ -570,8 +731,9 @@ def _is_head_form(first):
 
 def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-3, beta=5e-3,
                        num_probes="auto", loss_fn=None, generator=None, features=None, target="pooled",
-                       estimator="unbiased"):
+                       estimator="unbiased", process_group=None):
     _check_choice(target, "target", _TARGETS)
+    grp = _group(process_group, head_grads_per_domain)
     _check_choice(estimator, "estimator", _ESTIMATORS)
     num_probes = _check_probes(num_probes, estimator)
     if not _is_head_form(head_grads_per_domain):
@@ -581,15 +743,31 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
+        grads = _global_grads(grp, grads, [1.0] * len(grads))
         S = 100 if num_probes == "auto" else num_probes
-        V = _probes(params, S, generator)
-        samples = [_probe_samples_autograd(g, params, V) for g in grads]
+        V = _probes(params, S, generator, grp)
+        samples = [_probe_samples_autograd(g, params, V, grp) for g in grads]
         return _probe_alignment(samples, [_cat(g) for g in grads], alpha, beta, target, estimator)
     return _hutchinson_head(head_grads_per_domain, params if features is None else features, labels, alpha,
-                            beta, num_probes, loss_fn, generator, target, estimator)
+                            beta, num_probes, loss_fn, generator, target, estimator, grp)
 
 
-def _hgp_head(head, features, labels, alpha, beta, loss_fn, target):
+def _linear_global(grp, head, parts, features):
+    """Per-domain (gradient blocks, H_e applied by a function) of the concatenated data."""
+    ns = [float(z.shape[0]) for z in features]
+    if grp is None:
+        return [g for _, g in parts], [lambda V, P=P, z=z: _linear_hvp(head, P, z, V) for (P, _), z in
+                                       zip(parts, features)]
+    totals = grp.counts(ns, features[0].device)
+    grads = [grp.weighted_mean(g, n, totals[e]) for e, ((_, g), n) in enumerate(zip(parts, ns))]
+
+    def apply(P, z, n, tot):
+        return lambda V: grp.weighted_mean(_linear_hvp(head, P, z, V), n, tot)
+
+    return grads, [apply(P, z, n, totals[e]) for e, ((P, _), z, n) in enumerate(zip(parts, features, ns))]
+
+
+def _hgp_head(head, features, labels, alpha, beta, loss_fn, target, grp=None):
     features, labels = _domains(features, labels)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
@@ -597,43 +775,51 @@ def _hgp_head(head, features, labels, alpha, beta, loss_fn, target):
         params = _params_of(head)
         loss_fn = loss_fn or torch.nn.functional.cross_entropy
         grads = [_generic_grads(head, loss_fn, z, y, params) for z, y in zip(features, labels)]
-        hgs, pooled = _hg_autograd(grads, params, target)
+        grads = _global_grads(grp, grads, [float(z.shape[0]) for z in features])
+        hgs, pooled = _hg_autograd(grads, params, target, grp)
         return _alignment(hgs, [_cat(g) for g in grads], alpha, beta, target, pooled)
     parts = [_linear_parts(head, z, y) for z, y in zip(features, labels)]
+    gblocks, hvps = _linear_global(grp, head, parts, features)
     grads, hgs = [], []
-    for (P, g), z in zip(parts, features):
+    for g, hvp in zip(gblocks, hvps):
         grads.append(_flat([b[None] for b in g])[0])
-        hgs.append(_flat(_linear_hvp(head, P, z, [b[None] for b in g]))[0])
+        hgs.append(_flat(hvp([b[None] for b in g]))[0])
     pooled = None
     if target == "pooled":   # H_bar g_bar = (1/E) sum_e H_e g_bar, no graph needed
         with torch.no_grad():
-            gbar = [sum(b) / len(parts) for b in zip(*(g for _, g in parts))]
-            pooled = sum(_flat(_linear_hvp(head, P, z, [b[None] for b in gbar]))[0]
-                         for (P, _), z in zip(parts, features)) / len(parts)
+            gbar = [sum(b) / len(parts) for b in zip(*gblocks)]
+            pooled = sum(_flat(hvp([b[None] for b in gbar]))[0] for hvp in hvps) / len(parts)
     return _alignment(hgs, grads, alpha, beta, target, pooled)
 
 
-def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator, target, estimator):
+def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator, target, estimator,
+                     grp=None):
     features, labels = _domains(features, labels)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
     params = _params_of(head)
     if _is_linear_ce(head, loss_fn):
         parts = [_linear_parts(head, z, y) for z, y in zip(features, labels)]
-        grads = [_flat([b[None] for b in g])[0] for _, g in parts]
+        gblocks, hvps = _linear_global(grp, head, parts, features)
+        grads = [_flat([b[None] for b in g])[0] for g in gblocks]
         if num_probes in (None, "auto"):   # exact diagonals; diag H_bar = mean_e diag H_e
             diags = [_linear_diag(head, P, z) for (P, _), z in zip(parts, features)]
+            if grp is not None:
+                ns = [float(z.shape[0]) for z in features]
+                totals = grp.counts(ns, features[0].device)
+                diags = [grp.weighted_mean([dg], n, totals[e])[0] for e, (dg, n) in enumerate(zip(diags, ns))]
             pooled = torch.stack(diags).mean(0)
             return _alignment(diags, grads, alpha, beta, target, pooled)
-        V = _probes([head.weight] + ([head.bias] if head.bias is not None else []), num_probes, generator)
+        V = _probes([head.weight] + ([head.bias] if head.bias is not None else []), num_probes, generator, grp)
         Vf = _flat(V)
-        samples = [Vf * _flat(_linear_hvp(head, P, z, V)) for (P, _), z in zip(parts, features)]
+        samples = [Vf * _flat(hvp(V)) for hvp in hvps]
         return _probe_alignment(samples, grads, alpha, beta, target, estimator)
     if num_probes is None:
         raise ValueError("num_probes: None (exact diagonal) needs an nn.Linear head with loss_fn=None")
     loss_fn = loss_fn or torch.nn.functional.cross_entropy
     S = 100 if num_probes == "auto" else num_probes
-    V = _probes(params, S, generator)
+    V = _probes(params, S, generator, grp)
     grads = [_generic_grads(head, loss_fn, z, y, params) for z, y in zip(features, labels)]
-    samples = [_probe_samples_autograd(g, params, V) for g in grads]
+    grads = _global_grads(grp, grads, [float(z.shape[0]) for z in features])
+    samples = [_probe_samples_autograd(g, params, V, grp) for g in grads]
     return _probe_alignment(samples, [_cat(g) for g in grads], alpha, beta, target, estimator)

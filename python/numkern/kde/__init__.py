@@ -672,7 +672,14 @@ class GaussianKDE:
 
         Same kind of array as ``points`` (numpy, torch on the data's device, CuPy), in the model
         dtype; shape (m,).  Dimension mismatch or NaN/inf in points: ValueError.
+        torch points that require grad: differentiable in them (any order), through the operator
+        torch.ops.numkern.kde_logsumexp (docs/torch.md).
         """
+        if array_kind(points) == TORCH and points.requires_grad:
+            from .._torch_ops import kde as tops
+
+            if tops.wants_grad(points):
+                return tops.logpdf(self, points)
         X = _as_matrix(points, "points", self._ctx, self.d)
         if X.shape[0] == 0:
             return self._result(self._ops.empty((0,), np.float64), points)

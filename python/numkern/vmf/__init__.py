@@ -240,16 +240,14 @@ def _same_compute(a, b) -> bool:
     return a.ops.kind == b.ops.kind and (not a.cuda or a.device == b.device)
 
 
-def _warn_if_grad(*args):
-    """VonMisesFisher's kernels do not propagate gradients: say so instead of dropping them."""
-    if any(array_kind(a) == TORCH and a.requires_grad for a in args):
-        import torch
+def _grad_path(*args):
+    """numkern._torch_ops.vmf_dist when a torch argument requires grad (results then carry
+    gradients through the operators, docs/torch.md), else None."""
+    if not any(array_kind(a) == TORCH and a.requires_grad for a in args):
+        return None
+    from .._torch_ops import vmf_dist
 
-        if torch.is_grad_enabled():
-            warnings.warn("VonMisesFisher: mu and kappa require grad, but logpdf, entropy, mean, kl_divergence "
-                          "and sample are not differentiable (their results do not require grad); only "
-                          "numkern.vmf.log_normalizer(d, kappa) is differentiable in kappa",
-                          UserWarning, stacklevel=3)
+    return vmf_dist
 
 
 def _random_seed(seed):
@@ -273,7 +271,6 @@ class VonMisesFisher:
         ctx = Context(mu, kappa, names=("mu", "kappa"))
         ops = ctx.ops
         dtype = ctx.result_dtype(mu, kappa, names=("mu", "kappa"))
-        _warn_if_grad(mu, kappa)
         m = ctx.input(mu, F64, "mu")
         if m.ndim < 1 or tuple(m.shape)[-1] < 2:
             raise ValueError(f"mu: expected shape (..., d) with d >= 2, got {tuple(m.shape)}")
@@ -294,6 +291,9 @@ class VonMisesFisher:
         # a copy: the broadcast may be a (read-only) view of the caller's kappa
         k = ops.reshape(ops.broadcast(k, batch), (g,)) * 1.0
         self._init(ctx, m, k, batch, dtype)
+        tops = _grad_path(mu, kappa)
+        if tops is not None:  # mu / kappa require grad: torch copies that keep their history
+            self._grad_params = tops.params(mu, kappa, batch, d, m, k)
 
     @classmethod
     def _from_internal(cls, ctx, mu, kappa, batch, dtype):
@@ -306,6 +306,28 @@ class VonMisesFisher:
         self._batch, self._dtype = tuple(batch), dtype
         self._d = int(tuple(mu.shape)[-1])
         self._shifted_cache = None
+        self._grad_params = None  # (mu (G, d), kappa (G,)) torch float64 with autograd history
+
+    def _tops(self, *others):
+        """numkern._torch_ops.vmf_dist when this call must propagate gradients (grad mode on and mu,
+        kappa or an argument requiring grad), else None."""
+        args = (self._grad_params or ()) + others
+        if not any(array_kind(a) == TORCH and a.requires_grad for a in args):
+            return None
+        from .._torch_ops import vmf_dist
+
+        return vmf_dist if vmf_dist.wants_grad(*args) else None
+
+    def _torch_params(self):
+        if self._grad_params is not None:
+            return self._grad_params
+        import torch
+
+        def t(a):  # torch cannot share a read-only array: copy it
+            a = np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+            return torch.as_tensor(a, device=self._ctx.device)
+
+        return t(self._mu), t(self._kappa)
 
     # ---- parameters -------------------------------------------------------------------
     @property
@@ -327,6 +349,11 @@ class VonMisesFisher:
     def kappa(self):
         """Concentration(s), shape batch_shape."""
         return self._ctx.output(self._ctx.ops.reshape(self._kappa, self._batch), self._dtype)
+
+    def _tdtype(self):
+        import torch
+
+        return torch.float32 if self._dtype == F32 else torch.float64
 
     def __repr__(self):
         return f"VonMisesFisher(dim={self._d}, batch_shape={self._batch}, dtype={self._dtype})"
@@ -368,6 +395,13 @@ class VonMisesFisher:
             raise ValueError(f"X: shape {shape} must be batch_shape + (n, d) = {self._batch} + (n, {d}) "
                              f"or (n, {d})")
         x3 = ops.reshape(x, (1 if shared or not self._batch else g, n, d))
+        tops = self._tops(X)
+        if tops is not None:  # differentiable: the operator vmf_logpdf on the caller's tensor
+            import torch
+
+            X3 = X.reshape(tuple(x3.shape)) if array_kind(X) == TORCH and X.requires_grad \
+                else torch.as_tensor(np.array(x3) if isinstance(x3, np.ndarray) else x3)
+            return tops.logpdf(*self._torch_params(), X3, out_shape)
         out, norm2 = K.logpdf(ctx, x3, self._mu, self._shifted(), self._kappa, n)
         if not ops.all_finite(norm2):
             raise ValueError("X: contains NaN or inf" if not ops.all_finite(x) else "X: |x|^2 overflows")
@@ -383,10 +417,17 @@ class VonMisesFisher:
 
     def entropy(self):
         r"""H = -log C_d(kappa) - kappa A_d(kappa), shape batch_shape (kappa = 0: log|S^{d-1}|)."""
+        tops = self._tops()
+        if tops is not None:
+            return tops.entropy(self._d, self._torch_params()[1]).reshape(self._batch).to(self._tdtype())
         return self._ctx.output(self._ctx.ops.reshape(self._elementwise("entropy"), self._batch), self._dtype)
 
     def mean(self):
         r"""E[x] = A_d(kappa) mu (a vector inside the ball; its length is A_d(kappa))."""
+        tops = self._tops()
+        if tops is not None:
+            m, k = self._torch_params()
+            return tops.mean(self._d, m, k).reshape(self._batch + (self._d,)).to(self._tdtype())
         ops = self._ctx.ops
         a = self._elementwise("mean_length")
         g = math.prod(self._batch)
@@ -412,6 +453,18 @@ class VonMisesFisher:
         mq = ops.reshape(ops.broadcast(ops.reshape(other._mu, other._batch + (d,)), batch + (d,)), (g, d))
         kp = ops.reshape(ops.broadcast(ops.reshape(self._kappa, self._batch), batch), (g,))
         kq = ops.reshape(ops.broadcast(ops.reshape(other._kappa, other._batch), batch), (g,))
+        tops = self._tops(*(other._grad_params or ())) or other._tops(*(self._grad_params or ()))
+        if tops is not None:  # differentiable in both distributions' parameters
+            import torch
+
+            (tmp, tkp), (tmq, tkq) = self._torch_params(), other._torch_params()
+            def bc(a, b, tail):
+                return torch.broadcast_to(a.reshape(b + tail), batch + tail).reshape((g,) + tail)
+
+            out = tops.kl(d, bc(tmp, self._batch, (d,)), bc(tkp, self._batch, ()), bc(tmq, other._batch, (d,)),
+                          bc(tkq, other._batch, ()))
+            dt = torch.float32 if self._dtype == F32 and other._dtype == F32 else torch.float64
+            return out.reshape(batch).to(dt)
         cos = ops.minimum(ops.maximum(ops.sum(mp * mq, axis=1), -1.0), 1.0)
         out = K.vmap(self._ctx, "kl", [ops.full((g,), float(d)), kp, kq, cos], ops.empty((g,), F64))
         dtype = F32 if self._dtype == F32 and other._dtype == F32 else F64
