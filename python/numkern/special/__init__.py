@@ -2,7 +2,8 @@
 
 All functions broadcast like ufuncs, accept numpy arrays, Python scalars, torch tensors (CPU and
 CUDA; differentiable) and CuPy arrays, compute float32 inputs in float32 (through double inside
-the kernel) and everything else in float64, and take ``out=``.  Complex arguments of the drop-ins
+the kernel) and everything else in float64, and take ``out=``.  Dask arrays give lazy dask arrays
+(blockwise over the broadcast chunks, the same dtype as for numpy; ``out=`` is refused there).  Complex arguments of the drop-ins
 are delegated to ``scipy.special`` (numpy inputs only).
 
 Conventions for the special values follow SciPy.  Negative arguments:
@@ -17,6 +18,7 @@ import numpy as np
 
 from .._backend import NUMPY, any_torch, array_kind, check_numpy_out, elementwise, has_complex, scalar_or_array_dtype
 from .._backend.elementwise import _broadcast_shape
+from .._dask import is_dask_array
 
 __all__ = [
     "log_iv", "log_kv", "iv", "ive", "kv", "kve", "i0", "i0e", "i1", "i1e", "k0", "k0e", "k1",
@@ -25,6 +27,10 @@ __all__ = [
 
 
 def _call(op, v, x, out, names=("v", "x")):
+    if is_dask_array(v) or is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
+        from .._dask import special_blockwise
+
+        return special_blockwise(globals()[op], (v, x), names, out)
     if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
         from ._autograd import torch_binary
 
@@ -58,6 +64,8 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
 
 
 def _real_or_complex(op, v, z, out):
+    if is_dask_array(v) or is_dask_array(z):
+        return _call(op, v, z, out, ("v", "z"))
     if not any_torch(v, z) and has_complex(v, z):
         return _scipy_complex(op, v, z, out=out)
     return _call(op, v, z, out, ("v", "z"))
@@ -120,6 +128,10 @@ def kve(v, z, out=None):
 
 
 def _fixed_order(name, order, x, out):
+    if is_dask_array(x):
+        from .._dask import special_blockwise
+
+        return special_blockwise(globals()[name], (x,), ("x",), out)
     if any_torch(x):  # torch operators torch.ops.numkern.<name>
         from ._autograd import torch_unary
 
