@@ -41,6 +41,8 @@ class Ops:
 
     def asarray(self, a, dtype, contiguous=True):
         r = self.xp.asarray(a, dtype=np.dtype(dtype))
+        if self.xp is np and not r.flags.aligned:  # the kernels read whole aligned elements (buffers
+            return r.copy()                          # deserialised by dask.distributed may be unaligned)
         return self._contig(r) if contiguous else r
 
     def from_host(self, a, dtype=np.float64):
