@@ -311,7 +311,8 @@ def _make_kde_class():
             if n == 0 or d == 0:
                 raise ValueError(f"data: empty (shape {tuple(Y.shape)})")
             self.n, self.d, self.covariance = n, d, covariance
-            self.dtype = np.dtype(np.float32) if Y.dtype.kind == "f" and Y.dtype.itemsize <= 4 else np.dtype(np.float64)
+            f32 = Y.dtype.kind == "f" and Y.dtype.itemsize <= 4
+            self.dtype = np.dtype(np.float32) if f32 else np.dtype(np.float64)
             self._ctx = Context(np.empty((0,), self.dtype))
             self._ops = self._ctx.ops
             blocks = list(Y.to_delayed().ravel())
@@ -341,9 +342,9 @@ def _make_kde_class():
             h = np.concatenate(dask.compute(*[dask.delayed(_row_hashes)(b) for b in self._dask_blocks]))
             repeats = h.size - np.unique(h).size
             if repeats:
-                raise ValueError(f"data: {repeats} of {self.n} rows repeat other rows; leave-one-out bandwidth selection "
-                                 "on dask data needs distinct rows (the in-memory GaussianKDE groups copies): drop the "
-                                 "duplicates first")
+                raise ValueError(f"data: {repeats} of {self.n} rows repeat other rows; leave-one-out bandwidth "
+                                 "selection on dask data needs distinct rows (the in-memory GaussianKDE groups "
+                                 "copies): drop the duplicates first")
 
         @property
         def weights(self):
@@ -401,7 +402,8 @@ def _make_kde_class():
             cw = self._dask_chunk_w / self._dask_W
             before_c = np.concatenate(([0.0], np.cumsum(cw)[:-1]))
             after_c = np.concatenate((np.cumsum(cw[::-1])[::-1][1:], [0.0]))
-            return [dask.delayed(_loo_norm_chunk)(w, self._dask_Y.chunks[0][i], self.n, self._dask_W, before_c[i], after_c[i], norms)
+            rows = self._dask_Y.chunks[0]
+            return [dask.delayed(_loo_norm_chunk)(w, rows[i], self.n, self._dask_W, before_c[i], after_c[i], norms)
                     for i, w in enumerate(self._dask_wblocks)]
 
         def _loo_lazy(self, hs, col=None):

@@ -273,6 +273,8 @@ class GaussianKDE:
         suggesting data.T.
         float32 data are processed in float32 (Gram blocks) with float64 accumulation; everything
         else in float64.  NaN/inf raise ValueError.
+        A dask array chunked by rows gives a model whose log-densities are lazy dask arrays reduced
+        chunk by chunk (equal to in memory to 1e-12 relative; docs/distributed.md).
     bandwidth : float > 0, "scott", "silverman", "loo", "scott_scipy", "silverman_scipy",
         "scott_sklearn" or "silverman_sklearn".
         A float is h: in data units for ``covariance="isotropic"``, and the factor multiplying the
@@ -697,8 +699,8 @@ class GaussianKDE:
     def logpdf(self, points):
         """log p_hat(x) for points (m, d), exact in the log domain (float64 accumulation).
 
-        Same kind of array as ``points`` (numpy, torch on the data's device, CuPy), in the model
-        dtype; shape (m,).  Dimension mismatch or NaN/inf in points: ValueError.
+        Same kind of array as ``points`` (numpy, torch on the data's device, CuPy; a lazy dask
+        array for dask points), in the model dtype; shape (m,).  Dimension mismatch or NaN/inf in points: ValueError.
         """
         if is_dask_array(points):  # lazy, query chunk by query chunk (numkern/_dask.py)
             from .._dask import kde_logpdf

@@ -2,9 +2,10 @@
 
 All functions broadcast like ufuncs, accept numpy arrays, Python scalars, torch tensors (CPU and
 CUDA; differentiable) and CuPy arrays, compute float32 inputs in float32 (through double inside
-the kernel) and everything else in float64, and take ``out=``.  Dask arrays give lazy dask arrays
-(blockwise over the broadcast chunks, the same dtype as for numpy; ``out=`` is refused there).  Complex arguments of the drop-ins
-are delegated to ``scipy.special`` (numpy inputs only).
+the kernel) and everything else in float64, and take ``out=``.  Complex arguments of the drop-ins
+are delegated to ``scipy.special`` (numpy inputs only).  Dask arrays give lazy dask arrays
+(blockwise over the broadcast chunks, the dtype numpy inputs would give; ``out=`` is refused
+there; docs/distributed.md).
 
 Conventions for the special values follow SciPy.  Negative arguments:
 ``log_kv``/``kv``/``kve`` are NaN for x < 0; ``iv``/``ive`` use I_n(-x) = (-1)^n I_n(x) for integer

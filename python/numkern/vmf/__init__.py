@@ -226,6 +226,8 @@ def fit(X, weights=None, normalize=False):
     VonMisesFisher with batch shape X.shape[:-2].  Points that all coincide give kappa = inf with
     a RuntimeWarning.  Bad input (non-unit rows without normalize=True, zero rows, NaN/inf,
     d < 2, negative weights) raises ValueError naming the argument.
+    X (n, d) may be a dask array chunked by rows (weights numpy or dask): per-chunk sums reduced
+    in a tree, the same fit to rounding (docs/distributed.md).
     """
     if is_dask_array(X) or is_dask_array(weights):  # per-chunk sums in a tree (numkern/_dask.py)
         from .._dask import vmf_resultant
