@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import numpy as np
 
@@ -33,9 +34,10 @@ SPLIT_EVERY = 8  # fan-in of the reduction trees
 
 
 def is_dask_array(a) -> bool:
-    """Whether `a` is a dask array (checked without importing dask)."""
-    mod = type(a).__module__ or ""
-    return mod.startswith("dask.") and hasattr(a, "__dask_graph__") and hasattr(a, "chunks")
+    """Whether `a` is a dask array, without importing dask: none exists before dask.array is
+    imported.  (A sys.modules look-up, not type(a).__module__, so torch.compile traces it.)"""
+    mod = sys.modules.get("dask.array")
+    return mod is not None and isinstance(a, mod.Array)
 
 
 # ---- common ----------------------------------------------------------------------------------

@@ -28,14 +28,14 @@ __all__ = [
 
 
 def _call(op, v, x, out, names=("v", "x")):
-    if is_dask_array(v) or is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
-        from .._dask import special_blockwise
-
-        return special_blockwise(globals()[op], (v, x), names, out)
     if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
         from ._autograd import torch_binary
 
         return torch_binary(op, v, x, out, names)
+    if is_dask_array(v) or is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
+        from .._dask import special_blockwise
+
+        return special_blockwise(globals()[op], (v, x), names, out)
     return elementwise("special", op, (v, x), names, out)
 
 
@@ -65,9 +65,7 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
 
 
 def _real_or_complex(op, v, z, out):
-    if is_dask_array(v) or is_dask_array(z):
-        return _call(op, v, z, out, ("v", "z"))
-    if not any_torch(v, z) and has_complex(v, z):
+    if not any_torch(v, z) and not (is_dask_array(v) or is_dask_array(z)) and has_complex(v, z):
         return _scipy_complex(op, v, z, out=out)
     return _call(op, v, z, out, ("v", "z"))
 
@@ -129,14 +127,14 @@ def kve(v, z, out=None):
 
 
 def _fixed_order(name, order, x, out):
-    if is_dask_array(x):
-        from .._dask import special_blockwise
-
-        return special_blockwise(globals()[name], (x,), ("x",), out)
     if any_torch(x):  # torch operators torch.ops.numkern.<name>
         from ._autograd import torch_unary
 
         return torch_unary(name, x, out)
+    if is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
+        from .._dask import special_blockwise
+
+        return special_blockwise(globals()[name], (x,), ("x",), out)
     if has_complex(x):
         return _scipy_complex(name, x, out=out, names=("x",))
     # A Python int order is a "weak" scalar: float32 x stays float32, as in SciPy; SciPy's
