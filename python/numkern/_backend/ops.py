@@ -19,6 +19,11 @@ class Ops:
         self.xp = xp
         self.device = device
 
+    def __reduce__(self):
+        # the array module is pickled by name (modules do not pickle), so objects holding an Ops
+        # (GaussianKDE, VonMisesFisher, VMFMixture) travel to other processes, e.g. Dask workers
+        return (_ops_by_module, (type(self).__name__, self.xp.__name__, self.device))
+
     @staticmethod
     def for_context(ctx):
         if ctx.kind == TORCH and ctx.cuda:
@@ -36,6 +41,8 @@ class Ops:
 
     def asarray(self, a, dtype, contiguous=True):
         r = self.xp.asarray(a, dtype=np.dtype(dtype))
+        if self.xp is np and not r.flags.aligned:  # the kernels read whole aligned elements (buffers
+            return r.copy()                          # deserialised by dask.distributed may be unaligned)
         return self._contig(r) if contiguous else r
 
     def from_host(self, a, dtype=np.float64):
@@ -312,3 +319,12 @@ class TorchOps(Ops):
             return t.randn(shape, generator=gen, dtype=self.tdtype(dtype), device=self.device)
         bits = t.randint(0, 2, shape, generator=gen, device=self.device)
         return (2 * bits - 1).to(self.tdtype(dtype))
+
+
+def _ops_by_module(cls_name, module, device):
+    """Rebuild a pickled Ops from its class name, array module name and device."""
+    import importlib
+
+    if cls_name == "TorchOps":
+        return TorchOps(device)
+    return globals()[cls_name](importlib.import_module(module), device)

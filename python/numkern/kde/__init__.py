@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._backend import CUPY, TORCH, Context, array_kind
+from .._dask import is_dask_array
 
 __all__ = ["GaussianKDE", "select_bandwidth", "regimes", "Regimes", "BandwidthSelection", "KDEDiagnostics"]
 
@@ -175,6 +176,23 @@ def _check_bandwidth_value(h, name="bandwidth"):
     return h
 
 
+def _check_options(bandwidth, covariance):
+    """ValueError / TypeError naming the argument for a bad covariance or bandwidth (rule or value)."""
+    if not isinstance(covariance, str) or covariance not in _COVARIANCES:
+        raise ValueError(f"covariance: expected one of {_COVARIANCES}, got {covariance!r}")
+    if isinstance(bandwidth, str):
+        if bandwidth not in _RULES:
+            raise ValueError(f"bandwidth: expected a positive number or one of {_RULES}, got {bandwidth!r}")
+    else:
+        _check_bandwidth_value(bandwidth)
+    if isinstance(bandwidth, str) and bandwidth.endswith("_scipy") and covariance != "full":
+        raise ValueError(f"bandwidth: {bandwidth!r} is SciPy's rule, which scales the full data covariance; "
+                         "use covariance='full' (where 'scott' / 'silverman' are SciPy's rules)")
+    if isinstance(bandwidth, str) and bandwidth.endswith("_sklearn") and covariance != "isotropic":
+        raise ValueError(f"bandwidth: {bandwidth!r} is scikit-learn's rule, an isotropic h in data "
+                         "units; use covariance='isotropic'")
+
+
 def _normalised_weights(weights, n):
     if weights is None:
         return np.full(n, 1.0 / n)
@@ -255,6 +273,8 @@ class GaussianKDE:
         suggesting data.T.
         float32 data are processed in float32 (Gram blocks) with float64 accumulation; everything
         else in float64.  NaN/inf raise ValueError.
+        A dask array chunked by rows gives a model whose log-densities are lazy dask arrays reduced
+        chunk by chunk (equal to in memory to 1e-12 relative; docs/distributed.md).
     bandwidth : float > 0, "scott", "silverman", "loo", "scott_scipy", "silverman_scipy",
         "scott_sklearn" or "silverman_sklearn".
         A float is h: in data units for ``covariance="isotropic"``, and the factor multiplying the
@@ -276,30 +296,25 @@ class GaussianKDE:
     factor, or None), ``neff``, ``covariance``, ``weights`` (normalised, numpy).
     """
 
+    def __new__(cls, data=None, *args, **kwargs):
+        if cls is GaussianKDE and is_dask_array(data):  # dask data: numkern/_dask.py
+            from .._dask import DaskGaussianKDE
+
+            return super().__new__(DaskGaussianKDE)
+        return super().__new__(cls)
+
     def __init__(self, data, bandwidth="scott", weights=None, covariance="isotropic"):
         self._init(data, bandwidth, weights, covariance, bandwidth == "loo")
 
     def _init(self, data, bandwidth, weights, covariance, find_duplicates):
         ctx = Context(data, names=("data",))
         self._ctx, self._ops = ctx, ctx.ops
-        if not isinstance(covariance, str) or covariance not in _COVARIANCES:
-            raise ValueError(f"covariance: expected one of {_COVARIANCES}, got {covariance!r}")
-        if isinstance(bandwidth, str):
-            if bandwidth not in _RULES:
-                raise ValueError(f"bandwidth: expected a positive number or one of {_RULES}, got {bandwidth!r}")
-        else:
-            _check_bandwidth_value(bandwidth)
+        _check_options(bandwidth, covariance)
         Y = _as_matrix(data, "data", ctx)
         n, d = Y.shape
         if n == 0 or d == 0:
             raise ValueError(f"data: empty (shape {tuple(Y.shape)})")
         self.n, self.d, self.covariance = n, d, covariance
-        if isinstance(bandwidth, str) and bandwidth.endswith("_scipy") and covariance != "full":
-            raise ValueError(f"bandwidth: {bandwidth!r} is SciPy's rule, which scales the full data covariance; "
-                             "use covariance='full' (where 'scott' / 'silverman' are SciPy's rules)")
-        if isinstance(bandwidth, str) and bandwidth.endswith("_sklearn") and covariance != "isotropic":
-            raise ValueError(f"bandwidth: {bandwidth!r} is scikit-learn's rule, an isotropic h in data "
-                             "units; use covariance='isotropic'")
         if n < d and (n <= _TRANSPOSED_MAX_ROWS or covariance == "full"):
             hint = (f"data: shape {tuple(Y.shape)} is read as {n} point(s) in {d} dimensions (GaussianKDE "
                     f"takes (n_points, n_dims)); if these are {d} points in {n} dimension(s), as "
@@ -318,6 +333,11 @@ class GaussianKDE:
                           and not find_duplicates)
         # repeated rows (exact duplicates) of the raw data, for leave-one-out selection only
         self._distinct = _distinct_rows(Y, self._ops) if find_duplicates else None
+        self._set_bandwidth(bandwidth)
+
+    def _set_bandwidth(self, bandwidth, stacklevel=5):
+        """self.factor and self.bandwidth from a validated float or rule (needs n, d, neff, the variances)."""
+        n, d = self.n, self.d
         self.factor = None
         if isinstance(bandwidth, str) and bandwidth != "loo":
             # the sklearn rules use the row count, not n_eff, and no data scale (sklearn.KernelDensity)
@@ -327,13 +347,13 @@ class GaussianKDE:
             else:
                 self.factor = (m * (d + 2.0) / 4.0) ** (-1.0 / (d + 4))
             scale = math.sqrt(self._mean_variance()) if bandwidth in ("scott", "silverman") \
-                and covariance == "isotropic" else 1.0
+                and self.covariance == "isotropic" else 1.0
             self.bandwidth = self.factor * scale
             if not (_H_MIN <= self.bandwidth <= _H_MAX):
                 raise ValueError(f"data: the bandwidth rule gives h = {self.bandwidth:g}, outside "
                                  f"[{_H_MIN:g}, {_H_MAX:g}] (no or extreme spread); pass a float bandwidth")
         elif bandwidth == "loo":
-            self.bandwidth = self._select(None, stacklevel=4).bandwidth
+            self.bandwidth = self._select(None, stacklevel=stacklevel).bandwidth
         else:
             self.bandwidth = float(bandwidth)
 
@@ -405,10 +425,26 @@ class GaussianKDE:
         if full:
             cov = np.asarray(be.to_host(cov), dtype=np.float64)
             var = np.diag(cov).copy()
-        self._var_host = be.to_host(var) / unbias if unbias > 0 else np.full(d, np.nan)
+        self._set_covariance(be.to_host(var), cov, np.asarray(be.to_host(mu), dtype=np.float64), unbias)
+        if self.covariance == "diagonal":
+            inv_sd = be.from_host(1.0 / self._scale)
+            for i0, blk in self._row_blocks(Y):
+                self._store_rows(i0, (be.astype(blk, np.float64) - mu) * inv_sd)
+        elif full:
+            for i0, blk in self._row_blocks(Y):
+                self._store_rows(i0, self._whiten_rows(be.astype(blk, np.float64) - mu))
+        with np.errstate(divide="ignore"):
+            self._logw = be.from_host(np.log(w))
+
+    def _set_covariance(self, var, cov, mu_host, unbias):
+        """Kernel shape from the weighted moments (host float64): var = sum_i w_i (y_i - mu)^2 per
+        dimension, cov = the matrix of those sums ("full", else None), unbias = 1 - sum_i w_i^2
+        (normalised weights): the variances, and the scales ("diagonal") or the Cholesky factor and
+        whitening ("full"), or ValueError for a singular kernel."""
+        n, d, full = self.n, self.d, self.covariance == "full"
+        self._var_host = var / unbias if unbias > 0 else np.full(d, np.nan)
         # a constant column leaves only the rounding of its mean (and of the weights' sum), a few
         # sqrt(n) eps |mean|: a spread below that floor is zero variance to working precision
-        mu_host = np.asarray(be.to_host(mu), dtype=np.float64)
         self._var_host[self._var_host <= (_const_tol(n) * np.abs(mu_host)) ** 2] = 0.0
         if self.covariance != "isotropic" and (n < 2 or unbias <= 0 or not (self._var_host > 0).all()):
             bad = np.flatnonzero(~(self._var_host > 0))
@@ -421,15 +457,8 @@ class GaussianKDE:
             sd = np.sqrt(self._var_host)
             self._scale = sd
             self._log_det_half = float(np.log(sd).sum())
-            inv_sd = be.from_host(1.0 / sd)
-            for i0, blk in self._row_blocks(Y):
-                self._store_rows(i0, (be.astype(blk, np.float64) - mu) * inv_sd)
         elif full:
             self._setup_full(cov / unbias)  # the Cholesky factorisation reads the lower triangle
-            for i0, blk in self._row_blocks(Y):
-                self._store_rows(i0, self._whiten_rows(be.astype(blk, np.float64) - mu))
-        with np.errstate(divide="ignore"):
-            self._logw = be.from_host(np.log(w))
 
     def _store_rows(self, i0, c):
         cb = self._ops.astype(c, self.dtype)
@@ -670,11 +699,15 @@ class GaussianKDE:
     def logpdf(self, points):
         """log p_hat(x) for points (m, d), exact in the log domain (float64 accumulation).
 
-        Same kind of array as ``points`` (numpy, torch on the data's device, CuPy), in the model
-        dtype; shape (m,).  Dimension mismatch or NaN/inf in points: ValueError.
-        torch points that require grad: differentiable in them (any order), through the operator
-        torch.ops.numkern.kde_logsumexp (docs/torch.md).
+        Same kind of array as ``points`` (numpy, torch on the data's device, CuPy; a lazy dask
+        array for dask points), in the model dtype; shape (m,).  Dimension mismatch or NaN/inf in
+        points: ValueError.  torch points that require grad: differentiable in them (any order),
+        through the operator torch.ops.numkern.kde_logsumexp (docs/torch.md).
         """
+        if is_dask_array(points):  # lazy, query chunk by query chunk (numkern/_dask.py)
+            from .._dask import kde_logpdf
+
+            return kde_logpdf(self, points)
         if array_kind(points) == TORCH and points.requires_grad:
             from .._torch_ops import kde as tops
 
@@ -792,7 +825,7 @@ def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covar
     """
     if method != "loo":
         raise ValueError(f"method: only 'loo' is supported, got {method!r}")
-    kde = GaussianKDE.__new__(GaussianKDE)
+    kde = GaussianKDE.__new__(GaussianKDE, data)  # a DaskGaussianKDE for dask data
     kde._init(data, 1.0, weights, covariance, True)
     return kde._select(bandwidths, refine=refine, progress=progress)
 

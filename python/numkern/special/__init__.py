@@ -3,7 +3,9 @@
 All functions broadcast like ufuncs, accept numpy arrays, Python scalars, torch tensors (CPU and
 CUDA; differentiable) and CuPy arrays, compute float32 inputs in float32 (through double inside
 the kernel) and everything else in float64, and take ``out=``.  Complex arguments of the drop-ins
-are delegated to ``scipy.special`` (numpy inputs only).
+are delegated to ``scipy.special`` (numpy inputs only).  Dask arrays give lazy dask arrays
+(blockwise over the broadcast chunks, the dtype numpy inputs would give; ``out=`` is refused
+there; docs/distributed.md).
 
 Conventions for the special values follow SciPy.  Negative arguments:
 ``log_kv``/``kv``/``kve`` are NaN for x < 0; ``iv``/``ive`` use I_n(-x) = (-1)^n I_n(x) for integer
@@ -17,6 +19,7 @@ import numpy as np
 
 from .._backend import NUMPY, any_torch, array_kind, check_numpy_out, elementwise, has_complex, scalar_or_array_dtype
 from .._backend.elementwise import _broadcast_shape
+from .._dask import is_dask_array
 
 __all__ = [
     "log_iv", "log_kv", "iv", "ive", "kv", "kve", "i0", "i0e", "i1", "i1e", "k0", "k0e", "k1",
@@ -29,6 +32,10 @@ def _call(op, v, x, out, names=("v", "x")):
         from ._autograd import torch_binary
 
         return torch_binary(op, v, x, out, names)
+    if is_dask_array(v) or is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
+        from .._dask import special_blockwise
+
+        return special_blockwise(globals()[op], (v, x), names, out)
     return elementwise("special", op, (v, x), names, out)
 
 
@@ -58,7 +65,7 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
 
 
 def _real_or_complex(op, v, z, out):
-    if not any_torch(v, z) and has_complex(v, z):
+    if not any_torch(v, z) and not (is_dask_array(v) or is_dask_array(z)) and has_complex(v, z):
         return _scipy_complex(op, v, z, out=out)
     return _call(op, v, z, out, ("v", "z"))
 
@@ -124,6 +131,10 @@ def _fixed_order(name, order, x, out):
         from ._autograd import torch_unary
 
         return torch_unary(name, x, out)
+    if is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
+        from .._dask import special_blockwise
+
+        return special_blockwise(globals()[name], (x,), ("x",), out)
     if has_complex(x):
         return _scipy_complex(name, x, out=out, names=("x",))
     # A Python int order is a "weak" scalar: float32 x stays float32, as in SciPy; SciPy's

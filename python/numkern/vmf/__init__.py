@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from .._backend import F32, F64, TORCH, Context, Ops, any_torch, array_kind, result_dtype
+from .._dask import is_dask_array
 from . import _kernels as K
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
@@ -225,9 +226,16 @@ def fit(X, weights=None, normalize=False):
     VonMisesFisher with batch shape X.shape[:-2].  Points that all coincide give kappa = inf with
     a RuntimeWarning.  Bad input (non-unit rows without normalize=True, zero rows, NaN/inf,
     d < 2, negative weights) raises ValueError naming the argument.
+    X (n, d) may be a dask array chunked by rows (weights numpy or dask): per-chunk sums reduced
+    in a tree, the same fit to rounding (docs/distributed.md).
     """
-    ctx = Context(X, weights, names=("X", "weights"))
-    s, wsum, batch, d, dtype = _resultant(ctx, X, weights, normalize)
+    if is_dask_array(X) or is_dask_array(weights):  # per-chunk sums in a tree (numkern/_dask.py)
+        from .._dask import vmf_resultant
+
+        ctx, s, wsum, batch, d, dtype = vmf_resultant(X, weights, normalize)
+    else:
+        ctx = Context(X, weights, names=("X", "weights"))
+        s, wsum, batch, d, dtype = _resultant(ctx, X, weights, normalize)
     mu, norm = _directions(ctx.ops, s)
     kappa = _kappa_from_rbar(ctx, norm / wsum, d, "fit")
     return VonMisesFisher._from_internal(ctx, mu, kappa, batch, dtype)
@@ -376,6 +384,10 @@ class VonMisesFisher:
         Shapes: for one distribution X (..., d) -> (...); for a batch B, X (*B, n, d) -> (*B, n)
         or X (n, d) (shared by every member) -> (*B, n).  Rows must be unit vectors (module doc).
         """
+        if is_dask_array(X):  # lazy, row chunk by row chunk (numkern/_dask.py)
+            from .._dask import map_row_chunks
+
+            return map_row_chunks(self.logpdf, X, self._batch)
         ctx = self._ctx
         ops = ctx.ops
         dtype = ctx.result_dtype(X, names=("X",))
@@ -471,8 +483,12 @@ class VonMisesFisher:
         return self._ctx.output(ops.reshape(out, batch), dtype)
 
     # ---- sampling ---------------------------------------------------------------------
-    def sample(self, n, seed=None):
+    def sample(self, n, seed=None, *, chunks=None):
         r"""n draws per distribution: shape (n, d), or batch_shape + (n, d).
+
+        chunks: None (a sample in memory), or rows per chunk: a lazy dask array of the same shape,
+        chunk c drawn with the seed SeedSequence((seed, c)) (equally distributed, not the same draws
+        as the in-memory sample; seed None: fresh entropy, fixed when the graph is built).
 
         Wood's (1994) rejection sampler for w = mu.x in the cancellation-free form of
         numkern/vmf/vmf.hpp, then x = w mu + sqrt(1 - w^2) xi with xi a normalised Gaussian orthogonal
@@ -483,6 +499,10 @@ class VonMisesFisher:
             raise TypeError(f"n: expected an int, got {type(n).__name__}")
         if n < 0:
             raise ValueError(f"n: must be >= 0, got {n}")
+        if chunks is not None:
+            from .._dask import vmf_sample
+
+            return vmf_sample(self, int(n), _random_seed(seed), chunks)
         out = K.sample(self._ctx, self._mu, self._kappa, int(n), _random_seed(seed), self._dtype)
         return self._ctx.output(self._ctx.ops.reshape(out, self._batch + (int(n), self._d)))
 
@@ -630,10 +650,16 @@ class VMFMixture:
         return K.estep(ctx, dots, logw + shifted, kappa)
 
     def _m_step(self, ctx, x64, resp, mu_prev):
-        ops = ctx.ops
         n, d = tuple(x64.shape)
-        nk = ops.sum(resp, axis=0) + 10 * np.finfo(np.float64).eps
-        s = ops.reshape(ops.matmul(resp.T, x64), (self.n_components, d))
+        stats = (ctx.ops.sum(resp, axis=0), ctx.ops.reshape(ctx.ops.matmul(resp.T, x64), (self.n_components, d)))
+        return self._m_step_from(ctx, stats, n, mu_prev)
+
+    def _m_step_from(self, ctx, stats, n, mu_prev):
+        """M-step from the sufficient statistics (N_k = sum_i r_ik, S_k = sum_i r_ik x_i) of n rows."""
+        ops = ctx.ops
+        nk = stats[0] + 10 * np.finfo(np.float64).eps
+        s = stats[1]
+        d = tuple(s.shape)[1]
         mu, norm = _directions(ops, s)
         if mu_prev is not None:
             mu = ops.where(ops.reshape(norm > 0, (-1, 1)), mu, mu_prev)
@@ -644,13 +670,15 @@ class VMFMixture:
 
     def _init_centres(self, ops, x64, rng):
         """Greedy spherical k-means++: K centres among the rows (see the class docstring)."""
-        n = tuple(x64.shape)[0]
-        k = int(self.n_components)
-        trials = 2 + int(math.log(k))
-
         def dots_to(idx):  # (n, len(idx)) host array of x_i . x_c
             return np.asarray(ops.to_host(ops.matmul(x64, ops.take_rows(x64, idx).T)), dtype=np.float64)
 
+        return ops.take_rows(x64, self._init_indices(tuple(x64.shape)[0], dots_to, rng))
+
+    def _init_indices(self, n, dots_to, rng):
+        """The rows chosen as initial centres; dots_to(idx) gives the (n, len(idx)) host dots x_i . x_c."""
+        k = int(self.n_components)
+        trials = 2 + int(math.log(k))
         idx = [int(rng.integers(n))]
         best = dots_to(idx)[:, 0]
         for _ in range(1, k):
@@ -666,30 +694,50 @@ class VMFMixture:
             j = int(np.argmin(np.sum(1.0 - new, axis=0)))  # lowest potential after adding the candidate
             idx.append(int(cand[j]))
             best = new[:, j]
-        return ops.take_rows(x64, idx)
+        return idx
 
     # ---- API --------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Fit the mixture to X (n, d) of unit rows (y is ignored, scikit-learn's signature); returns self."""
-        self._validate()
+    def _memory_steps(self, X):
+        """(ctx, dtype, n, d, start, step) of EM on X in memory: start(rng) = the M-step of the hard
+        assignment to the k-means++ centres, step(logw, mu, kappa) = (mean log-likelihood, next
+        (logw, mu, kappa)) by one E-step and M-step."""
         ctx, x64, dtype, n, d = self._rows(X)
         ops = ctx.ops
         k = int(self.n_components)
         if n < k:
             raise ValueError(f"n_components: {k} components need at least {k} points, X has {n}")
+
+        def start(rng):
+            centres = self._init_centres(ops, x64, rng)
+            labels = ops.to_host(ops.argmax(ops.matmul(x64, centres.T), axis=1))
+            return self._m_step(ctx, x64, ops.from_host(np.eye(k)[labels]), centres)
+
+        def step(logw, mu, kappa):
+            logresp, lse = self._log_prob(ctx, x64, mu, kappa, logw)
+            lb = float(ops.to_host(ops.sum(lse))) / n
+            return lb, self._m_step(ctx, x64, ops.exp(logresp), mu)
+
+        return ctx, dtype, n, d, start, step
+
+    def fit(self, X, y=None):
+        """Fit the mixture to X (n, d) of unit rows (y is ignored, scikit-learn's signature); returns self.
+        X may be a dask array chunked by rows: the same EM from per-chunk sufficient statistics."""
+        self._validate()
+        if is_dask_array(X):  # EM from per-chunk sufficient statistics (numkern/_dask.py)
+            from .._dask import mixture_steps
+
+            ctx, dtype, n, d, start, step = mixture_steps(self, X)
+        else:
+            ctx, dtype, n, d, start, step = self._memory_steps(X)
+        k = int(self.n_components)
         rng = self._rng()
         best = None
         for _ in range(self.n_init):
-            centres = self._init_centres(ops, x64, rng)
-            labels = ops.to_host(ops.argmax(ops.matmul(x64, centres.T), axis=1))
-            resp = ops.from_host(np.eye(k)[labels])
-            logw, mu, kappa = self._m_step(ctx, x64, resp, centres)
+            logw, mu, kappa = start(rng)
             lb, converged, it = -np.inf, False, 0
             for it in range(1, self.max_iter + 1):
                 prev = lb
-                logresp, lse = self._log_prob(ctx, x64, mu, kappa, logw)
-                lb = float(ops.to_host(ops.sum(lse))) / n
-                logw, mu, kappa = self._m_step(ctx, x64, ops.exp(logresp), mu)
+                lb, (logw, mu, kappa) = step(logw, mu, kappa)
                 if abs(lb - prev) < self.tol:
                     converged = True
                     break
@@ -742,16 +790,28 @@ class VMFMixture:
 
     def predict_proba(self, X):
         """Responsibilities r_ik, shape (n, K), rows summing to 1."""
+        if is_dask_array(X):
+            from .._dask import map_row_chunks
+
+            return map_row_chunks(self.predict_proba, X, ())
         ctx, ops, logresp, _, dtype = self._estep_for(X)
         return ctx.output(ops.exp(logresp), dtype)
 
     def predict(self, X):
         """Most probable component of each row (int64)."""
+        if is_dask_array(X):
+            from .._dask import map_row_chunks
+
+            return map_row_chunks(self.predict, X, ())
         ctx, ops, logresp, _, _ = self._estep_for(X)
         return ctx.output(ops.argmax(logresp, axis=1))
 
     def score_samples(self, X):
         """log p(x_i) = logsumexp_k (log pi_k + log C_d(kappa_k) + kappa_k mu_k.x_i), shape (n,)."""
+        if is_dask_array(X):
+            from .._dask import map_row_chunks
+
+            return map_row_chunks(self.score_samples, X, ())
         ctx, ops, _, lse, dtype = self._estep_for(X)
         return ctx.output(lse, dtype)
 
