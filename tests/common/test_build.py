@@ -16,6 +16,10 @@ import numkern
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SMOKE = os.path.join(ROOT, "tools", "emulated_cpu_smoke.py")
+# The tests run from an installed wheel too (only tests/ copied: docs/wheels.md); these need the checkout.
+needs_source = pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "CMakeLists.txt")),
+                                  reason="needs the source tree (CMakeLists.txt, tools/, python/): "
+                                         "tests run from an installed wheel")
 
 
 def test_default_build_is_portable():
@@ -27,6 +31,7 @@ def test_default_build_is_portable():
     assert cfg["isa"] in ("portable", "avx2", "avx512")
 
 
+@needs_source
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
                     reason="qemu-x86_64 not installed (Debian: apt-get install qemu-user) or not x86-64")
 def test_emulated_x86_64_v2_cpu_runs_and_matches():
@@ -38,6 +43,7 @@ def test_emulated_x86_64_v2_cpu_runs_and_matches():
     assert "Nehalem: isa=portable" in p.stdout and "same numbers" in p.stdout, p.stdout
 
 
+@needs_source
 def test_smoke_compare_detects_a_difference():
     """The smoke script's comparison fails on a wrong value (so the test above can fail)."""
     sys.path.insert(0, os.path.dirname(SMOKE))
@@ -52,6 +58,7 @@ def test_smoke_compare_detects_a_difference():
     assert smoke.compare(ref, {**ref, "special.log_iv": [1.0, float("nan")]})
 
 
+@needs_source
 def test_version_has_one_source():
     with open(os.path.join(ROOT, "python", "numkern", "_version.py")) as f:
         m = re.search(r'__version__ = "([^"]+)"', f.read())
@@ -61,6 +68,7 @@ def test_version_has_one_source():
     assert 'dynamic = ["version"]' in text and not re.search(r'^version\s*=', text, re.M)
 
 
+@needs_source
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ninja") is None and not os.environ.get("NUMKERN_TEST_BUILD"),
                     reason="needs cmake and ninja")
@@ -81,3 +89,80 @@ def test_build_without_openmp_compiles(tmp_path):
     objs = ["CMakeFiles/_core.dir/csrc/cpu/common/threads.cpp.o", "CMakeFiles/_core.dir/csrc/cpu/vmf/vmf.cpp.o"]
     b = subprocess.run([cmake, "--build", str(build), "--target", *objs], capture_output=True, text=True, timeout=600)
     assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
+
+
+# ---- an installed release wheel needs no newer system library versions than its tag ------------
+
+def elf_version_needs(path):
+    """{needed library: {symbol version names}} from an ELF64 little-endian file's .gnu.version_r
+    (what `objdump -p` lists under 'Version References')."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError(f"{path}: not an ELF64 little-endian file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    out = {}
+    for _, sh_type, _, _, offset, _, link, info, _, _ in sections:
+        if sh_type != 0x6FFFFFFE:  # SHT_GNU_verneed
+            continue
+        strtab = sections[link][4]
+
+        def string(off):
+            start = strtab + off
+            return data[start:data.index(b"\0", start)].decode()
+        pos = offset
+        for _ in range(info):  # Elf64_Verneed entries
+            _, cnt, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+            names, apos = out.setdefault(string(file_off), set()), pos + aux
+            for _ in range(cnt):  # Elf64_Vernaux entries
+                _, _, _, name_off, anext = struct.unpack_from("<IHHII", data, apos)
+                names.add(string(name_off))
+                apos += anext
+            pos += nxt
+    return out
+
+
+def _version_tuple(name):
+    return tuple(int(x) for x in re.findall(r"\d+", name.split("_", 1)[1]))
+
+
+def test_elf_version_needs_reads_the_module():
+    """The reader above finds the module's glibc needs (so the wheel test below cannot pass empty)."""
+    needs = elf_version_needs(numkern._core.__file__)
+    libc = needs.get("libc.so.6", set())
+    assert "GLIBC_2.2.5" in libc, needs
+    assert _version_tuple("GLIBC_2.2.5") == (2, 2, 5) and _version_tuple("GLIBCXX_3.4.29") > (3, 4, 24)
+
+
+def test_wheel_needs_no_newer_glibc_than_its_tag():
+    """Installed from a manylinux_X_Y wheel: every ELF file of the package (the module and what
+    auditwheel bundled in numkern.libs/) needs glibc <= X.Y, and for X.Y <= 2.28 the libstdc++ of
+    that policy (GLIBCXX <= 3.4.24, CXXABI <= 1.3.11; the release build links libstdc++ statically:
+    CMake NUMKERN_MANYLINUX_COMPAT, docs/wheels.md).  Skipped for source and editable builds."""
+    from importlib import metadata
+    try:
+        wheel_info = metadata.distribution("numkern").read_text("WHEEL") or ""
+    except metadata.PackageNotFoundError:
+        wheel_info = ""
+    tags = re.findall(r"^Tag: .*-manylinux_(\d+)_(\d+)_\w+$", wheel_info, re.M)
+    if not tags or "numkern.libs" not in "".join(os.listdir(os.path.dirname(os.path.dirname(numkern.__file__)))):
+        pytest.skip("numkern is not installed from a repaired manylinux wheel")
+    glibc_max = max((int(a), int(b)) for a, b in tags)
+    pkg = os.path.dirname(numkern.__file__)
+    files = [os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".so")]
+    libs = os.path.join(os.path.dirname(pkg), "numkern.libs")
+    files += [os.path.join(libs, f) for f in os.listdir(libs)] if os.path.isdir(libs) else []
+    limits = {"GLIBC": glibc_max}
+    if glibc_max <= (2, 28):
+        limits.update(GLIBCXX=(3, 4, 24), CXXABI=(1, 3, 11))
+    too_new = []
+    for path in files:
+        for lib, versions in elf_version_needs(path).items():
+            for v in versions:
+                kind = v.split("_", 1)[0]
+                if kind in limits and _version_tuple(v) > limits[kind]:
+                    too_new.append(f"{os.path.basename(path)}: {lib} {v}")
+    assert not too_new, f"tag manylinux_{glibc_max[0]}_{glibc_max[1]}, but: {too_new}"

@@ -14,6 +14,8 @@ PATH = re.compile(r"`((?:csrc|python|tests|bench|docs|tools|examples)/[A-Za-z0-9
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_links_and_paths_exist(doc):
+    if not doc.exists():
+        pytest.skip(f"{doc.name} is not here: tests run from an installed wheel, without the source tree")
     text = doc.read_text()
     missing = []
     for target in LINK.findall(text):

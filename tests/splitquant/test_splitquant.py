@@ -362,7 +362,7 @@ def test_splitquant_of_split_model_does_not_recluster():
 
 # ---- accuracy: a classifier trained here ---------------------------------------------------
 def test_digits_mlp_int2_splitquant_beats_plain():
-    from sklearn.datasets import load_digits
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
 
     d = load_digits()
     x = torch.tensor(d.data / 16.0, dtype=torch.float32)
