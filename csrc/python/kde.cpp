@@ -28,6 +28,23 @@ void bind_kde(py::module_& m) {
       py::arg("coef"), py::arg("self_diff"), py::arg("want_sq"), py::arg("acc_max"), py::arg("acc_sum"),
       py::arg("acc_sum2"),
       "Fold one (mb x nb) block into the running log-sum-exp accumulators (see numkern/kde/kde.hpp KdeBlock).");
+  m.def(
+      "curve_update",
+      [](const py::object& gram, const py::object& x, const py::object& y, const py::object& xsq,
+         const py::object& ysq, const py::object& logw, const py::object& coef, index_t self_diff,
+         const py::object& acc_max, const py::object& acc_sum, const py::object& acc_sum2) {
+        pyb::KdeBlockArgs a(gram, x, y, xsq, ysq, logw, coef, acc_max, acc_sum, acc_sum2, /*cuda=*/false);
+        pyb::dispatch_float(a.x, [&](auto t) {
+          using T = decltype(t);
+          const kde::KdeBlock<T> b = a.block<T>(self_diff, false);
+          py::gil_scoped_release release;
+          cpu::kde_curve_update<T>(b);
+        });
+      },
+      py::arg("gram"), py::arg("x"), py::arg("y"), py::arg("xsq"), py::arg("ysq"), py::arg("logw"),
+      py::arg("coef"), py::arg("self_diff"), py::arg("acc_max"), py::arg("acc_sum"), py::arg("acc_sum2"),
+      "block_update for a bandwidth-selection curve (no sums of squares; acc_sum2 is left as it is): "
+      "log-sums within a few ulps of block_update's, faster for many bandwidths (cpu/kde/kde.hpp).");
 }
 }  // namespace
 NK_REGISTER_FAMILY(kde, bind_kde);

@@ -101,4 +101,46 @@ void kde_block_update(const kde::KdeBlock<T>& b) {
 template void kde_block_update<float>(const kde::KdeBlock<float>&);
 template void kde_block_update<double>(const kde::KdeBlock<double>&);
 
+template <class T>
+void kde_curve_update(const kde::KdeBlock<T>& b) {
+  if (b.mb <= 0 || b.nb <= 0) return;
+  Isa isa = active_isa();
+#if !NK_KDE_SIMD
+  isa = Isa::portable;
+#endif
+  double lw_max = -m::inf<double>(), lw_min = m::inf<double>();
+  for (index_t j = 0; j < b.nb; ++j) {
+    lw_max = b.logw[j] > lw_max ? b.logw[j] : lw_max;
+    lw_min = b.logw[j] < lw_min ? b.logw[j] : lw_min;
+  }
+  // The shared reference needs every weight positive and within e^kCurveLogwSpread of the largest
+  // (else the portable per-bandwidth maxima, as for any other evaluation).
+  if (isa == Isa::portable || b.want_sq || !(lw_max - lw_min <= kCurveLogwSpread)) {
+    kde_block_update(b);
+    return;
+  }
+  const long long work = static_cast<long long>(b.mb) * b.nb * (b.K + (b.gram ? 1 : b.d));
+  const int nthreads = threads_for(b.mb, work);
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+  {
+    std::vector<double> d2(static_cast<size_t>(b.nb));
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t i = 0; i < b.mb; ++i) {
+#if NK_KDE_SIMD
+      if (isa == Isa::avx512)
+        kde_simd::row_curve_avx512(b, i, d2.data(), lw_max);
+      else
+        kde_simd::row_curve_avx2(b, i, d2.data(), lw_max);
+#endif
+    }
+  }
+}
+
+template void kde_curve_update<float>(const kde::KdeBlock<float>&);
+template void kde_curve_update<double>(const kde::KdeBlock<double>&);
+
 }  // namespace nk::cpu
