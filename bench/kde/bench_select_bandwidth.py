@@ -27,14 +27,7 @@ from numkern.kde import select_bandwidth
 
 
 def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return numkern._cpu_model() or platform.processor() or platform.machine()
 
 
 def timed(fn):
