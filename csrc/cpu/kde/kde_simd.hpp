@@ -17,5 +17,13 @@ template <class T>
 void row_update_avx512(const kde::KdeBlock<T>& b, index_t i, double* d2);
 template <class T>
 void row_update_avx2(const kde::KdeBlock<T>& b, index_t i, double* d2);
+// The same fold for a bandwidth-selection curve (no sums of squares): one reference per bandwidth
+// from the row's smallest distance, lw_max - c_k min_j d2_j (>= every exponent; lw_max: the block's
+// largest log-weight, within kCurveLogwSpread of its smallest), and the exp skipped for vectors
+// whose exponents all lie below kExpFloor.  AVX-512 uses the table exp (S::exp_table).
+template <class T>
+void row_curve_avx512(const kde::KdeBlock<T>& b, index_t i, double* d2, double lw_max);
+template <class T>
+void row_curve_avx2(const kde::KdeBlock<T>& b, index_t i, double* d2, double lw_max);
 #endif
 }  // namespace nk::cpu::kde_simd

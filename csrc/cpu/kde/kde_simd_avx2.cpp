@@ -19,6 +19,7 @@ struct V256 {
   using V = __m256d;
   using M = __m256d;  // lane masks as all-ones doubles
   static constexpr int W = 4;
+  static constexpr bool kTableExp = false;  // no 16-entry permute: kde_simd_impl.hpp's vexp_nonpos
   static inline V set1(double a) { return _mm256_set1_pd(a); }
   static inline V load(const double* p) { return _mm256_loadu_pd(p); }
   static inline void store(double* p, V a) { _mm256_storeu_pd(p, a); }
@@ -29,6 +30,7 @@ struct V256 {
   static inline V sub(V a, V b) { return _mm256_sub_pd(a, b); }
   static inline V mul(V a, V b) { return _mm256_mul_pd(a, b); }
   static inline V max(V a, V b) { return _mm256_max_pd(a, b); }
+  static inline V min(V a, V b) { return _mm256_min_pd(a, b); }
   static inline M lt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
   static inline M isnan(V a) { return _mm256_cmp_pd(a, a, _CMP_UNORD_Q); }
   static inline bool any(M m) { return _mm256_movemask_pd(m) != 0; }
@@ -47,6 +49,11 @@ struct V256 {
     const __m128d s = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
     return _mm_cvtsd_f64(_mm_max_sd(s, _mm_unpackhi_pd(s, s)));
   }
+  static inline double hmin(V a) {
+    const __m128d s = _mm_min_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_min_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+  static inline V maskz(M m, V a) { return _mm256_and_pd(m, a); }  // a where m, else 0
 };
 
 }  // namespace
@@ -61,6 +68,12 @@ void row_update_avx2(const kde::KdeBlock<T>& b, index_t i, double* d2) {
 }
 template void row_update_avx2<float>(const kde::KdeBlock<float>&, index_t, double*);
 template void row_update_avx2<double>(const kde::KdeBlock<double>&, index_t, double*);
+template <class T>
+void row_curve_avx2(const kde::KdeBlock<T>& b, index_t i, double* d2, double lw_max) {
+  row_curve<V256>(b, i, d2, lw_max);
+}
+template void row_curve_avx2<float>(const kde::KdeBlock<float>&, index_t, double*, double);
+template void row_curve_avx2<double>(const kde::KdeBlock<double>&, index_t, double*, double);
 }  // namespace nk::cpu::kde_simd
 
 #pragma GCC pop_options

@@ -140,5 +140,53 @@ inline void row_update(const kde::KdeBlock<T>& b, index_t i, double* d2) {
   }
 }
 
+// Bandwidth-selection form of row_update (see kde_simd.hpp, row_curve_*): the same distances, then
+// per bandwidth k one reference R_k = lw_max - c_k D (D = the row's smallest distance; R_k >= every
+// exponent, and exceeds the largest by at most the block's log-weight spread), so no maximum pass per
+// bandwidth; terms e^(z - R) below e^kExpFloor are 0 as in exp_nonpos, and a vector whose exponents
+// all lie there costs no exp (most pairs at the small bandwidths of a grid in high dimension).
+template <class S, class T>
+inline void row_curve(const kde::KdeBlock<T>& b, index_t i, double* d2, double lw_max) {
+  using V = typename S::V;
+  row_distances<S>(b, i, b.coef[0], d2);
+  const index_t nb = b.nb, W = S::W, nfull = nb - nb % W;
+  alignas(64) double lw_tail[8], d2_tail[8];
+  for (index_t t = 0; t < W; ++t) {
+    lw_tail[t] = nfull + t < nb ? b.logw[nfull + t] : 0.0;
+    d2_tail[t] = nfull + t < nb ? d2[nfull + t] : m::inf<double>();
+  }
+  V vmin = S::load(d2_tail);
+  for (index_t j = 0; j < nfull; j += W) vmin = S::min(vmin, S::load(d2 + j));
+  const double D = S::hmin(vmin);
+  if (!(D < m::inf<double>())) return;  // every pair skipped
+  const V floor = S::set1(kde::kExpFloor);
+  for (index_t k = 0; k < b.K; ++k) {
+    const index_t a = i * b.K + k;
+    const double c0 = b.coef[k];
+    kde::LseAcc acc{b.acc_max[a], b.acc_sum[a], b.acc_sum2[a]};
+    const double ref = std::fma(-c0, D, lw_max);  // as fnma below: exactly 0 for that pair
+    if (ref > acc.max) kde::lse_rescale(acc, ref);
+    const V M = S::set1(acc.max), c = S::set1(c0);
+    V bs = S::set1(0.0);
+    auto term = [&](V dd, V lw) {
+      const V x = S::sub(S::fnma(c, dd, lw), M);
+      const typename S::M keep = S::lt(floor, S::max(x, floor));  // x > floor (and not NaN, -inf)
+      if (!S::any(keep)) return;
+      V e;
+      if constexpr (S::kTableExp) {
+        e = S::exp_table(S::max(x, floor));
+      } else {
+        e = vexp_nonpos<S>(x);
+      }
+      bs = S::add(bs, S::maskz(keep, e));
+    };
+    for (index_t j = 0; j < nfull; j += W) term(S::load(d2 + j), S::load(b.logw + j));
+    if (nfull < nb) term(S::load(d2_tail), S::load(lw_tail));
+    b.acc_max[a] = acc.max;
+    b.acc_sum[a] = acc.sum + S::hsum(bs);
+    b.acc_sum2[a] = acc.sum2;
+  }
+}
+
 }  // namespace
 }  // namespace nk::cpu::kde_simd

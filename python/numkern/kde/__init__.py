@@ -49,6 +49,7 @@ _RULES = ("scott", "silverman", "loo", "scott_scipy", "silverman_scipy", "scott_
 _TRANSPOSED_MAX_ROWS = 3  # a (rows <= 3, more columns) array warns: SciPy's (d, n) layout?
 _H_MIN, _H_MAX = 1e-150, 1e150  # bandwidths whose h^2 is a normal float64
 _REFINE_POINTS = 9  # bandwidths of select_bandwidth's refinement pass
+_CURVE_TILE = 1016      # rows per tile of select_bandwidth's symmetric pass (CPU; not a power of 2: cache sets)
 _PROGRESS_SECONDS = 5.0  # progress bar (tqdm, if installed) when a selection is expected to take longer
 _IN_PLACE_MEAN = 0.25  # isotropic fixed-bandwidth data used uncentred when |mu|^2 <= this * mean |y|^2
 _SINGULAR_TOL = 64  # "full": singular when some 1 - R_k^2 < _SINGULAR_TOL * d * eps (docs/kde.md)
@@ -132,9 +133,10 @@ def _quartic_max(t, f, j):
 
 
 def _selection_seconds(n, d, K):
-    """Rough CPU seconds of a bandwidth selection (grid pass of K bandwidths + refinement pass):
-    per pair 2d flops of GEMM at ~10 GFLOP/s and ~2 ns per bandwidth."""
-    return float(n) * n * (2 * (2.0 * d / 1e10) + 2e-9 * (K + _REFINE_POINTS + 2))
+    """Rough CPU seconds of a bandwidth selection (grid pass of K bandwidths + refinement pass) on a
+    slow core: per pair and pass d flops of GEMM (symmetric pass) at ~10 GFLOP/s, and ~1 ns per
+    bandwidth."""
+    return float(n) * n * (2 * (1.0 * d / 1e10) + 1e-9 * (K + _REFINE_POINTS + 2))
 
 
 def _progress_bar(kde, bandwidths, refine, progress):
@@ -536,8 +538,9 @@ class GaussianKDE:
             yield q0, self._Y[q0:q1], self._ysq[q0:q1]
 
     # -- the streaming pass -----------------------------------------------------------------
-    def _stream(self, blocks, m, hs, loo=False, diagnostics=False, bar=None):
+    def _stream(self, blocks, m, hs, loo=False, diagnostics=False, bar=None, curve=False):
         """log sum_j w_j exp(-|x_i - y_j|^2 / (2 h^2)) for every query i and bandwidth h in hs.
+        curve: on the CPU, the bandwidth-selection kernel (``curve_update``, not with diagnostics).
 
         Returns (lse (m, K) float64 on the device, log participation ratio or None, max weight or None).
         """
@@ -559,8 +562,12 @@ class GaussianKDE:
                     Yb = self._Y[d0:d0 + nb]
                     nbb = Yb.shape[0]
                     gram = None if direct else be.matmul_nt(Xb, Yb, gbuf[:mb * nbb].reshape(mb, nbb))
-                    ctx.call("kde", "block_update", gram, Xb, Yb, xsq, self._ysq[d0:d0 + nbb],
-                             self._logw[d0:d0 + nbb], coef, d0 - q0 if loo else _NO_SELF, bool(diagnostics), *acc)
+                    args = (gram, Xb, Yb, xsq, self._ysq[d0:d0 + nbb], self._logw[d0:d0 + nbb], coef,
+                            d0 - q0 if loo else _NO_SELF)
+                    if curve and not ctx.cuda and not diagnostics:
+                        ctx.call("kde", "curve_update", *args, *acc)
+                    else:
+                        ctx.call("kde", "block_update", *args, bool(diagnostics), *acc)
                 mx, s, s2 = acc
                 with np.errstate(divide="ignore", invalid="ignore"):
                     lse[q0:q0 + mb] = mx + be.log(s)
@@ -595,11 +602,50 @@ class GaussianKDE:
         with np.errstate(divide="ignore"):
             return np.log(before + after)
 
-    def _loo_values(self, hs, bar=None):
-        """(n, K) leave-one-out log-densities on the host, float64."""
+    def _loo_curve_lse(self, hs, bar=None):
+        """(n, K) leave-one-out log-sums of a bandwidth-selection curve: select_bandwidth's pass.
+
+        On the CPU with Gram distances (d > 8) the pass is symmetric: the Gram tile of row tiles
+        I <= J (_CURVE_TILE rows each) is computed once and folded into the rows of I as it is and
+        into the rows of J transposed (``curve_update``, gram_transposed), so one pass costs half an
+        n x n x d GEMM plus the kernel.  Elsewhere: the query-block pass with the curve kernel."""
+        ctx, be, n = self._ctx, self._ops, self.n
+        if ctx.cuda or self.d <= _DIRECT_MAX_D:
+            return self._stream(self._data_queries(), n, hs, loo=True, bar=bar, curve=True)[0]
+        K, T = len(hs), min(n, _CURVE_TILE)
+        coef = np.array([0.5 / (h * h) for h in hs], dtype=np.float64)
+        Y, ysq, logw = self._Y, self._ysq, self._logw
+        acc = (be.full((n, K), -np.inf), be.zeros((n, K)), be.zeros((n, K)))
+        gbuf = be.empty((T * T,), self.dtype)
+        starts = range(0, n, T)
+        total = sum((min(n, i0 + T) - i0) * (n - i0) for i0 in starts)  # pairs (i <= j tiles) per pass
+        blocks, done, shown = -(-n // _QUERY_BLOCK), 0, 0  # the bar counts query blocks of a pass
+        for i0 in starts:
+            i1 = min(n, i0 + T)
+            XI = Y[i0:i1]
+            for j0 in range(i0, n, T):
+                j1 = min(n, j0 + T)
+                YJ = Y[j0:j1]
+                g = be.matmul_nt(XI, YJ, gbuf[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0))
+                ctx.call("kde", "curve_update", g, XI, YJ, ysq[i0:i1], ysq[j0:j1], logw[j0:j1], coef, j0 - i0,
+                         *(a[i0:i1] for a in acc))
+                if j0 > i0:
+                    ctx.call("kde", "curve_update", g, YJ, XI, ysq[j0:j1], ysq[i0:i1], logw[i0:i1], coef, i0 - j0,
+                             *(a[j0:j1] for a in acc), True)
+            done += (i1 - i0) * (n - i0)
+            if bar is not None:
+                target = blocks * done // total
+                bar.update(target - shown)
+                shown = target
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return acc[0] + be.log(acc[1])
+
+    def _loo_values(self, hs, bar=None, curve=False):
+        """(n, K) leave-one-out log-densities on the host, float64; curve: select_bandwidth's pass
+        (_loo_curve_lse), else the per-bandwidth maxima of every other evaluation."""
         if self.n < 2:
             raise ValueError(f"data: leave-one-out needs at least 2 points, got n = {self.n}")
-        lse, _, _ = self._loo_lse(hs, bar=bar)
+        lse = self._loo_curve_lse(hs, bar) if curve else self._loo_lse(hs, bar=bar)[0]
         lse = self._ops.to_host(lse)
         norms = np.array([self._log_norm(h) for h in hs])
         return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
@@ -648,7 +694,7 @@ class GaussianKDE:
             if bar is not None and bar.n >= bar.total:  # an extension pass: one more pass to show
                 bar.total += -(-self.n // _QUERY_BLOCK)
                 bar.refresh()
-            vals = self._loo_values(list(hs), bar)
+            vals = self._loo_values(list(hs), bar, curve=True)
             with np.errstate(invalid="ignore"):
                 return np.array([float(np.sum(w * v)) if np.isfinite(v).all() else -np.inf for v in vals.T])
 
@@ -812,7 +858,11 @@ def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covar
     least-squares quartic in log h through them is returned (``best_loglik``: the best evaluated
     value plus the quartic's rise from there, within 1e-6 relative): measured within 7e-5 relative of the
     true maximiser (default grid and a 12-point grid over 0.1..2).  Cost: 2 passes
-    (plus one per edge extension), each one n x n x d GEMM in blocks plus ~2 ns per pair and bandwidth.
+    (plus one per edge extension).  On the CPU (d > 8) a pass is symmetric: each Gram tile of row
+    tiles I <= J is computed once (half an n x n x d GEMM per pass) and serves both tiles; per pair
+    and bandwidth one exp (~0.6 ns with AVX-512), none where a whole vector of terms is below e^-708
+    relative to the row's largest (most pairs at the small bandwidths of a grid in high dimension).
+    The curve's log-densities obey the bound of every numkern log-density (docs/kde.md, Accuracy).
 
     bandwidths: grid of h > 0 (units as in ``GaussianKDE``); default 25 values geometrically from
     Scott/30 to 3 Scott, extended while the optimum sits on an edge.  Returns ``BandwidthSelection``.
