@@ -11,9 +11,27 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import pytest
+
+
+class _NoTestsFolderAsTorch:
+    """pytest puts tests/ on sys.path, so without PyTorch installed `import torch` would find
+    tests/torch/ as an empty namespace package: make that import fail instead (importorskip skips)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "torch":
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return None
+
+
+_torch_spec = importlib.util.find_spec("torch")
+if _torch_spec is not None and _torch_spec.origin is None:  # a namespace package: not PyTorch
+    sys.meta_path.insert(0, _NoTestsFolderAsTorch)
 
 try:
     from hypothesis import HealthCheck, settings
