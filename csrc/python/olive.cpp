@@ -14,13 +14,24 @@ namespace py = pybind11;
 namespace ov = olive_views;
 constexpr auto kHost = pyb::Where::host;
 
-void encode(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
-            int normal, bool keep_left, bool per_row, int mode) {
+void encode_with(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
+                 int normal, bool keep_left, bool per_row, int mode, bool reference_search) {
   ov::Encode e = ov::encode(x, codes, scales, alphas, errors, bits, normal, per_row, mode, kHost);
-  cpu::olive::EncodeSpec spec{bits, normal, keep_left, per_row, static_cast<cpu::olive::AlphaMode>(mode)};
+  cpu::olive::EncodeSpec spec{bits, normal, keep_left, per_row, static_cast<cpu::olive::AlphaMode>(mode),
+                              reference_search};
   py::gil_scoped_release release;
   cpu::olive::encode(e.x.ptr<float>(), e.rows, e.cols, spec, e.codes.ptr<std::uint8_t>(), e.scales.ptr<float>(),
                      e.alphas.ptr<double>(), e.errors.ptr<double>());
+}
+
+void encode(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
+            int normal, bool keep_left, bool per_row, int mode) {
+  encode_with(x, codes, scales, alphas, errors, bits, normal, keep_left, per_row, mode, false);
+}
+
+void encode_reference(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors,
+                      int bits, int normal, bool keep_left, bool per_row, int mode) {
+  encode_with(x, codes, scales, alphas, errors, bits, normal, keep_left, per_row, mode, true);
 }
 
 void decode(py::object codes, py::object scales, py::object out, bool per_row, int bits, int normal) {
@@ -43,6 +54,11 @@ void bind_olive(py::module_& m) {
         py::arg("mode"),
         "OVP-encode x (rows, cols) float32 into codes / scales / errors; alphas: thresholds, read for "
         "mode 2 (given), written otherwise (0 search, 1 sigma bound).");
+  m.def("encode_reference", &encode_reference, py::arg("x"), py::arg("codes"), py::arg("scales"),
+        py::arg("alphas"), py::arg("errors"), py::arg("bits"), py::arg("normal"), py::arg("keep_left"),
+        py::arg("per_row"), py::arg("mode"),
+        "encode with the scalar reference threshold search (the vectorised search must give the same "
+        "bytes; for tests).");
   m.def("decode", &decode, py::arg("codes"), py::arg("scales"), py::arg("out"), py::arg("per_row"),
         py::arg("bits"), py::arg("normal"), "Decode codes into out (rows, cols) float32.");
   m.def("matmul", &matmul, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("out"), py::arg("per_row"),

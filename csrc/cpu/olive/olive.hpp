@@ -46,6 +46,10 @@ struct EncodeSpec {
   bool keep_left;  // both outliers: keep the left one (reference code) instead of the larger
   bool per_row;    // one threshold per row, else one for the whole matrix
   AlphaMode mode;
+  // search mode: score the candidates with the scalar reference loop instead of the vectorised
+  // search (csrc/cpu/olive/search.hpp).  Both choose the same threshold; the flag exists so that
+  // tests can compare the two.
+  bool reference_search = false;
 };
 
 // codes: rows * bytes_per_row; scales, alphas, sq_errors: one per group (rows or 1).
