@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._backend import CUPY, F32, F64, NUMPY, TORCH, Context, array_kind
+from . import _kernels
 
 __all__ = ["OVPTensor", "ovp_quantize", "ovp_dequantize", "ovp_fake_quantize", "ovp_matmul",
            "quantize_model", "ovp_normal_mse", "plain_fake_quantize"]
@@ -479,7 +480,9 @@ def _make_linear_class():
         def forward(self, x):
             if self.act_bits is not None:
                 x = self._quantize_act(x)
-            y = ovp_matmul(x, self.quantized_weight())
+            y = _kernels.linear_matmul(self, x)  # the C++ op for CPU tensors (issue #15)
+            if y is None:
+                y = ovp_matmul(x, self.quantized_weight())
             return y if self.bias is None else y + self.bias.to(y.dtype)
 
         def extra_repr(self):
