@@ -636,19 +636,21 @@ constexpr int kTileN = 4;
 constexpr index_t kTileStride = kTileK + 16;
 
 
+}  // namespace
+
+// tile_dot (declared in cpu/olive/olive.hpp; also used by packed.cpp)
 typedef float vf16 __attribute__((vector_size(64)));
 
-// acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
 template <int MB>
-NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t kc, float* out,
-                                              index_t ldo) {
+NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t ldw,
+                                                         index_t kc, float* out, index_t ldo) {
   vf16 acc[MB][kTileN];
   for (int m = 0; m < MB; ++m)
     for (int j = 0; j < kTileN; ++j) acc[m][j] = vf16{};
   index_t k = 0;
   for (; k + 16 <= kc; k += 16) {
     vf16 wv[kTileN];
-    for (int j = 0; j < kTileN; ++j) std::memcpy(&wv[j], w + j * kTileStride + k, sizeof(vf16));
+    for (int j = 0; j < kTileN; ++j) std::memcpy(&wv[j], w + j * ldw + k, sizeof(vf16));
     for (int m = 0; m < MB; ++m) {
       vf16 xv;
       std::memcpy(&xv, x + m * ldx + k, sizeof(vf16));
@@ -659,25 +661,23 @@ NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t
     for (int j = 0; j < kTileN; ++j) {
       float s = 0.0f;
       for (int l = 0; l < 16; ++l) s += acc[m][j][l];
-      for (index_t t = k; t < kc; ++t) s += x[m * ldx + t] * w[j * kTileStride + t];
+      for (index_t t = k; t < kc; ++t) s += x[m * ldx + t] * w[j * ldw + t];
       out[m * ldo + j] += s;
     }
 }
 
-NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t kc,
-                                                float* out, index_t ldo) {
+NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t ldw,
+                                                index_t kc, float* out, index_t ldo) {
   switch (mb) {
-    case 4: tile_dot_mb<4>(x, ldx, w, kc, out, ldo); break;
-    case 3: tile_dot_mb<3>(x, ldx, w, kc, out, ldo); break;
-    case 2: tile_dot_mb<2>(x, ldx, w, kc, out, ldo); break;
-    default: tile_dot_mb<1>(x, ldx, w, kc, out, ldo); break;
+    case 4: tile_dot_mb<4>(x, ldx, w, ldw, kc, out, ldo); break;
+    case 3: tile_dot_mb<3>(x, ldx, w, ldw, kc, out, ldo); break;
+    case 2: tile_dot_mb<2>(x, ldx, w, ldw, kc, out, ldo); break;
+    default: tile_dot_mb<1>(x, ldx, w, ldw, kc, out, ldo); break;
   }
 }
 NK_TIERED(void, tile_dot, tile_dot_body, NK_ALLOW_FMA_CONTRACTION,
-               (int mb, const float* x, index_t ldx, const float* w, index_t kc, float* out, index_t ldo),
-               (mb, x, ldx, w, kc, out, ldo))
-
-}  // namespace
+               (int mb, const float* x, index_t ldx, const float* w, index_t ldw, index_t kc, float* out, index_t ldo),
+               (mb, x, ldx, w, ldw, kc, out, ldo))
 
 void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
             float* scales, double* alphas, double* sq_errors) {
@@ -812,7 +812,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
           const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
           std::fill(acc.begin(), acc.end(), 0.0f);
           const float* xb = x + b0 * k + k0;
-          tile_dot(mb, xb, k, tile.data(), kc, acc.data(), kTileN);
+          tile_dot(mb, xb, k, tile.data(), kTileStride, kc, acc.data(), kTileN);
           for (int m = 0; m < mb; ++m)
             for (int j = 0; j < rows_here; ++j) out[(b0 + m) * n + n0 + j] += acc[m * kTileN + j];
         }

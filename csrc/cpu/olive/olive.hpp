@@ -69,4 +69,9 @@ void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_
 void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,
             bool per_row, index_t n, index_t k, int bits, int normal, float* out);
 
+// out[m * ldo + j] += sum_{t < kc} x[m * ldx + t] w[j * ldw + t] for m < mb (1..4) rows of x and
+// j < 4 rows of a float weight tile: the register-blocked micro-kernel of the tiled matmuls.
+void tile_dot(int mb, const float* x, index_t ldx, const float* w, index_t ldw, index_t kc, float* out,
+              index_t ldo);
+
 }  // namespace nk::cpu::olive

@@ -48,8 +48,6 @@ void pair_values(const std::uint8_t* row, index_t p, int bits, int normal, float
   }
 }
 
-typedef float vf16 __attribute__((vector_size(64)));
-
 // dst[i] = src[i] (int8 -> float32, exact) for i < kc; zeros when src is null.  A plain loop the
 // compiler vectorises (sign extension + conversion).
 NK_TIER_INLINE void widen_body(const std::int8_t* __restrict src, index_t kc, float* __restrict dst) {
@@ -61,45 +59,6 @@ NK_TIER_INLINE void widen_body(const std::int8_t* __restrict src, index_t kc, fl
 }
 NK_TIERED(void, widen, widen_body, , (const std::int8_t* __restrict src, index_t kc, float* __restrict dst),
           (src, kc, dst))
-
-// out[m * 4 + j] = sum_kk x[m, kk] w[j, kk] for MB rows of x and the 4 rows of a widened tile.
-template <int MB>
-NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void dot_block(const float* x, index_t ldx, const float* w, index_t ldw,
-                                                       index_t k, float* out) {
-  vf16 acc[MB][4];
-  for (int m = 0; m < MB; ++m)
-    for (int j = 0; j < 4; ++j) acc[m][j] = vf16{};
-  const index_t full = k - k % 16;
-  for (index_t kk = 0; kk < full; kk += 16) {
-    vf16 wv[4];
-    for (int j = 0; j < 4; ++j) std::memcpy(&wv[j], w + j * ldw + kk, sizeof(vf16));
-    for (int m = 0; m < MB; ++m) {
-      vf16 xv;
-      std::memcpy(&xv, x + m * ldx + kk, sizeof xv);
-      for (int j = 0; j < 4; ++j) acc[m][j] += xv * wv[j];
-    }
-  }
-  for (int m = 0; m < MB; ++m)
-    for (int j = 0; j < 4; ++j) {
-      float s = 0.0f;
-      for (int l = 0; l < 16; ++l) s += acc[m][j][l];
-      for (index_t t = full; t < k; ++t) s += x[m * ldx + t] * w[j * ldw + t];
-      out[m * 4 + j] = s;
-    }
-}
-
-NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void dot_block_body(int mb, const float* x, index_t ldx, const float* w,
-                                                            index_t ldw, index_t k, float* out) {
-  switch (mb) {
-    case 4: dot_block<4>(x, ldx, w, ldw, k, out); break;
-    case 3: dot_block<3>(x, ldx, w, ldw, k, out); break;
-    case 2: dot_block<2>(x, ldx, w, ldw, k, out); break;
-    default: dot_block<1>(x, ldx, w, ldw, k, out); break;
-  }
-}
-NK_TIERED(void, dot_block_tiered, dot_block_body, NK_ALLOW_FMA_CONTRACTION,
-          (int mb, const float* x, index_t ldx, const float* w, index_t ldw, index_t k, float* out),
-          (mb, x, ldx, w, ldw, k, out))
 
 }  // namespace
 
@@ -191,7 +150,6 @@ void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, cons
   {
     // per thread: a 4-row tile of kPackTileK widened weights (L1) and the block's sums
     std::vector<float> tile(static_cast<std::size_t>(4 * kPackTileK)), acc(static_cast<std::size_t>(4 * batch));
-    float part[16];
 #if NK_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -205,9 +163,7 @@ void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, cons
           widen(j < rows_here ? normals + (n0 + j) * k + k0 : nullptr, kc, tile.data() + j * kPackTileK);
         for (index_t b0 = 0; b0 < batch; b0 += 4) {
           const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
-          dot_block_tiered(mb, x + b0 * k + k0, k, tile.data(), kPackTileK, kc, part);
-          for (int m = 0; m < mb; ++m)
-            for (int j = 0; j < 4; ++j) acc[(b0 + m) * 4 + j] += part[m * 4 + j];
+          tile_dot(mb, x + b0 * k + k0, k, tile.data(), kPackTileK, kc, acc.data() + b0 * 4, 4);
         }
       }
       for (int j = 0; j < rows_here; ++j) {
