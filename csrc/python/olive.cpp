@@ -2,9 +2,13 @@
 // python/olive_views.hpp).  python/numkern/quant/olive allocates the outputs and validates
 // first; the checks keep any call from reading or writing out of bounds.  numkern._cuda.olive has
 // the same entry points plus `stream`.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
+
 #include "cpu/olive/olive.hpp"
+#include "cpu/olive/packed.hpp"
 #include "python/common/registry.hpp"
 #include "python/olive_views.hpp"
 
@@ -12,15 +16,27 @@ namespace nk {
 namespace {
 namespace py = pybind11;
 namespace ov = olive_views;
+using pyb::ArrayView;
 constexpr auto kHost = pyb::Where::host;
 
-void encode(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
-            int normal, bool keep_left, bool per_row, int mode) {
+void encode_with(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
+                 int normal, bool keep_left, bool per_row, int mode, bool reference_search) {
   ov::Encode e = ov::encode(x, codes, scales, alphas, errors, bits, normal, per_row, mode, kHost);
-  cpu::olive::EncodeSpec spec{bits, normal, keep_left, per_row, static_cast<cpu::olive::AlphaMode>(mode)};
+  cpu::olive::EncodeSpec spec{bits, normal, keep_left, per_row, static_cast<cpu::olive::AlphaMode>(mode),
+                              reference_search};
   py::gil_scoped_release release;
   cpu::olive::encode(e.x.ptr<float>(), e.rows, e.cols, spec, e.codes.ptr<std::uint8_t>(), e.scales.ptr<float>(),
                      e.alphas.ptr<double>(), e.errors.ptr<double>());
+}
+
+void encode(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors, int bits,
+            int normal, bool keep_left, bool per_row, int mode) {
+  encode_with(x, codes, scales, alphas, errors, bits, normal, keep_left, per_row, mode, false);
+}
+
+void encode_reference(py::object x, py::object codes, py::object scales, py::object alphas, py::object errors,
+                      int bits, int normal, bool keep_left, bool per_row, int mode) {
+  encode_with(x, codes, scales, alphas, errors, bits, normal, keep_left, per_row, mode, true);
 }
 
 void decode(py::object codes, py::object scales, py::object out, bool per_row, int bits, int normal) {
@@ -37,12 +53,63 @@ void matmul(py::object x, py::object codes, py::object scales, py::object out, b
                      m.n, m.k, bits, normal, m.out.ptr<float>());
 }
 
+// The pack of (n, k) codes (csrc/cpu/olive/packed.hpp), a new uint8 array.
+py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, bool per_row, index_t k, int bits,
+                                  int normal) {
+  ov::raise_if(cpu::olive::check_format(bits, normal));
+  ArrayView codes = ov::view<std::uint8_t>(codes_obj, "codes", kHost, false);
+  codes.ndim(2);
+  if (k < 1) throw py::value_error("k: must be positive");
+  ov::Codes c = ov::codes(codes_obj, scales_obj, per_row, codes.dim(0), k, bits, normal, kHost);
+  const index_t n = codes.dim(0);
+  const std::uint8_t* src = c.codes.ptr<std::uint8_t>();
+  index_t n_out;
+  {
+    py::gil_scoped_release release;
+    n_out = cpu::olive::count_outliers(src, n, k, bits, normal);
+  }
+  py::array_t<std::uint8_t> blob(static_cast<py::ssize_t>(cpu::olive::packed_bytes(n, k, n_out)));
+  std::uint8_t* dst = blob.mutable_data();
+  py::gil_scoped_release release;
+  cpu::olive::prepack(src, n, k, bits, normal, n_out, dst);
+  return blob;
+}
+
+// out (batch, n) = x (batch, k) @ W.T through a pack; scales (n or 1,) float32.
+void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row) {
+  ArrayView packed = ov::view<std::uint8_t>(packed_obj, "packed", kHost, false);
+  packed.ndim(1);
+  const std::uint8_t* blob = packed.ptr<std::uint8_t>();
+  ov::raise_if(cpu::olive::check_packed(blob, packed.dim(0)));
+  cpu::olive::PackHeader h;
+  std::memcpy(&h, blob, sizeof h);
+  ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
+  ArrayView out = ov::view<float>(out_obj, "out", kHost, true);
+  ArrayView scales = ov::view<float>(scales_obj, "scales", kHost, false);
+  x.ndim(2).dim(1, h.k);
+  out.ndim(2).dim(0, x.dim(0)).dim(1, h.n);
+  scales.ndim(1).dim(0, per_row ? h.n : 1);
+  py::gil_scoped_release release;
+  cpu::olive::matmul_packed(x.ptr<float>(), x.dim(0), blob, scales.ptr<float>(), per_row, out.ptr<float>());
+}
+
 void bind_olive(py::module_& m) {
+  m.def("prepack", &prepack, py::arg("codes"), py::arg("scales"), py::arg("per_row"), py::arg("k"), py::arg("bits"),
+        py::arg("normal"),
+        "The pack of codes (n, bytes_per_row(k)) for matmul_packed: int8 normal grid values and a sparse "
+        "list of outliers (a new uint8 array).");
+  m.def("matmul_packed", &matmul_packed, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
+        py::arg("per_row"), "out (batch, n) = x (batch, k) @ decode(codes).T through prepack's pack.");
   m.def("encode", &encode, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("alphas"),
         py::arg("errors"), py::arg("bits"), py::arg("normal"), py::arg("keep_left"), py::arg("per_row"),
         py::arg("mode"),
         "OVP-encode x (rows, cols) float32 into codes / scales / errors; alphas: thresholds, read for "
         "mode 2 (given), written otherwise (0 search, 1 sigma bound).");
+  m.def("encode_reference", &encode_reference, py::arg("x"), py::arg("codes"), py::arg("scales"),
+        py::arg("alphas"), py::arg("errors"), py::arg("bits"), py::arg("normal"), py::arg("keep_left"),
+        py::arg("per_row"), py::arg("mode"),
+        "encode with the scalar reference threshold search (the vectorised search must give the same "
+        "bytes; for tests).");
   m.def("decode", &decode, py::arg("codes"), py::arg("scales"), py::arg("out"), py::arg("per_row"),
         py::arg("bits"), py::arg("normal"), "Decode codes into out (rows, cols) float32.");
   m.def("matmul", &matmul, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("out"), py::arg("per_row"),

@@ -417,7 +417,9 @@ def _make_kde_class():
             """Leave-one-out log-densities (GaussianKDE.loo_logpdf), a lazy dask array (n,) of the model dtype."""
             return self._loo_lazy([self.bandwidth], 0).astype(self.dtype)
 
-        def _loo_values(self, hs, bar=None):
+        def _loo_values(self, hs, bar=None, curve=False):
+            # `curve` picks the in-memory kernel (GaussianKDE._loo_curve_lse); the chunked
+            # reduction here computes the same leave-one-out values for every bandwidth.
             return np.asarray(self._loo_lazy(list(hs)).compute(), dtype=np.float64)
 
         def _select(self, bandwidths, refine=True, stacklevel=3, progress=None):

@@ -16,6 +16,7 @@
 #include "cpu/common/dispatch.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/common/threads.hpp"
+#include "cpu/olive/search.hpp"
 #include "numkern/olive/olive.hpp"
 
 namespace nk::cpu::olive {
@@ -86,8 +87,43 @@ NK_TIERED(void, encode_row, encode_row_body, ,
                (const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out),
                (row, cols, spec, sc, out))
 
+// Pairs of rows [r0, r1) de-interleaved: xe[p] = x[2p], xo[p] = x[2p + 1] (0 past an odd row).
+void split_pairs(const float* x, index_t r0, index_t r1, index_t cols, std::vector<float>& xe,
+                 std::vector<float>& xo) {
+  const index_t ppr = (cols + 1) / 2;
+  xe.resize(static_cast<std::size_t>((r1 - r0) * ppr));
+  xo.resize(xe.size());
+  for (index_t r = r0; r < r1; ++r)
+    for (index_t p = 0; p < ppr; ++p)
+      ov::load_pair(x + r * cols, cols, p, &xe[(r - r0) * ppr + p], &xo[(r - r0) * ppr + p]);
+}
+
+// group_sq_error in the reference summation order, from the vectorised per-pair terms: each
+// kSumChunk column chunk summed left to right, then the chunk sums in order (bit-identical).
+double group_sq_error_split(const float* xe, const float* xo, index_t rows, index_t cols, const EncodeSpec& spec,
+                            Scale sc, std::vector<double>& terms) {
+  const index_t ppr = (cols + 1) / 2, chunk = ov::kSumChunk / 2;
+  terms.resize(static_cast<std::size_t>(ppr));
+  double total = 0.0;
+  for (index_t r = 0; r < rows; ++r) {
+    pair_terms(xe + r * ppr, xo + r * ppr, ppr, sc, spec.bits, spec.normal, spec.keep_left, terms.data());
+    for (index_t c = 0; c < ppr; c += chunk) {
+      double p = 0.0;
+      for (index_t i = c; i < std::min(ppr, c + chunk); ++i) p += terms[i];
+      total += p;
+    }
+  }
+  return total;
+}
+
 // Threshold of rows [r0, r1) by the spec's mode; the candidate loop is parallel when
 // parallel_candidates (one group for the whole matrix), otherwise the caller is.
+//
+// The search scores all candidates with the vectorised search_errors (float32 pair errors, sums in
+// another order than the reference's), within search_tolerance of the reference's sums, so only
+// candidates within tol_k + tol_best of the fast minimum can be the reference's minimum:
+// those (usually just the minimum itself) are rescored in the reference order and the first
+// smallest wins, exactly as the reference loop decides.
 double choose_alpha(const float* x, index_t r0, index_t r1, index_t cols, const EncodeSpec& spec,
                     double given, bool parallel_candidates, double* best_err) {
   if (spec.mode == AlphaMode::given) {
@@ -100,17 +136,51 @@ double choose_alpha(const float* x, index_t r0, index_t r1, index_t cols, const 
     return xm;
   }
   double err[ov::kSearchCount];
+  Scale sc[ov::kSearchCount];
+  for (int k = 0; k < ov::kSearchCount; ++k) sc[k] = scale_for(ov::candidate_alpha(xm, k), spec);
   const int nt = parallel_candidates ? threads_for(ov::kSearchCount, (r1 - r0) * cols * ov::kSearchCount) : 1;
   (void)nt;
+  if (spec.reference_search) {
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
 #endif
-  for (int k = 0; k < ov::kSearchCount; ++k)
-    err[k] = group_sq_error(x, r0, r1, cols, spec, scale_for(ov::candidate_alpha(xm, k), spec));
-  int best = 0;
+    for (int k = 0; k < ov::kSearchCount; ++k) err[k] = group_sq_error(x, r0, r1, cols, spec, sc[k]);
+    int best = 0;
+    for (int k = 1; k < ov::kSearchCount; ++k)
+      if (err[k] < err[best]) best = k;  // strict: the first minimum wins
+    *best_err = err[best];
+    return ov::candidate_alpha(xm, best);
+  }
+  std::vector<float> xe, xo;
+  std::vector<double> terms;
+  split_pairs(x, r0, r1, cols, xe, xo);
+  const index_t np = static_cast<index_t>(xe.size());
+  if (nt > 1) {
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#endif
+    for (int k = 0; k < ov::kSearchCount; ++k)
+      search_errors(xe.data(), xo.data(), np, &sc[k], 1, spec.bits, spec.normal, spec.keep_left, &err[k]);
+  } else {
+    search_errors(xe.data(), xo.data(), np, sc, ov::kSearchCount, spec.bits, spec.normal, spec.keep_left, err);
+  }
+  int fast = 0;
   for (int k = 1; k < ov::kSearchCount; ++k)
-    if (err[k] < err[best]) best = k;  // strict: the first minimum wins
-  *best_err = err[best];
+    if (err[k] < err[fast]) fast = k;
+  int best = -1;
+  double best_exact = 0.0;
+  for (int k = 0; k < ov::kSearchCount; ++k) {
+    // k = fast always passes (so best >= 0); an infinite or NaN error fails the test: rescored
+    if (std::isfinite(err[k]) && std::isfinite(err[fast]) &&
+        err[k] - err[fast] > search_tolerance(np, err[k]) + search_tolerance(np, err[fast]))
+      continue;
+    const double e = group_sq_error_split(xe.data(), xo.data(), r1 - r0, cols, spec, sc[k], terms);
+    if (best < 0 || e < best_exact) {
+      best = k;
+      best_exact = e;
+    }
+  }
+  *best_err = best_exact;
   return ov::candidate_alpha(xm, best);
 }
 
@@ -566,19 +636,21 @@ constexpr int kTileN = 4;
 constexpr index_t kTileStride = kTileK + 16;
 
 
+}  // namespace
+
+// tile_dot (declared in cpu/olive/olive.hpp; also used by packed.cpp)
 typedef float vf16 __attribute__((vector_size(64)));
 
-// acc[m][j] += dot(x_m[0:kc], w_j[0:kc]) for MB rows of x and the kTileN rows of the tile.
 template <int MB>
-NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t kc, float* out,
-                                              index_t ldo) {
+NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t ldx, const float* w, index_t ldw,
+                                                         index_t kc, float* out, index_t ldo) {
   vf16 acc[MB][kTileN];
   for (int m = 0; m < MB; ++m)
     for (int j = 0; j < kTileN; ++j) acc[m][j] = vf16{};
   index_t k = 0;
   for (; k + 16 <= kc; k += 16) {
     vf16 wv[kTileN];
-    for (int j = 0; j < kTileN; ++j) std::memcpy(&wv[j], w + j * kTileStride + k, sizeof(vf16));
+    for (int j = 0; j < kTileN; ++j) std::memcpy(&wv[j], w + j * ldw + k, sizeof(vf16));
     for (int m = 0; m < MB; ++m) {
       vf16 xv;
       std::memcpy(&xv, x + m * ldx + k, sizeof(vf16));
@@ -589,25 +661,23 @@ NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_mb(const float* x, index_t
     for (int j = 0; j < kTileN; ++j) {
       float s = 0.0f;
       for (int l = 0; l < 16; ++l) s += acc[m][j][l];
-      for (index_t t = k; t < kc; ++t) s += x[m * ldx + t] * w[j * kTileStride + t];
+      for (index_t t = k; t < kc; ++t) s += x[m * ldx + t] * w[j * ldw + t];
       out[m * ldo + j] += s;
     }
 }
 
-NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t kc,
-                                                float* out, index_t ldo) {
+NK_TIER_INLINE NK_ALLOW_FMA_CONTRACTION void tile_dot_body(int mb, const float* x, index_t ldx, const float* w, index_t ldw,
+                                                index_t kc, float* out, index_t ldo) {
   switch (mb) {
-    case 4: tile_dot_mb<4>(x, ldx, w, kc, out, ldo); break;
-    case 3: tile_dot_mb<3>(x, ldx, w, kc, out, ldo); break;
-    case 2: tile_dot_mb<2>(x, ldx, w, kc, out, ldo); break;
-    default: tile_dot_mb<1>(x, ldx, w, kc, out, ldo); break;
+    case 4: tile_dot_mb<4>(x, ldx, w, ldw, kc, out, ldo); break;
+    case 3: tile_dot_mb<3>(x, ldx, w, ldw, kc, out, ldo); break;
+    case 2: tile_dot_mb<2>(x, ldx, w, ldw, kc, out, ldo); break;
+    default: tile_dot_mb<1>(x, ldx, w, ldw, kc, out, ldo); break;
   }
 }
 NK_TIERED(void, tile_dot, tile_dot_body, NK_ALLOW_FMA_CONTRACTION,
-               (int mb, const float* x, index_t ldx, const float* w, index_t kc, float* out, index_t ldo),
-               (mb, x, ldx, w, kc, out, ldo))
-
-}  // namespace
+               (int mb, const float* x, index_t ldx, const float* w, index_t ldw, index_t kc, float* out, index_t ldo),
+               (mb, x, ldx, w, ldw, kc, out, ldo))
 
 void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
             float* scales, double* alphas, double* sq_errors) {
@@ -742,7 +812,7 @@ void matmul(const float* x, index_t batch, const std::uint8_t* codes, const floa
           const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
           std::fill(acc.begin(), acc.end(), 0.0f);
           const float* xb = x + b0 * k + k0;
-          tile_dot(mb, xb, k, tile.data(), kc, acc.data(), kTileN);
+          tile_dot(mb, xb, k, tile.data(), kTileStride, kc, acc.data(), kTileN);
           for (int m = 0; m < mb; ++m)
             for (int j = 0; j < rows_here; ++j) out[(b0 + m) * n + n0 + j] += acc[m * kTileN + j];
         }

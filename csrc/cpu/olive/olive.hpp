@@ -46,6 +46,10 @@ struct EncodeSpec {
   bool keep_left;  // both outliers: keep the left one (reference code) instead of the larger
   bool per_row;    // one threshold per row, else one for the whole matrix
   AlphaMode mode;
+  // search mode: score the candidates with the scalar reference loop instead of the vectorised
+  // search (csrc/cpu/olive/search.hpp).  Both choose the same threshold; the flag exists so that
+  // tests can compare the two.
+  bool reference_search = false;
 };
 
 // codes: rows * bytes_per_row; scales, alphas, sq_errors: one per group (rows or 1).
@@ -64,5 +68,10 @@ void decode(const std::uint8_t* codes, const float* scales, bool per_row, index_
 // tile at a time into an L1-resident buffer and never exist as a float matrix.
 void matmul(const float* x, index_t batch, const std::uint8_t* codes, const float* scales,
             bool per_row, index_t n, index_t k, int bits, int normal, float* out);
+
+// out[m * ldo + j] += sum_{t < kc} x[m * ldx + t] w[j * ldw + t] for m < mb (1..4) rows of x and
+// j < 4 rows of a float weight tile: the register-blocked micro-kernel of the tiled matmuls.
+void tile_dot(int mb, const float* x, index_t ldx, const float* w, index_t ldw, index_t kc, float* out,
+              index_t ldo);
 
 }  // namespace nk::cpu::olive

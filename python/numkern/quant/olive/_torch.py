@@ -16,6 +16,7 @@ from torch import nn
 from .._skips import log_skipped, skipped_layers
 from .._torch_module import QuantModule
 from . import OVPTensor, _check_format, _check_ovp, ovp_dequantize, ovp_matmul, ovp_quantize
+from . import _kernels
 
 _CALIBRATION_ROWS = 1 << 16  # values kept per batch and module while calibrating (whole rows)
 _UNCALIBRATED = ("numkern.quant: an activation-quantized OVP layer ran before calibration; its "
@@ -107,8 +108,11 @@ class _OVPBase(QuantModule):
         self.act_normal = q.normal
 
     def _matmul(self, x2):
-        """float32 [rows, in_features] -> float32 [rows, out_features] by the fused OVP kernel."""
-        return ovp_matmul(x2, self.quantized_weight())
+        """float32 [rows, in_features] -> float32 [rows, out_features] by the fused OVP kernel:
+        straight to C++ on prepacked weights for CPU tensors (quant/olive/_kernels.py, issue #15),
+        numkern.quant.ovp_matmul otherwise (CUDA, or a gradient is needed)."""
+        y = _kernels.linear_matmul(self, x2)
+        return ovp_matmul(x2, self.quantized_weight()) if y is None else y
 
     def _gemm(self, x2, out_dtype):
         """The quantized GEMM on a float32 operand, bias added in float32, cast to out_dtype."""

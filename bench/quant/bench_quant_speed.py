@@ -1,0 +1,147 @@
+"""Quantized inference and quantization speed (issue #15): a markdown report.
+
+Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x4096, 4096x11008), batch
+1, 4 and 64, one thread: time of each quantized layer relative to fp32 torch.nn.Linear in the same
+run (lower is better): OVPLinear W4 / W8, torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
+bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
+sentences (fp32 vs OVP W4 / W8) and the quantization time per method (whole MiniLM, one 4096x11008).
+
+Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared),
+medians of interleaved rounds.  Usage:  python bench/quant/bench_quant_speed.py [--quick] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import numkern
+from numkern._core import isa
+from numkern.quant import olive as O
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def cpu_model():
+    return numkern._cpu_model() or platform.processor() or "unknown"
+
+
+def timed(fns, rounds, reps):
+    """Median seconds per call of each fn, rounds interleaved."""
+    for f in fns.values():
+        f()
+    ts = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t = time.thread_time()
+            for _ in range(reps):
+                f()
+            ts[k].append((time.thread_time() - t) / reps)
+    return {k: float(np.median(v)) for k, v in ts.items()}
+
+
+def bnb_layer(lin):
+    try:
+        import bitsandbytes as bnb
+
+        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, quant_type="nf4")
+        q.load_state_dict(lin.state_dict())
+        q = q.to("cpu")
+        q(torch.randn(1, lin.in_features))
+        return q
+    except Exception:  # not installed, or no CPU backend in this version
+        return None
+
+
+def layer_table(shapes, batches, rounds):
+    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | torch dyn int8 | bnb NF4 |", "|---|---|---|---|---|---|---|"]
+    for k, n in shapes:
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(k, n).eval()
+        w4, w8 = O.OVPLinear.from_linear(lin, bits=4), O.OVPLinear.from_linear(lin, bits=8)
+        dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+        bnb = bnb_layer(lin)
+        for b in batches:
+            x = torch.randn(b, k)
+            reps = max(1, int(2e7 / (b * k * n)))
+            fns = {"fp32": lambda: lin(x), "w4": lambda: w4(x), "w8": lambda: w8(x), "dyn": lambda: dyn(x)}
+            if bnb is not None:
+                fns["bnb"] = lambda: bnb(x)
+            with torch.no_grad():
+                t = timed(fns, rounds, reps)
+            r = lambda key: f"{t[key] / t['fp32']:.2f}x" if key in t else "n/a"  # noqa: E731
+            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r('w4')} | {r('w8')} | {r('dyn')} | {r('bnb')} |")
+    return "\n".join(rows)
+
+
+def minilm():
+    spec = importlib.util.spec_from_file_location("_minilm", os.path.join(ROOT, "tests", "olive", "test_olive_minilm.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from safetensors.torch import load_file
+
+    w = load_file(os.path.join(mod.MODEL_DIR, "model.safetensors"))
+    model = mod.MiniLM(w).eval()
+    ids, mask = mod.WordPiece(os.path.join(mod.MODEL_DIR, "vocab.txt"))(mod.sentences()[:16])
+    return model, ids, mask
+
+
+def model_table(rounds):
+    model, ids, mask = minilm()
+    rows = ["| MiniLM, 16 sentences | time (ms) | vs fp32 | mean cosine to fp32 |", "|---|---|---|---|"]
+    ref = model(ids, mask)
+    qs = {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
+          "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
+    t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
+    for k, m in qs.items():
+        cos = float(torch.nn.functional.cosine_similarity(m(ids, mask), ref, dim=-1).mean())
+        rows.append(f"| {k} | {t[k] * 1e3:.1f} | {t[k] / t['fp32']:.2f}x | {cos:.4f} |")
+    return "\n".join(rows)
+
+
+def quant_table(big):
+    model, _, _ = minilm()
+    rows = ["| quantization | CPU time (s) |", "|---|---|"]
+    for name, f in [("MiniLM (37 linear layers), OVP W4 auto", lambda: O.quantize_model(model, bits=4)),
+                    ("MiniLM, OVP W8", lambda: O.quantize_model(model, bits=8)),
+                    ("MiniLM, torch dynamic int8", lambda: torch.ao.quantization.quantize_dynamic(
+                        model, {torch.nn.Linear}, dtype=torch.qint8))]:
+        t = time.process_time()
+        f()
+        rows.append(f"| {name} | {time.process_time() - t:.2f} |")
+    if big:
+        w = (np.random.default_rng(0).standard_normal((4096, 11008)) * 0.02).astype(np.float32)
+        for normal in ("int", "auto"):
+            t = time.process_time()
+            O.ovp_quantize(w, bits=4, normal=normal)
+            rows.append(f"| 4096x11008 Gaussian, OVP W4 {normal} | {time.process_time() - t:.2f} |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="MiniLM shapes only, fewer rounds")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    numkern.set_num_threads(1)
+    shapes = [(384, 384), (384, 1536), (1536, 384)] + ([] if a.quick else [(4096, 4096), (4096, 11008)])
+    rounds = 3 if a.quick else 5
+    parts = [f"CPU: {cpu_model()}; numkern ISA path: {isa()}; torch {torch.__version__}; one thread "
+             f"(torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians of "
+             f"{rounds} interleaved rounds; ratios are time / fp32 time (lower is better).",
+             "", layer_table(shapes, (1, 4, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]
+    text = "\n".join(parts)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

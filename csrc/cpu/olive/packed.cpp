@@ -1,0 +1,183 @@
+// Prepacked OVP weights and their float-activation matmul (see packed.hpp).
+#include "cpu/olive/packed.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/common/threads.hpp"
+#include "cpu/common/tiers.hpp"
+#include "cpu/olive/olive.hpp"
+#include "numkern/olive/olive.hpp"
+
+namespace nk::cpu::olive {
+namespace ov = nk::olive;
+namespace {
+
+constexpr index_t kPackTileK = 1024;  // columns of a widened tile: 4 rows x 4 KiB stay in L1
+
+constexpr std::int64_t align64(std::int64_t b) { return (b + 63) / 64 * 64; }
+
+struct Sections {
+  std::int64_t normals, row_ptr, cols, values, end;
+};
+Sections sections(index_t n, index_t k, index_t n_out) {
+  Sections s;
+  s.normals = 64;
+  s.row_ptr = s.normals + align64(n * k);
+  s.cols = s.row_ptr + align64(8 * (n + 1));
+  s.values = s.cols + align64(4 * n_out);
+  s.end = s.values + align64(4 * n_out);
+  return s;
+}
+
+float unit_of(int bits, int normal) { return bits == 8 ? 0.25f : (normal == ov::kFlint ? 2.0f : 4.0f); }
+
+// Grid values of row r's elements 2p, 2p + 1 and whether each is an outlier.
+void pair_values(const std::uint8_t* row, index_t p, int bits, int normal, float* g, bool* out) {
+  if (bits == 8) {
+    const int b0 = row[2 * p], b1 = row[2 * p + 1];
+    ov::decode_pair8(b0, b1, &g[0], &g[1]);
+    out[0] = b1 == ov::kVictim8 && b0 != ov::kVictim8;
+    out[1] = b0 == ov::kVictim8 && b1 != ov::kVictim8;
+  } else {
+    const int b = row[p], lo = b & 15, hi = b >> 4;
+    ov::decode_byte4(b, normal, &g[0], &g[1]);
+    out[0] = hi == ov::kVictim4 && lo != ov::kVictim4;
+    out[1] = lo == ov::kVictim4 && hi != ov::kVictim4;
+  }
+}
+
+// dst[i] = src[i] (int8 -> float32, exact) for i < kc; zeros when src is null.  A plain loop the
+// compiler vectorises (sign extension + conversion).
+NK_TIER_INLINE void widen_body(const std::int8_t* __restrict src, index_t kc, float* __restrict dst) {
+  if (!src) {
+    for (index_t i = 0; i < kc; ++i) dst[i] = 0.0f;
+    return;
+  }
+  for (index_t i = 0; i < kc; ++i) dst[i] = static_cast<float>(src[i]);
+}
+NK_TIERED(void, widen, widen_body, , (const std::int8_t* __restrict src, index_t kc, float* __restrict dst),
+          (src, kc, dst))
+
+}  // namespace
+
+std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers) { return sections(n, k, n_outliers).end; }
+
+index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal) {
+  const index_t bpr = bytes_per_row(k, bits), pairs = (k + 1) / 2;
+  index_t count = 0;
+  for (index_t r = 0; r < n; ++r)
+    for (index_t p = 0; p < pairs; ++p) {
+      float g[2];
+      bool out[2];
+      pair_values(codes + r * bpr, p, bits, normal, g, out);
+      count += out[0] + (out[1] && 2 * p + 1 < k);
+    }
+  return count;
+}
+
+void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal, index_t n_outliers,
+             std::uint8_t* blob) {
+  const Sections s = sections(n, k, n_outliers);
+  std::memset(blob, 0, static_cast<std::size_t>(s.end));
+  PackHeader h{kPackMagic, n, k, n_outliers, bits, normal, unit_of(bits, normal), 0, 0};
+  std::memcpy(blob, &h, sizeof h);
+  auto* normals = reinterpret_cast<std::int8_t*>(blob + s.normals);
+  auto* row_ptr = reinterpret_cast<std::int64_t*>(blob + s.row_ptr);
+  auto* cols = reinterpret_cast<std::int32_t*>(blob + s.cols);
+  auto* values = reinterpret_cast<float*>(blob + s.values);
+  const index_t bpr = bytes_per_row(k, bits), pairs = (k + 1) / 2;
+  const float inv_unit = 1.0f / h.unit;  // exact: a power of two
+  index_t o = 0;
+  for (index_t r = 0; r < n; ++r) {
+    row_ptr[r] = o;
+    for (index_t p = 0; p < pairs; ++p) {
+      float g[2];
+      bool out[2];
+      pair_values(codes + r * bpr, p, bits, normal, g, out);
+      for (int e = 0; e < 2 && 2 * p + e < k; ++e) {
+        if (out[e]) {
+          cols[o] = static_cast<std::int32_t>(2 * p + e);
+          values[o++] = g[e];
+        } else {
+          normals[r * k + 2 * p + e] = static_cast<std::int8_t>(g[e] * inv_unit);
+        }
+      }
+    }
+  }
+  row_ptr[n] = o;
+}
+
+const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
+  if (bytes < static_cast<std::int64_t>(sizeof(PackHeader))) return "packed: too short for its header";
+  PackHeader h;
+  std::memcpy(&h, blob, sizeof h);
+  if (h.magic != kPackMagic) return "packed: not an OVP pack (bad magic)";
+  if (h.n < 0 || h.k < 0 || h.n_outliers < 0 || h.k > 0x7fffffffLL || h.n > (1LL << 40) || h.k > (1LL << 40) ||
+      h.n_outliers > h.n * h.k)
+    return "packed: bad dimensions in the header";
+  if ((h.bits != 4 && h.bits != 8) || h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)))
+    return "packed: bad format in the header";
+  const Sections s = sections(h.n, h.k, h.n_outliers);
+  if (s.end != bytes) return "packed: size does not match its header";
+  const auto* row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
+  const auto* cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
+  if (row_ptr[0] != 0 || row_ptr[h.n] != h.n_outliers) return "packed: bad row pointers";
+  for (index_t r = 0; r < h.n; ++r)
+    if (row_ptr[r + 1] < row_ptr[r]) return "packed: bad row pointers";
+  for (index_t o = 0; o < h.n_outliers; ++o)
+    if (cols[o] < 0 || cols[o] >= h.k) return "packed: outlier column out of range";
+  return nullptr;
+}
+
+void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
+                   float* out) {
+  PackHeader h;
+  std::memcpy(&h, blob, sizeof h);
+  const index_t n = h.n, k = h.k;
+  const Sections s = sections(n, k, h.n_outliers);
+  const auto* normals = reinterpret_cast<const std::int8_t*>(blob + s.normals);
+  const auto* row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
+  const auto* cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
+  const auto* values = reinterpret_cast<const float*>(blob + s.values);
+  const index_t nblocks = (n + 3) / 4;
+  const int nt = threads_for(nblocks, batch * n * k);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    // per thread: a 4-row tile of kPackTileK widened weights (L1) and the block's sums
+    std::vector<float> tile(static_cast<std::size_t>(4 * kPackTileK)), acc(static_cast<std::size_t>(4 * batch));
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t blk = 0; blk < nblocks; ++blk) {
+      const index_t n0 = blk * 4;
+      const int rows_here = static_cast<int>(std::min<index_t>(4, n - n0));
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (index_t k0 = 0; k0 < k; k0 += kPackTileK) {
+        const index_t kc = std::min(kPackTileK, k - k0);
+        for (int j = 0; j < 4; ++j)
+          widen(j < rows_here ? normals + (n0 + j) * k + k0 : nullptr, kc, tile.data() + j * kPackTileK);
+        for (index_t b0 = 0; b0 < batch; b0 += 4) {
+          const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
+          tile_dot(mb, x + b0 * k + k0, k, tile.data(), kPackTileK, kc, acc.data() + b0 * 4, 4);
+        }
+      }
+      for (int j = 0; j < rows_here; ++j) {
+        const index_t r = n0 + j;
+        const float sc = scales[per_row ? r : 0];
+        for (index_t b = 0; b < batch; ++b) {
+          const float* xr = x + b * k;
+          float sparse = 0.0f;
+          for (std::int64_t o = row_ptr[r]; o < row_ptr[r + 1]; ++o) sparse += xr[cols[o]] * values[o];
+          out[b * n + r] = (acc[b * 4 + j] * h.unit + sparse) * sc;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace nk::cpu::olive

@@ -1,0 +1,284 @@
+// Vectorised pair errors of the OVP threshold search: the scalar math of numkern/olive/olive.hpp
+// (round_elem, encode_pair, pair_sq_error) on 8-lane GCC vectors, one tier per dispatcher tier.
+// Every step is the same IEEE operation as the scalar code (the build has -ffp-contract=off and
+// no FMA contraction is enabled here), so each lane's value equals the scalar one bit for bit.
+#include "cpu/olive/search.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/common/tiers.hpp"
+
+namespace nk::cpu::olive {
+namespace ov = nk::olive;
+namespace {
+
+typedef float vf __attribute__((vector_size(32)));
+typedef int vi __attribute__((vector_size(32)));
+typedef double vd __attribute__((vector_size(64)));
+constexpr int kL = 8;
+constexpr int kSearchBlock = kSearchFloatBlock;
+
+NK_TIER_INLINE vf splat(float v) { return vf{v, v, v, v, v, v, v, v}; }
+NK_TIER_INLINE vi splati(int v) { return vi{v, v, v, v, v, v, v, v}; }
+NK_TIER_INLINE vf sel(vi m, vf a, vf b) { return m ? a : b; }
+NK_TIER_INLINE vi seli(vi m, vi a, vi b) { return m ? a : b; }
+NK_TIER_INLINE vf vabs(vf v) { return reinterpret_cast<vf>(reinterpret_cast<vi>(v) & splati(0x7fffffff)); }
+// floorf for |v| < 2^31 (every caller's argument is below 5e6), as an int
+NK_TIER_INLINE vi vfloor(vf v) {
+  const vi i = __builtin_convertvector(v, vi);
+  return i + (__builtin_convertvector(i, vf) > v);  // a true comparison is -1
+}
+NK_TIER_INLINE vi vmin(vi a, vi b) { return seli(a < b, a, b); }
+NK_TIER_INLINE vi vmax(vi a, vi b) { return seli(a > b, a, b); }
+
+NK_TIER_INLINE vi negate_if(vi m, vi v) { return (v ^ m) - m; }  // m ? -v : v for a mask m (0 / -1)
+NK_TIER_INLINE bool any(vi m) {
+  unsigned long long w[4];
+  std::memcpy(w, &m, sizeof w);
+  return ((w[0] | w[1]) | (w[2] | w[3])) != 0;
+}
+
+// ov::round_mag: floor(sg * min(t, 1024) + 0.5) * sg, sg = +1 where pos, -1 elsewhere
+NK_TIER_INLINE vi round_mag(vf t, vi pos) {
+  const vf tc = sel(t < splat(1024.0f), t, splat(1024.0f));
+  const vf stc = reinterpret_cast<vf>(reinterpret_cast<vi>(tc) ^ (~pos & splati(static_cast<int>(0x80000000u))));
+  return negate_if(~pos, vfloor(stc + splat(0.5f)));
+}
+
+// 2^-(5 + e) = 1 / (32 2^e) of the exponent e (0..3) of ov::round_abf4 / round_abf8, exactly
+NK_TIER_INLINE vf inv_base(vi e) { return reinterpret_cast<vf>((splati(127 - 5) - e) << 23); }
+NK_TIER_INLINE vi exponent(vf a) { return -(a >= splat(64.0f)) - (a >= splat(128.0f)) - (a >= splat(256.0f)); }
+
+// The midpoint between the largest normal and the smallest outlier value (ov::round_elem).
+template <int Bits, int Normal>
+constexpr float kMid = Bits == 8 ? 32.375f : (Normal == ov::kFlint ? 40.0f : 38.0f);
+
+// normal-grid value of ov::round_elem (q already clamped): round_int4 / round_flint4 / round_int8
+template <int Bits, int Normal>
+NK_TIER_INLINE vf round_normal(vf q) {
+  if (Bits == 8) {
+    const vi n = vmin(vmax(vfloor(q * splat(4.0f) + splat(0.5f)), splati(-127)), splati(127));
+    return __builtin_convertvector(n, vf) * splat(0.25f);
+  }
+  if (Normal == ov::kFlint) {
+    const vf a = vabs(q);
+    const vi pos = q > splat(0.0f), neg = q < splat(0.0f);
+    const vi low = round_mag(a * splat(0.5f), pos);
+    const vi idx = vmin(low, splati(4)) - (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
+                   (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) -
+                   (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+    const vf mag = __builtin_shuffle(vf{0.0f, 2.0f, 4.0f, 6.0f, 8.0f, 12.0f, 16.0f, 32.0f}, idx);
+    return sel(neg & (idx > splati(0)), -mag, mag);
+  }
+  const vi n = vmin(vmax(vfloor(q * splat(0.25f) + splat(0.5f)), splati(-7)), splati(7));
+  return __builtin_convertvector(n << 2, vf);
+}
+
+// outlier-grid value of ov::round_elem (q already clamped): round_abf4 / round_abf8
+template <int Bits>
+NK_TIER_INLINE vf round_outlier(vf q) {
+  const vf a = vabs(q);
+  const vi pos = q > splat(0.0f), neg = q < splat(0.0f);
+  vi e = exponent(a);  // i - 5 for 8 bits
+  constexpr float kSteps = Bits == 8 ? 32.0f : 2.0f;
+  const vf t = (a * inv_base(e) - splat(1.0f)) * splat(kSteps);
+  vi m = round_mag(t, pos);
+  const vi carry = m >= splati(static_cast<int>(kSteps));
+  e = e - carry;
+  m = seli(carry, splati(0), m);
+  const vi sat = e > splati(3);
+  e = seli(sat, splati(3), e);
+  m = seli(sat, splati(static_cast<int>(kSteps) - 1), m);
+  m = seli((e == splati(0)) & (m == splati(0)), splati(1), m);
+  vf g;
+  if (Bits == 8)
+    g = __builtin_convertvector(splati(32) + m, vf) * __builtin_convertvector(splati(1) << e, vf);
+  else
+    g = __builtin_convertvector(splati(32) << e, vf) * sel(m != splati(0), splat(1.5f), splat(1.0f));
+  return sel(neg, -g, g);
+}
+
+// ov::round_elem's clamp of q = x * inv
+NK_TIER_INLINE vf clamp_q(vf q) {
+  q = sel(q == q, q, splat(0.0f));
+  q = sel(q < splat(-1e6f), splat(-1e6f), q);
+  return sel(q > splat(1e6f), splat(1e6f), q);
+}
+
+// Grid values (g0, g1) of ov::encode_pair for 8 pairs.  Most groups of 8 pairs hold no outlier:
+// the outlier grid and the victim rule run only where one does.
+template <int Bits, int Normal, bool Clamp = true>
+NK_TIER_INLINE void encode_pairs_v(vf x0, vf x1, float inv, bool keep_left, vf* g0, vf* g1) {
+  vf q0 = x0 * splat(inv), q1 = x1 * splat(inv);
+  if (Clamp) {
+    q0 = clamp_q(q0);
+    q1 = clamp_q(q1);
+  }
+  const vi o0 = vabs(q0) >= splat(kMid<Bits, Normal>), o1 = vabs(q1) >= splat(kMid<Bits, Normal>);
+  *g0 = round_normal<Bits, Normal>(q0);
+  *g1 = round_normal<Bits, Normal>(q1);
+  if (any(o0 | o1)) {
+    const vi keep0 = keep_left ? splati(-1) : (vabs(x0) >= vabs(x1));
+    const vi v1 = o0 & (~o1 | keep0), v0 = o1 & (~o0 | ~keep0);  // victim masks
+    *g0 = sel(v0, splat(0.0f), sel(o0, round_outlier<Bits>(q0), *g0));
+    *g1 = sel(v1, splat(0.0f), sel(o1, round_outlier<Bits>(q1), *g1));
+  }
+}
+
+// ov::pair_sq_error(x0, x1, ov::encode_pair(x0, x1, ...), s) of 8 pairs, exactly (double)
+template <int Bits, int Normal>
+NK_TIER_INLINE vd pair_error_v(const float* xe, const float* xo, ov::Scale sc, bool keep_left) {
+  vf x0, x1, g0, g1;
+  std::memcpy(&x0, xe, sizeof x0);
+  std::memcpy(&x1, xo, sizeof x1);
+  encode_pairs_v<Bits, Normal>(x0, x1, sc.inv, keep_left, &g0, &g1);
+  const vd d0 = __builtin_convertvector(x0, vd) - __builtin_convertvector(g0 * splat(sc.s), vd);
+  const vd d1 = __builtin_convertvector(x1, vd) - __builtin_convertvector(g1 * splat(sc.s), vd);
+  return d0 * d0 + d1 * d1;
+}
+
+// The same error in float32 arithmetic (for the search's first pass): within 5 2^-24 of the exact
+// pair error, plus what underflows (search.hpp's bound).  Clamp = false: no |x * inv| exceeds
+// ov::round_elem's clamp (and x has no NaN), so the clamp is the identity.
+template <int Bits, int Normal, bool Clamp>
+NK_TIER_INLINE vf pair_error_f(vf x0, vf x1, ov::Scale sc, bool keep_left) {
+  vf g0, g1;
+  encode_pairs_v<Bits, Normal, Clamp>(x0, x1, sc.inv, keep_left, &g0, &g1);
+  const vf d0 = x0 - g0 * splat(sc.s), d1 = x1 - g1 * splat(sc.s);
+  return d0 * d0 + d1 * d1;
+}
+
+// pair_error_f where no element of the 8 pairs rounds to the outlier grid (*outlier = 0), else
+// *outlier = true and the value is meaningless.  No victims, so no pair rule: a short loop body
+// that keeps its sums in registers.
+template <int Bits, int Normal, bool Clamp>
+NK_TIER_INLINE vf normal_error_f(vf x0, vf x1, ov::Scale sc, bool* outlier) {
+  vf q0 = x0 * splat(sc.inv), q1 = x1 * splat(sc.inv);
+  if (Clamp) {
+    q0 = clamp_q(q0);
+    q1 = clamp_q(q1);
+  }
+  *outlier = any((vabs(q0) >= splat(kMid<Bits, Normal>)) | (vabs(q1) >= splat(kMid<Bits, Normal>)));
+  const vf d0 = x0 - round_normal<Bits, Normal>(q0) * splat(sc.s);
+  const vf d1 = x1 - round_normal<Bits, Normal>(q1) * splat(sc.s);
+  return d0 * d0 + d1 * d1;
+}
+
+NK_TIER_INLINE vf load8(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+NK_TIER_INLINE double pair_error_scalar(float x0, float x1, ov::Scale sc, int bits, int normal, bool keep_left) {
+  return ov::pair_sq_error(x0, x1, ov::encode_pair(x0, x1, sc.inv, bits, normal, keep_left), sc.s);
+}
+
+// Error of one candidate over the pairs [0, full) (full a multiple of 8), two passes: groups of 8
+// pairs without an outlier are summed at once, the others (listed in `later`) afterwards.  Each
+// float partial sum holds at most kSearchBlock terms a lane.
+template <int Bits, int Normal, bool Clamp>
+NK_TIER_INLINE double candidate_error(const float* xe, const float* xo, index_t full, ov::Scale sc, bool keep_left,
+                                      index_t* later) {
+  vd acc{};
+  index_t n_later = 0;
+  for (index_t b = 0; b < full; b += kSearchBlock * kL) {
+    vf part{};
+    const index_t e = b + kSearchBlock * kL < full ? b + kSearchBlock * kL : full;
+    for (index_t p = b; p < e; p += kL) {
+      bool out;
+      const vf t = normal_error_f<Bits, Normal, Clamp>(load8(xe + p), load8(xo + p), sc, &out);
+      later[n_later] = p;
+      n_later += out;
+      part += out ? vf{} : t;
+    }
+    acc += __builtin_convertvector(part, vd);
+  }
+  for (index_t b = 0; b < n_later; b += kSearchBlock) {
+    vf part{};
+    const index_t e = b + kSearchBlock < n_later ? b + kSearchBlock : n_later;
+    for (index_t i = b; i < e; ++i)
+      part += pair_error_f<Bits, Normal, Clamp>(load8(xe + later[i]), load8(xo + later[i]), sc, keep_left);
+    acc += __builtin_convertvector(part, vd);
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kL; ++l) sum += acc[l];
+  return sum;
+}
+
+template <int Bits, int Normal>
+NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
+                                    bool keep_left, double* err) {
+  const index_t full = np - np % kL;
+  std::vector<index_t> later(static_cast<std::size_t>(full / kL + 1));
+  // max |x| (NaN if any is): where fl(max |x| * inv) <= 1e6, no q = x * inv is clamped
+  float xmax = 0.0f;
+  bool nan = false;
+  for (index_t p = 0; p < np; ++p) {
+    const float a = std::fabs(xe[p]) > std::fabs(xo[p]) ? std::fabs(xe[p]) : std::fabs(xo[p]);
+    nan |= !(a == a);
+    xmax = a > xmax ? a : xmax;
+  }
+  for (int c = 0; c < count; ++c) {
+    const bool clamp = nan || !(xmax * sc[c].inv <= 1e6f);
+    double e = clamp ? candidate_error<Bits, Normal, true>(xe, xo, full, sc[c], keep_left, later.data())
+                     : candidate_error<Bits, Normal, false>(xe, xo, full, sc[c], keep_left, later.data());
+    for (index_t p = full; p < np; ++p) e += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
+    err[c] = e;
+  }
+}
+
+template <int Bits, int Normal>
+NK_TIER_INLINE void pair_terms_t(const float* xe, const float* xo, index_t np, ov::Scale sc, bool keep_left,
+                                 double* terms) {
+  const index_t full = np - np % kL;
+  for (index_t p = 0; p < full; p += kL) {
+    const vd t = pair_error_v<Bits, Normal>(xe + p, xo + p, sc, keep_left);
+    std::memcpy(terms + p, &t, sizeof t);
+  }
+  for (index_t p = full; p < np; ++p) terms[p] = pair_error_scalar(xe[p], xo[p], sc, Bits, Normal, keep_left);
+}
+
+NK_TIER_INLINE void search_errors_body(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
+                                       int bits, int normal, bool keep_left, double* err) {
+  if (bits == 8)
+    search_errors_t<8, ov::kInt>(xe, xo, np, sc, count, keep_left, err);
+  else if (normal == ov::kFlint)
+    search_errors_t<4, ov::kFlint>(xe, xo, np, sc, count, keep_left, err);
+  else
+    search_errors_t<4, ov::kInt>(xe, xo, np, sc, count, keep_left, err);
+}
+NK_TIERED(void, search_errors_tiered, search_errors_body, ,
+          (const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
+           bool keep_left, double* err),
+          (xe, xo, np, sc, count, bits, normal, keep_left, err))
+
+NK_TIER_INLINE void pair_terms_body(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal,
+                                    bool keep_left, double* terms) {
+  if (bits == 8)
+    pair_terms_t<8, ov::kInt>(xe, xo, np, sc, keep_left, terms);
+  else if (normal == ov::kFlint)
+    pair_terms_t<4, ov::kFlint>(xe, xo, np, sc, keep_left, terms);
+  else
+    pair_terms_t<4, ov::kInt>(xe, xo, np, sc, keep_left, terms);
+}
+NK_TIERED(void, pair_terms_tiered, pair_terms_body, ,
+          (const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal, bool keep_left,
+           double* terms),
+          (xe, xo, np, sc, bits, normal, keep_left, terms))
+
+}  // namespace
+
+void search_errors(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
+                   bool keep_left, double* err) {
+  search_errors_tiered(xe, xo, np, sc, count, bits, normal, keep_left, err);
+}
+
+void pair_terms(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal, bool keep_left,
+                double* terms) {
+  pair_terms_tiered(xe, xo, np, sc, bits, normal, keep_left, terms);
+}
+
+}  // namespace nk::cpu::olive

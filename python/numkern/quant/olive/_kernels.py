@@ -1,0 +1,131 @@
+"""The fast CPU path of OVPLinear (issue #15): a layer call on a torch CPU tensor goes straight to
+C++ through ``torch.ops.numkern.ovp_matmul`` (numkern/_torch_ops/quant.py), on zero-copy views,
+with the weights prepacked once per layer.
+
+Kernel choice (numkern._core.olive, on the dispatcher's tier):
+- 4-bit weights, batch < 4: the fused 4-bit GEMV on the codes (``matmul``; no pack needed);
+- otherwise: ``matmul_packed`` on the pack: the normal grid values as int8 (one byte a weight)
+  widened to float in registers, the outliers as a sparse list per row.  For 4-bit weights the
+  pack costs one byte a weight beside the codes' half byte; it is built on the first call that
+  needs it and cached per layer (not in its state_dict), rebuilt when the codes change.
+Both compute out[b, n] = s_n · Σ_k x[b, k] g[n, k] in float32 from exact grid values: the
+result equals x @ ovp_dequantize(W).T up to float32 summation order (relative to
+|x| @ |W|.T: below 1e-5, tests/olive/test_olive_int_kernels.py).
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+_GEMV_MAX_BATCH = 4  # below this many rows the 4-bit GEMV on the codes beats the pack
+
+
+def needs_pack(bits: int, batch: int) -> bool:
+    """Whether the kernel for this weight width and batch size reads the pack."""
+    return bits == 8 or batch >= _GEMV_MAX_BATCH
+
+
+def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int):
+    """The pack of an OVP weight's codes (a numpy / torch CPU uint8 array), as a 1-d uint8 numpy
+    array (numkern._core.olive.prepack)."""
+    from ..._core import olive
+
+    return olive.prepack(_np(codes), _np(scales), per_row, k, bits, normal)
+
+
+def _np(t):
+    return t.numpy() if hasattr(t, "numpy") and not isinstance(t, np.ndarray) else t
+
+
+def matmul_tensors(x, codes, scales, packed, bits: int, normal: int, per_row: bool):
+    """x [..., K] (torch CPU, floating) @ W.T -> [..., N] in x's dtype (the op's CPU kernel)."""
+    import torch
+
+    from ..._core import olive
+
+    k, n = x.shape[-1], codes.shape[0]
+    x2 = x.reshape(-1, k)
+    if x2.dtype != torch.float32 or not x2.is_contiguous():
+        x2 = x2.to(torch.float32).contiguous()
+    out = torch.empty((x2.shape[0], n), dtype=torch.float32)
+    batch = x2.shape[0]
+    if batch and needs_pack(bits, batch):
+        pk = packed if packed.numel() else torch.from_numpy(prepack(codes, scales, per_row, k, bits, normal))
+        olive.matmul_packed(x2.numpy(), pk.numpy(), scales.numpy(), out.numpy(), per_row)
+    elif batch:
+        olive.matmul(x2.numpy(), codes.numpy(), scales.numpy(), out.numpy(), per_row, bits, normal)
+    out = out.reshape(*x.shape[:-1], n)
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
+class _Prepared:
+    """A layer's weights as the kernels read them: numpy views of codes / scales and, once a
+    kernel has needed it, the pack (torch tensor and numpy view)."""
+
+    __slots__ = ("key", "codes", "scales", "pack", "pack_np", "bits", "normal", "n", "k")
+
+    def __init__(self, layer, key):
+        self.key = key
+        self.codes, self.scales = layer.codes.numpy(), layer.scales.numpy()
+        self.pack = self.pack_np = None
+        self.bits, self.normal = layer.bits, _NORMAL[layer.normal]
+        self.n, self.k = layer.out_features, layer.in_features
+
+    def packed(self):
+        if self.pack is None:
+            import torch
+
+            self.pack_np = prepack(self.codes, self.scales, True, self.k, self.bits, self.normal)
+            self.pack = torch.from_numpy(self.pack_np)
+        return self.pack
+
+
+def _prepared(layer):
+    codes, scales = layer.codes, layer.scales
+    key = (codes.data_ptr(), codes._version, scales.data_ptr(), scales._version, layer.normal, layer.bits)
+    p = _PREPARED.get(layer)
+    if p is None or p.key != key:
+        p = _PREPARED[layer] = _Prepared(layer, key)
+    return p
+
+
+# layer -> _Prepared; weak, and outside the module, so that the pack is in neither the state_dict
+# nor a pickle / deepcopy of the layer; rebuilt when the codes or scales change (in place too)
+_PREPARED = weakref.WeakKeyDictionary()
+_NORMAL = {"int": 0, "flint": 1}
+
+
+def linear_matmul(layer, x):
+    """OVPLinear's matmul x @ W.T for torch CPU input that needs no gradient: the C++ kernel on
+    zero-copy views in eager mode, torch.ops.numkern.ovp_matmul while torch.compile traces;
+    None for other input (the caller then uses numkern.quant.ovp_matmul)."""
+    import torch
+
+    if (x.device.type != "cpu" or layer.codes.device.type != "cpu" or not x.dtype.is_floating_point
+            or (x.requires_grad and torch.is_grad_enabled()) or x.dim() == 0
+            or x.shape[-1] != layer.in_features):
+        return None
+    p = _prepared(layer)
+    k = p.k
+    batch = x.numel() // k
+    if torch.compiler.is_compiling():
+        from ..._torch_ops import quant  # noqa: F401  (registers torch.ops.numkern.ovp_matmul)
+
+        pack = p.packed() if needs_pack(p.bits, batch) else torch.empty(0, dtype=torch.uint8)
+        return torch.ops.numkern.ovp_matmul(x, layer.codes, layer.scales, pack, p.bits, p.normal, True)
+    from ..._core import olive
+
+    x2 = x.reshape(batch, k)
+    if x2.dtype != torch.float32 or not x2.is_contiguous():
+        x2 = x2.to(torch.float32).contiguous()
+    out = np.empty((batch, p.n), np.float32)
+    if batch and needs_pack(p.bits, batch):
+        p.packed()
+        olive.matmul_packed(x2.numpy(), p.pack_np, p.scales, out, True)
+    elif batch:
+        olive.matmul(x2.numpy(), p.codes, p.scales, out, True, p.bits, p.normal)
+    y = torch.from_numpy(out)
+    if x.dim() != 2:
+        y = y.reshape(*x.shape[:-1], p.n)
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
