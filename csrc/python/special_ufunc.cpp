@@ -19,9 +19,12 @@
 #include <numpy/arrayobject.h>
 #include <numpy/ufuncobject.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cfenv>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu/common/elementwise.hpp"
@@ -81,9 +84,34 @@ void without_fp_flags(F&& f) {
   std::fesetexceptflag(&saved, FE_ALL_EXCEPT);
 }
 
+// Whether out's bytes meet an input's other than element for element (same start, same nonzero stride):
+// numpy hands over such operands in .reduce (the accumulator at stride 0) and .accumulate (the
+// first input is out shifted by one element).  Those loops must run one element after the other;
+// the block path reads a whole chunk before it writes.
+bool overlaps_shifted(const char* p, npy_intp sp, const char* o, npy_intp so, npy_intp n, npy_intp size) {
+  if (n <= 1 || (p == o && sp == so && sp != 0)) return false;
+  const auto range = [n, size](const char* q, npy_intp s) {
+    const char* first = q;
+    const char* last = q + (n - 1) * s;
+    return std::make_pair(std::min(first, last), std::max(first, last) + size);
+  };
+  const auto [p0, p1] = range(p, sp);
+  const auto [o0, o1] = range(o, so);
+  return p0 < o1 && o0 < p1;
+}
+
 template <class Op, class T>
 void loop_binary(char** args, npy_intp const* dims, npy_intp const* steps, void*) {
-  without_fp_flags([&] { run_1d<Op, T>(args[0], args[1], args[2], dims[0], steps[0], steps[1], steps[2]); });
+  const npy_intp n = dims[0];
+  without_fp_flags([&] {
+    if (overlaps_shifted(args[0], steps[0], args[2], steps[2], n, sizeof(T)) ||
+        overlaps_shifted(args[1], steps[1], args[2], steps[2], n, sizeof(T))) {
+      for (npy_intp i = 0; i < n; ++i)
+        run_1d<Op, T>(args[0] + i * steps[0], args[1] + i * steps[1], args[2] + i * steps[2], 1, 0, 0, 0);
+      return;
+    }
+    run_1d<Op, T>(args[0], args[1], args[2], n, steps[0], steps[1], steps[2]);
+  });
 }
 
 // i0 ... k1e: the kernels take (order, x) and do not read the order; it is passed as a stride-0
