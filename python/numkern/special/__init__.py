@@ -110,12 +110,28 @@ def _call(op, v, x, out, names=("v", "x"), kwargs=None):
     return _ufunc_call(op, (v, x), names, out, kwargs)
 
 
-def _scipy_complex(name, *args, out=None, names=("v", "z"), kwargs=None):
-    import scipy.special as sc
+# scipy.special's ufunc of each name, kept from the first complex call: code that patches
+# numkern's drop-ins into scipy.special (scipy.special.iv = numkern.special.iv) keeps working.
+_SCIPY_UFUNCS: dict = {}
 
+
+def _scipy_ufunc(name, arg_name):
+    uf = _SCIPY_UFUNCS.get(name)
+    if uf is None:
+        import scipy.special as sc
+
+        uf = getattr(sc, name)
+        if uf is globals().get(name) or uf is getattr(ufuncs, name, None):
+            raise TypeError(f"{arg_name}: complex arguments are delegated to scipy.special.{name}, which is "
+                            f"numkern's own {name} here (patched in before numkern's first complex call)")
+        _SCIPY_UFUNCS[name] = uf
+    return uf
+
+
+def _scipy_complex(name, *args, out=None, names=("v", "z"), kwargs=None):
     # validated here so that errors name the argument (SciPy's ufunc messages do not)
     names = names[-len(args):]
-    ufunc = getattr(sc, name)
+    ufunc = _scipy_ufunc(name, names[-1])
     arrs = []
     for a, n in zip(args, names):
         if array_kind(a) != NUMPY:
