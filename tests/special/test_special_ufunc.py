@@ -336,3 +336,17 @@ def test_torch_rejects_ufunc_options():
     with pytest.raises(TypeError, match="dtype"):
         nks.k0(t, dtype=np.float32)
     np.testing.assert_array_equal(nks.iv(1.0, t).numpy(), ufuncs.iv(1.0, t.numpy()))
+
+
+def test_patching_scipy_with_numkern_keeps_complex_delegation(monkeypatch):
+    # scipy.special.iv = numkern.special.iv, the drop-in use: complex input used to recurse forever
+    sc = pytest.importorskip("scipy.special")
+    orig = sc.iv
+    monkeypatch.setattr(nks, "_SCIPY_UFUNCS", {})
+    monkeypatch.setattr(sc, "iv", nks.iv)
+    with pytest.raises(TypeError, match="z: complex arguments are delegated to scipy.special.iv"):
+        nks.iv(1.0, 1j)
+    monkeypatch.setattr(sc, "iv", orig)
+    want = nks.iv(1.0, 1j + 0.5)  # the first complex call keeps SciPy's ufunc
+    monkeypatch.setattr(sc, "iv", nks.iv)
+    assert nks.iv(1.0, 1j + 0.5) == want == orig(1.0, 1j + 0.5)

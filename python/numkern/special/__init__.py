@@ -5,6 +5,14 @@ CUDA; differentiable) and CuPy arrays, compute float32 inputs in float32 (throug
 the kernel) and everything else in float64, and take ``out=``.  Complex arguments of the drop-ins
 are delegated to ``scipy.special`` (numpy inputs only).
 
+numpy input (arrays, scalars, lists) and arrays of libraries that implement ``__array_ufunc__``
+(dask, xarray, pint) go through real numpy ufuncs, ``numkern.special.ufuncs.<name>`` (same bits as
+before), so the functions also take the ufunc keywords ``where=``, ``dtype=``, ``casting=``,
+``order=``, ``subok=``, ``signature=`` and ``out=`` as a 1-tuple (numpy inputs only), and carry the
+ufunc's methods: ``numkern.special.iv.outer(v, z)``, ``.at``, ``.reduce``, ``.accumulate``,
+``.reduceat``, and ``.ufunc`` (the ufunc itself, for ``isinstance(..., np.ufunc)``).  torch tensors
+and CuPy arrays take numkern's own paths, as before.
+
 Conventions for the special values follow SciPy.  Negative arguments:
 ``log_kv``/``kv``/``kve`` are NaN for x < 0; ``iv``/``ive`` use I_n(-x) = (-1)^n I_n(x) for integer
 n and are NaN for non-integer v; ``log_iv`` returns log|I_v(x)| for integer v (so log_iv(1, -2) ==
