@@ -244,6 +244,7 @@ def test_methods_outer_at_reduce_accumulate():
     np.testing.assert_array_equal(c, [0.1, ufuncs.k0(0.2), 0.3])
     w = np.array([0.5, 1.5, 2.0, 3.0])
     assert ufuncs.iv.reduce(w) == ufuncs.iv(ufuncs.iv(ufuncs.iv(0.5, 1.5), 2.0), 3.0)
+    np.testing.assert_array_equal(ufuncs.kv.reduceat(w, [0, 2]), [ufuncs.kv(0.5, 1.5), ufuncs.kv(2.0, 3.0)])
     acc = ufuncs.kve.accumulate(w)
     assert acc[0] == 0.5 and acc[2] == ufuncs.kve(ufuncs.kve(0.5, 1.5), 2.0)
     # reductions over either axis of a 2-D array (accumulator at stride 0, or row by row in place)
