@@ -78,31 +78,42 @@ def _check_ufunc_out(out, shape, dt, kwargs):
         raise TypeError(f"out: cannot cast the result dtype {dt} to {o.dtype} (casting={casting!r})")
 
 
-def _ufunc_call(name, args, names, out, kwargs):
-    """numpy (and duck-array) input: the real ufunc ``numkern.special.ufuncs.<name>``."""
-    uf = getattr(ufuncs, name)
-    if out is not None:
-        kwargs = dict(kwargs, out=out)
-    if any(_is_duck(a) for a in (*args, *(out if isinstance(out, tuple) else (out,)))):
-        return uf(*args, **kwargs)  # the duck array's __array_ufunc__ takes over
-    args = tuple(int(a) if type(a) is bool else a for a in args)  # Python bools are weak, like ints
+def _check_ufunc_args(args, names, out, kwargs):
+    """The checks behind a failed ufunc call: raise the error naming the argument (or return)."""
     dts = []
     for a, n in zip(args, names):
         if a is None:
             raise TypeError(f"{n}: expected a real number or array, got None")
         dts.append(scalar_or_array_dtype(a, n))  # TypeError naming the argument
-    shapes = [np.shape(a) for a in args]
-    for sh, n in zip(shapes, names):
-        if len(sh) > MAX_DIMS:  # numpy's ufunc iterator raises a RuntimeError there
-            raise ValueError(f"{n}: {len(sh)} dimensions, at most {MAX_DIMS} are supported")
-    shape = _broadcast_shape(shapes, names)
+    shape = _broadcast_shape([np.shape(a) for a in args], names)
     if out is not None:
         if len(args) == 1:  # i0 ... k1e: float32 only for float32 x (float16 computes in float64)
             dt = F32 if dts[0] == F32 else F64
         else:
             dt = result_dtype(*args, names=names)
         _check_ufunc_out(out, shape, dt, kwargs)
-    return uf(*args, **kwargs)
+
+
+def _ufunc_call(name, args, names, out, kwargs):
+    """numpy (and duck-array) input: the real ufunc ``numkern.special.ufuncs.<name>``.
+
+    The ufunc checks everything before its loop writes, so a failing call writes nothing; its
+    errors are then replaced by one that names the argument where numkern's checks find it."""
+    uf = getattr(ufuncs, name)
+    if out is not None:
+        kwargs = dict(kwargs, out=out)
+    args = tuple(int(a) if type(a) is bool else a for a in args)  # Python bools are weak, like ints
+    for a, n in zip((*args, *(out if isinstance(out, tuple) else (out,))), (*names, "out")):
+        if getattr(a, "ndim", 0) > MAX_DIMS:  # the limit of numkern's torch and CuPy paths, for all kinds
+            raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")
+    try:
+        return uf(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised below unless a check names the argument
+        err = e
+    outs = out if isinstance(out, tuple) else (out,)
+    if not any(_is_duck(a) for a in (*args, *outs)):  # a duck array's own errors stand
+        _check_ufunc_args(args, names, out, kwargs)
+    raise err
 
 
 def _call(op, v, x, out, names=("v", "x"), kwargs=None):
