@@ -51,8 +51,7 @@ def _no_ufunc_options(kwargs):
 
 
 def _check_ufunc_out(out, shape, dt, kwargs):
-    """out= of a numpy call (an array or a 1-tuple), checked before the ufunc runs so that the
-    error names the argument and a failing call writes nothing."""
+    """out= of a numpy call (an array or a 1-tuple, of the broadcast shape): an error naming it."""
     outs = out if isinstance(out, tuple) else (out,)
     if len(outs) != 1:
         raise TypeError(f"out: expected one array (or a 1-tuple), got {len(outs)}")
@@ -61,11 +60,7 @@ def _check_ufunc_out(out, shape, dt, kwargs):
         return
     if not isinstance(o, np.ndarray):
         raise TypeError(f"out: expected a numpy array, got {type(o).__name__}")
-    try:
-        fits = np.broadcast_shapes(shape, o.shape) == o.shape
-    except ValueError:
-        fits = False
-    if not fits:
+    if o.shape != tuple(shape):
         raise ValueError(f"out: shape {o.shape} does not match the broadcast shape {tuple(shape)}")
     if not o.flags.writeable:
         raise ValueError("out: array is read-only")
@@ -79,7 +74,7 @@ def _check_ufunc_out(out, shape, dt, kwargs):
 
 
 def _check_ufunc_args(args, names, out, kwargs):
-    """The checks behind a failed ufunc call: raise the error naming the argument (or return)."""
+    """numkern's checks of a numpy call: raise the error naming the argument (or return)."""
     dts = []
     for a, n in zip(args, names):
         if a is None:
@@ -103,14 +98,17 @@ def _ufunc_call(name, args, names, out, kwargs):
     if out is not None:
         kwargs = dict(kwargs, out=out)
     args = tuple(int(a) if type(a) is bool else a for a in args)  # Python bools are weak, like ints
-    for a, n in zip((*args, *(out if isinstance(out, tuple) else (out,))), (*names, "out")):
+    outs = out if isinstance(out, tuple) else (out,)
+    for a, n in zip((*args, *outs), (*names, "out")):
         if getattr(a, "ndim", 0) > MAX_DIMS:  # the limit of numkern's torch and CuPy paths, for all kinds
             raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")
+    if len(outs) == 1 and isinstance(outs[0], np.ndarray) and not any(_is_duck(a) for a in args):
+        # out= of exactly the broadcast shape (a numpy ufunc also broadcasts the inputs to a larger out)
+        _check_ufunc_args(args, names, out, kwargs)
     try:
         return uf(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - re-raised below unless a check names the argument
         err = e
-    outs = out if isinstance(out, tuple) else (out,)
     if not any(_is_duck(a) for a in (*args, *outs)):  # a duck array's own errors stand
         _check_ufunc_args(args, names, out, kwargs)
     raise err
