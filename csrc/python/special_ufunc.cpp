@@ -25,7 +25,6 @@
 #include <cfenv>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "cpu/common/elementwise.hpp"
 #include "cpu/special/bessel_block_dispatch.hpp"  // BlockKernel specializations: before binary_loop instantiates
@@ -62,15 +61,20 @@ void run_1d(const char* a, const char* b, char* out, npy_intp n, npy_intp sa, np
                             reinterpret_cast<T*>(out), geom, st);
     return;
   }
-  std::vector<T> ca(n), cb(n), co(n);
-  for (npy_intp i = 0; i < n; ++i) {
-    std::memcpy(&ca[i], a + i * sa, e);
-    std::memcpy(&cb[i], b + i * sb, e);
-  }
+  constexpr npy_intp kPiece = 256;  // stack buffers: nothing in a numpy callback may throw
+  T ca[kPiece], cb[kPiece], co[kPiece];
   Strides3 st{};
   st[0][0] = st[1][0] = st[2][0] = 1;
-  cpu::binary_loop<Op, T>(ca.data(), cb.data(), co.data(), geom, st);
-  for (npy_intp i = 0; i < n; ++i) std::memcpy(out + i * so, &co[i], e);
+  for (npy_intp start = 0; start < n; start += kPiece) {
+    const npy_intp m = std::min(kPiece, n - start);
+    for (npy_intp i = 0; i < m; ++i) {
+      std::memcpy(&ca[i], a + (start + i) * sa, e);
+      std::memcpy(&cb[i], b + (start + i) * sb, e);
+    }
+    geom.shape[0] = m;
+    cpu::binary_loop<Op, T>(ca, cb, co, geom, st);
+    for (npy_intp i = 0; i < m; ++i) std::memcpy(out + (start + i) * so, &co[i], e);
+  }
 }
 
 // Runs f with the caller's floating-point exception flags saved and restored: numpy reads them
