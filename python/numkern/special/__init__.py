@@ -58,18 +58,11 @@ def _check_ufunc_out(out, shape, dt, kwargs):
     o = outs[0]
     if o is None:
         return
-    if not isinstance(o, np.ndarray):
-        raise TypeError(f"out: expected a numpy array, got {type(o).__name__}")
-    if o.shape != tuple(shape):
-        raise ValueError(f"out: shape {o.shape} does not match the broadcast shape {tuple(shape)}")
-    if not o.flags.writeable:
-        raise ValueError("out: array is read-only")
-    if kwargs.get("signature") is not None:
-        return  # numpy checks the loop it picks
     if kwargs.get("dtype") is not None:
         dt = np.dtype(kwargs["dtype"])
+    check_numpy_out(o, shape, o.dtype if kwargs.get("signature") is not None else dt)  # (same_kind)
     casting = kwargs.get("casting", "same_kind")
-    if not np.can_cast(dt, o.dtype, casting=casting):
+    if kwargs.get("signature") is None and not np.can_cast(dt, o.dtype, casting=casting):
         raise TypeError(f"out: cannot cast the result dtype {dt} to {o.dtype} (casting={casting!r})")
 
 
