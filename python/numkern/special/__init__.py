@@ -7,6 +7,14 @@ are delegated to ``scipy.special`` (numpy inputs only).  Dask arrays give lazy d
 (blockwise over the broadcast chunks, the dtype numpy inputs would give; ``out=`` is refused
 there; docs/distributed.md).
 
+numpy input (arrays, scalars, lists) and arrays of libraries that implement ``__array_ufunc__``
+(dask, xarray, pint) go through real numpy ufuncs, ``numkern.special.ufuncs.<name>`` (same bits as
+before), so the functions also take the ufunc keywords ``where=``, ``dtype=``, ``casting=``,
+``order=``, ``subok=``, ``signature=`` and ``out=`` as a 1-tuple (numpy inputs only), and carry the
+ufunc's methods: ``numkern.special.iv.outer(v, z)``, ``.at``, ``.reduce``, ``.accumulate``,
+``.reduceat``, and ``.ufunc`` (the ufunc itself, for ``isinstance(..., np.ufunc)``).  torch tensors
+and CuPy arrays take numkern's own paths, as before.
+
 Conventions for the special values follow SciPy.  Negative arguments:
 ``log_kv``/``kv``/``kve`` are NaN for x < 0; ``iv``/``ive`` use I_n(-x) = (-1)^n I_n(x) for integer
 n and are NaN for non-integer v; ``log_iv`` returns log|I_v(x)| for integer v (so log_iv(1, -2) ==
@@ -17,9 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import NUMPY, any_torch, array_kind, check_numpy_out, elementwise, has_complex, scalar_or_array_dtype
-from .._backend.elementwise import _broadcast_shape
+from .._backend import (CUPY, F32, F64, NUMPY, TORCH, any_torch, array_kind, check_numpy_out, elementwise,
+                        has_complex, result_dtype, scalar_or_array_dtype)
+from .._backend.elementwise import MAX_DIMS, _broadcast_shape
 from .._dask import is_dask_array
+from . import ufuncs
 
 __all__ = [
     "log_iv", "log_kv", "iv", "ive", "kv", "kve", "i0", "i0e", "i1", "i1e", "k0", "k0e", "k1",
@@ -27,24 +37,119 @@ __all__ = [
 ]
 
 
-def _call(op, v, x, out, names=("v", "x")):
+def _is_duck(a) -> bool:
+    """An array of another library that takes part in numpy's ufunc protocol (dask, xarray, pint)."""
+    return (a is not None and not isinstance(a, (np.ndarray, np.generic))
+            and getattr(type(a), "__array_ufunc__", None) is not None)
+
+
+def _device_or_torch(args, out) -> bool:
+    outs = out if isinstance(out, tuple) else (out,)
+    return any(array_kind(a) in (TORCH, CUPY) for a in (*args, *outs))
+
+
+def _no_ufunc_options(kwargs):
+    if kwargs:
+        raise TypeError(f"{', '.join(sorted(kwargs))}: numpy ufunc options, supported for numpy inputs only")
+
+
+def _check_ufunc_out(out, shape, dt, kwargs):
+    """out= of a numpy call (an array or a 1-tuple, of the broadcast shape): an error naming it."""
+    outs = out if isinstance(out, tuple) else (out,)
+    if len(outs) != 1:
+        raise TypeError(f"out: expected one array (or a 1-tuple), got {len(outs)}")
+    o = outs[0]
+    if o is None:
+        return
+    if kwargs.get("dtype") is not None:
+        dt = np.dtype(kwargs["dtype"])
+    check_numpy_out(o, shape, o.dtype if kwargs.get("signature") is not None else dt)  # (same_kind)
+    casting = kwargs.get("casting", "same_kind")
+    if kwargs.get("signature") is None and not np.can_cast(dt, o.dtype, casting=casting):
+        raise TypeError(f"out: cannot cast the result dtype {dt} to {o.dtype} (casting={casting!r})")
+
+
+def _check_ufunc_args(args, names, out, kwargs):
+    """numkern's checks of a numpy call: raise the error naming the argument (or return)."""
+    dts = []
+    for a, n in zip(args, names):
+        if a is None:
+            raise TypeError(f"{n}: expected a real number or array, got None")
+        dts.append(scalar_or_array_dtype(a, n))  # TypeError naming the argument
+    shape = _broadcast_shape([np.shape(a) for a in args], names)
+    if out is not None:
+        if len(args) == 1:  # i0 ... k1e: float32 only for float32 x (float16 computes in float64)
+            dt = F32 if dts[0] == F32 else F64
+        else:
+            dt = result_dtype(*args, names=names)
+        _check_ufunc_out(out, shape, dt, kwargs)
+
+
+def _ufunc_call(name, args, names, out, kwargs):
+    """numpy (and duck-array) input: the real ufunc ``numkern.special.ufuncs.<name>``.
+
+    The ufunc checks everything before its loop writes, so a failing call writes nothing; its
+    errors are then replaced by one that names the argument where numkern's checks find it."""
+    uf = getattr(ufuncs, name)
+    if out is not None:
+        kwargs = dict(kwargs, out=out)
+    args = tuple(int(a) if type(a) is bool else a for a in args)  # Python bools are weak, like ints
+    outs = out if isinstance(out, tuple) else (out,)
+    for a, n in zip((*args, *outs), (*names, "out")):
+        if getattr(a, "ndim", 0) > MAX_DIMS:  # the limit of numkern's torch and CuPy paths, for all kinds
+            raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")
+    if len(outs) == 1 and isinstance(outs[0], np.ndarray) and not any(_is_duck(a) for a in args):
+        # out= of exactly the broadcast shape (a numpy ufunc also broadcasts the inputs to a larger out)
+        _check_ufunc_args(args, names, out, kwargs)
+    try:
+        return uf(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised below unless a check names the argument
+        err = e
+    if not any(_is_duck(a) for a in (*args, *outs)):  # a duck array's own errors stand
+        _check_ufunc_args(args, names, out, kwargs)
+    raise err
+
+
+def _call(op, v, x, out, names=("v", "x"), kwargs=None):
+    kwargs = kwargs or {}
     if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
         from ._autograd import torch_binary
 
+        _no_ufunc_options(kwargs)
         return torch_binary(op, v, x, out, names)
     if is_dask_array(v) or is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
         from .._dask import special_blockwise
 
+        _no_ufunc_options(kwargs)
         return special_blockwise(globals()[op], (v, x), names, out)
-    return elementwise("special", op, (v, x), names, out)
+    if _device_or_torch((v, x), out):
+        _no_ufunc_options(kwargs)
+        return elementwise("special", op, (v, x), names, out)
+    return _ufunc_call(op, (v, x), names, out, kwargs)
 
 
-def _scipy_complex(name, *args, out=None, names=("v", "z")):
-    import scipy.special as sc
+# scipy.special's ufunc of each name, kept from the first complex call: code that patches
+# numkern's drop-ins into scipy.special (scipy.special.iv = numkern.special.iv) keeps working.
+_SCIPY_UFUNCS: dict = {}
 
+
+def _scipy_ufunc(name, arg_name):
+    uf = _SCIPY_UFUNCS.get(name)
+    if uf is None:
+        import scipy.special as sc
+
+        uf = getattr(sc, name)
+        if uf is globals().get(name) or uf is getattr(ufuncs, name, None):
+            raise TypeError(f"{arg_name}: complex arguments are delegated to scipy.special.{name}, which is "
+                            f"numkern's own {name} here (patched in before numkern's first complex call)")
+        _SCIPY_UFUNCS[name] = uf
+    return uf
+
+
+def _scipy_complex(name, *args, out=None, names=("v", "z"), kwargs=None):
     # validated here so that errors name the argument (SciPy's ufunc messages do not)
     names = names[-len(args):]
-    ufunc = getattr(sc, name)
+    ufunc = _scipy_ufunc(name, names[-1])
     arrs = []
     for a, n in zip(args, names):
         if array_kind(a) != NUMPY:
@@ -58,19 +163,20 @@ def _scipy_complex(name, *args, out=None, names=("v", "z")):
         raise TypeError(f"{names[-1]}: complex arguments are not supported by {name} "
                         f"(scipy.special.{name} is real only)")
     shape = _broadcast_shape([a.shape for a in arrs], names)
+    kwargs = kwargs or {}
     if out is None:
-        return ufunc(*args)
+        return ufunc(*args, **kwargs)
     check_numpy_out(out, shape, np.complex128)
-    return ufunc(*args, out=out)
+    return ufunc(*args, out=out, **kwargs)
 
 
-def _real_or_complex(op, v, z, out):
+def _real_or_complex(op, v, z, out, kwargs):
     if not any_torch(v, z) and not (is_dask_array(v) or is_dask_array(z)) and has_complex(v, z):
-        return _scipy_complex(op, v, z, out=out)
-    return _call(op, v, z, out, ("v", "z"))
+        return _scipy_complex(op, v, z, out=out, kwargs=kwargs)
+    return _call(op, v, z, out, ("v", "z"), kwargs)
 
 
-def log_iv(v, x, out=None):
+def log_iv(v, x, out=None, **kwargs):
     r"""log I_v(x), the logarithm of the modified Bessel function of the first kind.
 
     Computed entirely in the log domain, so it is finite wherever the logarithm is: e.g.
@@ -83,10 +189,10 @@ def log_iv(v, x, out=None):
     integer v, NaN otherwise.  NaN in gives NaN out.
     torch: d/dx = I_{v+1}/I_v + v/x from the stable ratio; d/dv by a central difference.
     """
-    return _call("log_iv", v, x, out)
+    return _call("log_iv", v, x, out, kwargs=kwargs)
 
 
-def log_kv(v, x, out=None):
+def log_kv(v, x, out=None, **kwargs):
     r"""log K_v(x), the logarithm of the modified Bessel function of the second kind.
 
     Domain: real v (K_{-v} = K_v), x >= 0: log_kv(v, 0) = +inf, log_kv(v, inf) = -inf; NaN for
@@ -95,97 +201,100 @@ def log_kv(v, x, out=None):
     ``log_kv(1e4, 1e4)`` is -5332.95..., where ``scipy.special.kve`` overflows.
     torch: d/dx = v/x - K_{v+1}/K_v; d/dv by a central difference.
     """
-    return _call("log_kv", v, x, out)
+    return _call("log_kv", v, x, out, kwargs=kwargs)
 
 
-def iv(v, z, out=None):
+def iv(v, z, out=None, **kwargs):
     r"""I_v(z), modified Bessel function of the first kind (drop-in for ``scipy.special.iv``).
 
     Real v, z: I_v(z) = sum_k (z/2)^(2k+v) / (k! Gamma(k+v+1)), with SciPy's conventions
     (NaN for z < 0 and non-integer v; I_{-v} by reflection).  Correct wherever the value is
     representable, 0 or inf exactly where it under/overflows.  Complex z: ``scipy.special.iv``.
     """
-    return _real_or_complex("iv", v, z, out)
+    return _real_or_complex("iv", v, z, out, kwargs)
 
 
-def ive(v, z, out=None):
+def ive(v, z, out=None, **kwargs):
     r"""I_v(z) exp(-|z|), exponentially scaled (drop-in for ``scipy.special.ive``), real v, z."""
-    return _real_or_complex("ive", v, z, out)
+    return _real_or_complex("ive", v, z, out, kwargs)
 
 
-def kv(v, z, out=None):
+def kv(v, z, out=None, **kwargs):
     r"""K_v(z), modified Bessel function of the second kind (drop-in for ``scipy.special.kv``).
 
     K_v(z) = (pi/2) (I_{-v}(z) - I_v(z)) / sin(pi v); real v, z >= 0 (NaN for z < 0, inf at 0).
     """
-    return _real_or_complex("kv", v, z, out)
+    return _real_or_complex("kv", v, z, out, kwargs)
 
 
-def kve(v, z, out=None):
+def kve(v, z, out=None, **kwargs):
     r"""K_v(z) exp(z), exponentially scaled (drop-in for ``scipy.special.kve``), real v, z >= 0."""
-    return _real_or_complex("kve", v, z, out)
+    return _real_or_complex("kve", v, z, out, kwargs)
 
 
-def _fixed_order(name, order, x, out):
+def _fixed_order(name, order, x, out, kwargs):
     if any_torch(x):  # torch operators torch.ops.numkern.<name>
         from ._autograd import torch_unary
 
+        _no_ufunc_options(kwargs)
         return torch_unary(name, x, out)
     if is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
         from .._dask import special_blockwise
 
+        _no_ufunc_options(kwargs)
         return special_blockwise(globals()[name], (x,), ("x",), out)
     if has_complex(x):
-        return _scipy_complex(name, x, out=out, names=("x",))
+        return _scipy_complex(name, x, out=out, names=("x",), kwargs=kwargs)
+    if _device_or_torch((x,), out):
+        _no_ufunc_options(kwargs)
+        # dedicated Chebyshev kernels (numkern/bessel01.hpp); the order argument is not read
+        return elementwise("special", name, (order, x), ("order", "x"), out)
     # A Python int order is a "weak" scalar: float32 x stays float32, as in SciPy; SciPy's
-    # fixed-order functions compute float16 in float64, and so do these drop-ins.
-    if getattr(x, "dtype", None) == np.float16 and array_kind(x) == NUMPY:
-        x = np.asarray(x, dtype=np.float64)
-    # dedicated Chebyshev kernels (numkern/bessel01.hpp); the order argument is not read
-    return elementwise("special", name, (order, x), ("order", "x"), out)
+    # fixed-order functions compute float16 in float64, and so does the ufunc.
+    return _ufunc_call(name, (x,), ("x",), out, kwargs)
 
 
-def i0(x, out=None):
+def i0(x, out=None, **kwargs):
     r"""I_0(x) (drop-in for ``scipy.special.i0``); even in x."""
-    return _fixed_order("i0", 0, x, out)
+    return _fixed_order("i0", 0, x, out, kwargs)
 
 
-def i0e(x, out=None):
+def i0e(x, out=None, **kwargs):
     r"""I_0(x) exp(-|x|) (drop-in for ``scipy.special.i0e``)."""
-    return _fixed_order("i0e", 0, x, out)
+    return _fixed_order("i0e", 0, x, out, kwargs)
 
 
-def i1(x, out=None):
+def i1(x, out=None, **kwargs):
     r"""I_1(x) (drop-in for ``scipy.special.i1``); odd in x."""
-    return _fixed_order("i1", 1, x, out)
+    return _fixed_order("i1", 1, x, out, kwargs)
 
 
-def i1e(x, out=None):
+def i1e(x, out=None, **kwargs):
     r"""I_1(x) exp(-|x|) (drop-in for ``scipy.special.i1e``)."""
-    return _fixed_order("i1e", 1, x, out)
+    return _fixed_order("i1e", 1, x, out, kwargs)
 
 
-def k0(x, out=None):
+def k0(x, out=None, **kwargs):
     r"""K_0(x) (drop-in for ``scipy.special.k0``); x >= 0, NaN for x < 0, inf at 0."""
-    return _fixed_order("k0", 0, x, out)
+    return _fixed_order("k0", 0, x, out, kwargs)
 
 
-def k0e(x, out=None):
+def k0e(x, out=None, **kwargs):
     r"""K_0(x) exp(x) (drop-in for ``scipy.special.k0e``)."""
-    return _fixed_order("k0e", 0, x, out)
+    return _fixed_order("k0e", 0, x, out, kwargs)
 
 
-def k1(x, out=None):
+def k1(x, out=None, **kwargs):
     r"""K_1(x) (drop-in for ``scipy.special.k1``); x >= 0, NaN for x < 0, inf at 0."""
-    return _fixed_order("k1", 1, x, out)
+    return _fixed_order("k1", 1, x, out, kwargs)
 
 
-def k1e(x, out=None):
+def k1e(x, out=None, **kwargs):
     r"""K_1(x) exp(x) (drop-in for ``scipy.special.k1e``)."""
-    return _fixed_order("k1e", 1, x, out)
+    return _fixed_order("k1e", 1, x, out, kwargs)
 
 
-def iv_ratio(v, x, out=None):
+def iv_ratio(v, x, out=None, **kwargs):
     r"""I_v(x) / I_{v-1}(x), for v >= 1/2 and x >= 0 (NaN outside).
 
     Perron's continued fraction evaluated backward (double-double for v < 1), and
@@ -194,10 +303,10 @@ def iv_ratio(v, x, out=None):
     (odd in x, as SciPy's private ``_iv_ratio``), 1 at x = inf, 0 at v = inf, NaN at v = x = inf.  This is A_d(kappa) = iv_ratio(d/2, kappa) of the von Mises-Fisher
     distribution.  torch: d/dx = 1 - R^2 - (2v-1) R / x (Riccati equation).
     """
-    return _call("iv_ratio", v, x, out)
+    return _call("iv_ratio", v, x, out, kwargs=kwargs)
 
 
-def iv_ratio_c(v, x, out=None):
+def iv_ratio_c(v, x, out=None, **kwargs):
     r"""1 - I_v(x) / I_{v-1}(x), computed without cancellation, for v >= 1/2 and x >= 0.
 
     For x >> v this is ~ (2v-1)/(2x); it keeps full relative accuracy where ``1 - iv_ratio``
@@ -205,4 +314,16 @@ def iv_ratio_c(v, x, out=None):
     <= 2 eps for every v >= 1/2 (for 1/2 < v < 1, where 1 - R cancels by 2v/(2v-1), the
     fraction runs in double-double); 1 at x = 0, 0 at x = inf.
     """
-    return _call("iv_ratio_c", v, x, out)
+    return _call("iv_ratio_c", v, x, out, kwargs=kwargs)
+
+
+# The ufunc methods and attributes of numkern.special.ufuncs.<name> on the public function of that
+# name (numpy input): numkern.special.iv.outer(v, z), .at, .reduce, .accumulate, .reduceat, .types ...
+_UFUNC_ATTRS = ("outer", "at", "reduce", "accumulate", "reduceat", "nin", "nout", "nargs", "ntypes", "types",
+                "identity", "signature")
+for _name in __all__:
+    _f, _uf = globals()[_name], getattr(ufuncs, _name)
+    _f.ufunc = _uf
+    for _attr in _UFUNC_ATTRS:
+        setattr(_f, _attr, getattr(_uf, _attr))
+del _name, _f, _uf, _attr
