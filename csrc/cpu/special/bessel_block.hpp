@@ -541,6 +541,41 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
   }
 }
 
+// ive, kve in the Hankel region: bessel.hpp's hankel_scaled with the same operations in the same
+// order (so the same values): S = sum_k (-+1)^k a_k(v) / x^k, stopped per lane at the smallest term
+// or below 1e-17 relative, then S c / sqrt(x).
+template <bool kIsK>
+inline void hankel_scaled_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  constexpr double kSign = kIsK ? 1.0 : -1.0;
+  double term[kLanes], sum[kLanes], prev[kLanes];
+  std::int64_t active[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    prev[l] = 2.0;
+    active[l] = 1;
+    cancels[l] = 0;
+  }
+  for (int k = 1; k < 200; ++k) {
+    const double odd = 2.0 * k - 1.0;
+    std::int64_t any = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      double t = term[l] * (kSign * (2.0 * v[l] - odd) * (2.0 * v[l] + odd) / (8.0 * k * x[l]));
+      double at = std::fabs(t);
+      std::int64_t adds = active[l] & (at <= prev[l]);
+      double sm = sum[l] + t;
+      sum[l] = adds ? sm : sum[l];
+      active[l] = adds & (at >= bessel_detail::kTiny * std::fabs(sm));
+      prev[l] = at;
+      term[l] = t;
+      any |= active[l];
+    }
+    if (!any) break;
+  }
+  constexpr double kC = kIsK ? bessel_detail::kSqrtPiOver2 : bessel_detail::kInvSqrt2Pi;
+  for (int l = 0; l < kLanes; ++l) out[l] = sum[l] * kC / std::sqrt(x[l]);
+}
+
 template <bool kIsK>
 inline double scalar_log_bessel(double v, double x) {
   return kIsK ? log_kv(v, x) : log_iv(v, x);
@@ -607,7 +642,10 @@ struct DropinLanes {
     debye = debye & !((x >= 16.0 * v) & (x > 1.125899906842624e15));  // (debye_far)
     if (!kIsK) debye = debye & !((x <= 2.0) & (v < 170.0));
     std::int64_t b = debye ? debye_bucket(v, x) : 0;
-    return small ? kSmallOrderBucket : b;
+    b = small ? kSmallOrderBucket : b;
+    // ive, kve in the Hankel region: bessel.hpp's hankel_scaled (x < inf: 1.8e308 is DBL_MAX)
+    const bool hankel = kScaled & (v >= 0.0) & (x >= hankel_threshold(v)) & (x < 1.8e308);
+    return hankel ? kHankelBucket : b;
   }
   static double scalar(double v, double x) {
     if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
@@ -621,6 +659,9 @@ struct DropinLanes {
       NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
       NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
 #undef NK_BUCKET
+      case kHankelBucket:
+        if constexpr (kScaled) return hankel_scaled_group<kIsK>(v, x, out, c);
+        break;
     }
   }
 };
