@@ -576,6 +576,59 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
   for (int l = 0; l < kLanes; ++l) out[l] = sum[l] * kC / std::sqrt(x[l]);
 }
 
+// iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1 (bessel.hpp's iv_series_direct, by_gamma branch):
+//   I_v(x) e^(-x scaled) = exp(v log y - S(v) - x scaled) * sum / sqrt(2 pi v),
+//   y = (x/2) e / v (double-double), S(v) = Stirling's series, sum = sum_k q^k / (k! (v+1)_k)
+// with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  The header takes pow(y, v)
+// (scalar); here v log y is a double-double (dd_log, ~1e-30) and the exponential is
+// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is below -700 (a
+// subnormal or zero result) go to the scalar path.
+constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
+template <bool kScaled>
+inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  using namespace bessel_detail;
+  double q[kLanes], term[kLanes], sum[kLanes], stir[kLanes];
+  double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes], tab_hi[kLanes], tab_lo[kLanes];
+  int red_idx[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const double half = 0.5 * x[l];
+    q[l] = half * half;
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
+    dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v[l]);
+    DdLogReduced r = dd_log_reduce(y);
+    red_e[l] = r.e;
+    red_f[l] = r.f;
+    red_lo[l] = r.lo;
+    red_j[l] = r.j;
+    red_idx[l] = r.idx;
+    const double rv = 1.0 / v[l], r2 = rv * rv;
+    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    stir[l] = -stirling;
+  }
+  for (int l = 0; l < kLanes; ++l) {  // the table look-ups, one lane at a time
+    tab_hi[l] = dd_detail::kLogTable[red_idx[l]][0];
+    tab_lo[l] = dd_detail::kLogTable[red_idx[l]][1];
+  }
+  for (int k = 1; k <= 10; ++k)
+    for (int l = 0; l < kLanes; ++l) {
+      term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+      sum[l] += term[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    DdLogReduced r = {red_e[l], red_f[l], red_lo[l], red_j[l], red_idx[l]};
+    dd e = dd_mul(dd_log_finish(r, dd{tab_hi[l], tab_lo[l]}), v[l]);
+    e = dd_add(e, stir[l]);
+    if (kScaled) e = dd_add(e, -x[l]);
+    const double hi = e.hi > -700.0 ? (e.hi < 700.0 ? e.hi : 700.0) : -700.0;
+    const double ex = exp_branchfree(hi);
+    out[l] = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
+    cancels[l] = e.hi <= -700.0;
+  }
+}
+
 template <bool kIsK>
 inline double scalar_log_bessel(double v, double x) {
   return kIsK ? log_kv(v, x) : log_iv(v, x);
@@ -642,6 +695,14 @@ struct DropinLanes {
     debye = debye & !((x >= 16.0 * v) & (x > 1.125899906842624e15));  // (debye_far)
     if (!kIsK) debye = debye & !((x <= 2.0) & (v < 170.0));
     std::int64_t b = debye ? debye_bucket(v, x) : 0;
+    // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test
+    // v |log(x/2)| <= 600 in libm's log; 590 leaves room for log_branchfree's last bit)
+    if (!kIsK) {
+      const double half = 0.5 * x;
+      const bool range = (v >= kDebyeMinOrder) & (v < 170.0) & (half <= 1.0) & (half >= 1e-6);
+      const bool series = range & (v * -log_branchfree(range ? half : 1.0) <= 590.0);
+      b = series ? kSmallXBucket : b;
+    }
     b = small ? kSmallOrderBucket : b;
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled (x < inf: 1.8e308 is DBL_MAX)
     const bool hankel = kScaled & (v >= 0.0) & (x >= hankel_threshold(v)) & (x < 1.8e308);
@@ -661,6 +722,9 @@ struct DropinLanes {
 #undef NK_BUCKET
       case kHankelBucket:
         if constexpr (kScaled) return hankel_scaled_group<kIsK>(v, x, out, c);
+        break;
+      case kSmallXBucket:
+        if constexpr (!kIsK) return iv_small_x_group<kScaled>(v, x, out, c);
         break;
     }
   }
