@@ -62,7 +62,9 @@ constexpr int kHankelBucket = kMaxTerms / 2 + 1;
 constexpr int kSeriesShortBucket = kHankelBucket + 1;
 constexpr int kSeriesLongBucket = kHankelBucket + 2;
 constexpr int kSteedFarBucket = kHankelBucket + 3;
-constexpr int kBuckets = kHankelBucket + 4;
+constexpr int kSeriesLargeOrderBucket = kHankelBucket + 3;  // I only: v >= 20, 0.2 < x <= 2
+constexpr int kSeriesLargeOrderTinyBucket = kHankelBucket + 4;  // I only: v >= 20, x <= 0.2
+constexpr int kBuckets = kHankelBucket + 5;
 constexpr double kKLaneMinX = 1e-3;
 
 // Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
@@ -132,6 +134,11 @@ inline std::int64_t lane_bucket(double v, double x) {
   // 1.34e154 and made log_iv(1e100, 1e200) inf)
   const bool debye_ok = (v < 1e150) & (x > 1e-140) & (x < 1e150);
   std::int64_t large = debye_ok ? debye_bucket(v, x) : 0;
+  // (log I at x <= 2: the power series with Stirling's prefactor, cheaper than up to 20 Debye terms)
+  if (!kIsK) {
+    const std::int64_t series_large = x <= 0.2 ? kSeriesLargeOrderTinyBucket : kSeriesLargeOrderBucket;
+    large = (debye_ok & (x <= 2.0)) ? series_large : large;
+  }
   std::int64_t b = small_order ? small : large;
   b = hankel ? kHankelBucket : b;
   return valid ? b : 0;
@@ -328,6 +335,37 @@ inline void series_group(const double* v, const double* x, double* out, std::int
     rg = upper ? rg / mu[l] : rg;
     double pre = rg * (num[l] / den[l]);
     out[l] = log_branchfree(pre * sum[l]) + mu[l] * log_branchfree(half[l]);
+  }
+}
+
+// log I for v >= 20, 1e-140 < x <= 2: log I = v log y + log(sum / sqrt(2 pi v)) - S(v) with
+// y = (x/2) e / v, S(v) Stirling's series of log Gamma(v + 1) - log(sqrt(2 pi v) (v/e)^v) (six
+// terms: < 1e-17 at v >= 20) and sum = sum_k q^k / (k! (v+1)_k), q = (x/2)^2, whose terms
+// fall by q / (k (v + k)) <= q / (21 k): kTerms = 10 reach 1e-17 for q <= 1 (x <= 2), 5 for
+// q <= 0.01 (x <= 0.2: 0.01^5 / (21^5 5!) < 1e-19).  |log I| >= v |log y| - 1 >= 2v - 1 here, so
+// the rounding of v log y (~2 eps of it) stays ~2 eps relative.
+template <int kTerms>
+inline void series_large_order_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  constexpr double kE = 2.718281828459045;
+  double q[kLanes], term[kLanes], sum[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const double half = 0.5 * x[l];
+    q[l] = half * half;
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    cancels[l] = 0;
+  }
+  for (int k = 1; k <= kTerms; ++k)
+    for (int l = 0; l < kLanes; ++l) {
+      term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+      sum[l] += term[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    const double rv = 1.0 / v[l], r2 = rv * rv;
+    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    const double lead = v[l] * log_branchfree(0.5 * x[l] * kE * rv);
+    out[l] = lead + (log_branchfree(sum[l] / std::sqrt(2.0 * bessel_detail::kPi * v[l])) - stirling);
   }
 }
 
@@ -651,8 +689,11 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
     case kSeriesLongBucket:
       if constexpr (kIsK) return k_small_group<false>(v, x, out, cancels);
       return series_group<true>(v, x, out, cancels);
-    case kSteedFarBucket:
+    case kSteedFarBucket:  // (== kSeriesLargeOrderBucket)
       if constexpr (kIsK) return k_small_group<false>(v, x, out, cancels);
+      return series_large_order_group<10>(v, x, out, cancels);
+    case kSeriesLargeOrderTinyBucket:
+      if constexpr (!kIsK) return series_large_order_group<5>(v, x, out, cancels);
       break;
   }
 }
