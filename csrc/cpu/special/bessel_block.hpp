@@ -6,13 +6,17 @@
 // and by latency; across lanes with a branch-free log (common/branchfree_math.hpp) it is 2-3x
 // cheaper.
 //
-// How: one pass over a block of up to kChunk elements sends
-//   - elements outside the lanes' domain (tiny or huge arguments, NaN, negative x ...) to the
-//     header function (numkern/special/bessel.hpp) at once;
-//   - lane elements to a bucket: Debye elements by the number of Debye terms they need (rounded up
-//     to even, from the binade of max(v, x) <= sqrt(v^2 + x^2); extra terms only add accuracy),
-//     so that every lane of a group runs the same unrolled polynomial; Hankel and (log I only)
-//     power-series elements to buckets of their own.  A full bucket runs as a group.
+// How: block_pass computes the bucket of every element of a block of up to kPass elements (a
+// vectorized loop of selects), sorts the elements by bucket (counting sort) and runs each bucket
+// in groups of kLanes:
+//   - bucket 0, elements outside the lanes' domain (tiny or huge arguments, NaN, negative x ...):
+//     the header function (numkern/special/bessel.hpp);
+//   - Debye elements by the number of Debye terms they need (rounded up to even, from the binade
+//     of max(v, x) <= sqrt(v^2 + x^2); extra terms only add accuracy), so that every lane of a
+//     group runs the same unrolled polynomial;
+//   - buckets of their own for Hankel's expansion, the power series of I (v < 20; and v >= 20
+//     with x <= 2 for log I and for iv / ive below v = 170), and K at orders below 20 with
+//     sqrt(v^2 + x^2) < 25 (Temme's series, Steed's fraction, the recurrence).
 // A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
 // case) is recomputed by the header function, which takes the double-double path.
 //
@@ -723,7 +727,8 @@ template <bool kIsK, bool kScaled>
 struct DropinLanes {
   static double order(double v) { return lane_order<kIsK>(v); }
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
-  // of the result); iv/ive with x <= 2, v < 170 take bessel.hpp's direct series instead.
+  // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
+  // bessel.hpp's iv_series_direct below); ive/kve in the Hankel region: hankel_scaled_group.
   // (selects, not branches: see lane_bucket)
   static std::int64_t bucket(double v, double x) {
     using namespace bessel_detail;
