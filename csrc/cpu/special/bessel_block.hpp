@@ -741,17 +741,18 @@ struct DropinLanes {
     debye = debye & !((x >= 16.0 * v) & (x > 1.125899906842624e15));  // (debye_far)
     if (!kIsK) debye = debye & !((x <= 2.0) & (v < 170.0));
     std::int64_t b = debye ? debye_bucket(v, x) : 0;
-    // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test
-    // v |log(x/2)| <= 600 in libm's log; 590 leaves room for log_branchfree's last bit)
+    // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
+    // v |log(x/2)| <= 600; here the bound |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1))
     if (!kIsK) {
       const double half = 0.5 * x;
       const bool range = (v >= kDebyeMinOrder) & (v < 170.0) & (half <= 1.0) & (half >= 1e-6);
-      const bool series = range & (v * -log_branchfree(range ? half : 1.0) <= 590.0);
+      const double e = static_cast<double>(static_cast<std::int64_t>(m::to_bits(half) >> 52) - 1023);
+      const bool series = range & (v * (-e * 0.6931471805599453) <= 599.0);
       b = series ? kSmallXBucket : b;
     }
     b = small ? kSmallOrderBucket : b;
-    // ive, kve in the Hankel region: bessel.hpp's hankel_scaled (x < inf: 1.8e308 is DBL_MAX)
-    const bool hankel = kScaled & (v >= 0.0) & (x >= hankel_threshold(v)) & (x < 1.8e308);
+    // ive, kve in the Hankel region: bessel.hpp's hankel_scaled (finite x: <= DBL_MAX)
+    const bool hankel = kScaled & (v >= 0.0) & (x >= hankel_threshold(v)) & (x <= 1.7976931348623157e308);
     return hankel ? kHankelBucket : b;
   }
   static double scalar(double v, double x) {
