@@ -729,31 +729,28 @@ struct DropinLanes {
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
   // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
   // bessel.hpp's iv_series_direct below); ive/kve in the Hankel region: hankel_scaled_group.
-  // (selects, not branches: see lane_bucket)
+  // (branches with early exits: GCC does not vectorize this bucket loop, and a branchy scalar
+  // test is cheaper than evaluating every select; the classes are mostly homogeneous)
   static std::int64_t bucket(double v, double x) {
     using namespace bessel_detail;
+    if (!(v >= 0.0 && x > 0.0 && x <= 1.7976931348623157e308)) return 0;
+    const double ht = hankel_threshold(v);
+    // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
+    if (x >= ht) return kScaled ? kHankelBucket : 0;
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
-    const bool small = (v >= 0.0) & (v < kDebyeMinOrder) & (x > 0.0) & (x < hankel_threshold(v)) &
-                       (v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius);
-    bool debye = (v >= kDebyeMinOrder) & (v < 1e8) & (x > 1e-140) & (x < 50.0 * v * v);
+    if (v < kDebyeMinOrder) return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : 0;
+    if (!(v < 1e8 && x > 1e-140)) return 0;
+    if (!kIsK && x <= 2.0 && v < 170.0) {
+      // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
+      // v |log(x/2)| <= 600; here |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1))
+      const double half = 0.5 * x;
+      const double e = static_cast<double>(static_cast<std::int64_t>(m::to_bits(half) >> 52) - 1023);
+      return (half >= 1e-6 && v * (-e * 0.6931471805599453) <= 599.0) ? kSmallXBucket : 0;
+    }
     // x > 2^50 with x >= 16 v: bessel.hpp's cancellation-free exponent (the lanes' double-double
     // one is good to eps^2 x absolute only: 7 ulp at v = 5e7, x = 2e15)
-    debye = debye & !((x >= 16.0 * v) & (x > 1.125899906842624e15));  // (debye_far)
-    if (!kIsK) debye = debye & !((x <= 2.0) & (v < 170.0));
-    std::int64_t b = debye ? debye_bucket(v, x) : 0;
-    // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
-    // v |log(x/2)| <= 600; here the bound |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1))
-    if (!kIsK) {
-      const double half = 0.5 * x;
-      const bool range = (v >= kDebyeMinOrder) & (v < 170.0) & (half <= 1.0) & (half >= 1e-6);
-      const double e = static_cast<double>(static_cast<std::int64_t>(m::to_bits(half) >> 52) - 1023);
-      const bool series = range & (v * (-e * 0.6931471805599453) <= 599.0);
-      b = series ? kSmallXBucket : b;
-    }
-    b = small ? kSmallOrderBucket : b;
-    // ive, kve in the Hankel region: bessel.hpp's hankel_scaled (finite x: <= DBL_MAX)
-    const bool hankel = kScaled & (v >= 0.0) & (x >= hankel_threshold(v)) & (x <= 1.7976931348623157e308);
-    return hankel ? kHankelBucket : b;
+    if (x >= 16.0 * v && x > 1.125899906842624e15) return 0;  // (debye_far)
+    return debye_bucket(v, x);
   }
   static double scalar(double v, double x) {
     if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
