@@ -6,6 +6,10 @@ Two ways to run it:
                                            # is printed at the end (bench/conftest.py)
   python bench/bench_special.py            # same cases, own timer; prints the markdown table
   python bench/bench_special.py --regions  # numkern ns/element per algorithm region of bessel.hpp
+  python bench/bench_special.py --classes [--isa avx2]
+                                           # one thread only: a class x function table of
+                                           # SciPy / numkern ratios (log_iv, log_kv, iv, ive, kv,
+                                           # kve) against the issue #21 targets, on one ISA tier
 
 Anchors: log I_v = log(scipy.special.ive(v, x)) + x and log K_v = log(kve(v, x)) - x (what users
 write today); the drop-ins iv, ive, kv, kve, i0 ... k1e against the SciPy function of that name.
@@ -70,6 +74,12 @@ def _class_vmf(rng, n):
     return v, v * _logu(rng, 0.1, 10.0, n)
 
 
+def _class_plane(rng, n):
+    # random points over the whole (v, x) plane used in practice: both log-uniform over 10 decades
+    # (every region of bessel.hpp's map, the scalar edges included)
+    return _logu(rng, 1e-2, 1e5, n), _logu(rng, 1e-3, 1e6, n)
+
+
 # name -> (description for the table, generator)
 VX_CLASSES = {
     "small_x": ("v ~ U(0,100), x ~ logU(1e-4, 1)", _class_small_x),
@@ -78,6 +88,7 @@ VX_CLASSES = {
     "large_x": ("v ~ U(0,50), x ~ logU(1e2, 1e5)", _class_large_x),
     "large_v": ("v ~ logU(1e3,1e6), x = v logU(1e-2,1e2)", _class_large_v),
     "vmf": ("v = d/2-1, d ~ logU(64,131072), x = v logU(0.1,10)", _class_vmf),
+    "plane": ("v ~ logU(1e-2,1e5), x ~ logU(1e-3,1e6)", _class_plane),
 }
 
 # Fixed-order drop-ins (i0 ... k1e) see x only.
@@ -104,8 +115,9 @@ IMPLS = ("scipy", "nk1", "nk2")  # SciPy; numkern with 1 and with 2 threads
 _CACHE: dict = {}
 
 
-def inputs(cls: str, n: int = N):
+def inputs(cls: str, n: int | None = None):
     """(v, x) or (x,) float64 arrays of class `cls`, fixed seed; SciPy uses a prefix of them."""
+    n = N if n is None else n
     key = (cls, n)
     if key not in _CACHE:
         rng = np.random.default_rng([SEED, sorted({**VX_CLASSES, **X_CLASSES}).index(cls)])
@@ -346,16 +358,91 @@ def run_regions(n=N, rounds=ROUNDS):
     return "\n".join(rows)
 
 
+CLASS_FUNCS = ("log_iv", "log_kv", "iv", "ive", "kv", "kve")
+
+
+def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS):
+    """SciPy and numkern on one thread, interleaved round by round, thread CPU time: returns
+    {(func, cls): (scipy s/elem, numkern s/elem)}."""
+    out = {}
+    saved = numkern.get_num_threads()
+    numkern.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for func in funcs:
+                for cls in VX_CLASSES:
+                    runs = {impl: runner(func, cls, impl) for impl in ("scipy", "nk1")}
+                    samples = {impl: [] for impl in runs}
+                    for r in range(rounds + 1):  # round 0 is the warm-up
+                        for impl, (fn, n, _) in runs.items():
+                            t0 = time.thread_time()
+                            fn()
+                            if r:
+                                samples[impl].append((time.thread_time() - t0) / n)
+                    out[(func, cls)] = tuple(statistics.median(samples[i]) for i in ("scipy", "nk1"))
+    finally:
+        numkern.set_num_threads(saved)
+    return out
+
+
+def classes_report(res, funcs=CLASS_FUNCS) -> str:
+    """Class x function table of speedups (SciPy / numkern, one thread) and the issue #21 goals:
+    log_iv, log_kv >= 10x in every class and >= 20x on the median class; drop-ins >= 1.5x."""
+    isa = numkern.show_config().get("isa", "?")
+    head = "| class (ISA " + isa + ") | " + " | ".join(funcs) + " |"
+    lines = [head, "|---|" + "---:|" * len(funcs)]
+    for cls in VX_CLASSES:
+        cells = []
+        for f in funcs:
+            s, n = res.get((f, cls), (None, None))
+            r = _ratio(s, n)
+            cells.append("-" if r is None else f"{r:.1f}x ({n * 1e9:.0f} ns)")
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: SciPy time / numkern time per element (numkern ns/elem), one thread, CPU time.", ""]
+    for f in funcs:
+        rs = [_ratio(*res[(f, c)]) for c in VX_CLASSES if (f, c) in res]
+        if not rs:
+            continue
+        med, worst = statistics.median(rs), min(rs)
+        if f.startswith("log_"):
+            ok = worst >= 10 and med >= 20
+            lines.append(f"- {f}: worst {worst:.1f}x, median {med:.1f}x (goal >= 10x, median >= 20x: "
+                         f"{'meets' if ok else 'MISSES'})")
+        else:
+            lines.append(f"- {f}: worst {worst:.1f}x, median {med:.1f}x (goal >= 1.5x: "
+                         f"{'meets' if worst >= 1.5 else 'MISSES'})")
+    lines += ["", "Classes:", ""] + [f"- `{c}`: {d}" for c, (d, _) in VX_CLASSES.items()]
+    return "\n".join(lines)
+
+
 def main(argv=None):
+    global N, N_SCIPY
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=ROUNDS)
     p.add_argument("--regions", action="store_true", help="time numkern per region of bessel.hpp")
     p.add_argument("--only", nargs="*", help="function names to run (default: all)")
+    p.add_argument("--classes", action="store_true",
+                   help="one thread: class x function speedup table (log_iv ... kve)")
+    p.add_argument("--isa", choices=("auto", "portable", "avx2", "avx512"),
+                   help="SIMD tier of the dispatcher (numkern._core.set_isa; default NUMKERN_ISA/auto)")
+    p.add_argument("--n", type=int, default=N, help=f"numkern elements per class (default {N:,})")
     a = p.parse_args(argv)
+    N, N_SCIPY = a.n, min(N_SCIPY, a.n)
+    if a.isa:
+        from numkern import _core
+
+        if not _core.isa_supported(a.isa):
+            p.error(f"--isa {a.isa}: this CPU lacks it")
+        _core.set_isa(a.isa)
     print("## numkern.special vs SciPy\n")
     print(machine_header() + "\n")
     if a.regions:
         print(run_regions(rounds=a.rounds))
+        return 0
+    if a.classes:
+        funcs = tuple(a.only) if a.only else CLASS_FUNCS
+        print(classes_report(run_classes(a.rounds, funcs), funcs))
         return 0
     print(markdown_report(run_all(a.rounds, a.only), rounds=a.rounds))
     return 0

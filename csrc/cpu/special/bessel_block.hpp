@@ -6,13 +6,17 @@
 // and by latency; across lanes with a branch-free log (common/branchfree_math.hpp) it is 2-3x
 // cheaper.
 //
-// How: one pass over a block of up to kChunk elements sends
-//   - elements outside the lanes' domain (tiny or huge arguments, NaN, negative x ...) to the
-//     header function (numkern/special/bessel.hpp) at once;
-//   - lane elements to a bucket: Debye elements by the number of Debye terms they need (rounded up
-//     to even, from the binade of max(v, x) <= sqrt(v^2 + x^2); extra terms only add accuracy),
-//     so that every lane of a group runs the same unrolled polynomial; Hankel and (log I only)
-//     power-series elements to buckets of their own.  A full bucket runs as a group.
+// How: block_pass computes the bucket of every element of a block of up to kPass elements (a
+// vectorized loop of selects), sorts the elements by bucket (counting sort) and runs each bucket
+// in groups of kLanes:
+//   - bucket 0, elements outside the lanes' domain (tiny or huge arguments, NaN, negative x ...):
+//     the header function (numkern/special/bessel.hpp);
+//   - Debye elements by the number of Debye terms they need (rounded up to even, from the binade
+//     of max(v, x) <= sqrt(v^2 + x^2); extra terms only add accuracy), so that every lane of a
+//     group runs the same unrolled polynomial;
+//   - buckets of their own for Hankel's expansion, the power series of I (v < 20; and v >= 20
+//     with x <= 2 for log I and for iv / ive below v = 170), and K at orders below 20 with
+//     sqrt(v^2 + x^2) < 25 (Temme's series, Steed's fraction, the recurrence).
 // A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
 // case) is recomputed by the header function, which takes the double-double path.
 //
@@ -43,36 +47,66 @@ namespace nk::cpu {
 namespace bessel_block_detail {
 
 constexpr int kLanes = 32;
+
+// An empty asm statement that a loop body can carry so that the compiler does not vectorize the
+// loop: a scatter or gather loop of doubles becomes vscatter / vgather instructions otherwise,
+// which on AMD Zen 4 cost more than the scalar moves (measured: 2 ns per element of the block).
+#if defined(__GNUC__)
+#define NK_NO_VECTORIZE(var) __asm__("" : "+r"(var))
+#else
+#define NK_NO_VECTORIZE(var) ((void)0)
+#endif
 constexpr int kMaxTerms = bessel_detail::kDebyeTerms - 1;  // 20
 // bucket 0: scalar; 1..10: Debye with 2b terms; 11: Hankel; 12, 13: power series of I (x <= 2
 // with a fixed 12 terms; 2 < x < 25 until converged)
 constexpr int kHankelBucket = kMaxTerms / 2 + 1;
+// K only: buckets 12, 13, 14 hold orders below 20 with h < 25 and x >= kKLaneMinX: Temme's
+// series (x <= 1.25) and Steed's fraction (1.25 < x <= 4, x > 4: split so that a group's
+// iteration count, the largest of its lanes, stays close to each lane's own).
 constexpr int kSeriesShortBucket = kHankelBucket + 1;
 constexpr int kSeriesLongBucket = kHankelBucket + 2;
-constexpr int kBuckets = kHankelBucket + 3;
+constexpr int kSteedFarBucket = kHankelBucket + 3;
+constexpr int kSeriesLargeOrderBucket = kHankelBucket + 3;  // I only: v >= 20, 0.2 < x <= 2
+constexpr int kSeriesLargeOrderTinyBucket = kHankelBucket + 4;  // I only: v >= 20, x <= 0.2
+constexpr int kBuckets = kHankelBucket + 5;
+constexpr double kKLaneMinX = 1e-3;
 
 // Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
-// terms needed at t = 2^-e (bessel.hpp's truncation rule) suffice for the whole binade.
-struct BucketTable {
-  std::uint8_t by_exponent[64];
+// terms needed at t = 2^-e (bessel.hpp's truncation rule) suffice for the whole binade.  The
+// bucket falls with e from kMaxTerms / 2 to 1; it is computed as 1 + the number of limits
+// 2^(e_k + 1) above max(v, x), e_k the last binade of a bucket > k: compares and adds only (a
+// table look-up would be a gather, which stops GCC from vectorizing block_pass's bucket loop).
+struct BucketLimits {
+  double above[kMaxTerms / 2 - 1];  // bucket > k + 1 where max(v, x) < above[k]
 };
-constexpr BucketTable make_bucket_table() {
-  BucketTable table{};
+constexpr BucketLimits make_bucket_limits() {
+  int by_exponent[64] = {};
   for (int e = 0; e < 64; ++e) {
     double t = 1.0;
     for (int j = 0; j < e; ++j) t *= 0.5;
     int terms = 1;
     for (int k = 1; k < kMaxTerms; ++k) terms += (t >= bessel_detail::kDebyeTruncation[k]) ? 1 : 0;
-    table.by_exponent[e] = static_cast<std::uint8_t>((terms + 1) / 2);
+    by_exponent[e] = (terms + 1) / 2;
   }
-  return table;
+  BucketLimits limits{};
+  for (int k = 0; k < kMaxTerms / 2 - 1; ++k) {
+    int last = -1;  // the last binade whose bucket is > k + 1 (by_exponent falls with e)
+    for (int e = 0; e < 64; ++e)
+      if (by_exponent[e] > k + 1) last = e;
+    double limit = 1.0;
+    for (int j = 0; j <= last; ++j) limit *= 2.0;
+    limits.above[k] = last < 0 ? 0.0 : limit;
+  }
+  return limits;
 }
-constexpr BucketTable kBucketTable = make_bucket_table();
+constexpr BucketLimits kBucketLimits = make_bucket_limits();
 
 // Debye bucket (terms / 2) of an element with v >= 20 (so max(v, x) >= 2^4).
-inline int debye_bucket(double v, double x) {
-  const int e = static_cast<int>(m::to_bits(v > x ? v : x) >> 52) - 1023;
-  return e < 64 ? kBucketTable.by_exponent[e] : 1;
+inline std::int64_t debye_bucket(double v, double x) {
+  const double big = v > x ? v : x;
+  std::int64_t b = 1;
+  for (int k = 0; k < kMaxTerms / 2 - 1; ++k) b += big < kBucketLimits.above[k];
+  return b;
 }
 
 // The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
@@ -82,19 +116,36 @@ inline int debye_bucket(double v, double x) {
 // For I only, the rest of v < 20 with x >= 2e-6 runs bessel.hpp's power series in lanes.
 // Returns 0 outside it (the scalar function), or the bucket.
 constexpr int kSmallOrderBucket = kMaxTerms / 2;
+// Written as selects, not branches: block_run computes the buckets of a whole block in one loop
+// that the compiler vectorizes (a branchy version cost ~14 cycles per element in mispredictions).
+// (& on bools, not &&: no control flow)
 template <bool kIsK>
-inline int lane_bucket(double v, double x) {
-  if (!(v >= 0.0 && x > 0.0 && x < 1e300)) return 0;  // NaN, negative, zero, infinite: scalar
-  if (x >= bessel_detail::hankel_threshold(v)) return kHankelBucket;
-  if (v < bessel_detail::kDebyeMinOrder) {
-    if (bessel_detail::uses_debye(v, x)) return kSmallOrderBucket;
-    if (!kIsK && x >= 2e-6) return x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
-    return 0;
+inline std::int64_t lane_bucket(double v, double x) {
+  const bool valid = (v >= 0.0) & (x > 0.0) & (x < 1e300);  // NaN, negative, zero, infinite: scalar
+  const bool hankel = x >= bessel_detail::hankel_threshold(v);
+  const bool small_order = v < bessel_detail::kDebyeMinOrder;
+  const bool debye_small = v * v + x * x >= bessel_detail::kDebyeMinRadius * bessel_detail::kDebyeMinRadius;
+  std::int64_t series;
+  if constexpr (kIsK) {
+    series = x <= 1.25 ? kSeriesShortBucket : (x <= 4.0 ? kSeriesLongBucket : kSteedFarBucket);
+    series = x >= kKLaneMinX ? series : 0;
+  } else {
+    series = x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
+    series = x >= 2e-6 ? series : 0;
   }
+  std::int64_t small = debye_small ? kSmallOrderBucket : series;
   // (and x < 50 v^2: not Hankel; x < 1e150: the lanes form v^2 + x^2, which overflowed past
   // 1.34e154 and made log_iv(1e100, 1e200) inf)
-  if (!(v < 1e150 && x > 1e-140 && x < 1e150)) return 0;
-  return debye_bucket(v, x);
+  const bool debye_ok = (v < 1e150) & (x > 1e-140) & (x < 1e150);
+  std::int64_t large = debye_ok ? debye_bucket(v, x) : 0;
+  // (log I at x <= 2: the power series with Stirling's prefactor, cheaper than up to 20 Debye terms)
+  if (!kIsK) {
+    const std::int64_t series_large = x <= 0.2 ? kSeriesLargeOrderTinyBucket : kSeriesLargeOrderBucket;
+    large = (debye_ok & (x <= 2.0)) ? series_large : large;
+  }
+  std::int64_t b = small_order ? small : large;
+  b = hankel ? kHankelBucket : b;
+  return valid ? b : 0;
 }
 
 // 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
@@ -291,6 +342,191 @@ inline void series_group(const double* v, const double* x, double* out, std::int
   }
 }
 
+// log I for v >= 20, 1e-140 < x <= 2: log I = v log y + log(sum / sqrt(2 pi v)) - S(v) with
+// y = (x/2) e / v, S(v) Stirling's series of log Gamma(v + 1) - log(sqrt(2 pi v) (v/e)^v) (six
+// terms: < 1e-17 at v >= 20) and sum = sum_k q^k / (k! (v+1)_k), q = (x/2)^2, whose terms
+// fall by q / (k (v + k)) <= q / (21 k): kTerms = 10 reach 1e-17 for q <= 1 (x <= 2), 5 for
+// q <= 0.01 (x <= 0.2: 0.01^5 / (21^5 5!) < 1e-19).  |log I| >= v |log y| - 1 >= 2v - 1 here, so
+// the rounding of v log y (~2 eps of it) stays ~2 eps relative.
+template <int kTerms>
+inline void series_large_order_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  constexpr double kE = 2.718281828459045;
+  double q[kLanes], term[kLanes], sum[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const double half = 0.5 * x[l];
+    q[l] = half * half;
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    cancels[l] = 0;
+  }
+  for (int k = 1; k <= kTerms; ++k)
+    for (int l = 0; l < kLanes; ++l) {
+      term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+      sum[l] += term[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    const double rv = 1.0 / v[l], r2 = rv * rv;
+    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    const double lead = v[l] * log_branchfree(0.5 * x[l] * kE * rv);
+    out[l] = lead + (log_branchfree(sum[l] / std::sqrt(2.0 * bessel_detail::kPi * v[l])) - stirling);
+  }
+}
+
+// ---- K at orders below 20, h < 25: bessel.hpp's log_kv_small_order<false> in lanes -------------
+// v = n + mu (n = rint(v), |mu| <= 1/2); K_mu and K_mu+1 from Temme's series (kTemme, x <= 1.25)
+// or Steed's fraction CF2 (scaled by e^x), then the forward recurrence
+// K_mu+i+1 = (2 (mu + i) / x) K_mu+i + K_mu+i-1 up to K_v (masked per lane: n <= 20 steps; no
+// rescaling needed: K_20(1e-3) ~ 1e83).  Same operations as the header's except: log and exp
+// branch-free; sinh(e)/e, cosh(e) from e^e (Taylor for |e| < 1); pi mu / sin(pi mu) by its
+// Taylor series; Steed's c / (i + 1) as a product with the reciprocal.  Loops run until every
+// lane's series has converged.
+NK_FORCE_INLINE inline void rgamma_parts_lane(double mu, double* odd_over_mu, double* even) {
+  using namespace bessel_detail;
+  double mu2 = mu * mu, odd = 0.0, ev = 0.0;
+#pragma GCC unroll 16
+  for (int k = kRGammaTerms - 2; k >= 0; k -= 2) {
+    ev = ev * mu2 + kRGamma[k];
+    odd = odd * mu2 + kRGamma[k + 1];
+  }
+  *odd_over_mu = odd;
+  *even = ev;
+}
+
+template <bool kTemme>
+inline void k_small_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  using namespace bessel_detail;
+  double mu[kLanes], kmu[kLanes], kmu1[kLanes];
+  std::int64_t active[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    mu[l] = v[l] - std::rint(v[l]);
+    active[l] = 1;
+    cancels[l] = 0;
+  }
+  if constexpr (kTemme) {
+    double ff[kLanes], sum[kLanes], sum1[kLanes], p[kLanes], q[kLanes], c[kLanes], dsq[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      double odd, even;
+      rgamma_parts_lane(mu[l], &odd, &even);
+      const double gam1 = -odd, gam2 = even;
+      const double gampl = gam2 - mu[l] * gam1, gammi = gam2 + mu[l] * gam1;
+      const double x2 = 0.5 * x[l];
+      // pi mu / sin(pi mu) = 1 / (sin(y) / y), y = pi mu, |y| <= pi/2: Taylor to y^24 (< 1e-19)
+      const double y = kPi * mu[l], y2 = y * y;
+      double sy = 1.0;  // sin(y)/y by Horner in the ratios of consecutive terms
+      for (int k = 12; k >= 1; --k) sy = 1.0 - y2 / ((2.0 * k) * (2.0 * k + 1.0)) * sy;
+      const double fact = 1.0 / sy;
+      const double d = -log_branchfree(x2);
+      const double e = mu[l] * d;
+      const double ee = exp_branchfree(e), inv = 1.0 / ee;
+      const double e2 = e * e;
+      double shoe = 1.0;  // sinh(e)/e, Taylor for |e| < 1 (to e^22: < 1e-21)
+      for (int k = 11; k >= 1; --k) shoe = 1.0 + e2 / ((2.0 * k) * (2.0 * k + 1.0)) * shoe;
+      shoe = std::fabs(e) < 1.0 ? shoe : 0.5 * (ee - inv) / e;
+      ff[l] = fact * (gam1 * (0.5 * (ee + inv)) + gam2 * shoe * d);
+      sum[l] = ff[l];
+      p[l] = 0.5 * ee / gampl;
+      q[l] = 0.5 / (ee * gammi);
+      c[l] = 1.0;
+      dsq[l] = x2 * x2;
+      sum1[l] = p[l];
+    }
+    for (int i = 1; i < 500; ++i) {
+      const double di = i;
+      std::int64_t any = 0;
+      for (int l = 0; l < kLanes; ++l) {
+        double f = (di * ff[l] + p[l] + q[l]) / (di * di - mu[l] * mu[l]);
+        double cc = c[l] * (dsq[l] / di);
+        double pp = p[l] / (di - mu[l]), qq = q[l] / (di + mu[l]);
+        double del = cc * f;
+        const std::int64_t a = active[l];
+        sum[l] += a ? del : 0.0;
+        sum1[l] += a ? cc * (pp - di * f) : 0.0;
+        ff[l] = f;
+        c[l] = cc;
+        p[l] = pp;
+        q[l] = qq;
+        active[l] = a & (std::fabs(del) >= kTiny * std::fabs(sum[l]));
+        any |= active[l];
+      }
+      if (!any) break;
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      kmu[l] = sum[l];
+      kmu1[l] = sum1[l] * (2.0 / x[l]);
+    }
+  } else {
+    double b[kLanes], d[kLanes], h[kLanes], delh[kLanes], q1[kLanes], q2[kLanes], a1[kLanes], q[kLanes],
+        c[kLanes], a[kLanes], s[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      b[l] = 2.0 * (1.0 + x[l]);
+      d[l] = 1.0 / b[l];
+      h[l] = d[l];
+      delh[l] = d[l];
+      q1[l] = 0.0;
+      q2[l] = 1.0;
+      a1[l] = 0.25 - mu[l] * mu[l];
+      q[l] = a1[l];
+      c[l] = a1[l];
+      a[l] = -a1[l];
+      s[l] = 1.0 + q[l] * delh[l];
+    }
+    for (int i = 1; i < 100000; ++i) {
+      const double two_i = 2.0 * i, inv_i1 = 1.0 / (i + 1.0);
+      std::int64_t any = 0;
+      for (int l = 0; l < kLanes; ++l) {
+        const std::int64_t act = active[l];
+        double aa = a[l] - two_i;
+        double cc = -aa * c[l] * inv_i1;
+        double qnew = (q1[l] - b[l] * q2[l]) / aa;
+        double qq = q[l] + cc * qnew;
+        double bb = b[l] + 2.0;
+        double dd_ = 1.0 / (bb + aa * d[l]);
+        double dh = (bb * dd_ - 1.0) * delh[l];
+        double dels = qq * dh;
+        // a converged lane keeps its state (its h and s are final)
+        h[l] += act ? dh : 0.0;
+        s[l] += act ? dels : 0.0;
+        a[l] = aa;
+        c[l] = cc;
+        q1[l] = q2[l];
+        q2[l] = qnew;
+        q[l] = qq;
+        b[l] = bb;
+        d[l] = dd_;
+        delh[l] = dh;
+        active[l] = act & (std::fabs(dels) >= kTiny * std::fabs(s[l]));
+        any |= active[l];
+      }
+      if (!any) break;
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      const double hh = a1[l] * h[l];
+      kmu[l] = std::sqrt(kPi / (2.0 * x[l])) / s[l];
+      kmu1[l] = kmu[l] * (mu[l] + x[l] + 0.5 - hh) / x[l];
+    }
+  }
+  // the forward recurrence, n - 1 steps per lane (n <= 20)
+  double prev[kLanes], cur[kLanes], n[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    n[l] = std::rint(v[l]);
+    prev[l] = kmu[l];
+    cur[l] = kmu1[l];
+  }
+  for (int i = 1; i < 20; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      const double f = (2.0 * (mu[l] + i)) / x[l];
+      const double next = f * cur[l] + prev[l];
+      const std::int64_t step = i < n[l];
+      prev[l] = step ? cur[l] : prev[l];
+      cur[l] = step ? next : cur[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    const double k = n[l] == 0.0 ? kmu[l] : cur[l];
+    out[l] = log_branchfree(k) - (kTemme ? 0.0 : x[l]);
+  }
+}
+
 // ---- drop-ins iv, ive, kv, kve: the Debye region in lanes -----------------------------------
 // bessel.hpp's kExact path: the exponent v eta in double-double (debye_exponent<true>, whose
 // dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
@@ -347,6 +583,94 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
   }
 }
 
+// ive, kve in the Hankel region: bessel.hpp's hankel_scaled with the same operations in the same
+// order (so the same values): S = sum_k (-+1)^k a_k(v) / x^k, stopped per lane at the smallest term
+// or below 1e-17 relative, then S c / sqrt(x).
+template <bool kIsK>
+inline void hankel_scaled_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  constexpr double kSign = kIsK ? 1.0 : -1.0;
+  double term[kLanes], sum[kLanes], prev[kLanes];
+  std::int64_t active[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    prev[l] = 2.0;
+    active[l] = 1;
+    cancels[l] = 0;
+  }
+  for (int k = 1; k < 200; ++k) {
+    const double odd = 2.0 * k - 1.0;
+    std::int64_t any = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      double t = term[l] * (kSign * (2.0 * v[l] - odd) * (2.0 * v[l] + odd) / (8.0 * k * x[l]));
+      double at = std::fabs(t);
+      std::int64_t adds = active[l] & (at <= prev[l]);
+      double sm = sum[l] + t;
+      sum[l] = adds ? sm : sum[l];
+      active[l] = adds & (at >= bessel_detail::kTiny * std::fabs(sm));
+      prev[l] = at;
+      term[l] = t;
+      any |= active[l];
+    }
+    if (!any) break;
+  }
+  constexpr double kC = kIsK ? bessel_detail::kSqrtPiOver2 : bessel_detail::kInvSqrt2Pi;
+  for (int l = 0; l < kLanes; ++l) out[l] = sum[l] * kC / std::sqrt(x[l]);
+}
+
+// iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1 (bessel.hpp's iv_series_direct, by_gamma branch):
+//   I_v(x) e^(-x scaled) = exp(v log y - S(v) - x scaled) * sum / sqrt(2 pi v),
+//   y = (x/2) e / v (double-double), S(v) = Stirling's series, sum = sum_k q^k / (k! (v+1)_k)
+// with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  The header takes pow(y, v)
+// (scalar); here v log y is a double-double (dd_log, ~1e-30) and the exponential is
+// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is below -700 (a
+// subnormal or zero result) go to the scalar path.
+constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
+template <bool kScaled>
+inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  using namespace bessel_detail;
+  double q[kLanes], term[kLanes], sum[kLanes], stir[kLanes];
+  double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes], tab_hi[kLanes], tab_lo[kLanes];
+  int red_idx[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const double half = 0.5 * x[l];
+    q[l] = half * half;
+    term[l] = 1.0;
+    sum[l] = 1.0;
+    constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
+    dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v[l]);
+    DdLogReduced r = dd_log_reduce(y);
+    red_e[l] = r.e;
+    red_f[l] = r.f;
+    red_lo[l] = r.lo;
+    red_j[l] = r.j;
+    red_idx[l] = r.idx;
+    const double rv = 1.0 / v[l], r2 = rv * rv;
+    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    stir[l] = -stirling;
+  }
+  for (int l = 0; l < kLanes; ++l) {  // the table look-ups, one lane at a time
+    tab_hi[l] = dd_detail::kLogTable[red_idx[l]][0];
+    tab_lo[l] = dd_detail::kLogTable[red_idx[l]][1];
+  }
+  for (int k = 1; k <= 10; ++k)
+    for (int l = 0; l < kLanes; ++l) {
+      term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+      sum[l] += term[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    DdLogReduced r = {red_e[l], red_f[l], red_lo[l], red_j[l], red_idx[l]};
+    dd e = dd_mul(dd_log_finish(r, dd{tab_hi[l], tab_lo[l]}), v[l]);
+    e = dd_add(e, stir[l]);
+    if (kScaled) e = dd_add(e, -x[l]);
+    const double hi = e.hi > -700.0 ? (e.hi < 700.0 ? e.hi : 700.0) : -700.0;
+    const double ex = exp_branchfree(hi);
+    out[l] = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
+    cancels[l] = e.hi <= -700.0;
+  }
+}
+
 template <bool kIsK>
 inline double scalar_log_bessel(double v, double x) {
   return kIsK ? log_kv(v, x) : log_iv(v, x);
@@ -364,10 +688,16 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
     case kHankelBucket:
       return hankel_group<kIsK>(v, x, out, cancels);
     case kSeriesShortBucket:
-      if constexpr (!kIsK) return series_group<false>(v, x, out, cancels);
-      break;
+      if constexpr (kIsK) return k_small_group<true>(v, x, out, cancels);
+      return series_group<false>(v, x, out, cancels);
     case kSeriesLongBucket:
-      if constexpr (!kIsK) return series_group<true>(v, x, out, cancels);
+      if constexpr (kIsK) return k_small_group<false>(v, x, out, cancels);
+      return series_group<true>(v, x, out, cancels);
+    case kSteedFarBucket:  // (== kSeriesLargeOrderBucket)
+      if constexpr (kIsK) return k_small_group<false>(v, x, out, cancels);
+      return series_large_order_group<10>(v, x, out, cancels);
+    case kSeriesLargeOrderTinyBucket:
+      if constexpr (!kIsK) return series_large_order_group<5>(v, x, out, cancels);
       break;
   }
 }
@@ -380,13 +710,13 @@ static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10"
 template <bool kIsK>
 inline double lane_order(double v) {
   if (kIsK) return std::fabs(v);
-  return (v < 0.0 && std::floor(v) == v) ? -v : v;
+  return ((v < 0.0) & (std::floor(v) == v)) ? -v : v;
 }
 
 template <bool kIsK>
 struct LogLanes {
   static double order(double v) { return lane_order<kIsK>(v); }
-  static int bucket(double v, double x) { return lane_bucket<kIsK>(v, x); }
+  static std::int64_t bucket(double v, double x) { return lane_bucket<kIsK>(v, x); }
   static double scalar(double v, double x) { return scalar_log_bessel<kIsK>(v, x); }
   static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
     run_group<kIsK>(b, v, x, out, c);
@@ -397,17 +727,29 @@ template <bool kIsK, bool kScaled>
 struct DropinLanes {
   static double order(double v) { return lane_order<kIsK>(v); }
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
-  // of the result); iv/ive with x <= 2, v < 170 take bessel.hpp's direct series instead.
-  static int bucket(double v, double x) {
+  // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
+  // bessel.hpp's iv_series_direct below); ive/kve in the Hankel region: hankel_scaled_group.
+  // (branches with early exits: GCC does not vectorize this bucket loop, and a branchy scalar
+  // test is cheaper than evaluating every select; the classes are mostly homogeneous)
+  static std::int64_t bucket(double v, double x) {
+    using namespace bessel_detail;
+    if (!(v >= 0.0 && x > 0.0 && x <= 1.7976931348623157e308)) return 0;
+    const double ht = hankel_threshold(v);
+    // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
+    if (x >= ht) return kScaled ? kHankelBucket : 0;
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
-    if (v >= 0.0 && v < bessel_detail::kDebyeMinOrder && x > 0.0 && x < bessel_detail::hankel_threshold(v) &&
-        bessel_detail::uses_debye(v, x))
-      return kSmallOrderBucket;
-    if (!(v >= bessel_detail::kDebyeMinOrder && v < 1e8 && x > 1e-140 && x < 50.0 * v * v)) return 0;
+    if (v < kDebyeMinOrder) return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : 0;
+    if (!(v < 1e8 && x > 1e-140)) return 0;
+    if (!kIsK && x <= 2.0 && v < 170.0) {
+      // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
+      // v |log(x/2)| <= 600; here |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1))
+      const double half = 0.5 * x;
+      const double e = static_cast<double>(static_cast<std::int64_t>(m::to_bits(half) >> 52) - 1023);
+      return (half >= 1e-6 && v * (-e * 0.6931471805599453) <= 599.0) ? kSmallXBucket : 0;
+    }
     // x > 2^50 with x >= 16 v: bessel.hpp's cancellation-free exponent (the lanes' double-double
     // one is good to eps^2 x absolute only: 7 ulp at v = 5e7, x = 2e15)
-    if (bessel_detail::debye_far(v, x)) return 0;
-    if (!kIsK && x <= 2.0 && v < 170.0) return 0;
+    if (x >= 16.0 * v && x > 1.125899906842624e15) return 0;  // (debye_far)
     return debye_bucket(v, x);
   }
   static double scalar(double v, double x) {
@@ -422,47 +764,98 @@ struct DropinLanes {
       NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
       NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
 #undef NK_BUCKET
+      case kHankelBucket:
+        if constexpr (kScaled) return hankel_scaled_group<kIsK>(v, x, out, c);
+        break;
+      case kSmallXBucket:
+        if constexpr (!kIsK) return iv_small_x_group<kScaled>(v, x, out, c);
+        break;
     }
   }
 };
 
-// Runs one group of up to kLanes elements of one bucket (padded with a repeat of its first).
+// Runs the groups of one bucket: n elements, contiguous in vb / xb (lane orders and arguments),
+// whose results go to out[ib[i]]; a partial last group is padded (in a copy) with a repeat of
+// its first element.
 template <class Lanes>
-inline void run_pending(int bucket, const std::uint32_t* idx, int lanes, const double* v,
-                        const double* x, double* out) {
-  double vl[kLanes], xl[kLanes], res[kLanes];
-  std::int64_t redo[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    const std::uint32_t i = idx[l < lanes ? l : 0];
-    vl[l] = Lanes::order(v[i]);
-    xl[l] = x[i];
+inline void run_bucket(int bucket, const double* vb, const double* xb, const std::uint32_t* ib, index_t n,
+                       double* out) {
+  for (index_t g = 0; g < n; g += kLanes) {
+    const int lanes = n - g < kLanes ? static_cast<int>(n - g) : kLanes;
+    double vp[kLanes], xp[kLanes], res[kLanes];
+    std::int64_t redo[kLanes];
+    const double *vg = vb + g, *xg = xb + g;
+    if (lanes < kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        vp[l] = vg[l < lanes ? l : 0];
+        xp[l] = xg[l < lanes ? l : 0];
+      }
+      vg = vp;
+      xg = xp;
+    }
+#ifdef NK_EXP2
+    for (int l = 0; l < kLanes; ++l) { res[l] = vg[l]; redo[l] = 0; }
+#else
+    Lanes::group(bucket, vg, xg, res, redo);
+#endif
+    for (int l = 0; l < lanes; ++l)
+      if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
+    for (int l = 0; l < lanes; ++l) {
+      NK_NO_VECTORIZE(l);
+      out[ib[g + l]] = res[l];
+    }
   }
-  Lanes::group(bucket, vl, xl, res, redo);
-  for (int l = 0; l < lanes; ++l)
-    if (redo[l]) res[l] = Lanes::scalar(vl[l], xl[l]);
-  for (int l = 0; l < lanes; ++l) out[idx[l]] = res[l];  // out may alias v or x: write last
 }
 
-// One pass: an element outside the lanes' domain is computed at once; a lane element waits in
-// its bucket until kLanes of them are there.
+// One pass over at most kPass elements: (1) the lane order and bucket of every element, in a loop
+// of selects that the compiler vectorizes; (2) a counting sort of the elements by bucket into
+// contiguous copies (four interleaved counters, so that runs of one bucket do not serialize on
+// one counter's store-to-load latency); (3) each bucket's groups, and the scalar function for
+// bucket 0.  out may alias v or x: v and x are copied before any result is written, and bucket
+// 0 reads and writes only its own elements.
+constexpr index_t kPass = 2048;
 template <class Lanes>
-void block_run(const double* v, const double* x, double* out, index_t n) {
-  std::uint32_t pending[kBuckets][kLanes];
-  int count[kBuckets] = {};
+void block_pass(const double* v, const double* x, double* out, index_t n) {
+  constexpr int kWays = 4;
+  alignas(64) double ord[kPass];
+  alignas(64) std::int64_t bk[kPass];
   for (index_t i = 0; i < n; ++i) {
-    const int b = Lanes::bucket(Lanes::order(v[i]), x[i]);
-    if (b == 0) {
-      out[i] = Lanes::scalar(v[i], x[i]);
-      continue;
-    }
-    pending[b][count[b]++] = static_cast<std::uint32_t>(i);
-    if (count[b] == kLanes) {
-      run_pending<Lanes>(b, pending[b], kLanes, v, x, out);
-      count[b] = 0;
+    ord[i] = Lanes::order(v[i]);
+    bk[i] = Lanes::bucket(ord[i], x[i]);
+  }
+#ifdef NK_EXP3
+  for (index_t i = 0; i < n; ++i) out[i] = bk[i] + ord[i];
+  return;
+#endif
+  index_t count[kWays][kBuckets] = {};
+  for (index_t i = 0; i < n; ++i) ++count[i % kWays][bk[i]];
+  index_t start[kBuckets + 1], offset[kWays][kBuckets];
+  index_t pos = 0;
+  for (int b = 0; b < kBuckets; ++b) {
+    start[b] = pos;
+    for (int w = 0; w < kWays; ++w) {
+      offset[w][b] = pos;
+      pos += count[w][b];
     }
   }
+  start[kBuckets] = pos;
+  alignas(64) double vb[kPass], xb[kPass];
+  std::uint32_t ib[kPass];
+  for (index_t i = 0; i < n; ++i) {
+    const index_t p = offset[i % kWays][bk[i]]++;
+    vb[p] = ord[i];
+    xb[p] = x[i];
+    ib[p] = static_cast<std::uint32_t>(i);
+  }
+  for (index_t p = start[0]; p < start[1]; ++p) out[ib[p]] = Lanes::scalar(v[ib[p]], x[ib[p]]);
   for (int b = 1; b < kBuckets; ++b)
-    if (count[b] > 0) run_pending<Lanes>(b, pending[b], count[b], v, x, out);
+    if (start[b + 1] > start[b])
+      run_bucket<Lanes>(b, vb + start[b], xb + start[b], ib + start[b], start[b + 1] - start[b], out);
+}
+
+template <class Lanes>
+void block_run(const double* v, const double* x, double* out, index_t n) {
+  for (index_t i = 0; i < n; i += kPass) block_pass<Lanes>(v + i, x + i, out + i, n - i < kPass ? n - i : kPass);
 }
 
 }  // namespace bessel_block_detail
