@@ -8,10 +8,10 @@ normal 0 int, 1 flint; per_row: one scale per row, else one for the tensor):
   errors float64 [groups]): the encoder on w [..., cols] (any floating dtype, computed in float32,
   rows = prod of the leading dimensions, groups = rows or 1); mode 0 threshold search, 1 sigma
   bound, 2 the given ``alphas`` (read only then); errors = squared error per group.  Not
-  differentiable (integer codes): no autograd kernel, a gradient through it raises.
+  differentiable (integer codes): a backward through it raises.
 - ``torch.ops.numkern.ovp_dequantize(codes, scales, cols, bits, normal, per_row)`` -> float32
   [rows, cols]: grid value x scale.  Not differentiable (the codes are integers, the scales
-  constants).
+  constants): a backward through it raises.
 - ``torch.ops.numkern.ovp_matmul(x, codes, scales, packed, bits, normal, per_row)`` =
   x @ ovp_dequantize(W).T for x [..., K] (float32 result cast back to x's dtype).  ``packed``: the
   pack numkern._core.olive.prepack built from the same codes (CPU; an empty uint8 tensor: none,
@@ -193,4 +193,20 @@ for _name, _kernel, _fake in (("ovp_matmul", _ovp_matmul_kernel, _ovp_matmul_fak
     LIB.impl(_name, _kernel, "CUDA")
     torch.library.register_fake(f"numkern::{_name}", _fake, lib=LIB)
 
+
+
+def not_differentiable(name):
+    """Autograd of an op without derivatives: a backward through it raises (rather than giving
+    the inputs no gradient, torch's default for an op without an autograd kernel)."""
+
+    def backward(ctx, *grads):
+        raise RuntimeError(f"numkern.{name}: not differentiable (quantization has integer codes); "
+                           "detach its inputs")
+
+    torch.library.register_autograd(f"numkern::{name}", backward, setup_context=lambda ctx, inputs, output: None,
+                                    lib=LIB)
+
+
+not_differentiable("ovp_quantize")
+not_differentiable("ovp_dequantize")
 register_autograd("ovp_matmul", torch.ops.numkern.ovp_matmul.default, _ovp_matmul_backward, _ovp_matmul_jvp)

@@ -12,7 +12,7 @@ W(o, i) = offsets[o, g, c] + u * scales[o, g, c]:
   the op is linear in x) and in bias (the summed gradient); asking for a gradient in the
   codes' scales / offsets raises.
 - ``torch.ops.numkern.splitquant_decode(codes, clusters, scales, offsets, in_features, group_size,
-  bits)`` -> float32 [out, in]: W itself.  Not differentiable.
+  bits)`` -> float32 [out, in]: W itself.  Not differentiable (a backward through it raises).
 
 CPU kernels call numkern._core.splitquant on zero-copy views of the tensors.  splitquant_matmul's
 CUDA kernel is numkern._cuda.splitquant.fused_linear on the tensors' device and current stream;
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ._common import LIB, register_autograd
-from .quant import _no_scale_grad, call
+from .quant import _no_scale_grad, call, not_differentiable
 
 LIB.define("splitquant_matmul(Tensor x, Tensor codes, Tensor clusters, Tensor scales, Tensor offsets, "
            "Tensor? bias, int in_features, int group_size, int bits) -> Tensor")
@@ -137,4 +137,5 @@ LIB.impl("splitquant_decode", _decode_kernel, "CPU")
 LIB.impl("splitquant_decode", _decode_kernel, "CUDA")
 torch.library.register_fake("numkern::splitquant_matmul", _matmul_fake, lib=LIB)
 torch.library.register_fake("numkern::splitquant_decode", _decode_fake, lib=LIB)
+not_differentiable("splitquant_decode")
 register_autograd("splitquant_matmul", torch.ops.numkern.splitquant_matmul.default, _backward, _jvp)

@@ -41,6 +41,7 @@ in CUDA for torch CUDA tensors and CuPy arrays; the CPU and CUDA encoders produc
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,7 @@ class OVPTensor:
 
     @property
     def rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64))
+        return int(math.prod(self.shape[:-1]))  # math, not numpy: traceable by torch.compile
 
     @property
     def cols(self) -> int:
