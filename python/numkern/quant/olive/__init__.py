@@ -41,6 +41,7 @@ in CUDA for torch CUDA tensors and CuPy arrays; the CPU and CUDA encoders produc
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,7 @@ class OVPTensor:
 
     @property
     def rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64))
+        return int(math.prod(self.shape[:-1]))  # math, not numpy: traceable by torch.compile
 
     @property
     def cols(self) -> int:
@@ -206,6 +207,12 @@ def _encode(ctx, x, bits, normal, keep_left, per_row, mode, alphas):
     ops = ctx.ops
     rows, cols = _shape_of(x)
     groups = rows if per_row else 1
+    if ctx.kind == TORCH:  # the torch operator numkern::ovp_quantize
+        torch = _torch_ops()
+        xt = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        a = torch.from_numpy(np.zeros(groups) if alphas is None else alphas).to(xt.device)
+        c, s, a, e = torch.ops.numkern.ovp_quantize(xt, a, bits, _NORMAL_CODE[normal], keep_left, per_row, mode)
+        return c, s, a.cpu().numpy(), e.cpu().numpy()
     with ctx.guard():
         codes = ops.empty((rows, _bytes_per_row(cols, bits)), np.uint8)
         scales = ops.empty((groups,), F32)
@@ -214,6 +221,14 @@ def _encode(ctx, x, bits, normal, keep_left, per_row, mode, alphas):
         ctx.call("olive", "encode", x, codes, scales, a_dev, e_dev, bits, _NORMAL_CODE[normal],
                  keep_left, per_row, mode)
         return ctx.output(codes), ctx.output(scales), ops.to_host(a_dev), ops.to_host(e_dev)
+
+
+def _torch_ops():
+    """torch, with numkern's quantization operators registered (numkern/_torch_ops/quant.py)."""
+    import torch
+
+    from ..._torch_ops import quant  # noqa: F401  (registers torch.ops.numkern.ovp_*)
+    return torch
 
 
 def _q_parts(ctx, q):
@@ -329,6 +344,10 @@ def ovp_dequantize(q: OVPTensor):
     kind of array and device as q.codes.  Bit-identical to the encoder's fake-quantized values.
     """
     _check_ovp(q)
+    if array_kind(q.codes) == TORCH:  # the torch operator numkern::ovp_dequantize
+        out = _torch_ops().ops.numkern.ovp_dequantize(q.codes, q.scales, q.cols, q.bits,
+                                                      _NORMAL_CODE[q.normal], q.per_row)
+        return out.reshape(q.shape)
     ctx = Context(q.codes, q.scales, names=("q.codes", "q.scales"))
     with ctx.guard():
         codes, scales = _q_parts(ctx, q)
@@ -391,41 +410,14 @@ def ovp_matmul(x, q: OVPTensor):
             raise ValueError(f"x: on {x.device} but q on {q.codes.device}")
         if not x.dtype.is_floating_point:
             raise TypeError(f"x: expected a floating tensor, got {x.dtype}")
-        if x.requires_grad and __import__("torch").is_grad_enabled():
-            return _autograd_matmul()(x, q)
-        import torch
-        x2 = x.detach().to(torch.float32).reshape(-1, xs[-1])
-        return _matmul_raw(x2, q).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
+        torch = _torch_ops()  # the torch operator numkern::ovp_matmul (differentiable in x)
+        return torch.ops.numkern.ovp_matmul(x, q.codes, q.scales, torch.empty(0, dtype=torch.uint8,
+                                            device=x.device), q.bits, _NORMAL_CODE[q.normal], q.per_row)
     if kind == CUPY:
         x2 = x.astype("float32").reshape(-1, xs[-1])
     else:
         x2 = np.asarray(x, dtype=np.float32).reshape(-1, xs[-1])
     return _matmul_raw(x2, q).reshape(*xs[:-1], q.shape[0])
-
-
-_AUTOGRAD = None
-
-
-def _autograd_matmul():
-    global _AUTOGRAD
-    if _AUTOGRAD is None:
-        import torch
-
-        class _OVPMatmul(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, q):
-                ctx.q = q
-                xs = tuple(x.shape)
-                x2 = x.detach().to(torch.float32).reshape(-1, xs[-1])
-                return _matmul_raw(x2, q).reshape(*xs[:-1], q.shape[0]).to(x.dtype)
-
-            @staticmethod
-            def backward(ctx, grad):
-                w = ovp_dequantize(ctx.q).to(grad.dtype)
-                return grad @ w, None
-
-        _AUTOGRAD = _OVPMatmul.apply
-    return _AUTOGRAD
 
 
 # ---- torch layers --------------------------------------------------------------------------

@@ -338,6 +338,8 @@ class FusedSplitQuantWeight:
         device (numpy / torch CPU: C++; torch CUDA / CuPy: CUDA).  The format's arrays may be
         numpy (copied to x's device) or arrays of x's kind on x's device."""
         parts = self._parts()
+        if array_kind(x) == TORCH:  # the torch operator numkern::splitquant_matmul
+            return self._torch_matmul(x, bias, parts)
         on_dev = [(a, n) for a, n in zip(parts, _PART_NAMES) if array_kind(a) != NUMPY]
         ctx = Context(x, *[a for a, _ in on_dev], names=("x", *[n for _, n in on_dev]))
         if ctx.kind == TORCH and x.dtype == __import__("torch").bfloat16:
@@ -357,6 +359,23 @@ class FusedSplitQuantWeight:
             y = ctx.ops.empty((x2.shape[0], self.out_features), F32)
             ctx.call("splitquant", "fused_linear", x2, *dev, b, y, self.group_size, self.bits)
             return ctx.output(ctx.ops.reshape(y, (*shape[:-1], self.out_features)))
+
+    def _torch_matmul(self, x, bias, parts):
+        """matmul for a torch x: the format's arrays as tensors on x's device (numpy ones copied
+        there), then torch.ops.numkern.splitquant_matmul (differentiable in x and bias)."""
+        import torch
+
+        from ..._torch_ops import splitquant  # noqa: F401  (registers torch.ops.numkern.splitquant_*)
+
+        self._check_x(tuple(x.shape))
+        for a, n in zip(parts, _PART_NAMES):
+            if array_kind(a) not in (NUMPY, TORCH) or (array_kind(a) == TORCH and a.device != x.device):
+                raise ValueError(f"{n}: must be a numpy array or a tensor on x's device {x.device}")
+        ts = [torch.as_tensor(a, dtype=getattr(torch, np.dtype(dt).name), device=x.device)
+              for a, dt in zip(parts, _PART_DTYPES)]
+        b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32, device=x.device)
+        return torch.ops.numkern.splitquant_matmul(x, *ts, b, int(self.in_features), int(self.group_size),
+                                                   int(self.bits))
 
     def _check_x(self, shape):
         if isinstance(self.in_features, bool) or not isinstance(self.in_features, (int, np.integer)) \
