@@ -9,11 +9,14 @@ Importing this package registers, with ``torch.library``:
   module ``numkern._torch_ops.vmf``; ``vmf_logpdf`` and ``vmf_sample`` -- ``vmf_dist``;
 - ``numkern.kde``: ``kde_logsumexp`` and ``kde_loo_logsumexp`` -- ``kde``;
 - ``numkern.hessian``'s softmax-head kernels: ``head_softmax``, ``head_curvature``,
-  ``head_trace_terms``, ``head_loss``, ``head_apply_jacobian`` -- ``hessian_head``.
+  ``head_trace_terms``, ``head_loss``, ``head_apply_jacobian`` -- ``hessian_head``;
+- ``numkern.quant``: ``ovp_quantize``, ``ovp_dequantize``, ``ovp_matmul`` -- ``quant``;
+  ``splitquant_matmul``, ``splitquant_decode`` -- ``splitquant`` (registered when numkern.quant
+  first uses them with torch tensors).
 
 Every op has a CPU kernel (the C++ kernel on zero-copy views of the tensors' storage), a CUDA
 kernel (numkern._cuda through ``_backend.Context.call``: the tensors' device, the current stream),
-a fake implementation (broadcast shape, numkern's dtype rule), a vmap rule and autograd whose
+a fake implementation (broadcast shape, numkern's dtype rule), a vmap rule (not the quant ops) and autograd whose
 backward formulas are numkern ops themselves, so that second derivatives are exact by
 construction.  See docs/torch.md for what composes and what raises.
 
