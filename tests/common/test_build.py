@@ -166,3 +166,25 @@ def test_wheel_needs_no_newer_glibc_than_its_tag():
                 if kind in limits and _version_tuple(v) > limits[kind]:
                     too_new.append(f"{os.path.basename(path)}: {lib} {v}")
     assert not too_new, f"tag manylinux_{glibc_max[0]}_{glibc_max[1]}, but: {too_new}"
+
+
+def test_every_glibc_symbol_newer_than_2_28_is_in_the_compat_list():
+    """The release link (NUMKERN_MANYLINUX_COMPAT) rebinds a fixed list of glibc symbols
+    (packaging/manylinux/glibc_2_28_compat.S).  A kernel that starts calling another function whose
+    default version is newer than GLIBC_2.28 (exp2, log2, ... are 2.29 on newer glibc) would make the
+    release wheel miss manylinux_2_28: this source-build check names it first."""
+    asm = os.path.join(ROOT, "packaging", "manylinux", "glibc_2_28_compat.S")
+    objdump = shutil.which("objdump")
+    if not os.path.exists(asm) or objdump is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs the source tree's packaging/ and binutils' objdump on Linux")
+    with open(asm) as f:
+        listed = set(re.findall(r"^NK_(?:OLD|WRAP)\(([A-Za-z0-9_]+)", f.read(), re.M))
+    assert {"exp", "log", "pow"} <= listed
+    dyn = subprocess.run([objdump, "-T", numkern._core.__file__], capture_output=True, text=True, check=True).stdout
+    newer = set()
+    for line in dyn.splitlines():
+        m = re.search(r"\*UND\*\s+\S+\s+(?:\(|)(GLIBC_[\d.]+)\)?\s+(\S+)$", line)
+        if m and _version_tuple(m.group(1)) > (2, 28):
+            newer.add(m.group(2))
+    assert "pow" in newer or "exp" in newer or "log" in newer or platform.libc_ver()[1] < "2.29", dyn[:2000]
+    assert newer <= listed, f"glibc symbols newer than 2.28 not in {asm}: {sorted(newer - listed)}"
