@@ -178,9 +178,12 @@ class SplitQuantLinear(QuantModule):
             # version 1 stored the dense 2-bit ids: re-encode them (the same ids, so the same output)
             dense = state_dict.pop(prefix + "clusters").cpu().numpy()
             try:
-                out, padded = int(extra["out_features"]), max(int(extra["in_features"]), 1)
                 groups, gs = state_dict[prefix + "scales"].shape[1], int(extra["group_size"])
-                ids = _unpack(dense.reshape(out, -1), 2, max(padded, groups * gs))
+                padded = max(int(extra["in_features"]), int(groups) * gs)
+                want = (int(extra["out_features"]), -(-padded // 4))
+                if tuple(dense.shape) != want:
+                    raise ValueError(f"shape {tuple(dense.shape)}, expected {want}")
+                ids = _unpack(dense, 2, padded)
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
                 raise ValueError(f"state_dict: invalid version-1 SplitQuantLinear clusters ({e})") from None
             coding, order = _id_coding(ids, int(extra.get("k", 4)))
