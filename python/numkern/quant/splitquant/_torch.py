@@ -92,9 +92,11 @@ class SplitLayer(nn.Module):
 
 
 class SplitQuantLinear(QuantModule):
-    r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from
-    (b + 2)-bit codes (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel instead
-    of k GEMMs.  Inference only (no gradient); accepts float16/bfloat16/float32/float64 x,
+    r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from b-bit
+    codes and 2-bit cluster ids (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel
+    instead of k GEMMs.  The state_dict holds the ids as a compact stream (``ids``; format
+    version 2, ``id_coding`` / ``id_order`` in ``_extra_state``); the dense ids the kernel reads
+    (``clusters``) are rebuilt from it on load; ``bits_per_weight`` counts what is stored.  Inference only (no gradient); accepts float16/bfloat16/float32/float64 x,
     computes in float32 and returns x's dtype.  Scales and offsets stay float32 under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
     """
