@@ -66,6 +66,22 @@ def id_stats(split):
     return p, float(-(p * np.log2(p)).sum())
 
 
+def code_id_entropy(mods):
+    """Size-weighted mean over the layers of H(u, c), the empirical joint entropy (bits) of a
+    weight's code u and cluster id c: what an ideal entropy coder of both would need per weight."""
+    sqf = importlib.import_module("numkern.quant.splitquant._format")
+    tot = n_all = 0.0
+    for m in mods:
+        f = m.fused()
+        u = sqf._unpack(f.codes, f.bits, f.padded_in)[:, :f.in_features].reshape(-1).astype(np.int64)
+        c = sqf._unpack(f.clusters, 2, f.padded_in)[:, :f.in_features].reshape(-1).astype(np.int64)
+        p = np.bincount(u * 4 + c).astype(float)
+        p = p[p > 0] / u.size
+        tot += -(p * np.log2(p)).sum() * u.size
+        n_all += u.size
+    return tot / n_all
+
+
 def main(argv):
     torch.manual_seed(0)
     model, ids, mask = minilm()
@@ -89,6 +105,8 @@ def main(argv):
                     * 8 for m in mods) / sum(m.in_features * m.out_features for m in mods)
         label = f"SplitQuant INT{bits}, k = {k}, groups of {gs or 'a row'}"
         rows.append((label, mean_bits(mods), cosine(fm, ids, mask, ref), dense))
+        if bits == 2 and k == 3:
+            print(f"{label}: joint entropy of (code, id) {code_id_entropy(mods):.3f} bits/weight")
     print("| configuration | bits/weight stored | (dense 2-bit ids) | mean cosine to fp32 |")
     print("|---|---|---|---|")
     for r in rows:
