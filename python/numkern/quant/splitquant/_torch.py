@@ -96,8 +96,9 @@ class SplitQuantLinear(QuantModule):
     codes and 2-bit cluster ids (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel
     instead of k GEMMs.  The state_dict holds the ids as a compact stream (``ids``; format
     version 2, ``id_coding`` / ``id_order`` in ``_extra_state``); the dense ids the kernel reads
-    (``clusters``) are rebuilt from it on load; ``bits_per_weight`` counts what is stored.  Inference only (no gradient); accepts float16/bfloat16/float32/float64 x,
-    computes in float32 and returns x's dtype.  Scales and offsets stay float32 under
+    (``clusters``) are rebuilt from it on load; ``bits_per_weight`` counts what is stored.
+    Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
+    float32 and returns x's dtype.  Scales and offsets stay float32 under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
     """
 
@@ -186,9 +187,9 @@ class SplitQuantLinear(QuantModule):
                 if tuple(dense.shape) != want:
                     raise ValueError(f"shape {tuple(dense.shape)}, expected {want}")
                 ids = _unpack(dense, 2, padded)
+                coding, order = _id_coding(ids, int(extra["k"]))
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
                 raise ValueError(f"state_dict: invalid version-1 SplitQuantLinear clusters ({e})") from None
-            coding, order = _id_coding(ids, int(extra.get("k", 4)))
             state_dict[prefix + "ids"] = torch.from_numpy(encode_ids(ids, coding, order))
             state_dict[prefix + "_extra_state"] = {**extra, "version": 2, "id_coding": coding,
                                                   "id_order": list(order)}
