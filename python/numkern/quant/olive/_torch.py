@@ -82,6 +82,12 @@ class _OVPBase(QuantModule):
         return ovp_dequantize(self.quantized_weight())
 
     @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight: 8 * quantized_weight().nbytes() / (out * in), i.e. the packed
+        codes (outlier pairs included) plus the float32 row scales; the bias is not counted."""
+        return 8 * self.quantized_weight().nbytes() / (self.out_features * self.in_features)
+
+    @property
     def calibrated(self) -> bool:
         """True once the activation threshold is set (always True without act_bits)."""
         return self.act_bits is None or float(self.act_alpha) != 0.0

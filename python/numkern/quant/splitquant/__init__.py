@@ -5,8 +5,8 @@ Every quantizable layer (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``) is replace
 ("branches") whose weights are one k-means cluster each (lower / middle / upper for k = 3) and
 zero elsewhere; biases are clustered separately.  The branch outputs are summed, so the split
 model computes the same function, while each branch gets its own quantization scale over a
-narrow range.  The fused form stores each weight once (a b-bit code and a 2-bit cluster id) and
-multiplies with one kernel instead of k GEMMs.  Format and formulas: docs/splitquant.md.
+narrow range.  The fused form stores each weight once (a b-bit code and a cluster id, the ids as
+a compact stream) and multiplies with one kernel instead of k GEMMs.  Format and formulas: docs/splitquant.md.
 
 Kernels take numpy arrays, torch tensors (CPU / CUDA) or CuPy arrays; model transforms take
 torch modules.  torch is imported only when a torch object is passed.
@@ -140,7 +140,9 @@ def splitquant(model, bits=2, k=3, group_size=128, method="optimal", *, scheme=N
     r"""SplitQuant: ``split_model`` then quantize every branch weight with its own scales
     (``quantize_weights(branch, bits, scheme, group_size)``; fake-quantized: the branch stores
     the dequantized float weight).  Biases stay in float.  With ``fused=True`` every split
-    Linear becomes a ``SplitQuantLinear`` (one fused kernel, (b + 2) bits per weight).
+    Linear becomes a ``SplitQuantLinear`` (one fused kernel; stored size in its
+    ``bits_per_weight``: b bits of code, 0 / 1 / about 1.4 / 2 bits of cluster id for k = 1 / 2 /
+    3 / 4, and 2k float32 per group).
 
     A model already split by ``split_model`` (SplitLayers only) is quantized as it is, without
     clustering again.

@@ -178,8 +178,20 @@ class QuantizedWeight:
         w = self.offset[:, :, None] + q.astype(self.scale.dtype) * self.scale[:, :, None]
         return w.reshape(rows, g * gs)[:, :cols].reshape(self.shape)
 
+    def nbytes(self):
+        """Bytes of the packed form: codes at ``bits`` bits each (rows packed to whole bytes),
+        scales, and offsets unless the scheme is symmetric (its offsets are 0)."""
+        rows, cols = self.codes.shape
+        tables = self.scale.nbytes + (0 if self.scheme == "symmetric" else self.offset.nbytes)
+        return int(rows * -(-cols * self.bits // 8) + tables)
+
+    @property
+    def bits_per_weight(self):
+        """8 * nbytes() / number of weights."""
+        return 8 * self.nbytes() / self.codes.size
+
     def __repr__(self):  # short: never the arrays themselves
-        nbytes = self.codes.size * self.bits // 8 + self.scale.nbytes + self.offset.nbytes
+        nbytes = self.nbytes()
         return (f"QuantizedWeight(shape={tuple(self.shape)}, bits={self.bits}, "
                 f"scheme={self.scheme!r}, group_size={self.group_size}, "
                 f"groups={self.scale.shape[1]}, packed_nbytes={nbytes})")
@@ -250,6 +262,97 @@ def _pack(values, bits):
     return np.bitwise_or.reduce(v << shifts, axis=2).astype(np.uint8)
 
 
+# ---- compact cluster-id streams -------------------------------------------------------------
+# How the ids of a fused weight are stored (state_dict, nbytes, bits_per_weight); the kernels read
+# the dense 2-bit form, rebuilt from this one on load.
+ID_CODINGS = ("none", "bits1", "prefix3", "dense2")
+
+
+def _unpack(packed, bits, n):
+    """Inverse of ``_pack``: the first n unsigned codes of every row of a packed (rows, bytes) array."""
+    per = 8 // bits
+    shifts = (bits * np.arange(per)).astype(np.uint8)
+    v = (np.asarray(packed, dtype=np.uint8)[:, :, None] >> shifts) & np.uint8(2 ** bits - 1)
+    return v.reshape(packed.shape[0], -1)[:, :n]
+
+
+def _id_coding(ids, k):
+    """(coding, order) for ids (rows, n) in [0, k): the cheapest exact coding this format has.
+
+    "none" (k = 1, all ids 0): nothing stored.  "bits1" (k = 2): 1 bit per id.
+    "prefix3" (k = 3): a prefix code over the ids ranked by frequency, order = (most frequent,
+    then the other two ascending): rank 0 -> bit 0, rank 1 -> bits 1 0, rank 2 -> bits 1 1, so an
+    id costs 1 + P(not the most frequent) bits on average.  "dense2": 2 bits per id (k = 4, or
+    ids >= k, which are stored as they are)."""
+    top = int(ids.max(initial=0))
+    if top >= k or k == 4:
+        return "dense2", ()
+    if k == 1:
+        return "none", ()
+    if k == 2:
+        return "bits1", ()
+    counts = np.bincount(ids.reshape(-1), minlength=3)
+    m = int(np.argmax(counts))
+    return "prefix3", (m, *[j for j in range(3) if j != m])
+
+
+def encode_ids(ids, coding, order=()):
+    """uint8 stream of the ids (rows, n) (row-major) in ``coding`` (see ``_id_coding``); bits
+    fill each byte from its low bit."""
+    flat = np.ascontiguousarray(ids, dtype=np.uint8).reshape(-1)
+    if coding == "none":
+        return np.zeros(0, np.uint8)
+    if coding in ("bits1", "dense2"):
+        return _pack(flat[None, :], 1 if coding == "bits1" else 2)[0]
+    rank = np.empty(4, np.uint8)
+    rank[list(order)] = np.arange(3, dtype=np.uint8)
+    r = rank[flat]
+    lengths = np.where(r == 0, 1, 2)
+    bits = np.zeros(int(lengths.sum()), np.uint8)
+    start = np.cumsum(lengths) - lengths
+    bits[start] = r != 0
+    bits[start[r != 0] + 1] = r[r != 0] == 2
+    return np.packbits(bits, bitorder="little")
+
+
+def decode_ids(stream, coding, order, rows, n):
+    """The ids (rows, n) uint8 that ``encode_ids`` stored in ``stream``; ValueError when the
+    stream is too short for rows * n ids."""
+    total = rows * n
+    stream = np.ascontiguousarray(stream, dtype=np.uint8).reshape(-1)
+    if coding == "none":
+        return np.zeros((rows, n), np.uint8)
+    if coding in ("bits1", "dense2"):
+        per = 8 if coding == "bits1" else 4
+        if stream.size < -(-total // per):
+            raise ValueError(f"ids: {stream.size} bytes cannot hold {total} ids ({coding})")
+        return _unpack(stream[None, :], 8 // per, total).reshape(rows, n)
+    bits = np.unpackbits(stream, bitorder="little").astype(bool)
+    # every symbol starts right after a 0 bit, so each run of 1s starts a symbol: inside a run of
+    # length L the bits pair up as floor(L/2) "11" symbols; an odd L ends with "10" (its next 0).
+    idx = np.arange(bits.size)
+    rise = bits & ~np.concatenate(([False], bits[:-1]))
+    run_start = np.maximum.accumulate(np.where(rise, idx, 0))
+    run_len = np.zeros(bits.size, np.int64)
+    ends = np.flatnonzero(bits & ~np.concatenate((bits[1:], [False])))
+    run_len[ends] = ends - run_start[ends] + 1
+    # broadcast each run's length to its bits (runs are disjoint, ends after starts)
+    length_at_start = np.zeros(bits.size, np.int64)
+    length_at_start[run_start[ends]] = run_len[ends]
+    off = idx - run_start
+    is_one_start = bits & (off % 2 == 0)
+    one_len = length_at_start[run_start]
+    odd_last = is_one_start & (off == one_len - 1)  # "10"
+    after_odd = np.concatenate(([False], odd_last[:-1]))
+    is_start = is_one_start | (~bits & ~after_odd)
+    if odd_last.size and odd_last[-1]:
+        raise ValueError("ids: the id stream ends inside a symbol")
+    sym = np.where(bits, np.where(odd_last, 1, 2), 0)[is_start]
+    if sym.size < total:
+        raise ValueError(f"ids: the stream holds {sym.size} ids, expected {total}")
+    return np.asarray(order, np.uint8)[sym[:total]].reshape(rows, n)
+
+
 @dataclass
 class FusedSplitQuantWeight:
     r"""Fused storage of a k-branch SplitQuant weight (k <= 4): per weight one b-bit code u and
@@ -258,8 +361,10 @@ class FusedSplitQuantWeight:
         W(o, i) = offsets[o, g, c] + u * scales[o, g, c].
 
     offsets fold in every other branch's dequantized "0" of that group, so W equals the sum of
-    the k separately quantized branches (to float rounding).  (b + 2) bits per weight plus
-    2k floats per group instead of k * b bits.  ``matmul(x)`` = x W^T (+ bias) with one kernel
+    the k separately quantized branches (to float rounding).  ``clusters`` is the dense 2-bit id
+    form the kernels read; what is stored (``compact_ids``, ``nbytes``, ``bits_per_weight``) is
+    a compact id stream: b bits + (0, 1, about 1.4 or 2 bits for k = 1, 2, 3, 4) per weight plus
+    2k float32 per group instead of k * b bits.  ``matmul(x)`` = x W^T (+ bias) with one kernel
     that decodes on the fly: numpy / torch CPU -> C++, torch CUDA / CuPy -> CUDA.
     """
 
@@ -314,9 +419,32 @@ class FusedSplitQuantWeight:
         the last group is partial, the extra codes multiply zero inputs)."""
         return max(int(self.in_features), int(self.scales.shape[1]) * int(self.group_size))
 
+    def compact_ids(self):
+        """(coding, order, stream): the cluster ids as stored (see ``encode_ids``); ``clusters``
+        is their dense 2-bit form, which the kernels read."""
+        ids = _unpack(_host(self.clusters), 2, self.padded_in)
+        coding, order = _id_coding(ids, int(self.scales.shape[2]))
+        return coding, order, encode_ids(ids, coding, order)
+
+    @classmethod
+    def from_compact(cls, codes, ids, coding, order, scales, offsets, in_features, group_size, bits):
+        """The weight whose ``compact_ids()`` gave (coding, order, ids): dense ids rebuilt."""
+        if coding not in ID_CODINGS:
+            raise ValueError(f"coding: must be one of {ID_CODINGS}, got {coding!r}")
+        out, groups = int(scales.shape[0]), int(scales.shape[1])
+        padded = max(int(in_features), groups * int(group_size))
+        dense = decode_ids(_host(ids), coding, tuple(order), out, padded)
+        return cls(codes, _pack(dense, 2), scales, offsets, in_features, group_size, bits)
+
     def nbytes(self):
-        """Bytes of codes, clusters, scales and offsets."""
-        return int(sum(int(np.prod(a.shape)) * (1 if i < 2 else 4) for i, a in enumerate(self._parts())))
+        """Bytes stored: codes, compact cluster ids (``compact_ids``), scales and offsets."""
+        tables = sum(int(np.prod(a.shape)) * 4 for a in self._parts()[2:])
+        return int(np.prod(self.codes.shape)) + int(self.compact_ids()[2].size) + tables
+
+    @property
+    def bits_per_weight(self):
+        """8 * nbytes() / (out_features * in_features): everything stored per weight."""
+        return 8 * self.nbytes() / (self.out_features * int(self.in_features))
 
     def __repr__(self):  # short: never the arrays themselves
         return (f"FusedSplitQuantWeight(out_features={self.out_features}, "

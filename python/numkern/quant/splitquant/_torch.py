@@ -13,7 +13,8 @@ from torch import nn
 
 from .._skips import log_skipped, skipped_layers
 from .._torch_module import QuantModule
-from ._format import FusedSplitQuantWeight, QuantizedWeight, _quantize_rows, cluster_labels
+from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
+                      _unpack, cluster_labels, encode_ids)
 
 _SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -74,6 +75,15 @@ class SplitLayer(nn.Module):
     def out_features(self):
         return self.branches[0].out_features
 
+    @property
+    def bits_per_weight(self):
+        """Stored bits per weight of the k branches together: once quantized, the sum of the
+        branches' ``QuantizedWeight.bits_per_weight`` (each branch has a code for every weight,
+        k * (b + table bits)); before, k float weights (k * 32 for float32)."""
+        if self.quantized:
+            return float(sum(qw.bits_per_weight for qw in self.quantized))
+        return float(sum(8 * b.weight.element_size() for b in self.branches))
+
     def forward(self, x):
         y = self.branches[0](x)
         for b in self.branches[1:]:
@@ -82,15 +92,18 @@ class SplitLayer(nn.Module):
 
 
 class SplitQuantLinear(QuantModule):
-    r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from
-    (b + 2)-bit codes (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel instead
-    of k GEMMs.  Inference only (no gradient); accepts float16/bfloat16/float32/float64 x,
-    computes in float32 and returns x's dtype.  Scales and offsets stay float32 under
+    r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from b-bit
+    codes and 2-bit cluster ids (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel
+    instead of k GEMMs.  The state_dict holds the ids as a compact stream (``ids``; format
+    version 2, ``id_coding`` / ``id_order`` in ``_extra_state``); the dense ids the kernel reads
+    (``clusters``) are rebuilt from it on load; ``bits_per_weight`` counts what is stored.
+    Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
+    float32 and returns x's dtype.  Scales and offsets stay float32 under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
     """
 
     _FORMAT = "numkern.splitquant_linear"
-    _VERSION = 1
+    _VERSION = 2  # 2: compact cluster ids ("ids" + id_coding / id_order); 1: dense "clusters"
     _KEEP_DTYPE = ("scales", "offsets")
 
     def __init__(self, fused: FusedSplitQuantWeight, bias=None):
@@ -99,8 +112,12 @@ class SplitQuantLinear(QuantModule):
         self.out_features = fused.out_features
         self.bits = fused.bits
         self.group_size = int(fused.group_size)
+        coding, order, stream = fused.compact_ids()
+        self.id_coding, self.id_order = coding, tuple(int(j) for j in order)
         self.register_buffer("codes", torch.from_numpy(fused.codes))
-        self.register_buffer("clusters", torch.from_numpy(fused.clusters))
+        self.register_buffer("ids", torch.from_numpy(stream))
+        # the dense 2-bit ids the kernels read: derived from ids, not saved
+        self.register_buffer("clusters", torch.from_numpy(fused.clusters), persistent=False)
         self.register_buffer("scales", torch.from_numpy(fused.scales))
         self.register_buffer("offsets", torch.from_numpy(fused.offsets))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
@@ -131,9 +148,17 @@ class SplitQuantLinear(QuantModule):
     def dequantized_weight(self):
         return torch.from_numpy(self.fused().dequantize()).to(self.scales.device)
 
+    @property
+    def bits_per_weight(self):
+        """Stored bits per weight: 8 * (codes + ids + scales + offsets bytes) / (out * in);
+        the bias and the dense decode form ``clusters`` are not counted."""
+        n = sum(b.numel() * b.element_size() for b in (self.codes, self.ids, self.scales, self.offsets))
+        return 8 * n / (self.out_features * self.in_features)
+
     def _settings(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "bits": self.bits, "group_size": self.group_size, "k": int(self.scales.shape[2])}
+                "bits": self.bits, "group_size": self.group_size, "k": int(self.scales.shape[2]),
+                "id_coding": self.id_coding, "id_order": list(self.id_order)}
 
     def _adopt(self, s):
         try:
@@ -141,9 +166,40 @@ class SplitQuantLinear(QuantModule):
             in_f, out_f = int(s["in_features"]), int(s["out_features"])
             if bits not in (2, 4, 8) or gs < 1 or in_f < 1 or out_f < 1:
                 raise ValueError(f"bits={bits}, group_size={gs}, shape=({out_f}, {in_f})")
+            coding, order = s["id_coding"], tuple(int(j) for j in s["id_order"])
+            if coding not in ID_CODINGS or (coding == "prefix3" and sorted(order) != [0, 1, 2]):
+                raise ValueError(f"id_coding={coding!r}, id_order={order}")
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"state_dict: invalid SplitQuantLinear settings ({e})") from None
         self.in_features, self.out_features, self.bits, self.group_size = in_f, out_f, bits, gs
+        self.id_coding, self.id_order = coding, order
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict) and extra.get("version") == 1 and prefix + "clusters" in state_dict:
+            # version 1 stored the dense 2-bit ids: re-encode them (the same ids, so the same output)
+            dense = state_dict.pop(prefix + "clusters").cpu().numpy()
+            try:
+                groups, gs = state_dict[prefix + "scales"].shape[1], int(extra["group_size"])
+                padded = max(int(extra["in_features"]), int(groups) * gs)
+                want = (int(extra["out_features"]), -(-padded // 4))
+                if tuple(dense.shape) != want:
+                    raise ValueError(f"shape {tuple(dense.shape)}, expected {want}")
+                ids = _unpack(dense, 2, padded)
+                coding, order = _id_coding(ids, int(extra["k"]))
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise ValueError(f"state_dict: invalid version-1 SplitQuantLinear clusters ({e})") from None
+            state_dict[prefix + "ids"] = torch.from_numpy(encode_ids(ids, coding, order))
+            state_dict[prefix + "_extra_state"] = {**extra, "version": 2, "id_coding": coding,
+                                                  "id_order": list(order)}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if prefix + "ids" in state_dict and not error_msgs:
+            fused = FusedSplitQuantWeight.from_compact(
+                self.codes, self.ids.cpu().numpy(), self.id_coding, self.id_order,
+                self.scales, self.offsets, self.in_features, self.group_size, self.bits)
+            self.clusters = torch.from_numpy(fused.clusters).to(self.codes.device)
 
     def _matmul(self, x2):
         """float32 [rows, in_features] -> float32 [rows, out_features] + bias by the fused kernel."""
