@@ -28,7 +28,7 @@ def _header(out):
     cuda = (f"CUDA built for {cfg['cuda_architectures']}, {cfg['cuda_devices']} device(s)"
             if cfg.get("cuda_built") else "CPU only (no CUDA module)")
     print(f"numkern {numkern.__version__} — {cfg.get('compiler')}, {cfg.get('build_type')}, "
-          f"OpenMP {cfg.get('openmp')}, {cuda}", file=out)
+          f"OpenMP {'yes' if cfg.get('openmp') else 'no'}, {cuda}", file=out)
     print(f"threads: {numkern.get_num_threads()} of {cfg.get('max_threads')} "
           "(numkern.set_num_threads or NUMKERN_NUM_THREADS)", file=out)
     print(f"cpu: {cfg.get('cpu')}, SIMD tier {cfg.get('isa')} (NUMKERN_ISA)", file=out)

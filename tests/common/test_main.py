@@ -38,6 +38,14 @@ def test_main_report():
     assert "(1 thread, CPU time)" in speed[0] and "x SciPy (1 thread, CPU time)" in speed[0], text
     assert "wall" in speed[1] and "x numkern on 1 thread" in speed[1] and "SciPy" not in speed[1], text
     assert "SciPy log(ive(v, x)) + x" in text
+    # read as a new user (issue #17 first-hour replay): ratios say which way they go, no raw
+    # True/False in the header, one heading per section, the OliVe golden pairs say what they match
+    assert "SciPy's time / numkern's" in speed[0] and "speed-up from threads" in speed[1], text
+    assert " OpenMP yes," in lines[0] or " OpenMP no," in lines[0], lines[0]
+    from numkern.__main__ import SECTIONS
+    assert [ln for ln in lines if ln.startswith("==")] == [f"== {name} ==" for name, _ in SECTIONS], text
+    assert sum(ln.endswith("byte 0x43 = expected") for ln in lines) == 1 and "MISMATCH" not in text, text
+    assert "numpy / ovp_matmul = " in text, text
 
 
 GPU_CHECK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench", "gpu_check.py")

@@ -118,3 +118,27 @@ def test_sklearn_conventions_clone_params_random_state():
     c = base.clone(m)
     assert c is not m and c.get_params() == m.get_params() and not c._fitted
     assert "n_init=2" in repr(c)
+
+
+def test_select_warns_only_for_the_returned_model():
+    """issue #17 (docs/vmf.md example): candidates above the true K that stop at max_iter must not
+    warn when a converged model is returned; a returned model that did not converge still warns once."""
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((3, 16))
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    X = np.concatenate([vmf.VonMisesFisher(m, 50.0).sample(100, seed=i) for i, m in enumerate(c)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fits = {k: vmf.VMFMixture(k, seed=0, max_iter=40).fit(X) for k in (3, 6)}
+    assert fits[3].converged_ and not fits[6].converged_, "test data no longer exercise the case"
+    assert any("did not converge" in str(w.message) for w in caught)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best = vmf.VMFMixture.select_n_components(X, [3, 6], seed=0, max_iter=40)
+    assert best.n_components == 3 and best.converged_
+    assert not [w for w in caught if "did not converge" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best = vmf.VMFMixture.select_n_components(X, [3, 6], seed=0, max_iter=1)
+    assert not best.converged_
+    assert len([w for w in caught if "did not converge" in str(w.message)]) == 1

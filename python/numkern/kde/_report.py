@@ -18,7 +18,7 @@ def report(out):
         d2 = ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
         return logsumexp(-d2 / (2 * h * h), axis=1) - np.log(len(Y)) - 0.5 * Y.shape[1] * np.log(2 * np.pi * h * h)
 
-    say("== kde: Gaussian KDE, exact log-densities in high dimension ==")
+    say("Gaussian KDE (numkern.kde), exact log-densities in high dimension:")
     # Each case draws from its own seeded generator, so no line depends on whether an optional
     # comparison (sklearn) ran before it.
     rng = np.random.default_rng(0)
@@ -51,7 +51,7 @@ def report(out):
         sk = KernelDensity(bandwidth=0.3, rtol=0, atol=0).fit(Y).score_samples(X)
         ours = GaussianKDE(Y, bandwidth=0.3).logpdf(X)
         say(f"d = 16, h = 0.3, n = 2000: max |error| of log-density vs a direct sum: sklearn KernelDensity "
-            f"(rtol=atol=0) {np.max(np.abs(sk - ref)):.2e}, numkern {np.max(np.abs(ours - ref)):.2e}")
+            f"(rtol=atol=0, i.e. asked for the exact sum) {np.max(np.abs(sk - ref)):.2e}, numkern {np.max(np.abs(ours - ref)):.2e}")
     except ImportError:
         say("sklearn not installed: comparison skipped")
 

@@ -620,11 +620,20 @@ class VMFMixture:
                              f"got {cands}")
         scores, best = [], None
         for k in cands:
-            m = cls(k, **params).fit(X)
+            # a K above the true one often does not converge (spare components drift); that warning
+            # matters only for the model returned, so it is held back and re-issued for that one
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                m = cls(k, **params).fit(X)
+            other = [w for w in caught if not issubclass(w.category, RuntimeWarning)]
+            for w in other:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             scores.append(m.silhouette(X) if criterion == "silhouette" else m.bic(X))
             if best is None or (scores[-1] > best[0] if criterion == "silhouette" else scores[-1] < best[0]):
-                best = (scores[-1], m)
+                best = (scores[-1], m, [w for w in caught if w not in other])
         model = best[1]
+        for w in best[2]:
+            warnings.warn(w.message, w.category, stacklevel=2)
         model.selection_ = {"criterion": criterion, "candidates": cands, "scores": scores}
         return model
 

@@ -39,7 +39,7 @@ def report(out):
         worst = max(_wcss(x, sq.kmeans1d(x, 3, method="lloyd", seed=s)[1]) for s in range(5))
         who = "k-means++ / Lloyd (5 seeds), worst"
     print(f"  k-means k=3, n={x.size}: optimal WCSS {opt:.6g} ({t_opt * 1e3:.1f} ms); "
-          f"{who} {worst:.6g} ({worst / opt:.3f}x)", file=out)
+          f"{who} {worst:.6g} ({worst / opt:.3f}x the optimum)", file=out)
     # 2. INT2 weight error of one 512 x 512 layer, with and without splitting
     w = _weights(rng, 512, 512)
     plain = sq.quantize_weights(w, 2, group_size=128).dequantize()
