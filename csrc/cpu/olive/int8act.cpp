@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "cpu/common/threads.hpp"
@@ -25,36 +27,77 @@ namespace {
 constexpr index_t kKBlock = 32768;
 constexpr int kRows = 4;  // weight rows per block (the block's activation rows: up to 4)
 
-float unit_of(int bits, int normal) { return bits == 8 ? 0.25f : (normal == ov::kFlint ? 2.0f : 4.0f); }
+constexpr float unit_of(int bits, int normal) { return bits == 8 ? 0.25f : (normal == ov::kFlint ? 2.0f : 4.0f); }
+
+// Normal code (grid value / unit) of q for a value below the format's outlier midpoint: the
+// normal branch of nk::olive::round_elem (same operations, so the same result).
+template <int BITS, int NORMAL>
+NK_TIER_INLINE int normal_code(float q) {
+  if (BITS == 8) {
+    const int n = static_cast<int>(::floorf(q * 4.0f + 0.5f));
+    return n > 127 ? 127 : (n < -127 ? -127 : n);
+  } else if (NORMAL == ov::kFlint) {
+    return static_cast<int>(ov::round_flint4(q).g * 0.5f);
+  } else {
+    const int n = static_cast<int>(::floorf(q * 0.25f + 0.5f));
+    return n > 7 ? 7 : (n < -7 ? -7 : n);
+  }
+}
 
 // One activation row: grid values g (q units) and normal codes an = g / unit (0 at an outlier),
-// their sum in *asum; 0 when a value is NaN, infinite or beyond 1e37 (what ovp_quantize rejects).
-NK_TIER_INLINE int quant_row_body(const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an,
-                                  std::int64_t* asum) {
+// their sum in *asum, the outlier columns appended to *ocols; 0 when a value is NaN, infinite or
+// beyond 1e37 (what ovp_quantize rejects).  A branch-free pass rounds every value onto the normal
+// grid and marks a value at or above the outlier midpoint with the code -128 (no normal code);
+// the pairs holding a mark (rare; found by memchr) are then encoded by nk::olive::encode_pair.
+template <int BITS, int NORMAL>
+NK_TIER_INLINE int quant_row_t(const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an,
+                               std::int64_t* asum, std::vector<std::int32_t>* ocols) {
+  const float mid = BITS == 8 ? 32.375f : (NORMAL == ov::kFlint ? 40.0f : 38.0f);
+  const float unit = unit_of(BITS, NORMAL), inv_unit = 1.0f / unit;  // powers of two: exact
   int ok = 1;
-  for (index_t i = 0; i < k; ++i) ok &= static_cast<int>(::fabsf(x[i]) <= 1e37f);
+  for (index_t i = 0; i < k; ++i) {
+    ok &= static_cast<int>(::fabsf(x[i]) <= 1e37f);
+    float q = x[i] * a.inv;
+    const bool big = ::fabsf(q) >= mid;
+    q = q == q ? q : 0.0f;  // NaN / huge (rejected above): keep the conversion defined
+    q = q > 1e6f ? 1e6f : (q < -1e6f ? -1e6f : q);
+    const int n = normal_code<BITS, NORMAL>(q);
+    an[i] = static_cast<std::int8_t>(big ? -128 : n);
+    g[i] = static_cast<float>(n) * unit;
+  }
   if (!ok) return 0;
-  const index_t pairs = (k + 1) / 2;
-  for (index_t p = 0; p < pairs; ++p) {
+  for (index_t i = 0; i < k;) {
+    const void* hit = std::memchr(an + i, 0x80, static_cast<std::size_t>(k - i));
+    if (!hit) break;
+    const index_t p = (static_cast<const std::int8_t*>(hit) - an) / 2;
     float x0, x1;
     ov::load_pair(x, k, p, &x0, &x1);
-    const ov::PairOut o = ov::encode_pair(x0, x1, a.inv, a.bits, a.normal, a.keep_left);
-    g[2 * p] = o.g0;
-    if (2 * p + 1 < k) g[2 * p + 1] = o.g1;
+    const ov::PairOut o = ov::encode_pair(x0, x1, a.inv, BITS, NORMAL, a.keep_left);
+    const float gp[2] = {o.g0, o.g1};
+    for (int e = 0; e < 2 && 2 * p + e < k; ++e) {
+      const bool out = ::fabsf(gp[e]) > 32.0f;
+      g[2 * p + e] = gp[e];
+      an[2 * p + e] = static_cast<std::int8_t>(out ? 0 : static_cast<int>(gp[e] * inv_unit));
+      if (out) ocols->push_back(static_cast<std::int32_t>(2 * p + e));
+    }
+    i = 2 * p + 2;
   }
-  const float inv_unit = 1.0f / unit_of(a.bits, a.normal);  // a power of two: exact
   std::int64_t s = 0;
-  for (index_t i = 0; i < k; ++i) {
-    const int v = ::fabsf(g[i]) > 32.0f ? 0 : static_cast<int>(g[i] * inv_unit);
-    an[i] = static_cast<std::int8_t>(v);
-    s += v;
-  }
+  for (index_t i = 0; i < k; ++i) s += an[i];
   *asum = s;
   return 1;
 }
+
+NK_TIER_INLINE int quant_row_body(const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an,
+                                  std::int64_t* asum, std::vector<std::int32_t>* ocols) {
+  if (a.bits == 8) return quant_row_t<8, ov::kInt>(x, k, a, g, an, asum, ocols);
+  if (a.normal == ov::kFlint) return quant_row_t<4, ov::kFlint>(x, k, a, g, an, asum, ocols);
+  return quant_row_t<4, ov::kInt>(x, k, a, g, an, asum, ocols);
+}
 NK_TIERED(int, quant_row, quant_row_body, ,
-          (const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an, std::int64_t* asum),
-          (x, k, a, g, an, asum))
+          (const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an, std::int64_t* asum,
+           std::vector<std::int32_t>* ocols),
+          (x, k, a, g, an, asum, ocols))
 
 // d[i * kRows + j] = sum_{t < k} a[i * lda + t] * w[j][t] exactly, for i < MB, j < kRows.
 template <int MB>
@@ -109,6 +152,15 @@ NK_TIER_AVX2 void idot_avx2(const std::int8_t* a, index_t lda, const std::int8_t
   }
 }
 
+// The lane sums of four int32 vectors, as one vector [sum a0, sum a1, sum a2, sum a3].
+NK_TIER_VNNI inline __m128i reduce4(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+  const __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 // AVX-512 VNNI: vpdpbusd(w + 128, a) (unsigned x signed, four products to int32), then
 // sum_t (w_t + 128) a_t - 128 sum_t a_t.  The tail is a masked load (zeros contribute 0).
 template <int MB>
@@ -131,8 +183,11 @@ NK_TIER_VNNI void idot_vnni(const std::int8_t* a, index_t lda, const std::int8_t
         for (int j = 0; j < kRows; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], av);
       }
     }
-    for (int i = 0; i < MB; ++i)
-      for (int j = 0; j < kRows; ++j) d[i * kRows + j] += _mm512_reduce_add_epi32(acc[i][j]);
+    for (int i = 0; i < MB; ++i) {
+      alignas(16) std::int32_t s[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(s), reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+      for (int j = 0; j < kRows; ++j) d[i * kRows + j] += s[j];
+    }
   }
 }
 #endif
@@ -169,9 +224,11 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
   const PackView pv = pack_view(blob);
   const index_t n = pv.h.n, k = pv.h.k;
   if (batch == 0 || n == 0) return true;
-  std::vector<float> g(static_cast<std::size_t>(batch * k));
-  std::vector<std::int8_t> an(static_cast<std::size_t>(batch * k));
+  // no zero fill: quant_row writes every element
+  std::unique_ptr<float[]> g(new float[static_cast<std::size_t>(batch * k)]);
+  std::unique_ptr<std::int8_t[]> an(new std::int8_t[static_cast<std::size_t>(batch * k)]);
   std::vector<std::int64_t> asum(static_cast<std::size_t>(batch));
+  std::vector<std::vector<std::int32_t>> ocols(static_cast<std::size_t>(batch));  // activation outliers
   std::atomic<int> ok{1};
   {
     const int nt = threads_for(batch, batch * k);
@@ -180,18 +237,10 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
     for (index_t b = 0; b < batch; ++b)
-      if (!quant_row(x + b * k, k, act, g.data() + b * k, an.data() + b * k, asum.data() + b))
+      if (!quant_row(x + b * k, k, act, g.get() + b * k, an.get() + b * k, asum.data() + b, &ocols[b]))
         ok.store(0, std::memory_order_relaxed);
   }
   if (!ok.load()) return false;
-  // activation outliers per row (sparse: |g| > 32, the normal grids end at 32)
-  std::vector<std::int64_t> aptr(static_cast<std::size_t>(batch + 1), 0);
-  std::vector<std::int32_t> acol;
-  for (index_t b = 0; b < batch; ++b) {
-    for (index_t t = 0; t < k; ++t)
-      if (std::fabs(g[b * k + t]) > 32.0f) acol.push_back(static_cast<std::int32_t>(t));
-    aptr[b + 1] = static_cast<std::int64_t>(acol.size());
-  }
   const double uu = static_cast<double>(unit_of(act.bits, act.normal)) * pv.h.unit, uw = pv.h.unit;
   const double sa = act.s;
   const index_t nblocks = (n + kRows - 1) / kRows;
@@ -208,17 +257,17 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     std::int64_t d[4 * kRows];
     for (index_t b0 = 0; b0 < batch; b0 += 4) {
       const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
-      idot(mb, an.data() + b0 * k, k, w, k, asum.data() + b0, d);
+      idot(mb, an.get() + b0 * k, k, w, k, asum.data() + b0, d);
       for (int i = 0; i < mb; ++i) {
         const index_t b = b0 + i;
-        const float* gb = g.data() + b * k;
+        const float* gb = g.get() + b * k;
+        const std::vector<std::int32_t>& ob = ocols[b];
         for (int j = 0; j < rows_here; ++j) {
           const index_t r = r0 + j;
           double t = uu * static_cast<double>(d[i * kRows + j]);
           for (std::int64_t o = pv.row_ptr[r]; o < pv.row_ptr[r + 1]; ++o)
             t += static_cast<double>(gb[pv.cols[o]]) * pv.values[o];
-          for (std::int64_t o = aptr[b]; o < aptr[b + 1]; ++o)
-            t += static_cast<double>(gb[acol[o]]) * (pv.normals[r * k + acol[o]] * uw);
+          for (const std::int32_t c : ob) t += static_cast<double>(gb[c]) * (pv.normals[r * k + c] * uw);
           out[b * n + r] = static_cast<float>(t * (sa * static_cast<double>(scales[per_row ? r : 0])));
         }
       }
