@@ -150,19 +150,18 @@ class QuantAct:
         self.x, self.alpha, self.bits, self.normal, self.keep_left = x, alpha, bits, normal, keep_left
 
 
-def act_operand(layer, x2):
-    """QuantAct for x2 when the integer kernel applies (torch CPU float32 input needing no gradient,
-    eager mode, calibrated layer on CPU), else None."""
+def act_operand(layer, x2, alpha: float):
+    """QuantAct for x2 with threshold alpha when the integer kernel applies (torch CPU float32
+    input needing no gradient, eager mode, calibrated layer on CPU), else None."""
     import torch
 
-    if (x2.device.type != "cpu" or layer.codes.device.type != "cpu" or x2.dtype != torch.float32
-            or (x2.requires_grad and torch.is_grad_enabled()) or x2.dim() != 2
-            or x2.shape[1] != layer.in_features or torch.compiler.is_compiling()):
+    if (alpha == 0.0 or x2.device.type != "cpu" or layer.codes.device.type != "cpu"
+            or x2.dtype != torch.float32 or (x2.requires_grad and torch.is_grad_enabled())
+            or x2.dim() != 2 or x2.shape[1] != layer.in_features or torch.compiler.is_compiling()):
         return None
-    alpha = float(layer.act_alpha)
-    if alpha == 0.0:
-        return None
-    return QuantAct(x2.detach().contiguous(), alpha, layer.act_bits, layer.act_normal,
+    if x2.requires_grad:
+        x2 = x2.detach()
+    return QuantAct(x2 if x2.is_contiguous() else x2.contiguous(), alpha, layer.act_bits, layer.act_normal,
                     layer.both_outliers == "left")
 
 

@@ -95,14 +95,16 @@ class _OVPBase(QuantModule):
             step = max(1, x2.shape[0] // max(1, _CALIBRATION_ROWS // x2.shape[1]))
             self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
             return x2
-        if float(self.act_alpha) == 0.0:
+        alpha = float(self.act_alpha)
+        if alpha == 0.0:
             warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
             self._set_act_threshold(x2.detach())
-        qa = None if fake else _kernels.act_operand(self, x2)
+            alpha = float(self.act_alpha)
+        qa = None if fake else _kernels.act_operand(self, x2, alpha)
         if qa is not None:
             return qa
         q = ovp_quantize(x2.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
-                         both_outliers=self.both_outliers, alpha=float(self.act_alpha))
+                         both_outliers=self.both_outliers, alpha=alpha)
         deq = ovp_dequantize(q)
         return x2 + (deq - x2).detach() if x2.requires_grad else deq
 
