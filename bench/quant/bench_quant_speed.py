@@ -2,7 +2,8 @@
 
 Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x4096, 4096x11008), batch
 1, 4 and 64, one thread: time of each quantized layer relative to fp32 torch.nn.Linear in the same
-run (lower is better): OVPLinear W4 / W8, torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
+run (lower is better): OVPLinear W4 / W8, W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
+calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
 bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
 sentences (fp32 vs OVP W4 / W8) and the quantization time per method (whole MiniLM, one 4096x11008).
 
@@ -29,6 +30,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def cpu_model():
     return numkern._cpu_model() or platform.processor() or "unknown"
+
+
+def vnni():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "yes" if "avx512_vnni" in f.read() else "no"
+    except OSError:
+        return "unknown"
 
 
 def timed(fns, rounds, reps):
@@ -59,23 +68,28 @@ def bnb_layer(lin):
 
 
 def layer_table(shapes, batches, rounds):
-    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | torch dyn int8 | bnb NF4 |", "|---|---|---|---|---|---|---|"]
+    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | OVP W4A8 | OVP W8A8 | torch dyn int8 | bnb NF4 |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for k, n in shapes:
         torch.manual_seed(0)
         lin = torch.nn.Linear(k, n).eval()
         w4, w8 = O.OVPLinear.from_linear(lin, bits=4), O.OVPLinear.from_linear(lin, bits=8)
+        a4, a8 = O.OVPLinear.from_linear(lin, bits=4, act_bits=8), O.OVPLinear.from_linear(lin, bits=8, act_bits=8)
+        for m in (a4, a8):
+            O.calibrate(m, [torch.randn(64, k)])
         dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
         bnb = bnb_layer(lin)
         for b in batches:
             x = torch.randn(b, k)
             reps = max(1, int(2e7 / (b * k * n)))
-            fns = {"fp32": lambda: lin(x), "w4": lambda: w4(x), "w8": lambda: w8(x), "dyn": lambda: dyn(x)}
+            fns = {"fp32": lambda: lin(x), "w4": lambda: w4(x), "w8": lambda: w8(x), "a4": lambda: a4(x),
+                   "a8": lambda: a8(x), "dyn": lambda: dyn(x)}
             if bnb is not None:
                 fns["bnb"] = lambda: bnb(x)
             with torch.no_grad():
                 t = timed(fns, rounds, reps)
             r = lambda key: f"{t[key] / t['fp32']:.2f}x" if key in t else "n/a"  # noqa: E731
-            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r('w4')} | {r('w8')} | {r('dyn')} | {r('bnb')} |")
+            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r('w4')} | {r('w8')} | {r('a4')} | {r('a8')} | {r('dyn')} | {r('bnb')} |")
     return "\n".join(rows)
 
 
@@ -96,6 +110,7 @@ def model_table(rounds):
     rows = ["| MiniLM, 16 sentences | time (ms) | vs fp32 | mean cosine to fp32 |", "|---|---|---|---|"]
     ref = model(ids, mask)
     qs = {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
+          "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
           "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
     t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
     for k, m in qs.items():
@@ -132,7 +147,7 @@ def main():
     numkern.set_num_threads(1)
     shapes = [(384, 384), (384, 1536), (1536, 384)] + ([] if a.quick else [(4096, 4096), (4096, 11008)])
     rounds = 3 if a.quick else 5
-    parts = [f"CPU: {cpu_model()}; numkern ISA path: {isa()}; torch {torch.__version__}; one thread "
+    parts = [f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}); torch {torch.__version__}; one thread "
              f"(torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians of "
              f"{rounds} interleaved rounds; ratios are time / fp32 time (lower is better).",
              "", layer_table(shapes, (1, 4, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]

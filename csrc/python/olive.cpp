@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "cpu/olive/int8act.hpp"
 #include "cpu/olive/olive.hpp"
 #include "cpu/olive/packed.hpp"
 #include "python/common/registry.hpp"
@@ -75,25 +76,55 @@ py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, b
   return blob;
 }
 
-// out (batch, n) = x (batch, k) @ W.T through a pack; scales (n or 1,) float32.
-void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row) {
+// The checked arguments of a matmul through a pack: x (batch, k), out (batch, n), scales (n or 1,).
+struct PackedArgs {
+  const std::uint8_t* blob;
+  ArrayView x, out, scales;
+};
+PackedArgs packed_args(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj,
+                       bool per_row) {
   ArrayView packed = ov::view<std::uint8_t>(packed_obj, "packed", kHost, false);
   packed.ndim(1);
   const std::uint8_t* blob = packed.ptr<std::uint8_t>();
   ov::raise_if(cpu::olive::check_packed(blob, packed.dim(0)));
   cpu::olive::PackHeader h;
   std::memcpy(&h, blob, sizeof h);
-  ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
-  ArrayView out = ov::view<float>(out_obj, "out", kHost, true);
-  ArrayView scales = ov::view<float>(scales_obj, "scales", kHost, false);
-  x.ndim(2).dim(1, h.k);
-  out.ndim(2).dim(0, x.dim(0)).dim(1, h.n);
-  scales.ndim(1).dim(0, per_row ? h.n : 1);
+  PackedArgs a{blob, ov::view<float>(x_obj, "x", kHost, false), ov::view<float>(out_obj, "out", kHost, true),
+               ov::view<float>(scales_obj, "scales", kHost, false)};
+  a.x.ndim(2).dim(1, h.k);
+  a.out.ndim(2).dim(0, a.x.dim(0)).dim(1, h.n);
+  a.scales.ndim(1).dim(0, per_row ? h.n : 1);
+  return a;
+}
+
+// out (batch, n) = x (batch, k) @ W.T through a pack; scales (n or 1,) float32.
+void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row) {
+  PackedArgs a = packed_args(x_obj, packed_obj, scales_obj, out_obj, per_row);
   py::gil_scoped_release release;
-  cpu::olive::matmul_packed(x.ptr<float>(), x.dim(0), blob, scales.ptr<float>(), per_row, out.ptr<float>());
+  cpu::olive::matmul_packed(a.x.ptr<float>(), a.x.dim(0), a.blob, a.scales.ptr<float>(), per_row,
+                            a.out.ptr<float>());
+}
+
+// out (batch, n) = ovp_fake_quantize(x, act_bits, act_normal, alpha=act_alpha, axis=None) @ W.T,
+// computed in integers; False (out untouched) when x has a non-finite or huge value.
+bool matmul_int8act(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row,
+                    double act_alpha, int act_bits, int act_normal, bool keep_left) {
+  ov::raise_if(cpu::olive::check_format(act_bits, act_normal));
+  if (!(act_alpha >= 1e-30 && act_alpha <= 1e37)) throw py::value_error("act_alpha: must lie in [1e-30, 1e37]");
+  PackedArgs a = packed_args(x_obj, packed_obj, scales_obj, out_obj, per_row);
+  const nk::olive::Scale sc = nk::olive::scale_for(act_alpha, act_bits, act_normal);
+  const cpu::olive::ActSpec act{act_bits, act_normal, keep_left, sc.inv, sc.s};
+  py::gil_scoped_release release;
+  return cpu::olive::matmul_int8act(a.x.ptr<float>(), a.x.dim(0), act, a.blob, a.scales.ptr<float>(), per_row,
+                                    a.out.ptr<float>());
 }
 
 void bind_olive(py::module_& m) {
+  m.def("matmul_int8act", &matmul_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
+        py::arg("per_row"), py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
+        "out (batch, n) = OVP-quantized x (per tensor, threshold act_alpha) @ W.T through prepack's pack, in "
+        "integers (int8 dot products plus sparse outlier terms, scales at the end; exact up to one float32 "
+        "rounding). Returns False and leaves out untouched when x has a NaN, an infinity or |x| > 1e37.");
   m.def("prepack", &prepack, py::arg("codes"), py::arg("scales"), py::arg("per_row"), py::arg("k"), py::arg("bits"),
         py::arg("normal"),
         "The pack of codes (n, bytes_per_row(k)) for matmul_packed: int8 normal grid values and a sparse "

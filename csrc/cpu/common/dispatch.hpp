@@ -16,6 +16,8 @@ enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2 };
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, avx512f = false, avx512dq = false, avx512bw = false;
+  // Not a tier of its own: an avx512-tier kernel may use VNNI (vpdpbusd) where this is set.
+  bool avx512vnni = false;
 };
 
 const CpuFeatures& cpu_features();  // detected once

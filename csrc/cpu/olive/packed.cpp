@@ -131,16 +131,26 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
   return nullptr;
 }
 
+PackView pack_view(const std::uint8_t* blob) {
+  PackView v;
+  std::memcpy(&v.h, blob, sizeof v.h);
+  const Sections s = sections(v.h.n, v.h.k, v.h.n_outliers);
+  v.normals = reinterpret_cast<const std::int8_t*>(blob + s.normals);
+  v.row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
+  v.cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
+  v.values = reinterpret_cast<const float*>(blob + s.values);
+  return v;
+}
+
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
                    float* out) {
-  PackHeader h;
-  std::memcpy(&h, blob, sizeof h);
+  const PackView pv = pack_view(blob);
+  const PackHeader& h = pv.h;
   const index_t n = h.n, k = h.k;
-  const Sections s = sections(n, k, h.n_outliers);
-  const auto* normals = reinterpret_cast<const std::int8_t*>(blob + s.normals);
-  const auto* row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
-  const auto* cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
-  const auto* values = reinterpret_cast<const float*>(blob + s.values);
+  const std::int8_t* normals = pv.normals;
+  const std::int64_t* row_ptr = pv.row_ptr;
+  const std::int32_t* cols = pv.cols;
+  const float* values = pv.values;
   const index_t nblocks = (n + 3) / 4;
   const int nt = threads_for(nblocks, batch * n * k);
   (void)nt;

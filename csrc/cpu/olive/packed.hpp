@@ -42,6 +42,16 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
 // only inside a checked blob: sections in bounds, row_ptr nondecreasing, columns < k).
 const char* check_packed(const std::uint8_t* blob, std::int64_t bytes);
 
+// The sections of a checked blob.
+struct PackView {
+  PackHeader h;
+  const std::int8_t* normals;
+  const std::int64_t* row_ptr;
+  const std::int32_t* cols;
+  const float* values;
+};
+PackView pack_view(const std::uint8_t* blob);
+
 // out (batch, n) = x (batch, k) @ decode(codes).T through the pack; scales per row or one.
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
                    float* out);

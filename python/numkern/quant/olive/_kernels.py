@@ -11,6 +11,14 @@ Kernel choice (numkern._core.olive, on the dispatcher's tier):
 Both compute out[b, n] = s_n · Σ_k x[b, k] g[n, k] in float32 from exact grid values: the
 result equals x @ ovp_dequantize(W).T up to float32 summation order (relative to
 |x| @ |W|.T: below 1e-5, tests/olive/test_olive_int_kernels.py).
+
+Activation-quantized layers (act_bits) on CPU without gradient take ``act_matmul``: the per-tensor
+OVP quantization of x and the matmul in integers (``matmul_int8act``, csrc/cpu/olive/int8act.hpp):
+int8 normal codes of x times the pack's int8 weights (AVX-512 VNNI / AVX2 / portable), outliers of
+either operand as sparse exact terms, scales applied once at the end.  The result is the exact
+product of the quantized operands Σ_k (g_a s_a)(g_w s_n) up to one float32 rounding,
+|out - exact| <= (2^-24 + 2^-52)|exact| (tests/olive/test_olive_int8_act.py); the float path it
+replaces (fake-quantized x @ dequantized W in float32) carries float32 summation error besides.
 """
 from __future__ import annotations
 
@@ -129,3 +137,45 @@ def linear_matmul(layer, x):
     if x.dim() != 2:
         y = y.reshape(*x.shape[:-1], p.n)
     return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+class QuantAct:
+    """The GEMM operand of an activation-quantized layer whose quantization is left to the
+    integer kernel: x2 float32 [rows, in_features] (CPU, contiguous, no gradient) and the
+    per-tensor threshold / format it is quantized with."""
+
+    __slots__ = ("x", "alpha", "bits", "normal", "keep_left")
+
+    def __init__(self, x, alpha: float, bits: int, normal: str, keep_left: bool):
+        self.x, self.alpha, self.bits, self.normal, self.keep_left = x, alpha, bits, normal, keep_left
+
+
+def act_operand(layer, x2, alpha: float):
+    """QuantAct for x2 with threshold alpha when the integer kernel applies (torch CPU float32
+    input needing no gradient, eager mode, calibrated layer on CPU), else None."""
+    import torch
+
+    if (alpha == 0.0 or x2.device.type != "cpu" or layer.codes.device.type != "cpu"
+            or x2.dtype != torch.float32 or (x2.requires_grad and torch.is_grad_enabled())
+            or x2.dim() != 2 or x2.shape[1] != layer.in_features or torch.compiler.is_compiling()):
+        return None
+    if x2.requires_grad:
+        x2 = x2.detach()
+    return QuantAct(x2 if x2.is_contiguous() else x2.contiguous(), alpha, layer.act_bits, layer.act_normal,
+                    layer.both_outliers == "left")
+
+
+def act_matmul(layer, qa):
+    """quantize(qa.x) @ W.T -> float32 [rows, out_features] by the integer kernel; None when qa.x
+    holds a non-finite or huge value (the caller's float path then raises its error)."""
+    import torch
+
+    from ..._core import olive
+
+    p = _prepared(layer)
+    p.packed()
+    out = np.empty((qa.x.shape[0], p.n), np.float32)
+    if qa.x.shape[0] and not olive.matmul_int8act(qa.x.numpy(), p.pack_np, p.scales, out, True, qa.alpha,
+                                                  qa.bits, _NORMAL[qa.normal], qa.keep_left):
+        return None
+    return torch.from_numpy(out)

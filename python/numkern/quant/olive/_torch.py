@@ -93,17 +93,24 @@ class _OVPBase(QuantModule):
         return self.act_bits is None or float(self.act_alpha) != 0.0
 
     # ---- forward pieces -----------------------------------------------------------------------
-    def _quantize_act(self, x2):
-        """Per-tensor OVP fake quantization of the float32 GEMM operand x2 [rows, in_features]."""
+    def _quantize_act(self, x2, fake=False):
+        """Per-tensor OVP quantization of the float32 GEMM operand x2 [rows, in_features]: on CPU
+        without gradient a _kernels.QuantAct that _matmul multiplies in integers; otherwise (or
+        with fake=True) the fake-quantized float tensor."""
         if self._calib is not None:  # calibrate(): record, pass through unquantized
             step = max(1, x2.shape[0] // max(1, _CALIBRATION_ROWS // x2.shape[1]))
             self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
             return x2
-        if float(self.act_alpha) == 0.0:
+        alpha = float(self.act_alpha)
+        if alpha == 0.0:
             warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
             self._set_act_threshold(x2.detach())
+            alpha = float(self.act_alpha)
+        qa = None if fake else _kernels.act_operand(self, x2, alpha)
+        if qa is not None:
+            return qa
         q = ovp_quantize(x2.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
-                         both_outliers=self.both_outliers, alpha=float(self.act_alpha))
+                         both_outliers=self.both_outliers, alpha=alpha)
         deq = ovp_dequantize(q)
         return x2 + (deq - x2).detach() if x2.requires_grad else deq
 
@@ -117,6 +124,11 @@ class _OVPBase(QuantModule):
         """float32 [rows, in_features] -> float32 [rows, out_features] by the fused OVP kernel:
         straight to C++ on prepacked weights for CPU tensors (quant/olive/_kernels.py, issue #15),
         numkern.quant.ovp_matmul otherwise (CUDA, or a gradient is needed)."""
+        if isinstance(x2, _kernels.QuantAct):  # activation codes in integers (int8act.hpp)
+            y = _kernels.act_matmul(self, x2)
+            if y is not None:
+                return y
+            x2 = self._quantize_act(x2.x, fake=True)  # non-finite input: raises ovp_quantize's error
         y = _kernels.linear_matmul(self, x2)
         return ovp_matmul(x2, self.quantized_weight()) if y is None else y
 

@@ -1,0 +1,279 @@
+// OVP matmul with integer activations (see int8act.hpp for the exact integer form).
+#include "cpu/olive/int8act.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "cpu/common/threads.hpp"
+#include "cpu/common/tiers.hpp"
+#include "cpu/olive/packed.hpp"
+#include "numkern/olive/olive.hpp"
+
+#if NK_X86_TIERS
+#include <immintrin.h>
+#define NK_TIER_VNNI __attribute__((target("avx512f,avx512dq,avx512bw,avx512vnni,avx2,fma")))
+#endif
+
+namespace nk::cpu::olive {
+namespace ov = nk::olive;
+namespace {
+
+// Columns summed in int32 before widening to int64: |sum| <= 255 * 127 * kKBlock < 2^31 (the VNNI
+// form multiplies an offset unsigned weight 0..255 by an activation code -127..127).
+constexpr index_t kKBlock = 32768;
+constexpr int kRows = 4;  // weight rows per block (the block's activation rows: up to 4)
+
+constexpr float unit_of(int bits, int normal) { return bits == 8 ? 0.25f : (normal == ov::kFlint ? 2.0f : 4.0f); }
+
+// Normal code (grid value / unit) of q for a value below the format's outlier midpoint: the
+// normal branch of nk::olive::round_elem (same operations, so the same result).
+template <int BITS, int NORMAL>
+NK_TIER_INLINE int normal_code(float q) {
+  if (BITS == 8) {
+    const int n = static_cast<int>(::floorf(q * 4.0f + 0.5f));
+    return n > 127 ? 127 : (n < -127 ? -127 : n);
+  } else if (NORMAL == ov::kFlint) {
+    return static_cast<int>(ov::round_flint4(q).g * 0.5f);
+  } else {
+    const int n = static_cast<int>(::floorf(q * 0.25f + 0.5f));
+    return n > 7 ? 7 : (n < -7 ? -7 : n);
+  }
+}
+
+// One activation row: grid values g (q units) and normal codes an = g / unit (0 at an outlier),
+// their sum in *asum, the outlier columns appended to *ocols; 0 when a value is NaN, infinite or
+// beyond 1e37 (what ovp_quantize rejects).  A branch-free pass rounds every value onto the normal
+// grid and marks a value at or above the outlier midpoint with the code -128 (no normal code);
+// the pairs holding a mark (rare; found by memchr) are then encoded by nk::olive::encode_pair.
+template <int BITS, int NORMAL>
+NK_TIER_INLINE int quant_row_t(const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an,
+                               std::int64_t* asum, std::vector<std::int32_t>* ocols) {
+  const float mid = BITS == 8 ? 32.375f : (NORMAL == ov::kFlint ? 40.0f : 38.0f);
+  const float unit = unit_of(BITS, NORMAL), inv_unit = 1.0f / unit;  // powers of two: exact
+  int ok = 1;
+  for (index_t i = 0; i < k; ++i) {
+    ok &= static_cast<int>(::fabsf(x[i]) <= 1e37f);
+    float q = x[i] * a.inv;
+    const bool big = ::fabsf(q) >= mid;
+    q = q == q ? q : 0.0f;  // NaN / huge (rejected above): keep the conversion defined
+    q = q > 1e6f ? 1e6f : (q < -1e6f ? -1e6f : q);
+    const int n = normal_code<BITS, NORMAL>(q);
+    an[i] = static_cast<std::int8_t>(big ? -128 : n);
+    g[i] = static_cast<float>(n) * unit;
+  }
+  if (!ok) return 0;
+  for (index_t i = 0; i < k;) {
+    const void* hit = std::memchr(an + i, 0x80, static_cast<std::size_t>(k - i));
+    if (!hit) break;
+    const index_t p = (static_cast<const std::int8_t*>(hit) - an) / 2;
+    float x0, x1;
+    ov::load_pair(x, k, p, &x0, &x1);
+    const ov::PairOut o = ov::encode_pair(x0, x1, a.inv, BITS, NORMAL, a.keep_left);
+    const float gp[2] = {o.g0, o.g1};
+    for (int e = 0; e < 2 && 2 * p + e < k; ++e) {
+      const bool out = ::fabsf(gp[e]) > 32.0f;
+      g[2 * p + e] = gp[e];
+      an[2 * p + e] = static_cast<std::int8_t>(out ? 0 : static_cast<int>(gp[e] * inv_unit));
+      if (out) ocols->push_back(static_cast<std::int32_t>(2 * p + e));
+    }
+    i = 2 * p + 2;
+  }
+  std::int64_t s = 0;
+  for (index_t i = 0; i < k; ++i) s += an[i];
+  *asum = s;
+  return 1;
+}
+
+NK_TIER_INLINE int quant_row_body(const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an,
+                                  std::int64_t* asum, std::vector<std::int32_t>* ocols) {
+  if (a.bits == 8) return quant_row_t<8, ov::kInt>(x, k, a, g, an, asum, ocols);
+  if (a.normal == ov::kFlint) return quant_row_t<4, ov::kFlint>(x, k, a, g, an, asum, ocols);
+  return quant_row_t<4, ov::kInt>(x, k, a, g, an, asum, ocols);
+}
+NK_TIERED(int, quant_row, quant_row_body, ,
+          (const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an, std::int64_t* asum,
+           std::vector<std::int32_t>* ocols),
+          (x, k, a, g, an, asum, ocols))
+
+// d[i * kRows + j] = sum_{t < k} a[i * lda + t] * w[j][t] exactly, for i < MB, j < kRows.
+template <int MB>
+void idot_portable(const std::int8_t* a, index_t lda, const std::int8_t* const* w, index_t k, const std::int64_t*,
+                   std::int64_t* d) {
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < kRows; ++j) {
+      std::int64_t s = 0;
+      for (index_t k0 = 0; k0 < k; k0 += kKBlock) {
+        std::int32_t p = 0;
+        for (index_t t = k0; t < std::min(k, k0 + kKBlock); ++t) p += a[i * lda + t] * w[j][t];
+        s += p;
+      }
+      d[i * kRows + j] = s;
+    }
+}
+
+#if NK_X86_TIERS
+// AVX2: vpmaddubsw(|a|, sign(w, a)) pairs |a||w| <= 2 * 127 * 127 < 2^15 (no saturation), then
+// vpmaddwd with ones to int32.
+template <int MB>
+NK_TIER_AVX2 void idot_avx2(const std::int8_t* a, index_t lda, const std::int8_t* const* w, index_t k,
+                            const std::int64_t*, std::int64_t* d) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int i = 0; i < MB * kRows; ++i) d[i] = 0;
+  for (index_t k0 = 0; k0 < k; k0 += kKBlock) {
+    const index_t kend = std::min(k, k0 + kKBlock), kv = k0 + (kend - k0) / 32 * 32;
+    __m256i acc[MB][kRows];
+    for (int i = 0; i < MB; ++i)
+      for (int j = 0; j < kRows; ++j) acc[i][j] = _mm256_setzero_si256();
+    for (index_t t = k0; t < kv; t += 32) {
+      __m256i wv[kRows];
+      for (int j = 0; j < kRows; ++j) wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + t));
+      for (int i = 0; i < MB; ++i) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i * lda + t));
+        const __m256i aa = _mm256_abs_epi8(av);
+        for (int j = 0; j < kRows; ++j) {
+          const __m256i p = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(wv[j], av));
+          acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(p, ones));
+        }
+      }
+    }
+    for (int i = 0; i < MB; ++i)
+      for (int j = 0; j < kRows; ++j) {
+        alignas(32) std::int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[i][j]);
+        std::int64_t s = 0;
+        for (int l = 0; l < 8; ++l) s += lanes[l];
+        for (index_t t = kv; t < kend; ++t) s += a[i * lda + t] * w[j][t];
+        d[i * kRows + j] += s;
+      }
+  }
+}
+
+// The lane sums of four int32 vectors, as one vector [sum a0, sum a1, sum a2, sum a3].
+NK_TIER_VNNI inline __m128i reduce4(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+  const __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// AVX-512 VNNI: vpdpbusd(w + 128, a) (unsigned x signed, four products to int32), then
+// sum_t (w_t + 128) a_t - 128 sum_t a_t.  The tail is a masked load (zeros contribute 0).
+template <int MB>
+NK_TIER_VNNI void idot_vnni(const std::int8_t* a, index_t lda, const std::int8_t* const* w, index_t k,
+                            const std::int64_t* asum, std::int64_t* d) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < kRows; ++j) d[i * kRows + j] = -128 * asum[i];
+  for (index_t k0 = 0; k0 < k; k0 += kKBlock) {
+    const index_t kend = std::min(k, k0 + kKBlock);
+    __m512i acc[MB][kRows];
+    for (int i = 0; i < MB; ++i)
+      for (int j = 0; j < kRows; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (index_t t = k0; t < kend; t += 64) {
+      const __mmask64 m = kend - t >= 64 ? ~0ULL : ((1ULL << (kend - t)) - 1);
+      __m512i wv[kRows];
+      for (int j = 0; j < kRows; ++j) wv[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, w[j] + t), flip);
+      for (int i = 0; i < MB; ++i) {
+        const __m512i av = _mm512_maskz_loadu_epi8(m, a + i * lda + t);
+        for (int j = 0; j < kRows; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], av);
+      }
+    }
+    for (int i = 0; i < MB; ++i) {
+      alignas(16) std::int32_t s[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(s), reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+      for (int j = 0; j < kRows; ++j) d[i * kRows + j] += s[j];
+    }
+  }
+}
+#endif
+
+template <int MB>
+void idot_mb(const std::int8_t* a, index_t lda, const std::int8_t* const* w, index_t k, const std::int64_t* asum,
+             std::int64_t* d) {
+#if NK_X86_TIERS
+  switch (active_isa()) {
+    case Isa::avx512:
+      if (cpu_features().avx512vnni) return idot_vnni<MB>(a, lda, w, k, asum, d);
+      return idot_avx2<MB>(a, lda, w, k, asum, d);  // AVX-512 BW has no vpsignb
+    case Isa::avx2: return idot_avx2<MB>(a, lda, w, k, asum, d);
+    default: break;
+  }
+#endif
+  idot_portable<MB>(a, lda, w, k, asum, d);
+}
+
+void idot(int mb, const std::int8_t* a, index_t lda, const std::int8_t* const* w, index_t k,
+          const std::int64_t* asum, std::int64_t* d) {
+  switch (mb) {
+    case 4: return idot_mb<4>(a, lda, w, k, asum, d);
+    case 3: return idot_mb<3>(a, lda, w, k, asum, d);
+    case 2: return idot_mb<2>(a, lda, w, k, asum, d);
+    default: return idot_mb<1>(a, lda, w, k, asum, d);
+  }
+}
+
+}  // namespace
+
+bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std::uint8_t* blob,
+                    const float* scales, bool per_row, float* out) {
+  const PackView pv = pack_view(blob);
+  const index_t n = pv.h.n, k = pv.h.k;
+  if (batch == 0 || n == 0) return true;
+  // no zero fill: quant_row writes every element
+  std::unique_ptr<float[]> g(new float[static_cast<std::size_t>(batch * k)]);
+  std::unique_ptr<std::int8_t[]> an(new std::int8_t[static_cast<std::size_t>(batch * k)]);
+  std::vector<std::int64_t> asum(static_cast<std::size_t>(batch));
+  std::vector<std::vector<std::int32_t>> ocols(static_cast<std::size_t>(batch));  // activation outliers
+  std::atomic<int> ok{1};
+  {
+    const int nt = threads_for(batch, batch * k);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t b = 0; b < batch; ++b)
+      if (!quant_row(x + b * k, k, act, g.get() + b * k, an.get() + b * k, asum.data() + b, &ocols[b]))
+        ok.store(0, std::memory_order_relaxed);
+  }
+  if (!ok.load()) return false;
+  const double uu = static_cast<double>(unit_of(act.bits, act.normal)) * pv.h.unit, uw = pv.h.unit;
+  const double sa = act.s;
+  const index_t nblocks = (n + kRows - 1) / kRows;
+  const int nt = threads_for(nblocks, batch * n * k);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t blk = 0; blk < nblocks; ++blk) {
+    const index_t r0 = blk * kRows;
+    const int rows_here = static_cast<int>(std::min<index_t>(kRows, n - r0));
+    const std::int8_t* w[kRows];
+    for (int j = 0; j < kRows; ++j) w[j] = pv.normals + (r0 + std::min(j, rows_here - 1)) * k;
+    std::int64_t d[4 * kRows];
+    for (index_t b0 = 0; b0 < batch; b0 += 4) {
+      const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
+      idot(mb, an.get() + b0 * k, k, w, k, asum.data() + b0, d);
+      for (int i = 0; i < mb; ++i) {
+        const index_t b = b0 + i;
+        const float* gb = g.get() + b * k;
+        const std::vector<std::int32_t>& ob = ocols[b];
+        for (int j = 0; j < rows_here; ++j) {
+          const index_t r = r0 + j;
+          double t = uu * static_cast<double>(d[i * kRows + j]);
+          for (std::int64_t o = pv.row_ptr[r]; o < pv.row_ptr[r + 1]; ++o)
+            t += static_cast<double>(gb[pv.cols[o]]) * pv.values[o];
+          for (const std::int32_t c : ob) t += static_cast<double>(gb[c]) * (pv.normals[r * k + c] * uw);
+          out[b * n + r] = static_cast<float>(t * (sa * static_cast<double>(scales[per_row ? r : 0])));
+        }
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace nk::cpu::olive

@@ -1,0 +1,152 @@
+"""The integer matmul of activation-quantized OVP layers (numkern._core.olive.matmul_int8act,
+csrc/cpu/olive/int8act.hpp) and OVPLinear's use of it, on every dispatcher tier.
+
+Bound (int8act.hpp): out = the exact product of the quantized operands, sum_k (g_a s_a)(g_w s_r),
+up to one double and one float32 rounding: |out - exact| <= (2^-24 + 2^-52)|exact| (plus float32
+underflow).  The exact value is formed here in float64 from the grid values recovered from
+ovp_dequantize (grid values are multiples of 1/4 below 504 in magnitude, so the float64 sums of
+their products are exact)."""
+import numpy as np
+import pytest
+
+from numkern._core import olive as C
+from numkern.quant import olive as O
+
+ACT = [(4, "int"), (4, "flint"), (8, "int")]
+WEIGHT = [(4, "int"), (4, "flint"), (8, "int")]
+REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-52, plus the float64 reference's own scaling
+TINY = 2.0 ** -149
+
+
+def _grid(q):
+    """Exact grid values (float64, q units) and scales (float64, per row) of an OVPTensor."""
+    deq = np.asarray(O.ovp_dequantize(q), np.float64)
+    s = np.asarray(q.scales, np.float64).reshape(-1, 1)
+    g = np.round(deq / s * 4.0) / 4.0
+    assert np.array_equal((g * s).astype(np.float32), deq.astype(np.float32))
+    return g, s[:, 0]
+
+
+def _exact(x, alpha, act_bits, act_normal, keep, qw):
+    qa = O.ovp_quantize(x, bits=act_bits, normal=act_normal, axis=None, alpha=alpha,
+                        both_outliers="left" if keep else "larger")
+    ga, sa = _grid(qa)
+    gw, sw = _grid(qw)
+    return (ga @ gw.T) * sa[0] * sw[None, :], qa
+
+
+def _pack(q):
+    return C.prepack(q.codes, q.scales, q.per_row, q.shape[1], q.bits, O._NORMAL_CODE[q.normal])
+
+
+def _heavy(rng, shape, scale=1.0):
+    return (rng.standard_t(2.5, size=shape) * scale).astype(np.float32)  # many outliers
+
+
+@pytest.mark.parametrize("act_bits,act_normal", ACT)
+@pytest.mark.parametrize("bits,normal", WEIGHT)
+@pytest.mark.parametrize("batch,n,k", [(1, 9, 384), (3, 5, 67), (9, 6, 200), (4, 3, 1)])
+def test_int8act_exact(isa, act_bits, act_normal, bits, normal, batch, n, k):
+    rng = np.random.default_rng(batch * 100 + n * 10 + k + act_bits + bits)
+    w = _heavy(rng, (n, k), 0.1)
+    x = _heavy(rng, (batch, k))
+    x[0, :2] = [40.0, 45.0][:k]  # a pair of two outliers (both rules), overlapping weight outliers
+    w[:, :2] *= 50.0
+    qw = O.ovp_quantize(w, bits=bits, normal=normal, axis="row", search=False)
+    alpha = float(np.std(x)) * 3.0
+    for keep in (False, True):
+        exact, _ = _exact(x, alpha, act_bits, act_normal, keep, qw)
+        out = np.full((batch, n), np.nan, np.float32)
+        assert C.matmul_int8act(x, _pack(qw), qw.scales, out, True, alpha, act_bits,
+                                O._NORMAL_CODE[act_normal], keep)
+        err = np.abs(out.astype(np.float64) - exact)
+        assert np.all(err <= REL * np.abs(exact) + TINY), err.max()
+
+
+def test_int8act_long_rows_and_extremes(isa):
+    # k beyond the 32768-column int32 block, every code at its extreme: no overflow
+    rng = np.random.default_rng(7)
+    k = 33000
+    w = np.where(rng.random((5, k)) < 0.5, -1.0, 1.0).astype(np.float32)
+    x = np.where(rng.random((2, k)) < 0.5, -1.0, 1.0).astype(np.float32)
+    qw = O.ovp_quantize(w, bits=8, axis="row", alpha=1.0)
+    exact, _ = _exact(x, 1.0, 8, "int", False, qw)
+    out = np.empty((2, 5), np.float32)
+    assert C.matmul_int8act(x, _pack(qw), qw.scales, out, True, 1.0, 8, 0, False)
+    assert np.all(np.abs(out - exact) <= REL * np.abs(exact) + TINY)
+    same = np.ones((1, k), np.float32)  # sum of k products 127 * 127 (units of 1/4): > 2^29
+    exact, _ = _exact(same, 1.0, 8, "int", False, O.ovp_quantize(same, bits=8, axis="row", alpha=1.0))
+    out = np.empty((1, 1), np.float32)
+    qs = O.ovp_quantize(same, bits=8, axis="row", alpha=1.0)
+    assert C.matmul_int8act(same, _pack(qs), qs.scales, out, True, 1.0, 8, 0, False)
+    assert abs(out[0, 0] - exact[0, 0]) <= REL * abs(exact[0, 0])
+
+
+def test_int8act_bad_input():
+    rng = np.random.default_rng(1)
+    qw = O.ovp_quantize(rng.standard_normal((4, 16)).astype(np.float32), search=False)
+    pk = _pack(qw)
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    out = np.full((2, 4), 7.0, np.float32)
+    for bad in (np.nan, np.inf, 2e37):
+        xb = x.copy()
+        xb[1, 3] = bad
+        assert not C.matmul_int8act(xb, pk, qw.scales, out, True, 1.0, 8, 0, False)
+        assert np.all(out == 7.0)  # nothing written
+    with pytest.raises(ValueError, match="act_alpha"):
+        C.matmul_int8act(x, pk, qw.scales, out, True, 0.0, 8, 0, False)
+    with pytest.raises(ValueError, match="normal"):
+        C.matmul_int8act(x, pk, qw.scales, out, True, 1.0, 8, 1, False)
+    with pytest.raises(ValueError, match="x"):
+        C.matmul_int8act(x[:, :15].copy(), pk, qw.scales, out, True, 1.0, 8, 0, False)
+    with pytest.raises(ValueError, match="packed"):
+        C.matmul_int8act(x, pk[:-1], qw.scales, out, True, 1.0, 8, 0, False)
+
+
+@pytest.mark.parametrize("act_bits", [4, 8])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_ovplinear_takes_integer_path(torch, isa, monkeypatch, act_bits, bits):
+    from numkern.quant.olive import _torch as T
+
+    rng = np.random.default_rng(act_bits * 10 + bits)
+    lin = torch.nn.Linear(48, 20, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(_heavy(rng, (20, 48), 0.1)))
+    layer = O.OVPLinear.from_linear(lin, bits=bits, act_bits=act_bits)
+    x = torch.from_numpy(_heavy(rng, (2, 5, 48)))
+    O.calibrate(layer, [x])
+    fake = layer._quantize_act(x.reshape(-1, 48), fake=True)  # the float path's operand
+    float_path = (fake.double() @ layer.dequantized_weight().double().T).reshape(2, 5, 20)
+    with torch.no_grad():
+        ref_exact, _ = _exact(x.reshape(-1, 48).numpy(), float(layer.act_alpha), act_bits, layer.act_normal,
+                              False, layer.quantized_weight())
+
+    def no_fake(*a, **kw):
+        raise AssertionError("fake quantization ran on the integer path")
+
+    monkeypatch.setattr(T, "ovp_quantize", no_fake)
+    with torch.no_grad():
+        y = layer(x)
+    ref = torch.from_numpy(ref_exact).reshape(2, 5, 20)
+    err = (y.double() - ref).abs()
+    assert torch.all(err <= REL * ref.abs() + TINY)
+    # the float path (fake-quantized x in float32 @ dequantized W) differs by float32 roundings only
+    mag = fake.double().abs() @ layer.dequantized_weight().double().abs().T
+    assert torch.all((y.double() - float_path).abs() <= 1e-6 * mag.reshape(2, 5, 20) + 1e-6)
+
+
+def test_ovplinear_nonfinite_input_raises(torch):
+    layer = O.OVPLinear.from_linear(torch.nn.Linear(8, 3), bits=4, act_bits=8)
+    O.calibrate(layer, [torch.randn(4, 8)])
+    x = torch.randn(2, 8)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(x)
+
+
+def test_ovplinear_grad_keeps_fake_quant(torch):
+    layer = O.OVPLinear.from_linear(torch.nn.Linear(8, 3), bits=4, act_bits=8)
+    O.calibrate(layer, [torch.randn(4, 8)])
+    x = torch.randn(2, 8, requires_grad=True)
+    layer(x).sum().backward()  # straight-through estimator on the float path
+    assert x.grad is not None and torch.isfinite(x.grad).all()
