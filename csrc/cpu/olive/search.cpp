@@ -4,8 +4,10 @@
 // no FMA contraction is enabled here), so each lane's value equals the scalar one bit for bit.
 #include "cpu/olive/search.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/common/tiers.hpp"
@@ -176,43 +178,44 @@ NK_TIER_INLINE double pair_error_scalar(float x0, float x1, ov::Scale sc, int bi
   return ov::pair_sq_error(x0, x1, ov::encode_pair(x0, x1, sc.inv, bits, normal, keep_left), sc.s);
 }
 
-// Error of one candidate over the pairs [0, full) (full a multiple of 8), two passes: groups of 8
-// pairs without an outlier are summed at once, the others (listed in `later`) afterwards.  Each
-// float partial sum holds at most kSearchBlock terms a lane.
+// Error of one candidate over the pairs [b, e) (b, e multiples of 8, e - b <= kChunk), added to
+// *acc: groups of 8 pairs without an outlier are summed at once, the others (listed in `later`)
+// afterwards.  Each float partial sum holds at most kSearchBlock terms a lane.
+constexpr index_t kChunk = kSearchBlock * kL / 2;
 template <int Bits, int Normal, bool Clamp>
-NK_TIER_INLINE double candidate_error(const float* xe, const float* xo, index_t full, ov::Scale sc, bool keep_left,
-                                      index_t* later) {
-  vd acc{};
+NK_TIER_INLINE void chunk_error(const float* xe, const float* xo, index_t b, index_t e, ov::Scale sc, bool keep_left,
+                                vd* acc) {
+  index_t later[kChunk / kL];
   index_t n_later = 0;
-  for (index_t b = 0; b < full; b += kSearchBlock * kL) {
-    vf part{};
-    const index_t e = b + kSearchBlock * kL < full ? b + kSearchBlock * kL : full;
-    for (index_t p = b; p < e; p += kL) {
-      bool out;
-      const vf t = normal_error_f<Bits, Normal, Clamp>(load8(xe + p), load8(xo + p), sc, &out);
-      later[n_later] = p;
-      n_later += out;
-      part += out ? vf{} : t;
-    }
-    acc += __builtin_convertvector(part, vd);
+  vf part{};
+  for (index_t p = b; p < e; p += kL) {
+    bool out;
+    const vf t = normal_error_f<Bits, Normal, Clamp>(load8(xe + p), load8(xo + p), sc, &out);
+    later[n_later] = p;
+    n_later += out;
+    part += out ? vf{} : t;
   }
-  for (index_t b = 0; b < n_later; b += kSearchBlock) {
-    vf part{};
-    const index_t e = b + kSearchBlock < n_later ? b + kSearchBlock : n_later;
-    for (index_t i = b; i < e; ++i)
-      part += pair_error_f<Bits, Normal, Clamp>(load8(xe + later[i]), load8(xo + later[i]), sc, keep_left);
-    acc += __builtin_convertvector(part, vd);
-  }
+  for (index_t i = 0; i < n_later; ++i)
+    part += pair_error_f<Bits, Normal, Clamp>(load8(xe + later[i]), load8(xo + later[i]), sc, keep_left);
+  *acc += __builtin_convertvector(part, vd);
+}
+
+NK_TIER_INLINE double hsum(vd acc) {
   double sum = 0.0;
   for (int l = 0; l < kL; ++l) sum += acc[l];
   return sum;
 }
 
+// Branch and bound over the candidates.  Every candidate is first summed over the leading chunks
+// (the prefix); then, in order of prefix sum, each is summed chunk by chunk to the end of the row,
+// and dropped as soon as its partial sum P (a lower bound of its full fast sum: the terms are >= 0
+// and rounding is monotone) shows that its exact error exceeds that of a candidate already summed
+// in full (error E): P - tol(P) > E + tol(E).  A dropped candidate reports P, which the caller's
+// tolerance test then also rejects (search.hpp).
 template <int Bits, int Normal>
 NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
                                     bool keep_left, double* err) {
   const index_t full = np - np % kL;
-  std::vector<index_t> later(static_cast<std::size_t>(full / kL + 1));
   // max |x| (NaN if any is): where fl(max |x| * inv) <= 1e6, no q = x * inv is clamped
   float xmax = 0.0f;
   bool nan = false;
@@ -221,12 +224,64 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
     nan |= !(a == a);
     xmax = a > xmax ? a : xmax;
   }
-  for (int c = 0; c < count; ++c) {
+  auto sum_to = [&](int c, index_t from, index_t to, vd* acc) {
     const bool clamp = nan || !(xmax * sc[c].inv <= 1e6f);
-    double e = clamp ? candidate_error<Bits, Normal, true>(xe, xo, full, sc[c], keep_left, later.data())
-                     : candidate_error<Bits, Normal, false>(xe, xo, full, sc[c], keep_left, later.data());
-    for (index_t p = full; p < np; ++p) e += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
-    err[c] = e;
+    for (index_t b = from; b < to; b += kChunk) {
+      const index_t e = b + kChunk < to ? b + kChunk : to;
+      if (clamp)
+        chunk_error<Bits, Normal, true>(xe, xo, b, e, sc[c], keep_left, acc);
+      else
+        chunk_error<Bits, Normal, false>(xe, xo, b, e, sc[c], keep_left, acc);
+    }
+  };
+  auto tail = [&](int c) {
+    double t = 0.0;
+    for (index_t p = full; p < np; ++p) t += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
+    return t;
+  };
+  // prefix: about 1/16 of the row, whole chunks
+  index_t prefix = (full / 16 + kChunk - 1) / kChunk * kChunk;
+  prefix = prefix < full ? prefix : full;
+  vd acc[ov::kSearchCount];  // count <= kSearchCount (search.hpp)
+  int order[ov::kSearchCount];
+  double pre[ov::kSearchCount];
+  for (int c = 0; c < count; ++c) {
+    acc[c] = vd{};
+    sum_to(c, 0, prefix, &acc[c]);
+    pre[c] = hsum(acc[c]);
+    order[c] = c;
+  }
+  // insertion sort by prefix sum (NaN last)
+  for (int i = 1; i < count; ++i) {
+    const int c = order[i];
+    int j = i;
+    for (; j > 0 && (pre[c] < pre[order[j - 1]] || (pre[order[j - 1]] != pre[order[j - 1]] && pre[c] == pre[c])); --j)
+      order[j] = order[j - 1];
+    order[j] = c;
+  }
+  double best = std::numeric_limits<double>::infinity();
+  const double best_bound_inf = best;
+  double bound = best_bound_inf;  // best + tol(best)
+  for (int i = 0; i < count; ++i) {
+    const int c = order[i];
+    bool dropped = false;
+    for (index_t b = prefix; b < full; b += kChunk) {
+      if (bound < best_bound_inf) {
+        const double p = hsum(acc[c]);
+        if (p - search_tolerance(np, p) > bound) {
+          err[c] = p;
+          dropped = true;
+          break;
+        }
+      }
+      sum_to(c, b, b + kChunk < full ? b + kChunk : full, &acc[c]);
+    }
+    if (dropped) continue;
+    err[c] = hsum(acc[c]) + tail(c);
+    if (err[c] < best) {
+      best = err[c];
+      bound = best + search_tolerance(np, best);
+    }
   }
 }
 
@@ -273,7 +328,8 @@ NK_TIERED(void, pair_terms_tiered, pair_terms_body, ,
 
 void search_errors(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
                    bool keep_left, double* err) {
-  search_errors_tiered(xe, xo, np, sc, count, bits, normal, keep_left, err);
+  for (int c = 0; c < count; c += ov::kSearchCount)  // the tiers hold at most kSearchCount at once
+    search_errors_tiered(xe, xo, np, sc + c, std::min(count - c, ov::kSearchCount), bits, normal, keep_left, err + c);
 }
 
 void pair_terms(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal, bool keep_left,
