@@ -78,12 +78,12 @@ NK_TIER_INLINE vf round_normal(vf q) {
   return __builtin_convertvector(n << 2, vf);
 }
 
-// outlier-grid value of ov::round_elem (q already clamped): round_abf4 / round_abf8
+// exponent e (i - 5 for 8 bits) and mantissa m of ov::round_abf4 / round_abf8 (q already clamped)
 template <int Bits>
-NK_TIER_INLINE vf round_outlier(vf q) {
+NK_TIER_INLINE void outlier_em(vf q, vi* e_out, vi* m_out) {
   const vf a = vabs(q);
-  const vi pos = q > splat(0.0f), neg = q < splat(0.0f);
-  vi e = exponent(a);  // i - 5 for 8 bits
+  const vi pos = q > splat(0.0f);
+  vi e = exponent(a);
   constexpr float kSteps = Bits == 8 ? 32.0f : 2.0f;
   const vf t = (a * inv_base(e) - splat(1.0f)) * splat(kSteps);
   vi m = round_mag(t, pos);
@@ -93,7 +93,16 @@ NK_TIER_INLINE vf round_outlier(vf q) {
   const vi sat = e > splati(3);
   e = seli(sat, splati(3), e);
   m = seli(sat, splati(static_cast<int>(kSteps) - 1), m);
-  m = seli((e == splati(0)) & (m == splati(0)), splati(1), m);
+  *m_out = seli((e == splati(0)) & (m == splati(0)), splati(1), m);
+  *e_out = e;
+}
+
+// outlier-grid value of ov::round_elem (q already clamped): round_abf4 / round_abf8
+template <int Bits>
+NK_TIER_INLINE vf round_outlier(vf q) {
+  const vi neg = q < splat(0.0f);
+  vi e, m;
+  outlier_em<Bits>(q, &e, &m);
   vf g;
   if (Bits == 8)
     g = __builtin_convertvector(splati(32) + m, vf) * __builtin_convertvector(splati(1) << e, vf);
@@ -206,6 +215,19 @@ NK_TIER_INLINE double hsum(vd acc) {
   return sum;
 }
 
+// Adds candidate sc's error over the pairs [from, to) (multiples of 8) to *acc, chunk by chunk.
+template <int Bits, int Normal>
+NK_TIER_INLINE void sum_to(const float* xe, const float* xo, index_t from, index_t to, ov::Scale sc, bool clamp,
+                           bool keep_left, vd* acc) {
+  for (index_t b = from; b < to; b += kChunk) {
+    const index_t e = b + kChunk < to ? b + kChunk : to;
+    if (clamp)
+      chunk_error<Bits, Normal, true>(xe, xo, b, e, sc, keep_left, acc);
+    else
+      chunk_error<Bits, Normal, false>(xe, xo, b, e, sc, keep_left, acc);
+  }
+}
+
 // Branch and bound over the candidates.  Every candidate is first summed over the leading chunks
 // (the prefix); then, in order of prefix sum, each is summed chunk by chunk to the end of the row,
 // and dropped as soon as its partial sum P (a lower bound of its full fast sum: the terms are >= 0
@@ -224,30 +246,17 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
     nan |= !(a == a);
     xmax = a > xmax ? a : xmax;
   }
-  auto sum_to = [&](int c, index_t from, index_t to, vd* acc) {
-    const bool clamp = nan || !(xmax * sc[c].inv <= 1e6f);
-    for (index_t b = from; b < to; b += kChunk) {
-      const index_t e = b + kChunk < to ? b + kChunk : to;
-      if (clamp)
-        chunk_error<Bits, Normal, true>(xe, xo, b, e, sc[c], keep_left, acc);
-      else
-        chunk_error<Bits, Normal, false>(xe, xo, b, e, sc[c], keep_left, acc);
-    }
-  };
-  auto tail = [&](int c) {
-    double t = 0.0;
-    for (index_t p = full; p < np; ++p) t += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
-    return t;
-  };
   // prefix: about 1/16 of the row, whole chunks
   index_t prefix = (full / 16 + kChunk - 1) / kChunk * kChunk;
   prefix = prefix < full ? prefix : full;
   vd acc[ov::kSearchCount];  // count <= kSearchCount (search.hpp)
   int order[ov::kSearchCount];
   double pre[ov::kSearchCount];
+  bool clamp[ov::kSearchCount];
   for (int c = 0; c < count; ++c) {
     acc[c] = vd{};
-    sum_to(c, 0, prefix, &acc[c]);
+    clamp[c] = nan || !(xmax * sc[c].inv <= 1e6f);
+    sum_to<Bits, Normal>(xe, xo, 0, prefix, sc[c], clamp[c], keep_left, &acc[c]);
     pre[c] = hsum(acc[c]);
     order[c] = c;
   }
@@ -274,10 +283,12 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
           break;
         }
       }
-      sum_to(c, b, b + kChunk < full ? b + kChunk : full, &acc[c]);
+      sum_to<Bits, Normal>(xe, xo, b, b + kChunk < full ? b + kChunk : full, sc[c], clamp[c], keep_left, &acc[c]);
     }
     if (dropped) continue;
-    err[c] = hsum(acc[c]) + tail(c);
+    double t = 0.0;
+    for (index_t p = full; p < np; ++p) t += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
+    err[c] = hsum(acc[c]) + t;
     if (err[c] < best) {
       best = err[c];
       bound = best + search_tolerance(np, best);
@@ -310,6 +321,87 @@ NK_TIERED(void, search_errors_tiered, search_errors_body, ,
            bool keep_left, double* err),
           (xe, xo, np, sc, count, bits, normal, keep_left, err))
 
+// Codes of 8 pairs (ov::encode_pair's c0, c1), from the same lane math as encode_pairs_v.
+template <int Bits, int Normal>
+NK_TIER_INLINE void encode_codes_v(vf x0, vf x1, float inv, bool keep_left, vi* c0, vi* c1) {
+  const vf q[2] = {clamp_q(x0 * splat(inv)), clamp_q(x1 * splat(inv))};
+  vi o[2], c[2];
+  for (int h = 0; h < 2; ++h) {
+    const vi neg = q[h] < splat(0.0f);
+    o[h] = vabs(q[h]) >= splat(kMid<Bits, Normal>);
+    if (Bits == 8) {
+      c[h] = vmin(vmax(vfloor(q[h] * splat(4.0f) + splat(0.5f)), splati(-127)), splati(127)) & splati(255);
+    } else if (Normal == ov::kFlint) {
+      const vf a = vabs(q[h]);
+      const vi pos = q[h] > splat(0.0f);
+      const vi idx = vmin(round_mag(a * splat(0.5f), pos), splati(4)) -
+                     (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
+                     (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) -
+                     (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+      c[h] = (neg & (idx > splati(0)) & splati(8)) | idx;
+    } else {
+      c[h] = vmin(vmax(vfloor(q[h] * splat(0.25f) + splat(0.5f)), splati(-7)), splati(7)) & splati(15);
+    }
+  }
+  if (any(o[0] | o[1])) {
+    for (int h = 0; h < 2; ++h) {
+      vi e, m;
+      outlier_em<Bits>(q[h], &e, &m);
+      const vi neg = q[h] < splat(0.0f);
+      const vi oc = Bits == 8 ? ((neg & splati(0x80)) | (e << 5) | m) : ((neg & splati(8)) | (e << 1) | m);
+      c[h] = seli(o[h], oc, c[h]);
+    }
+    const vi keep0 = keep_left ? splati(-1) : (vabs(x0) >= vabs(x1));
+    const vi v1 = o[0] & (~o[1] | keep0), v0 = o[1] & (~o[0] | ~keep0);
+    const vi victim = splati(Bits == 8 ? ov::kVictim8 : ov::kVictim4);
+    c[0] = seli(v0, victim, c[0]);
+    c[1] = seli(v1, victim, c[1]);
+  }
+  *c0 = c[0];
+  *c1 = c[1];
+}
+
+template <int Bits, int Normal>
+NK_TIER_INLINE void encode_row_t(const float* row, index_t cols, ov::Scale sc, bool keep_left, std::uint8_t* out) {
+  typedef unsigned char vb __attribute__((vector_size(8)));
+  const index_t np = (cols + 1) / 2, full = cols / 16 * 8;  // whole groups of 8 pairs, no padding
+  for (index_t p = 0; p < full; p += kL) {
+    const vf a = load8(row + 2 * p), b = load8(row + 2 * p + kL);
+    const vf x0 = __builtin_shuffle(a, b, vi{0, 2, 4, 6, 8, 10, 12, 14});
+    const vf x1 = __builtin_shuffle(a, b, vi{1, 3, 5, 7, 9, 11, 13, 15});
+    vi c0, c1;
+    encode_codes_v<Bits, Normal>(x0, x1, sc.inv, keep_left, &c0, &c1);
+    if (Bits == 8) {
+      const vb lo = __builtin_convertvector(c0, vb), hi = __builtin_convertvector(c1, vb);
+      for (int l = 0; l < kL; ++l) {
+        out[2 * (p + l)] = lo[l];
+        out[2 * (p + l) + 1] = hi[l];
+      }
+    } else {
+      const vb v = __builtin_convertvector(c0 | (c1 << 4), vb);
+      std::memcpy(out + p, &v, sizeof v);
+    }
+  }
+  for (index_t p = full; p < np; ++p) {
+    float x0, x1;
+    ov::load_pair(row, cols, p, &x0, &x1);
+    ov::store_pair(out, p, Bits, ov::encode_pair(x0, x1, sc.inv, Bits, Normal, keep_left));
+  }
+}
+
+NK_TIER_INLINE void encode_row_body(const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left,
+                                    std::uint8_t* out) {
+  if (bits == 8)
+    encode_row_t<8, ov::kInt>(row, cols, sc, keep_left, out);
+  else if (normal == ov::kFlint)
+    encode_row_t<4, ov::kFlint>(row, cols, sc, keep_left, out);
+  else
+    encode_row_t<4, ov::kInt>(row, cols, sc, keep_left, out);
+}
+NK_TIERED(void, encode_row_tiered, encode_row_body, ,
+          (const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left, std::uint8_t* out),
+          (row, cols, sc, bits, normal, keep_left, out))
+
 NK_TIER_INLINE void pair_terms_body(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal,
                                     bool keep_left, double* terms) {
   if (bits == 8)
@@ -330,6 +422,11 @@ void search_errors(const float* xe, const float* xo, index_t np, const ov::Scale
                    bool keep_left, double* err) {
   for (int c = 0; c < count; c += ov::kSearchCount)  // the tiers hold at most kSearchCount at once
     search_errors_tiered(xe, xo, np, sc + c, std::min(count - c, ov::kSearchCount), bits, normal, keep_left, err + c);
+}
+
+void encode_row_fast(const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left,
+                     std::uint8_t* out) {
+  encode_row_tiered(row, cols, sc, bits, normal, keep_left, out);
 }
 
 void pair_terms(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal, bool keep_left,

@@ -7,6 +7,8 @@
 // (0 for the padding element of an odd row).
 #pragma once
 
+#include <cstdint>
+
 #include "numkern/config.hpp"
 #include "numkern/olive/olive.hpp"
 
@@ -37,5 +39,10 @@ inline double search_tolerance(index_t np, double err) {
 // scalar reference.
 void pair_terms(const float* xe, const float* xo, index_t np, nk::olive::Scale sc, int bits, int normal,
                 bool keep_left, double* terms);
+
+// Codes of one row of cols elements at scale sc (ov::encode_pair of each pair, stored with
+// ov::store_pair), bit-identical to the scalar loop.
+void encode_row_fast(const float* row, index_t cols, nk::olive::Scale sc, int bits, int normal, bool keep_left,
+                     std::uint8_t* out);
 
 }  // namespace nk::cpu::olive
