@@ -18,9 +18,9 @@ def _encode(fn, x, bits, normal, keep_left, per_row, mode=0):
     return codes, scales, alphas, errors
 
 
-def _assert_same(x, bits, normal, keep_left, per_row):
-    new = _encode(C.encode, x, bits, normal, keep_left, per_row)
-    old = _encode(C.encode_reference, x, bits, normal, keep_left, per_row)
+def _assert_same(x, bits, normal, keep_left, per_row, mode=0):
+    new = _encode(C.encode, x, bits, normal, keep_left, per_row, mode)
+    old = _encode(C.encode_reference, x, bits, normal, keep_left, per_row, mode)
     for name, a, b in zip(("codes", "scales", "alphas", "errors"), new, old):
         assert a.tobytes() == b.tobytes(), (name, x.shape, bits, normal, keep_left, per_row)
 
@@ -74,3 +74,19 @@ def test_search_threads_agree_with_reference():
             _assert_same(x, 4, 1, False, per_row=False)
     finally:
         numkern.set_num_threads(old)
+
+
+@pytest.mark.parametrize("bits,normal", FORMATS)
+def test_vector_encode_matches_scalar_without_search(isa, bits, normal):
+    # the 3-sigma threshold (mode 1) skips the search: only the vectorised row encoder differs from the
+    # reference's scalar loop.  Rows with ties on every grid midpoint, huge and tiny values, odd lengths.
+    rng = np.random.default_rng(7 + bits + normal)
+    for shape in [(5, 16), (3, 47), (4, 1000)]:
+        x = rng.standard_t(2.0, size=shape) * 0.05
+        x[0, : min(shape[1], 16)] = np.linspace(-40, 40, min(shape[1], 16)) / 28 * np.abs(x[0]).max()
+        for keep_left in (False, True):
+            _assert_same(x.astype(np.float32), bits, normal, keep_left, per_row=True, mode=1)
+    ties = np.arange(-96, 97, dtype=np.float32) / 2.0  # a half-integer ramp across the normal and outlier grids
+    x = np.stack([ties[:192], ties[1:193]])
+    for keep_left in (False, True):
+        _assert_same(x, bits, normal, keep_left, per_row=True, mode=1)

@@ -679,6 +679,15 @@ NK_TIERED(void, tile_dot, tile_dot_body, NK_ALLOW_FMA_CONTRACTION,
                (int mb, const float* x, index_t ldx, const float* w, index_t ldw, index_t kc, float* out, index_t ldo),
                (mb, x, ldx, w, ldw, kc, out, ldo))
 
+// One row's codes: the vectorised encoder (cpu/olive/search.cpp), or the scalar loop for the
+// reference path (encode_reference, which the tests compare against).
+static void encode_row_any(const float* row, index_t cols, const EncodeSpec& spec, Scale sc, std::uint8_t* out) {
+  if (spec.reference_search)
+    encode_row(row, cols, spec, sc, out);
+  else
+    encode_row_fast(row, cols, sc, spec.bits, spec.normal, spec.keep_left, out);
+}
+
 void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, std::uint8_t* codes,
             float* scales, double* alphas, double* sq_errors) {
   const index_t bpr = bytes_per_row(cols, spec.bits);
@@ -692,7 +701,7 @@ void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, 
       double err;
       const double a = choose_alpha(x, r, r + 1, cols, spec, alphas[r], false, &err);
       const Scale sc = scale_for(a, spec);
-      encode_row(x + r * cols, cols, spec, sc, codes + r * bpr);
+      encode_row_any(x + r * cols, cols, spec, sc, codes + r * bpr);
       alphas[r] = a;
       scales[r] = sc.s;
       sq_errors[r] = err;
@@ -707,7 +716,7 @@ void encode(const float* x, index_t rows, index_t cols, const EncodeSpec& spec, 
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t r = 0; r < rows; ++r) encode_row(x + r * cols, cols, spec, sc, codes + r * bpr);
+  for (index_t r = 0; r < rows; ++r) encode_row_any(x + r * cols, cols, spec, sc, codes + r * bpr);
   alphas[0] = a;
   scales[0] = sc.s;
   sq_errors[0] = err;

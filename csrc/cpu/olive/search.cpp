@@ -4,8 +4,10 @@
 // no FMA contraction is enabled here), so each lane's value equals the scalar one bit for bit.
 #include "cpu/olive/search.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/common/tiers.hpp"
@@ -55,6 +57,14 @@ NK_TIER_INLINE vi exponent(vf a) { return -(a >= splat(64.0f)) - (a >= splat(128
 template <int Bits, int Normal>
 constexpr float kMid = Bits == 8 ? 32.375f : (Normal == ov::kFlint ? 40.0f : 38.0f);
 
+// index 0..7 of the magnitude of ov::round_flint4 (q already clamped)
+NK_TIER_INLINE vi flint_index(vf q) {
+  const vf a = vabs(q);
+  const vi pos = q > splat(0.0f);
+  return vmin(round_mag(a * splat(0.5f), pos), splati(4)) - (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
+         (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) - (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+}
+
 // normal-grid value of ov::round_elem (q already clamped): round_int4 / round_flint4 / round_int8
 template <int Bits, int Normal>
 NK_TIER_INLINE vf round_normal(vf q) {
@@ -63,12 +73,8 @@ NK_TIER_INLINE vf round_normal(vf q) {
     return __builtin_convertvector(n, vf) * splat(0.25f);
   }
   if (Normal == ov::kFlint) {
-    const vf a = vabs(q);
-    const vi pos = q > splat(0.0f), neg = q < splat(0.0f);
-    const vi low = round_mag(a * splat(0.5f), pos);
-    const vi idx = vmin(low, splati(4)) - (a >= sel(pos, splat(10.0f), splat(0x1.400002p+3f))) -
-                   (a >= sel(pos, splat(14.0f), splat(0x1.c00002p+3f))) -
-                   (a >= sel(pos, splat(24.0f), splat(0x1.800002p+4f)));
+    const vi neg = q < splat(0.0f);
+    const vi idx = flint_index(q);
     const vf mag = __builtin_shuffle(vf{0.0f, 2.0f, 4.0f, 6.0f, 8.0f, 12.0f, 16.0f, 32.0f}, idx);
     return sel(neg & (idx > splati(0)), -mag, mag);
   }
@@ -76,12 +82,12 @@ NK_TIER_INLINE vf round_normal(vf q) {
   return __builtin_convertvector(n << 2, vf);
 }
 
-// outlier-grid value of ov::round_elem (q already clamped): round_abf4 / round_abf8
+// exponent e (i - 5 for 8 bits) and mantissa m of ov::round_abf4 / round_abf8 (q already clamped)
 template <int Bits>
-NK_TIER_INLINE vf round_outlier(vf q) {
+NK_TIER_INLINE void outlier_em(vf q, vi* e_out, vi* m_out) {
   const vf a = vabs(q);
-  const vi pos = q > splat(0.0f), neg = q < splat(0.0f);
-  vi e = exponent(a);  // i - 5 for 8 bits
+  const vi pos = q > splat(0.0f);
+  vi e = exponent(a);
   constexpr float kSteps = Bits == 8 ? 32.0f : 2.0f;
   const vf t = (a * inv_base(e) - splat(1.0f)) * splat(kSteps);
   vi m = round_mag(t, pos);
@@ -91,7 +97,16 @@ NK_TIER_INLINE vf round_outlier(vf q) {
   const vi sat = e > splati(3);
   e = seli(sat, splati(3), e);
   m = seli(sat, splati(static_cast<int>(kSteps) - 1), m);
-  m = seli((e == splati(0)) & (m == splati(0)), splati(1), m);
+  *m_out = seli((e == splati(0)) & (m == splati(0)), splati(1), m);
+  *e_out = e;
+}
+
+// outlier-grid value of ov::round_elem (q already clamped): round_abf4 / round_abf8
+template <int Bits>
+NK_TIER_INLINE vf round_outlier(vf q) {
+  const vi neg = q < splat(0.0f);
+  vi e, m;
+  outlier_em<Bits>(q, &e, &m);
   vf g;
   if (Bits == 8)
     g = __builtin_convertvector(splati(32) + m, vf) * __builtin_convertvector(splati(1) << e, vf);
@@ -176,43 +191,57 @@ NK_TIER_INLINE double pair_error_scalar(float x0, float x1, ov::Scale sc, int bi
   return ov::pair_sq_error(x0, x1, ov::encode_pair(x0, x1, sc.inv, bits, normal, keep_left), sc.s);
 }
 
-// Error of one candidate over the pairs [0, full) (full a multiple of 8), two passes: groups of 8
-// pairs without an outlier are summed at once, the others (listed in `later`) afterwards.  Each
-// float partial sum holds at most kSearchBlock terms a lane.
+// Error of one candidate over the pairs [b, e) (b, e multiples of 8, e - b <= kChunk), added to
+// *acc: groups of 8 pairs without an outlier are summed at once, the others (listed in `later`)
+// afterwards.  Each float partial sum holds at most kSearchBlock terms a lane.
+constexpr index_t kChunk = kSearchBlock * kL / 2;
 template <int Bits, int Normal, bool Clamp>
-NK_TIER_INLINE double candidate_error(const float* xe, const float* xo, index_t full, ov::Scale sc, bool keep_left,
-                                      index_t* later) {
-  vd acc{};
+NK_TIER_INLINE void chunk_error(const float* xe, const float* xo, index_t b, index_t e, ov::Scale sc, bool keep_left,
+                                vd* acc) {
+  index_t later[kChunk / kL];
   index_t n_later = 0;
-  for (index_t b = 0; b < full; b += kSearchBlock * kL) {
-    vf part{};
-    const index_t e = b + kSearchBlock * kL < full ? b + kSearchBlock * kL : full;
-    for (index_t p = b; p < e; p += kL) {
-      bool out;
-      const vf t = normal_error_f<Bits, Normal, Clamp>(load8(xe + p), load8(xo + p), sc, &out);
-      later[n_later] = p;
-      n_later += out;
-      part += out ? vf{} : t;
-    }
-    acc += __builtin_convertvector(part, vd);
+  vf part{};
+  for (index_t p = b; p < e; p += kL) {
+    bool out;
+    const vf t = normal_error_f<Bits, Normal, Clamp>(load8(xe + p), load8(xo + p), sc, &out);
+    later[n_later] = p;
+    n_later += out;
+    part += out ? vf{} : t;
   }
-  for (index_t b = 0; b < n_later; b += kSearchBlock) {
-    vf part{};
-    const index_t e = b + kSearchBlock < n_later ? b + kSearchBlock : n_later;
-    for (index_t i = b; i < e; ++i)
-      part += pair_error_f<Bits, Normal, Clamp>(load8(xe + later[i]), load8(xo + later[i]), sc, keep_left);
-    acc += __builtin_convertvector(part, vd);
-  }
+  for (index_t i = 0; i < n_later; ++i)
+    part += pair_error_f<Bits, Normal, Clamp>(load8(xe + later[i]), load8(xo + later[i]), sc, keep_left);
+  *acc += __builtin_convertvector(part, vd);
+}
+
+NK_TIER_INLINE double hsum(vd acc) {
   double sum = 0.0;
   for (int l = 0; l < kL; ++l) sum += acc[l];
   return sum;
 }
 
+// Adds candidate sc's error over the pairs [from, to) (multiples of 8) to *acc, chunk by chunk.
+template <int Bits, int Normal>
+NK_TIER_INLINE void sum_to(const float* xe, const float* xo, index_t from, index_t to, ov::Scale sc, bool clamp,
+                           bool keep_left, vd* acc) {
+  for (index_t b = from; b < to; b += kChunk) {
+    const index_t e = b + kChunk < to ? b + kChunk : to;
+    if (clamp)
+      chunk_error<Bits, Normal, true>(xe, xo, b, e, sc, keep_left, acc);
+    else
+      chunk_error<Bits, Normal, false>(xe, xo, b, e, sc, keep_left, acc);
+  }
+}
+
+// Branch and bound over the candidates.  Every candidate is first summed over the leading chunks
+// (the prefix); then, in order of prefix sum, each is summed chunk by chunk to the end of the row,
+// and dropped as soon as its partial sum P (a lower bound of its full fast sum: the terms are >= 0
+// and rounding is monotone) shows that its exact error exceeds that of a candidate already summed
+// in full (error E): P - tol(P) > E + tol(E).  A dropped candidate reports P, which the caller's
+// tolerance test then also rejects (search.hpp).
 template <int Bits, int Normal>
 NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
                                     bool keep_left, double* err) {
   const index_t full = np - np % kL;
-  std::vector<index_t> later(static_cast<std::size_t>(full / kL + 1));
   // max |x| (NaN if any is): where fl(max |x| * inv) <= 1e6, no q = x * inv is clamped
   float xmax = 0.0f;
   bool nan = false;
@@ -221,12 +250,53 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
     nan |= !(a == a);
     xmax = a > xmax ? a : xmax;
   }
+  // prefix: about 1/16 of the row, whole chunks
+  index_t prefix = (full / 16 + kChunk - 1) / kChunk * kChunk;
+  prefix = prefix < full ? prefix : full;
+  vd acc[ov::kSearchCount];  // count <= kSearchCount (search.hpp)
+  int order[ov::kSearchCount];
+  double pre[ov::kSearchCount];
+  bool clamp[ov::kSearchCount];
   for (int c = 0; c < count; ++c) {
-    const bool clamp = nan || !(xmax * sc[c].inv <= 1e6f);
-    double e = clamp ? candidate_error<Bits, Normal, true>(xe, xo, full, sc[c], keep_left, later.data())
-                     : candidate_error<Bits, Normal, false>(xe, xo, full, sc[c], keep_left, later.data());
-    for (index_t p = full; p < np; ++p) e += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
-    err[c] = e;
+    acc[c] = vd{};
+    clamp[c] = nan || !(xmax * sc[c].inv <= 1e6f);
+    sum_to<Bits, Normal>(xe, xo, 0, prefix, sc[c], clamp[c], keep_left, &acc[c]);
+    pre[c] = hsum(acc[c]);
+    order[c] = c;
+  }
+  // insertion sort by prefix sum (NaN last)
+  for (int i = 1; i < count; ++i) {
+    const int c = order[i];
+    int j = i;
+    for (; j > 0 && (pre[c] < pre[order[j - 1]] || (pre[order[j - 1]] != pre[order[j - 1]] && pre[c] == pre[c])); --j)
+      order[j] = order[j - 1];
+    order[j] = c;
+  }
+  double best = std::numeric_limits<double>::infinity();
+  const double best_bound_inf = best;
+  double bound = best_bound_inf;  // best + tol(best)
+  for (int i = 0; i < count; ++i) {
+    const int c = order[i];
+    bool dropped = false;
+    for (index_t b = prefix; b < full; b += kChunk) {
+      if (bound < best_bound_inf) {
+        const double p = hsum(acc[c]);
+        if (p - search_tolerance(np, p) > bound) {
+          err[c] = p;
+          dropped = true;
+          break;
+        }
+      }
+      sum_to<Bits, Normal>(xe, xo, b, b + kChunk < full ? b + kChunk : full, sc[c], clamp[c], keep_left, &acc[c]);
+    }
+    if (dropped) continue;
+    double t = 0.0;
+    for (index_t p = full; p < np; ++p) t += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
+    err[c] = hsum(acc[c]) + t;
+    if (err[c] < best) {
+      best = err[c];
+      bound = best + search_tolerance(np, best);
+    }
   }
 }
 
@@ -255,6 +325,82 @@ NK_TIERED(void, search_errors_tiered, search_errors_body, ,
            bool keep_left, double* err),
           (xe, xo, np, sc, count, bits, normal, keep_left, err))
 
+// Codes of 8 pairs (ov::encode_pair's c0, c1), from the same lane math as encode_pairs_v.
+template <int Bits, int Normal>
+NK_TIER_INLINE void encode_codes_v(vf x0, vf x1, float inv, bool keep_left, vi* c0, vi* c1) {
+  const vf q[2] = {clamp_q(x0 * splat(inv)), clamp_q(x1 * splat(inv))};
+  vi o[2], c[2];
+  for (int h = 0; h < 2; ++h) {
+    const vi neg = q[h] < splat(0.0f);
+    o[h] = vabs(q[h]) >= splat(kMid<Bits, Normal>);
+    if (Bits == 8) {
+      c[h] = vmin(vmax(vfloor(q[h] * splat(4.0f) + splat(0.5f)), splati(-127)), splati(127)) & splati(255);
+    } else if (Normal == ov::kFlint) {
+      const vi idx = flint_index(q[h]);
+      c[h] = (neg & (idx > splati(0)) & splati(8)) | idx;
+    } else {
+      c[h] = vmin(vmax(vfloor(q[h] * splat(0.25f) + splat(0.5f)), splati(-7)), splati(7)) & splati(15);
+    }
+  }
+  if (any(o[0] | o[1])) {
+    for (int h = 0; h < 2; ++h) {
+      vi e, m;
+      outlier_em<Bits>(q[h], &e, &m);
+      const vi neg = q[h] < splat(0.0f);
+      const vi oc = Bits == 8 ? ((neg & splati(0x80)) | (e << 5) | m) : ((neg & splati(8)) | (e << 1) | m);
+      c[h] = seli(o[h], oc, c[h]);
+    }
+    const vi keep0 = keep_left ? splati(-1) : (vabs(x0) >= vabs(x1));
+    const vi v1 = o[0] & (~o[1] | keep0), v0 = o[1] & (~o[0] | ~keep0);
+    const vi victim = splati(Bits == 8 ? ov::kVictim8 : ov::kVictim4);
+    c[0] = seli(v0, victim, c[0]);
+    c[1] = seli(v1, victim, c[1]);
+  }
+  *c0 = c[0];
+  *c1 = c[1];
+}
+
+template <int Bits, int Normal>
+NK_TIER_INLINE void encode_row_t(const float* row, index_t cols, ov::Scale sc, bool keep_left, std::uint8_t* out) {
+  typedef unsigned char vb __attribute__((vector_size(8)));
+  const index_t np = (cols + 1) / 2, full = cols / 16 * 8;  // whole groups of 8 pairs, no padding
+  for (index_t p = 0; p < full; p += kL) {
+    const vf a = load8(row + 2 * p), b = load8(row + 2 * p + kL);
+    const vf x0 = __builtin_shuffle(a, b, vi{0, 2, 4, 6, 8, 10, 12, 14});
+    const vf x1 = __builtin_shuffle(a, b, vi{1, 3, 5, 7, 9, 11, 13, 15});
+    vi c0, c1;
+    encode_codes_v<Bits, Normal>(x0, x1, sc.inv, keep_left, &c0, &c1);
+    if (Bits == 8) {
+      const vb lo = __builtin_convertvector(c0, vb), hi = __builtin_convertvector(c1, vb);
+      for (int l = 0; l < kL; ++l) {
+        out[2 * (p + l)] = lo[l];
+        out[2 * (p + l) + 1] = hi[l];
+      }
+    } else {
+      const vb v = __builtin_convertvector(c0 | (c1 << 4), vb);
+      std::memcpy(out + p, &v, sizeof v);
+    }
+  }
+  for (index_t p = full; p < np; ++p) {
+    float x0, x1;
+    ov::load_pair(row, cols, p, &x0, &x1);
+    ov::store_pair(out, p, Bits, ov::encode_pair(x0, x1, sc.inv, Bits, Normal, keep_left));
+  }
+}
+
+NK_TIER_INLINE void encode_row_body(const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left,
+                                    std::uint8_t* out) {
+  if (bits == 8)
+    encode_row_t<8, ov::kInt>(row, cols, sc, keep_left, out);
+  else if (normal == ov::kFlint)
+    encode_row_t<4, ov::kFlint>(row, cols, sc, keep_left, out);
+  else
+    encode_row_t<4, ov::kInt>(row, cols, sc, keep_left, out);
+}
+NK_TIERED(void, encode_row_tiered, encode_row_body, ,
+          (const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left, std::uint8_t* out),
+          (row, cols, sc, bits, normal, keep_left, out))
+
 NK_TIER_INLINE void pair_terms_body(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal,
                                     bool keep_left, double* terms) {
   if (bits == 8)
@@ -273,7 +419,13 @@ NK_TIERED(void, pair_terms_tiered, pair_terms_body, ,
 
 void search_errors(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
                    bool keep_left, double* err) {
-  search_errors_tiered(xe, xo, np, sc, count, bits, normal, keep_left, err);
+  for (int c = 0; c < count; c += ov::kSearchCount)  // the tiers hold at most kSearchCount at once
+    search_errors_tiered(xe, xo, np, sc + c, std::min(count - c, ov::kSearchCount), bits, normal, keep_left, err + c);
+}
+
+void encode_row_fast(const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left,
+                     std::uint8_t* out) {
+  encode_row_tiered(row, cols, sc, bits, normal, keep_left, out);
 }
 
 void pair_terms(const float* xe, const float* xo, index_t np, ov::Scale sc, int bits, int normal, bool keep_left,

@@ -7,6 +7,8 @@
 // (0 for the padding element of an odd row).
 #pragma once
 
+#include <cstdint>
+
 #include "numkern/config.hpp"
 #include "numkern/olive/olive.hpp"
 
@@ -19,7 +21,10 @@ constexpr int kSearchFloatBlock = 64;
 // pair's error in float32 (relative error <= 5 2^-24, plus an absolute 2^-124 where results
 // underflow or are flushed to zero), float partial sums of kSearchFloatBlock terms per lane, then
 // double sums.  So |err[c] - any double sum of the exact pair errors| <= search_tolerance(np,
-// err[c]) while err[c] is finite.
+// err[c]) while err[c] is finite.  Except: a candidate whose partial sum already proves it worse
+// than another candidate c' summed in full (err[c] - tol(err[c]) > err[c'] + tol(err[c']), so its
+// exact error is strictly larger) stops early and reports that partial sum, a value the same test
+// rejects against every err at most err[c'].
 void search_errors(const float* xe, const float* xo, index_t np, const nk::olive::Scale* sc, int count, int bits,
                    int normal, bool keep_left, double* err);
 
@@ -34,5 +39,10 @@ inline double search_tolerance(index_t np, double err) {
 // scalar reference.
 void pair_terms(const float* xe, const float* xo, index_t np, nk::olive::Scale sc, int bits, int normal,
                 bool keep_left, double* terms);
+
+// Codes of one row of cols elements at scale sc (ov::encode_pair of each pair, stored with
+// ov::store_pair), bit-identical to the scalar loop.
+void encode_row_fast(const float* row, index_t cols, nk::olive::Scale sc, int bits, int normal, bool keep_left,
+                     std::uint8_t* out);
 
 }  // namespace nk::cpu::olive
