@@ -136,3 +136,21 @@ def _log_kv_integral(v, x):
 def mp_log_kv(mp):
     """log K_v(x) in mpmath (40 digits working precision) by quadrature; see _log_kv_integral."""
     return _log_kv_integral
+
+
+@pytest.fixture
+def module_copies():
+    """The three ways a torch module leaves a process and comes back -- torch.save + torch.load of the
+    whole module, pickle, deepcopy -- as a function of the module (quantized-module tests, issue #19)."""
+    def copies(module):
+        import copy
+        import io
+        import pickle
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(module, buf)
+        buf.seek(0)
+        return (torch.load(buf, weights_only=False), pickle.loads(pickle.dumps(module)), copy.deepcopy(module))
+    return copies

@@ -5,7 +5,6 @@ export refusal, torch.compile, short reprs."""
 import copy
 import io
 import logging
-import pickle
 import re
 import subprocess
 import sys
@@ -97,15 +96,11 @@ def test_state_dict_refusals():
         Q.OVPLinear.from_linear(nn.Linear(8, 4)).load_state_dict(bad)
 
 
-def test_whole_model_torch_save_pickle_deepcopy():
+def test_whole_model_torch_save_pickle_deepcopy(module_copies):
     src = quantized(4, "flint", 8)
     x = torch.randn(2, 3, 5, 5)
     want = src(x)
-    buf = io.BytesIO()
-    torch.save(src, buf)
-    buf.seek(0)
-    for m in (torch.load(buf, weights_only=False), pickle.loads(pickle.dumps(src)),
-              copy.deepcopy(src)):
+    for m in module_copies(src):
         assert type(m[0]) is Q.OVPConv2d and type(m[3]) is Q.OVPLinear
         assert torch.equal(m(x), want)
     assert Q.OVPLinear.__module__ == "numkern.quant.olive._torch"

@@ -3,9 +3,7 @@
 deepcopy, the dtype rule, nn.Linear attributes (TransformerEncoderLayer), Conv2d(3, 16, 3) with
 defaults, skipped-layer reports, torch.compile, jit.trace refusal, short reprs."""
 import copy
-import io
 import logging
-import pickle
 
 import numpy as np
 import pytest
@@ -85,15 +83,11 @@ def test_state_dict_refusals():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_whole_model_torch_save_pickle_deepcopy(fused):
+def test_whole_model_torch_save_pickle_deepcopy(fused, module_copies):
     src = q.splitquant(mlp(0), bits=4, fused=fused)
     x = torch.randn(3, 40)
     want = src(x)
-    buf = io.BytesIO()
-    torch.save(src, buf)
-    buf.seek(0)
-    for m in (torch.load(buf, weights_only=False), pickle.loads(pickle.dumps(src)),
-              copy.deepcopy(src)):
+    for m in module_copies(src):
         assert torch.equal(m(x), want)
 
 
