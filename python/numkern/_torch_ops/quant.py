@@ -4,7 +4,7 @@ An OVP weight W [N, K] is given by its codes / scales (numkern.quant.olive.OVPTe
 normal 0 int, 1 flint; per_row: one scale per row, else one for the tensor):
 
 - ``torch.ops.numkern.ovp_quantize(w, alphas, bits, normal, keep_left, per_row, mode)`` ->
-  (codes uint8 [rows, bytes_per_row], scales float32 [groups], alphas float64 [groups],
+  (codes uint8 [rows, bytes a row], scales float32 [groups], alphas float64 [groups],
   errors float64 [groups]): the encoder on w [..., cols] (any floating dtype, computed in float32,
   rows = prod of the leading dimensions, groups = rows or 1); mode 0 threshold search, 1 sigma
   bound, 2 the given ``alphas`` (read only then); errors = squared error per group.  Not
@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..quant.olive import _bytes_per_row
 from ._common import LIB, register_autograd
 
 _ABS_MAX = 1e37  # as numkern.quant.olive: |w| beyond this, grid value x scale may overflow float32
@@ -38,11 +39,6 @@ LIB.define("ovp_matmul(Tensor x, Tensor codes, Tensor scales, Tensor packed, int
 LIB.define("ovp_quantize(Tensor w, Tensor alphas, int bits, int normal, bool keep_left, bool per_row, "
            "int mode) -> (Tensor, Tensor, Tensor, Tensor)")
 LIB.define("ovp_dequantize(Tensor codes, Tensor scales, int cols, int bits, int normal, bool per_row) -> Tensor")
-
-
-def bytes_per_row(cols: int, bits: int) -> int:
-    pairs = (cols + 1) // 2
-    return 2 * pairs if bits == 8 else pairs
 
 
 def call(family, fn, *args):
@@ -66,7 +62,7 @@ def _check_weight(codes, scales, cols, bits, normal, per_row):
         raise ValueError("codes: expected a 2-d uint8 tensor")
     if scales.dtype != torch.float32 or scales.dim() != 1:
         raise ValueError("scales: expected a 1-d float32 tensor")
-    if codes.shape[1] != bytes_per_row(cols, bits):
+    if codes.shape[1] != _bytes_per_row(cols, bits):
         raise ValueError(f"codes: {codes.shape[1]} bytes a row do not hold {cols} columns at {bits} bits")
     if scales.shape[0] != (codes.shape[0] if per_row else 1):
         raise ValueError(f"scales: {scales.shape[0]} scales for {codes.shape[0]} rows (per_row={per_row})")
@@ -156,7 +152,7 @@ def _ovp_quantize_kernel(w: Tensor, alphas: Tensor, bits: int, normal: int, keep
     bad = int((~torch.isfinite(x) | (x.abs() > _ABS_MAX)).sum())
     if bad:
         raise ValueError(f"w: {bad} value(s) NaN, infinite or with |w| > {_ABS_MAX:g} (in float32)")
-    codes = torch.empty((rows, bytes_per_row(cols, bits)), dtype=torch.uint8, device=w.device)
+    codes = torch.empty((rows, _bytes_per_row(cols, bits)), dtype=torch.uint8, device=w.device)
     scales = torch.empty((groups,), dtype=torch.float32, device=w.device)
     a = (alphas.detach().to(torch.float64).contiguous().clone() if mode == 2
          else torch.zeros((groups,), dtype=torch.float64, device=w.device))
@@ -167,7 +163,7 @@ def _ovp_quantize_kernel(w: Tensor, alphas: Tensor, bits: int, normal: int, keep
 
 def _ovp_quantize_fake(w, alphas, bits, normal, keep_left, per_row, mode):
     rows, cols, groups = _quantize_shapes(w, alphas, bits, normal, per_row, mode)
-    return (w.new_empty((rows, bytes_per_row(cols, bits)), dtype=torch.uint8),
+    return (w.new_empty((rows, _bytes_per_row(cols, bits)), dtype=torch.uint8),
             w.new_empty((groups,), dtype=torch.float32), w.new_empty((groups,), dtype=torch.float64),
             w.new_empty((groups,), dtype=torch.float64))
 

@@ -46,25 +46,41 @@ def _np(t):
     return t.numpy() if hasattr(t, "numpy") and not isinstance(t, np.ndarray) else t
 
 
-def matmul_tensors(x, codes, scales, packed, bits: int, normal: int, per_row: bool):
-    """x [..., K] (torch CPU, floating) @ W.T -> [..., N] in x's dtype (the op's CPU kernel)."""
+def _rows_f32(x, k):
+    """x [..., K] as a float32 C-contiguous torch matrix [rows, K] (a view when it already is one)."""
+    import torch
+
+    x2 = x.reshape(-1, k)
+    return x2 if x2.dtype == torch.float32 and x2.is_contiguous() else x2.to(torch.float32).contiguous()
+
+
+def _gemm(x2, n, codes, scales, pack, bits: int, normal: int, per_row: bool, x):
+    """x2 (float32 [rows, K]) @ W.T -> [..., N] shaped and typed like x: the 4-bit GEMV on the codes,
+    or matmul_packed on pack() (a numpy view of the pack) when the batch needs it."""
     import torch
 
     from ..._core import olive
 
-    k, n = x.shape[-1], codes.shape[0]
-    x2 = x.reshape(-1, k)
-    if x2.dtype != torch.float32 or not x2.is_contiguous():
-        x2 = x2.to(torch.float32).contiguous()
-    out = torch.empty((x2.shape[0], n), dtype=torch.float32)
+    out = np.empty((x2.shape[0], n), np.float32)
     batch = x2.shape[0]
     if batch and needs_pack(bits, batch):
-        pk = packed if packed.numel() else torch.from_numpy(prepack(codes, scales, per_row, k, bits, normal))
-        olive.matmul_packed(x2.numpy(), pk.numpy(), scales.numpy(), out.numpy(), per_row)
+        olive.matmul_packed(x2.numpy(), pack(), scales, out, per_row)
     elif batch:
-        olive.matmul(x2.numpy(), codes.numpy(), scales.numpy(), out.numpy(), per_row, bits, normal)
-    out = out.reshape(*x.shape[:-1], n)
-    return out if x.dtype == torch.float32 else out.to(x.dtype)
+        olive.matmul(x2.numpy(), codes, scales, out, per_row, bits, normal)
+    y = torch.from_numpy(out)
+    if x.dim() != 2:
+        y = y.reshape(*x.shape[:-1], n)
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+def matmul_tensors(x, codes, scales, packed, bits: int, normal: int, per_row: bool):
+    """x [..., K] (torch CPU, floating) @ W.T -> [..., N] in x's dtype (the op's CPU kernel)."""
+    k = x.shape[-1]
+    codes_np, scales_np = codes.numpy(), scales.numpy()
+
+    def pack():
+        return packed.numpy() if packed.numel() else prepack(codes_np, scales_np, per_row, k, bits, normal)
+    return _gemm(_rows_f32(x, k), codes.shape[0], codes_np, scales_np, pack, bits, normal, per_row, x)
 
 
 class _Prepared:
@@ -122,21 +138,11 @@ def linear_matmul(layer, x):
 
         pack = p.packed() if needs_pack(p.bits, batch) else torch.empty(0, dtype=torch.uint8)
         return torch.ops.numkern.ovp_matmul(x, layer.codes, layer.scales, pack, p.bits, p.normal, True)
-    from ..._core import olive
 
-    x2 = x.reshape(batch, k)
-    if x2.dtype != torch.float32 or not x2.is_contiguous():
-        x2 = x2.to(torch.float32).contiguous()
-    out = np.empty((batch, p.n), np.float32)
-    if batch and needs_pack(p.bits, batch):
+    def pack():
         p.packed()
-        olive.matmul_packed(x2.numpy(), p.pack_np, p.scales, out, True)
-    elif batch:
-        olive.matmul(x2.numpy(), p.codes, p.scales, out, True, p.bits, p.normal)
-    y = torch.from_numpy(out)
-    if x.dim() != 2:
-        y = y.reshape(*x.shape[:-1], p.n)
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+        return p.pack_np
+    return _gemm(_rows_f32(x, k), p.n, p.codes, p.scales, pack, p.bits, p.normal, True, x)
 
 
 class QuantAct:
