@@ -6,17 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from numkern import hessian as nh  # noqa: E402
+from hessian_testutil import seeded_module  # noqa: E402
 
 
 def randn(*shape, seed):
     return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
-
-def seeded_module(seed, make):
-    """An nn.Module whose initial parameters come from a fixed seed (global RNG left untouched)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return make()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from numkern import hessian as nh  # noqa: E402
+from hessian_testutil import seeded_module  # noqa: E402
 from numkern.hessian._torch import peak_allocated_bytes  # noqa: E402
 
 CE = torch.nn.functional.cross_entropy
@@ -13,14 +14,9 @@ CE = torch.nn.functional.cross_entropy
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def seeded(seed, make):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return make()
-
 
 def small_cnn():
-    return seeded(0, lambda: torch.nn.Sequential(
+    return seeded_module(0, lambda: torch.nn.Sequential(
         torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10)))
 
@@ -60,7 +56,7 @@ def test_bad_chunk_and_budget():
 
 
 def mlp_problem(seed=0, n=48):
-    model = seeded(seed, lambda: torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Tanh(),
+    model = seeded_module(seed, lambda: torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Tanh(),
                                                       torch.nn.Linear(10, 3)).double())
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(n, 6, generator=g, dtype=torch.float64)
@@ -158,7 +154,7 @@ def test_xtrace_stderr_covers_on_trained_mlp(exact_hessian):
     MLP (its per-probe spread ignores that the leave-one-out values share the sketch).  The
     jackknife stderr (conservative in expectation) covers >= 19 of 20 here (measured 99 % over
     200 seeds with 20-80 products) and is no looser than 3x the observed error spread."""
-    model = seeded(0, lambda: torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(),
+    model = seeded_module(0, lambda: torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(),
                                                    torch.nn.Linear(16, 4)).double())
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 10, generator=g, dtype=torch.float64)

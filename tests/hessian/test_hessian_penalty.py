@@ -4,18 +4,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from numkern import hessian as nh  # noqa: E402
+from hessian_testutil import seeded_module  # noqa: E402
 
 CE = torch.nn.functional.cross_entropy
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def seeded_module(seed, make):
-    """An nn.Module whose initial parameters come from a fixed seed (global RNG left untouched)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return make()
 
 
 def domains(bias=True, seed=0):
