@@ -241,3 +241,12 @@ def test_intended_differences():
                              ("kv", -inf, 1.0, inf)]:
         assert np.isnan(getattr(sc, name)(v, x)), (name, v, x)
         assert getattr(ufuncs, name)(v, x) == want, (name, v, x)
+    # v = -inf: every double below -2^53 is an even integer and I_{-n} = I_n, so the limit over the
+    # doubles is that of v = +inf: iv(-inf, x) = 0 as in SciPy (numkern gave NaN), and ive and
+    # log_iv follow (SciPy's ive gives NaN there: an intended difference).
+    for x in (0.0, 1.0, -3.0, 30.0, 1e300):
+        assert sc.iv(-inf, x) == 0.0 and ufuncs.iv(-inf, x) == 0.0 == ufuncs.iv(-np.finfo(float).max, x)
+        assert ufuncs.ive(-inf, x) == 0.0 == ufuncs.ive(inf, x)
+        assert nks.log_iv(-inf, x) == -inf == nks.log_iv(inf, x)
+    assert np.isnan(sc.ive(-inf, 1.0))
+    assert np.isnan(ufuncs.iv(-inf, inf)) and np.isnan(nks.log_iv(-inf, inf))

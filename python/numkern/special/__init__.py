@@ -185,7 +185,8 @@ def log_iv(v, x, out=None, **kwargs):
     Domain: real v and x.  v >= 0, x >= 0: every value, accurate to ~1e-15 relative
     (|error| / max(1, |log I|)) up to v, x = DBL_MAX; log_iv(0, 0) = 0, log_iv(v > 0, 0) = -inf,
     x = inf gives +inf (v = inf included), -inf where log I < -DBL_MAX (log_iv(1e306, 1)).
-    v < 0: I_{-v} = I_v + (2/pi) sin(pi v) K_v, NaN where negative.  x < 0: log|I_v(x)| for
+    v < 0: I_{-v} = I_v + (2/pi) sin(pi v) K_v, NaN where negative; v = -inf as v = +inf (every
+    double below -2^53 is an even integer, I_{-n} = I_n; x = inf then NaN).  x < 0: log|I_v(x)| for
     integer v, NaN otherwise.  NaN in gives NaN out.
     torch: d/dx = I_{v+1}/I_v + v/x from the stable ratio; d/dv by a central difference.
     """
@@ -208,7 +209,8 @@ def iv(v, z, out=None, **kwargs):
     r"""I_v(z), modified Bessel function of the first kind (drop-in for ``scipy.special.iv``).
 
     Real v, z: I_v(z) = sum_k (z/2)^(2k+v) / (k! Gamma(k+v+1)), with SciPy's conventions
-    (NaN for z < 0 and non-integer v; I_{-v} by reflection).  Correct wherever the value is
+    (NaN for z < 0 and non-integer v; I_{-v} by reflection; v = -inf as v = +inf, since every
+    double below -2^53 is an even integer and I_{-n} = I_n).  Correct wherever the value is
     representable, 0 or inf exactly where it under/overflows.  Complex z: ``scipy.special.iv``.
     """
     return _real_or_complex("iv", v, z, out, kwargs)

@@ -501,7 +501,10 @@ template <bool kExact = false>
 NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x, double shift = 0.0) {
   using namespace bessel_detail;
   const double nan = m::nan<double>(), inf = m::inf<double>();
-  if (m::isnan(v) || m::isnan(x) || v == -inf) return {1.0, 1.0, nan, 0.0};
+  if (m::isnan(v) || m::isnan(x)) return {1.0, 1.0, nan, 0.0};
+  // Every double below -2^53 is an even integer and I_{-n} = I_n, so over the doubles the limit
+  // v -> -inf is that of v -> +inf (SciPy: iv(-inf, 1) = 0, as iv(-DBL_MAX, 1) = 0).
+  if (v == -inf) v = inf;
   double parity = 1.0;
   if (x < 0.0) {
     if (!is_integer(v)) return {1.0, 1.0, nan, 0.0};
@@ -518,11 +521,10 @@ NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x, double shift = 0.0) {
     return {gsign, parity, inf, 0.0};
   }
   if (x == inf) {
-    if (v == -inf || v == inf) return {1.0, parity, nan, 0.0};
+    if (v == inf) return {1.0, parity, nan, 0.0};
     return {1.0, parity, inf, 0.0};
   }
   if (v == inf) return {1.0, parity, -inf, 0.0};
-  if (v == -inf) return {1.0, parity, nan, 0.0};
   if (v >= 0.0) {
     LogPair r = normalize(log_iv_core<kExact>(v, x, shift));
     return {1.0, parity, r.hi, r.lo};
