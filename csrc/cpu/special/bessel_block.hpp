@@ -283,8 +283,34 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
 
 // bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
 //   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
-// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2, where 12 terms reach
-// 1 / (12!)^2 < 1e-17; kLong: until every lane's term is below 1e-17 of its sum (x < 25).
+// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; the group sums the terms k <= K for the
+// K of series_terms (at most 12: 1 / (13!)^2 < 1e-19); kLong: until every lane's term is below
+// 1e-17 of its sum (x < 25).
+//
+// series_terms: the fewest terms K such that the tail of every lane, sum_{k > K} q^k / (k! (v+1)_k)
+// <= t_{K+1} / (1 - r) with t_k = qmax^k / (k! (vmin+1)_k) and r = qmax / ((K+2) (vmin+K+2)) <= 1/8,
+// is below 1e-17 of its sum (>= 1); at most kMax.
+// (qmax, vmin from the lanes' q >= 0 and v >= 0 as integer reductions of their bit patterns, which
+// the compiler vectorizes; t_k = tn / td without divisions: tn <= 1, td <= 13! (33)_12 < 1e30)
+inline int series_terms(const double* q, const double* v, int kmax) {
+  std::int64_t qbits = 0, vbits = INT64_MAX;
+  for (int l = 0; l < kLanes; ++l) {
+    const std::int64_t qb = static_cast<std::int64_t>(m::to_bits(q[l]));
+    const std::int64_t vb = static_cast<std::int64_t>(m::to_bits(v[l]));
+    qbits = qb > qbits ? qb : qbits;
+    vbits = vb < vbits ? vb : vbits;
+  }
+  const double qmax = m::from_bits(static_cast<std::uint64_t>(qbits));
+  const double vmin = m::from_bits(static_cast<std::uint64_t>(vbits));
+  double tn = 1.0, td = 1.0;
+  int k = 0;
+  do {
+    ++k;
+    tn *= qmax;
+    td *= k * (vmin + k);
+  } while (k < kmax && 1.125 * tn * qmax >= 1e-17 * (td * ((k + 1) * (vmin + k + 1))));
+  return k;
+}
 template <bool kLong>
 inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
@@ -300,17 +326,26 @@ inline void series_group(const double* v, const double* x, double* out, std::int
     mu[l] = v[l] - n[l];
     cancels[l] = 0;
   }
-  for (int k = 1; k < (kLong ? 4000 : 13); ++k) {
-    std::int64_t any = 0;
-    for (int l = 0; l < kLanes; ++l) {
-      double denom = k * (v[l] + k);
-      term[l] *= q[l] * (1.0 / denom);
-      sum[l] += active[l] ? term[l] : 0.0;
-      std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
-      active[l] &= converged ^ 1;
-      any |= active[l];
+  if constexpr (kLong) {
+    for (int k = 1; k < 4000; ++k) {
+      std::int64_t any = 0;
+      for (int l = 0; l < kLanes; ++l) {
+        double denom = k * (v[l] + k);
+        term[l] *= q[l] * (1.0 / denom);
+        sum[l] += active[l] ? term[l] : 0.0;
+        std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
+        active[l] &= converged ^ 1;
+        any |= active[l];
+      }
+      if (!any) break;
     }
-    if (kLong && !any) break;
+  } else {
+    const int terms = series_terms(q, v, 12);
+    for (int k = 1; k <= terms; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+        sum[l] += term[l];
+      }
   }
   // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
   // (x/2)^19 in [1e-120, 1e21], 20! < 3e18
@@ -319,11 +354,14 @@ inline void series_group(const double* v, const double* x, double* out, std::int
     num[l] = 1.0;
     den[l] = 1.0;
   }
+  // (the factors as selects written to the products every step: GCC turns `p *= c ? a : 1.0`
+  // into masked stores behind an any-lane branch, which mispredicts with the lanes' random n)
   for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
     for (int l = 0; l < kLanes; ++l) {
-      std::int64_t in = j <= n[l];
-      num[l] *= in ? half[l] : 1.0;
-      den[l] *= in ? mu[l] + j : 1.0;
+      const bool in = j <= n[l];
+      const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
+      num[l] = num[l] * a;
+      den[l] = den[l] * b;
     }
   for (int l = 0; l < kLanes; ++l) {
     // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
@@ -351,26 +389,35 @@ inline void series_group(const double* v, const double* x, double* out, std::int
 template <int kTerms>
 inline void series_large_order_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kE = 2.718281828459045;
-  double q[kLanes], term[kLanes], sum[kLanes];
+  // (local copies of v and x: with the parameters GCC versions the loops on an aliasing check and
+  // ran the term loop's scalar version)
+  double vl[kLanes], xl[kLanes], q[kLanes], term[kLanes], sum[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double half = 0.5 * x[l];
+    vl[l] = v[l];
+    xl[l] = x[l];
+    const double half = 0.5 * xl[l];
     q[l] = half * half;
     term[l] = 1.0;
     sum[l] = 1.0;
     cancels[l] = 0;
   }
-  for (int k = 1; k <= kTerms; ++k)
+  const int terms = series_terms(q, vl, kTerms);
+  for (int k = 1; k <= terms; ++k)
     for (int l = 0; l < kLanes; ++l) {
-      term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+      term[l] *= q[l] * (1.0 / (k * (vl[l] + k)));
       sum[l] += term[l];
     }
+  double res[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double rv = 1.0 / v[l], r2 = rv * rv;
+    const double rv = 1.0 / vl[l], r2 = rv * rv;
     const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
                             r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
-    const double lead = v[l] * log_branchfree(0.5 * x[l] * kE * rv);
-    out[l] = lead + (log_branchfree(sum[l] / std::sqrt(2.0 * bessel_detail::kPi * v[l])) - stirling);
+    const double lead = vl[l] * log_branchfree(0.5 * xl[l] * kE * rv);
+    // log(sum / sqrt(2 pi v)) as half the log of the square: no square root, no division
+    const double rest = 0.5 * log_branchfree(sum[l] * sum[l] * (rv * (0.5 / bessel_detail::kPi)));
+    res[l] = lead + (rest - stirling);
   }
+  for (int l = 0; l < kLanes; ++l) out[l] = res[l];
 }
 
 // ---- K at orders below 20, h < 25: bessel.hpp's log_kv_small_order<false> in lanes -------------
