@@ -69,6 +69,9 @@ constexpr int kSteedFarBucket = kHankelBucket + 3;
 constexpr int kSeriesLargeOrderBucket = kHankelBucket + 3;  // I only: v >= 20, 0.2 < x <= 2
 constexpr int kSeriesLargeOrderTinyBucket = kHankelBucket + 4;  // I only: v >= 20, x <= 0.2
 constexpr int kBuckets = kHankelBucket + 5;
+// Not a bucket of the sort: the group kernel of a block whose lanes are all in Debye buckets
+// (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I only).
+constexpr int kDebyeAnyBucket = kBuckets;
 constexpr double kKLaneMinX = 1e-3;
 
 // Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
@@ -149,8 +152,9 @@ inline std::int64_t lane_bucket(double v, double x) {
 }
 
 // 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
+// With terms (debye_sums_by_lane): lane l takes the step of term k only for k < terms[l].
 template <int kTerms>
-inline void debye_sums(const double* p2, const double* u, double* s) {
+inline void debye_sums(const double* p2, const double* u, double* s, const std::int64_t* terms = nullptr) {
   double sum[kLanes] = {};
 #pragma GCC unroll 24
   for (int k = kTerms - 1; k >= 1; --k) {
@@ -161,9 +165,36 @@ inline void debye_sums(const double* p2, const double* u, double* s) {
       const double c = bessel_detail::kDebye[k][j];
       for (int l = 0; l < kLanes; ++l) poly[l] = m::muladd(poly[l], p2[l], c);
     }
-    for (int l = 0; l < kLanes; ++l) sum[l] = (sum[l] + poly[l]) * u[l];
+    if (terms == nullptr) {
+      for (int l = 0; l < kLanes; ++l) sum[l] = (sum[l] + poly[l]) * u[l];
+    } else {
+      for (int l = 0; l < kLanes; ++l) {
+        const double next = (sum[l] + poly[l]) * u[l];
+        sum[l] = k < terms[l] ? next : sum[l];
+      }
+    }
   }
   for (int l = 0; l < kLanes; ++l) s[l] = 1.0 + sum[l];
+}
+
+// debye_sums with each lane's own number of terms, as lane_bucket assigns them (20 below order
+// 20, 2 debye_bucket(v, x) above): the group runs up to the largest, and a lane takes the step
+// of term k only for k below its own count, so its sum has the same operations and bits as
+// debye_sums<its count>.  (A block of Debye lanes of mixed buckets runs in place with this.)
+inline void debye_sums_by_lane(const double* v, const double* x, const double* p2, const double* u, double* s) {
+  std::int64_t terms[kLanes], most = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    terms[l] = v[l] < bessel_detail::kDebyeMinOrder ? kMaxTerms : 2 * debye_bucket(v[l], x[l]);
+    most = terms[l] > most ? terms[l] : most;
+  }
+  switch (most / 2) {  // (the unrolled sums of the largest count)
+#define NK_BUCKET(b) \
+  case b:            \
+    return debye_sums<2 * b>(p2, u, s, terms);
+    NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
+    NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
+#undef NK_BUCKET
+  }
 }
 
 // v eta near its zero z0 = x / v (the Laplace limit constant), where the closed form cancels:
@@ -226,7 +257,11 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
       near_lo[l] = e.lo;
     }
   }
-  debye_sums<kTerms>(p2, u, s);
+  if constexpr (kTerms == 0) {  // (each lane its own number of terms: debye_sums_by_lane)
+    debye_sums_by_lane(v, x, p2, u, s);
+  } else {
+    debye_sums<kTerms>(p2, u, s);
+  }
   constexpr double kSign = kIsK ? -1.0 : 1.0;
   for (int l = 0; l < kLanes; ++l) {
     double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
@@ -348,7 +383,10 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       }
   }
   // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
-  // (x/2)^19 in [1e-120, 1e21], 20! < 3e18
+  // (x/2)^19 in [1e-120, 1e21], 20! < 3e18.  At x <= 2 (not kLong) without (x/2)^n:
+  //   log I = log(rgamma1p(mu) / prod_{j<=n} (mu + j) * sum) + v log(x/2),
+  // two terms of one sign but for |log I| < 1 (log(x/2) <= 0, log Gamma(v + 1) >= -0.13, log sum
+  // <= log I_0(2) < 0.83): no cancellation.
   double num[kLanes], den[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     num[l] = 1.0;
@@ -359,9 +397,12 @@ inline void series_group(const double* v, const double* x, double* out, std::int
   for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
     for (int l = 0; l < kLanes; ++l) {
       const bool in = j <= n[l];
-      const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
-      num[l] = num[l] * a;
+      const double b = in ? mu[l] + j : 1.0;
       den[l] = den[l] * b;
+      if constexpr (kLong) {
+        const double a = in ? half[l] : 1.0;
+        num[l] = num[l] * a;
+      }
     }
   for (int l = 0; l < kLanes; ++l) {
     // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
@@ -373,10 +414,9 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       even = m::muladd(even, t2, kRGamma[k]);
       odd = m::muladd(odd, t2, kRGamma[k + 1]);
     }
-    double rg = m::muladd(t, odd, even);
-    rg = upper ? rg / mu[l] : rg;
-    double pre = rg * (num[l] / den[l]);
-    out[l] = log_branchfree(pre * sum[l]) + mu[l] * log_branchfree(half[l]);
+    const double rg = m::muladd(t, odd, even);
+    const double pre = (kLong ? rg * num[l] : rg) / (upper ? den[l] * mu[l] : den[l]);
+    out[l] = log_branchfree(pre * sum[l]) + (kLong ? mu[l] : v[l]) * log_branchfree(half[l]);
   }
 }
 
@@ -746,6 +786,9 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
     case kSeriesLargeOrderTinyBucket:
       if constexpr (!kIsK) return series_large_order_group<5>(v, x, out, cancels);
       break;
+    case kDebyeAnyBucket:
+      if constexpr (!kIsK) return debye_group<false, 0>(v, x, out, cancels);
+      break;
   }
 }
 static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
@@ -769,6 +812,22 @@ struct LogLanes {
     run_group<kIsK>(b, v, x, out, c);
   }
 };
+
+// The group kernel that runs a block in place, without the sort, from the lowest and highest
+// bucket of its elements (0: none, the block is sorted): a block of one bucket (not 0), and for
+// log I a block of Debye lanes of up to three neighbouring buckets (kDebyeAnyBucket).  Either
+// gives each element the bits it gets from its own bucket's groups.
+template <class Lanes>
+inline int in_place_bucket(std::int64_t lowest, std::int64_t highest) {
+  return lowest == highest ? static_cast<int>(lowest) : 0;
+}
+template <>
+inline int in_place_bucket<LogLanes<false>>(std::int64_t lowest, std::int64_t highest) {
+  if (lowest == highest) return static_cast<int>(lowest);
+  // (a spread of up to 4 terms costs less than the sort; a wider one not: the group runs the
+  // largest count of its lanes)
+  return (lowest >= 1 && highest <= kMaxTerms / 2 && highest - lowest <= 2) ? kDebyeAnyBucket : 0;
+}
 
 template <bool kIsK, bool kScaled>
 struct DropinLanes {
@@ -822,8 +881,8 @@ struct DropinLanes {
 };
 
 // Runs the groups of one bucket: n elements, contiguous in vb / xb (lane orders and arguments),
-// whose results go to out[ib[i]]; a partial last group is padded (in a copy) with a repeat of
-// its first element.
+// whose results go to out[ib[i]] (to out[i] where ib is null); a partial last group is padded
+// (in a copy) with a repeat of its first element.
 template <class Lanes>
 inline void run_bucket(int bucket, const double* vb, const double* xb, const std::uint32_t* ib, index_t n,
                        double* out) {
@@ -847,9 +906,13 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
 #endif
     for (int l = 0; l < lanes; ++l)
       if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
-    for (int l = 0; l < lanes; ++l) {
-      NK_NO_VECTORIZE(l);
-      out[ib[g + l]] = res[l];
+    if (ib == nullptr) {
+      for (int l = 0; l < lanes; ++l) out[g + l] = res[l];
+    } else {
+      for (int l = 0; l < lanes; ++l) {
+        NK_NO_VECTORIZE(l);
+        out[ib[g + l]] = res[l];
+      }
     }
   }
 }
@@ -874,6 +937,17 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
   for (index_t i = 0; i < n; ++i) out[i] = bk[i] + ord[i];
   return;
 #endif
+  // a block that in_place_bucket accepts runs in place, without the sort (each group's x is read
+  // before its results are written, so out may alias x here too)
+  std::int64_t lowest = bk[0], highest = bk[0];
+  for (index_t i = 0; i < n; ++i) {
+    lowest = bk[i] < lowest ? bk[i] : lowest;
+    highest = bk[i] > highest ? bk[i] : highest;
+  }
+  if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
+    run_bucket<Lanes>(whole, ord, x, nullptr, n, out);
+    return;
+  }
   index_t count[kWays][kBuckets] = {};
   for (index_t i = 0; i < n; ++i) ++count[i % kWays][bk[i]];
   index_t start[kBuckets + 1], offset[kWays][kBuckets];
