@@ -397,12 +397,9 @@ inline void series_group(const double* v, const double* x, double* out, std::int
   for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
     for (int l = 0; l < kLanes; ++l) {
       const bool in = j <= n[l];
-      const double b = in ? mu[l] + j : 1.0;
+      const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
+      num[l] = num[l] * a;  // (unused, and dropped by the compiler, at x <= 2)
       den[l] = den[l] * b;
-      if constexpr (kLong) {
-        const double a = in ? half[l] : 1.0;
-        num[l] = num[l] * a;
-      }
     }
   for (int l = 0; l < kLanes; ++l) {
     // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
