@@ -177,14 +177,14 @@ inline void debye_sums(const double* p2, const double* u, double* s, const std::
   for (int l = 0; l < kLanes; ++l) s[l] = 1.0 + sum[l];
 }
 
-// debye_sums with each lane's own number of terms, as lane_bucket assigns them (20 below order
-// 20, 2 debye_bucket(v, x) above): the group runs up to the largest, and a lane takes the step
-// of term k only for k below its own count, so its sum has the same operations and bits as
-// debye_sums<its count>.  (A block of Debye lanes of mixed buckets runs in place with this.)
-inline void debye_sums_by_lane(const double* v, const double* x, const double* p2, const double* u, double* s) {
+// debye_sums with each lane's own number of terms, 2 bucket[l] (its lane_bucket, 1..10): the
+// group runs up to the largest, and a lane takes the step of term k only for k below its own
+// count, so its sum has the same operations and bits as debye_sums<its count>.  (A block of
+// Debye lanes of neighbouring buckets runs in place with this.)
+inline void debye_sums_by_lane(const std::int64_t* bucket, const double* p2, const double* u, double* s) {
   std::int64_t terms[kLanes], most = 0;
   for (int l = 0; l < kLanes; ++l) {
-    terms[l] = v[l] < bessel_detail::kDebyeMinOrder ? kMaxTerms : 2 * debye_bucket(v[l], x[l]);
+    terms[l] = 2 * bucket[l];
     most = terms[l] > most ? terms[l] : most;
   }
   switch (most / 2) {  // (the unrolled sums of the largest count)
@@ -257,8 +257,8 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
       near_lo[l] = e.lo;
     }
   }
-  if constexpr (kTerms == 0) {  // (each lane its own number of terms: debye_sums_by_lane)
-    debye_sums_by_lane(v, x, p2, u, s);
+  if constexpr (kTerms == 0) {  // (each lane its own number of terms: its bucket, in cancels on entry)
+    debye_sums_by_lane(cancels, p2, u, s);
   } else {
     debye_sums<kTerms>(p2, u, s);
   }
@@ -879,10 +879,11 @@ struct DropinLanes {
 
 // Runs the groups of one bucket: n elements, contiguous in vb / xb (lane orders and arguments),
 // whose results go to out[ib[i]] (to out[i] where ib is null); a partial last group is padded
-// (in a copy) with a repeat of its first element.
+// (in a copy) with a repeat of its first element.  The group kernel finds each lane's own
+// bucket in its cancels array on entry (lane_buckets[i], or bucket where that is null).
 template <class Lanes>
 inline void run_bucket(int bucket, const double* vb, const double* xb, const std::uint32_t* ib, index_t n,
-                       double* out) {
+                       double* out, const std::int64_t* lane_buckets = nullptr) {
   for (index_t g = 0; g < n; g += kLanes) {
     const int lanes = n - g < kLanes ? static_cast<int>(n - g) : kLanes;
     double vp[kLanes], xp[kLanes], res[kLanes];
@@ -896,6 +897,7 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
       vg = vp;
       xg = xp;
     }
+    for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets ? lane_buckets[g + (l < lanes ? l : 0)] : bucket;
 #ifdef NK_EXP2
     for (int l = 0; l < kLanes; ++l) { res[l] = vg[l]; redo[l] = 0; }
 #else
@@ -942,7 +944,7 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     highest = bk[i] > highest ? bk[i] : highest;
   }
   if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
-    run_bucket<Lanes>(whole, ord, x, nullptr, n, out);
+    run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk);
     return;
   }
   index_t count[kWays][kBuckets] = {};
