@@ -68,7 +68,11 @@ constexpr int kSeriesLongBucket = kHankelBucket + 2;
 constexpr int kSteedFarBucket = kHankelBucket + 3;
 constexpr int kSeriesLargeOrderBucket = kHankelBucket + 3;  // I only: v >= 20, 0.2 < x <= 2
 constexpr int kSeriesLargeOrderTinyBucket = kHankelBucket + 4;  // I only: v >= 20, x <= 0.2
-constexpr int kBuckets = kHankelBucket + 5;
+// log I only: Hankel lanes with x < kHankelNearX, whose series runs ~25 terms at x = 25 against
+// <= 9 from x = 200 on: apart, so that a group's iteration count stays close to its lanes' own
+constexpr int kHankelNearBucket = kHankelBucket + 5;
+constexpr double kHankelNearX = 200.0;
+constexpr int kBuckets = kHankelBucket + 6;
 // Not a bucket of the sort: the group kernel of a block whose lanes are all in Debye buckets
 // (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I only).
 constexpr int kDebyeAnyBucket = kBuckets;
@@ -148,6 +152,7 @@ inline std::int64_t lane_bucket(double v, double x) {
   }
   std::int64_t b = small_order ? small : large;
   b = hankel ? kHankelBucket : b;
+  if (!kIsK) b = (hankel & (x < kHankelNearX)) ? kHankelNearBucket : b;
   return valid ? b : 0;
 }
 
@@ -785,6 +790,9 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
       break;
     case kDebyeAnyBucket:
       if constexpr (!kIsK) return debye_group<false, 0>(v, x, out, cancels);
+      break;
+    case kHankelNearBucket:
+      if constexpr (!kIsK) return hankel_group<false>(v, x, out, cancels);
       break;
   }
 }
