@@ -17,6 +17,10 @@
 //   - buckets of their own for Hankel's expansion, the power series of I (v < 20; and v >= 20
 //     with x <= 2 for log I and for iv / ive below v = 170), and K at orders below 20 with
 //     sqrt(v^2 + x^2) < 25 (Temme's series, Steed's fraction, the recurrence).
+//   - for log I, Hankel lanes with x < 200 apart from the others (more terms per group).
+// A block whose elements share one bucket, or (log I) are Debye lanes of up to three neighbouring
+// buckets, skips the sort and runs in place (in_place_bucket); the kernels' lanes are independent,
+// so an element's result does not depend on the layout.
 // A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
 // case) is recomputed by the header function, which takes the double-double path.
 //
