@@ -349,3 +349,53 @@ def test_fixed_order_tier_agrees_with_portable_tier(tier, name):
     np.testing.assert_array_equal(np.isinf(wide), np.isinf(portable))
     np.testing.assert_array_equal(wide == 0, portable == 0)
     assert _err(name, wide, portable).max() <= BLOCK_BOUND
+
+
+def _interleave(a, b):
+    """a's elements at the even positions, b's (repeated as needed) at the odd ones."""
+    out = np.empty(2 * a.size)
+    out[0::2] = a
+    out[1::2] = np.resize(b, a.size)
+    return out
+
+
+def _in_place_sets(rng, n):
+    """Arrays whose blocks of 2048 run in place (bessel_block.hpp's in_place_bucket): one bucket,
+    and for log I Debye lanes of neighbouring buckets (the large_v class of bench_special)."""
+    one_binade = rng.uniform(1100.0, 8000.0, n)  # max(v, x) = v in binades 10..12: one Debye bucket
+    large_v = np.exp(rng.uniform(np.log(1e3), np.log(1e6), n))
+    return {
+        "one Debye bucket": (one_binade, one_binade * rng.uniform(0.1, 1.0, n)),
+        "Debye buckets 1..3": (large_v, large_v * np.exp(rng.uniform(np.log(1e-2), np.log(1e2), n))),
+        "series, v >= 20, x <= 0.2": (rng.uniform(20.0, 100.0, n), np.exp(rng.uniform(np.log(1e-4), np.log(0.2), n))),
+    }
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+def test_block_in_place_blocks_match_sorted_blocks(name):
+    """A block that runs in place (no sort) gives each element the bits it gets when the same
+    elements are mixed with others (a sorted block): the kernels' lanes are independent, and the
+    in-place Debye kernel of log I takes each lane's own number of terms."""
+    fn = getattr(nks, name)
+    rng = np.random.default_rng(41)
+    for label, (v, x) in _in_place_sets(rng, 5000).items():
+        alone = fn(v, x)
+        # mixed with series elements (v < 20, x < 2) and scalar-path ones (x = 0): sorted blocks
+        mixed = fn(_interleave(v, np.array([3.5, 0.0, 12.25])), _interleave(x, np.array([0.7, 0.0, 1.5])))
+        np.testing.assert_array_equal(mixed[0::2], alone, err_msg=label)
+
+
+def test_block_series_terms_do_not_depend_on_the_group():
+    """log I's power-series lanes (x <= 2) sum as many terms as the largest q = (x/2)^2 of their
+    group needs (series_terms); the terms a lane adds beyond its own need are below half an ulp
+    of its sum, so its result is the same next to lanes of small or of large x."""
+    rng = np.random.default_rng(42)
+    for lo, hi in ((0.0, 20.0), (20.0, 150.0)):
+        v = rng.uniform(lo, hi, 4000)
+        x = np.exp(rng.uniform(np.log(1e-5), np.log(1e-2), 4000))
+        alone = nks.log_iv(v, x)
+        # every other lane at x = 2 (v < 20: q = 1, twelve terms) or x = 0.2 (v >= 20: the tiny
+        # bucket's largest q)
+        big_x = 2.0 if hi <= 20.0 else 0.2
+        mixed = nks.log_iv(_interleave(v, v), _interleave(x, np.array([big_x])))
+        np.testing.assert_array_equal(mixed[0::2], alone)

@@ -17,6 +17,10 @@
 //   - buckets of their own for Hankel's expansion, the power series of I (v < 20; and v >= 20
 //     with x <= 2 for log I and for iv / ive below v = 170), and K at orders below 20 with
 //     sqrt(v^2 + x^2) < 25 (Temme's series, Steed's fraction, the recurrence).
+//   - for log I, Hankel lanes with x < 200 apart from the others (more terms per group).
+// A block whose elements share one bucket, or (log I) are Debye lanes of up to three neighbouring
+// buckets, skips the sort and runs in place (in_place_bucket); the kernels' lanes are independent,
+// so an element's result does not depend on the layout.
 // A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
 // case) is recomputed by the header function, which takes the double-double path.
 //
@@ -68,7 +72,14 @@ constexpr int kSeriesLongBucket = kHankelBucket + 2;
 constexpr int kSteedFarBucket = kHankelBucket + 3;
 constexpr int kSeriesLargeOrderBucket = kHankelBucket + 3;  // I only: v >= 20, 0.2 < x <= 2
 constexpr int kSeriesLargeOrderTinyBucket = kHankelBucket + 4;  // I only: v >= 20, x <= 0.2
-constexpr int kBuckets = kHankelBucket + 5;
+// log I only: Hankel lanes with x < kHankelNearX, whose series runs ~25 terms at x = 25 against
+// <= 9 from x = 200 on: apart, so that a group's iteration count stays close to its lanes' own
+constexpr int kHankelNearBucket = kHankelBucket + 5;
+constexpr double kHankelNearX = 200.0;
+constexpr int kBuckets = kHankelBucket + 6;
+// Not a bucket of the sort: the group kernel of a block whose lanes are all in Debye buckets
+// (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I only).
+constexpr int kDebyeAnyBucket = kBuckets;
 constexpr double kKLaneMinX = 1e-3;
 
 // Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
@@ -145,12 +156,14 @@ inline std::int64_t lane_bucket(double v, double x) {
   }
   std::int64_t b = small_order ? small : large;
   b = hankel ? kHankelBucket : b;
+  if (!kIsK) b = (hankel & (x < kHankelNearX)) ? kHankelNearBucket : b;
   return valid ? b : 0;
 }
 
 // 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
+// With terms (debye_sums_by_lane): lane l takes the step of term k only for k < terms[l].
 template <int kTerms>
-inline void debye_sums(const double* p2, const double* u, double* s) {
+inline void debye_sums(const double* p2, const double* u, double* s, const std::int64_t* terms = nullptr) {
   double sum[kLanes] = {};
 #pragma GCC unroll 24
   for (int k = kTerms - 1; k >= 1; --k) {
@@ -161,9 +174,36 @@ inline void debye_sums(const double* p2, const double* u, double* s) {
       const double c = bessel_detail::kDebye[k][j];
       for (int l = 0; l < kLanes; ++l) poly[l] = m::muladd(poly[l], p2[l], c);
     }
-    for (int l = 0; l < kLanes; ++l) sum[l] = (sum[l] + poly[l]) * u[l];
+    if (terms == nullptr) {
+      for (int l = 0; l < kLanes; ++l) sum[l] = (sum[l] + poly[l]) * u[l];
+    } else {
+      for (int l = 0; l < kLanes; ++l) {
+        const double next = (sum[l] + poly[l]) * u[l];
+        sum[l] = k < terms[l] ? next : sum[l];
+      }
+    }
   }
   for (int l = 0; l < kLanes; ++l) s[l] = 1.0 + sum[l];
+}
+
+// debye_sums with each lane's own number of terms, 2 bucket[l] (its lane_bucket, 1..10): the
+// group runs up to the largest, and a lane takes the step of term k only for k below its own
+// count, so its sum has the same operations and bits as debye_sums<its count>.  (A block of
+// Debye lanes of neighbouring buckets runs in place with this.)
+inline void debye_sums_by_lane(const std::int64_t* bucket, const double* p2, const double* u, double* s) {
+  std::int64_t terms[kLanes], most = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    terms[l] = 2 * bucket[l];
+    most = terms[l] > most ? terms[l] : most;
+  }
+  switch (most / 2) {  // (the unrolled sums of the largest count)
+#define NK_BUCKET(b) \
+  case b:            \
+    return debye_sums<2 * b>(p2, u, s, terms);
+    NK_BUCKET(1) NK_BUCKET(2) NK_BUCKET(3) NK_BUCKET(4) NK_BUCKET(5)
+    NK_BUCKET(6) NK_BUCKET(7) NK_BUCKET(8) NK_BUCKET(9) NK_BUCKET(10)
+#undef NK_BUCKET
+  }
 }
 
 // v eta near its zero z0 = x / v (the Laplace limit constant), where the closed form cancels:
@@ -226,7 +266,11 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
       near_lo[l] = e.lo;
     }
   }
-  debye_sums<kTerms>(p2, u, s);
+  if constexpr (kTerms == 0) {  // (each lane its own number of terms: its bucket, in cancels on entry)
+    debye_sums_by_lane(cancels, p2, u, s);
+  } else {
+    debye_sums<kTerms>(p2, u, s);
+  }
   constexpr double kSign = kIsK ? -1.0 : 1.0;
   for (int l = 0; l < kLanes; ++l) {
     double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
@@ -283,8 +327,34 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
 
 // bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
 //   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
-// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2, where 12 terms reach
-// 1 / (12!)^2 < 1e-17; kLong: until every lane's term is below 1e-17 of its sum (x < 25).
+// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; the group sums the terms k <= K for the
+// K of series_terms (at most 12: 1 / (13!)^2 < 1e-19); kLong: until every lane's term is below
+// 1e-17 of its sum (x < 25).
+//
+// series_terms: the fewest terms K such that the tail of every lane, sum_{k > K} q^k / (k! (v+1)_k)
+// <= t_{K+1} / (1 - r) with t_k = qmax^k / (k! (vmin+1)_k) and r = qmax / ((K+2) (vmin+K+2)) <= 1/8,
+// is below 1e-17 of its sum (>= 1); at most kMax.
+// (qmax, vmin from the lanes' q >= 0 and v >= 0 as integer reductions of their bit patterns, which
+// the compiler vectorizes; t_k = tn / td without divisions: tn <= 1, td <= 13! (33)_12 < 1e30)
+inline int series_terms(const double* q, const double* v, int kmax) {
+  std::int64_t qbits = 0, vbits = INT64_MAX;
+  for (int l = 0; l < kLanes; ++l) {
+    const std::int64_t qb = static_cast<std::int64_t>(m::to_bits(q[l]));
+    const std::int64_t vb = static_cast<std::int64_t>(m::to_bits(v[l]));
+    qbits = qb > qbits ? qb : qbits;
+    vbits = vb < vbits ? vb : vbits;
+  }
+  const double qmax = m::from_bits(static_cast<std::uint64_t>(qbits));
+  const double vmin = m::from_bits(static_cast<std::uint64_t>(vbits));
+  double tn = 1.0, td = 1.0;
+  int k = 0;
+  do {
+    ++k;
+    tn *= qmax;
+    td *= k * (vmin + k);
+  } while (k < kmax && 1.125 * tn * qmax >= 1e-17 * (td * ((k + 1) * (vmin + k + 1))));
+  return k;
+}
 template <bool kLong>
 inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
@@ -300,30 +370,45 @@ inline void series_group(const double* v, const double* x, double* out, std::int
     mu[l] = v[l] - n[l];
     cancels[l] = 0;
   }
-  for (int k = 1; k < (kLong ? 4000 : 13); ++k) {
-    std::int64_t any = 0;
-    for (int l = 0; l < kLanes; ++l) {
-      double denom = k * (v[l] + k);
-      term[l] *= q[l] * (1.0 / denom);
-      sum[l] += active[l] ? term[l] : 0.0;
-      std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
-      active[l] &= converged ^ 1;
-      any |= active[l];
+  if constexpr (kLong) {
+    for (int k = 1; k < 4000; ++k) {
+      std::int64_t any = 0;
+      for (int l = 0; l < kLanes; ++l) {
+        double denom = k * (v[l] + k);
+        term[l] *= q[l] * (1.0 / denom);
+        sum[l] += active[l] ? term[l] : 0.0;
+        std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
+        active[l] &= converged ^ 1;
+        any |= active[l];
+      }
+      if (!any) break;
     }
-    if (kLong && !any) break;
+  } else {
+    const int terms = series_terms(q, v, 12);
+    for (int k = 1; k <= terms; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+        sum[l] += term[l];
+      }
   }
   // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
-  // (x/2)^19 in [1e-120, 1e21], 20! < 3e18
+  // (x/2)^19 in [1e-120, 1e21], 20! < 3e18.  At x <= 2 (not kLong) without (x/2)^n:
+  //   log I = log(rgamma1p(mu) / prod_{j<=n} (mu + j) * sum) + v log(x/2),
+  // two terms of one sign but for |log I| < 1 (log(x/2) <= 0, log Gamma(v + 1) >= -0.13, log sum
+  // <= log I_0(2) < 0.83): no cancellation.
   double num[kLanes], den[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     num[l] = 1.0;
     den[l] = 1.0;
   }
+  // (the factors as selects written to the products every step: GCC turns `p *= c ? a : 1.0`
+  // into masked stores behind an any-lane branch, which mispredicts with the lanes' random n)
   for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
     for (int l = 0; l < kLanes; ++l) {
-      std::int64_t in = j <= n[l];
-      num[l] *= in ? half[l] : 1.0;
-      den[l] *= in ? mu[l] + j : 1.0;
+      const bool in = j <= n[l];
+      const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
+      num[l] = num[l] * a;  // (unused, and dropped by the compiler, at x <= 2)
+      den[l] = den[l] * b;
     }
   for (int l = 0; l < kLanes; ++l) {
     // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
@@ -335,10 +420,9 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       even = m::muladd(even, t2, kRGamma[k]);
       odd = m::muladd(odd, t2, kRGamma[k + 1]);
     }
-    double rg = m::muladd(t, odd, even);
-    rg = upper ? rg / mu[l] : rg;
-    double pre = rg * (num[l] / den[l]);
-    out[l] = log_branchfree(pre * sum[l]) + mu[l] * log_branchfree(half[l]);
+    const double rg = m::muladd(t, odd, even);
+    const double pre = (kLong ? rg * num[l] : rg) / (upper ? den[l] * mu[l] : den[l]);
+    out[l] = log_branchfree(pre * sum[l]) + (kLong ? mu[l] : v[l]) * log_branchfree(half[l]);
   }
 }
 
@@ -351,26 +435,35 @@ inline void series_group(const double* v, const double* x, double* out, std::int
 template <int kTerms>
 inline void series_large_order_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kE = 2.718281828459045;
-  double q[kLanes], term[kLanes], sum[kLanes];
+  // (local copies of v and x: with the parameters GCC versions the loops on an aliasing check and
+  // ran the term loop's scalar version)
+  double vl[kLanes], xl[kLanes], q[kLanes], term[kLanes], sum[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double half = 0.5 * x[l];
+    vl[l] = v[l];
+    xl[l] = x[l];
+    const double half = 0.5 * xl[l];
     q[l] = half * half;
     term[l] = 1.0;
     sum[l] = 1.0;
     cancels[l] = 0;
   }
-  for (int k = 1; k <= kTerms; ++k)
+  const int terms = series_terms(q, vl, kTerms);
+  for (int k = 1; k <= terms; ++k)
     for (int l = 0; l < kLanes; ++l) {
-      term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+      term[l] *= q[l] * (1.0 / (k * (vl[l] + k)));
       sum[l] += term[l];
     }
+  double res[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double rv = 1.0 / v[l], r2 = rv * rv;
+    const double rv = 1.0 / vl[l], r2 = rv * rv;
     const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
                             r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
-    const double lead = v[l] * log_branchfree(0.5 * x[l] * kE * rv);
-    out[l] = lead + (log_branchfree(sum[l] / std::sqrt(2.0 * bessel_detail::kPi * v[l])) - stirling);
+    const double lead = vl[l] * log_branchfree(0.5 * xl[l] * kE * rv);
+    // log(sum / sqrt(2 pi v)) as half the log of the square: no square root, no division
+    const double rest = 0.5 * log_branchfree(sum[l] * sum[l] * (rv * (0.5 / bessel_detail::kPi)));
+    res[l] = lead + (rest - stirling);
   }
+  for (int l = 0; l < kLanes; ++l) out[l] = res[l];
 }
 
 // ---- K at orders below 20, h < 25: bessel.hpp's log_kv_small_order<false> in lanes -------------
@@ -699,6 +792,12 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
     case kSeriesLargeOrderTinyBucket:
       if constexpr (!kIsK) return series_large_order_group<5>(v, x, out, cancels);
       break;
+    case kDebyeAnyBucket:
+      if constexpr (!kIsK) return debye_group<false, 0>(v, x, out, cancels);
+      break;
+    case kHankelNearBucket:
+      if constexpr (!kIsK) return hankel_group<false>(v, x, out, cancels);
+      break;
   }
 }
 static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
@@ -722,6 +821,22 @@ struct LogLanes {
     run_group<kIsK>(b, v, x, out, c);
   }
 };
+
+// The group kernel that runs a block in place, without the sort, from the lowest and highest
+// bucket of its elements (0: none, the block is sorted): a block of one bucket (not 0), and for
+// log I a block of Debye lanes of up to three neighbouring buckets (kDebyeAnyBucket).  Either
+// gives each element the bits it gets from its own bucket's groups.
+template <class Lanes>
+inline int in_place_bucket(std::int64_t lowest, std::int64_t highest) {
+  return lowest == highest ? static_cast<int>(lowest) : 0;
+}
+template <>
+inline int in_place_bucket<LogLanes<false>>(std::int64_t lowest, std::int64_t highest) {
+  if (lowest == highest) return static_cast<int>(lowest);
+  // (a spread of up to 4 terms costs less than the sort; a wider one not: the group runs the
+  // largest count of its lanes)
+  return (lowest >= 1 && highest <= kMaxTerms / 2 && highest - lowest <= 2) ? kDebyeAnyBucket : 0;
+}
 
 template <bool kIsK, bool kScaled>
 struct DropinLanes {
@@ -775,11 +890,12 @@ struct DropinLanes {
 };
 
 // Runs the groups of one bucket: n elements, contiguous in vb / xb (lane orders and arguments),
-// whose results go to out[ib[i]]; a partial last group is padded (in a copy) with a repeat of
-// its first element.
+// whose results go to out[ib[i]] (to out[i] where ib is null); a partial last group is padded
+// (in a copy) with a repeat of its first element.  The group kernel finds each lane's own
+// bucket in its cancels array on entry (lane_buckets[i], or bucket where that is null).
 template <class Lanes>
 inline void run_bucket(int bucket, const double* vb, const double* xb, const std::uint32_t* ib, index_t n,
-                       double* out) {
+                       double* out, const std::int64_t* lane_buckets = nullptr) {
   for (index_t g = 0; g < n; g += kLanes) {
     const int lanes = n - g < kLanes ? static_cast<int>(n - g) : kLanes;
     double vp[kLanes], xp[kLanes], res[kLanes];
@@ -793,6 +909,7 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
       vg = vp;
       xg = xp;
     }
+    for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets ? lane_buckets[g + (l < lanes ? l : 0)] : bucket;
 #ifdef NK_EXP2
     for (int l = 0; l < kLanes; ++l) { res[l] = vg[l]; redo[l] = 0; }
 #else
@@ -800,9 +917,13 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
 #endif
     for (int l = 0; l < lanes; ++l)
       if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
-    for (int l = 0; l < lanes; ++l) {
-      NK_NO_VECTORIZE(l);
-      out[ib[g + l]] = res[l];
+    if (ib == nullptr) {
+      for (int l = 0; l < lanes; ++l) out[g + l] = res[l];
+    } else {
+      for (int l = 0; l < lanes; ++l) {
+        NK_NO_VECTORIZE(l);
+        out[ib[g + l]] = res[l];
+      }
     }
   }
 }
@@ -827,6 +948,17 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
   for (index_t i = 0; i < n; ++i) out[i] = bk[i] + ord[i];
   return;
 #endif
+  // a block that in_place_bucket accepts runs in place, without the sort (each group's x is read
+  // before its results are written, so out may alias x here too)
+  std::int64_t lowest = bk[0], highest = bk[0];
+  for (index_t i = 0; i < n; ++i) {
+    lowest = bk[i] < lowest ? bk[i] : lowest;
+    highest = bk[i] > highest ? bk[i] : highest;
+  }
+  if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
+    run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk);
+    return;
+  }
   index_t count[kWays][kBuckets] = {};
   for (index_t i = 0; i < n; ++i) ++count[i % kWays][bk[i]];
   index_t start[kBuckets + 1], offset[kWays][kBuckets];
