@@ -62,6 +62,13 @@ class QuantModule(nn.Module):
         self._dtype = torch.float32  # nominal module dtype (what .half() / .double() set)
         self.register_forward_pre_hook(_fast_path_guard)
 
+    def __getstate__(self):
+        # kernel caches (the prepacked weights of the eager fast path) stay out of pickles and
+        # deep copies; the copy rebuilds them on first use
+        state = super().__getstate__()
+        state.pop("_nk_fast", None)
+        return state
+
     # ---- settings that decide the output (subclasses) --------------------------------------
     def _settings(self) -> dict:
         raise NotImplementedError
