@@ -198,11 +198,23 @@ def _float32():
 
 def linear_forward(st, x):
     """x (float32 CPU, contiguous, [..., k]) @ W.T + b -> float32 [..., n] in one C++ call."""
+    return _from_numpy(_linear_packed(x.numpy(), st.pack, st.scales_np, True, st.bias_np))
+
+
+def _from_numpy(a):
+    global _from_numpy
     import torch
 
+    _from_numpy = torch.from_numpy
+    return _from_numpy(a)
+
+
+def _linear_packed(*args):
+    global _linear_packed
     from ..._core import olive
 
-    return torch.from_numpy(olive.linear_packed(x.numpy(), st.pack, st.scales_np, True, st.bias_np))
+    _linear_packed = olive.linear_packed
+    return _linear_packed(*args)
 
 
 class QuantAct:
