@@ -59,10 +59,11 @@ struct PackView {
 PackView pack_view(const std::uint8_t* blob);
 
 // out (batch, n) = x (batch, k) @ decode(codes).T (+ bias (n,) when not null) through the pack;
-// scales per row or one.  Either layout; with kLayoutPanels the active tier's register-blocked GEMM:
-// per 32-row panel and 256-column chunk the weights (outliers included) are widened once into an
-// L1 float buffer [256][32] and reused by every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
-// batch rows (broadcast-FMA, 8x32 / 6x32 accumulators); batches below 4 widen in registers.
+// scales per row or one.  Either layout; with kLayoutPanels the active tier's register-blocked GEMM
+// (packed.inc), threaded over 32-row panels: below 32 batch rows the int8 panel is widened in
+// registers; from 32 rows on, each 128-column chunk of a panel is widened once (outliers folded
+// in) into an L1 float buffer [128][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
+// batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
 // Summation order differs from the row layout's kernel; both equal x @ dequantized(W).T up to
 // float32 rounding of the sums.
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
