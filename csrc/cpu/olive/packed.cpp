@@ -210,6 +210,7 @@ void matmul_rows(const PackView& pv, const float* x, index_t batch, const float*
 constexpr index_t kChunkK = 128;   // weight columns widened at a time: a [128][32] float panel, 16 KiB
 constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in registers (no panel buffer)
 constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
+constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
 
 struct PanelArgs {
   const PackView* pv;
@@ -259,7 +260,7 @@ namespace tier_portable {
 #pragma GCC pop_options
 
 void matmul_panels(const PanelArgs& a) {
-  void (*panel)(const PanelArgs&, index_t) = tier_portable::panel;
+  void (*panel)(const PanelArgs&, index_t, float*) = tier_portable::panel;
 #if NK_X86_TIERS
   switch (active_isa()) {
     case Isa::avx512: panel = tier_avx512::panel; break;
@@ -273,7 +274,11 @@ void matmul_panels(const PanelArgs& a) {
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t p = 0; p < npanels; ++p) panel(a, p);
+  for (index_t p = 0; p < npanels; ++p) {
+    // per thread, kept between calls (no allocation per call): 48 KiB
+    alignas(64) static thread_local float scratch[kScratch];
+    panel(a, p, scratch);
+  }
 }
 
 }  // namespace
