@@ -207,7 +207,7 @@ void matmul_rows(const PackView& pv, const float* x, index_t batch, const float*
 
 
 // ---- the panel-layout kernel --------------------------------------------------------------------
-constexpr index_t kChunkK = 128;   // weight columns widened at a time: a [128][32] float panel, 16 KiB
+constexpr index_t kChunkK = 256;   // weight columns widened at a time: a [256][32] float panel, 32 KiB
 constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in registers (no panel buffer)
 constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
 constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
