@@ -85,14 +85,20 @@ struct PackedArgs {
   const std::uint8_t* blob;
   ArrayView x, out, scales;
 };
-PackedArgs packed_args(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj,
-                       bool per_row) {
+// The data of a checked pack (a 1-d uint8 array) and its header.
+const std::uint8_t* checked_pack(py::object packed_obj, cpu::olive::PackHeader* h) {
   ArrayView packed = ov::view<std::uint8_t>(packed_obj, "packed", kHost, false);
   packed.ndim(1);
   const std::uint8_t* blob = packed.ptr<std::uint8_t>();
   ov::raise_if(cpu::olive::check_packed(blob, packed.dim(0)));
+  std::memcpy(h, blob, sizeof *h);
+  return blob;
+}
+
+PackedArgs packed_args(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj,
+                       bool per_row) {
   cpu::olive::PackHeader h;
-  std::memcpy(&h, blob, sizeof h);
+  const std::uint8_t* blob = checked_pack(packed_obj, &h);
   PackedArgs a{blob, ov::view<float>(x_obj, "x", kHost, false), ov::view<float>(out_obj, "out", kHost, true),
                ov::view<float>(scales_obj, "scales", kHost, false)};
   a.x.ndim(2).dim(1, h.k);
@@ -124,12 +130,8 @@ void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_ob
 // the output allocated here (OVPLinear's eager CPU path, python/numkern/quant/olive/_kernels.py).
 py::array_t<float> linear_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, bool per_row,
                                  py::object bias_obj) {
-  ArrayView packed = ov::view<std::uint8_t>(packed_obj, "packed", kHost, false);
-  packed.ndim(1);
-  const std::uint8_t* blob = packed.ptr<std::uint8_t>();
-  ov::raise_if(cpu::olive::check_packed(blob, packed.dim(0)));
   cpu::olive::PackHeader h;
-  std::memcpy(&h, blob, sizeof h);
+  const std::uint8_t* blob = checked_pack(packed_obj, &h);
   ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
   if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
     x.fail("last dimension must be the pack's k = " + std::to_string(h.k));

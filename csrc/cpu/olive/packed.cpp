@@ -137,10 +137,13 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
   const auto* row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
   const auto* cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
   if (row_ptr[0] != 0 || row_ptr[h.n] != h.n_outliers) return "packed: bad row pointers";
-  for (index_t r = 0; r < h.n; ++r)
-    if (row_ptr[r + 1] < row_ptr[r]) return "packed: bad row pointers";
-  for (index_t o = 0; o < h.n_outliers; ++o)
-    if (cols[o] < 0 || cols[o] >= h.k) return "packed: outlier column out of range";
+  // branch-free reductions (vectorised): this runs on every matmul call
+  bool bad = false;
+  for (index_t r = 0; r < h.n; ++r) bad |= row_ptr[r + 1] < row_ptr[r];
+  if (bad) return "packed: bad row pointers";
+  const auto k32 = static_cast<std::uint32_t>(h.k);
+  for (index_t o = 0; o < h.n_outliers; ++o) bad |= static_cast<std::uint32_t>(cols[o]) >= k32;
+  if (bad) return "packed: outlier column out of range";
   return nullptr;
 }
 
