@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "cpu/olive/int8act.hpp"
 #include "cpu/olive/olive.hpp"
@@ -56,8 +58,10 @@ void matmul(py::object x, py::object codes, py::object scales, py::object out, b
 
 // The pack of (n, k) codes (csrc/cpu/olive/packed.hpp), a new uint8 array.
 py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, bool per_row, index_t k, int bits,
-                                  int normal) {
+                                  int normal, const std::string& layout) {
   ov::raise_if(cpu::olive::check_format(bits, normal));
+  if (layout != "rows" && layout != "panels") throw py::value_error("layout: must be 'rows' or 'panels'");
+  const std::int64_t lay = layout == "panels" ? cpu::olive::kLayoutPanels : cpu::olive::kLayoutRows;
   ArrayView codes = ov::view<std::uint8_t>(codes_obj, "codes", kHost, false);
   codes.ndim(2);
   if (k < 1) throw py::value_error("k: must be positive");
@@ -69,10 +73,10 @@ py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, b
     py::gil_scoped_release release;
     n_out = cpu::olive::count_outliers(src, n, k, bits, normal);
   }
-  py::array_t<std::uint8_t> blob(static_cast<py::ssize_t>(cpu::olive::packed_bytes(n, k, n_out)));
+  py::array_t<std::uint8_t> blob(static_cast<py::ssize_t>(cpu::olive::packed_bytes(n, k, n_out, lay)));
   std::uint8_t* dst = blob.mutable_data();
   py::gil_scoped_release release;
-  cpu::olive::prepack(src, n, k, bits, normal, n_out, dst);
+  cpu::olive::prepack(src, n, k, bits, normal, n_out, dst, lay);
   return blob;
 }
 
@@ -81,14 +85,20 @@ struct PackedArgs {
   const std::uint8_t* blob;
   ArrayView x, out, scales;
 };
-PackedArgs packed_args(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj,
-                       bool per_row) {
+// The data of a checked pack (a 1-d uint8 array) and its header.
+const std::uint8_t* checked_pack(py::object packed_obj, cpu::olive::PackHeader* h) {
   ArrayView packed = ov::view<std::uint8_t>(packed_obj, "packed", kHost, false);
   packed.ndim(1);
   const std::uint8_t* blob = packed.ptr<std::uint8_t>();
   ov::raise_if(cpu::olive::check_packed(blob, packed.dim(0)));
+  std::memcpy(h, blob, sizeof *h);
+  return blob;
+}
+
+PackedArgs packed_args(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj,
+                       bool per_row) {
   cpu::olive::PackHeader h;
-  std::memcpy(&h, blob, sizeof h);
+  const std::uint8_t* blob = checked_pack(packed_obj, &h);
   PackedArgs a{blob, ov::view<float>(x_obj, "x", kHost, false), ov::view<float>(out_obj, "out", kHost, true),
                ov::view<float>(scales_obj, "scales", kHost, false)};
   a.x.ndim(2).dim(1, h.k);
@@ -97,12 +107,50 @@ PackedArgs packed_args(py::object x_obj, py::object packed_obj, py::object scale
   return a;
 }
 
-// out (batch, n) = x (batch, k) @ W.T through a pack; scales (n or 1,) float32.
-void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row) {
+// bias (n,) float32 or None -> its data (nullptr for None).
+const float* bias_ptr(py::object bias_obj, index_t n, ArrayView* keep) {
+  if (bias_obj.is_none()) return nullptr;
+  *keep = ov::view<float>(bias_obj, "bias", kHost, false);
+  keep->ndim(1).dim(0, n);
+  return keep->ptr<float>();
+}
+
+// out (batch, n) = x (batch, k) @ W.T (+ bias) through a pack; scales (n or 1,) float32.
+void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row,
+                   py::object bias_obj) {
   PackedArgs a = packed_args(x_obj, packed_obj, scales_obj, out_obj, per_row);
+  ArrayView b;
+  const float* bias = bias_ptr(bias_obj, a.out.dim(1), &b);
   py::gil_scoped_release release;
-  cpu::olive::matmul_packed(a.x.ptr<float>(), a.x.dim(0), a.blob, a.scales.ptr<float>(), per_row,
+  cpu::olive::matmul_packed(a.x.ptr<float>(), a.x.dim(0), a.blob, a.scales.ptr<float>(), per_row, bias,
                             a.out.ptr<float>());
+}
+
+// x (..., k) @ W.T (+ bias) -> a new float32 array (..., n): matmul_packed for a layer call, with
+// the output allocated here (OVPLinear's eager CPU path, python/numkern/quant/olive/_kernels.py).
+py::array_t<float> linear_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, bool per_row,
+                                 py::object bias_obj) {
+  cpu::olive::PackHeader h;
+  const std::uint8_t* blob = checked_pack(packed_obj, &h);
+  ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
+  if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
+    x.fail("last dimension must be the pack's k = " + std::to_string(h.k));
+  ArrayView sc = ov::view<float>(scales_obj, "scales", kHost, false);
+  sc.ndim(1).dim(0, per_row ? h.n : 1);
+  ArrayView b;
+  const float* bias = bias_ptr(bias_obj, h.n, &b);
+  std::vector<py::ssize_t> shape(static_cast<std::size_t>(x.ndim()));
+  index_t batch = 1;
+  for (int d = 0; d + 1 < x.ndim(); ++d) {
+    shape[static_cast<std::size_t>(d)] = static_cast<py::ssize_t>(x.dim(d));
+    batch *= x.dim(d);
+  }
+  shape.back() = static_cast<py::ssize_t>(h.n);
+  py::array_t<float> out(shape);
+  float* o = out.mutable_data();
+  py::gil_scoped_release release;
+  cpu::olive::matmul_packed(x.ptr<float>(), batch, blob, sc.ptr<float>(), per_row, bias, o);
+  return out;
 }
 
 // out (batch, n) = ovp_fake_quantize(x, act_bits, act_normal, alpha=act_alpha, axis=None) @ W.T,
@@ -112,6 +160,8 @@ bool matmul_int8act(py::object x_obj, py::object packed_obj, py::object scales_o
   ov::raise_if(cpu::olive::check_format(act_bits, act_normal));
   if (!(act_alpha >= 1e-30 && act_alpha <= 1e37)) throw py::value_error("act_alpha: must lie in [1e-30, 1e37]");
   PackedArgs a = packed_args(x_obj, packed_obj, scales_obj, out_obj, per_row);
+  if (cpu::olive::pack_view(a.blob).h.layout != cpu::olive::kLayoutRows)
+    throw py::value_error("packed: matmul_int8act needs a pack of layout 'rows'");
   const nk::olive::Scale sc = nk::olive::scale_for(act_alpha, act_bits, act_normal);
   const cpu::olive::ActSpec act{act_bits, act_normal, keep_left, sc.inv, sc.s};
   py::gil_scoped_release release;
@@ -126,11 +176,17 @@ void bind_olive(py::module_& m) {
         "integers (int8 dot products plus sparse outlier terms, scales at the end; exact up to one float32 "
         "rounding). Returns False and leaves out untouched when x has a NaN, an infinity or |x| > 1e37.");
   m.def("prepack", &prepack, py::arg("codes"), py::arg("scales"), py::arg("per_row"), py::arg("k"), py::arg("bits"),
-        py::arg("normal"),
+        py::arg("normal"), py::arg("layout") = "rows",
         "The pack of codes (n, bytes_per_row(k)) for matmul_packed: int8 normal grid values and a sparse "
-        "list of outliers (a new uint8 array).");
+        "list of outliers (a new uint8 array).  layout 'rows' (normals [n][k]; matmul_packed and "
+        "matmul_int8act) or 'panels' (normals [n/32][k][32]; matmul_packed's register-blocked GEMM).");
   m.def("matmul_packed", &matmul_packed, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
-        py::arg("per_row"), "out (batch, n) = x (batch, k) @ decode(codes).T through prepack's pack.");
+        py::arg("per_row"), py::arg("bias") = py::none(),
+        "out (batch, n) = x (batch, k) @ decode(codes).T (+ bias (n,) float32) through prepack's pack.");
+  m.def("linear_packed", &linear_packed, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("per_row"),
+        py::arg("bias") = py::none(),
+        "x (..., k) @ decode(codes).T (+ bias (n,) float32) through prepack's pack, returned as a new float32 "
+        "array (..., n).");
   m.def("encode", &encode, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("alphas"),
         py::arg("errors"), py::arg("bits"), py::arg("normal"), py::arg("keep_left"), py::arg("per_row"),
         py::arg("mode"),

@@ -5,6 +5,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/olive/olive.hpp"
@@ -21,10 +25,13 @@ constexpr std::int64_t align64(std::int64_t b) { return (b + 63) / 64 * 64; }
 struct Sections {
   std::int64_t normals, row_ptr, cols, values, end;
 };
-Sections sections(index_t n, index_t k, index_t n_out) {
+index_t normal_rows(index_t n, std::int64_t layout) {
+  return layout == kLayoutPanels ? (n + kPanelRows - 1) / kPanelRows * kPanelRows : n;
+}
+Sections sections(index_t n, index_t k, index_t n_out, std::int64_t layout) {
   Sections s;
   s.normals = 64;
-  s.row_ptr = s.normals + align64(n * k);
+  s.row_ptr = s.normals + align64(normal_rows(n, layout) * k);
   s.cols = s.row_ptr + align64(8 * (n + 1));
   s.values = s.cols + align64(4 * n_out);
   s.end = s.values + align64(4 * n_out);
@@ -62,7 +69,9 @@ NK_TIERED(void, widen, widen_body, , (const std::int8_t* __restrict src, index_t
 
 }  // namespace
 
-std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers) { return sections(n, k, n_outliers).end; }
+std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout) {
+  return sections(n, k, n_outliers, layout).end;
+}
 
 index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal) {
   const index_t bpr = bytes_per_row(k, bits), pairs = (k + 1) / 2;
@@ -78,10 +87,11 @@ index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits
 }
 
 void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal, index_t n_outliers,
-             std::uint8_t* blob) {
-  const Sections s = sections(n, k, n_outliers);
+             std::uint8_t* blob, std::int64_t layout) {
+  const Sections s = sections(n, k, n_outliers, layout);
   std::memset(blob, 0, static_cast<std::size_t>(s.end));
-  PackHeader h{kPackMagic, n, k, n_outliers, bits, normal, unit_of(bits, normal), 0, 0};
+  PackHeader h{kPackMagic, n, k, n_outliers, bits, normal, unit_of(bits, normal), 0, layout};
+  const bool panels = layout == kLayoutPanels;
   std::memcpy(blob, &h, sizeof h);
   auto* normals = reinterpret_cast<std::int8_t*>(blob + s.normals);
   auto* row_ptr = reinterpret_cast<std::int64_t*>(blob + s.row_ptr);
@@ -101,7 +111,9 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
           cols[o] = static_cast<std::int32_t>(2 * p + e);
           values[o++] = g[e];
         } else {
-          normals[r * k + 2 * p + e] = static_cast<std::int8_t>(g[e] * inv_unit);
+          const index_t c = 2 * p + e;
+          normals[panels ? ((r / kPanelRows) * k + c) * kPanelRows + r % kPanelRows : r * k + c] =
+              static_cast<std::int8_t>(g[e] * inv_unit);
         }
       }
     }
@@ -117,24 +129,28 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
   if (h.n < 0 || h.k < 0 || h.n_outliers < 0 || h.k > 0x7fffffffLL || h.n > (1LL << 40) || h.k > (1LL << 40) ||
       h.n_outliers > h.n * h.k)
     return "packed: bad dimensions in the header";
-  if ((h.bits != 4 && h.bits != 8) || h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)))
+  if ((h.bits != 4 && h.bits != 8) || h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)) ||
+      (h.layout != kLayoutRows && h.layout != kLayoutPanels))
     return "packed: bad format in the header";
-  const Sections s = sections(h.n, h.k, h.n_outliers);
+  const Sections s = sections(h.n, h.k, h.n_outliers, h.layout);
   if (s.end != bytes) return "packed: size does not match its header";
   const auto* row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
   const auto* cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
   if (row_ptr[0] != 0 || row_ptr[h.n] != h.n_outliers) return "packed: bad row pointers";
-  for (index_t r = 0; r < h.n; ++r)
-    if (row_ptr[r + 1] < row_ptr[r]) return "packed: bad row pointers";
-  for (index_t o = 0; o < h.n_outliers; ++o)
-    if (cols[o] < 0 || cols[o] >= h.k) return "packed: outlier column out of range";
+  // branch-free reductions (vectorised): this runs on every matmul call
+  bool bad = false;
+  for (index_t r = 0; r < h.n; ++r) bad |= row_ptr[r + 1] < row_ptr[r];
+  if (bad) return "packed: bad row pointers";
+  const auto k32 = static_cast<std::uint32_t>(h.k);
+  for (index_t o = 0; o < h.n_outliers; ++o) bad |= static_cast<std::uint32_t>(cols[o]) >= k32;
+  if (bad) return "packed: outlier column out of range";
   return nullptr;
 }
 
 PackView pack_view(const std::uint8_t* blob) {
   PackView v;
   std::memcpy(&v.h, blob, sizeof v.h);
-  const Sections s = sections(v.h.n, v.h.k, v.h.n_outliers);
+  const Sections s = sections(v.h.n, v.h.k, v.h.n_outliers, v.h.layout);
   v.normals = reinterpret_cast<const std::int8_t*>(blob + s.normals);
   v.row_ptr = reinterpret_cast<const std::int64_t*>(blob + s.row_ptr);
   v.cols = reinterpret_cast<const std::int32_t*>(blob + s.cols);
@@ -142,9 +158,11 @@ PackView pack_view(const std::uint8_t* blob) {
   return v;
 }
 
-void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
-                   float* out) {
-  const PackView pv = pack_view(blob);
+namespace {
+
+// The row-layout kernel: 4 weight rows x up to 4 batch rows of dot products over a widened tile.
+void matmul_rows(const PackView& pv, const float* x, index_t batch, const float* scales, bool per_row,
+                 const float* bias, float* out) {
   const PackHeader& h = pv.h;
   const index_t n = h.n, k = h.k;
   const std::int8_t* normals = pv.normals;
@@ -183,11 +201,97 @@ void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, cons
           const float* xr = x + b * k;
           float sparse = 0.0f;
           for (std::int64_t o = row_ptr[r]; o < row_ptr[r + 1]; ++o) sparse += xr[cols[o]] * values[o];
-          out[b * n + r] = (acc[b * 4 + j] * h.unit + sparse) * sc;
+          out[b * n + r] = (acc[b * 4 + j] * h.unit + sparse) * sc + (bias ? bias[r] : 0.0f);
         }
       }
     }
   }
+}
+
+
+// ---- the panel-layout kernel --------------------------------------------------------------------
+constexpr index_t kChunkK = 256;   // weight columns widened at a time: a [256][32] float panel, 32 KiB
+constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in registers (no panel buffer)
+constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
+constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
+
+struct PanelArgs {
+  const PackView* pv;
+  const float* x;
+  index_t batch;
+  const float* scales;
+  bool per_row;
+  const float* bias;
+  float* out;
+};
+
+// The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
+// matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.
+#if NK_X86_TIERS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_avx512 {
+#define NK_PG_L 16
+#define NK_PG_MR 8
+#include "cpu/olive/packed.inc"
+#undef NK_PG_L
+#undef NK_PG_MR
+}  // namespace tier_avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_avx2 {
+#define NK_PG_L 8
+#define NK_PG_MR 6
+#include "cpu/olive/packed.inc"
+#undef NK_PG_L
+#undef NK_PG_MR
+}  // namespace tier_avx2
+#pragma GCC pop_options
+#endif
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_portable {
+#define NK_PG_L 4
+#define NK_PG_MR 6
+#include "cpu/olive/packed.inc"
+#undef NK_PG_L
+#undef NK_PG_MR
+}  // namespace tier_portable
+#pragma GCC pop_options
+
+void matmul_panels(const PanelArgs& a) {
+  void (*panel)(const PanelArgs&, index_t, float*) = tier_portable::panel;
+#if NK_X86_TIERS
+  switch (active_isa()) {
+    case Isa::avx512: panel = tier_avx512::panel; break;
+    case Isa::avx2: panel = tier_avx2::panel; break;
+    default: break;
+  }
+#endif
+  const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
+  const int nt = threads_for(npanels, a.batch * n * a.pv->h.k);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t p = 0; p < npanels; ++p) {
+    // per thread, kept between calls (no allocation per call): 48 KiB
+    alignas(64) static thread_local float scratch[kScratch];
+    panel(a, p, scratch);
+  }
+}
+
+}  // namespace
+
+void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
+                   const float* bias, float* out) {
+  const PackView pv = pack_view(blob);
+  if (batch == 0 || pv.h.n == 0) return;
+  if (pv.h.layout != kLayoutPanels) return matmul_rows(pv, x, batch, scales, per_row, bias, out);
+  matmul_panels(PanelArgs{&pv, x, batch, scales, per_row, bias, out});
 }
 
 }  // namespace nk::cpu::olive

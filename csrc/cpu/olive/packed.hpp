@@ -6,7 +6,10 @@
 //
 // Blob layout (one uint8 array, every section starting at a multiple of 64 bytes):
 //   header   PackHeader (64 bytes)
-//   normals  int8 [n][k]: grid value / unit; 0 for an outlier, its victim
+//   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Two layouts
+//            (header field `layout`): kLayoutRows [n][k] (row r's weights contiguous; the integer
+//            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
+//            column k of a 32-row panel contiguous; the float GEMM below reads this one)
 //   row_ptr  int64 [n + 1]: outliers of row r are entries row_ptr[r] .. row_ptr[r + 1] - 1
 //   cols     int32 [n_outliers], ascending within a row
 //   values   float32 [n_outliers]: the outlier's grid value (q units)
@@ -23,20 +26,23 @@ struct PackHeader {
   std::int64_t magic, n, k, n_outliers, bits, normal;
   float unit;
   std::int32_t pad_;
-  std::int64_t reserved;
+  std::int64_t layout;  // PackLayout
 };
 static_assert(sizeof(PackHeader) == 64, "PackHeader is one 64-byte section");
 constexpr std::int64_t kPackMagic = 0x314b50564f4b4eLL;  // "NKOVPK1"
 
+enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1 };
+constexpr index_t kPanelRows = 32;  // weight rows (output columns) of a kLayoutPanels panel
+
 // Total blob bytes for n rows of k weights with n_outliers outliers.
-std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers);
+std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout = kLayoutRows);
 
 // Number of outliers in codes (n rows of k weights at bits / normal).
 index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal);
 
 // Fill blob (packed_bytes(n, k, count_outliers(...)) bytes) from the codes.
 void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal, index_t n_outliers,
-             std::uint8_t* blob);
+             std::uint8_t* blob, std::int64_t layout = kLayoutRows);
 
 // nullptr when blob (of `bytes` bytes) is a consistent pack, else a message (the matmul reads
 // only inside a checked blob: sections in bounds, row_ptr nondecreasing, columns < k).
@@ -52,8 +58,15 @@ struct PackView {
 };
 PackView pack_view(const std::uint8_t* blob);
 
-// out (batch, n) = x (batch, k) @ decode(codes).T through the pack; scales per row or one.
+// out (batch, n) = x (batch, k) @ decode(codes).T (+ bias (n,) when not null) through the pack;
+// scales per row or one.  Either layout; with kLayoutPanels the active tier's register-blocked GEMM
+// (packed.inc), threaded over 32-row panels: below 32 batch rows the int8 panel is widened in
+// registers; from 32 rows on, each 128-column chunk of a panel is widened once (outliers folded
+// in) into an L1 float buffer [128][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
+// batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
+// Summation order differs from the row layout's kernel; both equal x @ dequantized(W).T up to
+// float32 rounding of the sums.
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
-                   float* out);
+                   const float* bias, float* out);
 
 }  // namespace nk::cpu::olive

@@ -14,8 +14,8 @@ normal 0 int, 1 flint; per_row: one scale per row, else one for the tensor):
   constants): a backward through it raises.
 - ``torch.ops.numkern.ovp_matmul(x, codes, scales, packed, bits, normal, per_row)`` =
   x @ ovp_dequantize(W).T for x [..., K] (float32 result cast back to x's dtype).  ``packed``: the
-  pack numkern._core.olive.prepack built from the same codes (CPU; an empty uint8 tensor: none,
-  then the fused kernel reads the codes).  Differentiable in x: d/dx = grad @ W (reverse) and
+  pack numkern._core.olive.prepack built from the same codes, either layout (CPU; OVPLinear passes
+  its "panels" pack; an empty uint8 tensor: none, then the fused kernel reads the codes).  Differentiable in x: d/dx = grad @ W (reverse) and
   tangent @ W.T (forward), both plain torch matmuls with the decoded W, so double backward is
   exact (the op is linear in x); asking for a gradient in the scales raises.
 

@@ -2,15 +2,24 @@
 C++ through ``torch.ops.numkern.ovp_matmul`` (numkern/_torch_ops/quant.py), on zero-copy views,
 with the weights prepacked once per layer.
 
-Kernel choice (numkern._core.olive, on the dispatcher's tier):
-- 4-bit weights, batch < 4: the fused 4-bit GEMV on the codes (``matmul``; no pack needed);
-- otherwise: ``matmul_packed`` on the pack: the normal grid values as int8 (one byte a weight)
-  widened to float in registers, the outliers as a sparse list per row.  For 4-bit weights the
-  pack costs one byte a weight beside the codes' half byte; it is built on the first call that
-  needs it and cached per layer (not in its state_dict), rebuilt when the codes change.
-Both compute out[b, n] = s_n · Σ_k x[b, k] g[n, k] in float32 from exact grid values: the
-result equals x @ ovp_dequantize(W).T up to float32 summation order (relative to
-|x| @ |W|.T: below 1e-5, tests/olive/test_olive_int_kernels.py).
+Kernel (numkern._core.olive, on the dispatcher's tier): ``matmul_packed`` / ``linear_packed`` on
+the layer's pack in layout "panels": the normal grid values as int8 (one byte a weight) in panels
+of 32 weight rows, column-major within a panel, the outliers as a sparse list per row.  Below 32
+batch rows the int8 panel is widened in registers and multiplied by up to 8 (AVX-512) / 6 batch
+rows at a time; from 32 rows on, each 128-column chunk of a panel is widened once (outliers
+folded in) into an L1 float buffer that every batch tile reuses (csrc/cpu/olive/packed.inc).  For
+4-bit weights the pack costs one byte a weight beside the codes' half byte; it is built on the
+first call and cached per layer (not in its state_dict, pickle or deepcopy), rebuilt when the
+codes or scales change.  It computes out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32
+from exact grid values: the result equals x @ ovp_dequantize(W).T (+ b) up to float32 summation
+order (relative to |x| @ |W|.T: below 1e-5, tests/olive/test_olive_int_kernels.py and
+tests/olive/test_olive_fast_path.py).  Without a pack (the op called with an empty one) the fused
+kernel on the codes (``matmul``) runs.
+
+Eager fast path (``linear_forward``, OVPLinear.forward): float32 contiguous CPU input that needs
+no gradient, outside tracing / torch.compile, on a weight-only layer: one C++ call
+(``linear_packed``, bias fused, output allocated there) on numpy views cached per layer in a
+plain attribute, validated per call by the buffers' identity and version counters.
 
 Activation-quantized layers (act_bits) on CPU without gradient take ``act_matmul``: the per-tensor
 OVP quantization of x and the matmul in integers (``matmul_int8act``, csrc/cpu/olive/int8act.hpp):
@@ -26,20 +35,13 @@ import weakref
 
 import numpy as np
 
-_GEMV_MAX_BATCH = 4  # below this many rows the 4-bit GEMV on the codes beats the pack
-
-
-def needs_pack(bits: int, batch: int) -> bool:
-    """Whether the kernel for this weight width and batch size reads the pack."""
-    return bits == 8 or batch >= _GEMV_MAX_BATCH
-
-
-def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int):
+def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int, layout: str = "panels"):
     """The pack of an OVP weight's codes (a numpy / torch CPU uint8 array), as a 1-d uint8 numpy
-    array (numkern._core.olive.prepack)."""
+    array (numkern._core.olive.prepack; layout "panels" for the float GEMM, "rows" for the
+    integer kernel of activation-quantized layers)."""
     from ..._core import olive
 
-    return olive.prepack(_np(codes), _np(scales), per_row, k, bits, normal)
+    return olive.prepack(_np(codes), _np(scales), per_row, k, bits, normal, layout)
 
 
 def _np(t):
@@ -55,18 +57,19 @@ def _rows_f32(x, k):
 
 
 def _gemm(x2, n, codes, scales, pack, bits: int, normal: int, per_row: bool, x):
-    """x2 (float32 [rows, K]) @ W.T -> [..., N] shaped and typed like x: the 4-bit GEMV on the codes,
-    or matmul_packed on pack() (a numpy view of the pack) when the batch needs it."""
+    """x2 (float32 [rows, K]) @ W.T -> [..., N] shaped and typed like x: matmul_packed on pack() (a
+    numpy view of the pack), or the fused kernel on the codes when pack() is None."""
     import torch
 
     from ..._core import olive
 
     out = np.empty((x2.shape[0], n), np.float32)
-    batch = x2.shape[0]
-    if batch and needs_pack(bits, batch):
-        olive.matmul_packed(x2.numpy(), pack(), scales, out, per_row)
-    elif batch:
-        olive.matmul(x2.numpy(), codes, scales, out, per_row, bits, normal)
+    if x2.shape[0]:
+        pk = pack()
+        if pk is not None:
+            olive.matmul_packed(x2.numpy(), pk, scales, out, per_row)
+        else:
+            olive.matmul(x2.numpy(), codes, scales, out, per_row, bits, normal)
     y = torch.from_numpy(out)
     if x.dim() != 2:
         y = y.reshape(*x.shape[:-1], n)
@@ -79,30 +82,36 @@ def matmul_tensors(x, codes, scales, packed, bits: int, normal: int, per_row: bo
     codes_np, scales_np = codes.numpy(), scales.numpy()
 
     def pack():
-        return packed.numpy() if packed.numel() else prepack(codes_np, scales_np, per_row, k, bits, normal)
+        return packed.numpy() if packed.numel() else None
     return _gemm(_rows_f32(x, k), codes.shape[0], codes_np, scales_np, pack, bits, normal, per_row, x)
 
 
 class _Prepared:
     """A layer's weights as the kernels read them: numpy views of codes / scales and, once a
-    kernel has needed it, the pack (torch tensor and numpy view)."""
+    kernel has needed it, the pack of each layout (torch tensor and numpy view)."""
 
-    __slots__ = ("key", "codes", "scales", "pack", "pack_np", "bits", "normal", "n", "k")
+    __slots__ = ("key", "codes", "scales", "packs", "bits", "normal", "n", "k")
 
     def __init__(self, layer, key):
         self.key = key
         self.codes, self.scales = layer.codes.numpy(), layer.scales.numpy()
-        self.pack = self.pack_np = None
+        self.packs = {}
         self.bits, self.normal = layer.bits, _NORMAL[layer.normal]
         self.n, self.k = layer.out_features, layer.in_features
 
-    def packed(self):
-        if self.pack is None:
+    def packed(self, layout="panels"):
+        """The pack (a torch uint8 tensor) of this layout."""
+        return self.packed_np(layout)[0]
+
+    def packed_np(self, layout="panels"):
+        """(torch tensor, numpy view) of the pack of this layout, built on first use."""
+        pk = self.packs.get(layout)
+        if pk is None:
             import torch
 
-            self.pack_np = prepack(self.codes, self.scales, True, self.k, self.bits, self.normal)
-            self.pack = torch.from_numpy(self.pack_np)
-        return self.pack
+            arr = prepack(self.codes, self.scales, True, self.k, self.bits, self.normal, layout)
+            pk = self.packs[layout] = (torch.from_numpy(arr), arr)
+        return pk
 
 
 def _prepared(layer):
@@ -131,18 +140,81 @@ def linear_matmul(layer, x):
             or x.shape[-1] != layer.in_features):
         return None
     p = _prepared(layer)
-    k = p.k
-    batch = x.numel() // k
     if torch.compiler.is_compiling():
         from ..._torch_ops import quant  # noqa: F401  (registers torch.ops.numkern.ovp_matmul)
 
-        pack = p.packed() if needs_pack(p.bits, batch) else torch.empty(0, dtype=torch.uint8)
-        return torch.ops.numkern.ovp_matmul(x, layer.codes, layer.scales, pack, p.bits, p.normal, True)
+        return torch.ops.numkern.ovp_matmul(x, layer.codes, layer.scales, p.packed(), p.bits, p.normal, True)
+    return _gemm(_rows_f32(x, p.k), p.n, p.codes, p.scales, lambda: p.packed_np()[1], p.bits, p.normal, True, x)
 
-    def pack():
-        p.packed()
-        return p.pack_np
-    return _gemm(_rows_f32(x, k), p.n, p.codes, p.scales, pack, p.bits, p.normal, True, x)
+
+class _Fast:
+    """What OVPLinear's eager fast path reads, cached in the layer (attribute ``_nk_fast``): the
+    buffers it was made from (identity and version counter: any change, in place or by
+    replacement, invalidates it) and numpy views of the panel pack, scales and float32 bias."""
+
+    __slots__ = ("codes", "cv", "scales", "sv", "bias", "bv", "pack", "scales_np", "bias_np", "k")
+
+    def __init__(self, layer):
+        import torch
+
+        b = layer._buffers
+        self.codes, self.scales, self.bias = b["codes"], b["scales"], b["bias"]
+        self.cv, self.sv = self.codes._version, self.scales._version
+        self.bv = None if self.bias is None else self.bias._version
+        p = _prepared(layer)
+        self.pack, self.scales_np, self.k = p.packed_np()[1], p.scales, p.k
+        self.bias_np = (None if self.bias is None
+                        else self.bias.detach().to(torch.float32).contiguous().numpy())
+
+    def valid(self, buffers):
+        c, s, b = buffers["codes"], buffers["scales"], buffers["bias"]
+        return (c is self.codes and s is self.scales and b is self.bias and c._version == self.cv
+                and s._version == self.sv and (b is None or b._version == self.bv))
+
+
+def fast_state(layer):
+    """The layer's _Fast, made (and cached in it) when missing or stale; None when the eager fast
+    path does not apply to the layer (activation quantization, weights not on the CPU, scales
+    not float32 per row)."""
+    st = layer.__dict__.get("_nk_fast")
+    b = layer._buffers
+    if st is not None and st.valid(b):
+        return st
+    c, s = b["codes"], b["scales"]
+    if (layer.act_bits is not None or c.device.type != "cpu" or s.dtype != _float32()
+            or s.dim() != 1 or s.shape[0] != c.shape[0]):
+        st = None
+    else:
+        st = _Fast(layer)
+    layer.__dict__["_nk_fast"] = st
+    return st
+
+
+def _float32():
+    import torch
+
+    return torch.float32
+
+
+def linear_forward(st, x):
+    """x (float32 CPU, contiguous, [..., k]) @ W.T + b -> float32 [..., n] in one C++ call."""
+    return _from_numpy(_linear_packed(x.numpy(), st.pack, st.scales_np, True, st.bias_np))
+
+
+def _from_numpy(a):
+    global _from_numpy
+    import torch
+
+    _from_numpy = torch.from_numpy
+    return _from_numpy(a)
+
+
+def _linear_packed(*args):
+    global _linear_packed
+    from ..._core import olive
+
+    _linear_packed = olive.linear_packed
+    return _linear_packed(*args)
 
 
 class QuantAct:
@@ -179,9 +251,8 @@ def act_matmul(layer, qa):
     from ..._core import olive
 
     p = _prepared(layer)
-    p.packed()
     out = np.empty((qa.x.shape[0], p.n), np.float32)
-    if qa.x.shape[0] and not olive.matmul_int8act(qa.x.numpy(), p.pack_np, p.scales, out, True, qa.alpha,
+    if qa.x.shape[0] and not olive.matmul_int8act(qa.x.numpy(), p.packed_np("rows")[1], p.scales, out, True, qa.alpha,
                                                   qa.bits, _NORMAL[qa.normal], qa.keep_left):
         return None
     return torch.from_numpy(out)

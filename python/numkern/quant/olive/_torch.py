@@ -18,6 +18,9 @@ from .._torch_module import QuantModule
 from . import OVPTensor, _check_format, _check_ovp, ovp_dequantize, ovp_matmul, ovp_quantize
 from . import _kernels
 
+_F32 = torch.float32
+_is_tracing = torch._C._is_tracing
+_is_compiling = torch.compiler.is_compiling
 _CALIBRATION_ROWS = 1 << 16  # values kept per batch and module while calibrating (whole rows)
 _UNCALIBRATED = ("numkern.quant: an activation-quantized OVP layer ran before calibration; its "
                  "activation threshold is now fixed from this first batch alone. Call "
@@ -166,6 +169,16 @@ class OVPLinear(_OVPBase):
         q = ovp_quantize(linear.weight.detach(), bits=bits, normal=normal, axis="row",
                          both_outliers=both_outliers)
         return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
+
+    def forward(self, x):
+        # eager fast path (quant/olive/_kernels.py): one C++ call for float32 CPU input needing no
+        # gradient, outside tracing and torch.compile; everything else takes QuantModule.forward
+        if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
+                and not _is_tracing() and not _is_compiling()):
+            st = _kernels.fast_state(self)
+            if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous():
+                return _kernels.linear_forward(st, x)
+        return super().forward(x)
 
     def _forward(self, x):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
