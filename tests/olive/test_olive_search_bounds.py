@@ -1,5 +1,5 @@
 """The OVP threshold search with histogram lower bounds (csrc/cpu/olive/search.cpp, lower_bounds): rows of
-at least 512 elements, where candidates are ordered and dropped by a lower bound of their error instead of
+at least 128 elements, where candidates are ordered and dropped by a lower bound of their error instead of
 being summed in full.  A bound above a candidate's true error would drop the reference's winner and change
 the codes, so every case here compares codes, scales, thresholds and errors bit for bit with the scalar
 reference search (numkern._core.olive.encode_reference), on every dispatcher tier, for rows whose errors
@@ -59,7 +59,7 @@ def _rows(rng, cols):
 @pytest.mark.parametrize("bits,normal", FORMATS)
 def test_bounded_search_matches_reference_varied_rows(isa, bits, normal):
     rng = np.random.default_rng(31 + 10 * bits + normal)
-    for cols in (512, 1537, 4096):
+    for cols in (130, 512, 1537, 4096):
         rows = _rows(rng, cols)
         x = np.stack(list(rows.values())).astype(np.float32)
         _assert_same(x, bits, normal)

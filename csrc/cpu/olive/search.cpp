@@ -461,12 +461,13 @@ NK_TIERED(void, all_errors_tiered, all_errors_body, ,
 // full (all_errors), within search_tolerance of the exact ones.  B: every other pair; each of its
 // elements rounds to the normal grid for every candidate, so its error (x - fl(g s))^2 is at least
 // L(|x|) = min over the non-negative normal grid values g of (|x| - fl(g s))^2 (the grid is
-// symmetric: fl(-g s) = -fl(g s)).  The B elements go into kBins bins of |x| over [0, t) with
+// symmetric: fl(-g s) = -fl(g s)).  The B elements go into nb (<= kMaxBins) bins of |x| over [0, t) with
 // count, sum |x| and sum x^2 per bin; a bin whose interval lies in the Voronoi cell of one grid
 // point G contributes exactly S2 - 2 G S1 + n G^2, a bin that straddles a cell boundary
 // n * min of L over its interval.  The sum of both parts, less its rounding bound, is <= the
 // exact error of every candidate, and within a fraction of a percent of it on smooth data.
-constexpr int kBins = 1024;
+constexpr int kMaxBins = 1024;
+constexpr index_t kMinPairs = 64;  // shorter rows: the bounds cost more than they save
 
 struct BoundScratch {
   std::vector<float> he, ho;  // the H pairs, de-interleaved, zero-padded to whole vectors
@@ -501,7 +502,8 @@ double dist2_min(const double* G, int k, double lo, double hi) {
 // not apply (short rows, non-finite values or scales) and lb is not written.
 bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
                   bool keep_left, double* lb) {
-  if (count < 2 || np < 256) return false;
+  if (count < 2 || np < kMinPairs) return false;
+  const int kBins = static_cast<int>(std::min<index_t>(kMaxBins, 4 * np));  // ~2 elements a bin at least
   double inv_max = 0.0;
   for (int c = 0; c < count; ++c) inv_max = std::max(inv_max, static_cast<double>(sc[c].inv));
   if (!(inv_max > 0.0)) return false;
