@@ -97,3 +97,31 @@ def test_auto_grid_matches_reference_search():
     assert q.normal == ("flint" if ref[1][3].sum() < ref[0][3].sum() else "int")
     assert np.asarray(q.codes).tobytes() == ref[nt][0].tobytes()
     assert np.asarray(q.scales).tobytes() == ref[nt][1].tobytes()
+
+
+def _chunked_seq_sum(rows):
+    # the encoder's order: each 4096-column chunk of each row summed left to right in float64 (np.cumsum is
+    # sequential), then the chunk sums in order, row after row
+    total = 0.0
+    for row in rows:
+        for c in range(0, row.size, 4096):
+            total += float(np.cumsum(row[c:c + 4096])[-1])
+    return total
+
+
+@pytest.mark.parametrize("cols", [4097, 8192, 9000, 20485])
+def test_sigma_bound_chunk_order(cols):
+    # the 3-sigma threshold (search=False) sums the chunks of a row side by side; it must equal the
+    # chunk-ordered sequential sums bit for bit, per row and for the whole matrix
+    rng = np.random.default_rng(cols)
+    x = (rng.standard_normal((3, cols)) * 0.05 + 0.01).astype(np.float32)
+    for per_row in (True, False):
+        groups = [x[r:r + 1].astype(np.float64) for r in range(3)] if per_row else [x.astype(np.float64)]
+        want = []
+        for g in groups:
+            n = g.size
+            mu = _chunked_seq_sum(g) / n
+            sd = np.sqrt(_chunked_seq_sum((g - mu) ** 2) / (n - 1))
+            want.append(max(abs(mu + 3 * sd), abs(mu - 3 * sd)))
+        q = O.ovp_quantize(x, normal="int", axis="row" if per_row else None, search=False)
+        assert np.asarray(q.alphas).tolist() == want
