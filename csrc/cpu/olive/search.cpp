@@ -469,9 +469,12 @@ NK_TIERED(void, all_errors_tiered, all_errors_body, ,
 constexpr int kMaxBins = 1024;
 constexpr index_t kMinPairs = 64;  // shorter rows: the bounds cost more than they save
 
+struct Moments {
+  double n, s1, s2, pad;  // count, sum |x|, sum x^2 of a bin (or of the bins before it)
+};
 struct BoundScratch {
   std::vector<float> he, ho;  // the H pairs, de-interleaved, zero-padded to whole vectors
-  std::vector<double> cnt, s1, s2, p0, p1, p2;
+  std::vector<Moments> bin, pre;
 };
 
 // The non-negative normal grid values of a format, ascending.
@@ -513,9 +516,7 @@ bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale*
   const float kf = static_cast<float>(kBins / t);  // bin of |x|: trunc(fl(|x| kf)), capped
   if (!(t > 0.0) || !(kf > 0.0f && kf <= 3e38f)) return false;
   static thread_local BoundScratch w;
-  w.cnt.assign(kBins, 0.0);
-  w.s1.assign(kBins, 0.0);
-  w.s2.assign(kBins, 0.0);
+  w.bin.assign(kBins, Moments{});
   w.he.clear();
   w.ho.clear();
   bool finite = true;
@@ -528,10 +529,10 @@ bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale*
       continue;
     }
     for (const float a : {a0, a1}) {
-      const int b = std::min(static_cast<int>(a * kf), kBins - 1);
-      w.cnt[b] += 1.0;
-      w.s1[b] += a;
-      w.s2[b] += static_cast<double>(a) * a;  // exact: a product of two floats
+      Moments& m = w.bin[std::min(static_cast<int>(a * kf), kBins - 1)];
+      m.n += 1.0;
+      m.s1 += a;
+      m.s2 += static_cast<double>(a) * a;  // exact: a product of two floats
     }
   }
   if (!finite) return false;
@@ -544,18 +545,14 @@ bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale*
                       herr);
   else
     std::fill(herr, herr + count, 0.0);
-  w.p0.assign(kBins + 1, 0.0);
-  w.p1.assign(kBins + 1, 0.0);
-  w.p2.assign(kBins + 1, 0.0);
-  for (int b = 0; b < kBins; ++b) {
-    w.p0[b + 1] = w.p0[b] + w.cnt[b];
-    w.p1[b + 1] = w.p1[b] + w.s1[b];
-    w.p2[b + 1] = w.p2[b] + w.s2[b];
-  }
-  // a bin b = trunc(fl(a kf)) holds values in [lo(b), hi(b)] (float rounding margin 2^-20)
-  const double kd = kf;
-  auto lo = [&](int b) { return b / (kd * (1.0 + 0x1p-20)); };
-  auto hi = [&](int b) { return b == kBins - 1 ? t : (b + 1) / (kd * (1.0 - 0x1p-20)); };
+  w.pre.assign(kBins + 1, Moments{});
+  for (int b = 0; b < kBins; ++b)
+    w.pre[b + 1] = {w.pre[b].n + w.bin[b].n, w.pre[b].s1 + w.bin[b].s1, w.pre[b].s2 + w.bin[b].s2, 0.0};
+  // a bin b = trunc(fl(a kf)) holds values in [lo(b), hi(b)] (margin 2^-20 for the float rounding of
+  // a kf and the double rounding of these products)
+  const double kd = kf, lo_step = 1.0 / (kd * (1.0 + 0x1p-20)), hi_step = 1.0 / (kd * (1.0 - 0x1p-20));
+  auto lo = [&](int b) { return b * lo_step; };
+  auto hi = [&](int b) { return b == kBins - 1 ? t : (b + 1) * hi_step; };
   float g[128];
   const int k = normal_grid(bits, normal, g);
   // rounding bound of the prefix sums and of the moment formula (recursive sums of <= 2 np + kBins
@@ -577,15 +574,16 @@ bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale*
         while (sb + 1 < kBins && lo(sb + 1) <= m) ++sb;
       }
       if (sa > b) {  // bins [b, sa) lie in cell j: exact
-        const double n = w.p0[sa] - w.p0[b], s1 = w.p1[sa] - w.p1[b], s2 = w.p2[sa] - w.p2[b];
+        const double n = w.pre[sa].n - w.pre[b].n, s1 = w.pre[sa].s1 - w.pre[b].s1, s2 = w.pre[sa].s2 - w.pre[b].s2;
         sum += std::max(0.0, s2 - 2.0 * G[j] * s1 + n * G[j] * G[j]);
       }
       for (int bb = std::max(b, sa); bb <= sb; ++bb)
-        if (w.cnt[bb] > 0.0) sum += w.cnt[bb] * dist2_min(G, k, lo(bb), hi(bb));
+        if (w.bin[bb].n > 0.0) sum += w.bin[bb].n * dist2_min(G, k, lo(bb), hi(bb));
       b = std::max(b, sb + 1);
     }
     const double gm = G[k - 1];
-    const double slack = rel * (w.p2[kBins] + 2.0 * gm * w.p1[kBins] + w.p0[kBins] * gm * gm) + rel * sum;
+    const Moments& all = w.pre[kBins];
+    const double slack = rel * (all.s2 + 2.0 * gm * all.s1 + all.n * gm * gm) + rel * sum;
     const double hpart = herr[c] - search_tolerance(static_cast<index_t>(w.he.size()), herr[c]);
     const double v = std::max(0.0, sum - slack) + std::max(0.0, hpart);
     lb[c] = std::isfinite(v) && std::isfinite(herr[c]) ? v : 0.0;
