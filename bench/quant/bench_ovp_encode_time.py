@@ -48,6 +48,14 @@ def minilm_weights():
     return [v.astype(np.float32) for k, v in sorted(w.items()) if v.ndim == 2 and "embeddings" not in k]
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -79,7 +87,7 @@ def main():
             f()
             times[name].append(time.thread_time() - t)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"CPU {platform.processor() or platform.machine()}, ISA path {numkern._core.isa()}, "
+    print(f"CPU {cpu_model()}, ISA path {numkern._core.isa()}, "
           f"core {args.core or 'installed'}, median of {args.rounds} rounds, thread CPU time")
     print(f"{'case':44s} {'s':>8s} {'/ anchor':>9s}")
     for k, v in med.items():
