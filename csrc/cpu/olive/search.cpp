@@ -232,6 +232,19 @@ NK_TIER_INLINE void sum_to(const float* xe, const float* xo, index_t from, index
   }
 }
 
+// max |x| over the pairs, and *nan = whether any x is NaN
+NK_TIER_INLINE float pairs_absmax(const float* xe, const float* xo, index_t np, bool* nan) {
+  float xmax = 0.0f;
+  bool any_nan = false;
+  for (index_t p = 0; p < np; ++p) {
+    const float a = std::fabs(xe[p]) > std::fabs(xo[p]) ? std::fabs(xe[p]) : std::fabs(xo[p]);
+    any_nan |= !(a == a);
+    xmax = a > xmax ? a : xmax;
+  }
+  *nan = any_nan;
+  return xmax;
+}
+
 // Branch and bound over the candidates, in order of their lower bounds lb (bounds.hpp-style
 // contract below), or, where lb is null, of their sums over the leading chunks (the prefix, about
 // 1/16 of the row).  Each candidate in turn is summed chunk by chunk to the end of the row and
@@ -245,13 +258,8 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
                                     bool keep_left, const double* lb, double* err) {
   const index_t full = np - np % kL;
   // max |x| (NaN if any is): where fl(max |x| * inv) <= 1e6, no q = x * inv is clamped
-  float xmax = 0.0f;
-  bool nan = false;
-  for (index_t p = 0; p < np; ++p) {
-    const float a = std::fabs(xe[p]) > std::fabs(xo[p]) ? std::fabs(xe[p]) : std::fabs(xo[p]);
-    nan |= !(a == a);
-    xmax = a > xmax ? a : xmax;
-  }
+  bool nan;
+  const float xmax = pairs_absmax(xe, xo, np, &nan);
   // prefix: about 1/16 of the row, whole chunks (none where lower bounds order the candidates)
   index_t prefix = lb ? 0 : (full / 16 + kChunk - 1) / kChunk * kChunk;
   prefix = prefix < full ? prefix : full;
@@ -426,13 +434,8 @@ template <int Bits, int Normal>
 NK_TIER_INLINE void all_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
                                  bool keep_left, double* err) {
   const index_t full = np - np % kL;
-  float xmax = 0.0f;
-  bool nan = false;
-  for (index_t p = 0; p < np; ++p) {
-    const float a = std::fabs(xe[p]) > std::fabs(xo[p]) ? std::fabs(xe[p]) : std::fabs(xo[p]);
-    nan |= !(a == a);
-    xmax = a > xmax ? a : xmax;
-  }
+  bool nan;
+  const float xmax = pairs_absmax(xe, xo, np, &nan);
   for (int c = 0; c < count; ++c) {
     vd acc{};
     sum_to<Bits, Normal>(xe, xo, 0, full, sc[c], nan || !(xmax * sc[c].inv <= 1e6f), keep_left, &acc);
