@@ -570,7 +570,8 @@ bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale*
       int sa = kBins, sb = kBins - 1;  // the bins whose intervals hold the boundary m of cells j, j + 1
       if (j + 1 < k) {
         const double m = 0.5 * (G[j] + G[j + 1]);
-        sa = std::min(std::max(static_cast<int>(m * kd) - 1, 0), kBins);
+        const double mb = m * kd;  // ~ the bin of m (a start for the exact search below); inf, NaN: past the end
+        sa = mb < kBins ? std::max(static_cast<int>(mb) - 1, 0) : kBins;
         while (sa > 0 && hi(sa - 1) >= m) --sa;
         while (sa < kBins && hi(sa) < m) ++sa;
         sb = std::max(sa - 1, 0);
