@@ -232,26 +232,36 @@ NK_TIER_INLINE void sum_to(const float* xe, const float* xo, index_t from, index
   }
 }
 
-// Branch and bound over the candidates.  Every candidate is first summed over the leading chunks
-// (the prefix); then, in order of prefix sum, each is summed chunk by chunk to the end of the row,
-// and dropped as soon as its partial sum P (a lower bound of its full fast sum: the terms are >= 0
-// and rounding is monotone) shows that its exact error exceeds that of a candidate already summed
-// in full (error E): P - tol(P) > E + tol(E).  A dropped candidate reports P, which the caller's
-// tolerance test then also rejects (search.hpp).
-template <int Bits, int Normal>
-NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
-                                    bool keep_left, double* err) {
-  const index_t full = np - np % kL;
-  // max |x| (NaN if any is): where fl(max |x| * inv) <= 1e6, no q = x * inv is clamped
+// max |x| over the pairs, and *nan = whether any x is NaN
+NK_TIER_INLINE float pairs_absmax(const float* xe, const float* xo, index_t np, bool* nan) {
   float xmax = 0.0f;
-  bool nan = false;
+  bool any_nan = false;
   for (index_t p = 0; p < np; ++p) {
     const float a = std::fabs(xe[p]) > std::fabs(xo[p]) ? std::fabs(xe[p]) : std::fabs(xo[p]);
-    nan |= !(a == a);
+    any_nan |= !(a == a);
     xmax = a > xmax ? a : xmax;
   }
-  // prefix: about 1/16 of the row, whole chunks
-  index_t prefix = (full / 16 + kChunk - 1) / kChunk * kChunk;
+  *nan = any_nan;
+  return xmax;
+}
+
+// Branch and bound over the candidates, in order of their lower bounds lb (bounds.hpp-style
+// contract below), or, where lb is null, of their sums over the leading chunks (the prefix, about
+// 1/16 of the row).  Each candidate in turn is summed chunk by chunk to the end of the row and
+// dropped as soon as its partial sum P (a lower bound of its full fast sum: the terms are >= 0 and
+// rounding is monotone) shows that its exact error exceeds that of a candidate already summed in
+// full (error E): P - tol(P) > E + tol(E).  A dropped candidate reports P, which the caller's
+// tolerance test then also rejects (search.hpp).  With lb: lb[c] <= the exact error of c, so once
+// lb[c] - tol(lb[c]) > E + tol(E), c and every later candidate report their lb unsummed.
+template <int Bits, int Normal>
+NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
+                                    bool keep_left, const double* lb, double* err) {
+  const index_t full = np - np % kL;
+  // max |x| (NaN if any is): where fl(max |x| * inv) <= 1e6, no q = x * inv is clamped
+  bool nan;
+  const float xmax = pairs_absmax(xe, xo, np, &nan);
+  // prefix: about 1/16 of the row, whole chunks (none where lower bounds order the candidates)
+  index_t prefix = lb ? 0 : (full / 16 + kChunk - 1) / kChunk * kChunk;
   prefix = prefix < full ? prefix : full;
   vd acc[ov::kSearchCount];  // count <= kSearchCount (search.hpp)
   int order[ov::kSearchCount];
@@ -260,11 +270,11 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
   for (int c = 0; c < count; ++c) {
     acc[c] = vd{};
     clamp[c] = nan || !(xmax * sc[c].inv <= 1e6f);
-    sum_to<Bits, Normal>(xe, xo, 0, prefix, sc[c], clamp[c], keep_left, &acc[c]);
-    pre[c] = hsum(acc[c]);
+    if (!lb) sum_to<Bits, Normal>(xe, xo, 0, prefix, sc[c], clamp[c], keep_left, &acc[c]);
+    pre[c] = lb ? lb[c] : hsum(acc[c]);
     order[c] = c;
   }
-  // insertion sort by prefix sum (NaN last)
+  // insertion sort by prefix sum or bound (NaN last)
   for (int i = 1; i < count; ++i) {
     const int c = order[i];
     int j = i;
@@ -277,6 +287,10 @@ NK_TIER_INLINE void search_errors_t(const float* xe, const float* xo, index_t np
   double bound = best_bound_inf;  // best + tol(best)
   for (int i = 0; i < count; ++i) {
     const int c = order[i];
+    if (lb && bound < best_bound_inf && lb[c] - search_tolerance(np, lb[c]) > bound) {
+      for (int j = i; j < count; ++j) err[order[j]] = lb[order[j]];  // lb ascending: all later ones too
+      return;
+    }
     bool dropped = false;
     for (index_t b = prefix; b < full; b += kChunk) {
       if (bound < best_bound_inf) {
@@ -312,18 +326,18 @@ NK_TIER_INLINE void pair_terms_t(const float* xe, const float* xo, index_t np, o
 }
 
 NK_TIER_INLINE void search_errors_body(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
-                                       int bits, int normal, bool keep_left, double* err) {
+                                       int bits, int normal, bool keep_left, const double* lb, double* err) {
   if (bits == 8)
-    search_errors_t<8, ov::kInt>(xe, xo, np, sc, count, keep_left, err);
+    search_errors_t<8, ov::kInt>(xe, xo, np, sc, count, keep_left, lb, err);
   else if (normal == ov::kFlint)
-    search_errors_t<4, ov::kFlint>(xe, xo, np, sc, count, keep_left, err);
+    search_errors_t<4, ov::kFlint>(xe, xo, np, sc, count, keep_left, lb, err);
   else
-    search_errors_t<4, ov::kInt>(xe, xo, np, sc, count, keep_left, err);
+    search_errors_t<4, ov::kInt>(xe, xo, np, sc, count, keep_left, lb, err);
 }
 NK_TIERED(void, search_errors_tiered, search_errors_body, ,
           (const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
-           bool keep_left, double* err),
-          (xe, xo, np, sc, count, bits, normal, keep_left, err))
+           bool keep_left, const double* lb, double* err),
+          (xe, xo, np, sc, count, bits, normal, keep_left, lb, err))
 
 // Codes of 8 pairs (ov::encode_pair's c0, c1), from the same lane math as encode_pairs_v.
 template <int Bits, int Normal>
@@ -415,12 +429,182 @@ NK_TIERED(void, pair_terms_tiered, pair_terms_body, ,
            double* terms),
           (xe, xo, np, sc, bits, normal, keep_left, terms))
 
+// Full fast sums of every candidate (no pruning), for the few pairs lower_bounds sums exactly.
+template <int Bits, int Normal>
+NK_TIER_INLINE void all_errors_t(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
+                                 bool keep_left, double* err) {
+  const index_t full = np - np % kL;
+  bool nan;
+  const float xmax = pairs_absmax(xe, xo, np, &nan);
+  for (int c = 0; c < count; ++c) {
+    vd acc{};
+    sum_to<Bits, Normal>(xe, xo, 0, full, sc[c], nan || !(xmax * sc[c].inv <= 1e6f), keep_left, &acc);
+    double t = 0.0;
+    for (index_t p = full; p < np; ++p) t += pair_error_scalar(xe[p], xo[p], sc[c], Bits, Normal, keep_left);
+    err[c] = hsum(acc) + t;
+  }
+}
+NK_TIER_INLINE void all_errors_body(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count,
+                                    int bits, int normal, bool keep_left, double* err) {
+  if (bits == 8)
+    all_errors_t<8, ov::kInt>(xe, xo, np, sc, count, keep_left, err);
+  else if (normal == ov::kFlint)
+    all_errors_t<4, ov::kFlint>(xe, xo, np, sc, count, keep_left, err);
+  else
+    all_errors_t<4, ov::kInt>(xe, xo, np, sc, count, keep_left, err);
+}
+NK_TIERED(void, all_errors_tiered, all_errors_body, ,
+          (const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
+           bool keep_left, double* err),
+          (xe, xo, np, sc, count, bits, normal, keep_left, err))
+
+// ---- lower bounds of the candidates' errors, from a histogram --------------------------------
+// Pairs split in two.  H: pairs whose larger |x| is at least t = mid / max(inv) (less a margin):
+// only these can hold an outlier (or a victim) for some candidate; their fast sums are taken in
+// full (all_errors), within search_tolerance of the exact ones.  B: every other pair; each of its
+// elements rounds to the normal grid for every candidate, so its error (x - fl(g s))^2 is at least
+// L(|x|) = min over the non-negative normal grid values g of (|x| - fl(g s))^2 (the grid is
+// symmetric: fl(-g s) = -fl(g s)).  The B elements go into nb (<= kMaxBins) bins of |x| over [0, t) with
+// count, sum |x| and sum x^2 per bin; a bin whose interval lies in the Voronoi cell of one grid
+// point G contributes exactly S2 - 2 G S1 + n G^2, a bin that straddles a cell boundary
+// n * min of L over its interval.  The sum of both parts, less its rounding bound, is <= the
+// exact error of every candidate, and within a fraction of a percent of it on smooth data.
+constexpr int kMaxBins = 1024;
+constexpr index_t kMinPairs = 64;  // shorter rows: the bounds cost more than they save
+
+struct Moments {
+  double n, s1, s2, pad;  // count, sum |x|, sum x^2 of a bin (or of the bins before it)
+};
+struct BoundScratch {
+  std::vector<float> he, ho;  // the H pairs, de-interleaved, zero-padded to whole vectors
+  std::vector<Moments> bin, pre;
+};
+
+// The non-negative normal grid values of a format, ascending.
+int normal_grid(int bits, int normal, float* g) {
+  if (bits == 8) {
+    for (int k = 0; k < 128; ++k) g[k] = static_cast<float>(k) * 0.25f;
+    return 128;
+  }
+  if (normal == ov::kFlint) {
+    for (int k = 0; k < 8; ++k) g[k] = ov::kFlint4Values[k];
+    return 8;
+  }
+  for (int k = 0; k < 8; ++k) g[k] = static_cast<float>(4 * k);
+  return 8;
+}
+
+// min over [lo, hi] of the squared distance to the nearest of the sorted points G[0..k)
+double dist2_min(const double* G, int k, double lo, double hi) {
+  const int j = static_cast<int>(std::lower_bound(G, G + k, lo) - G);
+  if (j < k && G[j] <= hi) return 0.0;
+  double d = std::numeric_limits<double>::infinity();
+  if (j > 0) d = lo - G[j - 1];
+  if (j < k) d = std::min(d, G[j] - hi);
+  return d * d;
+}
+
+// lb[c] <= the exact summed pair error of candidate c, for c < count; false where the bounds do
+// not apply (short rows, non-finite values or scales) and lb is not written.
+bool lower_bounds(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
+                  bool keep_left, double* lb) {
+  if (count < 2 || np < kMinPairs) return false;
+  const int kBins = static_cast<int>(std::min<index_t>(kMaxBins, 4 * np));  // ~2 elements a bin at least
+  double inv_max = 0.0;
+  for (int c = 0; c < count; ++c) inv_max = std::max(inv_max, static_cast<double>(sc[c].inv));
+  if (!(inv_max > 0.0)) return false;
+  const double mid = bits == 8 ? 32.375 : (normal == ov::kFlint ? 40.0 : 38.0);
+  // |x| < t: fl(|x| inv) <= |x| inv (1 + 2^-24) < mid, so x is never an outlier
+  const double t = mid / inv_max * (1.0 - 0x1p-20);
+  const float kf = static_cast<float>(kBins / t);  // bin of |x|: trunc(fl(|x| kf)), capped
+  if (!(t > 0.0) || !(kf > 0.0f && kf <= 3e38f)) return false;
+  static thread_local BoundScratch w;
+  w.bin.assign(kBins, Moments{});
+  w.he.clear();
+  w.ho.clear();
+  bool finite = true;
+  for (index_t p = 0; p < np; ++p) {
+    const float a0 = std::fabs(xe[p]), a1 = std::fabs(xo[p]);
+    finite &= (a0 == a0) & (a1 == a1);
+    if (!(static_cast<double>(std::max(a0, a1)) < t)) {
+      w.he.push_back(xe[p]);
+      w.ho.push_back(xo[p]);
+      continue;
+    }
+    for (const float a : {a0, a1}) {
+      Moments& m = w.bin[std::min(static_cast<int>(a * kf), kBins - 1)];
+      m.n += 1.0;
+      m.s1 += a;
+      m.s2 += static_cast<double>(a) * a;  // exact: a product of two floats
+    }
+  }
+  if (!finite) return false;
+  const index_t nh = static_cast<index_t>(w.he.size());
+  w.he.resize((nh + kL - 1) / kL * kL, 0.0f);  // zero pairs have error 0 at every scale
+  w.ho.resize(w.he.size(), 0.0f);
+  double herr[ov::kSearchCount];
+  if (nh > 0)
+    all_errors_tiered(w.he.data(), w.ho.data(), static_cast<index_t>(w.he.size()), sc, count, bits, normal, keep_left,
+                      herr);
+  else
+    std::fill(herr, herr + count, 0.0);
+  w.pre.assign(kBins + 1, Moments{});
+  for (int b = 0; b < kBins; ++b)
+    w.pre[b + 1] = {w.pre[b].n + w.bin[b].n, w.pre[b].s1 + w.bin[b].s1, w.pre[b].s2 + w.bin[b].s2, 0.0};
+  // a bin b = trunc(fl(a kf)) holds values in [lo(b), hi(b)] (margin 2^-20 for the float rounding of
+  // a kf and the double rounding of these products)
+  const double kd = kf, lo_step = 1.0 / (kd * (1.0 + 0x1p-20)), hi_step = 1.0 / (kd * (1.0 - 0x1p-20));
+  auto lo = [&](int b) { return b * lo_step; };
+  auto hi = [&](int b) { return b == kBins - 1 ? t : (b + 1) * hi_step; };
+  float g[128];
+  const int k = normal_grid(bits, normal, g);
+  // rounding bound of the prefix sums and of the moment formula (recursive sums of <= 2 np + kBins
+  // terms, each step one rounding), relative to the summed magnitudes
+  const double rel = static_cast<double>(2 * np + 4 * kBins + 64) * 0x1p-52;
+  for (int c = 0; c < count; ++c) {
+    double G[128];
+    for (int j = 0; j < k; ++j) G[j] = static_cast<double>(g[j] * sc[c].s);
+    double sum = 0.0;
+    int b = 0;
+    for (int j = 0; j < k && b < kBins; ++j) {
+      int sa = kBins, sb = kBins - 1;  // the bins whose intervals hold the boundary m of cells j, j + 1
+      if (j + 1 < k) {
+        const double m = 0.5 * (G[j] + G[j + 1]);
+        const double mb = m * kd;  // ~ the bin of m (a start for the exact search below); inf, NaN: past the end
+        sa = mb < kBins ? std::max(static_cast<int>(mb) - 1, 0) : kBins;
+        while (sa > 0 && hi(sa - 1) >= m) --sa;
+        while (sa < kBins && hi(sa) < m) ++sa;
+        sb = std::max(sa - 1, 0);
+        while (sb + 1 < kBins && lo(sb + 1) <= m) ++sb;
+      }
+      if (sa > b) {  // bins [b, sa) lie in cell j: exact
+        const double n = w.pre[sa].n - w.pre[b].n, s1 = w.pre[sa].s1 - w.pre[b].s1, s2 = w.pre[sa].s2 - w.pre[b].s2;
+        sum += std::max(0.0, s2 - 2.0 * G[j] * s1 + n * G[j] * G[j]);
+      }
+      for (int bb = std::max(b, sa); bb <= sb; ++bb)
+        if (w.bin[bb].n > 0.0) sum += w.bin[bb].n * dist2_min(G, k, lo(bb), hi(bb));
+      b = std::max(b, sb + 1);
+    }
+    const double gm = G[k - 1];
+    const Moments& all = w.pre[kBins];
+    const double slack = rel * (all.s2 + 2.0 * gm * all.s1 + all.n * gm * gm) + rel * sum;
+    const double hpart = herr[c] - search_tolerance(static_cast<index_t>(w.he.size()), herr[c]);
+    const double v = std::max(0.0, sum - slack) + std::max(0.0, hpart);
+    lb[c] = std::isfinite(v) && std::isfinite(herr[c]) ? v : 0.0;
+  }
+  return true;
+}
+
 }  // namespace
 
 void search_errors(const float* xe, const float* xo, index_t np, const ov::Scale* sc, int count, int bits, int normal,
                    bool keep_left, double* err) {
-  for (int c = 0; c < count; c += ov::kSearchCount)  // the tiers hold at most kSearchCount at once
-    search_errors_tiered(xe, xo, np, sc + c, std::min(count - c, ov::kSearchCount), bits, normal, keep_left, err + c);
+  for (int c = 0; c < count; c += ov::kSearchCount) {  // the tiers hold at most kSearchCount at once
+    const int n = std::min(count - c, ov::kSearchCount);
+    double lb[ov::kSearchCount];
+    const bool bounded = lower_bounds(xe, xo, np, sc + c, n, bits, normal, keep_left, lb);
+    search_errors_tiered(xe, xo, np, sc + c, n, bits, normal, keep_left, bounded ? lb : nullptr, err + c);
+  }
 }
 
 void encode_row_fast(const float* row, index_t cols, ov::Scale sc, int bits, int normal, bool keep_left,

@@ -21,10 +21,12 @@ constexpr int kSearchFloatBlock = 64;
 // pair's error in float32 (relative error <= 5 2^-24, plus an absolute 2^-124 where results
 // underflow or are flushed to zero), float partial sums of kSearchFloatBlock terms per lane, then
 // double sums.  So |err[c] - any double sum of the exact pair errors| <= search_tolerance(np,
-// err[c]) while err[c] is finite.  Except: a candidate whose partial sum already proves it worse
-// than another candidate c' summed in full (err[c] - tol(err[c]) > err[c'] + tol(err[c']), so its
-// exact error is strictly larger) stops early and reports that partial sum, a value the same test
-// rejects against every err at most err[c'].
+// err[c]) while err[c] is finite.  Except: a candidate proven worse than another candidate c'
+// summed in full (err[c] - tol(err[c]) > err[c'] + tol(err[c']), so its exact error is strictly
+// larger) stops early and reports the value that proved it, a value the same test rejects against
+// every err at most err[c']: its partial sum, or a lower bound of its exact error computed from a
+// histogram of the row's |x| (search.cpp, lower_bounds), which orders the candidates so that
+// usually only the best one is summed in full.
 void search_errors(const float* xe, const float* xo, index_t np, const nk::olive::Scale* sc, int count, int bits,
                    int normal, bool keep_left, double* err);
 
