@@ -392,6 +392,45 @@ NK_FORCE_INLINE inline void rgamma_parts_lane(double mu, double* odd_over_mu, do
   *even = ev;
 }
 
+// bessel.hpp's k_mid_scaled in lanes: e^x K_mu, e^x K_mu+1 from the polynomials of piece kP
+// (the same coefficients in every lane; u from the branch-free log).
+template <int kP>
+NK_FORCE_INLINE inline void k_mid_lanes(const double* mu, const double* x, double* kmu, double* kmu1) {
+  using namespace bessel_detail;
+  double u[kLanes], s2[kLanes], acc0[kLanes], acc1[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    u[l] = (log_branchfree(x[l] * kKMidScale[kP]) - kKMidCentre[kP]) * kKMidInvHalf[kP];
+    s2[l] = 8.0 * (mu[l] * mu[l]) - 1.0;
+    acc0[l] = 0.0;
+    acc1[l] = 0.0;
+  }
+  for (int j = kKMidNt - 1; j >= 0; --j) {
+    const double* c0 = kKMid[kP][0][j];
+    const double* c1 = kKMid[kP][1][j];
+    double p0[kLanes], p1[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      p0[l] = c0[kKMidNx - 1];
+      p1[l] = c1[kKMidNx - 1];
+    }
+#pragma GCC unroll 16
+    for (int k = kKMidNx - 2; k >= 1; --k)
+      for (int l = 0; l < kLanes; ++l) {
+        p0[l] = m::muladd(p0[l], u[l], c0[k]);
+        p1[l] = m::muladd(p1[l], u[l], c1[k]);
+      }
+    const double last0 = j == 0 ? kKMidLo[kP][0] : c0[0], last1 = j == 0 ? kKMidLo[kP][1] : c1[0];
+    for (int l = 0; l < kLanes; ++l) {
+      acc0[l] = m::muladd(acc0[l], s2[l], m::muladd(p0[l], u[l], last0));
+      acc1[l] = m::muladd(acc1[l], s2[l], m::muladd(p1[l], u[l], last1));
+    }
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    const double f0 = kKMid[kP][0][0][0] + acc0[l], f1 = kKMid[kP][1][0][0] + acc1[l];
+    kmu[l] = f0;
+    kmu1[l] = m::muladd(mu[l] / x[l], f0, f1);
+  }
+}
+
 template <int kPiece>
 inline void k_small_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
@@ -456,40 +495,7 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
       kmu1[l] = sum1[l] * (2.0 / x[l]);
     }
   } else {
-    // bessel.hpp's k_mid_scaled: coefficients of one piece, the same in every lane
-    constexpr int kP = kPiece < 0 ? 0 : kPiece;
-    double u[kLanes], s2[kLanes], acc0[kLanes], acc1[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-      u[l] = (log_branchfree(x[l] * kKMidScale[kP]) - kKMidCentre[kP]) * kKMidInvHalf[kP];
-      s2[l] = 8.0 * (mu[l] * mu[l]) - 1.0;
-      acc0[l] = 0.0;
-      acc1[l] = 0.0;
-    }
-    for (int j = kKMidNt - 1; j >= 0; --j) {
-      const double* c0 = kKMid[kP][0][j];
-      const double* c1 = kKMid[kP][1][j];
-      double p0[kLanes], p1[kLanes];
-      for (int l = 0; l < kLanes; ++l) {
-        p0[l] = c0[kKMidNx - 1];
-        p1[l] = c1[kKMidNx - 1];
-      }
-#pragma GCC unroll 16
-      for (int k = kKMidNx - 2; k >= 1; --k)
-        for (int l = 0; l < kLanes; ++l) {
-          p0[l] = m::muladd(p0[l], u[l], c0[k]);
-          p1[l] = m::muladd(p1[l], u[l], c1[k]);
-        }
-      const double last0 = j == 0 ? kKMidLo[kP][0] : c0[0], last1 = j == 0 ? kKMidLo[kP][1] : c1[0];
-      for (int l = 0; l < kLanes; ++l) {
-        acc0[l] = m::muladd(acc0[l], s2[l], m::muladd(p0[l], u[l], last0));
-        acc1[l] = m::muladd(acc1[l], s2[l], m::muladd(p1[l], u[l], last1));
-      }
-    }
-    for (int l = 0; l < kLanes; ++l) {
-      const double f0 = kKMid[kP][0][0][0] + acc0[l], f1 = kKMid[kP][1][0][0] + acc1[l];
-      kmu[l] = f0;
-      kmu1[l] = m::muladd(mu[l] / x[l], f0, f1);
-    }
+    k_mid_lanes<kPiece < 0 ? 0 : kPiece>(mu, x, kmu, kmu1);
   }
   // the forward recurrence, n - 1 steps per lane (n <= 20)
   double prev[kLanes], cur[kLanes], n[kLanes];
@@ -498,9 +504,17 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
     prev[l] = kmu[l];
     cur[l] = kmu1[l];
   }
+  // 2 (mu + i) / x from the reciprocal of x in double-double (no division per step; within a
+  // hair of the rounded quotient that the header takes)
+  double inv[kLanes], inv_lo[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    inv[l] = 1.0 / x[l];
+    inv_lo[l] = m::fma(-inv[l], x[l], 1.0) * inv[l];
+  }
   for (int i = 1; i < 20; ++i)
     for (int l = 0; l < kLanes; ++l) {
-      const double f = (2.0 * (mu[l] + i)) / x[l];
+      const double a = 2.0 * (mu[l] + i);
+      const double f = m::muladd(a, inv[l], a * inv_lo[l]);  // (portable tier: a * inv + ...)
       const double next = f * cur[l] + prev[l];
       const std::int64_t step = i < n[l];
       prev[l] = step ? cur[l] : prev[l];
@@ -509,6 +523,53 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
   for (int l = 0; l < kLanes; ++l) {
     const double k = n[l] == 0.0 ? kmu[l] : cur[l];
     out[l] = log_branchfree(k) - (kTemme ? 0.0 : x[l]);
+  }
+}
+
+// kv, kve at orders below 20 with 1 <= x and h < 25 (bessel.hpp's log_kv_small_order<true>
+// without the log / exp round trip): k_mid_lanes, then the header's compensated recurrence (the
+// same operations), kve = hi + lo, kv = e^-x (hi + lo) with the branch-free exp.
+constexpr int kKMidNearDropinBucket = kHankelBucket + 2;  // 1 <= x <= kKMidSplit
+constexpr int kKMidFarDropinBucket = kHankelBucket + 3;   // x > kKMidSplit
+template <bool kScaled, int kPiece>
+inline void kv_mid_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double mu[kLanes], n[kLanes], kmu[kLanes], kmu1[kLanes], inv[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    n[l] = std::rint(v[l]);
+    mu[l] = v[l] - n[l];
+    inv[l] = 1.0 / x[l];
+    cancels[l] = 0;
+  }
+  k_mid_lanes<kPiece>(mu, x, kmu, kmu1);
+  double prev[kLanes], cur[kLanes], prev_lo[kLanes], cur_lo[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    prev[l] = kmu[l];
+    cur[l] = kmu1[l];
+    prev_lo[l] = 0.0;
+    cur_lo[l] = 0.0;
+  }
+  for (int i = 1; i < 20; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      const dd a = two_sum(2.0 * mu[l], 2.0 * i);
+      const double f = a.hi * inv[l];
+      const double f_lo = (m::fma(-f, x[l], a.hi) + a.lo) * inv[l];
+      const dd pr = two_prod(f, cur[l]);
+      const dd sm = two_sum(pr.hi, prev[l]);
+      const double next_lo = ((sm.lo + pr.lo) + (f_lo * cur[l] + prev_lo[l])) + f * cur_lo[l];
+      const std::int64_t step = i < n[l];
+      prev[l] = step ? cur[l] : prev[l];
+      prev_lo[l] = step ? cur_lo[l] : prev_lo[l];
+      cur[l] = step ? sm.hi : cur[l];
+      cur_lo[l] = step ? next_lo : cur_lo[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    const double hi = n[l] == 0.0 ? kmu[l] : cur[l], lo = n[l] == 0.0 ? 0.0 : cur_lo[l];
+    if constexpr (kScaled) {
+      out[l] = hi + lo;
+    } else {
+      const double e = exp_branchfree(-x[l]);
+      out[l] = m::muladd(e, hi, e * lo);
+    }
   }
 }
 
@@ -723,7 +784,12 @@ struct DropinLanes {
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
     if (x >= ht) return kScaled ? kHankelBucket : 0;
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
-    if (v < kDebyeMinOrder) return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : 0;
+    if (v < kDebyeMinOrder) {
+      if (v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius) return kSmallOrderBucket;
+      // kv, kve at x >= 1: kv_mid_group
+      if (kIsK && x >= 1.0) return x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
+      return 0;
+    }
     if (!(v < 1e8 && x > 1e-140)) return 0;
     if (!kIsK && x <= 2.0 && v < 170.0) {
       // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
@@ -754,6 +820,12 @@ struct DropinLanes {
         break;
       case kSmallXBucket:
         if constexpr (!kIsK) return iv_small_x_group<kScaled>(v, x, out, c);
+        break;
+      case kKMidNearDropinBucket:
+        if constexpr (kIsK) return kv_mid_group<kScaled, 0>(v, x, out, c);
+        break;
+      case kKMidFarDropinBucket:
+        if constexpr (kIsK) return kv_mid_group<kScaled, 1>(v, x, out, c);
         break;
     }
   }
