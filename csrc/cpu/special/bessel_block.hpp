@@ -520,9 +520,10 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
       prev[l] = step ? cur[l] : prev[l];
       cur[l] = step ? next : cur[l];
     }
+  // (as the header: log(e^x K e^-x), not log(e^x K) - x, which cancels where log K is small)
   for (int l = 0; l < kLanes; ++l) {
     const double k = n[l] == 0.0 ? kmu[l] : cur[l];
-    out[l] = log_branchfree(k) - (kTemme ? 0.0 : x[l]);
+    out[l] = log_branchfree(kTemme ? k : k * exp_branchfree(-x[l]));
   }
 }
 

@@ -420,6 +420,16 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   bool scaled = x >= 1.0;  // Temme's series below (its cancellation grows with x: ~10 ulp at 2)
   KPair k = scaled ? k_mid_scaled(mu, x) : temme_k(mu, x);
   double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
+  // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
+  // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
+  // e^-x >= e^-25 cannot underflow, nor the product of it with K >= K_0(25) e^25.
+  const bool unscale = !kExact && scaled;
+  if (unscale) {
+    const double e = m::exp(-x);
+    k.k_mu *= e;
+    k.k_mu1 *= e;
+    lead = -shift;
+  }
   if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
   // The drop-ins carry the recurrence's rounding errors (~n/2 ulp at order n: kv(9, 1.37) was
   // 5 ulp off) in a second double: cur = hi + lo with hi' = fl(fl(f hi) + prev_hi) and
