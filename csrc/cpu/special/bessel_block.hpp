@@ -785,11 +785,11 @@ struct DropinLanes {
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
     if (x >= ht) return kScaled ? kHankelBucket : 0;
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
+    // (kv, kve at x >= 1 otherwise: kv_mid_group)
     if (v < kDebyeMinOrder) {
-      if (v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius) return kSmallOrderBucket;
-      // kv, kve at x >= 1: kv_mid_group
-      if (kIsK && x >= 1.0) return x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
-      return 0;
+      const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
+      const std::int64_t small = (kIsK && x >= 1.0) ? mid : 0;
+      return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small;
     }
     if (!(v < 1e8 && x > 1e-140)) return 0;
     if (!kIsK && x <= 2.0 && v < 170.0) {

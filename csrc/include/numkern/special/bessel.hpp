@@ -384,7 +384,7 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
 // tools/gen_k_mid.py's bivariate polynomials F0 = e^x K_mu, F1 = -e^x K'_mu in s = 8 mu^2 - 1 and
 // u = log(x scale) mapped to [-1, 1] (5.4e-17 relative with the double coefficients);
 // K_mu+1 = K_mu mu / x - K'_mu.
-// ~300 fused multiply-adds in 18 independent chains (Steed's CF2, which it replaces, took 10-60
+// ~300 multiply-adds in 18 independent chains (Steed's CF2, which it replaces, took 10-60
 // dependent iterations with a division each, and was up to ~7 ulp off near x = 2).
 NK_HOST_DEVICE KPair k_mid_scaled(double mu, double x) {
   const int p = x > kKMidSplit ? 1 : 0;
@@ -422,7 +422,7 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
   // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
   // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
-  // e^-x >= e^-25 cannot underflow, nor the product of it with K >= K_0(25) e^25.
+  // with x < 25 the unscaled values K >= K_0(25) ~ 5e-12 are far from underflow.
   const bool unscale = !kExact && scaled;
   if (unscale) {
     const double e = m::exp(-x);
