@@ -153,7 +153,7 @@ def _log_k_integral(v, x):
 
 def test_block_small_order_debye_against_mpmath():
     """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes use the 20-term Debye sum there (the
-    scalar path the power series / Steed's fraction).  Seeded random points."""
+    scalar path the power series / Temme's series / the polynomial start values).  Seeded random points."""
     rng = np.random.default_rng(13)
     n = 40
     v = rng.uniform(0.0, 20.0, n)

@@ -16,7 +16,7 @@
 //     group runs the same unrolled polynomial;
 //   - buckets of their own for Hankel's expansion, the power series of I (v < 20; and v >= 20
 //     with x <= 2 for log I and for iv / ive below v = 170), and K at orders below 20 with
-//     sqrt(v^2 + x^2) < 25 (Temme's series, Steed's fraction, the recurrence).
+//     sqrt(v^2 + x^2) < 25 (Temme's series or a polynomial fit, the recurrence).
 //   - for log I, Hankel lanes with x < 200 apart from the others (more terms per group).
 // A block whose elements share one bucket, or (log I) are Debye lanes of up to three neighbouring
 // buckets, skips the sort and runs in place (in_place_bucket); the kernels' lanes are independent,
@@ -65,11 +65,11 @@ constexpr int kMaxTerms = bessel_detail::kDebyeTerms - 1;  // 20
 // with a fixed 12 terms; 2 < x < 25 until converged)
 constexpr int kHankelBucket = kMaxTerms / 2 + 1;
 // K only: buckets 12, 13, 14 hold orders below 20 with h < 25 and x >= kKLaneMinX: Temme's
-// series (x <= 1.25) and Steed's fraction (1.25 < x <= 4, x > 4: split so that a group's
-// iteration count, the largest of its lanes, stays close to each lane's own).
+// series (x < 1) and the polynomial fit of bessel.hpp's k_mid_scaled, one bucket per piece of x
+// (1 <= x <= kKMidSplit, x > kKMidSplit), so that a group's coefficients are the same in every lane.
 constexpr int kSeriesShortBucket = kHankelBucket + 1;
 constexpr int kSeriesLongBucket = kHankelBucket + 2;
-constexpr int kSteedFarBucket = kHankelBucket + 3;
+constexpr int kKMidFarBucket = kHankelBucket + 3;
 constexpr int kSeriesLargeOrderBucket = kHankelBucket + 3;  // I only: v >= 20, 0.2 < x <= 2
 constexpr int kSeriesLargeOrderTinyBucket = kHankelBucket + 4;  // I only: v >= 20, x <= 0.2
 // log I only: Hankel lanes with x < kHankelNearX, whose series runs ~25 terms at x = 25 against
@@ -138,7 +138,7 @@ inline std::int64_t lane_bucket(double v, double x) {
   const bool debye_small = v * v + x * x >= bessel_detail::kDebyeMinRadius * bessel_detail::kDebyeMinRadius;
   std::int64_t series;
   if constexpr (kIsK) {
-    series = x <= 1.25 ? kSeriesShortBucket : (x <= 4.0 ? kSeriesLongBucket : kSteedFarBucket);
+    series = x < 1.0 ? kSeriesShortBucket : (x <= bessel_detail::kKMidSplit ? kSeriesLongBucket : kKMidFarBucket);
     series = x >= kKLaneMinX ? series : 0;
   } else {
     series = x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
@@ -467,13 +467,12 @@ inline void series_large_order_group(const double* v, const double* x, double* o
 }
 
 // ---- K at orders below 20, h < 25: bessel.hpp's log_kv_small_order<false> in lanes -------------
-// v = n + mu (n = rint(v), |mu| <= 1/2); K_mu and K_mu+1 from Temme's series (kTemme, x <= 1.25)
-// or Steed's fraction CF2 (scaled by e^x), then the forward recurrence
+// v = n + mu (n = rint(v), |mu| <= 1/2); K_mu and K_mu+1 from Temme's series (kPiece < 0, x < 1)
+// or k_mid_scaled's polynomials of piece kPiece (scaled by e^x), then the forward recurrence
 // K_mu+i+1 = (2 (mu + i) / x) K_mu+i + K_mu+i-1 up to K_v (masked per lane: n <= 20 steps; no
 // rescaling needed: K_20(1e-3) ~ 1e83).  Same operations as the header's except: log and exp
 // branch-free; sinh(e)/e, cosh(e) from e^e (Taylor for |e| < 1); pi mu / sin(pi mu) by its
-// Taylor series; Steed's c / (i + 1) as a product with the reciprocal.  Loops run until every
-// lane's series has converged.
+// Taylor series.  Temme's loop runs until every lane's series has converged.
 NK_FORCE_INLINE inline void rgamma_parts_lane(double mu, double* odd_over_mu, double* even) {
   using namespace bessel_detail;
   double mu2 = mu * mu, odd = 0.0, ev = 0.0;
@@ -486,7 +485,46 @@ NK_FORCE_INLINE inline void rgamma_parts_lane(double mu, double* odd_over_mu, do
   *even = ev;
 }
 
-template <bool kTemme>
+// bessel.hpp's k_mid_scaled in lanes: e^x K_mu, e^x K_mu+1 from the polynomials of piece kP
+// (the same coefficients in every lane; u from the branch-free log).
+template <int kP>
+NK_FORCE_INLINE inline void k_mid_lanes(const double* mu, const double* x, double* kmu, double* kmu1) {
+  using namespace bessel_detail;
+  double u[kLanes], s2[kLanes], acc0[kLanes], acc1[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    u[l] = (log_branchfree(x[l] * kKMidScale[kP]) - kKMidCentre[kP]) * kKMidInvHalf[kP];
+    s2[l] = 8.0 * (mu[l] * mu[l]) - 1.0;
+    acc0[l] = 0.0;
+    acc1[l] = 0.0;
+  }
+  for (int j = kKMidNt - 1; j >= 0; --j) {
+    const double* c0 = kKMid[kP][0][j];
+    const double* c1 = kKMid[kP][1][j];
+    double p0[kLanes], p1[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      p0[l] = c0[kKMidNx - 1];
+      p1[l] = c1[kKMidNx - 1];
+    }
+#pragma GCC unroll 16
+    for (int k = kKMidNx - 2; k >= 1; --k)
+      for (int l = 0; l < kLanes; ++l) {
+        p0[l] = m::muladd(p0[l], u[l], c0[k]);
+        p1[l] = m::muladd(p1[l], u[l], c1[k]);
+      }
+    const double last0 = j == 0 ? kKMidLo[kP][0] : c0[0], last1 = j == 0 ? kKMidLo[kP][1] : c1[0];
+    for (int l = 0; l < kLanes; ++l) {
+      acc0[l] = m::muladd(acc0[l], s2[l], m::muladd(p0[l], u[l], last0));
+      acc1[l] = m::muladd(acc1[l], s2[l], m::muladd(p1[l], u[l], last1));
+    }
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    const double f0 = kKMid[kP][0][0][0] + acc0[l], f1 = kKMid[kP][1][0][0] + acc1[l];
+    kmu[l] = f0;
+    kmu1[l] = m::muladd(mu[l] / x[l], f0, f1);
+  }
+}
+
+template <int kPiece>
 inline void k_small_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
   double mu[kLanes], kmu[kLanes], kmu1[kLanes];
@@ -496,6 +534,7 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
     active[l] = 1;
     cancels[l] = 0;
   }
+  constexpr bool kTemme = kPiece < 0;
   if constexpr (kTemme) {
     double ff[kLanes], sum[kLanes], sum1[kLanes], p[kLanes], q[kLanes], c[kLanes], dsq[kLanes];
     for (int l = 0; l < kLanes; ++l) {
@@ -549,55 +588,7 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
       kmu1[l] = sum1[l] * (2.0 / x[l]);
     }
   } else {
-    double b[kLanes], d[kLanes], h[kLanes], delh[kLanes], q1[kLanes], q2[kLanes], a1[kLanes], q[kLanes],
-        c[kLanes], a[kLanes], s[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-      b[l] = 2.0 * (1.0 + x[l]);
-      d[l] = 1.0 / b[l];
-      h[l] = d[l];
-      delh[l] = d[l];
-      q1[l] = 0.0;
-      q2[l] = 1.0;
-      a1[l] = 0.25 - mu[l] * mu[l];
-      q[l] = a1[l];
-      c[l] = a1[l];
-      a[l] = -a1[l];
-      s[l] = 1.0 + q[l] * delh[l];
-    }
-    for (int i = 1; i < 100000; ++i) {
-      const double two_i = 2.0 * i, inv_i1 = 1.0 / (i + 1.0);
-      std::int64_t any = 0;
-      for (int l = 0; l < kLanes; ++l) {
-        const std::int64_t act = active[l];
-        double aa = a[l] - two_i;
-        double cc = -aa * c[l] * inv_i1;
-        double qnew = (q1[l] - b[l] * q2[l]) / aa;
-        double qq = q[l] + cc * qnew;
-        double bb = b[l] + 2.0;
-        double dd_ = 1.0 / (bb + aa * d[l]);
-        double dh = (bb * dd_ - 1.0) * delh[l];
-        double dels = qq * dh;
-        // a converged lane keeps its state (its h and s are final)
-        h[l] += act ? dh : 0.0;
-        s[l] += act ? dels : 0.0;
-        a[l] = aa;
-        c[l] = cc;
-        q1[l] = q2[l];
-        q2[l] = qnew;
-        q[l] = qq;
-        b[l] = bb;
-        d[l] = dd_;
-        delh[l] = dh;
-        active[l] = act & (std::fabs(dels) >= kTiny * std::fabs(s[l]));
-        any |= active[l];
-      }
-      if (!any) break;
-    }
-    for (int l = 0; l < kLanes; ++l) {
-      const double hh = a1[l] * h[l];
-      kmu[l] = std::sqrt(kPi / (2.0 * x[l])) / s[l];
-      kmu1[l] = kmu[l] * (mu[l] + x[l] + 0.5 - hh) / x[l];
-    }
+    k_mid_lanes<kPiece < 0 ? 0 : kPiece>(mu, x, kmu, kmu1);
   }
   // the forward recurrence, n - 1 steps per lane (n <= 20)
   double prev[kLanes], cur[kLanes], n[kLanes];
@@ -606,17 +597,73 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
     prev[l] = kmu[l];
     cur[l] = kmu1[l];
   }
+  // 2 (mu + i) / x from the reciprocal of x in double-double (no division per step; within a
+  // hair of the rounded quotient that the header takes)
+  double inv[kLanes], inv_lo[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    inv[l] = 1.0 / x[l];
+    inv_lo[l] = m::fma(-inv[l], x[l], 1.0) * inv[l];
+  }
   for (int i = 1; i < 20; ++i)
     for (int l = 0; l < kLanes; ++l) {
-      const double f = (2.0 * (mu[l] + i)) / x[l];
+      const double a = 2.0 * (mu[l] + i);
+      const double f = m::muladd(a, inv[l], a * inv_lo[l]);  // (portable tier: a * inv + ...)
       const double next = f * cur[l] + prev[l];
       const std::int64_t step = i < n[l];
       prev[l] = step ? cur[l] : prev[l];
       cur[l] = step ? next : cur[l];
     }
+  // (as the header: log(e^x K e^-x), not log(e^x K) - x, which cancels where log K is small)
   for (int l = 0; l < kLanes; ++l) {
     const double k = n[l] == 0.0 ? kmu[l] : cur[l];
-    out[l] = log_branchfree(k) - (kTemme ? 0.0 : x[l]);
+    out[l] = log_branchfree(kTemme ? k : k * exp_branchfree(-x[l]));
+  }
+}
+
+// kv, kve at orders below 20 with 1 <= x and h < 25 (bessel.hpp's log_kv_small_order<true>
+// without the log / exp round trip): k_mid_lanes, then the header's compensated recurrence (the
+// same operations), kve = hi + lo, kv = e^-x (hi + lo) with the branch-free exp.
+constexpr int kKMidNearDropinBucket = kHankelBucket + 2;  // 1 <= x <= kKMidSplit
+constexpr int kKMidFarDropinBucket = kHankelBucket + 3;   // x > kKMidSplit
+template <bool kScaled, int kPiece>
+inline void kv_mid_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double mu[kLanes], n[kLanes], kmu[kLanes], kmu1[kLanes], inv[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    n[l] = std::rint(v[l]);
+    mu[l] = v[l] - n[l];
+    inv[l] = 1.0 / x[l];
+    cancels[l] = 0;
+  }
+  k_mid_lanes<kPiece>(mu, x, kmu, kmu1);
+  double prev[kLanes], cur[kLanes], prev_lo[kLanes], cur_lo[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    prev[l] = kmu[l];
+    cur[l] = kmu1[l];
+    prev_lo[l] = 0.0;
+    cur_lo[l] = 0.0;
+  }
+  for (int i = 1; i < 20; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      const dd a = two_sum(2.0 * mu[l], 2.0 * i);
+      const double f = a.hi * inv[l];
+      const double f_lo = (m::fma(-f, x[l], a.hi) + a.lo) * inv[l];
+      const dd pr = two_prod(f, cur[l]);
+      const dd sm = two_sum(pr.hi, prev[l]);
+      const double next_lo = ((sm.lo + pr.lo) + (f_lo * cur[l] + prev_lo[l])) + f * cur_lo[l];
+      const std::int64_t step = i < n[l];
+      prev[l] = step ? cur[l] : prev[l];
+      prev_lo[l] = step ? cur_lo[l] : prev_lo[l];
+      cur[l] = step ? sm.hi : cur[l];
+      cur_lo[l] = step ? next_lo : cur_lo[l];
+    }
+  for (int l = 0; l < kLanes; ++l) {
+    const double hi = n[l] == 0.0 ? kmu[l] : cur[l], lo = n[l] == 0.0 ? 0.0 : cur_lo[l];
+    if constexpr (kScaled) {
+      out[l] = hi + lo;
+    } else {
+      const double e = exp_branchfree(-x[l]);
+      out[l] = m::muladd(e, hi, e * lo);
+    }
   }
 }
 
@@ -781,13 +828,13 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
     case kHankelBucket:
       return hankel_group<kIsK>(v, x, out, cancels);
     case kSeriesShortBucket:
-      if constexpr (kIsK) return k_small_group<true>(v, x, out, cancels);
+      if constexpr (kIsK) return k_small_group<-1>(v, x, out, cancels);
       return series_group<false>(v, x, out, cancels);
     case kSeriesLongBucket:
-      if constexpr (kIsK) return k_small_group<false>(v, x, out, cancels);
+      if constexpr (kIsK) return k_small_group<0>(v, x, out, cancels);
       return series_group<true>(v, x, out, cancels);
-    case kSteedFarBucket:  // (== kSeriesLargeOrderBucket)
-      if constexpr (kIsK) return k_small_group<false>(v, x, out, cancels);
+    case kKMidFarBucket:  // (== kSeriesLargeOrderBucket)
+      if constexpr (kIsK) return k_small_group<1>(v, x, out, cancels);
       return series_large_order_group<10>(v, x, out, cancels);
     case kSeriesLargeOrderTinyBucket:
       if constexpr (!kIsK) return series_large_order_group<5>(v, x, out, cancels);
@@ -853,7 +900,12 @@ struct DropinLanes {
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
     if (x >= ht) return kScaled ? kHankelBucket : 0;
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
-    if (v < kDebyeMinOrder) return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : 0;
+    // (kv, kve at x >= 1 otherwise: kv_mid_group)
+    if (v < kDebyeMinOrder) {
+      const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
+      const std::int64_t small = (kIsK && x >= 1.0) ? mid : 0;
+      return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small;
+    }
     if (!(v < 1e8 && x > 1e-140)) return 0;
     if (!kIsK && x <= 2.0 && v < 170.0) {
       // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
@@ -884,6 +936,12 @@ struct DropinLanes {
         break;
       case kSmallXBucket:
         if constexpr (!kIsK) return iv_small_x_group<kScaled>(v, x, out, c);
+        break;
+      case kKMidNearDropinBucket:
+        if constexpr (kIsK) return kv_mid_group<kScaled, 0>(v, x, out, c);
+        break;
+      case kKMidFarDropinBucket:
+        if constexpr (kIsK) return kv_mid_group<kScaled, 1>(v, x, out, c);
         break;
     }
   }

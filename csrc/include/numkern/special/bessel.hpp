@@ -19,13 +19,14 @@
 //   v < 20, x < X_H,      Debye as above with all 20 terms: the terms are Q_k(p^2) / h^k,
 //   h = sqrt(v^2+x^2)     h = sqrt(v^2 + x^2); measured within 2e-19 of mpmath for h >= 25, where
 //       >= 25             the power series below accumulates ~k eps by its k-th term (2e-14 at
-//                         x ~ 400) and Steed's fraction is slow.
+//                         x ~ 400).
 //   v < 20, x < X_H,      I: power series sum (x^2/4)^k / (k! Gamma(v+k+1)); all terms are
 //   h < 25                positive, so no cancellation; the prefactor (x/2)^v / Gamma(v+1) is a
 //                         product of floor(v) exact-ish factors (no lgamma rounding of size v log v).
-//                         K: Temme's series (x <= 1.25) or Steed's continued fraction CF2 (x > 1.25)
-//                         for K_mu, K_mu+1 with |mu| <= 1/2 (Temme 1975; Numerical Recipes §6.7),
-//                         then the forward recurrence, which is stable for K, with rescaling;
+//                         K: Temme's series (x < 1; Temme 1975, Numerical Recipes §6.7) or a
+//                         bivariate polynomial fit of e^x K_mu, -e^x K'_mu (1 <= x < 25) for
+//                         K_mu, K_mu+1 with |mu| <= 1/2 (detail/k_mid_coeffs.hpp), then the
+//                         forward recurrence, which is stable for K, with rescaling;
 //                         for x < 1e-100 and v > 1/2 the leading term Gamma(v)/2 (2/x)^v.
 //
 // Ratios I_v/I_{v-1} (and 1 - that) come from Perron's continued fraction (Gautschi & Slavik,
@@ -38,6 +39,7 @@
 #include "numkern/config.hpp"
 #include "numkern/common/dd.hpp"
 #include "numkern/special/detail/bessel_coeffs.hpp"
+#include "numkern/special/detail/k_mid_coeffs.hpp"
 
 namespace nk {
 namespace bessel_detail {
@@ -378,34 +380,29 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   return {sum, sum1 * (2.0 / x)};
 }
 
-// Steed's CF2 for x > 2: K_mu e^x and K_mu+1 e^x.
-NK_HOST_DEVICE KPair steed_k_scaled(double mu, double x) {
-  double b = 2.0 * (1.0 + x);
-  double d = 1.0 / b;
-  double h = d, delh = d;
-  double q1 = 0.0, q2 = 1.0;
-  double a1 = 0.25 - mu * mu;
-  double q = a1, c = a1;
-  double a = -a1;
-  double s = 1.0 + q * delh;
-  for (int i = 1; i < 100000; ++i) {
-    a -= 2.0 * i;
-    c = -a * c / (i + 1.0);
-    double qnew = (q1 - b * q2) / a;
-    q1 = q2;
-    q2 = qnew;
-    q += c * qnew;
-    b += 2.0;
-    d = 1.0 / (b + a * d);
-    delh = (b * d - 1.0) * delh;
-    h += delh;
-    double dels = q * delh;
-    s += dels;
-    if (m::fabs(dels) < kTiny * m::fabs(s)) break;
+// e^x K_mu(x) and e^x K_mu+1(x) for |mu| <= 1/2, 1 <= x <= 25 (x > kKMidSplit: piece 1), from
+// tools/gen_k_mid.py's bivariate polynomials F0 = e^x K_mu, F1 = -e^x K'_mu in s = 8 mu^2 - 1 and
+// u = log(x scale) mapped to [-1, 1] (5.4e-17 relative with the double coefficients);
+// K_mu+1 = K_mu mu / x - K'_mu.
+// ~300 multiply-adds in 18 independent chains (Steed's CF2, which it replaces, took 10-60
+// dependent iterations with a division each, and was up to ~7 ulp off near x = 2).
+NK_HOST_DEVICE KPair k_mid_scaled(double mu, double x) {
+  const int p = x > kKMidSplit ? 1 : 0;
+  const double u = (m::log(x * kKMidScale[p]) - kKMidCentre[p]) * kKMidInvHalf[p];
+  const double s = 8.0 * (mu * mu) - 1.0;
+  double f[2];
+  for (int g = 0; g < 2; ++g) {
+    double acc = 0.0;
+    for (int j = kKMidNt - 1; j >= 0; --j) {
+      const double* c = kKMid[p][g][j];
+      double pj = c[kKMidNx - 1];
+      for (int k = kKMidNx - 2; k >= 1; --k) pj = m::muladd(pj, u, c[k]);
+      pj = m::muladd(pj, u, j == 0 ? kKMidLo[p][g] : c[0]);
+      acc = m::muladd(acc, s, pj);
+    }
+    f[g] = kKMid[p][g][0][0] + acc;  // the constant term last: one rounding of it
   }
-  h = a1 * h;
-  double kmu = m::sqrt(kPi / (2.0 * x)) / s;
-  return {kmu, kmu * (mu + x + 0.5 - h) / x};
+  return {f[0], m::muladd(mu / x, f[0], f[1])};
 }
 
 template <bool kExact>
@@ -420,31 +417,64 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   }
   double n = m::rint(v);
   double mu = v - n;
-  bool scaled = x > 1.25;  // measured: Temme loses ~10 ulp near x = 2, Steed's CF2 ~1 ulp above 1.25
-  KPair k = scaled ? steed_k_scaled(mu, x) : temme_k(mu, x);
+  bool scaled = x >= 1.0;  // Temme's series below (its cancellation grows with x: ~10 ulp at 2)
+  KPair k = scaled ? k_mid_scaled(mu, x) : temme_k(mu, x);
   double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
+  // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
+  // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
+  // with x < 25 the unscaled values K >= K_0(25) ~ 5e-12 are far from underflow.
+  const bool unscale = !kExact && scaled;
+  if (unscale) {
+    const double e = m::exp(-x);
+    k.k_mu *= e;
+    k.k_mu1 *= e;
+    lead = -shift;
+  }
   if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
-  // the drop-ins run the recurrence in double-double (its ~n/2 ulp of rounding was the largest
-  // error left at order n < 20: kv(9, 1.37) 5 ulp); the logs in double
-  dd prev = {k.k_mu, 0.0}, cur = {k.k_mu1, 0.0};
+  // The drop-ins carry the recurrence's rounding errors (~n/2 ulp at order n: kv(9, 1.37) was
+  // 5 ulp off) in a second double: cur = hi + lo with hi' = fl(fl(f hi) + prev_hi) and
+  // lo' = f lo + prev_lo + (the exact errors of that product and sum) + f_lo hi, f = f + f_lo =
+  // 2 (mu + i) / x (with (mu + i) * (2/x) the rounding of 2/x entered every step alike, ~n/2 ulp
+  // at order n: kv(13, 0.1196) was 6 ulp off).  The carried chain is one multiply and one add
+  // per step.  The logs run the recurrence in double.
+  const double inv_x = 1.0 / x;
+  double prev = k.k_mu, cur = k.k_mu1, prev_lo = 0.0, cur_lo = 0.0;
   int exponent = 0;  // cur, prev carry a factor 2^exponent
   int steps = static_cast<int>(n);
   for (int i = 1; i < steps; ++i) {
-    // one rounding per factor: with (mu + i) * (2/x) the rounding of 2/x entered every step
-    // alike, ~n/2 ulp at order n (kv(13, 0.1196) was 6 ulp off)
-    const dd f = kExact ? dd_div(two_sum(2.0 * mu, 2.0 * i), x) : dd{(2.0 * (mu + i)) / x, 0.0};
+    double f, f_lo = 0.0;
+    if (kExact) {
+      const dd a = two_sum(2.0 * mu, 2.0 * i);  // 2 (mu + i), exact
+      f = a.hi * inv_x;
+      f_lo = (m::fma(-f, x, a.hi) + a.lo) * inv_x;
+    } else {
+      f = (2.0 * (mu + i)) / x;
+    }
     // rescale before f * cur overflows: with 2/x up to 2e100 one step can jump from 1e250 past
     // the double range (log_kv(7.5, 1e-90) was NaN).  Scaling by 2^-800 is exact.
-    if (cur.hi > 1e300 / f.hi) {
-      cur = {m::ldexp(cur.hi, -800), m::ldexp(cur.lo, -800)};
-      prev = {m::ldexp(prev.hi, -800), m::ldexp(prev.lo, -800)};
+    if (cur > 1e300 / f) {
+      cur = m::ldexp(cur, -800);
+      cur_lo = m::ldexp(cur_lo, -800);
+      prev = m::ldexp(prev, -800);
+      prev_lo = m::ldexp(prev_lo, -800);
       exponent += 800;
     }
-    dd next = kExact ? dd_add(dd_mul(f, cur), prev) : dd{f.hi * cur.hi + prev.hi, 0.0};
+    double next, next_lo = 0.0;
+    if (kExact) {
+      const dd pr = two_prod(f, cur);
+      const dd sm = two_sum(pr.hi, prev);
+      next = sm.hi;
+      next_lo = ((sm.lo + pr.lo) + (f_lo * cur + prev_lo)) + f * cur_lo;
+    } else {
+      next = f * cur + prev;
+    }
     prev = cur;
+    prev_lo = cur_lo;
     cur = next;
+    cur_lo = next_lo;
   }
-  dd r = dd_add(kExact && dd_detail::is_positive_normal(cur.hi) ? dd_log(cur) : log_of<kExact>(cur.hi), lead);
+  const dd c = quick_two_sum(cur, cur_lo);
+  dd r = dd_add(kExact && dd_detail::is_positive_normal(c.hi) ? dd_log(c) : log_of<kExact>(c.hi), lead);
   if (exponent != 0) {
     dd e = two_prod(static_cast<double>(exponent), kLn2);
     e.lo += exponent * kLn2Lo;
