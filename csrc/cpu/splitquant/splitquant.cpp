@@ -18,6 +18,10 @@
 #include "cpu/common/tiers.hpp"
 #include "numkern/splitquant/splitquant.hpp"
 
+#if NK_X86_TIERS
+#include <immintrin.h>
+#endif
+
 namespace nk::cpu::splitquant {
 namespace {
 
@@ -261,9 +265,59 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
   }
 }
 
+#if NK_X86_TIERS
+// decode_row<Bits> eight weights at a time (AVX2 registers; the AVX-512 tier runs it too): codes
+// and 2-bit ids shifted out of one broadcast word per lane, the (scale, offset) of each weight's
+// cluster picked from an 8-lane table by a lane permute, w = offset + u * scale without a fused
+// multiply-add (the build's -ffp-contract=off), so every weight is bitwise the scalar decode's.
+// Ids >= k pick NaN offsets, as fused_weight does.  Needs group_size % 8 == 0.
+template <int Bits>
+NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* clusters,
+                                const float* scales, const float* offsets, index_t in,
+                                index_t group_size, int k, float* w) {
+  const index_t groups = in / group_size;
+  const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
+  const __m256i cshift = Bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : two;
+  const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (index_t g = 0; g < groups; ++g) {
+    alignas(32) float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ot[8] = {nan, nan, nan, nan, nan, nan, nan, nan};
+    for (int c = 0; c < k; ++c) {
+      st[c] = scales[g * k + c];
+      ot[c] = offsets[g * k + c];
+    }
+    const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
+    for (index_t i = g * group_size, end = i + group_size; i < end; i += 8) {
+      std::uint16_t ids;
+      std::memcpy(&ids, clusters + i / 4, 2);
+      const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(ids), two), three);
+      __m256i u;
+      if constexpr (Bits == 8) {
+        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+      } else {
+        std::uint32_t cw = 0;
+        std::memcpy(&cw, codes + i * Bits / 8, Bits);  // 8 codes = Bits bytes
+        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(cw)), cshift), cmask);
+      }
+      const __m256 wv = _mm256_add_ps(_mm256_permutevar8x32_ps(ov, c),
+                                      _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_permutevar8x32_ps(sv, c)));
+      _mm256_storeu_ps(w + i, wv);
+    }
+  }
+}
+#endif
+
 void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clusters,
                     const float* scales, const float* offsets, index_t in, index_t group_size,
                     int k, float* w) {
+#if NK_X86_TIERS
+  if (group_size % 8 == 0 && active_isa() != Isa::portable) {
+    if (bits == 2) decode_row_x8<2>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else if (bits == 4) decode_row_x8<4>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else decode_row_x8<8>(codes, clusters, scales, offsets, in, group_size, k, w);
+    return;
+  }
+#endif
   if (bits == 2) decode_row<2>(codes, clusters, scales, offsets, in, group_size, k, w);
   else if (bits == 4) decode_row<4>(codes, clusters, scales, offsets, in, group_size, k, w);
   else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
