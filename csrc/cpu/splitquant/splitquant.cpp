@@ -370,6 +370,88 @@ NK_TIER_INLINE void dot4x4_body(const float* x, const float* w, index_t in, floa
   for (int j = 0; j < 16; ++j) s[j] = r[j];
 }
 NK_TIERED(void, dot4x4, dot4x4_body, , (const float* x, const float* w, index_t in, float* s), (x, w, in, s))
+
+// ---- panel GEMM (batches of kGemmRows rows or more), compiled once per tier ----
+constexpr index_t kGemmRows = 8;  // fewer batch rows: decode 4 rows, dot4 / dot4x4 (below)
+constexpr int kPanel = 32;        // weight rows of a panel
+constexpr index_t kChunk = 128;   // columns of a transposed slice: 16 KiB, in L1
+constexpr index_t kBlock = 64;    // batch rows whose panel sums are kept at once
+
+struct GemmArgs {
+  const float* x;
+  index_t n, in;
+  const std::uint8_t *codes, *clusters;
+  const float *scales, *offsets;
+  index_t out, group_size, cb, lb, groups;
+  int bits, k;
+  const float* bias;
+  float* y;
+};
+
+#if NK_X86_TIERS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_avx512 {
+#define NK_SQ_L 16
+#define NK_SQ_MR 8
+#include "cpu/splitquant/splitquant_gemm.inc"
+#undef NK_SQ_L
+#undef NK_SQ_MR
+}  // namespace tier_avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_avx2 {
+#define NK_SQ_L 8
+#define NK_SQ_MR 3
+#include "cpu/splitquant/splitquant_gemm.inc"
+#undef NK_SQ_L
+#undef NK_SQ_MR
+}  // namespace tier_avx2
+#pragma GCC pop_options
+#endif
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_portable {
+#define NK_SQ_L 4
+#define NK_SQ_MR 2
+#include "cpu/splitquant/splitquant_gemm.inc"
+#undef NK_SQ_L
+#undef NK_SQ_MR
+}  // namespace tier_portable
+#pragma GCC pop_options
+
+void gemm_panels(const GemmArgs& a) {
+  void (*panel)(const GemmArgs&, index_t, float*, float*, float*) = tier_portable::panel;
+#if NK_X86_TIERS
+  switch (active_isa()) {
+    case Isa::avx512: panel = tier_avx512::panel; break;
+    case Isa::avx2: panel = tier_avx2::panel; break;
+    default: break;
+  }
+#endif
+  const index_t npanels = (a.out + kPanel - 1) / kPanel;
+  const int nt = threads_for(npanels, a.n * a.out * a.in);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    // per thread, kept between calls (grown when a layer needs more): no allocation per call
+    static thread_local std::vector<float> scratch;
+    const size_t need = static_cast<size_t>(kPanel * a.in + (kChunk + kBlock) * kPanel) + 16;
+    if (scratch.size() < need) scratch.resize(need);
+    float* rows = scratch.data();
+    float* wbuf = rows + kPanel * a.in;
+    float* c = wbuf + kChunk * kPanel;
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t p = 0; p < npanels; ++p) panel(a, p, rows, wbuf, c);
+  }
+}
 }  // namespace
 
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
@@ -391,6 +473,12 @@ void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y) {
+  if (n >= kGemmRows) {
+    const index_t groups = in / group_size;
+    return gemm_panels(GemmArgs{x, n, in, codes, clusters, scales, offsets, out, group_size,
+                                nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
+                                groups, bits, k, bias, y});
+  }
   // Four output rows are decoded into a small buffer and share every load of an input row;
   // the buffer (4 x in floats) stays in L1/L2 while all n input rows stream past it.
   constexpr index_t kRows = 4;
