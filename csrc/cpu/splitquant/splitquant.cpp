@@ -305,13 +305,67 @@ NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* c
     }
   }
 }
+
+// The same sixteen weights a step in AVX-512 registers (group_size % 16 == 0): each lane's code
+// and id byte placed by a byte shuffle, then shifted out per lane.
+template <int Bits>
+NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t* clusters,
+                                   const float* scales, const float* offsets, index_t in,
+                                   index_t group_size, int k, float* w) {
+  const index_t groups = in / group_size;
+  const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m128i pair = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
+  const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+  const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (index_t g = 0; g < groups; ++g) {
+    alignas(64) float st[16] = {}, ot[16];
+    for (int c = 0; c < 16; ++c) ot[c] = nan;
+    for (int c = 0; c < k; ++c) {
+      st[c] = scales[g * k + c];
+      ot[c] = offsets[g * k + c];
+    }
+    const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
+    for (index_t i = g * group_size, end = i + group_size; i < end; i += 16) {
+      std::uint32_t ids;
+      std::memcpy(&ids, clusters + i / 4, 4);
+      const __m512i c = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(ids)), quad)), two),
+          three);
+      __m512i u;
+      if constexpr (Bits == 8) {
+        u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
+      } else if constexpr (Bits == 4) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
+        u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
+      } else {
+        std::uint32_t cw;
+        std::memcpy(&cw, codes + i / 4, 4);
+        u = _mm512_and_si512(
+            _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
+            cmask);
+      }
+      const __m512 wv = _mm512_add_ps(_mm512_permutexvar_ps(c, ov),
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, sv)));
+      _mm512_storeu_ps(w + i, wv);
+    }
+  }
+}
 #endif
 
 void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clusters,
                     const float* scales, const float* offsets, index_t in, index_t group_size,
                     int k, float* w) {
 #if NK_X86_TIERS
-  if (group_size % 8 == 0 && active_isa() != Isa::portable) {
+  const Isa isa = active_isa();
+  if (group_size % 16 == 0 && isa == Isa::avx512) {
+    if (bits == 2) decode_row_x16<2>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else if (bits == 4) decode_row_x16<4>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else decode_row_x16<8>(codes, clusters, scales, offsets, in, group_size, k, w);
+    return;
+  }
+  if (group_size % 8 == 0 && isa != Isa::portable) {
     if (bits == 2) decode_row_x8<2>(codes, clusters, scales, offsets, in, group_size, k, w);
     else if (bits == 4) decode_row_x8<4>(codes, clusters, scales, offsets, in, group_size, k, w);
     else decode_row_x8<8>(codes, clusters, scales, offsets, in, group_size, k, w);
