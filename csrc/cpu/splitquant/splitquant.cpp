@@ -428,7 +428,7 @@ NK_TIERED(void, dot4x4, dot4x4_body, , (const float* x, const float* w, index_t 
 // ---- panel GEMM (batches of kGemmRows rows or more), compiled once per tier ----
 constexpr index_t kGemmRows = 8;  // fewer batch rows: decode 4 rows, dot4 / dot4x4 (below)
 constexpr int kPanel = 32;        // weight rows of a panel
-constexpr index_t kChunk = 128;   // columns of a transposed slice: 16 KiB, in L1
+constexpr index_t kChunk = 128;   // columns of the transposed panel a tile pass reads: 16 KiB, in L1
 constexpr index_t kBlock = 64;    // batch rows whose panel sums are kept at once
 
 struct GemmArgs {
@@ -495,15 +495,15 @@ void gemm_panels(const GemmArgs& a) {
   {
     // per thread, kept between calls (grown when a layer needs more): no allocation per call
     static thread_local std::vector<float> scratch;
-    const size_t need = static_cast<size_t>(kPanel * a.in + (kChunk + kBlock) * kPanel) + 16;
+    const size_t need = static_cast<size_t>(2 * kPanel * a.in + kBlock * kPanel);
     if (scratch.size() < need) scratch.resize(need);
     float* rows = scratch.data();
-    float* wbuf = rows + kPanel * a.in;
-    float* c = wbuf + kChunk * kPanel;
+    float* wt = rows + kPanel * a.in;
+    float* c = wt + kPanel * a.in;
 #if NK_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
-    for (index_t p = 0; p < npanels; ++p) panel(a, p, rows, wbuf, c);
+    for (index_t p = 0; p < npanels; ++p) panel(a, p, rows, wt, c);
   }
 }
 }  // namespace
