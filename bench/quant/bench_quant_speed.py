@@ -5,7 +5,7 @@ Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x40
 run (lower is better): OVPLinear W4 / W8, SplitQuantLinear INT4 / INT2 (k = 3, group size 128, fused), W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
 calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
 bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
-sentences (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
+sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
 
 Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared),
 medians of interleaved rounds.  Usage:  python bench/quant/bench_quant_speed.py [--quick] [--out FILE]
@@ -116,7 +116,8 @@ def model_table(rounds):
           "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
           "SplitQuant INT4": sq(model, bits=4, k=3, fused=True), "SplitQuant INT2": sq(model, bits=2, k=3, fused=True),
           "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
-    t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
+    with torch.no_grad():  # inference: no autograd graph (the eager fast paths need no gradient)
+        t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
     for k, m in qs.items():
         cos = float(torch.nn.functional.cosine_similarity(m(ids, mask), ref, dim=-1).mean())
         rows.append(f"| {k} | {t[k] * 1e3:.1f} | {t[k] / t['fp32']:.2f}x | {cos:.4f} |")
