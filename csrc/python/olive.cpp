@@ -126,31 +126,42 @@ void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_ob
                             a.out.ptr<float>());
 }
 
+// The arguments of a layer call on a pack (linear_packed, linear_int8act): x (..., k) float32,
+// scales (n or 1,), bias (n,) or None, and the new float32 output (..., n).
+struct LayerCall {
+  ArrayView x, sc, b;
+  const float* bias;
+  index_t batch = 1;
+  py::array_t<float> out;
+  LayerCall(py::object x_obj, py::object scales_obj, py::object bias_obj, const cpu::olive::PackHeader& h,
+            bool per_row) {
+    x = ov::view<float>(x_obj, "x", kHost, false);
+    if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
+      x.fail("last dimension must be the pack's k = " + std::to_string(h.k));
+    sc = ov::view<float>(scales_obj, "scales", kHost, false);
+    sc.ndim(1).dim(0, per_row ? h.n : 1);
+    bias = bias_ptr(bias_obj, h.n, &b);
+    std::vector<py::ssize_t> shape(static_cast<std::size_t>(x.ndim()));
+    for (int d = 0; d + 1 < x.ndim(); ++d) {
+      shape[static_cast<std::size_t>(d)] = static_cast<py::ssize_t>(x.dim(d));
+      batch *= x.dim(d);
+    }
+    shape.back() = static_cast<py::ssize_t>(h.n);
+    out = py::array_t<float>(shape);
+  }
+};
+
 // x (..., k) @ W.T (+ bias) -> a new float32 array (..., n): matmul_packed for a layer call, with
 // the output allocated here (OVPLinear's eager CPU path, python/numkern/quant/olive/_kernels.py).
 py::array_t<float> linear_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, bool per_row,
                                  py::object bias_obj) {
   cpu::olive::PackHeader h;
   const std::uint8_t* blob = checked_pack(packed_obj, &h);
-  ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
-  if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
-    x.fail("last dimension must be the pack's k = " + std::to_string(h.k));
-  ArrayView sc = ov::view<float>(scales_obj, "scales", kHost, false);
-  sc.ndim(1).dim(0, per_row ? h.n : 1);
-  ArrayView b;
-  const float* bias = bias_ptr(bias_obj, h.n, &b);
-  std::vector<py::ssize_t> shape(static_cast<std::size_t>(x.ndim()));
-  index_t batch = 1;
-  for (int d = 0; d + 1 < x.ndim(); ++d) {
-    shape[static_cast<std::size_t>(d)] = static_cast<py::ssize_t>(x.dim(d));
-    batch *= x.dim(d);
-  }
-  shape.back() = static_cast<py::ssize_t>(h.n);
-  py::array_t<float> out(shape);
-  float* o = out.mutable_data();
+  LayerCall c(x_obj, scales_obj, bias_obj, h, per_row);
+  float* o = c.out.mutable_data();
   py::gil_scoped_release release;
-  cpu::olive::matmul_packed(x.ptr<float>(), batch, blob, sc.ptr<float>(), per_row, bias, o);
-  return out;
+  cpu::olive::matmul_packed(c.x.ptr<float>(), c.batch, blob, c.sc.ptr<float>(), per_row, c.bias, o);
+  return c.out;
 }
 
 // out (batch, n) = ovp_fake_quantize(x, act_bits, act_normal, alpha=act_alpha, axis=None) @ W.T,
@@ -179,34 +190,20 @@ py::object linear_int8act(py::object x_obj, py::object packed_obj, py::object sc
   cpu::olive::PackHeader h;
   const std::uint8_t* blob = checked_pack(packed_obj, &h);
   if (h.layout != cpu::olive::kLayoutRows) throw py::value_error("packed: linear_int8act needs a pack of layout 'rows'");
-  ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
-  if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
-    x.fail("last dimension must be the pack's k = " + std::to_string(h.k));
-  ArrayView sc = ov::view<float>(scales_obj, "scales", kHost, false);
-  sc.ndim(1).dim(0, per_row ? h.n : 1);
-  ArrayView b;
-  const float* bias = bias_ptr(bias_obj, h.n, &b);
-  std::vector<py::ssize_t> shape(static_cast<std::size_t>(x.ndim()));
-  index_t batch = 1;
-  for (int d = 0; d + 1 < x.ndim(); ++d) {
-    shape[static_cast<std::size_t>(d)] = static_cast<py::ssize_t>(x.dim(d));
-    batch *= x.dim(d);
-  }
-  shape.back() = static_cast<py::ssize_t>(h.n);
-  py::array_t<float> out(shape);
-  float* o = out.mutable_data();
+  LayerCall c(x_obj, scales_obj, bias_obj, h, per_row);
+  float* o = c.out.mutable_data();
   const nk::olive::Scale s = nk::olive::scale_for(act_alpha, act_bits, act_normal);
   const cpu::olive::ActSpec act{act_bits, act_normal, keep_left, s.inv, s.s};
   bool ok = true;
   {
     py::gil_scoped_release release;
-    if (batch > 0) ok = cpu::olive::matmul_int8act(x.ptr<float>(), batch, act, blob, sc.ptr<float>(), per_row, o);
-    if (ok && bias)
-      for (index_t r = 0; r < batch; ++r)
-        for (index_t j = 0; j < h.n; ++j) o[r * h.n + j] += bias[j];
+    if (c.batch > 0) ok = cpu::olive::matmul_int8act(c.x.ptr<float>(), c.batch, act, blob, c.sc.ptr<float>(), per_row, o);
+    if (ok && c.bias)
+      for (index_t r = 0; r < c.batch; ++r)
+        for (index_t j = 0; j < h.n; ++j) o[r * h.n + j] += c.bias[j];
   }
   if (!ok) return py::none();
-  return std::move(out);
+  return std::move(c.out);
 }
 
 void bind_olive(py::module_& m) {

@@ -266,6 +266,15 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
 }
 
 #if NK_X86_TIERS
+// A group's k (scale, offset) pairs as lane tables of `lanes` entries; ids >= k read scale 0 and
+// offset NaN (fused_weight's NaN for a corrupt id).
+inline void lane_tables(const float* s, const float* o, int k, int lanes, float* st, float* ot) {
+  for (int c = 0; c < lanes; ++c) {
+    st[c] = c < k ? s[c] : 0.0f;
+    ot[c] = c < k ? o[c] : std::numeric_limits<float>::quiet_NaN();
+  }
+}
+
 // decode_row<Bits> eight weights at a time (AVX2 registers; the AVX-512 tier runs it too): codes
 // and 2-bit ids shifted out of one broadcast word per lane, the (scale, offset) of each weight's
 // cluster picked from an 8-lane table by a lane permute, w = offset + u * scale without a fused
@@ -279,13 +288,9 @@ NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* c
   const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
   const __m256i cshift = Bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : two;
   const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
+  alignas(32) float st[8], ot[8];
   for (index_t g = 0; g < groups; ++g) {
-    alignas(32) float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ot[8] = {nan, nan, nan, nan, nan, nan, nan, nan};
-    for (int c = 0; c < k; ++c) {
-      st[c] = scales[g * k + c];
-      ot[c] = offsets[g * k + c];
-    }
+    lane_tables(scales + g * k, offsets + g * k, k, 8, st, ot);
     const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
     for (index_t i = g * group_size, end = i + group_size; i < end; i += 8) {
       std::uint16_t ids;
@@ -318,14 +323,9 @@ NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t
   const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
   const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
   const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
+  alignas(64) float st[16], ot[16];
   for (index_t g = 0; g < groups; ++g) {
-    alignas(64) float st[16] = {}, ot[16];
-    for (int c = 0; c < 16; ++c) ot[c] = nan;
-    for (int c = 0; c < k; ++c) {
-      st[c] = scales[g * k + c];
-      ot[c] = offsets[g * k + c];
-    }
+    lane_tables(scales + g * k, offsets + g * k, k, 16, st, ot);
     const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
     for (index_t i = g * group_size, end = i + group_size; i < end; i += 16) {
       std::uint32_t ids;
