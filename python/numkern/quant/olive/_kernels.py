@@ -28,6 +28,9 @@ either operand as sparse exact terms, scales applied once at the end.  The resul
 product of the quantized operands Σ_k (g_a s_a)(g_w s_n) up to one float32 rounding,
 |out - exact| <= (2^-24 + 2^-52)|exact| (tests/olive/test_olive_int8_act.py); the float path it
 replaces (fake-quantized x @ dequantized W in float32) carries float32 summation error besides.
+Their eager fast path (``_ActFast``, same conditions as the weight-only one, calibrated layers
+only) makes the quantization, the integer matmul and the bias one C++ call
+(``linear_int8act``), bitwise what the general path returns.
 """
 from __future__ import annotations
 

@@ -104,6 +104,9 @@ class SplitQuantLinear(QuantModule):
     Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
     float32 and returns x's dtype.  Scales and offsets stay float32 under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
+    Float32 contiguous CPU input that needs no gradient (eager, not traced or compiled) goes
+    straight to the C++ kernel in one call on views cached in the layer (``_SQFast``); the
+    result is bitwise the general path's.
     """
 
     _FORMAT = "numkern.splitquant_linear"
