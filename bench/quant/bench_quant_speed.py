@@ -2,10 +2,10 @@
 
 Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x4096, 4096x11008), batch
 1, 4 and 64, one thread: time of each quantized layer relative to fp32 torch.nn.Linear in the same
-run (lower is better): OVPLinear W4 / W8, W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
+run (lower is better): OVPLinear W4 / W8, SplitQuantLinear INT4 / INT2 (k = 3, group size 128, fused), W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
 calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
 bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
-sentences (fp32 vs OVP W4 / W8) and the quantization time per method (whole MiniLM, one 4096x11008).
+sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
 
 Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared),
 medians of interleaved rounds.  Usage:  python bench/quant/bench_quant_speed.py [--quick] [--out FILE]
@@ -24,6 +24,7 @@ import torch
 import numkern
 from numkern._core import isa
 from numkern.quant import olive as O
+from numkern.quant import splitquant as sq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,8 +69,9 @@ def bnb_layer(lin):
 
 
 def layer_table(shapes, batches, rounds):
-    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | OVP W4A8 | OVP W8A8 | torch dyn int8 | bnb NF4 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | OVP W4A8 | OVP W8A8 | SplitQuant INT4 | SplitQuant INT2 "
+            "| torch dyn int8 | bnb NF4 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, n in shapes:
         torch.manual_seed(0)
         lin = torch.nn.Linear(k, n).eval()
@@ -77,19 +79,20 @@ def layer_table(shapes, batches, rounds):
         a4, a8 = O.OVPLinear.from_linear(lin, bits=4, act_bits=8), O.OVPLinear.from_linear(lin, bits=8, act_bits=8)
         for m in (a4, a8):
             O.calibrate(m, [torch.randn(64, k)])
+        s4, s2 = (sq(torch.nn.Sequential(lin), bits=b, k=3, fused=True)[0] for b in (4, 2))
         dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
         bnb = bnb_layer(lin)
         for b in batches:
             x = torch.randn(b, k)
             reps = max(1, int(2e7 / (b * k * n)))
             fns = {"fp32": lambda: lin(x), "w4": lambda: w4(x), "w8": lambda: w8(x), "a4": lambda: a4(x),
-                   "a8": lambda: a8(x), "dyn": lambda: dyn(x)}
+                   "a8": lambda: a8(x), "s4": lambda: s4(x), "s2": lambda: s2(x), "dyn": lambda: dyn(x)}
             if bnb is not None:
                 fns["bnb"] = lambda: bnb(x)
             with torch.no_grad():
                 t = timed(fns, rounds, reps)
             r = lambda key: f"{t[key] / t['fp32']:.2f}x" if key in t else "n/a"  # noqa: E731
-            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r('w4')} | {r('w8')} | {r('a4')} | {r('a8')} | {r('dyn')} | {r('bnb')} |")
+            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r('w4')} | {r('w8')} | {r('a4')} | {r('a8')} | {r('s4')} | {r('s2')} | {r('dyn')} | {r('bnb')} |")
     return "\n".join(rows)
 
 
@@ -111,8 +114,10 @@ def model_table(rounds):
     ref = model(ids, mask)
     qs = {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
           "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
+          "SplitQuant INT4": sq(model, bits=4, k=3, fused=True), "SplitQuant INT2": sq(model, bits=2, k=3, fused=True),
           "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
-    t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
+    with torch.no_grad():  # inference: no autograd graph (the eager fast paths need no gradient)
+        t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
     for k, m in qs.items():
         cos = float(torch.nn.functional.cosine_similarity(m(ids, mask), ref, dim=-1).mean())
         rows.append(f"| {k} | {t[k] * 1e3:.1f} | {t[k] / t['fp32']:.2f}x | {cos:.4f} |")
@@ -142,11 +147,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="MiniLM shapes only, fewer rounds")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--model-only", action="store_true", help="only the whole-model table")
     a = ap.parse_args()
     torch.set_num_threads(1)
     numkern.set_num_threads(1)
     shapes = [(384, 384), (384, 1536), (1536, 384)] + ([] if a.quick else [(4096, 4096), (4096, 11008)])
     rounds = 3 if a.quick else 5
+    if a.model_only:
+        print(model_table(rounds))
+        return
     parts = [f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}); torch {torch.__version__}; one thread "
              f"(torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians of "
              f"{rounds} interleaved rounds; ratios are time / fp32 time (lower is better).",

@@ -126,31 +126,42 @@ void matmul_packed(py::object x_obj, py::object packed_obj, py::object scales_ob
                             a.out.ptr<float>());
 }
 
+// The arguments of a layer call on a pack (linear_packed, linear_int8act): x (..., k) float32,
+// scales (n or 1,), bias (n,) or None, and the new float32 output (..., n).
+struct LayerCall {
+  ArrayView x, sc, b;
+  const float* bias;
+  index_t batch = 1;
+  py::array_t<float> out;
+  LayerCall(py::object x_obj, py::object scales_obj, py::object bias_obj, const cpu::olive::PackHeader& h,
+            bool per_row) {
+    x = ov::view<float>(x_obj, "x", kHost, false);
+    if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
+      x.fail("last dimension must be the pack's k = " + std::to_string(h.k));
+    sc = ov::view<float>(scales_obj, "scales", kHost, false);
+    sc.ndim(1).dim(0, per_row ? h.n : 1);
+    bias = bias_ptr(bias_obj, h.n, &b);
+    std::vector<py::ssize_t> shape(static_cast<std::size_t>(x.ndim()));
+    for (int d = 0; d + 1 < x.ndim(); ++d) {
+      shape[static_cast<std::size_t>(d)] = static_cast<py::ssize_t>(x.dim(d));
+      batch *= x.dim(d);
+    }
+    shape.back() = static_cast<py::ssize_t>(h.n);
+    out = py::array_t<float>(shape);
+  }
+};
+
 // x (..., k) @ W.T (+ bias) -> a new float32 array (..., n): matmul_packed for a layer call, with
 // the output allocated here (OVPLinear's eager CPU path, python/numkern/quant/olive/_kernels.py).
 py::array_t<float> linear_packed(py::object x_obj, py::object packed_obj, py::object scales_obj, bool per_row,
                                  py::object bias_obj) {
   cpu::olive::PackHeader h;
   const std::uint8_t* blob = checked_pack(packed_obj, &h);
-  ArrayView x = ov::view<float>(x_obj, "x", kHost, false);
-  if (x.ndim() < 1 || x.dim(x.ndim() - 1) != h.k)
-    x.fail("last dimension must be the pack's k = " + std::to_string(h.k));
-  ArrayView sc = ov::view<float>(scales_obj, "scales", kHost, false);
-  sc.ndim(1).dim(0, per_row ? h.n : 1);
-  ArrayView b;
-  const float* bias = bias_ptr(bias_obj, h.n, &b);
-  std::vector<py::ssize_t> shape(static_cast<std::size_t>(x.ndim()));
-  index_t batch = 1;
-  for (int d = 0; d + 1 < x.ndim(); ++d) {
-    shape[static_cast<std::size_t>(d)] = static_cast<py::ssize_t>(x.dim(d));
-    batch *= x.dim(d);
-  }
-  shape.back() = static_cast<py::ssize_t>(h.n);
-  py::array_t<float> out(shape);
-  float* o = out.mutable_data();
+  LayerCall c(x_obj, scales_obj, bias_obj, h, per_row);
+  float* o = c.out.mutable_data();
   py::gil_scoped_release release;
-  cpu::olive::matmul_packed(x.ptr<float>(), batch, blob, sc.ptr<float>(), per_row, bias, o);
-  return out;
+  cpu::olive::matmul_packed(c.x.ptr<float>(), c.batch, blob, c.sc.ptr<float>(), per_row, c.bias, o);
+  return c.out;
 }
 
 // out (batch, n) = ovp_fake_quantize(x, act_bits, act_normal, alpha=act_alpha, axis=None) @ W.T,
@@ -169,7 +180,38 @@ bool matmul_int8act(py::object x_obj, py::object packed_obj, py::object scales_o
                                     a.out.ptr<float>());
 }
 
+// A layer call of an activation-quantized OVPLinear (OVPLinear's eager CPU path): x (..., k) ->
+// matmul_int8act's product (+ bias, one float32 add per entry) as a new float32 array (..., n),
+// or None (nothing computed) when x has a non-finite or huge value.
+py::object linear_int8act(py::object x_obj, py::object packed_obj, py::object scales_obj, bool per_row,
+                          double act_alpha, int act_bits, int act_normal, bool keep_left, py::object bias_obj) {
+  ov::raise_if(cpu::olive::check_format(act_bits, act_normal));
+  if (!(act_alpha >= 1e-30 && act_alpha <= 1e37)) throw py::value_error("act_alpha: must lie in [1e-30, 1e37]");
+  cpu::olive::PackHeader h;
+  const std::uint8_t* blob = checked_pack(packed_obj, &h);
+  if (h.layout != cpu::olive::kLayoutRows) throw py::value_error("packed: linear_int8act needs a pack of layout 'rows'");
+  LayerCall c(x_obj, scales_obj, bias_obj, h, per_row);
+  float* o = c.out.mutable_data();
+  const nk::olive::Scale s = nk::olive::scale_for(act_alpha, act_bits, act_normal);
+  const cpu::olive::ActSpec act{act_bits, act_normal, keep_left, s.inv, s.s};
+  bool ok = true;
+  {
+    py::gil_scoped_release release;
+    if (c.batch > 0) ok = cpu::olive::matmul_int8act(c.x.ptr<float>(), c.batch, act, blob, c.sc.ptr<float>(), per_row, o);
+    if (ok && c.bias)
+      for (index_t r = 0; r < c.batch; ++r)
+        for (index_t j = 0; j < h.n; ++j) o[r * h.n + j] += c.bias[j];
+  }
+  if (!ok) return py::none();
+  return std::move(c.out);
+}
+
 void bind_olive(py::module_& m) {
+  m.def("linear_int8act", &linear_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("per_row"),
+        py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
+        py::arg("bias") = py::none(),
+        "matmul_int8act on x (..., k) (+ bias (n,) float32, added in float32) returned as a new float32 array "
+        "(..., n); None when x has a NaN, an infinity or |x| > 1e37.");
   m.def("matmul_int8act", &matmul_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
         py::arg("per_row"), py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
         "out (batch, n) = OVP-quantized x (per tensor, threshold act_alpha) @ W.T through prepack's pack, in "

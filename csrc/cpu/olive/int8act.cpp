@@ -258,19 +258,29 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t b0 = 0; b0 < batch; b0 += 4) {
       const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
       idot(mb, an.get() + b0 * k, k, w, k, asum.data() + b0, d);
-      for (int i = 0; i < mb; ++i) {
-        const index_t b = b0 + i;
-        const float* gb = g.get() + b * k;
-        const std::vector<std::int32_t>& ob = ocols[b];
+      // The sparse terms into mb x kRows independent accumulators (no chain of dependent adds
+      // per output).  Every term and partial sum is exact in double (see the header), so the
+      // order of the additions does not change T.
+      const float* gt = g.get() + b0 * k;
+      double t[4][kRows];
+      for (int i = 0; i < mb; ++i)
+        for (int j = 0; j < kRows; ++j) t[i][j] = uu * static_cast<double>(d[i * kRows + j]);
+      for (int j = 0; j < rows_here; ++j)
+        for (std::int64_t o = pv.row_ptr[r0 + j]; o < pv.row_ptr[r0 + j + 1]; ++o) {
+          const index_t c = pv.cols[o];
+          const double v = pv.values[o];
+          for (int i = 0; i < mb; ++i) t[i][j] += static_cast<double>(gt[i * k + c]) * v;
+        }
+      for (int i = 0; i < mb; ++i)
+        for (const std::int32_t c : ocols[b0 + i]) {
+          const double a = gt[i * k + c];
+          for (int j = 0; j < rows_here; ++j) t[i][j] += a * (pv.normals[(r0 + j) * k + c] * uw);
+        }
+      for (int i = 0; i < mb; ++i)
         for (int j = 0; j < rows_here; ++j) {
           const index_t r = r0 + j;
-          double t = uu * static_cast<double>(d[i * kRows + j]);
-          for (std::int64_t o = pv.row_ptr[r]; o < pv.row_ptr[r + 1]; ++o)
-            t += static_cast<double>(gb[pv.cols[o]]) * pv.values[o];
-          for (const std::int32_t c : ob) t += static_cast<double>(gb[c]) * (pv.normals[r * k + c] * uw);
-          out[b * n + r] = static_cast<float>(t * (sa * static_cast<double>(scales[per_row ? r : 0])));
+          out[(b0 + i) * n + r] = static_cast<float>(t[i][j] * (sa * static_cast<double>(scales[per_row ? r : 0])));
         }
-      }
     }
   }
   return true;

@@ -18,6 +18,10 @@
 #include "cpu/common/tiers.hpp"
 #include "numkern/splitquant/splitquant.hpp"
 
+#if NK_X86_TIERS
+#include <immintrin.h>
+#endif
+
 namespace nk::cpu::splitquant {
 namespace {
 
@@ -261,9 +265,113 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
   }
 }
 
+#if NK_X86_TIERS
+// A group's k (scale, offset) pairs as lane tables of `lanes` entries; ids >= k read scale 0 and
+// offset NaN (fused_weight's NaN for a corrupt id).
+inline void lane_tables(const float* s, const float* o, int k, int lanes, float* st, float* ot) {
+  for (int c = 0; c < lanes; ++c) {
+    st[c] = c < k ? s[c] : 0.0f;
+    ot[c] = c < k ? o[c] : std::numeric_limits<float>::quiet_NaN();
+  }
+}
+
+// decode_row<Bits> eight weights at a time (AVX2 registers; the AVX-512 tier runs it too): codes
+// and 2-bit ids shifted out of one broadcast word per lane, the (scale, offset) of each weight's
+// cluster picked from an 8-lane table by a lane permute, w = offset + u * scale without a fused
+// multiply-add (the build's -ffp-contract=off), so every weight is bitwise the scalar decode's.
+// Ids >= k pick NaN offsets, as fused_weight does.  Needs group_size % 8 == 0.
+template <int Bits>
+NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* clusters,
+                                const float* scales, const float* offsets, index_t in,
+                                index_t group_size, int k, float* w) {
+  const index_t groups = in / group_size;
+  const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
+  const __m256i cshift = Bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : two;
+  const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
+  alignas(32) float st[8], ot[8];
+  for (index_t g = 0; g < groups; ++g) {
+    lane_tables(scales + g * k, offsets + g * k, k, 8, st, ot);
+    const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
+    for (index_t i = g * group_size, end = i + group_size; i < end; i += 8) {
+      std::uint16_t ids;
+      std::memcpy(&ids, clusters + i / 4, 2);
+      const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(ids), two), three);
+      __m256i u;
+      if constexpr (Bits == 8) {
+        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+      } else {
+        std::uint32_t cw = 0;
+        std::memcpy(&cw, codes + i * Bits / 8, Bits);  // 8 codes = Bits bytes
+        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(cw)), cshift), cmask);
+      }
+      const __m256 wv = _mm256_add_ps(_mm256_permutevar8x32_ps(ov, c),
+                                      _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_permutevar8x32_ps(sv, c)));
+      _mm256_storeu_ps(w + i, wv);
+    }
+  }
+}
+
+// The same sixteen weights a step in AVX-512 registers (group_size % 16 == 0): each lane's code
+// and id byte placed by a byte shuffle, then shifted out per lane.
+template <int Bits>
+NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t* clusters,
+                                   const float* scales, const float* offsets, index_t in,
+                                   index_t group_size, int k, float* w) {
+  const index_t groups = in / group_size;
+  const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m128i pair = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
+  const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+  const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
+  alignas(64) float st[16], ot[16];
+  for (index_t g = 0; g < groups; ++g) {
+    lane_tables(scales + g * k, offsets + g * k, k, 16, st, ot);
+    const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
+    for (index_t i = g * group_size, end = i + group_size; i < end; i += 16) {
+      std::uint32_t ids;
+      std::memcpy(&ids, clusters + i / 4, 4);
+      const __m512i c = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(ids)), quad)), two),
+          three);
+      __m512i u;
+      if constexpr (Bits == 8) {
+        u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
+      } else if constexpr (Bits == 4) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
+        u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
+      } else {
+        std::uint32_t cw;
+        std::memcpy(&cw, codes + i / 4, 4);
+        u = _mm512_and_si512(
+            _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
+            cmask);
+      }
+      const __m512 wv = _mm512_add_ps(_mm512_permutexvar_ps(c, ov),
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, sv)));
+      _mm512_storeu_ps(w + i, wv);
+    }
+  }
+}
+#endif
+
 void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clusters,
                     const float* scales, const float* offsets, index_t in, index_t group_size,
                     int k, float* w) {
+#if NK_X86_TIERS
+  const Isa isa = active_isa();
+  if (group_size % 16 == 0 && isa == Isa::avx512) {
+    if (bits == 2) decode_row_x16<2>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else if (bits == 4) decode_row_x16<4>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else decode_row_x16<8>(codes, clusters, scales, offsets, in, group_size, k, w);
+    return;
+  }
+  if (group_size % 8 == 0 && isa != Isa::portable) {
+    if (bits == 2) decode_row_x8<2>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else if (bits == 4) decode_row_x8<4>(codes, clusters, scales, offsets, in, group_size, k, w);
+    else decode_row_x8<8>(codes, clusters, scales, offsets, in, group_size, k, w);
+    return;
+  }
+#endif
   if (bits == 2) decode_row<2>(codes, clusters, scales, offsets, in, group_size, k, w);
   else if (bits == 4) decode_row<4>(codes, clusters, scales, offsets, in, group_size, k, w);
   else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
@@ -316,6 +424,88 @@ NK_TIER_INLINE void dot4x4_body(const float* x, const float* w, index_t in, floa
   for (int j = 0; j < 16; ++j) s[j] = r[j];
 }
 NK_TIERED(void, dot4x4, dot4x4_body, , (const float* x, const float* w, index_t in, float* s), (x, w, in, s))
+
+// ---- panel GEMM (batches of kGemmRows rows or more), compiled once per tier ----
+constexpr index_t kGemmRows = 8;  // fewer batch rows: decode 4 rows, dot4 / dot4x4 (below)
+constexpr int kPanel = 32;        // weight rows of a panel
+constexpr index_t kChunk = 128;   // columns of the transposed panel a tile pass reads: 16 KiB, in L1
+constexpr index_t kBlock = 64;    // batch rows whose panel sums are kept at once
+
+struct GemmArgs {
+  const float* x;
+  index_t n, in;
+  const std::uint8_t *codes, *clusters;
+  const float *scales, *offsets;
+  index_t out, group_size, cb, lb, groups;
+  int bits, k;
+  const float* bias;
+  float* y;
+};
+
+#if NK_X86_TIERS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_avx512 {
+#define NK_SQ_L 16
+#define NK_SQ_MR 8
+#include "cpu/splitquant/splitquant_gemm.inc"
+#undef NK_SQ_L
+#undef NK_SQ_MR
+}  // namespace tier_avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_avx2 {
+#define NK_SQ_L 8
+#define NK_SQ_MR 3
+#include "cpu/splitquant/splitquant_gemm.inc"
+#undef NK_SQ_L
+#undef NK_SQ_MR
+}  // namespace tier_avx2
+#pragma GCC pop_options
+#endif
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+namespace tier_portable {
+#define NK_SQ_L 4
+#define NK_SQ_MR 2
+#include "cpu/splitquant/splitquant_gemm.inc"
+#undef NK_SQ_L
+#undef NK_SQ_MR
+}  // namespace tier_portable
+#pragma GCC pop_options
+
+void gemm_panels(const GemmArgs& a) {
+  void (*panel)(const GemmArgs&, index_t, float*, float*, float*) = tier_portable::panel;
+#if NK_X86_TIERS
+  switch (active_isa()) {
+    case Isa::avx512: panel = tier_avx512::panel; break;
+    case Isa::avx2: panel = tier_avx2::panel; break;
+    default: break;
+  }
+#endif
+  const index_t npanels = (a.out + kPanel - 1) / kPanel;
+  const int nt = threads_for(npanels, a.n * a.out * a.in);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    // per thread, kept between calls (grown when a layer needs more): no allocation per call
+    static thread_local std::vector<float> scratch;
+    const size_t need = static_cast<size_t>(2 * kPanel * a.in + kBlock * kPanel);
+    if (scratch.size() < need) scratch.resize(need);
+    float* rows = scratch.data();
+    float* wt = rows + kPanel * a.in;
+    float* c = wt + kPanel * a.in;
+#if NK_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (index_t p = 0; p < npanels; ++p) panel(a, p, rows, wt, c);
+  }
+}
 }  // namespace
 
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
@@ -337,6 +527,12 @@ void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y) {
+  if (n >= kGemmRows) {
+    const index_t groups = in / group_size;
+    return gemm_panels(GemmArgs{x, n, in, codes, clusters, scales, offsets, out, group_size,
+                                nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
+                                groups, bits, k, bias, y});
+  }
   // Four output rows are decoded into a small buffer and share every load of an input row;
   // the buffer (4 x in floats) stays in L1/L2 while all n input rows stream past it.
   constexpr index_t kRows = 4;

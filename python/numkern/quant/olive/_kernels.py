@@ -28,6 +28,9 @@ either operand as sparse exact terms, scales applied once at the end.  The resul
 product of the quantized operands Σ_k (g_a s_a)(g_w s_n) up to one float32 rounding,
 |out - exact| <= (2^-24 + 2^-52)|exact| (tests/olive/test_olive_int8_act.py); the float path it
 replaces (fake-quantized x @ dequantized W in float32) carries float32 summation error besides.
+Their eager fast path (``_ActFast``, same conditions as the weight-only one, calibrated layers
+only) makes the quantization, the integer matmul and the bias one C++ call
+(``linear_int8act``), bitwise what the general path returns.
 """
 from __future__ import annotations
 
@@ -153,6 +156,7 @@ class _Fast:
     replacement, invalidates it) and numpy views of the panel pack, scales and float32 bias."""
 
     __slots__ = ("codes", "cv", "scales", "sv", "bias", "bv", "pack", "scales_np", "bias_np", "k")
+    act = False
 
     def __init__(self, layer):
         import torch
@@ -173,17 +177,18 @@ class _Fast:
 
 
 def fast_state(layer):
-    """The layer's _Fast, made (and cached in it) when missing or stale; None when the eager fast
-    path does not apply to the layer (activation quantization, weights not on the CPU, scales
-    not float32 per row)."""
+    """The layer's _Fast (weight-only) or _ActFast (act_bits), made (and cached in it) when missing
+    or stale; None when the eager fast path does not apply to the layer (weights not on the CPU,
+    scales not float32 per row, an activation-quantized layer uncalibrated or calibrating)."""
     st = layer.__dict__.get("_nk_fast")
     b = layer._buffers
     if st is not None and st.valid(b):
         return st
     c, s = b["codes"], b["scales"]
-    if (layer.act_bits is not None or c.device.type != "cpu" or s.dtype != _float32()
-            or s.dim() != 1 or s.shape[0] != c.shape[0]):
+    if c.device.type != "cpu" or s.dtype != _float32() or s.dim() != 1 or s.shape[0] != c.shape[0]:
         st = None
+    elif layer.act_bits is not None:
+        st = _ActFast.make(layer)
     else:
         st = _Fast(layer)
     layer.__dict__["_nk_fast"] = st
@@ -198,7 +203,64 @@ def _float32():
 
 def linear_forward(st, x):
     """x (float32 CPU, contiguous, [..., k]) @ W.T + b -> float32 [..., n] in one C++ call."""
+    if st.act:
+        return st.forward(x)
     return _from_numpy(_linear_packed(x.numpy(), st.pack, st.scales_np, True, st.bias_np))
+
+
+class _ActFast:
+    """The eager fast path of an activation-quantized OVPLinear (cached like _Fast, attribute
+    ``_nk_fast``): numpy views of the "rows" pack, scales and float32 bias, the calibrated
+    threshold and activation format.  Valid while the codes / scales / bias / act_alpha buffers
+    are the same objects at the same version counters, the activation settings are unchanged
+    and no calibration runs.  forward(x) is one C++ call (numkern._core.olive.linear_int8act):
+    act_matmul's integer product plus the bias added in float32, bitwise what
+    _OVPBase._gemm computes (tests/olive/test_olive_act_fast_path.py)."""
+
+    __slots__ = ("bufs", "versions", "d", "fmt", "args", "bias_np", "k")
+    act = True
+    _NAMES = ("codes", "scales", "bias", "act_alpha")
+
+    @classmethod
+    def make(cls, layer):
+        alpha = float(layer.act_alpha)
+        if layer._calib is not None or alpha == 0.0:
+            return None  # calibrating, or uncalibrated (the general path warns and calibrates)
+        import torch
+
+        st = cls()
+        st.bufs = tuple(layer._buffers[n] for n in cls._NAMES)
+        st.versions = tuple(None if t is None else t._version for t in st.bufs)
+        st.d, st.fmt, st.k = layer.__dict__, (layer.act_bits, layer.act_normal, layer.both_outliers), layer.in_features
+        p = _prepared(layer)
+        bias = st.bufs[2]
+        st.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+        st.args = (p.packed_np("rows")[1], p.scales, True, alpha, layer.act_bits, _NORMAL[layer.act_normal],
+                   layer.both_outliers == "left")
+        return st
+
+    def valid(self, buffers):
+        d = self.d
+        if d["_calib"] is not None or (d["act_bits"], d["act_normal"], d["both_outliers"]) != self.fmt:
+            return False
+        for n, t, v in zip(self._NAMES, self.bufs, self.versions):
+            c = buffers[n]
+            if c is not t or (c is not None and c._version != v):
+                return False
+        return True
+
+    def forward(self, x):
+        """x (float32 CPU, contiguous, [..., k]) -> float32 [..., n]; None for non-finite x."""
+        y = _linear_int8act(x.numpy(), *self.args, self.bias_np)
+        return None if y is None else _from_numpy(y)
+
+
+def _linear_int8act(*args):
+    global _linear_int8act
+    from ..._core import olive
+
+    _linear_int8act = olive.linear_int8act
+    return _linear_int8act(*args)
 
 
 def _from_numpy(a):

@@ -177,7 +177,9 @@ class OVPLinear(_OVPBase):
                 and not _is_tracing() and not _is_compiling()):
             st = _kernels.fast_state(self)
             if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous():
-                return _kernels.linear_forward(st, x)
+                y = _kernels.linear_forward(st, x)
+                if y is not None:  # None: non-finite x on the act path (the general path raises)
+                    return y
         return super().forward(x)
 
     def _forward(self, x):

@@ -17,6 +17,10 @@ from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_co
                       _unpack, cluster_labels, encode_ids)
 
 _SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_F32 = torch.float32
+_is_tracing = torch._C._is_tracing
+_is_compiling = torch.compiler.is_compiling
+_FAST_PARTS = ("codes", "clusters", "scales", "offsets", "bias")
 
 
 def _splittable(m):
@@ -100,6 +104,9 @@ class SplitQuantLinear(QuantModule):
     Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
     float32 and returns x's dtype.  Scales and offsets stay float32 under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
+    Float32 contiguous CPU input that needs no gradient (eager, not traced or compiled) goes
+    straight to the C++ kernel in one call on views cached in the layer (``_SQFast``); the
+    result is bitwise the general path's.
     """
 
     _FORMAT = "numkern.splitquant_linear"
@@ -207,6 +214,19 @@ class SplitQuantLinear(QuantModule):
                                   self.in_features, self.group_size, self.bits)
         return w.matmul(x2, None if self.bias is None else self.bias.to(torch.float32))
 
+    def forward(self, x):
+        # eager fast path: float32 contiguous CPU input needing no gradient, outside tracing and
+        # torch.compile -> one C++ call (numkern._core.splitquant.fused_linear, bias fused) on
+        # numpy views cached in the layer (_SQFast); everything else takes QuantModule.forward
+        if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
+                and not _is_tracing() and not _is_compiling()):
+            st = self.__dict__.get("_nk_fast")
+            if st is None or not st.valid(self._buffers):
+                st = self.__dict__["_nk_fast"] = _SQFast.make(self)
+            if st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous():
+                return st(x)
+        return super().forward(x)
+
     def _forward(self, x):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
@@ -217,6 +237,51 @@ class SplitQuantLinear(QuantModule):
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bits={self.bits}, k={self.scales.shape[2]}, group_size={self.group_size}")
+
+
+class _SQFast:
+    """What SplitQuantLinear's eager fast path reads, cached in the layer (attribute ``_nk_fast``,
+    kept out of pickles and deep copies by QuantModule.__getstate__): the buffers it was made from
+    (identity and version counter: any change, in place or by replacement, invalidates it), numpy
+    views of codes / clusters / scales / offsets and a float32 copy of the bias.  ``ok`` is False
+    where the fast path does not apply (weights not on the CPU, a partial last group)."""
+
+    __slots__ = ("bufs", "versions", "ok", "args", "out", "lin")
+
+    @classmethod
+    def make(cls, layer):
+        st = cls()
+        st.bufs = tuple(layer._buffers[n] for n in _FAST_PARTS)
+        st.versions = tuple(None if b is None else b._version for b in st.bufs)
+        codes, clusters, scales, offsets, bias = st.bufs
+        st.ok = (all(b.device.type == "cpu" for b in st.bufs if b is not None)
+                 and scales.dtype == _F32 and offsets.dtype == _F32
+                 and scales.dim() == 3 and scales.shape[1] * layer.group_size == layer.in_features)
+        if st.ok:
+            from ..._core import splitquant as core
+
+            b = None if bias is None else bias.detach().to(_F32).contiguous().numpy()
+            st.lin, st.out = core.fused_linear, layer.out_features
+            st.args = (*(t.detach().contiguous().numpy() for t in (codes, clusters, scales, offsets)), b)
+            st.args = (st.args, layer.group_size, layer.bits)
+        return st
+
+    def valid(self, buffers):
+        for n, b, v in zip(_FAST_PARTS, self.bufs, self.versions):
+            c = buffers[n]
+            if c is not b or (c is not None and c._version != v):
+                return False
+        return True
+
+    def __call__(self, x):
+        """x (float32 CPU, contiguous, [..., in]) @ W^T + bias -> float32 [..., out]."""
+        x2 = x.reshape(-1, x.shape[-1])
+        y = np.empty((x2.shape[0], self.out), np.float32)
+        if x2.shape[0]:
+            parts, gs, bits = self.args
+            self.lin(x2.numpy(), *parts, y, gs, bits)
+        y = torch.from_numpy(y)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out)
 
 
 # ---- transforms ----------------------------------------------------------------------------

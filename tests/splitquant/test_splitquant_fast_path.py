@@ -1,0 +1,119 @@
+"""SplitQuantLinear's eager fast path (one C++ call on per-layer cached views, bias fused) and the
+fused kernel's vectorised decode and panel GEMM (csrc/cpu/splitquant/splitquant.cpp,
+splitquant_gemm.inc).
+
+Bounds: the decode is bitwise the scalar decode on every tier (no fused multiply-add); the
+product obeys |y - (x @ W.T + b)| <= 1e-5 * (|x| @ |W|.T + |b|) elementwise (W the decoded
+weight, reference in float64) on every tier, below and above the 8-row GEMM switch; the fast path
+returns bitwise what the general path (QuantModule.forward -> FusedSplitQuantWeight.matmul)
+returns."""
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from numkern._core import splitquant as C
+from numkern.quant import splitquant
+
+
+def _layer(k, n, bits, group_size, seed, bias=True):
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(k, n, bias=bias)
+    return splitquant(torch.nn.Sequential(lin), bits=bits, k=3, fused=True, group_size=group_size)[0]
+
+
+def _general(m, x):
+    return super(type(m), m).forward(x)
+
+
+def _check(y, x, m):
+    w = m.dequantized_weight().double()
+    x = x.double().reshape(-1, w.shape[1])
+    b = torch.zeros(w.shape[0], dtype=torch.float64) if m.bias is None else m.bias.double()
+    ref = x @ w.T + b
+    bound = 1e-5 * (x.abs() @ w.abs().T + b.abs()) + 1e-30
+    assert torch.all((y.double().reshape(ref.shape) - ref).abs() <= bound)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("k,n,gs", [(256, 70, 128), (200, 33, 8), (96, 40, 32), (60, 9, 12)])
+def test_decode_is_bitwise_the_scalar_decode(isa, bits, k, n, gs):
+    from numkern._core import set_isa  # noqa: I001
+
+    m = _layer(k, n, bits, gs, k + n)
+    parts = [t.numpy() for t in (m.codes, m.clusters, m.scales, m.offsets)]
+    ref = np.empty((n, k), np.float32)
+    got = np.empty((n, k), np.float32)
+    gs = m.group_size
+    C.fused_decode(*parts, got, gs, bits)
+    set_isa("portable")
+    try:
+        C.fused_decode(*parts, ref, gs, bits)
+    finally:
+        set_isa(isa)
+    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
+def test_corrupt_ids_decode_to_nan_on_the_vector_path():
+    m = _layer(64, 8, 4, 16, 0)
+    assert m.scales.shape[2] == 3
+    clusters = m.clusters.numpy().copy()
+    clusters[2, 1] |= 0b11 << 4  # weight (2, 6): id 3 of a k = 3 layer
+    w = np.empty((8, 64), np.float32)
+    C.fused_decode(m.codes.numpy(), clusters, m.scales.numpy(), m.offsets.numpy(), w, 16, 4)
+    assert np.isnan(w[2, 6]) and np.isfinite(np.delete(w.ravel(), 2 * 64 + 6)).all()
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fast_path_matches_reference_and_general_path(isa, bits, bias):
+    m = _layer(200, 70, bits, 8, 3, bias=bias)
+    g = torch.Generator().manual_seed(1)
+    for shape in [(1, 200), (7, 200), (8, 200), (3, 45, 200), (130, 200), (0, 200), (200,)]:
+        x = torch.randn(shape, generator=g)
+        with torch.no_grad():
+            y = m(x)
+            assert m.__dict__["_nk_fast"].ok
+            r = _general(m, x)
+        assert y.shape == (*shape[:-1], 70) and y.dtype == torch.float32
+        assert torch.equal(y, r)
+        _check(y, x, m)
+
+
+def test_fast_path_follows_changes_and_skips_what_it_does_not_handle():
+    m = _layer(64, 16, 4, 16, 5)
+    x = torch.randn(4, 64)
+    y0 = m(x)
+    with torch.no_grad():
+        m.offsets.add_(0.5)  # in place: the version counter invalidates the cache
+    y1 = m(x)
+    assert torch.equal(y1, _general(m, x)) and not torch.equal(y0, y1)
+    m.bias = torch.zeros(16)  # replaced buffer
+    assert torch.equal(m(x), _general(m, x))
+    xg = x.clone().requires_grad_()  # needs a gradient: the general path (inference only: detached)
+    assert torch.equal(m(xg), m(x))
+    xt = torch.randn(64, 4).T  # non-contiguous, float64: the general path
+    assert torch.equal(m(xt), _general(m, xt.contiguous()))
+    assert m(x.double()).dtype == torch.float64
+    with pytest.raises(ValueError, match="x: last dimension"):
+        m(torch.randn(3, 63))
+
+
+def test_partial_last_group_takes_the_general_path():
+    m = _layer(100, 6, 4, 64, 2)  # 100 = 64 + 36: padded packed rows
+    x = torch.randn(5, 100)
+    y = m(x)
+    assert not m.__dict__["_nk_fast"].ok
+    _check(y, x, m)
+
+
+def test_cache_stays_out_of_copies():
+    m = _layer(64, 16, 4, 16, 6)
+    x = torch.randn(9, 64)
+    y = m(x)
+    assert "_nk_fast" in m.__dict__
+    for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert "_nk_fast" not in c.__dict__
+        assert torch.equal(c(x), y)
