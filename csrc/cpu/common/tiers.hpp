@@ -35,3 +35,21 @@
       default: return NAME##_portable ARGS;                                      \
     }                                                                            \
   }
+
+// The function fn of the namespace (tier_avx512, tier_avx2, tier_portable; see per_tier.inc) of
+// the tier active_isa() names.
+namespace nk::cpu {
+template <class F>
+F pick_tier(F portable, F avx2, F avx512) {
+  switch (active_isa()) {
+    case Isa::avx512: return avx512;
+    case Isa::avx2: return avx2;
+    default: return portable;
+  }
+}
+}  // namespace nk::cpu
+#if NK_X86_TIERS
+#define NK_PICK_TIER(fn) ::nk::cpu::pick_tier(tier_portable::fn, tier_avx2::fn, tier_avx512::fn)
+#else
+#define NK_PICK_TIER(fn) (tier_portable::fn)
+#endif

@@ -227,50 +227,14 @@ struct PanelArgs {
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
 // matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.
-#if NK_X86_TIERS
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx2,fma")
-#pragma GCC optimize("fp-contract=fast")
-namespace tier_avx512 {
-#define NK_PG_L 16
-#define NK_PG_MR 8
-#include "cpu/olive/packed.inc"
-#undef NK_PG_L
-#undef NK_PG_MR
-}  // namespace tier_avx512
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#pragma GCC optimize("fp-contract=fast")
-namespace tier_avx2 {
-#define NK_PG_L 8
-#define NK_PG_MR 6
-#include "cpu/olive/packed.inc"
-#undef NK_PG_L
-#undef NK_PG_MR
-}  // namespace tier_avx2
-#pragma GCC pop_options
-#endif
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")
-namespace tier_portable {
-#define NK_PG_L 4
-#define NK_PG_MR 6
-#include "cpu/olive/packed.inc"
-#undef NK_PG_L
-#undef NK_PG_MR
-}  // namespace tier_portable
-#pragma GCC pop_options
+#define NK_TIER_FILE "cpu/olive/packed.inc"
+#define NK_TIER_MR_AVX512 8
+#define NK_TIER_MR_AVX2 6
+#define NK_TIER_MR_PORTABLE 6
+#include "cpu/common/per_tier.inc"
 
 void matmul_panels(const PanelArgs& a) {
-  void (*panel)(const PanelArgs&, index_t, float*) = tier_portable::panel;
-#if NK_X86_TIERS
-  switch (active_isa()) {
-    case Isa::avx512: panel = tier_avx512::panel; break;
-    case Isa::avx2: panel = tier_avx2::panel; break;
-    default: break;
-  }
-#endif
+  void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
   const int nt = threads_for(npanels, a.batch * n * a.pv->h.k);
   (void)nt;

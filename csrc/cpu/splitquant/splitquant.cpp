@@ -442,50 +442,14 @@ struct GemmArgs {
   float* y;
 };
 
-#if NK_X86_TIERS
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx2,fma")
-#pragma GCC optimize("fp-contract=fast")
-namespace tier_avx512 {
-#define NK_SQ_L 16
-#define NK_SQ_MR 8
-#include "cpu/splitquant/splitquant_gemm.inc"
-#undef NK_SQ_L
-#undef NK_SQ_MR
-}  // namespace tier_avx512
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#pragma GCC optimize("fp-contract=fast")
-namespace tier_avx2 {
-#define NK_SQ_L 8
-#define NK_SQ_MR 3
-#include "cpu/splitquant/splitquant_gemm.inc"
-#undef NK_SQ_L
-#undef NK_SQ_MR
-}  // namespace tier_avx2
-#pragma GCC pop_options
-#endif
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")
-namespace tier_portable {
-#define NK_SQ_L 4
-#define NK_SQ_MR 2
-#include "cpu/splitquant/splitquant_gemm.inc"
-#undef NK_SQ_L
-#undef NK_SQ_MR
-}  // namespace tier_portable
-#pragma GCC pop_options
+#define NK_TIER_FILE "cpu/splitquant/splitquant_gemm.inc"
+#define NK_TIER_MR_AVX512 8
+#define NK_TIER_MR_AVX2 3
+#define NK_TIER_MR_PORTABLE 2
+#include "cpu/common/per_tier.inc"
 
 void gemm_panels(const GemmArgs& a) {
-  void (*panel)(const GemmArgs&, index_t, float*, float*, float*) = tier_portable::panel;
-#if NK_X86_TIERS
-  switch (active_isa()) {
-    case Isa::avx512: panel = tier_avx512::panel; break;
-    case Isa::avx2: panel = tier_avx2::panel; break;
-    default: break;
-  }
-#endif
+  void (*panel)(const GemmArgs&, index_t, float*, float*, float*) = NK_PICK_TIER(panel);
   const index_t npanels = (a.out + kPanel - 1) / kPanel;
   const int nt = threads_for(npanels, a.n * a.out * a.in);
   (void)nt;
