@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 import numkern._torch_ops  # noqa: E402,F401
 from numkern.hessian import SoftmaxHeadHessian  # noqa: E402
+from torch_testutil import compiled_fullgraph  # noqa: E402
 
 F64 = torch.float64
 o = torch.ops.numkern
@@ -125,11 +126,7 @@ def test_vmap_compile_fake_opcheck_errors():
         return (o.head_trace_terms(lg, zz, True).sum() + o.head_loss(lg, y).sum() + o.head_curvature(lg).sum()
                 + o.head_apply_jacobian(p, u).sum())
 
-    e = torch._dynamo.explain(f)(logits, z)
-    assert e.graph_break_count == 0 and e.graph_count == 1, e.break_reasons
-    torch._dynamo.reset()
-    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
-    assert float(cf(logits, z)) == float(f(logits, z))
+    cf = compiled_fullgraph(f, logits, z)
     l1, l2 = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
     np.testing.assert_allclose(torch.autograd.grad(cf(l1, z), l1)[0].numpy(),
                                torch.autograd.grad(f(l2, z), l2)[0].numpy(), rtol=1e-14)

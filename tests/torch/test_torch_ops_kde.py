@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from numkern.kde import GaussianKDE  # noqa: E402
 from numkern._torch_ops import kde as tk  # noqa: E402
+from torch_testutil import compiled_fullgraph  # noqa: E402
 
 F64 = torch.float64
 o = torch.ops.numkern
@@ -125,11 +126,7 @@ def test_ops_vmap_compile_fake_opcheck_and_errors():
     def f(x, hh):
         return o.kde_logsumexp(x, y, ysq, logw, hh).sum() + o.kde_loo_logsumexp(y, ysq, logw, hh).sum()
 
-    e = torch._dynamo.explain(f)(xb[0], h)
-    assert e.graph_break_count == 0 and e.graph_count == 1, e.break_reasons
-    torch._dynamo.reset()
-    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
-    assert float(cf(xb[0], h)) == float(f(xb[0], h))
+    cf = compiled_fullgraph(f, xb[0], h)
     h1, h2 = h.clone().requires_grad_(True), h.clone().requires_grad_(True)
     (g1,), (g2,) = torch.autograd.grad(cf(xb[0], h1), h1), torch.autograd.grad(f(xb[0], h2), h2)
     assert float(g1) == pytest.approx(float(g2), rel=1e-14)

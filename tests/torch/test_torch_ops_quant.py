@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 import numkern.quant as nq  # noqa: E402
 from numkern._torch_ops import quant as tq, splitquant as tsq  # noqa: E402,F401  (registration)
 from numkern.quant.olive import OVPTensor  # noqa: E402
+from torch_testutil import compiled_fullgraph  # noqa: E402
 
 sqpkg = importlib.import_module("numkern.quant.splitquant")
 o = torch.ops.numkern
@@ -228,11 +229,7 @@ def test_compile_fake_opcheck():
                 + o.ovp_quantize(x2, torch.zeros(x2.shape[0], dtype=F64), 4, 0, False, True, 0)[1].sum())
 
     x, x2 = xs((3, 12)), xs((3, 20), seed=7)
-    e = torch._dynamo.explain(f)(x, x2)
-    assert e.graph_break_count == 0 and e.graph_count == 1, e.break_reasons
-    torch._dynamo.reset()
-    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
-    assert float(cf(x, x2)) == float(f(x, x2))
+    cf = compiled_fullgraph(f, x, x2)
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     (g1,), (g2,) = torch.autograd.grad(cf(xa, x2), xa), torch.autograd.grad(f(xb, x2), xb)
     torch.testing.assert_close(g1, g2, rtol=0, atol=0)
