@@ -609,6 +609,25 @@ def _cat(blocks):
     return torch.cat([b.reshape(-1) for b in blocks])
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = sum_r x_r over the ranks of a process group (every rank gets y).  Its backward is the
+    same all-reduce of the incoming gradients (d y / d x_r = I on every rank, so the gradient of
+    x_r is sum_r' g_r'), itself differentiable, so double backward works through it."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        import torch.distributed as dist
+
+        ctx.group = group
+        y = x.clone()
+        dist.all_reduce(y, group=group)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.apply(grad.contiguous(), ctx.group), None
+
+
 class _Group:
     """Data-parallel statistics over a torch.distributed process group.  Every rank evaluates the
     same global penalty from all-reduced statistics (differentiable all-reduces: their backward
@@ -618,13 +637,12 @@ class _Group:
 
     def __init__(self, group):
         import torch.distributed as dist
-        from torch.distributed.nn.functional import all_reduce
 
-        self.group, self.dist, self._ar = group, dist, all_reduce
+        self.group, self.dist = group, dist
         self.size = dist.get_world_size(group)
 
     def sum(self, x):
-        return self._ar(x, group=self.group)
+        return _AllReduceSum.apply(x.contiguous(), self.group)
 
     def counts(self, ns, device):
         """Every domain's sample count over all ranks (a float64 tensor; ValueError if one is 0)."""
