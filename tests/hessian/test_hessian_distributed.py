@@ -121,6 +121,14 @@ def worker(rank, world, init, out_dir):
             vals.append(float(pen.detach()))
             grads.append([p.grad.clone() for p in h.parameters()])
         res["pen_grads"], res["pen_equal_values"] = grads, vals
+        # the penalties' all-reduce, differentiated twice: L_r = sum (AR(x^2))^2 with S = sum_r x_r^2
+        xr = torch.tensor([1.0 + rank, -2.0, 0.5 * rank], dtype=F64, requires_grad=True)
+        from numkern.hessian._torch import _AllReduceSum
+
+        loss = (_AllReduceSum.apply(xr * xr, dist.group.WORLD) ** 2).sum()
+        g1, = torch.autograd.grad(loss, xr, create_graph=True)
+        g2, = torch.autograd.grad(g1.sum(), xr)
+        res["ar_grads"] = (xr.detach(), g1.detach(), g2)
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # both ranks are done before either tears its process group down
         del ddp, dh, op
@@ -192,3 +200,16 @@ def test_penalties_values_and_ddp_gradients(ranks):
         for r in ranks:
             for a, b in zip(r["pen_grads"][i], [p.grad for p in h.parameters()]):
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_all_reduce_first_and_second_derivatives(ranks):
+    """With S = sum_r x_r^2 and X = sum_r x_r (elementwise, R = 2 ranks), L_r = sum S^2 on every
+    rank; backward of the all-reduce sums over the ranks, so rank r's gradient is R (2 R S x_r) =
+    8 S x_r and the gradient of sum(that) is 8 S + 16 X x_r (second order through both
+    all-reduces)."""
+    xs = [r["ar_grads"][0] for r in ranks]
+    S = sum(x * x for x in xs)
+    X = sum(xs)
+    for x, r in zip(xs, ranks):
+        torch.testing.assert_close(r["ar_grads"][1], 8 * S * x, rtol=1e-14, atol=0)
+        torch.testing.assert_close(r["ar_grads"][2], 8 * S + 16 * X * x, rtol=1e-14, atol=0)
