@@ -60,6 +60,13 @@ constexpr int kLanes = 32;
 #else
 #define NK_NO_VECTORIZE(var) ((void)0)
 #endif
+// A group kernel whose every call is inlined, whatever the compiler's growth limits (the loops of
+// double-double arithmetic vectorize only with dd.hpp's helpers inlined).
+#if defined(__GNUC__)
+#define NK_LANES_FLATTEN __attribute__((flatten))
+#else
+#define NK_LANES_FLATTEN
+#endif
 constexpr int kMaxTerms = bessel_detail::kDebyeTerms - 1;  // 20
 // bucket 0: scalar; 1..10: Debye with 2b terms; 11: Hankel; 12, 13: power series of I (x <= 2
 // with a fixed 12 terms; 2 < x < 25 until converged)
@@ -672,9 +679,14 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
 // dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
 //   I (e^-x when kScaled) = exp(v eta - shift + rest),  K (e^x) = exp(-v eta - shift + rest).
 // Lanes where exp() is within 0.1 of its overflow or underflow limit go to the scalar path.
-template <bool kIsK, bool kScaled, int kTerms>
-inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
-  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
+//
+// The exponent and the sum's variables (debye_exact_exponent) do not depend on the number of
+// terms: one flattened function per (kIsK, kScaled).  Flattened because its double-double helpers
+// (dd.hpp) must be inlined for the loops to vectorize, and GCC's unit-growth limit stopped
+// inlining them once the translation unit grew (kv / kve Debye lanes 24 -> 86 ns per element).
+template <bool kIsK, bool kScaled>
+NK_LANES_FLATTEN inline void debye_exact_exponent(const double* v, const double* x, double* p2, double* u,
+                                                  double* inv_h, double* e_hi, double* e_lo) {
   double h_hi[kLanes], h_lo[kLanes], tab_hi[kLanes], tab_lo[kLanes];
   double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes];  // (arrays, not structs:
   int red_idx[kLanes];                                                 //  they vectorize)
@@ -707,6 +719,11 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
     e_hi[l] = e.hi;
     e_lo[l] = e.lo;
   }
+}
+template <bool kIsK, bool kScaled, int kTerms>
+inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
+  debye_exact_exponent<kIsK, kScaled>(v, x, p2, u, inv_h, e_hi, e_lo);
   debye_sums<kTerms>(p2, u, s);
   for (int l = 0; l < kLanes; ++l) {
     double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
@@ -767,7 +784,7 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
 // subnormal or zero result) go to the scalar path.
 constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
 template <bool kScaled>
-inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
   double q[kLanes], term[kLanes], sum[kLanes], stir[kLanes];
   double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes], tab_hi[kLanes], tab_lo[kLanes];
@@ -891,33 +908,38 @@ struct DropinLanes {
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
   // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
   // bessel.hpp's iv_series_direct below); ive/kve in the Hankel region: hankel_scaled_group.
-  // (branches with early exits: GCC does not vectorize this bucket loop, and a branchy scalar
-  // test is cheaper than evaluating every select; the classes are mostly homogeneous)
+  // Written as selects (& on bools, no early exits), as lane_bucket: block_pass's bucket loop
+  // vectorizes then.  (With early exits the loop was scalar and its branches mispredicted on the
+  // mixed classes: 7-11 ns per element of kv / kve at large x or large v, against ~2 ns.)
   static std::int64_t bucket(double v, double x) {
     using namespace bessel_detail;
-    if (!(v >= 0.0 && x > 0.0 && x <= 1.7976931348623157e308)) return 0;
-    const double ht = hankel_threshold(v);
+    const bool valid = (v >= 0.0) & (x > 0.0) & (x <= 1.7976931348623157e308);
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
-    if (x >= ht) return kScaled ? kHankelBucket : 0;
+    const bool hankel = x >= hankel_threshold(v);
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
     // (kv, kve at x >= 1 otherwise: kv_mid_group)
-    if (v < kDebyeMinOrder) {
-      const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
-      const std::int64_t small = (kIsK && x >= 1.0) ? mid : 0;
-      return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small;
-    }
-    if (!(v < 1e8 && x > 1e-140)) return 0;
-    if (!kIsK && x <= 2.0 && v < 170.0) {
-      // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
-      // v |log(x/2)| <= 600; here |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1))
-      const double half = 0.5 * x;
-      const double e = static_cast<double>(static_cast<std::int64_t>(m::to_bits(half) >> 52) - 1023);
-      return (half >= 1e-6 && v * (-e * 0.6931471805599453) <= 599.0) ? kSmallXBucket : 0;
-    }
+    const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
+    const std::int64_t small_mid = (kIsK & (x >= 1.0)) ? mid : 0;
+    const std::int64_t small = v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small_mid;
     // x > 2^50 with x >= 16 v: bessel.hpp's cancellation-free exponent (the lanes' double-double
     // one is good to eps^2 x absolute only: 7 ulp at v = 5e7, x = 2e15)
-    if (x >= 16.0 * v && x > 1.125899906842624e15) return 0;  // (debye_far)
-    return debye_bucket(v, x);
+    const bool debye_far = (x >= 16.0 * v) & (x > 1.125899906842624e15);
+    const bool large_ok = (v < 1e8) & (x > 1e-140) & !debye_far;
+    std::int64_t large = large_ok ? debye_bucket(v, x) : 0;
+    if constexpr (!kIsK) {
+      // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
+      // v |log(x/2)| <= 600; here |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1);
+      // e + 1023 + 2^52 as a double from the exponent bits, exact: no int-to-double conversion)
+      const double half = 0.5 * x;
+      const double e = m::from_bits((m::to_bits(half) >> 52) | 0x4330000000000000ull) - (4503599627370496.0 + 1023.0);
+      const bool series = (x <= 2.0) & (v < 170.0) & (half >= 1e-6) & (v * (-e * 0.6931471805599453) <= 599.0);
+      const std::int64_t small_x = series ? kSmallXBucket : 0;
+      large = ((x <= 2.0) & (v < 170.0)) ? small_x : large;
+      large = large_ok ? large : 0;
+    }
+    std::int64_t b = v < kDebyeMinOrder ? small : large;
+    b = hankel ? (kScaled ? kHankelBucket : 0) : b;
+    return valid ? b : 0;
   }
   static double scalar(double v, double x) {
     if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
