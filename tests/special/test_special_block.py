@@ -386,9 +386,11 @@ def test_block_in_place_blocks_match_sorted_blocks(name):
 
 
 def test_block_series_terms_do_not_depend_on_the_group():
-    """log I's power-series lanes (x <= 2) sum a fixed number of terms per bucket (twelve at
-    v < 20; ten, or five at x <= 0.2, at v >= 20) from the innermost term out, whatever the other
-    lanes of their group: a lane's result is the same next to lanes of small or of large x."""
+    """log I's power-series lanes (x <= 2): at v < 20 they sum as many terms as the largest
+    q = (x/2)^2 of their group needs (series_terms), and the terms a lane adds beyond its own need
+    are below half an ulp of its sum; at v >= 20 a fixed count per bucket (ten, or five at
+    x <= 0.2) from the innermost term out.  Either way a lane's result is the same next to lanes
+    of small or of large x."""
     rng = np.random.default_rng(42)
     for lo, hi in ((0.0, 20.0), (20.0, 150.0)):
         v = rng.uniform(lo, hi, 4000)

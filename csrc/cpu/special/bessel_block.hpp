@@ -365,12 +365,38 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
 
 // bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
 //   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
-// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2, twelve terms (1 / (13!)^2 < 1e-19);
-// kLong: until every lane's term is below 1e-17 of its sum (x < 25).
+// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; the group sums the terms k <= K for the
+// K of series_terms (at most 12: 1 / (13!)^2 < 1e-19); kLong: until every lane's term is below
+// 1e-17 of its sum (x < 25).
+//
+// series_terms: the fewest terms K such that the tail of every lane, sum_{k > K} q^k / (k! (v+1)_k)
+// <= t_{K+1} / (1 - r) with t_k = qmax^k / (k! (vmin+1)_k) and r = qmax / ((K+2) (vmin+K+2)) <= 1/8,
+// is below 1e-17 of its sum (>= 1); at most kMax.
+// (qmax, vmin from the lanes' q >= 0 and v >= 0 as integer reductions of their bit patterns, which
+// the compiler vectorizes; t_k = tn / td without divisions: tn <= 1, td <= 13! (33)_12 < 1e30)
+inline int series_terms(const double* q, const double* v, int kmax) {
+  std::int64_t qbits = 0, vbits = INT64_MAX;
+  for (int l = 0; l < kLanes; ++l) {
+    const std::int64_t qb = static_cast<std::int64_t>(m::to_bits(q[l]));
+    const std::int64_t vb = static_cast<std::int64_t>(m::to_bits(v[l]));
+    qbits = qb > qbits ? qb : qbits;
+    vbits = vb < vbits ? vb : vbits;
+  }
+  const double qmax = m::from_bits(static_cast<std::uint64_t>(qbits));
+  const double vmin = m::from_bits(static_cast<std::uint64_t>(vbits));
+  double tn = 1.0, td = 1.0;
+  int k = 0;
+  do {
+    ++k;
+    tn *= qmax;
+    td *= k * (vmin + k);
+  } while (k < kmax && 1.125 * tn * qmax >= 1e-17 * (td * ((k + 1) * (vmin + k + 1))));
+  return k;
+}
 template <bool kLong>
 inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
-  double half[kLanes], q[kLanes], term[kLanes], sum[kLanes], sum_den[kLanes], mu[kLanes], n[kLanes];
+  double half[kLanes], q[kLanes], term[kLanes], sum[kLanes], mu[kLanes], n[kLanes];
   std::int64_t active[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     half[l] = 0.5 * x[l];
@@ -396,16 +422,11 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       if (!any) break;
     }
   } else {
-    // twelve terms as sum / sum_den from the innermost out, S_(k-1) = 1 + q S_k / (k (v + k)):
-    // no division per term (sum_den <= 12! (32! / 20!) < 1e26); a fixed count, as in
-    // series_large_order_group, so that a lane's bits do not depend on its group
-    for (int l = 0; l < kLanes; ++l) sum_den[l] = 1.0;
-#pragma GCC unroll 12
-    for (int k = 12; k >= 1; --k)
+    const int terms = series_terms(q, v, 12);
+    for (int k = 1; k <= terms; ++k)
       for (int l = 0; l < kLanes; ++l) {
-        const double c = k * (v[l] + k);
-        sum[l] = m::muladd(q[l], sum[l], sum_den[l] * c);
-        sum_den[l] = sum_den[l] * c;
+        term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
+        sum[l] += term[l];
       }
   }
   // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
@@ -438,10 +459,8 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       odd = m::muladd(odd, t2, kRGamma[k + 1]);
     }
     const double rg = m::muladd(t, odd, even);
-    const double den_all = upper ? den[l] * mu[l] : den[l];
-    // (x <= 2: rg sum / (den_all sum_den), one division)
-    const double pre_sum = kLong ? (rg * num[l]) / den_all * sum[l] : (rg * sum[l]) / (den_all * sum_den[l]);
-    out[l] = log_branchfree(pre_sum) + (kLong ? mu[l] : v[l]) * log_branchfree(half[l]);
+    const double pre = (kLong ? rg * num[l] : rg) / (upper ? den[l] * mu[l] : den[l]);
+    out[l] = log_branchfree(pre * sum[l]) + (kLong ? mu[l] : v[l]) * log_branchfree(half[l]);
   }
 }
 
@@ -467,7 +486,9 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   // the kTerms terms as num / den from the innermost out, S_(k-1) = 1 + t_k S_k with
   // t_k = q / (k (v + k)) = (q / v) / c_k, c_k = k (1 + k / v) in [k, 1.5 k] (den <= 10! 1.5^10 at
   // any v): one division per lane, not one per term.  (A fixed count, not series_terms' bound per
-  // group: summed from the innermost term, the bits of a lane would depend on its group's count.)
+  // group: summed from the innermost term, the bits of a lane would depend on its group's count.
+  // At v < 20, series_group keeps the forward sum of the header's log_iv_series, whose bits
+  // test_special_api.py::test_negative_argument compares with the header path's.)
   double num[kLanes], den[kLanes], inv_v[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     inv_v[l] = 1.0 / vl[l];
