@@ -846,8 +846,8 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
 //   y = (x/2) e / v (double-double), S(v) = Stirling's series, sum = sum_k q^k / (k! (v+1)_k)
 // with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  The header takes pow(y, v)
 // (scalar); here v log y is a double-double (dd_log, ~1e-30) and the exponential is
-// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is below -700 (a
-// subnormal or zero result) go to the scalar path.
+// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is in [-745.2, -700] (a
+// subnormal result) go to the scalar path; below, the result is 0.
 constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
 template <bool kScaled>
 NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
@@ -889,8 +889,12 @@ NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, 
     if (kScaled) e = dd_add(e, -x[l]);
     const double hi = e.hi > -700.0 ? (e.hi < 700.0 ? e.hi : 700.0) : -700.0;
     const double ex = exp_branchfree(hi);
-    out[l] = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
-    cancels[l] = e.hi <= -700.0;
+    // below e^-745.2 the result, exp(e) sum / sqrt(2 pi v) with sum < 1.05 and sqrt(2 pi v) > 11,
+    // is below half the least subnormal: 0, as the header's (no scalar redo, which costs ~150 ns)
+    const std::int64_t zero = e.hi < -745.2;
+    const double val = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
+    out[l] = zero ? 0.0 : val;
+    cancels[l] = (e.hi <= -700.0) & (zero ^ 1);
   }
 }
 
@@ -993,12 +997,11 @@ struct DropinLanes {
     const bool large_ok = (v < 1e8) & (x > 1e-140) & !debye_far;
     std::int64_t large = large_ok ? debye_bucket(v, x) : 0;
     if constexpr (!kIsK) {
-      // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
-      // v |log(x/2)| <= 600; here |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1);
-      // e + 1023 + 2^52 as a double from the exponent bits, exact: no int-to-double conversion)
-      const double half = 0.5 * x;
-      const double e = m::from_bits((m::to_bits(half) >> 52) | 0x4330000000000000ull) - (4503599627370496.0 + 1023.0);
-      const bool series = (x <= 2.0) & (v < 170.0) & (half >= 1e-6) & (v * (-e * 0.6931471805599453) <= 599.0);
+      // iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1: the series.  Where the header leaves it
+      // (v |log(x/2)| > 600, so v > 600 / 13.9 = 43) the result is below e^(-600 + v (1 - log v))
+      // < e^-718: iv_small_x_group returns 0 below e^-745.2 and sends the subnormal rest to the
+      // header, so that those lanes too have the header's bits.
+      const bool series = (x <= 2.0) & (v < 170.0) & (0.5 * x >= 1e-6);
       const std::int64_t small_x = series ? kSmallXBucket : 0;
       large = ((x <= 2.0) & (v < 170.0)) ? small_x : large;
       large = large_ok ? large : 0;
