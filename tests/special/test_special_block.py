@@ -386,9 +386,11 @@ def test_block_in_place_blocks_match_sorted_blocks(name):
 
 
 def test_block_series_terms_do_not_depend_on_the_group():
-    """log I's power-series lanes (x <= 2) sum as many terms as the largest q = (x/2)^2 of their
-    group needs (series_terms); the terms a lane adds beyond its own need are below half an ulp
-    of its sum, so its result is the same next to lanes of small or of large x."""
+    """log I's power-series lanes (x <= 2): at v < 20 they sum as many terms as the largest
+    q = (x/2)^2 of their group needs (series_terms), and the terms a lane adds beyond its own need
+    are below half an ulp of its sum; at v >= 20 a fixed count per bucket (ten, or five at
+    x <= 0.2) from the innermost term out.  Either way a lane's result is the same next to lanes
+    of small or of large x."""
     rng = np.random.default_rng(42)
     for lo, hi in ((0.0, 20.0), (20.0, 150.0)):
         v = rng.uniform(lo, hi, 4000)
@@ -399,3 +401,19 @@ def test_block_series_terms_do_not_depend_on_the_group():
         big_x = 2.0 if hi <= 20.0 else 0.2
         mixed = nks.log_iv(_interleave(v, v), _interleave(x, np.array([big_x])))
         np.testing.assert_array_equal(mixed[0::2], alone)
+
+
+@pytest.mark.parametrize("name", ["iv", "ive"])
+def test_block_iv_small_x_underflow_matches_scalar_path(name, isa):
+    """iv / ive lanes at 20 <= v < 170, 1e-6 <= x/2 <= 1 (iv_small_x_group), also where the header
+    leaves its power series (v |log(x/2)| > 600): results below e^-745.2 are 0 in the lanes, the
+    subnormal ones come from the header; both equal the header's bits, on every tier."""
+    rng = np.random.default_rng(51)
+    v = rng.uniform(20.0, 170.0, 20000)
+    x = np.exp(rng.uniform(np.log(2e-6), np.log(2.0), v.size))
+    block, scalar = _both(name, v, x)
+    small = scalar < np.finfo(np.float64).tiny  # zero or subnormal
+    assert (scalar == 0).sum() > 5000 and (small & (scalar > 0)).sum() > 50
+    np.testing.assert_array_equal(block[small], scalar[small])
+    big = ~small
+    assert np.all(np.abs(block[big] - scalar[big]) <= BLOCK_BOUND * np.abs(scalar[big]))

@@ -60,6 +60,13 @@ constexpr int kLanes = 32;
 #else
 #define NK_NO_VECTORIZE(var) ((void)0)
 #endif
+// A group kernel whose every call is inlined, whatever the compiler's growth limits (the loops of
+// double-double arithmetic vectorize only with dd.hpp's helpers inlined).
+#if defined(__GNUC__)
+#define NK_LANES_FLATTEN __attribute__((flatten))
+#else
+#define NK_LANES_FLATTEN
+#endif
 constexpr int kMaxTerms = bessel_detail::kDebyeTerms - 1;  // 20
 // bucket 0: scalar; 1..10: Debye with 2b terms; 11: Hankel; 12, 13: power series of I (x <= 2
 // with a fixed 12 terms; 2 < x < 25 until converged)
@@ -226,6 +233,40 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
   return e;
 }
 
+// debye_exponent_near_zero for the lanes of a group with near[l] set, compacted into groups of
+// 8 (a group within the band has a few such lanes: ~5 % of random x / v in [0.01, 100]); the
+// other lanes' outputs stay as they are.  Each lane's result is the same as in a full group.
+inline void near_zero_lanes(const double* v, const double* x, const std::int64_t* near, double* hi, double* lo,
+                            double* d) {
+  constexpr int kStep = 8;
+  int idx[kLanes], count = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    NK_NO_VECTORIZE(l);
+    idx[count] = l;
+    count += static_cast<int>(near[l]);
+  }
+  const int padded = (count + kStep - 1) / kStep * kStep;
+  double nv[kLanes], nx[kLanes], nhi[kLanes], nlo[kLanes], nd[kLanes];
+  for (int j = 0; j < padded; ++j) {
+    NK_NO_VECTORIZE(j);
+    const int l = idx[j < count ? j : 0];
+    nv[j] = v[l];
+    nx[j] = x[l];
+  }
+  for (int g = 0; g < padded; g += kStep)
+    for (int j = g; j < g + kStep; ++j) {
+      dd e = debye_exponent_near_zero(nv[j], nx[j], &nd[j]);
+      nhi[j] = e.hi;
+      nlo[j] = e.lo;
+    }
+  for (int j = 0; j < count; ++j) {
+    NK_NO_VECTORIZE(j);
+    hi[idx[j]] = nhi[j];
+    lo[idx[j]] = nlo[j];
+    d[idx[j]] = nd[j];
+  }
+}
+
 // log(S / sqrt(2 pi h)) for I, log(S sqrt(pi / (2 h))) for K, as half the log of the square
 // (no square root), from the Debye sum S and 1 / h.
 template <bool kIsK>
@@ -244,8 +285,8 @@ NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
 template <bool kIsK, int kTerms>
 inline void debye_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], plain[kLanes], scale[kLanes], inv_h[kLanes];
-  double near_hi[kLanes] = {}, near_lo[kLanes] = {}, near_d[kLanes];
-  std::int64_t any_near = 0;
+  double near_hi[kLanes], near_lo[kLanes], near_d[kLanes];  // (zeroed in the loop: `= {}` became rep stos)
+  std::int64_t near[kLanes], any_near = 0;
   for (int l = 0; l < kLanes; ++l) {
     double h = std::sqrt(v[l] * v[l] + x[l] * x[l]);
     inv_h[l] = 1.0 / h;
@@ -257,15 +298,12 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     scale[l] = h - v[l] * lw;
     // |x / v - z0| within reach (a slightly wider test than the one applied below)
     near_d[l] = 1.0;  // beyond reach unless the series runs
-    any_near |= std::fabs(x[l] - bessel_detail::kLaplaceZ0Hi * v[l]) <= 1.01 * kTaylorReach * v[l];
+    near_hi[l] = 0.0;
+    near_lo[l] = 0.0;
+    near[l] = std::fabs(x[l] - bessel_detail::kLaplaceZ0Hi * v[l]) <= 1.01 * kTaylorReach * v[l];
+    any_near |= near[l];
   }
-  if (any_near) {  // most groups outside the band skip the series
-    for (int l = 0; l < kLanes; ++l) {
-      dd e = debye_exponent_near_zero(v[l], x[l], &near_d[l]);
-      near_hi[l] = e.hi;
-      near_lo[l] = e.lo;
-    }
-  }
+  if (any_near) near_zero_lanes(v, x, near, near_hi, near_lo, near_d);  // (most groups skip it)
   if constexpr (kTerms == 0) {  // (each lane its own number of terms: its bucket, in cancels on entry)
     debye_sums_by_lane(cancels, p2, u, s);
   } else {
@@ -437,25 +475,37 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   constexpr double kE = 2.718281828459045;
   // (local copies of v and x: with the parameters GCC versions the loops on an aliasing check and
   // ran the term loop's scalar version)
-  double vl[kLanes], xl[kLanes], q[kLanes], term[kLanes], sum[kLanes];
+  double vl[kLanes], xl[kLanes], q[kLanes], sum[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     vl[l] = v[l];
     xl[l] = x[l];
     const double half = 0.5 * xl[l];
     q[l] = half * half;
-    term[l] = 1.0;
-    sum[l] = 1.0;
     cancels[l] = 0;
   }
-  const int terms = series_terms(q, vl, kTerms);
-  for (int k = 1; k <= terms; ++k)
+  // the kTerms terms as num / den from the innermost out, S_(k-1) = 1 + t_k S_k with
+  // t_k = q / (k (v + k)) = (q / v) / c_k, c_k = k (1 + k / v) in [k, 1.5 k] (den <= 10! 1.5^10 at
+  // any v): one division per lane, not one per term.  (A fixed count, not series_terms' bound per
+  // group: summed from the innermost term, the bits of a lane would depend on its group's count.
+  // At v < 20, series_group keeps the forward sum of the header's log_iv_series, whose bits
+  // test_special_api.py::test_negative_argument compares with the header path's.)
+  double num[kLanes], den[kLanes], inv_v[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    inv_v[l] = 1.0 / vl[l];
+    num[l] = 1.0;
+    den[l] = 1.0;
+  }
+#pragma GCC unroll 10
+  for (int k = kTerms; k >= 1; --k)
     for (int l = 0; l < kLanes; ++l) {
-      term[l] *= q[l] * (1.0 / (k * (vl[l] + k)));
-      sum[l] += term[l];
+      const double c = k * m::muladd(k, inv_v[l], 1.0);
+      num[l] = m::muladd(q[l] * inv_v[l], num[l], den[l] * c);
+      den[l] = den[l] * c;
     }
+  for (int l = 0; l < kLanes; ++l) sum[l] = num[l] / den[l];
   double res[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double rv = 1.0 / vl[l], r2 = rv * rv;
+    const double rv = inv_v[l], r2 = rv * rv;
     const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
                             r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
     const double lead = vl[l] * log_branchfree(0.5 * xl[l] * kE * rv);
@@ -522,6 +572,13 @@ NK_FORCE_INLINE inline void k_mid_lanes(const double* mu, const double* x, doubl
     kmu[l] = f0;
     kmu1[l] = m::muladd(mu[l] / x[l], f0, f1);
   }
+}
+
+// The largest n of a group (n = rint(v) in [0, 20]), as an integer: the recurrence's step count.
+inline int recurrence_steps(const double* n) {
+  double most = 0.0;
+  for (int l = 0; l < kLanes; ++l) most = n[l] > most ? n[l] : most;
+  return static_cast<int>(most);
 }
 
 template <int kPiece>
@@ -604,18 +661,25 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
     inv[l] = 1.0 / x[l];
     inv_lo[l] = m::fma(-inv[l], x[l], 1.0) * inv[l];
   }
-  for (int i = 1; i < 20; ++i)
+  // Every lane steps up to the group's largest n (no larger than K_20 at x = 1e-3 ~ 1e83) and
+  // keeps K_mu+n from its own step n - 1: the same operations, so the same bits, as stopping there.
+  // (A masked step, `cur = i < n ? next : cur`, became masked stores behind an any-lane branch,
+  // whose reloads missed store forwarding: ~20 ns per element.)
+  double kn[kLanes];
+  const int steps = recurrence_steps(n);
+  for (int l = 0; l < kLanes; ++l) kn[l] = n[l] == 0.0 ? kmu[l] : kmu1[l];
+  for (int i = 1; i < steps; ++i)
     for (int l = 0; l < kLanes; ++l) {
       const double a = 2.0 * (mu[l] + i);
       const double f = m::muladd(a, inv[l], a * inv_lo[l]);  // (portable tier: a * inv + ...)
       const double next = f * cur[l] + prev[l];
-      const std::int64_t step = i < n[l];
-      prev[l] = step ? cur[l] : prev[l];
-      cur[l] = step ? next : cur[l];
+      prev[l] = cur[l];
+      cur[l] = next;
+      kn[l] = n[l] == i + 1 ? next : kn[l];
     }
   // (as the header: log(e^x K e^-x), not log(e^x K) - x, which cancels where log K is small)
   for (int l = 0; l < kLanes; ++l) {
-    const double k = n[l] == 0.0 ? kmu[l] : cur[l];
+    const double k = kn[l];
     out[l] = log_branchfree(kTemme ? k : k * exp_branchfree(-x[l]));
   }
 }
@@ -642,7 +706,14 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
     prev_lo[l] = 0.0;
     cur_lo[l] = 0.0;
   }
-  for (int i = 1; i < 20; ++i)
+  // (every lane steps to the group's largest n and keeps its own step's value: k_small_group)
+  double kn[kLanes], kn_lo[kLanes];
+  const int steps = recurrence_steps(n);
+  for (int l = 0; l < kLanes; ++l) {
+    kn[l] = n[l] == 0.0 ? kmu[l] : kmu1[l];
+    kn_lo[l] = 0.0;
+  }
+  for (int i = 1; i < steps; ++i)
     for (int l = 0; l < kLanes; ++l) {
       const dd a = two_sum(2.0 * mu[l], 2.0 * i);
       const double f = a.hi * inv[l];
@@ -650,14 +721,16 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
       const dd pr = two_prod(f, cur[l]);
       const dd sm = two_sum(pr.hi, prev[l]);
       const double next_lo = ((sm.lo + pr.lo) + (f_lo * cur[l] + prev_lo[l])) + f * cur_lo[l];
-      const std::int64_t step = i < n[l];
-      prev[l] = step ? cur[l] : prev[l];
-      prev_lo[l] = step ? cur_lo[l] : prev_lo[l];
-      cur[l] = step ? sm.hi : cur[l];
-      cur_lo[l] = step ? next_lo : cur_lo[l];
+      prev[l] = cur[l];
+      prev_lo[l] = cur_lo[l];
+      cur[l] = sm.hi;
+      cur_lo[l] = next_lo;
+      const bool mine = n[l] == i + 1;
+      kn[l] = mine ? sm.hi : kn[l];
+      kn_lo[l] = mine ? next_lo : kn_lo[l];
     }
   for (int l = 0; l < kLanes; ++l) {
-    const double hi = n[l] == 0.0 ? kmu[l] : cur[l], lo = n[l] == 0.0 ? 0.0 : cur_lo[l];
+    const double hi = kn[l], lo = kn_lo[l];
     if constexpr (kScaled) {
       out[l] = hi + lo;
     } else {
@@ -672,9 +745,14 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
 // dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
 //   I (e^-x when kScaled) = exp(v eta - shift + rest),  K (e^x) = exp(-v eta - shift + rest).
 // Lanes where exp() is within 0.1 of its overflow or underflow limit go to the scalar path.
-template <bool kIsK, bool kScaled, int kTerms>
-inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
-  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
+//
+// The exponent and the sum's variables (debye_exact_exponent) do not depend on the number of
+// terms: one flattened function per (kIsK, kScaled).  Flattened because its double-double helpers
+// (dd.hpp) must be inlined for the loops to vectorize, and GCC's unit-growth limit stopped
+// inlining them once the translation unit grew (kv / kve Debye lanes 24 -> 86 ns per element).
+template <bool kIsK, bool kScaled>
+NK_LANES_FLATTEN inline void debye_exact_exponent(const double* v, const double* x, double* p2, double* u,
+                                                  double* inv_h, double* e_hi, double* e_lo) {
   double h_hi[kLanes], h_lo[kLanes], tab_hi[kLanes], tab_lo[kLanes];
   double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes];  // (arrays, not structs:
   int red_idx[kLanes];                                                 //  they vectorize)
@@ -707,6 +785,11 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
     e_hi[l] = e.hi;
     e_lo[l] = e.lo;
   }
+}
+template <bool kIsK, bool kScaled, int kTerms>
+inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
+  debye_exact_exponent<kIsK, kScaled>(v, x, p2, u, inv_h, e_hi, e_lo);
   debye_sums<kTerms>(p2, u, s);
   for (int l = 0; l < kLanes; ++l) {
     double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
@@ -763,11 +846,11 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
 //   y = (x/2) e / v (double-double), S(v) = Stirling's series, sum = sum_k q^k / (k! (v+1)_k)
 // with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  The header takes pow(y, v)
 // (scalar); here v log y is a double-double (dd_log, ~1e-30) and the exponential is
-// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is below -700 (a
-// subnormal or zero result) go to the scalar path.
+// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is in [-745.2, -700] (a
+// subnormal result) go to the scalar path; below, the result is 0.
 constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
 template <bool kScaled>
-inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
   double q[kLanes], term[kLanes], sum[kLanes], stir[kLanes];
   double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes], tab_hi[kLanes], tab_lo[kLanes];
@@ -806,8 +889,12 @@ inline void iv_small_x_group(const double* v, const double* x, double* out, std:
     if (kScaled) e = dd_add(e, -x[l]);
     const double hi = e.hi > -700.0 ? (e.hi < 700.0 ? e.hi : 700.0) : -700.0;
     const double ex = exp_branchfree(hi);
-    out[l] = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
-    cancels[l] = e.hi <= -700.0;
+    // below e^-745.2 the result, exp(e) sum / sqrt(2 pi v) with sum < 1.05 and sqrt(2 pi v) > 11,
+    // is below half the least subnormal: 0, as the header's (no scalar redo, which costs ~150 ns)
+    const std::int64_t zero = e.hi < -745.2;
+    const double val = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
+    out[l] = zero ? 0.0 : val;
+    cancels[l] = (e.hi <= -700.0) & (zero ^ 1);
   }
 }
 
@@ -891,33 +978,37 @@ struct DropinLanes {
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
   // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
   // bessel.hpp's iv_series_direct below); ive/kve in the Hankel region: hankel_scaled_group.
-  // (branches with early exits: GCC does not vectorize this bucket loop, and a branchy scalar
-  // test is cheaper than evaluating every select; the classes are mostly homogeneous)
+  // Written as selects (& on bools, no early exits), as lane_bucket: block_pass's bucket loop
+  // vectorizes then.  (With early exits the loop was scalar and its branches mispredicted on the
+  // mixed classes: 7-11 ns per element of kv / kve at large x or large v, against ~2 ns.)
   static std::int64_t bucket(double v, double x) {
     using namespace bessel_detail;
-    if (!(v >= 0.0 && x > 0.0 && x <= 1.7976931348623157e308)) return 0;
-    const double ht = hankel_threshold(v);
+    const bool valid = (v >= 0.0) & (x > 0.0) & (x <= 1.7976931348623157e308);
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
-    if (x >= ht) return kScaled ? kHankelBucket : 0;
+    const bool hankel = x >= hankel_threshold(v);
     // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
     // (kv, kve at x >= 1 otherwise: kv_mid_group)
-    if (v < kDebyeMinOrder) {
-      const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
-      const std::int64_t small = (kIsK && x >= 1.0) ? mid : 0;
-      return v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small;
-    }
-    if (!(v < 1e8 && x > 1e-140)) return 0;
-    if (!kIsK && x <= 2.0 && v < 170.0) {
-      // iv, ive at 20 <= v < 170, x <= 2: the series, where the header takes it too (its test is
-      // v |log(x/2)| <= 600; here |log(x/2)| <= -e ln 2 from the binade 2^e <= x/2 < 2^(e+1))
-      const double half = 0.5 * x;
-      const double e = static_cast<double>(static_cast<std::int64_t>(m::to_bits(half) >> 52) - 1023);
-      return (half >= 1e-6 && v * (-e * 0.6931471805599453) <= 599.0) ? kSmallXBucket : 0;
-    }
+    const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
+    const std::int64_t small_mid = (kIsK & (x >= 1.0)) ? mid : 0;
+    const std::int64_t small = v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small_mid;
     // x > 2^50 with x >= 16 v: bessel.hpp's cancellation-free exponent (the lanes' double-double
     // one is good to eps^2 x absolute only: 7 ulp at v = 5e7, x = 2e15)
-    if (x >= 16.0 * v && x > 1.125899906842624e15) return 0;  // (debye_far)
-    return debye_bucket(v, x);
+    const bool debye_far = (x >= 16.0 * v) & (x > 1.125899906842624e15);
+    const bool large_ok = (v < 1e8) & (x > 1e-140) & !debye_far;
+    std::int64_t large = large_ok ? debye_bucket(v, x) : 0;
+    if constexpr (!kIsK) {
+      // iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1: the series.  Where the header leaves it
+      // (v |log(x/2)| > 600, so v > 600 / 13.9 = 43) the result is below e^(-600 + v (1 - log v))
+      // < e^-718: iv_small_x_group returns 0 below e^-745.2 and sends the subnormal rest to the
+      // header, so that those lanes too have the header's bits.
+      const bool series = (x <= 2.0) & (v < 170.0) & (0.5 * x >= 1e-6);
+      const std::int64_t small_x = series ? kSmallXBucket : 0;
+      large = ((x <= 2.0) & (v < 170.0)) ? small_x : large;
+      large = large_ok ? large : 0;
+    }
+    std::int64_t b = v < kDebyeMinOrder ? small : large;
+    b = hankel ? (kScaled ? kHankelBucket : 0) : b;
+    return valid ? b : 0;
   }
   static double scalar(double v, double x) {
     if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
