@@ -25,13 +25,15 @@ constexpr std::int64_t align64(std::int64_t b) { return (b + 63) / 64 * 64; }
 struct Sections {
   std::int64_t normals, row_ptr, cols, values, end;
 };
-index_t normal_rows(index_t n, std::int64_t layout) {
-  return layout == kLayoutPanels ? (n + kPanelRows - 1) / kPanelRows * kPanelRows : n;
+// Bytes of the normals section.
+std::int64_t normal_bytes(index_t n, index_t k, std::int64_t layout) {
+  const index_t padded = (n + kPanelRows - 1) / kPanelRows * kPanelRows;
+  return layout == kLayoutRows ? n * k : (layout == kLayoutPanels ? padded * k : padded / 2 * k);
 }
 Sections sections(index_t n, index_t k, index_t n_out, std::int64_t layout) {
   Sections s;
   s.normals = 64;
-  s.row_ptr = s.normals + align64(normal_rows(n, layout) * k);
+  s.row_ptr = s.normals + align64(normal_bytes(n, k, layout));
   s.cols = s.row_ptr + align64(8 * (n + 1));
   s.values = s.cols + align64(4 * n_out);
   s.end = s.values + align64(4 * n_out);
@@ -91,7 +93,7 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
   const Sections s = sections(n, k, n_outliers, layout);
   std::memset(blob, 0, static_cast<std::size_t>(s.end));
   PackHeader h{kPackMagic, n, k, n_outliers, bits, normal, unit_of(bits, normal), 0, layout};
-  const bool panels = layout == kLayoutPanels;
+  const bool panels = layout == kLayoutPanels, nibbles = layout == kLayoutPanels4;
   std::memcpy(blob, &h, sizeof h);
   auto* normals = reinterpret_cast<std::int8_t*>(blob + s.normals);
   auto* row_ptr = reinterpret_cast<std::int64_t*>(blob + s.row_ptr);
@@ -110,6 +112,12 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
         if (out[e]) {
           cols[o] = static_cast<std::int32_t>(2 * p + e);
           values[o++] = g[e];
+        } else if (nibbles) {  // the code itself (panel_lut maps it to g / unit); zeros stay code 0
+          const index_t c = 2 * p + e, j = r % kPanelRows;
+          if (g[e] == 0.0f) continue;
+          const int code = (codes[r * bpr + p] >> (4 * e)) & 15;
+          blob[s.normals + ((r / kPanelRows) * k + c) * (kPanelRows / 2) + j % (kPanelRows / 2)] |=
+              static_cast<std::uint8_t>(code << (j >= kPanelRows / 2 ? 4 : 0));
         } else {
           const index_t c = 2 * p + e;
           normals[panels ? ((r / kPanelRows) * k + c) * kPanelRows + r % kPanelRows : r * k + c] =
@@ -130,7 +138,8 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
       h.n_outliers > h.n * h.k)
     return "packed: bad dimensions in the header";
   if ((h.bits != 4 && h.bits != 8) || h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)) ||
-      (h.layout != kLayoutRows && h.layout != kLayoutPanels))
+      (h.layout != kLayoutRows && h.layout != kLayoutPanels && h.layout != kLayoutPanels4) ||
+      (h.layout == kLayoutPanels4 && h.bits != 4))
     return "packed: bad format in the header";
   const Sections s = sections(h.n, h.k, h.n_outliers, h.layout);
   if (s.end != bytes) return "packed: size does not match its header";
@@ -214,6 +223,7 @@ constexpr index_t kChunkK = 256;   // weight columns widened at a time: a [256][
 constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in registers (no panel buffer)
 constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
 constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
+constexpr index_t kDirectBatch4 = 8;  // kLayoutPanels4: below this many batch rows, decode in registers
 
 struct PanelArgs {
   const PackView* pv;
@@ -223,6 +233,7 @@ struct PanelArgs {
   bool per_row;
   const float* bias;
   float* out;
+  float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
 };
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
@@ -254,8 +265,11 @@ void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, cons
                    const float* bias, float* out) {
   const PackView pv = pack_view(blob);
   if (batch == 0 || pv.h.n == 0) return;
-  if (pv.h.layout != kLayoutPanels) return matmul_rows(pv, x, batch, scales, per_row, bias, out);
-  matmul_panels(PanelArgs{&pv, x, batch, scales, per_row, bias, out});
+  if (pv.h.layout == kLayoutRows) return matmul_rows(pv, x, batch, scales, per_row, bias, out);
+  PanelArgs a{&pv, x, batch, scales, per_row, bias, out, {}};
+  for (int c = 0; c < 16; ++c)
+    a.lut[c] = pv.h.bits == 4 ? ov::decode_normal4(c, static_cast<int>(pv.h.normal)) / pv.h.unit : 0.0f;
+  matmul_panels(a);
 }
 
 }  // namespace nk::cpu::olive

@@ -9,7 +9,12 @@
 //   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Two layouts
 //            (header field `layout`): kLayoutRows [n][k] (row r's weights contiguous; the integer
 //            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
-//            column k of a 32-row panel contiguous; the float GEMM below reads this one)
+//            column k of a 32-row panel contiguous; the float GEMM below reads this one).
+//            kLayoutPanels4 (4-bit codes only): the same panels at half a byte a weight,
+//            [ceil(n / 32)][k][16] uint8, byte j of a panel column holding the normal code of panel
+//            row j in its low nibble and of row j + 16 in its high nibble (code 0, value 0, for an
+//            outlier, its victim and padding rows); the kernel maps a code to its grid value / unit
+//            with a 16-entry table in registers (panel_lut).
 //   row_ptr  int64 [n + 1]: outliers of row r are entries row_ptr[r] .. row_ptr[r + 1] - 1
 //   cols     int32 [n_outliers], ascending within a row
 //   values   float32 [n_outliers]: the outlier's grid value (q units)
@@ -31,7 +36,7 @@ struct PackHeader {
 static_assert(sizeof(PackHeader) == 64, "PackHeader is one 64-byte section");
 constexpr std::int64_t kPackMagic = 0x314b50564f4b4eLL;  // "NKOVPK1"
 
-enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1 };
+enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1, kLayoutPanels4 = 2 };
 constexpr index_t kPanelRows = 32;  // weight rows (output columns) of a kLayoutPanels panel
 
 // Total blob bytes for n rows of k weights with n_outliers outliers.
@@ -64,7 +69,9 @@ PackView pack_view(const std::uint8_t* blob);
 // registers; from 32 rows on, each 128-column chunk of a panel is widened once (outliers folded
 // in) into an L1 float buffer [128][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
 // batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
-// Summation order differs from the row layout's kernel; both equal x @ dequantized(W).T up to
+// With kLayoutPanels4 the same kernel decodes the nibbles in registers (a table lookup per 16
+// codes) below kDirectBatch4 batch rows, and into the L1 float buffer from there on.
+// Summation order differs from the row layout's kernel; all equal x @ dequantized(W).T up to
 // float32 rounding of the sums.
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
                    const float* bias, float* out);

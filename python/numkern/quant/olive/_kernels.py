@@ -47,6 +47,12 @@ def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int, layout
     return olive.prepack(_np(codes), _np(scales), per_row, k, bits, normal, layout)
 
 
+def _float_layout(bits: int) -> str:
+    """The pack layout of the float-activation kernel: 4-bit codes stay 4-bit ("panels4", half a
+    byte a weight, decoded in registers); 8-bit codes widen to int8 grid values ("panels")."""
+    return "panels4" if bits == 4 else "panels"
+
+
 def _np(t):
     return t.numpy() if hasattr(t, "numpy") and not isinstance(t, np.ndarray) else t
 
@@ -102,12 +108,13 @@ class _Prepared:
         self.bits, self.normal = layer.bits, _NORMAL[layer.normal]
         self.n, self.k = layer.out_features, layer.in_features
 
-    def packed(self, layout="panels"):
-        """The pack (a torch uint8 tensor) of this layout."""
+    def packed(self, layout=None):
+        """The pack (a torch uint8 tensor) of this layout (default: the float kernel's, _float_layout)."""
         return self.packed_np(layout)[0]
 
-    def packed_np(self, layout="panels"):
+    def packed_np(self, layout=None):
         """(torch tensor, numpy view) of the pack of this layout, built on first use."""
+        layout = layout or _float_layout(self.bits)
         pk = self.packs.get(layout)
         if pk is None:
             import torch
