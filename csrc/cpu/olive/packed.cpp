@@ -224,6 +224,10 @@ constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in re
 constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
 constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
 constexpr index_t kDirectBatch4 = 8;  // kLayoutPanels4: below this many batch rows, decode in registers
+// below this many batch rows, the GEMV (gemv_group in packed.inc) instead of the panel loop: it
+// reads the weights once per batch row, so it wins only at one row (measured at 4096 x 4096:
+// 2 and 3 rows are faster through the register tiles of the panel loop)
+constexpr index_t kGemvBatch = 2;
 
 struct PanelArgs {
   const PackView* pv;
@@ -247,6 +251,20 @@ struct PanelArgs {
 void matmul_panels(const PanelArgs& a) {
   void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
+  if (a.batch < kGemvBatch) {
+    void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
+    const index_t q = NK_PICK_TIER(gemv_groups)(npanels);
+    const int nt = threads_for(q, a.batch * n * a.pv->h.k);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t g = 0; g < q; ++g) {
+      alignas(64) static thread_local float scratch[kScratch];
+      group(a, g, q, scratch);
+    }
+    return;
+  }
   const int nt = threads_for(npanels, a.batch * n * a.pv->h.k);
   (void)nt;
 #if NK_HAVE_OPENMP

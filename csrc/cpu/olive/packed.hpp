@@ -70,7 +70,9 @@ PackView pack_view(const std::uint8_t* blob);
 // in) into an L1 float buffer [128][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
 // batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
 // With kLayoutPanels4 the same kernel decodes the nibbles in registers (a table lookup per 16
-// codes) below kDirectBatch4 batch rows, and into the L1 float buffer from there on.
+// codes) below 8 batch rows, and into the L1 float buffer from there on.  At one batch row
+// (either panel layout) a GEMV reads 4 (AVX-512) / 2 (AVX2) / 1 (portable) panels far apart at
+// once (more memory requests in flight than one weight stream), the outliers again sparse.
 // Summation order differs from the row layout's kernel; all equal x @ dequantized(W).T up to
 // float32 rounding of the sums.
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
