@@ -6,7 +6,7 @@
 //
 // Blob layout (one uint8 array, every section starting at a multiple of 64 bytes):
 //   header   PackHeader (64 bytes)
-//   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Two layouts
+//   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Three layouts
 //            (header field `layout`): kLayoutRows [n][k] (row r's weights contiguous; the integer
 //            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
 //            column k of a 32-row panel contiguous; the float GEMM below reads this one).
@@ -64,10 +64,10 @@ struct PackView {
 PackView pack_view(const std::uint8_t* blob);
 
 // out (batch, n) = x (batch, k) @ decode(codes).T (+ bias (n,) when not null) through the pack;
-// scales per row or one.  Either layout; with kLayoutPanels the active tier's register-blocked GEMM
+// scales per row or one.  Any layout; with kLayoutPanels the active tier's register-blocked GEMM
 // (packed.inc), threaded over 32-row panels: below 32 batch rows the int8 panel is widened in
-// registers; from 32 rows on, each 128-column chunk of a panel is widened once (outliers folded
-// in) into an L1 float buffer [128][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
+// registers (the one-row GEMV below at one row); from 32 rows on, each 256-column chunk of a panel is widened once (outliers folded
+// in) into an L1 float buffer [256][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
 // batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
 // With kLayoutPanels4 the same kernel decodes the nibbles in registers (a table lookup per 16
 // codes) below 8 batch rows, and into the L1 float buffer from there on.  At one batch row

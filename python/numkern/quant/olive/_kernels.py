@@ -3,17 +3,20 @@ C++ through ``torch.ops.numkern.ovp_matmul`` (numkern/_torch_ops/quant.py), on z
 with the weights prepacked once per layer.
 
 Kernel (numkern._core.olive, on the dispatcher's tier): ``matmul_packed`` / ``linear_packed`` on
-the layer's pack in layout "panels": the normal grid values as int8 (one byte a weight) in panels
-of 32 weight rows, column-major within a panel, the outliers as a sparse list per row.  Below 32
-batch rows the int8 panel is widened in registers and multiplied by up to 8 (AVX-512) / 6 batch
-rows at a time; from 32 rows on, each 128-column chunk of a panel is widened once (outliers
-folded in) into an L1 float buffer that every batch tile reuses (csrc/cpu/olive/packed.inc).  For
-4-bit weights the pack costs one byte a weight beside the codes' half byte; it is built on the
-first call and cached per layer (not in its state_dict, pickle or deepcopy), rebuilt when the
-codes or scales change.  It computes out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32
-from exact grid values: the result equals x @ ovp_dequantize(W).T (+ b) up to float32 summation
-order (relative to |x| @ |W|.T: below 1e-5, tests/olive/test_olive_int_kernels.py and
-tests/olive/test_olive_fast_path.py).  Without a pack (the op called with an empty one) the fused
+the layer's pack.  8-bit weights: layout "panels", the normal grid values as int8 (one byte a
+weight) in panels of 32 weight rows, column-major within a panel, the outliers as a sparse list per
+row.  4-bit weights: layout "panels4", the same panels holding the 4-bit normal codes (half a
+byte a weight, as many bytes as the codes), mapped to their grid values in registers by a
+16-entry table lookup.  One batch row: a GEMV reading 4 (AVX-512) / 2 (AVX2) panels far apart at
+once.  Up to 31 (int8) / 7 (4-bit) batch rows: the panel is widened in registers and multiplied by
+up to 8 (AVX-512) batch rows at a time; beyond, each 256-column chunk of a panel is widened once
+(outliers folded in) into an L1 float buffer that every batch tile reuses
+(csrc/cpu/olive/packed.inc).  The pack is built on the first call and cached per layer (not in its
+state_dict, pickle or deepcopy), rebuilt when the codes or scales change.  It computes
+out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32 from exact grid values: the result
+equals x @ ovp_dequantize(W).T (+ b) up to float32 summation order (relative to |x| @ |W|.T:
+below 1e-5, tests/olive/test_olive_int_kernels.py, tests/olive/test_olive_fast_path.py and
+tests/olive/test_olive_gemv4.py).  Without a pack (the op called with an empty one) the fused
 kernel on the codes (``matmul``) runs.
 
 Eager fast path (``linear_forward``, OVPLinear.forward): float32 contiguous CPU input that needs
