@@ -76,8 +76,10 @@ py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, b
     py::gil_scoped_release release;
     n_out = cpu::olive::count_outliers(src, n, k, bits, normal);
   }
-  py::array_t<std::uint8_t> blob(static_cast<py::ssize_t>(cpu::olive::packed_bytes(n, k, n_out, lay)));
-  std::uint8_t* dst = blob.mutable_data();
+  const std::int64_t bytes = cpu::olive::packed_bytes(n, k, n_out, lay);
+  std::uint8_t* dst = cpu::olive::alloc_pack(bytes);  // owned by the array (capsule) from here on
+  py::capsule owner(dst, [](void* p) { cpu::olive::free_pack(p); });
+  py::array_t<std::uint8_t> blob({static_cast<py::ssize_t>(bytes)}, {static_cast<py::ssize_t>(1)}, dst, owner);
   py::gil_scoped_release release;
   cpu::olive::prepack(src, n, k, bits, normal, n_out, dst, lay);
   return blob;

@@ -2,11 +2,16 @@
 #include "cpu/olive/packed.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
 #endif
 
 #include "cpu/common/threads.hpp"
@@ -70,6 +75,20 @@ NK_TIERED(void, widen, widen_body, , (const std::int8_t* __restrict src, index_t
           (src, kc, dst))
 
 }  // namespace
+
+std::uint8_t* alloc_pack(std::int64_t bytes) {
+  constexpr std::int64_t kHuge = std::int64_t{2} << 20;
+  const bool huge = bytes >= 2 * kHuge;
+  const std::int64_t align = huge ? kHuge : 64, size = (std::max<std::int64_t>(bytes, 1) + align - 1) / align * align;
+  void* p = std::aligned_alloc(static_cast<std::size_t>(align), static_cast<std::size_t>(size));
+  if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) (void)madvise(p, static_cast<std::size_t>(size), MADV_HUGEPAGE);  // a hint: no error if refused
+#endif
+  return static_cast<std::uint8_t*>(p);
+}
+
+void free_pack(void* p) { std::free(p); }
 
 std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout) {
   return sections(n, k, n_outliers, layout).end;

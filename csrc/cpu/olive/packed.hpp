@@ -42,6 +42,12 @@ constexpr index_t kPanelRows = 32;  // weight rows (output columns) of a kLayout
 // Total blob bytes for n rows of k weights with n_outliers outliers.
 std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout = kLayoutRows);
 
+// A buffer of `bytes` bytes for a pack, 64-byte aligned; from 4 MiB on, 2 MiB aligned and marked
+// for transparent huge pages where the OS has them (Linux madvise): the one-row GEMV streams the
+// whole pack, and 2 MiB pages spare it most TLB misses.  Release with free_pack.
+std::uint8_t* alloc_pack(std::int64_t bytes);
+void free_pack(void* p);
+
 // Number of outliers in codes (n rows of k weights at bits / normal).
 index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal);
 
