@@ -4,8 +4,9 @@ weight, decoded in registers by a 16-entry table) and the one-row GEMV over seve
 
 Bound (the float path's contract, _kernels.py): |out - (x @ ovp_dequantize(W).T + b)| <= 1e-5 *
 (|x| @ |ovp_dequantize(W)|.T + |b|) elementwise.  Panel counts 1, 2, 5, 7, 8 cover GEMV groups
-with all 4 (AVX-512) / 2 (AVX2) streams and with leftover panels; batches 1..5 the GEMV, the
-register-decoded tiles (below 8 rows) and the float-buffer path (from 8 rows on)."""
+with all 4 (AVX-512) / 2 (AVX2) streams and with leftover panels; column counts not a multiple of 8
+a partial last block; batches 1..8 and 33 the GEMV, the register-decoded tiles (below 32 rows)
+and the float-buffer path (from 32 rows on)."""
 import numpy as np
 import pytest
 
@@ -90,7 +91,8 @@ def test_panels4_size_and_zero_pair():
     n, k = 40, 100
     q = _q(n, k, 4, "int", 6)
     p4, p8 = _pack(q, "panels4"), _pack(q, "panels")
-    assert p8.size - p4.size == 64 * k // 2  # 2 panels x k columns x 16 bytes fewer
+    # 2 panels x k columns: 32 bytes a column (int8) against 16 a column padded to blocks of 8 (nibbles)
+    assert p8.size - p4.size == 2 * (32 * k - 16 * 104)
     q.codes[3, :5] = 0x88
     q.codes[17, 10] = 0x88
     x = np.random.default_rng(7).standard_normal((3, k)).astype(np.float32)

@@ -33,7 +33,8 @@ struct Sections {
 // Bytes of the normals section.
 std::int64_t normal_bytes(index_t n, index_t k, std::int64_t layout) {
   const index_t padded = (n + kPanelRows - 1) / kPanelRows * kPanelRows;
-  return layout == kLayoutRows ? n * k : (layout == kLayoutPanels ? padded * k : padded / 2 * k);
+  return layout == kLayoutRows ? n * k
+                               : (layout == kLayoutPanels ? padded * k : padded / 2 * ((k + kBlock4 - 1) / kBlock4 * kBlock4));
 }
 Sections sections(index_t n, index_t k, index_t n_out, std::int64_t layout) {
   Sections s;
@@ -131,12 +132,13 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
         if (out[e]) {
           cols[o] = static_cast<std::int32_t>(2 * p + e);
           values[o++] = g[e];
-        } else if (nibbles) {  // the code itself (panel_lut maps it to g / unit); zeros stay code 0
-          const index_t c = 2 * p + e, j = r % kPanelRows;
+        } else if (nibbles) {  // the code itself (the kernel's table maps it to g / unit); zeros stay code 0
+          const index_t c = 2 * p + e, kb = (k + kBlock4 - 1) / kBlock4;
           if (g[e] == 0.0f) continue;
           const int code = (codes[r * bpr + p] >> (4 * e)) & 15;
-          blob[s.normals + ((r / kPanelRows) * k + c) * (kPanelRows / 2) + j % (kPanelRows / 2)] |=
-              static_cast<std::uint8_t>(code << (j >= kPanelRows / 2 ? 4 : 0));
+          // uint32 of row r in block c / 8 of its panel, nibble c % 8 (little-endian: byte (c % 8) / 2)
+          const std::int64_t word = ((r / kPanelRows) * kb + c / kBlock4) * kPanelRows + r % kPanelRows;
+          blob[s.normals + 4 * word + (c % kBlock4) / 2] |= static_cast<std::uint8_t>(code << (4 * (c % 2)));
         } else {
           const index_t c = 2 * p + e;
           normals[panels ? ((r / kPanelRows) * k + c) * kPanelRows + r % kPanelRows : r * k + c] =
@@ -242,7 +244,6 @@ constexpr index_t kChunkK = 256;   // weight columns widened at a time: a [256][
 constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in registers (no panel buffer)
 constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
 constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
-constexpr index_t kDirectBatch4 = 8;  // kLayoutPanels4: below this many batch rows, decode in registers
 // below this many batch rows, the GEMV (gemv_group in packed.inc) instead of the panel loop: it
 // reads the weights once per batch row, so it wins only at one row (measured at 4096 x 4096:
 // 2 and 3 rows are faster through the register tiles of the panel loop)

@@ -10,11 +10,12 @@
 //            (header field `layout`): kLayoutRows [n][k] (row r's weights contiguous; the integer
 //            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
 //            column k of a 32-row panel contiguous; the float GEMM below reads this one).
-//            kLayoutPanels4 (4-bit codes only): the same panels at half a byte a weight,
-//            [ceil(n / 32)][k][16] uint8, byte j of a panel column holding the normal code of panel
-//            row j in its low nibble and of row j + 16 in its high nibble (code 0, value 0, for an
-//            outlier, its victim and padding rows); the kernel maps a code to its grid value / unit
-//            with a 16-entry table in registers (panel_lut).
+//            kLayoutPanels4 (4-bit codes only): the same panels at half a byte a weight, in blocks
+//            of kBlock4 = 8 columns: [ceil(n / 32)][ceil(k / 8)][32] little-endian uint32, word r
+//            of a block holding in bits 4j .. 4j + 3 the normal code of panel row r at column
+//            8 * block + j (code 0, value 0, for an outlier, its victim, padding rows and padding
+//            columns); the kernel maps a code to its grid value / unit with a 16-entry table in
+//            registers.
 //   row_ptr  int64 [n + 1]: outliers of row r are entries row_ptr[r] .. row_ptr[r + 1] - 1
 //   cols     int32 [n_outliers], ascending within a row
 //   values   float32 [n_outliers]: the outlier's grid value (q units)
@@ -38,6 +39,7 @@ constexpr std::int64_t kPackMagic = 0x314b50564f4b4eLL;  // "NKOVPK1"
 
 enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1, kLayoutPanels4 = 2 };
 constexpr index_t kPanelRows = 32;  // weight rows (output columns) of a kLayoutPanels panel
+constexpr index_t kBlock4 = 8;      // columns of a kLayoutPanels4 block (8 nibbles a uint32)
 
 // Total blob bytes for n rows of k weights with n_outliers outliers.
 std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout = kLayoutRows);
@@ -75,8 +77,8 @@ PackView pack_view(const std::uint8_t* blob);
 // registers (the one-row GEMV below at one row); from 32 rows on, each 256-column chunk of a panel is widened once (outliers folded
 // in) into an L1 float buffer [256][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
 // batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
-// With kLayoutPanels4 the same kernel decodes the nibbles in registers (a table lookup per 16
-// codes) below 8 batch rows, and into the L1 float buffer from there on.  At one batch row
+// With kLayoutPanels4 the same kernel decodes the nibbles (a shift and a 16-entry table lookup
+// per vector of weights) in registers below 32 batch rows, into the L1 float buffer from there on.  At one batch row
 // (either panel layout) a GEMV reads 4 (AVX-512) / 2 (AVX2) / 1 (portable) panels far apart at
 // once (more memory requests in flight than one weight stream), the outliers again sparse.
 // Summation order differs from the row layout's kernel; all equal x @ dequantized(W).T up to

@@ -6,9 +6,9 @@ Kernel (numkern._core.olive, on the dispatcher's tier): ``matmul_packed`` / ``li
 the layer's pack.  8-bit weights: layout "panels", the normal grid values as int8 (one byte a
 weight) in panels of 32 weight rows, column-major within a panel, the outliers as a sparse list per
 row.  4-bit weights: layout "panels4", the same panels holding the 4-bit normal codes (half a
-byte a weight, as many bytes as the codes), mapped to their grid values in registers by a
-16-entry table lookup.  One batch row: a GEMV reading 4 (AVX-512) / 2 (AVX2) panels far apart at
-once.  Up to 31 (int8) / 7 (4-bit) batch rows: the panel is widened in registers and multiplied by
+byte a weight, in blocks of 8 columns: 8 codes a uint32), mapped to their grid values in
+registers by a shift and a 16-entry table lookup.  One batch row: a GEMV reading 4 (AVX-512) / 2 (AVX2) panels far apart at
+once.  Up to 31 batch rows: the panel is widened (decoded) in registers and multiplied by
 up to 8 (AVX-512) batch rows at a time; beyond, each 256-column chunk of a panel is widened once
 (outliers folded in) into an L1 float buffer that every batch tile reuses
 (csrc/cpu/olive/packed.inc).  The pack is built on the first call and cached per layer (not in its
