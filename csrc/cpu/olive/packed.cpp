@@ -270,30 +270,22 @@ struct PanelArgs {
 
 void matmul_panels(const PanelArgs& a) {
   void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
+  void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
-  if (a.batch < kGemvBatch) {
-    void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
-    const index_t q = NK_PICK_TIER(gemv_groups)(npanels);
-    const int nt = threads_for(q, a.batch * n * a.pv->h.k);
-    (void)nt;
-#if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (index_t g = 0; g < q; ++g) {
-      alignas(64) static thread_local float scratch[kScratch];
-      group(a, g, q, scratch);
-    }
-    return;
-  }
-  const int nt = threads_for(npanels, a.batch * n * a.pv->h.k);
+  const bool gemv = a.batch < kGemvBatch;  // units: groups of panels (gemv_group), else panels
+  const index_t units = gemv ? NK_PICK_TIER(gemv_groups)(npanels) : npanels;
+  const int nt = threads_for(units, a.batch * n * a.pv->h.k);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t p = 0; p < npanels; ++p) {
-    // per thread, kept between calls (no allocation per call): 48 KiB
+  for (index_t u = 0; u < units; ++u) {
+    // per thread, kept between calls (no allocation per call): 64 KiB
     alignas(64) static thread_local float scratch[kScratch];
-    panel(a, p, scratch);
+    if (gemv)
+      group(a, u, units, scratch);
+    else
+      panel(a, u, scratch);
   }
 }
 
