@@ -127,3 +127,19 @@ def test_layer_uses_its_layout(isa, bits, layout, bias):
         assert bool(((layer(x).double() - ref).abs() <= bound + 1e-30).all())
     packs = _kernels._PREPARED[layer].packs
     assert set(packs) == {layout} and _outliers(packs[layout][1]) > 0
+
+
+def test_one_row_gemv_threads_give_the_same_bytes(restore_threads):
+    """Threads split the GEMV's panel groups; each output element is computed the same way."""
+    import numkern
+
+    q = _q(512, 600, 4, "flint", 10)  # 16 panels: 4 groups of 4 (AVX-512)
+    x = np.random.default_rng(11).standard_normal((1, 600)).astype(np.float32)
+    outs = []
+    for threads in (1, 2):
+        numkern.set_num_threads(threads)
+        for layout in ("panels4", "panels"):
+            outs.append(C.linear_packed(x, _pack(q, layout), q.scales, True))
+    _check(outs[0], x, q)
+    np.testing.assert_array_equal(outs[0], outs[2])
+    np.testing.assert_array_equal(outs[1], outs[3])
