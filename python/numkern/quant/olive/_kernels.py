@@ -5,7 +5,7 @@ with the weights prepacked once per layer.
 Kernel (numkern._core.olive, on the dispatcher's tier): ``matmul_packed`` / ``linear_packed`` on
 the layer's pack.  8-bit weights: layout "panels", the normal grid values as int8 (one byte a
 weight) in panels of 32 weight rows, column-major within a panel, the outliers as a sparse list per
-row.  4-bit weights: layout "panels4", the same panels holding the 4-bit normal codes (half a
+row.  4-bit weights on the AVX-512 tier: layout "panels4", the same panels holding the 4-bit normal codes (half a
 byte a weight, in blocks of 8 columns: 8 codes a uint32), mapped to their grid values in
 registers by a shift and a 16-entry table lookup.  One batch row: a GEMV reading 4 (AVX-512) / 2 (AVX2) panels far apart at
 once.  Up to 31 batch rows: the panel is widened (decoded) in registers and multiplied by
@@ -51,9 +51,15 @@ def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int, layout
 
 
 def _float_layout(bits: int) -> str:
-    """The pack layout of the float-activation kernel: 4-bit codes stay 4-bit ("panels4", half a
-    byte a weight, decoded in registers); 8-bit codes widen to int8 grid values ("panels")."""
-    return "panels4" if bits == 4 else "panels"
+    """The pack layout of the float-activation kernel: on the AVX-512 tier 4-bit codes stay 4-bit
+    ("panels4", half a byte a weight, decoded in registers by one vpermps per 16 weights); 8-bit
+    codes, and 4-bit ones on the narrower tiers (no 16-entry float permute: the table lookup costs
+    more there than the int8 widening), widen to int8 grid values ("panels").  Either layout
+    computes the same product on every tier; this picks the faster one for the tier active when
+    the layer's pack is first built."""
+    from ..._core import isa
+
+    return "panels4" if bits == 4 and isa() == "avx512" else "panels"
 
 
 def _np(t):
