@@ -136,9 +136,12 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
           const index_t c = 2 * p + e, kb = (k + kBlock4 - 1) / kBlock4;
           if (g[e] == 0.0f) continue;
           const int code = (codes[r * bpr + p] >> (4 * e)) & 15;
-          // uint32 of row r in block c / 8 of its panel, nibble c % 8 (little-endian: byte (c % 8) / 2)
-          const std::int64_t word = ((r / kPanelRows) * kb + c / kBlock4) * kPanelRows + r % kPanelRows;
-          blob[s.normals + 4 * word + (c % kBlock4) / 2] |= static_cast<std::uint8_t>(code << (4 * (c % 2)));
+          // the uint32 of row r in block c / 8 of its panel, nibble c % 8
+          std::uint8_t* at = blob + s.normals + 4 * (((r / kPanelRows) * kb + c / kBlock4) * kPanelRows + r % kPanelRows);
+          std::uint32_t word;
+          std::memcpy(&word, at, 4);
+          word |= static_cast<std::uint32_t>(code) << (4 * (c % kBlock4));
+          std::memcpy(at, &word, 4);
         } else {
           const index_t c = 2 * p + e;
           normals[panels ? ((r / kPanelRows) * k + c) * kPanelRows + r % kPanelRows : r * k + c] =

@@ -11,7 +11,7 @@
 //            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
 //            column k of a 32-row panel contiguous; the float GEMM below reads this one).
 //            kLayoutPanels4 (4-bit codes only): the same panels at half a byte a weight, in blocks
-//            of kBlock4 = 8 columns: [ceil(n / 32)][ceil(k / 8)][32] little-endian uint32, word r
+//            of kBlock4 = 8 columns: [ceil(n / 32)][ceil(k / 8)][32] uint32 (native byte order), word r
 //            of a block holding in bits 4j .. 4j + 3 the normal code of panel row r at column
 //            8 * block + j (code 0, value 0, for an outlier, its victim, padding rows and padding
 //            columns); the kernel maps a code to its grid value / unit with a 16-entry table in
