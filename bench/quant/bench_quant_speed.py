@@ -8,7 +8,7 @@ bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniL
 sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
 
 Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared),
-medians of interleaved rounds.  Usage:  python bench/quant/bench_quant_speed.py [--quick] [--out FILE]
+medians of interleaved rounds.  Usage:  python bench/quant/bench_quant_speed.py [--quick] [--out FILE] [--gemv] [--rounds N]
 """
 from __future__ import annotations
 
@@ -66,6 +66,25 @@ def bnb_layer(lin):
         return q
     except Exception:  # not installed, or no CPU backend in this version
         return None
+
+
+def gemv_table(shapes, batches, rounds):
+    """fp32, OVP W4 / W8 and torch dynamic int8 only (the issue #15 b=1 target), interleaved."""
+    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | torch dyn int8 |", "|---|---|---|---|---|---|"]
+    for k, n in shapes:
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(k, n).eval()
+        w4, w8 = O.OVPLinear.from_linear(lin, bits=4), O.OVPLinear.from_linear(lin, bits=8)
+        dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+        for b in batches:
+            x = torch.randn(b, k)
+            reps = max(1, int(2e7 / (b * k * n)))  # 1 at these shapes: weights cold (not in L3) each call
+            fns = {"fp32": lambda: lin(x), "w4": lambda: w4(x), "w8": lambda: w8(x), "dyn": lambda: dyn(x)}
+            with torch.no_grad():
+                t = timed(fns, rounds, reps)
+            r = {key: f"{t[key] / t['fp32']:.3f}x" for key in t}
+            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r['w4']} | {r['w8']} | {r['dyn']} |")
+    return "\n".join(rows)
 
 
 def layer_table(shapes, batches, rounds):
@@ -148,18 +167,24 @@ def main():
     ap.add_argument("--quick", action="store_true", help="MiniLM shapes only, fewer rounds")
     ap.add_argument("--out", default=None)
     ap.add_argument("--model-only", action="store_true", help="only the whole-model table")
+    ap.add_argument("--gemv", action="store_true",
+                    help="only 4096x4096 and 4096x11008 at batch 1 and 4: fp32, OVP W4 / W8, torch dynamic int8")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 3 with --quick)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     numkern.set_num_threads(1)
     shapes = [(384, 384), (384, 1536), (1536, 384)] + ([] if a.quick else [(4096, 4096), (4096, 11008)])
-    rounds = 3 if a.quick else 5
+    rounds = a.rounds or (3 if a.quick else 5)
+    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}); torch {torch.__version__}; "
+              f"one thread (torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians "
+              f"of {rounds} interleaved rounds; ratios are time / fp32 time (lower is better).")
+    if a.gemv:
+        print(header + "\n\n" + gemv_table([(4096, 4096), (4096, 11008)], (1, 4), rounds))
+        return
     if a.model_only:
         print(model_table(rounds))
         return
-    parts = [f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}); torch {torch.__version__}; one thread "
-             f"(torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians of "
-             f"{rounds} interleaved rounds; ratios are time / fp32 time (lower is better).",
-             "", layer_table(shapes, (1, 4, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]
+    parts = [header, "", layer_table(shapes, (1, 4, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]
     text = "\n".join(parts)
     print(text)
     if a.out:

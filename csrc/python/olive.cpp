@@ -60,8 +60,11 @@ void matmul(py::object x, py::object codes, py::object scales, py::object out, b
 py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, bool per_row, index_t k, int bits,
                                   int normal, const std::string& layout) {
   ov::raise_if(cpu::olive::check_format(bits, normal));
-  if (layout != "rows" && layout != "panels") throw py::value_error("layout: must be 'rows' or 'panels'");
-  const std::int64_t lay = layout == "panels" ? cpu::olive::kLayoutPanels : cpu::olive::kLayoutRows;
+  if (layout != "rows" && layout != "panels" && layout != "panels4")
+    throw py::value_error("layout: must be 'rows', 'panels' or 'panels4'");
+  if (layout == "panels4" && bits != 4) throw py::value_error("layout: 'panels4' holds 4-bit codes (bits 4)");
+  const std::int64_t lay = layout == "panels" ? cpu::olive::kLayoutPanels
+                           : layout == "panels4" ? cpu::olive::kLayoutPanels4 : cpu::olive::kLayoutRows;
   ArrayView codes = ov::view<std::uint8_t>(codes_obj, "codes", kHost, false);
   codes.ndim(2);
   if (k < 1) throw py::value_error("k: must be positive");
@@ -73,8 +76,10 @@ py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, b
     py::gil_scoped_release release;
     n_out = cpu::olive::count_outliers(src, n, k, bits, normal);
   }
-  py::array_t<std::uint8_t> blob(static_cast<py::ssize_t>(cpu::olive::packed_bytes(n, k, n_out, lay)));
-  std::uint8_t* dst = blob.mutable_data();
+  const std::int64_t bytes = cpu::olive::packed_bytes(n, k, n_out, lay);
+  std::uint8_t* dst = cpu::olive::alloc_pack(bytes);  // owned by the array (capsule) from here on
+  py::capsule owner(dst, [](void* p) { cpu::olive::free_pack(p); });
+  py::array_t<std::uint8_t> blob({static_cast<py::ssize_t>(bytes)}, {static_cast<py::ssize_t>(1)}, dst, owner);
   py::gil_scoped_release release;
   cpu::olive::prepack(src, n, k, bits, normal, n_out, dst, lay);
   return blob;
@@ -221,7 +226,8 @@ void bind_olive(py::module_& m) {
         py::arg("normal"), py::arg("layout") = "rows",
         "The pack of codes (n, bytes_per_row(k)) for matmul_packed: int8 normal grid values and a sparse "
         "list of outliers (a new uint8 array).  layout 'rows' (normals [n][k]; matmul_packed and "
-        "matmul_int8act) or 'panels' (normals [n/32][k][32]; matmul_packed's register-blocked GEMM).");
+        "matmul_int8act), 'panels' (normals [n/32][k][32]; matmul_packed's register-blocked GEMM) or, for "
+        "4-bit codes, 'panels4' (the same panels at half a byte a weight: the codes, decoded in registers).");
   m.def("matmul_packed", &matmul_packed, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
         py::arg("per_row"), py::arg("bias") = py::none(),
         "out (batch, n) = x (batch, k) @ decode(codes).T (+ bias (n,) float32) through prepack's pack.");

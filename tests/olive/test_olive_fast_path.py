@@ -13,22 +13,10 @@ import pytest
 
 from numkern._core import olive as C
 from numkern.quant import olive as O
+from olive_testutil import check_product, heavy_tailed_q
 
 
-def _q(n, k, bits, normal, seed):
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_t(2.5, size=(n, k)) * 0.1).astype(np.float32)  # heavy tails: many outliers
-    return O.ovp_quantize(w, bits=bits, normal=normal, search=False)
-
-
-def _check(got, x, q, bias=None):
-    deq = np.asarray(O.ovp_dequantize(q), np.float64)
-    x = np.asarray(x, np.float64).reshape(-1, deq.shape[1])
-    b = np.zeros(deq.shape[0]) if bias is None else np.asarray(bias, np.float64)
-    ref = x @ deq.T + b
-    bound = 1e-5 * (np.abs(x) @ np.abs(deq).T + np.abs(b)) + 1e-30
-    got = np.asarray(got, np.float64).reshape(ref.shape)
-    assert np.all(np.abs(got - ref) <= bound)
+_q, _check = heavy_tailed_q, check_product
 
 
 def _panels(q):

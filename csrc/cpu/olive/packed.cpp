@@ -2,11 +2,16 @@
 #include "cpu/olive/packed.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
 #endif
 
 #include "cpu/common/threads.hpp"
@@ -25,13 +30,16 @@ constexpr std::int64_t align64(std::int64_t b) { return (b + 63) / 64 * 64; }
 struct Sections {
   std::int64_t normals, row_ptr, cols, values, end;
 };
-index_t normal_rows(index_t n, std::int64_t layout) {
-  return layout == kLayoutPanels ? (n + kPanelRows - 1) / kPanelRows * kPanelRows : n;
+// Bytes of the normals section.
+std::int64_t normal_bytes(index_t n, index_t k, std::int64_t layout) {
+  const index_t padded = (n + kPanelRows - 1) / kPanelRows * kPanelRows;
+  return layout == kLayoutRows ? n * k
+                               : (layout == kLayoutPanels ? padded * k : padded / 2 * ((k + kBlock4 - 1) / kBlock4 * kBlock4));
 }
 Sections sections(index_t n, index_t k, index_t n_out, std::int64_t layout) {
   Sections s;
   s.normals = 64;
-  s.row_ptr = s.normals + align64(normal_rows(n, layout) * k);
+  s.row_ptr = s.normals + align64(normal_bytes(n, k, layout));
   s.cols = s.row_ptr + align64(8 * (n + 1));
   s.values = s.cols + align64(4 * n_out);
   s.end = s.values + align64(4 * n_out);
@@ -69,6 +77,20 @@ NK_TIERED(void, widen, widen_body, , (const std::int8_t* __restrict src, index_t
 
 }  // namespace
 
+std::uint8_t* alloc_pack(std::int64_t bytes) {
+  constexpr std::int64_t kHuge = std::int64_t{2} << 20;
+  const bool huge = bytes >= 2 * kHuge;
+  const std::int64_t align = huge ? kHuge : 64, size = (std::max<std::int64_t>(bytes, 1) + align - 1) / align * align;
+  void* p = std::aligned_alloc(static_cast<std::size_t>(align), static_cast<std::size_t>(size));
+  if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) (void)madvise(p, static_cast<std::size_t>(size), MADV_HUGEPAGE);  // a hint: no error if refused
+#endif
+  return static_cast<std::uint8_t*>(p);
+}
+
+void free_pack(void* p) { std::free(p); }
+
 std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout) {
   return sections(n, k, n_outliers, layout).end;
 }
@@ -91,7 +113,7 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
   const Sections s = sections(n, k, n_outliers, layout);
   std::memset(blob, 0, static_cast<std::size_t>(s.end));
   PackHeader h{kPackMagic, n, k, n_outliers, bits, normal, unit_of(bits, normal), 0, layout};
-  const bool panels = layout == kLayoutPanels;
+  const bool panels = layout == kLayoutPanels, nibbles = layout == kLayoutPanels4;
   std::memcpy(blob, &h, sizeof h);
   auto* normals = reinterpret_cast<std::int8_t*>(blob + s.normals);
   auto* row_ptr = reinterpret_cast<std::int64_t*>(blob + s.row_ptr);
@@ -110,6 +132,16 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
         if (out[e]) {
           cols[o] = static_cast<std::int32_t>(2 * p + e);
           values[o++] = g[e];
+        } else if (nibbles) {  // the code itself (the kernel's table maps it to g / unit); zeros stay code 0
+          const index_t c = 2 * p + e, kb = (k + kBlock4 - 1) / kBlock4;
+          if (g[e] == 0.0f) continue;
+          const int code = (codes[r * bpr + p] >> (4 * e)) & 15;
+          // the uint32 of row r in block c / 8 of its panel, nibble c % 8
+          std::uint8_t* at = blob + s.normals + 4 * (((r / kPanelRows) * kb + c / kBlock4) * kPanelRows + r % kPanelRows);
+          std::uint32_t word;
+          std::memcpy(&word, at, 4);
+          word |= static_cast<std::uint32_t>(code) << (4 * (c % kBlock4));
+          std::memcpy(at, &word, 4);
         } else {
           const index_t c = 2 * p + e;
           normals[panels ? ((r / kPanelRows) * k + c) * kPanelRows + r % kPanelRows : r * k + c] =
@@ -130,7 +162,8 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
       h.n_outliers > h.n * h.k)
     return "packed: bad dimensions in the header";
   if ((h.bits != 4 && h.bits != 8) || h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)) ||
-      (h.layout != kLayoutRows && h.layout != kLayoutPanels))
+      (h.layout != kLayoutRows && h.layout != kLayoutPanels && h.layout != kLayoutPanels4) ||
+      (h.layout == kLayoutPanels4 && h.bits != 4))
     return "packed: bad format in the header";
   const Sections s = sections(h.n, h.k, h.n_outliers, h.layout);
   if (s.end != bytes) return "packed: size does not match its header";
@@ -214,6 +247,10 @@ constexpr index_t kChunkK = 256;   // weight columns widened at a time: a [256][
 constexpr index_t kDirectBatch = 32;  // below this many batch rows, widen in registers (no panel buffer)
 constexpr index_t kBlockB = 256;     // batch rows per block (the panel's sums: 32 KiB)
 constexpr index_t kScratch = (kChunkK + kBlockB) * kPanelRows;  // floats of a thread's scratch
+// below this many batch rows, the GEMV (gemv_group in packed.inc) instead of the panel loop: it
+// reads the weights once per batch row, so it wins only at one row (measured at 4096 x 4096:
+// 2 and 3 rows are faster through the register tiles of the panel loop)
+constexpr index_t kGemvBatch = 2;
 
 struct PanelArgs {
   const PackView* pv;
@@ -223,6 +260,7 @@ struct PanelArgs {
   bool per_row;
   const float* bias;
   float* out;
+  float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
 };
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
@@ -235,16 +273,22 @@ struct PanelArgs {
 
 void matmul_panels(const PanelArgs& a) {
   void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
+  void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
-  const int nt = threads_for(npanels, a.batch * n * a.pv->h.k);
+  const bool gemv = a.batch < kGemvBatch;  // units: groups of panels (gemv_group), else panels
+  const index_t units = gemv ? NK_PICK_TIER(gemv_groups)(npanels) : npanels;
+  const int nt = threads_for(units, a.batch * n * a.pv->h.k);
   (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t p = 0; p < npanels; ++p) {
-    // per thread, kept between calls (no allocation per call): 48 KiB
+  for (index_t u = 0; u < units; ++u) {
+    // per thread, kept between calls (no allocation per call): 64 KiB
     alignas(64) static thread_local float scratch[kScratch];
-    panel(a, p, scratch);
+    if (gemv)
+      group(a, u, units, scratch);
+    else
+      panel(a, u, scratch);
   }
 }
 
@@ -254,8 +298,11 @@ void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, cons
                    const float* bias, float* out) {
   const PackView pv = pack_view(blob);
   if (batch == 0 || pv.h.n == 0) return;
-  if (pv.h.layout != kLayoutPanels) return matmul_rows(pv, x, batch, scales, per_row, bias, out);
-  matmul_panels(PanelArgs{&pv, x, batch, scales, per_row, bias, out});
+  if (pv.h.layout == kLayoutRows) return matmul_rows(pv, x, batch, scales, per_row, bias, out);
+  PanelArgs a{&pv, x, batch, scales, per_row, bias, out, {}};
+  for (int c = 0; c < 16; ++c)
+    a.lut[c] = pv.h.bits == 4 ? ov::decode_normal4(c, static_cast<int>(pv.h.normal)) / pv.h.unit : 0.0f;
+  matmul_panels(a);
 }
 
 }  // namespace nk::cpu::olive

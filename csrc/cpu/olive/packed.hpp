@@ -6,10 +6,16 @@
 //
 // Blob layout (one uint8 array, every section starting at a multiple of 64 bytes):
 //   header   PackHeader (64 bytes)
-//   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Two layouts
+//   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Three layouts
 //            (header field `layout`): kLayoutRows [n][k] (row r's weights contiguous; the integer
 //            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
-//            column k of a 32-row panel contiguous; the float GEMM below reads this one)
+//            column k of a 32-row panel contiguous; the float GEMM below reads this one).
+//            kLayoutPanels4 (4-bit codes only): the same panels at half a byte a weight, in blocks
+//            of kBlock4 = 8 columns: [ceil(n / 32)][ceil(k / 8)][32] uint32 (native byte order), word r
+//            of a block holding in bits 4j .. 4j + 3 the normal code of panel row r at column
+//            8 * block + j (code 0, value 0, for an outlier, its victim, padding rows and padding
+//            columns); the kernel maps a code to its grid value / unit with a 16-entry table in
+//            registers.
 //   row_ptr  int64 [n + 1]: outliers of row r are entries row_ptr[r] .. row_ptr[r + 1] - 1
 //   cols     int32 [n_outliers], ascending within a row
 //   values   float32 [n_outliers]: the outlier's grid value (q units)
@@ -31,11 +37,18 @@ struct PackHeader {
 static_assert(sizeof(PackHeader) == 64, "PackHeader is one 64-byte section");
 constexpr std::int64_t kPackMagic = 0x314b50564f4b4eLL;  // "NKOVPK1"
 
-enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1 };
+enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1, kLayoutPanels4 = 2 };
 constexpr index_t kPanelRows = 32;  // weight rows (output columns) of a kLayoutPanels panel
+constexpr index_t kBlock4 = 8;      // columns of a kLayoutPanels4 block (8 nibbles a uint32)
 
 // Total blob bytes for n rows of k weights with n_outliers outliers.
 std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout = kLayoutRows);
+
+// A buffer of `bytes` bytes for a pack, 64-byte aligned; from 4 MiB on, 2 MiB aligned and marked
+// for transparent huge pages where the OS has them (Linux madvise): the one-row GEMV streams the
+// whole pack, and 2 MiB pages spare it most TLB misses.  Release with free_pack.
+std::uint8_t* alloc_pack(std::int64_t bytes);
+void free_pack(void* p);
 
 // Number of outliers in codes (n rows of k weights at bits / normal).
 index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal);
@@ -59,12 +72,16 @@ struct PackView {
 PackView pack_view(const std::uint8_t* blob);
 
 // out (batch, n) = x (batch, k) @ decode(codes).T (+ bias (n,) when not null) through the pack;
-// scales per row or one.  Either layout; with kLayoutPanels the active tier's register-blocked GEMM
+// scales per row or one.  Any layout; with kLayoutPanels the active tier's register-blocked GEMM
 // (packed.inc), threaded over 32-row panels: below 32 batch rows the int8 panel is widened in
-// registers; from 32 rows on, each 128-column chunk of a panel is widened once (outliers folded
-// in) into an L1 float buffer [128][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
+// registers (the one-row GEMV below at one row); from 32 rows on, each 256-column chunk of a panel is widened once (outliers folded
+// in) into an L1 float buffer [256][32] that every tile of up to 8 (AVX-512) / 6 (AVX2, portable)
 // batch rows reuses (broadcast-FMA into 8x32 / 6x32 accumulators).
-// Summation order differs from the row layout's kernel; both equal x @ dequantized(W).T up to
+// With kLayoutPanels4 the same kernel decodes the nibbles (a shift and a 16-entry table lookup
+// per vector of weights) in registers below 32 batch rows, into the L1 float buffer from there on.  At one batch row
+// (either panel layout) a GEMV reads 4 (AVX-512) / 2 (AVX2) / 1 (portable) panels far apart at
+// once (more memory requests in flight than one weight stream), the outliers again sparse.
+// Summation order differs from the row layout's kernel; all equal x @ dequantized(W).T up to
 // float32 rounding of the sums.
 void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, const float* scales, bool per_row,
                    const float* bias, float* out);

@@ -3,17 +3,20 @@ C++ through ``torch.ops.numkern.ovp_matmul`` (numkern/_torch_ops/quant.py), on z
 with the weights prepacked once per layer.
 
 Kernel (numkern._core.olive, on the dispatcher's tier): ``matmul_packed`` / ``linear_packed`` on
-the layer's pack in layout "panels": the normal grid values as int8 (one byte a weight) in panels
-of 32 weight rows, column-major within a panel, the outliers as a sparse list per row.  Below 32
-batch rows the int8 panel is widened in registers and multiplied by up to 8 (AVX-512) / 6 batch
-rows at a time; from 32 rows on, each 128-column chunk of a panel is widened once (outliers
-folded in) into an L1 float buffer that every batch tile reuses (csrc/cpu/olive/packed.inc).  For
-4-bit weights the pack costs one byte a weight beside the codes' half byte; it is built on the
-first call and cached per layer (not in its state_dict, pickle or deepcopy), rebuilt when the
-codes or scales change.  It computes out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32
-from exact grid values: the result equals x @ ovp_dequantize(W).T (+ b) up to float32 summation
-order (relative to |x| @ |W|.T: below 1e-5, tests/olive/test_olive_int_kernels.py and
-tests/olive/test_olive_fast_path.py).  Without a pack (the op called with an empty one) the fused
+the layer's pack.  8-bit weights: layout "panels", the normal grid values as int8 (one byte a
+weight) in panels of 32 weight rows, column-major within a panel, the outliers as a sparse list per
+row.  4-bit weights on the AVX-512 tier: layout "panels4", the same panels holding the 4-bit normal codes (half a
+byte a weight, in blocks of 8 columns: 8 codes a uint32), mapped to their grid values in
+registers by a shift and a 16-entry table lookup.  One batch row: a GEMV reading 4 (AVX-512) / 2 (AVX2) panels far apart at
+once.  Up to 31 batch rows: the panel is widened (decoded) in registers and multiplied by
+up to 8 (AVX-512) batch rows at a time; beyond, each 256-column chunk of a panel is widened once
+(outliers folded in) into an L1 float buffer that every batch tile reuses
+(csrc/cpu/olive/packed.inc).  The pack is built on the first call and cached per layer (not in its
+state_dict, pickle or deepcopy), rebuilt when the codes or scales change.  It computes
+out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32 from exact grid values: the result
+equals x @ ovp_dequantize(W).T (+ b) up to float32 summation order (relative to |x| @ |W|.T:
+below 1e-5, tests/olive/test_olive_int_kernels.py, tests/olive/test_olive_fast_path.py and
+tests/olive/test_olive_gemv4.py).  Without a pack (the op called with an empty one) the fused
 kernel on the codes (``matmul``) runs.
 
 Eager fast path (``linear_forward``, OVPLinear.forward): float32 contiguous CPU input that needs
@@ -45,6 +48,18 @@ def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int, layout
     from ..._core import olive
 
     return olive.prepack(_np(codes), _np(scales), per_row, k, bits, normal, layout)
+
+
+def _float_layout(bits: int) -> str:
+    """The pack layout of the float-activation kernel: on the AVX-512 tier 4-bit codes stay 4-bit
+    ("panels4", half a byte a weight, decoded in registers by one vpermps per 16 weights); 8-bit
+    codes, and 4-bit ones on the narrower tiers (no 16-entry float permute: the table lookup costs
+    more there than the int8 widening), widen to int8 grid values ("panels").  Either layout
+    computes the same product on every tier; this picks the faster one for the tier active when
+    the layer's pack is first built."""
+    from ..._core import isa
+
+    return "panels4" if bits == 4 and isa() == "avx512" else "panels"
 
 
 def _np(t):
@@ -102,12 +117,13 @@ class _Prepared:
         self.bits, self.normal = layer.bits, _NORMAL[layer.normal]
         self.n, self.k = layer.out_features, layer.in_features
 
-    def packed(self, layout="panels"):
-        """The pack (a torch uint8 tensor) of this layout."""
+    def packed(self, layout=None):
+        """The pack (a torch uint8 tensor) of this layout (default: the float kernel's, _float_layout)."""
         return self.packed_np(layout)[0]
 
-    def packed_np(self, layout="panels"):
+    def packed_np(self, layout=None):
         """(torch tensor, numpy view) of the pack of this layout, built on first use."""
+        layout = layout or _float_layout(self.bits)
         pk = self.packs.get(layout)
         if pk is None:
             import torch
