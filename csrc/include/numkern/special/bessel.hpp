@@ -627,39 +627,91 @@ NK_HOST_DEVICE double pow_over_gamma1p(double half, double v) {
   return ::pow(y.hi, v) * m::exp(v * (y.lo / y.hi) - stirling) / m::sqrt(2.0 * kPi * v);
 }
 
-// sum_k q^k / (k! (v + 1)_k), q = (x/2)^2, as hi + lo to ~1e-17 relative: the terms in double
-// with the first-order error of each carried beside it (err' = err r + term dr + the exact error
-// of term * r, dr the error of r = q / (k (v + k)) from the fma remainders), compensated sum.
+// sum_k q^k / (k! (v + 1)_k), q = (x/2)^2, as hi + lo to ~1e-17 relative.  The terms run in
+// double as before (t_k = t_(k-1) r_k, r_k = q / (k (v + k))) and the first-order error of each
+// is carried beside it: err_k = err_(k-1) r_k + t_(k-1) dr_k + (the exact error of the product),
+// dr_k from the fma remainders of k (v + k), 1 / . and q * . ; the rounding of q itself enters
+// every term alike (k q_rel t_k) and is added once at the end.  Sum compensated (terms > 0).
 NK_HOST_DEVICE dd series_sum_dd(double v, double half) {
   const double q = half * half;
-  const double q_rel = m::fma(half, half, -q) / q;
-  double term = 1.0, err = 0.0, sum = 1.0, sum_lo = 0.0;
-  for (int k = 1; k < 4000; ++k) {
-    const dd vk = two_sum(v, static_cast<double>(k));
-    const double denom = k * vk.hi;
-    const double denom_err = m::fma(static_cast<double>(k), vk.hi, -denom) + k * vk.lo;
-    const double inv = 1.0 / denom;
-    const double r = q * inv;
-    const double dr = m::fma(q, inv, -r) + r * ((q_rel + m::fma(-denom, inv, 1.0)) - denom_err * inv);
-    const double t = term * r;
-    err = m::fma(term, r, -t) + (err * r + term * dr);
-    term = t;
-    const dd s = two_sum(sum, term);
-    sum = s.hi;
-    sum_lo += s.lo + err;
+  const double n = m::floor(v), mu = v - n;  // v + k = (n + k) + mu, n + k exact and > mu
+  double term = 1.0, err = 0.0, sum = 1.0, sum_lo = 0.0, ksum = 0.0;
+  int k = 1;
+  // (while the terms matter: up to the first that is below 2^-10 of the sum and falling by
+  // more than 2; the tail after it inherits that term's relative error, rel, and adds < 0.01 ulp)
+  double rel = 0.0;
+  if (q >= 0.01) {
+    for (; k < 4000; ++k) {
+      const double kd = static_cast<double>(k);
+      const dd vk = quick_two_sum(n + kd, mu);
+      const double denom = kd * vk.hi;
+      const double inv = 1.0 / denom;
+      const double r = q * inv;
+      // r_true / r - 1 = (1 - denom inv) - (denom_true - denom) inv, to first order
+      const double rel = m::fma(-(m::fma(kd, vk.hi, -denom) + kd * vk.lo), inv, m::fma(-denom, inv, 1.0));
+      const double dr = m::fma(r, rel, m::fma(q, inv, -r));
+      const double t = term * r;
+      err = m::fma(err, r, m::fma(term, dr, m::fma(term, r, -t)));
+      term = t;
+      const double s = sum + term;
+      sum_lo += (term - (s - sum)) + err;
+      sum = s;
+      ksum = m::fma(kd, term, ksum);
+      if (term < 0x1p-10 * sum && denom > 2.0 * q) break;
+    }
+    ++k;
+    rel = err / term;
+  }
+  // the rest in double (q < 0.01: all terms; t_1 <= q, so their errors are < 0.03 ulp of the sum)
+  double tail = 0.0;
+  for (; k < 4000; ++k) {
+    const double denom = k * (v + k);
+    term *= q * (1.0 / denom);
+    tail += term;
+    ksum = m::fma(static_cast<double>(k), term, ksum);
     if (term < kTiny * sum && denom > 2.0 * q) break;
   }
-  return quick_two_sum(sum, sum_lo);
+  const dd s = two_sum(sum, tail);
+  sum_lo = m::fma(ksum, m::fma(half, half, -q) / q, m::fma(tail, rel, sum_lo + s.lo));
+  return quick_two_sum(s.hi, sum_lo);
 }
-// v e^-x for v = hi + lo, x >= 0: exp(-x) rounds once (~0.5 ulp); its error comes back from the
-// double-double log of the rounded value (-x - log(e) is e's relative error, to ~1e-23).
+// e^a as hi + lo (~1e-19 relative) for -708 <= a <= 709 (2^k a normal double): a = k ln2 + r, |r| <= ln2/2, with r
+// formed as a double-double (k ln2_hi exact) and e^r = 1 + s, s = r + r^2 P(r) (Taylor to r^13),
+// whose two roundings are kept: the drop-ins' e^-x factors round once, in the caller's product.
+NK_HOST_DEVICE dd exp_dd(double a) {
+  constexpr double kInvLn2 = 1.4426950408889634;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  const double kd = m::rint(a * kInvLn2);
+  const double r0 = a - kd * kLn2Hi;  // exact: kLn2Hi has 11 trailing zero bits, |kd| < 2^11
+  const dd rl = two_prod(kd, kLn2Lo);
+  const dd r = two_sum(r0, -rl.hi);
+  const double rr = r.hi;
+  double p = 1.0 / 6227020800.0;
+  p = m::fma(p, rr, 1.0 / 479001600.0);
+  p = m::fma(p, rr, 1.0 / 39916800.0);
+  p = m::fma(p, rr, 1.0 / 3628800.0);
+  p = m::fma(p, rr, 1.0 / 362880.0);
+  p = m::fma(p, rr, 1.0 / 40320.0);
+  p = m::fma(p, rr, 1.0 / 5040.0);
+  p = m::fma(p, rr, 1.0 / 720.0);
+  p = m::fma(p, rr, 1.0 / 120.0);
+  p = m::fma(p, rr, 1.0 / 24.0);
+  p = m::fma(p, rr, 1.0 / 6.0);
+  p = m::fma(p, rr, 0.5);
+  const dd sq = two_prod(rr, rr);
+  const dd t = two_prod(sq.hi, p);  // r^2 P(r), its product rounding kept
+  const dd s = two_sum(rr, t.hi);
+  const double s_lo = s.lo + (t.lo + sq.lo * p) + (r.lo - rl.lo);  // (+ e^r's factor 1 + r_lo)
+  const dd e = quick_two_sum(1.0, s.hi);
+  const double lo = e.lo + s_lo * (1.0 + s.hi);
+  const double scale = m::from_bits(static_cast<std::uint64_t>(static_cast<std::int64_t>(kd) + 1023) << 52);
+  return {e.hi * scale, lo * scale};
+}
+// v e^-x for v = hi + lo, 0 <= x <= 708: one rounding (e^-x as exp_dd).
 NK_HOST_DEVICE double scaled_by_exp(dd v, double x) {
-  const double e = m::exp(-x);
-  if (!dd_detail::is_positive_normal(e)) return (v.hi + v.lo) * e;
-  const dd le = dd_log(dd{e, 0.0});
-  const double rel = (-x - le.hi) - le.lo;
-  const dd p = two_prod(v.hi, e);
-  return p.hi + (p.lo + e * (v.lo + v.hi * rel));
+  const dd e = exp_dd(-x);
+  const dd p = two_prod(v.hi, e.hi);
+  return p.hi + (p.lo + (v.hi * e.lo + v.lo * e.hi));
 }
 
 // Direct value of I_v(|x|) e^{-scale |x|} for 0 <= v < 20 (and 20 <= v < 170, x <= 2) when
@@ -694,11 +746,16 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
   const dd s = series_sum_dd(v, half);
   // (x/2)^n / prod_{j<=n} (mu + j) as two double-double products (mu + j exact: j >= 1 > mu),
   // times 1/Gamma(1 + mu) = R(mu - 1) / mu for mu > 1/2 (the division by mu joins the product)
+  // (products in double with their exact errors carried to first order: no division per factor)
   const double n = m::floor(v), mu = v - n;
-  dd num = {1.0, 0.0}, den = {1.0, 0.0};
+  double num = 1.0, num_err = 0.0, den = 1.0, den_err = 0.0;
   for (int j = 1; j <= static_cast<int>(n); ++j) {
-    num = dd_mul(num, half);
-    den = dd_mul(den, quick_two_sum(static_cast<double>(j), mu));
+    const dd a = quick_two_sum(static_cast<double>(j), mu);
+    const double nn = num * half, dn = den * a.hi;
+    num_err = m::fma(num_err, half, m::fma(num, half, -nn));
+    den_err = m::fma(den_err, a.hi, m::fma(den, a.lo, m::fma(den, a.hi, -dn)));
+    num = nn;
+    den = dn;
   }
   double rg;
   if (mu <= 0.5) {
@@ -707,10 +764,18 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
   } else {
     RGammaParts g = rgamma_parts(mu - 1.0);
     rg = g.even + (mu - 1.0) * g.odd_over_mu;
-    den = dd_mul(den, mu);
+    const double dn = den * mu;
+    den_err = m::fma(den_err, mu, m::fma(den, mu, -dn));
+    den = dn;
   }
   if (mu > 0.0) rg *= ::pow(half, mu);
-  dd val = dd_div(dd_mul(dd_mul(num, s), rg), den);
+  // rg num s / den: one division, its remainder and the carried errors as the low part
+  const double top = rg * num;
+  const dd ts = two_prod(top, s.hi);
+  const double lo_top = m::fma(rg, num_err, m::fma(rg, num, -top)) * s.hi + top * s.lo + ts.lo;
+  const double qv = ts.hi / den;
+  const double q_lo = (m::fma(-qv, den, ts.hi) + lo_top - qv * den_err) / den;
+  const dd val = {qv, q_lo};
   if (!scaled) return val.hi + val.lo;
   return scaled_by_exp(val, ax);
 }
