@@ -405,32 +405,15 @@ NK_HOST_DEVICE KPair k_mid_scaled(double mu, double x) {
   return {f[0], m::muladd(mu / x, f[0], f[1])};
 }
 
+struct KRec {
+  dd k;
+  int exponent;
+};
+// K_(mu+n) (times e^x where k is) from K_mu, K_mu+1 by the forward recurrence
+// K_(nu+1) = K_(nu-1) + (2 nu / x) K_nu, which is stable for K, as (hi + lo) 2^exponent (the
+// values are rescaled by 2^-800 before they could overflow).  n >= 1.
 template <bool kExact>
-NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
-  if (x < 1e-100 && v * (kLn2 - m::log(x)) > 20.0) {
-    // K_v(x) = Gamma(v)/2 (2/x)^v (1 + O(x^2/(v-1)) + O((x/2)^(2v))) with (x/2)^(2v) < e^-40
-    // and x^2 < 1e-200: exact to double.  (Temme's series loses ~v log(2/x) eps here.)
-    dd l2x = dd_add(dd{kLn2, kLn2Lo}, dd_neg(log_of<kExact>(x)));
-    if (kExact)
-      return from_dd(dd_add(dd_add(dd_mul(l2x, v), log_gamma_small_dd(v, 0)), dd_add(dd{-kLn2, -kLn2Lo}, -shift)));
-    return from_dd(dd_add(dd_mul(l2x, v), log_gamma_small(v) - kLn2 - shift));
-  }
-  double n = m::rint(v);
-  double mu = v - n;
-  bool scaled = x >= 1.0;  // Temme's series below (its cancellation grows with x: ~10 ulp at 2)
-  KPair k = scaled ? k_mid_scaled(mu, x) : temme_k(mu, x);
-  double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
-  // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
-  // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
-  // with x < 25 the unscaled values K >= K_0(25) ~ 5e-12 are far from underflow.
-  const bool unscale = !kExact && scaled;
-  if (unscale) {
-    const double e = m::exp(-x);
-    k.k_mu *= e;
-    k.k_mu1 *= e;
-    lead = -shift;
-  }
-  if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
+NK_HOST_DEVICE KRec k_forward(double mu, double x, KPair k, int steps) {
   // The drop-ins carry the recurrence's rounding errors (~n/2 ulp at order n: kv(9, 1.37) was
   // 5 ulp off) in a second double: cur = hi + lo with hi' = fl(fl(f hi) + prev_hi) and
   // lo' = f lo + prev_lo + (the exact errors of that product and sum) + f_lo hi, f = f + f_lo =
@@ -440,7 +423,6 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   const double inv_x = 1.0 / x;
   double prev = k.k_mu, cur = k.k_mu1, prev_lo = 0.0, cur_lo = 0.0;
   int exponent = 0;  // cur, prev carry a factor 2^exponent
-  int steps = static_cast<int>(n);
   for (int i = 1; i < steps; ++i) {
     double f, f_lo = 0.0;
     if (kExact) {
@@ -473,7 +455,38 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
     cur = next;
     cur_lo = next_lo;
   }
-  const dd c = quick_two_sum(cur, cur_lo);
+  return {quick_two_sum(cur, cur_lo), exponent};
+}
+
+template <bool kExact>
+NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
+  if (x < 1e-100 && v * (kLn2 - m::log(x)) > 20.0) {
+    // K_v(x) = Gamma(v)/2 (2/x)^v (1 + O(x^2/(v-1)) + O((x/2)^(2v))) with (x/2)^(2v) < e^-40
+    // and x^2 < 1e-200: exact to double.  (Temme's series loses ~v log(2/x) eps here.)
+    dd l2x = dd_add(dd{kLn2, kLn2Lo}, dd_neg(log_of<kExact>(x)));
+    if (kExact)
+      return from_dd(dd_add(dd_add(dd_mul(l2x, v), log_gamma_small_dd(v, 0)), dd_add(dd{-kLn2, -kLn2Lo}, -shift)));
+    return from_dd(dd_add(dd_mul(l2x, v), log_gamma_small(v) - kLn2 - shift));
+  }
+  double n = m::rint(v);
+  double mu = v - n;
+  bool scaled = x >= 1.0;  // Temme's series below (its cancellation grows with x: ~10 ulp at 2)
+  KPair k = scaled ? k_mid_scaled(mu, x) : temme_k(mu, x);
+  double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
+  // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
+  // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
+  // with x < 25 the unscaled values K >= K_0(25) ~ 5e-12 are far from underflow.
+  const bool unscale = !kExact && scaled;
+  if (unscale) {
+    const double e = m::exp(-x);
+    k.k_mu *= e;
+    k.k_mu1 *= e;
+    lead = -shift;
+  }
+  if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
+  const KRec rec = k_forward<kExact>(mu, x, k, static_cast<int>(n));
+  const dd c = rec.k;
+  const int exponent = rec.exponent;
   dd r = dd_add(kExact && dd_detail::is_positive_normal(c.hi) ? dd_log(c) : log_of<kExact>(c.hi), lead);
   if (exponent != 0) {
     dd e = two_prod(static_cast<double>(exponent), kLn2);
@@ -707,9 +720,9 @@ NK_HOST_DEVICE dd exp_dd(double a) {
   const double scale = m::from_bits(static_cast<std::uint64_t>(static_cast<std::int64_t>(kd) + 1023) << 52);
   return {e.hi * scale, lo * scale};
 }
-// v e^-x for v = hi + lo, 0 <= x <= 708: one rounding (e^-x as exp_dd).
-NK_HOST_DEVICE double scaled_by_exp(dd v, double x) {
-  const dd e = exp_dd(-x);
+// v e^a for v = hi + lo, -708 <= a <= 709: one rounding (e^a as exp_dd).
+NK_HOST_DEVICE double mul_exp(dd v, double a) {
+  const dd e = exp_dd(a);
   const dd p = two_prod(v.hi, e.hi);
   return p.hi + (p.lo + (v.hi * e.lo + v.lo * e.hi));
 }
@@ -777,7 +790,7 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
   const double q_lo = (m::fma(-qv, den, ts.hi) + lo_top - qv * den_err) / den;
   const dd val = {qv, q_lo};
   if (!scaled) return val.hi + val.lo;
-  return scaled_by_exp(val, ax);
+  return mul_exp(val, -ax);
 }
 // iv_series_direct for real (v, x) with I_{-n} = I_n and I_n(-x) = (-1)^n I_n(x); NaN where the
 // fast path does not apply (the caller then takes the general log-domain path).
@@ -789,6 +802,23 @@ NK_HOST_DEVICE double iv_direct_signed(double v, double x, bool scaled) {
   double d = iv_series_direct(av, ax, scaled);
   bool odd = x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0;
   return odd ? -d : d;
+}
+// K_v(x) (e^x K_v(x) when scaled) for 0 <= v < 20, 1e-100 <= x, sqrt(v^2 + x^2) < 25, as a value:
+// Temme's series (x < 1) or the polynomial fit (1 <= x), the recurrence, and at most one factor
+// e^+-x (exp_dd), rounded once (the log / exp round trip of the general path added ~1 ulp: the
+// drop-ins' bound is max(2 eps, SciPy's error)).  NaN where it does not apply or the value
+// leaves the double range (the caller then takes the log-domain path).
+NK_HOST_DEVICE double kv_small_direct(double v, double x, bool scaled) {
+  if (!(v >= 0.0 && v < kDebyeMinOrder && x >= 1e-100 && v * v + x * x < kDebyeMinRadius * kDebyeMinRadius))
+    return m::nan<double>();
+  const double n = m::rint(v), mu = v - n;
+  const bool mid = x >= 1.0;  // (k_mid_scaled gives e^x K)
+  const KPair k = mid ? k_mid_scaled(mu, x) : temme_k(mu, x);
+  KRec r = {{k.k_mu, 0.0}, 0};
+  if (n != 0.0) r = k_forward<true>(mu, x, k, static_cast<int>(n));
+  if (r.exponent != 0 || !(r.k.hi < 1e300)) return m::nan<double>();
+  if (mid == scaled) return r.k.hi + r.k.lo;
+  return mul_exp(r.k, mid ? -x : x);
 }
 }  // namespace bessel_detail
 
@@ -816,12 +846,16 @@ NK_HOST_DEVICE double ive(double v, double x) {
 }
 NK_HOST_DEVICE double kv(double v, double x) {
   if (bessel_detail::kv_underflows(m::fabs(v), x)) return 0.0;  // (false for NaN v or x, and kv(inf, inf))
+  const double d = bessel_detail::kv_small_direct(m::fabs(v), x, false);  // small-order fast path
+  if (d == d) return d;
   bessel_detail::LogPair r = kv_log<true>(v, x);
   return exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double kve(double v, double x) {
   if (x == m::inf<double>() && !m::isnan(v)) return m::fabs(v) == m::inf<double>() ? m::nan<double>() : 0.0;
   const double av = m::fabs(v);
+  const double d = bessel_detail::kv_small_direct(av, x, true);
+  if (d == d) return d;
   if (x >= bessel_detail::hankel_threshold(av) && x < m::inf<double>()) return bessel_detail::hankel_scaled(av, x, true);
   bessel_detail::LogPair r = kv_log<true>(v, x, -x);
   return exp_pair(r.hi, r.lo);
