@@ -89,6 +89,45 @@ NK_HOST_DEVICE dd log_half_of(double x) {
   return dd_add(log_of<kExact>(x), dd{-kLn2, -kLn2Lo});
 }
 
+// e^a as hi + lo (~1e-19 relative) for -708 <= a <= 709 (2^k a normal double): a = k ln2 + r, |r| <= ln2/2, with r
+// formed as a double-double (k ln2_hi exact) and e^r = 1 + s, s = r + r^2 P(r) (Taylor to r^13),
+// whose two roundings are kept: the drop-ins' e^-x factors round once, in the caller's product.
+NK_HOST_DEVICE dd exp_dd(double a) {
+  constexpr double kInvLn2 = 1.4426950408889634;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  const double kd = m::rint(a * kInvLn2);
+  const double r0 = a - kd * kLn2Hi;  // exact: kLn2Hi has 11 trailing zero bits, |kd| < 2^11
+  const dd rl = two_prod(kd, kLn2Lo);
+  const dd r = two_sum(r0, -rl.hi);
+  const double rr = r.hi;
+  double p = 1.0 / 6227020800.0;
+  p = m::fma(p, rr, 1.0 / 479001600.0);
+  p = m::fma(p, rr, 1.0 / 39916800.0);
+  p = m::fma(p, rr, 1.0 / 3628800.0);
+  p = m::fma(p, rr, 1.0 / 362880.0);
+  p = m::fma(p, rr, 1.0 / 40320.0);
+  p = m::fma(p, rr, 1.0 / 5040.0);
+  p = m::fma(p, rr, 1.0 / 720.0);
+  p = m::fma(p, rr, 1.0 / 120.0);
+  p = m::fma(p, rr, 1.0 / 24.0);
+  p = m::fma(p, rr, 1.0 / 6.0);
+  p = m::fma(p, rr, 0.5);
+  const dd sq = two_prod(rr, rr);
+  const dd t = two_prod(sq.hi, p);  // r^2 P(r), its product rounding kept
+  const dd s = two_sum(rr, t.hi);
+  const double s_lo = s.lo + (t.lo + sq.lo * p) + (r.lo - rl.lo);  // (+ e^r's factor 1 + r_lo)
+  const dd e = quick_two_sum(1.0, s.hi);
+  const double lo = e.lo + s_lo * (1.0 + s.hi);
+  const double scale = m::from_bits(static_cast<std::uint64_t>(static_cast<std::int64_t>(kd) + 1023) << 52);
+  return {e.hi * scale, lo * scale};
+}
+// v e^a for v = hi + lo, -708 <= a <= 709: one rounding (e^a as exp_dd).
+NK_HOST_DEVICE double mul_exp(dd v, double a) {
+  const dd e = exp_dd(a);
+  const dd p = two_prod(v.hi, e.hi);
+  return p.hi + (p.lo + (v.hi * e.lo + v.lo * e.hi));
+}
+
 NK_HOST_DEVICE double hankel_threshold(double v) {
   return v >= kDebyeMinOrder ? 50.0 * v * v : (1.2 * v * v > 25.0 ? 1.2 * v * v : 25.0);
 }
@@ -334,9 +373,66 @@ NK_HOST_DEVICE LogPair log_iv_series(double v, double x, double shift) {
 
 struct KPair {
   double k_mu, k_mu1;  // K_mu, K_mu+1, times e^x when scaled
+  double k_mu_lo = 0.0, k_mu1_lo = 0.0;  // (low parts: temme_k<true> only)
 };
 
-// Temme's series for x <= 2, |mu| <= 1/2.
+// The start of Temme's series for the drop-ins, f_0 = (pi mu / sin(pi mu)) (gam1 cosh(e) +
+// gam2 d sinh(e)/e), e = mu d, d = log(2/x), in double-double, and e^e = (2/x)^mu.  For x < 1.12
+// f_0 ~ d - gamma + O(mu^2) cancels (by 2.6x at x = 0.9), so the rounding of d, of Euler's
+// gamma (kRGamma[1]) and of the factors 1 + O(mu^2) each cost up to ~1 ulp of K_mu in double
+// (kv(0.0025, 0.153) was 3 eps off): here d = -log(x/2) and e are double-double, gamma carries
+// its low part, and cosh(e), sinh(e)/e, gam2 and pi mu / sin(pi mu) enter as 1 + (a small part
+// in double).  |mu| <= 1/2, 1e-100 <= x < 1.
+struct TemmeStart {
+  dd f0, ee, p0;  // p0 = (2/x)^mu Gamma(1 + mu) / 2, the start of K_mu+1's sum
+};
+NK_HOST_DEVICE TemmeStart temme_start_exact(double mu, double x) {
+  constexpr double kGammaLo = -4.9429151524306451e-18;  // Euler's gamma - kRGamma[1]
+  // 1/Gamma(1 +- mu) = (1 + g2r) -+ mu (gamma + g1r): the tails of rgamma_parts' two sums
+  const double mu2 = mu * mu;
+  double odd = 0.0, even = 0.0;
+  for (int k = kRGammaTerms - 2; k >= 2; k -= 2) {
+    even = even * mu2 + kRGamma[k];
+    odd = odd * mu2 + kRGamma[k + 1];
+  }
+  const double g1r = odd * mu2, g2r = even * mu2;
+  // pi mu / sin(pi mu) = 1 + fm, fm = (y - sin y) / sin y, y - sin y = y^3 sum_k (-y^2)^k / (2k+3)!
+  const double y = kPi * mu, y2 = y * y;
+  double ys = 0.0;
+  for (int k = 12; k >= 0; --k) ys = 1.0 / ((2.0 * k + 2.0) * (2.0 * k + 3.0)) * (1.0 - y2 * ys);
+  // (ys = sum as a nested product: 1/3! (1 - y^2/(4 5) (1 - y^2/(6 7) (...))))
+  const double ymsin = y * y2 * ys;
+  const double fm = y == 0.0 ? 0.0 : ymsin / (y - ymsin);
+  const dd d = dd_neg(log_half_of<true>(x));
+  const dd e = dd_mul(d, mu);
+  dd ee = exp_dd(e.hi);
+  ee = dd_add(ee, ee.hi * e.lo);  // e^(hi + lo) = e^hi (1 + lo)
+  const double gam1 = -(kRGamma[1] + g1r);
+  dd f;
+  if (m::fabs(e.hi) <= 1.0) {
+    // cosh(e) - 1 = 2 sinh(e/2)^2;  sinh(e)/e - 1 = sum_k e^2k / (2k+1)!
+    const double sh = m::sinh(0.5 * e.hi), ch1 = 2.0 * sh * sh, e2 = e.hi * e.hi;
+    double sh1 = 0.0;
+    for (int k = 10; k >= 1; --k) sh1 = (1.0 + sh1) * e2 / ((2.0 * k) * (2.0 * k + 1.0));
+    // F = gam1 cosh(e) + gam2 d sinh(e)/e = (d - gamma) + [small terms]
+    const double small = m::fma(gam1, ch1, d.hi * (g2r + sh1 + g2r * sh1)) - g1r;
+    dd big = two_sum(d.hi, -kRGamma[1]);
+    f = quick_two_sum(big.hi, big.lo + ((d.lo - kGammaLo) + small));
+  } else {
+    // (2/x)^mu dominates: F = gam1 (ee + 1/ee)/2 + gam2 (ee - 1/ee) / (2 mu)
+    const dd inv = dd_div(dd{1.0, 0.0}, ee);
+    const dd ch = dd_mul(dd_add(ee, inv), 0.5), shm = dd_div(dd_mul(dd_add(ee, dd_neg(inv)), 0.5), mu);
+    const dd g1 = dd_neg(dd_add(two_sum(kRGamma[1], g1r), kGammaLo));
+    f = dd_add(dd_mul(g1, ch), dd_add(shm, dd_mul(shm, g2r)));
+  }
+  f = dd_add(f, f.hi * fm);
+  const dd gampl = two_sum(1.0, m::fma(mu, kRGamma[1] + g1r, m::fma(mu, kGammaLo, g2r)));  // 1/Gamma(1+mu)
+  return {f, ee, dd_mul(dd_div(ee, gampl), 0.5)};
+}
+
+// Temme's series for x <= 2, |mu| <= 1/2 (kExact: the start from temme_start_exact, the sum of
+// K_mu compensated; 1e-100 <= x < 1 then).
+template <bool kExact = false>
 NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   RGammaParts g = rgamma_parts(mu);
   double gam1 = -g.odd_over_mu;  // (1/Gamma(1-mu) - 1/Gamma(1+mu)) / (2 mu)
@@ -344,11 +440,19 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   double gampl = gam2 - mu * gam1;  // 1/Gamma(1+mu)
   double gammi = gam2 + mu * gam1;  // 1/Gamma(1-mu)
   double x2 = 0.5 * x;
+  double ee, ff, sum_lo = 0.0, sum1_lo = 0.0, p0 = 0.0;
+  if (kExact) {
+    const TemmeStart st = temme_start_exact(mu, x);
+    ff = st.f0.hi;
+    sum_lo = st.f0.lo;
+    ee = st.ee.hi + st.ee.lo;
+    p0 = st.p0.hi;
+    sum1_lo = st.p0.lo;
+  } else {
   double pimu = kPi * mu;
   double fact = (m::fabs(pimu) < 1e-12) ? 1.0 : pimu / m::sin(pimu);
   double d = -log_half_of<false>(x).hi;
   double e = mu * d;
-  double ee, ff;
   if (m::fabs(e) > 1.0 && x >= 4.450147717014403e-308) {
     // e^e = (2/x)^mu by pow: exp(e) would carry e's rounding, |e| eps (115 eps at x = 1e-100,
     // where kv(0.5, x) was 6.7e-15 off); sinh(e)/e * d = sinh(e)/mu
@@ -360,8 +464,9 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
     ff = fact * (gam1 * m::cosh(e) + gam2 * fact2 * d);
     ee = m::exp(e);
   }
+  }
   double sum = ff;
-  double p = 0.5 * ee / gampl;
+  double p = kExact ? p0 : 0.5 * ee / gampl;
   double q = 0.5 / (ee * gammi);
   double c = 1.0;
   double dsq = x2 * x2;
@@ -373,9 +478,19 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
     p /= (di - mu);
     q /= (di + mu);
     double del = c * ff;
-    sum += del;
+    if (kExact) {
+      const double t = sum + del;
+      sum_lo += (sum - t) + del;  // (sum >= del > 0)
+      sum = t;
+    } else {
+      sum += del;
+    }
     sum1 += c * (p - di * ff);
     if (m::fabs(del) < kTiny * m::fabs(sum)) break;
+  }
+  if (kExact) {
+    const dd k1 = dd_div(dd_mul(quick_two_sum(sum1, sum1_lo), 2.0), x);
+    return {sum, k1.hi, sum_lo, k1.lo};
   }
   return {sum, sum1 * (2.0 / x)};
 }
@@ -421,7 +536,7 @@ NK_HOST_DEVICE KRec k_forward(double mu, double x, KPair k, int steps) {
   // at order n: kv(13, 0.1196) was 6 ulp off).  The carried chain is one multiply and one add
   // per step.  The logs run the recurrence in double.
   const double inv_x = 1.0 / x;
-  double prev = k.k_mu, cur = k.k_mu1, prev_lo = 0.0, cur_lo = 0.0;
+  double prev = k.k_mu, cur = k.k_mu1, prev_lo = k.k_mu_lo, cur_lo = k.k_mu1_lo;
   int exponent = 0;  // cur, prev carry a factor 2^exponent
   for (int i = 1; i < steps; ++i) {
     double f, f_lo = 0.0;
@@ -688,45 +803,6 @@ NK_HOST_DEVICE dd series_sum_dd(double v, double half) {
   sum_lo = m::fma(ksum, m::fma(half, half, -q) / q, m::fma(tail, rel, sum_lo + s.lo));
   return quick_two_sum(s.hi, sum_lo);
 }
-// e^a as hi + lo (~1e-19 relative) for -708 <= a <= 709 (2^k a normal double): a = k ln2 + r, |r| <= ln2/2, with r
-// formed as a double-double (k ln2_hi exact) and e^r = 1 + s, s = r + r^2 P(r) (Taylor to r^13),
-// whose two roundings are kept: the drop-ins' e^-x factors round once, in the caller's product.
-NK_HOST_DEVICE dd exp_dd(double a) {
-  constexpr double kInvLn2 = 1.4426950408889634;
-  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
-  const double kd = m::rint(a * kInvLn2);
-  const double r0 = a - kd * kLn2Hi;  // exact: kLn2Hi has 11 trailing zero bits, |kd| < 2^11
-  const dd rl = two_prod(kd, kLn2Lo);
-  const dd r = two_sum(r0, -rl.hi);
-  const double rr = r.hi;
-  double p = 1.0 / 6227020800.0;
-  p = m::fma(p, rr, 1.0 / 479001600.0);
-  p = m::fma(p, rr, 1.0 / 39916800.0);
-  p = m::fma(p, rr, 1.0 / 3628800.0);
-  p = m::fma(p, rr, 1.0 / 362880.0);
-  p = m::fma(p, rr, 1.0 / 40320.0);
-  p = m::fma(p, rr, 1.0 / 5040.0);
-  p = m::fma(p, rr, 1.0 / 720.0);
-  p = m::fma(p, rr, 1.0 / 120.0);
-  p = m::fma(p, rr, 1.0 / 24.0);
-  p = m::fma(p, rr, 1.0 / 6.0);
-  p = m::fma(p, rr, 0.5);
-  const dd sq = two_prod(rr, rr);
-  const dd t = two_prod(sq.hi, p);  // r^2 P(r), its product rounding kept
-  const dd s = two_sum(rr, t.hi);
-  const double s_lo = s.lo + (t.lo + sq.lo * p) + (r.lo - rl.lo);  // (+ e^r's factor 1 + r_lo)
-  const dd e = quick_two_sum(1.0, s.hi);
-  const double lo = e.lo + s_lo * (1.0 + s.hi);
-  const double scale = m::from_bits(static_cast<std::uint64_t>(static_cast<std::int64_t>(kd) + 1023) << 52);
-  return {e.hi * scale, lo * scale};
-}
-// v e^a for v = hi + lo, -708 <= a <= 709: one rounding (e^a as exp_dd).
-NK_HOST_DEVICE double mul_exp(dd v, double a) {
-  const dd e = exp_dd(a);
-  const dd p = two_prod(v.hi, e.hi);
-  return p.hi + (p.lo + (v.hi * e.lo + v.lo * e.hi));
-}
-
 // Direct value of I_v(|x|) e^{-scale |x|} for 0 <= v < 20 (and 20 <= v < 170, x <= 2) when
 // nothing can under/overflow: (x/2)^mu / Gamma(1+mu) prod (x/2)/(mu+j) * sum, a few ulp, with no
 // logarithm to exponentiate (the drop-ins' small-order path is then ~3x cheaper).  Returns NaN
@@ -813,8 +889,8 @@ NK_HOST_DEVICE double kv_small_direct(double v, double x, bool scaled) {
     return m::nan<double>();
   const double n = m::rint(v), mu = v - n;
   const bool mid = x >= 1.0;  // (k_mid_scaled gives e^x K)
-  const KPair k = mid ? k_mid_scaled(mu, x) : temme_k(mu, x);
-  KRec r = {{k.k_mu, 0.0}, 0};
+  const KPair k = mid ? k_mid_scaled(mu, x) : temme_k<true>(mu, x);
+  KRec r = {quick_two_sum(k.k_mu, k.k_mu_lo), 0};
   if (n != 0.0) r = k_forward<true>(mu, x, k, static_cast<int>(n));
   if (r.exponent != 0 || !(r.k.hi < 1e300)) return m::nan<double>();
   if (mid == scaled) return r.k.hi + r.k.lo;
