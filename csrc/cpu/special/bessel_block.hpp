@@ -160,9 +160,10 @@ inline std::int64_t lane_bucket(double v, double x) {
   return valid ? b : 0;
 }
 
-// 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
+// 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost); the
+// sum without the 1 where kOnePlus is false.
 // With terms (debye_sums_by_lane): lane l takes the step of term k only for k < terms[l].
-template <int kTerms>
+template <int kTerms, bool kOnePlus = true>
 inline void debye_sums(const double* p2, const double* u, double* s, const std::int64_t* terms = nullptr) {
   double sum[kLanes] = {};
 #pragma GCC unroll 24
@@ -183,7 +184,7 @@ inline void debye_sums(const double* p2, const double* u, double* s, const std::
       }
     }
   }
-  for (int l = 0; l < kLanes; ++l) s[l] = 1.0 + sum[l];
+  for (int l = 0; l < kLanes; ++l) s[l] = kOnePlus ? 1.0 + sum[l] : sum[l];
 }
 
 // debye_sums with each lane's own number of terms, 2 bucket[l] (its lane_bucket, 1..10): the
@@ -669,9 +670,12 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
 
 // ---- drop-ins iv, ive, kv, kve: the Debye region in lanes -----------------------------------
 // bessel.hpp's kExact path: the exponent v eta in double-double (debye_exponent<true>, whose
-// dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
-//   I (e^-x when kScaled) = exp(v eta - shift + rest),  K (e^x) = exp(-v eta - shift + rest).
-// Lanes where exp() is within 0.1 of its overflow or underflow limit go to the scalar path.
+// dd_log is branch-free), then the value, rounded once:
+//   I (e^-x when kScaled) = e^(v eta - shift) S / sqrt(2 pi h),  K (e^x) = e^(-v eta - shift) S sqrt(pi / (2h))
+// with e^. as exp_dd (hi + lo), 1 / sqrt(c h) to ~eps^2 (a Newton step on the double-double
+// c h) and S = 1 + (its tail): no logarithm of the prefactor, whose rounding (~0.5 ulp of
+// log(2 pi h) ~ 3, an absolute error) cost up to 1.5 eps of the result.  Lanes whose exponent
+// is beyond +-700 but not certainly out of range go to the scalar path.
 template <bool kIsK, bool kScaled, int kTerms>
 inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
@@ -707,19 +711,27 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
     e_hi[l] = e.hi;
     e_lo[l] = e.lo;
   }
-  debye_sums<kTerms>(p2, u, s);
+  debye_sums<kTerms, false>(p2, u, s);  // S - 1
+  constexpr double kCHi = kIsK ? 0.63661977236758138 : 6.2831853071795862;  // 2/pi, 2 pi
+  constexpr double kCLo = kIsK ? -3.9357353350364972e-17 : 2.4492935982947064e-16;
   for (int l = 0; l < kLanes; ++l) {
-    double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
-    dd t = two_sum(e_hi[l], e_lo[l] + rest);
-    double hi = t.hi < 709.7 ? (t.hi > -745.1 ? t.hi : -745.1) : 709.7;
-    double ex = exp_branchfree(hi);
-    double val = ex + ex * t.lo;
-    std::int64_t over = t.hi > 709.8, under = t.hi < -745.2;
+    // P = 1 / sqrt(c h) = r (1 - (c h r^2 - 1) / 2)
+    const dd ch = two_prod(kCHi, h_hi[l]);
+    const double ch_lo = ch.lo + (kCHi * h_lo[l] + kCLo * h_hi[l]);
+    const double r = 1.0 / std::sqrt(ch.hi);
+    const dd r2 = two_prod(r, r);
+    const double err = m::fma(ch.hi, r2.hi, -1.0) + (ch.hi * r2.lo + ch_lo * r2.hi);
+    const double r_lo = -0.5 * err * r;
+    const double hi = e_hi[l] < 700.0 ? (e_hi[l] > -700.0 ? e_hi[l] : -700.0) : 700.0;
+    const dd ex = bessel_detail::exp_dd(hi);
+    const double ex_lo = m::fma(ex.hi, e_lo[l], ex.lo);
+    const dd xr = two_prod(ex.hi, r);
+    const double lo = xr.lo + (ex.hi * r_lo + ex_lo * r);
+    double val = xr.hi + m::fma(xr.hi, s[l], lo);
+    std::int64_t over = e_hi[l] > 709.8, under = e_hi[l] < -745.2;
     val = over ? m::inf<double>() : val;
     out[l] = under ? 0.0 : val;
-    std::int64_t edge = (t.hi >= 709.7) & (over ^ 1);
-    edge |= (t.hi <= -745.1) & (under ^ 1);
-    cancels[l] = edge;
+    cancels[l] = (std::fabs(e_hi[l]) >= 700.0) & (over ^ 1) & (under ^ 1);
   }
 }
 
