@@ -675,7 +675,7 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
 // with e^. as exp_dd (hi + lo), 1 / sqrt(c h) to ~eps^2 (a Newton step on the double-double
 // c h) and S = 1 + (its tail): no logarithm of the prefactor, whose rounding (~0.5 ulp of
 // log(2 pi h) ~ 3, an absolute error) cost up to 1.5 eps of the result.  Lanes whose exponent
-// is beyond +-700 but not certainly out of range go to the scalar path.
+// is beyond +-700 but whose value is not certainly out of range go to the scalar path.
 template <bool kIsK, bool kScaled, int kTerms>
 inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
@@ -728,7 +728,9 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
     const dd xr = two_prod(ex.hi, r);
     const double lo = xr.lo + (ex.hi * r_lo + ex_lo * r);
     double val = xr.hi + m::fma(xr.hi, s[l], lo);
-    std::int64_t over = e_hi[l] > 709.8, under = e_hi[l] < -745.2;
+    // out of range by the whole logarithm (e_hi + log P, |log S| < 0.1): inf or 0 in the lane
+    const double whole = e_hi[l] + log_branchfree(r);
+    std::int64_t over = whole > 709.9, under = whole < -745.3;
     val = over ? m::inf<double>() : val;
     out[l] = under ? 0.0 : val;
     cancels[l] = (std::fabs(e_hi[l]) >= 700.0) & (over ^ 1) & (under ^ 1);
