@@ -445,7 +445,7 @@ inline void series_large_order_group(const double* v, const double* x, double* o
     const double half = 0.5 * xl[l];
     q[l] = half * half;
     term[l] = 1.0;
-    sum[l] = 1.0;
+    sum[l] = 0.0;  // (the sum beyond its first term 1)
     cancels[l] = 0;
   }
   const int terms = series_terms(q, vl, kTerms);
@@ -712,24 +712,14 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
     e_lo[l] = e.lo;
   }
   debye_sums<kTerms, false>(p2, u, s);  // S - 1
-  constexpr double kCHi = kIsK ? 0.63661977236758138 : 6.2831853071795862;  // 2/pi, 2 pi
-  constexpr double kCLo = kIsK ? -3.9357353350364972e-17 : 2.4492935982947064e-16;
+  using bessel_detail::inv_sqrt_dd;
   for (int l = 0; l < kLanes; ++l) {
-    // P = 1 / sqrt(c h) = r (1 - (c h r^2 - 1) / 2)
-    const dd ch = two_prod(kCHi, h_hi[l]);
-    const double ch_lo = ch.lo + (kCHi * h_lo[l] + kCLo * h_hi[l]);
-    const double r = 1.0 / std::sqrt(ch.hi);
-    const dd r2 = two_prod(r, r);
-    const double err = m::fma(ch.hi, r2.hi, -1.0) + (ch.hi * r2.lo + ch_lo * r2.hi);
-    const double r_lo = -0.5 * err * r;
+    const dd pf = kIsK ? inv_sqrt_dd(bessel_detail::kTwoOverPiHi, bessel_detail::kTwoOverPiLo, h_hi[l], h_lo[l])
+                       : inv_sqrt_dd(bessel_detail::kTwoPiHi, bessel_detail::kTwoPiLo, h_hi[l], h_lo[l]);
     const double hi = e_hi[l] < 700.0 ? (e_hi[l] > -700.0 ? e_hi[l] : -700.0) : 700.0;
-    const dd ex = bessel_detail::exp_dd(hi);
-    const double ex_lo = m::fma(ex.hi, e_lo[l], ex.lo);
-    const dd xr = two_prod(ex.hi, r);
-    const double lo = xr.lo + (ex.hi * r_lo + ex_lo * r);
-    double val = xr.hi + m::fma(xr.hi, s[l], lo);
+    double val = bessel_detail::exp_times(hi, e_lo[l], pf, s[l]);
     // out of range by the whole logarithm (e_hi + log P, |log S| < 0.1): inf or 0 in the lane
-    const double whole = e_hi[l] + log_branchfree(r);
+    const double whole = e_hi[l] + log_branchfree(pf.hi);
     std::int64_t over = whole > 709.9, under = whole < -745.3;
     val = over ? m::inf<double>() : val;
     out[l] = under ? 0.0 : val;
@@ -775,10 +765,10 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
 // iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1 (bessel.hpp's iv_series_direct, by_gamma branch):
 //   I_v(x) e^(-x scaled) = exp(v log y - S(v) - x scaled) * sum / sqrt(2 pi v),
 //   y = (x/2) e / v (double-double), S(v) = Stirling's series, sum = sum_k q^k / (k! (v+1)_k)
-// with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  The header takes pow(y, v)
-// (scalar); here v log y is a double-double (dd_log, ~1e-30) and the exponential is
-// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is below -700 (a
-// subnormal or zero result) go to the scalar path.
+// with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  As the header's
+// pow_over_gamma1p: v log y a double-double (dd_log, ~1e-30), then exp_times (exp_dd, the
+// Newton-corrected 1/sqrt(2 pi v), 1 + the sum's tail; one rounding).  Lanes whose exponent is
+// below -700 (a subnormal or zero result) go to the scalar path.
 constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
 template <bool kScaled>
 inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
@@ -790,7 +780,7 @@ inline void iv_small_x_group(const double* v, const double* x, double* out, std:
     const double half = 0.5 * x[l];
     q[l] = half * half;
     term[l] = 1.0;
-    sum[l] = 1.0;
+    sum[l] = 0.0;  // (the sum beyond its first term 1)
     constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
     dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v[l]);
     DdLogReduced r = dd_log_reduce(y);
@@ -819,8 +809,7 @@ inline void iv_small_x_group(const double* v, const double* x, double* out, std:
     e = dd_add(e, stir[l]);
     if (kScaled) e = dd_add(e, -x[l]);
     const double hi = e.hi > -700.0 ? (e.hi < 700.0 ? e.hi : 700.0) : -700.0;
-    const double ex = exp_branchfree(hi);
-    out[l] = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
+    out[l] = exp_times(hi, e.lo, inv_sqrt_dd(kTwoPiHi, kTwoPiLo, v[l], 0.0), sum[l]);
     cancels[l] = e.hi <= -700.0;
   }
 }

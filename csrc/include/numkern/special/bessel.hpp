@@ -133,6 +133,29 @@ NK_HOST_DEVICE double mul_exp(dd v, double a) {
   return p.hi + (p.lo + (v.hi * e.lo + v.lo * e.hi));
 }
 
+// 1 / sqrt(c h) as hi + lo (~eps^2 relative) for c h = (c_hi + c_lo)(h_hi + h_lo) > 0: the
+// double reciprocal square root r, then one Newton step r (1 - (c h r^2 - 1) / 2) in which
+// c h r^2 - 1 is formed from exact products.
+constexpr double kTwoPiHi = 6.283185307179586, kTwoPiLo = 2.4492935982947064e-16;
+constexpr double kTwoOverPiHi = 0.6366197723675814, kTwoOverPiLo = -3.9357353350364974e-17;
+NK_HOST_DEVICE NK_FORCE_INLINE dd inv_sqrt_dd(double c_hi, double c_lo, double h_hi, double h_lo) {
+  const dd ch = two_prod(c_hi, h_hi);
+  const double ch_lo = ch.lo + (c_hi * h_lo + c_lo * h_hi);
+  const double r = 1.0 / m::sqrt(ch.hi);
+  const dd r2 = two_prod(r, r);
+  const double err = m::fma(ch.hi, r2.hi, -1.0) + (ch.hi * r2.lo + ch_lo * r2.hi);
+  return {r, -0.5 * err * r};
+}
+// e^(e_hi + e_lo) (p_hi + p_lo) (1 + tail), rounded once; -700 <= e_hi <= 700, |tail| < 1/2.
+// (The drop-ins' values: exponent, prefactor and series each carried to ~eps^2.)
+NK_HOST_DEVICE NK_FORCE_INLINE double exp_times(double e_hi, double e_lo, dd p, double tail) {
+  const dd ex = exp_dd(e_hi);
+  const double ex_lo = m::fma(ex.hi, e_lo, ex.lo);
+  const dd xr = two_prod(ex.hi, p.hi);
+  const double lo = xr.lo + (ex.hi * p.lo + ex_lo * p.hi);
+  return xr.hi + m::fma(xr.hi, tail, lo);
+}
+
 NK_HOST_DEVICE double hankel_threshold(double v) {
   return v >= kDebyeMinOrder ? 50.0 * v * v : (1.2 * v * v > 25.0 ? 1.2 * v * v : 25.0);
 }
@@ -746,18 +769,24 @@ NK_HOST_DEVICE double log_kv(double v, double x) {
   return r.hi + r.lo;
 }
 namespace bessel_detail {
-// (x/2)^v / Gamma(v + 1) for v >= 20 to a few ulp, from Gamma(v + 1) = sqrt(2 pi v) (v/e)^v e^S(v)
-// (Stirling; S(v) = sum B_2k / (2k (2k-1) v^(2k-1)), six terms < 1e-17 at v >= 20):
-//   = y^v e^(-S(v)) / sqrt(2 pi v),  y = (x/2) e / v.
-// y is formed in double-double and its low part enters as the factor exp(v y_lo / y_hi), so the
-// rounding of y is not raised to the power v.  (glibc's tgamma, as accurate, costs 3x more.)
-NK_HOST_DEVICE double pow_over_gamma1p(double half, double v) {
+// (x/2)^v / Gamma(v + 1) e^-shift (1 + tail) for 20 <= v < 170, from Gamma(v + 1) =
+// sqrt(2 pi v) (v/e)^v e^S(v) (Stirling; S(v) = sum B_2k / (2k (2k-1) v^(2k-1)), six terms
+// < 1e-17 at v >= 20):  = e^(v log y - S(v) - shift) / sqrt(2 pi v),  y = (x/2) e / v.
+// y and v log y are double-double (dd_log), the exponential exp_dd and 1/sqrt(2 pi v) a Newton
+// step (exp_times): one rounding in all (pow(y, v) e^(...) / sqrt(2 pi v) rounded 4-5 times and
+// was up to 2.2 eps off).  Where the exponent is below -700 (a result near the underflow),
+// exp(hi) (1 + lo) in double.
+NK_HOST_DEVICE double pow_over_gamma1p(double half, double v, double tail, double shift) {
   constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
-  dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v);
-  double r = 1.0 / v, r2 = r * r;
-  double stirling = r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-                    r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
-  return ::pow(y.hi, v) * m::exp(v * (y.lo / y.hi) - stirling) / m::sqrt(2.0 * kPi * v);
+  const dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v);
+  const double r = 1.0 / v, r2 = r * r;
+  const double stirling = r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+                          r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+  const dd e = dd_add(dd_add(dd_mul(dd_log(y), v), -stirling), -shift);
+  const dd p = inv_sqrt_dd(kTwoPiHi, kTwoPiLo, v, 0.0);
+  if (e.hi >= -700.0) return exp_times(e.hi, e.lo, p, tail);
+  const double ex = m::exp(e.hi);
+  return (ex + ex * e.lo) * (p.hi * (1.0 + tail));
 }
 
 // sum_k q^k / (k! (v + 1)_k), q = (x/2)^2, as hi + lo to ~1e-17 relative.  The terms run in
@@ -824,15 +853,15 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
     return m::nan<double>();
   if (v * m::fabs(m::log(half)) > 600.0) return m::nan<double>();
   if (by_gamma) {
-    double q = half * half, term = 1.0, sum = 1.0;
+    // (the terms fall by q / (k (v + k)) <= 1/21: their sum beyond 1, tail, in double)
+    double q = half * half, term = 1.0, tail = 0.0;
     for (int k = 1; k < 4000; ++k) {
       double denom = k * (v + k);
       term *= q * (1.0 / denom);
-      sum += term;
-      if (term < kTiny * sum && denom > 2.0 * q) break;
+      tail += term;
+      if (term < kTiny * (1.0 + tail) && denom > 2.0 * q) break;
     }
-    double val = pow_over_gamma1p(half, v) * sum;
-    return scaled ? val * m::exp(-ax) : val;
+    return pow_over_gamma1p(half, v, tail, scaled ? ax : 0.0);
   }
   // v < 20, x < 25: sum and prefactor to ~1e-17 (the drop-ins' bound is max(2 eps, SciPy's
   // error); the plain evaluation accumulated ~2 eps in each: k(v + k), 1/., q * . and term * .
