@@ -728,8 +728,8 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
 }
 
 // ive, kve in the Hankel region: bessel.hpp's hankel_scaled with the same operations in the same
-// order (so the same values): S = sum_k (-+1)^k a_k(v) / x^k, stopped per lane at the smallest term
-// or below 1e-17 relative, then S c / sqrt(x).
+// order (so the same values): the tail S - 1 = sum_{k>=1} (-+1)^k a_k(v) / x^k, stopped per lane
+// at the smallest term or below 1e-17 relative, then the Newton-corrected prefactor times 1 + tail.
 template <bool kIsK>
 inline void hankel_scaled_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kSign = kIsK ? 1.0 : -1.0;
@@ -737,7 +737,7 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
   std::int64_t active[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     term[l] = 1.0;
-    sum[l] = 1.0;
+    sum[l] = 0.0;
     prev[l] = 2.0;
     active[l] = 1;
     cancels[l] = 0;
@@ -751,15 +751,17 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
       std::int64_t adds = active[l] & (at <= prev[l]);
       double sm = sum[l] + t;
       sum[l] = adds ? sm : sum[l];
-      active[l] = adds & (at >= bessel_detail::kTiny * std::fabs(sm));
+      active[l] = adds & (at >= bessel_detail::kTiny * std::fabs(1.0 + sm));
       prev[l] = at;
       term[l] = t;
       any |= active[l];
     }
     if (!any) break;
   }
-  constexpr double kC = kIsK ? bessel_detail::kSqrtPiOver2 : bessel_detail::kInvSqrt2Pi;
-  for (int l = 0; l < kLanes; ++l) out[l] = sum[l] * kC / std::sqrt(x[l]);
+  for (int l = 0; l < kLanes; ++l) {
+    const dd p = bessel_detail::hankel_prefactor(x[l], kIsK);
+    out[l] = p.hi + m::fma(p.hi, sum[l], p.lo);
+  }
 }
 
 // iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1 (bessel.hpp's iv_series_direct, by_gamma branch):

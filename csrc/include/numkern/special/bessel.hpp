@@ -210,16 +210,17 @@ NK_HOST_DEVICE dd log_gamma_small_dd(double v, int k) {
 }
 
 // ---- Hankel expansions (x large) ---------------------------------------------------------
-// sum_k (sign)^k a_k(v) / x^k with a_k = prod_j (4v^2 - (2j-1)^2) / (k! 8^k)
-NK_HOST_DEVICE double hankel_sum(double v, double x, double sign) {
-  double term = 1.0, sum = 1.0, prev = 2.0;
+// sum_k (sign)^k a_k(v) / x^k with a_k = prod_j (4v^2 - (2j-1)^2) / (k! 8^k); without its first
+// term 1 where tail_only (the drop-ins add it in their last rounding)
+NK_HOST_DEVICE double hankel_sum(double v, double x, double sign, bool tail_only = false) {
+  double term = 1.0, sum = tail_only ? 0.0 : 1.0, prev = 2.0;
   for (int k = 1; k < 200; ++k) {
     double odd = 2.0 * k - 1.0;
     term *= sign * (2.0 * v - odd) * (2.0 * v + odd) / (8.0 * k * x);
     double at = m::fabs(term);
     if (at > prev) break;  // asymptotic series: stop at the smallest term
     sum += term;
-    if (at < kTiny * m::fabs(sum)) break;
+    if (at < kTiny * m::fabs(tail_only ? 1.0 + sum : sum)) break;
     prev = at;
   }
   return sum;
@@ -236,13 +237,24 @@ NK_HOST_DEVICE LogPair hankel_log(double lead, double x, double c, double log_c,
   r = dd_add(r, m::log(series) + log_c);
   return from_dd(dd_add(r, lead - shift));
 }
-// ive, kve (v >= 0) in the Hankel region, directly: I_v(x) e^-x = S_- / sqrt(2 pi x),
-// K_v(x) e^x = S_+ sqrt(pi / (2 x)), with no logarithm to exponentiate (~1 ulp from the sum, 1.5
-// from the three roundings after it, as the log path's; a third of its cost).  The block path's
-// lanes (cpu/special/bessel_block.hpp) run the same operations.
-constexpr double kInvSqrt2Pi = 0.3989422804014327, kSqrtPiOver2 = 1.2533141373155003;
-NK_HOST_DEVICE double hankel_scaled(double v, double x, bool is_k) {
-  return hankel_sum(v, x, is_k ? 1.0 : -1.0) * (is_k ? kSqrtPiOver2 : kInvSqrt2Pi) / m::sqrt(x);
+// The drop-ins (v >= 0) in the Hankel region, directly, times e^e:
+//   I_v(x) e^-x = S_- / sqrt(2 pi x),  K_v(x) e^x = S_+ sqrt(pi / (2 x))
+// (e = 0: ive, kve; e = x: iv, e = -x: kv, |e| <= 700), with no logarithm to exponentiate:
+// 1 / sqrt(c x) Newton-corrected (inv_sqrt_dd; x beyond 1e290 scaled by 2^-600 first), S = 1 +
+// its tail, e^e as exp_dd: one rounding (the sum, c, sqrt(x), the division and the product
+// rounded one by one were up to 2.6 eps off).  The block path's lanes
+// (cpu/special/bessel_block.hpp) run the same operations.
+NK_HOST_DEVICE NK_FORCE_INLINE dd hankel_prefactor(double x, bool is_k) {
+  const bool huge = x > 1e290;
+  const double xs = huge ? x * 0x1p-600 : x, f = huge ? 0x1p-300 : 1.0;
+  const dd p = is_k ? inv_sqrt_dd(kTwoOverPiHi, kTwoOverPiLo, xs, 0.0) : inv_sqrt_dd(kTwoPiHi, kTwoPiLo, xs, 0.0);
+  return {p.hi * f, p.lo * f};
+}
+NK_HOST_DEVICE double hankel_scaled(double v, double x, bool is_k, double e = 0.0) {
+  const double tail = hankel_sum(v, x, is_k ? 1.0 : -1.0, true);
+  const dd p = hankel_prefactor(x, is_k);
+  if (e == 0.0) return p.hi + m::fma(p.hi, tail, p.lo);
+  return exp_times(e, 0.0, p, tail);
 }
 // K_v(x) = 0 in double where x >= v and x - v^2/x > 760: log K = -v eta + log(S sqrt(pi/(2h)))
 // with v eta = h - v asinh(v/x) >= x - v^2/x and the prefactor's log < 1/4.
@@ -935,6 +947,12 @@ NK_HOST_DEVICE double kv_small_direct(double v, double x, bool scaled) {
 NK_HOST_DEVICE double iv(double v, double x) {
   double d = bessel_detail::iv_direct_signed(v, x, false);  // small-order fast path
   if (d == d) return d;
+  const double av = (v < 0.0 && bessel_detail::is_integer(v)) ? -v : v, ax = m::fabs(x);  // I_{-n} = I_n
+  if (av >= 0.0 && ax >= bessel_detail::hankel_threshold(av) && ax <= 700.0 &&
+      (x > 0.0 || bessel_detail::is_integer(av))) {
+    const double h = bessel_detail::hankel_scaled(av, ax, false, ax);  // I_n(-x) = (-1)^n I_n(x)
+    return (x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0) ? -h : h;
+  }
   SignedLog r = iv_signed_log<true>(v, x);
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();  // SciPy: iv(-1.5, 0) = +inf
   return r.sign * r.parity * exp_pair(r.hi, r.lo);
@@ -958,6 +976,7 @@ NK_HOST_DEVICE double kv(double v, double x) {
   if (bessel_detail::kv_underflows(m::fabs(v), x)) return 0.0;  // (false for NaN v or x, and kv(inf, inf))
   const double d = bessel_detail::kv_small_direct(m::fabs(v), x, false);  // small-order fast path
   if (d == d) return d;
+  if (x >= bessel_detail::hankel_threshold(m::fabs(v)) && x <= 700.0) return bessel_detail::hankel_scaled(m::fabs(v), x, true, -x);
   bessel_detail::LogPair r = kv_log<true>(v, x);
   return exp_pair(r.hi, r.lo);
 }
