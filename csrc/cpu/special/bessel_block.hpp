@@ -445,7 +445,7 @@ inline void series_large_order_group(const double* v, const double* x, double* o
     const double half = 0.5 * xl[l];
     q[l] = half * half;
     term[l] = 1.0;
-    sum[l] = 0.0;  // (the sum beyond its first term 1)
+    sum[l] = 1.0;
     cancels[l] = 0;
   }
   const int terms = series_terms(q, vl, kTerms);
