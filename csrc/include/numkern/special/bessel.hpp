@@ -273,11 +273,13 @@ NK_HOST_DEVICE LogPair log_kv_hankel(double v, double x, double shift) {
 // sum_k (sign p / v)^k U_k(p).  The number of terms comes from a precomputed bound on |U_k|
 // (kDebyeTruncation), so the loop has no data-dependent exit; the polynomials U_k(p) are
 // independent chains and the outer Horner in t is the only serial dependency.
-NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
+NK_HOST_DEVICE double debye_sum(double v, double p, double sign, bool tail_only = false) {
   double t = p / v;
   int terms = 1;
   while (terms < kDebyeTerms - 1 && t >= kDebyeTruncation[terms]) ++terms;
-  // terms k >= `terms` are below 1e-17
+  // terms k >= `terms` are below 1e-17 for v >= 20; below (h >= 25) all of them, as the region
+  // map says and the block lanes do (the bound cut iv(7.5, 25.92) at 14 terms: 4.5 eps off)
+  if (v < kDebyeMinOrder) terms = kDebyeTerms - 1;
   double p2 = p * p, u = sign * t;  // U_k(p) / v^k = Q_k(p^2) (p / v)^k
   double sum = 0.0;
   for (int k = terms - 1; k >= 1; --k) {
@@ -285,7 +287,7 @@ NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
     for (int j = k - 1; j >= 0; --j) poly = m::muladd(poly, p2, kDebye[k][j]);
     sum = (sum + poly) * u;
   }
-  return 1.0 + sum;
+  return tail_only ? sum : 1.0 + sum;  // (tail_only: without the first term, for exp_times)
 }
 
 // v * eta(x / v) = sqrt(v^2 + x^2) - v log((v + sqrt(v^2 + x^2)) / x), h = sqrt(v^2 + x^2).
@@ -942,17 +944,58 @@ NK_HOST_DEVICE double kv_small_direct(double v, double x, bool scaled) {
   if (mid == scaled) return r.k.hi + r.k.lo;
   return mul_exp(r.k, mid ? -x : x);
 }
+// The drop-ins in the Debye region as values, e^(+-v eta - shift) S / sqrt(c h) (c = 2 pi for I,
+// 2 / pi for K), rounded once: the exponent in double-double as log_iv_debye<true> forms it,
+// S = 1 + debye_sum's tail, the prefactor inv_sqrt_dd, exp_times (the log path rounded the
+// prefactor before its double-double log and was up to 4.5 eps off at v < 20, h ~ 27).  NaN
+// where the exponent is beyond +-700 or v, x are outside (1e-140, 1e150) (the log path then).
+NK_HOST_DEVICE double debye_direct(double v, double x, bool is_k, double shift) {
+  if (!(v > 1e-140 && x > 1e-140 && v < 1e150 && x < 1e150)) return m::nan<double>();
+  const dd hh = dd_sqrt(dd_add(two_prod(v, v), two_prod(x, x)));
+  dd e;
+  if (debye_far(v, x)) {
+    e = is_k ? dd_neg(debye_exponent_far(v, x, -shift)) : debye_exponent_far(v, x, shift);
+  } else {
+    const dd ve = dd_add(hh, dd_neg(dd_mul(dd_log(dd_div(dd_add(hh, v), x)), v)));
+    e = dd_add(is_k ? dd_neg(ve) : ve, -shift);
+  }
+  if (!(m::fabs(e.hi) <= 700.0)) return m::nan<double>();
+  const double tail = debye_sum(v, v / hh.hi, is_k ? -1.0 : 1.0, true);
+  const dd pf = is_k ? inv_sqrt_dd(kTwoOverPiHi, kTwoOverPiLo, hh.hi, hh.lo) : inv_sqrt_dd(kTwoPiHi, kTwoPiLo, hh.hi, hh.lo);
+  return exp_times(e.hi, e.lo, pf, tail);
+}
+// I_v(x) (e^-|x| when scaled) as a value for v >= 0 or integer v in the Hankel and Debye regions
+// (I_{-n} = I_n, I_n(-x) = (-1)^n I_n(x)); NaN elsewhere or where the value would need the log path.
+NK_HOST_DEVICE double iv_asymptotic_signed(double v, double x, bool scaled) {
+  const double av = (v < 0.0 && is_integer(v)) ? -v : v, ax = m::fabs(x);
+  if (!(av >= 0.0 && ax < m::inf<double>() && (x > 0.0 || is_integer(av)))) return m::nan<double>();
+  double h;
+  if (ax >= hankel_threshold(av)) {
+    if (!scaled && ax > 700.0) return m::nan<double>();
+    h = hankel_scaled(av, ax, false, scaled ? 0.0 : ax);
+  } else if (uses_debye(av, ax)) {
+    h = debye_direct(av, ax, false, scaled ? ax : 0.0);
+  } else {
+    return m::nan<double>();
+  }
+  return (x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0) ? -h : h;
+}
+// K_v(x) (e^x when scaled), v >= 0, 0 < x < inf, likewise.
+NK_HOST_DEVICE double kv_asymptotic(double v, double x, bool scaled) {
+  if (!(v >= 0.0 && x > 0.0 && x < m::inf<double>())) return m::nan<double>();
+  if (x >= hankel_threshold(v)) {
+    if (!scaled && x > 700.0) return m::nan<double>();
+    return hankel_scaled(v, x, true, scaled ? 0.0 : -x);
+  }
+  return uses_debye(v, x) ? debye_direct(v, x, true, scaled ? -x : 0.0) : m::nan<double>();
+}
 }  // namespace bessel_detail
 
 NK_HOST_DEVICE double iv(double v, double x) {
   double d = bessel_detail::iv_direct_signed(v, x, false);  // small-order fast path
   if (d == d) return d;
-  const double av = (v < 0.0 && bessel_detail::is_integer(v)) ? -v : v, ax = m::fabs(x);  // I_{-n} = I_n
-  if (av >= 0.0 && ax >= bessel_detail::hankel_threshold(av) && ax <= 700.0 &&
-      (x > 0.0 || bessel_detail::is_integer(av))) {
-    const double h = bessel_detail::hankel_scaled(av, ax, false, ax);  // I_n(-x) = (-1)^n I_n(x)
-    return (x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0) ? -h : h;
-  }
+  d = bessel_detail::iv_asymptotic_signed(v, x, false);  // Hankel, Debye: values
+  if (d == d) return d;
   SignedLog r = iv_signed_log<true>(v, x);
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();  // SciPy: iv(-1.5, 0) = +inf
   return r.sign * r.parity * exp_pair(r.hi, r.lo);
@@ -961,12 +1004,8 @@ NK_HOST_DEVICE double ive(double v, double x) {
   double ax = m::fabs(x);
   double d = bessel_detail::iv_direct_signed(v, x, true);
   if (d == d) return d;
-  const double av = (v < 0.0 && bessel_detail::is_integer(v)) ? -v : v;  // I_{-n} = I_n
-  if (av >= 0.0 && ax >= bessel_detail::hankel_threshold(av) && ax < m::inf<double>() &&
-      (x > 0.0 || bessel_detail::is_integer(av))) {
-    const double h = bessel_detail::hankel_scaled(av, ax, false);  // I_n(-x) = (-1)^n I_n(x)
-    return (x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0) ? -h : h;
-  }
+  d = bessel_detail::iv_asymptotic_signed(v, x, true);
+  if (d == d) return d;
   SignedLog r = iv_signed_log<true>(v, x, ax == m::inf<double>() ? 0.0 : ax);
   if (ax == m::inf<double>()) return (r.hi == r.hi && m::fabs(v) != m::inf<double>()) ? 0.0 : m::nan<double>();
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();
@@ -976,16 +1015,18 @@ NK_HOST_DEVICE double kv(double v, double x) {
   if (bessel_detail::kv_underflows(m::fabs(v), x)) return 0.0;  // (false for NaN v or x, and kv(inf, inf))
   const double d = bessel_detail::kv_small_direct(m::fabs(v), x, false);  // small-order fast path
   if (d == d) return d;
-  if (x >= bessel_detail::hankel_threshold(m::fabs(v)) && x <= 700.0) return bessel_detail::hankel_scaled(m::fabs(v), x, true, -x);
+  const double a = bessel_detail::kv_asymptotic(m::fabs(v), x, false);  // Hankel, Debye: values
+  if (a == a) return a;
   bessel_detail::LogPair r = kv_log<true>(v, x);
   return exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double kve(double v, double x) {
   if (x == m::inf<double>() && !m::isnan(v)) return m::fabs(v) == m::inf<double>() ? m::nan<double>() : 0.0;
   const double av = m::fabs(v);
-  const double d = bessel_detail::kv_small_direct(av, x, true);
+  double d = bessel_detail::kv_small_direct(av, x, true);
   if (d == d) return d;
-  if (x >= bessel_detail::hankel_threshold(av) && x < m::inf<double>()) return bessel_detail::hankel_scaled(av, x, true);
+  d = bessel_detail::kv_asymptotic(av, x, true);
+  if (d == d) return d;
   bessel_detail::LogPair r = kv_log<true>(v, x, -x);
   return exp_pair(r.hi, r.lo);
 }
