@@ -105,18 +105,13 @@ NK_HOST_DEVICE NK_FORCE_INLINE dd exp_dd(double a) {
   const dd rl = two_prod(kd, kLn2Lo);
   const dd r = two_sum(r0, -rl.hi);
   const double rr = r.hi;
-  double p = 1.0 / 6227020800.0;
-  p = m::fma(p, rr, 1.0 / 479001600.0);
-  p = m::fma(p, rr, 1.0 / 39916800.0);
-  p = m::fma(p, rr, 1.0 / 3628800.0);
-  p = m::fma(p, rr, 1.0 / 362880.0);
-  p = m::fma(p, rr, 1.0 / 40320.0);
-  p = m::fma(p, rr, 1.0 / 5040.0);
-  p = m::fma(p, rr, 1.0 / 720.0);
-  p = m::fma(p, rr, 1.0 / 120.0);
-  p = m::fma(p, rr, 1.0 / 24.0);
-  p = m::fma(p, rr, 1.0 / 6.0);
-  p = m::fma(p, rr, 0.5);
+  // P(r) = sum_{i<=11} r^i / (i + 2)! by Estrin's scheme (4 dependent steps, not 12)
+  const double q2 = rr * rr, q4 = q2 * q2, q8 = q4 * q4;
+  const double a0 = m::fma(rr, 1.0 / 6.0, 0.5), a1 = m::fma(rr, 1.0 / 120.0, 1.0 / 24.0);
+  const double a2 = m::fma(rr, 1.0 / 5040.0, 1.0 / 720.0), a3 = m::fma(rr, 1.0 / 362880.0, 1.0 / 40320.0);
+  const double a4 = m::fma(rr, 1.0 / 39916800.0, 1.0 / 3628800.0);
+  const double a5 = m::fma(rr, 1.0 / 6227020800.0, 1.0 / 479001600.0);
+  const double p = m::fma(m::fma(a5, q2, a4), q8, m::fma(m::fma(a3, q2, a2), q4, m::fma(a1, q2, a0)));
   const dd sq = two_prod(rr, rr);
   const dd t = two_prod(sq.hi, p);  // r^2 P(r), its product rounding kept
   const dd s = two_sum(rr, t.hi);
@@ -440,8 +435,11 @@ NK_HOST_DEVICE TemmeStart temme_start_exact(double mu, double x) {
   const double g1r = odd * mu2, g2r = even * mu2;
   // pi mu / sin(pi mu) = 1 + fm, fm = (y - sin y) / sin y, y - sin y = y^3 sum_k (-y^2)^k / (2k+3)!
   const double y = kPi * mu, y2 = y * y;
-  double ys = 0.0;
-  for (int k = 12; k >= 0; --k) ys = 1.0 / ((2.0 * k + 2.0) * (2.0 * k + 3.0)) * (1.0 - y2 * ys);
+  double ys = 0.0;  // (1/((2k+2)(2k+3)) as literals: no division at run time)
+#define NK_YS(k) ys = (1.0 / ((2.0 * k + 2.0) * (2.0 * k + 3.0))) * (1.0 - y2 * ys);
+  NK_YS(12) NK_YS(11) NK_YS(10) NK_YS(9) NK_YS(8) NK_YS(7) NK_YS(6)
+  NK_YS(5) NK_YS(4) NK_YS(3) NK_YS(2) NK_YS(1) NK_YS(0)
+#undef NK_YS
   // (ys = sum as a nested product: 1/3! (1 - y^2/(4 5) (1 - y^2/(6 7) (...))))
   const double ymsin = y * y2 * ys;
   const double fm = y == 0.0 ? 0.0 : ymsin / (y - ymsin);
@@ -452,10 +450,14 @@ NK_HOST_DEVICE TemmeStart temme_start_exact(double mu, double x) {
   const double gam1 = -(kRGamma[1] + g1r);
   dd f;
   if (m::fabs(e.hi) <= 1.0) {
-    // cosh(e) - 1 = 2 sinh(e/2)^2;  sinh(e)/e - 1 = sum_k e^2k / (2k+1)!
-    const double sh = m::sinh(0.5 * e.hi), ch1 = 2.0 * sh * sh, e2 = e.hi * e.hi;
-    double sh1 = 0.0;
-    for (int k = 10; k >= 1; --k) sh1 = (1.0 + sh1) * e2 / ((2.0 * k) * (2.0 * k + 1.0));
+    // cosh(e) - 1 = sum_k e^2k / (2k)!;  sinh(e)/e - 1 = sum_k e^2k / (2k+1)!
+    // (both as nested products with literal factors: |e| <= 1, to e^22 / 22!)
+    const double e2 = e.hi * e.hi;
+    double sh1 = 0.0, ch1 = 0.0;
+#define NK_SH(k) sh1 = (1.0 + sh1) * e2 * (1.0 / ((2.0 * k) * (2.0 * k + 1.0))); \
+                 ch1 = (1.0 + ch1) * e2 * (1.0 / ((2.0 * k - 1.0) * (2.0 * k)));
+    NK_SH(11) NK_SH(10) NK_SH(9) NK_SH(8) NK_SH(7) NK_SH(6) NK_SH(5) NK_SH(4) NK_SH(3) NK_SH(2) NK_SH(1)
+#undef NK_SH
     // F = gam1 cosh(e) + gam2 d sinh(e)/e = (d - gamma) + [small terms]
     const double small = m::fma(gam1, ch1, d.hi * (g2r + sh1 + g2r * sh1)) - g1r;
     dd big = two_sum(d.hi, -kRGamma[1]);
@@ -947,10 +949,14 @@ NK_HOST_DEVICE double kv_small_direct(double v, double x, bool scaled) {
 // The drop-ins in the Debye region as values, e^(+-v eta - shift) S / sqrt(c h) (c = 2 pi for I,
 // 2 / pi for K), rounded once: the exponent in double-double as log_iv_debye<true> forms it,
 // S = 1 + debye_sum's tail, the prefactor inv_sqrt_dd, exp_times (the log path rounded the
-// prefactor before its double-double log and was up to 4.5 eps off at v < 20, h ~ 27).  NaN
-// where the exponent is beyond +-700 or v, x are outside (1e-140, 1e150) (the log path then).
+// prefactor before its double-double log and was up to 4.5 eps off at v < 20, h ~ 27); where the
+// exponent is beyond +-700, exp_pair of the whole log.  NaN where v, x are outside (1e-140,
+// 1e150) (the log path then).
 NK_HOST_DEVICE double debye_direct(double v, double x, bool is_k, double shift) {
   if (!(v > 1e-140 && x > 1e-140 && v < 1e150 && x < 1e150)) return m::nan<double>();
+  // (results certainly 0 or inf: the log path, whose exponent is in double there)
+  const double h = m::sqrt(v * v + x * x), plain = h + v * m::log(x / (v + h));
+  if (!(m::fabs((is_k ? -plain : plain) - shift) < 760.0)) return m::nan<double>();
   const dd hh = dd_sqrt(dd_add(two_prod(v, v), two_prod(x, x)));
   dd e;
   if (debye_far(v, x)) {
@@ -959,10 +965,12 @@ NK_HOST_DEVICE double debye_direct(double v, double x, bool is_k, double shift) 
     const dd ve = dd_add(hh, dd_neg(dd_mul(dd_log(dd_div(dd_add(hh, v), x)), v)));
     e = dd_add(is_k ? dd_neg(ve) : ve, -shift);
   }
-  if (!(m::fabs(e.hi) <= 700.0)) return m::nan<double>();
   const double tail = debye_sum(v, v / hh.hi, is_k ? -1.0 : 1.0, true);
   const dd pf = is_k ? inv_sqrt_dd(kTwoOverPiHi, kTwoOverPiLo, hh.hi, hh.lo) : inv_sqrt_dd(kTwoPiHi, kTwoPiLo, hh.hi, hh.lo);
-  return exp_times(e.hi, e.lo, pf, tail);
+  if (m::fabs(e.hi) <= 700.0) return exp_times(e.hi, e.lo, pf, tail);
+  // near or past the ends of the double range: exp of the whole log, exp_pair's limits
+  const LogPair l = normalize(from_dd(dd_add(e, log_of<true>(pf.hi * (1.0 + tail)))));
+  return exp_pair(l.hi, l.lo);
 }
 // I_v(x) (e^-|x| when scaled) as a value for v >= 0 or integer v in the Hankel and Debye regions
 // (I_{-n} = I_n, I_n(-x) = (-1)^n I_n(x)); NaN elsewhere or where the value would need the log path.
