@@ -4,6 +4,10 @@
 // log functions round once and the drop-ins (iv, kve, ...) can exponentiate a logarithm of size
 // ~700 without losing the 1e-13 that its last double bit is worth.  All work is done in double;
 // the float instantiations round the double result (accuracy 0.5 ulp + the double error).
+// The drop-ins take values instead where nothing under/overflows (issue #22: within max(SciPy's
+// error, 2 eps)): e^(exponent) (exp_dd) times the prefactor (inv_sqrt_dd, or a product with its
+// errors carried) times 1 + the series' tail, each to ~eps^2, rounded once (exp_times):
+// iv_series_direct, pow_over_gamma1p, kv_small_direct, hankel_scaled, debye_direct.
 //
 // Region map for order v >= 0, argument x > 0 (measured against mpmath, see tests/):
 //
