@@ -122,20 +122,25 @@ def header_path(name, v, x):
     return out
 
 
+def assert_dropin_bound(name, path, v, x, ref, label):
+    """|f - ref| / |ref| <= max(2 eps, SciPy's error) at every point; returns SciPy's errors."""
+    import scipy.special as sc
+
+    got = getattr(special, name)(v, x) if path == "block" else header_path(name, v, x)
+    assert got.dtype == np.float64
+    with np.errstate(all="ignore"):
+        theirs = getattr(sc, name)(v, x)
+    err, err_scipy = rel_error(got, ref), rel_error(theirs, ref)
+    bad = err > np.maximum(DROPIN_TOL, err_scipy)
+    assert not bad.any(), (f"{name} ({path}): {bad.sum()} {label} points above max(2 eps, SciPy)\n"
+                           + worst(np.where(bad, err, 0.0), v, x, got, ref))
+    return err_scipy
+
+
 @pytest.mark.parametrize("path", ["block", "header"])
 @pytest.mark.parametrize("name", ["iv", "ive", "kv", "kve"])
 def test_dropin_float64_vs_scipy(name, path, isa):
-    import scipy.special as sc
-
-    ref = TABLE[name]
-    got = getattr(special, name)(V, X) if path == "block" else header_path(name, V, X)
-    assert got.dtype == np.float64
-    with np.errstate(all="ignore"):
-        theirs = getattr(sc, name)(V, X)
-    err, err_scipy = rel_error(got, ref), rel_error(theirs, ref)
-    bad = err > np.maximum(DROPIN_TOL, err_scipy)
-    assert not bad.any(), (f"{name} ({path}): {bad.sum()} points above max(2 eps, SciPy)\n"
-                           + worst(np.where(bad, err, 0.0), V, X, got, ref))
+    err_scipy = assert_dropin_bound(name, path, V, X, TABLE[name], "table")
     # the table does reach regions where SciPy loses digits (so the comparison has teeth there)
     assert np.sum(err_scipy > 1e-13) >= 10
 
@@ -164,17 +169,9 @@ def boost_points(name):
 @pytest.mark.parametrize("path", ["block", "header"])
 @pytest.mark.parametrize("name", ["iv", "ive", "kv", "kve"])
 def test_dropin_boost_data(name, path, isa):
-    import scipy.special as sc
-
     v, x, ref = boost_points(name)
     assert len(v) >= (380 if name.startswith("k") else 650)
-    got = getattr(special, name)(v, x) if path == "block" else header_path(name, v, x)
-    with np.errstate(all="ignore"):
-        theirs = getattr(sc, name)(v, x)
-    err, err_scipy = rel_error(got, ref), rel_error(theirs, ref)
-    bad = err > np.maximum(DROPIN_TOL, err_scipy)
-    assert not bad.any(), (f"{name} ({path}): {bad.sum()} Boost points above max(2 eps, SciPy)\n"
-                           + worst(np.where(bad, err, 0.0), v, x, got, ref))
+    assert_dropin_bound(name, path, v, x, ref, "Boost")
 
 
 # The small-order paths that issue #22's bound moved (bessel.hpp: the I series with its sum and
@@ -204,8 +201,6 @@ def test_dropin_small_order_i_against_mpmath(isa):
 
 
 def test_dropin_small_order_k_against_mpmath(isa):
-    import scipy.special as sc
-
     rng = np.random.default_rng(SEED + 32)
     v, x = _small_order_points(rng, 80, 1.0)
     with mpmath.workdps(40):
@@ -213,12 +208,8 @@ def test_dropin_small_order_k_against_mpmath(isa):
         ref_k = np.array([float(a) for a in k])
         ref_ke = np.array([float(a * mpmath.exp(b)) for a, b in zip(k, x)])
     for name, ref in (("kv", ref_k), ("kve", ref_ke)):
-        err_scipy = rel_error(getattr(sc, name)(v, x), ref)
         for path in ("block", "header"):
-            got = getattr(special, name)(v, x) if path == "block" else header_path(name, v, x)
-            err = rel_error(got, ref)
-            bad = err > np.maximum(DROPIN_TOL, err_scipy)
-            assert not bad.any(), f"{name} ({path}), seed {SEED}:\n" + worst(np.where(bad, err, 0), v, x, got, ref)
+            assert_dropin_bound(name, path, v, x, ref, f"random (seed {SEED})")
 
 
 RV, RX, RF32 = TABLE["rv"], TABLE["rx"], TABLE["rf32"]
