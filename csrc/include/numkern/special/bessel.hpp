@@ -417,6 +417,17 @@ struct KPair {
   double k_mu_lo = 0.0, k_mu1_lo = 0.0;  // (low parts: temme_k<true> only)
 };
 
+// c0 + c1 z + ... + c12 z^12 by Estrin's scheme (4 dependent steps instead of 12)
+NK_HOST_DEVICE NK_FORCE_INLINE double estrin13(double z, double c0, double c1, double c2, double c3,
+                                               double c4, double c5, double c6, double c7, double c8,
+                                               double c9, double c10, double c11, double c12) {
+  const double z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+  const double a0 = m::fma(c1, z, c0), a1 = m::fma(c3, z, c2), a2 = m::fma(c5, z, c4);
+  const double a3 = m::fma(c7, z, c6), a4 = m::fma(c9, z, c8), a5 = m::fma(c11, z, c10);
+  const double b0 = m::fma(a1, z2, a0), b1 = m::fma(a3, z2, a2), b2 = m::fma(a5, z2, a4);
+  return m::fma(m::fma(c12, z4, b2), z8, m::fma(b1, z4, b0));
+}
+
 // The start of Temme's series for the drop-ins, f_0 = (pi mu / sin(pi mu)) (gam1 cosh(e) +
 // gam2 d sinh(e)/e), e = mu d, d = log(2/x), in double-double, and e^e = (2/x)^mu.  For x < 1.12
 // f_0 ~ d - gamma + O(mu^2) cancels (by 2.6x at x = 0.9), so the rounding of d, of Euler's
@@ -439,12 +450,12 @@ NK_HOST_DEVICE TemmeStart temme_start_exact(double mu, double x) {
   const double g1r = odd * mu2, g2r = even * mu2;
   // pi mu / sin(pi mu) = 1 + fm, fm = (y - sin y) / sin y, y - sin y = y^3 sum_k (-y^2)^k / (2k+3)!
   const double y = kPi * mu, y2 = y * y;
-  double ys = 0.0;  // (1/((2k+2)(2k+3)) as literals: no division at run time)
-#define NK_YS(k) ys = (1.0 / ((2.0 * k + 2.0) * (2.0 * k + 3.0))) * (1.0 - y2 * ys);
-  NK_YS(12) NK_YS(11) NK_YS(10) NK_YS(9) NK_YS(8) NK_YS(7) NK_YS(6)
-  NK_YS(5) NK_YS(4) NK_YS(3) NK_YS(2) NK_YS(1) NK_YS(0)
-#undef NK_YS
-  // (ys = sum as a nested product: 1/3! (1 - y^2/(4 5) (1 - y^2/(6 7) (...))))
+  // ys = sum_{k<=12} (-y^2)^k / (2k+3)!  (Estrin's scheme, as the two sums below)
+  const double ys = estrin13(-y2, 1.0 / 6, 1.0 / 120, 1.0 / 5040, 1.0 / 362880, 1.0 / 39916800,
+                             1.0 / 6227020800.0, 1.0 / 1307674368000.0, 1.0 / 355687428096000.0,
+                             1.0 / 121645100408832000.0, 1.0 / 51090942171709440000.0,
+                             1.0 / 25852016738884976640000.0, 1.0 / 15511210043330985984000000.0,
+                             1.0 / 10888869450418352160768000000.0);
   const double ymsin = y * y2 * ys;
   const double fm = y == 0.0 ? 0.0 : ymsin / (y - ymsin);
   const dd d = dd_neg(log_half_of<true>(x));
@@ -455,27 +466,34 @@ NK_HOST_DEVICE TemmeStart temme_start_exact(double mu, double x) {
   dd f;
   if (m::fabs(e.hi) <= 1.0) {
     // cosh(e) - 1 = sum_k e^2k / (2k)!;  sinh(e)/e - 1 = sum_k e^2k / (2k+1)!
-    // (both as nested products with literal factors: |e| <= 1, to e^22 / 22!)
+    // (|e| <= 1: to e^24 / 24!)
     const double e2 = e.hi * e.hi;
-    double sh1 = 0.0, ch1 = 0.0;
-#define NK_SH(k) sh1 = (1.0 + sh1) * e2 * (1.0 / ((2.0 * k) * (2.0 * k + 1.0))); \
-                 ch1 = (1.0 + ch1) * e2 * (1.0 / ((2.0 * k - 1.0) * (2.0 * k)));
-    NK_SH(11) NK_SH(10) NK_SH(9) NK_SH(8) NK_SH(7) NK_SH(6) NK_SH(5) NK_SH(4) NK_SH(3) NK_SH(2) NK_SH(1)
-#undef NK_SH
+    const double sh1 = e2 * estrin13(e2, 1.0 / 6, 1.0 / 120, 1.0 / 5040, 1.0 / 362880, 1.0 / 39916800,
+                                     1.0 / 6227020800.0, 1.0 / 1307674368000.0, 1.0 / 355687428096000.0,
+                                     1.0 / 121645100408832000.0, 1.0 / 51090942171709440000.0,
+                                     1.0 / 25852016738884976640000.0, 0.0, 0.0);
+    const double ch1 = e2 * estrin13(e2, 1.0 / 2, 1.0 / 24, 1.0 / 720, 1.0 / 40320, 1.0 / 3628800,
+                                     1.0 / 479001600, 1.0 / 87178291200.0, 1.0 / 20922789888000.0,
+                                     1.0 / 6402373705728000.0, 1.0 / 2432902008176640000.0,
+                                     1.0 / 1124000727777607680000.0, 1.0 / 620448401733239439360000.0, 0.0);
     // F = gam1 cosh(e) + gam2 d sinh(e)/e = (d - gamma) + [small terms]
     const double small = m::fma(gam1, ch1, d.hi * (g2r + sh1 + g2r * sh1)) - g1r;
     dd big = two_sum(d.hi, -kRGamma[1]);
     f = quick_two_sum(big.hi, big.lo + ((d.lo - kGammaLo) + small));
   } else {
     // (2/x)^mu dominates: F = gam1 (ee + 1/ee)/2 + gam2 (ee - 1/ee) / (2 mu)
-    const dd inv = dd_div(dd{1.0, 0.0}, ee);
+    dd inv = exp_dd(-e.hi);  // e^-e = e^-hi (1 - lo): no division
+    inv = dd_add(inv, -inv.hi * e.lo);
     const dd ch = dd_mul(dd_add(ee, inv), 0.5), shm = dd_div(dd_mul(dd_add(ee, dd_neg(inv)), 0.5), mu);
     const dd g1 = dd_neg(dd_add(two_sum(kRGamma[1], g1r), kGammaLo));
     f = dd_add(dd_mul(g1, ch), dd_add(shm, dd_mul(shm, g2r)));
   }
   f = dd_add(f, f.hi * fm);
   const dd gampl = two_sum(1.0, m::fma(mu, kRGamma[1] + g1r, m::fma(mu, kGammaLo, g2r)));  // 1/Gamma(1+mu)
-  return {f, ee, dd_mul(dd_div(ee, gampl), 0.5)};
+  // Gamma(1 + mu) = 1 / gampl: one division and its remainder (a dd_div chains three)
+  const double ig = 1.0 / gampl.hi;
+  const dd gamma1 = {ig, (m::fma(-gampl.hi, ig, 1.0) - gampl.lo * ig) * ig};
+  return {f, ee, dd_mul(dd_mul(ee, gamma1), 0.5)};
 }
 
 // Temme's series for x <= 2, |mu| <= 1/2 (kExact: the start from temme_start_exact, the sum of
