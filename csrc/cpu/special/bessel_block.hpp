@@ -167,9 +167,10 @@ inline std::int64_t lane_bucket(double v, double x) {
   return valid ? b : 0;
 }
 
-// 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost).
+// 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost); the
+// sum without the 1 where kOnePlus is false.
 // With terms (debye_sums_by_lane): lane l takes the step of term k only for k < terms[l].
-template <int kTerms>
+template <int kTerms, bool kOnePlus = true>
 inline void debye_sums(const double* p2, const double* u, double* s, const std::int64_t* terms = nullptr) {
   double sum[kLanes] = {};
 #pragma GCC unroll 24
@@ -190,7 +191,7 @@ inline void debye_sums(const double* p2, const double* u, double* s, const std::
       }
     }
   }
-  for (int l = 0; l < kLanes; ++l) s[l] = 1.0 + sum[l];
+  for (int l = 0; l < kLanes; ++l) s[l] = kOnePlus ? 1.0 + sum[l] : sum[l];
 }
 
 // debye_sums with each lane's own number of terms, 2 bucket[l] (its lane_bucket, 1..10): the
@@ -742,9 +743,12 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
 
 // ---- drop-ins iv, ive, kv, kve: the Debye region in lanes -----------------------------------
 // bessel.hpp's kExact path: the exponent v eta in double-double (debye_exponent<true>, whose
-// dd_log is branch-free), the prefactor as above, exp of the whole logarithm once:
-//   I (e^-x when kScaled) = exp(v eta - shift + rest),  K (e^x) = exp(-v eta - shift + rest).
-// Lanes where exp() is within 0.1 of its overflow or underflow limit go to the scalar path.
+// dd_log is branch-free), then the value, rounded once:
+//   I (e^-x when kScaled) = e^(v eta - shift) S / sqrt(2 pi h),  K (e^x) = e^(-v eta - shift) S sqrt(pi / (2h))
+// with e^. as exp_dd (hi + lo), 1 / sqrt(c h) to ~eps^2 (a Newton step on the double-double
+// c h) and S = 1 + (its tail): no logarithm of the prefactor, whose rounding (~0.5 ulp of
+// log(2 pi h) ~ 3, an absolute error) cost up to 1.5 eps of the result.  Lanes whose exponent
+// is beyond +-700 but whose value is not certainly out of range go to the scalar path.
 //
 // The exponent and the sum's variables (debye_exact_exponent) do not depend on the number of
 // terms: one flattened function per (kIsK, kScaled).  Flattened because its double-double helpers
@@ -752,8 +756,8 @@ inline void kv_mid_group(const double* v, const double* x, double* out, std::int
 // inlining them once the translation unit grew (kv / kve Debye lanes 24 -> 86 ns per element).
 template <bool kIsK, bool kScaled>
 NK_LANES_FLATTEN inline void debye_exact_exponent(const double* v, const double* x, double* p2, double* u,
-                                                  double* inv_h, double* e_hi, double* e_lo) {
-  double h_hi[kLanes], h_lo[kLanes], tab_hi[kLanes], tab_lo[kLanes];
+                                                  double* h_hi, double* h_lo, double* e_hi, double* e_lo) {
+  double inv_h[kLanes], tab_hi[kLanes], tab_lo[kLanes];
   double red_e[kLanes], red_f[kLanes], red_lo[kLanes], red_j[kLanes];  // (arrays, not structs:
   int red_idx[kLanes];                                                 //  they vectorize)
   for (int l = 0; l < kLanes; ++l) {
@@ -788,27 +792,27 @@ NK_LANES_FLATTEN inline void debye_exact_exponent(const double* v, const double*
 }
 template <bool kIsK, bool kScaled, int kTerms>
 inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
-  double p2[kLanes], u[kLanes], s[kLanes], inv_h[kLanes], e_hi[kLanes], e_lo[kLanes];
-  debye_exact_exponent<kIsK, kScaled>(v, x, p2, u, inv_h, e_hi, e_lo);
-  debye_sums<kTerms>(p2, u, s);
+  double p2[kLanes], u[kLanes], s[kLanes], h_hi[kLanes], h_lo[kLanes], e_hi[kLanes], e_lo[kLanes];
+  debye_exact_exponent<kIsK, kScaled>(v, x, p2, u, h_hi, h_lo, e_hi, e_lo);
+  debye_sums<kTerms, false>(p2, u, s);  // S - 1
+  using bessel_detail::inv_sqrt_dd;
   for (int l = 0; l < kLanes; ++l) {
-    double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
-    dd t = two_sum(e_hi[l], e_lo[l] + rest);
-    double hi = t.hi < 709.7 ? (t.hi > -745.1 ? t.hi : -745.1) : 709.7;
-    double ex = exp_branchfree(hi);
-    double val = ex + ex * t.lo;
-    std::int64_t over = t.hi > 709.8, under = t.hi < -745.2;
+    const dd pf = kIsK ? inv_sqrt_dd(bessel_detail::kTwoOverPiHi, bessel_detail::kTwoOverPiLo, h_hi[l], h_lo[l])
+                       : inv_sqrt_dd(bessel_detail::kTwoPiHi, bessel_detail::kTwoPiLo, h_hi[l], h_lo[l]);
+    const double hi = e_hi[l] < 700.0 ? (e_hi[l] > -700.0 ? e_hi[l] : -700.0) : 700.0;
+    double val = bessel_detail::exp_times(hi, e_lo[l], pf, s[l]);
+    // out of range by the whole logarithm (e_hi + log P, |log S| < 0.1): inf or 0 in the lane
+    const double whole = e_hi[l] + log_branchfree(pf.hi);
+    std::int64_t over = whole > 709.9, under = whole < -745.3;
     val = over ? m::inf<double>() : val;
     out[l] = under ? 0.0 : val;
-    std::int64_t edge = (t.hi >= 709.7) & (over ^ 1);
-    edge |= (t.hi <= -745.1) & (under ^ 1);
-    cancels[l] = edge;
+    cancels[l] = (std::fabs(e_hi[l]) >= 700.0) & (over ^ 1) & (under ^ 1);
   }
 }
 
 // ive, kve in the Hankel region: bessel.hpp's hankel_scaled with the same operations in the same
-// order (so the same values): S = sum_k (-+1)^k a_k(v) / x^k, stopped per lane at the smallest term
-// or below 1e-17 relative, then S c / sqrt(x).
+// order (so the same values): the tail S - 1 = sum_{k>=1} (-+1)^k a_k(v) / x^k, stopped per lane
+// at the smallest term or below 1e-17 relative, then the Newton-corrected prefactor times 1 + tail.
 template <bool kIsK>
 inline void hankel_scaled_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kSign = kIsK ? 1.0 : -1.0;
@@ -816,7 +820,7 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
   std::int64_t active[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     term[l] = 1.0;
-    sum[l] = 1.0;
+    sum[l] = 0.0;
     prev[l] = 2.0;
     active[l] = 1;
     cancels[l] = 0;
@@ -830,24 +834,26 @@ inline void hankel_scaled_group(const double* v, const double* x, double* out, s
       std::int64_t adds = active[l] & (at <= prev[l]);
       double sm = sum[l] + t;
       sum[l] = adds ? sm : sum[l];
-      active[l] = adds & (at >= bessel_detail::kTiny * std::fabs(sm));
+      active[l] = adds & (at >= bessel_detail::kTiny * std::fabs(1.0 + sm));
       prev[l] = at;
       term[l] = t;
       any |= active[l];
     }
     if (!any) break;
   }
-  constexpr double kC = kIsK ? bessel_detail::kSqrtPiOver2 : bessel_detail::kInvSqrt2Pi;
-  for (int l = 0; l < kLanes; ++l) out[l] = sum[l] * kC / std::sqrt(x[l]);
+  for (int l = 0; l < kLanes; ++l) {
+    const dd p = bessel_detail::hankel_prefactor(x[l], kIsK);
+    out[l] = p.hi + m::fma(p.hi, sum[l], p.lo);
+  }
 }
 
 // iv, ive at 20 <= v < 170, 1e-6 <= x/2 <= 1 (bessel.hpp's iv_series_direct, by_gamma branch):
 //   I_v(x) e^(-x scaled) = exp(v log y - S(v) - x scaled) * sum / sqrt(2 pi v),
 //   y = (x/2) e / v (double-double), S(v) = Stirling's series, sum = sum_k q^k / (k! (v+1)_k)
-// with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  The header takes pow(y, v)
-// (scalar); here v log y is a double-double (dd_log, ~1e-30) and the exponential is
-// exp_branchfree(hi) (1 + lo): a few ulp in all.  Lanes whose exponent is in [-745.2, -700] (a
-// subnormal result) go to the scalar path; below, the result is 0.
+// with q = (x/2)^2 <= 1 and k(v + k) >= 21 k: ten terms reach 1e-17.  As the header's
+// pow_over_gamma1p: v log y a double-double (dd_log, ~1e-30), then exp_times (exp_dd, the
+// Newton-corrected 1/sqrt(2 pi v), 1 + the sum's tail; one rounding).  Lanes whose exponent is
+// in [-745.2, -700] (a subnormal result) go to the scalar path; below, the result is 0.
 constexpr int kSmallXBucket = kHankelBucket + 1;  // (drop-ins: the Debye buckets, Hankel, this)
 template <bool kScaled>
 NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
@@ -859,7 +865,7 @@ NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, 
     const double half = 0.5 * x[l];
     q[l] = half * half;
     term[l] = 1.0;
-    sum[l] = 1.0;
+    sum[l] = 0.0;  // (the sum beyond its first term 1)
     constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
     dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v[l]);
     DdLogReduced r = dd_log_reduce(y);
@@ -888,11 +894,10 @@ NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, 
     e = dd_add(e, stir[l]);
     if (kScaled) e = dd_add(e, -x[l]);
     const double hi = e.hi > -700.0 ? (e.hi < 700.0 ? e.hi : 700.0) : -700.0;
-    const double ex = exp_branchfree(hi);
     // below e^-745.2 the result, exp(e) sum / sqrt(2 pi v) with sum < 1.05 and sqrt(2 pi v) > 11,
     // is below half the least subnormal: 0, as the header's (no scalar redo, which costs ~150 ns)
     const std::int64_t zero = e.hi < -745.2;
-    const double val = (ex + ex * e.lo) * sum[l] / std::sqrt(2.0 * kPi * v[l]);
+    const double val = exp_times(hi, e.lo, inv_sqrt_dd(kTwoPiHi, kTwoPiLo, v[l], 0.0), sum[l]);
     out[l] = zero ? 0.0 : val;
     cancels[l] = (e.hi <= -700.0) & (zero ^ 1);
   }

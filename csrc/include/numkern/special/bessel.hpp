@@ -4,6 +4,10 @@
 // log functions round once and the drop-ins (iv, kve, ...) can exponentiate a logarithm of size
 // ~700 without losing the 1e-13 that its last double bit is worth.  All work is done in double;
 // the float instantiations round the double result (accuracy 0.5 ulp + the double error).
+// The drop-ins take values instead where nothing under/overflows (issue #22: within max(SciPy's
+// error, 2 eps)): e^(exponent) (exp_dd) times the prefactor (inv_sqrt_dd, or a product with its
+// errors carried) times 1 + the series' tail, each to ~eps^2, rounded once (exp_times):
+// iv_series_direct, pow_over_gamma1p, kv_small_direct, hankel_scaled, debye_direct.
 //
 // Region map for order v >= 0, argument x > 0 (measured against mpmath, see tests/):
 //
@@ -89,6 +93,68 @@ NK_HOST_DEVICE dd log_half_of(double x) {
   return dd_add(log_of<kExact>(x), dd{-kLn2, -kLn2Lo});
 }
 
+// e^a as hi + lo (~1e-19 relative) for -708 <= a <= 709 (2^k a normal double): a = k ln2 + r, |r| <= ln2/2, with r
+// formed as a double-double (k ln2_hi exact) and e^r = 1 + s, s = r + r^2 P(r) (Taylor to r^13),
+// whose two roundings are kept: the drop-ins' e^-x factors round once, in the caller's product.
+NK_HOST_DEVICE NK_FORCE_INLINE dd exp_dd(double a) {
+  constexpr double kInvLn2 = 1.4426950408889634;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  // k = nearest integer to a / ln2 by the 1.5 2^52 trick (no conversion instruction: the CPU
+  // block lanes vectorize this on AVX2 too)
+  constexpr double kRoundMagic = 6755399441055744.0;
+  const double tm = a * kInvLn2 + kRoundMagic;
+  const double kd = tm - kRoundMagic;
+  const std::int64_t k = static_cast<std::int64_t>(m::to_bits(tm) - 0x4338000000000000ULL);
+  const double r0 = a - kd * kLn2Hi;  // exact: kLn2Hi has 11 trailing zero bits, |kd| < 2^11
+  const dd rl = two_prod(kd, kLn2Lo);
+  const dd r = two_sum(r0, -rl.hi);
+  const double rr = r.hi;
+  // P(r) = sum_{i<=11} r^i / (i + 2)! by Estrin's scheme (4 dependent steps, not 12)
+  const double q2 = rr * rr, q4 = q2 * q2, q8 = q4 * q4;
+  const double a0 = m::fma(rr, 1.0 / 6.0, 0.5), a1 = m::fma(rr, 1.0 / 120.0, 1.0 / 24.0);
+  const double a2 = m::fma(rr, 1.0 / 5040.0, 1.0 / 720.0), a3 = m::fma(rr, 1.0 / 362880.0, 1.0 / 40320.0);
+  const double a4 = m::fma(rr, 1.0 / 39916800.0, 1.0 / 3628800.0);
+  const double a5 = m::fma(rr, 1.0 / 6227020800.0, 1.0 / 479001600.0);
+  const double p = m::fma(m::fma(a5, q2, a4), q8, m::fma(m::fma(a3, q2, a2), q4, m::fma(a1, q2, a0)));
+  const dd sq = two_prod(rr, rr);
+  const dd t = two_prod(sq.hi, p);  // r^2 P(r), its product rounding kept
+  const dd s = two_sum(rr, t.hi);
+  const double s_lo = s.lo + (t.lo + sq.lo * p) + (r.lo - rl.lo);  // (+ e^r's factor 1 + r_lo)
+  const dd e = quick_two_sum(1.0, s.hi);
+  const double lo = e.lo + s_lo * (1.0 + s.hi);
+  const double scale = m::from_bits(static_cast<std::uint64_t>(k + 1023) << 52);
+  return {e.hi * scale, lo * scale};
+}
+// v e^a for v = hi + lo, -708 <= a <= 709: one rounding (e^a as exp_dd).
+NK_HOST_DEVICE double mul_exp(dd v, double a) {
+  const dd e = exp_dd(a);
+  const dd p = two_prod(v.hi, e.hi);
+  return p.hi + (p.lo + (v.hi * e.lo + v.lo * e.hi));
+}
+
+// 1 / sqrt(c h) as hi + lo (~eps^2 relative) for c h = (c_hi + c_lo)(h_hi + h_lo) > 0: the
+// double reciprocal square root r, then one Newton step r (1 - (c h r^2 - 1) / 2) in which
+// c h r^2 - 1 is formed from exact products.
+constexpr double kTwoPiHi = 6.283185307179586, kTwoPiLo = 2.4492935982947064e-16;
+constexpr double kTwoOverPiHi = 0.6366197723675814, kTwoOverPiLo = -3.9357353350364974e-17;
+NK_HOST_DEVICE NK_FORCE_INLINE dd inv_sqrt_dd(double c_hi, double c_lo, double h_hi, double h_lo) {
+  const dd ch = two_prod(c_hi, h_hi);
+  const double ch_lo = ch.lo + (c_hi * h_lo + c_lo * h_hi);
+  const double r = 1.0 / m::sqrt(ch.hi);
+  const dd r2 = two_prod(r, r);
+  const double err = m::fma(ch.hi, r2.hi, -1.0) + (ch.hi * r2.lo + ch_lo * r2.hi);
+  return {r, -0.5 * err * r};
+}
+// e^(e_hi + e_lo) (p_hi + p_lo) (1 + tail), rounded once; -700 <= e_hi <= 700, |tail| < 1/2.
+// (The drop-ins' values: exponent, prefactor and series each carried to ~eps^2.)
+NK_HOST_DEVICE NK_FORCE_INLINE double exp_times(double e_hi, double e_lo, dd p, double tail) {
+  const dd ex = exp_dd(e_hi);
+  const double ex_lo = m::fma(ex.hi, e_lo, ex.lo);
+  const dd xr = two_prod(ex.hi, p.hi);
+  const double lo = xr.lo + (ex.hi * p.lo + ex_lo * p.hi);
+  return xr.hi + m::fma(xr.hi, tail, lo);
+}
+
 NK_HOST_DEVICE double hankel_threshold(double v) {
   return v >= kDebyeMinOrder ? 50.0 * v * v : (1.2 * v * v > 25.0 ? 1.2 * v * v : 25.0);
 }
@@ -143,16 +209,17 @@ NK_HOST_DEVICE dd log_gamma_small_dd(double v, int k) {
 }
 
 // ---- Hankel expansions (x large) ---------------------------------------------------------
-// sum_k (sign)^k a_k(v) / x^k with a_k = prod_j (4v^2 - (2j-1)^2) / (k! 8^k)
-NK_HOST_DEVICE double hankel_sum(double v, double x, double sign) {
-  double term = 1.0, sum = 1.0, prev = 2.0;
+// sum_k (sign)^k a_k(v) / x^k with a_k = prod_j (4v^2 - (2j-1)^2) / (k! 8^k); without its first
+// term 1 where tail_only (the drop-ins add it in their last rounding)
+NK_HOST_DEVICE double hankel_sum(double v, double x, double sign, bool tail_only = false) {
+  double term = 1.0, sum = tail_only ? 0.0 : 1.0, prev = 2.0;
   for (int k = 1; k < 200; ++k) {
     double odd = 2.0 * k - 1.0;
     term *= sign * (2.0 * v - odd) * (2.0 * v + odd) / (8.0 * k * x);
     double at = m::fabs(term);
     if (at > prev) break;  // asymptotic series: stop at the smallest term
     sum += term;
-    if (at < kTiny * m::fabs(sum)) break;
+    if (at < kTiny * m::fabs(tail_only ? 1.0 + sum : sum)) break;
     prev = at;
   }
   return sum;
@@ -169,13 +236,24 @@ NK_HOST_DEVICE LogPair hankel_log(double lead, double x, double c, double log_c,
   r = dd_add(r, m::log(series) + log_c);
   return from_dd(dd_add(r, lead - shift));
 }
-// ive, kve (v >= 0) in the Hankel region, directly: I_v(x) e^-x = S_- / sqrt(2 pi x),
-// K_v(x) e^x = S_+ sqrt(pi / (2 x)), with no logarithm to exponentiate (~1 ulp from the sum, 1.5
-// from the three roundings after it, as the log path's; a third of its cost).  The block path's
-// lanes (cpu/special/bessel_block.hpp) run the same operations.
-constexpr double kInvSqrt2Pi = 0.3989422804014327, kSqrtPiOver2 = 1.2533141373155003;
-NK_HOST_DEVICE double hankel_scaled(double v, double x, bool is_k) {
-  return hankel_sum(v, x, is_k ? 1.0 : -1.0) * (is_k ? kSqrtPiOver2 : kInvSqrt2Pi) / m::sqrt(x);
+// The drop-ins (v >= 0) in the Hankel region, directly, times e^e:
+//   I_v(x) e^-x = S_- / sqrt(2 pi x),  K_v(x) e^x = S_+ sqrt(pi / (2 x))
+// (e = 0: ive, kve; e = x: iv, e = -x: kv, |e| <= 700), with no logarithm to exponentiate:
+// 1 / sqrt(c x) Newton-corrected (inv_sqrt_dd; x beyond 1e290 scaled by 2^-600 first), S = 1 +
+// its tail, e^e as exp_dd: one rounding (the sum, c, sqrt(x), the division and the product
+// rounded one by one were up to 2.6 eps off).  The block path's lanes
+// (cpu/special/bessel_block.hpp) run the same operations.
+NK_HOST_DEVICE NK_FORCE_INLINE dd hankel_prefactor(double x, bool is_k) {
+  const bool huge = x > 1e290;
+  const double xs = huge ? x * 0x1p-600 : x, f = huge ? 0x1p-300 : 1.0;
+  const dd p = is_k ? inv_sqrt_dd(kTwoOverPiHi, kTwoOverPiLo, xs, 0.0) : inv_sqrt_dd(kTwoPiHi, kTwoPiLo, xs, 0.0);
+  return {p.hi * f, p.lo * f};
+}
+NK_HOST_DEVICE double hankel_scaled(double v, double x, bool is_k, double e = 0.0) {
+  const double tail = hankel_sum(v, x, is_k ? 1.0 : -1.0, true);
+  const dd p = hankel_prefactor(x, is_k);
+  if (e == 0.0) return p.hi + m::fma(p.hi, tail, p.lo);
+  return exp_times(e, 0.0, p, tail);
 }
 // K_v(x) = 0 in double where x >= v and x - v^2/x > 760: log K = -v eta + log(S sqrt(pi/(2h)))
 // with v eta = h - v asinh(v/x) >= x - v^2/x and the prefactor's log < 1/4.
@@ -194,11 +272,13 @@ NK_HOST_DEVICE LogPair log_kv_hankel(double v, double x, double shift) {
 // sum_k (sign p / v)^k U_k(p).  The number of terms comes from a precomputed bound on |U_k|
 // (kDebyeTruncation), so the loop has no data-dependent exit; the polynomials U_k(p) are
 // independent chains and the outer Horner in t is the only serial dependency.
-NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
+NK_HOST_DEVICE double debye_sum(double v, double p, double sign, bool tail_only = false) {
   double t = p / v;
   int terms = 1;
   while (terms < kDebyeTerms - 1 && t >= kDebyeTruncation[terms]) ++terms;
-  // terms k >= `terms` are below 1e-17
+  // terms k >= `terms` are below 1e-17 for v >= 20; below (h >= 25) all of them, as the region
+  // map says and the block lanes do (the bound cut iv(7.5, 25.92) at 14 terms: 4.5 eps off)
+  if (v < kDebyeMinOrder) terms = kDebyeTerms - 1;
   double p2 = p * p, u = sign * t;  // U_k(p) / v^k = Q_k(p^2) (p / v)^k
   double sum = 0.0;
   for (int k = terms - 1; k >= 1; --k) {
@@ -206,7 +286,7 @@ NK_HOST_DEVICE double debye_sum(double v, double p, double sign) {
     for (int j = k - 1; j >= 0; --j) poly = m::muladd(poly, p2, kDebye[k][j]);
     sum = (sum + poly) * u;
   }
-  return 1.0 + sum;
+  return tail_only ? sum : 1.0 + sum;  // (tail_only: without the first term, for exp_times)
 }
 
 // v * eta(x / v) = sqrt(v^2 + x^2) - v log((v + sqrt(v^2 + x^2)) / x), h = sqrt(v^2 + x^2).
@@ -334,9 +414,91 @@ NK_HOST_DEVICE LogPair log_iv_series(double v, double x, double shift) {
 
 struct KPair {
   double k_mu, k_mu1;  // K_mu, K_mu+1, times e^x when scaled
+  double k_mu_lo = 0.0, k_mu1_lo = 0.0;  // (low parts: temme_k<true> only)
 };
 
-// Temme's series for x <= 2, |mu| <= 1/2.
+// c0 + c1 z + ... + c12 z^12 by Estrin's scheme (4 dependent steps instead of 12)
+NK_HOST_DEVICE NK_FORCE_INLINE double estrin13(double z, double c0, double c1, double c2, double c3,
+                                               double c4, double c5, double c6, double c7, double c8,
+                                               double c9, double c10, double c11, double c12) {
+  const double z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+  const double a0 = m::fma(c1, z, c0), a1 = m::fma(c3, z, c2), a2 = m::fma(c5, z, c4);
+  const double a3 = m::fma(c7, z, c6), a4 = m::fma(c9, z, c8), a5 = m::fma(c11, z, c10);
+  const double b0 = m::fma(a1, z2, a0), b1 = m::fma(a3, z2, a2), b2 = m::fma(a5, z2, a4);
+  return m::fma(m::fma(c12, z4, b2), z8, m::fma(b1, z4, b0));
+}
+
+// The start of Temme's series for the drop-ins, f_0 = (pi mu / sin(pi mu)) (gam1 cosh(e) +
+// gam2 d sinh(e)/e), e = mu d, d = log(2/x), in double-double, and e^e = (2/x)^mu.  For x < 1.12
+// f_0 ~ d - gamma + O(mu^2) cancels (by 2.6x at x = 0.9), so the rounding of d, of Euler's
+// gamma (kRGamma[1]) and of the factors 1 + O(mu^2) each cost up to ~1 ulp of K_mu in double
+// (kv(0.0025, 0.153) was 3 eps off): here d = -log(x/2) and e are double-double, gamma carries
+// its low part, and cosh(e), sinh(e)/e, gam2 and pi mu / sin(pi mu) enter as 1 + (a small part
+// in double).  |mu| <= 1/2, 1e-100 <= x < 1.
+struct TemmeStart {
+  dd f0, ee, p0;  // p0 = (2/x)^mu Gamma(1 + mu) / 2, the start of K_mu+1's sum
+};
+NK_HOST_DEVICE TemmeStart temme_start_exact(double mu, double x) {
+  constexpr double kGammaLo = -4.9429151524306451e-18;  // Euler's gamma - kRGamma[1]
+  // 1/Gamma(1 +- mu) = (1 + g2r) -+ mu (gamma + g1r): the tails of rgamma_parts' two sums
+  const double mu2 = mu * mu;
+  double odd = 0.0, even = 0.0;
+  for (int k = kRGammaTerms - 2; k >= 2; k -= 2) {
+    even = even * mu2 + kRGamma[k];
+    odd = odd * mu2 + kRGamma[k + 1];
+  }
+  const double g1r = odd * mu2, g2r = even * mu2;
+  // pi mu / sin(pi mu) = 1 + fm, fm = (y - sin y) / sin y, y - sin y = y^3 sum_k (-y^2)^k / (2k+3)!
+  const double y = kPi * mu, y2 = y * y;
+  // ys = sum_{k<=12} (-y^2)^k / (2k+3)!  (Estrin's scheme, as the two sums below)
+  const double ys = estrin13(-y2, 1.0 / 6, 1.0 / 120, 1.0 / 5040, 1.0 / 362880, 1.0 / 39916800,
+                             1.0 / 6227020800.0, 1.0 / 1307674368000.0, 1.0 / 355687428096000.0,
+                             1.0 / 121645100408832000.0, 1.0 / 51090942171709440000.0,
+                             1.0 / 25852016738884976640000.0, 1.0 / 15511210043330985984000000.0,
+                             1.0 / 10888869450418352160768000000.0);
+  const double ymsin = y * y2 * ys;
+  const double fm = y == 0.0 ? 0.0 : ymsin / (y - ymsin);
+  const dd d = dd_neg(log_half_of<true>(x));
+  const dd e = dd_mul(d, mu);
+  dd ee = exp_dd(e.hi);
+  ee = dd_add(ee, ee.hi * e.lo);  // e^(hi + lo) = e^hi (1 + lo)
+  const double gam1 = -(kRGamma[1] + g1r);
+  dd f;
+  if (m::fabs(e.hi) <= 1.0) {
+    // cosh(e) - 1 = sum_k e^2k / (2k)!;  sinh(e)/e - 1 = sum_k e^2k / (2k+1)!
+    // (|e| <= 1: to e^24 / 24!)
+    const double e2 = e.hi * e.hi;
+    const double sh1 = e2 * estrin13(e2, 1.0 / 6, 1.0 / 120, 1.0 / 5040, 1.0 / 362880, 1.0 / 39916800,
+                                     1.0 / 6227020800.0, 1.0 / 1307674368000.0, 1.0 / 355687428096000.0,
+                                     1.0 / 121645100408832000.0, 1.0 / 51090942171709440000.0,
+                                     1.0 / 25852016738884976640000.0, 0.0, 0.0);
+    const double ch1 = e2 * estrin13(e2, 1.0 / 2, 1.0 / 24, 1.0 / 720, 1.0 / 40320, 1.0 / 3628800,
+                                     1.0 / 479001600, 1.0 / 87178291200.0, 1.0 / 20922789888000.0,
+                                     1.0 / 6402373705728000.0, 1.0 / 2432902008176640000.0,
+                                     1.0 / 1124000727777607680000.0, 1.0 / 620448401733239439360000.0, 0.0);
+    // F = gam1 cosh(e) + gam2 d sinh(e)/e = (d - gamma) + [small terms]
+    const double small = m::fma(gam1, ch1, d.hi * (g2r + sh1 + g2r * sh1)) - g1r;
+    dd big = two_sum(d.hi, -kRGamma[1]);
+    f = quick_two_sum(big.hi, big.lo + ((d.lo - kGammaLo) + small));
+  } else {
+    // (2/x)^mu dominates: F = gam1 (ee + 1/ee)/2 + gam2 (ee - 1/ee) / (2 mu)
+    dd inv = exp_dd(-e.hi);  // e^-e = e^-hi (1 - lo): no division
+    inv = dd_add(inv, -inv.hi * e.lo);
+    const dd ch = dd_mul(dd_add(ee, inv), 0.5), shm = dd_div(dd_mul(dd_add(ee, dd_neg(inv)), 0.5), mu);
+    const dd g1 = dd_neg(dd_add(two_sum(kRGamma[1], g1r), kGammaLo));
+    f = dd_add(dd_mul(g1, ch), dd_add(shm, dd_mul(shm, g2r)));
+  }
+  f = dd_add(f, f.hi * fm);
+  const dd gampl = two_sum(1.0, m::fma(mu, kRGamma[1] + g1r, m::fma(mu, kGammaLo, g2r)));  // 1/Gamma(1+mu)
+  // Gamma(1 + mu) = 1 / gampl: one division and its remainder (a dd_div chains three)
+  const double ig = 1.0 / gampl.hi;
+  const dd gamma1 = {ig, (m::fma(-gampl.hi, ig, 1.0) - gampl.lo * ig) * ig};
+  return {f, ee, dd_mul(dd_mul(ee, gamma1), 0.5)};
+}
+
+// Temme's series for x <= 2, |mu| <= 1/2 (kExact: the start from temme_start_exact, the sum of
+// K_mu compensated; 1e-100 <= x < 1 then).
+template <bool kExact = false>
 NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   RGammaParts g = rgamma_parts(mu);
   double gam1 = -g.odd_over_mu;  // (1/Gamma(1-mu) - 1/Gamma(1+mu)) / (2 mu)
@@ -344,11 +506,19 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
   double gampl = gam2 - mu * gam1;  // 1/Gamma(1+mu)
   double gammi = gam2 + mu * gam1;  // 1/Gamma(1-mu)
   double x2 = 0.5 * x;
+  double ee, ff, sum_lo = 0.0, sum1_lo = 0.0, p0 = 0.0;
+  if (kExact) {
+    const TemmeStart st = temme_start_exact(mu, x);
+    ff = st.f0.hi;
+    sum_lo = st.f0.lo;
+    ee = st.ee.hi + st.ee.lo;
+    p0 = st.p0.hi;
+    sum1_lo = st.p0.lo;
+  } else {
   double pimu = kPi * mu;
   double fact = (m::fabs(pimu) < 1e-12) ? 1.0 : pimu / m::sin(pimu);
   double d = -log_half_of<false>(x).hi;
   double e = mu * d;
-  double ee, ff;
   if (m::fabs(e) > 1.0 && x >= 4.450147717014403e-308) {
     // e^e = (2/x)^mu by pow: exp(e) would carry e's rounding, |e| eps (115 eps at x = 1e-100,
     // where kv(0.5, x) was 6.7e-15 off); sinh(e)/e * d = sinh(e)/mu
@@ -360,8 +530,9 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
     ff = fact * (gam1 * m::cosh(e) + gam2 * fact2 * d);
     ee = m::exp(e);
   }
+  }
   double sum = ff;
-  double p = 0.5 * ee / gampl;
+  double p = kExact ? p0 : 0.5 * ee / gampl;
   double q = 0.5 / (ee * gammi);
   double c = 1.0;
   double dsq = x2 * x2;
@@ -373,9 +544,19 @@ NK_HOST_DEVICE KPair temme_k(double mu, double x) {
     p /= (di - mu);
     q /= (di + mu);
     double del = c * ff;
-    sum += del;
+    if (kExact) {
+      const double t = sum + del;
+      sum_lo += (sum - t) + del;  // (sum >= del > 0)
+      sum = t;
+    } else {
+      sum += del;
+    }
     sum1 += c * (p - di * ff);
     if (m::fabs(del) < kTiny * m::fabs(sum)) break;
+  }
+  if (kExact) {
+    const dd k1 = dd_div(dd_mul(quick_two_sum(sum1, sum1_lo), 2.0), x);
+    return {sum, k1.hi, sum_lo, k1.lo};
   }
   return {sum, sum1 * (2.0 / x)};
 }
@@ -405,32 +586,15 @@ NK_HOST_DEVICE KPair k_mid_scaled(double mu, double x) {
   return {f[0], m::muladd(mu / x, f[0], f[1])};
 }
 
+struct KRec {
+  dd k;
+  int exponent;
+};
+// K_(mu+n) (times e^x where k is) from K_mu, K_mu+1 by the forward recurrence
+// K_(nu+1) = K_(nu-1) + (2 nu / x) K_nu, which is stable for K, as (hi + lo) 2^exponent (the
+// values are rescaled by 2^-800 before they could overflow).  n >= 1.
 template <bool kExact>
-NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
-  if (x < 1e-100 && v * (kLn2 - m::log(x)) > 20.0) {
-    // K_v(x) = Gamma(v)/2 (2/x)^v (1 + O(x^2/(v-1)) + O((x/2)^(2v))) with (x/2)^(2v) < e^-40
-    // and x^2 < 1e-200: exact to double.  (Temme's series loses ~v log(2/x) eps here.)
-    dd l2x = dd_add(dd{kLn2, kLn2Lo}, dd_neg(log_of<kExact>(x)));
-    if (kExact)
-      return from_dd(dd_add(dd_add(dd_mul(l2x, v), log_gamma_small_dd(v, 0)), dd_add(dd{-kLn2, -kLn2Lo}, -shift)));
-    return from_dd(dd_add(dd_mul(l2x, v), log_gamma_small(v) - kLn2 - shift));
-  }
-  double n = m::rint(v);
-  double mu = v - n;
-  bool scaled = x >= 1.0;  // Temme's series below (its cancellation grows with x: ~10 ulp at 2)
-  KPair k = scaled ? k_mid_scaled(mu, x) : temme_k(mu, x);
-  double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
-  // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
-  // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
-  // with x < 25 the unscaled values K >= K_0(25) ~ 5e-12 are far from underflow.
-  const bool unscale = !kExact && scaled;
-  if (unscale) {
-    const double e = m::exp(-x);
-    k.k_mu *= e;
-    k.k_mu1 *= e;
-    lead = -shift;
-  }
-  if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
+NK_HOST_DEVICE KRec k_forward(double mu, double x, KPair k, int steps) {
   // The drop-ins carry the recurrence's rounding errors (~n/2 ulp at order n: kv(9, 1.37) was
   // 5 ulp off) in a second double: cur = hi + lo with hi' = fl(fl(f hi) + prev_hi) and
   // lo' = f lo + prev_lo + (the exact errors of that product and sum) + f_lo hi, f = f + f_lo =
@@ -438,9 +602,8 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
   // at order n: kv(13, 0.1196) was 6 ulp off).  The carried chain is one multiply and one add
   // per step.  The logs run the recurrence in double.
   const double inv_x = 1.0 / x;
-  double prev = k.k_mu, cur = k.k_mu1, prev_lo = 0.0, cur_lo = 0.0;
+  double prev = k.k_mu, cur = k.k_mu1, prev_lo = k.k_mu_lo, cur_lo = k.k_mu1_lo;
   int exponent = 0;  // cur, prev carry a factor 2^exponent
-  int steps = static_cast<int>(n);
   for (int i = 1; i < steps; ++i) {
     double f, f_lo = 0.0;
     if (kExact) {
@@ -473,7 +636,38 @@ NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
     cur = next;
     cur_lo = next_lo;
   }
-  const dd c = quick_two_sum(cur, cur_lo);
+  return {quick_two_sum(cur, cur_lo), exponent};
+}
+
+template <bool kExact>
+NK_HOST_DEVICE LogPair log_kv_small_order(double v, double x, double shift) {
+  if (x < 1e-100 && v * (kLn2 - m::log(x)) > 20.0) {
+    // K_v(x) = Gamma(v)/2 (2/x)^v (1 + O(x^2/(v-1)) + O((x/2)^(2v))) with (x/2)^(2v) < e^-40
+    // and x^2 < 1e-200: exact to double.  (Temme's series loses ~v log(2/x) eps here.)
+    dd l2x = dd_add(dd{kLn2, kLn2Lo}, dd_neg(log_of<kExact>(x)));
+    if (kExact)
+      return from_dd(dd_add(dd_add(dd_mul(l2x, v), log_gamma_small_dd(v, 0)), dd_add(dd{-kLn2, -kLn2Lo}, -shift)));
+    return from_dd(dd_add(dd_mul(l2x, v), log_gamma_small(v) - kLn2 - shift));
+  }
+  double n = m::rint(v);
+  double mu = v - n;
+  bool scaled = x >= 1.0;  // Temme's series below (its cancellation grows with x: ~10 ulp at 2)
+  KPair k = scaled ? k_mid_scaled(mu, x) : temme_k(mu, x);
+  double lead = (scaled ? -x : 0.0) - shift;  // exact: shift is 0 or -x
+  // The logs take log(K) = log(e^x K e^-x), not log(e^x K) - x: the latter rounds at the size of
+  // x + log K and then cancels (1.1e-15 absolute at log_kv(14.67, 9.62), where log K ~ 1);
+  // with x < 25 the unscaled values K >= K_0(25) ~ 5e-12 are far from underflow.
+  const bool unscale = !kExact && scaled;
+  if (unscale) {
+    const double e = m::exp(-x);
+    k.k_mu *= e;
+    k.k_mu1 *= e;
+    lead = -shift;
+  }
+  if (n == 0.0) return from_dd(dd_add(log_of<kExact>(k.k_mu), lead));
+  const KRec rec = k_forward<kExact>(mu, x, k, static_cast<int>(n));
+  const dd c = rec.k;
+  const int exponent = rec.exponent;
   dd r = dd_add(kExact && dd_detail::is_positive_normal(c.hi) ? dd_log(c) : log_of<kExact>(c.hi), lead);
   if (exponent != 0) {
     dd e = two_prod(static_cast<double>(exponent), kLn2);
@@ -613,20 +807,74 @@ NK_HOST_DEVICE double log_kv(double v, double x) {
   return r.hi + r.lo;
 }
 namespace bessel_detail {
-// (x/2)^v / Gamma(v + 1) for v >= 20 to a few ulp, from Gamma(v + 1) = sqrt(2 pi v) (v/e)^v e^S(v)
-// (Stirling; S(v) = sum B_2k / (2k (2k-1) v^(2k-1)), six terms < 1e-17 at v >= 20):
-//   = y^v e^(-S(v)) / sqrt(2 pi v),  y = (x/2) e / v.
-// y is formed in double-double and its low part enters as the factor exp(v y_lo / y_hi), so the
-// rounding of y is not raised to the power v.  (glibc's tgamma, as accurate, costs 3x more.)
-NK_HOST_DEVICE double pow_over_gamma1p(double half, double v) {
+// (x/2)^v / Gamma(v + 1) e^-shift (1 + tail) for 20 <= v < 170, from Gamma(v + 1) =
+// sqrt(2 pi v) (v/e)^v e^S(v) (Stirling; S(v) = sum B_2k / (2k (2k-1) v^(2k-1)), six terms
+// < 1e-17 at v >= 20):  = e^(v log y - S(v) - shift) / sqrt(2 pi v),  y = (x/2) e / v.
+// y and v log y are double-double (dd_log), the exponential exp_dd and 1/sqrt(2 pi v) a Newton
+// step (exp_times): one rounding in all (pow(y, v) e^(...) / sqrt(2 pi v) rounded 4-5 times and
+// was up to 2.2 eps off).  Where the exponent is below -700 (a result near the underflow),
+// exp(hi) (1 + lo) in double.
+NK_HOST_DEVICE double pow_over_gamma1p(double half, double v, double tail, double shift) {
   constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
-  dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v);
-  double r = 1.0 / v, r2 = r * r;
-  double stirling = r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-                    r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
-  return ::pow(y.hi, v) * m::exp(v * (y.lo / y.hi) - stirling) / m::sqrt(2.0 * kPi * v);
+  const dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v);
+  const double r = 1.0 / v, r2 = r * r;
+  const double stirling = r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+                          r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+  const dd e = dd_add(dd_add(dd_mul(dd_log(y), v), -stirling), -shift);
+  const dd p = inv_sqrt_dd(kTwoPiHi, kTwoPiLo, v, 0.0);
+  if (e.hi >= -700.0) return exp_times(e.hi, e.lo, p, tail);
+  const double ex = m::exp(e.hi);
+  return (ex + ex * e.lo) * (p.hi * (1.0 + tail));
 }
 
+// sum_k q^k / (k! (v + 1)_k), q = (x/2)^2, as hi + lo to ~1e-17 relative.  The terms run in
+// double as before (t_k = t_(k-1) r_k, r_k = q / (k (v + k))) and the first-order error of each
+// is carried beside it: err_k = err_(k-1) r_k + t_(k-1) dr_k + (the exact error of the product),
+// dr_k from the fma remainders of k (v + k), 1 / . and q * . ; the rounding of q itself enters
+// every term alike (k q_rel t_k) and is added once at the end.  Sum compensated (terms > 0).
+NK_HOST_DEVICE dd series_sum_dd(double v, double half) {
+  const double q = half * half;
+  const double n = m::floor(v), mu = v - n;  // v + k = (n + k) + mu, n + k exact and > mu
+  double term = 1.0, err = 0.0, sum = 1.0, sum_lo = 0.0, ksum = 0.0;
+  int k = 1;
+  // (while the terms matter: up to the first that is below 2^-10 of the sum and falling by
+  // more than 2; the tail after it inherits that term's relative error, rel, and adds < 0.01 ulp)
+  double rel = 0.0;
+  if (q >= 0.01) {
+    for (; k < 4000; ++k) {
+      const double kd = static_cast<double>(k);
+      const dd vk = quick_two_sum(n + kd, mu);
+      const double denom = kd * vk.hi;
+      const double inv = 1.0 / denom;
+      const double r = q * inv;
+      // r_true / r - 1 = (1 - denom inv) - (denom_true - denom) inv, to first order
+      const double rel = m::fma(-(m::fma(kd, vk.hi, -denom) + kd * vk.lo), inv, m::fma(-denom, inv, 1.0));
+      const double dr = m::fma(r, rel, m::fma(q, inv, -r));
+      const double t = term * r;
+      err = m::fma(err, r, m::fma(term, dr, m::fma(term, r, -t)));
+      term = t;
+      const double s = sum + term;
+      sum_lo += (term - (s - sum)) + err;
+      sum = s;
+      ksum = m::fma(kd, term, ksum);
+      if (term < 0x1p-10 * sum && denom > 2.0 * q) break;
+    }
+    ++k;
+    rel = err / term;
+  }
+  // the rest in double (q < 0.01: all terms; t_1 <= q, so their errors are < 0.03 ulp of the sum)
+  double tail = 0.0;
+  for (; k < 4000; ++k) {
+    const double denom = k * (v + k);
+    term *= q * (1.0 / denom);
+    tail += term;
+    ksum = m::fma(static_cast<double>(k), term, ksum);
+    if (term < kTiny * sum && denom > 2.0 * q) break;
+  }
+  const dd s = two_sum(sum, tail);
+  sum_lo = m::fma(ksum, m::fma(half, half, -q) / q, m::fma(tail, rel, sum_lo + s.lo));
+  return quick_two_sum(s.hi, sum_lo);
+}
 // Direct value of I_v(|x|) e^{-scale |x|} for 0 <= v < 20 (and 20 <= v < 170, x <= 2) when
 // nothing can under/overflow: (x/2)^mu / Gamma(1+mu) prod (x/2)/(mu+j) * sum, a few ulp, with no
 // logarithm to exponentiate (the drop-ins' small-order path is then ~3x cheaper).  Returns NaN
@@ -642,24 +890,55 @@ NK_HOST_DEVICE double iv_series_direct(double v, double ax, bool scaled) {
         ax <= 600.0))
     return m::nan<double>();
   if (v * m::fabs(m::log(half)) > 600.0) return m::nan<double>();
-  double q = half * half, term = 1.0, sum = 1.0;
-  for (int k = 1; k < 4000; ++k) {
-    double denom = k * (v + k);
-    term *= q * (1.0 / denom);
-    sum += term;
-    if (term < kTiny * sum && denom > 2.0 * q) break;
-  }
-  double pre;
   if (by_gamma) {
-    pre = pow_over_gamma1p(half, v);
-  } else {
-    double n = m::floor(v), mu = v - n;
-    pre = rgamma1p(mu);
-    for (int j = 1; j <= static_cast<int>(n); ++j) pre *= half / (mu + j);
-    if (mu > 0.0) pre *= ::pow(half, mu);
+    // (the terms fall by q / (k (v + k)) <= 1/21: their sum beyond 1, tail, in double)
+    double q = half * half, term = 1.0, tail = 0.0;
+    for (int k = 1; k < 4000; ++k) {
+      double denom = k * (v + k);
+      term *= q * (1.0 / denom);
+      tail += term;
+      if (term < kTiny * (1.0 + tail) && denom > 2.0 * q) break;
+    }
+    return pow_over_gamma1p(half, v, tail, scaled ? ax : 0.0);
   }
-  double val = pre * sum;
-  return scaled ? val * m::exp(-ax) : val;
+  // v < 20, x < 25: sum and prefactor to ~1e-17 (the drop-ins' bound is max(2 eps, SciPy's
+  // error); the plain evaluation accumulated ~2 eps in each: k(v + k), 1/., q * . and term * .
+  // round at every term, floor(v) divisions in the prefactor): both carried in double-double.
+  const dd s = series_sum_dd(v, half);
+  // (x/2)^n / prod_{j<=n} (mu + j) as two double-double products (mu + j exact: j >= 1 > mu),
+  // times 1/Gamma(1 + mu) = R(mu - 1) / mu for mu > 1/2 (the division by mu joins the product)
+  // (products in double with their exact errors carried to first order: no division per factor)
+  const double n = m::floor(v), mu = v - n;
+  double num = 1.0, num_err = 0.0, den = 1.0, den_err = 0.0;
+  for (int j = 1; j <= static_cast<int>(n); ++j) {
+    const dd a = quick_two_sum(static_cast<double>(j), mu);
+    const double nn = num * half, dn = den * a.hi;
+    num_err = m::fma(num_err, half, m::fma(num, half, -nn));
+    den_err = m::fma(den_err, a.hi, m::fma(den, a.lo, m::fma(den, a.hi, -dn)));
+    num = nn;
+    den = dn;
+  }
+  double rg;
+  if (mu <= 0.5) {
+    RGammaParts g = rgamma_parts(mu);
+    rg = g.even + mu * g.odd_over_mu;
+  } else {
+    RGammaParts g = rgamma_parts(mu - 1.0);
+    rg = g.even + (mu - 1.0) * g.odd_over_mu;
+    const double dn = den * mu;
+    den_err = m::fma(den_err, mu, m::fma(den, mu, -dn));
+    den = dn;
+  }
+  if (mu > 0.0) rg *= ::pow(half, mu);
+  // rg num s / den: one division, its remainder and the carried errors as the low part
+  const double top = rg * num;
+  const dd ts = two_prod(top, s.hi);
+  const double lo_top = m::fma(rg, num_err, m::fma(rg, num, -top)) * s.hi + top * s.lo + ts.lo;
+  const double qv = ts.hi / den;
+  const double q_lo = (m::fma(-qv, den, ts.hi) + lo_top - qv * den_err) / den;
+  const dd val = {qv, q_lo};
+  if (!scaled) return val.hi + val.lo;
+  return mul_exp(val, -ax);
 }
 // iv_series_direct for real (v, x) with I_{-n} = I_n and I_n(-x) = (-1)^n I_n(x); NaN where the
 // fast path does not apply (the caller then takes the general log-domain path).
@@ -672,10 +951,80 @@ NK_HOST_DEVICE double iv_direct_signed(double v, double x, bool scaled) {
   bool odd = x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0;
   return odd ? -d : d;
 }
+// K_v(x) (e^x K_v(x) when scaled) for 0 <= v < 20, 1e-100 <= x, sqrt(v^2 + x^2) < 25, as a value:
+// Temme's series (x < 1) or the polynomial fit (1 <= x), the recurrence, and at most one factor
+// e^+-x (exp_dd), rounded once (the log / exp round trip of the general path added ~1 ulp: the
+// drop-ins' bound is max(2 eps, SciPy's error)).  NaN where it does not apply or the value
+// leaves the double range (the caller then takes the log-domain path).
+NK_HOST_DEVICE double kv_small_direct(double v, double x, bool scaled) {
+  if (!(v >= 0.0 && v < kDebyeMinOrder && x >= 1e-100 && v * v + x * x < kDebyeMinRadius * kDebyeMinRadius))
+    return m::nan<double>();
+  const double n = m::rint(v), mu = v - n;
+  const bool mid = x >= 1.0;  // (k_mid_scaled gives e^x K)
+  const KPair k = mid ? k_mid_scaled(mu, x) : temme_k<true>(mu, x);
+  KRec r = {quick_two_sum(k.k_mu, k.k_mu_lo), 0};
+  if (n != 0.0) r = k_forward<true>(mu, x, k, static_cast<int>(n));
+  if (r.exponent != 0 || !(r.k.hi < 1e300)) return m::nan<double>();
+  if (mid == scaled) return r.k.hi + r.k.lo;
+  return mul_exp(r.k, mid ? -x : x);
+}
+// The drop-ins in the Debye region as values, e^(+-v eta - shift) S / sqrt(c h) (c = 2 pi for I,
+// 2 / pi for K), rounded once: the exponent in double-double as log_iv_debye<true> forms it,
+// S = 1 + debye_sum's tail, the prefactor inv_sqrt_dd, exp_times (the log path rounded the
+// prefactor before its double-double log and was up to 4.5 eps off at v < 20, h ~ 27); where the
+// exponent is beyond +-700, exp_pair of the whole log.  NaN where v, x are outside (1e-140,
+// 1e150) (the log path then).
+NK_HOST_DEVICE double debye_direct(double v, double x, bool is_k, double shift) {
+  if (!(v > 1e-140 && x > 1e-140 && v < 1e150 && x < 1e150)) return m::nan<double>();
+  // (results certainly 0 or inf: the log path, whose exponent is in double there)
+  const double h = m::sqrt(v * v + x * x), plain = h + v * m::log(x / (v + h));
+  if (!(m::fabs((is_k ? -plain : plain) - shift) < 760.0)) return m::nan<double>();
+  const dd hh = dd_sqrt(dd_add(two_prod(v, v), two_prod(x, x)));
+  dd e;
+  if (debye_far(v, x)) {
+    e = is_k ? dd_neg(debye_exponent_far(v, x, -shift)) : debye_exponent_far(v, x, shift);
+  } else {
+    const dd ve = dd_add(hh, dd_neg(dd_mul(dd_log(dd_div(dd_add(hh, v), x)), v)));
+    e = dd_add(is_k ? dd_neg(ve) : ve, -shift);
+  }
+  const double tail = debye_sum(v, v / hh.hi, is_k ? -1.0 : 1.0, true);
+  const dd pf = is_k ? inv_sqrt_dd(kTwoOverPiHi, kTwoOverPiLo, hh.hi, hh.lo) : inv_sqrt_dd(kTwoPiHi, kTwoPiLo, hh.hi, hh.lo);
+  if (m::fabs(e.hi) <= 700.0) return exp_times(e.hi, e.lo, pf, tail);
+  // near or past the ends of the double range: exp of the whole log, exp_pair's limits
+  const LogPair l = normalize(from_dd(dd_add(e, log_of<true>(pf.hi * (1.0 + tail)))));
+  return exp_pair(l.hi, l.lo);
+}
+// I_v(x) (e^-|x| when scaled) as a value for v >= 0 or integer v in the Hankel and Debye regions
+// (I_{-n} = I_n, I_n(-x) = (-1)^n I_n(x)); NaN elsewhere or where the value would need the log path.
+NK_HOST_DEVICE double iv_asymptotic_signed(double v, double x, bool scaled) {
+  const double av = (v < 0.0 && is_integer(v)) ? -v : v, ax = m::fabs(x);
+  if (!(av >= 0.0 && ax < m::inf<double>() && (x > 0.0 || is_integer(av)))) return m::nan<double>();
+  double h;
+  if (ax >= hankel_threshold(av)) {
+    if (!scaled && ax > 700.0) return m::nan<double>();
+    h = hankel_scaled(av, ax, false, scaled ? 0.0 : ax);
+  } else if (uses_debye(av, ax)) {
+    h = debye_direct(av, ax, false, scaled ? ax : 0.0);
+  } else {
+    return m::nan<double>();
+  }
+  return (x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0) ? -h : h;
+}
+// K_v(x) (e^x when scaled), v >= 0, 0 < x < inf, likewise.
+NK_HOST_DEVICE double kv_asymptotic(double v, double x, bool scaled) {
+  if (!(v >= 0.0 && x > 0.0 && x < m::inf<double>())) return m::nan<double>();
+  if (x >= hankel_threshold(v)) {
+    if (!scaled && x > 700.0) return m::nan<double>();
+    return hankel_scaled(v, x, true, scaled ? 0.0 : -x);
+  }
+  return uses_debye(v, x) ? debye_direct(v, x, true, scaled ? -x : 0.0) : m::nan<double>();
+}
 }  // namespace bessel_detail
 
 NK_HOST_DEVICE double iv(double v, double x) {
   double d = bessel_detail::iv_direct_signed(v, x, false);  // small-order fast path
+  if (d == d) return d;
+  d = bessel_detail::iv_asymptotic_signed(v, x, false);  // Hankel, Debye: values
   if (d == d) return d;
   SignedLog r = iv_signed_log<true>(v, x);
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();  // SciPy: iv(-1.5, 0) = +inf
@@ -685,12 +1034,8 @@ NK_HOST_DEVICE double ive(double v, double x) {
   double ax = m::fabs(x);
   double d = bessel_detail::iv_direct_signed(v, x, true);
   if (d == d) return d;
-  const double av = (v < 0.0 && bessel_detail::is_integer(v)) ? -v : v;  // I_{-n} = I_n
-  if (av >= 0.0 && ax >= bessel_detail::hankel_threshold(av) && ax < m::inf<double>() &&
-      (x > 0.0 || bessel_detail::is_integer(av))) {
-    const double h = bessel_detail::hankel_scaled(av, ax, false);  // I_n(-x) = (-1)^n I_n(x)
-    return (x < 0.0 && m::fabs(av - 2.0 * m::floor(0.5 * av)) == 1.0) ? -h : h;
-  }
+  d = bessel_detail::iv_asymptotic_signed(v, x, true);
+  if (d == d) return d;
   SignedLog r = iv_signed_log<true>(v, x, ax == m::inf<double>() ? 0.0 : ax);
   if (ax == m::inf<double>()) return (r.hi == r.hi && m::fabs(v) != m::inf<double>()) ? 0.0 : m::nan<double>();
   if (x == 0.0 && r.hi == m::inf<double>()) return m::inf<double>();
@@ -698,13 +1043,20 @@ NK_HOST_DEVICE double ive(double v, double x) {
 }
 NK_HOST_DEVICE double kv(double v, double x) {
   if (bessel_detail::kv_underflows(m::fabs(v), x)) return 0.0;  // (false for NaN v or x, and kv(inf, inf))
+  const double d = bessel_detail::kv_small_direct(m::fabs(v), x, false);  // small-order fast path
+  if (d == d) return d;
+  const double a = bessel_detail::kv_asymptotic(m::fabs(v), x, false);  // Hankel, Debye: values
+  if (a == a) return a;
   bessel_detail::LogPair r = kv_log<true>(v, x);
   return exp_pair(r.hi, r.lo);
 }
 NK_HOST_DEVICE double kve(double v, double x) {
   if (x == m::inf<double>() && !m::isnan(v)) return m::fabs(v) == m::inf<double>() ? m::nan<double>() : 0.0;
   const double av = m::fabs(v);
-  if (x >= bessel_detail::hankel_threshold(av) && x < m::inf<double>()) return bessel_detail::hankel_scaled(av, x, true);
+  double d = bessel_detail::kv_small_direct(av, x, true);
+  if (d == d) return d;
+  d = bessel_detail::kv_asymptotic(av, x, true);
+  if (d == d) return d;
   bessel_detail::LogPair r = kv_log<true>(v, x, -x);
   return exp_pair(r.hi, r.lo);
 }
