@@ -791,7 +791,7 @@ NK_LANES_FLATTEN inline void debye_exact_exponent(const double* v, const double*
   }
 }
 template <bool kIsK, bool kScaled, int kTerms>
-inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+NK_LANES_FLATTEN inline void debye_exact_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], h_hi[kLanes], h_lo[kLanes], e_hi[kLanes], e_lo[kLanes];
   debye_exact_exponent<kIsK, kScaled>(v, x, p2, u, h_hi, h_lo, e_hi, e_lo);
   debye_sums<kTerms, false>(p2, u, s);  // S - 1
@@ -814,7 +814,7 @@ inline void debye_exact_group(const double* v, const double* x, double* out, std
 // order (so the same values): the tail S - 1 = sum_{k>=1} (-+1)^k a_k(v) / x^k, stopped per lane
 // at the smallest term or below 1e-17 relative, then the Newton-corrected prefactor times 1 + tail.
 template <bool kIsK>
-inline void hankel_scaled_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
+NK_LANES_FLATTEN inline void hankel_scaled_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kSign = kIsK ? 1.0 : -1.0;
   double term[kLanes], sum[kLanes], prev[kLanes];
   std::int64_t active[kLanes];
