@@ -74,7 +74,7 @@ py::array_t<std::uint8_t> prepack(py::object codes_obj, py::object scales_obj, b
   index_t n_out;
   {
     py::gil_scoped_release release;
-    n_out = cpu::olive::count_outliers(src, n, k, bits, normal);
+    n_out = cpu::olive::count_outliers(src, n, k, bits, normal, lay);
   }
   const std::int64_t bytes = cpu::olive::packed_bytes(n, k, n_out, lay);
   std::uint8_t* dst = cpu::olive::alloc_pack(bytes);  // owned by the array (capsule) from here on

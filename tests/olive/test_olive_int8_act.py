@@ -150,3 +150,34 @@ def test_ovplinear_grad_keeps_fake_quant(torch):
     x = torch.randn(2, 8, requires_grad=True)
     layer(x).sum().backward()  # straight-through estimator on the float path
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("normal,folded", [("int", (48, 64, 96, 128, 192, 256, 384)),
+                                           ("flint", (48, 64, 96, 128, 192))])
+def test_rows_pack_folds_whole_unit_outliers(normal, folded):
+    """The rows-layout pack (the integer kernel's) holds a 4-bit outlier in its int8 rows when its
+    grid value is a whole number of units within +-127 (packed.hpp folds(): every abfloat4
+    outlier with int4 normals, all but 256 and 384 with flint4 normals); its sparse list keeps the
+    rest.  The panel layouts keep every outlier sparse.  Checked through the packs' headers
+    (n_outliers, the fourth int64) against the outliers' grid values."""
+    rng = np.random.default_rng(7)
+    w = _heavy(rng, (24, 160), 0.05)
+    w[:, :8] *= 40.0
+    qw = O.ovp_quantize(w, bits=4, normal=normal, axis="row", alpha=0.15)  # (a low threshold:
+    g, _ = _grid(qw)                                                       # every outlier value)
+    out = np.abs(g) > 32.0
+    assert set(np.unique(np.abs(g[out]))) == {48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 384.0}
+    sparse = int((out & ~np.isin(np.abs(g), folded)).sum())
+    n_out = lambda layout: int(np.frombuffer(  # noqa: E731
+        C.prepack(qw.codes, qw.scales, True, 160, 4, O._NORMAL_CODE[normal], layout)[:32].tobytes(),
+        np.int64)[3])
+    assert n_out("panels") == out.sum()
+    assert n_out("rows") == sparse
+    assert (sparse == 0) == (normal == "int")
+    # the integer kernel on the folded pack: still the exact product up to the contract's rounding
+    x = _heavy(rng, (5, 160))
+    alpha = float(np.std(x)) * 3.0
+    exact, _ = _exact(x, alpha, 8, "int", False, qw)
+    o = np.full((5, 24), np.nan, np.float32)
+    assert C.matmul_int8act(x, _pack(qw), qw.scales, o, True, alpha, 8, 0, False)
+    assert np.all(np.abs(o - exact) <= REL * np.abs(exact) + TINY)

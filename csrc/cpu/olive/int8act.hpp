@@ -5,8 +5,10 @@
 // Exact integer form.  Both operands are OVP grid values g (q units) times one scale: the
 // activation per tensor (s_a), the weight per row (s_r).  Every grid value is a normal value or an
 // outlier (|g| > 32).  Normal values are integers in their format's unit u: 4 (int4: ±7 units),
-// 2 (flint4: ±16), 1/4 (int8: ±127), so they fit int8.  Outliers do not (abfloat4 up to 384 =
-// 192 units of 2, abfloat8 up to 504 = 2016 units of 1/4): they are a sparse second term.  With
+// 2 (flint4: ±16), 1/4 (int8: ±127), so they fit int8.  Outliers do not all fit (abfloat4 up to
+// 384 = 192 units of 2, abfloat8 up to 504 = 2016 units of 1/4): those that do not are a sparse
+// second term (the weight pack, layout rows, holds the ones that do in its int8 rows: packed.hpp's
+// folds(); below, w_n then includes them and w_o is the rest).  With
 // a = a_n + a_o and w = w_n + w_o (normal and outlier parts, disjoint supports),
 //   sum_k a_k w_k = u_a u_w sum_k a_n w_n  +  sum_{k in outliers(w)} a_k w_o,k
 //                                           +  sum_{k in outliers(a)} a_o,k w_n,k u_w,

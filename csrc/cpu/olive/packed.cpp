@@ -2,6 +2,7 @@
 #include "cpu/olive/packed.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -95,15 +96,22 @@ std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t
   return sections(n, k, n_outliers, layout).end;
 }
 
-index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal) {
+bool folds(float g, float inv_unit, std::int64_t layout) {
+  const float units = g * inv_unit;  // exact: inv_unit is a power of two
+  return layout == kLayoutRows && units == ::truncf(units) && ::fabsf(units) <= 127.0f;
+}
+
+index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal, std::int64_t layout) {
   const index_t bpr = bytes_per_row(k, bits), pairs = (k + 1) / 2;
+  const float inv_unit = 1.0f / unit_of(bits, normal);
   index_t count = 0;
   for (index_t r = 0; r < n; ++r)
     for (index_t p = 0; p < pairs; ++p) {
       float g[2];
       bool out[2];
       pair_values(codes + r * bpr, p, bits, normal, g, out);
-      count += out[0] + (out[1] && 2 * p + 1 < k);
+      count += (out[0] && !folds(g[0], inv_unit, layout)) +
+               (out[1] && 2 * p + 1 < k && !folds(g[1], inv_unit, layout));
     }
   return count;
 }
@@ -129,7 +137,7 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
       bool out[2];
       pair_values(codes + r * bpr, p, bits, normal, g, out);
       for (int e = 0; e < 2 && 2 * p + e < k; ++e) {
-        if (out[e]) {
+        if (out[e] && !folds(g[e], inv_unit, layout)) {
           cols[o] = static_cast<std::int32_t>(2 * p + e);
           values[o++] = g[e];
         } else if (nibbles) {  // the code itself (the kernel's table maps it to g / unit); zeros stay code 0

@@ -6,7 +6,8 @@
 //
 // Blob layout (one uint8 array, every section starting at a multiple of 64 bytes):
 //   header   PackHeader (64 bytes)
-//   normals  int8, grid value / unit; 0 for an outlier, its victim, and padding rows.  Three layouts
+//   normals  int8, grid value / unit; 0 for an outlier (but kLayoutRows' folded ones, folds()),
+//            its victim, and padding rows.  Three layouts
 //            (header field `layout`): kLayoutRows [n][k] (row r's weights contiguous; the integer
 //            kernel int8act.hpp reads this one), kLayoutPanels [ceil(n / 32)][k][32] (the 32 weights of
 //            column k of a 32-row panel contiguous; the float GEMM below reads this one).
@@ -50,8 +51,17 @@ std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t
 std::uint8_t* alloc_pack(std::int64_t bytes);
 void free_pack(void* p);
 
-// Number of outliers in codes (n rows of k weights at bits / normal).
-index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal);
+// Number of outliers in codes (n rows of k weights at bits / normal) that the pack of `layout`
+// keeps in its sparse list (kLayoutRows folds some into normals: folds()).
+index_t count_outliers(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal,
+                       std::int64_t layout = kLayoutRows);
+// kLayoutRows: an outlier whose grid value is a whole number of units within +-127 (with int4
+// normals every abfloat4 outlier: multiples of 16 up to 384 = 96 units of 4; with flint4 normals
+// those up to 192 = 96 units of 2, not 256 and 384; no abfloat8 outlier of the 8-bit format) is
+// held in normals like a normal value, not in the sparse list: the integer kernel
+// (int8act.hpp) then takes it in its int8 dot products instead of a scalar correction per batch
+// row.  The panel layouts keep every outlier sparse.
+bool folds(float g, float inv_unit, std::int64_t layout);
 
 // Fill blob (packed_bytes(n, k, count_outliers(...)) bytes) from the codes.
 void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int normal, index_t n_outliers,
