@@ -187,7 +187,7 @@ def log_iv(v, x, out=None, **kwargs):
     x = inf gives +inf (v = inf included), -inf where log I < -DBL_MAX (log_iv(1e306, 1)).
     v < 0: I_{-v} = I_v + (2/pi) sin(pi v) K_v, NaN where negative; v = -inf as v = +inf (every
     double below -2^53 is an even integer, I_{-n} = I_n; x = inf then NaN).  x < 0: log|I_v(x)| for
-    integer v, NaN otherwise.  NaN in gives NaN out.
+    integer v (on the CPU bit for bit log_iv(v, |x|)), NaN otherwise.  NaN in gives NaN out.
     torch: d/dx = I_{v+1}/I_v + v/x from the stable ratio; d/dv by a central difference.
     """
     return _call("log_iv", v, x, out, kwargs=kwargs)
