@@ -41,6 +41,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 
 #include "numkern/config.hpp"
 #include "numkern/special/bessel.hpp"
@@ -1194,19 +1195,38 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
 // bucket 0.  out may alias v or x: v and x are copied before any result is written, and bucket
 // 0 reads and writes only its own elements.
 constexpr index_t kPass = 2048;
-template <class Lanes>
-void block_run(const double* v, const double* x, double* out, index_t n);
 // The elements idx[0..n) of a pass that Lanes::maps (log I at x < 0, integer order) through the
-// lanes at |x|, out of line (its buffers take stack only when called).
+// lanes at |x|: their orders, |x| and buckets, a counting sort by bucket and each bucket's groups
+// (run_bucket; bucket 0: the scalar function at |x|).  Out of line, its buffers on the heap (only
+// inputs with such elements allocate): block_pass's frame already holds ~80 KiB of buffers, and
+// a second one on the same stack made a 192 KiB thread stack overflow.
 template <class Lanes>
 NK_LANES_NOINLINE void run_mapped(const std::uint32_t* idx, index_t n, const double* v, const double* x, double* out) {
-  double vm[kPass], xm[kPass], om[kPass];
+  std::unique_ptr<double[]> buf(new double[4 * n]);
+  std::unique_ptr<std::int64_t[]> bk(new std::int64_t[n]);
+  std::unique_ptr<std::uint32_t[]> ib(new std::uint32_t[n]);
+  double *ord = buf.get(), *ax = ord + n, *vb = ax + n, *xb = vb + n;
+  index_t start[kBuckets + 1] = {}, pos[kBuckets] = {};
   for (index_t j = 0; j < n; ++j) {
-    vm[j] = v[idx[j]];
-    xm[j] = -x[idx[j]];
+    ord[j] = Lanes::order(v[idx[j]]);
+    ax[j] = -x[idx[j]];
+    bk[j] = Lanes::bucket(ord[j], ax[j]);
+    ++start[bk[j] + 1];
   }
-  block_run<Lanes>(vm, xm, om, n);
-  for (index_t j = 0; j < n; ++j) out[idx[j]] = om[j];
+  for (int b = 0; b < kBuckets; ++b) {
+    start[b + 1] += start[b];
+    pos[b] = start[b];
+  }
+  for (index_t j = 0; j < n; ++j) {
+    const index_t p = pos[bk[j]]++;
+    vb[p] = ord[j];
+    xb[p] = ax[j];
+    ib[p] = idx[j];
+  }
+  for (index_t p = start[0]; p < start[1]; ++p) out[ib[p]] = Lanes::scalar(v[ib[p]], xb[p]);
+  for (int b = 1; b < kBuckets; ++b)
+    if (start[b + 1] > start[b])
+      run_bucket<Lanes>(b, vb + start[b], xb + start[b], ib.get() + start[b], start[b + 1] - start[b], out);
 }
 template <class Lanes>
 void block_pass(const double* v, const double* x, double* out, index_t n) {
