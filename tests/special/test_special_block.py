@@ -434,3 +434,28 @@ def test_block_iv_small_x_underflow_matches_scalar_path(name, isa):
     np.testing.assert_array_equal(block[small], scalar[small])
     big = ~small
     assert np.all(np.abs(block[big] - scalar[big]) <= BLOCK_BOUND * np.abs(scalar[big]))
+
+
+def test_block_path_runs_on_a_small_thread_stack():
+    """The block path keeps its per-pass buffers (~80 KiB) on the calling thread's stack and
+    nothing more of that size: log_iv / log_kv / iv with positive and negative x (the mapped
+    log_iv(n, -x) elements included) run in a thread of 160 KiB stack (measured: 96 KiB suffice;
+    a nested pass once needed more than 192 KiB and crashed).  In a subprocess, so that an
+    overflow fails this test instead of the run."""
+    import subprocess
+    import sys
+    code = (
+        "import threading, numpy as np, numkern, numkern.special as s\n"
+        "numkern.set_num_threads(1)\n"
+        "threading.stack_size(160 * 1024)\n"
+        "rng = np.random.default_rng(3)\n"
+        "n = np.floor(rng.uniform(0, 300, 20000)); x = np.exp(rng.uniform(-8, 8, 20000))\n"
+        "res = []\n"
+        "def f():\n"
+        "    for sign in (1.0, -1.0):\n"
+        "        res.append([float(np.nansum(g(n, sign * x))) for g in (s.log_iv, s.log_kv, s.iv, s.kve)])\n"
+        "t = threading.Thread(target=f); t.start(); t.join()\n"
+        "assert len(res) == 2 and res[0][0] == res[1][0], res\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
