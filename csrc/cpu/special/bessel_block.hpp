@@ -380,6 +380,23 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
     out[l] = (kIsK ? -x[l] : x[l]) + log_branchfree(sum[l] * kPrefactor / std::sqrt(x[l]));
 }
 
+// 1 / Gamma(1 + t) for the lanes' 0 <= mu < 1: t = mu up to 1/2, t = mu - 1 past it (where
+// Gamma(1 + mu) = mu Gamma(1 + t): the caller divides by mu), by the Taylor series kRGamma in two
+// chains (even and odd powers).
+NK_FORCE_INLINE inline double rgamma_lane(double mu) {
+  using bessel_detail::kRGamma;
+  using bessel_detail::kRGammaTerms;
+  const double t = mu > 0.5 ? mu - 1.0 : mu;
+  const double t2 = t * t;
+  double odd = 0.0, even = 0.0;
+#pragma GCC unroll 16
+  for (int k = kRGammaTerms - 2; k >= 0; k -= 2) {
+    even = m::muladd(even, t2, kRGamma[k]);
+    odd = m::muladd(odd, t2, kRGamma[k + 1]);
+  }
+  return m::muladd(t, odd, even);
+}
+
 // bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
 //   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
 // with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; the group sums the terms k <= K for the
@@ -466,16 +483,9 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       den[l] = den[l] * b;
     }
   for (int l = 0; l < kLanes; ++l) {
-    // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
-    std::int64_t upper = mu[l] > 0.5;
-    double t = upper ? mu[l] - 1.0 : mu[l];
-    double t2 = t * t, odd = 0.0, even = 0.0;
-#pragma GCC unroll 16
-    for (int k = kRGammaTerms - 2; k >= 0; k -= 2) {
-      even = m::muladd(even, t2, kRGamma[k]);
-      odd = m::muladd(odd, t2, kRGamma[k + 1]);
-    }
-    const double rg = m::muladd(t, odd, even);
+    // 1 / Gamma(1 + mu) = rgamma_lane(mu), divided by mu past 1/2
+    const std::int64_t upper = mu[l] > 0.5;
+    const double rg = rgamma_lane(mu[l]);
     const double pre = (kLong ? rg * num[l] : rg) / (upper ? den[l] * mu[l] : den[l]);
     out[l] = log_branchfree(pre * sum[l]) + (kLong ? mu[l] : v[l]) * log_branchfree(half[l]);
   }
@@ -522,9 +532,8 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   for (int l = 0; l < kLanes; ++l) sum[l] = num[l] / den[l];
   double res[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double rv = inv_v[l], r2 = rv * rv;
-    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    const double rv = inv_v[l];
+    const double stirling = bessel_detail::stirling_tail(rv);
     const double lead = vl[l] * log_branchfree(0.5 * xl[l] * kE * rv);
     // log(sum / sqrt(2 pi v)) as half the log of the square: no square root, no division
     const double rest = 0.5 * log_branchfree(sum[l] * sum[l] * (rv * (0.5 / bessel_detail::kPi)));
@@ -582,20 +591,11 @@ NK_LANES_FLATTEN inline void series_small_x_group(const double* v, const double*
   for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
     for (int l = 0; l < kLanes; ++l) prod[l] = prod[l] * ((j <= n[l]) ? mu[l] + j : 1.0);
   for (int l = 0; l < kLanes; ++l) {
-    // 1 / Gamma(1 + mu) for mu in [0, 1): Gamma(1 + mu) = mu Gamma(mu) past 1/2
+    // 1 / Gamma(1 + mu) = rgamma_lane(mu), divided by mu past 1/2
     const std::int64_t upper = mu[l] > 0.5;
-    const double t = upper ? mu[l] - 1.0 : mu[l];
-    const double t2 = t * t;
-    double odd = 0.0, even = 0.0;
-#pragma GCC unroll 16
-    for (int k = kRGammaTerms - 2; k >= 0; k -= 2) {
-      even = m::muladd(even, t2, kRGamma[k]);
-      odd = m::muladd(odd, t2, kRGamma[k + 1]);
-    }
-    const double rg = m::muladd(t, odd, even);
-    const double rv = inv_v[l], r2 = rv * rv;
-    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    const double rg = rgamma_lane(mu[l]);
+    const double rv = inv_v[l];
+    const double stirling = bessel_detail::stirling_tail(rv);
     // v < 20: rgamma1p(mu) / prod * num / den; v >= 20: (num / den)^2 / (2 pi v)
     const double top = small[l] ? rg * num[l] : num[l] * num[l] * (rv * (0.5 / kPi));
     const double bottom = small[l] ? (upper ? prod[l] * mu[l] : prod[l]) * den[l] : den[l] * den[l];
@@ -967,9 +967,8 @@ NK_LANES_FLATTEN inline void iv_small_x_group(const double* v, const double* x, 
     red_lo[l] = r.lo;
     red_j[l] = r.j;
     red_idx[l] = r.idx;
-    const double rv = 1.0 / v[l], r2 = rv * rv;
-    const double stirling = rv * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-                            r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+    const double rv = 1.0 / v[l];
+    const double stirling = bessel_detail::stirling_tail(rv);
     stir[l] = -stirling;
   }
   for (int l = 0; l < kLanes; ++l) {  // the table look-ups, one lane at a time
@@ -1056,8 +1055,7 @@ struct LogLanes {
   // (test_special_block.py::test_block_negative_argument_bitwise; the header function, which
   // took them before, differs from the lanes in the last bits).  Other negative x (NaN for log I,
   // log K) go to the scalar function.
-  static constexpr bool kMapsArg = !kIsK;
-  static bool maps(double v, double x) { return kMapsArg && x < 0.0 && std::floor(v) == v; }
+  static bool maps(double v, double x) { return !kIsK && x < 0.0 && std::floor(v) == v; }
   static std::int64_t bucket(double v, double x) { return lane_bucket<kIsK>(v, x); }
   static double scalar(double v, double x) { return scalar_log_bessel<kIsK>(v, x); }
   static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
@@ -1084,7 +1082,6 @@ inline int in_place_bucket<LogLanes<false>>(std::int64_t lowest, std::int64_t hi
 template <bool kIsK, bool kScaled>
 struct DropinLanes {
   static double order(double v) { return lane_order<kIsK>(v); }
-  static constexpr bool kMapsArg = false;
   static bool maps(double, double) { return false; }
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
   // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
@@ -1170,11 +1167,7 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
       xg = xp;
     }
     for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets ? lane_buckets[g + (l < lanes ? l : 0)] : bucket;
-#ifdef NK_EXP2
-    for (int l = 0; l < kLanes; ++l) { res[l] = vg[l]; redo[l] = 0; }
-#else
     Lanes::group(bucket, vg, xg, res, redo);
-#endif
     for (int l = 0; l < lanes; ++l)
       if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
     if (ib == nullptr) {
@@ -1188,59 +1181,79 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
   }
 }
 
-// One pass over at most kPass elements: (1) the lane order and bucket of every element, in a loop
-// of selects that the compiler vectorizes; (2) a counting sort of the elements by bucket into
-// contiguous copies (four interleaved counters, so that runs of one bucket do not serialize on
-// one counter's store-to-load latency); (3) each bucket's groups, and the scalar function for
-// bucket 0.  out may alias v or x: v and x are copied before any result is written, and bucket
-// 0 reads and writes only its own elements.
 constexpr index_t kPass = 2048;
+
+// A counting sort of n elements by bucket (bk) into contiguous copies vb, xb (lane orders and
+// arguments) and ib (the elements' indices in the pass: idx[j], or j where idx is null); bucket b
+// is start[b] .. start[b + 1] - 1.  Four interleaved counters, so that runs of one bucket do not
+// serialize on one counter's store-to-load latency.
+inline void sort_by_bucket(const double* ord, const double* xs, const std::int64_t* bk, const std::uint32_t* idx,
+                           index_t n, double* vb, double* xb, std::uint32_t* ib, index_t* start) {
+  constexpr int kWays = 4;
+  index_t count[kWays][kBuckets] = {};
+  for (index_t i = 0; i < n; ++i) ++count[i % kWays][bk[i]];
+  index_t offset[kWays][kBuckets];
+  index_t pos = 0;
+  for (int b = 0; b < kBuckets; ++b) {
+    start[b] = pos;
+    for (int w = 0; w < kWays; ++w) {
+      offset[w][b] = pos;
+      pos += count[w][b];
+    }
+  }
+  start[kBuckets] = pos;
+  for (index_t i = 0; i < n; ++i) {
+    const index_t p = offset[i % kWays][bk[i]]++;
+    vb[p] = ord[i];
+    xb[p] = xs[i];
+    ib[p] = idx ? idx[i] : static_cast<std::uint32_t>(i);
+  }
+}
+
+// The groups of every bucket from 1 on of sort_by_bucket's copies (bucket 0 is the caller's).
+template <class Lanes>
+inline void run_sorted(const double* vb, const double* xb, const std::uint32_t* ib, const index_t* start,
+                       double* out) {
+  for (int b = 1; b < kBuckets; ++b)
+    if (start[b + 1] > start[b])
+      run_bucket<Lanes>(b, vb + start[b], xb + start[b], ib + start[b], start[b + 1] - start[b], out);
+}
+
 // The elements idx[0..n) of a pass that Lanes::maps (log I at x < 0, integer order) through the
-// lanes at |x|: their orders, |x| and buckets, a counting sort by bucket and each bucket's groups
-// (run_bucket; bucket 0: the scalar function at |x|).  Out of line, its buffers on the heap (only
-// inputs with such elements allocate): block_pass's frame already holds ~80 KiB of buffers, and
-// a second one on the same stack made a 192 KiB thread stack overflow.
+// lanes at |x|: their orders, |x| and buckets, sorted by bucket, each bucket's groups (bucket 0:
+// the scalar function at |x|).  Out of line, its buffers on the heap (only inputs with such
+// elements allocate): block_pass's frame already holds ~80 KiB of buffers, and a second one on
+// the same stack made a 192 KiB thread stack overflow.
 template <class Lanes>
 NK_LANES_NOINLINE void run_mapped(const std::uint32_t* idx, index_t n, const double* v, const double* x, double* out) {
   std::unique_ptr<double[]> buf(new double[4 * n]);
   std::unique_ptr<std::int64_t[]> bk(new std::int64_t[n]);
   std::unique_ptr<std::uint32_t[]> ib(new std::uint32_t[n]);
   double *ord = buf.get(), *ax = ord + n, *vb = ax + n, *xb = vb + n;
-  index_t start[kBuckets + 1] = {}, pos[kBuckets] = {};
   for (index_t j = 0; j < n; ++j) {
     ord[j] = Lanes::order(v[idx[j]]);
     ax[j] = -x[idx[j]];
     bk[j] = Lanes::bucket(ord[j], ax[j]);
-    ++start[bk[j] + 1];
   }
-  for (int b = 0; b < kBuckets; ++b) {
-    start[b + 1] += start[b];
-    pos[b] = start[b];
-  }
-  for (index_t j = 0; j < n; ++j) {
-    const index_t p = pos[bk[j]]++;
-    vb[p] = ord[j];
-    xb[p] = ax[j];
-    ib[p] = idx[j];
-  }
+  index_t start[kBuckets + 1];
+  sort_by_bucket(ord, ax, bk.get(), idx, n, vb, xb, ib.get(), start);
   for (index_t p = start[0]; p < start[1]; ++p) out[ib[p]] = Lanes::scalar(v[ib[p]], xb[p]);
-  for (int b = 1; b < kBuckets; ++b)
-    if (start[b + 1] > start[b])
-      run_bucket<Lanes>(b, vb + start[b], xb + start[b], ib.get() + start[b], start[b + 1] - start[b], out);
+  run_sorted<Lanes>(vb, xb, ib.get(), start, out);
 }
+
+// One pass over at most kPass elements: (1) the lane order and bucket of every element, in a loop
+// of selects that the compiler vectorizes; (2) sort_by_bucket into contiguous copies; (3) each
+// bucket's groups, and the scalar function for bucket 0 (run_mapped for Lanes::maps' elements).
+// out may alias v or x: v and x are copied before any result is written, and bucket 0 reads and
+// writes only its own elements.
 template <class Lanes>
 void block_pass(const double* v, const double* x, double* out, index_t n) {
-  constexpr int kWays = 4;
   alignas(64) double ord[kPass];
   alignas(64) std::int64_t bk[kPass];
   for (index_t i = 0; i < n; ++i) {
     ord[i] = Lanes::order(v[i]);
     bk[i] = Lanes::bucket(ord[i], x[i]);
   }
-#ifdef NK_EXP3
-  for (index_t i = 0; i < n; ++i) out[i] = bk[i] + ord[i];
-  return;
-#endif
   // a block that in_place_bucket accepts runs in place, without the sort (each group's x is read
   // before its results are written, so out may alias x here too)
   std::int64_t lowest = bk[0], highest = bk[0];
@@ -1252,26 +1265,10 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk);
     return;
   }
-  index_t count[kWays][kBuckets] = {};
-  for (index_t i = 0; i < n; ++i) ++count[i % kWays][bk[i]];
-  index_t start[kBuckets + 1], offset[kWays][kBuckets];
-  index_t pos = 0;
-  for (int b = 0; b < kBuckets; ++b) {
-    start[b] = pos;
-    for (int w = 0; w < kWays; ++w) {
-      offset[w][b] = pos;
-      pos += count[w][b];
-    }
-  }
-  start[kBuckets] = pos;
   alignas(64) double vb[kPass], xb[kPass];
   std::uint32_t ib[kPass];
-  for (index_t i = 0; i < n; ++i) {
-    const index_t p = offset[i % kWays][bk[i]]++;
-    vb[p] = ord[i];
-    xb[p] = x[i];
-    ib[p] = static_cast<std::uint32_t>(i);
-  }
+  index_t start[kBuckets + 1];
+  sort_by_bucket(ord, x, bk, nullptr, n, vb, xb, ib, start);
   index_t mapped = start[0];  // (Lanes::maps' elements, moved to the front of bucket 0)
   for (index_t p = start[0]; p < start[1]; ++p) {
     const std::uint32_t i = ib[p];
@@ -1283,9 +1280,7 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     }
   }
   if (mapped > start[0]) run_mapped<Lanes>(ib + start[0], mapped - start[0], v, x, out);
-  for (int b = 1; b < kBuckets; ++b)
-    if (start[b + 1] > start[b])
-      run_bucket<Lanes>(b, vb + start[b], xb + start[b], ib + start[b], start[b + 1] - start[b], out);
+  run_sorted<Lanes>(vb, xb, ib, start, out);
 }
 
 template <class Lanes>

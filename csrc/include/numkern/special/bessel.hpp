@@ -184,6 +184,14 @@ NK_HOST_DEVICE double rgamma1p(double mu) {
   return (g.even + (mu - 1.0) * g.odd_over_mu) / mu;
 }
 
+// Stirling's series of log Gamma(v + 1) - log(sqrt(2 pi v) (v/e)^v) from r = 1/v, six terms
+// (< 1e-17 at v >= 20).
+NK_HOST_DEVICE NK_FORCE_INLINE double stirling_tail(double r) {
+  const double r2 = r * r;
+  return r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
+         r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+}
+
 // log Gamma(v) for 0 < v < 22 as the log of one product (no lgamma rounding of size v log v):
 // Gamma(v) = Gamma(1 + mu) prod_{j=1}^{n-1} (mu + j), v = n + mu, 0 <= mu < 1.
 NK_HOST_DEVICE double log_gamma_small(double v) {
@@ -817,9 +825,7 @@ namespace bessel_detail {
 NK_HOST_DEVICE double pow_over_gamma1p(double half, double v, double tail, double shift) {
   constexpr double kEHi = 2.718281828459045, kELo = 1.4456468917292502e-16;
   const dd y = dd_div(dd_add(two_prod(half, kEHi), half * kELo), v);
-  const double r = 1.0 / v, r2 = r * r;
-  const double stirling = r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-                          r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+  const double stirling = stirling_tail(1.0 / v);
   const dd e = dd_add(dd_add(dd_mul(dd_log(y), v), -stirling), -shift);
   const dd p = inv_sqrt_dd(kTwoPiHi, kTwoPiLo, v, 0.0);
   if (e.hi >= -700.0) return exp_times(e.hi, e.lo, p, tail);
