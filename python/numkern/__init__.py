@@ -61,7 +61,8 @@ def _cpu_model() -> str | None:
 def show_config(file=None) -> dict:
     """Print and return the build configuration (compiler, OpenMP, CUDA, threads, CPU model,
     ``cpu_baseline``: the -march of the portable code, and the SIMD tier the CPU kernels run:
-    ``isa``, chosen by NUMKERN_ISA or the widest available).  ``cuda`` says whether CUDA arrays
+    ``isa``, chosen by NUMKERN_ISA or the widest available; ``amx``: whether the quantized layers'
+    float GEMM uses AMX tiles, on the avx512 tier of CPUs that have them, NUMKERN_AMX=0 turns them off).  ``cuda`` says whether CUDA arrays
     can be processed, and if not why: built without CUDA, driver too old, no device."""
     import platform
     import sys
@@ -77,6 +78,7 @@ def show_config(file=None) -> dict:
     cfg["cpu"] = _cpu_model() or platform.processor() or platform.machine()
     cfg["isa"] = _core.isa()
     cfg["best_isa"] = _core.best_isa()
+    cfg["amx"] = _core.amx_available()
     cfg["cuda_architectures"] = _cuda.architectures if _cuda is not None else None
     cfg["cuda_devices"] = status.devices
     cfg["cuda"] = status.message

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "cpu/common/amx.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/olive/olive.hpp"
@@ -269,7 +270,12 @@ struct PanelArgs {
   const float* bias;
   float* out;
   float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
+  // the AMX path (panel_amx): x split into three bfloat16 planes [m_pad][k_pad] (amx::split_rows)
+  const std::uint16_t* planes = nullptr;
+  index_t m_pad = 0, k_pad = 0;
 };
+// from this many batch rows on, the AMX tiles where amx::usable() (below: the float panel paths)
+constexpr index_t kAmxBatch = 32;
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
 // matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.
@@ -279,7 +285,88 @@ struct PanelArgs {
 #define NK_TIER_MR_PORTABLE 6
 #include "cpu/common/per_tier.inc"
 
+// Whether every weight of the pack, in units, is exact in bfloat16 (the AMX path's condition): the
+// normals are int8 or 4-bit grid values (|v| <= 127: exact), the outliers' values / unit are checked.
+bool weights_exact_bf16(const PanelArgs& a) {
+  const PackView& pv = *a.pv;
+  auto exact = [](float v) {
+    std::uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return (u & 0xFFFFu) == 0 && std::isfinite(v);
+  };
+  const float inv_unit = 1.0f / pv.h.unit;
+  for (int c = 0; c < 16; ++c)
+    if (!exact(a.lut[c])) return false;
+  for (index_t o = 0; o < pv.h.n_outliers; ++o)
+    if (!exact(pv.values[o] * inv_unit)) return false;
+  return true;
+}
+
+// The AMX path of matmul_panels (false: fewer than kAmxBatch rows, no AMX, a weight not exact in
+// bfloat16, or x not finite; the float path runs).  Per chunk of batch rows (its three bfloat16
+// planes at most kAmxPlaneBytes), units of up to kAmxPanels panels, threaded: the unit's panels
+// packed as tiles (at most kAmxTileBytes, or one panel), then for every 32 batch rows
+// amx::block_product into the sums, finished as the float path does.  Buffers are per thread and
+// kept between calls, bounded by those sizes (not by the layer's).
+constexpr index_t kAmxPanels = 8;                  // panels of a unit: 32 x 256 sums, 32 KiB
+constexpr index_t kAmxTileBytes = 256 * 1024;      // a unit's tiles (a smaller unit for long rows)
+constexpr index_t kAmxPlaneBytes = 8 * 1024 * 1024;  // the calling thread's planes of a row chunk
+bool matmul_panels_amx(const PanelArgs& a0) {
+  if (a0.batch < kAmxBatch || !amx::usable() || !weights_exact_bf16(a0)) return false;
+  const index_t k = a0.pv->h.k, n = a0.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
+  const index_t k_pad = amx::round_up(k, amx::kStepK), panel_elems = k_pad * kPanelRows;
+  const index_t chunk = std::max<index_t>(32, kAmxPlaneBytes / (6 * k_pad) / 32 * 32);  // batch rows
+  const int nt0 = threads_for(npanels, a0.batch * n * k);
+  index_t per_unit = std::max<index_t>(1, std::min(kAmxPanels, kAmxTileBytes / (2 * panel_elems)));
+  if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));  // two units a thread
+  const index_t units = (npanels + per_unit - 1) / per_unit;
+  const int nt = threads_for(units, a0.batch * n * k);
+  (void)nt;
+  static thread_local std::vector<std::uint16_t> planes;  // the calling thread's
+  for (index_t c0 = 0; c0 < a0.batch; c0 += chunk) {
+    const index_t m = std::min(chunk, a0.batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
+    if (planes.size() < static_cast<size_t>(3 * m_pad * k_pad)) planes.resize(static_cast<size_t>(3 * m_pad * k_pad));
+    if (!amx::split_rows(a0.x + c0 * k, m, k, k, planes.data(), m_pad, k_pad)) {
+      if (c0 == 0) return false;  // nothing written yet: the float path takes the whole call
+      PanelArgs rest = a0;        // a later chunk not finite: the float path for the rest
+      rest.x += c0 * k;
+      rest.out += c0 * n;
+      rest.batch -= c0;
+      void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
+      alignas(64) static thread_local float scratch[kScratch];
+      for (index_t p = 0; p < npanels; ++p) panel(rest, p, scratch);
+      return true;
+    }
+    PanelArgs a = a0;  // the chunk's rows
+    a.x += c0 * k;
+    a.out += c0 * n;
+    a.batch = m;
+    a.planes = planes.data();
+    a.m_pad = m_pad;
+    a.k_pad = k_pad;
+#if NK_X86_TIERS
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t u = 0; u < units; ++u) {
+      alignas(64) static thread_local float scratch[kScratch];
+      static thread_local std::vector<std::uint16_t> tiles;  // this unit's panels, as tiles
+      const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
+      if (tiles.size() < static_cast<size_t>(np * panel_elems)) tiles.resize(static_cast<size_t>(np * panel_elems));
+      for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, scratch, tiles.data() + i * panel_elems);
+      for (index_t r0 = 0; r0 < m; r0 += 32) {
+        const index_t nb = std::min<index_t>(32, m - r0), rows = amx::round_up(nb, amx::kTileRows);
+        amx::block_product(a.planes, m_pad, k_pad, r0, rows, tiles.data(), np, scratch);
+        for (index_t i = 0; i < np; ++i) tier_avx512::finish(a, p0 + i, scratch + i * rows * kPanelRows, r0, nb, false);
+      }
+    }
+#endif
+  }
+  return true;
+}
+
 void matmul_panels(const PanelArgs& a) {
+  if (NK_X86_TIERS && matmul_panels_amx(a)) return;
   void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
   void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "cpu/common/amx.hpp"
 #include "cpu/common/dispatch.hpp"
 #include "cpu/common/threads.hpp"
 #include "python/common/array_view.hpp"
@@ -47,6 +48,16 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("isa"),
         "Force the SIMD tier of every CPU kernel (tests, benchmarks); 'auto' restores the load-time choice "
         "(NUMKERN_ISA or the widest the CPU has).");
+  // The AMX tiles (csrc/cpu/common/amx.hpp): used by the quantized layers' float GEMM on the
+  // avx512 tier where the CPU and the OS have them.
+  m.def("amx_available", []() { return nk::cpu::amx::usable(); },
+        "Whether the CPU kernels use AMX tiles now (avx512 tier, CPU and OS support, not turned off).");
+  m.def("amx_allowed", []() { return nk::cpu::amx::allowed(); },
+        "False when AMX was turned off (NUMKERN_AMX=0 at load, or set_amx(False)).");
+  m.def("set_amx", [](bool on) { nk::cpu::amx::set_allowed(on); }, py::arg("on"),
+        "Allow (True) or forbid (False) the AMX tiles (tests, benchmarks); NUMKERN_AMX=0 forbids them at load.");
+  m.def("_amx_products", []() { return nk::cpu::amx::products(); },
+        "Tile products run so far (tests: whether a call took the AMX path).");
   // What the one array view (python/common/array_view.hpp) reads from an object: for tests of the
   // numpy and __cuda_array_interface__ paths (the latter needs no GPU: nothing is dereferenced).
   m.def("_view_info", [](py::object obj, const std::string& name) {

@@ -11,7 +11,10 @@ registers by a shift and a 16-entry table lookup.  One batch row: a GEMV reading
 once.  Up to 31 batch rows: the panel is widened (decoded) in registers and multiplied by
 up to 8 (AVX-512) batch rows at a time; beyond, each 256-column chunk of a panel is widened once
 (outliers folded in) into an L1 float buffer that every batch tile reuses
-(csrc/cpu/olive/packed.inc).  The pack is built on the first call and cached per layer (not in its
+(csrc/cpu/olive/packed.inc); on CPUs with AMX (avx512 tier, ``numkern.show_config()["amx"]``)
+from 32 rows the tile unit multiplies the grid values (exact in bfloat16) by x split exactly into
+three bfloat16 pieces, with float32 sums (csrc/cpu/common/amx.hpp; same bound, tests/olive/test_olive_amx.py).
+The pack is built on the first call and cached per layer (not in its
 state_dict, pickle or deepcopy), rebuilt when the codes or scales change.  It computes
 out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32 from exact grid values: the result
 equals x @ ovp_dequantize(W).T (+ b) up to float32 summation order (relative to |x| @ |W|.T:

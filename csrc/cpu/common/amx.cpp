@@ -1,0 +1,222 @@
+#include "cpu/common/amx.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/common/dispatch.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 11 && defined(__linux__)
+#define NK_AMX_BUILT 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define NK_AMX_BUILT 0
+#endif
+
+namespace nk::cpu::amx {
+namespace {
+
+std::atomic<std::uint64_t> g_products{0};
+
+std::atomic<bool>& allowed_slot() {
+  static std::atomic<bool> on{[] {
+    const char* env = std::getenv("NUMKERN_AMX");
+    return !(env && std::strcmp(env, "0") == 0);
+  }()};
+  return on;
+}
+
+#if NK_AMX_BUILT
+bool detect() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = (d >> 24) & 1, bf16 = (d >> 22) & 1;
+  if (!tile || !bf16) return false;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;  // OSXSAVE
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((lo >> 17) & 3) == 3;  // XTILECFG and XTILEDATA state enabled by the OS
+}
+
+bool request_permission() {
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+#endif
+
+}  // namespace
+
+bool cpu_has() {
+#if NK_AMX_BUILT
+  static const bool has = detect();
+  return has;
+#else
+  return false;
+#endif
+}
+
+std::uint64_t products() { return g_products.load(std::memory_order_relaxed); }
+bool allowed() { return allowed_slot().load(std::memory_order_relaxed); }
+void set_allowed(bool on) { allowed_slot().store(on, std::memory_order_relaxed); }
+
+bool usable() {
+#if NK_AMX_BUILT
+  if (active_isa() != Isa::avx512 || !allowed() || !cpu_has()) return false;
+  static const bool granted = request_permission();  // once per process, for every thread
+  return granted;
+#else
+  return false;
+#endif
+}
+
+#if NK_AMX_BUILT
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx2,fma,amx-tile,amx-bf16")
+
+bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
+                index_t k_pad) {
+  const index_t plane = m_pad * k_pad;
+  const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const __m512i expo = _mm512_set1_epi32(0x7F800000);
+  __mmask16 bad = 0;
+  for (index_t r = 0; r < m; ++r) {
+    const float* xr = x + r * ldx;
+    std::uint16_t* d0 = planes + (r / kTileRows) * kTileRows * k_pad + (r % kTileRows) * kStepK;
+    std::uint16_t* d1 = d0 + plane;
+    std::uint16_t* d2 = d1 + plane;
+    for (index_t t0 = 0; t0 < k_pad; t0 += 16) {
+      const index_t t = t0, o = (t0 / kStepK) * kTileRows * kStepK + t0 % kStepK;  // offset in the tiled row
+      const index_t left = k - t;
+      const __mmask16 mk = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                      : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+      const __m512i xi = _mm512_maskz_loadu_epi32(mk, xr + t);
+      bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(xi, expo), expo);
+      const __m512i hi = _mm512_and_si512(xi, top);  // the top 8 significand bits, by truncation
+      const __m512 r1 = _mm512_sub_ps(_mm512_castsi512_ps(xi), _mm512_castsi512_ps(hi));  // exact
+      const __m512i mid = _mm512_and_si512(_mm512_castps_si512(r1), top);
+      const __m512i lo = _mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(mid)));  // exact, <= 8 bits
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0 + o), _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1 + o), _mm512_cvtepi32_epi16(_mm512_srli_epi32(mid, 16)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d2 + o), _mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16)));
+    }
+  }
+  for (index_t r = m; r < m_pad; ++r)  // padding rows: zero
+    for (int i = 0; i < 3; ++i)
+      for (index_t s = 0; s < k_pad / kStepK; ++s)
+        std::memset(planes + i * plane + (r / kTileRows) * kTileRows * k_pad + s * kTileRows * kStepK +
+                        (r % kTileRows) * kStepK, 0, kStepK * 2);
+  return bad == 0;
+}
+
+void pack_panel(const float* w, index_t kc, index_t k0, std::uint16_t* b) {
+  const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  std::uint8_t* base = reinterpret_cast<std::uint8_t*>(b) + (k0 / kStepK) * 2 * 1024;
+  const index_t kend = round_up(kc, kStepK);
+  for (index_t t = 0; t < kend; t += 2) {
+    const index_t s = t / kStepK, p = (t % kStepK) / 2;
+    for (int h = 0; h < 2; ++h) {
+      const __m512i w0 = t < kc ? _mm512_loadu_si512(w + t * kPanelCols + 16 * h) : _mm512_setzero_si512();
+      const __m512i w1 = t + 1 < kc ? _mm512_loadu_si512(w + (t + 1) * kPanelCols + 16 * h) : _mm512_setzero_si512();
+      const __m512i pair = _mm512_or_si512(_mm512_srli_epi32(w0, 16), _mm512_and_si512(w1, top));
+      _mm512_storeu_si512(base + (s * 2 + h) * 1024 + p * 64, pair);
+    }
+  }
+}
+
+namespace {
+struct alignas(64) TileConfig {
+  std::uint8_t palette, start_row, reserved[14];
+  std::uint16_t colsb[16];
+  std::uint8_t rows[16];
+};
+}  // namespace
+
+namespace {
+// c (+)= the product over steps s0 .. s1 - 1 of the rows r .. r + 16 TWO - 1 of the planes and
+// one panel's tiles b; c's rows kPanelCols floats apart.  Tiles: 0-3 sums (rows r / r + 16 x
+// columns 0-15 / 16-31), 4-5 the A rows, 6-7 the B halves.
+template <bool TWO>
+inline void block_steps(const std::uint16_t* planes, index_t plane, index_t k_pad, index_t r, index_t s0,
+                        index_t s1, const std::uint8_t* b, float* c, bool first) {
+  constexpr index_t ldc = kPanelCols * 4;
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if constexpr (TWO) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+  } else {
+    _tile_loadd(0, c, ldc);
+    _tile_loadd(1, c + 16, ldc);
+    if constexpr (TWO) {
+      _tile_loadd(2, c + kTileRows * kPanelCols, ldc);
+      _tile_loadd(3, c + kTileRows * kPanelCols + 16, ldc);
+    }
+  }
+  constexpr index_t lda = kStepK * 2;  // bytes between A rows: the tiled planes
+  for (index_t s = s0; s < s1; ++s) {
+    _tile_loadd(6, b + s * 2048, 64);
+    _tile_loadd(7, b + s * 2048 + 1024, 64);
+    for (int piece = 2; piece >= 0; --piece) {  // smallest first
+      const std::uint16_t* a = planes + piece * plane + r * k_pad + s * kTileRows * kStepK;
+      _tile_loadd(4, a, lda);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (TWO) {
+        _tile_loadd(5, a + kTileRows * k_pad, lda);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+  }
+  _tile_stored(0, c, ldc);
+  _tile_stored(1, c + 16, ldc);
+  if constexpr (TWO) {
+    _tile_stored(2, c + kTileRows * kPanelCols, ldc);
+    _tile_stored(3, c + kTileRows * kPanelCols + 16, ldc);
+  }
+}
+}  // namespace
+
+void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
+                   const std::uint16_t* b, index_t npanels, float* c) {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  g_products.fetch_add(1, std::memory_order_relaxed);
+  const index_t plane = m_pad * k_pad, steps = k_pad / kStepK;
+  const std::uint8_t* bb = reinterpret_cast<const std::uint8_t*>(b);
+  const index_t panel_bytes = k_pad * kPanelCols * 2;
+  for (index_t s0 = 0; s0 < steps; s0 += kBlockSteps) {  // the A block of these steps stays in L1
+    const index_t s1 = std::min(steps, s0 + kBlockSteps);
+    for (index_t p = 0; p < npanels; ++p) {
+      float* cp = c + p * rows * kPanelCols;
+      const std::uint8_t* bp = bb + p * panel_bytes;
+      for (index_t r = 0; r < rows; r += 2 * kTileRows) {
+        if (r + 2 * kTileRows <= rows)
+          block_steps<true>(planes, plane, k_pad, r0 + r, s0, s1, bp, cp + r * kPanelCols, s0 == 0);
+        else
+          block_steps<false>(planes, plane, k_pad, r0 + r, s0, s1, bp, cp + r * kPanelCols, s0 == 0);
+      }
+    }
+  }
+  _tile_release();
+}
+#pragma GCC pop_options
+#else
+bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
+void pack_panel(const float*, index_t, index_t, std::uint16_t*) {}
+void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*) {}
+#endif
+
+}  // namespace nk::cpu::amx

@@ -1,0 +1,63 @@
+// Intel AMX (Advanced Matrix Extensions) BF16 tiles for float32 matmuls whose weights are exact in
+// bfloat16 (the quantized layers' grid values in units: small integers).
+//
+// A float32 has a 24-bit significand; cut by truncation into three pieces of 8 bits each, every
+// finite x is exactly hi + mid + lo with hi, mid, lo bfloat16 (split_rows below; the tiles flush a
+// piece below 2^-126 to zero, an absolute error under 2^-126 |w| a term).  With w exact in bfloat16 a
+// tile product a * w is exact in float32 and the tile unit adds it in float32 (round to nearest),
+// so the three passes (hi, mid, lo) give sum_k x[k] w[k] with float32 rounding of the sums, as a
+// float32 FMA loop does, only summed in another order.  One tile instruction (TDPBF16PS) does
+// 16 x 16 x 32 multiply-adds; on a Sapphire Rapids core the three passes run several times the
+// float32 FMA rate.
+//
+// The one dispatcher owns the choice: usable() is true only on the avx512 tier (NUMKERN_ISA or
+// set_isa lower it, and then no tile instruction runs), when the CPU has AMX-TILE and AMX-BF16,
+// the OS enables the tile state (XCR0) and grants this process its use (Linux arch_prctl), and
+// neither NUMKERN_AMX=0 nor set_allowed(false) turned it off.
+#pragma once
+
+#include <cstdint>
+
+#include "numkern/config.hpp"
+
+namespace nk::cpu::amx {
+
+bool cpu_has();          // AMX-TILE and AMX-BF16 in CPUID, tile state enabled in XCR0
+bool usable();           // see above; asks the OS for the tile state once
+bool allowed();          // not turned off (NUMKERN_AMX=0 at load, set_allowed(false))
+void set_allowed(bool on);
+// Number of block_product calls so far, all threads (tests: did the tiles run?).
+std::uint64_t products();
+
+constexpr index_t kTileRows = 16;  // batch rows of an A tile; pair rows of a B tile
+constexpr index_t kStepK = 32;     // k values of a tile step (16 pairs of bfloat16)
+constexpr index_t kPanelCols = 32; // output columns of a packed panel: two B tiles
+
+inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
+
+// planes: three bfloat16 planes of m_pad x k_pad (hi, mid, lo; plane i at planes + i m_pad k_pad),
+// each in tiles: [m_pad / 16][k_pad / 32][16][32] (a tile's 16 rows of 32 values contiguous: tile
+// loads of 1 KiB in a row read 16 cache lines in order, twice as fast as rows k_pad apart),
+// rows m .. m_pad - 1 and columns k .. k_pad - 1 zero; x (m, k) with row stride ldx.  Returns false
+// (planes unspecified) when x holds an infinity or NaN: the caller takes its float32 path.
+bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
+                index_t k_pad);
+
+// Columns k0 .. k0 + kc - 1 (k0 a multiple of kStepK) of a float panel w [kc][kPanelCols] whose values
+// are exact in bfloat16, into the tile layout of b: per step s of kStepK columns two tiles (panel
+// columns 0-15, 16-31) of 16 rows x 64 bytes, row p holding the pairs (w[2p][c], w[2p + 1][c]) of
+// the step; columns past kc up to the next step zero.
+void pack_panel(const float* w, index_t kc, index_t k0, std::uint16_t* b);
+
+constexpr index_t kBlockSteps = 4;  // k steps of an A block (rows x 128 x 3 planes: 24 KiB at 32 rows, in L1)
+
+// c[p][r][0 .. kPanelCols) = sum over the three planes and t < k_pad of plane[r0 + r][t] b_p[t][.]
+// for the npanels panels b_p = b + p k_pad kPanelCols (pack_panel's layout, consecutive) and
+// r < rows (16 or 32: the A block in L1; r0 + rows <= m_pad).
+// Loops k blocks of kBlockSteps steps outside the panels, so that the A block is read from L1 by
+// every panel; the sums wait in c between k blocks.  Loads the tile configuration of the calling
+// thread and releases the tiles at the end.
+void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
+                   const std::uint16_t* b, index_t npanels, float* c);
+
+}  // namespace nk::cpu::amx

@@ -1,0 +1,136 @@
+"""The AMX path of the OVP float GEMM (csrc/cpu/common/amx.hpp, packed.cpp matmul_panels_amx):
+x split exactly into three bfloat16 planes, the panels' grid values (exact in bfloat16) as tiles,
+float32 sums.  Contract: the same bound as the float path (|out - ref| <= 1e-5 (|x| @ |W|.T + |b|),
+tests/olive/test_olive_fast_path.py), and a single product correctly rounded (the split loses no
+bit).  Every test runs on any CPU: where AMX is missing (or turned off) the float path answers and
+the same assertions hold; the assertions that the tiles ran apply only where amx_available()."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from numkern import _core
+from numkern._core import olive as C
+from numkern.quant import olive as O
+from olive_testutil import check_product, heavy_tailed_q
+
+
+def _pack(q, layout):
+    return C.prepack(q.codes, q.scales, True, q.shape[1], q.bits, O._NORMAL_CODE[q.normal], layout=layout)
+
+
+@pytest.fixture
+def amx_restore():
+    yield
+    _core.set_amx(True)
+    _core.set_isa("auto")
+
+
+def _run(x, pk, q, bias=None):
+    """linear_packed, and whether the tiles ran (None where AMX is not available)."""
+    before = _core._amx_products()
+    out = C.linear_packed(x, pk, q.scales, True, bias)
+    return out, (_core._amx_products() > before) if _core.amx_available() else None
+
+
+def test_amx_switches(amx_restore):
+    if _core.amx_available():
+        assert _core.isa() == "avx512" and _core.amx_allowed()
+    _core.set_amx(False)
+    assert not _core.amx_available() and not _core.amx_allowed()
+    _core.set_amx(True)
+    assert _core.amx_allowed()
+    _core.set_isa("avx2")  # a lower tier never runs tile instructions
+    assert not _core.amx_available()
+
+
+def test_amx_env_turns_off():
+    code = "from numkern import _core; print(_core.amx_allowed(), _core.amx_available())"
+    env = dict(os.environ, NUMKERN_AMX="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("bits,normal,layout", [(4, "int", "panels4"), (4, "flint", "panels"), (8, "int", "panels")])
+@pytest.mark.parametrize("n,k", [(70, 129), (33, 31), (96, 384)])
+def test_amx_matches_reference(amx_restore, bits, normal, layout, n, k):
+    if layout == "panels4" and _core.isa() != "avx512":
+        layout = "panels"
+    q = heavy_tailed_q(n, k, bits, normal, n * k)
+    pk = _pack(q, layout)
+    rng = np.random.default_rng(k + n)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for batch in (31, 32, 33, 47, 64, 250):
+        x = (rng.standard_normal((batch, k)) * np.exp(rng.uniform(-8, 8, (batch, 1)))).astype(np.float32)
+        got, tiles = _run(x, pk, q, bias)
+        check_product(got, x, q, bias)
+        assert tiles is None or tiles == (batch >= 32)
+        _core.set_amx(False)
+        plain, tiles = _run(x, pk, q, bias)
+        _core.set_amx(True)
+        assert tiles in (None, False)
+        check_product(plain, x, q, bias)
+
+
+def test_amx_single_product_correctly_rounded(amx_restore):
+    """k = 1: out = (x g) (unit s), one product then the scale: two float32 roundings, and the
+    reference's dequantized weight one more, so |err| <= 2^-22 |x w|; that needs all 24
+    significand bits of x: bfloat16 x alone would err by up to 2^-8, two pieces by 2^-16."""
+    q = heavy_tailed_q(40, 1, 4, "int", 3)
+    deq = np.asarray(O.ovp_dequantize(q), np.float64)
+    rng = np.random.default_rng(5)
+    # significands with all 24 bits set at random, exponents over a wide range
+    mant = rng.integers(2**23, 2**24, size=(64, 1)).astype(np.float64) / 2**23
+    x = (mant * 2.0 ** rng.integers(-60, 60, size=(64, 1)) * rng.choice([-1, 1], (64, 1))).astype(np.float32)
+    got, tiles = _run(x, _pack(q, "panels"), q)
+    assert tiles in (None, True)
+    ref = x.astype(np.float64) @ deq.T
+    assert np.all(np.abs(got - ref) <= 2.0**-22 * np.abs(ref)), float(np.max(np.abs(got - ref) / np.abs(ref)))
+
+
+def test_amx_row_chunks_and_non_finite(amx_restore):
+    """Long rows (k = 5000: row chunks of 256 under the 8 MiB plane budget) and infinities / NaN in
+    x: a chunk that is not finite, and everything after it, go through the float path, so the
+    result is the float path's (inf / NaN where it has them, finite rows within the bound)."""
+    q = heavy_tailed_q(40, 5000, 4, "int", 9)
+    pk = _pack(q, "panels")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((600, 5000)).astype(np.float32)
+    got, tiles = _run(x, pk, q)
+    assert tiles in (None, True)
+    check_product(got, x, q)
+    for row in (0, 300):
+        xb = x.copy()
+        xb[row, 17] = np.inf
+        xb[row + 5, 3] = np.nan
+        got, _ = _run(xb, pk, q)
+        _core.set_amx(False)
+        plain = C.linear_packed(xb, pk, q.scales, True)
+        _core.set_amx(True)
+        bad = ~np.isfinite(plain)
+        assert bad[row].any() and bad[row + 5].all()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(plain))
+        np.testing.assert_array_equal(got[bad], plain[bad])
+        finite = np.all(np.isfinite(xb), axis=1)
+        check_product(got[finite], x[finite], q)
+
+
+def test_amx_threads_agree(amx_restore):
+    """Two threads split the panels into more units; the sums of each output are the same."""
+    import numkern
+
+    q = heavy_tailed_q(300, 200, 4, "int", 21)
+    pk = _pack(q, "panels")
+    x = np.random.default_rng(3).standard_normal((100, 200)).astype(np.float32)
+    before = numkern.get_num_threads()
+    try:
+        numkern.set_num_threads(1)
+        one, _ = _run(x, pk, q)
+        numkern.set_num_threads(2)
+        two, _ = _run(x, pk, q)
+    finally:
+        numkern.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+    check_product(one, x, q)
