@@ -112,21 +112,6 @@ bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t
   return bad == 0;
 }
 
-void pack_panel(const float* w, index_t kc, index_t k0, std::uint16_t* b) {
-  const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  std::uint8_t* base = reinterpret_cast<std::uint8_t*>(b) + (k0 / kStepK) * 2 * 1024;
-  const index_t kend = round_up(kc, kStepK);
-  for (index_t t = 0; t < kend; t += 2) {
-    const index_t s = t / kStepK, p = (t % kStepK) / 2;
-    for (int h = 0; h < 2; ++h) {
-      const __m512i w0 = t < kc ? _mm512_loadu_si512(w + t * kPanelCols + 16 * h) : _mm512_setzero_si512();
-      const __m512i w1 = t + 1 < kc ? _mm512_loadu_si512(w + (t + 1) * kPanelCols + 16 * h) : _mm512_setzero_si512();
-      const __m512i pair = _mm512_or_si512(_mm512_srli_epi32(w0, 16), _mm512_and_si512(w1, top));
-      _mm512_storeu_si512(base + (s * 2 + h) * 1024 + p * 64, pair);
-    }
-  }
-}
-
 namespace {
 struct alignas(64) TileConfig {
   std::uint8_t palette, start_row, reserved[14];
@@ -215,7 +200,6 @@ void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, in
 #pragma GCC pop_options
 #else
 bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
-void pack_panel(const float*, index_t, index_t, std::uint16_t*) {}
 void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*) {}
 #endif
 

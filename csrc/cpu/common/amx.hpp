@@ -43,16 +43,15 @@ inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
                 index_t k_pad);
 
-// Columns k0 .. k0 + kc - 1 (k0 a multiple of kStepK) of a float panel w [kc][kPanelCols] whose values
-// are exact in bfloat16, into the tile layout of b: per step s of kStepK columns two tiles (panel
-// columns 0-15, 16-31) of 16 rows x 64 bytes, row p holding the pairs (w[2p][c], w[2p + 1][c]) of
-// the step; columns past kc up to the next step zero.
-void pack_panel(const float* w, index_t kc, index_t k0, std::uint16_t* b);
+// The weights' tiles (b below): per panel of kPanelCols output columns and per step s of kStepK
+// k values two tiles (columns 0-15, 16-31) of 16 rows x 64 bytes, row q holding the pairs
+// (w[2q][c], w[2q + 1][c]) of the step as bfloat16, columns past k zero (written by the caller:
+// olive's panel_tiles).
 
 constexpr index_t kBlockSteps = 4;  // k steps of an A block (rows x 128 x 3 planes: 24 KiB at 32 rows, in L1)
 
 // c[p][r][0 .. kPanelCols) = sum over the three planes and t < k_pad of plane[r0 + r][t] b_p[t][.]
-// for the npanels panels b_p = b + p k_pad kPanelCols (pack_panel's layout, consecutive) and
+// for the npanels panels b_p = b + p k_pad kPanelCols (the layout above, consecutive) and
 // r < rows (16 or 32: the A block in L1; r0 + rows <= m_pad).
 // Loops k blocks of kBlockSteps steps outside the panels, so that the A block is read from L1 by
 // every panel; the sums wait in c between k blocks.  Loads the tile configuration of the calling

@@ -270,12 +270,14 @@ struct PanelArgs {
   const float* bias;
   float* out;
   float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
-  // the AMX path (panel_amx): x split into three bfloat16 planes [m_pad][k_pad] (amx::split_rows)
+  // the AMX path (matmul_panels_amx): x split into three bfloat16 planes [m_pad][k_pad] (amx::split_rows)
   const std::uint16_t* planes = nullptr;
   index_t m_pad = 0, k_pad = 0;
 };
-// from this many batch rows on, the AMX tiles where amx::usable() (below: the float panel paths)
-constexpr index_t kAmxBatch = 32;
+// from this many batch rows on, the AMX tiles where amx::usable() (below: the float paths).  Below
+// it the per-call conversion of the weights to tiles costs more than the tiles save (Sapphire
+// Rapids, MiniLM shapes: at 8 rows even on 384 x 384, from 12 rows 0.8x the float path's time).
+constexpr index_t kAmxBatch = 8;
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
 // matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.
@@ -305,7 +307,8 @@ bool weights_exact_bf16(const PanelArgs& a) {
 // The AMX path of matmul_panels (false: fewer than kAmxBatch rows, no AMX, a weight not exact in
 // bfloat16, or x not finite; the float path runs).  Per chunk of batch rows (its three bfloat16
 // planes at most kAmxPlaneBytes), units of up to kAmxPanels panels, threaded: the unit's panels
-// packed as tiles (at most kAmxTileBytes, or one panel), then for every 32 batch rows
+// converted to tiles straight from the pack (panel_tiles; at most kAmxTileBytes, or one panel),
+// then for every 32 batch rows
 // amx::block_product into the sums, finished as the float path does.  Buffers are per thread and
 // kept between calls, bounded by those sizes (not by the layer's).
 constexpr index_t kAmxPanels = 8;                  // panels of a unit: 32 x 256 sums, 32 KiB
@@ -353,7 +356,7 @@ bool matmul_panels_amx(const PanelArgs& a0) {
       static thread_local std::vector<std::uint16_t> tiles;  // this unit's panels, as tiles
       const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
       if (tiles.size() < static_cast<size_t>(np * panel_elems)) tiles.resize(static_cast<size_t>(np * panel_elems));
-      for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, scratch, tiles.data() + i * panel_elems);
+      for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, tiles.data() + i * panel_elems);
       for (index_t r0 = 0; r0 < m; r0 += 32) {
         const index_t nb = std::min<index_t>(32, m - r0), rows = amx::round_up(nb, amx::kTileRows);
         amx::block_product(a.planes, m_pad, k_pad, r0, rows, tiles.data(), np, scratch);
