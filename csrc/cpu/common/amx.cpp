@@ -121,51 +121,80 @@ struct alignas(64) TileConfig {
 }  // namespace
 
 namespace {
+constexpr index_t kLdc = kPanelCols * 4;  // bytes between rows of the sums
+constexpr index_t lda = kStepK * 2;       // bytes between A rows: the tiled planes
+
+// Step s of one panel for the 16 rows at a (plane 0's A tile; the others plane elements apart)
+// into the sums C0 (columns 0-15) and C1 (16-31); B halves in tiles 6, 7, A in tile 4.
+#define NK_AMX_STEP16(C0, C1, a, plane, b, s)                  \
+  do {                                                         \
+    _tile_loadd(6, (b) + (s) * 2048, 64);                      \
+    _tile_loadd(7, (b) + (s) * 2048 + 1024, 64);               \
+    for (int piece = 2; piece >= 0; --piece) { /* smallest first */ \
+      _tile_loadd(4, (a) + piece * (plane) + (s) * kTileRows * kStepK, lda); \
+      _tile_dpbf16ps(C0, 4, 6);                                \
+      _tile_dpbf16ps(C1, 4, 7);                                \
+    }                                                          \
+  } while (0)
+
 // c (+)= the product over steps s0 .. s1 - 1 of the rows r .. r + 16 TWO - 1 of the planes and
 // one panel's tiles b; c's rows kPanelCols floats apart.  Tiles: 0-3 sums (rows r / r + 16 x
-// columns 0-15 / 16-31), 4-5 the A rows, 6-7 the B halves.
+// columns 0-15 / 16-31), 4-5 the A rows, 6-7 the B halves.  With 16 rows (TWO false) the even
+// steps go to tiles 0-1 and the odd ones to 2-3, added at the end: four independent chains of
+// tile products instead of two (each product waits for the previous one into its tile).
 template <bool TWO>
 inline void block_steps(const std::uint16_t* planes, index_t plane, index_t k_pad, index_t r, index_t s0,
                         index_t s1, const std::uint8_t* b, float* c, bool first) {
-  constexpr index_t ldc = kPanelCols * 4;
   if (first) {
     _tile_zero(0);
     _tile_zero(1);
-    if constexpr (TWO) {
-      _tile_zero(2);
-      _tile_zero(3);
-    }
   } else {
-    _tile_loadd(0, c, ldc);
-    _tile_loadd(1, c + 16, ldc);
-    if constexpr (TWO) {
-      _tile_loadd(2, c + kTileRows * kPanelCols, ldc);
-      _tile_loadd(3, c + kTileRows * kPanelCols + 16, ldc);
-    }
+    _tile_loadd(0, c, kLdc);
+    _tile_loadd(1, c + 16, kLdc);
   }
-  constexpr index_t lda = kStepK * 2;  // bytes between A rows: the tiled planes
-  for (index_t s = s0; s < s1; ++s) {
-    _tile_loadd(6, b + s * 2048, 64);
-    _tile_loadd(7, b + s * 2048 + 1024, 64);
-    for (int piece = 2; piece >= 0; --piece) {  // smallest first
-      const std::uint16_t* a = planes + piece * plane + r * k_pad + s * kTileRows * kStepK;
-      _tile_loadd(4, a, lda);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      if constexpr (TWO) {
+  if (first || !TWO) {
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(2, c + kTileRows * kPanelCols, kLdc);
+    _tile_loadd(3, c + kTileRows * kPanelCols + 16, kLdc);
+  }
+  const std::uint16_t* a0 = planes + r * k_pad;
+  if constexpr (TWO) {
+    for (index_t s = s0; s < s1; ++s) {
+      _tile_loadd(6, b + s * 2048, 64);
+      _tile_loadd(7, b + s * 2048 + 1024, 64);
+      for (int piece = 2; piece >= 0; --piece) {  // smallest first
+        const std::uint16_t* a = a0 + piece * plane + s * kTileRows * kStepK;
+        _tile_loadd(4, a, lda);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
         _tile_loadd(5, a + kTileRows * k_pad, lda);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
       }
     }
-  }
-  _tile_stored(0, c, ldc);
-  _tile_stored(1, c + 16, ldc);
-  if constexpr (TWO) {
-    _tile_stored(2, c + kTileRows * kPanelCols, ldc);
-    _tile_stored(3, c + kTileRows * kPanelCols + 16, ldc);
+    _tile_stored(0, c, kLdc);
+    _tile_stored(1, c + 16, kLdc);
+    _tile_stored(2, c + kTileRows * kPanelCols, kLdc);
+    _tile_stored(3, c + kTileRows * kPanelCols + 16, kLdc);
+  } else {
+    index_t s = s0;
+    for (; s + 2 <= s1; s += 2) {
+      NK_AMX_STEP16(0, 1, a0, plane, b, s);
+      NK_AMX_STEP16(2, 3, a0, plane, b, s + 1);
+    }
+    if (s < s1) NK_AMX_STEP16(0, 1, a0, plane, b, s);
+    alignas(64) float odd[kTileRows * kPanelCols];
+    _tile_stored(0, c, kLdc);
+    _tile_stored(1, c + 16, kLdc);
+    _tile_stored(2, odd, kLdc);
+    _tile_stored(3, odd + 16, kLdc);
+    for (index_t i = 0; i < kTileRows * kPanelCols; i += 16)
+      _mm512_storeu_ps(c + i, _mm512_add_ps(_mm512_loadu_ps(c + i), _mm512_load_ps(odd + i)));
   }
 }
+#undef NK_AMX_STEP16
 }  // namespace
 
 void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,

@@ -276,8 +276,8 @@ struct PanelArgs {
 };
 // from this many batch rows on, the AMX tiles where amx::usable() (below: the float paths).  Below
 // it the per-call conversion of the weights to tiles costs more than the tiles save (Sapphire
-// Rapids, MiniLM shapes: at 8 rows even on 384 x 384, from 12 rows 0.8x the float path's time).
-constexpr index_t kAmxBatch = 8;
+// Rapids, MiniLM shapes: at 8 rows on 384 x 384 about even, from 12 rows 0.5-0.8x the float path's).
+constexpr index_t kAmxBatch = 12;
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
 // matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.

@@ -91,7 +91,7 @@ PackView pack_view(const std::uint8_t* blob);
 // per vector of weights) in registers below 32 batch rows, into the L1 float buffer from there on.  At one batch row
 // (either panel layout) a GEMV reads 4 (AVX-512) / 2 (AVX2) / 1 (portable) panels far apart at
 // once (more memory requests in flight than one weight stream), the outliers again sparse.
-// From 8 batch rows on CPUs with AMX (cpu/common/amx.hpp: avx512 tier, AMX-TILE and AMX-BF16,
+// From 12 batch rows on CPUs with AMX (cpu/common/amx.hpp: avx512 tier, AMX-TILE and AMX-BF16,
 // allowed) the panels' values in units go into bfloat16 tiles (exact) and x into three exact
 // bfloat16 pieces, multiplied by the tile unit with float32 sums; x not finite takes the float path.
 // Summation order differs from the row layout's kernel; all equal x @ dequantized(W).T up to
