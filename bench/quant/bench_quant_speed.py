@@ -170,12 +170,21 @@ def main():
     ap.add_argument("--gemv", action="store_true",
                     help="only 4096x4096 and 4096x11008 at batch 1 and 4: fp32, OVP W4 / W8, torch dynamic int8")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 3 with --quick)")
+    ap.add_argument("--no-amx", action="store_true",
+                    help="keep the OVP float GEMM off the AMX tiles (numkern._core.set_amx(False))")
     a = ap.parse_args()
+    if a.no_amx:
+        from numkern import _core
+
+        _core.set_amx(False)
     torch.set_num_threads(1)
     numkern.set_num_threads(1)
     shapes = [(384, 384), (384, 1536), (1536, 384)] + ([] if a.quick else [(4096, 4096), (4096, 11008)])
     rounds = a.rounds or (3 if a.quick else 5)
-    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}); torch {torch.__version__}; "
+    from numkern._core import amx_available
+
+    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}; AMX tiles for the OVP "
+              f"float GEMM from 12 rows: {amx_available()}); torch {torch.__version__}; "
               f"one thread (torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians "
               f"of {rounds} interleaved rounds; ratios are time / fp32 time (lower is better).")
     if a.gemv:
@@ -184,7 +193,7 @@ def main():
     if a.model_only:
         print(model_table(rounds))
         return
-    parts = [header, "", layer_table(shapes, (1, 4, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]
+    parts = [header, "", layer_table(shapes, (1, 4, 16, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]
     text = "\n".join(parts)
     print(text)
     if a.out:
