@@ -1,8 +1,8 @@
 """The AMX path of the OVP float GEMM (csrc/cpu/common/amx.hpp, packed.cpp matmul_panels_amx):
 x split exactly into three bfloat16 planes, the panels' grid values (exact in bfloat16) as tiles,
 float32 sums.  Contract: the same bound as the float path (|out - ref| <= 1e-5 (|x| @ |W|.T + |b|),
-tests/olive/test_olive_fast_path.py), and a single product correctly rounded (the split loses no
-bit).  Every test runs on any CPU: where AMX is missing (or turned off) the float path answers and
+tests/olive/test_olive_fast_path.py), and a single product within 2^-22 of the exact value (the
+split loses no bit of x; two pieces would leave 2^-16).  Every test runs on any CPU: where AMX is missing (or turned off) the float path answers and
 the same assertions hold; the assertions that the tiles ran apply only where amx_available()."""
 import os
 import subprocess
@@ -74,7 +74,7 @@ def test_amx_matches_reference(amx_restore, bits, normal, layout, n, k):
         check_product(plain, x, q, bias)
 
 
-def test_amx_single_product_correctly_rounded(amx_restore):
+def test_amx_single_product_keeps_every_bit(amx_restore):
     """k = 1: out = (x g) (unit s), one product then the scale: two float32 roundings, and the
     reference's dequantized weight one more, so |err| <= 2^-22 |x w|; that needs all 24
     significand bits of x: bfloat16 x alone would err by up to 2^-8, two pieces by 2^-16."""
