@@ -134,3 +134,49 @@ def test_amx_threads_agree(amx_restore):
         numkern.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
     check_product(one, x, q)
+
+
+@pytest.mark.parametrize("bits,normal,act_bits", [(4, "int", 8), (4, "flint", 4), (8, "int", 8)])
+@pytest.mark.parametrize("batch,n,k", [(15, 40, 100), (16, 33, 64), (17, 70, 129), (100, 96, 384), (33, 5, 1)])
+def test_amx_int8_products_bitwise(amx_restore, bits, normal, act_bits, batch, n, k):
+    """The activation-quantized matmul's integer dot products on AMX tiles (TDPBSSD, from 16 rows)
+    are the same exact integers as the VNNI / AVX2 / portable ones: the outputs are bitwise equal,
+    outliers of both operands included."""
+    rng = np.random.default_rng(batch + n + k + bits)
+    w = (rng.standard_t(2.5, size=(n, k)) * 0.1).astype(np.float32)
+    w[:, :2] *= 50.0
+    x = rng.standard_t(2.5, size=(batch, k)).astype(np.float32)
+    x[0, :2] = [40.0, 45.0][:k]
+    qw = O.ovp_quantize(w, bits=bits, normal=normal, axis="row", search=False)
+    pk = C.prepack(qw.codes, qw.scales, True, k, bits, O._NORMAL_CODE[normal])
+    alpha = float(np.std(x)) * 3.0
+    outs = []
+    for amx in (True, False):
+        _core.set_amx(amx)
+        out = np.full((batch, n), np.nan, np.float32)
+        before = _core._amx_products()
+        assert C.matmul_int8act(x, pk, qw.scales, out, True, alpha, act_bits, 0, False)
+        ran = _core._amx_products() > before
+        assert ran == (amx and batch >= 16 and _core.amx_available() and _core.isa() == "avx512") or not amx and not ran
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_amx_int8_long_rows_extreme_codes(amx_restore):
+    """k = 33000 with every code at +-127: int32 tile sums up to 33000 * 127^2 > 2^29, exact."""
+    rng = np.random.default_rng(7)
+    k = 33000
+    w = np.where(rng.random((40, k)) < 0.5, -1.0, 1.0).astype(np.float32)
+    x = np.where(rng.random((20, k)) < 0.5, -1.0, 1.0).astype(np.float32)
+    x[0] = 1.0
+    w[0] = 1.0
+    qw = O.ovp_quantize(w, bits=8, axis="row", alpha=1.0)
+    pk = C.prepack(qw.codes, qw.scales, True, k, 8, 0)
+    outs = []
+    for amx in (True, False):
+        _core.set_amx(amx)
+        out = np.empty((20, 40), np.float32)
+        assert C.matmul_int8act(x, pk, qw.scales, out, True, 1.0, 8, 0, False)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert abs(outs[0][0, 0] - k) <= 1e-3 * k  # x = w = 1 (both exact on their grids): k

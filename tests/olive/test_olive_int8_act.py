@@ -45,7 +45,8 @@ def _heavy(rng, shape, scale=1.0):
 
 @pytest.mark.parametrize("act_bits,act_normal", ACT)
 @pytest.mark.parametrize("bits,normal", WEIGHT)
-@pytest.mark.parametrize("batch,n,k", [(1, 9, 384), (3, 5, 67), (9, 6, 200), (4, 3, 1)])
+@pytest.mark.parametrize("batch,n,k", [(1, 9, 384), (3, 5, 67), (9, 6, 200), (4, 3, 1), (16, 33, 70),
+                                         (47, 9, 129)])
 def test_int8act_exact(isa, act_bits, act_normal, bits, normal, batch, n, k):
     rng = np.random.default_rng(batch * 100 + n * 10 + k + act_bits + bits)
     w = _heavy(rng, (n, k), 0.1)

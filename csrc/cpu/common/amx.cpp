@@ -31,6 +31,11 @@ std::atomic<bool>& allowed_slot() {
 }
 
 #if NK_AMX_BUILT
+bool detect_int8() {
+  unsigned a, b, c, d;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 25) & 1);
+}
+
 bool detect() {
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
@@ -63,6 +68,15 @@ std::uint64_t products() { return g_products.load(std::memory_order_relaxed); }
 bool allowed() { return allowed_slot().load(std::memory_order_relaxed); }
 void set_allowed(bool on) { allowed_slot().store(on, std::memory_order_relaxed); }
 
+bool usable_int8() {
+#if NK_AMX_BUILT
+  static const bool has = detect_int8();
+  return has && usable();
+#else
+  return false;
+#endif
+}
+
 bool usable() {
 #if NK_AMX_BUILT
   if (active_isa() != Isa::avx512 || !allowed() || !cpu_has()) return false;
@@ -75,7 +89,7 @@ bool usable() {
 
 #if NK_AMX_BUILT
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx2,fma,amx-tile,amx-bf16")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx2,fma,amx-tile,amx-bf16,amx-int8")
 
 bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
                 index_t k_pad) {
@@ -226,10 +240,109 @@ void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, in
   }
   _tile_release();
 }
+void tile_rows_int8(const std::int8_t* a, index_t m, index_t k, index_t lda, std::int8_t* t, index_t m_pad,
+                    index_t k_pad) {
+  for (index_t r = 0; r < m_pad; ++r)
+    for (index_t s = 0; s < k_pad / kStepK8; ++s) {
+      std::int8_t* dst = t + (r / kTileRows) * kTileRows * k_pad + s * kTileRows * kStepK8 + (r % kTileRows) * kStepK8;
+      const index_t left = r < m ? k - s * kStepK8 : 0;
+      const __mmask64 mk = left >= 64 ? ~__mmask64{0} : (left <= 0 ? 0 : (__mmask64{1} << left) - 1);
+      _mm512_storeu_si512(dst, _mm512_maskz_loadu_epi8(mk, a + r * lda + s * kStepK8));
+    }
+}
+
+void pack_rows_int8(const std::int8_t* w, index_t ldw, index_t nr, index_t k, index_t k_pad, std::int8_t* b) {
+  // tile row q of (step s, half h): dword q of the step from each of the half's 16 weight rows,
+  // gathered (rows past nr: mask off, zero); the last step's dwords past k are masked to zero
+  // after the gather (a dword straddling k takes its bytes below k only)
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(ldw)));
+  for (index_t s = 0; s < k_pad / kStepK8; ++s)
+    for (int h = 0; h < 2; ++h) {
+      const index_t j0 = 16 * h;
+      const __mmask16 rows = nr <= j0 ? 0 : (nr - j0 >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                                           : static_cast<__mmask16>((1u << (nr - j0)) - 1));
+      for (index_t q = 0; q < kTileRows; ++q) {
+        const index_t t = s * kStepK8 + 4 * q;  // first k of the dword
+        __m512i v = _mm512_setzero_si512();
+        if (t < k && rows) {
+          if (t + 4 <= k) {
+            v = _mm512_mask_i32gather_epi32(v, rows, lanes, w + j0 * ldw + t, 1);
+          } else {  // straddles k: bytes t .. k - 1 only, one row at a time
+            alignas(64) std::int32_t tmp[16] = {};
+            for (int j = 0; j < 16; ++j)
+              if (j0 + j < nr) std::memcpy(&tmp[j], w + (j0 + j) * ldw + t, static_cast<size_t>(k - t));
+            v = _mm512_load_si512(tmp);
+          }
+        }
+        _mm512_storeu_si512(b + (s * 2 + h) * 1024 + q * 64, v);
+      }
+    }
+}
+
+void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
+                        const std::int8_t* b, index_t npanels, std::int32_t* c) {
+  (void)m_pad;
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  g_products.fetch_add(1, std::memory_order_relaxed);
+  const index_t steps = k_pad / kStepK8, panel_bytes = k_pad * kPanelCols;
+  for (index_t p = 0; p < npanels; ++p) {
+    const std::int8_t* bp = b + p * panel_bytes;
+    std::int32_t* cp = c + p * rows * kPanelCols;
+    for (index_t r = 0; r < rows; r += 2 * kTileRows) {
+      const std::int8_t* a0 = a + (r0 + r) * k_pad;
+      std::int32_t* cr = cp + r * kPanelCols;
+      if (r + 2 * kTileRows <= rows) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (index_t s = 0; s < steps; ++s) {
+          _tile_loadd(6, bp + s * 2048, 64);
+          _tile_loadd(7, bp + s * 2048 + 1024, 64);
+          _tile_loadd(4, a0 + s * kTileRows * kStepK8, 64);
+          _tile_loadd(5, a0 + kTileRows * k_pad + s * kTileRows * kStepK8, 64);
+          _tile_dpbssd(0, 4, 6);
+          _tile_dpbssd(1, 4, 7);
+          _tile_dpbssd(2, 5, 6);
+          _tile_dpbssd(3, 5, 7);
+        }
+        _tile_stored(0, cr, kPanelCols * 4);
+        _tile_stored(1, cr + 16, kPanelCols * 4);
+        _tile_stored(2, cr + kTileRows * kPanelCols, kPanelCols * 4);
+        _tile_stored(3, cr + kTileRows * kPanelCols + 16, kPanelCols * 4);
+      } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        for (index_t s = 0; s < steps; ++s) {
+          _tile_loadd(6, bp + s * 2048, 64);
+          _tile_loadd(7, bp + s * 2048 + 1024, 64);
+          _tile_loadd(4, a0 + s * kTileRows * kStepK8, 64);
+          _tile_dpbssd(0, 4, 6);
+          _tile_dpbssd(1, 4, 7);
+        }
+        _tile_stored(0, cr, kPanelCols * 4);
+        _tile_stored(1, cr + 16, kPanelCols * 4);
+      }
+    }
+  }
+  _tile_release();
+}
 #pragma GCC pop_options
 #else
 bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
 void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*) {}
+void tile_rows_int8(const std::int8_t*, index_t, index_t, index_t, std::int8_t*, index_t, index_t) {}
+void pack_rows_int8(const std::int8_t*, index_t, index_t, index_t, index_t, std::int8_t*) {}
+void block_product_int8(const std::int8_t*, index_t, index_t, index_t, index_t, const std::int8_t*, index_t,
+                        std::int32_t*) {}
 #endif
 
 }  // namespace nk::cpu::amx

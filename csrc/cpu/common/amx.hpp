@@ -24,6 +24,7 @@ namespace nk::cpu::amx {
 
 bool cpu_has();          // AMX-TILE and AMX-BF16 in CPUID, tile state enabled in XCR0
 bool usable();           // see above; asks the OS for the tile state once
+bool usable_int8();      // usable() and AMX-INT8 (TDPBSSD) in CPUID
 bool allowed();          // not turned off (NUMKERN_AMX=0 at load, set_allowed(false))
 void set_allowed(bool on);
 // Number of block_product calls so far, all threads (tests: did the tiles run?).
@@ -58,5 +59,24 @@ constexpr index_t kBlockSteps = 4;  // k steps of an A block (rows x 128 x 3 pla
 // thread and releases the tiles at the end.
 void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
                    const std::uint16_t* b, index_t npanels, float* c);
+
+// ---- int8 x int8 -> int32 (TDPBSSD): exact integer dot products ---------------------------------
+constexpr index_t kStepK8 = 64;  // k values (bytes) of an int8 tile row
+
+// a (m, k) int8, row stride lda, into tiles [m_pad / 16][k_pad / 64][16][64] (k_pad a multiple
+// of kStepK8), rows m .. m_pad - 1 and columns k .. k_pad - 1 zero.
+void tile_rows_int8(const std::int8_t* a, index_t m, index_t k, index_t lda, std::int8_t* t, index_t m_pad,
+                    index_t k_pad);
+
+// The B tiles of nr <= kPanelCols weight rows w[j] (k int8 each, ldw apart): per step s of 64 k
+// values two tiles (rows 0-15, 16-31) of 16 rows x 64 bytes, tile row q holding for each weight
+// row j the four values w[j][64 s + 4 q .. + 3]; rows nr .. 31 and columns past k zero.
+void pack_rows_int8(const std::int8_t* w, index_t ldw, index_t nr, index_t k, index_t k_pad, std::int8_t* b);
+
+// c[p][r][0 .. kPanelCols) = sum_{t < k_pad} a[r0 + r][t] b_p[t][.] exactly (int32; the caller keeps
+// k small enough: 127 * 127 * k < 2^31) for npanels panels b_p = b + p k_pad kPanelCols (consecutive)
+// and r < rows (16 or 32).  Loads the tile configuration, releases the tiles at the end.
+void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
+                        const std::int8_t* b, index_t npanels, std::int32_t* c);
 
 }  // namespace nk::cpu::amx

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/common/amx.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/olive/packed.hpp"
@@ -217,6 +218,93 @@ void idot(int mb, const std::int8_t* a, index_t lda, const std::int8_t* const* w
   }
 }
 
+// Outputs out[b0 + i][r0 + j], i < mb, j < nr (each at most kMaxBlock), from the integer dot
+// products d[i * ldd + j] (u_a u_w units) plus the sparse terms of the weight outliers (the
+// pack's list) and the activation outliers (ocols), in mb x nr independent accumulators (no chain
+// of dependent adds per output).  Every term and partial sum is exact in double (see the header),
+// so the order of the additions does not change T.
+constexpr int kMaxBlock = 32;
+struct Epilogue {
+  const PackView* pv;
+  const float* g;  // grid values of x, [batch][k]
+  const std::vector<std::vector<std::int32_t>>* ocols;
+  double uu, uw, sa;
+  const float* scales;
+  bool per_row;
+  float* out;
+};
+template <class D>
+void finish_block(const Epilogue& e, index_t b0, int mb, index_t r0, int nr, const D* d, index_t ldd) {
+  const PackView& pv = *e.pv;
+  const index_t n = pv.h.n, k = pv.h.k;
+  const float* gt = e.g + b0 * k;
+  double t[kMaxBlock][kMaxBlock];
+  for (int i = 0; i < mb; ++i)
+    for (int j = 0; j < nr; ++j) t[i][j] = e.uu * static_cast<double>(d[i * ldd + j]);
+  for (int j = 0; j < nr; ++j)
+    for (std::int64_t o = pv.row_ptr[r0 + j]; o < pv.row_ptr[r0 + j + 1]; ++o) {
+      const index_t c = pv.cols[o];
+      const double v = pv.values[o];
+      for (int i = 0; i < mb; ++i) t[i][j] += static_cast<double>(gt[i * k + c]) * v;
+    }
+  for (int i = 0; i < mb; ++i)
+    for (const std::int32_t c : (*e.ocols)[b0 + i]) {
+      const double a = gt[i * k + c];
+      for (int j = 0; j < nr; ++j) t[i][j] += a * (pv.normals[(r0 + j) * k + c] * e.uw);
+    }
+  for (int i = 0; i < mb; ++i)
+    for (int j = 0; j < nr; ++j) {
+      const index_t r = r0 + j;
+      e.out[(b0 + i) * n + r] = static_cast<float>(t[i][j] * (e.sa * static_cast<double>(e.scales[e.per_row ? r : 0])));
+    }
+}
+
+// The integer dot products on AMX tiles (TDPBSSD, exact int32), from kAmxBatch batch rows where
+// amx::usable_int8(): the activation codes as A tiles, the pack's int8 rows gathered into B tiles
+// per call (units of up to kAmxPanels panels of 32 weight rows), then finish_block per 32 x 32
+// block: bitwise the result of the other tiers' dot products (the same exact integers).
+constexpr index_t kAmxBatch = 16;
+constexpr index_t kAmxPanels = 8;
+constexpr index_t kAmxMaxK = (index_t{1} << 31) / (127 * 127) / 64 * 64;  // int32 sums stay exact
+void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
+  const PackView& pv = *e.pv;
+  const index_t n = pv.h.n, k = pv.h.k, npanels = (n + 31) / 32;
+  const index_t m_pad = amx::round_up(batch, amx::kTileRows), k_pad = amx::round_up(k, amx::kStepK8);
+  static thread_local std::vector<std::int8_t> at;  // the calling thread's A tiles
+  if (at.size() < static_cast<size_t>(m_pad * k_pad)) at.resize(static_cast<size_t>(m_pad * k_pad));
+  amx::tile_rows_int8(an, batch, k, k, at.data(), m_pad, k_pad);
+  const std::int8_t* a = at.data();
+  const int nt0 = threads_for(npanels, batch * n * k);
+  index_t per_unit = kAmxPanels;
+  if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));
+  const index_t units = (npanels + per_unit - 1) / per_unit;
+  const int nt = threads_for(units, batch * n * k);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (index_t u = 0; u < units; ++u) {
+    static thread_local std::vector<std::int8_t> tiles;
+    alignas(64) static thread_local std::int32_t c[kAmxPanels * 32 * 32];
+    const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
+    if (tiles.size() < static_cast<size_t>(np * k_pad * 32)) tiles.resize(static_cast<size_t>(np * k_pad * 32));
+    for (index_t i = 0; i < np; ++i) {
+      const index_t r0 = (p0 + i) * 32;
+      amx::pack_rows_int8(pv.normals + r0 * k, k, std::min<index_t>(32, n - r0), k, k_pad,
+                          tiles.data() + i * k_pad * 32);
+    }
+    for (index_t b0 = 0; b0 < batch; b0 += 32) {
+      const int mb = static_cast<int>(std::min<index_t>(32, batch - b0));
+      const index_t rows = amx::round_up(mb, amx::kTileRows);
+      amx::block_product_int8(a, m_pad, k_pad, b0, rows, tiles.data(), np, c);
+      for (index_t i = 0; i < np; ++i) {
+        const index_t r0 = (p0 + i) * 32;
+        finish_block(e, b0, mb, r0, static_cast<int>(std::min<index_t>(32, n - r0)), c + i * rows * 32, 32);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std::uint8_t* blob,
@@ -243,6 +331,11 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
   if (!ok.load()) return false;
   const double uu = static_cast<double>(unit_of(act.bits, act.normal)) * pv.h.unit, uw = pv.h.unit;
   const double sa = act.s;
+  const Epilogue e{&pv, g.get(), &ocols, uu, uw, sa, scales, per_row, out};
+  if (batch >= kAmxBatch && k <= kAmxMaxK && amx::usable_int8()) {
+    int_products_amx(an.get(), batch, e);
+    return true;
+  }
   const index_t nblocks = (n + kRows - 1) / kRows;
   const int nt = threads_for(nblocks, batch * n * k);
   (void)nt;
@@ -258,29 +351,7 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t b0 = 0; b0 < batch; b0 += 4) {
       const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
       idot(mb, an.get() + b0 * k, k, w, k, asum.data() + b0, d);
-      // The sparse terms into mb x kRows independent accumulators (no chain of dependent adds
-      // per output).  Every term and partial sum is exact in double (see the header), so the
-      // order of the additions does not change T.
-      const float* gt = g.get() + b0 * k;
-      double t[4][kRows];
-      for (int i = 0; i < mb; ++i)
-        for (int j = 0; j < kRows; ++j) t[i][j] = uu * static_cast<double>(d[i * kRows + j]);
-      for (int j = 0; j < rows_here; ++j)
-        for (std::int64_t o = pv.row_ptr[r0 + j]; o < pv.row_ptr[r0 + j + 1]; ++o) {
-          const index_t c = pv.cols[o];
-          const double v = pv.values[o];
-          for (int i = 0; i < mb; ++i) t[i][j] += static_cast<double>(gt[i * k + c]) * v;
-        }
-      for (int i = 0; i < mb; ++i)
-        for (const std::int32_t c : ocols[b0 + i]) {
-          const double a = gt[i * k + c];
-          for (int j = 0; j < rows_here; ++j) t[i][j] += a * (pv.normals[(r0 + j) * k + c] * uw);
-        }
-      for (int i = 0; i < mb; ++i)
-        for (int j = 0; j < rows_here; ++j) {
-          const index_t r = r0 + j;
-          out[(b0 + i) * n + r] = static_cast<float>(t[i][j] * (sa * static_cast<double>(scales[per_row ? r : 0])));
-        }
+      finish_block(e, b0, mb, r0, rows_here, d, kRows);
     }
   }
   return true;

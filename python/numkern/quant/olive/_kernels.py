@@ -29,7 +29,7 @@ plain attribute, validated per call by the buffers' identity and version counter
 
 Activation-quantized layers (act_bits) on CPU without gradient take ``act_matmul``: the per-tensor
 OVP quantization of x and the matmul in integers (``matmul_int8act``, csrc/cpu/olive/int8act.hpp):
-int8 normal codes of x times the pack's int8 weights (AVX-512 VNNI / AVX2 / portable), outliers of
+int8 normal codes of x times the pack's int8 weights (AMX tiles from 16 rows / AVX-512 VNNI / AVX2 / portable), outliers of
 either operand as sparse exact terms, scales applied once at the end.  The result is the exact
 product of the quantized operands Σ_k (g_a s_a)(g_w s_n) up to one float32 rounding,
 |out - exact| <= (2^-24 + 2^-52)|exact| (tests/olive/test_olive_int8_act.py); the float path it
