@@ -163,11 +163,12 @@ def test_amx_int8_products_bitwise(amx_restore, bits, normal, act_bits, batch, n
 
 
 def test_amx_int8_long_rows_extreme_codes(amx_restore):
-    """k = 33000 with every code at +-127: int32 tile sums up to 33000 * 127^2 > 2^29, exact."""
+    """k = 33000 with every code at +-127: int32 tile sums up to 33000 * 127^2 > 2^29, exact; 250
+    rows are two chunks of A tiles under the 8 MiB budget (224 rows each)."""
     rng = np.random.default_rng(7)
     k = 33000
     w = np.where(rng.random((40, k)) < 0.5, -1.0, 1.0).astype(np.float32)
-    x = np.where(rng.random((20, k)) < 0.5, -1.0, 1.0).astype(np.float32)
+    x = np.where(rng.random((250, k)) < 0.5, -1.0, 1.0).astype(np.float32)
     x[0] = 1.0
     w[0] = 1.0
     qw = O.ovp_quantize(w, bits=8, axis="row", alpha=1.0)
@@ -175,7 +176,7 @@ def test_amx_int8_long_rows_extreme_codes(amx_restore):
     outs = []
     for amx in (True, False):
         _core.set_amx(amx)
-        out = np.empty((20, 40), np.float32)
+        out = np.empty((250, 40), np.float32)
         assert C.matmul_int8act(x, pk, qw.scales, out, True, 1.0, 8, 0, False)
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])

@@ -260,46 +260,53 @@ void finish_block(const Epilogue& e, index_t b0, int mb, index_t r0, int nr, con
 }
 
 // The integer dot products on AMX tiles (TDPBSSD, exact int32), from kAmxBatch batch rows where
-// amx::usable_int8(): the activation codes as A tiles, the pack's int8 rows gathered into B tiles
-// per call (units of up to kAmxPanels panels of 32 weight rows), then finish_block per 32 x 32
-// block: bitwise the result of the other tiers' dot products (the same exact integers).
+// amx::usable_int8(): per chunk of batch rows (its A tiles at most kAmxATileBytes) the activation
+// codes as A tiles, then units of up to kAmxPanels panels of 32 weight rows (their B tiles, gathered
+// from the pack's int8 rows per call, at most kAmxBTileBytes or one panel), threaded, and
+// finish_block per 32 x 32 block: bitwise the result of the other tiers' dot products (the same
+// exact integers).  Buffers are per thread and kept between calls, bounded by those sizes.
 constexpr index_t kAmxBatch = 16;
 constexpr index_t kAmxPanels = 8;
+constexpr index_t kAmxATileBytes = 8 * 1024 * 1024, kAmxBTileBytes = 256 * 1024;
 constexpr index_t kAmxMaxK = (index_t{1} << 31) / (127 * 127) / 64 * 64;  // int32 sums stay exact
 void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
   const PackView& pv = *e.pv;
   const index_t n = pv.h.n, k = pv.h.k, npanels = (n + 31) / 32;
-  const index_t m_pad = amx::round_up(batch, amx::kTileRows), k_pad = amx::round_up(k, amx::kStepK8);
-  static thread_local std::vector<std::int8_t> at;  // the calling thread's A tiles
-  if (at.size() < static_cast<size_t>(m_pad * k_pad)) at.resize(static_cast<size_t>(m_pad * k_pad));
-  amx::tile_rows_int8(an, batch, k, k, at.data(), m_pad, k_pad);
-  const std::int8_t* a = at.data();
+  const index_t k_pad = amx::round_up(k, amx::kStepK8), panel_bytes = k_pad * 32;
+  const index_t chunk = std::max<index_t>(32, kAmxATileBytes / k_pad / 32 * 32);
   const int nt0 = threads_for(npanels, batch * n * k);
-  index_t per_unit = kAmxPanels;
+  index_t per_unit = std::max<index_t>(1, std::min(kAmxPanels, kAmxBTileBytes / panel_bytes));
   if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));
   const index_t units = (npanels + per_unit - 1) / per_unit;
   const int nt = threads_for(units, batch * n * k);
   (void)nt;
+  static thread_local std::vector<std::int8_t> at;  // the calling thread's A tiles
+  for (index_t c0 = 0; c0 < batch; c0 += chunk) {
+    const index_t m = std::min(chunk, batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
+    if (at.size() < static_cast<size_t>(m_pad * k_pad)) at.resize(static_cast<size_t>(m_pad * k_pad));
+    amx::tile_rows_int8(an + c0 * k, m, k, k, at.data(), m_pad, k_pad);
+    const std::int8_t* a = at.data();
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-  for (index_t u = 0; u < units; ++u) {
-    static thread_local std::vector<std::int8_t> tiles;
-    alignas(64) static thread_local std::int32_t c[kAmxPanels * 32 * 32];
-    const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
-    if (tiles.size() < static_cast<size_t>(np * k_pad * 32)) tiles.resize(static_cast<size_t>(np * k_pad * 32));
-    for (index_t i = 0; i < np; ++i) {
-      const index_t r0 = (p0 + i) * 32;
-      amx::pack_rows_int8(pv.normals + r0 * k, k, std::min<index_t>(32, n - r0), k, k_pad,
-                          tiles.data() + i * k_pad * 32);
-    }
-    for (index_t b0 = 0; b0 < batch; b0 += 32) {
-      const int mb = static_cast<int>(std::min<index_t>(32, batch - b0));
-      const index_t rows = amx::round_up(mb, amx::kTileRows);
-      amx::block_product_int8(a, m_pad, k_pad, b0, rows, tiles.data(), np, c);
+    for (index_t u = 0; u < units; ++u) {
+      static thread_local std::vector<std::int8_t> tiles;
+      alignas(64) static thread_local std::int32_t c[kAmxPanels * 32 * 32];
+      const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
+      if (tiles.size() < static_cast<size_t>(np * panel_bytes)) tiles.resize(static_cast<size_t>(np * panel_bytes));
       for (index_t i = 0; i < np; ++i) {
         const index_t r0 = (p0 + i) * 32;
-        finish_block(e, b0, mb, r0, static_cast<int>(std::min<index_t>(32, n - r0)), c + i * rows * 32, 32);
+        amx::pack_rows_int8(pv.normals + r0 * k, k, std::min<index_t>(32, n - r0), k, k_pad,
+                            tiles.data() + i * panel_bytes);
+      }
+      for (index_t b0 = 0; b0 < m; b0 += 32) {
+        const int mb = static_cast<int>(std::min<index_t>(32, m - b0));
+        const index_t rows = amx::round_up(mb, amx::kTileRows);
+        amx::block_product_int8(a, m_pad, k_pad, b0, rows, tiles.data(), np, c);
+        for (index_t i = 0; i < np; ++i) {
+          const index_t r0 = (p0 + i) * 32;
+          finish_block(e, c0 + b0, mb, r0, static_cast<int>(std::min<index_t>(32, n - r0)), c + i * rows * 32, 32);
+        }
       }
     }
   }
