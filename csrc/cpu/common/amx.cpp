@@ -132,6 +132,20 @@ struct alignas(64) TileConfig {
   std::uint16_t colsb[16];
   std::uint8_t rows[16];
 };
+
+// The calling thread's tile configuration: eight tiles of 16 rows x 64 bytes (palette 1); counts
+// the product for products().
+inline void begin_tiles() {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  g_products.fetch_add(1, std::memory_order_relaxed);
+}
 }  // namespace
 
 namespace {
@@ -213,15 +227,7 @@ inline void block_steps(const std::uint16_t* planes, index_t plane, index_t k_pa
 
 void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
                    const std::uint16_t* b, index_t npanels, float* c) {
-  TileConfig cfg;
-  std::memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int i = 0; i < 8; ++i) {
-    cfg.colsb[i] = 64;
-    cfg.rows[i] = 16;
-  }
-  _tile_loadconfig(&cfg);
-  g_products.fetch_add(1, std::memory_order_relaxed);
+  begin_tiles();
   const index_t plane = m_pad * k_pad, steps = k_pad / kStepK;
   const std::uint8_t* bb = reinterpret_cast<const std::uint8_t*>(b);
   const index_t panel_bytes = k_pad * kPanelCols * 2;
@@ -280,18 +286,42 @@ void pack_rows_int8(const std::int8_t* w, index_t ldw, index_t nr, index_t k, in
     }
 }
 
+namespace {
+// cr = the exact products over all steps of the 16 (TWO: 32) A rows at a0 and one panel's B
+// tiles bp; tiles as block_steps'.
+template <bool TWO>
+inline void int8_steps(const std::int8_t* a0, index_t k_pad, index_t steps, const std::int8_t* bp, std::int32_t* cr) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (TWO) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (index_t s = 0; s < steps; ++s) {
+    _tile_loadd(6, bp + s * 2048, 64);
+    _tile_loadd(7, bp + s * 2048 + 1024, 64);
+    _tile_loadd(4, a0 + s * kTileRows * kStepK8, 64);
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 7);
+    if constexpr (TWO) {
+      _tile_loadd(5, a0 + kTileRows * k_pad + s * kTileRows * kStepK8, 64);
+      _tile_dpbssd(2, 5, 6);
+      _tile_dpbssd(3, 5, 7);
+    }
+  }
+  _tile_stored(0, cr, kLdc);
+  _tile_stored(1, cr + 16, kLdc);
+  if constexpr (TWO) {
+    _tile_stored(2, cr + kTileRows * kPanelCols, kLdc);
+    _tile_stored(3, cr + kTileRows * kPanelCols + 16, kLdc);
+  }
+}
+}  // namespace
+
 void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
                         const std::int8_t* b, index_t npanels, std::int32_t* c) {
   (void)m_pad;
-  TileConfig cfg;
-  std::memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int i = 0; i < 8; ++i) {
-    cfg.colsb[i] = 64;
-    cfg.rows[i] = 16;
-  }
-  _tile_loadconfig(&cfg);
-  g_products.fetch_add(1, std::memory_order_relaxed);
+  begin_tiles();
   const index_t steps = k_pad / kStepK8, panel_bytes = k_pad * kPanelCols;
   for (index_t p = 0; p < npanels; ++p) {
     const std::int8_t* bp = b + p * panel_bytes;
@@ -299,38 +329,10 @@ void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, inde
     for (index_t r = 0; r < rows; r += 2 * kTileRows) {
       const std::int8_t* a0 = a + (r0 + r) * k_pad;
       std::int32_t* cr = cp + r * kPanelCols;
-      if (r + 2 * kTileRows <= rows) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (index_t s = 0; s < steps; ++s) {
-          _tile_loadd(6, bp + s * 2048, 64);
-          _tile_loadd(7, bp + s * 2048 + 1024, 64);
-          _tile_loadd(4, a0 + s * kTileRows * kStepK8, 64);
-          _tile_loadd(5, a0 + kTileRows * k_pad + s * kTileRows * kStepK8, 64);
-          _tile_dpbssd(0, 4, 6);
-          _tile_dpbssd(1, 4, 7);
-          _tile_dpbssd(2, 5, 6);
-          _tile_dpbssd(3, 5, 7);
-        }
-        _tile_stored(0, cr, kPanelCols * 4);
-        _tile_stored(1, cr + 16, kPanelCols * 4);
-        _tile_stored(2, cr + kTileRows * kPanelCols, kPanelCols * 4);
-        _tile_stored(3, cr + kTileRows * kPanelCols + 16, kPanelCols * 4);
-      } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        for (index_t s = 0; s < steps; ++s) {
-          _tile_loadd(6, bp + s * 2048, 64);
-          _tile_loadd(7, bp + s * 2048 + 1024, 64);
-          _tile_loadd(4, a0 + s * kTileRows * kStepK8, 64);
-          _tile_dpbssd(0, 4, 6);
-          _tile_dpbssd(1, 4, 7);
-        }
-        _tile_stored(0, cr, kPanelCols * 4);
-        _tile_stored(1, cr + 16, kPanelCols * 4);
-      }
+      if (r + 2 * kTileRows <= rows)
+        int8_steps<true>(a0, k_pad, steps, bp, cr);
+      else
+        int8_steps<false>(a0, k_pad, steps, bp, cr);
     }
   }
   _tile_release();
