@@ -1,14 +1,15 @@
 """Quantized inference and quantization speed (issue #15): a markdown report.
 
 Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x4096, 4096x11008), batch
-1, 4 and 64, one thread: time of each quantized layer relative to fp32 torch.nn.Linear in the same
+1, 4, 16 and 64, one thread (or --threads): time of each quantized layer relative to fp32 torch.nn.Linear in the same
 run (lower is better): OVPLinear W4 / W8, SplitQuantLinear INT4 / INT2 (k = 3, group size 128, fused), W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
 calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
 bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
 sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
 
-Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared),
-medians of interleaved rounds.  Usage:  python bench/quant/bench_quant_speed.py [--quick] [--out FILE] [--gemv] [--rounds N]
+Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared), wall time
+with --threads above 1, medians of interleaved rounds.  Usage:
+python bench/quant/bench_quant_speed.py [--quick] [--out FILE] [--gemv] [--rounds N] [--threads N|all] [--no-amx]
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ def vnni():
         return "unknown"
 
 
+# CPU time of the calling thread with one thread (the machine may be shared); wall time with more
+# (--threads: the other threads' work is not the caller's CPU time)
+CLOCK = time.thread_time
+
+
 def timed(fns, rounds, reps):
     """Median seconds per call of each fn, rounds interleaved."""
     for f in fns.values():
@@ -48,10 +54,10 @@ def timed(fns, rounds, reps):
     ts = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
-            t = time.thread_time()
+            t = CLOCK()
             for _ in range(reps):
                 f()
-            ts[k].append((time.thread_time() - t) / reps)
+            ts[k].append((CLOCK() - t) / reps)
     return {k: float(np.median(v)) for k, v in ts.items()}
 
 
@@ -172,20 +178,28 @@ def main():
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 3 with --quick)")
     ap.add_argument("--no-amx", action="store_true",
                     help="keep the OVP float GEMM off the AMX tiles (numkern._core.set_amx(False))")
+    ap.add_argument("--threads", default="1",
+                    help="threads of torch and numkern: a number or 'all' (os.cpu_count()); with more than one "
+                         "the times are wall time")
     a = ap.parse_args()
     if a.no_amx:
         from numkern import _core
 
         _core.set_amx(False)
-    torch.set_num_threads(1)
-    numkern.set_num_threads(1)
+    global CLOCK
+    nthreads = (os.cpu_count() or 1) if a.threads == "all" else int(a.threads)
+    torch.set_num_threads(nthreads)
+    numkern.set_num_threads(nthreads)
+    if nthreads > 1:
+        CLOCK = time.perf_counter
     shapes = [(384, 384), (384, 1536), (1536, 384)] + ([] if a.quick else [(4096, 4096), (4096, 11008)])
     rounds = a.rounds or (3 if a.quick else 5)
     from numkern._core import amx_available
 
     header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}; AMX tiles for the OVP "
               f"float GEMM from 12 rows: {amx_available()}); torch {torch.__version__}; "
-              f"one thread (torch.set_num_threads(1), numkern.set_num_threads(1)); times: thread CPU time, medians "
+              f"{nthreads} thread(s) (torch.set_num_threads, numkern.set_num_threads); times: "
+              f"{'thread CPU time' if nthreads == 1 else 'wall time'}, medians "
               f"of {rounds} interleaved rounds; ratios are time / fp32 time (lower is better).")
     if a.gemv:
         print(header + "\n\n" + gemv_table([(4096, 4096), (4096, 11008)], (1, 4), rounds))
