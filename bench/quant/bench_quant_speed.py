@@ -177,7 +177,7 @@ def main():
                     help="only 4096x4096 and 4096x11008 at batch 1 and 4: fp32, OVP W4 / W8, torch dynamic int8")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 3 with --quick)")
     ap.add_argument("--no-amx", action="store_true",
-                    help="keep the OVP float GEMM off the AMX tiles (numkern._core.set_amx(False))")
+                    help="keep the OVP kernels off the AMX tiles (numkern._core.set_amx(False))")
     ap.add_argument("--threads", default="1",
                     help="threads of torch and numkern: a number or 'all' (os.cpu_count()); with more than one "
                          "the times are wall time")
@@ -196,8 +196,8 @@ def main():
     rounds = a.rounds or (3 if a.quick else 5)
     from numkern._core import amx_available
 
-    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}; AMX tiles for the OVP "
-              f"float GEMM from 12 rows: {amx_available()}); torch {torch.__version__}; "
+    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}; AMX tiles, OVP float GEMM from 12 rows "
+              f"and integer products from 16: {amx_available()}); torch {torch.__version__}; "
               f"{nthreads} thread(s) (torch.set_num_threads, numkern.set_num_threads); times: "
               f"{'thread CPU time' if nthreads == 1 else 'wall time'}, medians "
               f"of {rounds} interleaved rounds; ratios are time / fp32 time (lower is better).")
