@@ -29,6 +29,10 @@ def set_num_threads(n: int) -> None:
     """Set the number of CPU threads numkern's kernels use (>= 1).
 
     The default is every core, or the environment variable NUMKERN_NUM_THREADS read at import.
+    In a process made by fork() from one whose kernels had run on more than one thread (e.g.
+    multiprocessing's and DataLoader's fork workers), the kernels run on one thread whatever this
+    says: GNU OpenMP's thread pool does not survive fork, and a parallel region there would wait
+    forever.  Use the "spawn" or "forkserver" start method for threaded kernels in workers.
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int, got {type(n).__name__}")
@@ -36,7 +40,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Number of CPU threads numkern's kernels use."""
+    """Number of CPU threads numkern's kernels use (1 in a fork()ed child, see set_num_threads)."""
     return _core.get_num_threads()
 
 

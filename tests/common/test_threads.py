@@ -125,3 +125,33 @@ def test_concurrent_out_arrays_do_not_interfere(restore_threads):
         list(ex.map(lambda i: nks.log_kv(orders[i], x, out=outs[i]), range(4)))
     for o, order in zip(outs, orders):
         np.testing.assert_array_equal(o, nks.log_kv(order, x))
+
+
+_FORK_SCRIPT = r"""
+import os, sys
+import numpy as np
+import numkern
+from numkern import special as nks
+numkern.set_num_threads(2)
+rng = np.random.default_rng(0)
+v, x = rng.uniform(0, 50, 400_000), rng.uniform(0.1, 80, 400_000)
+parent = nks.log_iv(v, x)  # a parallel region on two threads: the OpenMP pool exists now
+pid = os.fork()
+if pid == 0:
+    ok = numkern.get_num_threads() == 1 and np.array_equal(nks.log_iv(v, x), parent)
+    numkern.set_num_threads(2)  # still one thread in this child: no hang
+    ok = ok and np.array_equal(nks.log_iv(v, x), parent)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), "parent threads", numkern.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_after_threaded_kernels_does_not_hang():
+    """A fork()ed child of a process whose kernels ran on two threads (GNU OpenMP's pool does not
+    survive fork) runs its kernels on one thread, with the same results, instead of waiting
+    forever in its first parallel region; the parent keeps its threads."""
+    out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["child", "0", "parent", "threads", "2"], out.stdout

@@ -72,7 +72,7 @@ template <class F>
 void for_each_chunk(index_t total, F&& chunk) {
   if (total == 0) return;
   const index_t nchunks = (total + kChunk - 1) / kChunk;
-  const int nthreads = static_cast<int>(std::min<index_t>(get_num_threads(), nchunks));
+  const int nthreads = static_cast<int>(std::min<index_t>(team_threads(), nchunks));
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
 #endif

@@ -4,6 +4,13 @@
 #include <cstdlib>
 #include <thread>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define NK_HAVE_ATFORK 1
+#else
+#define NK_HAVE_ATFORK 0
+#endif
+
 #if NK_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -21,6 +28,17 @@ std::atomic<int>& counter() {
   static std::atomic<int> n{initial_threads()};
   return n;
 }
+// A kernel has asked for more than one thread (the OpenMP runtime may hold a thread pool), and
+// this process is a fork()ed child of one that had: GNU OpenMP's pool does not survive fork (the
+// child's first parallel region waits for the parent's threads forever), so such a child runs
+// every kernel on one thread.
+std::atomic<bool> g_team_used{false}, g_forked_after_team{false};
+#if NK_HAVE_ATFORK
+void after_fork_in_child() {
+  if (g_team_used.load(std::memory_order_relaxed)) g_forked_after_team.store(true, std::memory_order_relaxed);
+}
+const int kAtForkRegistered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
+#endif
 }  // namespace
 
 int max_threads() {
@@ -34,9 +52,16 @@ int max_threads() {
 int get_num_threads() { return counter().load(std::memory_order_relaxed); }
 void set_num_threads(int n) { counter().store(n < 1 ? 1 : n, std::memory_order_relaxed); }
 bool have_openmp() { return NK_HAVE_OPENMP != 0; }
+int team_threads() {
+  if (g_forked_after_team.load(std::memory_order_relaxed)) return 1;
+  const int n = get_num_threads();
+  if (n > 1 && !g_team_used.load(std::memory_order_relaxed)) g_team_used.store(true, std::memory_order_relaxed);
+  return n;
+}
+bool single_thread_after_fork() { return g_forked_after_team.load(std::memory_order_relaxed); }
 int threads_for(long long units, long long work) {
   if (work < kMinParallelWork || units <= 1) return 1;
-  const long long n = get_num_threads();
+  const long long n = team_threads();
   return static_cast<int>(units < n ? units : n);
 }
 }  // namespace nk::cpu

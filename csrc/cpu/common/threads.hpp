@@ -8,6 +8,12 @@ constexpr long long kMinParallelWork = 1 << 16;
 
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1
+// The threads a kernel's parallel region may use: get_num_threads(), but 1 in a fork()ed child of
+// a process whose kernels had used more than one (GNU OpenMP's thread pool does not survive
+// fork: a parallel region there would wait forever).  Every parallel region takes its thread
+// count from this (directly or through threads_for).
+int team_threads();
+bool single_thread_after_fork();  // team_threads() is 1 for that reason
 int max_threads();            // number of processors OpenMP sees
 bool have_openmp();
 // Threads for a loop of `units` independent pieces totalling `work` elementary operations:

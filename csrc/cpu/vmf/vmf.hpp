@@ -20,7 +20,7 @@ void map2(const T* a, const T* b, T* out, index_t n) {
   Op op;
   constexpr index_t kChunk = 1024;
   const index_t nchunks = (n + kChunk - 1) / kChunk;
-  const int nthreads = static_cast<int>(std::min<index_t>(get_num_threads(), std::max<index_t>(nchunks, 1)));
+  const int nthreads = static_cast<int>(std::min<index_t>(team_threads(), std::max<index_t>(nchunks, 1)));
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
 #endif
@@ -33,7 +33,7 @@ void map2(const T* a, const T* b, T* out, index_t n) {
 template <class Op, class T>
 void map4(const T* a, const T* b, const T* c, const T* e, T* out, index_t n) {
   Op op;
-  const int nthreads = static_cast<int>(std::min<index_t>(get_num_threads(), std::max<index_t>(n / 256, 1)));
+  const int nthreads = static_cast<int>(std::min<index_t>(team_threads(), std::max<index_t>(n / 256, 1)));
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if (nthreads > 1)
 #endif

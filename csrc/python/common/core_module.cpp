@@ -20,7 +20,7 @@
 PYBIND11_MODULE(_core, m) {
   namespace py = pybind11;
   m.doc() = "numkern CPU kernels (internal; use the numkern package)";
-  m.def("get_num_threads", &nk::cpu::get_num_threads);
+  m.def("get_num_threads", []() { return nk::cpu::single_thread_after_fork() ? 1 : nk::cpu::get_num_threads(); });
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("n: number of threads must be >= 1");
     nk::cpu::set_num_threads(n);
