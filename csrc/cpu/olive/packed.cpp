@@ -270,7 +270,7 @@ struct PanelArgs {
   const float* bias;
   float* out;
   float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
-  // the AMX path (matmul_panels_amx): x split into three bfloat16 planes [m_pad][k_pad] (amx::split_rows)
+  // the AMX path (matmul_panels_amx): x split into three bfloat16 planes, m_pad x k_pad in tiles (amx::split_rows)
   const std::uint16_t* planes = nullptr;
   index_t m_pad = 0, k_pad = 0;
 };
