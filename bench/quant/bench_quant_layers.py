@@ -26,7 +26,6 @@ import torch
 import numkern
 from numkern import _core
 from numkern.quant import olive as O
-from numkern.quant import splitquant as sq
 
 _spec = importlib.util.spec_from_file_location(
     "_bench_quant_speed", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_quant_speed.py"))
@@ -45,23 +44,21 @@ def _setup_threads():
     numkern.set_num_threads(THREADS)
 
 
+# the cases of each group (bench_quant_speed's names; the first is the anchor)
+LAYER_CASES = ("fp32", "OVP W4", "OVP W8", "OVP W4A8", "SplitQuant INT4", "torch dyn int8")
+MODEL_CASES = ("fp32", "OVP W4", "OVP W8", "OVP W4A8", "SplitQuant INT4", "torch dyn int8")
+
+
 def _layer_cases():
     out = []
     for k, n in SHAPES:
         torch.manual_seed(0)
-        lin = torch.nn.Linear(k, n).eval()
-        a4 = O.OVPLinear.from_linear(lin, bits=4, act_bits=8)
-        O.calibrate(a4, [torch.randn(64, k)])
-        mods = {"fp32 nn.Linear": lin, "OVP W4": O.OVPLinear.from_linear(lin, bits=4),
-                "OVP W8": O.OVPLinear.from_linear(lin, bits=8), "OVP W4A8": a4,
-                "SplitQuant INT4": sq(torch.nn.Sequential(lin), bits=4, k=3, fused=True)[0],
-                "torch dynamic int8": torch.ao.quantization.quantize_dynamic(
-                    torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)}
+        mods = _speed.layer_modules(torch.nn.Linear(k, n).eval())
         for b in BATCHES:
             x = torch.randn(b, k)
             reps = max(1, int(2e6 / (b * k * n)))  # calls a round: rounds of ~0.1 ms and more
-            for name, m in mods.items():
-                def fn(m=m, x=x, reps=reps):
+            for name in LAYER_CASES:
+                def fn(m=mods[name], x=x, reps=reps):
                     for _ in range(reps):
                         m(x)
                 out.append((f"layer {k}x{n} batch {b}", name, fn, 30, reps))
@@ -70,12 +67,9 @@ def _layer_cases():
 
 def _model_cases():
     model, ids, mask = _speed.minilm()
-    mods = {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
-            "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
-            "SplitQuant INT4": sq(model, bits=4, k=3, fused=True),
-            "torch dynamic int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
-    out = [("MiniLM encode, 16 sentences", name, (lambda m=m: m(ids, mask)), 15, 1) for name, m in mods.items()]
-    out += [("quantize MiniLM", "torch dynamic int8",
+    mods = _speed.model_variants(model, ids, mask)
+    out = [("MiniLM encode, 16 sentences", name, (lambda m=mods[name]: m(ids, mask)), 15, 1) for name in MODEL_CASES]
+    out += [("quantize MiniLM", "torch dyn int8",
              lambda: torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), 3, 1),
             ("quantize MiniLM", "OVP W4 auto", lambda: O.quantize_model(model, bits=4), 3, 1),
             ("quantize MiniLM", "OVP W8", lambda: O.quantize_model(model, bits=8), 3, 1)]

@@ -93,31 +93,41 @@ def gemv_table(shapes, batches, rounds):
     return "\n".join(rows)
 
 
+LAYER_METHODS = ["OVP W4", "OVP W8", "OVP W4A8", "OVP W8A8", "SplitQuant INT4", "SplitQuant INT2", "torch dyn int8",
+                 "bnb NF4"]
+
+
+def layer_modules(lin):
+    """fp32 and every quantized form of one nn.Linear (the anchor first; bnb NF4 only where it runs)."""
+    k = lin.in_features
+    a4, a8 = O.OVPLinear.from_linear(lin, bits=4, act_bits=8), O.OVPLinear.from_linear(lin, bits=8, act_bits=8)
+    for m in (a4, a8):
+        O.calibrate(m, [torch.randn(64, k)])
+    mods = {"fp32": lin, "OVP W4": O.OVPLinear.from_linear(lin, bits=4), "OVP W8": O.OVPLinear.from_linear(lin, bits=8),
+            "OVP W4A8": a4, "OVP W8A8": a8,
+            "SplitQuant INT4": sq(torch.nn.Sequential(lin), bits=4, k=3, fused=True)[0],
+            "SplitQuant INT2": sq(torch.nn.Sequential(lin), bits=2, k=3, fused=True)[0],
+            "torch dyn int8": torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
+                                                                     dtype=torch.qint8)}
+    bnb = bnb_layer(lin)
+    if bnb is not None:
+        mods["bnb NF4"] = bnb
+    return mods
+
+
 def layer_table(shapes, batches, rounds):
-    rows = ["| layer | batch | fp32 (us) | OVP W4 | OVP W8 | OVP W4A8 | OVP W8A8 | SplitQuant INT4 | SplitQuant INT2 "
-            "| torch dyn int8 | bnb NF4 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| layer | batch | fp32 (us) | " + " | ".join(LAYER_METHODS) + " |", "|---|---|---|" + "---|" * len(LAYER_METHODS)]
     for k, n in shapes:
         torch.manual_seed(0)
-        lin = torch.nn.Linear(k, n).eval()
-        w4, w8 = O.OVPLinear.from_linear(lin, bits=4), O.OVPLinear.from_linear(lin, bits=8)
-        a4, a8 = O.OVPLinear.from_linear(lin, bits=4, act_bits=8), O.OVPLinear.from_linear(lin, bits=8, act_bits=8)
-        for m in (a4, a8):
-            O.calibrate(m, [torch.randn(64, k)])
-        s4, s2 = (sq(torch.nn.Sequential(lin), bits=b, k=3, fused=True)[0] for b in (4, 2))
-        dyn = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
-        bnb = bnb_layer(lin)
+        mods = layer_modules(torch.nn.Linear(k, n).eval())
         for b in batches:
             x = torch.randn(b, k)
             reps = max(1, int(2e7 / (b * k * n)))
-            fns = {"fp32": lambda: lin(x), "w4": lambda: w4(x), "w8": lambda: w8(x), "a4": lambda: a4(x),
-                   "a8": lambda: a8(x), "s4": lambda: s4(x), "s2": lambda: s2(x), "dyn": lambda: dyn(x)}
-            if bnb is not None:
-                fns["bnb"] = lambda: bnb(x)
+            fns = {key: (lambda m=m: m(x)) for key, m in mods.items()}
             with torch.no_grad():
                 t = timed(fns, rounds, reps)
-            r = lambda key: f"{t[key] / t['fp32']:.2f}x" if key in t else "n/a"  # noqa: E731
-            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | {r('w4')} | {r('w8')} | {r('a4')} | {r('a8')} | {r('s4')} | {r('s2')} | {r('dyn')} | {r('bnb')} |")
+            r = [f"{t[key] / t['fp32']:.2f}x" if key in t else "n/a" for key in LAYER_METHODS]
+            rows.append(f"| {k}->{n} | {b} | {t['fp32'] * 1e6:.1f} | " + " | ".join(r) + " |")
     return "\n".join(rows)
 
 
@@ -133,14 +143,19 @@ def minilm():
     return model, ids, mask
 
 
+def model_variants(model, ids, mask):
+    """The fp32 MiniLM (first) and its quantized forms."""
+    return {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
+            "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
+            "SplitQuant INT4": sq(model, bits=4, k=3, fused=True), "SplitQuant INT2": sq(model, bits=2, k=3, fused=True),
+            "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
+
+
 def model_table(rounds):
     model, ids, mask = minilm()
     rows = ["| MiniLM, 16 sentences | time (ms) | vs fp32 | mean cosine to fp32 |", "|---|---|---|---|"]
     ref = model(ids, mask)
-    qs = {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
-          "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
-          "SplitQuant INT4": sq(model, bits=4, k=3, fused=True), "SplitQuant INT2": sq(model, bits=2, k=3, fused=True),
-          "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
+    qs = model_variants(model, ids, mask)
     with torch.no_grad():  # inference: no autograd graph (the eager fast paths need no gradient)
         t = timed({k: (lambda m=m: m(ids, mask)) for k, m in qs.items()}, rounds, 1)
     for k, m in qs.items():

@@ -314,6 +314,8 @@ bool weights_exact_bf16(const PanelArgs& a) {
 constexpr index_t kAmxPanels = 8;                  // panels of a unit: 32 x 256 sums, 32 KiB
 constexpr index_t kAmxTileBytes = 256 * 1024;      // a unit's tiles (a smaller unit for long rows)
 constexpr index_t kAmxPlaneBytes = 8 * 1024 * 1024;  // the calling thread's planes of a row chunk
+void matmul_panels_float(const PanelArgs& a);
+
 bool matmul_panels_amx(const PanelArgs& a0) {
   if (a0.batch < kAmxBatch || !amx::usable() || !weights_exact_bf16(a0)) return false;
   const index_t k = a0.pv->h.k, n = a0.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
@@ -335,9 +337,7 @@ bool matmul_panels_amx(const PanelArgs& a0) {
       rest.x += c0 * k;
       rest.out += c0 * n;
       rest.batch -= c0;
-      void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
-      alignas(64) static thread_local float scratch[kScratch];
-      for (index_t p = 0; p < npanels; ++p) panel(rest, p, scratch);
+      matmul_panels_float(rest);
       return true;
     }
     PanelArgs a = a0;  // the chunk's rows
@@ -370,6 +370,11 @@ bool matmul_panels_amx(const PanelArgs& a0) {
 
 void matmul_panels(const PanelArgs& a) {
   if (NK_X86_TIERS && matmul_panels_amx(a)) return;
+  matmul_panels_float(a);
+}
+
+// The float paths (packed.inc): the GEMV below kGemvBatch rows, else the panel loop; threaded.
+void matmul_panels_float(const PanelArgs& a) {
   void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
   void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
