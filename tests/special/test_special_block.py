@@ -152,14 +152,21 @@ def _log_k_integral(v, x):
 
 
 def test_block_small_order_debye_against_mpmath():
-    """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes use the 20-term Debye sum there (the
-    scalar path the power series / Temme's series / the polynomial start values).  Seeded random points."""
+    """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes and the header use the Debye sum there, 20 terms
+    below h = 32 and fewer beyond.  Seeded random points and the edges of the term-count bands."""
     rng = np.random.default_rng(13)
     n = 40
     v = rng.uniform(0.0, 20.0, n)
     h = np.exp(rng.uniform(np.log(25.0), np.log(400.0), n))
     x = np.sqrt(np.maximum(h * h - v * v, 1.0))
     x = np.maximum(x, np.sqrt(np.maximum(625.0 - v * v, 0.0)) * (1 + 1e-12))
+    # and just inside each band of the term count (bessel.hpp's debye_small_order_terms: 18 terms
+    # from h = 32, 14 from 40, 12 from 64, 10 from 128), where its tail is largest, at orders that
+    # keep the point off the Hankel region (x < 1.2 v^2)
+    edge_v, edge_h = np.meshgrid([7.0, 12.0, 19.5], [32.0, 40.0, 64.0, 128.0])
+    edge_x = np.sqrt((edge_h * (1 + 1e-12)) ** 2 - edge_v ** 2)
+    keep = edge_x < 1.2 * edge_v ** 2
+    v, x = np.concatenate([v, edge_v[keep]]), np.concatenate([x, edge_x[keep]])
     got_i, got_k = nks.log_iv(v, x), nks.log_kv(v, x)
     with mpmath.workdps(40):
         ref_i = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])

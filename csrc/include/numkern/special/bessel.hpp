@@ -20,7 +20,8 @@
 //   x >= X_H(v)           Hankel large-argument expansion (DLMF 10.40.1-2); X_H = 50 v^2 for
 //                         v >= 20 (terms fall by 1/(100 k)), max(25, 1.2 v^2) below, where the
 //                         smallest term of the asymptotic series is < e^-50.
-//   v < 20, x < X_H,      Debye as above with all 20 terms: the terms are Q_k(p^2) / h^k,
+//   v < 20, x < X_H,      Debye as above with 20 terms (fewer from h = 32 on, by h:
+//                         debye_small_order_terms): the terms are Q_k(p^2) / h^k,
 //   h = sqrt(v^2+x^2)     h = sqrt(v^2 + x^2); measured within 2e-19 of mpmath for h >= 25, where
 //       >= 25             the power series below accumulates ~k eps by its k-th term (2e-14 at
 //                         x ~ 400).
@@ -277,6 +278,15 @@ NK_HOST_DEVICE LogPair log_kv_hankel(double v, double x, double shift) {
 }
 
 // ---- Debye uniform expansion (v large) -------------------------------------------------------
+// Terms of the Debye sum at orders below 20 (there h = sqrt(v^2 + x^2) >= 25), from t = p / v = 1 / h:
+// kDebyeTruncation's bound holds for v >= 20 only.  The omitted tail sum_{k >= terms} |U_k(p)| / v^k,
+// largest over v < 20 on the Debye part of each band's inner circle (x < max(25, 1.2 v^2)), is
+// below 5e-18 with 18 terms from h = 32, 14 from h = 40, 12 from h = 64 and 10 from h = 128
+// (4e-18 with all 20 at h = 25); the block lanes take the same counts (bessel_block.hpp's
+// small_order_bucket), and tests/special/test_special_block.py checks each band against mpmath.
+NK_HOST_DEVICE int debye_small_order_terms(double t) {
+  return t <= 1.0 / 128.0 ? 10 : (t <= 1.0 / 64.0 ? 12 : (t <= 1.0 / 40.0 ? 14 : (t <= 1.0 / 32.0 ? 18 : 20)));
+}
 // sum_k (sign p / v)^k U_k(p).  The number of terms comes from a precomputed bound on |U_k|
 // (kDebyeTruncation), so the loop has no data-dependent exit; the polynomials U_k(p) are
 // independent chains and the outer Horner in t is the only serial dependency.
@@ -284,9 +294,9 @@ NK_HOST_DEVICE double debye_sum(double v, double p, double sign, bool tail_only 
   double t = p / v;
   int terms = 1;
   while (terms < kDebyeTerms - 1 && t >= kDebyeTruncation[terms]) ++terms;
-  // terms k >= `terms` are below 1e-17 for v >= 20; below (h >= 25) all of them, as the region
-  // map says and the block lanes do (the bound cut iv(7.5, 25.92) at 14 terms: 4.5 eps off)
-  if (v < kDebyeMinOrder) terms = kDebyeTerms - 1;
+  // terms k >= `terms` are below 1e-17 for v >= 20; below (h >= 25) the count comes from h
+  // instead (debye_small_order_terms; the bound cut iv(7.5, 25.92) at 14 terms: 4.5 eps off)
+  if (v < kDebyeMinOrder) terms = debye_small_order_terms(t);
   double p2 = p * p, u = sign * t;  // U_k(p) / v^k = Q_k(p^2) (p / v)^k
   double sum = 0.0;
   for (int k = terms - 1; k >= 1; --k) {
