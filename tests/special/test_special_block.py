@@ -152,8 +152,9 @@ def _log_k_integral(v, x):
 
 
 def test_block_small_order_debye_against_mpmath():
-    """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes and the header use the Debye sum there, 20 terms
-    below h = 32 and fewer beyond.  Seeded random points and the edges of the term-count bands."""
+    """v < 20 with sqrt(v^2 + x^2) >= 25: the lanes use the 20-term Debye sum there, the header
+    (scalar path) 20 terms below h = 32 and fewer beyond.  Seeded random points and the edges of
+    the header's term-count bands, through both paths."""
     rng = np.random.default_rng(13)
     n = 40
     v = rng.uniform(0.0, 20.0, n)
@@ -171,7 +172,10 @@ def test_block_small_order_debye_against_mpmath():
     with mpmath.workdps(40):
         ref_i = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])
     ref_k = np.array([float(_log_k_integral(a, b)) for a, b in zip(v, x)])
-    for got, ref in ((got_i, ref_i), (got_k, ref_k)):
+    head_i, head_k = np.empty_like(x), np.empty_like(x)
+    core.special._log_iv_scalar_path(v, x, head_i)
+    core.special._log_kv_scalar_path(v, x, head_k)
+    for got, ref in ((got_i, ref_i), (got_k, ref_k), (head_i, ref_i), (head_k, ref_k)):
         err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
         assert err.max() <= LOG_MAX, (err.max(), v[err.argmax()], x[err.argmax()])
         assert np.median(err) <= LOG_MEDIAN

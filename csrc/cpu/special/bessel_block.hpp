@@ -145,16 +145,10 @@ inline std::int64_t debye_bucket(double v, double x) {
 // The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
 // Debye region (v >= 20, x < 50 v^2) where v^2 + x^2 is finite and x / (v + h) a normal double;
 // also v < 20 with h = sqrt(v^2 + x^2) >= 25, where bessel.hpp uses the Debye sum as well
-// (20 terms, bucket kSmallOrderBucket, below h = 32; fewer beyond: small_order_bucket).
+// (all 20 terms, bucket kSmallOrderBucket).
 // For I only, the rest of v < 20 with x >= 2e-6 runs bessel.hpp's power series in lanes.
 // Returns 0 outside it (the scalar function), or the bucket.
 constexpr int kSmallOrderBucket = kMaxTerms / 2;
-// The Debye bucket of an order below 20 from h^2 = v^2 + x^2 (>= 25^2): bessel.hpp's
-// debye_small_order_terms / 2 (20 terms below h = 32, 18, 14 from h = 40, 12 from 64, 10 from 128).
-inline std::int64_t small_order_bucket(double h2) {
-  return kSmallOrderBucket - (h2 >= 32.0 * 32.0) - 2 * (h2 >= 40.0 * 40.0) - (h2 >= 64.0 * 64.0) -
-         (h2 >= 128.0 * 128.0);
-}
 // Written as selects, not branches: block_run computes the buckets of a whole block in one loop
 // that the compiler vectorizes (a branchy version cost ~14 cycles per element in mispredictions).
 // (& on bools, not &&: no control flow)
@@ -163,8 +157,7 @@ inline std::int64_t lane_bucket(double v, double x) {
   const bool valid = (v >= 0.0) & (x > 0.0) & (x < 1e300);  // NaN, negative, zero, infinite: scalar
   const bool hankel = x >= bessel_detail::hankel_threshold(v);
   const bool small_order = v < bessel_detail::kDebyeMinOrder;
-  const double h2 = v * v + x * x;
-  const bool debye_small = h2 >= bessel_detail::kDebyeMinRadius * bessel_detail::kDebyeMinRadius;
+  const bool debye_small = v * v + x * x >= bessel_detail::kDebyeMinRadius * bessel_detail::kDebyeMinRadius;
   std::int64_t series;
   if constexpr (kIsK) {
     series = x < 1.0 ? kSeriesShortBucket : (x <= bessel_detail::kKMidSplit ? kSeriesLongBucket : kKMidFarBucket);
@@ -173,7 +166,7 @@ inline std::int64_t lane_bucket(double v, double x) {
     series = x <= 2.0 ? kSeriesShortBucket : kSeriesLongBucket;
     series = x >= 2e-6 ? series : 0;
   }
-  std::int64_t small = debye_small ? small_order_bucket(h2) : series;
+  std::int64_t small = debye_small ? kSmallOrderBucket : series;
   // (and x < 50 v^2: not Hankel; x < 1e150: the lanes form v^2 + x^2, which overflowed past
   // 1.34e154 and made log_iv(1e100, 1e200) inf)
   const bool debye_ok = (v < 1e150) & (x > 1e-140) & (x < 1e150);
@@ -1101,12 +1094,11 @@ struct DropinLanes {
     const bool valid = (v >= 0.0) & (x > 0.0) & (x <= 1.7976931348623157e308);
     // ive, kve in the Hankel region: bessel.hpp's hankel_scaled
     const bool hankel = x >= hankel_threshold(v);
-    // orders below 20 with sqrt(v^2 + x^2) >= 25: the Debye sum (terms by h), as for the logs
+    // orders below 20 with sqrt(v^2 + x^2) >= 25: the 20-term Debye sum, as for the logs
     // (kv, kve at x >= 1 otherwise: kv_mid_group)
     const std::int64_t mid = x <= kKMidSplit ? kKMidNearDropinBucket : kKMidFarDropinBucket;
     const std::int64_t small_mid = (kIsK & (x >= 1.0)) ? mid : 0;
-    const double h2 = v * v + x * x;
-    const std::int64_t small = h2 >= kDebyeMinRadius * kDebyeMinRadius ? small_order_bucket(h2) : small_mid;
+    const std::int64_t small = v * v + x * x >= kDebyeMinRadius * kDebyeMinRadius ? kSmallOrderBucket : small_mid;
     // x > 2^50 with x >= 16 v: bessel.hpp's cancellation-free exponent (the lanes' double-double
     // one is good to eps^2 x absolute only: 7 ulp at v = 5e7, x = 2e15)
     const bool debye_far = (x >= 16.0 * v) & (x > 1.125899906842624e15);
