@@ -10,6 +10,7 @@ sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / I
 Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared), wall time
 with --threads above 1, medians of interleaved rounds.  Usage:
 python bench/quant/bench_quant_speed.py [--quick] [--out FILE] [--gemv] [--rounds N] [--threads N|all] [--no-amx]
+    [--layers-only] [--batches 1,2,3,...] [--real-weights]
 """
 from __future__ import annotations
 
@@ -115,11 +116,20 @@ def layer_modules(lin):
     return mods
 
 
-def layer_table(shapes, batches, rounds):
+def minilm_linear(k, n):
+    """The first nn.Linear of all-MiniLM-L6-v2 with in_features k and out_features n (real weights)."""
+    model, _, _ = minilm()
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Linear) and (m.in_features, m.out_features) == (k, n))
+
+
+def layer_table(shapes, batches, rounds, real=False):
+    """real: MiniLM's own weights for its shapes (their outliers take the OVP kernels' sparse
+    correction), else nn.Linear's random initialisation (seed 0)."""
     rows = ["| layer | batch | fp32 (us) | " + " | ".join(LAYER_METHODS) + " |", "|---|---|---|" + "---|" * len(LAYER_METHODS)]
     for k, n in shapes:
         torch.manual_seed(0)
-        mods = layer_modules(torch.nn.Linear(k, n).eval())
+        real_here = real and (k, n) in ((384, 384), (384, 1536), (1536, 384))
+        mods = layer_modules(minilm_linear(k, n) if real_here else torch.nn.Linear(k, n).eval())
         for b in batches:
             x = torch.randn(b, k)
             reps = max(1, int(2e7 / (b * k * n)))
@@ -196,6 +206,10 @@ def main():
     ap.add_argument("--threads", default="1",
                     help="threads of torch and numkern: a number or 'all' (os.cpu_count()); with more than one "
                          "the times are wall time")
+    ap.add_argument("--batches", default=None, help="batch sizes of the layer table, comma-separated (default 1,4,16,64)")
+    ap.add_argument("--real-weights", action="store_true",
+                    help="the layer table on all-MiniLM-L6-v2's own weights (its first layer of each shape)")
+    ap.add_argument("--layers-only", action="store_true", help="only the layer table")
     a = ap.parse_args()
     if a.no_amx:
         from numkern import _core
@@ -222,7 +236,12 @@ def main():
     if a.model_only:
         print(model_table(rounds))
         return
-    parts = [header, "", layer_table(shapes, (1, 4, 16, 64), rounds), "", model_table(rounds), "", quant_table(not a.quick)]
+    batches = tuple(int(b) for b in a.batches.split(",")) if a.batches else (1, 4, 16, 64)
+    layers = layer_table(shapes, batches, rounds, a.real_weights)
+    if a.layers_only:
+        print(header + ("; MiniLM's own weights" if a.real_weights else "") + "\n\n" + layers)
+        return
+    parts = [header, "", layers, "", model_table(rounds), "", quant_table(not a.quick)]
     text = "\n".join(parts)
     print(text)
     if a.out:
