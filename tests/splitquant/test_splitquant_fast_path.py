@@ -56,6 +56,25 @@ def test_decode_is_bitwise_the_scalar_decode(isa, bits, k, n, gs):
     assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("k,n,gs", [(600, 45, 40), (600, 33, 300), (640, 40, 128), (520, 9, 24), (250, 37, 5)])
+def test_panel_gemm_over_decode_chunks(isa, bits, k, n, gs):
+    """From 8 rows the panel GEMM decodes whole groups a chunk at a time (256 columns or the
+    multiple of the group size below it, one group when it is longer; the whole row when a chunk
+    would not start on a byte of the codes): several chunks, a partial last chunk, groups longer
+    than a chunk, odd group sizes; every batch row within the bound, and each row the same as the
+    row computed alone (below the GEMM switch) within the bound too."""
+    m = _layer(k, n, bits, gs, k + n + bits)
+    g = torch.Generator().manual_seed(k + gs)
+    x = torch.randn(40, k, generator=g)
+    with torch.no_grad():
+        y = m(x)
+        _check(y, x, m)
+        one = torch.cat([m(x[i:i + 1]) for i in range(0, 40, 13)])
+    _check(one, x[0:40:13], m)
+    assert torch.allclose(y[0:40:13], one, rtol=0, atol=float((1e-5 * (x[0:40:13].abs() @ m.dequantized_weight().abs().T)).max()) * 2)
+
+
 def test_corrupt_ids_decode_to_nan_on_the_vector_path():
     m = _layer(64, 8, 4, 16, 0)
     assert m.scales.shape[2] == 3

@@ -428,8 +428,8 @@ NK_TIERED(void, dot4x4, dot4x4_body, , (const float* x, const float* w, index_t 
 // ---- panel GEMM (batches of kGemmRows rows or more), compiled once per tier ----
 constexpr index_t kGemmRows = 8;  // fewer batch rows: decode 4 rows, dot4 / dot4x4 (below)
 constexpr int kPanel = 32;        // weight rows of a panel
-constexpr index_t kChunk = 128;   // columns of the transposed panel a tile pass reads: 16 KiB, in L1
-constexpr index_t kBlock = 64;    // batch rows whose panel sums are kept at once
+constexpr index_t kChunk = 256;   // columns decoded at a time (whole groups): [32][256] + [256][32] floats, 64 KiB
+constexpr index_t kBlock = 256;   // batch rows whose panel sums are kept at once (32 KiB)
 
 struct GemmArgs {
   const float* x;
@@ -440,6 +440,7 @@ struct GemmArgs {
   int bits, k;
   const float* bias;
   float* y;
+  index_t chunk;  // columns decoded at a time: a multiple of group_size (whole groups), kChunk or near
 };
 
 #define NK_TIER_FILE "cpu/splitquant/splitquant_gemm.inc"
@@ -459,11 +460,11 @@ void gemm_panels(const GemmArgs& a) {
   {
     // per thread, kept between calls (grown when a layer needs more): no allocation per call
     static thread_local std::vector<float> scratch;
-    const size_t need = static_cast<size_t>(2 * kPanel * a.in + kBlock * kPanel);
+    const size_t need = static_cast<size_t>(2 * kPanel * a.chunk + kBlock * kPanel);
     if (scratch.size() < need) scratch.resize(need);
     float* rows = scratch.data();
-    float* wt = rows + kPanel * a.in;
-    float* c = wt + kPanel * a.in;
+    float* wt = rows + kPanel * a.chunk;
+    float* c = wt + kPanel * a.chunk;
 #if NK_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -493,9 +494,12 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y) {
   if (n >= kGemmRows) {
     const index_t groups = in / group_size;
+    // whole groups a chunk, and a multiple of 8 columns (the codes' byte boundary at 2 bits: 4)
+    index_t chunk = group_size >= kChunk ? group_size : kChunk / group_size * group_size;
+    if ((chunk * bits) % 8 != 0 || chunk % 4 != 0) chunk = in;  // (odd group sizes: one chunk)
     return gemm_panels(GemmArgs{x, n, in, codes, clusters, scales, offsets, out, group_size,
                                 nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
-                                groups, bits, k, bias, y});
+                                groups, bits, k, bias, y, std::min(chunk, in)});
   }
   // Four output rows are decoded into a small buffer and share every load of an input row;
   // the buffer (4 x in floats) stays in L1/L2 while all n input rows stream past it.
