@@ -116,9 +116,8 @@ def layer_modules(lin):
     return mods
 
 
-def minilm_linear(k, n):
-    """The first nn.Linear of all-MiniLM-L6-v2 with in_features k and out_features n (real weights)."""
-    model, _, _ = minilm()
+def minilm_linear(model, k, n):
+    """The first nn.Linear of `model` (all-MiniLM-L6-v2) with in_features k and out_features n."""
     return next(m for m in model.modules() if isinstance(m, torch.nn.Linear) and (m.in_features, m.out_features) == (k, n))
 
 
@@ -126,10 +125,11 @@ def layer_table(shapes, batches, rounds, real=False):
     """real: MiniLM's own weights for its shapes (their outliers take the OVP kernels' sparse
     correction), else nn.Linear's random initialisation (seed 0)."""
     rows = ["| layer | batch | fp32 (us) | " + " | ".join(LAYER_METHODS) + " |", "|---|---|---|" + "---|" * len(LAYER_METHODS)]
+    model = minilm()[0] if real else None  # (loaded once)
     for k, n in shapes:
         torch.manual_seed(0)
         real_here = real and (k, n) in ((384, 384), (384, 1536), (1536, 384))
-        mods = layer_modules(minilm_linear(k, n) if real_here else torch.nn.Linear(k, n).eval())
+        mods = layer_modules(minilm_linear(model, k, n) if real_here else torch.nn.Linear(k, n).eval())
         for b in batches:
             x = torch.randn(b, k)
             reps = max(1, int(2e7 / (b * k * n)))

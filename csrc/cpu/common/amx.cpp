@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cpu/common/dispatch.hpp"
+#include "cpu/common/threads.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 11 && defined(__linux__)
 #define NK_AMX_BUILT 1
@@ -65,6 +66,14 @@ bool cpu_has() {
 }
 
 std::uint64_t products() { return g_products.load(std::memory_order_relaxed); }
+
+Units panel_units(index_t npanels, index_t panel_tile_bytes, long long work) {
+  const int nt0 = threads_for(npanels, work);
+  index_t per_unit = std::max<index_t>(1, std::min(kUnitPanels, kUnitTileBytes / panel_tile_bytes));
+  if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));  // two units a thread
+  const index_t units = (npanels + per_unit - 1) / per_unit;
+  return Units{per_unit, units, threads_for(units, work)};
+}
 bool allowed() { return allowed_slot().load(std::memory_order_relaxed); }
 void set_allowed(bool on) { allowed_slot().store(on, std::memory_order_relaxed); }
 

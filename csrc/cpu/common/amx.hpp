@@ -29,6 +29,17 @@ bool allowed();          // not turned off (NUMKERN_AMX=0 at load, set_allowed(f
 void set_allowed(bool on);
 // Number of block_product calls so far, all threads (tests: did the tiles run?).
 std::uint64_t products();
+// How the AMX paths (olive's float GEMM and int8 products) cut npanels weight panels into units,
+// each unit's panels converted to tiles together and multiplied by every batch block: at most
+// kUnitPanels panels and kUnitTileBytes of tiles (panel_tile_bytes each; at least one panel), and
+// when `work` multiply-adds run on several threads (threads_for) at least two units a thread.
+constexpr index_t kUnitPanels = 8;
+constexpr index_t kUnitTileBytes = 256 * 1024;
+struct Units {
+  index_t per_unit, units;
+  int threads;
+};
+Units panel_units(index_t npanels, index_t panel_tile_bytes, long long work);
 
 constexpr index_t kTileRows = 16;  // batch rows of an A tile; pair rows of a B tile
 constexpr index_t kStepK = 32;     // k values of a tile step (16 pairs of bfloat16)

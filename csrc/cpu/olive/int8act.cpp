@@ -261,24 +261,21 @@ void finish_block(const Epilogue& e, index_t b0, int mb, index_t r0, int nr, con
 
 // The integer dot products on AMX tiles (TDPBSSD, exact int32), from kAmxBatch batch rows where
 // amx::usable_int8(): per chunk of batch rows (its A tiles at most kAmxATileBytes) the activation
-// codes as A tiles, then units of up to kAmxPanels panels of 32 weight rows (their B tiles, gathered
-// from the pack's int8 rows per call, at most kAmxBTileBytes or one panel), threaded, and
+// codes as A tiles, then units of panels of 32 weight rows (amx::panel_units; their B tiles
+// gathered from the pack's int8 rows per call), threaded, and
 // finish_block per 32 x 32 block: bitwise the result of the other tiers' dot products (the same
 // exact integers).  Buffers are per thread and kept between calls, bounded by those sizes.
 constexpr index_t kAmxBatch = 16;
-constexpr index_t kAmxPanels = 8;
-constexpr index_t kAmxATileBytes = 8 * 1024 * 1024, kAmxBTileBytes = 256 * 1024;
+constexpr index_t kAmxATileBytes = 8 * 1024 * 1024;
 constexpr index_t kAmxMaxK = (index_t{1} << 31) / (127 * 127) / 64 * 64;  // int32 sums stay exact
 void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
   const PackView& pv = *e.pv;
   const index_t n = pv.h.n, k = pv.h.k, npanels = (n + 31) / 32;
   const index_t k_pad = amx::round_up(k, amx::kStepK8), panel_bytes = k_pad * 32;
   const index_t chunk = std::max<index_t>(32, kAmxATileBytes / k_pad / 32 * 32);
-  const int nt0 = threads_for(npanels, batch * n * k);
-  index_t per_unit = std::max<index_t>(1, std::min(kAmxPanels, kAmxBTileBytes / panel_bytes));
-  if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));
-  const index_t units = (npanels + per_unit - 1) / per_unit;
-  const int nt = threads_for(units, batch * n * k);
+  const amx::Units split = amx::panel_units(npanels, panel_bytes, batch * n * k);
+  const index_t per_unit = split.per_unit, units = split.units;
+  const int nt = split.threads;
   (void)nt;
   static thread_local std::vector<std::int8_t> at;  // the calling thread's A tiles
   for (index_t c0 = 0; c0 < batch; c0 += chunk) {
@@ -291,7 +288,7 @@ void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
 #endif
     for (index_t u = 0; u < units; ++u) {
       static thread_local std::vector<std::int8_t> tiles;
-      alignas(64) static thread_local std::int32_t c[kAmxPanels * 32 * 32];
+      alignas(64) static thread_local std::int32_t c[amx::kUnitPanels * 32 * 32];
       const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
       if (tiles.size() < static_cast<size_t>(np * panel_bytes)) tiles.resize(static_cast<size_t>(np * panel_bytes));
       for (index_t i = 0; i < np; ++i) {

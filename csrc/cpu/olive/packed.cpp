@@ -306,13 +306,11 @@ bool weights_exact_bf16(const PanelArgs& a) {
 
 // The AMX path of matmul_panels (false: fewer than kAmxBatch rows, no AMX, a weight not exact in
 // bfloat16, or x not finite; the float path runs).  Per chunk of batch rows (its three bfloat16
-// planes at most kAmxPlaneBytes), units of up to kAmxPanels panels, threaded: the unit's panels
-// converted to tiles straight from the pack (panel_tiles; at most kAmxTileBytes, or one panel),
+// planes at most kAmxPlaneBytes), units of panels (amx::panel_units), threaded: the unit's panels
+// converted to tiles straight from the pack (panel_tiles),
 // then for every 32 batch rows
 // amx::block_product into the sums, finished as the float path does.  Buffers are per thread and
 // kept between calls, bounded by those sizes (not by the layer's).
-constexpr index_t kAmxPanels = 8;                  // panels of a unit: 32 x 256 sums, 32 KiB
-constexpr index_t kAmxTileBytes = 256 * 1024;      // a unit's tiles (a smaller unit for long rows)
 constexpr index_t kAmxPlaneBytes = 8 * 1024 * 1024;  // the calling thread's planes of a row chunk
 void matmul_panels_float(const PanelArgs& a);
 
@@ -321,11 +319,10 @@ bool matmul_panels_amx(const PanelArgs& a0) {
   const index_t k = a0.pv->h.k, n = a0.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
   const index_t k_pad = amx::round_up(k, amx::kStepK), panel_elems = k_pad * kPanelRows;
   const index_t chunk = std::max<index_t>(32, kAmxPlaneBytes / (6 * k_pad) / 32 * 32);  // batch rows
-  const int nt0 = threads_for(npanels, a0.batch * n * k);
-  index_t per_unit = std::max<index_t>(1, std::min(kAmxPanels, kAmxTileBytes / (2 * panel_elems)));
-  if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));  // two units a thread
-  const index_t units = (npanels + per_unit - 1) / per_unit;
-  const int nt = threads_for(units, a0.batch * n * k);
+  const amx::Units split = amx::panel_units(npanels, 2 * panel_elems, a0.batch * n * k);
+  const index_t per_unit = split.per_unit, units = split.units;
+  const int nt = split.threads;  // (the sums of a unit, 32 x 32 per panel and 32 rows, fit kScratch)
+  static_assert(amx::kUnitPanels * 32 * kPanelRows <= kScratch, "a unit's sums fit the scratch");
   (void)nt;
   static thread_local std::vector<std::uint16_t> planes;  // the calling thread's
   for (index_t c0 = 0; c0 < a0.batch; c0 += chunk) {
