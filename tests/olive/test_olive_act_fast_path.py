@@ -96,3 +96,40 @@ def test_cache_stays_out_of_copies():
     for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert "_nk_fast" not in c.__dict__
         assert torch.equal(c(x), y)
+
+
+def test_call_runner_follows_settings_and_refuses_bad_input():
+    """The LayerRunner of an activation-quantized layer (OVPLinear.__call__): bitwise the general
+    path; None (the general call decides) once an activation setting changes, a calibration
+    starts, or x holds a non-finite value; bad arguments to its constructor are clear errors."""
+    m = _layer(64, 24, 4)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 64, generator=g) * 2
+    m(x)
+    st = m.__dict__["_nk_fast"]
+    with torch.no_grad():
+        assert torch.equal(st.run(m, x), _general(m, x))
+    bad = x.clone()
+    bad[2, 1] = float("inf")
+    assert st.run(m, bad) is None
+    with pytest.raises(ValueError):
+        m(bad)
+    m.both_outliers = "left"  # a setting the kernel reads
+    assert st.run(m, x) is None
+    m.both_outliers = "larger"
+    assert st.run(m, x) is not None
+    m._calib = []  # calibrate() records through the general path
+    assert st.run(m, x) is None
+    m._calib = None
+    pk, scales = st.args[0], st.args[1]
+    args = (pk, scales, True, None, (), (1.0, 8, 0, False), torch.Tensor, torch.float32, torch.strided, torch.from_numpy)
+    with pytest.raises(ValueError, match="act_alpha"):
+        C.LayerRunner(*args[:5], (0.0, 8, 0, False), *args[6:])
+    with pytest.raises(ValueError, match="layout 'rows'"):
+        C.LayerRunner(C.prepack(m.codes.numpy(), m.scales.numpy(), True, 64, 4, 0, "panels"), *args[1:])
+    with pytest.raises(ValueError, match="bias"):
+        C.LayerRunner(pk, scales, True, np.zeros(3, np.float32), *args[4:])
+    with pytest.raises(ValueError, match="watch"):
+        C.LayerRunner(*args[:4], ((m.__dict__, "x", None, -5),), *args[5:])
+    r = C.LayerRunner(*args)  # no call checks set: never runs
+    assert r.run(m, x) is None

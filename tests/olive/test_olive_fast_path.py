@@ -163,3 +163,48 @@ def test_call_keeps_hooks():
     finally:
         g.remove()
     assert seen == [(2, 40), "global"]
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+def test_call_runner_takes_only_what_it_can():
+    """OVPLinear.__call__ hands x to the layer's LayerRunner (C++, numkern._core.olive) once
+    forward has made the layer's state; run() returns None -- the general call then decides --
+    for anything but an exact, float32, contiguous, strided CPU torch.Tensor needing no gradient
+    whose last dimension is in_features, while hooks are set, under torch.jit.trace, and once the
+    layer's buffers changed; otherwise it returns what forward's fast path returns, bitwise."""
+    layer = _layer()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 48, generator=g)
+    y = layer(x)  # makes the state
+    st = layer.__dict__["_nk_fast"]
+    for xx in (x, x[:0], x.reshape(2, 3, 48), x[1]):
+        r = st.run(layer, xx)
+        assert r is not None and type(r) is torch.Tensor and r.dtype == torch.float32
+        assert torch.equal(r, layer.forward(xx)) and r.shape == (*xx.shape[:-1], 40)
+    assert torch.equal(st.run(layer, x), y)
+    neg = torch._neg_view(x)
+    refused = [x.double(), x.clone().requires_grad_(True), torch.randn(48, 6, generator=g).T, x[:, :47].contiguous(),
+               x.as_subclass(_Sub), torch.randn(2, 48, generator=g).to_sparse(), neg, x.numpy(), None,
+               torch.tensor(1.0)]
+    for xx in refused:
+        assert st.run(layer, xx) is None
+    torch.testing.assert_close(layer(neg).double(), _ref(layer, -x), rtol=1e-5, atol=1e-5)  # general path
+    h = layer.register_forward_hook(lambda m, a, out: None)
+    assert st.run(layer, x) is None
+    h.remove()
+    assert st.run(layer, x) is not None
+    gh = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: None)
+    try:
+        assert st.run(layer, x) is None
+    finally:
+        gh.remove()
+    with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
+        torch.jit.trace(layer, x)
+    with torch.no_grad():
+        layer.codes[0, 0] ^= 1  # in place: the version counter moves
+    assert st.run(layer, x) is None
+    torch.testing.assert_close(layer(x).double(), _ref(layer, x), rtol=1e-5, atol=1e-5)  # a new state
+    assert layer.__dict__["_nk_fast"] is not st and layer.__dict__["_nk_fast"].run(layer, x) is not None

@@ -63,15 +63,20 @@ class QuantModule(nn.Module):
         self._dtype = torch.float32  # nominal module dtype (what .half() / .double() set)
         self.register_forward_pre_hook(_fast_path_guard)
 
-    def __call__(self, *args, **kwargs):
-        # nn.Module's call without its hook machinery when the only hook is _fast_path_guard
-        # (which does nothing): what nn.Module._call_impl does then, minus ~2 us a call
+    def _hookless(self) -> bool:
+        """True when the only hook (of this module or global) is _fast_path_guard, which does
+        nothing, and the module is not torch.compile'd: nn.Module's call is then just forward."""
         pre = self._forward_pre_hooks
-        if (len(pre) == 1 and self._compiled_call_impl is None
+        return (len(pre) == 1 and self._compiled_call_impl is None
                 and not (self._forward_hooks or self._backward_hooks or self._backward_pre_hooks
                          or _nn_module._global_forward_pre_hooks or _nn_module._global_forward_hooks
                          or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
-                and _fast_path_guard in pre.values() and not torch.compiler.is_compiling()):
+                and _fast_path_guard in pre.values())
+
+    def __call__(self, *args, **kwargs):
+        # nn.Module's call without its hook machinery when the only hook is _fast_path_guard:
+        # what nn.Module._call_impl does then, minus ~2 us a call
+        if self._hookless() and not torch.compiler.is_compiling():
             return self.forward(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 

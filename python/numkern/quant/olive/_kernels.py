@@ -25,7 +25,14 @@ kernel on the codes (``matmul``) runs.
 Eager fast path (``linear_forward``, OVPLinear.forward): float32 contiguous CPU input that needs
 no gradient, outside tracing / torch.compile, on a weight-only layer: one C++ call
 (``linear_packed``, bias fused, output allocated there) on numpy views cached per layer in a
-plain attribute, validated per call by the buffers' identity and version counters.
+plain attribute, validated per call by the buffers' identity and version counters.  Once that
+state exists, OVPLinear.__call__ skips even this: ``st.run(layer, x)`` (a
+``numkern._core.olive.LayerRunner`` made with the state, pack / scales / bias checked once) checks
+the module's hooks, torch.jit.trace, the watched buffers and settings and x itself (exact
+torch.Tensor, float32, CPU, strided, contiguous, no gradient, no negative bit, last dimension k)
+through torch's Python API, runs the same kernel, and returns None -- the general call then
+decides -- whenever any of that does not hold (~2 us less a call than forward's path:
+bench/RESULTS.md #15, sixth session).
 
 Activation-quantized layers (act_bits) on CPU without gradient take ``act_matmul``: the per-tensor
 OVP quantization of x and the matmul in integers (``matmul_int8act``, csrc/cpu/olive/int8act.hpp):
@@ -73,7 +80,7 @@ def _rows_f32(x, k):
     """x [..., K] as a float32 C-contiguous torch matrix [rows, K] (a view when it already is one)."""
     import torch
 
-    x2 = x.reshape(-1, k)
+    x2 = x.reshape(-1, k).resolve_neg()  # (a negative-bit view has no numpy view)
     return x2 if x2.dtype == torch.float32 and x2.is_contiguous() else x2.to(torch.float32).contiguous()
 
 
@@ -174,7 +181,7 @@ class _Fast:
     buffers it was made from (identity and version counter: any change, in place or by
     replacement, invalidates it) and numpy views of the panel pack, scales and float32 bias."""
 
-    __slots__ = ("codes", "cv", "scales", "sv", "bias", "bv", "pack", "scales_np", "bias_np", "k")
+    __slots__ = ("codes", "cv", "scales", "sv", "bias", "bv", "pack", "scales_np", "bias_np", "k", "run")
     act = False
 
     def __init__(self, layer):
@@ -188,11 +195,31 @@ class _Fast:
         self.pack, self.scales_np, self.k = p.packed_np()[1], p.scales, p.k
         self.bias_np = (None if self.bias is None
                         else self.bias.detach().to(torch.float32).contiguous().numpy())
+        self.run = _runner(self.pack, self.scales_np, self.bias_np,
+                           ((b, "codes", self.codes, self.cv), (b, "scales", self.scales, self.sv),
+                            (b, "bias", self.bias, self.bv)), None)
 
     def valid(self, buffers):
         c, s, b = buffers["codes"], buffers["scales"], buffers["bias"]
         return (c is self.codes and s is self.scales and b is self.bias and c._version == self.cv
                 and s._version == self.sv and (b is None or b._version == self.bv))
+
+
+def _runner(pack, scales, bias, watch, act):
+    """run(x) of numkern._core.olive.LayerRunner on the pack: the layer call on a torch tensor
+    (OVPLinear.__call__), None when the fast path does not apply or a watched entry changed."""
+    import torch
+    from torch.nn.modules import module as m
+
+    from ..._core import olive
+    from .._torch_module import _fast_path_guard
+
+    r = olive.LayerRunner(pack, scales, True, bias, watch, act, torch.Tensor, torch.float32, torch.strided,
+                          torch.from_numpy)
+    r.set_call_checks(_fast_path_guard, (m._global_forward_pre_hooks, m._global_forward_hooks,
+                                         m._global_backward_hooks, m._global_backward_pre_hooks),
+                      torch._C._is_tracing)
+    return r.run
 
 
 def fast_state(layer):
@@ -236,7 +263,7 @@ class _ActFast:
     act_matmul's integer product plus the bias added in float32, bitwise what
     _OVPBase._gemm computes (tests/olive/test_olive_act_fast_path.py)."""
 
-    __slots__ = ("bufs", "versions", "d", "fmt", "args", "bias_np", "k")
+    __slots__ = ("bufs", "versions", "d", "fmt", "args", "bias_np", "k", "run")
     act = True
     _NAMES = ("codes", "scales", "bias", "act_alpha")
 
@@ -256,6 +283,11 @@ class _ActFast:
         st.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
         st.args = (p.packed_np("rows")[1], p.scales, True, alpha, layer.act_bits, _NORMAL[layer.act_normal],
                    layer.both_outliers == "left")
+        b, d = layer._buffers, st.d
+        watch = tuple((b, n, t, None if t is None else v) for n, t, v in zip(cls._NAMES, st.bufs, st.versions))
+        watch += ((d, "_calib", None, None), (d, "act_bits", d["act_bits"], -1), (d, "act_normal", d["act_normal"], -1),
+                  (d, "both_outliers", d["both_outliers"], -1))
+        st.run = _runner(st.args[0], st.args[1], st.bias_np, watch, (alpha, st.args[4], st.args[5], st.args[6]))
         return st
 
     def valid(self, buffers):

@@ -170,13 +170,25 @@ class OVPLinear(_OVPBase):
                          both_outliers=both_outliers)
         return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
 
+    def __call__(self, *args, **kwargs):
+        # the eager fast path, once forward has made the layer's state (_kernels.fast_state): one
+        # C++ call (numkern._core.olive.LayerRunner.run) that checks the hooks, torch.jit.trace,
+        # x and the layer's buffers and settings itself and returns None (then the general call
+        # below) when it does not apply
+        st = self.__dict__.get("_nk_fast")
+        if st is not None and len(args) == 1 and not kwargs and not _is_compiling():
+            y = st.run(self, args[0])
+            if y is not None:
+                return y
+        return super().__call__(*args, **kwargs)
+
     def forward(self, x):
         # eager fast path (quant/olive/_kernels.py): one C++ call for float32 CPU input needing no
         # gradient, outside tracing and torch.compile; everything else takes QuantModule.forward
         if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
                 and not _is_tracing() and not _is_compiling()):
             st = _kernels.fast_state(self)
-            if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous():
+            if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous() and not x.is_neg():
                 y = _kernels.linear_forward(st, x)
                 if y is not None:  # None: non-finite x on the act path (the general path raises)
                     return y
