@@ -399,34 +399,8 @@ NK_FORCE_INLINE inline double rgamma_lane(double mu) {
 
 // bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
 //   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
-// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; the group sums the terms k <= K for the
-// K of series_terms (at most 12: 1 / (13!)^2 < 1e-19); kLong: until every lane's term is below
-// 1e-17 of its sum (x < 25).
-//
-// series_terms: the fewest terms K such that the tail of every lane, sum_{k > K} q^k / (k! (v+1)_k)
-// <= t_{K+1} / (1 - r) with t_k = qmax^k / (k! (vmin+1)_k) and r = qmax / ((K+2) (vmin+K+2)) <= 1/8,
-// is below 1e-17 of its sum (>= 1); at most kMax.
-// (qmax, vmin from the lanes' q >= 0 and v >= 0 as integer reductions of their bit patterns, which
-// the compiler vectorizes; t_k = tn / td without divisions: tn <= 1, td <= 13! (33)_12 < 1e30)
-inline int series_terms(const double* q, const double* v, int kmax) {
-  std::int64_t qbits = 0, vbits = INT64_MAX;
-  for (int l = 0; l < kLanes; ++l) {
-    const std::int64_t qb = static_cast<std::int64_t>(m::to_bits(q[l]));
-    const std::int64_t vb = static_cast<std::int64_t>(m::to_bits(v[l]));
-    qbits = qb > qbits ? qb : qbits;
-    vbits = vb < vbits ? vb : vbits;
-  }
-  const double qmax = m::from_bits(static_cast<std::uint64_t>(qbits));
-  const double vmin = m::from_bits(static_cast<std::uint64_t>(vbits));
-  double tn = 1.0, td = 1.0;
-  int k = 0;
-  do {
-    ++k;
-    tn *= qmax;
-    td *= k * (vmin + k);
-  } while (k < kmax && 1.125 * tn * qmax >= 1e-17 * (td * ((k + 1) * (vmin + k + 1))));
-  return k;
-}
+// with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; twelve terms (below); kLong: until every
+// lane's term is below 1e-17 of its sum (x < 25).
 template <bool kLong>
 inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
@@ -456,12 +430,23 @@ inline void series_group(const double* v, const double* x, double* out, std::int
       if (!any) break;
     }
   } else {
-    const int terms = series_terms(q, v, 12);
-    for (int k = 1; k <= terms; ++k)
+    // twelve terms (1 / (13!)^2 < 1e-19: enough at any q <= 1) from the innermost out,
+    // S_(k-1) = 1 + q S_k / c_k with c_k = k (v + k), as num / den: one division per lane, not
+    // one per term (den < 13! 32^12 < 1e28), and a fixed count, so that a lane's bits do not
+    // depend on its group (series_small_x_group's v < 20 lanes, the AVX-512 tier's, sum alike)
+    double num[kLanes], den[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      num[l] = 1.0;
+      den[l] = 1.0;
+    }
+#pragma GCC unroll 12
+    for (int k = 12; k >= 1; --k)
       for (int l = 0; l < kLanes; ++l) {
-        term[l] *= q[l] * (1.0 / (k * (v[l] + k)));
-        sum[l] += term[l];
+        const double c = k * (v[l] + k);
+        num[l] = m::muladd(q[l], num[l], den[l] * c);
+        den[l] = den[l] * c;
       }
+    for (int l = 0; l < kLanes; ++l) sum[l] = num[l] / den[l];
   }
   // (x/2)^n / prod (mu + j) as two products (no division per factor); both stay in range:
   // (x/2)^19 in [1e-120, 1e21], 20! < 3e18.  At x <= 2 (not kLong) without (x/2)^n:
@@ -512,10 +497,8 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   }
   // the kTerms terms as num / den from the innermost out, S_(k-1) = 1 + t_k S_k with
   // t_k = q / (k (v + k)) = (q / v) / c_k, c_k = k (1 + k / v) in [k, 1.5 k] (den <= 10! 1.5^10 at
-  // any v): one division per lane, not one per term.  (A fixed count, not series_terms' bound per
-  // group: summed from the innermost term, the bits of a lane would depend on its group's count.
-  // At v < 20, series_group keeps the forward sum of the header's log_iv_series, whose bits
-  // test_special_api.py::test_negative_argument compares with the header path's.)
+  // any v): one division per lane, not one per term.  (A fixed count, not a bound over the
+  // group's lanes: summed from the innermost term, the bits of a lane would depend on its group.)
   double num[kLanes], den[kLanes], inv_v[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     inv_v[l] = 1.0 / vl[l];
