@@ -69,14 +69,37 @@ int lloyd1d(py::object values_obj, py::object centers_obj, py::object labels_obj
 }
 
 // y (n, out) = x (n, in) W^T + bias, W in the fused format.
+// index: None or the weight's lane index (lane_index; not checked against the codes: a wrong
+// one gives wrong numbers, never an out-of-bounds access).
 void fused_linear(py::object x, py::object codes, py::object clusters, py::object scales, py::object offsets,
-                  py::object bias, py::object y, index_t group_size, int bits) {
+                  py::object bias, py::object y, index_t group_size, int bits, py::object index_obj) {
   splitquant_views::Linear l =
       splitquant_views::linear(x, codes, clusters, scales, offsets, bias, y, group_size, bits, pyb::Where::host);
+  const std::uint8_t* index = nullptr;
+  ArrayView iv;
+  if (!index_obj.is_none()) {
+    if (bits == 8) throw py::value_error("index: the lane index holds 2- and 4-bit codes");
+    iv = as_view(index_obj, "index").dtype<std::uint8_t>().shape({l.f.out, l.in}).host().c_contiguous();
+    index = iv.ptr<std::uint8_t>();
+  }
   py::gil_scoped_release release;
   cpu::splitquant::fused_linear(l.x.ptr<float>(), l.n, l.in, l.f.codes.ptr<std::uint8_t>(),
                                 l.f.clusters.ptr<std::uint8_t>(), l.f.scales.ptr<float>(), l.f.offsets.ptr<float>(),
-                                l.f.out, group_size, bits, l.f.k, l.bias_ptr, l.y.ptr<float>());
+                                l.f.out, group_size, bits, l.f.k, l.bias_ptr, l.y.ptr<float>(), index);
+}
+
+// index (out, in) uint8 = id << bits | code of every weight (2- or 4-bit codes).
+void lane_index(py::object codes_obj, py::object clusters_obj, py::object index_obj, int bits) {
+  if (bits != 2 && bits != 4) throw py::value_error("bits: the lane index holds 2- and 4-bit codes");
+  ArrayView index = as_view(index_obj, "index").dtype<std::uint8_t>().ndim(2).host().c_contiguous();
+  const index_t out = index.dim(0), in = index.dim(1);
+  ArrayView codes = as_view(codes_obj, "codes").dtype<std::uint8_t>().host().c_contiguous().shape(
+      {out, nk::splitquant::packed_row_bytes(in, bits)});
+  ArrayView clusters = as_view(clusters_obj, "clusters").dtype<std::uint8_t>().host().c_contiguous().shape(
+      {out, nk::splitquant::packed_row_bytes(in, 2)});
+  std::uint8_t* pi = index.mut<std::uint8_t>();
+  py::gil_scoped_release release;
+  cpu::splitquant::lane_index(codes.ptr<std::uint8_t>(), clusters.ptr<std::uint8_t>(), out, in, bits, pi);
 }
 
 // w (out, in) = the dense weight of the fused format.
@@ -102,7 +125,14 @@ void bind_splitquant(py::module_& m) {
         "Lloyd iterations from the initial centers (updated in place) with scikit-learn's conventions; "
         "returns the iteration count.");
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"), py::arg("scales"),
-        py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"));
+        py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"),
+        py::arg("index") = py::none());
+  m.def("lane_index", &lane_index, py::arg("codes"), py::arg("clusters"), py::arg("index"), py::arg("bits"),
+        "index (out, in) uint8 = cluster id << bits | code of every weight (bits 2 or 4): the lane index "
+        "fused_linear takes for few batch rows.");
+  m.def("index_applies", &cpu::splitquant::index_applies, py::arg("n"), py::arg("group_size"), py::arg("bits"),
+        "Whether fused_linear runs its few-row kernel (weights in registers; with an index, looked up) for n "
+        "batch rows on the active tier.");
   m.def("fused_decode", &fused_decode, py::arg("codes"), py::arg("clusters"), py::arg("scales"), py::arg("offsets"),
         py::arg("w"), py::arg("group_size"), py::arg("bits"));
 }

@@ -87,10 +87,12 @@ def test_corrupt_ids_decode_to_nan_on_the_vector_path():
 
 @pytest.mark.parametrize("bits", [2, 4])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fast_path_matches_reference_and_general_path(isa, bits, bias):
-    m = _layer(200, 70, bits, 8, 3, bias=bias)
+@pytest.mark.parametrize("gs", [8, 16])  # 16: the few-row kernel with the layer's lane index
+def test_fast_path_matches_reference_and_general_path(isa, bits, bias, gs):
+    m = _layer(208 if gs == 16 else 200, 70, bits, gs, 3, bias=bias)
+    d = m.in_features
     g = torch.Generator().manual_seed(1)
-    for shape in [(1, 200), (7, 200), (8, 200), (3, 45, 200), (130, 200), (0, 200), (200,)]:
+    for shape in [(1, d), (7, d), (8, d), (15, d), (16, d), (3, 45, d), (130, d), (0, d), (d,)]:
         x = torch.randn(shape, generator=g)
         with torch.no_grad():
             y = m(x)
@@ -136,3 +138,74 @@ def test_cache_stays_out_of_copies():
     for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert "_nk_fast" not in c.__dict__
         assert torch.equal(c(x), y)
+
+
+def _lane_index_reference(codes, clusters, out, n_in, bits):
+    """id << bits | code of every weight, from the packed bytes by numpy (little-endian fields)."""
+    per = 8 // bits
+    cb = np.unpackbits(codes[:, :, None], axis=2, bitorder="little").reshape(out, -1, per, bits)
+    code = (cb * (1 << np.arange(bits))).sum(-1).reshape(out, -1)[:, :n_in]
+    ib = np.unpackbits(clusters[:, :, None], axis=2, bitorder="little").reshape(out, -1, 4, 2)
+    ids = (ib * np.array([1, 2])).sum(-1).reshape(out, -1)[:, :n_in]
+    return ((ids << bits) | code).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("k_clusters", [1, 3, 4])
+@pytest.mark.parametrize("n_in,out,gs", [(256, 70, 128), (96, 40, 16), (480, 23, 32), (64, 5, 64)])
+def test_few_rows_kernel_with_and_without_the_lane_index(isa, bits, k_clusters, n_in, out, gs):
+    """1 to 15 batch rows with 2- / 4-bit codes and groups of a multiple of 16 take the few-row
+    kernel on the AVX-512 tier (weights in registers; with the lane index, looked up in per-group
+    tables): bitwise the same result with and without the index on every tier (elsewhere the index
+    is ignored), within the documented bound of the float64 product, and a corrupt id (3 of a
+    k = 3 layer) gives NaN in its row only."""
+    torch.manual_seed(n_in + out + bits)
+    lin = torch.nn.Linear(n_in, out)
+    m = splitquant(torch.nn.Sequential(lin), bits=bits, k=k_clusters, fused=True, group_size=gs)[0]
+    parts = [t.numpy() for t in (m.codes, m.clusters, m.scales, m.offsets)]
+    index = np.empty((out, n_in), np.uint8)
+    C.lane_index(parts[0], parts[1], index, bits)
+    assert np.array_equal(index, _lane_index_reference(parts[0], parts[1], out, n_in, bits))
+    w = m.dequantized_weight().double()
+    b = m.bias.numpy()
+    g = np.random.default_rng(out)
+    for rows in (1, 2, 3, 5, 7, 8, 11, 15, 16):
+        x = g.standard_normal((rows, n_in)).astype(np.float32)
+        y0 = np.empty((rows, out), np.float32)
+        y1 = np.empty((rows, out), np.float32)
+        C.fused_linear(x, *parts, b, y0, gs, bits)
+        C.fused_linear(x, *parts, b, y1, gs, bits, index)
+        assert np.array_equal(y0.view(np.uint32), y1.view(np.uint32)), rows
+        ref = torch.from_numpy(x).double() @ w.T + m.bias.double()
+        bound = 1e-5 * (torch.from_numpy(x).double().abs() @ w.abs().T + m.bias.double().abs())
+        assert torch.all((torch.from_numpy(y1).double() - ref).abs() <= bound), rows
+    if k_clusters == 3:
+        bad_ids = parts[1].copy()
+        bad_ids[2, 1] |= 0b11 << 4  # weight (2, 6): id 3
+        bad_index = index.copy()
+        bad_index[2, 6] = (3 << bits) | (bad_index[2, 6] & ((1 << bits) - 1))
+        x = g.standard_normal((3, n_in)).astype(np.float32)
+        cases = [(None, bad_ids)] + ([(bad_index, parts[1])] if C.index_applies(3, gs, bits) else [])
+        for idx, ids in cases:
+            y = np.empty((3, out), np.float32)
+            C.fused_linear(x, parts[0], ids, parts[2], parts[3], b, y, gs, bits, idx)
+            assert np.isnan(y[:, 2]).all() and np.isfinite(np.delete(y, 2, axis=1)).all()
+
+
+def test_lane_index_arguments():
+    m = _layer(64, 8, 4, 16, 0)
+    parts = [t.numpy() for t in (m.codes, m.clusters, m.scales, m.offsets)]
+    x = np.ones((2, 64), np.float32)
+    y = np.empty((2, 8), np.float32)
+    with pytest.raises(ValueError, match="^index: "):
+        C.fused_linear(x, *parts, None, y, 16, 4, np.zeros((8, 63), np.uint8))
+    with pytest.raises(TypeError, match="^index: "):
+        C.fused_linear(x, *parts, None, y, 16, 4, np.zeros((8, 64), np.int32))
+    with pytest.raises(ValueError, match="^bits: "):
+        C.lane_index(parts[0], parts[1], np.zeros((8, 64), np.uint8), 8)
+    with pytest.raises(ValueError, match="^codes: "):
+        C.lane_index(parts[0], parts[1], np.zeros((8, 66), np.uint8), 4)
+    m8 = _layer(64, 8, 8, 16, 0)
+    p8 = [t.numpy() for t in (m8.codes, m8.clusters, m8.scales, m8.offsets)]
+    with pytest.raises(ValueError, match="^index: "):
+        C.fused_linear(x, *p8, None, y, m8.group_size, 8, np.zeros((8, 64), np.uint8))

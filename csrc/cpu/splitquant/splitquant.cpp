@@ -352,6 +352,132 @@ NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t
     }
   }
 }
+
+// ---- few batch rows (AVX-512): the weights in registers, never stored ----------------------
+// y[m][o] = sum_i x[m][i] W(o, i) (+ bias) for M < kFewRows batch rows and the output rows
+// [o0, o1), 2- or 4-bit codes, group_size % 16 == 0.  Sixteen weights a step come either
+//   kIndex: from the lane index (one byte a weight, id << Bits | code: lane_index below) looked up
+//           in the (row, group)'s table of every weight it can hold, W = offset[c] + u * scale[c]
+//           for the 4 ids c and 2^Bits codes u (NaN for ids >= k): Bits 4 two 32-entry vpermi2ps
+//           and a blend by bit 5, Bits 2 one vpermps -- a byte load, a widening and the look-up;
+//   else:   from the codes and ids as decode_row_x16 decodes them (shuffles, shifts, two permutes
+//           of the group's lane tables, a multiply and an add);
+// both bitwise fused_weight (a multiply and an add, no fused multiply-add), and the products are
+// summed in the same order either way (U interleaved accumulator sets, then a fixed reduction),
+// so the result does not depend on whether the caller had the index (SplitQuantLinear's fast
+// path has it, its general path and FusedSplitQuantWeight.matmul do not: bitwise the same).
+template <int Bits, int M, bool kIndex>
+NK_TIER_AVX512 inline __attribute__((always_inline)) void few_rows_step(const float* x, index_t in,
+                                                                       const std::uint8_t* idx_row,
+                                                                       const std::uint8_t* codes,
+                                                                       const std::uint8_t* ids, index_t i,
+                                                                       const __m512* t, __m512* a) {
+  __m512 w;
+  if constexpr (kIndex) {
+    const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx_row + i)));
+    if constexpr (Bits == 4) {
+      const __m512 lo = _mm512_permutex2var_ps(t[0], idx, t[1]), hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
+      w = _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+    } else {
+      w = _mm512_permutexvar_ps(idx, t[0]);
+    }
+  } else {  // t[0], t[1]: the group's lane tables of scales and offsets (decode_row_x16)
+    const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
+    const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
+    std::uint32_t iw;
+    std::memcpy(&iw, ids + i / 4, 4);
+    const __m512i c = _mm512_and_si512(
+        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(iw)), quad)), two),
+        three);
+    __m512i u;
+    if constexpr (Bits == 4) {
+      const __m128i pair = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+      const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
+      u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
+    } else {
+      std::uint32_t cw;
+      std::memcpy(&cw, codes + i / 4, 4);
+      u = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
+          cmask);
+    }
+    w = _mm512_add_ps(_mm512_permutexvar_ps(c, t[1]), _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, t[0])));
+  }
+  for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * in + i), w, a[m]);
+}
+
+template <int Bits, int M, bool kIndex>
+NK_TIER_AVX512 void few_rows(const float* x, index_t in, const std::uint8_t* index, const std::uint8_t* codes,
+                             const std::uint8_t* clusters, const float* scales, const float* offsets, index_t o0,
+                             index_t o1, index_t out, index_t group_size, int k, const float* bias, float* y) {
+  static_assert(Bits == 2 || Bits == 4, "2- and 4-bit codes");
+  constexpr int U = M >= 4 ? 1 : 4 / M;
+  const index_t groups = in / group_size;
+  const index_t cb = nk::splitquant::packed_row_bytes(in, Bits), lb = nk::splitquant::packed_row_bytes(in, 2);
+  const __m512 ramp = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 nan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
+  const __m512 ramp4 = _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+  const __m512i quad_c = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __mmask16 kmask = static_cast<__mmask16>((1u << k) - 1u);
+  for (index_t o = o0; o < o1; ++o) {
+    __m512 acc[U][M];
+    for (int u = 0; u < U; ++u)
+      for (int m = 0; m < M; ++m) acc[u][m] = _mm512_setzero_ps();
+    const std::uint8_t* idx_row = kIndex ? index + o * in : nullptr;
+    const std::uint8_t* row_codes = codes + o * cb;
+    const std::uint8_t* row_ids = clusters + o * lb;
+    for (index_t g = 0; g < groups; ++g) {
+      const float* sc = scales + (o * groups + g) * k;
+      const float* of = offsets + (o * groups + g) * k;
+      // the group's k scales and offsets as lane tables (lanes >= k: scale 0, offset NaN, as
+      // lane_tables makes them), by masked loads (no scalar stores for a vector load to wait on)
+      const __m512 s4 = _mm512_maskz_loadu_ps(kmask, sc);
+      const __m512 o4 = _mm512_mask_loadu_ps(nan, kmask, of);
+      __m512 t[4];
+      if constexpr (!kIndex) {
+        t[0] = s4;
+        t[1] = o4;
+      } else if constexpr (Bits == 4) {  // t[c][u] = offset[c] + u * scale[c]
+        for (int c = 0; c < 4; ++c)
+          t[c] = c < k ? _mm512_add_ps(_mm512_set1_ps(of[c]), _mm512_mul_ps(ramp, _mm512_set1_ps(sc[c]))) : nan;
+      } else {  // t[4c + u] = offset[c] + u * scale[c]
+        t[0] = _mm512_add_ps(_mm512_permutexvar_ps(quad_c, o4),
+                             _mm512_mul_ps(ramp4, _mm512_permutexvar_ps(quad_c, s4)));
+      }
+      index_t i = g * group_size;
+      const index_t end = i + group_size;
+      for (; i + 16 * U <= end; i += 16 * U)
+        for (int u = 0; u < U; ++u)
+          few_rows_step<Bits, M, kIndex>(x, in, idx_row, row_codes, row_ids, i + 16 * u, t, acc[u]);
+      for (; i < end; i += 16) few_rows_step<Bits, M, kIndex>(x, in, idx_row, row_codes, row_ids, i, t, acc[0]);
+    }
+    for (int m = 0; m < M; ++m) {
+      __m512 sum = acc[0][m];
+      for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[u][m]);
+      y[m * out + o] = _mm512_reduce_add_ps(sum) + (bias ? bias[o] : 0.0f);
+    }
+  }
+}
+
+template <int Bits, bool kIndex>
+NK_TIER_AVX512 void few_rows_any(int n, const float* x, index_t in, const std::uint8_t* index,
+                                 const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                                 const float* offsets, index_t o0, index_t o1, index_t out, index_t group_size, int k,
+                                 const float* bias, float* y) {
+  switch (n) {
+#define NK_FEW_CASE(M) \
+  case M:              \
+    return few_rows<Bits, M, kIndex>(x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, \
+                                     bias, y);
+    NK_FEW_CASE(1) NK_FEW_CASE(2) NK_FEW_CASE(3) NK_FEW_CASE(4) NK_FEW_CASE(5) NK_FEW_CASE(6) NK_FEW_CASE(7)
+    NK_FEW_CASE(8) NK_FEW_CASE(9) NK_FEW_CASE(10) NK_FEW_CASE(11) NK_FEW_CASE(12) NK_FEW_CASE(13) NK_FEW_CASE(14)
+    NK_FEW_CASE(15)
+#undef NK_FEW_CASE
+    default: break;
+  }
+}
 #endif
 
 void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clusters,
@@ -427,6 +553,7 @@ NK_TIERED(void, dot4x4, dot4x4_body, , (const float* x, const float* w, index_t 
 
 // ---- panel GEMM (batches of kGemmRows rows or more), compiled once per tier ----
 constexpr index_t kGemmRows = 8;  // fewer batch rows: decode 4 rows, dot4 / dot4x4 (below)
+constexpr index_t kFewRows = 16;  // AVX-512, 2 / 4 bits: fewer batch rows take few_rows (above)
 constexpr int kPanel = 32;        // weight rows of a panel
 constexpr index_t kChunk = 256;   // columns decoded at a time (whole groups): [32][256] + [256][32] floats, 64 KiB
 constexpr index_t kBlock = 256;   // batch rows whose panel sums are kept at once (32 KiB)
@@ -489,9 +616,49 @@ void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const
                    offsets + o * groups * k, in, group_size, k, w + o * in);
 }
 
+bool index_applies(index_t n, index_t group_size, int bits) {
+#if NK_X86_TIERS
+  return n >= 1 && n < kFewRows && bits != 8 && group_size % 16 == 0 && active_isa() == Isa::avx512;
+#else
+  (void)n, (void)group_size, (void)bits;
+  return false;
+#endif
+}
+
+void lane_index(const std::uint8_t* codes, const std::uint8_t* clusters, index_t out, index_t in, int bits,
+                std::uint8_t* index) {
+  const index_t cb = nk::splitquant::packed_row_bytes(in, bits);
+  const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
+  for (index_t o = 0; o < out; ++o)
+    for (index_t i = 0; i < in; ++i)
+      index[o * in + i] = static_cast<std::uint8_t>((nk::splitquant::cluster_at(clusters + o * lb, i) << bits) |
+                                                    nk::splitquant::code_at(codes + o * cb, i, bits));
+}
+
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
-                  index_t out, index_t group_size, int bits, int k, const float* bias, float* y) {
+                  index_t out, index_t group_size, int bits, int k, const float* bias, float* y,
+                  const std::uint8_t* index) {
+#if NK_X86_TIERS
+  if (index_applies(n, group_size, bits)) {
+    const int nt = threads_for(out, n * out * in);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t o0 = 0; o0 < out; o0 += 16) {
+      const index_t o1 = std::min(out, o0 + 16);
+      const int m = static_cast<int>(n);
+      if (bits == 4)
+        index ? few_rows_any<4, true>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y)
+              : few_rows_any<4, false>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
+      else
+        index ? few_rows_any<2, true>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y)
+              : few_rows_any<2, false>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
+    }
+    return;
+  }
+#endif
   if (n >= kGemmRows) {
     const index_t groups = in / group_size;
     // whole groups a chunk, and a multiple of 8 columns (the codes' byte boundary at 2 bits: 4)

@@ -54,9 +54,21 @@ inline const char* check_fused(const FusedShapes& s, index_t in, index_t group_s
 // Y (n x out) = X (n x in) W^T + bias with W decoded from the fused format of
 // numkern/splitquant/splitquant.hpp: codes (out x code_row_bytes), clusters (out x cluster_row_bytes),
 // scales / offsets (out x groups x k), groups = in / group_size.  bias may be null.
+// 1 to 7 batch rows on the AVX-512 tier with 2- or 4-bit codes and group_size % 16 == 0
+// (index_applies) take a kernel that keeps the weights in registers; index: null, or the lane
+// index of the same weight (lane_index), with which that kernel looks each weight up in a
+// per-group table instead of decoding it (faster; the same result bit for bit).
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
-                  index_t out, index_t group_size, int bits, int k, const float* bias, float* y);
+                  index_t out, index_t group_size, int bits, int k, const float* bias, float* y,
+                  const std::uint8_t* index = nullptr);
+
+// The lane index of a fused weight with 2- or 4-bit codes: index (out x in) = id << bits | code, a
+// byte a weight (built once per layer by the torch layer's fast path, not stored).
+void lane_index(const std::uint8_t* codes, const std::uint8_t* clusters, index_t out, index_t in, int bits,
+                std::uint8_t* index);
+// Whether fused_linear takes that few-row kernel for n batch rows (tier, bits, group size).
+bool index_applies(index_t n, index_t group_size, int bits);
 
 // The dense W (out x in) that fused_linear multiplies by (for tests and the three-branch check).
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
