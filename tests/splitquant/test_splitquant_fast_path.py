@@ -209,3 +209,22 @@ def test_lane_index_arguments():
     p8 = [t.numpy() for t in (m8.codes, m8.clusters, m8.scales, m8.offsets)]
     with pytest.raises(ValueError, match="^index: "):
         C.fused_linear(x, *p8, None, y, m8.group_size, 8, np.zeros((8, 64), np.uint8))
+
+
+def test_fast_path_makes_the_lane_index_on_first_few_row_call():
+    """The layer's lane index (a byte a weight) is made by the first call the few-row kernel takes,
+    not before (a layer only ever called on many rows never holds it), and stays out of copies."""
+    m = _layer(64, 8, 4, 16, 0)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        big = m(torch.randn(40, 64, generator=g))
+        assert m.__dict__["_nk_fast"].index is None
+        x = torch.randn(3, 64, generator=g)
+        y = m(x)
+    idx = m.__dict__["_nk_fast"].index
+    if C.index_applies(3, 16, 4):
+        assert idx is not None and idx.shape == (8, 64)
+    else:
+        assert idx is None
+    assert torch.equal(y, _general(m, x)) and big.shape == (40, 8)
+    assert "_nk_fast" not in copy.deepcopy(m).__dict__

@@ -243,12 +243,13 @@ class _SQFast:
     """What SplitQuantLinear's eager fast path reads, cached in the layer (attribute ``_nk_fast``,
     kept out of pickles and deep copies by QuantModule.__getstate__): the buffers it was made from
     (identity and version counter: any change, in place or by replacement, invalidates it), numpy
-    views of codes / clusters / scales / offsets, a float32 copy of the bias and, where the active
-    tier runs fused_linear's few-row index kernel (AVX-512, 2- or 4-bit codes, groups of a
-    multiple of 16), the weight's lane index (one byte a weight: id << bits | code).  ``ok`` is False
+    views of codes / clusters / scales / offsets, a float32 copy of the bias and, from the first
+    call that fused_linear's few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of
+    a multiple of 16), the weight's lane index (one byte a weight: id << bits | code), with which
+    that kernel looks the weights up instead of decoding them (same result).  ``ok`` is False
     where the fast path does not apply (weights not on the CPU, a partial last group)."""
 
-    __slots__ = ("bufs", "versions", "ok", "args", "out", "lin")
+    __slots__ = ("bufs", "versions", "ok", "args", "out", "lin", "index", "core")
 
     @classmethod
     def make(cls, layer):
@@ -265,11 +266,8 @@ class _SQFast:
             b = None if bias is None else bias.detach().to(_F32).contiguous().numpy()
             st.lin, st.out = core.fused_linear, layer.out_features
             st.args = (*(t.detach().contiguous().numpy() for t in (codes, clusters, scales, offsets)), b)
-            index = None  # the lane index of the few-row kernel, where the active tier runs it
-            if core.index_applies(1, layer.group_size, layer.bits):
-                index = np.empty((layer.out_features, scales.shape[1] * layer.group_size), np.uint8)
-                core.lane_index(st.args[0], st.args[1], index, layer.bits)
-            st.args = (st.args, layer.group_size, layer.bits, index)
+            st.args = (st.args, layer.group_size, layer.bits)
+            st.index, st.core = None, core
         return st
 
     def valid(self, buffers):
@@ -284,7 +282,12 @@ class _SQFast:
         x2 = x.reshape(-1, x.shape[-1])
         y = np.empty((x2.shape[0], self.out), np.float32)
         if x2.shape[0]:
-            parts, gs, bits, index = self.args
+            parts, gs, bits = self.args
+            index = self.index
+            if index is None and self.core.index_applies(x2.shape[0], gs, bits):
+                # the lane index (a byte a weight), made on the first call the few-row kernel takes
+                index = self.index = np.empty((self.out, parts[2].shape[1] * gs), np.uint8)
+                self.core.lane_index(parts[0], parts[1], index, bits)
             self.lin(x2.numpy(), *parts, y, gs, bits, index)
         y = torch.from_numpy(y)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out)
