@@ -12,6 +12,7 @@
 #include "cpu/olive/int8act.hpp"
 #include "cpu/olive/olive.hpp"
 #include "cpu/olive/packed.hpp"
+#include "python/common/layer_runner.hpp"
 #include "python/common/registry.hpp"
 #include "python/olive_views.hpp"
 
@@ -211,26 +212,18 @@ py::object linear_int8act(py::object x_obj, py::object packed_obj, py::object sc
   return std::move(c.out);
 }
 
-// The eager call of one OVPLinear on a torch CPU tensor (OVPLinear.__call__,
-// python/numkern/quant/olive/_kernels.py): the pack, scales and bias are checked once here, and
-// run(x) reads x through torch's Python API (no numpy view, no torch build dependency).  run(x)
-// returns None, computing nothing, whenever the eager fast path does not apply, and the caller then
-// takes the general path: x not exactly a torch.Tensor, not float32 / CPU / strided / contiguous,
-// needing a gradient, a negative-bit view, a wrapper without storage (torch.func), a last dimension
-// other than k; a watched entry changed (a buffer replaced or written in place — identity and
-// version counter —, an activation setting changed, a calibration started); for an
-// activation-quantized layer also x with a non-finite or huge value.  Otherwise the result is
-// linear_packed's / linear_int8act's (the same kernels, bitwise) as a new torch tensor (..., n).
-class LayerRunner {
+// OVPLinear's LayerRunner (python/common/layer_runner.hpp; python/numkern/quant/olive/_kernels.py):
+// the pack, scales and bias checked once; compute is linear_packed's / linear_int8act's kernel
+// (bitwise the same output), declining an activation-quantized layer's non-finite or huge x.
+class OvpRunner : public pyb::LayerRunner {
  public:
-  // watch: tuples (dict, key, expected, version): valid while dict[key] is `expected` (version
-  // None), is it with that _version (a counter), or equals it (version -1: plain settings).
   // act: None (float activations) or (act_alpha, act_bits, act_normal, keep_left).
-  LayerRunner(py::object packed_obj, py::object scales_obj, bool per_row, py::object bias_obj, py::tuple watch,
-              py::object act, py::object tensor_type, py::object float32, py::object strided, py::object from_numpy)
-      : per_row_(per_row), tensor_type_(tensor_type), float32_(float32), strided_(strided),
-        from_numpy_(from_numpy) {
+  OvpRunner(py::object packed_obj, py::object scales_obj, bool per_row, py::object bias_obj, py::tuple watch,
+            py::object act, py::object tensor_type, py::object float32, py::object strided, py::object from_numpy)
+      : pyb::LayerRunner(0, 0, watch, tensor_type, float32, strided, from_numpy), per_row_(per_row) {
     blob_ = checked_pack(packed_obj, &h_);
+    n_ = h_.n;
+    k_ = h_.k;
     packed_ = packed_obj;
     ArrayView sc = ov::view<float>(scales_obj, "scales", kHost, false);
     sc.ndim(1).dim(0, per_row ? h_.n : 1);
@@ -251,119 +244,23 @@ class LayerRunner {
       act_ = cpu::olive::ActSpec{bits, normal, t[3].cast<bool>(), s.inv, s.s};
       has_act_ = true;
     }
-    for (py::handle w : watch) {
-      py::tuple t = py::reinterpret_borrow<py::tuple>(w);
-      if (t.size() != 4 || !py::isinstance<py::dict>(t[0])) throw py::value_error("watch: (dict, key, object, version)");
-      std::int64_t v = t[3].is_none() ? kSame : t[3].cast<std::int64_t>();
-      if (!t[3].is_none() && v == -1) v = kEqual;
-      else if (v < 0 && !t[3].is_none()) throw py::value_error("watch: version must be None, -1 or a version counter");
-      watch_.push_back({t[0], t[1], t[2], v});
-    }
   }
 
-  // module: the OVPLinear (its hooks are checked here: nn.Module's call is just forward when its
-  // only hook is `guard` and no global hook is set); x: the call's argument.
-  py::object run(py::handle module, py::handle x) {
-    try {
-      if (!plain_call(module)) return py::none();
-      return run_or_none(x);
-    } catch (py::error_already_set&) {  // an attribute torch refuses (e.g. no storage): general path
-      return py::none();
+ protected:
+  bool compute(const float* xp, index_t batch, float* o) override {
+    if (!has_act_) {
+      cpu::olive::matmul_packed(xp, batch, blob_, scales_, per_row_, bias_, o);
+      return true;
     }
-  }
-
-  // hooks: (guard, the global hook dicts of torch.nn.modules.module, torch._C._is_tracing).
-  void set_call_checks(py::object guard, py::tuple global_hooks, py::object is_tracing) {
-    guard_ = guard;
-    global_hooks_.clear();
-    for (py::handle h : global_hooks) {
-      if (!PyDict_Check(h.ptr())) throw py::type_error("global_hooks: dicts");
-      global_hooks_.push_back(py::reinterpret_borrow<py::object>(h));
-    }
-    is_tracing_ = is_tracing;
+    bool ok = true;
+    if (batch > 0) ok = cpu::olive::matmul_int8act(xp, batch, act_, blob_, scales_, per_row_, o);
+    if (ok && bias_)
+      for (index_t r = 0; r < batch; ++r)
+        for (index_t j = 0; j < h_.n; ++j) o[r * h_.n + j] += bias_[j];
+    return ok;
   }
 
  private:
-  static constexpr std::int64_t kSame = -1, kEqual = -2;  // Watch::version: identity only, equality
-  struct Watch {
-    py::object dict, key, obj;
-    std::int64_t version;
-  };
-
-  // The module's own hook dicts: _forward_pre_hooks holds guard_ alone, the others are empty, no
-  // compiled call; the global ones empty; not inside torch.jit.trace.
-  bool plain_call(py::handle module) {
-    if (guard_.is_none()) return false;
-    py::object dict = py::reinterpret_steal<py::object>(PyObject_GenericGetDict(module.ptr(), nullptr));
-    if (!dict) throw py::error_already_set();
-    PyObject* d = dict.ptr();
-    PyObject* pre = PyDict_GetItemWithError(d, pre_hooks_.ptr());
-    if (pre == nullptr || !PyDict_Check(pre) || PyDict_Size(pre) != 1) return false;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    if (!PyDict_Next(pre, &pos, &key, &value) || value != guard_.ptr()) return false;
-    for (const py::str& name : {fwd_hooks_, bwd_hooks_, bwd_pre_hooks_}) {
-      PyObject* h = PyDict_GetItemWithError(d, name.ptr());
-      if (h == nullptr || !PyDict_Check(h) || PyDict_Size(h) != 0) return false;
-    }
-    PyObject* compiled = PyDict_GetItemWithError(d, compiled_.ptr());
-    if (compiled == nullptr ? PyErr_Occurred() != nullptr : compiled != Py_None) return false;  // set by compile()
-    for (const py::object& g : global_hooks_)
-      if (PyDict_Size(g.ptr()) != 0) return false;
-    return !is_tracing_().cast<bool>();
-  }
-
-  py::object run_or_none(py::handle x) {
-    if (Py_TYPE(x.ptr()) != reinterpret_cast<PyTypeObject*>(tensor_type_.ptr())) return py::none();
-    for (const Watch& w : watch_) {
-      PyObject* cur = PyDict_GetItemWithError(w.dict.ptr(), w.key.ptr());  // borrowed
-      if (cur == nullptr) {
-        if (PyErr_Occurred()) throw py::error_already_set();
-        return py::none();
-      }
-      if (w.version == kEqual) {
-        const int eq = PyObject_RichCompareBool(cur, w.obj.ptr(), Py_EQ);  // identity first
-        if (eq < 0) throw py::error_already_set();
-        if (!eq) return py::none();
-        continue;
-      }
-      if (cur != w.obj.ptr()) return py::none();
-      if (w.version >= 0 && py::handle(cur).attr(version_).cast<std::int64_t>() != w.version) return py::none();
-    }
-    if (!py::object(x.attr(dtype_)).is(float32_) || !x.attr(is_cpu_).cast<bool>() ||
-        x.attr(requires_grad_).cast<bool>() || !py::object(x.attr(layout_)).is(strided_) ||
-        x.attr(is_neg_)().cast<bool>() || !x.attr(is_contiguous_)().cast<bool>())
-      return py::none();
-    py::tuple size = x.attr(size_)();
-    const auto nd = static_cast<int>(size.size());
-    if (nd < 1 || size[static_cast<std::size_t>(nd - 1)].cast<index_t>() != h_.k) return py::none();
-    std::vector<py::ssize_t> shape(static_cast<std::size_t>(nd));
-    index_t batch = 1;
-    for (int d = 0; d + 1 < nd; ++d) {
-      shape[static_cast<std::size_t>(d)] = size[static_cast<std::size_t>(d)].cast<py::ssize_t>();
-      batch *= static_cast<index_t>(shape[static_cast<std::size_t>(d)]);
-    }
-    shape.back() = static_cast<py::ssize_t>(h_.n);
-    const auto* xp = reinterpret_cast<const float*>(x.attr(data_ptr_)().cast<std::uintptr_t>());
-    if (xp == nullptr && batch > 0) return py::none();
-    py::array_t<float> out(shape);
-    float* o = out.mutable_data();
-    bool ok = true;
-    {
-      py::gil_scoped_release release;
-      if (!has_act_) {
-        cpu::olive::matmul_packed(xp, batch, blob_, scales_, per_row_, bias_, o);
-      } else {
-        if (batch > 0) ok = cpu::olive::matmul_int8act(xp, batch, act_, blob_, scales_, per_row_, o);
-        if (ok && bias_)
-          for (index_t r = 0; r < batch; ++r)
-            for (index_t j = 0; j < h_.n; ++j) o[r * h_.n + j] += bias_[j];
-      }
-    }
-    if (!ok) return py::none();
-    return from_numpy_(out);
-  }
-
   cpu::olive::PackHeader h_{};
   const std::uint8_t* blob_ = nullptr;
   const float* scales_ = nullptr;
@@ -372,30 +269,17 @@ class LayerRunner {
   bool has_act_ = false;
   cpu::olive::ActSpec act_{};
   py::object packed_, scales_obj_, bias_obj_;  // keep the arrays alive
-  py::object tensor_type_, float32_, strided_, from_numpy_;
-  py::object guard_ = py::none(), is_tracing_ = py::none();
-  std::vector<py::object> global_hooks_;
-  std::vector<Watch> watch_;
-  static py::str interned(const char* s) { return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(s)); }
-  py::str dtype_ = interned("dtype"), is_cpu_ = interned("is_cpu"), requires_grad_ = interned("requires_grad"),
-          layout_ = interned("layout"), is_neg_ = interned("is_neg"), is_contiguous_ = interned("is_contiguous"),
-          size_ = interned("size"), data_ptr_ = interned("data_ptr"), version_ = interned("_version"),
-          pre_hooks_ = interned("_forward_pre_hooks"), fwd_hooks_ = interned("_forward_hooks"),
-          bwd_hooks_ = interned("_backward_hooks"), bwd_pre_hooks_ = interned("_backward_pre_hooks"),
-          compiled_ = interned("_compiled_call_impl");
 };
 
 void bind_olive(py::module_& m) {
-  py::class_<LayerRunner>(m, "LayerRunner",
-                          "The eager call of one OVPLinear on torch CPU tensors: run(x) -> torch tensor, or None "
-                          "when the fast path does not apply (the caller takes the general path).")
+  pyb::bind_layer_runner<OvpRunner>(
+      m, "LayerRunner",
+      "The eager call of one OVPLinear on torch CPU tensors: run(module, x) -> torch tensor, or None when the "
+      "fast path does not apply (the caller takes the general path).")
       .def(py::init<py::object, py::object, bool, py::object, py::tuple, py::object, py::object, py::object,
                     py::object, py::object>(),
            py::arg("packed"), py::arg("scales"), py::arg("per_row"), py::arg("bias"), py::arg("watch"), py::arg("act"),
-           py::arg("tensor_type"), py::arg("float32"), py::arg("strided"), py::arg("from_numpy"))
-      .def("set_call_checks", &LayerRunner::set_call_checks, py::arg("guard"), py::arg("global_hooks"),
-           py::arg("is_tracing"))
-      .def("run", &LayerRunner::run, py::arg("module"), py::arg("x"));
+           py::arg("tensor_type"), py::arg("float32"), py::arg("strided"), py::arg("from_numpy"));
   m.def("linear_int8act", &linear_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("per_row"),
         py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
         py::arg("bias") = py::none(),

@@ -5,12 +5,16 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <vector>
 #include <cmath>
 
 #include "cpu/splitquant/splitquant.hpp"
 #include "cpu/splitquant/splitquant_lloyd.hpp"
 #include "numkern/splitquant/splitquant.hpp"
 #include "python/common/array_view.hpp"
+#include "python/common/layer_runner.hpp"
 #include "python/common/registry.hpp"
 #include "python/splitquant_views.hpp"
 
@@ -116,6 +120,53 @@ void fused_decode(py::object codes, py::object clusters, py::object scales, py::
                                 f.offsets.ptr<float>(), f.out, in, group_size, bits, f.k, pw);
 }
 
+// SplitQuantLinear's LayerRunner (python/common/layer_runner.hpp, python/numkern/quant/splitquant/
+// _torch.py): the fused format's arrays and the bias checked once; compute is fused_linear's
+// kernel, with the weight's lane index (a byte a weight, kept here) made by the first call the
+// few-row kernel takes (same result with or without it).
+class SqRunner : public pyb::LayerRunner {
+ public:
+  SqRunner(py::object codes, py::object clusters, py::object scales, py::object offsets, py::object bias,
+           index_t in, index_t group_size, int bits, py::tuple watch, py::object tensor_type, py::object float32,
+           py::object strided, py::object from_numpy)
+      : pyb::LayerRunner(0, in, watch, tensor_type, float32, strided, from_numpy),
+        f_(splitquant_views::fused(codes, clusters, scales, offsets, in, group_size, bits, pyb::Where::host)),
+        group_size_(group_size), bits_(bits) {
+    if (in < 1) throw py::value_error("in_features: must be >= 1");
+    n_ = f_.out;
+    if (!bias.is_none()) {
+      bias_view_ = splitquant_views::bias(bias, f_.out, pyb::Where::host);
+      bias_ = bias_view_.ptr<float>();
+    }
+  }
+  bool has_index() const { return index_ready_; }
+
+ protected:
+  bool compute(const float* x, index_t batch, float* y) override {
+    if (batch > 0 && cpu::splitquant::index_applies(batch, group_size_, bits_))
+      std::call_once(index_once_, [&] {
+        index_.resize(static_cast<std::size_t>(n_ * k_));
+        cpu::splitquant::lane_index(f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(), n_, k_, bits_,
+                                    index_.data());
+        index_ready_ = true;
+      });
+    cpu::splitquant::fused_linear(x, batch, k_, f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(),
+                                  f_.scales.ptr<float>(), f_.offsets.ptr<float>(), n_, group_size_, bits_, f_.k,
+                                  bias_, y, index_ready_ ? index_.data() : nullptr);
+    return true;
+  }
+
+ private:
+  splitquant_views::Fused f_;  // (its views keep the arrays alive)
+  ArrayView bias_view_;
+  const float* bias_ = nullptr;
+  index_t group_size_;
+  int bits_;
+  std::vector<std::uint8_t> index_;
+  std::once_flag index_once_;
+  std::atomic<bool> index_ready_{false};
+};
+
 void bind_splitquant(py::module_& m) {
   m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("centers"), py::arg("labels"), py::arg("costs"),
         "Exact 1-D k-means of every row of values into centers.shape[1] clusters: centers (NaN-padded), "
@@ -124,6 +175,16 @@ void bind_splitquant(py::module_& m) {
         py::arg("max_iter"),
         "Lloyd iterations from the initial centers (updated in place) with scikit-learn's conventions; "
         "returns the iteration count.");
+  pyb::bind_layer_runner<SqRunner>(
+      m, "LayerRunner",
+      "The eager call of one SplitQuantLinear on torch CPU tensors: run(module, x) -> torch tensor, or None "
+      "when the fast path does not apply (the caller takes the general path).")
+      .def(py::init<py::object, py::object, py::object, py::object, py::object, index_t, index_t, int, py::tuple,
+                    py::object, py::object, py::object, py::object>(),
+           py::arg("codes"), py::arg("clusters"), py::arg("scales"), py::arg("offsets"), py::arg("bias"),
+           py::arg("in_features"), py::arg("group_size"), py::arg("bits"), py::arg("watch"), py::arg("tensor_type"),
+           py::arg("float32"), py::arg("strided"), py::arg("from_numpy"))
+      .def_property_readonly("has_index", &SqRunner::has_index);
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"), py::arg("scales"),
         py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"),
         py::arg("index") = py::none());

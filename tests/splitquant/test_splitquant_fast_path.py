@@ -218,13 +218,55 @@ def test_fast_path_makes_the_lane_index_on_first_few_row_call():
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():
         big = m(torch.randn(40, 64, generator=g))
-        assert m.__dict__["_nk_fast"].index is None
+        assert not m.__dict__["_nk_fast"].runner.has_index
         x = torch.randn(3, 64, generator=g)
         y = m(x)
-    idx = m.__dict__["_nk_fast"].index
-    if C.index_applies(3, 16, 4):
-        assert idx is not None and idx.shape == (8, 64)
-    else:
-        assert idx is None
+    assert m.__dict__["_nk_fast"].runner.has_index == C.index_applies(3, 16, 4)
     assert torch.equal(y, _general(m, x)) and big.shape == (40, 8)
     assert "_nk_fast" not in copy.deepcopy(m).__dict__
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+def test_call_runner_takes_only_what_it_can():
+    """SplitQuantLinear.__call__ hands x to the layer's LayerRunner (C++) once forward has made the
+    layer's state: bitwise what forward returns for what it takes; None -- the general call then
+    decides -- for anything but an exact float32 contiguous strided CPU torch.Tensor without
+    gradient or negative bit whose last dimension is in_features, while hooks are set, under
+    torch.jit.trace, and once a buffer changed."""
+    m = _layer(64, 24, 4, 16, 9)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 64, generator=g)
+    with torch.no_grad():
+        y = m(x)
+    st = m.__dict__["_nk_fast"]
+    for xx in (x, x[:0], x.reshape(5, 1, 64), x[1], torch.randn(40, 64, generator=g)):
+        r = st.run(m, xx)
+        assert r is not None and r.dtype == torch.float32 and r.shape == (*xx.shape[:-1], 24)
+        assert torch.equal(r, _general(m, xx))
+    assert torch.equal(st.run(m, x), y)
+    neg = torch._neg_view(x)
+    refused = [x.double(), x.clone().requires_grad_(True), torch.randn(64, 5, generator=g).T, x[:, :63].contiguous(),
+               x.as_subclass(_Sub), neg, x.numpy(), None, torch.tensor(1.0)]
+    for xx in refused:
+        assert st.run(m, xx) is None
+    torch.testing.assert_close(m(neg), _general(m, -x), rtol=0, atol=0)
+    h = m.register_forward_pre_hook(lambda mod, a: None)
+    assert st.run(m, x) is None
+    h.remove()
+    assert st.run(m, x) is not None
+    gh = torch.nn.modules.module.register_module_forward_hook(lambda mod, a, out: None)
+    try:
+        assert st.run(m, x) is None
+    finally:
+        gh.remove()
+    with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
+        torch.jit.trace(m, x)
+    with torch.no_grad():
+        m.scales.mul_(2.0)  # in place: the version counter moves
+    assert st.run(m, x) is None
+    y2 = m(x)  # a new state
+    assert torch.equal(y2, _general(m, x)) and not torch.equal(y2, y)
+    assert m.__dict__["_nk_fast"] is not st and m.__dict__["_nk_fast"].run(m, x) is not None

@@ -214,6 +214,18 @@ class SplitQuantLinear(QuantModule):
                                   self.in_features, self.group_size, self.bits)
         return w.matmul(x2, None if self.bias is None else self.bias.to(torch.float32))
 
+    def __call__(self, *args, **kwargs):
+        # the eager fast path, once forward has made the layer's state (_SQFast): one C++ call
+        # (numkern._core.splitquant.LayerRunner.run) that checks the hooks, torch.jit.trace, x and
+        # the layer's buffers itself and returns None (then the general call below) when it does
+        # not apply
+        st = self.__dict__.get("_nk_fast")
+        if st is not None and st.ok and len(args) == 1 and not kwargs and not _is_compiling():
+            y = st.run(self, args[0])
+            if y is not None:
+                return y
+        return super().__call__(*args, **kwargs)
+
     def forward(self, x):
         # eager fast path: float32 contiguous CPU input needing no gradient, outside tracing and
         # torch.compile -> one C++ call (numkern._core.splitquant.fused_linear, bias fused) on
@@ -223,7 +235,7 @@ class SplitQuantLinear(QuantModule):
             st = self.__dict__.get("_nk_fast")
             if st is None or not st.valid(self._buffers):
                 st = self.__dict__["_nk_fast"] = _SQFast.make(self)
-            if st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous():
+            if st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg():
                 return st(x)
         return super().forward(x)
 
@@ -243,13 +255,15 @@ class _SQFast:
     """What SplitQuantLinear's eager fast path reads, cached in the layer (attribute ``_nk_fast``,
     kept out of pickles and deep copies by QuantModule.__getstate__): the buffers it was made from
     (identity and version counter: any change, in place or by replacement, invalidates it), numpy
-    views of codes / clusters / scales / offsets, a float32 copy of the bias and, from the first
-    call that fused_linear's few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of
-    a multiple of 16), the weight's lane index (one byte a weight: id << bits | code), with which
+    views of codes / clusters / scales / offsets, a float32 copy of the bias, and the layer's
+    ``numkern._core.splitquant.LayerRunner`` made from them (``run(module, x)``: the whole eager
+    call in C++, see SplitQuantLinear.__call__), which holds, from the first call that
+    fused_linear's few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of a
+    multiple of 16), the weight's lane index (one byte a weight: id << bits | code), with which
     that kernel looks the weights up instead of decoding them (same result).  ``ok`` is False
     where the fast path does not apply (weights not on the CPU, a partial last group)."""
 
-    __slots__ = ("bufs", "versions", "ok", "args", "out", "lin", "index", "core")
+    __slots__ = ("bufs", "versions", "ok", "args", "out", "lin", "runner", "run")
 
     @classmethod
     def make(cls, layer):
@@ -267,7 +281,18 @@ class _SQFast:
             st.lin, st.out = core.fused_linear, layer.out_features
             st.args = (*(t.detach().contiguous().numpy() for t in (codes, clusters, scales, offsets)), b)
             st.args = (st.args, layer.group_size, layer.bits)
-            st.index, st.core = None, core
+            bufs = layer._buffers
+            watch = tuple((bufs, n, t, None if t is None else v) for n, t, v in zip(_FAST_PARTS, st.bufs, st.versions))
+            from torch.nn.modules import module as mm
+
+            from .._torch_module import _fast_path_guard
+
+            st.runner = core.LayerRunner(*st.args[0], layer.in_features, layer.group_size, layer.bits, watch,
+                                         torch.Tensor, torch.float32, torch.strided, torch.from_numpy)
+            st.runner.set_call_checks(_fast_path_guard, (mm._global_forward_pre_hooks, mm._global_forward_hooks,
+                                                         mm._global_backward_hooks, mm._global_backward_pre_hooks),
+                                      torch._C._is_tracing)
+            st.run = st.runner.run
         return st
 
     def valid(self, buffers):
@@ -279,16 +304,14 @@ class _SQFast:
 
     def __call__(self, x):
         """x (float32 CPU, contiguous, [..., in]) @ W^T + bias -> float32 [..., out]."""
-        x2 = x.reshape(-1, x.shape[-1])
+        r = self.runner.run_tensor(x)  # the runner's kernel call (and its lane index)
+        if r is not None:
+            return r
+        x2 = x.reshape(-1, x.shape[-1])  # (a negative-bit view, say: through numpy)
         y = np.empty((x2.shape[0], self.out), np.float32)
         if x2.shape[0]:
             parts, gs, bits = self.args
-            index = self.index
-            if index is None and self.core.index_applies(x2.shape[0], gs, bits):
-                # the lane index (a byte a weight), made on the first call the few-row kernel takes
-                index = self.index = np.empty((self.out, parts[2].shape[1] * gs), np.uint8)
-                self.core.lane_index(parts[0], parts[1], index, bits)
-            self.lin(x2.numpy(), *parts, y, gs, bits, index)
+            self.lin(x2.numpy(), *parts, y, gs, bits)
         y = torch.from_numpy(y)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out)
 
