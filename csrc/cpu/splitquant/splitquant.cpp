@@ -639,6 +639,7 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y,
                   const std::uint8_t* index) {
+  if (n <= 0) return;  // (no output rows: nothing to decode)
 #if NK_X86_TIERS
   if (index_applies(n, group_size, bits)) {
     const int nt = threads_for(out, n * out * in);
