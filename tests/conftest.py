@@ -154,3 +154,28 @@ def module_copies():
         buf.seek(0)
         return (torch.load(buf, weights_only=False), pickle.loads(pickle.dumps(module)), copy.deepcopy(module))
     return copies
+
+
+@pytest.fixture
+def runner_hook_checks():
+    """check(layer, run, x): a quantized layer's LayerRunner (numkern._core.<family>.LayerRunner,
+    run = its bound run) declines x while a module forward (pre-)hook or a global hook is set and
+    takes it again once they are removed; torch.jit.trace of the layer is still refused."""
+    def check(layer, run, x):
+        import torch
+
+        for register in (layer.register_forward_hook, layer.register_forward_pre_hook):
+            h = register(lambda *a: None)
+            assert run(layer, x) is None
+            h.remove()
+            assert run(layer, x) is not None
+        mm = torch.nn.modules.module
+        for register in (mm.register_module_forward_hook, mm.register_module_forward_pre_hook):
+            g = register(lambda *a: None)
+            try:
+                assert run(layer, x) is None
+            finally:
+                g.remove()
+        with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
+            torch.jit.trace(layer, x)
+    return check

@@ -169,7 +169,7 @@ class _Sub(torch.Tensor):
     pass
 
 
-def test_call_runner_takes_only_what_it_can():
+def test_call_runner_takes_only_what_it_can(runner_hook_checks):
     """OVPLinear.__call__ hands x to the layer's LayerRunner (C++, numkern._core.olive) once
     forward has made the layer's state; run() returns None -- the general call then decides --
     for anything but an exact, float32, contiguous, strided CPU torch.Tensor needing no gradient
@@ -192,17 +192,7 @@ def test_call_runner_takes_only_what_it_can():
     for xx in refused:
         assert st.run(layer, xx) is None
     torch.testing.assert_close(layer(neg).double(), _ref(layer, -x), rtol=1e-5, atol=1e-5)  # general path
-    h = layer.register_forward_hook(lambda m, a, out: None)
-    assert st.run(layer, x) is None
-    h.remove()
-    assert st.run(layer, x) is not None
-    gh = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: None)
-    try:
-        assert st.run(layer, x) is None
-    finally:
-        gh.remove()
-    with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
-        torch.jit.trace(layer, x)
+    runner_hook_checks(layer, st.run, x)
     with torch.no_grad():
         layer.codes[0, 0] ^= 1  # in place: the version counter moves
     assert st.run(layer, x) is None

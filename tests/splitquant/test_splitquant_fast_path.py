@@ -230,7 +230,7 @@ class _Sub(torch.Tensor):
     pass
 
 
-def test_call_runner_takes_only_what_it_can():
+def test_call_runner_takes_only_what_it_can(runner_hook_checks):
     """SplitQuantLinear.__call__ hands x to the layer's LayerRunner (C++) once forward has made the
     layer's state: bitwise what forward returns for what it takes; None -- the general call then
     decides -- for anything but an exact float32 contiguous strided CPU torch.Tensor without
@@ -253,17 +253,7 @@ def test_call_runner_takes_only_what_it_can():
     for xx in refused:
         assert st.run(m, xx) is None
     torch.testing.assert_close(m(neg), _general(m, -x), rtol=0, atol=0)
-    h = m.register_forward_pre_hook(lambda mod, a: None)
-    assert st.run(m, x) is None
-    h.remove()
-    assert st.run(m, x) is not None
-    gh = torch.nn.modules.module.register_module_forward_hook(lambda mod, a, out: None)
-    try:
-        assert st.run(m, x) is None
-    finally:
-        gh.remove()
-    with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
-        torch.jit.trace(m, x)
+    runner_hook_checks(m, st.run, x)
     with torch.no_grad():
         m.scales.mul_(2.0)  # in place: the version counter moves
     assert st.run(m, x) is None

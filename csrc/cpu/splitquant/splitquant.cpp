@@ -311,45 +311,52 @@ NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* c
   }
 }
 
-// The same sixteen weights a step in AVX-512 registers (group_size % 16 == 0): each lane's code
-// and id byte placed by a byte shuffle, then shifted out per lane.
+// Weights i .. i + 15 of a row (i % 16 == 0) in AVX-512 registers from its packed codes and ids,
+// sv / ov the group's lane tables of scales and offsets (lane_tables): each lane's code and id
+// byte placed by a byte shuffle, then shifted out per lane; w = offset + u * scale without a fused
+// multiply-add, bitwise fused_weight.
+template <int Bits>
+NK_TIER_AVX512 inline __attribute__((always_inline)) __m512 decode16(const std::uint8_t* codes,
+                                                                    const std::uint8_t* clusters, index_t i,
+                                                                    __m512 sv, __m512 ov) {
+  const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
+  const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
+  std::uint32_t ids;
+  std::memcpy(&ids, clusters + i / 4, 4);
+  const __m512i c = _mm512_and_si512(
+      _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(ids)), quad)), two),
+      three);
+  __m512i u;
+  if constexpr (Bits == 8) {
+    u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
+  } else if constexpr (Bits == 4) {
+    const __m128i pair = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
+    u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
+  } else {
+    std::uint32_t cw;
+    std::memcpy(&cw, codes + i / 4, 4);
+    u = _mm512_and_si512(
+        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
+        cmask);
+  }
+  return _mm512_add_ps(_mm512_permutexvar_ps(c, ov), _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, sv)));
+}
+
+// The same sixteen weights a step in AVX-512 registers (group_size % 16 == 0): decode16.
 template <int Bits>
 NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t* clusters,
                                    const float* scales, const float* offsets, index_t in,
                                    index_t group_size, int k, float* w) {
   const index_t groups = in / group_size;
-  const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m128i pair = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-  const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
-  const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-  const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
   alignas(64) float st[16], ot[16];
   for (index_t g = 0; g < groups; ++g) {
     lane_tables(scales + g * k, offsets + g * k, k, 16, st, ot);
     const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
-    for (index_t i = g * group_size, end = i + group_size; i < end; i += 16) {
-      std::uint32_t ids;
-      std::memcpy(&ids, clusters + i / 4, 4);
-      const __m512i c = _mm512_and_si512(
-          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(ids)), quad)), two),
-          three);
-      __m512i u;
-      if constexpr (Bits == 8) {
-        u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
-      } else if constexpr (Bits == 4) {
-        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
-        u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
-      } else {
-        std::uint32_t cw;
-        std::memcpy(&cw, codes + i / 4, 4);
-        u = _mm512_and_si512(
-            _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
-            cmask);
-      }
-      const __m512 wv = _mm512_add_ps(_mm512_permutexvar_ps(c, ov),
-                                      _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, sv)));
-      _mm512_storeu_ps(w + i, wv);
-    }
+    for (index_t i = g * group_size, end = i + group_size; i < end; i += 16)
+      _mm512_storeu_ps(w + i, decode16<Bits>(codes, clusters, i, sv, ov));
   }
 }
 
@@ -360,8 +367,8 @@ NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t
 //           in the (row, group)'s table of every weight it can hold, W = offset[c] + u * scale[c]
 //           for the 4 ids c and 2^Bits codes u (NaN for ids >= k): Bits 4 two 32-entry vpermi2ps
 //           and a blend by bit 5, Bits 2 one vpermps -- a byte load, a widening and the look-up;
-//   else:   from the codes and ids as decode_row_x16 decodes them (shuffles, shifts, two permutes
-//           of the group's lane tables, a multiply and an add);
+//   else:   from the codes and ids by decode16 (shuffles, shifts, two permutes of the group's lane
+//           tables, a multiply and an add), as decode_row_x16;
 // both bitwise fused_weight (a multiply and an add, no fused multiply-add), and the products are
 // summed in the same order either way (U interleaved accumulator sets, then a fixed reduction),
 // so the result does not depend on whether the caller had the index (SplitQuantLinear's fast
@@ -381,29 +388,8 @@ NK_TIER_AVX512 inline __attribute__((always_inline)) void few_rows_step(const fl
     } else {
       w = _mm512_permutexvar_ps(idx, t[0]);
     }
-  } else {  // t[0], t[1]: the group's lane tables of scales and offsets (decode_row_x16)
-    const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
-    const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
-    std::uint32_t iw;
-    std::memcpy(&iw, ids + i / 4, 4);
-    const __m512i c = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(iw)), quad)), two),
-        three);
-    __m512i u;
-    if constexpr (Bits == 4) {
-      const __m128i pair = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-      const __m512i four = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
-      u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
-    } else {
-      std::uint32_t cw;
-      std::memcpy(&cw, codes + i / 4, 4);
-      u = _mm512_and_si512(
-          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
-          cmask);
-    }
-    w = _mm512_add_ps(_mm512_permutexvar_ps(c, t[1]), _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, t[0])));
+  } else {  // t[0], t[1]: the group's lane tables of scales and offsets
+    w = decode16<Bits>(codes, ids, i, t[0], t[1]);
   }
   for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * in + i), w, a[m]);
 }
