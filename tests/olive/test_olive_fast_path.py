@@ -198,3 +198,27 @@ def test_call_runner_takes_only_what_it_can(runner_hook_checks):
     assert st.run(layer, x) is None
     torch.testing.assert_close(layer(x).double(), _ref(layer, x), rtol=1e-5, atol=1e-5)  # a new state
     assert layer.__dict__["_nk_fast"] is not st and layer.__dict__["_nk_fast"].run(layer, x) is not None
+
+
+def test_torch_func_transforms():
+    """Under torch.func.vmap the weight-only layer takes torch.ops.numkern.ovp_matmul (the wrapper
+    tensors have no data for the C++ fast path): each sample as the layer computes it alone, within
+    the float path's bound; grad and jacrev give the dequantized weight's sums and the weight; an
+    activation-quantized layer refuses the transforms with a clear error."""
+    layer = _layer()
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 5, 48, generator=g)
+    with torch.no_grad():
+        ref = torch.stack([layer(x[i]) for i in range(3)])
+        y = torch.func.vmap(layer)(x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    w = layer.dequantized_weight()
+    gr = torch.func.grad(lambda t: layer(t).sum())(x[0])
+    torch.testing.assert_close(gr, w.sum(0).expand_as(x[0]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.func.jacrev(layer)(x[0, 0]), w, rtol=1e-6, atol=1e-6)
+    torch.manual_seed(0)
+    act = O.calibrate(O.OVPLinear.from_linear(torch.nn.Linear(48, 40), bits=4, act_bits=8), [torch.randn(16, 48)])
+    with pytest.raises(NotImplementedError, match="^x: OVPLinear with act_bits does not run under torch.func"):
+        torch.func.vmap(act)(x)
+    with pytest.raises(NotImplementedError, match="torch.func"):
+        torch.func.grad(lambda t: act(t).sum())(x[0])

@@ -260,3 +260,14 @@ def test_call_runner_takes_only_what_it_can(runner_hook_checks):
     y2 = m(x)  # a new state
     assert torch.equal(y2, _general(m, x)) and not torch.equal(y2, y)
     assert m.__dict__["_nk_fast"] is not st and m.__dict__["_nk_fast"].run(m, x) is not None
+
+
+def test_vmap_takes_the_operator():
+    """Under torch.func.vmap (wrapper tensors without data for the C++ fast path) the layer takes
+    torch.ops.numkern.splitquant_matmul: each sample bitwise as the layer computes it alone."""
+    m = _layer(64, 8, 4, 16, 2)
+    x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = torch.stack([m(x[i]) for i in range(3)])
+        y = torch.func.vmap(m)(x)
+    assert torch.equal(y, ref)

@@ -169,7 +169,9 @@ def linear_matmul(layer, x):
             or x.shape[-1] != layer.in_features):
         return None
     p = _prepared(layer)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x):
+        # (traced by torch.compile, or a torch.func wrapper such as vmap's, which has no data for
+        # numpy: the operator, which both handle)
         from ..._torch_ops import quant  # noqa: F401  (registers torch.ops.numkern.ovp_matmul)
 
         return torch.ops.numkern.ovp_matmul(x, layer.codes, layer.scales, p.packed(), p.bits, p.normal, True)
@@ -347,6 +349,7 @@ def act_operand(layer, x2, alpha: float):
     import torch
 
     if (alpha == 0.0 or x2.device.type != "cpu" or layer.codes.device.type != "cpu"
+            or torch._C._functorch.is_functorch_wrapped_tensor(x2)
             or x2.dtype != torch.float32 or (x2.requires_grad and torch.is_grad_enabled())
             or x2.dim() != 2 or x2.shape[1] != layer.in_features or torch.compiler.is_compiling()):
         return None

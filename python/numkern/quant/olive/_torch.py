@@ -21,6 +21,7 @@ from . import _kernels
 _F32 = torch.float32
 _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func (vmap, grad) wrappers
 _CALIBRATION_ROWS = 1 << 16  # values kept per batch and module while calibrating (whole rows)
 _UNCALIBRATED = ("numkern.quant: an activation-quantized OVP layer ran before calibration; its "
                  "activation threshold is now fixed from this first batch alone. Call "
@@ -104,6 +105,10 @@ class _OVPBase(QuantModule):
             step = max(1, x2.shape[0] // max(1, _CALIBRATION_ROWS // x2.shape[1]))
             self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
             return x2
+        if _is_wrapped(x2):
+            raise NotImplementedError(
+                f"x: {type(self).__name__} with act_bits does not run under torch.func transforms (vmap, grad, "
+                "jacrev, ...): its activation quantization has no batching rule; the weight-only layer does")
         alpha = float(self.act_alpha)
         if alpha == 0.0:
             warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
@@ -188,7 +193,8 @@ class OVPLinear(_OVPBase):
         if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
                 and not _is_tracing() and not _is_compiling()):
             st = _kernels.fast_state(self)
-            if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous() and not x.is_neg():
+            if (st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous() and not x.is_neg()
+                    and not _is_wrapped(x)):
                 y = _kernels.linear_forward(st, x)
                 if y is not None:  # None: non-finite x on the act path (the general path raises)
                     return y

@@ -235,7 +235,8 @@ class SplitQuantLinear(QuantModule):
             st = self.__dict__.get("_nk_fast")
             if st is None or not st.valid(self._buffers):
                 st = self.__dict__["_nk_fast"] = _SQFast.make(self)
-            if st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg():
+            if (st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg()
+                    and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (vmap's: the operator)
                 return st(x)
         return super().forward(x)
 
