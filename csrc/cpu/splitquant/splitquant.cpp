@@ -275,39 +275,107 @@ inline void lane_tables(const float* s, const float* o, int k, int lanes, float*
   }
 }
 
-// decode_row<Bits> eight weights at a time (AVX2 registers; the AVX-512 tier runs it too): codes
-// and 2-bit ids shifted out of one broadcast word per lane, the (scale, offset) of each weight's
-// cluster picked from an 8-lane table by a lane permute, w = offset + u * scale without a fused
-// multiply-add (the build's -ffp-contract=off), so every weight is bitwise the scalar decode's.
-// Ids >= k pick NaN offsets, as fused_weight does.  Needs group_size % 8 == 0.
+// Weights i .. i + 7 of a row (i % 8 == 0) in AVX2 registers from its packed codes and ids, sv /
+// ov the group's 8-lane tables of scales and offsets (lane_tables): codes and 2-bit ids shifted
+// out of one broadcast word per lane, the (scale, offset) of each weight's cluster picked by a
+// lane permute, w = offset + u * scale without a fused multiply-add (the build's
+// -ffp-contract=off), so every weight is bitwise the scalar decode's; ids >= k pick NaN offsets,
+// as fused_weight does.
+template <int Bits>
+NK_TIER_AVX2 inline __attribute__((always_inline)) __m256 decode8(const std::uint8_t* codes,
+                                                                 const std::uint8_t* clusters, index_t i,
+                                                                 __m256 sv, __m256 ov) {
+  const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
+  const __m256i cshift = Bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : two;
+  const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
+  std::uint16_t ids;
+  std::memcpy(&ids, clusters + i / 4, 2);
+  const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(ids), two), three);
+  __m256i u;
+  if constexpr (Bits == 8) {
+    u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+  } else {
+    std::uint32_t cw = 0;
+    std::memcpy(&cw, codes + i * Bits / 8, Bits);  // 8 codes = Bits bytes
+    u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(cw)), cshift), cmask);
+  }
+  return _mm256_add_ps(_mm256_permutevar8x32_ps(ov, c),
+                       _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_permutevar8x32_ps(sv, c)));
+}
+
+// decode_row<Bits> eight weights at a time (decode8; AVX2 registers, the AVX-512 tier runs it
+// too).  Needs group_size % 8 == 0.
 template <int Bits>
 NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* clusters,
                                 const float* scales, const float* offsets, index_t in,
                                 index_t group_size, int k, float* w) {
   const index_t groups = in / group_size;
-  const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
-  const __m256i cshift = Bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : two;
-  const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
   alignas(32) float st[8], ot[8];
   for (index_t g = 0; g < groups; ++g) {
     lane_tables(scales + g * k, offsets + g * k, k, 8, st, ot);
     const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
-    for (index_t i = g * group_size, end = i + group_size; i < end; i += 8) {
-      std::uint16_t ids;
-      std::memcpy(&ids, clusters + i / 4, 2);
-      const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(ids), two), three);
-      __m256i u;
-      if constexpr (Bits == 8) {
-        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
-      } else {
-        std::uint32_t cw = 0;
-        std::memcpy(&cw, codes + i * Bits / 8, Bits);  // 8 codes = Bits bytes
-        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(cw)), cshift), cmask);
-      }
-      const __m256 wv = _mm256_add_ps(_mm256_permutevar8x32_ps(ov, c),
-                                      _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_permutevar8x32_ps(sv, c)));
-      _mm256_storeu_ps(w + i, wv);
+    for (index_t i = g * group_size, end = i + group_size; i < end; i += 8)
+      _mm256_storeu_ps(w + i, decode8<Bits>(codes, clusters, i, sv, ov));
+  }
+}
+
+// The AVX2 tier's few-row kernel: y[m][o] = sum_i x[m][i] W(o, i) (+ bias) for M < kGemmRows
+// batch rows and the output rows [o0, o1), group_size % 8 == 0: eight weights a step decoded in
+// registers (decode8) and multiplied into U interleaved accumulator sets (the FMA latency at few
+// rows), then a fixed reduction: no float row buffer and no second pass over it.
+template <int Bits, int M>
+NK_TIER_AVX2 inline __attribute__((always_inline)) void few8_step(const float* x, index_t in,
+                                                                 const std::uint8_t* codes,
+                                                                 const std::uint8_t* ids, index_t i, __m256 sv,
+                                                                 __m256 ov, __m256* a) {
+  const __m256 w = decode8<Bits>(codes, ids, i, sv, ov);
+  for (int m = 0; m < M; ++m) a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + m * in + i), w, a[m]);
+}
+
+template <int Bits, int M>
+NK_TIER_AVX2 void few_rows8(const float* x, index_t in, const std::uint8_t* codes, const std::uint8_t* clusters,
+                            const float* scales, const float* offsets, index_t o0, index_t o1, index_t out,
+                            index_t group_size, int k, const float* bias, float* y) {
+  constexpr int U = M >= 4 ? 1 : 4 / M;
+  const index_t groups = in / group_size;
+  const index_t cb = nk::splitquant::packed_row_bytes(in, Bits), lb = nk::splitquant::packed_row_bytes(in, 2);
+  alignas(32) float st[8], ot[8];
+  for (index_t o = o0; o < o1; ++o) {
+    __m256 acc[U][M];
+    for (int u = 0; u < U; ++u)
+      for (int m = 0; m < M; ++m) acc[u][m] = _mm256_setzero_ps();
+    const std::uint8_t* row_codes = codes + o * cb;
+    const std::uint8_t* row_ids = clusters + o * lb;
+    for (index_t g = 0; g < groups; ++g) {
+      lane_tables(scales + (o * groups + g) * k, offsets + (o * groups + g) * k, k, 8, st, ot);
+      const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
+      index_t i = g * group_size;
+      const index_t end = i + group_size;
+      for (; i + 8 * U <= end; i += 8 * U)
+        for (int u = 0; u < U; ++u) few8_step<Bits, M>(x, in, row_codes, row_ids, i + 8 * u, sv, ov, acc[u]);
+      for (; i < end; i += 8) few8_step<Bits, M>(x, in, row_codes, row_ids, i, sv, ov, acc[0]);
     }
+    for (int m = 0; m < M; ++m) {
+      __m256 sum = acc[0][m];
+      for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[u][m]);
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+      const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      y[m * out + o] = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q))) + (bias ? bias[o] : 0.0f);
+    }
+  }
+}
+
+template <int Bits>
+NK_TIER_AVX2 void few_rows8_any(int n, const float* x, index_t in, const std::uint8_t* codes,
+                                const std::uint8_t* clusters, const float* scales, const float* offsets, index_t o0,
+                                index_t o1, index_t out, index_t group_size, int k, const float* bias, float* y) {
+  switch (n) {
+#define NK_FEW8_CASE(M) \
+  case M:               \
+    return few_rows8<Bits, M>(x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
+    NK_FEW8_CASE(1) NK_FEW8_CASE(2) NK_FEW8_CASE(3) NK_FEW8_CASE(4) NK_FEW8_CASE(5) NK_FEW8_CASE(6) NK_FEW8_CASE(7)
+#undef NK_FEW8_CASE
+    default: break;
   }
 }
 
@@ -602,6 +670,13 @@ void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const
                    offsets + o * groups * k, in, group_size, k, w + o * in);
 }
 
+#if NK_X86_TIERS
+// The AVX2 tier's few-row kernel (few_rows8): 1 to 7 rows, any code width, groups of a multiple of 8.
+bool few_rows8_applies(index_t n, index_t group_size) {
+  return n >= 1 && n < kGemmRows && group_size % 8 == 0 && active_isa() == Isa::avx2;
+}
+#endif
+
 bool index_applies(index_t n, index_t group_size, int bits) {
 #if NK_X86_TIERS
   return n >= 1 && n < kFewRows && bits != 8 && group_size % 16 == 0 && active_isa() == Isa::avx512;
@@ -642,6 +717,21 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
       else
         index ? few_rows_any<2, true>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y)
               : few_rows_any<2, false>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
+    }
+    return;
+  }
+  if (few_rows8_applies(n, group_size)) {
+    const int nt = threads_for(out, n * out * in);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t o0 = 0; o0 < out; o0 += 16) {
+      const index_t o1 = std::min(out, o0 + 16);
+      const int m = static_cast<int>(n);
+      if (bits == 2) few_rows8_any<2>(m, x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
+      else if (bits == 4) few_rows8_any<4>(m, x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
+      else few_rows8_any<8>(m, x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
     }
     return;
   }
