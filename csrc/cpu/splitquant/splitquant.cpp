@@ -702,37 +702,32 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
                   const std::uint8_t* index) {
   if (n <= 0) return;  // (no output rows: nothing to decode)
 #if NK_X86_TIERS
-  if (index_applies(n, group_size, bits)) {
+  // the few-row kernels: blocks of 16 output rows over the threads
+  auto row_blocks = [&](auto&& kernel) {
     const int nt = threads_for(out, n * out * in);
     (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (index_t o0 = 0; o0 < out; o0 += 16) {
-      const index_t o1 = std::min(out, o0 + 16);
-      const int m = static_cast<int>(n);
+    for (index_t o0 = 0; o0 < out; o0 += 16) kernel(static_cast<int>(n), o0, std::min(out, o0 + 16));
+  };
+  if (index_applies(n, group_size, bits)) {
+    row_blocks([&](int m, index_t o0, index_t o1) {
       if (bits == 4)
         index ? few_rows_any<4, true>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y)
               : few_rows_any<4, false>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
       else
         index ? few_rows_any<2, true>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y)
               : few_rows_any<2, false>(m, x, in, index, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
-    }
+    });
     return;
   }
   if (few_rows8_applies(n, group_size)) {
-    const int nt = threads_for(out, n * out * in);
-    (void)nt;
-#if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (index_t o0 = 0; o0 < out; o0 += 16) {
-      const index_t o1 = std::min(out, o0 + 16);
-      const int m = static_cast<int>(n);
+    row_blocks([&](int m, index_t o0, index_t o1) {
       if (bits == 2) few_rows8_any<2>(m, x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
       else if (bits == 4) few_rows8_any<4>(m, x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
       else few_rows8_any<8>(m, x, in, codes, clusters, scales, offsets, o0, o1, out, group_size, k, bias, y);
-    }
+    });
     return;
   }
 #endif
