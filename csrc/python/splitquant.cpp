@@ -126,12 +126,14 @@ void fused_decode(py::object codes, py::object clusters, py::object scales, py::
 // few-row kernel takes (same result with or without it).
 class SqRunner : public pyb::LayerRunner {
  public:
+  // use_index: false keeps the lane index from being made (its byte a weight; the kernel then
+  // decodes the weights in registers, same result).
   SqRunner(py::object codes, py::object clusters, py::object scales, py::object offsets, py::object bias,
            index_t in, index_t group_size, int bits, py::tuple watch, py::object tensor_type, py::object float32,
-           py::object strided, py::object from_numpy)
+           py::object strided, py::object from_numpy, bool use_index)
       : pyb::LayerRunner(0, in, watch, tensor_type, float32, strided, from_numpy),
         f_(splitquant_views::fused(codes, clusters, scales, offsets, in, group_size, bits, pyb::Where::host)),
-        group_size_(group_size), bits_(bits) {
+        group_size_(group_size), bits_(bits), use_index_(use_index) {
     if (in < 1) throw py::value_error("in_features: must be >= 1");
     n_ = f_.out;
     if (!bias.is_none()) {
@@ -143,7 +145,7 @@ class SqRunner : public pyb::LayerRunner {
 
  protected:
   bool compute(const float* x, index_t batch, float* y) override {
-    if (batch > 0 && cpu::splitquant::index_applies(batch, group_size_, bits_))
+    if (use_index_ && batch > 0 && cpu::splitquant::index_applies(batch, group_size_, bits_))
       std::call_once(index_once_, [&] {
         index_.resize(static_cast<std::size_t>(n_ * k_));
         cpu::splitquant::lane_index(f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(), n_, k_, bits_,
@@ -162,6 +164,7 @@ class SqRunner : public pyb::LayerRunner {
   const float* bias_ = nullptr;
   index_t group_size_;
   int bits_;
+  bool use_index_;
   std::vector<std::uint8_t> index_;
   std::once_flag index_once_;
   std::atomic<bool> index_ready_{false};
@@ -180,10 +183,10 @@ void bind_splitquant(py::module_& m) {
       "The eager call of one SplitQuantLinear on torch CPU tensors: run(module, x) -> torch tensor, or None "
       "when the fast path does not apply (the caller takes the general path).")
       .def(py::init<py::object, py::object, py::object, py::object, py::object, index_t, index_t, int, py::tuple,
-                    py::object, py::object, py::object, py::object>(),
+                    py::object, py::object, py::object, py::object, bool>(),
            py::arg("codes"), py::arg("clusters"), py::arg("scales"), py::arg("offsets"), py::arg("bias"),
            py::arg("in_features"), py::arg("group_size"), py::arg("bits"), py::arg("watch"), py::arg("tensor_type"),
-           py::arg("float32"), py::arg("strided"), py::arg("from_numpy"))
+           py::arg("float32"), py::arg("strided"), py::arg("from_numpy"), py::arg("use_index") = true)
       .def_property_readonly("has_index", &SqRunner::has_index);
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"), py::arg("scales"),
         py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"),

@@ -271,3 +271,20 @@ def test_vmap_takes_the_operator():
         ref = torch.stack([m(x[i]) for i in range(3)])
         y = torch.func.vmap(m)(x)
     assert torch.equal(y, ref)
+
+
+def test_lane_index_can_be_turned_off(monkeypatch):
+    """NUMKERN_SPLITQUANT_INDEX=0 (read when the layer's fast path is set up): no lane index is
+    made, and the layer's few-row calls return the same bits."""
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        on = _layer(64, 8, 4, 16, 0)
+        y_on = on(x)
+        on(x)
+        monkeypatch.setenv("NUMKERN_SPLITQUANT_INDEX", "0")
+        off = _layer(64, 8, 4, 16, 0)
+        y_off = off(x)
+        off(x)
+    assert not off.__dict__["_nk_fast"].runner.has_index
+    assert on.__dict__["_nk_fast"].runner.has_index == C.index_applies(3, 16, 4)
+    assert torch.equal(y_on, y_off) and torch.equal(off(x), y_on)

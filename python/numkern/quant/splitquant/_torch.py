@@ -5,6 +5,7 @@ Imported only when a torch model or tensor is passed (numkern never imports torc
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 
 import numpy as np
@@ -260,8 +261,9 @@ class _SQFast:
     ``numkern._core.splitquant.LayerRunner`` made from them (``run(module, x)``: the whole eager
     call in C++, see SplitQuantLinear.__call__), which holds, from the first call that
     fused_linear's few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of a
-    multiple of 16), the weight's lane index (one byte a weight: id << bits | code), with which
-    that kernel looks the weights up instead of decoding them (same result).  ``ok`` is False
+    multiple of 16), the weight's lane index (one byte a weight: id << bits | code; not with env
+    NUMKERN_SPLITQUANT_INDEX=0), with which that kernel looks the weights up instead of decoding
+    them (same result).  ``ok`` is False
     where the fast path does not apply (weights not on the CPU, a partial last group)."""
 
     __slots__ = ("bufs", "versions", "ok", "args", "out", "lin", "runner", "run")
@@ -289,7 +291,8 @@ class _SQFast:
             from .._torch_module import _fast_path_guard
 
             st.runner = core.LayerRunner(*st.args[0], layer.in_features, layer.group_size, layer.bits, watch,
-                                         torch.Tensor, torch.float32, torch.strided, torch.from_numpy)
+                                         torch.Tensor, torch.float32, torch.strided, torch.from_numpy,
+                                         os.environ.get("NUMKERN_SPLITQUANT_INDEX", "1") != "0")
             st.runner.set_call_checks(_fast_path_guard, (mm._global_forward_pre_hooks, mm._global_forward_hooks,
                                                          mm._global_backward_hooks, mm._global_backward_pre_hooks),
                                       torch._C._is_tracing)
