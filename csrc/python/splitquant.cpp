@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <vector>
-#include <cmath>
 
 #include "cpu/splitquant/splitquant.hpp"
 #include "cpu/splitquant/splitquant_lloyd.hpp"

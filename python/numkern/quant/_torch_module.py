@@ -51,6 +51,24 @@ def _run_disabled():
     return _DISABLED[0]
 
 
+def watch_buffers(layer, names, tensors, versions):
+    """The LayerRunner watch entries of a layer's buffers (csrc/python/common/layer_runner.hpp):
+    each name's buffer must stay that tensor (None: stay absent) at that version counter."""
+    b = layer._buffers
+    return tuple((b, n, t, None if t is None else v) for n, t, v in zip(names, tensors, versions))
+
+
+def arm_runner(runner):
+    """Give a quantized layer's LayerRunner (numkern._core.<family>.LayerRunner) what its run()
+    checks besides x and the watched entries: the guard hook, torch's global hook dicts and
+    torch.jit.trace's state (run() mirrors QuantModule._hookless in C++); returns runner.run."""
+    runner.set_call_checks(_fast_path_guard, (_nn_module._global_forward_pre_hooks, _nn_module._global_forward_hooks,
+                                              _nn_module._global_backward_hooks,
+                                              _nn_module._global_backward_pre_hooks),
+                           torch._C._is_tracing)
+    return runner.run
+
+
 class QuantModule(nn.Module):
     """Base of numkern's quantized torch modules (see the module docstring for the rules)."""
 
@@ -65,7 +83,8 @@ class QuantModule(nn.Module):
 
     def _hookless(self) -> bool:
         """True when the only hook (of this module or global) is _fast_path_guard, which does
-        nothing, and the module is not torch.compile'd: nn.Module's call is then just forward."""
+        nothing, and the module is not torch.compile'd: nn.Module's call is then just forward.
+        (LayerRunner.run checks the same in C++: layer_runner.hpp's plain_call.)"""
         pre = self._forward_pre_hooks
         return (len(pre) == 1 and self._compiled_call_impl is None
                 and not (self._forward_hooks or self._backward_hooks or self._backward_pre_hooks

@@ -197,9 +197,11 @@ class _Fast:
         self.pack, self.scales_np, self.k = p.packed_np()[1], p.scales, p.k
         self.bias_np = (None if self.bias is None
                         else self.bias.detach().to(torch.float32).contiguous().numpy())
+        from .._torch_module import watch_buffers
+
         self.run = _runner(self.pack, self.scales_np, self.bias_np,
-                           ((b, "codes", self.codes, self.cv), (b, "scales", self.scales, self.sv),
-                            (b, "bias", self.bias, self.bv)), None)
+                           watch_buffers(layer, ("codes", "scales", "bias"), (self.codes, self.scales, self.bias),
+                                         (self.cv, self.sv, self.bv)), None)
 
     def valid(self, buffers):
         c, s, b = buffers["codes"], buffers["scales"], buffers["bias"]
@@ -211,17 +213,12 @@ def _runner(pack, scales, bias, watch, act):
     """run(x) of numkern._core.olive.LayerRunner on the pack: the layer call on a torch tensor
     (OVPLinear.__call__), None when the fast path does not apply or a watched entry changed."""
     import torch
-    from torch.nn.modules import module as m
 
     from ..._core import olive
-    from .._torch_module import _fast_path_guard
+    from .._torch_module import arm_runner
 
-    r = olive.LayerRunner(pack, scales, True, bias, watch, act, torch.Tensor, torch.float32, torch.strided,
-                          torch.from_numpy)
-    r.set_call_checks(_fast_path_guard, (m._global_forward_pre_hooks, m._global_forward_hooks,
-                                         m._global_backward_hooks, m._global_backward_pre_hooks),
-                      torch._C._is_tracing)
-    return r.run
+    return arm_runner(olive.LayerRunner(pack, scales, True, bias, watch, act, torch.Tensor, torch.float32,
+                                        torch.strided, torch.from_numpy))
 
 
 def fast_state(layer):
@@ -285,8 +282,10 @@ class _ActFast:
         st.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
         st.args = (p.packed_np("rows")[1], p.scales, True, alpha, layer.act_bits, _NORMAL[layer.act_normal],
                    layer.both_outliers == "left")
-        b, d = layer._buffers, st.d
-        watch = tuple((b, n, t, None if t is None else v) for n, t, v in zip(cls._NAMES, st.bufs, st.versions))
+        from .._torch_module import watch_buffers
+
+        d = st.d
+        watch = watch_buffers(layer, cls._NAMES, st.bufs, st.versions)
         watch += ((d, "_calib", None, None), (d, "act_bits", d["act_bits"], -1), (d, "act_normal", d["act_normal"], -1),
                   (d, "both_outliers", d["both_outliers"], -1))
         st.run = _runner(st.args[0], st.args[1], st.bias_np, watch, (alpha, st.args[4], st.args[5], st.args[6]))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._skips import log_skipped, skipped_layers
-from .._torch_module import QuantModule
+from .._torch_module import QuantModule, arm_runner, watch_buffers
 from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
                       _unpack, cluster_labels, encode_ids)
 
@@ -238,7 +238,9 @@ class SplitQuantLinear(QuantModule):
                 st = self.__dict__["_nk_fast"] = _SQFast.make(self)
             if (st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg()
                     and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (vmap's: the operator)
-                return st(x)
+                y = st(x)
+                if y is not None:
+                    return y
         return super().forward(x)
 
     def _forward(self, x):
@@ -256,17 +258,17 @@ class SplitQuantLinear(QuantModule):
 class _SQFast:
     """What SplitQuantLinear's eager fast path reads, cached in the layer (attribute ``_nk_fast``,
     kept out of pickles and deep copies by QuantModule.__getstate__): the buffers it was made from
-    (identity and version counter: any change, in place or by replacement, invalidates it), numpy
-    views of codes / clusters / scales / offsets, a float32 copy of the bias, and the layer's
-    ``numkern._core.splitquant.LayerRunner`` made from them (``run(module, x)``: the whole eager
-    call in C++, see SplitQuantLinear.__call__), which holds, from the first call that
-    fused_linear's few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of a
-    multiple of 16), the weight's lane index (one byte a weight: id << bits | code; not with env
+    (identity and version counter: any change, in place or by replacement, invalidates it) and the
+    layer's ``numkern._core.splitquant.LayerRunner``, made from numpy views of codes / clusters /
+    scales / offsets and a float32 copy of the bias, which it holds (``run(module, x)``: the whole
+    eager call in C++, see SplitQuantLinear.__call__).  From the first call that fused_linear's
+    few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of a multiple of 16) the
+    runner also holds the weight's lane index (one byte a weight: id << bits | code; not with env
     NUMKERN_SPLITQUANT_INDEX=0), with which that kernel looks the weights up instead of decoding
-    them (same result).  ``ok`` is False
-    where the fast path does not apply (weights not on the CPU, a partial last group)."""
+    them (same result).  ``ok`` is False where the fast path does not apply (weights not on the
+    CPU, a partial last group)."""
 
-    __slots__ = ("bufs", "versions", "ok", "args", "out", "lin", "runner", "run")
+    __slots__ = ("bufs", "versions", "ok", "runner", "run")
 
     @classmethod
     def make(cls, layer):
@@ -281,22 +283,12 @@ class _SQFast:
             from ..._core import splitquant as core
 
             b = None if bias is None else bias.detach().to(_F32).contiguous().numpy()
-            st.lin, st.out = core.fused_linear, layer.out_features
-            st.args = (*(t.detach().contiguous().numpy() for t in (codes, clusters, scales, offsets)), b)
-            st.args = (st.args, layer.group_size, layer.bits)
-            bufs = layer._buffers
-            watch = tuple((bufs, n, t, None if t is None else v) for n, t, v in zip(_FAST_PARTS, st.bufs, st.versions))
-            from torch.nn.modules import module as mm
-
-            from .._torch_module import _fast_path_guard
-
-            st.runner = core.LayerRunner(*st.args[0], layer.in_features, layer.group_size, layer.bits, watch,
-                                         torch.Tensor, torch.float32, torch.strided, torch.from_numpy,
+            arrays = (*(t.detach().contiguous().numpy() for t in (codes, clusters, scales, offsets)), b)
+            st.runner = core.LayerRunner(*arrays, layer.in_features, layer.group_size, layer.bits,
+                                         watch_buffers(layer, _FAST_PARTS, st.bufs, st.versions), torch.Tensor,
+                                         torch.float32, torch.strided, torch.from_numpy,
                                          os.environ.get("NUMKERN_SPLITQUANT_INDEX", "1") != "0")
-            st.runner.set_call_checks(_fast_path_guard, (mm._global_forward_pre_hooks, mm._global_forward_hooks,
-                                                         mm._global_backward_hooks, mm._global_backward_pre_hooks),
-                                      torch._C._is_tracing)
-            st.run = st.runner.run
+            st.run = arm_runner(st.runner)
         return st
 
     def valid(self, buffers):
@@ -307,17 +299,9 @@ class _SQFast:
         return True
 
     def __call__(self, x):
-        """x (float32 CPU, contiguous, [..., in]) @ W^T + bias -> float32 [..., out]."""
-        r = self.runner.run_tensor(x)  # the runner's kernel call (and its lane index)
-        if r is not None:
-            return r
-        x2 = x.reshape(-1, x.shape[-1])  # (a negative-bit view, say: through numpy)
-        y = np.empty((x2.shape[0], self.out), np.float32)
-        if x2.shape[0]:
-            parts, gs, bits = self.args
-            self.lin(x2.numpy(), *parts, y, gs, bits)
-        y = torch.from_numpy(y)
-        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out)
+        """x (float32 CPU, contiguous, [..., in]) @ W^T + bias -> float32 [..., out] by the runner's
+        kernel call (without its module checks: forward's caller ran them); None when it declines."""
+        return self.runner.run_tensor(x)
 
 
 # ---- transforms ----------------------------------------------------------------------------
