@@ -101,30 +101,18 @@ bool usable() {
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx2,fma,amx-tile,amx-bf16,amx-int8")
 
 bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
-                index_t k_pad) {
-  const index_t plane = m_pad * k_pad;
-  const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  const __m512i expo = _mm512_set1_epi32(0x7F800000);
+                index_t k_pad, index_t plane) {
+  if (plane == 0) plane = m_pad * k_pad;
   __mmask16 bad = 0;
   for (index_t r = 0; r < m; ++r) {
     const float* xr = x + r * ldx;
     std::uint16_t* d0 = planes + (r / kTileRows) * kTileRows * k_pad + (r % kTileRows) * kStepK;
-    std::uint16_t* d1 = d0 + plane;
-    std::uint16_t* d2 = d1 + plane;
-    for (index_t t0 = 0; t0 < k_pad; t0 += 16) {
-      const index_t t = t0, o = (t0 / kStepK) * kTileRows * kStepK + t0 % kStepK;  // offset in the tiled row
+    for (index_t t = 0; t < k_pad; t += 16) {
+      const index_t o = (t / kStepK) * kTileRows * kStepK + t % kStepK;  // offset in the tiled row
       const index_t left = k - t;
       const __mmask16 mk = left >= 16 ? static_cast<__mmask16>(0xFFFF)
                                       : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
-      const __m512i xi = _mm512_maskz_loadu_epi32(mk, xr + t);
-      bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(xi, expo), expo);
-      const __m512i hi = _mm512_and_si512(xi, top);  // the top 8 significand bits, by truncation
-      const __m512 r1 = _mm512_sub_ps(_mm512_castsi512_ps(xi), _mm512_castsi512_ps(hi));  // exact
-      const __m512i mid = _mm512_and_si512(_mm512_castps_si512(r1), top);
-      const __m512i lo = _mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(mid)));  // exact, <= 8 bits
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0 + o), _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1 + o), _mm512_cvtepi32_epi16(_mm512_srli_epi32(mid, 16)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d2 + o), _mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16)));
+      bad |= split16(_mm512_maskz_loadu_epi32(mk, xr + t), d0 + o, plane);
     }
   }
   for (index_t r = m; r < m_pad; ++r)  // padding rows: zero
@@ -255,6 +243,124 @@ void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, in
   }
   _tile_release();
 }
+namespace {
+// r[i] <- column i of the 16 x 16 dwords r (row i = r[i])
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {  // 2 x 2 blocks of dwords
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 4 x 4 blocks within each 128-bit lane
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4 g + j], lane l: rows 4 g .. 4 g + 3 of column 4 l + j; now the 4 x 4 lanes
+  for (int j = 0; j < 4; ++j) {  // lanes (0, 1) and (2, 3) paired across register groups (0, 1), (2, 3)
+    t[j] = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);         // lanes 0, 2 of g0 | 0, 2 of g1
+    t[4 + j] = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);     // lanes 1, 3
+    t[8 + j] = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);          // column j
+    r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xDD);      // column 8 + j
+    r[4 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0x88);  // column 4 + j
+    r[12 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0xDD); // column 12 + j
+  }
+}
+}  // namespace
+
+bool split_cols(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
+                index_t k_pad) {
+  if (!split_rows(x, m, k, ldx, planes, m_pad, k_pad)) return false;
+  const index_t tiles = 3 * (m_pad / kTileRows) * (k_pad / kStepK);
+  for (index_t i = 0; i < tiles; ++i) {  // each 1 KiB tile in place
+    std::uint16_t* tp = planes + i * kTileRows * kStepK;
+    __m512i r[16];
+    for (int q = 0; q < 16; ++q) r[q] = _mm512_loadu_si512(tp + q * kStepK);
+    transpose16(r);
+    for (int q = 0; q < 16; ++q) _mm512_storeu_si512(tp + q * kStepK, r[q]);
+  }
+  return true;
+}
+
+void store_transposed(const float* c, index_t rows, index_t cols, const float* bias, float* y, index_t ldy, bool add) {
+  for (index_t r0 = 0; r0 < rows; r0 += 16)
+    for (index_t o0 = 0; o0 < cols; o0 += 16) {
+      __m512i r[16];
+      for (int o = 0; o < 16; ++o) r[o] = _mm512_loadu_si512(c + (o0 + o) * kPanelCols + r0);
+      transpose16(r);  // r[i]: row r0 + i of y, columns o0 .. o0 + 15
+      const index_t nc = std::min<index_t>(16, cols - o0);
+      const __mmask16 mk = static_cast<__mmask16>((1u << nc) - 1u);
+      const __m512 b = bias ? _mm512_maskz_loadu_ps(mk, bias + o0) : _mm512_setzero_ps();
+      for (index_t i = 0; i < 16 && r0 + i < rows; ++i) {
+        float* yr = y + (r0 + i) * ldy + o0;
+        const __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[i]), b);
+        _mm512_mask_storeu_ps(yr, mk, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yr), v) : v);
+      }
+    }
+}
+
+namespace {
+// One panel's steps s0 .. s1 - 1 into c (32 x 32, rows kPanelCols floats apart; loaded unless
+// first): tiles 0-3 the sums (A rows 0-15 / 16-31 x B columns 0-15 / 16-31), 4-5 A, 6-7 B.
+// Piece products smallest first (B piece i outside, A pieces j <= 2 - i, or all three).
+template <bool kNine>
+inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile, const std::uint16_t* b,
+                        index_t b_plane, index_t b_tile, index_t s0, index_t s1, float* c, bool first) {
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, c, kLdc);
+    _tile_loadd(1, c + 16, kLdc);
+    _tile_loadd(2, c + kTileRows * kPanelCols, kLdc);
+    _tile_loadd(3, c + kTileRows * kPanelCols + 16, kLdc);
+  }
+  for (index_t s = s0; s < s1; ++s) {
+    const index_t so = s * kTileRows * kStepK;
+    for (int i = 2; i >= 0; --i) {
+      _tile_loadd(6, b + i * b_plane + so, lda);
+      _tile_loadd(7, b + i * b_plane + b_tile + so, lda);
+      for (int j = kNine ? 2 : 2 - i; j >= 0; --j) {
+        _tile_loadd(4, a + j * a_plane + so, lda);
+        _tile_loadd(5, a + j * a_plane + a_tile + so, lda);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+  }
+  _tile_stored(0, c, kLdc);
+  _tile_stored(1, c + 16, kLdc);
+  _tile_stored(2, c + kTileRows * kPanelCols, kLdc);
+  _tile_stored(3, c + kTileRows * kPanelCols + 16, kLdc);
+}
+}  // namespace
+
+void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool nine, bool first,
+                         float* c) {
+  begin_tiles();
+  for (index_t s0 = 0; s0 < steps; s0 += kBlockSteps) {
+    const index_t s1 = std::min(steps, s0 + kBlockSteps);
+    for (index_t p = 0; p < npanels; ++p) {
+      const std::uint16_t* ap = a.p + 2 * p * a.set;
+      const bool zero = first && s0 == 0;
+      if (nine)
+        split_steps<true>(ap, a.plane, a.set, b.p, b.plane, b.set, s0, s1, c + p * 1024, zero);
+      else
+        split_steps<false>(ap, a.plane, a.set, b.p, b.plane, b.set, s0, s1, c + p * 1024, zero);
+    }
+  }
+  _tile_release();
+}
+
 void tile_rows_int8(const std::int8_t* a, index_t m, index_t k, index_t lda, std::int8_t* t, index_t m_pad,
                     index_t k_pad) {
   for (index_t r = 0; r < m_pad; ++r)
@@ -348,7 +454,10 @@ void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, inde
 }
 #pragma GCC pop_options
 #else
-bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
+bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t, index_t) { return false; }
+bool split_cols(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
+void block_product_split(SplitOperand, index_t, SplitOperand, index_t, bool, bool, float*) {}
+void store_transposed(const float*, index_t, index_t, const float*, float*, index_t, bool) {}
 void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*) {}
 void tile_rows_int8(const std::int8_t*, index_t, index_t, index_t, std::int8_t*, index_t, index_t) {}
 void pack_rows_int8(const std::int8_t*, index_t, index_t, index_t, index_t, std::int8_t*) {}

@@ -17,8 +17,14 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
+#include "cpu/common/tiers.hpp"
 #include "numkern/config.hpp"
+
+#if NK_X86_TIERS
+#include <immintrin.h>
+#endif
 
 namespace nk::cpu::amx {
 
@@ -47,13 +53,44 @@ constexpr index_t kPanelCols = 32; // output columns of a packed panel: two B ti
 
 inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 
+// n elements of v from a 64-byte boundary (v grown when needed, kept between calls): tile rows
+// must not straddle cache lines -- a tile load from a buffer 16 bytes off (std::vector's own
+// alignment) reads two lines a row and ran the tile products at about half their rate here.
+template <class T>
+T* aligned_buffer(std::vector<T>& v, index_t n) {
+  constexpr index_t extra = 64 / sizeof(T);
+  if (v.size() < static_cast<size_t>(n + extra)) v.resize(static_cast<size_t>(n + extra));
+  const auto addr = reinterpret_cast<std::uintptr_t>(v.data());
+  return v.data() + ((64 - addr % 64) % 64) / sizeof(T);
+}
+
 // planes: three bfloat16 planes of m_pad x k_pad (hi, mid, lo; plane i at planes + i m_pad k_pad),
 // each in tiles: [m_pad / 16][k_pad / 32][16][32] (a tile's 16 rows of 32 values contiguous: tile
 // loads of 1 KiB in a row read 16 cache lines in order, twice as fast as rows k_pad apart),
 // rows m .. m_pad - 1 and columns k .. k_pad - 1 zero; x (m, k) with row stride ldx.  Returns false
 // (planes unspecified) when x holds an infinity or NaN: the caller takes its float32 path.
+// plane: the elements from one plane to the next (0: m_pad k_pad).  A caller can split one row at a
+// time into a larger tile set: planes at that row's place in its tile, m = m_pad = 1, plane the
+// whole set's.
 bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
-                index_t k_pad);
+                index_t k_pad, index_t plane = 0);
+
+#if NK_X86_TIERS
+// split_rows' cut of 16 floats (bits): hi, mid, lo as bfloat16 at d, d + plane, d + 2 plane;
+// returns the lanes holding an infinity or NaN.
+NK_TIER_AVX512 inline __attribute__((always_inline)) __mmask16 split16(__m512i xi, std::uint16_t* d, index_t plane) {
+  const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)), expo = _mm512_set1_epi32(0x7F800000);
+  const __mmask16 bad = _mm512_cmpeq_epi32_mask(_mm512_and_si512(xi, expo), expo);
+  const __m512i hi = _mm512_and_si512(xi, top);  // the top 8 significand bits, by truncation
+  const __m512 r1 = _mm512_sub_ps(_mm512_castsi512_ps(xi), _mm512_castsi512_ps(hi));  // exact
+  const __m512i mid = _mm512_and_si512(_mm512_castps_si512(r1), top);
+  const __m512i lo = _mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(mid)));  // exact, <= 8 bits
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + plane), _mm512_cvtepi32_epi16(_mm512_srli_epi32(mid, 16)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * plane), _mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16)));
+  return bad;
+}
+#endif
 
 // The weights' tiles (b below): per panel of kPanelCols output columns and per step s of kStepK
 // k values two tiles (columns 0-15, 16-31) of 16 rows x 64 bytes, row q holding the pairs
@@ -70,6 +107,37 @@ constexpr index_t kBlockSteps = 4;  // k steps of an A block (rows x 128 x 3 pla
 // thread and releases the tiles at the end.
 void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
                    const std::uint16_t* b, index_t npanels, float* c);
+
+// ---- both operands float32, each cut into three bfloat16 pieces (SplitQuant's decoded weights) ----
+// With a = a0 + a1 + a2 and b = b0 + b1 + b2 (split_rows: exact), a b is the sum of the nine
+// piece products, each exact in float32.  |a_i| < 2^(-8 i + 1) |a| ulp-wise: the three products
+// a1 b2, a2 b1, a2 b2 together are below 2^-21 |a b|, so six products (i + j <= 2) give a b within
+// 2^-21 |a b| plus the float32 rounding of the sums, the nine exactly.
+
+// x (m, k) as B tiles: split_rows' planes (same sizes and padding) with every 16 x 16-dword tile
+// transposed: tile row q holds, for the tile's 16 rows r, the pair (x[r][2q], x[r][2q + 1]) of a
+// plane.  False (planes unspecified) when x holds an infinity or NaN.
+bool split_cols(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
+                index_t k_pad);
+
+// One operand of block_product_split: three piece planes `plane` elements apart, in tile sets of
+// 16 rows `set` elements apart, a set's steps (16 x 32 bfloat16, 1 KiB) one after another.
+struct SplitOperand {
+  const std::uint16_t* p;  // the first tile set's first step used
+  index_t plane, set;
+};
+
+// c[p][o][r] (+)= sum over `steps` steps t of A[32 p + o][t] B[t][r] for o < 32, r < 32 and the
+// npanels panels of 32 A rows (A's tile sets 2 p, 2 p + 1; B's sets 0 and 1), with the piece
+// products (i, j), i + j <= 2 (nine: all nine).  c's rows 32 floats apart, a panel's 1024; c is
+// added to unless first.  Loops k blocks of kBlockSteps steps outside the panels (B's block read
+// from L1 by every panel).
+void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool nine, bool first,
+                         float* c);
+
+// y[r][o] = c[o][r] (+ bias[o]) for r < rows, o < cols (<= 32): one panel's sums of
+// block_product_split into rows of y, ldy floats apart; add: y[r][o] += that instead.
+void store_transposed(const float* c, index_t rows, index_t cols, const float* bias, float* y, index_t ldy, bool add);
 
 // ---- int8 x int8 -> int32 (TDPBSSD): exact integer dot products ---------------------------------
 constexpr index_t kStepK8 = 64;  // k values (bytes) of an int8 tile row

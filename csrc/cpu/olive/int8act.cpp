@@ -280,9 +280,8 @@ void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
   static thread_local std::vector<std::int8_t> at;  // the calling thread's A tiles
   for (index_t c0 = 0; c0 < batch; c0 += chunk) {
     const index_t m = std::min(chunk, batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
-    if (at.size() < static_cast<size_t>(m_pad * k_pad)) at.resize(static_cast<size_t>(m_pad * k_pad));
-    amx::tile_rows_int8(an + c0 * k, m, k, k, at.data(), m_pad, k_pad);
-    const std::int8_t* a = at.data();
+    std::int8_t* a = amx::aligned_buffer(at, m_pad * k_pad);
+    amx::tile_rows_int8(an + c0 * k, m, k, k, a, m_pad, k_pad);
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
@@ -290,16 +289,16 @@ void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
       static thread_local std::vector<std::int8_t> tiles;
       alignas(64) static thread_local std::int32_t c[amx::kUnitPanels * 32 * 32];
       const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
-      if (tiles.size() < static_cast<size_t>(np * panel_bytes)) tiles.resize(static_cast<size_t>(np * panel_bytes));
+      std::int8_t* tl = amx::aligned_buffer(tiles, np * panel_bytes);
       for (index_t i = 0; i < np; ++i) {
         const index_t r0 = (p0 + i) * 32;
         amx::pack_rows_int8(pv.normals + r0 * k, k, std::min<index_t>(32, n - r0), k, k_pad,
-                            tiles.data() + i * panel_bytes);
+                            tl + i * panel_bytes);
       }
       for (index_t b0 = 0; b0 < m; b0 += 32) {
         const int mb = static_cast<int>(std::min<index_t>(32, m - b0));
         const index_t rows = amx::round_up(mb, amx::kTileRows);
-        amx::block_product_int8(a, m_pad, k_pad, b0, rows, tiles.data(), np, c);
+        amx::block_product_int8(a, m_pad, k_pad, b0, rows, tl, np, c);
         for (index_t i = 0; i < np; ++i) {
           const index_t r0 = (p0 + i) * 32;
           finish_block(e, c0 + b0, mb, r0, static_cast<int>(std::min<index_t>(32, n - r0)), c + i * rows * 32, 32);

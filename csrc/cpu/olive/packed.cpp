@@ -327,8 +327,8 @@ bool matmul_panels_amx(const PanelArgs& a0) {
   static thread_local std::vector<std::uint16_t> planes;  // the calling thread's
   for (index_t c0 = 0; c0 < a0.batch; c0 += chunk) {
     const index_t m = std::min(chunk, a0.batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
-    if (planes.size() < static_cast<size_t>(3 * m_pad * k_pad)) planes.resize(static_cast<size_t>(3 * m_pad * k_pad));
-    if (!amx::split_rows(a0.x + c0 * k, m, k, k, planes.data(), m_pad, k_pad)) {
+    std::uint16_t* pl = amx::aligned_buffer(planes, 3 * m_pad * k_pad);
+    if (!amx::split_rows(a0.x + c0 * k, m, k, k, pl, m_pad, k_pad)) {
       if (c0 == 0) return false;  // nothing written yet: the float path takes the whole call
       PanelArgs rest = a0;        // a later chunk not finite: the float path for the rest
       rest.x += c0 * k;
@@ -341,7 +341,7 @@ bool matmul_panels_amx(const PanelArgs& a0) {
     a.x += c0 * k;
     a.out += c0 * n;
     a.batch = m;
-    a.planes = planes.data();
+    a.planes = pl;
     a.m_pad = m_pad;
     a.k_pad = k_pad;
 #if NK_X86_TIERS
@@ -352,11 +352,11 @@ bool matmul_panels_amx(const PanelArgs& a0) {
       alignas(64) static thread_local float scratch[kScratch];
       static thread_local std::vector<std::uint16_t> tiles;  // this unit's panels, as tiles
       const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
-      if (tiles.size() < static_cast<size_t>(np * panel_elems)) tiles.resize(static_cast<size_t>(np * panel_elems));
-      for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, tiles.data() + i * panel_elems);
+      std::uint16_t* tl = amx::aligned_buffer(tiles, np * panel_elems);
+      for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, tl + i * panel_elems);
       for (index_t r0 = 0; r0 < m; r0 += 32) {
         const index_t nb = std::min<index_t>(32, m - r0), rows = amx::round_up(nb, amx::kTileRows);
-        amx::block_product(a.planes, m_pad, k_pad, r0, rows, tiles.data(), np, scratch);
+        amx::block_product(a.planes, m_pad, k_pad, r0, rows, tl, np, scratch);
         for (index_t i = 0; i < np; ++i) tier_avx512::finish(a, p0 + i, scratch + i * rows * kPanelRows, r0, nb, false);
       }
     }

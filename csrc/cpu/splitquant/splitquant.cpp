@@ -12,8 +12,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <vector>
 
+#include "cpu/common/amx.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
 #include "numkern/splitquant/splitquant.hpp"
@@ -428,6 +430,29 @@ NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t
   }
 }
 
+// decode_row_x16<Bits> straight into the AMX path's planes: the row's three bfloat16 pieces
+// (amx::split16) at d0 (its place in its tile set), plane elements apart, columns in .. k_pad - 1
+// zero; false when a weight is not finite.  No codes (codes null): a zero row.
+template <int Bits>
+NK_TIER_AVX512 bool decode_split_x16(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                                     const float* offsets, index_t in, index_t group_size, int k, std::uint16_t* d0,
+                                     index_t plane, index_t k_pad) {
+  auto at = [&](index_t i) { return d0 + (i / amx::kStepK) * amx::kTileRows * amx::kStepK + i % amx::kStepK; };
+  __mmask16 bad = 0;
+  index_t i = 0;
+  if (codes) {
+    alignas(64) float st[16], ot[16];
+    for (index_t g = 0; g < in / group_size; ++g) {
+      lane_tables(scales + g * k, offsets + g * k, k, 16, st, ot);
+      const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
+      for (const index_t end = i + group_size; i < end; i += 16)
+        bad |= amx::split16(_mm512_castps_si512(decode16<Bits>(codes, clusters, i, sv, ov)), at(i), plane);
+    }
+  }
+  for (; i < k_pad; i += 16) amx::split16(_mm512_setzero_si512(), at(i), plane);
+  return bad == 0;
+}
+
 // ---- few batch rows (AVX-512): the weights in registers, never stored ----------------------
 // y[m][o] = sum_i x[m][i] W(o, i) (+ bias) for M < kFewRows batch rows and the output rows
 // [o0, o1), 2- or 4-bit codes, group_size % 16 == 0.  Sixteen weights a step come either
@@ -654,6 +679,112 @@ void gemm_panels(const GemmArgs& a) {
 }
 }  // namespace
 
+// ---- AMX tiles (batches of kAmxRows rows or more, where amx::usable()) ----
+// x and the decoded weights W, each split exactly into three bfloat16 pieces (amx::split16),
+// multiplied by bfloat16 tiles into float32 sums: the piece products (i, j) with i + j <= 2, or
+// all nine (kAmxNine), see amx.hpp.  W is the tiles' A operand (its rows as decoded, no
+// transpose), x the B operand (amx::split_cols), so the sums come out as y^T and are written
+// back transposed (amx::store_transposed).  Per batch chunk of at most kAmxBatchRows rows and per
+// k chunk of whole groups (x's planes of it within kAmxChunkBytes: they stay in L2 while every
+// unit reads them; y accumulates the chunks' sums): units of panels (amx::panel_units,
+// threaded) whose rows are decoded straight into their planes (decode_split_x16, the weights
+// bitwise the scalar decode's), then every 32 batch rows.
+// False below kAmxRows rows or without AMX: the float panel GEMM answers.  x or a decoded weight
+// not finite (a corrupt cluster id decodes to NaN): the float panel GEMM computes the batch
+// chunk's rows and every later one again (over whatever the tiles wrote there), as if alone.
+constexpr index_t kAmxRows = 16;
+constexpr bool kAmxNine = false;
+constexpr index_t kAmxBatchRows = 1024;
+constexpr index_t kAmxChunkBytes = 768 * 1024;
+
+bool fused_linear_amx(const GemmArgs& a) {
+  if (a.n < kAmxRows || !amx::usable()) return false;
+  const index_t in = a.in, out = a.out;
+  const index_t npanels = (out + kPanel - 1) / kPanel;
+  const index_t unit_k = std::lcm(a.group_size, amx::kStepK);  // a k chunk: whole groups and whole steps
+  static thread_local std::vector<std::uint16_t> xplanes;   // the calling thread's
+  for (index_t c0 = 0; c0 < a.n; c0 += kAmxBatchRows) {
+    const index_t m = std::min(kAmxBatchRows, a.n - c0), m_pad = amx::round_up(m, 2 * amx::kTileRows);
+    const index_t mblocks = m_pad / (2 * amx::kTileRows);
+    index_t kc = std::max<index_t>(unit_k, kAmxChunkBytes / (6 * m_pad) / unit_k * unit_k);
+    if (kc >= in) kc = in;
+    const index_t kc_pad = amx::round_up(kc, amx::kStepK);
+    const amx::Units split = amx::panel_units(npanels, 6 * kPanel * kc_pad, m * out * in);
+    const index_t per_unit = split.per_unit;
+    const int nt = split.threads;
+    (void)nt;
+    std::uint16_t* xp = amx::aligned_buffer(xplanes, 3 * m_pad * kc_pad);
+    int bad = 0;  // x or a decoded weight not finite
+    for (index_t k0 = 0; k0 < in && !bad; k0 += kc) {
+      const index_t kn = std::min(kc, in - k0), g0 = k0 / a.group_size;
+      const index_t steps = amx::round_up(kn, amx::kStepK) / amx::kStepK;
+      if (!amx::split_cols(a.x + c0 * in + k0, m, kn, in, xp, m_pad, kc_pad)) {
+        bad = 1;
+        break;
+      }
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(| : bad)
+#endif
+      for (index_t u = 0; u < split.units; ++u) {
+        static thread_local std::vector<std::uint16_t> wplanes;
+        static thread_local std::vector<float> row, sums;
+        const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0), rows = np * kPanel;
+        const index_t plane = rows * kc_pad, set = amx::kTileRows * kc_pad;
+        std::uint16_t* wp = amx::aligned_buffer(wplanes, 3 * plane);
+        float* rw = amx::aligned_buffer(row, kc);
+        float* sm = amx::aligned_buffer(sums, np * kPanel * kPanel);
+        bool ok = true;
+        for (index_t r = 0; r < rows && ok; ++r) {
+          const index_t o = p0 * kPanel + r;  // (rows past the layer's: zero)
+          const std::uint8_t *codes = o < out ? a.codes + o * a.cb + k0 * a.bits / 8 : nullptr,
+                             *ids = a.clusters + o * a.lb + k0 / 4;
+          const float *sc = a.scales + (o * a.groups + g0) * a.k, *of = a.offsets + (o * a.groups + g0) * a.k;
+          std::uint16_t* d0 = wp + (r / amx::kTileRows) * set + (r % amx::kTileRows) * amx::kStepK;
+#if NK_X86_TIERS
+          if (a.group_size % 16 == 0) {  // (amx::usable(): the avx512 tier)
+            ok = a.bits == 2   ? decode_split_x16<2>(codes, ids, sc, of, kn, a.group_size, a.k, d0, plane, kc_pad)
+                 : a.bits == 4 ? decode_split_x16<4>(codes, ids, sc, of, kn, a.group_size, a.k, d0, plane, kc_pad)
+                               : decode_split_x16<8>(codes, ids, sc, of, kn, a.group_size, a.k, d0, plane, kc_pad);
+            continue;
+          }
+#endif
+          if (codes)
+            decode_row_any(a.bits, codes, ids, sc, of, kn, a.group_size, a.k, rw);
+          else
+            std::fill_n(rw, kn, 0.0f);
+          ok = amx::split_rows(rw, 1, kn, kn, d0, 1, kc_pad, plane);
+        }
+        if (!ok) {
+          bad = 1;
+          continue;
+        }
+        for (index_t mb = 0; mb < mblocks; ++mb) {
+          amx::block_product_split(amx::SplitOperand{wp, plane, set}, np,
+                                   amx::SplitOperand{xp + 2 * mb * amx::kTileRows * kc_pad, m_pad * kc_pad,
+                                                     amx::kTileRows * kc_pad},
+                                   steps, kAmxNine, true, sm);
+          const index_t r0 = mb * 2 * amx::kTileRows, nb = std::min<index_t>(2 * amx::kTileRows, m - r0);
+          for (index_t i = 0; i < np; ++i) {
+            const index_t o0 = (p0 + i) * kPanel;
+            amx::store_transposed(sm + i * kPanel * kPanel, nb, std::min<index_t>(kPanel, out - o0),
+                                  a.bias && k0 == 0 ? a.bias + o0 : nullptr, a.y + (c0 + r0) * out + o0, out, k0 > 0);
+          }
+        }
+      }
+    }
+    if (bad) {  // the float path for the rest (these rows overwritten)
+      if (c0 == 0) return false;
+      GemmArgs rest = a;
+      rest.x += c0 * in;
+      rest.y += c0 * out;
+      rest.n -= c0;
+      gemm_panels(rest);
+      return true;
+    }
+  }
+  return true;
+}
+
 void fused_decode(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
                   const float* offsets, index_t out, index_t in, index_t group_size, int bits,
                   int k, float* w) {
@@ -736,9 +867,11 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
     // whole groups a chunk, and a multiple of 8 columns (the codes' byte boundary at 2 bits: 4)
     index_t chunk = group_size >= kChunk ? group_size : kChunk / group_size * group_size;
     if ((chunk * bits) % 8 != 0 || chunk % 4 != 0) chunk = in;  // (odd group sizes: one chunk)
-    return gemm_panels(GemmArgs{x, n, in, codes, clusters, scales, offsets, out, group_size,
-                                nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
-                                groups, bits, k, bias, y, std::min(chunk, in)});
+    const GemmArgs args{x, n, in, codes, clusters, scales, offsets, out, group_size,
+                        nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
+                        groups, bits, k, bias, y, std::min(chunk, in)};
+    if (NK_X86_TIERS && fused_linear_amx(args)) return;
+    return gemm_panels(args);
   }
   // Four output rows are decoded into a small buffer and share every load of an input row;
   // the buffer (4 x in floats) stays in L1/L2 while all n input rows stream past it.
