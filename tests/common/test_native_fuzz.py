@@ -159,7 +159,7 @@ def test_standalone_fuzzers(tmp_path):
              "-ffp-contract=off", "-fsanitize=address,undefined,float-cast-overflow",
              "-fno-sanitize-recover=all", "-fopenmp", "-DNK_HAVE_OPENMP=1",
              f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}", f"-I{FUZZ}"]
-    sources = {"olive": ["csrc/cpu/olive/olive.cpp", "csrc/cpu/olive/search.cpp", "csrc/cpu/common/dispatch.cpp"], "splitquant": ["csrc/cpu/splitquant/splitquant.cpp", "csrc/cpu/common/dispatch.cpp"]}
+    sources = {"olive": ["csrc/cpu/olive/olive.cpp", "csrc/cpu/olive/search.cpp", "csrc/cpu/common/dispatch.cpp"], "splitquant": ["csrc/cpu/splitquant/splitquant.cpp", "csrc/cpu/common/dispatch.cpp", "csrc/cpu/common/amx.cpp"]}
     builds = {}
     for name, extra in sources.items():  # both targets compile at once (2 processes)
         cmd = [cxx, *flags, str(FUZZ / f"fuzz_{name}.cpp"), str(FUZZ / "standalone_main.cpp"),

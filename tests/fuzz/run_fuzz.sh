@@ -48,7 +48,7 @@ fi
 
 declare -A sources=(
   [olive]="$root/csrc/cpu/olive/olive.cpp $root/csrc/cpu/common/dispatch.cpp $root/csrc/cpu/common/threads.cpp"
-  [splitquant]="$root/csrc/cpu/splitquant/splitquant.cpp $root/csrc/cpu/common/dispatch.cpp $root/csrc/cpu/common/threads.cpp"
+  [splitquant]="$root/csrc/cpu/splitquant/splitquant.cpp $root/csrc/cpu/common/dispatch.cpp $root/csrc/cpu/common/threads.cpp $root/csrc/cpu/common/amx.cpp"
 )
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1}

@@ -1,5 +1,5 @@
 """The AMX path of the fused SplitQuant matmul (csrc/cpu/splitquant/splitquant.cpp,
-fused_linear_amx; csrc/cpu/common/amx.hpp): from 16 batch rows, where AMX is available, x and the
+fused_linear_amx; csrc/cpu/common/amx.hpp): from 32 batch rows, where AMX is available, x and the
 decoded weights W are each split exactly into three bfloat16 pieces and the six piece products
 (i, j), i + j <= 2, summed in float32 by the tiles.
 
@@ -56,16 +56,16 @@ def _check(y, x, m, bias=True):
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("k,n,gs", [(384, 70, 128), (1536, 40, 64), (456, 33, 24), (48, 9, 16)])
 def test_amx_matches_reference(amx_restore, bits, k, n, gs):
-    """Batches below and above the 16-row switch, across the 32-row blocks, the 1024-row batch
+    """Batches below and above the 32-row switch, across the 32-row blocks, the 1024-row batch
     chunks and several k chunks (1536 columns at 208+ rows: three; groups of 24: chunks of 96
     columns' multiples and a last partial step), output widths not a multiple of 32."""
     m = _layer(k, n, bits, gs, k + n + bits)
     rng = np.random.default_rng(k + n)
-    for rows in (15, 16, 17, 31, 33, 64, 208, 300) + ((1100,) if k == 384 else ()):
+    for rows in (16, 31, 32, 33, 64, 208, 300) + ((1100,) if k == 384 else ()):
         x = (rng.standard_normal((rows, k)) * np.exp(rng.uniform(-8, 8, (rows, 1)))).astype(np.float32)
         got, tiles = _run(x, m)
         _check(got, x, m)
-        assert tiles is None or tiles == (rows >= 16)
+        assert tiles is None or tiles == (rows >= 32)
         _core.set_amx(False)
         plain, tiles = _run(x, m)
         _core.set_amx(True)

@@ -103,24 +103,24 @@ bool usable() {
 bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
                 index_t k_pad, index_t plane) {
   if (plane == 0) plane = m_pad * k_pad;
-  __mmask16 bad = 0;
+  bool bad = false;
+  auto mask = [&](index_t t) {  // columns t .. t + 15 below k
+    const index_t left = k - t;
+    return left >= 16 ? static_cast<__mmask16>(0xFFFF) : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+  };
   for (index_t r = 0; r < m; ++r) {
     const float* xr = x + r * ldx;
-    std::uint16_t* d0 = planes + (r / kTileRows) * kTileRows * k_pad + (r % kTileRows) * kStepK;
-    for (index_t t = 0; t < k_pad; t += 16) {
-      const index_t o = (t / kStepK) * kTileRows * kStepK + t % kStepK;  // offset in the tiled row
-      const index_t left = k - t;
-      const __mmask16 mk = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                      : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
-      bad |= split16(_mm512_maskz_loadu_epi32(mk, xr + t), d0 + o, plane);
-    }
+    std::uint16_t* d = planes + (r / kTileRows) * kTileRows * k_pad + (r % kTileRows) * kStepK;
+    for (index_t t = 0; t < k_pad; t += kStepK, d += kTileRows * kStepK)  // a step: 32 columns, a tile row
+      bad |= split32(_mm512_maskz_loadu_epi32(mask(t), xr + t), _mm512_maskz_loadu_epi32(mask(t + 16), xr + t + 16),
+                     d, plane);
   }
   for (index_t r = m; r < m_pad; ++r)  // padding rows: zero
     for (int i = 0; i < 3; ++i)
       for (index_t s = 0; s < k_pad / kStepK; ++s)
         std::memset(planes + i * plane + (r / kTileRows) * kTileRows * k_pad + s * kTileRows * kStepK +
                         (r % kTileRows) * kStepK, 0, kStepK * 2);
-  return bad == 0;
+  return !bad;
 }
 
 namespace {

@@ -76,19 +76,25 @@ bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t
                 index_t k_pad, index_t plane = 0);
 
 #if NK_X86_TIERS
-// split_rows' cut of 16 floats (bits): hi, mid, lo as bfloat16 at d, d + plane, d + 2 plane;
-// returns the lanes holding an infinity or NaN.
-NK_TIER_AVX512 inline __attribute__((always_inline)) __mmask16 split16(__m512i xi, std::uint16_t* d, index_t plane) {
+// split_rows' cut of 32 floats (a: the first 16, b: the next, as bits): hi, mid, lo as bfloat16
+// at d, d + plane, d + 2 plane (each piece's top 16 bits: exact, see above), one 64-byte store
+// a piece; returns whether any is an infinity or NaN.
+NK_TIER_AVX512 inline __attribute__((always_inline)) bool split32(__m512i a, __m512i b, std::uint16_t* d,
+                                                                 index_t plane) {
   const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)), expo = _mm512_set1_epi32(0x7F800000);
-  const __mmask16 bad = _mm512_cmpeq_epi32_mask(_mm512_and_si512(xi, expo), expo);
-  const __m512i hi = _mm512_and_si512(xi, top);  // the top 8 significand bits, by truncation
-  const __m512 r1 = _mm512_sub_ps(_mm512_castsi512_ps(xi), _mm512_castsi512_ps(hi));  // exact
-  const __m512i mid = _mm512_and_si512(_mm512_castps_si512(r1), top);
-  const __m512i lo = _mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(mid)));  // exact, <= 8 bits
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + plane), _mm512_cvtepi32_epi16(_mm512_srli_epi32(mid, 16)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * plane), _mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16)));
-  return bad;
+  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                                       25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);  // the high words
+  const __mmask16 bad = _mm512_cmpeq_epi32_mask(_mm512_and_si512(a, expo), expo) |
+                        _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, expo), expo);
+  // r = x - hi (exact: hi is x's top 8 significand bits, by truncation), lo = r - mid (exact)
+#define NK_SPLIT_REST(x) \
+  _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(x), _mm512_castsi512_ps(_mm512_and_si512(x, top))))
+  const __m512i ra = NK_SPLIT_REST(a), rb = NK_SPLIT_REST(b), la = NK_SPLIT_REST(ra), lb = NK_SPLIT_REST(rb);
+#undef NK_SPLIT_REST
+  _mm512_storeu_si512(d, _mm512_permutex2var_epi16(a, odd, b));
+  _mm512_storeu_si512(d + plane, _mm512_permutex2var_epi16(ra, odd, rb));
+  _mm512_storeu_si512(d + 2 * plane, _mm512_permutex2var_epi16(la, odd, lb));
+  return bad != 0;
 }
 #endif
 

@@ -268,17 +268,25 @@ void decode_row(const std::uint8_t* codes, const std::uint8_t* clusters, const f
 }
 
 #if NK_X86_TIERS
-// A group's k (scale, offset) pairs as lane tables of `lanes` entries; ids >= k read scale 0 and
-// offset NaN (fused_weight's NaN for a corrupt id).
-inline void lane_tables(const float* s, const float* o, int k, int lanes, float* st, float* ot) {
-  for (int c = 0; c < lanes; ++c) {
-    st[c] = c < k ? s[c] : 0.0f;
-    ot[c] = c < k ? o[c] : std::numeric_limits<float>::quiet_NaN();
-  }
+// A group's k (scale, offset) pairs as lane tables (lane c: cluster c's); ids >= k read scale 0
+// and offset NaN (fused_weight's NaN for a corrupt id).  Masked loads: no scalar stores for a
+// vector load to wait on (that store-forwarding stall was a quarter of the decode's time).
+NK_TIER_AVX2 inline __attribute__((always_inline)) void lane_tables8(const float* s, const float* o, int k, __m256& sv,
+                                                                    __m256& ov) {
+  const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  sv = _mm256_maskload_ps(s, lanes);
+  ov = _mm256_blendv_ps(_mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), _mm256_maskload_ps(o, lanes),
+                        _mm256_castsi256_ps(lanes));
+}
+NK_TIER_AVX512 inline __attribute__((always_inline)) void lane_tables16(const float* s, const float* o, int k,
+                                                                       __m512& sv, __m512& ov) {
+  const __mmask16 lanes = static_cast<__mmask16>((1u << k) - 1u);
+  sv = _mm512_maskz_loadu_ps(lanes, s);
+  ov = _mm512_mask_loadu_ps(_mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()), lanes, o);
 }
 
 // Weights i .. i + 7 of a row (i % 8 == 0) in AVX2 registers from its packed codes and ids, sv /
-// ov the group's 8-lane tables of scales and offsets (lane_tables): codes and 2-bit ids shifted
+// ov the group's 8-lane tables of scales and offsets (lane_tables8): codes and 2-bit ids shifted
 // out of one broadcast word per lane, the (scale, offset) of each weight's cluster picked by a
 // lane permute, w = offset + u * scale without a fused multiply-add (the build's
 // -ffp-contract=off), so every weight is bitwise the scalar decode's; ids >= k pick NaN offsets,
@@ -312,10 +320,9 @@ NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* c
                                 const float* scales, const float* offsets, index_t in,
                                 index_t group_size, int k, float* w) {
   const index_t groups = in / group_size;
-  alignas(32) float st[8], ot[8];
   for (index_t g = 0; g < groups; ++g) {
-    lane_tables(scales + g * k, offsets + g * k, k, 8, st, ot);
-    const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
+    __m256 sv, ov;
+    lane_tables8(scales + g * k, offsets + g * k, k, sv, ov);
     for (index_t i = g * group_size, end = i + group_size; i < end; i += 8)
       _mm256_storeu_ps(w + i, decode8<Bits>(codes, clusters, i, sv, ov));
   }
@@ -341,7 +348,6 @@ NK_TIER_AVX2 void few_rows8(const float* x, index_t in, const std::uint8_t* code
   constexpr int U = M >= 4 ? 1 : 4 / M;
   const index_t groups = in / group_size;
   const index_t cb = nk::splitquant::packed_row_bytes(in, Bits), lb = nk::splitquant::packed_row_bytes(in, 2);
-  alignas(32) float st[8], ot[8];
   for (index_t o = o0; o < o1; ++o) {
     __m256 acc[U][M];
     for (int u = 0; u < U; ++u)
@@ -349,8 +355,8 @@ NK_TIER_AVX2 void few_rows8(const float* x, index_t in, const std::uint8_t* code
     const std::uint8_t* row_codes = codes + o * cb;
     const std::uint8_t* row_ids = clusters + o * lb;
     for (index_t g = 0; g < groups; ++g) {
-      lane_tables(scales + (o * groups + g) * k, offsets + (o * groups + g) * k, k, 8, st, ot);
-      const __m256 sv = _mm256_load_ps(st), ov = _mm256_load_ps(ot);
+      __m256 sv, ov;
+      lane_tables8(scales + (o * groups + g) * k, offsets + (o * groups + g) * k, k, sv, ov);
       index_t i = g * group_size;
       const index_t end = i + group_size;
       for (; i + 8 * U <= end; i += 8 * U)
@@ -382,7 +388,7 @@ NK_TIER_AVX2 void few_rows8_any(int n, const float* x, index_t in, const std::ui
 }
 
 // Weights i .. i + 15 of a row (i % 16 == 0) in AVX-512 registers from its packed codes and ids,
-// sv / ov the group's lane tables of scales and offsets (lane_tables): each lane's code and id
+// sv / ov the group's lane tables of scales and offsets (lane_tables16): each lane's code and id
 // byte placed by a byte shuffle, then shifted out per lane; w = offset + u * scale without a fused
 // multiply-add, bitwise fused_weight.
 template <int Bits>
@@ -421,36 +427,50 @@ NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t
                                    const float* scales, const float* offsets, index_t in,
                                    index_t group_size, int k, float* w) {
   const index_t groups = in / group_size;
-  alignas(64) float st[16], ot[16];
   for (index_t g = 0; g < groups; ++g) {
-    lane_tables(scales + g * k, offsets + g * k, k, 16, st, ot);
-    const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
+    __m512 sv, ov;
+    lane_tables16(scales + g * k, offsets + g * k, k, sv, ov);
     for (index_t i = g * group_size, end = i + group_size; i < end; i += 16)
       _mm512_storeu_ps(w + i, decode16<Bits>(codes, clusters, i, sv, ov));
   }
 }
 
 // decode_row_x16<Bits> straight into the AMX path's planes: the row's three bfloat16 pieces
-// (amx::split16) at d0 (its place in its tile set), plane elements apart, columns in .. k_pad - 1
-// zero; false when a weight is not finite.  No codes (codes null): a zero row.
+// (amx::split32, 32 weights a tile row) at d0 (its place in its tile set), plane elements apart,
+// columns in .. k_pad - 1 zero; false when a weight is not finite.  group_size % 16 == 0.  No
+// codes (codes null): a zero row.
 template <int Bits>
 NK_TIER_AVX512 bool decode_split_x16(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
                                      const float* offsets, index_t in, index_t group_size, int k, std::uint16_t* d0,
                                      index_t plane, index_t k_pad) {
-  auto at = [&](index_t i) { return d0 + (i / amx::kStepK) * amx::kTileRows * amx::kStepK + i % amx::kStepK; };
-  __mmask16 bad = 0;
+  constexpr index_t kRow = amx::kTileRows * amx::kStepK;  // from one step's tile row to the next
+  bool bad = false;
   index_t i = 0;
+  std::uint16_t* d = d0;
   if (codes) {
-    alignas(64) float st[16], ot[16];
-    for (index_t g = 0; g < in / group_size; ++g) {
-      lane_tables(scales + g * k, offsets + g * k, k, 16, st, ot);
-      const __m512 sv = _mm512_load_ps(st), ov = _mm512_load_ps(ot);
-      for (const index_t end = i + group_size; i < end; i += 16)
-        bad |= amx::split16(_mm512_castps_si512(decode16<Bits>(codes, clusters, i, sv, ov)), at(i), plane);
+    __m512 sv = _mm512_setzero_ps(), ov = sv;
+    index_t g_end = 0;
+    __m512i w[2];
+    for (; i < in; i += amx::kStepK, d += kRow) {
+      for (int h = 0; h < 2; ++h) {  // decode16 of weights j .. j + 15 (zero past in)
+        const index_t j = i + 16 * h;
+        if (j >= in) {
+          w[h] = _mm512_setzero_si512();
+          continue;
+        }
+        if (j >= g_end) {  // a new group: its lane tables
+          const index_t g = j / group_size;
+          g_end = (g + 1) * group_size;
+          lane_tables16(scales + g * k, offsets + g * k, k, sv, ov);
+        }
+        w[h] = _mm512_castps_si512(decode16<Bits>(codes, clusters, j, sv, ov));
+      }
+      bad |= amx::split32(w[0], w[1], d, plane);
     }
   }
-  for (; i < k_pad; i += 16) amx::split16(_mm512_setzero_si512(), at(i), plane);
-  return bad == 0;
+  for (; i < k_pad; i += amx::kStepK, d += kRow)
+    amx::split32(_mm512_setzero_si512(), _mm512_setzero_si512(), d, plane);
+  return !bad;
 }
 
 // ---- few batch rows (AVX-512): the weights in registers, never stored ----------------------
@@ -499,7 +519,6 @@ NK_TIER_AVX512 void few_rows(const float* x, index_t in, const std::uint8_t* ind
   const __m512 nan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
   const __m512 ramp4 = _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
   const __m512i quad_c = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __mmask16 kmask = static_cast<__mmask16>((1u << k) - 1u);
   for (index_t o = o0; o < o1; ++o) {
     __m512 acc[U][M];
     for (int u = 0; u < U; ++u)
@@ -510,10 +529,8 @@ NK_TIER_AVX512 void few_rows(const float* x, index_t in, const std::uint8_t* ind
     for (index_t g = 0; g < groups; ++g) {
       const float* sc = scales + (o * groups + g) * k;
       const float* of = offsets + (o * groups + g) * k;
-      // the group's k scales and offsets as lane tables (lanes >= k: scale 0, offset NaN, as
-      // lane_tables makes them), by masked loads (no scalar stores for a vector load to wait on)
-      const __m512 s4 = _mm512_maskz_loadu_ps(kmask, sc);
-      const __m512 o4 = _mm512_mask_loadu_ps(nan, kmask, of);
+      __m512 s4, o4;  // the group's k scales and offsets as lane tables
+      lane_tables16(sc, of, k, s4, o4);
       __m512 t[4];
       if constexpr (!kIndex) {
         t[0] = s4;
@@ -692,7 +709,7 @@ void gemm_panels(const GemmArgs& a) {
 // False below kAmxRows rows or without AMX: the float panel GEMM answers.  x or a decoded weight
 // not finite (a corrupt cluster id decodes to NaN): the float panel GEMM computes the batch
 // chunk's rows and every later one again (over whatever the tiles wrote there), as if alone.
-constexpr index_t kAmxRows = 16;
+constexpr index_t kAmxRows = 32;  // below: the float path (16-31 rows measured 1.3x slower on the tiles: half a 32-row block idle)
 constexpr bool kAmxNine = false;
 constexpr index_t kAmxBatchRows = 1024;
 constexpr index_t kAmxChunkBytes = 768 * 1024;
