@@ -202,7 +202,7 @@ def main():
                     help="only 4096x4096 and 4096x11008 at batch 1 and 4: fp32, OVP W4 / W8, torch dynamic int8")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 3 with --quick)")
     ap.add_argument("--no-amx", action="store_true",
-                    help="keep the OVP kernels off the AMX tiles (numkern._core.set_amx(False))")
+                    help="keep the OVP and SplitQuant kernels off the AMX tiles (numkern._core.set_amx(False))")
     ap.add_argument("--threads", default="1",
                     help="threads of torch and numkern: a number or 'all' (os.cpu_count()); with more than one "
                          "the times are wall time")
