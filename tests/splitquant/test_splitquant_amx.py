@@ -121,3 +121,21 @@ def test_amx_corrupt_id_gives_nan_in_its_output_only(amx_restore):
     _core.set_amx(True)
     assert np.array_equal(got.view(np.uint32), plain.view(np.uint32))
     assert np.isnan(got[:, 2]).all() and np.isfinite(np.delete(got, 2, axis=1)).all()
+
+
+def test_amx_threads_give_the_same_bits(amx_restore):
+    """Units of panels over threads: each unit's sums do not depend on the thread count."""
+    import numkern
+
+    m = _layer(1536, 200, 4, 64, 4)
+    x = np.random.default_rng(5).standard_normal((130, 1536)).astype(np.float32)
+    before = numkern.get_num_threads()
+    try:
+        numkern.set_num_threads(1)
+        one, _ = _run(x, m)
+        numkern.set_num_threads(2)
+        two, _ = _run(x, m)
+    finally:
+        numkern.set_num_threads(before)
+    assert np.array_equal(one.view(np.uint32), two.view(np.uint32))
+    _check(two, x, m)
