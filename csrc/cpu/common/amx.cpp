@@ -149,6 +149,21 @@ namespace {
 constexpr index_t kLdc = kPanelCols * 4;  // bytes between rows of the sums
 constexpr index_t lda = kStepK * 2;       // bytes between A rows: the tiled planes
 
+// The 32 x 32 sums of tiles 0-3 (rows 0-15 / 16-31 x columns 0-15 / 16-31) from / to c, rows
+// kPanelCols floats apart.
+inline void load_sums(const float* c) {
+  _tile_loadd(0, c, kLdc);
+  _tile_loadd(1, c + 16, kLdc);
+  _tile_loadd(2, c + kTileRows * kPanelCols, kLdc);
+  _tile_loadd(3, c + kTileRows * kPanelCols + 16, kLdc);
+}
+inline void store_sums(float* c) {
+  _tile_stored(0, c, kLdc);
+  _tile_stored(1, c + 16, kLdc);
+  _tile_stored(2, c + kTileRows * kPanelCols, kLdc);
+  _tile_stored(3, c + kTileRows * kPanelCols + 16, kLdc);
+}
+
 // Step s of one panel for the 16 rows at a (plane 0's A tile; the others plane elements apart)
 // into the sums C0 (columns 0-15) and C1 (16-31); B halves in tiles 6, 7, A in tile 4.
 #define NK_AMX_STEP16(C0, C1, a, plane, b, s)                  \
@@ -199,10 +214,7 @@ inline void block_steps(const std::uint16_t* planes, index_t plane, index_t k_pa
         _tile_dpbf16ps(3, 5, 7);
       }
     }
-    _tile_stored(0, c, kLdc);
-    _tile_stored(1, c + 16, kLdc);
-    _tile_stored(2, c + kTileRows * kPanelCols, kLdc);
-    _tile_stored(3, c + kTileRows * kPanelCols + 16, kLdc);
+    store_sums(c);
   } else {
     index_t s = s0;
     for (; s + 2 <= s1; s += 2) {
@@ -317,10 +329,7 @@ inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile,
     _tile_zero(2);
     _tile_zero(3);
   } else {
-    _tile_loadd(0, c, kLdc);
-    _tile_loadd(1, c + 16, kLdc);
-    _tile_loadd(2, c + kTileRows * kPanelCols, kLdc);
-    _tile_loadd(3, c + kTileRows * kPanelCols + 16, kLdc);
+    load_sums(c);
   }
   for (index_t s = s0; s < s1; ++s) {
     const index_t so = s * kTileRows * kStepK;
@@ -337,10 +346,7 @@ inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile,
       }
     }
   }
-  _tile_stored(0, c, kLdc);
-  _tile_stored(1, c + 16, kLdc);
-  _tile_stored(2, c + kTileRows * kPanelCols, kLdc);
-  _tile_stored(3, c + kTileRows * kPanelCols + 16, kLdc);
+  store_sums(c);
 }
 }  // namespace
 
