@@ -136,10 +136,10 @@ struct SplitOperand {
 // c[p][o][r] (+)= sum over `steps` steps t of A[32 p + o][t] B[t][r] for o < 32, r < 32 and the
 // npanels panels of 32 A rows (A's tile sets 2 p, 2 p + 1; B's sets 0 and 1), with the piece
 // products (i, j), i + j <= 2 (nine: all nine).  c's rows 32 floats apart, a panel's 1024; c is
-// added to unless first.  Loops k blocks of kBlockSteps steps outside the panels (B's block read
-// from L1 by every panel).
+// added to unless first.  half: B's set 0 only, r < 16 (c's columns 16-31 untouched).  Loops k
+// blocks of kBlockSteps steps outside the panels (B's block read from L1 by every panel).
 void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool nine, bool first,
-                         float* c);
+                         float* c, bool half = false);
 
 // y[r][o] = c[o][r] (+ bias[o]) for r < rows, o < cols (<= 32): one panel's sums of
 // block_product_split into rows of y, ldy floats apart; add: y[r][o] += that instead.
