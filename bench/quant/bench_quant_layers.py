@@ -3,9 +3,9 @@ MiniLM encode and the quantization time, each group against its fp32 anchor in t
 
   pytest bench/quant/bench_quant_layers.py                       # one thread (the default)
   NUMKERN_BENCH_THREADS=all pytest bench/quant/bench_quant_layers.py   # every core (wall time)
-  NUMKERN_AMX=0 pytest bench/quant/bench_quant_layers.py         # the OVP kernels off the AMX tiles
+  NUMKERN_AMX=0 pytest bench/quant/bench_quant_layers.py         # the OVP / SplitQuant kernels off the AMX tiles
 
-Groups: "layer KxN batch B" (B = 1, 4, 16, 64; anchor fp32 nn.Linear; OVP W4, W8, W4A8,
+Groups: "layer KxN batch B" (B = 1, 4, 16, 64, 208; anchor fp32 nn.Linear; OVP W4, W8, W4A8,
 SplitQuant INT4 fused, torch dynamic int8), "MiniLM encode, 16 sentences" (anchor the fp32 model;
 the same methods through quantize_model / splitquant / quantize_dynamic) and "quantize MiniLM"
 (anchor torch dynamic int8; OVP W4 auto and W8).  pytest-benchmark's statistics are wall time of
@@ -35,7 +35,7 @@ _spec.loader.exec_module(_speed)
 _env = os.environ.get("NUMKERN_BENCH_THREADS", "1")
 THREADS = (os.cpu_count() or 1) if _env == "all" else int(_env)
 SHAPES = [(384, 384), (384, 1536), (1536, 384)]
-BATCHES = (1, 4, 16, 64)
+BATCHES = (1, 4, 16, 64, 208)  # 208: the token rows of the MiniLM encode below
 _RESULTS: dict = {}
 
 
