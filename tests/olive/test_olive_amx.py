@@ -90,18 +90,23 @@ def test_amx_single_product_keeps_every_bit(amx_restore):
     assert np.all(np.abs(got - ref) <= 2.0**-22 * np.abs(ref)), float(np.max(np.abs(got - ref) / np.abs(ref)))
 
 
-def test_amx_row_chunks_and_non_finite(amx_restore):
-    """Long rows (k = 5000: row chunks of 256 under the 8 MiB plane budget) and infinities / NaN in
-    x: a chunk that is not finite, and everything after it, go through the float path, so the
-    result is the float path's (inf / NaN where it has them, finite rows within the bound)."""
-    q = heavy_tailed_q(40, 5000, 4, "int", 9)
-    pk = _pack(q, "panels")
+@pytest.mark.parametrize("layout", ["panels", "panels4"])
+def test_amx_row_chunks_and_non_finite(amx_restore, layout):
+    """Batch chunks of 1024 rows and k chunks (x's planes of a k chunk within 768 KiB: 128 columns
+    at 1024 rows, the whole 1500 at the 76 rows left; the sums kept across k chunks, outliers in
+    every chunk) and infinities / NaN in x: a batch chunk that is not finite, and everything after
+    it, go through the float path, so the result is the float path's (inf / NaN where it has
+    them, finite rows within the bound)."""
+    if layout == "panels4" and _core.isa() != "avx512":
+        layout = "panels"
+    q = heavy_tailed_q(40, 1500, 4, "int", 9)
+    pk = _pack(q, layout)
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((600, 5000)).astype(np.float32)
+    x = rng.standard_normal((1100, 1500)).astype(np.float32)
     got, tiles = _run(x, pk, q)
     assert tiles in (None, True)
     check_product(got, x, q)
-    for row in (0, 300):
+    for row in (0, 1050):
         xb = x.copy()
         xb[row, 17] = np.inf
         xb[row + 5, 3] = np.nan
@@ -115,6 +120,8 @@ def test_amx_row_chunks_and_non_finite(amx_restore):
         np.testing.assert_array_equal(got[bad], plain[bad])
         finite = np.all(np.isfinite(xb), axis=1)
         check_product(got[finite], x[finite], q)
+        first = row // 1024 * 1024  # the float path from the bad row's batch chunk on: its bits
+        np.testing.assert_array_equal(got[first:].view(np.uint32), plain[first:].view(np.uint32))
 
 
 def test_amx_threads_agree(amx_restore):

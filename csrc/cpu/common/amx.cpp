@@ -235,7 +235,7 @@ inline void block_steps(const std::uint16_t* planes, index_t plane, index_t k_pa
 }  // namespace
 
 void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
-                   const std::uint16_t* b, index_t npanels, float* c) {
+                   const std::uint16_t* b, index_t npanels, float* c, bool accumulate) {
   begin_tiles();
   const index_t plane = m_pad * k_pad, steps = k_pad / kStepK;
   const std::uint8_t* bb = reinterpret_cast<const std::uint8_t*>(b);
@@ -247,9 +247,9 @@ void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, in
       const std::uint8_t* bp = bb + p * panel_bytes;
       for (index_t r = 0; r < rows; r += 2 * kTileRows) {
         if (r + 2 * kTileRows <= rows)
-          block_steps<true>(planes, plane, k_pad, r0 + r, s0, s1, bp, cp + r * kPanelCols, s0 == 0);
+          block_steps<true>(planes, plane, k_pad, r0 + r, s0, s1, bp, cp + r * kPanelCols, s0 == 0 && !accumulate);
         else
-          block_steps<false>(planes, plane, k_pad, r0 + r, s0, s1, bp, cp + r * kPanelCols, s0 == 0);
+          block_steps<false>(planes, plane, k_pad, r0 + r, s0, s1, bp, cp + r * kPanelCols, s0 == 0 && !accumulate);
       }
     }
   }
@@ -516,7 +516,8 @@ bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t
 bool split_cols(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
 void block_product_split(SplitOperand, index_t, SplitOperand, index_t, bool, bool, float*, bool) {}
 void store_transposed(const float*, index_t, index_t, const float*, float*, index_t, bool) {}
-void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*) {}
+void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*,
+                   bool) {}
 void tile_rows_int8(const std::int8_t*, index_t, index_t, index_t, std::int8_t*, index_t, index_t) {}
 void pack_rows_int8(const std::int8_t*, index_t, index_t, index_t, index_t, std::int8_t*) {}
 void block_product_int8(const std::int8_t*, index_t, index_t, index_t, index_t, const std::int8_t*, index_t,

@@ -111,8 +111,9 @@ constexpr index_t kBlockSteps = 4;  // k steps of an A block (rows x 128 x 3 pla
 // Loops k blocks of kBlockSteps steps outside the panels, so that the A block is read from L1 by
 // every panel; the sums wait in c between k blocks.  Loads the tile configuration of the calling
 // thread and releases the tiles at the end.
+// accumulate: c is added to (it holds the sums of earlier k chunks) instead of overwritten.
 void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, index_t r0, index_t rows,
-                   const std::uint16_t* b, index_t npanels, float* c);
+                   const std::uint16_t* b, index_t npanels, float* c, bool accumulate = false);
 
 // ---- both operands float32, each cut into three bfloat16 pieces (SplitQuant's decoded weights) ----
 // With a = a0 + a1 + a2 and b = b0 + b1 + b2 (split_rows: exact), a b is the sum of the nine

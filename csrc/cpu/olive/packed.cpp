@@ -270,9 +270,6 @@ struct PanelArgs {
   const float* bias;
   float* out;
   float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
-  // the AMX path (matmul_panels_amx): x split into three bfloat16 planes, m_pad x k_pad in tiles (amx::split_rows)
-  const std::uint16_t* planes = nullptr;
-  index_t m_pad = 0, k_pad = 0;
 };
 // from this many batch rows on, the AMX tiles where amx::usable() (below: the float paths).  Below
 // it the per-call conversion of the weights to tiles costs more than the tiles save (Sapphire
@@ -305,62 +302,69 @@ bool weights_exact_bf16(const PanelArgs& a) {
 }
 
 // The AMX path of matmul_panels (false: fewer than kAmxBatch rows, no AMX, a weight not exact in
-// bfloat16, or x not finite; the float path runs).  Per chunk of batch rows (its three bfloat16
-// planes at most kAmxPlaneBytes), units of panels (amx::panel_units), threaded: the unit's panels
-// converted to tiles straight from the pack (panel_tiles),
-// then for every 32 batch rows
-// amx::block_product into the sums, finished as the float path does.  Buffers are per thread and
-// kept between calls, bounded by those sizes (not by the layer's).
-constexpr index_t kAmxPlaneBytes = 8 * 1024 * 1024;  // the calling thread's planes of a row chunk
+// bfloat16, or x not finite; the float path runs).  Per chunk of at most kAmxBatchRows batch rows
+// and per k chunk (x's three bfloat16 planes of it within kAmxChunkBytes: they stay in L2 while
+// every panel reads them; read whole, a wide layer's planes -- 5.5 MB at 4096 columns and 208
+// rows -- came from memory once per unit of panels), units of panels (amx::panel_units,
+// threaded): the unit's panels converted to tiles straight from the pack (panel_tiles, the
+// chunk's columns), then for every 32 batch rows amx::block_product into the sums (kept across
+// k chunks), finished as the float path does after the last.  Buffers are per thread and kept
+// between calls.
+constexpr index_t kAmxBatchRows = 1024;
+constexpr index_t kAmxChunkBytes = 768 * 1024;
 void matmul_panels_float(const PanelArgs& a);
 
 bool matmul_panels_amx(const PanelArgs& a0) {
   if (a0.batch < kAmxBatch || !amx::usable() || !weights_exact_bf16(a0)) return false;
   const index_t k = a0.pv->h.k, n = a0.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
-  const index_t k_pad = amx::round_up(k, amx::kStepK), panel_elems = k_pad * kPanelRows;
-  const index_t chunk = std::max<index_t>(32, kAmxPlaneBytes / (6 * k_pad) / 32 * 32);  // batch rows
-  const amx::Units split = amx::panel_units(npanels, 2 * panel_elems, a0.batch * n * k);
-  const index_t per_unit = split.per_unit, units = split.units;
-  const int nt = split.threads;  // (the sums of a unit, 32 x 32 per panel and 32 rows, fit kScratch)
-  static_assert(amx::kUnitPanels * 32 * kPanelRows <= kScratch, "a unit's sums fit the scratch");
-  (void)nt;
   static thread_local std::vector<std::uint16_t> planes;  // the calling thread's
-  for (index_t c0 = 0; c0 < a0.batch; c0 += chunk) {
-    const index_t m = std::min(chunk, a0.batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
-    std::uint16_t* pl = amx::aligned_buffer(planes, 3 * m_pad * k_pad);
-    if (!amx::split_rows(a0.x + c0 * k, m, k, k, pl, m_pad, k_pad)) {
-      if (c0 == 0) return false;  // nothing written yet: the float path takes the whole call
-      PanelArgs rest = a0;        // a later chunk not finite: the float path for the rest
-      rest.x += c0 * k;
-      rest.out += c0 * n;
-      rest.batch -= c0;
-      matmul_panels_float(rest);
-      return true;
-    }
+  static thread_local std::vector<float> sums;             // the chunk's sums, all panels
+  for (index_t c0 = 0; c0 < a0.batch; c0 += kAmxBatchRows) {
+    const index_t m = std::min(kAmxBatchRows, a0.batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
+    const index_t blocks = (m + 31) / 32;  // 32-row blocks
+    index_t kc = std::max<index_t>(amx::kStepK, kAmxChunkBytes / (6 * m_pad) / amx::kStepK * amx::kStepK);
+    if (kc >= k) kc = k;
+    const index_t kc_pad = amx::round_up(kc, amx::kStepK), panel_elems = kc_pad * kPanelRows;
+    const amx::Units split = amx::panel_units(npanels, 2 * panel_elems, m * n * k);
+    const index_t per_unit = split.per_unit, units = split.units;
+    const int nt = split.threads;
+    (void)nt;
+    std::uint16_t* pl = amx::aligned_buffer(planes, 3 * m_pad * kc_pad);
+    float* sm = amx::aligned_buffer(sums, units * blocks * per_unit * 32 * kPanelRows);
     PanelArgs a = a0;  // the chunk's rows
     a.x += c0 * k;
     a.out += c0 * n;
     a.batch = m;
-    a.planes = pl;
-    a.m_pad = m_pad;
-    a.k_pad = k_pad;
+    for (index_t k0 = 0; k0 < k; k0 += kc) {
+      const index_t kn = std::min(kc, k - k0);
+      if (!amx::split_rows(a.x + k0, m, kn, k, pl, m_pad, kc_pad)) {
+        if (c0 == 0) return false;  // nothing written yet: the float path takes the whole call
+        PanelArgs rest = a0;        // a later chunk not finite: the float path for the rest
+        rest.x += c0 * k;
+        rest.out += c0 * n;
+        rest.batch -= c0;
+        matmul_panels_float(rest);
+        return true;
+      }
 #if NK_X86_TIERS
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (index_t u = 0; u < units; ++u) {
-      alignas(64) static thread_local float scratch[kScratch];
-      static thread_local std::vector<std::uint16_t> tiles;  // this unit's panels, as tiles
-      const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
-      std::uint16_t* tl = amx::aligned_buffer(tiles, np * panel_elems);
-      for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, tl + i * panel_elems);
-      for (index_t r0 = 0; r0 < m; r0 += 32) {
-        const index_t nb = std::min<index_t>(32, m - r0), rows = amx::round_up(nb, amx::kTileRows);
-        amx::block_product(a.planes, m_pad, k_pad, r0, rows, tl, np, scratch);
-        for (index_t i = 0; i < np; ++i) tier_avx512::finish(a, p0 + i, scratch + i * rows * kPanelRows, r0, nb, false);
+      for (index_t u = 0; u < units; ++u) {
+        static thread_local std::vector<std::uint16_t> tiles;  // this unit's panels, as tiles
+        const index_t p0 = u * per_unit, np = std::min(per_unit, npanels - p0);
+        std::uint16_t* tl = amx::aligned_buffer(tiles, np * panel_elems);
+        for (index_t i = 0; i < np; ++i) tier_avx512::panel_tiles(a, p0 + i, k0, kn, tl + i * panel_elems);
+        for (index_t bi = 0; bi < blocks; ++bi) {
+          const index_t r0 = bi * 32, nb = std::min<index_t>(32, m - r0), rows = amx::round_up(nb, amx::kTileRows);
+          float* c = sm + (u * blocks + bi) * per_unit * 32 * kPanelRows;
+          amx::block_product(pl, m_pad, kc_pad, r0, rows, tl, np, c, k0 > 0);
+          if (k0 + kn == k)
+            for (index_t i = 0; i < np; ++i) tier_avx512::finish(a, p0 + i, c + i * rows * kPanelRows, r0, nb, false);
+        }
       }
-    }
 #endif
+    }
   }
   return true;
 }
