@@ -319,8 +319,7 @@ void store_transposed(const float* c, index_t rows, index_t cols, const float* b
 namespace {
 // One panel's steps s0 .. s1 - 1 into c (32 x 32, rows kPanelCols floats apart; loaded unless
 // first): tiles 0-3 the sums (A rows 0-15 / 16-31 x B columns 0-15 / 16-31), 4-5 A, 6-7 B.
-// Piece products smallest first (B piece i outside, A pieces j <= 2 - i, or all three).
-template <bool kNine>
+// Piece products smallest first (B piece i outside, A pieces j <= 2 - i).
 inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile, const std::uint16_t* b,
                         index_t b_plane, index_t b_tile, index_t s0, index_t s1, float* c, bool first) {
   if (first) {
@@ -336,7 +335,7 @@ inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile,
     for (int i = 2; i >= 0; --i) {
       _tile_loadd(6, b + i * b_plane + so, lda);
       _tile_loadd(7, b + i * b_plane + b_tile + so, lda);
-      for (int j = kNine ? 2 : 2 - i; j >= 0; --j) {
+      for (int j = 2 - i; j >= 0; --j) {
         _tile_loadd(4, a + j * a_plane + so, lda);
         _tile_loadd(5, a + j * a_plane + a_tile + so, lda);
         _tile_dpbf16ps(0, 4, 6);
@@ -357,7 +356,7 @@ inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile,
     const index_t so = (s) * kTileRows * kStepK;                                \
     for (int i = 2; i >= 0; --i) {                                             \
       _tile_loadd(6, b + i * b_plane + so, lda);                                \
-      for (int j = kNine ? 2 : 2 - i; j >= 0; --j) {                           \
+      for (int j = 2 - i; j >= 0; --j) {                                       \
         _tile_loadd(4, a + j * a_plane + so, lda);                              \
         _tile_loadd(5, a + j * a_plane + a_tile + so, lda);                     \
         _tile_dpbf16ps(CA, 4, 6);                                               \
@@ -365,7 +364,6 @@ inline void split_steps(const std::uint16_t* a, index_t a_plane, index_t a_tile,
       }                                                                         \
     }                                                                           \
   } while (0)
-template <bool kNine>
 inline void split_steps16(const std::uint16_t* a, index_t a_plane, index_t a_tile, const std::uint16_t* b,
                           index_t b_plane, index_t s0, index_t s1, float* c, bool first) {
   if (first) {
@@ -397,8 +395,8 @@ inline void split_steps16(const std::uint16_t* a, index_t a_plane, index_t a_til
 #undef NK_SPLIT_STEP16
 }  // namespace
 
-void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool nine, bool first,
-                         float* c, bool half) {
+void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool first, float* c,
+                         bool half) {
   begin_tiles();
   for (index_t s0 = 0; s0 < steps; s0 += kBlockSteps) {
     const index_t s1 = std::min(steps, s0 + kBlockSteps);
@@ -406,14 +404,10 @@ void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_
       const std::uint16_t* ap = a.p + 2 * p * a.set;
       const bool zero = first && s0 == 0;
       float* cp = c + p * 1024;
-      if (half && nine)
-        split_steps16<true>(ap, a.plane, a.set, b.p, b.plane, s0, s1, cp, zero);
-      else if (half)
-        split_steps16<false>(ap, a.plane, a.set, b.p, b.plane, s0, s1, cp, zero);
-      else if (nine)
-        split_steps<true>(ap, a.plane, a.set, b.p, b.plane, b.set, s0, s1, cp, zero);
+      if (half)
+        split_steps16(ap, a.plane, a.set, b.p, b.plane, s0, s1, cp, zero);
       else
-        split_steps<false>(ap, a.plane, a.set, b.p, b.plane, b.set, s0, s1, cp, zero);
+        split_steps(ap, a.plane, a.set, b.p, b.plane, b.set, s0, s1, cp, zero);
     }
   }
   _tile_release();
@@ -514,7 +508,7 @@ void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, inde
 #else
 bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t, index_t) { return false; }
 bool split_cols(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
-void block_product_split(SplitOperand, index_t, SplitOperand, index_t, bool, bool, float*, bool) {}
+void block_product_split(SplitOperand, index_t, SplitOperand, index_t, bool, float*, bool) {}
 void store_transposed(const float*, index_t, index_t, const float*, float*, index_t, bool) {}
 void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*,
                    bool) {}

@@ -117,9 +117,9 @@ void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, in
 
 // ---- both operands float32, each cut into three bfloat16 pieces (SplitQuant's decoded weights) ----
 // With a = a0 + a1 + a2 and b = b0 + b1 + b2 (split_rows: exact), a b is the sum of the nine
-// piece products, each exact in float32.  |a_i| < 2^(-8 i + 1) |a| ulp-wise: the three products
-// a1 b2, a2 b1, a2 b2 together are below 2^-21 |a b|, so six products (i + j <= 2) give a b within
-// 2^-21 |a b| plus the float32 rounding of the sums, the nine exactly.
+// piece products, each exact in float32.  |a1| < 2^-7 |a| and |a2| < 2^-15 |a| (truncation), so
+// the three products a1 b2, a2 b1, a2 b2 together are below 2^-21 |a b|: the six with i + j <= 2
+// give a b within 2^-21 |a b| plus the float32 rounding of the sums.
 
 // x (m, k) as B tiles: split_rows' planes (same sizes and padding) with every 16 x 16-dword tile
 // transposed: tile row q holds, for the tile's 16 rows r, the pair (x[r][2q], x[r][2q + 1]) of a
@@ -136,11 +136,11 @@ struct SplitOperand {
 
 // c[p][o][r] (+)= sum over `steps` steps t of A[32 p + o][t] B[t][r] for o < 32, r < 32 and the
 // npanels panels of 32 A rows (A's tile sets 2 p, 2 p + 1; B's sets 0 and 1), with the piece
-// products (i, j), i + j <= 2 (nine: all nine).  c's rows 32 floats apart, a panel's 1024; c is
+// products (i, j), i + j <= 2.  c's rows 32 floats apart, a panel's 1024; c is
 // added to unless first.  half: B's set 0 only, r < 16 (c's columns 16-31 untouched).  Loops k
 // blocks of kBlockSteps steps outside the panels (B's block read from L1 by every panel).
-void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool nine, bool first,
-                         float* c, bool half = false);
+void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool first, float* c,
+                         bool half = false);
 
 // y[r][o] = c[o][r] (+ bias[o]) for r < rows, o < cols (<= 32): one panel's sums of
 // block_product_split into rows of y, ldy floats apart; add: y[r][o] += that instead.

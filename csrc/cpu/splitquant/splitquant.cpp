@@ -697,9 +697,9 @@ void gemm_panels(const GemmArgs& a) {
 }  // namespace
 
 // ---- AMX tiles (batches of kAmxRows rows or more, where amx::usable()) ----
-// x and the decoded weights W, each split exactly into three bfloat16 pieces (amx::split16),
-// multiplied by bfloat16 tiles into float32 sums: the piece products (i, j) with i + j <= 2, or
-// all nine (kAmxNine), see amx.hpp.  W is the tiles' A operand (its rows as decoded, no
+// x and the decoded weights W, each split exactly into three bfloat16 pieces (amx::split32),
+// multiplied by bfloat16 tiles into float32 sums: the piece products (i, j) with i + j <= 2 (see
+// amx.hpp).  W is the tiles' A operand (its rows as decoded, no
 // transpose), x the B operand (amx::split_cols), so the sums come out as y^T and are written
 // back transposed (amx::store_transposed).  Per batch chunk of at most kAmxBatchRows rows and per
 // k chunk of whole groups (x's planes of it within kAmxChunkBytes: they stay in L2 while every
@@ -710,7 +710,6 @@ void gemm_panels(const GemmArgs& a) {
 // not finite (a corrupt cluster id decodes to NaN): the float panel GEMM computes the batch
 // chunk's rows and every later one again (over whatever the tiles wrote there), as if alone.
 constexpr index_t kAmxRows = 32;  // 16-31 rows: the float GEMM as fast (wide layers) or 7-13 % faster (384 x 384)
-constexpr bool kAmxNine = false;
 constexpr index_t kAmxBatchRows = 1024;
 constexpr index_t kAmxChunkBytes = 768 * 1024;
 
@@ -780,7 +779,7 @@ bool fused_linear_amx(const GemmArgs& a) {
           amx::block_product_split(amx::SplitOperand{wp, plane, set}, np,
                                    amx::SplitOperand{xp + 2 * mb * amx::kTileRows * kc_pad, m_pad * kc_pad,
                                                      amx::kTileRows * kc_pad},
-                                   steps, kAmxNine, true, sm, nb <= amx::kTileRows);
+                                   steps, true, sm, nb <= amx::kTileRows);
           for (index_t i = 0; i < np; ++i) {
             const index_t o0 = (p0 + i) * kPanel;
             amx::store_transposed(sm + i * kPanel * kPanel, nb, std::min<index_t>(kPanel, out - o0),
