@@ -273,8 +273,10 @@ struct PanelArgs {
 };
 // from this many batch rows on, the AMX tiles where amx::usable() (below: the float paths).  Below
 // it the per-call conversion of the weights to tiles costs more than the tiles save (Sapphire
-// Rapids, MiniLM shapes: at 8 rows on 384 x 384 about even, from 12 rows 0.5-0.8x the float path's).
-constexpr index_t kAmxBatch = 12;
+// Rapids, MiniLM shapes, W4, after the tile buffers were aligned: at 8 rows the float path
+// 17.6 / 57-61 / 58-59 us against the tiles' 21-29 / 70-88 / 71-89 on 384x384 / 384->1536 /
+// 1536->384; at 10 rows 22-27 / 78-82 / 78-90 against 21-27 / 68-85 / 70-85).
+constexpr index_t kAmxBatch = 10;
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
 // matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.

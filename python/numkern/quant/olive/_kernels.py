@@ -12,7 +12,7 @@ once.  Up to 31 batch rows: the panel is widened (decoded) in registers and mult
 up to 8 (AVX-512) batch rows at a time; beyond, each 256-column chunk of a panel is widened once
 (outliers folded in) into an L1 float buffer that every batch tile reuses
 (csrc/cpu/olive/packed.inc); on CPUs with AMX (avx512 tier, ``numkern.show_config()["amx"]``)
-from 12 rows the tile unit multiplies the grid values (exact in bfloat16) by x split exactly into
+from 10 rows the tile unit multiplies the grid values (exact in bfloat16) by x split exactly into
 three bfloat16 pieces, with float32 sums (csrc/cpu/common/amx.hpp; same bound, tests/olive/test_olive_amx.py).
 The pack is built on the first call and cached per layer (not in its
 state_dict, pickle or deepcopy), rebuilt when the codes or scales change.  It computes
