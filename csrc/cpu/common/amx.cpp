@@ -395,14 +395,13 @@ inline void split_steps16(const std::uint16_t* a, index_t a_plane, index_t a_til
 #undef NK_SPLIT_STEP16
 }  // namespace
 
-void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool first, float* c,
-                         bool half) {
+void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, float* c, bool half) {
   begin_tiles();
   for (index_t s0 = 0; s0 < steps; s0 += kBlockSteps) {
     const index_t s1 = std::min(steps, s0 + kBlockSteps);
     for (index_t p = 0; p < npanels; ++p) {
       const std::uint16_t* ap = a.p + 2 * p * a.set;
-      const bool zero = first && s0 == 0;
+      const bool zero = s0 == 0;
       float* cp = c + p * 1024;
       if (half)
         split_steps16(ap, a.plane, a.set, b.p, b.plane, s0, s1, cp, zero);
@@ -508,7 +507,7 @@ void block_product_int8(const std::int8_t* a, index_t m_pad, index_t k_pad, inde
 #else
 bool split_rows(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t, index_t) { return false; }
 bool split_cols(const float*, index_t, index_t, index_t, std::uint16_t*, index_t, index_t) { return false; }
-void block_product_split(SplitOperand, index_t, SplitOperand, index_t, bool, float*, bool) {}
+void block_product_split(SplitOperand, index_t, SplitOperand, index_t, float*, bool) {}
 void store_transposed(const float*, index_t, index_t, const float*, float*, index_t, bool) {}
 void block_product(const std::uint16_t*, index_t, index_t, index_t, index_t, const std::uint16_t*, index_t, float*,
                    bool) {}

@@ -16,6 +16,7 @@
 // neither NUMKERN_AMX=0 nor set_allowed(false) turned it off.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -52,6 +53,18 @@ constexpr index_t kStepK = 32;     // k values of a tile step (16 pairs of bfloa
 constexpr index_t kPanelCols = 32; // output columns of a packed panel: two B tiles
 
 inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
+
+// How the float AMX paths (OVP's and SplitQuant's) cut x: batch chunks of at most kChunkRows rows,
+// and within one, k chunks of k_chunk(m_pad, k, unit) columns -- as many as keep x's three
+// bfloat16 planes of them (6 bytes an element at m_pad rows) within kChunkBytes, so that they stay
+// in L2 while every weight panel reads them (read whole, a wide layer's planes came from memory
+// once per unit of panels); a multiple of unit (at least one), or all k columns when that fits.
+constexpr index_t kChunkRows = 1024;
+constexpr index_t kChunkBytes = 768 * 1024;
+inline index_t k_chunk(index_t m_pad, index_t k, index_t unit) {
+  const index_t kc = std::max<index_t>(unit, kChunkBytes / (6 * m_pad) / unit * unit);
+  return kc < k ? kc : k;
+}
 
 // n elements of v from a 64-byte boundary (v grown when needed, kept between calls): tile rows
 // must not straddle cache lines -- a tile load from a buffer 16 bytes off (std::vector's own
@@ -134,13 +147,12 @@ struct SplitOperand {
   index_t plane, set;
 };
 
-// c[p][o][r] (+)= sum over `steps` steps t of A[32 p + o][t] B[t][r] for o < 32, r < 32 and the
+// c[p][o][r] = sum over `steps` steps t of A[32 p + o][t] B[t][r] for o < 32, r < 32 and the
 // npanels panels of 32 A rows (A's tile sets 2 p, 2 p + 1; B's sets 0 and 1), with the piece
-// products (i, j), i + j <= 2.  c's rows 32 floats apart, a panel's 1024; c is
-// added to unless first.  half: B's set 0 only, r < 16 (c's columns 16-31 untouched).  Loops k
-// blocks of kBlockSteps steps outside the panels (B's block read from L1 by every panel).
-void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, bool first, float* c,
-                         bool half = false);
+// products (i, j), i + j <= 2.  c's rows 32 floats apart, a panel's 1024.  half: B's set 0
+// only, r < 16 (c's columns 16-31 untouched).  Loops k blocks of kBlockSteps steps outside the
+// panels (B's block read from L1 by every panel).
+void block_product_split(SplitOperand a, index_t npanels, SplitOperand b, index_t steps, float* c, bool half);
 
 // y[r][o] = c[o][r] (+ bias[o]) for r < rows, o < cols (<= 32): one panel's sums of
 // block_product_split into rows of y, ldy floats apart; add: y[r][o] += that instead.

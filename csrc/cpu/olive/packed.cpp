@@ -304,16 +304,13 @@ bool weights_exact_bf16(const PanelArgs& a) {
 }
 
 // The AMX path of matmul_panels (false: fewer than kAmxBatch rows, no AMX, a weight not exact in
-// bfloat16, or x not finite; the float path runs).  Per chunk of at most kAmxBatchRows batch rows
-// and per k chunk (x's three bfloat16 planes of it within kAmxChunkBytes: they stay in L2 while
-// every panel reads them; read whole, a wide layer's planes -- 5.5 MB at 4096 columns and 208
-// rows -- came from memory once per unit of panels), units of panels (amx::panel_units,
+// bfloat16, or x not finite; the float path runs).  Per batch chunk and per k chunk of x
+// (amx::k_chunk; read whole, a wide layer's planes -- 5.5 MB at 4096 columns and 208 rows -- came
+// from memory once per unit of panels), units of panels (amx::panel_units,
 // threaded): the unit's panels converted to tiles straight from the pack (panel_tiles, the
 // chunk's columns), then for every 32 batch rows amx::block_product into the sums (kept across
 // k chunks), finished as the float path does after the last.  Buffers are per thread and kept
 // between calls.
-constexpr index_t kAmxBatchRows = 1024;
-constexpr index_t kAmxChunkBytes = 768 * 1024;
 void matmul_panels_float(const PanelArgs& a);
 
 bool matmul_panels_amx(const PanelArgs& a0) {
@@ -321,12 +318,10 @@ bool matmul_panels_amx(const PanelArgs& a0) {
   const index_t k = a0.pv->h.k, n = a0.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
   static thread_local std::vector<std::uint16_t> planes;  // the calling thread's
   static thread_local std::vector<float> sums;             // the chunk's sums, all panels
-  for (index_t c0 = 0; c0 < a0.batch; c0 += kAmxBatchRows) {
-    const index_t m = std::min(kAmxBatchRows, a0.batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
+  for (index_t c0 = 0; c0 < a0.batch; c0 += amx::kChunkRows) {
+    const index_t m = std::min(amx::kChunkRows, a0.batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
     const index_t blocks = (m + 31) / 32;  // 32-row blocks
-    index_t kc = std::max<index_t>(amx::kStepK, kAmxChunkBytes / (6 * m_pad) / amx::kStepK * amx::kStepK);
-    if (kc >= k) kc = k;
-    const index_t kc_pad = amx::round_up(kc, amx::kStepK), panel_elems = kc_pad * kPanelRows;
+    const index_t kc = amx::k_chunk(m_pad, k, amx::kStepK), kc_pad = amx::round_up(kc, amx::kStepK), panel_elems = kc_pad * kPanelRows;
     const amx::Units split = amx::panel_units(npanels, 2 * panel_elems, m * n * k);
     const index_t per_unit = split.per_unit, units = split.units;
     const int nt = split.threads;

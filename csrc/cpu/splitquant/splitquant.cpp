@@ -701,17 +701,14 @@ void gemm_panels(const GemmArgs& a) {
 // multiplied by bfloat16 tiles into float32 sums: the piece products (i, j) with i + j <= 2 (see
 // amx.hpp).  W is the tiles' A operand (its rows as decoded, no
 // transpose), x the B operand (amx::split_cols), so the sums come out as y^T and are written
-// back transposed (amx::store_transposed).  Per batch chunk of at most kAmxBatchRows rows and per
-// k chunk of whole groups (x's planes of it within kAmxChunkBytes: they stay in L2 while every
-// unit reads them; y accumulates the chunks' sums): units of panels (amx::panel_units,
+// back transposed (amx::store_transposed).  Per batch chunk and per k chunk of whole groups
+// (amx::k_chunk; y accumulates the k chunks' sums): units of panels (amx::panel_units,
 // threaded) whose rows are decoded straight into their planes (decode_split_x16, the weights
 // bitwise the scalar decode's), then every 32 batch rows.
 // False below kAmxRows rows or without AMX: the float panel GEMM answers.  x or a decoded weight
 // not finite (a corrupt cluster id decodes to NaN): the float panel GEMM computes the batch
 // chunk's rows and every later one again (over whatever the tiles wrote there), as if alone.
 constexpr index_t kAmxRows = 32;  // 16-31 rows: the float GEMM as fast (wide layers) or 7-13 % faster (384 x 384)
-constexpr index_t kAmxBatchRows = 1024;
-constexpr index_t kAmxChunkBytes = 768 * 1024;
 
 bool fused_linear_amx(const GemmArgs& a) {
   if (a.n < kAmxRows || !amx::usable()) return false;
@@ -719,12 +716,10 @@ bool fused_linear_amx(const GemmArgs& a) {
   const index_t npanels = (out + kPanel - 1) / kPanel;
   const index_t unit_k = std::lcm(a.group_size, amx::kStepK);  // a k chunk: whole groups and whole steps
   static thread_local std::vector<std::uint16_t> xplanes;   // the calling thread's
-  for (index_t c0 = 0; c0 < a.n; c0 += kAmxBatchRows) {
-    const index_t m = std::min(kAmxBatchRows, a.n - c0), m_pad = amx::round_up(m, 2 * amx::kTileRows);
+  for (index_t c0 = 0; c0 < a.n; c0 += amx::kChunkRows) {
+    const index_t m = std::min(amx::kChunkRows, a.n - c0), m_pad = amx::round_up(m, 2 * amx::kTileRows);
     const index_t mblocks = m_pad / (2 * amx::kTileRows);
-    index_t kc = std::max<index_t>(unit_k, kAmxChunkBytes / (6 * m_pad) / unit_k * unit_k);
-    if (kc >= in) kc = in;
-    const index_t kc_pad = amx::round_up(kc, amx::kStepK);
+    const index_t kc = amx::k_chunk(m_pad, in, unit_k), kc_pad = amx::round_up(kc, amx::kStepK);
     const amx::Units split = amx::panel_units(npanels, 6 * kPanel * kc_pad, m * out * in);
     const index_t per_unit = split.per_unit;
     const int nt = split.threads;
@@ -779,7 +774,7 @@ bool fused_linear_amx(const GemmArgs& a) {
           amx::block_product_split(amx::SplitOperand{wp, plane, set}, np,
                                    amx::SplitOperand{xp + 2 * mb * amx::kTileRows * kc_pad, m_pad * kc_pad,
                                                      amx::kTileRows * kc_pad},
-                                   steps, true, sm, nb <= amx::kTileRows);
+                                   steps, sm, nb <= amx::kTileRows);
           for (index_t i = 0; i < np; ++i) {
             const index_t o0 = (p0 + i) * kPanel;
             amx::store_transposed(sm + i * kPanel * kPanel, nb, std::min<index_t>(kPanel, out - o0),
