@@ -412,6 +412,42 @@ def test_block_in_place_blocks_match_sorted_blocks(name):
         np.testing.assert_array_equal(mixed[0::2], alone, err_msg=label)
 
 
+def _facts_sets(rng, n):
+    """Arrays whose every pass of 2048 elements satisfies one of block_pass's facts (pass_facts in
+    bessel_block.hpp), with the edges of the tests each fact removes."""
+    up, down = np.nextafter(2.0, 3.0), np.nextafter(2.0, 0.0)
+    small_x = (rng.uniform(0.0, 100.0, n), np.exp(rng.uniform(np.log(2e-6), np.log(2.0), n)))
+    small_x[0][:8] = [0.0, np.nextafter(20.0, 0.0), 20.0, 20.0, 0.0, 19.5, 35.0, 1e149]
+    small_x[1][:8] = [2e-6, 2.0, 2.0, 0.2, 2.0, down, np.nextafter(0.2, 1.0), 1.0]
+    v = np.exp(rng.uniform(np.log(20.0), np.log(1e6), n))
+    large = (v, v * np.exp(rng.uniform(np.log(1e-6), np.log(1e3), n)))
+    np.maximum(large[1], up, out=large[1])  # x > 2 (just above 2 where v 1e-6 is below it)
+    large[0][:6] = [20.0, 20.0, 20.0, 21.0, 1e149, 3.0e3]
+    large[1][:6] = [up, 50.0 * 400.0, np.nextafter(50.0 * 400.0, 0.0), 199.99, 1e149, 50.0 * 3e3 * 3e3]
+    plane = (np.exp(rng.uniform(np.log(1e-3), np.log(1e149), n)), np.exp(rng.uniform(np.log(1e-139), np.log(1e149), n)))
+    plane[0][:4] = [0.0, 20.0, np.nextafter(20.0, 0.0), 5.0]
+    plane[1][:4] = [2e-6, 2.0, 25.0, 30.0]
+    return {"2e-6 <= x <= 2": small_x, "v >= 20, x > 2": large, "domain": plane}
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+def test_block_pass_facts_bitwise(name, isa):
+    """A pass whose elements share a fact (no NaN and in range; x in [2e-6, 2]; v >= 20 and
+    x > 2) takes the bucket loop instantiated for it, which drops the tests the fact decides: each
+    element gets the bucket, hence the bits, it gets in a pass without facts (here: the same
+    elements with a NaN between every two)."""
+    fn = getattr(nks, name)
+    rng = np.random.default_rng(43)
+    for label, (v, x) in _facts_sets(rng, 6000).items():
+        alone = fn(v, x)
+        mixed = fn(_interleave(v, np.array([1.0])), _interleave(x, np.array([np.nan])))
+        np.testing.assert_array_equal(mixed[0::2], alone, err_msg=label)
+        assert np.all(np.isfinite(alone)), label
+        # and the header path within the block bound (the facts path is not a different formula)
+        _, scalar = _both(name, v, x)
+        assert _err(name, alone, scalar).max() <= BLOCK_BOUND, label
+
+
 def test_block_series_terms_do_not_depend_on_the_group():
     """log I's power-series lanes (x <= 2): on the AVX2 and portable tiers, at v < 20 they sum as
     many terms as the largest q = (x/2)^2 of their group needs (series_terms), and the terms a lane
