@@ -7,8 +7,8 @@
 // cheaper.
 //
 // How: block_pass computes the bucket of every element of a block of up to kPass elements (a
-// vectorized loop of selects), sorts the elements by bucket (counting sort) and runs each bucket
-// in groups of kLanes:
+// vectorized loop of selects, instantiated for the facts the whole block shares: pass_facts),
+// sorts the elements by bucket (counting sort) and runs each bucket in groups of kLanes:
 //   - bucket 0, elements outside the lanes' domain (tiny or huge arguments, NaN, negative x ...):
 //     the header function (numkern/special/bessel.hpp);
 //   - Debye elements by the number of Debye terms they need (rounded up to even, from the binade
@@ -41,10 +41,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
 
 #include "numkern/config.hpp"
 #include "numkern/special/bessel.hpp"
@@ -212,79 +210,55 @@ inline std::int64_t lane_bucket(double v, double x) {
 }
 
 // The facts (kFact*) that hold for every element of v[0..n), x[0..n), from the least and largest
-// v and x and whether any is NaN: min / max instructions on the x86 tiers (GCC does not vectorize
-// a floating-point min reduction without -ffinite-math-only; the loop of or-ed compares it does
-// vectorize cost ~0.7 ns an element on AVX2, a third of what the facts save on small_x), a plain
-// loop elsewhere.  min / max are exact, so the facts are too.
+// v and x and whether any is NaN.  The extremes in GCC vector types of the tier's width, whose
+// `a < m ? a : m` is one min instruction on x86 (GCC does not vectorize a scalar floating-point
+// min reduction without -ffinite-math-only; the loop of or-ed compares it does vectorize cost
+// ~0.7 ns an element on AVX2, a third of what the facts save on small_x; this one ~0.4).  min and
+// max are exact, so the facts are too.
+#if defined(__AVX512F__)
+constexpr int kFactsWidth = 8;
+#elif defined(__AVX__)
+constexpr int kFactsWidth = 4;
+#else
+constexpr int kFactsWidth = 2;
+#endif
 inline unsigned pass_facts(const double* v, const double* x, index_t n) {
   double vmin = v[0], vmax = v[0], xmin = x[0], xmax = x[0];
   bool nan = false;
   index_t i = 0;
-#if defined(__AVX512F__)
-  if (n >= 8) {
-    __m512d a0 = _mm512_loadu_pd(v), a1 = a0, b0 = _mm512_loadu_pd(x), b1 = b0;
-    __mmask8 un = 0;
-    for (; i + 8 <= n; i += 8) {
-      const __m512d a = _mm512_loadu_pd(v + i), b = _mm512_loadu_pd(x + i);
-      a0 = _mm512_min_pd(a0, a);
-      a1 = _mm512_max_pd(a1, a);
-      b0 = _mm512_min_pd(b0, b);
-      b1 = _mm512_max_pd(b1, b);
-      un |= _mm512_cmp_pd_mask(a, b, _CMP_UNORD_Q);
+#if defined(__GNUC__)
+  using vd = double __attribute__((vector_size(8 * kFactsWidth)));
+  using vi = std::int64_t __attribute__((vector_size(8 * kFactsWidth)));
+  // (two sets of accumulators: a min's latency is 4 cycles, one set would be bound by it)
+  constexpr int kW = kFactsWidth;
+  if (n >= 2 * kW) {
+    vd lo[2], hi[2], xlo[2], xhi[2];
+    vi un = {};
+    for (int k = 0; k < 2; ++k) {
+      std::memcpy(&lo[k], v, sizeof(vd));
+      std::memcpy(&xlo[k], x, sizeof(vd));
+      hi[k] = lo[k];
+      xhi[k] = xlo[k];
     }
-    vmin = _mm512_reduce_min_pd(a0);
-    vmax = _mm512_reduce_max_pd(a1);
-    xmin = _mm512_reduce_min_pd(b0);
-    xmax = _mm512_reduce_max_pd(b1);
-    nan = un != 0;
-  }
-#elif defined(__AVX__)
-  if (n >= 4) {
-    __m256d a0 = _mm256_loadu_pd(v), a1 = a0, b0 = _mm256_loadu_pd(x), b1 = b0, un = _mm256_setzero_pd();
-    for (; i + 4 <= n; i += 4) {
-      const __m256d a = _mm256_loadu_pd(v + i), b = _mm256_loadu_pd(x + i);
-      a0 = _mm256_min_pd(a0, a);
-      a1 = _mm256_max_pd(a1, a);
-      b0 = _mm256_min_pd(b0, b);
-      b1 = _mm256_max_pd(b1, b);
-      un = _mm256_or_pd(un, _mm256_cmp_pd(a, b, _CMP_UNORD_Q));
-    }
-    alignas(32) double t[4][4];
-    _mm256_store_pd(t[0], a0);
-    _mm256_store_pd(t[1], a1);
-    _mm256_store_pd(t[2], b0);
-    _mm256_store_pd(t[3], b1);
-    for (int l = 0; l < 4; ++l) {
-      vmin = t[0][l] < vmin ? t[0][l] : vmin;
-      vmax = t[1][l] > vmax ? t[1][l] : vmax;
-      xmin = t[2][l] < xmin ? t[2][l] : xmin;
-      xmax = t[3][l] > xmax ? t[3][l] : xmax;
-    }
-    nan = _mm256_movemask_pd(un) != 0;
-  }
-#elif defined(__SSE2__)
-  if (n >= 2) {
-    __m128d a0 = _mm_loadu_pd(v), a1 = a0, b0 = _mm_loadu_pd(x), b1 = b0, un = _mm_setzero_pd();
-    for (; i + 2 <= n; i += 2) {
-      const __m128d a = _mm_loadu_pd(v + i), b = _mm_loadu_pd(x + i);
-      a0 = _mm_min_pd(a0, a);
-      a1 = _mm_max_pd(a1, a);
-      b0 = _mm_min_pd(b0, b);
-      b1 = _mm_max_pd(b1, b);
-      un = _mm_or_pd(un, _mm_cmpunord_pd(a, b));
-    }
-    alignas(16) double t[4][2];
-    _mm_store_pd(t[0], a0);
-    _mm_store_pd(t[1], a1);
-    _mm_store_pd(t[2], b0);
-    _mm_store_pd(t[3], b1);
-    for (int l = 0; l < 2; ++l) {
-      vmin = t[0][l] < vmin ? t[0][l] : vmin;
-      vmax = t[1][l] > vmax ? t[1][l] : vmax;
-      xmin = t[2][l] < xmin ? t[2][l] : xmin;
-      xmax = t[3][l] > xmax ? t[3][l] : xmax;
-    }
-    nan = _mm_movemask_pd(un) != 0;
+    for (; i + 2 * kW <= n; i += 2 * kW)
+      for (int k = 0; k < 2; ++k) {
+        vd a, b;
+        std::memcpy(&a, v + i + k * kW, sizeof a);
+        std::memcpy(&b, x + i + k * kW, sizeof b);
+        lo[k] = a < lo[k] ? a : lo[k];
+        hi[k] = a > hi[k] ? a : hi[k];
+        xlo[k] = b < xlo[k] ? b : xlo[k];
+        xhi[k] = b > xhi[k] ? b : xhi[k];
+        un |= (a != a) | (b != b);
+      }
+    for (int k = 0; k < 2; ++k)
+      for (int l = 0; l < kW; ++l) {
+        vmin = lo[k][l] < vmin ? lo[k][l] : vmin;
+        vmax = hi[k][l] > vmax ? hi[k][l] : vmax;
+        xmin = xlo[k][l] < xmin ? xlo[k][l] : xmin;
+        xmax = xhi[k][l] > xmax ? xhi[k][l] : xmax;
+      }
+    for (int l = 0; l < kW; ++l) nan |= un[l] != 0;
   }
 #endif
   for (; i < n; ++i) {
@@ -295,8 +269,6 @@ inline unsigned pass_facts(const double* v, const double* x, index_t n) {
     xmax = b > xmax ? b : xmax;
     nan |= (a != a) | (b != b);
   }
-  // (a NaN among the first elements seeds the extremes: the compares below then fail too)
-  nan |= (vmin != vmin) | (xmin != xmin);
   if (nan || !((vmin >= 0.0) & (vmax < 1e150) & (xmin > 1e-140) & (xmax < 1e150))) return kFactNone;
   unsigned facts = kFactDomain;
   if ((xmin >= 2e-6) & (xmax <= 2.0)) facts |= kFactXSmall;
