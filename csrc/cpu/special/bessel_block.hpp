@@ -63,6 +63,14 @@ constexpr int kLanes = 32;
 #else
 #define NK_NO_VECTORIZE(var) ((void)0)
 #endif
+// A value the compiler may not assume constant (an empty asm statement in front of the loops that
+// use it): keeps GCC from folding `p * (t < 1 ? 1 : t)` into a multiply and a select, so that
+// the select stays one max instruction.
+#if defined(__GNUC__)
+#define NK_OPAQUE(var) __asm__("" : "+x"(var))
+#else
+#define NK_OPAQUE(var) ((void)0)
+#endif
 // A group kernel whose every call is inlined, whatever the compiler's growth limits (the loops of
 // double-double arithmetic vectorize only with dd.hpp's helpers inlined).
 #if defined(__GNUC__)
@@ -490,6 +498,16 @@ NK_FORCE_INLINE inline double rgamma_lane(double mu) {
   return m::muladd(t, odd, even);
 }
 
+// Factor i (0 <= i < 19) of prod_{j<=n} (mu + j) = prod_{i<n} (v - i) for v = n + mu < 20:
+// max(v - i, 1), which is v - i >= 1 + mu for i < n and 1 from i = n on (v - i <= mu < 1); v - i
+// is exact (a multiple of v's ulp, below v).  A subtraction and a max a factor instead of a compare,
+// an add and a select (on AVX2 a 3-uop blend): the product of a lane in a fixed order of 19
+// factors, whatever its group.
+NK_FORCE_INLINE inline double rising_factor(double v, int i, double one) {
+  const double t = v - i;
+  return t < one ? one : t;
+}
+
 // bessel.hpp's log_iv_series (the x/2 >= 1e-6 branch) for kLanes elements with v < 20:
 //   log I = log(rgamma1p(mu) prod_{j<=n} (x/2) / (mu + j) * sum_k q^k / (k! (v+1)_k)) + mu log(x/2)
 // with v = n + mu, q = x^2 / 4.  kLong = false: x <= 2; twelve terms (below); kLong: until every
@@ -551,15 +569,22 @@ inline void series_group(const double* v, const double* x, double* out, std::int
     num[l] = 1.0;
     den[l] = 1.0;
   }
-  // (the factors as selects written to the products every step: GCC turns `p *= c ? a : 1.0`
-  // into masked stores behind an any-lane branch, which mispredicts with the lanes' random n)
-  for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
-    for (int l = 0; l < kLanes; ++l) {
-      const bool in = j <= n[l];
-      const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
-      num[l] = num[l] * a;  // (unused, and dropped by the compiler, at x <= 2)
-      den[l] = den[l] * b;
-    }
+  if constexpr (kLong) {
+    // (the factors as selects written to the products every step: GCC turns `p *= c ? a : 1.0`
+    // into masked stores behind an any-lane branch, which mispredicts with the lanes' random n)
+    for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
+      for (int l = 0; l < kLanes; ++l) {
+        const bool in = j <= n[l];
+        const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
+        num[l] = num[l] * a;
+        den[l] = den[l] * b;
+      }
+  } else {
+    double one = 1.0;
+    NK_OPAQUE(one);
+    for (int i = 0; i + 1 < static_cast<int>(kDebyeMinOrder); ++i)
+      for (int l = 0; l < kLanes; ++l) den[l] = den[l] * rising_factor(v[l], i, one);
+  }
   for (int l = 0; l < kLanes; ++l) {
     // 1 / Gamma(1 + mu) = rgamma_lane(mu), divided by mu past 1/2
     const std::int64_t upper = mu[l] > 0.5;
@@ -664,8 +689,10 @@ NK_LANES_FLATTEN inline void series_small_x_group(const double* v, const double*
   // den (< 13! 32^12 < 1e28) far from overflow
   double prod[kLanes];
   for (int l = 0; l < kLanes; ++l) prod[l] = 1.0;
-  for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
-    for (int l = 0; l < kLanes; ++l) prod[l] = prod[l] * ((j <= n[l]) ? mu[l] + j : 1.0);
+  double one = 1.0;
+  NK_OPAQUE(one);
+  for (int i = 0; i + 1 < static_cast<int>(kDebyeMinOrder); ++i)
+    for (int l = 0; l < kLanes; ++l) prod[l] = prod[l] * rising_factor(vl[l], i, one);
   for (int l = 0; l < kLanes; ++l) {
     // 1 / Gamma(1 + mu) = rgamma_lane(mu), divided by mu past 1/2
     const std::int64_t upper = mu[l] > 0.5;
