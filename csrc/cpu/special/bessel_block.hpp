@@ -67,7 +67,7 @@ constexpr int kLanes = 32;
 // use it): keeps GCC from folding `p * (t < 1 ? 1 : t)` into a multiply and a select, so that
 // the select stays one max instruction.
 #if defined(__GNUC__)
-#define NK_OPAQUE(var) __asm__("" : "+x"(var))
+#define NK_OPAQUE(var) __asm__("" : "+m"(var))
 #else
 #define NK_OPAQUE(var) ((void)0)
 #endif
@@ -151,6 +151,20 @@ inline std::int64_t debye_bucket(double v, double x) {
   return b;
 }
 
+// What block_pass knows of every element of a pass, from one cheap loop over it (pass_facts): a
+// bucket loop instantiated with these facts drops the tests whose outcome they fix, so that a
+// pass of one region of the plane pays for that region's tests only (AVX2, 2048 elements of
+// bench_special's small_x class: the generic loop ~3.4 ns an element, the loop for its facts a
+// quarter of that, pass_facts ~0.3).
+// A fact removes only tests whose result it implies: every element gets the bucket of
+// lane_bucket<kIsK, 0> (tests/special/test_special_block.py::test_block_pass_facts_bitwise).
+enum : unsigned {
+  kFactNone = 0,
+  kFactDomain = 1,   // no NaN, 0 <= v < 1e150, 1e-140 < x < 1e150 (valid, debye_ok)
+  kFactXSmall = 2,   // and 2e-6 <= x <= 2 (no Hankel, no Debye at v < 20; log I: the series)
+  kFactLarge = 4,    // and v >= 20, x > 2 (log I: Debye or Hankel)
+};
+
 // The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
 // Debye region (v >= 20, x < 50 v^2) where v^2 + x^2 is finite and x / (v + h) a normal double;
 // also v < 20 with h = sqrt(v^2 + x^2) >= 25, where bessel.hpp uses the Debye sum as well
@@ -161,19 +175,6 @@ constexpr int kSmallOrderBucket = kMaxTerms / 2;
 // Written as selects, not branches: block_run computes the buckets of a whole block in one loop
 // that the compiler vectorizes (a branchy version cost ~14 cycles per element in mispredictions).
 // (& on bools, not &&: no control flow)
-// What block_pass knows of every element of a pass, from one cheap loop over it (pass_facts): a
-// bucket loop instantiated with these facts drops the tests whose outcome they fix, so that a
-// pass of one region of the plane pays for that region's tests only (AVX2, 2048 elements of
-// bench_special's small_x class: the generic loop ~3.4 ns an element, the facts loop ~0.7 ns).
-// A fact removes only tests whose result it implies: every element gets the bucket of
-// lane_bucket<kIsK, 0> (tests/special/test_special_block.py::test_block_pass_facts_bitwise).
-enum : unsigned {
-  kFactNone = 0,
-  kFactDomain = 1,   // no NaN, 0 <= v < 1e150, 1e-140 < x < 1e150 (valid, debye_ok)
-  kFactXSmall = 2,   // and 2e-6 <= x <= 2 (no Hankel, no Debye at v < 20; log I: the series)
-  kFactLarge = 4,    // and v >= 20, x > 2 (log I: Debye or Hankel)
-};
-
 template <bool kIsK, unsigned kF = kFactNone>
 inline std::int64_t lane_bucket(double v, double x) {
   using bessel_detail::kDebyeMinOrder;
