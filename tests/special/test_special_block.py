@@ -427,15 +427,23 @@ def _facts_sets(rng, n):
     plane = (np.exp(rng.uniform(np.log(1e-3), np.log(1e149), n)), np.exp(rng.uniform(np.log(1e-139), np.log(1e149), n)))
     plane[0][:4] = [0.0, 20.0, np.nextafter(20.0, 0.0), 5.0]
     plane[1][:4] = [2e-6, 2.0, 25.0, 30.0]
-    return {"2e-6 <= x <= 2": small_x, "v >= 20, x > 2": large, "domain": plane}
+    # v >= 20, x > 2 and no Hankel element, max(v, x) in 1e3 .. 1e8 (Debye buckets 1..3): the range
+    # of max(v, x) alone decides that the block runs in place (no bucket loop)
+    v = np.exp(rng.uniform(np.log(1e3), np.log(1e6), n))
+    debye_range = (v, v * np.exp(rng.uniform(np.log(1e-2), np.log(1e2), n)))
+    w = rng.uniform(1100.0, 8000.0, n)  # max(v, x) = v in binades 10..12: one Debye bucket
+    one_bucket = (w, w * rng.uniform(0.1, 1.0, n))
+    return {"2e-6 <= x <= 2": small_x, "v >= 20, x > 2": large, "domain": plane,
+            "Debye buckets 1..3 by the range": debye_range, "one Debye bucket by the range": one_bucket}
 
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv"])
 def test_block_pass_facts_bitwise(name, isa):
     """A pass whose elements share a fact (no NaN and in range; x in [2e-6, 2]; v >= 20 and
-    x > 2) takes the bucket loop instantiated for it, which drops the tests the fact decides: each
-    element gets the bucket, hence the bits, it gets in a pass without facts (here: the same
-    elements with a NaN between every two)."""
+    x > 2) takes the bucket loop instantiated for it, which drops the tests the fact decides, or,
+    with v >= 20, x > 2 and no Hankel element, runs in place when the range of max(v, x) bounds its
+    Debye buckets closely enough: each element gets the bucket, hence the bits, it gets in a pass
+    without facts (here: the same elements with a NaN between every two)."""
     fn = getattr(nks, name)
     rng = np.random.default_rng(43)
     for label, (v, x) in _facts_sets(rng, 6000).items():

@@ -163,6 +163,15 @@ enum : unsigned {
   kFactDomain = 1,   // no NaN, 0 <= v < 1e150, 1e-140 < x < 1e150 (valid, debye_ok)
   kFactXSmall = 2,   // and 2e-6 <= x <= 2 (no Hankel, no Debye at v < 20; log I: the series)
   kFactLarge = 4,    // and v >= 20, x > 2 (log I: Debye or Hankel)
+  kFactNoHankel = 8,  // and x < 50 v^2 for every element (with kFactLarge: Debye buckets only)
+};
+
+// A pass's facts and the range of max(v, x) over its elements (between max(least v, least x) and
+// max(largest v, largest x)): with kFactLarge | kFactNoHankel every bucket is debye_bucket(v, x),
+// which falls with max(v, x), so these bound the pass's buckets without a loop over them.
+struct PassFacts {
+  unsigned facts;
+  double big_lo, big_hi;
 };
 
 // The lanes' domain: bessel.hpp's Hankel region (x >= hankel_threshold(v), finite) and its
@@ -231,9 +240,9 @@ constexpr int kFactsWidth = 4;
 #else
 constexpr int kFactsWidth = 2;
 #endif
-inline unsigned pass_facts(const double* v, const double* x, index_t n) {
+inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
   double vmin = v[0], vmax = v[0], xmin = x[0], xmax = x[0];
-  bool nan = false;
+  bool nan = false, hankel = false;  // (hankel: x >= 50 v^2 somewhere, lane_bucket's test at v >= 20)
   index_t i = 0;
 #if defined(__GNUC__)
   using vd = double __attribute__((vector_size(8 * kFactsWidth)));
@@ -242,7 +251,7 @@ inline unsigned pass_facts(const double* v, const double* x, index_t n) {
   constexpr int kW = kFactsWidth;
   if (n >= 2 * kW) {
     vd lo[2], hi[2], xlo[2], xhi[2];
-    vi un = {};
+    vi un = {}, hk = {};
     for (int k = 0; k < 2; ++k) {
       std::memcpy(&lo[k], v, sizeof(vd));
       std::memcpy(&xlo[k], x, sizeof(vd));
@@ -259,6 +268,7 @@ inline unsigned pass_facts(const double* v, const double* x, index_t n) {
         xlo[k] = b < xlo[k] ? b : xlo[k];
         xhi[k] = b > xhi[k] ? b : xhi[k];
         un |= (a != a) | (b != b);
+        hk |= b >= 50.0 * a * a;
       }
     for (int k = 0; k < 2; ++k)
       for (int l = 0; l < kW; ++l) {
@@ -267,7 +277,10 @@ inline unsigned pass_facts(const double* v, const double* x, index_t n) {
         xmin = xlo[k][l] < xmin ? xlo[k][l] : xmin;
         xmax = xhi[k][l] > xmax ? xhi[k][l] : xmax;
       }
-    for (int l = 0; l < kW; ++l) nan |= un[l] != 0;
+    for (int l = 0; l < kW; ++l) {
+      nan |= un[l] != 0;
+      hankel |= hk[l] != 0;
+    }
   }
 #endif
   for (; i < n; ++i) {
@@ -277,12 +290,15 @@ inline unsigned pass_facts(const double* v, const double* x, index_t n) {
     xmin = b < xmin ? b : xmin;
     xmax = b > xmax ? b : xmax;
     nan |= (a != a) | (b != b);
+    hankel |= b >= 50.0 * a * a;
   }
-  if (nan || !((vmin >= 0.0) & (vmax < 1e150) & (xmin > 1e-140) & (xmax < 1e150))) return kFactNone;
+  const double big_lo = vmin > xmin ? vmin : xmin, big_hi = vmax > xmax ? vmax : xmax;
+  if (nan || !((vmin >= 0.0) & (vmax < 1e150) & (xmin > 1e-140) & (xmax < 1e150))) return {kFactNone, big_lo, big_hi};
   unsigned facts = kFactDomain;
   if ((xmin >= 2e-6) & (xmax <= 2.0)) facts |= kFactXSmall;
   if ((vmin >= bessel_detail::kDebyeMinOrder) & (xmin > 2.0)) facts |= kFactLarge;
-  return facts;
+  if (!hankel) facts |= kFactNoHankel;
+  return {facts, big_lo, big_hi};
 }
 
 // 1 + sum_{k=1}^{kTerms-1} u^k Q_k(p2) per lane (bessel.hpp's debye_sum, lanes innermost); the
@@ -1294,7 +1310,13 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
       vg = vp;
       xg = xp;
     }
-    for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets ? lane_buckets[g + (l < lanes ? l : 0)] : bucket;
+    if (lane_buckets != nullptr) {
+      for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets[g + (l < lanes ? l : 0)];
+    } else if (bucket == kDebyeAnyBucket) {  // (block_pass's box-proven Debye blocks: each lane's own)
+      for (int l = 0; l < kLanes; ++l) redo[l] = debye_bucket(vg[l], xg[l]);
+    } else {
+      for (int l = 0; l < kLanes; ++l) redo[l] = bucket;
+    }
     Lanes::group(bucket, vg, xg, res, redo);
     for (int l = 0; l < lanes; ++l)
       if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
@@ -1387,7 +1409,17 @@ template <class Lanes>
 void block_pass(const double* v, const double* x, double* out, index_t n) {
   alignas(64) double ord[kPass];
   alignas(64) std::int64_t bk[kPass];
-  const unsigned facts = Lanes::kHasFacts ? pass_facts(v, x, n) : kFactNone;
+  const PassFacts pf = Lanes::kHasFacts ? pass_facts(v, x, n) : PassFacts{kFactNone, 0.0, 0.0};
+  const unsigned facts = pf.facts;
+  // Debye buckets only (v >= 20, x > 2, no Hankel): when the range of max(v, x) already puts
+  // every element in buckets in_place_bucket accepts, the block runs in place with no bucket loop
+  // (a Debye-any block's lanes find their own counts, run_bucket).  The lane order is v (v >= 20).
+  if ((facts & (kFactLarge | kFactNoHankel)) == (kFactLarge | kFactNoHankel)) {
+    if (const int whole = in_place_bucket<Lanes>(debye_bucket(pf.big_hi, pf.big_hi), debye_bucket(pf.big_lo, pf.big_lo))) {
+      run_bucket<Lanes>(whole, v, x, nullptr, n, out);
+      return;
+    }
+  }
   if (facts & kFactXSmall) {
     bucket_loop<Lanes, kFactDomain | kFactXSmall>(v, x, ord, bk, n);
   } else if (facts & kFactLarge) {
