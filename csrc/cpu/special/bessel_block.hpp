@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "numkern/config.hpp"
 #include "numkern/special/bessel.hpp"
@@ -1419,6 +1420,11 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
       run_bucket<Lanes>(whole, v, x, nullptr, n, out);
       return;
     }
+  }
+  // log I with 2e-6 <= x <= 2 where one kernel takes every order (kSeriesOneBucket): one bucket
+  if (std::is_same<Lanes, LogLanes<false>>::value && kSeriesOneBucket && (facts & kFactXSmall)) {
+    run_bucket<Lanes>(kSeriesShortBucket, v, x, nullptr, n, out);
+    return;
   }
   if (facts & kFactXSmall) {
     bucket_loop<Lanes, kFactDomain | kFactXSmall>(v, x, ord, bk, n);
