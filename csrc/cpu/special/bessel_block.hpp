@@ -43,7 +43,6 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <type_traits>
 
 #include "numkern/config.hpp"
 #include "numkern/special/bessel.hpp"
@@ -167,6 +166,12 @@ enum : unsigned {
   kFactNoHankel = 8,  // and x < 50 v^2 for every element (with kFactLarge: Debye buckets only)
 };
 
+// bessel.hpp's hankel_threshold at v >= 20, for doubles and for pass_facts' vectors of them.
+template <class T>
+NK_FORCE_INLINE inline T large_order_hankel_limit(T v) {
+  return 50.0 * v * v;
+}
+
 // A pass's facts and the range of max(v, x) over its elements (between max(least v, least x) and
 // max(largest v, largest x)): with kFactLarge | kFactNoHankel every bucket is debye_bucket(v, x),
 // which falls with max(v, x), so these bound the pass's buckets without a loop over them.
@@ -191,7 +196,7 @@ inline std::int64_t lane_bucket(double v, double x) {
   constexpr bool kDom = (kF & kFactDomain) != 0, kXs = (kF & kFactXSmall) != 0, kLarge = (kF & kFactLarge) != 0;
   const bool valid = kDom ? true : ((v >= 0.0) & (x > 0.0) & (x < 1e300));  // NaN, negative, zero, infinite: scalar
   // (x <= 2 < 25 <= hankel_threshold: no Hankel; v >= 20: its threshold 50 v^2, the same expression)
-  const bool hankel = kXs ? false : (kLarge ? x >= 50.0 * v * v : x >= bessel_detail::hankel_threshold(v));
+  const bool hankel = kXs ? false : (kLarge ? x >= large_order_hankel_limit(v) : x >= bessel_detail::hankel_threshold(v));
   const bool small_order = kLarge ? false : v < kDebyeMinOrder;
   // (v < 20, x <= 2: v^2 + x^2 < 404)
   const bool debye_small =
@@ -269,7 +274,7 @@ inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
         xlo[k] = b < xlo[k] ? b : xlo[k];
         xhi[k] = b > xhi[k] ? b : xhi[k];
         un |= (a != a) | (b != b);
-        hk |= b >= 50.0 * a * a;
+        hk |= b >= large_order_hankel_limit(a);
       }
     for (int k = 0; k < 2; ++k)
       for (int l = 0; l < kW; ++l) {
@@ -291,7 +296,7 @@ inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
     xmin = b < xmin ? b : xmin;
     xmax = b > xmax ? b : xmax;
     nan |= (a != a) | (b != b);
-    hankel |= b >= 50.0 * a * a;
+    hankel |= b >= large_order_hankel_limit(a);
   }
   const double big_lo = vmin > xmin ? vmin : xmin, big_hi = vmax > xmax ? vmax : xmax;
   if (nan || !((vmin >= 0.0) & (vmax < 1e150) & (xmin > 1e-140) & (xmax < 1e150))) return {kFactNone, big_lo, big_hi};
@@ -1187,6 +1192,21 @@ struct LogLanes {
     return lane_order<kIsK>(v);
   }
   static constexpr bool kHasFacts = true;
+  // The lowest and highest bucket of a pass where its facts alone decide them: Debye elements only
+  // (v >= 20, x > 2, no Hankel), bounded by the range of max(v, x), which debye_bucket falls with;
+  // log I at 2e-6 <= x <= 2 on the tier whose one series kernel takes every order.
+  static bool facts_buckets(const PassFacts& pf, std::int64_t* lowest, std::int64_t* highest) {
+    if ((pf.facts & (kFactLarge | kFactNoHankel)) == (kFactLarge | kFactNoHankel)) {
+      *lowest = debye_bucket(pf.big_hi, pf.big_hi);
+      *highest = debye_bucket(pf.big_lo, pf.big_lo);
+      return true;
+    }
+    if (!kIsK && kSeriesOneBucket && (pf.facts & kFactXSmall)) {
+      *lowest = *highest = kSeriesShortBucket;
+      return true;
+    }
+    return false;
+  }
   // log |I_n(-x)| = log I_n(x) for integers n: block_pass runs such elements (bucket 0, x < 0)
   // through the lanes at |x|, so that f(n, -x) equals f(n, x) bit for bit
   // (test_special_block.py::test_block_negative_argument_bitwise; the header function, which
@@ -1226,6 +1246,7 @@ struct DropinLanes {
     return lane_order<kIsK>(v);
   }
   static constexpr bool kHasFacts = false;  // (its bucket takes no facts)
+  static bool facts_buckets(const PassFacts&, std::int64_t*, std::int64_t*) { return false; }
   static bool maps(double, double) { return false; }
   // Debye region at v < 1e8 (the prefactor's log is < 25 there, so its rounding stays < 3e-15
   // of the result); iv/ive with x <= 2, v < 170: the series (iv_small_x_group for v >= 20,
@@ -1412,19 +1433,14 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
   alignas(64) std::int64_t bk[kPass];
   const PassFacts pf = Lanes::kHasFacts ? pass_facts(v, x, n) : PassFacts{kFactNone, 0.0, 0.0};
   const unsigned facts = pf.facts;
-  // Debye buckets only (v >= 20, x > 2, no Hankel): when the range of max(v, x) already puts
-  // every element in buckets in_place_bucket accepts, the block runs in place with no bucket loop
-  // (a Debye-any block's lanes find their own counts, run_bucket).  The lane order is v (v >= 20).
-  if ((facts & (kFactLarge | kFactNoHankel)) == (kFactLarge | kFactNoHankel)) {
-    if (const int whole = in_place_bucket<Lanes>(debye_bucket(pf.big_hi, pf.big_hi), debye_bucket(pf.big_lo, pf.big_lo))) {
+  // a block whose buckets its facts alone bound (Lanes::facts_buckets) as in_place_bucket needs
+  // runs in place with no bucket loop; its lane order is v there (v >= 0 for I, v >= 20 for K)
+  std::int64_t lowest, highest;
+  if (Lanes::facts_buckets(pf, &lowest, &highest)) {
+    if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
       run_bucket<Lanes>(whole, v, x, nullptr, n, out);
       return;
     }
-  }
-  // log I with 2e-6 <= x <= 2 where one kernel takes every order (kSeriesOneBucket): one bucket
-  if (std::is_same<Lanes, LogLanes<false>>::value && kSeriesOneBucket && (facts & kFactXSmall)) {
-    run_bucket<Lanes>(kSeriesShortBucket, v, x, nullptr, n, out);
-    return;
   }
   if (facts & kFactXSmall) {
     bucket_loop<Lanes, kFactDomain | kFactXSmall>(v, x, ord, bk, n);
@@ -1437,7 +1453,8 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
   }
   // a block that in_place_bucket accepts runs in place, without the sort (each group's x is read
   // before its results are written, so out may alias x here too)
-  std::int64_t lowest = bk[0], highest = bk[0];
+  lowest = bk[0];
+  highest = bk[0];
   for (index_t i = 0; i < n; ++i) {
     lowest = bk[i] < lowest ? bk[i] : lowest;
     highest = bk[i] > highest ? bk[i] : highest;
