@@ -456,6 +456,43 @@ def test_block_pass_facts_bitwise(name, isa):
         assert _err(name, alone, scalar).max() <= BLOCK_BOUND, label
 
 
+def _region(rng, kind, n):
+    """n points of one region of the block path (each one bucket, or a few neighbouring ones)."""
+    if kind == "series":  # v < 20, x < 1 (I: power series; K: Temme's series)
+        return rng.uniform(0.0, 20.0, n), np.exp(rng.uniform(np.log(2e-3), np.log(0.9), n))
+    if kind == "hankel":  # v < 20, x >= 1e3
+        return rng.uniform(0.0, 20.0, n), np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
+    if kind == "debye":  # v, x in 40 .. 60: one Debye bucket
+        return rng.uniform(40.0, 60.0, n), rng.uniform(40.0, 60.0, n)
+    if kind == "scalar":  # x = 0, NaN, and (log I) integer orders at x < 0 (mapped to |x|)
+        v = np.floor(rng.uniform(0.0, 30.0, n))
+        x = np.where(rng.uniform(size=n) < 0.5, -rng.uniform(0.1, 50.0, n), 0.0)
+        x[::5] = np.nan
+        return v, x
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+def test_block_sort_of_few_buckets_bitwise(name, isa):
+    """Passes of two to five buckets (block_pass sorts up to four with sort_few_buckets, one
+    compress pass a bucket, more with the counting sort), of lengths that leave 1 .. 7 elements
+    after the last whole vector: every element gets the bits it gets alone (a pass of one
+    element, which runs in place), so none is lost, duplicated or written to another's place."""
+    fn = getattr(nks, name)
+    rng = np.random.default_rng(47)
+    menus = [("series", "hankel"), ("series", "scalar"), ("series", "hankel", "scalar"),
+             ("series", "hankel", "debye", "scalar"), ("series", "hankel", "debye")]
+    for kinds in menus:
+        for n in (2048 + 2043, 2048 + 13, 29):
+            parts = [_region(rng, k, n) for k in kinds]
+            pick = rng.integers(0, len(kinds), n)
+            v = np.choose(pick, [p[0] for p in parts])
+            x = np.choose(pick, [p[1] for p in parts])
+            got = fn(v, x)
+            alone = np.array([fn(v[i:i + 1], x[i:i + 1])[0] for i in range(n)])
+            np.testing.assert_array_equal(got, alone, err_msg=f"{kinds} n={n}")
+
+
 def test_block_series_terms_do_not_depend_on_the_group():
     """log I's power-series lanes (x <= 2): on the AVX2 and portable tiers, at v < 20 they sum as
     many terms as the largest q = (x/2)^2 of their group needs (series_terms), and the terms a lane
