@@ -542,29 +542,31 @@ template <bool kLong>
 inline void series_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   using namespace bessel_detail;
   double half[kLanes], q[kLanes], term[kLanes], sum[kLanes], mu[kLanes], n[kLanes];
-  std::int64_t active[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     half[l] = 0.5 * x[l];
     q[l] = half[l] * half[l];
     term[l] = 1.0;
     sum[l] = 1.0;
-    active[l] = 1;
     n[l] = std::floor(v[l]);
     mu[l] = v[l] - n[l];
     cancels[l] = 0;
   }
   if constexpr (kLong) {
+    // Every lane adds every term until the last lane has converged: once a lane's term is below
+    // kTiny = 1e-17 of its sum (< 2^-54 of it: under half an ulp) with denom > 2 q, each later
+    // term is smaller still (they fall by more than half a step), so adding them leaves the sum's
+    // bits as they are -- the bits of a lane that stops at its own last term, without a select
+    // and a mask a step.
+    static_assert(kTiny < 0x1p-54, "a converged lane's later terms are below half an ulp of its sum");
     for (int k = 1; k < 4000; ++k) {
-      std::int64_t any = 0;
+      std::int64_t running = 0;
       for (int l = 0; l < kLanes; ++l) {
         double denom = k * (v[l] + k);
         term[l] *= q[l] * (1.0 / denom);
-        sum[l] += active[l] ? term[l] : 0.0;
-        std::int64_t converged = (term[l] < kTiny * sum[l]) & (denom > 2.0 * q[l]);
-        active[l] &= converged ^ 1;
-        any |= active[l];
+        sum[l] += term[l];
+        running |= (term[l] >= kTiny * sum[l]) | (denom <= 2.0 * q[l]);
       }
-      if (!any) break;
+      if (!running) break;
     }
   } else {
     // twelve terms (1 / (13!)^2 < 1e-19: enough at any q <= 1) from the innermost out,
@@ -596,15 +598,24 @@ inline void series_group(const double* v, const double* x, double* out, std::int
     den[l] = 1.0;
   }
   if constexpr (kLong) {
-    // (the factors as selects written to the products every step: GCC turns `p *= c ? a : 1.0`
-    // into masked stores behind an any-lane branch, which mispredicts with the lanes' random n)
-    for (int j = 1; j < static_cast<int>(kDebyeMinOrder); ++j)
+    // 19 factors each, whatever n (no branch on the lanes' random n).  den: factor i is
+    // max(v - (18 - i), 1) (rising_factor): 1 while 18 - i >= n (v - (18 - i) <= mu < 1), then
+    // mu + 1, ..., mu + n = v, each exact -- the partial products, hence the bits, of
+    // multiplying mu + 1, mu + 2, ..., mu + n in turn.  num: (x/2)^n as n factors x/2 among ones,
+    // 1 + (x/2 - 1 where 18 - i < n, else 0): x/2 > 1 here, so x/2 - 1 and 1 + (x/2 - 1) = x/2
+    // are exact; an and and an add where a select is a 3-uop blend on AVX2.
+    double one = 1.0;
+    NK_OPAQUE(one);
+    double half_m1[kLanes];
+    for (int l = 0; l < kLanes; ++l) half_m1[l] = half[l] - 1.0;
+    for (int i = 0; i + 1 < static_cast<int>(kDebyeMinOrder); ++i) {
+      const int back = static_cast<int>(kDebyeMinOrder) - 2 - i;
       for (int l = 0; l < kLanes; ++l) {
-        const bool in = j <= n[l];
-        const double a = in ? half[l] : 1.0, b = in ? mu[l] + j : 1.0;
-        num[l] = num[l] * a;
-        den[l] = den[l] * b;
+        den[l] = den[l] * rising_factor(v[l], back, one);
+        const std::uint64_t in = -static_cast<std::uint64_t>(back < n[l]);
+        num[l] = num[l] * (one + m::from_bits(m::to_bits(half_m1[l]) & in));
       }
+    }
   } else {
     double one = 1.0;
     NK_OPAQUE(one);
