@@ -474,10 +474,11 @@ def _region(rng, kind, n):
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
 def test_block_sort_of_few_buckets_bitwise(name, isa):
-    """Passes of two to five buckets (block_pass sorts up to four with sort_few_buckets, one
-    compress pass a bucket, more with the counting sort), of lengths that leave 1 .. 7 elements
-    after the last whole vector: every element gets the bits it gets alone (a pass of one
-    element, which runs in place), so none is lost, duplicated or written to another's place."""
+    """Passes of two to five buckets (block_pass sorts the indices of up to four with
+    sort_few_buckets, one compress pass a bucket, more with the counting sort; the groups gather
+    their lanes by index), of lengths that leave 1 .. 7 elements after the last whole vector:
+    every element gets the bits it gets alone (a pass of one element, which runs in place), so
+    none is lost, duplicated or written to another's place, also where out is v or x."""
     fn = getattr(nks, name)
     rng = np.random.default_rng(47)
     menus = [("series", "hankel"), ("series", "scalar"), ("series", "hankel", "scalar"),
@@ -491,6 +492,12 @@ def test_block_sort_of_few_buckets_bitwise(name, isa):
             got = fn(v, x)
             alone = np.array([fn(v[i:i + 1], x[i:i + 1])[0] for i in range(n)])
             np.testing.assert_array_equal(got, alone, err_msg=f"{kinds} n={n}")
+            # the groups gather their lanes from the pass's inputs: out aliasing v or x as well
+            va, xa = v.copy(), x.copy()
+            fn(va, x, out=va)
+            fn(v, xa, out=xa)
+            np.testing.assert_array_equal(va, got, err_msg=f"{kinds} n={n}, out is v")
+            np.testing.assert_array_equal(xa, got, err_msg=f"{kinds} n={n}, out is x")
 
 
 def test_block_series_terms_do_not_depend_on_the_group():

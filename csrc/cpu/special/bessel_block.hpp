@@ -8,7 +8,7 @@
 //
 // How: block_pass computes the bucket of every element of a block of up to kPass elements (a
 // vectorized loop of selects, instantiated for the facts the whole block shares: pass_facts),
-// sorts the elements by bucket (counting sort) and runs each bucket in groups of kLanes:
+// sorts the elements' indices by bucket and runs each bucket in groups of kLanes:
 //   - bucket 0, elements outside the lanes' domain (tiny or huge arguments, NaN, negative x ...):
 //     the header function (numkern/special/bessel.hpp);
 //   - Debye elements by the number of Debye terms they need (rounded up to even, from the binade
@@ -1188,6 +1188,17 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
 }
 static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
 
+// Called before the scalar function (the header path, which calls libm): the upper halves of the
+// vector registers cleared.  Left dirty by the lanes' vector code (GCC's own vzeroupper insertion
+// missed these calls), they made libm's SSE code pay the mixing penalty on every instruction: on
+// an Intel Xeon (Sapphire Rapids) log_kv of bench_special's small_x class, whose 5 % of elements
+// at x < 1e-3 take the header path, ran 58 ns an element instead of 29.
+NK_FORCE_INLINE inline void clean_vector_upper() {
+#if defined(__AVX2__)
+  _mm256_zeroupper();
+#endif
+}
+
 // What a block kernel needs of a function: the bucket of an element (0: scalar), the scalar
 // function, and the group kernels.
 // The order the lanes see: K_{-v} = K_v and I_{-n} = I_n for integers n, so that -v gives
@@ -1232,7 +1243,10 @@ struct LogLanes {
   static std::int64_t bucket(double v, double x) {
     return lane_bucket<kIsK, kF>(v, x);
   }
-  static double scalar(double v, double x) { return scalar_log_bessel<kIsK>(v, x); }
+  static double scalar(double v, double x) {
+    clean_vector_upper();
+    return scalar_log_bessel<kIsK>(v, x);
+  }
   static void group(int b, const double* v, const double* x, double* out, std::int64_t* c) {
     run_group<kIsK>(b, v, x, out, c);
   }
@@ -1300,6 +1314,7 @@ struct DropinLanes {
     return valid ? b : 0;
   }
   static double scalar(double v, double x) {
+    clean_vector_upper();
     if constexpr (kIsK) return kScaled ? kve(v, x) : kv(v, x);
     return kScaled ? ive(v, x) : iv(v, x);
   }
@@ -1327,19 +1342,53 @@ struct DropinLanes {
   }
 };
 
-// Runs the groups of one bucket: n elements, contiguous in vb / xb (lane orders and arguments),
-// whose results go to out[ib[i]] (to out[i] where ib is null); a partial last group is padded
-// (in a copy) with a repeat of its first element.  The group kernel finds each lane's own
-// bucket in its cancels array on entry (lane_buckets[i], or bucket where that is null).
+// The lane orders and arguments of a group of sorted elements, vs[id[l]] and xs[id[l]], into vp,
+// xp (lanes past `lanes` repeat the first element).  On the x86 tiers each vector of lanes is
+// built in registers from scalar loads and stored whole: the group kernel's vector loads of it
+// then forward from that store (scalar stores followed by a vector load of them stall), and no
+// vgather (slower than the scalar loads on AMD Zen 4).
+inline void gather_lanes(const double* vs, const double* xs, const std::uint32_t* idx, int lanes, double* vp,
+                         double* xp) {
+  std::uint32_t pad[kLanes];
+  const std::uint32_t* id = idx;
+  if (lanes < kLanes) {
+    for (int l = 0; l < kLanes; ++l) pad[l] = idx[l < lanes ? l : 0];
+    id = pad;
+  }
+#if defined(__AVX2__)
+  for (int l = 0; l < kLanes; l += 4) {
+    _mm256_store_pd(vp + l, _mm256_setr_pd(vs[id[l]], vs[id[l + 1]], vs[id[l + 2]], vs[id[l + 3]]));
+    _mm256_store_pd(xp + l, _mm256_setr_pd(xs[id[l]], xs[id[l + 1]], xs[id[l + 2]], xs[id[l + 3]]));
+  }
+#else
+  for (int l = 0; l < kLanes; ++l) {
+    NK_NO_VECTORIZE(l);
+    vp[l] = vs[id[l]];
+    xp[l] = xs[id[l]];
+  }
+#endif
+}
+
+// Runs the groups of one bucket, n elements: with ib, the elements ib[0..n) of vs / xs (lane
+// orders and arguments), results to out[ib[i]]; without, the contiguous vs[0..n), xs[0..n),
+// results to out[i] (a partial last group padded, in a copy, with a repeat of its first element).
+// The group kernel finds each lane's own bucket in its cancels array on entry (lane_buckets[i],
+// or bucket where that is null).  Each group reads its inputs before it writes its results, and
+// only its own elements' results: out may alias xs.
 template <class Lanes>
-inline void run_bucket(int bucket, const double* vb, const double* xb, const std::uint32_t* ib, index_t n,
+inline void run_bucket(int bucket, const double* vs, const double* xs, const std::uint32_t* ib, index_t n,
                        double* out, const std::int64_t* lane_buckets = nullptr) {
   for (index_t g = 0; g < n; g += kLanes) {
     const int lanes = n - g < kLanes ? static_cast<int>(n - g) : kLanes;
-    double vp[kLanes], xp[kLanes], res[kLanes];
+    alignas(64) double vp[kLanes], xp[kLanes];
+    double res[kLanes];
     std::int64_t redo[kLanes];
-    const double *vg = vb + g, *xg = xb + g;
-    if (lanes < kLanes) {
+    const double *vg = vs + g, *xg = xs + g;
+    if (ib != nullptr) {
+      gather_lanes(vs, xs, ib + g, lanes, vp, xp);
+      vg = vp;
+      xg = xp;
+    } else if (lanes < kLanes) {
       for (int l = 0; l < kLanes; ++l) {
         vp[l] = vg[l < lanes ? l : 0];
         xp[l] = xg[l < lanes ? l : 0];
@@ -1370,12 +1419,12 @@ inline void run_bucket(int bucket, const double* vb, const double* xb, const std
 
 constexpr index_t kPass = 2048;
 
-// A counting sort of n elements by bucket (bk) into contiguous copies vb, xb (lane orders and
-// arguments) and ib (the elements' indices in the pass: idx[j], or j where idx is null); bucket b
-// is start[b] .. start[b + 1] - 1.  Four interleaved counters, so that runs of one bucket do not
-// serialize on one counter's store-to-load latency.
-inline void sort_by_bucket(const double* ord, const double* xs, const std::int64_t* bk, const std::uint32_t* idx,
-                           index_t n, double* vb, double* xb, std::uint32_t* ib, index_t* start) {
+// A counting sort of the n elements of a pass by bucket (bk): ib holds their indices, bucket b's
+// at ib[start[b] .. start[b + 1]), each bucket's in the order of the pass within each of four
+// ways (element i is in way i % 4).  The four interleaved counters keep runs of one bucket from
+// serializing on one counter's store-to-load latency.  Only the indices move: the groups gather
+// their lanes (gather_lanes), which costs less than a scatter of v and x here.
+inline void sort_by_bucket(const std::int64_t* bk, index_t n, std::uint32_t* ib, index_t* start) {
   constexpr int kWays = 4;
   index_t count[kWays][kBuckets] = {};
   // (the ways unrolled, so that each element's counter is at a fixed row: no i % kWays per element)
@@ -1393,15 +1442,9 @@ inline void sort_by_bucket(const double* ord, const double* xs, const std::int64
     }
   }
   start[kBuckets] = pos;
-  const auto place = [&](index_t i, int w) {
-    const index_t p = offset[w][bk[i]]++;
-    vb[p] = ord[i];
-    xb[p] = xs[i];
-    ib[p] = idx ? idx[i] : static_cast<std::uint32_t>(i);
-  };
   for (index_t i = 0; i < whole; i += kWays)
-    for (int w = 0; w < kWays; ++w) place(i + w, w);
-  for (index_t i = whole; i < n; ++i) place(i, static_cast<int>(i % kWays));
+    for (int w = 0; w < kWays; ++w) ib[offset[w][bk[i + w]]++] = static_cast<std::uint32_t>(i + w);
+  for (index_t i = whole; i < n; ++i) ib[offset[i % kWays][bk[i]]++] = static_cast<std::uint32_t>(i);
 }
 
 // The buckets a pass holds, bit b for bucket b (kBuckets <= 64): an or-reduction of shifts, in
@@ -1428,45 +1471,36 @@ inline std::uint64_t bucket_presence(const std::int64_t* bk, index_t n) {
   return present;
 }
 
-// sort_few_buckets writes up to this many elements past the n it sorts (whole vectors).
+// sort_few_buckets writes up to this many indices past the n it sorts (whole vectors).
 constexpr index_t kSortSlack = 8;
 constexpr int kFewBuckets = 4;
 
 #if defined(__AVX2__)
-// Lane permutations that move the lanes of a 4-bit mask to the front, in order: for the doubles
-// (as pairs of 32-bit lanes, vpermd) and for 32-bit indices (vpermilps).
-struct CompressTables {
-  alignas(32) std::int32_t pair[16][8];
-  alignas(16) std::int32_t single[16][4];
+// vpermilps controls that move the lanes of a 4-bit mask to the front, in order.
+struct CompressTable {
+  alignas(16) std::int32_t lanes[16][4];
 };
-constexpr CompressTables make_compress_tables() {
-  CompressTables t{};
+constexpr CompressTable make_compress_table() {
+  CompressTable t{};
   for (int m = 0; m < 16; ++m) {
     int k = 0;
     for (int l = 0; l < 4; ++l)
-      if ((m >> l) & 1) {
-        t.pair[m][2 * k] = 2 * l;
-        t.pair[m][2 * k + 1] = 2 * l + 1;
-        t.single[m][k] = l;
-        ++k;
-      }
+      if ((m >> l) & 1) t.lanes[m][k++] = l;
   }
   return t;
 }
-alignas(32) constexpr CompressTables kCompressTables = make_compress_tables();
+alignas(64) constexpr CompressTable kCompressTable = make_compress_table();
 #endif
 
-// The same layout as sort_by_bucket (idx null) for a pass of at most kFewBuckets buckets, in one
-// pass over the elements per bucket (lowest first) that keeps that bucket's elements in order:
-// compare, then a vector of each of v, x and the indices with the bucket's lanes moved to the
-// front stored at the bucket's write position, which advances by their count.  A store writes
-// whole vectors, up to kSortSlack - 1 elements past the bucket's end; the next bucket's pass
-// overwrites them, the last one's land in the buffers' slack.  Returns false (nothing written)
-// where the pass holds more buckets or the tier has no such instructions: sort_by_bucket then.
-// (AVX2, 2048 elements in three buckets: ~0.6 ns an element a bucket against ~2.9 for
-// sort_by_bucket, whose scatter loop keeps its write positions in memory.)
-inline bool sort_few_buckets(const double* ord, const double* xs, const std::int64_t* bk, index_t n,
-                             std::uint64_t present, double* vb, double* xb, std::uint32_t* ib, index_t* start) {
+// The layout of sort_by_bucket (indices only) for a pass of at most kFewBuckets buckets, in one
+// pass over bk per bucket (lowest first), which keeps each bucket's elements in order: compare,
+// then the indices of the bucket's lanes moved to the front of a vector stored at the bucket's
+// write position, which advances by their count.  A store writes a whole vector, up to
+// kSortSlack - 1 indices past the bucket's end; the next bucket's pass overwrites them, the last
+// one's land in ib's slack.  Returns false (nothing written) where the pass holds more buckets
+// or the tier has no such instructions: sort_by_bucket then.
+inline bool sort_few_buckets(const std::int64_t* bk, index_t n, std::uint64_t present, std::uint32_t* ib,
+                             index_t* start) {
 #if defined(__AVX2__)
   if (__builtin_popcountll(present) > kFewBuckets) return false;
   index_t pos = 0;
@@ -1475,60 +1509,48 @@ inline bool sort_few_buckets(const double* ord, const double* xs, const std::int
     if (!((present >> b) & 1)) continue;
     index_t i = 0;
 #if defined(__AVX512F__)
-    const __m512i key8 = _mm512_set1_epi64(b);
-    __m512i idx8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i eight = _mm512_set1_epi32(8);
+    const __m512i key = _mm512_set1_epi64(b);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i step = _mm512_set1_epi32(8);
     for (; i + 8 <= n; i += 8) {
-      const __mmask8 m = _mm512_cmpeq_epi64_mask(_mm512_loadu_si512(bk + i), key8);
-      _mm512_storeu_pd(vb + pos, _mm512_maskz_compress_pd(m, _mm512_loadu_pd(ord + i)));
-      _mm512_storeu_pd(xb + pos, _mm512_maskz_compress_pd(m, _mm512_loadu_pd(xs + i)));
+      const __mmask8 m = _mm512_cmpeq_epi64_mask(_mm512_loadu_si512(bk + i), key);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ib + pos),
-                          _mm512_castsi512_si256(_mm512_maskz_compress_epi32(m, idx8)));
+                          _mm512_castsi512_si256(_mm512_maskz_compress_epi32(m, idx)));
       pos += __builtin_popcount(m);
-      idx8 = _mm512_add_epi32(idx8, eight);
+      idx = _mm512_add_epi32(idx, step);
     }
 #else
     const __m256i key = _mm256_set1_epi64x(b);
     __m128i idx = _mm_setr_epi32(0, 1, 2, 3);
-    const __m128i four = _mm_set1_epi32(4);
+    const __m128i step = _mm_set1_epi32(4);
     for (; i + 4 <= n; i += 4) {
       const __m256i hit = _mm256_cmpeq_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk + i)), key);
       const int m = _mm256_movemask_pd(_mm256_castsi256_pd(hit));
-      const __m256i pair = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompressTables.pair[m]));
-      const __m128i single = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompressTables.single[m]));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(vb + pos),
-                          _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ord + i)), pair));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(xb + pos),
-                          _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + i)), pair));
+      const __m128i lanes = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompressTable.lanes[m]));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(ib + pos),
-                       _mm_castps_si128(_mm_permutevar_ps(_mm_castsi128_ps(idx), single)));
+                       _mm_castps_si128(_mm_permutevar_ps(_mm_castsi128_ps(idx), lanes)));
       pos += __builtin_popcount(static_cast<unsigned>(m));
-      idx = _mm_add_epi32(idx, four);
+      idx = _mm_add_epi32(idx, step);
     }
 #endif
     for (; i < n; ++i)
-      if (bk[i] == b) {
-        vb[pos] = ord[i];
-        xb[pos] = xs[i];
-        ib[pos] = static_cast<std::uint32_t>(i);
-        ++pos;
-      }
+      if (bk[i] == b) ib[pos++] = static_cast<std::uint32_t>(i);
   }
   start[kBuckets] = pos;
   return true;
 #else
-  (void)ord, (void)xs, (void)bk, (void)n, (void)present, (void)vb, (void)xb, (void)ib, (void)start;
+  (void)bk, (void)n, (void)present, (void)ib, (void)start;
   return false;
 #endif
 }
 
-// The groups of every bucket from 1 on of sort_by_bucket's copies (bucket 0 is the caller's).
+// The groups of every bucket from 1 on of a sorted pass, its lane orders and arguments vs, xs
+// (bucket 0 is the caller's).
 template <class Lanes>
-inline void run_sorted(const double* vb, const double* xb, const std::uint32_t* ib, const index_t* start,
+inline void run_sorted(const double* vs, const double* xs, const std::uint32_t* ib, const index_t* start,
                        double* out) {
   for (int b = 1; b < kBuckets; ++b)
-    if (start[b + 1] > start[b])
-      run_bucket<Lanes>(b, vb + start[b], xb + start[b], ib + start[b], start[b + 1] - start[b], out);
+    if (start[b + 1] > start[b]) run_bucket<Lanes>(b, vs, xs, ib + start[b], start[b + 1] - start[b], out);
 }
 
 // The elements idx[0..n) of a pass that Lanes::maps (log I at x < 0, integer order) through the
@@ -1538,27 +1560,28 @@ inline void run_sorted(const double* vb, const double* xb, const std::uint32_t* 
 // the same stack made a 192 KiB thread stack overflow.
 template <class Lanes>
 NK_LANES_NOINLINE void run_mapped(const std::uint32_t* idx, index_t n, const double* v, const double* x, double* out) {
-  std::unique_ptr<double[]> buf(new double[4 * n]);
+  std::unique_ptr<double[]> buf(new double[3 * n]);
   std::unique_ptr<std::int64_t[]> bk(new std::int64_t[n]);
   std::unique_ptr<std::uint32_t[]> ib(new std::uint32_t[n]);
-  double *ord = buf.get(), *ax = ord + n, *vb = ax + n, *xb = vb + n;
+  double *ord = buf.get(), *ax = ord + n, *res = ax + n;
   for (index_t j = 0; j < n; ++j) {
     ord[j] = Lanes::order(v[idx[j]]);
     ax[j] = -x[idx[j]];
     bk[j] = Lanes::bucket(ord[j], ax[j]);
   }
   index_t start[kBuckets + 1];
-  sort_by_bucket(ord, ax, bk.get(), idx, n, vb, xb, ib.get(), start);
-  for (index_t p = start[0]; p < start[1]; ++p) out[ib[p]] = Lanes::scalar(v[ib[p]], xb[p]);
-  run_sorted<Lanes>(vb, xb, ib.get(), start, out);
+  sort_by_bucket(bk.get(), n, ib.get(), start);
+  for (index_t p = start[0]; p < start[1]; ++p) res[ib[p]] = Lanes::scalar(v[idx[ib[p]]], ax[ib[p]]);
+  run_sorted<Lanes>(ord, ax, ib.get(), start, res);
+  for (index_t j = 0; j < n; ++j) out[idx[j]] = res[j];
 }
 
 // One pass over at most kPass elements: (1) the lane order and bucket of every element, in a loop
-// of selects that the compiler vectorizes (instantiated for the pass's facts); (2) sort_by_bucket
-// into contiguous copies; (3) each
-// bucket's groups, and the scalar function for bucket 0 (run_mapped for Lanes::maps' elements).
-// out may alias v or x: v and x are copied before any result is written, and bucket 0 reads and
-// writes only its own elements.
+// of selects that the compiler vectorizes (instantiated for the pass's facts); (2) the elements'
+// indices sorted by bucket (sort_few_buckets, or sort_by_bucket); (3) each bucket's groups, which
+// gather their lanes, and the scalar function for bucket 0 (run_mapped for Lanes::maps' elements).
+// out may alias v or x: the lanes read the lane orders' copy (ord), and every element's x is read
+// before its own result is written, the only one that lands there.
 template <class Lanes, unsigned kF>
 inline void bucket_loop(const double* v, const double* x, double* ord, std::int64_t* bk, index_t n) {
   for (index_t i = 0; i < n; ++i) {
@@ -1600,11 +1623,9 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk);
     return;
   }
-  alignas(64) double vb[kPass + kSortSlack], xb[kPass + kSortSlack];
   std::uint32_t ib[kPass + kSortSlack];
   index_t start[kBuckets + 1];
-  if (!sort_few_buckets(ord, x, bk, n, present, vb, xb, ib, start))
-    sort_by_bucket(ord, x, bk, nullptr, n, vb, xb, ib, start);
+  if (!sort_few_buckets(bk, n, present, ib, start)) sort_by_bucket(bk, n, ib, start);
   index_t mapped = start[0];  // (Lanes::maps' elements, moved to the front of bucket 0)
   for (index_t p = start[0]; p < start[1]; ++p) {
     const std::uint32_t i = ib[p];
@@ -1616,7 +1637,7 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     }
   }
   if (mapped > start[0]) run_mapped<Lanes>(ib + start[0], mapped - start[0], v, x, out);
-  run_sorted<Lanes>(vb, xb, ib, start, out);
+  run_sorted<Lanes>(ord, x, ib, start, out);
 }
 
 template <class Lanes>
