@@ -654,9 +654,10 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   // t_k = q / (k (v + k)) = (q / v) / c_k, c_k = k (1 + k / v) in [k, 1.5 k] (den <= 10! 1.5^10 at
   // any v): one division per lane, not one per term.  (A fixed count, not a bound over the
   // group's lanes: summed from the innermost term, the bits of a lane would depend on its group.)
-  double num[kLanes], den[kLanes], inv_v[kLanes];
+  double num[kLanes], den[kLanes], inv_v[kLanes], qv[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     inv_v[l] = 1.0 / vl[l];
+    qv[l] = q[l] * inv_v[l];  // (once, not once a term)
     num[l] = 1.0;
     den[l] = 1.0;
   }
@@ -664,7 +665,7 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   for (int k = kTerms; k >= 1; --k)
     for (int l = 0; l < kLanes; ++l) {
       const double c = k * m::muladd(k, inv_v[l], 1.0);
-      num[l] = m::muladd(q[l] * inv_v[l], num[l], den[l] * c);
+      num[l] = m::muladd(qv[l], num[l], den[l] * c);
       den[l] = den[l] * c;
     }
   for (int l = 0; l < kLanes; ++l) sum[l] = num[l] / den[l];
@@ -672,7 +673,8 @@ inline void series_large_order_group(const double* v, const double* x, double* o
   for (int l = 0; l < kLanes; ++l) {
     const double rv = inv_v[l];
     const double stirling = bessel_detail::stirling_tail(rv);
-    const double lead = vl[l] * log_branchfree(0.5 * xl[l] * kE * rv);
+    // (x (e / 2) is (x / 2) e exactly: one multiplication fewer, the same bits)
+    const double lead = vl[l] * log_branchfree(xl[l] * (0.5 * kE) * rv);
     // log(sum / sqrt(2 pi v)) as half the log of the square: no square root, no division
     const double rest = 0.5 * log_branchfree(sum[l] * sum[l] * (rv * (0.5 / bessel_detail::kPi)));
     res[l] = lead + (rest - stirling);

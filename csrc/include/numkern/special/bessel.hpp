@@ -189,8 +189,13 @@ NK_HOST_DEVICE double rgamma1p(double mu) {
 // (< 1e-17 at v >= 20).
 NK_HOST_DEVICE NK_FORCE_INLINE double stirling_tail(double r) {
   const double r2 = r * r;
-  return r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 -
-         r2 * (1.0 / 1188 - r2 * (691.0 / 360360))))));
+  double p = -691.0 / 360360;
+  p = m::muladd(p, r2, 1.0 / 1188);
+  p = m::muladd(p, r2, -1.0 / 1680);
+  p = m::muladd(p, r2, 1.0 / 1260);
+  p = m::muladd(p, r2, -1.0 / 360);
+  p = m::muladd(p, r2, 1.0 / 12);
+  return r * p;
 }
 
 // log Gamma(v) for 0 < v < 22 as the log of one product (no lgamma rounding of size v log v):
