@@ -1558,8 +1558,8 @@ inline void run_sorted(const double* vs, const double* xs, const std::uint32_t* 
 // The elements idx[0..n) of a pass that Lanes::maps (log I at x < 0, integer order) through the
 // lanes at |x|: their orders, |x| and buckets, sorted by bucket, each bucket's groups (bucket 0:
 // the scalar function at |x|).  Out of line, its buffers on the heap (only inputs with such
-// elements allocate): block_pass's frame already holds ~80 KiB of buffers, and a second one on
-// the same stack made a 192 KiB thread stack overflow.
+// elements allocate): block_pass's frame already holds ~40 KiB of buffers (ord, bk, ib), and a
+// second one on the same stack once made a 192 KiB thread stack overflow.
 template <class Lanes>
 NK_LANES_NOINLINE void run_mapped(const std::uint32_t* idx, index_t n, const double* v, const double* x, double* out) {
   std::unique_ptr<double[]> buf(new double[3 * n]);
