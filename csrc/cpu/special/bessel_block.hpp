@@ -1406,8 +1406,11 @@ inline void run_bucket(int bucket, const double* vs, const double* xs, const std
       for (int l = 0; l < kLanes; ++l) redo[l] = bucket;
     }
     Lanes::group(bucket, vg, xg, res, redo);
-    for (int l = 0; l < lanes; ++l)
-      if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
+    std::int64_t any_redo = 0;  // (one vectorized test a group instead of a branch a lane)
+    for (int l = 0; l < kLanes; ++l) any_redo |= redo[l];
+    if (any_redo)
+      for (int l = 0; l < lanes; ++l)
+        if (redo[l]) res[l] = Lanes::scalar(vg[l], xg[l]);
     if (ib == nullptr) {
       for (int l = 0; l < lanes; ++l) out[g + l] = res[l];
     } else {
