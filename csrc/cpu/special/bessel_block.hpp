@@ -250,13 +250,18 @@ constexpr int kFactsWidth = 4;
 #else
 constexpr int kFactsWidth = 2;
 #endif
+#if defined(__GNUC__)
+// (one vector of the tier's width, for pass_facts and bucket_presence)
+using TierDoubles = double __attribute__((vector_size(8 * kFactsWidth)));
+using TierInts = std::int64_t __attribute__((vector_size(8 * kFactsWidth)));
+#endif
 inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
   double vmin = v[0], vmax = v[0], xmin = x[0], xmax = x[0];
   bool nan = false, hankel = false;  // (hankel: x >= 50 v^2 somewhere, lane_bucket's test at v >= 20)
   index_t i = 0;
 #if defined(__GNUC__)
-  using vd = double __attribute__((vector_size(8 * kFactsWidth)));
-  using vi = std::int64_t __attribute__((vector_size(8 * kFactsWidth)));
+  using vd = TierDoubles;
+  using vi = TierInts;
   // (two sets of accumulators: a min's latency is 4 cycles, one set would be bound by it)
   constexpr int kW = kFactsWidth;
   if (n >= 2 * kW) {
@@ -1461,16 +1466,15 @@ inline std::uint64_t bucket_presence(const std::int64_t* bk, index_t n) {
   index_t i = 0;
 #if defined(__GNUC__)
   constexpr int kW = kFactsWidth;
-  using vu = std::uint64_t __attribute__((vector_size(8 * kFactsWidth)));
-  vu acc[2] = {}, one;
+  TierInts acc[2] = {}, one;
   for (int l = 0; l < kW; ++l) one[l] = 1;
   for (; i + 2 * kW <= n; i += 2 * kW)
     for (int h = 0; h < 2; ++h) {
-      vu b;
+      TierInts b;
       std::memcpy(&b, bk + i + h * kW, sizeof b);
       acc[h] |= one << b;
     }
-  for (int l = 0; l < kW; ++l) present |= acc[0][l] | acc[1][l];
+  for (int l = 0; l < kW; ++l) present |= static_cast<std::uint64_t>(acc[0][l] | acc[1][l]);
 #endif
   for (; i < n; ++i) present |= std::uint64_t{1} << bk[i];
   return present;
