@@ -473,40 +473,95 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
 }
 
 // Hankel's expansion for kLanes elements of the Hankel region (bessel.hpp's hankel_sum and
-// hankel_log, lanes innermost): S = sum_k (-+1)^k a_k(v) / x^k, stopped per lane at the smallest
-// term or below 1e-17 relative; the loop ends when no lane is active any more.
+// hankel_log, lanes innermost): S = sum_k (-+1)^k a_k(v) / x^k, term k = term k-1 times
+// r_k = (4 v^2 - (2k-1)^2) / (8 x k), to the first term below 1e-17 of the sum.
 //   log I = x + log(S / sqrt(2 pi x)),  log K = -x + log(S sqrt(pi / (2 x)))
+// Every lane adds every term until the last lane of its sub-group (kHankelVectors vectors) is below: in the
+// Hankel region (x >= 25 and x >= 1.2 v^2, or x >= 50 v^2 at v >= 20) |r_k| <= 0.42 / k while
+// (2k-1)^2 < 4 v^2 and < k / (2x) <= k / 50 after, so a lane's terms fall for k < 50: the header's
+// stop at the smallest term is never reached first, and once a term is below 1e-17 (< 2^-54) of
+// the sum every later one is too, and adding it leaves the sum's bits as they are.  The last lane
+// of a sub-group is below by term 21 (x = 25, v = 3.8: the most terms in the region); a lane still
+// above at kHankelLaneTerms is left to the scalar path (cancels).  Same bits as a per-lane stop.
+constexpr int kHankelLaneTerms = 48;
+#if defined(__GNUC__)
+// Whether any lane of a TierInts is nonzero (one vptest on the x86 tiers).
+NK_FORCE_INLINE inline bool any_lane(TierInts a) {
+#if defined(__AVX512F__)
+  return _mm512_test_epi64_mask(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(a)) != 0;
+#elif defined(__AVX__)
+  return !_mm256_testz_si256(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(a));
+#else
+  std::int64_t any = 0;
+  for (int l = 0; l < kFactsWidth; ++l) any |= a[l];
+  return any != 0;
+#endif
+}
+#endif
+// (four vectors a sub-group: the term's two products a step are a latency chain; with two
+// vectors large_x ran 3-5 % slower, and eight on AVX2 would not fit its 16 registers)
+constexpr int kHankelVectors = 4;
+static_assert(bessel_detail::kTiny < 0x1p-54, "hankel_group adds terms below half an ulp of the sum");
 template <bool kIsK>
 inline void hankel_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kSign = kIsK ? 1.0 : -1.0;
-  double inv_8x[kLanes], term[kLanes], sum[kLanes], prev[kLanes], two_v[kLanes];
-  std::int64_t active[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    inv_8x[l] = kSign / (8.0 * x[l]);
-    two_v[l] = 2.0 * v[l];
-    term[l] = 1.0;
-    sum[l] = 1.0;
-    prev[l] = 2.0;
-    active[l] = 1;
-    cancels[l] = 0;
-  }
-  for (int k = 1; k < 200; ++k) {
-    const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
-    std::int64_t any = 0;
-    for (int l = 0; l < kLanes; ++l) {
-      double t = term[l] * ((two_v[l] - odd) * (two_v[l] + odd)) * (inv_8x[l] * inv_k);
-      double at = std::fabs(t);
-      std::int64_t growing = at > prev[l];
-      std::int64_t adds = active[l] & (growing ^ 1);
-      sum[l] += adds ? t : 0.0;
-      std::int64_t small = at < bessel_detail::kTiny * std::fabs(sum[l]);
-      active[l] = adds & (small ^ 1);
-      prev[l] = at;
-      term[l] = t;
-      any |= active[l];
+  double sum[kLanes];
+#if defined(__GNUC__)
+  // (sub-groups of kHankelVectors vectors of the tier, in GCC vector types, whose state stays in
+  // registers: GCC left the same loop over arrays with the or-reduction in it scalar)
+  using vd = TierDoubles;
+  using vi = TierInts;
+  constexpr int kW = kFactsWidth;
+  constexpr int kV = kHankelVectors;
+  static_assert(kLanes % (kV * kW) == 0, "sub-groups tile the group");
+  vi abs_mask;
+  for (int l = 0; l < kW; ++l) abs_mask[l] = 0x7fffffffffffffffLL;
+  for (int g = 0; g < kLanes; g += kV * kW) {
+    vd inv_8x[kV], term[kV], s[kV], two_v[kV];
+    for (int h = 0; h < kV; ++h) {
+      vd xv, vv;
+      std::memcpy(&xv, x + g + h * kW, sizeof xv);
+      std::memcpy(&vv, v + g + h * kW, sizeof vv);
+      inv_8x[h] = kSign / (8.0 * xv);
+      two_v[h] = 2.0 * vv;
+      term[h] = vd{} + 1.0;
+      s[h] = term[h];
     }
-    if (!any) break;
+    for (int k = 1; k < kHankelLaneTerms; ++k) {
+      const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
+      vi open = {};
+      for (int h = 0; h < kV; ++h) {
+        const vd t = term[h] * ((two_v[h] - odd) * (two_v[h] + odd)) * (inv_8x[h] * inv_k);
+        s[h] += t;
+        open |= ~((vd)((vi)t & abs_mask) < bessel_detail::kTiny * (vd)((vi)s[h] & abs_mask));
+        term[h] = t;
+      }
+      if (!any_lane(open)) break;
+    }
+    for (int h = 0; h < kV; ++h) {
+      // (lanes still above 1e-17 at the last term: the scalar path)
+      const vi last = ~((vd)((vi)term[h] & abs_mask) < bessel_detail::kTiny * (vd)((vi)s[h] & abs_mask));
+      for (int l = 0; l < kW; ++l) {
+        sum[g + h * kW + l] = s[h][l];
+        cancels[g + h * kW + l] = last[l] != 0;
+      }
+    }
   }
+#else
+  for (int l = 0; l < kLanes; ++l) {
+    const double inv_8x = kSign / (8.0 * x[l]), two_v = 2.0 * v[l];
+    double term = 1.0, s = 1.0;
+    bool open = true;
+    for (int k = 1; k < kHankelLaneTerms && open; ++k) {
+      const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
+      term = term * ((two_v - odd) * (two_v + odd)) * (inv_8x * inv_k);
+      s += term;
+      open = !(std::fabs(term) < bessel_detail::kTiny * std::fabs(s));
+    }
+    sum[l] = s;
+    cancels[l] = open;
+  }
+#endif
   constexpr double kPrefactor = kIsK ? 1.2533141373155003 : 0.3989422804014327;  // sqrt(pi/2), 1/sqrt(2 pi)
   for (int l = 0; l < kLanes; ++l)
     out[l] = (kIsK ? -x[l] : x[l]) + log_branchfree(sum[l] * kPrefactor / std::sqrt(x[l]));
