@@ -198,6 +198,27 @@ def test_block_power_series_against_mpmath():
     assert np.median(err) <= LOG_MEDIAN
 
 
+def test_block_long_series_against_mpmath(isa):
+    """log I's power-series lanes at 2 < x < 25 (v < 20, sqrt(v^2 + x^2) < 25), a fixed number of
+    terms summed from the innermost out: at the corners of the region (x up to the circle, where the
+    omitted tail is largest; v = 0 and integer orders, mu = 0; just above x = 2) and at random
+    points, on every tier, against 40-digit mpmath."""
+    rng = np.random.default_rng(31)
+    edge_v = np.array([0.0, 0.25, 1.0, 3.5, 7.0, 10.0, 13.0, 15.5, 17.0, 18.5, 19.5, 19.999])
+    edge_x = np.sqrt(625.0 - edge_v**2) * (1.0 - 1e-12)
+    v = np.concatenate([edge_v, edge_v, np.floor(rng.uniform(0.0, 20.0, 20)), rng.uniform(0.0, 20.0, 60)])
+    x = np.concatenate([edge_x, np.full(edge_v.size, 2.0 + 1e-12), rng.uniform(2.0, 15.0, 20),
+                        rng.uniform(2.0, 25.0, 60)])
+    keep = (v * v + x * x < 625.0) & (x > 2.0)
+    v, x = v[keep], x[keep]
+    got = nks.log_iv(v, x)
+    with mpmath.workdps(40):
+        ref = np.array([float(mpmath.log(mpmath.besseli(a, b))) for a, b in zip(v, x)])
+    err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
+    assert err.max() <= LOG_MAX, (err.max(), v[err.argmax()], x[err.argmax()])
+    assert np.median(err) <= LOG_MEDIAN
+
+
 @pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
 def test_block_special_values_match_scalar_path(name):
     """Every special value takes the scalar path's answer (regression: negative x with
