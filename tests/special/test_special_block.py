@@ -433,6 +433,34 @@ def test_block_in_place_blocks_match_sorted_blocks(name):
         np.testing.assert_array_equal(mixed[0::2], alone, err_msg=label)
 
 
+@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+def test_block_near_zero_lanes_bitwise(name, isa):
+    """Debye elements near x = z0 v (the near-zero series of the exponent): at v >= 64 block_pass
+    sorts them into a bucket of their own (kDebyeNearBucket), whose groups run the series in every
+    lane with each lane's own number of terms; below, and in blocks that run in place, they share
+    a group with other Debye lanes, which compacts them.  Each element gets the same bits in every
+    such block, and as an array of its own."""
+    fn = getattr(nks, name)
+    rng = np.random.default_rng(53)
+    n = 3000
+    v = np.exp(rng.uniform(np.log(20.0), np.log(1e5), n))
+    v[:40] = np.exp(rng.uniform(np.log(60.0), np.log(70.0), 40))  # around the v >= 64 limit
+    x = LAPLACE_Z0 * v * (1.0 + rng.uniform(-0.17, 0.17, n))  # the near band and just beyond it
+    alone = np.array([fn(v[i:i + 1], x[i:i + 1])[0] for i in range(0, n, 7)])
+    near_blocks = fn(v, x)
+    np.testing.assert_array_equal(near_blocks[0::7], alone)
+    # mixed with Debye lanes far from z0 v (x = 3 v and 0.1 v) and series ones: sorted blocks
+    mixed = fn(_interleave(v, np.array([500.0, 40.0, 3.5, 1e4])), _interleave(x, np.array([1500.0, 4.0, 0.7, 1e3])))
+    np.testing.assert_array_equal(mixed[0::2], near_blocks)
+    # max(v, x) = v in one binade: blocks that run in place (one Debye bucket), near lanes and
+    # far ones in one group
+    w = rng.uniform(1100.0, 2000.0, n)
+    r = np.where(rng.random(n) < 0.5, LAPLACE_Z0 * (1.0 + rng.uniform(-0.17, 0.17, n)), rng.uniform(0.1, 1.0, n))
+    in_place = fn(w, w * r)
+    sorted_ = fn(_interleave(w, np.array([3.5])), _interleave(w * r, np.array([0.7])))
+    np.testing.assert_array_equal(sorted_[0::2], in_place)
+
+
 def _facts_sets(rng, n):
     """Arrays whose every pass of 2048 elements satisfies one of block_pass's facts (pass_facts in
     bessel_block.hpp), with the edges of the tests each fact removes."""

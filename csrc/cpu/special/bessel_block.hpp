@@ -111,7 +111,21 @@ constexpr bool kSeriesOneBucket = false;
 // <= 9 from x = 200 on: apart, so that a group's iteration count stays close to its lanes' own
 constexpr int kHankelNearBucket = kHankelBucket + 5;
 constexpr double kHankelNearX = 200.0;
-constexpr int kBuckets = kHankelBucket + 6;
+// Debye lanes at v >= 20 near x = z0 v (debye_group's near test, the Laplace limit constant z0),
+// each with its own number of terms: apart, so that the other groups skip the near-zero series
+// and these run it in every lane (mixed in, ~3 of the 32 lanes of a group of bench_special's vmf
+// class took near_zero_lanes' compaction and cost AVX-512 3.3 ns an element more)
+constexpr int kDebyeNearBucket = kHankelBucket + 6;
+// (only lanes of up to 10 terms, v >= 64: a group runs its lanes' largest count, and the near
+// lanes at 20 <= v < 64, up to 20 terms, made bench_special's plane class 3 % slower on AVX2)
+constexpr int kDebyeNearMaxBucket = 5;
+constexpr int kBuckets = kHankelBucket + 7;
+// debye_exponent_near_zero's reach in d = (x - z0 v) / v, and debye_group's test for running it
+// (a slightly wider band than the one whose lanes take its result)
+constexpr double kTaylorReach = 0.15;
+NK_FORCE_INLINE inline bool debye_near(double v, double x) {
+  return std::fabs(x - bessel_detail::kLaplaceZ0Hi * v) <= 1.01 * kTaylorReach * v;
+}
 // Not a bucket of the sort: the group kernel of a block whose lanes are all in Debye buckets
 // (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I only).
 constexpr int kDebyeAnyBucket = kBuckets;
@@ -177,8 +191,10 @@ NK_FORCE_INLINE inline T large_order_hankel_limit(T v) {
 }
 
 // A pass's facts and the range of max(v, x) over its elements (between max(least v, least x) and
-// max(largest v, largest x)): with kFactLarge | kFactNoHankel every bucket is debye_bucket(v, x),
-// which falls with max(v, x), so these bound the pass's buckets without a loop over them.
+// max(largest v, largest x)): with kFactLarge | kFactNoHankel every element's number of Debye
+// terms is debye_bucket(v, x), which falls with max(v, x), so these bound the pass's buckets
+// without a loop over them (elements near x = z0 v, kDebyeNearBucket in the bucket loop, are taken
+// by a whole-bucket run's near_zero_lanes there: the same values).
 struct PassFacts {
   unsigned facts;
   double big_lo, big_hi;
@@ -219,15 +235,18 @@ inline std::int64_t lane_bucket(double v, double x) {
   const bool debye_ok = kDom ? true : ((v < 1e150) & (x > 1e-140) & (x < 1e150));
   // (log I at x <= 2: the power series with Stirling's prefactor, cheaper than up to 20 Debye terms)
   std::int64_t large;
+  // (v >= 20 near x = z0 v with at most 2 kDebyeNearMaxBucket terms: kDebyeNearBucket)
+  const std::int64_t terms = debye_bucket(v, x);
+  const std::int64_t debye = (debye_near(v, x) & (terms <= kDebyeNearMaxBucket)) ? kDebyeNearBucket : terms;
   if constexpr (kIsK) {
-    large = debye_ok ? debye_bucket(v, x) : 0;
+    large = debye_ok ? debye : 0;
   } else {
     const std::int64_t series_large = kSeriesOneBucket ? kSeriesShortBucket
                                       : (x <= 0.2 ? kSeriesLargeOrderTinyBucket : kSeriesLargeOrderBucket);
     if constexpr (kXs) {
       large = series_large;
     } else {
-      large = debye_ok ? debye_bucket(v, x) : 0;
+      large = debye_ok ? debye : 0;
       large = (debye_ok & (kLarge ? false : x <= 2.0)) ? series_large : large;
     }
   }
@@ -365,7 +384,6 @@ inline void debye_sums_by_lane(const std::int64_t* bucket, const double* p2, con
 // v eta near its zero z0 = x / v (the Laplace limit constant), where the closed form cancels:
 // v eta = n (c_1 + d R(d)) with n = x - z0 v (formed exactly: two_prod and Sterbenz) and
 // d = n / v; returned as hi + lo, good to ~eps^2 relative, for |d| <= kTaylorReach.
-constexpr double kTaylorReach = 0.15;
 NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d_out) {
   using namespace bessel_detail;
   dd z0v = two_prod(kLaplaceZ0Hi, v);
@@ -431,7 +449,9 @@ NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
 // form's error is ~1.25 eps (h + v |log w|) absolute; cancels[l] is set where that exceeds
 // ~20 eps relative to max(1, |result|) and the series does not reach: the scalar double-double
 // path redoes those lanes (x ~ 0.5 v or 0.8 v at small orders only).
-template <bool kIsK, int kTerms>
+// kAllNear (kDebyeNearBucket's groups, every lane within debye_near): the series in every lane,
+// without near_zero_lanes' compaction; the same values.
+template <bool kIsK, int kTerms, bool kAllNear = false>
 inline void debye_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], plain[kLanes], scale[kLanes], inv_h[kLanes];
   double near_hi[kLanes], near_lo[kLanes], near_d[kLanes];  // (zeroed in the loop: `= {}` became rep stos)
@@ -449,10 +469,18 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     near_d[l] = 1.0;  // beyond reach unless the series runs
     near_hi[l] = 0.0;
     near_lo[l] = 0.0;
-    near[l] = std::fabs(x[l] - bessel_detail::kLaplaceZ0Hi * v[l]) <= 1.01 * kTaylorReach * v[l];
+    near[l] = debye_near(v[l], x[l]);
     any_near |= near[l];
   }
-  if (any_near) near_zero_lanes(v, x, near, near_hi, near_lo, near_d);  // (most groups skip it)
+  if constexpr (kAllNear) {
+    for (int l = 0; l < kLanes; ++l) {
+      const dd e = debye_exponent_near_zero(v[l], x[l], &near_d[l]);
+      near_hi[l] = e.hi;
+      near_lo[l] = e.lo;
+    }
+  } else if (any_near) {
+    near_zero_lanes(v, x, near, near_hi, near_lo, near_d);  // (most groups skip it)
+  }
   if constexpr (kTerms == 0) {  // (each lane its own number of terms: its bucket, in cancels on entry)
     debye_sums_by_lane(cancels, p2, u, s);
   } else {
@@ -1236,6 +1264,8 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
     case kHankelNearBucket:
       if constexpr (!kIsK) return hankel_group<false>(v, x, out, cancels);
       break;
+    case kDebyeNearBucket:
+      return debye_group<kIsK, 0, true>(v, x, out, cancels);
   }
 }
 static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10");
@@ -1448,7 +1478,9 @@ inline void run_bucket(int bucket, const double* vs, const double* xs, const std
       vg = vp;
       xg = xp;
     }
-    if (lane_buckets != nullptr) {
+    if (bucket == kDebyeNearBucket) {  // (log I, log K: each lane's own number of terms)
+      for (int l = 0; l < kLanes; ++l) redo[l] = debye_bucket(vg[l], xg[l]);
+    } else if (lane_buckets != nullptr) {
       for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets[g + (l < lanes ? l : 0)];
     } else if (bucket == kDebyeAnyBucket) {  // (block_pass's box-proven Debye blocks: each lane's own)
       for (int l = 0; l < kLanes; ++l) redo[l] = debye_bucket(vg[l], xg[l]);
