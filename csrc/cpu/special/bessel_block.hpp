@@ -533,7 +533,7 @@ static_assert(bessel_detail::kTiny < 0x1p-54, "hankel_group adds terms below hal
 template <bool kIsK>
 inline void hankel_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   constexpr double kSign = kIsK ? 1.0 : -1.0;
-  double sum[kLanes];
+  double sum[kLanes], inv_x[kLanes];
 #if defined(__GNUC__)
   // (sub-groups of kHankelVectors vectors of the tier, in GCC vector types, whose state stays in
   // registers: GCC left the same loop over arrays with the or-reduction in it scalar)
@@ -569,8 +569,11 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
     for (int h = 0; h < kV; ++h) {
       // (lanes still above 1e-17 at the last term: the scalar path)
       const vi last = ~((vd)((vi)term[h] & abs_mask) < bessel_detail::kTiny * (vd)((vi)s[h] & abs_mask));
+      // (8 / (8 x) is 1 / x to the bit: scalings by 8 are exact here, x < 1e300)
+      const vd ix = (kSign * 8.0) * inv_8x[h];
       for (int l = 0; l < kW; ++l) {
         sum[g + h * kW + l] = s[h][l];
+        inv_x[g + h * kW + l] = ix[l];
         cancels[g + h * kW + l] = last[l] != 0;
       }
     }
@@ -587,12 +590,15 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
       open = !(std::fabs(term) < bessel_detail::kTiny * std::fabs(s));
     }
     sum[l] = s;
+    inv_x[l] = 1.0 / x[l];
     cancels[l] = open;
   }
 #endif
-  constexpr double kPrefactor = kIsK ? 1.2533141373155003 : 0.3989422804014327;  // sqrt(pi/2), 1/sqrt(2 pi)
+  // log(S / sqrt(2 pi x)) or log(S sqrt(pi / (2 x))) as half the log of the square: no square
+  // root, no division
+  constexpr double kFactor = kIsK ? 1.5707963267948966 : 0.15915494309189535;  // pi/2, 1/(2 pi)
   for (int l = 0; l < kLanes; ++l)
-    out[l] = (kIsK ? -x[l] : x[l]) + log_branchfree(sum[l] * kPrefactor / std::sqrt(x[l]));
+    out[l] = (kIsK ? -x[l] : x[l]) + 0.5 * log_branchfree(sum[l] * sum[l] * (inv_x[l] * kFactor));
 }
 
 // 1 / Gamma(1 + t) for the lanes' 0 <= mu < 1: t = mu up to 1/2, t = mu - 1 past it (where
