@@ -390,9 +390,20 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
   double diff = x - z0v.hi;  // exact where |d| <= kTaylorReach: x / (z0 v) in [0.77, 1.23]
   dd n = two_sum(diff, -m::muladd(kLaplaceZ0Lo, v, z0v.lo));
   double d = n.hi / v;
-  double r = kEtaTaylor[kEtaTaylorTerms - 1];
-#pragma GCC unroll 32
-  for (int j = kEtaTaylorTerms - 2; j >= 0; --j) r = m::muladd(r, d, kEtaTaylor[j]);
+  // R(d) = sum_j kEtaTaylor[j] d^j as four Horner chains in d^4 (coefficients j = 4i + c),
+  // joined as (C0 + d C1) + d^2 (C2 + d C3): a chain of 7 dependent steps instead of 26, which a
+  // group of few lanes (near_zero_lanes: often one vector) waited on
+  constexpr int kChains = 4;
+  const double d2 = d * d, d4 = d2 * d2;
+  double c[kChains];
+#pragma GCC unroll 4
+  for (int k = 0; k < kChains; ++k) {
+    int j = k + (kEtaTaylorTerms - 1 - k) / kChains * kChains;  // the chain's highest index
+    c[k] = kEtaTaylor[j];
+#pragma GCC unroll 8
+    for (j -= kChains; j >= 0; j -= kChains) c[k] = m::muladd(c[k], d4, kEtaTaylor[j]);
+  }
+  const double r = m::muladd(d2, m::muladd(d, c[3], c[2]), m::muladd(d, c[1], c[0]));
   double slope_lo = m::muladd(d, r, kEtaSlopeLo);  // (c_1 + d R) = kEtaSlopeHi + slope_lo
   dd e = two_prod(n.hi, kEtaSlopeHi);
   e.lo += n.hi * slope_lo + n.lo * kEtaSlopeHi;
