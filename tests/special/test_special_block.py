@@ -438,8 +438,8 @@ def test_block_near_zero_lanes_bitwise(name, isa):
     """Debye elements near x = z0 v (the near-zero series of the exponent): at v >= 64 block_pass
     sorts them into a bucket of their own (kDebyeNearBucket), whose groups run the series in every
     lane with each lane's own number of terms; below, and in blocks that run in place, they share
-    a group with other Debye lanes, which compacts them.  Each element gets the same bits in every
-    such block, and as an array of its own."""
+    a group with other Debye lanes, which runs the series in the vectors that hold them.  Each
+    element gets the same bits in every such block, and as an array of its own."""
     fn = getattr(nks, name)
     rng = np.random.default_rng(53)
     n = 3000

@@ -114,7 +114,7 @@ constexpr double kHankelNearX = 200.0;
 // Debye lanes at v >= 20 near x = z0 v (debye_group's near test, the Laplace limit constant z0),
 // each with its own number of terms: apart, so that the other groups skip the near-zero series
 // and these run it in every lane (mixed in, ~3 of the 32 lanes of a group of bench_special's vmf
-// class took near_zero_lanes' compaction and cost AVX-512 3.3 ns an element more)
+// class, compacted into a vector of their own, cost AVX-512 3.3 ns an element more)
 constexpr int kDebyeNearBucket = kHankelBucket + 6;
 // (only lanes of up to 10 terms, v >= 64: a group runs its lanes' largest count, and the near
 // lanes at 20 <= v < 64, up to 20 terms, made bench_special's plane class 3 % slower on AVX2)
@@ -194,7 +194,7 @@ NK_FORCE_INLINE inline T large_order_hankel_limit(T v) {
 // max(largest v, largest x)): with kFactLarge | kFactNoHankel every element's number of Debye
 // terms is debye_bucket(v, x), which falls with max(v, x), so these bound the pass's buckets
 // without a loop over them (elements near x = z0 v, kDebyeNearBucket in the bucket loop, are taken
-// by a whole-bucket run's near_zero_lanes there: the same values).
+// by a whole-bucket run's debye_group there: the same values).
 struct PassFacts {
   unsigned facts;
   double big_lo, big_hi;
@@ -391,8 +391,8 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
   dd n = two_sum(diff, -m::muladd(kLaplaceZ0Lo, v, z0v.lo));
   double d = n.hi / v;
   // R(d) = sum_j kEtaTaylor[j] d^j as four Horner chains in d^4 (coefficients j = 4i + c),
-  // joined as (C0 + d C1) + d^2 (C2 + d C3): a chain of 7 dependent steps instead of 26, which a
-  // group of few lanes (near_zero_lanes: often one vector) waited on
+  // joined as (C0 + d C1) + d^2 (C2 + d C3): a chain of 7 dependent steps instead of 26, which
+  // a group with a few near lanes (one vector of them) waited on
   constexpr int kChains = 4;
   const double d2 = d * d, d4 = d2 * d2;
   double c[kChains];
@@ -411,40 +411,6 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
   return e;
 }
 
-// debye_exponent_near_zero for the lanes of a group with near[l] set, compacted into groups of
-// 8 (a group within the band has a few such lanes: ~5 % of random x / v in [0.01, 100]); the
-// other lanes' outputs stay as they are.  Each lane's result is the same as in a full group.
-inline void near_zero_lanes(const double* v, const double* x, const std::int64_t* near, double* hi, double* lo,
-                            double* d) {
-  constexpr int kStep = 8;
-  int idx[kLanes], count = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    NK_NO_VECTORIZE(l);
-    idx[count] = l;
-    count += static_cast<int>(near[l]);
-  }
-  const int padded = (count + kStep - 1) / kStep * kStep;
-  double nv[kLanes], nx[kLanes], nhi[kLanes], nlo[kLanes], nd[kLanes];
-  for (int j = 0; j < padded; ++j) {
-    NK_NO_VECTORIZE(j);
-    const int l = idx[j < count ? j : 0];
-    nv[j] = v[l];
-    nx[j] = x[l];
-  }
-  for (int g = 0; g < padded; g += kStep)
-    for (int j = g; j < g + kStep; ++j) {
-      dd e = debye_exponent_near_zero(nv[j], nx[j], &nd[j]);
-      nhi[j] = e.hi;
-      nlo[j] = e.lo;
-    }
-  for (int j = 0; j < count; ++j) {
-    NK_NO_VECTORIZE(j);
-    hi[idx[j]] = nhi[j];
-    lo[idx[j]] = nlo[j];
-    d[idx[j]] = nd[j];
-  }
-}
-
 // log(S / sqrt(2 pi h)) for I, log(S sqrt(pi / (2 h))) for K, as half the log of the square
 // (no square root), from the Debye sum S and 1 / h.
 template <bool kIsK>
@@ -461,7 +427,7 @@ NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
 // ~20 eps relative to max(1, |result|) and the series does not reach: the scalar double-double
 // path redoes those lanes (x ~ 0.5 v or 0.8 v at small orders only).
 // kAllNear (kDebyeNearBucket's groups, every lane within debye_near): the series in every lane,
-// without near_zero_lanes' compaction; the same values.
+// without the test per vector; the same values.
 template <bool kIsK, int kTerms, bool kAllNear = false>
 inline void debye_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], plain[kLanes], scale[kLanes], inv_h[kLanes];
@@ -489,8 +455,21 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
       near_hi[l] = e.hi;
       near_lo[l] = e.lo;
     }
-  } else if (any_near) {
-    near_zero_lanes(v, x, near, near_hi, near_lo, near_d);  // (most groups skip it)
+  } else if (any_near) {  // (most groups skip it)
+    // the series in place in each vector of the tier's width that holds a near lane (the other
+    // lanes keep far values: their series, at |d| > kTaylorReach, is not used)
+    for (int c0 = 0; c0 < kLanes; c0 += kFactsWidth) {
+      std::int64_t chunk = 0;
+      for (int l = c0; l < c0 + kFactsWidth; ++l) chunk |= near[l];
+      if (!chunk) continue;
+      for (int l = c0; l < c0 + kFactsWidth; ++l) {
+        double d;
+        const dd e = debye_exponent_near_zero(v[l], x[l], &d);
+        near_hi[l] = near[l] ? e.hi : 0.0;
+        near_lo[l] = near[l] ? e.lo : 0.0;
+        near_d[l] = near[l] ? d : 1.0;
+      }
+    }
   }
   if constexpr (kTerms == 0) {  // (each lane its own number of terms: its bucket, in cancels on entry)
     debye_sums_by_lane(cancels, p2, u, s);
