@@ -117,7 +117,15 @@ constexpr double kHankelNearX = 200.0;
 // class, compacted into a vector of their own, cost AVX-512 3.3 ns an element more)
 constexpr int kDebyeNearBucket = kHankelBucket + 6;
 // (only lanes of up to 10 terms, v >= 64: a group runs its lanes' largest count, and the near
-// lanes at 20 <= v < 64, up to 20 terms, made bench_special's plane class 3 % slower on AVX2)
+// lanes at 20 <= v < 64, up to 20 terms, made bench_special's plane class 3 % slower on AVX2.)
+// AVX-512 tier only: there vmf ran 6-8 % faster with it; on AVX2, where the in-place series in
+// the vectors that hold near lanes costs less, vmf 3 % faster but plane and log K's large_v 3 %
+// slower (Intel Xeon, Sapphire Rapids).
+#if defined(__AVX512F__)
+constexpr bool kDebyeNearOwnBucket = true;
+#else
+constexpr bool kDebyeNearOwnBucket = false;
+#endif
 constexpr int kDebyeNearMaxBucket = 5;
 constexpr int kBuckets = kHankelBucket + 7;
 // debye_exponent_near_zero's reach in d = (x - z0 v) / v, and debye_group's test for running it
@@ -237,7 +245,8 @@ inline std::int64_t lane_bucket(double v, double x) {
   std::int64_t large;
   // (v >= 20 near x = z0 v with at most 2 kDebyeNearMaxBucket terms: kDebyeNearBucket)
   const std::int64_t terms = debye_bucket(v, x);
-  const std::int64_t debye = (debye_near(v, x) & (terms <= kDebyeNearMaxBucket)) ? kDebyeNearBucket : terms;
+  const std::int64_t debye =
+      (kDebyeNearOwnBucket && (debye_near(v, x) & (terms <= kDebyeNearMaxBucket))) ? kDebyeNearBucket : terms;
   if constexpr (kIsK) {
     large = debye_ok ? debye : 0;
   } else {
