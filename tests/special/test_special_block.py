@@ -481,14 +481,21 @@ def _facts_sets(rng, n):
     debye_range = (v, v * np.exp(rng.uniform(np.log(1e-2), np.log(1e2), n)))
     w = rng.uniform(1100.0, 8000.0, n)  # max(v, x) = v in binades 10..12: one Debye bucket
     one_bucket = (w, w * rng.uniform(0.1, 1.0, n))
+    # x >= 25 at every order (no power series): Debye at v < 20 and v >= 20, Hankel, its near bucket
+    x_large = (np.exp(rng.uniform(np.log(1e-3), np.log(1e6), n)), np.exp(rng.uniform(np.log(25.0), np.log(1e9), n)))
+    x_large[0][:9] = [0.0, np.sqrt(25.0 / 1.2), np.nextafter(np.sqrt(25.0 / 1.2), 30.0), 19.99, 20.0, 20.0,
+                      20.0, 15.0, 3.0]
+    x_large[1][:9] = [25.0, 25.0, 25.0, 25.0, 25.0, 50.0 * 400.0, np.nextafter(50.0 * 400.0, 0.0),
+                      np.nextafter(200.0, 0.0), 200.0]
     return {"2e-6 <= x <= 2": small_x, "v >= 20, x > 2": large, "domain": plane,
-            "Debye buckets 1..3 by the range": debye_range, "one Debye bucket by the range": one_bucket}
+            "Debye buckets 1..3 by the range": debye_range, "one Debye bucket by the range": one_bucket,
+            "x >= 25": x_large}
 
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv"])
 def test_block_pass_facts_bitwise(name, isa):
     """A pass whose elements share a fact (no NaN and in range; x in [2e-6, 2]; v >= 20 and
-    x > 2) takes the bucket loop instantiated for it, which drops the tests the fact decides, or,
+    x > 2; x >= 25) takes the bucket loop instantiated for it, which drops the tests the fact decides, or,
     with v >= 20, x > 2 and no Hankel element, runs in place when the range of max(v, x) bounds its
     Debye buckets closely enough: each element gets the bucket, hence the bits, it gets in a pass
     without facts (here: the same elements with a NaN between every two)."""

@@ -190,6 +190,7 @@ enum : unsigned {
   kFactXSmall = 2,   // and 2e-6 <= x <= 2 (no Hankel, no Debye at v < 20; log I: the series)
   kFactLarge = 4,    // and v >= 20, x > 2 (log I: Debye or Hankel)
   kFactNoHankel = 8,  // and x < 50 v^2 for every element (with kFactLarge: Debye buckets only)
+  kFactXLarge = 16,   // and x >= 25 (h >= 25: no power series, Debye or Hankel at every order)
 };
 
 // bessel.hpp's hankel_threshold at v >= 20, for doubles and for pass_facts' vectors of them.
@@ -222,13 +223,15 @@ template <bool kIsK, unsigned kF = kFactNone>
 inline std::int64_t lane_bucket(double v, double x) {
   using bessel_detail::kDebyeMinOrder;
   constexpr bool kDom = (kF & kFactDomain) != 0, kXs = (kF & kFactXSmall) != 0, kLarge = (kF & kFactLarge) != 0;
+  constexpr bool kXl = (kF & kFactXLarge) != 0;
   const bool valid = kDom ? true : ((v >= 0.0) & (x > 0.0) & (x < 1e300));  // NaN, negative, zero, infinite: scalar
   // (x <= 2 < 25 <= hankel_threshold: no Hankel; v >= 20: its threshold 50 v^2, the same expression)
   const bool hankel = kXs ? false : (kLarge ? x >= large_order_hankel_limit(v) : x >= bessel_detail::hankel_threshold(v));
   const bool small_order = kLarge ? false : v < kDebyeMinOrder;
   // (v < 20, x <= 2: v^2 + x^2 < 404)
+  // (x >= 25: v^2 + x^2 >= 625)
   const bool debye_small =
-      kXs ? false : v * v + x * x >= bessel_detail::kDebyeMinRadius * bessel_detail::kDebyeMinRadius;
+      kXs ? false : (kXl ? true : v * v + x * x >= bessel_detail::kDebyeMinRadius * bessel_detail::kDebyeMinRadius);
   std::int64_t series;
   if constexpr (kIsK) {
     series = x < 1.0 ? kSeriesShortBucket : (x <= bessel_detail::kKMidSplit ? kSeriesLongBucket : kKMidFarBucket);
@@ -256,7 +259,7 @@ inline std::int64_t lane_bucket(double v, double x) {
       large = series_large;
     } else {
       large = debye_ok ? debye : 0;
-      large = (debye_ok & (kLarge ? false : x <= 2.0)) ? series_large : large;
+      large = (debye_ok & ((kLarge || kXl) ? false : x <= 2.0)) ? series_large : large;
     }
   }
   std::int64_t b = small_order ? small : large;
@@ -340,6 +343,7 @@ inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
   unsigned facts = kFactDomain;
   if ((xmin >= 2e-6) & (xmax <= 2.0)) facts |= kFactXSmall;
   if ((vmin >= bessel_detail::kDebyeMinOrder) & (xmin > 2.0)) facts |= kFactLarge;
+  if (xmin >= bessel_detail::kDebyeMinRadius) facts |= kFactXLarge;
   if (!hankel) facts |= kFactNoHankel;
   return {facts, big_lo, big_hi};
 }
@@ -1700,6 +1704,8 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     bucket_loop<Lanes, kFactDomain | kFactXSmall>(v, x, ord, bk, n);
   } else if (facts & kFactLarge) {
     bucket_loop<Lanes, kFactDomain | kFactLarge>(v, x, ord, bk, n);
+  } else if (facts & kFactXLarge) {
+    bucket_loop<Lanes, kFactDomain | kFactXLarge>(v, x, ord, bk, n);
   } else if (facts & kFactDomain) {
     bucket_loop<Lanes, kFactDomain>(v, x, ord, bk, n);
   } else {
