@@ -246,7 +246,8 @@ inline std::int64_t lane_bucket(double v, double x) {
   const bool debye_ok = kDom ? true : ((v < 1e150) & (x > 1e-140) & (x < 1e150));
   // (log I at x <= 2: the power series with Stirling's prefactor, cheaper than up to 20 Debye terms)
   std::int64_t large;
-  // (v >= 20 near x = z0 v with at most 2 kDebyeNearMaxBucket terms: kDebyeNearBucket)
+  // (AVX-512 tier: v >= 20 near x = z0 v with at most 2 kDebyeNearMaxBucket terms in
+  // kDebyeNearBucket)
   const std::int64_t terms = debye_bucket(v, x);
   const std::int64_t debye =
       (kDebyeNearOwnBucket && (debye_near(v, x) & (terms <= kDebyeNearMaxBucket))) ? kDebyeNearBucket : terms;
@@ -282,7 +283,8 @@ constexpr int kFactsWidth = 4;
 constexpr int kFactsWidth = 2;
 #endif
 #if defined(__GNUC__)
-// (one vector of the tier's width, for pass_facts and bucket_presence)
+// (one vector of the tier's width, for pass_facts, bucket_presence and the group kernels written
+// in vector types)
 using TierDoubles = double __attribute__((vector_size(8 * kFactsWidth)));
 using TierInts = std::int64_t __attribute__((vector_size(8 * kFactsWidth)));
 #endif
@@ -507,13 +509,14 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
 // hankel_log, lanes innermost): S = sum_k (-+1)^k a_k(v) / x^k, term k = term k-1 times
 // r_k = (4 v^2 - (2k-1)^2) / (8 x k), to the first term below 1e-17 of the sum.
 //   log I = x + log(S / sqrt(2 pi x)),  log K = -x + log(S sqrt(pi / (2 x)))
-// Every lane adds every term until the last lane of its sub-group (kHankelVectors vectors) is below: in the
-// Hankel region (x >= 25 and x >= 1.2 v^2, or x >= 50 v^2 at v >= 20) |r_k| <= 0.42 / k while
-// (2k-1)^2 < 4 v^2 and < k / (2x) <= k / 50 after, so a lane's terms fall for k < 50: the header's
-// stop at the smallest term is never reached first, and once a term is below 1e-17 (< 2^-54) of
-// the sum every later one is too, and adding it leaves the sum's bits as they are.  The last lane
-// of a sub-group is below by term 21 (x = 25, v = 3.8: the most terms in the region); a lane still
-// above at kHankelLaneTerms is left to the scalar path (cancels).  Same bits as a per-lane stop.
+// Every lane adds every term until the last lane of its sub-group (kHankelVectors vectors) is
+// below: in the Hankel region (x >= 25 and x >= 1.2 v^2, or x >= 50 v^2 at v >= 20)
+// |r_k| <= 0.42 / k while (2k-1)^2 < 4 v^2 and < k / (2x) <= k / 50 after, so a lane's terms fall
+// for k < 50: the header's stop at the smallest term is never reached first, and once a term is
+// below 1e-17 (< 2^-54) of the sum every later one is too, and adding it leaves the sum's bits as
+// they are.  The last lane of a sub-group is below by term 21 (x = 25, v = 3.8: the most terms in
+// the region); a lane still above at kHankelLaneTerms is left to the scalar path (cancels).  Same
+// bits as a per-lane stop (tests/special/test_special_block.py's layout and facts tests).
 constexpr int kHankelLaneTerms = 48;
 #if defined(__GNUC__)
 // Whether any lane of a TierInts is nonzero (one vptest on the x86 tiers).
