@@ -287,6 +287,18 @@ constexpr int kFactsWidth = 2;
 // in vector types)
 using TierDoubles = double __attribute__((vector_size(8 * kFactsWidth)));
 using TierInts = std::int64_t __attribute__((vector_size(8 * kFactsWidth)));
+// Whether any lane of a TierInts is nonzero (one vptest on the x86 tiers).
+NK_FORCE_INLINE inline bool any_lane(TierInts a) {
+#if defined(__AVX512F__)
+  return _mm512_test_epi64_mask(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(a)) != 0;
+#elif defined(__AVX__)
+  return !_mm256_testz_si256(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(a));
+#else
+  std::int64_t any = 0;
+  for (int l = 0; l < kFactsWidth; ++l) any |= a[l];
+  return any != 0;
+#endif
+}
 #endif
 inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
   double vmin = v[0], vmax = v[0], xmin = x[0], xmax = x[0];
@@ -325,10 +337,8 @@ inline PassFacts pass_facts(const double* v, const double* x, index_t n) {
         xmin = xlo[k][l] < xmin ? xlo[k][l] : xmin;
         xmax = xhi[k][l] > xmax ? xhi[k][l] : xmax;
       }
-    for (int l = 0; l < kW; ++l) {
-      nan |= un[l] != 0;
-      hankel |= hk[l] != 0;
-    }
+    nan = any_lane(un);
+    hankel = any_lane(hk);
   }
 #endif
   for (; i < n; ++i) {
@@ -441,8 +451,8 @@ NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
 // form's error is ~1.25 eps (h + v |log w|) absolute; cancels[l] is set where that exceeds
 // ~20 eps relative to max(1, |result|) and the series does not reach: the scalar double-double
 // path redoes those lanes (x ~ 0.5 v or 0.8 v at small orders only).
-// kAllNear (kDebyeNearBucket's groups, every lane within debye_near): the series in every lane,
-// without the test per vector; the same values.
+// kAllNear (kDebyeNearBucket's groups, every lane within debye_near): the series in every
+// vector, without the test per vector; the same values.
 template <bool kIsK, int kTerms, bool kAllNear = false>
 inline void debye_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], plain[kLanes], scale[kLanes], inv_h[kLanes];
@@ -464,19 +474,14 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     near[l] = debye_near(v[l], x[l]);
     any_near |= near[l];
   }
-  if constexpr (kAllNear) {
-    for (int l = 0; l < kLanes; ++l) {
-      const dd e = debye_exponent_near_zero(v[l], x[l], &near_d[l]);
-      near_hi[l] = e.hi;
-      near_lo[l] = e.lo;
-    }
-  } else if (any_near) {  // (most groups skip it)
+  if (kAllNear || any_near) {  // (most mixed groups skip it)
     // the series in place in each vector of the tier's width that holds a near lane (the other
-    // lanes keep far values: their series, at |d| > kTaylorReach, is not used)
+    // lanes keep far values: their series, at |d| > kTaylorReach, is not used); kAllNear: in
+    // every vector, whose lanes are all near
     for (int c0 = 0; c0 < kLanes; c0 += kFactsWidth) {
       std::int64_t chunk = 0;
       for (int l = c0; l < c0 + kFactsWidth; ++l) chunk |= near[l];
-      if (!chunk) continue;
+      if (!kAllNear && !chunk) continue;
       for (int l = c0; l < c0 + kFactsWidth; ++l) {
         double d;
         const dd e = debye_exponent_near_zero(v[l], x[l], &d);
@@ -518,20 +523,6 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
 // the region); a lane still above at kHankelLaneTerms is left to the scalar path (cancels).  Same
 // bits as a per-lane stop (tests/special/test_special_block.py's layout and facts tests).
 constexpr int kHankelLaneTerms = 48;
-#if defined(__GNUC__)
-// Whether any lane of a TierInts is nonzero (one vptest on the x86 tiers).
-NK_FORCE_INLINE inline bool any_lane(TierInts a) {
-#if defined(__AVX512F__)
-  return _mm512_test_epi64_mask(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(a)) != 0;
-#elif defined(__AVX__)
-  return !_mm256_testz_si256(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(a));
-#else
-  std::int64_t any = 0;
-  for (int l = 0; l < kFactsWidth; ++l) any |= a[l];
-  return any != 0;
-#endif
-}
-#endif
 // (four vectors a sub-group: the term's two products a step are a latency chain; with two
 // vectors large_x ran 3-5 % slower, and eight on AVX2 would not fit its 16 registers)
 constexpr int kHankelVectors = 4;
@@ -550,6 +541,10 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
   static_assert(kLanes % (kV * kW) == 0, "sub-groups tile the group");
   vi abs_mask;
   for (int l = 0; l < kW; ++l) abs_mask[l] = 0x7fffffffffffffffLL;
+  // lanes whose term t is not below 1e-17 of their sum s
+  const auto above = [&abs_mask](vd t, vd s) {
+    return ~((vd)((vi)t & abs_mask) < bessel_detail::kTiny * (vd)((vi)s & abs_mask));
+  };
   for (int g = 0; g < kLanes; g += kV * kW) {
     vd inv_8x[kV], term[kV], s[kV], two_v[kV];
     for (int h = 0; h < kV; ++h) {
@@ -567,14 +562,14 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
       for (int h = 0; h < kV; ++h) {
         const vd t = term[h] * ((two_v[h] - odd) * (two_v[h] + odd)) * (inv_8x[h] * inv_k);
         s[h] += t;
-        open |= ~((vd)((vi)t & abs_mask) < bessel_detail::kTiny * (vd)((vi)s[h] & abs_mask));
+        open |= above(t, s[h]);
         term[h] = t;
       }
       if (!any_lane(open)) break;
     }
     for (int h = 0; h < kV; ++h) {
       // (lanes still above 1e-17 at the last term: the scalar path)
-      const vi last = ~((vd)((vi)term[h] & abs_mask) < bessel_detail::kTiny * (vd)((vi)s[h] & abs_mask));
+      const vi last = above(term[h], s[h]);
       // (8 / (8 x) is 1 / x to the bit: scalings by 8 are exact here, x < 1e300)
       const vd ix = (kSign * 8.0) * inv_8x[h];
       for (int l = 0; l < kW; ++l) {
