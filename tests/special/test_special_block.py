@@ -519,6 +519,9 @@ def _region(rng, kind, n):
         return rng.uniform(0.0, 20.0, n), np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
     if kind == "debye":  # v, x in 40 .. 60: one Debye bucket
         return rng.uniform(40.0, 60.0, n), rng.uniform(40.0, 60.0, n)
+    if kind == "debye_wide":  # v from 20 to 2e5, x = v (1.5 .. 3): most of the Debye buckets
+        v = np.exp(rng.uniform(np.log(20.0), np.log(2e5), n))
+        return v, v * rng.uniform(1.5, 3.0, n)
     if kind == "scalar":  # x = 0, NaN, and (log I) integer orders at x < 0 (mapped to |x|)
         v = np.floor(rng.uniform(0.0, 30.0, n))
         x = np.where(rng.uniform(size=n) < 0.5, -rng.uniform(0.1, 50.0, n), 0.0)
@@ -529,15 +532,17 @@ def _region(rng, kind, n):
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
 def test_block_sort_of_few_buckets_bitwise(name, isa):
-    """Passes of two to five buckets (block_pass sorts the indices of up to four with
-    sort_few_buckets, one compress pass a bucket, more with the counting sort; the groups gather
-    their lanes by index), of lengths that leave 1 .. 7 elements after the last whole vector:
+    """Passes of two to five buckets and of many (block_pass sorts the indices of up to four,
+    on the AVX-512 tier eight, with sort_few_buckets, one compress pass a bucket, more with the
+    counting sort; the groups gather their lanes by index), of lengths that leave 1 .. 7 elements
+    after the last whole vector:
     every element gets the bits it gets alone (a pass of one element, which runs in place), so
     none is lost, duplicated or written to another's place, also where out is v or x."""
     fn = getattr(nks, name)
     rng = np.random.default_rng(47)
     menus = [("series", "hankel"), ("series", "scalar"), ("series", "hankel", "scalar"),
-             ("series", "hankel", "debye", "scalar"), ("series", "hankel", "debye")]
+             ("series", "hankel", "debye", "scalar"), ("series", "hankel", "debye"), ("debye_wide",),
+             ("debye_wide", "series"), ("series", "hankel", "debye_wide", "scalar")]
     for kinds in menus:
         for n in (2048 + 2043, 2048 + 13, 29):
             parts = [_region(rng, k, n) for k in kinds]
