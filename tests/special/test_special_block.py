@@ -300,7 +300,8 @@ def test_branchfree_log_exp_within_one_ulp():
         pytest.skip("long double is no wider than double here")
     rng = np.random.default_rng(18)
     a = np.concatenate([np.exp(rng.uniform(np.log(1e-304), np.log(1e304), 200_000)),
-                        1.0 + rng.uniform(-1e-3, 1e-3, 50_000), [1.0, 2.0, 0.5, 2.2250738585072014e-308]])
+                        1.0 + rng.uniform(-1e-3, 1e-3, 50_000), rng.uniform(0.7, 1.42, 200_000),
+                        [1.0, 2.0, 0.5, 2.2250738585072014e-308]])
     got = np.empty_like(a)
     core.special._log_branchfree(a, a, got)
     ref = np.log(a.astype(np.longdouble))

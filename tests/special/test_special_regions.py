@@ -1,7 +1,7 @@
 """The lane paths of the Bessel block path added for speed in every (v, x) region (issue #21),
 each against the one-element header path (what CUDA runs) within the block bound of
 test_special_block.py (16 eps) and against mpmath:
-  log_kv at v < 20, sqrt(v^2 + x^2) < 25, x >= 1e-3: Temme's series / the polynomial start values (k_mid_scaled) in lanes;
+  log_kv at v < 20, sqrt(v^2 + x^2) < 25, x >= 1e-12: Temme's series / the polynomial start values (k_mid_scaled) in lanes;
   log_iv at v >= 20, x <= 2: the power series with Stirling's prefactor;
   iv, ive at 20 <= v < 170, x <= 2: the series with a double-double v log y;
   ive, kve in the Hankel region: S c / sqrt(x), the same operations as the header (bitwise);
@@ -45,7 +45,7 @@ def _ref(name, v, x):
 def _points(region, rng, n):
     if region == "k_small":  # Temme (x < 1) and the polynomial start values (x >= 1), h < 25
         v = rng.uniform(0.0, 20.0, n)
-        x = np.exp(rng.uniform(np.log(1e-3), np.log(25.0), n))
+        x = np.exp(rng.uniform(np.log(1e-12), np.log(25.0), n))
         keep = v * v + x * x < 625.0
         return v[keep], x[keep]
     if region == "i_series_large_order":

@@ -137,7 +137,11 @@ NK_FORCE_INLINE inline bool debye_near(double v, double x) {
 // Not a bucket of the sort: the group kernel of a block whose lanes are all in Debye buckets
 // (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I only).
 constexpr int kDebyeAnyBucket = kBuckets;
-constexpr double kKLaneMinX = 1e-3;
+// (Temme's lanes down to x = 1e-12, where K_20 ~ 6e262 still fits the recurrence; the header's
+// dd path below.  With 1e-3 before, 5 % of bench_special's small_x class (v < 20, x < 1e-3) took
+// the header path and 20 % of the class's log K time on AVX2; mpmath error of the
+// lanes on v < 20, 1e-12 <= x < 1e-3: max 0.99 eps relative to max(1, |log K|), as the header's.)
+constexpr double kKLaneMinX = 1e-12;
 
 // Bucket of a Debye element by the binade of max(v, x): t = 1 / max(v, x) <= 2^-e there, so the
 // terms needed at t = 2^-e (bessel.hpp's truncation rule) suffice for the whole binade.  The
@@ -456,7 +460,7 @@ NK_FORCE_INLINE inline double debye_prefactor_log(double s, double inv_h) {
 template <bool kIsK, int kTerms, bool kAllNear = false>
 inline void debye_group(const double* v, const double* x, double* out, std::int64_t* cancels) {
   double p2[kLanes], u[kLanes], s[kLanes], plain[kLanes], scale[kLanes], inv_h[kLanes];
-  double near_hi[kLanes], near_lo[kLanes], near_d[kLanes];  // (zeroed in the loop: `= {}` became rep stos)
+  double near_hi[kLanes], near_lo[kLanes], near_d[kLanes];  // (set where a lane is near only)
   std::int64_t near[kLanes], any_near = 0;
   for (int l = 0; l < kLanes; ++l) {
     double h = std::sqrt(v[l] * v[l] + x[l] * x[l]);
@@ -468,9 +472,6 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     plain[l] = h + v[l] * lw;
     scale[l] = h - v[l] * lw;
     // |x / v - z0| within reach (a slightly wider test than the one applied below)
-    near_d[l] = 1.0;  // beyond reach unless the series runs
-    near_hi[l] = 0.0;
-    near_lo[l] = 0.0;
     near[l] = debye_near(v[l], x[l]);
     any_near |= near[l];
   }
@@ -481,7 +482,14 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     for (int c0 = 0; c0 < kLanes; c0 += kFactsWidth) {
       std::int64_t chunk = 0;
       for (int l = c0; l < c0 + kFactsWidth; ++l) chunk |= near[l];
-      if (!kAllNear && !chunk) continue;
+      if (!kAllNear && !chunk) {
+        for (int l = c0; l < c0 + kFactsWidth; ++l) {
+          near_d[l] = 1.0;  // beyond reach: the closed form
+          near_hi[l] = 0.0;
+          near_lo[l] = 0.0;
+        }
+        continue;
+      }
       for (int l = c0; l < c0 + kFactsWidth; ++l) {
         double d;
         const dd e = debye_exponent_near_zero(v[l], x[l], &d);
@@ -497,6 +505,16 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     debye_sums<kTerms>(p2, u, s);
   }
   constexpr double kSign = kIsK ? -1.0 : 1.0;
+  if (!kAllNear && !any_near) {  // every lane the closed form (the loop below's values for them)
+    for (int l = 0; l < kLanes; ++l) {
+      double closed = kSign * plain[l] + debye_prefactor_log<kIsK>(s[l], inv_h[l]);
+      out[l] = closed;
+      double mag = std::fabs(closed);
+      mag = mag > 1.0 ? mag : 1.0;
+      cancels[l] = scale[l] > 16.0 * mag;
+    }
+    return;
+  }
   for (int l = 0; l < kLanes; ++l) {
     double rest = debye_prefactor_log<kIsK>(s[l], inv_h[l]);
     double closed = kSign * plain[l] + rest;
@@ -836,7 +854,7 @@ NK_LANES_FLATTEN inline void series_small_x_group(const double* v, const double*
 // v = n + mu (n = rint(v), |mu| <= 1/2); K_mu and K_mu+1 from Temme's series (kPiece < 0, x < 1)
 // or k_mid_scaled's polynomials of piece kPiece (scaled by e^x), then the forward recurrence
 // K_mu+i+1 = (2 (mu + i) / x) K_mu+i + K_mu+i-1 up to K_v (masked per lane: n <= 20 steps; no
-// rescaling needed: K_20(1e-3) ~ 1e83).  Same operations as the header's except: log and exp
+// rescaling needed: K_20(1e-12) ~ 6e262).  Same operations as the header's except: log and exp
 // branch-free; sinh(e)/e, cosh(e) from e^e (Taylor for |e| < 1); pi mu / sin(pi mu) by its
 // Taylor series.  Temme's loop runs until every lane's series has converged.
 NK_FORCE_INLINE inline void rgamma_parts_lane(double mu, double* odd_over_mu, double* even) {
@@ -988,7 +1006,7 @@ inline void k_small_group(const double* v, const double* x, double* out, std::in
     inv[l] = 1.0 / x[l];
     inv_lo[l] = m::fma(-inv[l], x[l], 1.0) * inv[l];
   }
-  // Every lane steps up to the group's largest n (no larger than K_20 at x = 1e-3 ~ 1e83) and
+  // Every lane steps up to the group's largest n (no larger than K_20 at x = 1e-12 ~ 6e262) and
   // keeps K_mu+n from its own step n - 1: the same operations, so the same bits, as stopping there.
   // (A masked step, `cur = i < n ? next : cur`, became masked stores behind an any-lane branch,
   // whose reloads missed store forwarding: ~20 ns per element.)
@@ -1281,7 +1299,7 @@ static_assert(kHankelBucket == 11, "run_group's cases cover Debye buckets 1..10"
 // vector registers cleared.  Left dirty by the lanes' vector code (GCC's own vzeroupper insertion
 // missed these calls), they made libm's SSE code pay the mixing penalty on every instruction: on
 // an Intel Xeon (Sapphire Rapids) log_kv of bench_special's small_x class, whose 5 % of elements
-// at x < 1e-3 take the header path, ran 58 ns an element instead of 29.
+// at x < 1e-3 took the header path then (kKLaneMinX was 1e-3), ran 58 ns an element instead of 29.
 NK_FORCE_INLINE inline void clean_vector_upper() {
 #if defined(__AVX2__)
   _mm256_zeroupper();
