@@ -41,15 +41,21 @@ constexpr double kLogP6 = 0.15314035826947248;
 constexpr double kLogP7 = 0.14796105510224017;
 }  // namespace log_branchfree_detail
 
-NK_HOST_DEVICE NK_FORCE_INLINE double log_branchfree(double a) {
+// log_branchfree's two halves, for callers that form s = f / (2 + f) their own way (the CPU
+// block path's AVX-512 Debye lanes share one division between two logs): log_reduce gives
+// k (as a double) and f of a = 2^k (1 + f); log_finish the log from k, f and s.
+NK_HOST_DEVICE NK_FORCE_INLINE void log_reduce(double a, double* kd_out, double* f_out) {
   using namespace log_branchfree_detail;
   std::uint64_t bits = m::to_bits(a);
   // arithmetic shift: k = floor(log2(a / sqrt(1/2)))
   std::int64_t k = static_cast<std::int64_t>(bits - kSqrtHalfBits) >> 52;
   double mant = m::from_bits(bits - (static_cast<std::uint64_t>(k) << 52));
-  double kd = m::from_bits(kRoundMagicBits + static_cast<std::uint64_t>(k)) - kRoundMagic;
-  double f = mant - 1.0;
-  double s = f / (2.0 + f);
+  *kd_out = m::from_bits(kRoundMagicBits + static_cast<std::uint64_t>(k)) - kRoundMagic;
+  *f_out = mant - 1.0;
+}
+
+NK_HOST_DEVICE NK_FORCE_INLINE double log_finish(double kd, double f, double s) {
+  using namespace log_branchfree_detail;
   double z = s * s;
   double r = kLogP7;
   r = m::muladd(r, z, kLogP6);
@@ -62,6 +68,12 @@ NK_HOST_DEVICE NK_FORCE_INLINE double log_branchfree(double a) {
   double hfsq = 0.5 * f * f;
   // the small corrections are summed before f, and f before k ln2_hi: each big term added once
   return kd * kLn2Hi + (f - (hfsq - (s * (hfsq + r) + kd * kLn2Lo)));
+}
+
+NK_HOST_DEVICE NK_FORCE_INLINE double log_branchfree(double a) {
+  double kd, f;
+  log_reduce(a, &kd, &f);
+  return log_finish(kd, f, f / (2.0 + f));
 }
 
 // exp_branchfree.  Domain: -745.1 <= a <= 709.7 (callers clamp; the result may be subnormal).
