@@ -444,8 +444,9 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
 // each shared by two quotients and each quotient corrected by one Newton step (two fma), so that
 // they stay within a hair of the rounded quotients.  vdivpd on 8 lanes issues once every 16
 // cycles on an Intel Xeon (Sapphire Rapids), and the divisions bound these lanes there (without
-// them debye_group ran 25-30 % faster in a microbenchmark); on AVX2 (5-10 % without them) the
-// extra multiplications cost about what they save, so the other tiers divide.
+// them debye_group ran 25-30 % faster in a microbenchmark): vmf, x_near_v and log K's large_v
+// 4-6 % faster.  On AVX2 (5-10 % without them) the extra multiplications cost more than they
+// save (those classes 2-8 % slower), so the other tiers divide.
 #if defined(__AVX512F__)
 constexpr bool kDebyeShareDivisions = true;
 #else
