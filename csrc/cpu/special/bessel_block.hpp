@@ -589,9 +589,10 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
 // for k < 50: the header's stop at the smallest term is never reached first, and once a term is
 // below 1e-17 (< 2^-54) of the sum every later one is too, and adding it leaves the sum's bits as
 // they are.  The last lane of a sub-group is below by term 21 (x = 25, v = 3.8: the most terms in
-// the region); a lane still above at kHankelLaneTerms is left to the scalar path (cancels).  Same
-// bits as a per-lane stop (tests/special/test_special_block.py's layout and facts tests).
+// the region); a lane still above at kHankelLaneTerms terms is left to the scalar path (cancels).
+// Same bits as a per-lane stop (tests/special/test_special_block.py's layout and facts tests).
 constexpr int kHankelLaneTerms = 48;
+static_assert(kHankelLaneTerms % 2 == 0, "hankel_group adds its terms two at a time");
 // (four vectors a sub-group: the term's two products a step are a latency chain; with two
 // vectors large_x ran 3-5 % slower, and eight on AVX2 would not fit its 16 registers)
 constexpr int kHankelVectors = 4;
@@ -625,15 +626,19 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
       term[h] = vd{} + 1.0;
       s[h] = term[h];
     }
-    for (int k = 1; k < kHankelLaneTerms; ++k) {
-      const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
-      vi open = {};
-      for (int h = 0; h < kV; ++h) {
-        const vd t = term[h] * ((two_v[h] - odd) * (two_v[h] + odd)) * (inv_8x[h] * inv_k);
-        s[h] += t;
-        open |= above(t, s[h]);
-        term[h] = t;
+    // (the stop test after every second term: a lane past its stop adds terms below half an ulp
+    // of its sum, which leave its bits, as above)
+    for (int k = 1; k < kHankelLaneTerms; k += 2) {
+#pragma GCC unroll 2
+      for (int j = k; j < k + 2; ++j) {
+        const double odd = 2.0 * j - 1.0, inv_j = 1.0 / j;
+        for (int h = 0; h < kV; ++h) {
+          term[h] = term[h] * ((two_v[h] - odd) * (two_v[h] + odd)) * (inv_8x[h] * inv_j);
+          s[h] += term[h];
+        }
       }
+      vi open = {};
+      for (int h = 0; h < kV; ++h) open |= above(term[h], s[h]);
       if (!any_lane(open)) break;
     }
     for (int h = 0; h < kV; ++h) {
@@ -653,7 +658,7 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
     const double inv_8x = kSign / (8.0 * x[l]), two_v = 2.0 * v[l];
     double term = 1.0, s = 1.0;
     bool open = true;
-    for (int k = 1; k < kHankelLaneTerms && open; ++k) {
+    for (int k = 1; k <= kHankelLaneTerms && open; ++k) {
       const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
       term = term * ((two_v - odd) * (two_v + odd)) * (inv_8x * inv_k);
       s += term;
