@@ -520,7 +520,7 @@ def _region(rng, kind, n):
         return rng.uniform(0.0, 20.0, n), np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
     if kind == "debye":  # v, x in 40 .. 60: one Debye bucket
         return rng.uniform(40.0, 60.0, n), rng.uniform(40.0, 60.0, n)
-    if kind == "debye_wide":  # v from 20 to 2e5, x = v (1.5 .. 3): most of the Debye buckets
+    if kind == "debye_wide":  # v from 20 to 2e5, x = v (1.5 .. 3): six of the ten Debye buckets
         v = np.exp(rng.uniform(np.log(20.0), np.log(2e5), n))
         return v, v * rng.uniform(1.5, 3.0, n)
     if kind == "scalar":  # x = 0, NaN, and (log I) integer orders at x < 0 (mapped to |x|)
