@@ -453,15 +453,19 @@ constexpr bool kDebyeShareDivisions = true;
 constexpr bool kDebyeShareDivisions = false;
 #endif
 
+// a / d from q = a r with r ~ 1 / d: one Newton step on the residual a - q d (exact with fma)
+NK_FORCE_INLINE inline double corrected_quotient(double a, double d, double r) {
+  const double q = a * r;
+  return m::muladd(m::muladd(-q, d, a), r, q);
+}
+
 // 1 / h and w = x / (v + h) of a Debye lane from h = sqrt(v^2 + x^2).
 NK_FORCE_INLINE inline void debye_quotients(double v, double x, double h, double* inv_h, double* w) {
   const double vh = v + h;
   if constexpr (kDebyeShareDivisions) {
     const double r = 1.0 / (h * vh);
-    const double ih = vh * r, q = h * r;  // ~1 / h, ~1 / (v + h)
-    *inv_h = m::muladd(ih, m::muladd(-h, ih, 1.0), ih);
-    const double w0 = x * q;
-    *w = m::muladd(m::muladd(-w0, vh, x), q, w0);
+    *inv_h = corrected_quotient(1.0, h, vh * r);
+    *w = corrected_quotient(x, vh, h * r);  // (h r ~ 1 / (v + h))
   } else {
     *inv_h = 1.0 / h;
     *w = x / vh;
@@ -485,10 +489,8 @@ NK_FORCE_INLINE inline void debye_logs(double v, double h, double w, double s, d
     log_reduce(a, &k2, &f2);
     const double d1 = 2.0 + f1, d2 = 2.0 + f2;
     const double r = 1.0 / (d1 * d2);
-    const double r1 = d2 * r, r2 = d1 * r;  // ~1 / d1, ~1 / d2
-    const double s1 = f1 * r1, s2 = f2 * r2;
-    lw = log_finish(k1, f1, m::muladd(m::muladd(-s1, d1, f1), r1, s1));
-    la = log_finish(k2, f2, m::muladd(m::muladd(-s2, d2, f2), r2, s2));
+    lw = log_finish(k1, f1, corrected_quotient(f1, d1, d2 * r));  // (d2 r ~ 1 / d1)
+    la = log_finish(k2, f2, corrected_quotient(f2, d2, d1 * r));
   } else {
     lw = log_branchfree(w);
     la = log_branchfree(a);
@@ -553,28 +555,30 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
     debye_sums<kTerms>(p2, u, s);
   }
   constexpr double kSign = kIsK ? -1.0 : 1.0;
+  // lane l's closed form and whether its terms cancel past ~20 eps of max(1, |result|)
+  const auto closed_form = [&](int l, double* rest, std::int64_t* inaccurate) {
+    double plain, scale;
+    debye_logs<kIsK>(v[l], hs[l], ws[l], s[l], inv_h[l], &plain, &scale, rest);
+    const double closed = kSign * plain + *rest;
+    double mag = std::fabs(closed);
+    mag = mag > 1.0 ? mag : 1.0;
+    *inaccurate = scale > 16.0 * mag;
+    return closed;
+  };
   if (!kAllNear && !any_near) {  // every lane the closed form (the loop below's values for them)
     for (int l = 0; l < kLanes; ++l) {
-      double plain, scale, rest;
-      debye_logs<kIsK>(v[l], hs[l], ws[l], s[l], inv_h[l], &plain, &scale, &rest);
-      double closed = kSign * plain + rest;
-      out[l] = closed;
-      double mag = std::fabs(closed);
-      mag = mag > 1.0 ? mag : 1.0;
-      cancels[l] = scale > 16.0 * mag;
+      double rest;
+      out[l] = closed_form(l, &rest, &cancels[l]);
     }
     return;
   }
   for (int l = 0; l < kLanes; ++l) {
-    double plain, scale, rest;
-    debye_logs<kIsK>(v[l], hs[l], ws[l], s[l], inv_h[l], &plain, &scale, &rest);
-    double closed = kSign * plain + rest;
+    double rest;
+    std::int64_t inaccurate;
+    const double closed = closed_form(l, &rest, &inaccurate);
     double series = kSign * near_hi[l] + (kSign * near_lo[l] + rest);
     std::int64_t far = std::fabs(near_d[l]) > kTaylorReach;
     out[l] = far ? closed : series;
-    double mag = std::fabs(closed);
-    mag = mag > 1.0 ? mag : 1.0;
-    std::int64_t inaccurate = scale > 16.0 * mag;
     cancels[l] = far & inaccurate;
   }
 }
