@@ -361,9 +361,16 @@ def run_regions(n=N, rounds=ROUNDS):
 CLASS_FUNCS = ("log_iv", "log_kv", "iv", "ive", "kv", "kve")
 
 
-def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS):
+def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS, warm=False):
     """SciPy and numkern on one thread, interleaved round by round, thread CPU time: returns
-    {(func, cls): (scipy s/elem, numkern s/elem)}."""
+    {(func, cls): (scipy s/elem, numkern s/elem)}.
+
+    warm: each implementation is called once more, untimed, right before its timed call, so that
+    both are timed in steady state.  Without it a timed call follows the other implementation's
+    call, and on an Intel Xeon host (2026-12-06) numkern's vector code ran 10-40 % slower right
+    after SciPy's scalar code (or a 25 ms sleep) than right after itself, with the same inputs
+    (a CPU state transition, not the caches: SciPy on a 1,000-element array did it too); both
+    numbers are reported in bench/RESULTS.md."""
     out = {}
     saved = numkern.get_num_threads()
     numkern.set_num_threads(1)
@@ -376,6 +383,8 @@ def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS):
                     samples = {impl: [] for impl in runs}
                     for r in range(rounds + 1):  # round 0 is the warm-up
                         for impl, (fn, n, _) in runs.items():
+                            if warm:
+                                fn()
                             t0 = time.thread_time()
                             fn()
                             if r:
@@ -427,6 +436,8 @@ def main(argv=None):
     p.add_argument("--isa", choices=("auto", "portable", "avx2", "avx512"),
                    help="SIMD tier of the dispatcher (numkern._core.set_isa; default NUMKERN_ISA/auto)")
     p.add_argument("--n", type=int, default=N, help=f"numkern elements per class (default {N:,})")
+    p.add_argument("--warm", action="store_true",
+                   help="--classes: call each implementation once, untimed, before each timed call")
     a = p.parse_args(argv)
     N, N_SCIPY = a.n, min(N_SCIPY, a.n)
     if a.isa:
@@ -442,7 +453,10 @@ def main(argv=None):
         return 0
     if a.classes:
         funcs = tuple(a.only) if a.only else CLASS_FUNCS
-        print(classes_report(run_classes(a.rounds, funcs), funcs))
+        print(classes_report(run_classes(a.rounds, funcs, warm=a.warm), funcs))
+        if a.warm:
+            print("\nTimed in steady state (--warm): each timed call right after an untimed one of "
+                  "the same implementation.")
         return 0
     print(markdown_report(run_all(a.rounds, a.only), rounds=a.rounds))
     return 0
