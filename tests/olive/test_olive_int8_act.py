@@ -182,3 +182,40 @@ def test_rows_pack_folds_whole_unit_outliers(normal, folded):
     o = np.full((5, 24), np.nan, np.float32)
     assert C.matmul_int8act(x, _pack(qw), qw.scales, o, True, alpha, 8, 0, False)
     assert np.all(np.abs(o - exact) <= REL * np.abs(exact) + TINY)
+
+
+@pytest.mark.parametrize("bits,normal,act_bits,act_normal", [(4, "int", 8, "int"), (4, "flint", 4, "flint"),
+                                                             (8, "int", 8, "int")])
+@pytest.mark.parametrize("batch,n,k", [(13, 33, 67), (40, 70, 384), (1, 32, 129), (25, 5, 1), (12, 64, 2)])
+def test_int8act_same_bits_on_every_tier(bits, normal, act_bits, act_normal, batch, n, k):
+    """Without AMX, the integer dot products of each tier (AVX-512 VNNI panels of 32 weight rows
+    and 12 batch rows, idot_avx2's vpmaddubsw, the portable loop) are the same exact integers, so
+    the outputs are bitwise equal; batch, n and k not multiples of the panel sizes or of 4."""
+    from numkern import _core
+
+    rng = np.random.default_rng(batch * 7 + n + k + bits)
+    w = _heavy(rng, (n, k), 0.1)
+    w[:, :2] *= 50.0
+    x = _heavy(rng, (batch, k))
+    x[0, :2] = [40.0, 45.0][:k]
+    qw = O.ovp_quantize(w, bits=bits, normal=normal, axis="row", search=False)
+    alpha = float(np.std(x)) * 3.0
+    exact, _ = _exact(x, alpha, act_bits, act_normal, False, qw)
+    outs = {}
+    try:
+        _core.set_amx(False)
+        for tier in ("portable", "avx2", "avx512"):
+            if not _core.isa_supported(tier):
+                continue
+            _core.set_isa(tier)
+            out = np.full((batch, n), np.nan, np.float32)
+            assert C.matmul_int8act(x, _pack(qw), qw.scales, out, True, alpha, act_bits,
+                                    O._NORMAL_CODE[act_normal], False)
+            outs[tier] = out
+    finally:
+        _core.set_amx(True)
+        _core.set_isa("auto")
+    for out in outs.values():
+        np.testing.assert_array_equal(out, outs["portable"])
+    err = np.abs(outs["portable"].astype(np.float64) - exact)
+    assert np.all(err <= REL * np.abs(exact) + TINY), err.max()

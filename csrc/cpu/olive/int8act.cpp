@@ -234,7 +234,8 @@ struct Epilogue {
   float* out;
 };
 template <class D>
-void finish_block(const Epilogue& e, index_t b0, int mb, index_t r0, int nr, const D* d, index_t ldd) {
+__attribute__((always_inline)) inline void finish_block(const Epilogue& e, index_t b0, int mb, index_t r0, int nr,
+                                                        const D* d, index_t ldd) {
   const PackView& pv = *e.pv;
   const index_t n = pv.h.n, k = pv.h.k;
   const float* gt = e.g + b0 * k;
@@ -268,7 +269,7 @@ void finish_block(const Epilogue& e, index_t b0, int mb, index_t r0, int nr, con
 constexpr index_t kAmxBatch = 16;
 constexpr index_t kAmxATileBytes = 8 * 1024 * 1024;
 constexpr index_t kAmxMaxK = (index_t{1} << 31) / (127 * 127) / 64 * 64;  // int32 sums stay exact
-void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
+void int_products_amx(const std::int8_t* an, index_t lda, index_t batch, const Epilogue& e) {
   const PackView& pv = *e.pv;
   const index_t n = pv.h.n, k = pv.h.k, npanels = (n + 31) / 32;
   const index_t k_pad = amx::round_up(k, amx::kStepK8), panel_bytes = k_pad * 32;
@@ -281,7 +282,7 @@ void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
   for (index_t c0 = 0; c0 < batch; c0 += chunk) {
     const index_t m = std::min(chunk, batch - c0), m_pad = amx::round_up(m, amx::kTileRows);
     std::int8_t* a = amx::aligned_buffer(at, m_pad * k_pad);
-    amx::tile_rows_int8(an + c0 * k, m, k, k, a, m_pad, k_pad);
+    amx::tile_rows_int8(an + c0 * lda, m, k, lda, a, m_pad, k_pad);
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
@@ -308,6 +309,89 @@ void int_products_amx(const std::int8_t* an, index_t batch, const Epilogue& e) {
   }
 }
 
+#if NK_X86_TIERS
+// AVX-512 VNNI without AMX (or below kAmxBatch rows): panels of kVnniCols weight rows, each
+// repacked once per call into [k4 / 4][kVnniCols][4] bytes (w + 128, unsigned), so that one
+// vpdpbusd adds four products of 16 output columns for one batch row (the row's four activation
+// codes broadcast): no horizontal sums, where idot_vnni reduced four vectors per 4 x 4 block.
+// Then, as every path, d = sum (w + 128) a - 128 sum a = sum w a exactly (|.| <= 255 127 k < 2^31
+// for k <= kKBlock) and finish_block: the same bits as the other paths.
+// acc += the four-product sums of w (unsigned bytes) and a (signed bytes) per int32 lane
+NK_TIER_VNNI inline __attribute__((always_inline)) void vnni_acc(__m512i& acc, __m512i w, __m512i a) {
+#if defined(__GNUC__)
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(a));
+#else
+  acc = _mm512_dpbusd_epi32(acc, w, a);
+#endif
+}
+constexpr int kVnniCols = 32;  // weight rows (output columns) of a panel: two vectors
+constexpr int kVnniRows = 12;  // batch rows of a step: 24 accumulators
+NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
+                              const Epilogue& e, index_t p0, index_t p1) {
+  const PackView& pv = *e.pv;
+  const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
+  static thread_local std::vector<std::uint8_t> buf;
+  if (buf.size() < static_cast<std::size_t>(k4 * kVnniCols + 64)) buf.resize(static_cast<std::size_t>(k4 * kVnniCols + 64));
+  std::uint8_t* wp = buf.data() + (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
+  alignas(64) std::int32_t d[kVnniRows * kVnniCols];
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t r0 = p * kVnniCols;
+    const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
+    // the panel's bytes: column c's four codes t .. t + 3 at wp[t / 4][c] (0 past k or nr: w = 0)
+    for (int c = 0; c < kVnniCols; ++c) {
+      const std::int8_t* src = pv.normals + (r0 + std::min(c, nr - 1)) * k;
+      const bool live = c < nr;
+      for (index_t t = 0; t < k4; t += 4) {
+        std::uint32_t word = 0;
+        if (t + 4 <= k) {
+          std::memcpy(&word, src + t, 4);
+        } else {
+          for (index_t q = t; q < k; ++q) word |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(src[q])) << (8 * (q - t));
+        }
+        word = live ? word : 0u;
+        word ^= 0x80808080u;  // w + 128 (as unsigned bytes)
+        std::memcpy(wp + t * kVnniCols + c * 4, &word, 4);
+      }
+    }
+    for (index_t b0 = 0; b0 < batch; b0 += kVnniRows) {
+      const int mb = static_cast<int>(std::min<index_t>(kVnniRows, batch - b0));
+      // (24 named accumulators and vpdpbusd as an asm statement with the accumulator in and out:
+      // with an array of them, or with GCC 12's builtin, they went through the stack or through
+      // two register copies per instruction)
+#define NK_VNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define NK_VNNI_DECL(i)                                                 \
+  __m512i acc##i##a = _mm512_setzero_si512(), acc##i##b = acc##i##a;    \
+  const std::int8_t* row##i = an + (b0 + std::min(i, mb - 1)) * lda;  // (extra rows: results unused)
+      NK_VNNI_ROWS(NK_VNNI_DECL)
+      for (index_t t = 0; t < k4; t += 4) {
+        const __m512i w0 = _mm512_load_si512(wp + t * kVnniCols), w1 = _mm512_load_si512(wp + t * kVnniCols + 64);
+#define NK_VNNI_STEP(i)                                   \
+  {                                                       \
+    std::int32_t four;                                    \
+    std::memcpy(&four, row##i + t, 4);                    \
+    const __m512i av = _mm512_set1_epi32(four);           \
+    vnni_acc(acc##i##a, w0, av);                          \
+    vnni_acc(acc##i##b, w1, av);                          \
+  }
+        NK_VNNI_ROWS(NK_VNNI_STEP)
+      }
+#define NK_VNNI_STORE(i)                                                                                     \
+  {                                                                                                          \
+    const __m512i corr = _mm512_set1_epi32(static_cast<std::int32_t>(128 * asum[b0 + std::min(i, mb - 1)])); \
+    _mm512_store_si512(d + i * kVnniCols, _mm512_sub_epi32(acc##i##a, corr));                                \
+    _mm512_store_si512(d + i * kVnniCols + 16, _mm512_sub_epi32(acc##i##b, corr));                           \
+  }
+      NK_VNNI_ROWS(NK_VNNI_STORE)
+#undef NK_VNNI_STORE
+#undef NK_VNNI_STEP
+#undef NK_VNNI_DECL
+#undef NK_VNNI_ROWS
+      finish_block(e, b0, mb, r0, nr, d, kVnniCols);
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std::uint8_t* blob,
@@ -317,7 +401,9 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
   if (batch == 0 || n == 0) return true;
   // no zero fill: quant_row writes every element
   std::unique_ptr<float[]> g(new float[static_cast<std::size_t>(batch * k)]);
-  std::unique_ptr<std::int8_t[]> an(new std::int8_t[static_cast<std::size_t>(batch * k)]);
+  // (rows of k4 codes, zeros past k: the VNNI panels read four codes at a time)
+  const index_t k4 = (k + 3) / 4 * 4;
+  std::unique_ptr<std::int8_t[]> an(new std::int8_t[static_cast<std::size_t>(batch * k4)]);
   std::vector<std::int64_t> asum(static_cast<std::size_t>(batch));
   std::vector<std::vector<std::int32_t>> ocols(static_cast<std::size_t>(batch));  // activation outliers
   std::atomic<int> ok{1};
@@ -327,18 +413,32 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (index_t b = 0; b < batch; ++b)
-      if (!quant_row(x + b * k, k, act, g.get() + b * k, an.get() + b * k, asum.data() + b, &ocols[b]))
+    for (index_t b = 0; b < batch; ++b) {
+      for (index_t t = k; t < k4; ++t) an[b * k4 + t] = 0;
+      if (!quant_row(x + b * k, k, act, g.get() + b * k, an.get() + b * k4, asum.data() + b, &ocols[b]))
         ok.store(0, std::memory_order_relaxed);
+    }
   }
   if (!ok.load()) return false;
   const double uu = static_cast<double>(unit_of(act.bits, act.normal)) * pv.h.unit, uw = pv.h.unit;
   const double sa = act.s;
   const Epilogue e{&pv, g.get(), &ocols, uu, uw, sa, scales, per_row, out};
   if (batch >= kAmxBatch && k <= kAmxMaxK && amx::usable_int8()) {
-    int_products_amx(an.get(), batch, e);
+    int_products_amx(an.get(), k4, batch, e);
     return true;
   }
+#if NK_X86_TIERS
+  if (active_isa() == Isa::avx512 && cpu_features().avx512vnni && k <= kKBlock) {
+    const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
+    const int nt = threads_for(npanels, batch * n * k);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t p = 0; p < npanels; ++p) vnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
+    return true;
+  }
+#endif
   const index_t nblocks = (n + kRows - 1) / kRows;
   const int nt = threads_for(nblocks, batch * n * k);
   (void)nt;
@@ -353,7 +453,7 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     std::int64_t d[4 * kRows];
     for (index_t b0 = 0; b0 < batch; b0 += 4) {
       const int mb = static_cast<int>(std::min<index_t>(4, batch - b0));
-      idot(mb, an.get() + b0 * k, k, w, k, asum.data() + b0, d);
+      idot(mb, an.get() + b0 * k4, k4, w, k, asum.data() + b0, d);
       finish_block(e, b0, mb, r0, rows_here, d, kRows);
     }
   }
