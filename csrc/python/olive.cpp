@@ -285,6 +285,8 @@ void bind_olive(py::module_& m) {
         py::arg("bias") = py::none(),
         "matmul_int8act on x (..., k) (+ bias (n,) float32, added in float32) returned as a new float32 array "
         "(..., n); None when x has a NaN, an infinity or |x| > 1e37.");
+  m.def("_set_avxvnni", &cpu::olive::set_avxvnni_allowed, py::arg("on"),
+        "Tests: let the avx2 tier's integer products use AVX-VNNI (default True); returns whether the CPU has it.");
   m.def("matmul_int8act", &matmul_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
         py::arg("per_row"), py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
         "out (batch, n) = OVP-quantized x (per tensor, threshold act_alpha) @ W.T through prepack's pack, in "

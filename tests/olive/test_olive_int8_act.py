@@ -189,8 +189,9 @@ def test_rows_pack_folds_whole_unit_outliers(normal, folded):
 @pytest.mark.parametrize("batch,n,k", [(13, 33, 67), (40, 70, 384), (1, 32, 129), (25, 5, 1), (12, 64, 2)])
 def test_int8act_same_bits_on_every_tier(bits, normal, act_bits, act_normal, batch, n, k):
     """Without AMX, the integer dot products of each tier (AVX-512 VNNI panels of 32 weight rows
-    and 12 batch rows, idot_avx2's vpmaddubsw, the portable loop) are the same exact integers, so
-    the outputs are bitwise equal; batch, n and k not multiples of the panel sizes or of 4."""
+    and 12 batch rows; on the avx2 tier AVX-VNNI panels where the CPU has it and vpmaddubsw panels,
+    both run here; the portable loop) are the same exact integers, so the outputs are bitwise
+    equal; batch, n and k not multiples of the panel sizes or of 4."""
     from numkern import _core
 
     rng = np.random.default_rng(batch * 7 + n + k + bits)
@@ -204,18 +205,21 @@ def test_int8act_same_bits_on_every_tier(bits, normal, act_bits, act_normal, bat
     outs = {}
     try:
         _core.set_amx(False)
-        for tier in ("portable", "avx2", "avx512"):
+        for tier, avxvnni in (("portable", True), ("avx2", True), ("avx2", False), ("avx512", True)):
             if not _core.isa_supported(tier):
                 continue
             _core.set_isa(tier)
+            has = C._set_avxvnni(avxvnni)
             out = np.full((batch, n), np.nan, np.float32)
             assert C.matmul_int8act(x, _pack(qw), qw.scales, out, True, alpha, act_bits,
                                     O._NORMAL_CODE[act_normal], False)
-            outs[tier] = out
+            outs[(tier, avxvnni and has)] = out
     finally:
+        C._set_avxvnni(True)
         _core.set_amx(True)
         _core.set_isa("auto")
+    ref = outs[("portable", False)] if ("portable", False) in outs else outs[("portable", True)]
     for out in outs.values():
-        np.testing.assert_array_equal(out, outs["portable"])
-    err = np.abs(outs["portable"].astype(np.float64) - exact)
+        np.testing.assert_array_equal(out, ref)
+    err = np.abs(ref.astype(np.float64) - exact)
     assert np.all(err <= REL * np.abs(exact) + TINY), err.max()

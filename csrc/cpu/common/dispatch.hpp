@@ -18,6 +18,9 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, avx512f = false, avx512dq = false, avx512bw = false;
   // Not a tier of its own: an avx512-tier kernel may use VNNI (vpdpbusd) where this is set.
   bool avx512vnni = false;
+  // Nor this: an avx2-tier kernel may use AVX-VNNI (the VEX vpdpbusd on 256 bits; Intel Alder
+  // Lake, Sapphire Rapids and later) where this is set.
+  bool avxvnni = false;
 };
 
 const CpuFeatures& cpu_features();  // detected once

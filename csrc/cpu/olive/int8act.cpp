@@ -316,6 +316,34 @@ void int_products_amx(const std::int8_t* an, index_t lda, index_t batch, const E
 // codes broadcast): no horizontal sums, where idot_vnni reduced four vectors per 4 x 4 block.
 // Then, as every path, d = sum (w + 128) a - 128 sum a = sum w a exactly (|.| <= 255 127 k < 2^31
 // for k <= kKBlock) and finish_block: the same bits as the other paths.
+constexpr int kVnniCols = 32;  // weight rows (output columns) of a panel: two vectors
+// Panel r0 .. r0 + nr - 1 of the pack's int8 rows as [k4 / 4][kVnniCols][4] bytes, 64-byte
+// aligned: column c's codes t .. t + 3 at wp + t kVnniCols + 4 c (0 past k or nr: w = 0), each
+// byte xor flip (0x80: w + 128 as an unsigned byte).
+NK_TIER_INLINE void repack_panel(const PackView& pv, index_t r0, int nr, std::uint32_t flip, std::uint8_t* wp) {
+  const index_t k = pv.h.k, k4 = (k + 3) / 4 * 4;
+  for (int c = 0; c < kVnniCols; ++c) {
+    const std::int8_t* src = pv.normals + (r0 + std::min(c, nr - 1)) * k;
+    const bool live = c < nr;
+    for (index_t t = 0; t < k4; t += 4) {
+      std::uint32_t word = 0;
+      if (t + 4 <= k) {
+        std::memcpy(&word, src + t, 4);
+      } else {
+        for (index_t q = t; q < k; ++q) word |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(src[q])) << (8 * (q - t));
+      }
+      word = (live ? word : 0u) ^ flip;
+      std::memcpy(wp + t * kVnniCols + c * 4, &word, 4);
+    }
+  }
+}
+// The calling thread's panel buffer (64-byte aligned, at least k4 kVnniCols bytes).
+inline std::uint8_t* panel_buffer(index_t k4) {
+  static thread_local std::vector<std::uint8_t> buf;
+  if (buf.size() < static_cast<std::size_t>(k4 * kVnniCols + 64)) buf.resize(static_cast<std::size_t>(k4 * kVnniCols + 64));
+  return buf.data() + (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
+}
+
 // acc += the four-product sums of w (unsigned bytes) and a (signed bytes) per int32 lane
 NK_TIER_VNNI inline __attribute__((always_inline)) void vnni_acc(__m512i& acc, __m512i w, __m512i a) {
 #if defined(__GNUC__)
@@ -324,35 +352,17 @@ NK_TIER_VNNI inline __attribute__((always_inline)) void vnni_acc(__m512i& acc, _
   acc = _mm512_dpbusd_epi32(acc, w, a);
 #endif
 }
-constexpr int kVnniCols = 32;  // weight rows (output columns) of a panel: two vectors
 constexpr int kVnniRows = 12;  // batch rows of a step: 24 accumulators
 NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
                               const Epilogue& e, index_t p0, index_t p1) {
   const PackView& pv = *e.pv;
   const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
-  static thread_local std::vector<std::uint8_t> buf;
-  if (buf.size() < static_cast<std::size_t>(k4 * kVnniCols + 64)) buf.resize(static_cast<std::size_t>(k4 * kVnniCols + 64));
-  std::uint8_t* wp = buf.data() + (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
+  std::uint8_t* wp = panel_buffer(k4);
   alignas(64) std::int32_t d[kVnniRows * kVnniCols];
   for (index_t p = p0; p < p1; ++p) {
     const index_t r0 = p * kVnniCols;
     const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
-    // the panel's bytes: column c's four codes t .. t + 3 at wp[t / 4][c] (0 past k or nr: w = 0)
-    for (int c = 0; c < kVnniCols; ++c) {
-      const std::int8_t* src = pv.normals + (r0 + std::min(c, nr - 1)) * k;
-      const bool live = c < nr;
-      for (index_t t = 0; t < k4; t += 4) {
-        std::uint32_t word = 0;
-        if (t + 4 <= k) {
-          std::memcpy(&word, src + t, 4);
-        } else {
-          for (index_t q = t; q < k; ++q) word |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(src[q])) << (8 * (q - t));
-        }
-        word = live ? word : 0u;
-        word ^= 0x80808080u;  // w + 128 (as unsigned bytes)
-        std::memcpy(wp + t * kVnniCols + c * 4, &word, 4);
-      }
-    }
+    repack_panel(pv, r0, nr, 0x80808080u, wp);
     for (index_t b0 = 0; b0 < batch; b0 += kVnniRows) {
       const int mb = static_cast<int>(std::min<index_t>(kVnniRows, batch - b0));
       // (24 named accumulators and vpdpbusd as an asm statement with the accumulator in and out:
@@ -391,6 +401,127 @@ NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch,
   }
 }
 #endif
+
+#if NK_X86_TIERS
+// AVX2 (and AVX-512 without VNNI): the same panels with the codes as they are (no flip), four
+// batch rows a step over 16 columns at a time: the row's four activation codes broadcast,
+// vpmaddubsw(|a|, sign(w, a)) (pairs |a||w| <= 2 * 127 * 127 < 2^15: no saturation), vpmaddwd
+// with ones to int32: sum w a exactly, no horizontal sums (idot_avx2's 4 x 4 blocks reduced
+// sixteen vectors each).
+constexpr int kAvx2Rows = 4;
+NK_TIER_AVX2 void avx2_panels(const std::int8_t* an, index_t lda, index_t batch, const Epilogue& e, index_t p0,
+                              index_t p1) {
+  const PackView& pv = *e.pv;
+  const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
+  std::uint8_t* wp = panel_buffer(k4);
+  alignas(32) std::int32_t d[kAvx2Rows * kVnniCols];
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t r0 = p * kVnniCols;
+    const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
+    repack_panel(pv, r0, nr, 0u, wp);
+    for (index_t b0 = 0; b0 < batch; b0 += kAvx2Rows) {
+      const int mb = static_cast<int>(std::min<index_t>(kAvx2Rows, batch - b0));
+      for (int half = 0; half < 2; ++half) {  // columns 16 half .. 16 half + 15
+#define NK_AVX2_ROWS(X) X(0) X(1) X(2) X(3)
+#define NK_AVX2_DECL(i)                                               \
+  __m256i acc##i##a = _mm256_setzero_si256(), acc##i##b = acc##i##a;  \
+  const std::int8_t* row##i = an + (b0 + std::min(i, mb - 1)) * lda;
+        NK_AVX2_ROWS(NK_AVX2_DECL)
+        const std::uint8_t* wh = wp + half * 64;
+        for (index_t t = 0; t < k4; t += 4) {
+          const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols));
+          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols + 32));
+#define NK_AVX2_STEP(i)                                                                                        \
+  {                                                                                                            \
+    std::int32_t four;                                                                                         \
+    std::memcpy(&four, row##i + t, 4);                                                                         \
+    const __m256i av = _mm256_set1_epi32(four), aa = _mm256_abs_epi8(av);                                      \
+    acc##i##a = _mm256_add_epi32(acc##i##a, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)), ones)); \
+    acc##i##b = _mm256_add_epi32(acc##i##b, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)), ones)); \
+  }
+          NK_AVX2_ROWS(NK_AVX2_STEP)
+        }
+#define NK_AVX2_STORE(i)                                                                       \
+  _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16), acc##i##a);    \
+  _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16 + 8), acc##i##b);
+        NK_AVX2_ROWS(NK_AVX2_STORE)
+#undef NK_AVX2_STORE
+#undef NK_AVX2_STEP
+#undef NK_AVX2_DECL
+#undef NK_AVX2_ROWS
+      }
+      finish_block(e, b0, mb, r0, nr, d, kVnniCols);
+    }
+  }
+}
+#endif
+
+#if NK_X86_TIERS
+// AVX-VNNI on the avx2 tier (the VEX vpdpbusd, 256 bits: four products a lane in one instruction
+// where avx2_panels takes four): the panels of vnni_panels (w + 128) over 16 columns at a time,
+// six batch rows a step (12 accumulators of the 16 registers), the same correction and bits.
+// As an asm statement ({vex}: the AVX-VNNI encoding), which also keeps each accumulator in its
+// register (see vnni_panels).
+NK_TIER_AVX2 inline __attribute__((always_inline)) void avxvnni_acc(__m256i& acc, __m256i w, __m256i a) {
+  asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(w), "x"(a));
+}
+constexpr int kAvxVnniRows = 6;
+NK_TIER_AVX2 void avxvnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
+                                 const Epilogue& e, index_t p0, index_t p1) {
+  const PackView& pv = *e.pv;
+  const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
+  std::uint8_t* wp = panel_buffer(k4);
+  alignas(32) std::int32_t d[kAvxVnniRows * kVnniCols];
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t r0 = p * kVnniCols;
+    const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
+    repack_panel(pv, r0, nr, 0x80808080u, wp);
+    for (index_t b0 = 0; b0 < batch; b0 += kAvxVnniRows) {
+      const int mb = static_cast<int>(std::min<index_t>(kAvxVnniRows, batch - b0));
+      for (int half = 0; half < 2; ++half) {  // columns 16 half .. 16 half + 15
+#define NK_AVXVNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define NK_AVXVNNI_DECL(i)                                            \
+  __m256i acc##i##a = _mm256_setzero_si256(), acc##i##b = acc##i##a;  \
+  const std::int8_t* row##i = an + (b0 + std::min(i, mb - 1)) * lda;
+        NK_AVXVNNI_ROWS(NK_AVXVNNI_DECL)
+        const std::uint8_t* wh = wp + half * 64;
+        for (index_t t = 0; t < k4; t += 4) {
+          const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols));
+          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols + 32));
+#define NK_AVXVNNI_STEP(i)                          \
+  {                                                 \
+    std::int32_t four;                              \
+    std::memcpy(&four, row##i + t, 4);              \
+    const __m256i av = _mm256_set1_epi32(four);     \
+    avxvnni_acc(acc##i##a, w0, av);                 \
+    avxvnni_acc(acc##i##b, w1, av);                 \
+  }
+          NK_AVXVNNI_ROWS(NK_AVXVNNI_STEP)
+        }
+#define NK_AVXVNNI_STORE(i)                                                                                  \
+  {                                                                                                          \
+    const __m256i corr = _mm256_set1_epi32(static_cast<std::int32_t>(128 * asum[b0 + std::min(i, mb - 1)])); \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16),                            \
+                       _mm256_sub_epi32(acc##i##a, corr));                                                   \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16 + 8),                        \
+                       _mm256_sub_epi32(acc##i##b, corr));                                                   \
+  }
+        NK_AVXVNNI_ROWS(NK_AVXVNNI_STORE)
+#undef NK_AVXVNNI_STORE
+#undef NK_AVXVNNI_STEP
+#undef NK_AVXVNNI_DECL
+#undef NK_AVXVNNI_ROWS
+      }
+      finish_block(e, b0, mb, r0, nr, d, kVnniCols);
+    }
+  }
+}
+#endif
+
+// Whether the avx2 tier may take AVX-VNNI where the CPU has it (tests turn it off to reach
+// avx2_panels on such CPUs: numkern._core.olive._set_avxvnni).
+std::atomic<bool> g_avxvnni_allowed{true};
 
 }  // namespace
 
@@ -438,6 +569,26 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t p = 0; p < npanels; ++p) vnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
     return true;
   }
+  if (active_isa() == Isa::avx2 && cpu_features().avxvnni && g_avxvnni_allowed.load() && k <= kKBlock) {
+    const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
+    const int nt = threads_for(npanels, batch * n * k);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t p = 0; p < npanels; ++p) avxvnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
+    return true;
+  }
+  if ((active_isa() == Isa::avx2 || active_isa() == Isa::avx512) && k <= kKBlock) {
+    const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
+    const int nt = threads_for(npanels, batch * n * k);
+    (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (index_t p = 0; p < npanels; ++p) avx2_panels(an.get(), k4, batch, e, p, p + 1);
+    return true;
+  }
 #endif
   const index_t nblocks = (n + kRows - 1) / kRows;
   const int nt = threads_for(nblocks, batch * n * k);
@@ -458,6 +609,16 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     }
   }
   return true;
+}
+
+bool set_avxvnni_allowed(bool on) {
+#if NK_X86_TIERS
+  g_avxvnni_allowed.store(on);
+  return cpu_features().avxvnni;
+#else
+  (void)on;
+  return false;
+#endif
 }
 
 }  // namespace nk::cpu::olive

@@ -41,4 +41,8 @@ struct ActSpec {
 bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std::uint8_t* blob,
                     const float* scales, bool per_row, float* out);
 
+// Tests: whether the avx2 tier's integer products may use AVX-VNNI (default on); returns whether
+// this CPU has it.
+bool set_avxvnni_allowed(bool on);
+
 }  // namespace nk::cpu::olive
