@@ -36,11 +36,17 @@ def cpu_model():
 
 
 def vnni():
+    """The CPU's VNNI (the integer kernel's vpdpbusd): AVX-512 VNNI (avx512 tier) and AVX-VNNI
+    (avx2 tier)."""
+    from numkern._core import olive as C
+
     try:
         with open("/proc/cpuinfo") as f:
-            return "yes" if "avx512_vnni" in f.read() else "no"
+            flags = f.read()
     except OSError:
         return "unknown"
+    return (f"{'yes' if 'avx512_vnni' in flags else 'no'}; AVX-VNNI: "
+            f"{'yes' if C._set_avxvnni(True) else 'no'}")
 
 
 # CPU time of the calling thread with one thread (the machine may be shared); wall time with more
