@@ -337,6 +337,48 @@ NK_TIER_INLINE void repack_panel(const PackView& pv, index_t r0, int nr, std::ui
     }
   }
 }
+#if NK_X86_TIERS
+// repack_panel on AVX-512: 16 rows x 16 groups of four codes at a time, loaded as 16 vectors (a
+// masked load past k: zeros) and transposed as 16 x 16 dwords (unpacks of 32 and 64 bits, then
+// 128-bit lane shuffles): the same bytes, a few instructions a 64-byte row of the panel instead
+// of a load and a store a word (the per-call repack bounded the panels below ~64 batch rows).
+NK_TIER_VNNI void repack_panel_avx512(const PackView& pv, index_t r0, int nr, std::uint32_t flip, std::uint8_t* wp) {
+  const index_t k = pv.h.k, groups = (k + 3) / 4;
+  const __m512i fl = _mm512_set1_epi32(static_cast<int>(flip));
+  for (index_t g0 = 0; g0 < groups; g0 += 16) {
+    const index_t bytes = std::min<index_t>(64, k - 4 * g0);
+    const __mmask64 m = bytes >= 64 ? ~0ULL : ((1ULL << bytes) - 1);
+    for (int half = 0; half < 2; ++half) {
+      __m512i r[16], t[16];
+      for (int i = 0; i < 16; ++i) {
+        const int c = half * 16 + i;
+        r[i] = c < nr ? _mm512_maskz_loadu_epi8(m, pv.normals + (r0 + c) * k + 4 * g0) : _mm512_setzero_si512();
+      }
+      for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+      }
+      for (int j = 0; j < 4; ++j) {  // r[4j + q]: lane L holds rows 4j .. 4j + 3 of group 4L + q
+        r[4 * j] = _mm512_unpacklo_epi64(t[4 * j], t[4 * j + 2]);
+        r[4 * j + 1] = _mm512_unpackhi_epi64(t[4 * j], t[4 * j + 2]);
+        r[4 * j + 2] = _mm512_unpacklo_epi64(t[4 * j + 1], t[4 * j + 3]);
+        r[4 * j + 3] = _mm512_unpackhi_epi64(t[4 * j + 1], t[4 * j + 3]);
+      }
+      for (int q = 0; q < 4; ++q) {
+        const __m512i p0 = _mm512_shuffle_i32x4(r[q], r[4 + q], 0x88), p1 = _mm512_shuffle_i32x4(r[q], r[4 + q], 0xDD);
+        const __m512i p2 = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0x88), p3 = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0xDD);
+        const __m512i out[4] = {_mm512_shuffle_i32x4(p0, p2, 0x88), _mm512_shuffle_i32x4(p1, p3, 0x88),
+                                _mm512_shuffle_i32x4(p0, p2, 0xDD), _mm512_shuffle_i32x4(p1, p3, 0xDD)};
+        for (int L = 0; L < 4; ++L) {  // group 4L + q, rows 0 .. 15 of this half
+          const index_t g = g0 + 4 * L + q;
+          if (g < groups) _mm512_store_si512(wp + g * 4 * kVnniCols + half * 64, _mm512_xor_si512(out[L], fl));
+        }
+      }
+    }
+  }
+}
+#endif
+
 // The calling thread's panel buffer (64-byte aligned, at least k4 kVnniCols bytes).
 inline std::uint8_t* panel_buffer(index_t k4) {
   static thread_local std::vector<std::uint8_t> buf;
@@ -353,6 +395,7 @@ NK_TIER_VNNI inline __attribute__((always_inline)) void vnni_acc(__m512i& acc, _
 #endif
 }
 constexpr int kVnniRows = 12;  // batch rows of a step: 24 accumulators
+constexpr index_t kPanelBatch = 8;  // (see matmul_int8act)
 NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
                               const Epilogue& e, index_t p0, index_t p1) {
   const PackView& pv = *e.pv;
@@ -362,7 +405,7 @@ NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch,
   for (index_t p = p0; p < p1; ++p) {
     const index_t r0 = p * kVnniCols;
     const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
-    repack_panel(pv, r0, nr, 0x80808080u, wp);
+    repack_panel_avx512(pv, r0, nr, 0x80808080u, wp);
     for (index_t b0 = 0; b0 < batch; b0 += kVnniRows) {
       const int mb = static_cast<int>(std::min<index_t>(kVnniRows, batch - b0));
       // (24 named accumulators and vpdpbusd as an asm statement with the accumulator in and out:
@@ -559,7 +602,13 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     return true;
   }
 #if NK_X86_TIERS
-  if (active_isa() == Isa::avx512 && cpu_features().avx512vnni && k <= kKBlock) {
+  // The panels from kPanelBatch rows: below, their per-call repack of the whole weight matrix
+  // (n k bytes) costs more than the 4 x 4 blocks' horizontal sums (MiniLM's three shapes, Intel
+  // Xeon, avx512, W4A8 / nn.Linear time, blocks against panels: 4 rows 0.87 / 0.25 / 0.16 against
+  // 0.87 / 0.34 / 0.37; 8 rows 0.91 / 0.31 / 0.21 against 0.64 / 0.20 / 0.28; 16 rows 0.84 / 0.55
+  // / 0.28 against 0.48 / 0.28 / 0.31).
+  const bool panels = batch >= kPanelBatch && k <= kKBlock;
+  if (panels && active_isa() == Isa::avx512 && cpu_features().avx512vnni) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
     (void)nt;
@@ -569,7 +618,7 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t p = 0; p < npanels; ++p) vnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
     return true;
   }
-  if (active_isa() == Isa::avx2 && cpu_features().avxvnni && g_avxvnni_allowed.load() && k <= kKBlock) {
+  if (panels && active_isa() == Isa::avx2 && cpu_features().avxvnni && g_avxvnni_allowed.load()) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
     (void)nt;
@@ -579,7 +628,7 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t p = 0; p < npanels; ++p) avxvnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
     return true;
   }
-  if ((active_isa() == Isa::avx2 || active_isa() == Isa::avx512) && k <= kKBlock) {
+  if (panels && (active_isa() == Isa::avx2 || active_isa() == Isa::avx512)) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
     (void)nt;
