@@ -187,13 +187,13 @@ def test_rows_pack_folds_whole_unit_outliers(normal, folded):
 @pytest.mark.parametrize("bits,normal,act_bits,act_normal", [(4, "int", 8, "int"), (4, "flint", 4, "flint"),
                                                              (8, "int", 8, "int")])
 @pytest.mark.parametrize("batch,n,k", [(33, 33, 67), (40, 70, 384), (32, 32, 129), (45, 5, 1), (50, 64, 2),
-                                         (13, 9, 20), (8, 40, 33), (5, 9, 20)])
+                                         (13, 9, 20), (8, 40, 33), (5, 9, 20), (20, 17, 35)])
 def test_int8act_same_bits_on_every_tier(bits, normal, act_bits, act_normal, batch, n, k):
     """Without AMX, the integer dot products of each tier (AVX-512 VNNI panels of 32 weight rows
     and 12 batch rows; on the avx2 tier AVX-VNNI panels where the CPU has it and vpmaddubsw panels,
     both run here; the portable loop) are the same exact integers, so the outputs are bitwise
-    equal; batch, n and k not multiples of the panel sizes or of 4 (the panels from 8 batch rows,
-    below them 4 x 4 blocks)."""
+    equal; batch, n and k not multiples of the panel sizes or of 4 (the panels from 8 batch rows on
+    AVX-512 VNNI, 16 with AVX-VNNI, 32 with vpmaddubsw; below them 4 x 4 blocks)."""
     from numkern import _core
 
     rng = np.random.default_rng(batch * 7 + n + k + bits)

@@ -395,7 +395,7 @@ NK_TIER_VNNI inline __attribute__((always_inline)) void vnni_acc(__m512i& acc, _
 #endif
 }
 constexpr int kVnniRows = 12;  // batch rows of a step: 24 accumulators
-constexpr index_t kPanelBatch = 8;  // (see matmul_int8act)
+constexpr index_t kPanelBatch = 8, kPanelBatchAvxVnni = 16, kPanelBatchAvx2 = 32;  // (see matmul_int8act)
 NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
                               const Epilogue& e, index_t p0, index_t p1) {
   const PackView& pv = *e.pv;
@@ -602,12 +602,17 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     return true;
   }
 #if NK_X86_TIERS
-  // The panels from kPanelBatch rows: below, their per-call repack of the whole weight matrix
-  // (n k bytes) costs more than the 4 x 4 blocks' horizontal sums (MiniLM's three shapes, Intel
-  // Xeon, avx512, W4A8 / nn.Linear time, blocks against panels: 4 rows 0.87 / 0.25 / 0.16 against
-  // 0.87 / 0.34 / 0.37; 8 rows 0.91 / 0.31 / 0.21 against 0.64 / 0.20 / 0.28; 16 rows 0.84 / 0.55
-  // / 0.28 against 0.48 / 0.28 / 0.31).
-  const bool panels = batch >= kPanelBatch && k <= kKBlock;
+  // The panels from kPanelBatch rows (kPanelBatchAvxVnni, kPanelBatchAvx2 for the avx2 tier's two
+  // kernels, whose repack is a load and a store a word): below, their per-call repack of the whole weight matrix (n k bytes)
+  // costs more than the 4 x 4 blocks' horizontal sums.  MiniLM's three shapes, Intel Xeon, W4A8 /
+  // nn.Linear time, blocks against panels: avx512 (VNNI), 4 rows 0.87 / 0.25 / 0.16 against 0.87 /
+  // 0.34 / 0.37, 8 rows 0.91 / 0.31 / 0.21 against 0.64 / 0.20 / 0.28, 16 rows 0.84 / 0.55 / 0.28
+  // against 0.48 / 0.28 / 0.31; avx2 with AVX-VNNI (torch on AVX2 too), 8 rows 0.78 / 0.54 / 0.42
+  // against 0.81 / 0.55 / 0.57, 16 rows 1.12 / 0.75 / 0.59 against 0.72 / 0.51 / 0.54; avx2
+  // (vpmaddubsw), 16 rows 0.98 / 0.79 / 0.61 against 0.97 / 0.76 / 0.86, from 32 rows the panels
+  // (at 64 and 208 rows 0.93-1.08 against 1.2-1.5).
+  const bool fits = k <= kKBlock;
+  const bool panels = fits && batch >= kPanelBatch;
   if (panels && active_isa() == Isa::avx512 && cpu_features().avx512vnni) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
@@ -618,7 +623,8 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t p = 0; p < npanels; ++p) vnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
     return true;
   }
-  if (panels && active_isa() == Isa::avx2 && cpu_features().avxvnni && g_avxvnni_allowed.load()) {
+  if (fits && batch >= kPanelBatchAvxVnni && active_isa() == Isa::avx2 && cpu_features().avxvnni &&
+      g_avxvnni_allowed.load()) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
     (void)nt;
@@ -628,7 +634,9 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
     for (index_t p = 0; p < npanels; ++p) avxvnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
     return true;
   }
-  if (panels && (active_isa() == Isa::avx2 || active_isa() == Isa::avx512)) {
+  if (fits && batch >= kPanelBatchAvx2 &&
+      ((active_isa() == Isa::avx2 && !(cpu_features().avxvnni && g_avxvnni_allowed.load())) ||
+       active_isa() == Isa::avx512)) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
     (void)nt;
