@@ -452,8 +452,8 @@ NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch,
 // with ones to int32: sum w a exactly, no horizontal sums (idot_avx2's 4 x 4 blocks reduced
 // sixteen vectors each).
 constexpr int kAvx2Rows = 4;
-NK_TIER_AVX2 void avx2_panels(const std::int8_t* an, index_t lda, index_t batch, const Epilogue& e, index_t p0,
-                              index_t p1) {
+NK_TIER_AVX2 void avx2_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t*,
+                              const Epilogue& e, index_t p0, index_t p1) {
   const PackView& pv = *e.pv;
   const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
   std::uint8_t* wp = panel_buffer(k4);
@@ -603,47 +603,34 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
   }
 #if NK_X86_TIERS
   // The panels from kPanelBatch rows (kPanelBatchAvxVnni, kPanelBatchAvx2 for the avx2 tier's two
-  // kernels, whose repack is a load and a store a word): below, their per-call repack of the whole weight matrix (n k bytes)
-  // costs more than the 4 x 4 blocks' horizontal sums.  MiniLM's three shapes, Intel Xeon, W4A8 /
+  // kernels, whose repack is a load and a store a word): below, their per-call repack of the whole
+  // weight matrix (n k bytes) costs more than the 4 x 4 blocks' horizontal sums.  MiniLM's three shapes, Intel Xeon, W4A8 /
   // nn.Linear time, blocks against panels: avx512 (VNNI), 4 rows 0.87 / 0.25 / 0.16 against 0.87 /
   // 0.34 / 0.37, 8 rows 0.91 / 0.31 / 0.21 against 0.64 / 0.20 / 0.28, 16 rows 0.84 / 0.55 / 0.28
   // against 0.48 / 0.28 / 0.31; avx2 with AVX-VNNI (torch on AVX2 too), 8 rows 0.78 / 0.54 / 0.42
   // against 0.81 / 0.55 / 0.57, 16 rows 1.12 / 0.75 / 0.59 against 0.72 / 0.51 / 0.54; avx2
   // (vpmaddubsw), 16 rows 0.98 / 0.79 / 0.61 against 0.97 / 0.76 / 0.86, from 32 rows the panels
   // (at 64 and 208 rows 0.93-1.08 against 1.2-1.5).
-  const bool fits = k <= kKBlock;
-  const bool panels = fits && batch >= kPanelBatch;
-  if (panels && active_isa() == Isa::avx512 && cpu_features().avx512vnni) {
-    const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
-    const int nt = threads_for(npanels, batch * n * k);
-    (void)nt;
-#if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (index_t p = 0; p < npanels; ++p) vnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
-    return true;
+  void (*kernel)(const std::int8_t*, index_t, index_t, const std::int64_t*, const Epilogue&, index_t, index_t) =
+      nullptr;
+  const Isa isa = active_isa();
+  if (k <= kKBlock) {
+    if (isa == Isa::avx512 && cpu_features().avx512vnni) {
+      if (batch >= kPanelBatch) kernel = vnni_panels;
+    } else if (isa == Isa::avx2 && cpu_features().avxvnni && g_avxvnni_allowed.load()) {
+      if (batch >= kPanelBatchAvxVnni) kernel = avxvnni_panels;
+    } else if (isa == Isa::avx2 || isa == Isa::avx512) {
+      if (batch >= kPanelBatchAvx2) kernel = avx2_panels;
+    }
   }
-  if (fits && batch >= kPanelBatchAvxVnni && active_isa() == Isa::avx2 && cpu_features().avxvnni &&
-      g_avxvnni_allowed.load()) {
+  if (kernel != nullptr) {
     const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
     const int nt = threads_for(npanels, batch * n * k);
     (void)nt;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (index_t p = 0; p < npanels; ++p) avxvnni_panels(an.get(), k4, batch, asum.data(), e, p, p + 1);
-    return true;
-  }
-  if (fits && batch >= kPanelBatchAvx2 &&
-      ((active_isa() == Isa::avx2 && !(cpu_features().avxvnni && g_avxvnni_allowed.load())) ||
-       active_isa() == Isa::avx512)) {
-    const index_t npanels = (n + kVnniCols - 1) / kVnniCols;
-    const int nt = threads_for(npanels, batch * n * k);
-    (void)nt;
-#if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (index_t p = 0; p < npanels; ++p) avx2_panels(an.get(), k4, batch, e, p, p + 1);
+    for (index_t p = 0; p < npanels; ++p) kernel(an.get(), k4, batch, asum.data(), e, p, p + 1);
     return true;
   }
 #endif
