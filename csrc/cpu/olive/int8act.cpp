@@ -337,7 +337,6 @@ NK_TIER_INLINE void repack_panel(const PackView& pv, index_t r0, int nr, std::ui
     }
   }
 }
-#if NK_X86_TIERS
 // repack_panel on AVX-512: 16 rows x 16 groups of four codes at a time, loaded as 16 vectors (a
 // masked load past k: zeros) and transposed as 16 x 16 dwords (unpacks of 32 and 64 bits, then
 // 128-bit lane shuffles): the same bytes, a few instructions a 64-byte row of the panel instead
@@ -377,7 +376,6 @@ NK_TIER_VNNI void repack_panel_avx512(const PackView& pv, index_t r0, int nr, st
     }
   }
 }
-#endif
 
 // The calling thread's panel buffer (64-byte aligned, at least k4 kVnniCols bytes).
 inline std::uint8_t* panel_buffer(index_t k4) {

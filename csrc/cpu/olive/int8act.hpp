@@ -13,8 +13,9 @@
 //   sum_k a_k w_k = u_a u_w sum_k a_n w_n  +  sum_{k in outliers(w)} a_k w_o,k
 //                                           +  sum_{k in outliers(a)} a_o,k w_n,k u_w,
 // the first sum an int8 x int8 dot product (from 16 batch rows AMX tiles, TDPBSSD, where
-// cpu/common/amx.hpp's usable_int8(); AVX-512 VNNI vpdpbusd; AVX2 vpmaddubsw + vpmaddwd; portable:
-// an integer loop; all exact, so every path gives the same bits), the corrections sparse.  All three terms are exact in double (grid
+// cpu/common/amx.hpp's usable_int8(); AVX-512 VNNI vpdpbusd; AVX-VNNI's 256-bit vpdpbusd; AVX2
+// vpmaddubsw + vpmaddwd; portable: an integer loop; all exact, so every path gives the same bits),
+// the corrections sparse.  All three terms are exact in double (grid
 // values are multiples of 1/16 in magnitude <= 504^2 per product), so
 //   out[b, r] = float32(T * (double(s_a) * double(s_r))),  T = the exact sum above,
 // which is the exact product of the quantized operands up to one double and one float32
