@@ -10,6 +10,7 @@
 
 #include "cpu/common/amx.hpp"
 #include "cpu/common/threads.hpp"
+#include "cpu/common/transpose.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/olive/packed.hpp"
 #include "numkern/olive/olive.hpp"
@@ -338,8 +339,7 @@ NK_TIER_INLINE void repack_panel(const PackView& pv, index_t r0, int nr, std::ui
   }
 }
 // repack_panel on AVX-512: 16 rows x 16 groups of four codes at a time, loaded as 16 vectors (a
-// masked load past k: zeros) and transposed as 16 x 16 dwords (unpacks of 32 and 64 bits, then
-// 128-bit lane shuffles): the same bytes, a few instructions a 64-byte row of the panel instead
+// masked load past k: zeros) and transposed as 16 x 16 dwords (transpose16x16_epi32): the same bytes, a few instructions a 64-byte row of the panel instead
 // of a load and a store a word (the per-call repack bounded the panels below ~64 batch rows).
 NK_TIER_VNNI void repack_panel_avx512(const PackView& pv, index_t r0, int nr, std::uint32_t flip, std::uint8_t* wp) {
   const index_t k = pv.h.k, groups = (k + 3) / 4;
@@ -348,31 +348,14 @@ NK_TIER_VNNI void repack_panel_avx512(const PackView& pv, index_t r0, int nr, st
     const index_t bytes = std::min<index_t>(64, k - 4 * g0);
     const __mmask64 m = bytes >= 64 ? ~0ULL : ((1ULL << bytes) - 1);
     for (int half = 0; half < 2; ++half) {
-      __m512i r[16], t[16];
+      __m512i r[16];
       for (int i = 0; i < 16; ++i) {
         const int c = half * 16 + i;
         r[i] = c < nr ? _mm512_maskz_loadu_epi8(m, pv.normals + (r0 + c) * k + 4 * g0) : _mm512_setzero_si512();
       }
-      for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-      }
-      for (int j = 0; j < 4; ++j) {  // r[4j + q]: lane L holds rows 4j .. 4j + 3 of group 4L + q
-        r[4 * j] = _mm512_unpacklo_epi64(t[4 * j], t[4 * j + 2]);
-        r[4 * j + 1] = _mm512_unpackhi_epi64(t[4 * j], t[4 * j + 2]);
-        r[4 * j + 2] = _mm512_unpacklo_epi64(t[4 * j + 1], t[4 * j + 3]);
-        r[4 * j + 3] = _mm512_unpackhi_epi64(t[4 * j + 1], t[4 * j + 3]);
-      }
-      for (int q = 0; q < 4; ++q) {
-        const __m512i p0 = _mm512_shuffle_i32x4(r[q], r[4 + q], 0x88), p1 = _mm512_shuffle_i32x4(r[q], r[4 + q], 0xDD);
-        const __m512i p2 = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0x88), p3 = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0xDD);
-        const __m512i out[4] = {_mm512_shuffle_i32x4(p0, p2, 0x88), _mm512_shuffle_i32x4(p1, p3, 0x88),
-                                _mm512_shuffle_i32x4(p0, p2, 0xDD), _mm512_shuffle_i32x4(p1, p3, 0xDD)};
-        for (int L = 0; L < 4; ++L) {  // group 4L + q, rows 0 .. 15 of this half
-          const index_t g = g0 + 4 * L + q;
-          if (g < groups) _mm512_store_si512(wp + g * 4 * kVnniCols + half * 64, _mm512_xor_si512(out[L], fl));
-        }
-      }
+      transpose16x16_epi32(r);  // r[j]: group g0 + j, rows 0 .. 15 of this half
+      for (int j = 0; j < 16 && g0 + j < groups; ++j)
+        _mm512_store_si512(wp + (g0 + j) * 4 * kVnniCols + half * 64, _mm512_xor_si512(r[j], fl));
     }
   }
 }

@@ -18,6 +18,7 @@
 #include "cpu/common/amx.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
+#include "cpu/common/transpose.hpp"
 #include "numkern/splitquant/splitquant.hpp"
 
 #if NK_X86_TIERS
@@ -435,6 +436,36 @@ NK_TIER_AVX512 void decode_row_x16(const std::uint8_t* codes, const std::uint8_t
   }
 }
 
+// Rows o0 .. o0 + nr - 1 (nr <= 32) of a layer, columns k0 .. k0 + kc - 1 (whole groups,
+// group_size % 16 == 0), decoded straight into the panel GEMM's layout w[t - k0][r] (32 floats a
+// column t, rows past nr zero): sixteen rows x sixteen columns at a time decoded (decode16) and
+// transposed in registers (transpose16x16_epi32), where decode_row_any and the panel's 8 x 8
+// transposes went through a row buffer.  The same values.
+template <int Bits>
+NK_TIER_AVX512 void decode_panel_x16(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                                     const float* offsets, index_t cb, index_t lb, index_t groups, index_t o0,
+                                     int nr, index_t k0, index_t kc, index_t group_size, int k, float* w) {
+  for (index_t i = k0; i < k0 + kc; i += 16) {
+    const index_t g = i / group_size;
+    for (int half = 0; half < 2; ++half) {
+      __m512i r[16];
+      for (int j = 0; j < 16; ++j) {
+        const int row = half * 16 + j;
+        if (row < nr) {
+          const index_t o = o0 + row;
+          __m512 sv, ov;
+          lane_tables16(scales + (o * groups + g) * k, offsets + (o * groups + g) * k, k, sv, ov);
+          r[j] = _mm512_castps_si512(decode16<Bits>(codes + o * cb, clusters + o * lb, i, sv, ov));
+        } else {
+          r[j] = _mm512_setzero_si512();
+        }
+      }
+      transpose16x16_epi32(r);
+      for (int t = 0; t < 16; ++t) _mm512_storeu_si512(w + (i - k0 + t) * 32 + half * 16, r[t]);
+    }
+  }
+}
+
 // decode_row_x16<Bits> straight into the AMX path's planes: the row's three bfloat16 pieces
 // (amx::split32, 32 weights a tile row) at d0 (its place in its tile set), plane elements apart,
 // columns in .. k_pad - 1 zero; false when a weight is not finite.  group_size % 16 == 0.  No
@@ -597,6 +628,20 @@ void decode_row_any(int bits, const std::uint8_t* codes, const std::uint8_t* clu
   if (bits == 2) decode_row<2>(codes, clusters, scales, offsets, in, group_size, k, w);
   else if (bits == 4) decode_row<4>(codes, clusters, scales, offsets, in, group_size, k, w);
   else decode_row<8>(codes, clusters, scales, offsets, in, group_size, k, w);
+}
+
+// decode_panel_x16 for 2-, 4- or 8-bit codes (the avx512 tier's panel GEMM, group_size % 16 == 0).
+void decode_panel_any(int bits, const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
+                      const float* offsets, index_t cb, index_t lb, index_t groups, index_t o0, int nr, index_t k0,
+                      index_t kc, index_t group_size, int k, float* w) {
+#if NK_X86_TIERS
+  if (bits == 2) decode_panel_x16<2>(codes, clusters, scales, offsets, cb, lb, groups, o0, nr, k0, kc, group_size, k, w);
+  else if (bits == 4) decode_panel_x16<4>(codes, clusters, scales, offsets, cb, lb, groups, o0, nr, k0, kc, group_size, k, w);
+  else decode_panel_x16<8>(codes, clusters, scales, offsets, cb, lb, groups, o0, nr, k0, kc, group_size, k, w);
+#else
+  (void)bits, (void)codes, (void)clusters, (void)scales, (void)offsets, (void)cb, (void)lb, (void)groups, (void)o0,
+      (void)nr, (void)k0, (void)kc, (void)group_size, (void)k, (void)w;
+#endif
 }
 
 // s[r] = <x, w_r> for four decoded rows sharing every load of x.  Compiled per tier and chosen by
