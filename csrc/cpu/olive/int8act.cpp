@@ -339,8 +339,9 @@ NK_TIER_INLINE void repack_panel(const PackView& pv, index_t r0, int nr, std::ui
   }
 }
 // repack_panel on AVX-512: 16 rows x 16 groups of four codes at a time, loaded as 16 vectors (a
-// masked load past k: zeros) and transposed as 16 x 16 dwords (transpose16x16_epi32): the same bytes, a few instructions a 64-byte row of the panel instead
-// of a load and a store a word (the per-call repack bounded the panels below ~64 batch rows).
+// masked load past k: zeros) and transposed as 16 x 16 dwords (transpose16x16_epi32): the same
+// bytes, a few instructions a 64-byte row of the panel instead of a load and a store a word (the
+// per-call repack bounded the panels below ~64 batch rows).
 NK_TIER_VNNI void repack_panel_avx512(const PackView& pv, index_t r0, int nr, std::uint32_t flip, std::uint8_t* wp) {
   const index_t k = pv.h.k, groups = (k + 3) / 4;
   const __m512i fl = _mm512_set1_epi32(static_cast<int>(flip));
@@ -377,28 +378,26 @@ NK_TIER_VNNI inline __attribute__((always_inline)) void vnni_acc(__m512i& acc, _
 }
 constexpr int kVnniRows = 12;  // batch rows of a step: 24 accumulators
 constexpr index_t kPanelBatch = 8, kPanelBatchAvxVnni = 16, kPanelBatchAvx2 = 32;  // (see matmul_int8act)
+// The panel kernels: output columns r0 .. r0 + nr - 1 for every batch row from the panel wp
+// (repacked by the caller: w + 128 for the vpdpbusd kernels, as is for avx2_panels).
+using PanelKernel = void (*)(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
+                             const Epilogue& e, const std::uint8_t* wp, index_t r0, int nr);
 NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
-                              const Epilogue& e, index_t p0, index_t p1) {
-  const PackView& pv = *e.pv;
-  const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
-  std::uint8_t* wp = panel_buffer(k4);
+                              const Epilogue& e, const std::uint8_t* wp, index_t r0, int nr) {
+  const index_t k4 = (e.pv->h.k + 3) / 4 * 4;
   alignas(64) std::int32_t d[kVnniRows * kVnniCols];
-  for (index_t p = p0; p < p1; ++p) {
-    const index_t r0 = p * kVnniCols;
-    const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
-    repack_panel_avx512(pv, r0, nr, 0x80808080u, wp);
-    for (index_t b0 = 0; b0 < batch; b0 += kVnniRows) {
-      const int mb = static_cast<int>(std::min<index_t>(kVnniRows, batch - b0));
-      // (24 named accumulators and vpdpbusd as an asm statement with the accumulator in and out:
-      // with an array of them, or with GCC 12's builtin, they went through the stack or through
-      // two register copies per instruction)
+  for (index_t b0 = 0; b0 < batch; b0 += kVnniRows) {
+    const int mb = static_cast<int>(std::min<index_t>(kVnniRows, batch - b0));
+    // (24 named accumulators and vpdpbusd as an asm statement with the accumulator in and out:
+    // with an array of them, or with GCC 12's builtin, they went through the stack or through
+    // two register copies per instruction)
 #define NK_VNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define NK_VNNI_DECL(i)                                                 \
   __m512i acc##i##a = _mm512_setzero_si512(), acc##i##b = acc##i##a;    \
   const std::int8_t* row##i = an + (b0 + std::min(i, mb - 1)) * lda;  // (extra rows: results unused)
-      NK_VNNI_ROWS(NK_VNNI_DECL)
-      for (index_t t = 0; t < k4; t += 4) {
-        const __m512i w0 = _mm512_load_si512(wp + t * kVnniCols), w1 = _mm512_load_si512(wp + t * kVnniCols + 64);
+    NK_VNNI_ROWS(NK_VNNI_DECL)
+    for (index_t t = 0; t < k4; t += 4) {
+      const __m512i w0 = _mm512_load_si512(wp + t * kVnniCols), w1 = _mm512_load_si512(wp + t * kVnniCols + 64);
 #define NK_VNNI_STEP(i)                                   \
   {                                                       \
     std::int32_t four;                                    \
@@ -407,21 +406,20 @@ NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch,
     vnni_acc(acc##i##a, w0, av);                          \
     vnni_acc(acc##i##b, w1, av);                          \
   }
-        NK_VNNI_ROWS(NK_VNNI_STEP)
-      }
+      NK_VNNI_ROWS(NK_VNNI_STEP)
+    }
 #define NK_VNNI_STORE(i)                                                                                     \
   {                                                                                                          \
     const __m512i corr = _mm512_set1_epi32(static_cast<std::int32_t>(128 * asum[b0 + std::min(i, mb - 1)])); \
     _mm512_store_si512(d + i * kVnniCols, _mm512_sub_epi32(acc##i##a, corr));                                \
     _mm512_store_si512(d + i * kVnniCols + 16, _mm512_sub_epi32(acc##i##b, corr));                           \
   }
-      NK_VNNI_ROWS(NK_VNNI_STORE)
+    NK_VNNI_ROWS(NK_VNNI_STORE)
 #undef NK_VNNI_STORE
 #undef NK_VNNI_STEP
 #undef NK_VNNI_DECL
 #undef NK_VNNI_ROWS
-      finish_block(e, b0, mb, r0, nr, d, kVnniCols);
-    }
+    finish_block(e, b0, mb, r0, nr, d, kVnniCols);
   }
 }
 #endif
@@ -434,28 +432,22 @@ NK_TIER_VNNI void vnni_panels(const std::int8_t* an, index_t lda, index_t batch,
 // sixteen vectors each).
 constexpr int kAvx2Rows = 4;
 NK_TIER_AVX2 void avx2_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t*,
-                              const Epilogue& e, index_t p0, index_t p1) {
-  const PackView& pv = *e.pv;
-  const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
-  std::uint8_t* wp = panel_buffer(k4);
+                              const Epilogue& e, const std::uint8_t* wp, index_t r0, int nr) {
+  const index_t k4 = (e.pv->h.k + 3) / 4 * 4;
   alignas(32) std::int32_t d[kAvx2Rows * kVnniCols];
   const __m256i ones = _mm256_set1_epi16(1);
-  for (index_t p = p0; p < p1; ++p) {
-    const index_t r0 = p * kVnniCols;
-    const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
-    repack_panel(pv, r0, nr, 0u, wp);
-    for (index_t b0 = 0; b0 < batch; b0 += kAvx2Rows) {
-      const int mb = static_cast<int>(std::min<index_t>(kAvx2Rows, batch - b0));
-      for (int half = 0; half < 2; ++half) {  // columns 16 half .. 16 half + 15
+  for (index_t b0 = 0; b0 < batch; b0 += kAvx2Rows) {
+    const int mb = static_cast<int>(std::min<index_t>(kAvx2Rows, batch - b0));
+    for (int half = 0; half < 2; ++half) {  // columns 16 half .. 16 half + 15
 #define NK_AVX2_ROWS(X) X(0) X(1) X(2) X(3)
 #define NK_AVX2_DECL(i)                                               \
   __m256i acc##i##a = _mm256_setzero_si256(), acc##i##b = acc##i##a;  \
   const std::int8_t* row##i = an + (b0 + std::min(i, mb - 1)) * lda;
-        NK_AVX2_ROWS(NK_AVX2_DECL)
-        const std::uint8_t* wh = wp + half * 64;
-        for (index_t t = 0; t < k4; t += 4) {
-          const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols));
-          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols + 32));
+      NK_AVX2_ROWS(NK_AVX2_DECL)
+      const std::uint8_t* wh = wp + half * 64;
+      for (index_t t = 0; t < k4; t += 4) {
+        const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols));
+        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols + 32));
 #define NK_AVX2_STEP(i)                                                                                        \
   {                                                                                                            \
     std::int32_t four;                                                                                         \
@@ -464,19 +456,18 @@ NK_TIER_AVX2 void avx2_panels(const std::int8_t* an, index_t lda, index_t batch,
     acc##i##a = _mm256_add_epi32(acc##i##a, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)), ones)); \
     acc##i##b = _mm256_add_epi32(acc##i##b, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)), ones)); \
   }
-          NK_AVX2_ROWS(NK_AVX2_STEP)
-        }
+        NK_AVX2_ROWS(NK_AVX2_STEP)
+      }
 #define NK_AVX2_STORE(i)                                                                       \
   _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16), acc##i##a);    \
   _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16 + 8), acc##i##b);
-        NK_AVX2_ROWS(NK_AVX2_STORE)
+      NK_AVX2_ROWS(NK_AVX2_STORE)
 #undef NK_AVX2_STORE
 #undef NK_AVX2_STEP
 #undef NK_AVX2_DECL
 #undef NK_AVX2_ROWS
-      }
-      finish_block(e, b0, mb, r0, nr, d, kVnniCols);
     }
+    finish_block(e, b0, mb, r0, nr, d, kVnniCols);
   }
 }
 #endif
@@ -492,27 +483,21 @@ NK_TIER_AVX2 inline __attribute__((always_inline)) void avxvnni_acc(__m256i& acc
 }
 constexpr int kAvxVnniRows = 6;
 NK_TIER_AVX2 void avxvnni_panels(const std::int8_t* an, index_t lda, index_t batch, const std::int64_t* asum,
-                                 const Epilogue& e, index_t p0, index_t p1) {
-  const PackView& pv = *e.pv;
-  const index_t n = pv.h.n, k = pv.h.k, k4 = (k + 3) / 4 * 4;
-  std::uint8_t* wp = panel_buffer(k4);
+                                 const Epilogue& e, const std::uint8_t* wp, index_t r0, int nr) {
+  const index_t k4 = (e.pv->h.k + 3) / 4 * 4;
   alignas(32) std::int32_t d[kAvxVnniRows * kVnniCols];
-  for (index_t p = p0; p < p1; ++p) {
-    const index_t r0 = p * kVnniCols;
-    const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
-    repack_panel(pv, r0, nr, 0x80808080u, wp);
-    for (index_t b0 = 0; b0 < batch; b0 += kAvxVnniRows) {
-      const int mb = static_cast<int>(std::min<index_t>(kAvxVnniRows, batch - b0));
-      for (int half = 0; half < 2; ++half) {  // columns 16 half .. 16 half + 15
+  for (index_t b0 = 0; b0 < batch; b0 += kAvxVnniRows) {
+    const int mb = static_cast<int>(std::min<index_t>(kAvxVnniRows, batch - b0));
+    for (int half = 0; half < 2; ++half) {  // columns 16 half .. 16 half + 15
 #define NK_AVXVNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define NK_AVXVNNI_DECL(i)                                            \
   __m256i acc##i##a = _mm256_setzero_si256(), acc##i##b = acc##i##a;  \
   const std::int8_t* row##i = an + (b0 + std::min(i, mb - 1)) * lda;
-        NK_AVXVNNI_ROWS(NK_AVXVNNI_DECL)
-        const std::uint8_t* wh = wp + half * 64;
-        for (index_t t = 0; t < k4; t += 4) {
-          const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols));
-          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols + 32));
+      NK_AVXVNNI_ROWS(NK_AVXVNNI_DECL)
+      const std::uint8_t* wh = wp + half * 64;
+      for (index_t t = 0; t < k4; t += 4) {
+        const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols));
+        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wh + t * kVnniCols + 32));
 #define NK_AVXVNNI_STEP(i)                          \
   {                                                 \
     std::int32_t four;                              \
@@ -521,8 +506,8 @@ NK_TIER_AVX2 void avxvnni_panels(const std::int8_t* an, index_t lda, index_t bat
     avxvnni_acc(acc##i##a, w0, av);                 \
     avxvnni_acc(acc##i##b, w1, av);                 \
   }
-          NK_AVXVNNI_ROWS(NK_AVXVNNI_STEP)
-        }
+        NK_AVXVNNI_ROWS(NK_AVXVNNI_STEP)
+      }
 #define NK_AVXVNNI_STORE(i)                                                                                  \
   {                                                                                                          \
     const __m256i corr = _mm256_set1_epi32(static_cast<std::int32_t>(128 * asum[b0 + std::min(i, mb - 1)])); \
@@ -531,14 +516,13 @@ NK_TIER_AVX2 void avxvnni_panels(const std::int8_t* an, index_t lda, index_t bat
     _mm256_store_si256(reinterpret_cast<__m256i*>(d + i * kVnniCols + half * 16 + 8),                        \
                        _mm256_sub_epi32(acc##i##b, corr));                                                   \
   }
-        NK_AVXVNNI_ROWS(NK_AVXVNNI_STORE)
+      NK_AVXVNNI_ROWS(NK_AVXVNNI_STORE)
 #undef NK_AVXVNNI_STORE
 #undef NK_AVXVNNI_STEP
 #undef NK_AVXVNNI_DECL
 #undef NK_AVXVNNI_ROWS
-      }
-      finish_block(e, b0, mb, r0, nr, d, kVnniCols);
     }
+    finish_block(e, b0, mb, r0, nr, d, kVnniCols);
   }
 }
 #endif
@@ -585,15 +569,14 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
 #if NK_X86_TIERS
   // The panels from kPanelBatch rows (kPanelBatchAvxVnni, kPanelBatchAvx2 for the avx2 tier's two
   // kernels, whose repack is a load and a store a word): below, their per-call repack of the whole
-  // weight matrix (n k bytes) costs more than the 4 x 4 blocks' horizontal sums.  MiniLM's three shapes, Intel Xeon, W4A8 /
-  // nn.Linear time, blocks against panels: avx512 (VNNI), 4 rows 0.87 / 0.25 / 0.16 against 0.87 /
+  // weight matrix (n k bytes) costs more than the 4 x 4 blocks' horizontal sums.  MiniLM's three
+  // shapes, Intel Xeon, W4A8 / nn.Linear time, blocks against panels: avx512 (VNNI), 4 rows 0.87 / 0.25 / 0.16 against 0.87 /
   // 0.34 / 0.37, 8 rows 0.91 / 0.31 / 0.21 against 0.64 / 0.20 / 0.28, 16 rows 0.84 / 0.55 / 0.28
   // against 0.48 / 0.28 / 0.31; avx2 with AVX-VNNI (torch on AVX2 too), 8 rows 0.78 / 0.54 / 0.42
   // against 0.81 / 0.55 / 0.57, 16 rows 1.12 / 0.75 / 0.59 against 0.72 / 0.51 / 0.54; avx2
   // (vpmaddubsw), 16 rows 0.98 / 0.79 / 0.61 against 0.97 / 0.76 / 0.86, from 32 rows the panels
   // (at 64 and 208 rows 0.93-1.08 against 1.2-1.5).
-  void (*kernel)(const std::int8_t*, index_t, index_t, const std::int64_t*, const Epilogue&, index_t, index_t) =
-      nullptr;
+  PanelKernel kernel = nullptr;
   const Isa isa = active_isa();
   if (k <= kKBlock) {
     if (isa == Isa::avx512 && cpu_features().avx512vnni) {
@@ -611,7 +594,14 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (index_t p = 0; p < npanels; ++p) kernel(an.get(), k4, batch, asum.data(), e, p, p + 1);
+    for (index_t p = 0; p < npanels; ++p) {
+      const index_t r0 = p * kVnniCols;
+      const int nr = static_cast<int>(std::min<index_t>(kVnniCols, n - r0));
+      std::uint8_t* wp = panel_buffer(k4);  // (the thread's)
+      if (kernel == vnni_panels) repack_panel_avx512(pv, r0, nr, 0x80808080u, wp);
+      else repack_panel(pv, r0, nr, kernel == avx2_panels ? 0u : 0x80808080u, wp);
+      kernel(an.get(), k4, batch, asum.data(), e, wp, r0, nr);
+    }
     return true;
   }
 #endif
