@@ -123,11 +123,12 @@ void fused_decode(py::object codes, py::object clusters, py::object scales, py::
 // SplitQuantLinear's LayerRunner (python/common/layer_runner.hpp, python/numkern/quant/splitquant/
 // _torch.py): the fused format's arrays and the bias checked once; compute is fused_linear's
 // kernel, with the weight's lane index (a byte a weight, kept here) made by the first call the
-// few-row kernel takes (same result with or without it).
+// few-row kernel takes, and its panel pack (a byte a weight and the group tables) by the first call
+// the float panel GEMM takes (same result with or without either).
 class SqRunner : public pyb::LayerRunner {
  public:
-  // use_index: false keeps the lane index from being made (its byte a weight; the kernel then
-  // decodes the weights in registers, same result).
+  // use_index: false keeps the lane index and the panel pack from being made (a byte a weight
+  // each; the kernels then decode the packed rows, same result).
   SqRunner(py::object codes, py::object clusters, py::object scales, py::object offsets, py::object bias,
            index_t in, index_t group_size, int bits, py::tuple watch, py::object tensor_type, py::object float32,
            py::object strided, py::object from_numpy, bool use_index)
@@ -142,6 +143,7 @@ class SqRunner : public pyb::LayerRunner {
     }
   }
   bool has_index() const { return index_ready_; }
+  bool has_panels() const { return pack_ready_; }
 
  protected:
   bool compute(const float* x, index_t batch, float* y) override {
@@ -152,9 +154,20 @@ class SqRunner : public pyb::LayerRunner {
                                     index_.data());
         index_ready_ = true;
       });
+    if (use_index_ && batch > 0 && cpu::splitquant::pack_applies(batch, group_size_, bits_))
+      std::call_once(pack_once_, [&] {
+        pack_bytes_.resize(static_cast<std::size_t>(cpu::splitquant::panel_pack_bytes(n_, k_)));
+        pack_tables_.resize(static_cast<std::size_t>(cpu::splitquant::panel_pack_floats(n_, k_, group_size_)));
+        pack_.ids = cpu::splitquant::panel_pack(f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(),
+                                                f_.scales.ptr<float>(), f_.offsets.ptr<float>(), n_, k_, group_size_,
+                                                bits_, f_.k, pack_bytes_.data(), pack_tables_.data());
+        pack_.bytes = pack_bytes_.data();
+        pack_.tables = pack_tables_.data();
+        pack_ready_ = true;
+      });
     cpu::splitquant::fused_linear(x, batch, k_, f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(),
                                   f_.scales.ptr<float>(), f_.offsets.ptr<float>(), n_, group_size_, bits_, f_.k,
-                                  bias_, y, index_ready_ ? index_.data() : nullptr);
+                                  bias_, y, index_ready_ ? index_.data() : nullptr, pack_ready_ ? &pack_ : nullptr);
     return true;
   }
 
@@ -168,6 +181,11 @@ class SqRunner : public pyb::LayerRunner {
   std::vector<std::uint8_t> index_;
   std::once_flag index_once_;
   std::atomic<bool> index_ready_{false};
+  std::vector<std::uint8_t> pack_bytes_;
+  std::vector<float> pack_tables_;
+  cpu::splitquant::PanelPack pack_{};
+  std::once_flag pack_once_;
+  std::atomic<bool> pack_ready_{false};
 };
 
 void bind_splitquant(py::module_& m) {
@@ -187,13 +205,17 @@ void bind_splitquant(py::module_& m) {
            py::arg("codes"), py::arg("clusters"), py::arg("scales"), py::arg("offsets"), py::arg("bias"),
            py::arg("in_features"), py::arg("group_size"), py::arg("bits"), py::arg("watch"), py::arg("tensor_type"),
            py::arg("float32"), py::arg("strided"), py::arg("from_numpy"), py::arg("use_index") = true)
-      .def_property_readonly("has_index", &SqRunner::has_index);
+      .def_property_readonly("has_index", &SqRunner::has_index)
+      .def_property_readonly("has_panels", &SqRunner::has_panels);
   m.def("fused_linear", &fused_linear, py::arg("x"), py::arg("codes"), py::arg("clusters"), py::arg("scales"),
         py::arg("offsets"), py::arg("bias"), py::arg("y"), py::arg("group_size"), py::arg("bits"),
         py::arg("index") = py::none());
   m.def("lane_index", &lane_index, py::arg("codes"), py::arg("clusters"), py::arg("index"), py::arg("bits"),
         "index (out, in) uint8 = cluster id << bits | code of every weight (bits 2 or 4): the lane index "
         "fused_linear takes for few batch rows.");
+  m.def("pack_applies", &cpu::splitquant::pack_applies, py::arg("n"), py::arg("group_size"), py::arg("bits"),
+        "Whether fused_linear reads the layer's panel pack for n batch rows on the active tier (and AMX "
+        "setting): the torch layer's fast path builds one for such calls.");
   m.def("index_applies", &cpu::splitquant::index_applies, py::arg("n"), py::arg("group_size"), py::arg("bits"),
         "Whether fused_linear runs its few-row kernel (weights in registers; with an index, looked up) for n "
         "batch rows on the active tier.");

@@ -296,3 +296,78 @@ def test_lane_index_can_be_turned_off(monkeypatch):
     assert not off.__dict__["_nk_fast"].runner.has_index
     assert on.__dict__["_nk_fast"].runner.has_index == C.index_applies(3, 16, 4)
     assert torch.equal(y_on, y_off) and torch.equal(off(x), y_on)
+
+
+def _layer_k(k_in, n, bits, group_size, clusters, seed):
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(k_in, n)
+    return splitquant(torch.nn.Sequential(lin), bits=bits, k=clusters, fused=True, group_size=group_size)[0]
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("clusters", [1, 2, 3])
+@pytest.mark.parametrize("k,n,gs", [(640, 70, 128), (600, 33, 40), (250, 37, 5), (208, 100, 16), (96, 64, 12)])
+def test_panel_pack_gives_the_packed_rows_bits(isa, bits, clusters, k, n, gs):
+    """From 8 batch rows (16 on avx512 with groups of a multiple of 16; AMX off) the layer's call
+    builds the weight's panel pack and decodes the panel GEMM's buffer from it: bitwise the general
+    path's result (which decodes the packed rows), with 1-3 clusters (0-2 blends), odd group sizes,
+    several chunks and a partial last panel."""
+    from numkern import _core
+
+    m = _layer_k(k, n, bits, gs, clusters, k + n + gs + clusters)
+    g = torch.Generator().manual_seed(n + bits)
+    try:
+        _core.set_amx(False)
+        with torch.no_grad():
+            for rows in (8, 16, 41, 130):
+                x = torch.randn(rows, k, generator=g)
+                y = m(x)
+                assert torch.equal(y, _general(m, x)), rows
+                _check(y, x, m)
+        assert m.__dict__["_nk_fast"].runner.has_panels == C.pack_applies(130, m.group_size, bits)
+        assert C.pack_applies(130, m.group_size, bits)  # (AMX off: the float panel GEMM at 130 rows)
+    finally:
+        _core.set_amx(True)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_panel_pack_corrupt_id_gives_nan_like_the_packed_rows(isa, bits):
+    """An id >= k in a k = 3 layer (the 2-bit field can name cluster 3) decodes to NaN from the pack
+    too (its tables hold offset NaN there, and the id's 4 values take the full blend): NaN in that
+    output column for every row, the other columns the general path's bits."""
+    from numkern import _core
+
+    m = _layer(128, 40, bits, 16, 7)
+    with torch.no_grad():
+        m.clusters[33, 5] |= 0b11 << 2  # weight (33, 21): id 3
+    x = torch.randn(64, 128, generator=torch.Generator().manual_seed(2))
+    try:
+        _core.set_amx(False)
+        with torch.no_grad():
+            y = m(x)
+            r = _general(m, x)
+        assert m.__dict__["_nk_fast"].runner.has_panels == C.pack_applies(64, 16, bits)
+    finally:
+        _core.set_amx(True)
+    assert torch.isnan(y[:, 33]).all() and torch.isnan(r[:, 33]).all()
+    keep = [j for j in range(40) if j != 33]
+    assert torch.equal(y[:, keep], r[:, keep]) and torch.isfinite(y[:, keep]).all()
+
+
+def test_panel_pack_can_be_turned_off(monkeypatch):
+    """NUMKERN_SPLITQUANT_INDEX=0 also keeps the panel pack from being made; same bits."""
+    from numkern import _core
+
+    x = torch.randn(40, 64, generator=torch.Generator().manual_seed(13))
+    try:
+        _core.set_amx(False)
+        with torch.no_grad():
+            on = _layer(64, 40, 4, 8, 1)
+            y_on = on(x)
+            monkeypatch.setenv("NUMKERN_SPLITQUANT_INDEX", "0")
+            off = _layer(64, 40, 4, 8, 1)
+            y_off = off(x)
+    finally:
+        _core.set_amx(True)
+    assert on.__dict__["_nk_fast"].runner.has_panels and not off.__dict__["_nk_fast"].runner.has_panels
+    assert torch.equal(y_on, y_off)

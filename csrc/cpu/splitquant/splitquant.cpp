@@ -644,6 +644,125 @@ void decode_panel_any(int bits, const std::uint8_t* codes, const std::uint8_t* c
 #endif
 }
 
+// ---- the panel pack (PanelPack, splitquant.hpp) ----
+constexpr index_t kPackTable = 2 * 4 * kPanelPackRows;  // floats of a (panel, group) table
+
+// Columns k0 .. k0 + kc - 1 of one panel from its pack (bytes / tables: the panel's) into the
+// panel GEMM's layout w[t - k0][r]: per 16 rows a byte load widened to lanes, the lanes' (scale,
+// offset) blended from the rows' cluster tables by the id's bits, w = offset + u * scale without a
+// fused multiply-add (this file's -ffp-contract=off): bitwise fused_weight.
+#if NK_X86_TIERS
+template <int Bits, int Ids>
+NK_TIER_AVX512 void unpack_panel_x16(const std::uint8_t* bytes, const float* tables, index_t k0, index_t kc,
+                                     index_t group_size, float* w) {
+  const __m512i cmask = _mm512_set1_epi32((1 << Bits) - 1), bit0 = _mm512_set1_epi32(1 << Bits),
+                bit1 = _mm512_set1_epi32(2 << Bits);
+  for (index_t t0 = k0, end = k0 + kc; t0 < end;) {
+    const index_t g = t0 / group_size, t1 = std::min(end, (g + 1) * group_size);
+    const float* tab = tables + g * kPackTable;
+    for (int h = 0; h < 2; ++h) {
+      __m512 s[4], o[4];
+      for (int c = 0; c < Ids; ++c) {
+        s[c] = _mm512_loadu_ps(tab + c * kPanelPackRows + h * 16);
+        o[c] = _mm512_loadu_ps(tab + 4 * kPanelPackRows + c * kPanelPackRows + h * 16);
+      }
+      for (index_t t = t0; t < t1; ++t) {
+        const __m512i idx = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + t * kPanelPackRows + h * 16)));
+        const __m512 u = _mm512_cvtepi32_ps(_mm512_and_si512(idx, cmask));
+        __m512 sv = s[0], ov = o[0];
+        if constexpr (Ids > 1) {
+          const __mmask16 m0 = _mm512_test_epi32_mask(idx, bit0);
+          sv = _mm512_mask_blend_ps(m0, s[0], s[1]);
+          ov = _mm512_mask_blend_ps(m0, o[0], o[1]);
+          if constexpr (Ids > 2) {
+            const __mmask16 m1 = _mm512_test_epi32_mask(idx, bit1);
+            const __m512 s23 = Ids > 3 ? _mm512_mask_blend_ps(m0, s[2], s[3]) : s[2];
+            const __m512 o23 = Ids > 3 ? _mm512_mask_blend_ps(m0, o[2], o[3]) : o[2];
+            sv = _mm512_mask_blend_ps(m1, sv, s23);
+            ov = _mm512_mask_blend_ps(m1, ov, o23);
+          }
+        }
+        _mm512_storeu_ps(w + (t - k0) * kPanelPackRows + h * 16, _mm512_add_ps(ov, _mm512_mul_ps(u, sv)));
+      }
+    }
+    t0 = t1;
+  }
+}
+
+// The same eight rows at a time (AVX2: the id's bits moved to the sign for vblendvps).
+template <int Bits, int Ids>
+NK_TIER_AVX2 void unpack_panel_x8(const std::uint8_t* bytes, const float* tables, index_t k0, index_t kc,
+                                  index_t group_size, float* w) {
+  const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
+  for (index_t t0 = k0, end = k0 + kc; t0 < end;) {
+    const index_t g = t0 / group_size, t1 = std::min(end, (g + 1) * group_size);
+    const float* tab = tables + g * kPackTable;
+    for (int q = 0; q < 4; ++q) {
+      __m256 s[4], o[4];
+      for (int c = 0; c < Ids; ++c) {
+        s[c] = _mm256_loadu_ps(tab + c * kPanelPackRows + q * 8);
+        o[c] = _mm256_loadu_ps(tab + 4 * kPanelPackRows + c * kPanelPackRows + q * 8);
+      }
+      for (index_t t = t0; t < t1; ++t) {
+        const __m256i idx = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + t * kPanelPackRows + q * 8)));
+        const __m256 u = _mm256_cvtepi32_ps(_mm256_and_si256(idx, cmask));
+        __m256 sv = s[0], ov = o[0];
+        if constexpr (Ids > 1) {
+          const __m256 m0 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 31 - Bits));
+          sv = _mm256_blendv_ps(s[0], s[1], m0);
+          ov = _mm256_blendv_ps(o[0], o[1], m0);
+          if constexpr (Ids > 2) {
+            const __m256 m1 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 30 - Bits));
+            const __m256 s23 = Ids > 3 ? _mm256_blendv_ps(s[2], s[3], m0) : s[2];
+            const __m256 o23 = Ids > 3 ? _mm256_blendv_ps(o[2], o[3], m0) : o[2];
+            sv = _mm256_blendv_ps(sv, s23, m1);
+            ov = _mm256_blendv_ps(ov, o23, m1);
+          }
+        }
+        _mm256_storeu_ps(w + (t - k0) * kPanelPackRows + q * 8, _mm256_add_ps(ov, _mm256_mul_ps(u, sv)));
+      }
+    }
+    t0 = t1;
+  }
+}
+#endif
+
+// Panel p of a pack, columns k0 .. k0 + kc - 1, into w (tier: 16 / 8 lanes or scalar).
+void unpack_panel(int lanes, const PanelPack& pk, int bits, index_t p, index_t in, index_t groups, index_t k0,
+                  index_t kc, index_t group_size, float* w) {
+  const std::uint8_t* bytes = pk.bytes + p * in * kPanelPackRows;
+  const float* tables = pk.tables + p * groups * kPackTable;
+#if NK_X86_TIERS
+#define NK_UNPACK_CASES(FN)                                                                     \
+  switch ((bits == 4 ? 4 : 0) + pk.ids - 1) {                                                   \
+    case 0: return FN<2, 1>(bytes, tables, k0, kc, group_size, w);                              \
+    case 1: return FN<2, 2>(bytes, tables, k0, kc, group_size, w);                              \
+    case 2: return FN<2, 3>(bytes, tables, k0, kc, group_size, w);                              \
+    case 3: return FN<2, 4>(bytes, tables, k0, kc, group_size, w);                              \
+    case 4: return FN<4, 1>(bytes, tables, k0, kc, group_size, w);                              \
+    case 5: return FN<4, 2>(bytes, tables, k0, kc, group_size, w);                              \
+    case 6: return FN<4, 3>(bytes, tables, k0, kc, group_size, w);                              \
+    default: return FN<4, 4>(bytes, tables, k0, kc, group_size, w);                             \
+  }
+  if (lanes == 16) NK_UNPACK_CASES(unpack_panel_x16)
+  if (lanes == 8) NK_UNPACK_CASES(unpack_panel_x8)
+#undef NK_UNPACK_CASES
+#else
+  (void)lanes;
+#endif
+  const unsigned cmask = (1u << bits) - 1u;
+  for (index_t t = k0; t < k0 + kc; ++t) {
+    const float* tab = tables + (t / group_size) * kPackTable;
+    for (int r = 0; r < kPanelPackRows; ++r) {
+      const unsigned b = bytes[t * kPanelPackRows + r], c = b >> bits;
+      w[(t - k0) * kPanelPackRows + r] =
+          tab[4 * kPanelPackRows + c * kPanelPackRows + r] + static_cast<float>(b & cmask) * tab[c * kPanelPackRows + r];
+    }
+  }
+}
+
 // s[r] = <x, w_r> for four decoded rows sharing every load of x.  Compiled per tier and chosen by
 // nk::cpu::active_isa() (cpu/common/tiers.hpp); plain float dot products with a tolerance contract
 // (docs/splitquant.md): the tiers differ in summation order, not in what they compute.
@@ -709,7 +828,9 @@ struct GemmArgs {
   const float* bias;
   float* y;
   index_t chunk;  // columns decoded at a time: a multiple of group_size (whole groups), kChunk or near
+  const PanelPack* pack;  // null, or the weight's panel pack (read instead of codes / clusters / tables)
 };
+static_assert(kPanel == kPanelPackRows, "the panel pack holds the panel GEMM's panels");
 
 #define NK_TIER_FILE "cpu/splitquant/splitquant_gemm.inc"
 #define NK_TIER_MR_AVX512 8
@@ -873,6 +994,61 @@ bool index_applies(index_t n, index_t group_size, int bits) {
 #endif
 }
 
+bool pack_applies(index_t n, index_t group_size, int bits) {
+  if (bits == 8 || n < kGemmRows || index_applies(n, group_size, bits)) return false;
+#if NK_X86_TIERS
+  if (n >= kAmxRows && amx::usable()) return false;
+#endif
+  return true;
+}
+
+index_t panel_pack_bytes(index_t out, index_t in) {
+  return (out + kPanelPackRows - 1) / kPanelPackRows * in * kPanelPackRows;
+}
+
+index_t panel_pack_floats(index_t out, index_t in, index_t group_size) {
+  return (out + kPanelPackRows - 1) / kPanelPackRows * (in / group_size) * kPackTable;
+}
+
+int panel_pack(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales, const float* offsets,
+               index_t out, index_t in, index_t group_size, int bits, int k, std::uint8_t* bytes, float* tables) {
+  const index_t cb = nk::splitquant::packed_row_bytes(in, bits), lb = nk::splitquant::packed_row_bytes(in, 2);
+  const index_t groups = in / group_size, npanels = (out + kPanelPackRows - 1) / kPanelPackRows;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  unsigned top = 0;
+  const int nt = threads_for(npanels, out * in);
+  (void)nt;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(max : top)
+#endif
+  for (index_t p = 0; p < npanels; ++p) {
+    std::uint8_t* pb = bytes + p * in * kPanelPackRows;
+    float* pt = tables + p * groups * kPackTable;
+    for (int r = 0; r < kPanelPackRows; ++r) {
+      const index_t o = p * kPanelPackRows + r;
+      if (o >= out) {
+        for (index_t t = 0; t < in; ++t) pb[t * kPanelPackRows + r] = 0;
+        for (index_t g = 0; g < groups; ++g)
+          for (int c = 0; c < 8; ++c) pt[g * kPackTable + c * kPanelPackRows + r] = 0.0f;
+        continue;
+      }
+      for (index_t t = 0; t < in; ++t) {
+        const unsigned c = nk::splitquant::cluster_at(clusters + o * lb, t);
+        top = std::max(top, c);
+        pb[t * kPanelPackRows + r] =
+            static_cast<std::uint8_t>((c << bits) | nk::splitquant::code_at(codes + o * cb, t, bits));
+      }
+      for (index_t g = 0; g < groups; ++g)
+        for (int c = 0; c < 4; ++c) {
+          const index_t src = (o * groups + g) * k + c;
+          pt[g * kPackTable + c * kPanelPackRows + r] = c < k ? scales[src] : 0.0f;
+          pt[g * kPackTable + (4 + c) * kPanelPackRows + r] = c < k ? offsets[src] : nan;
+        }
+    }
+  }
+  return static_cast<int>(top) + 1;
+}
+
 void lane_index(const std::uint8_t* codes, const std::uint8_t* clusters, index_t out, index_t in, int bits,
                 std::uint8_t* index) {
   const index_t cb = nk::splitquant::packed_row_bytes(in, bits);
@@ -886,7 +1062,7 @@ void lane_index(const std::uint8_t* codes, const std::uint8_t* clusters, index_t
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y,
-                  const std::uint8_t* index) {
+                  const std::uint8_t* index, const PanelPack* pack) {
   if (n <= 0) return;  // (no output rows: nothing to decode)
 #if NK_X86_TIERS
   // the few-row kernels: blocks of 16 output rows over the threads
@@ -925,7 +1101,7 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
     if ((chunk * bits) % 8 != 0 || chunk % 4 != 0) chunk = in;  // (odd group sizes: one chunk)
     const GemmArgs args{x, n, in, codes, clusters, scales, offsets, out, group_size,
                         nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
-                        groups, bits, k, bias, y, std::min(chunk, in)};
+                        groups, bits, k, bias, y, std::min(chunk, in), bits != 8 ? pack : nullptr};
     if (NK_X86_TIERS && fused_linear_amx(args)) return;
     return gemm_panels(args);
   }

@@ -59,10 +59,36 @@ inline const char* check_fused(const FusedShapes& s, index_t in, index_t group_s
 // that keeps the weights in registers; index: null, or the lane index of the same weight
 // (lane_index), with which the AVX-512 kernel looks each weight up in a per-group table instead of
 // decoding it (faster; the same result bit for bit; other paths ignore it).
+struct PanelPack;
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y,
-                  const std::uint8_t* index = nullptr);
+                  const std::uint8_t* index = nullptr, const PanelPack* pack = nullptr);
+
+// The panel pack of a fused weight with 2- or 4-bit codes: the weight laid out for the float panel
+// GEMM (8 or more batch rows where neither the few-row kernel nor the AMX tiles take them), built
+// once per layer by the torch layer's fast path (not stored).  Per panel of 32 output rows:
+//   bytes  [in][32]: id << bits | code of the panel's 32 rows at each column (0 past the last row);
+//   tables [groups][2][4][32] floats: each row's scale (then offset) of cluster 0..3 in the group,
+//          scale 0 and offset NaN for clusters >= k (fused_weight's NaN), 0 past the last row.
+// fused_linear given a pack decodes a column of 32 rows with one byte load per 16 (8) rows and a
+// blend of the rows' tables by the ids' bits, w = offset + u * scale unfused: bitwise the decode
+// from the packed rows, without their per-row unpacking and the transposes.  `ids`: the largest id
+// present + 1 (fewer blends when clusters 2 and 3 do not occur).
+struct PanelPack {
+  const std::uint8_t* bytes;
+  const float* tables;
+  int ids;
+};
+constexpr index_t kPanelPackRows = 32;
+// Bytes and floats of the pack of an out x in weight with groups of group_size.
+index_t panel_pack_bytes(index_t out, index_t in);
+index_t panel_pack_floats(index_t out, index_t in, index_t group_size);
+// Fills bytes / tables; returns `ids`.
+int panel_pack(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales, const float* offsets,
+               index_t out, index_t in, index_t group_size, int bits, int k, std::uint8_t* bytes, float* tables);
+// Whether fused_linear reads a pack for n batch rows (bits, tier, AMX), so a caller builds one.
+bool pack_applies(index_t n, index_t group_size, int bits);
 
 // The lane index of a fused weight with 2- or 4-bit codes: index (out x in) = id << bits | code, a
 // byte a weight (built once per layer by the torch layer's fast path, not stored).
