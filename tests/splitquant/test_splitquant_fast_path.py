@@ -306,7 +306,8 @@ def _layer_k(k_in, n, bits, group_size, clusters, seed):
 
 @pytest.mark.parametrize("bits", [2, 4])
 @pytest.mark.parametrize("clusters", [1, 2, 3])
-@pytest.mark.parametrize("k,n,gs", [(640, 70, 128), (600, 33, 40), (250, 37, 5), (208, 100, 16), (96, 64, 12)])
+@pytest.mark.parametrize("k,n,gs", [(640, 70, 128), (600, 33, 40), (250, 37, 5), (208, 100, 16), (96, 64, 12),
+                                    (1024, 96, 64)])  # (the last: a pack built over threads where there are several)
 def test_panel_pack_gives_the_packed_rows_bits(isa, bits, clusters, k, n, gs):
     """From 8 batch rows (16 on avx512 with groups of a multiple of 16; AMX off) the layer's call
     builds the weight's panel pack and decodes the panel GEMM's buffer from it: bitwise the general
