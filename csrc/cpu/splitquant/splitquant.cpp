@@ -292,23 +292,32 @@ NK_TIER_AVX512 inline __attribute__((always_inline)) void lane_tables16(const fl
 // lane permute, w = offset + u * scale without a fused multiply-add (the build's
 // -ffp-contract=off), so every weight is bitwise the scalar decode's; ids >= k pick NaN offsets,
 // as fused_weight does.
+// pc / pi: the bytes of the eight codes and of their ids (pc = codes + i * Bits / 8, pi =
+// clusters + i / 4).  The ids' two bytes and the 2-bit codes' two bytes broadcast as a word
+// (vpbroadcastw from memory: a load and one shuffle, where a scalar load, vmovd and vpbroadcastd
+// took two shuffles on port 5, which the two permutes also need), the 4-bit codes' four bytes as
+// a dword (a load alone); each lane shifts its field down (a word's second copy in the high half
+// of the dword is above every field read).  No read past the eight weights' bytes.
 template <int Bits>
-NK_TIER_AVX2 inline __attribute__((always_inline)) __m256 decode8(const std::uint8_t* codes,
-                                                                 const std::uint8_t* clusters, index_t i,
+NK_TIER_AVX2 inline __attribute__((always_inline)) __m256 decode8(const std::uint8_t* pc, const std::uint8_t* pi,
                                                                  __m256 sv, __m256 ov) {
   const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), three = _mm256_set1_epi32(3);
   const __m256i cshift = Bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : two;
   const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
-  std::uint16_t ids;
-  std::memcpy(&ids, clusters + i / 4, 2);
-  const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(ids), two), three);
+  std::int16_t ids;
+  std::memcpy(&ids, pi, 2);
+  const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi16(ids), two), three);
   __m256i u;
   if constexpr (Bits == 8) {
-    u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pc)));
+  } else if constexpr (Bits == 4) {
+    std::int32_t cw;
+    std::memcpy(&cw, pc, 4);  // 8 codes = 4 bytes
+    u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(cw), cshift), cmask);
   } else {
-    std::uint32_t cw = 0;
-    std::memcpy(&cw, codes + i * Bits / 8, Bits);  // 8 codes = Bits bytes
-    u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(cw)), cshift), cmask);
+    std::int16_t cw;
+    std::memcpy(&cw, pc, 2);  // 8 codes = 2 bytes
+    u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi16(cw), cshift), cmask);
   }
   return _mm256_add_ps(_mm256_permutevar8x32_ps(ov, c),
                        _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_permutevar8x32_ps(sv, c)));
@@ -325,7 +334,7 @@ NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* c
     __m256 sv, ov;
     lane_tables8(scales + g * k, offsets + g * k, k, sv, ov);
     for (index_t i = g * group_size, end = i + group_size; i < end; i += 8)
-      _mm256_storeu_ps(w + i, decode8<Bits>(codes, clusters, i, sv, ov));
+      _mm256_storeu_ps(w + i, decode8<Bits>(codes + i * Bits / 8, clusters + i / 4, sv, ov));
   }
 }
 
@@ -333,13 +342,13 @@ NK_TIER_AVX2 void decode_row_x8(const std::uint8_t* codes, const std::uint8_t* c
 // batch rows and the output rows [o0, o1), group_size % 8 == 0: eight weights a step decoded in
 // registers (decode8) and multiplied into U interleaved accumulator sets (the FMA latency at few
 // rows), then a fixed reduction: no float row buffer and no second pass over it.
+// (x, pc, pi: the step's first column, its codes' and its ids' bytes)
 template <int Bits, int M>
 NK_TIER_AVX2 inline __attribute__((always_inline)) void few8_step(const float* x, index_t in,
-                                                                 const std::uint8_t* codes,
-                                                                 const std::uint8_t* ids, index_t i, __m256 sv,
-                                                                 __m256 ov, __m256* a) {
-  const __m256 w = decode8<Bits>(codes, ids, i, sv, ov);
-  for (int m = 0; m < M; ++m) a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + m * in + i), w, a[m]);
+                                                                 const std::uint8_t* pc, const std::uint8_t* pi,
+                                                                 __m256 sv, __m256 ov, __m256* a) {
+  const __m256 w = decode8<Bits>(pc, pi, sv, ov);
+  for (int m = 0; m < M; ++m) a[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + m * in), w, a[m]);
 }
 
 template <int Bits, int M>
@@ -358,11 +367,16 @@ NK_TIER_AVX2 void few_rows8(const float* x, index_t in, const std::uint8_t* code
     for (index_t g = 0; g < groups; ++g) {
       __m256 sv, ov;
       lane_tables8(scales + (o * groups + g) * k, offsets + (o * groups + g) * k, k, sv, ov);
+      // (pointers stepped, not indices divided: the signed i / 4 and i * Bits / 8 each cost a
+      // shift and a conditional move a step on the ports the vector work needs)
       index_t i = g * group_size;
       const index_t end = i + group_size;
-      for (; i + 8 * U <= end; i += 8 * U)
-        for (int u = 0; u < U; ++u) few8_step<Bits, M>(x, in, row_codes, row_ids, i + 8 * u, sv, ov, acc[u]);
-      for (; i < end; i += 8) few8_step<Bits, M>(x, in, row_codes, row_ids, i, sv, ov, acc[0]);
+      const float* xi = x + i;
+      const std::uint8_t* pc = row_codes + i * Bits / 8;
+      const std::uint8_t* pi = row_ids + i / 4;
+      for (; i + 8 * U <= end; i += 8 * U, xi += 8 * U, pc += Bits * U, pi += 2 * U)
+        for (int u = 0; u < U; ++u) few8_step<Bits, M>(xi + 8 * u, in, pc + Bits * u, pi + 2 * u, sv, ov, acc[u]);
+      for (; i < end; i += 8, xi += 8, pc += Bits, pi += 2) few8_step<Bits, M>(xi, in, pc, pi, sv, ov, acc[0]);
     }
     for (int m = 0; m < M; ++m) {
       __m256 sum = acc[0][m];
