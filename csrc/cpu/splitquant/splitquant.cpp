@@ -403,21 +403,20 @@ NK_TIER_AVX2 void few_rows8_any(int n, const float* x, index_t in, const std::ui
 }
 
 // Weights i .. i + 15 of a row (i % 16 == 0) in AVX-512 registers from its packed codes and ids,
-// sv / ov the group's lane tables of scales and offsets (lane_tables16): each lane's code and id
-// byte placed by a byte shuffle, then shifted out per lane; w = offset + u * scale without a fused
-// multiply-add, bitwise fused_weight.
+// sv / ov the group's lane tables of scales and offsets (lane_tables16): the ids' (and 2-bit
+// codes') dword broadcast, the 4-bit codes' bytes placed by a byte shuffle, then each lane's field
+// shifted out; w = offset + u * scale without a fused multiply-add, bitwise fused_weight.
 template <int Bits>
 NK_TIER_AVX512 inline __attribute__((always_inline)) __m512 decode16(const std::uint8_t* codes,
                                                                     const std::uint8_t* clusters, index_t i,
                                                                     __m512 sv, __m512 ov) {
-  const __m128i quad = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i two = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
   const __m512i three = _mm512_set1_epi32(3), cmask = _mm512_set1_epi32((1 << Bits) - 1);
-  std::uint32_t ids;
+  // the sixteen 2-bit ids are one dword: broadcast from memory (a load, no shuffle: port 5 also
+  // runs the byte shuffles, widenings and permutes below), lane j shifted right by 2 j
+  const __m512i idshift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  std::int32_t ids;
   std::memcpy(&ids, clusters + i / 4, 4);
-  const __m512i c = _mm512_and_si512(
-      _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(ids)), quad)), two),
-      three);
+  const __m512i c = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(ids), idshift), three);
   __m512i u;
   if constexpr (Bits == 8) {
     u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
@@ -427,11 +426,9 @@ NK_TIER_AVX512 inline __attribute__((always_inline)) __m512 decode16(const std::
     const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
     u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, pair)), four), cmask);
   } else {
-    std::uint32_t cw;
+    std::int32_t cw;  // (sixteen 2-bit codes: one dword, as the ids)
     std::memcpy(&cw, codes + i / 4, 4);
-    u = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(cw)), quad)), two),
-        cmask);
+    u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(cw), idshift), cmask);
   }
   return _mm512_add_ps(_mm512_permutexvar_ps(c, ov), _mm512_mul_ps(_mm512_cvtepi32_ps(u), _mm512_permutexvar_ps(c, sv)));
 }
