@@ -262,7 +262,7 @@ class _SQFast:
     layer's ``numkern._core.splitquant.LayerRunner``, made from numpy views of codes / clusters /
     scales / offsets and a float32 copy of the bias, which it holds (``run(module, x)``: the whole
     eager call in C++, see SplitQuantLinear.__call__).  From the first call that fused_linear's
-    few-row kernel takes (AVX-512, 1-15 rows, 2- or 4-bit codes, groups of a multiple of 16) the
+    few-row kernel takes (AVX-512, 1-7 rows, 2- or 4-bit codes, groups of a multiple of 16) the
     runner also holds the weight's lane index (one byte a weight: id << bits | code; not with env
     NUMKERN_SPLITQUANT_INDEX=0), with which that kernel looks the weights up instead of decoding
     them (same result); from the first call that fused_linear's float panel GEMM takes (2- or
