@@ -54,11 +54,12 @@ inline const char* check_fused(const FusedShapes& s, index_t in, index_t group_s
 // Y (n x out) = X (n x in) W^T + bias with W decoded from the fused format of
 // numkern/splitquant/splitquant.hpp: codes (out x code_row_bytes), clusters (out x cluster_row_bytes),
 // scales / offsets (out x groups x k), groups = in / group_size.  bias may be null.
-// 1 to 15 batch rows on the AVX-512 tier with 2- or 4-bit codes and group_size % 16 == 0
+// 1 to 7 batch rows on the AVX-512 tier with 2- or 4-bit codes and group_size % 16 == 0
 // (index_applies), and 1 to 7 rows on the AVX2 tier with groups of a multiple of 8, take a kernel
 // that keeps the weights in registers; index: null, or the lane index of the same weight
 // (lane_index), with which the AVX-512 kernel looks each weight up in a per-group table instead of
-// decoding it (faster; the same result bit for bit; other paths ignore it).
+// decoding it (faster; the same result bit for bit; other paths ignore it).  pack: null, or the
+// weight's panel pack (below), which the float panel GEMM then reads (same bits).
 struct PanelPack;
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,
                   const std::uint8_t* clusters, const float* scales, const float* offsets,
