@@ -309,10 +309,10 @@ def _layer_k(k_in, n, bits, group_size, clusters, seed):
 @pytest.mark.parametrize("k,n,gs", [(640, 70, 128), (600, 33, 40), (250, 37, 5), (208, 100, 16), (96, 64, 12),
                                     (1024, 96, 64)])  # (the last: a pack built over threads where there are several)
 def test_panel_pack_gives_the_packed_rows_bits(isa, bits, clusters, k, n, gs):
-    """From 8 batch rows (16 on avx512 with groups of a multiple of 16; AMX off) the layer's call
-    builds the weight's panel pack and decodes the panel GEMM's buffer from it: bitwise the general
-    path's result (which decodes the packed rows), with 1-3 clusters (0-2 blends), odd group sizes,
-    several chunks and a partial last panel."""
+    """From 8 batch rows on the avx512 tier (AMX off) the layer's call builds the weight's panel pack
+    and decodes the panel GEMM's buffer from it: bitwise the general path's result (which decodes
+    the packed rows), with 1-3 clusters (0-2 blends), odd group sizes, several chunks and a partial
+    last panel; the other tiers make no pack and give the same bits too."""
     from numkern import _core
 
     m = _layer_k(k, n, bits, gs, clusters, k + n + gs + clusters)
@@ -326,7 +326,8 @@ def test_panel_pack_gives_the_packed_rows_bits(isa, bits, clusters, k, n, gs):
                 assert torch.equal(y, _general(m, x)), rows
                 _check(y, x, m)
         assert m.__dict__["_nk_fast"].runner.has_panels == C.pack_applies(130, m.group_size, bits)
-        assert C.pack_applies(130, m.group_size, bits)  # (AMX off: the float panel GEMM at 130 rows)
+        # (AMX off: the float panel GEMM at 130 rows, which reads a pack on the avx512 tier only)
+        assert C.pack_applies(130, m.group_size, bits) == (isa == "avx512")
     finally:
         _core.set_amx(True)
 
@@ -356,7 +357,8 @@ def test_panel_pack_corrupt_id_gives_nan_like_the_packed_rows(isa, bits):
 
 
 def test_panel_pack_can_be_turned_off(monkeypatch):
-    """NUMKERN_SPLITQUANT_INDEX=0 also keeps the panel pack from being made; same bits."""
+    """NUMKERN_SPLITQUANT_INDEX=0 also keeps the panel pack from being made (made at all on the
+    avx512 tier only); same bits."""
     from numkern import _core
 
     x = torch.randn(40, 64, generator=torch.Generator().manual_seed(13))
@@ -370,5 +372,6 @@ def test_panel_pack_can_be_turned_off(monkeypatch):
             y_off = off(x)
     finally:
         _core.set_amx(True)
-    assert on.__dict__["_nk_fast"].runner.has_panels and not off.__dict__["_nk_fast"].runner.has_panels
+    assert on.__dict__["_nk_fast"].runner.has_panels == (_core.isa() == "avx512")
+    assert not off.__dict__["_nk_fast"].runner.has_panels
     assert torch.equal(y_on, y_off)

@@ -661,7 +661,8 @@ constexpr index_t kPackTable = 2 * 4 * kPanelPackRows;  // floats of a (panel, g
 // Columns k0 .. k0 + kc - 1 of one panel from its pack (bytes / tables: the panel's) into the
 // panel GEMM's layout w[t - k0][r]: per 16 rows a byte load widened to lanes, the lanes' (scale,
 // offset) blended from the rows' cluster tables by the id's bits, w = offset + u * scale without a
-// fused multiply-add (this file's -ffp-contract=off): bitwise fused_weight.
+// fused multiply-add (this file's -ffp-contract=off): bitwise fused_weight.  (An AVX2 version, 8
+// rows a step with vblendvps, ran no faster than the unpacking and transposes: not kept.)
 #if NK_X86_TIERS
 template <int Bits, int Ids>
 NK_TIER_AVX512 void unpack_panel_x16(const std::uint8_t* bytes, const float* tables, index_t k0, index_t kc,
@@ -701,77 +702,28 @@ NK_TIER_AVX512 void unpack_panel_x16(const std::uint8_t* bytes, const float* tab
   }
 }
 
-// The same eight rows at a time (AVX2: the id's bits moved to the sign for vblendvps).
-template <int Bits, int Ids>
-NK_TIER_AVX2 void unpack_panel_x8(const std::uint8_t* bytes, const float* tables, index_t k0, index_t kc,
-                                  index_t group_size, float* w) {
-  const __m256i cmask = _mm256_set1_epi32((1 << Bits) - 1);
-  for (index_t t0 = k0, end = k0 + kc; t0 < end;) {
-    const index_t g = t0 / group_size, t1 = std::min(end, (g + 1) * group_size);
-    const float* tab = tables + g * kPackTable;
-    for (int q = 0; q < 4; ++q) {
-      __m256 s[4], o[4];
-      for (int c = 0; c < Ids; ++c) {
-        s[c] = _mm256_loadu_ps(tab + c * kPanelPackRows + q * 8);
-        o[c] = _mm256_loadu_ps(tab + 4 * kPanelPackRows + c * kPanelPackRows + q * 8);
-      }
-      for (index_t t = t0; t < t1; ++t) {
-        const __m256i idx = _mm256_cvtepu8_epi32(
-            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + t * kPanelPackRows + q * 8)));
-        const __m256 u = _mm256_cvtepi32_ps(_mm256_and_si256(idx, cmask));
-        __m256 sv = s[0], ov = o[0];
-        if constexpr (Ids > 1) {
-          const __m256 m0 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 31 - Bits));
-          sv = _mm256_blendv_ps(s[0], s[1], m0);
-          ov = _mm256_blendv_ps(o[0], o[1], m0);
-          if constexpr (Ids > 2) {
-            const __m256 m1 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 30 - Bits));
-            const __m256 s23 = Ids > 3 ? _mm256_blendv_ps(s[2], s[3], m0) : s[2];
-            const __m256 o23 = Ids > 3 ? _mm256_blendv_ps(o[2], o[3], m0) : o[2];
-            sv = _mm256_blendv_ps(sv, s23, m1);
-            ov = _mm256_blendv_ps(ov, o23, m1);
-          }
-        }
-        _mm256_storeu_ps(w + (t - k0) * kPanelPackRows + q * 8, _mm256_add_ps(ov, _mm256_mul_ps(u, sv)));
-      }
-    }
-    t0 = t1;
-  }
-}
 #endif
 
-// Panel p of a pack, columns k0 .. k0 + kc - 1, into w (tier: 16 / 8 lanes or scalar).
-void unpack_panel(int lanes, const PanelPack& pk, int bits, index_t p, index_t in, index_t groups, index_t k0,
-                  index_t kc, index_t group_size, float* w) {
+// Panel p of a pack, columns k0 .. k0 + kc - 1, into w (the avx512 tier's panel GEMM: fused_linear
+// hands a pack to no other tier).
+void unpack_panel(const PanelPack& pk, int bits, index_t p, index_t in, index_t groups, index_t k0, index_t kc,
+                  index_t group_size, float* w) {
+#if NK_X86_TIERS
   const std::uint8_t* bytes = pk.bytes + p * in * kPanelPackRows;
   const float* tables = pk.tables + p * groups * kPackTable;
-#if NK_X86_TIERS
-#define NK_UNPACK_CASES(FN)                                                                     \
-  switch ((bits == 4 ? 4 : 0) + pk.ids - 1) {                                                   \
-    case 0: return FN<2, 1>(bytes, tables, k0, kc, group_size, w);                              \
-    case 1: return FN<2, 2>(bytes, tables, k0, kc, group_size, w);                              \
-    case 2: return FN<2, 3>(bytes, tables, k0, kc, group_size, w);                              \
-    case 3: return FN<2, 4>(bytes, tables, k0, kc, group_size, w);                              \
-    case 4: return FN<4, 1>(bytes, tables, k0, kc, group_size, w);                              \
-    case 5: return FN<4, 2>(bytes, tables, k0, kc, group_size, w);                              \
-    case 6: return FN<4, 3>(bytes, tables, k0, kc, group_size, w);                              \
-    default: return FN<4, 4>(bytes, tables, k0, kc, group_size, w);                             \
+  switch ((bits == 4 ? 4 : 0) + pk.ids - 1) {
+    case 0: return unpack_panel_x16<2, 1>(bytes, tables, k0, kc, group_size, w);
+    case 1: return unpack_panel_x16<2, 2>(bytes, tables, k0, kc, group_size, w);
+    case 2: return unpack_panel_x16<2, 3>(bytes, tables, k0, kc, group_size, w);
+    case 3: return unpack_panel_x16<2, 4>(bytes, tables, k0, kc, group_size, w);
+    case 4: return unpack_panel_x16<4, 1>(bytes, tables, k0, kc, group_size, w);
+    case 5: return unpack_panel_x16<4, 2>(bytes, tables, k0, kc, group_size, w);
+    case 6: return unpack_panel_x16<4, 3>(bytes, tables, k0, kc, group_size, w);
+    default: return unpack_panel_x16<4, 4>(bytes, tables, k0, kc, group_size, w);
   }
-  if (lanes == 16) NK_UNPACK_CASES(unpack_panel_x16)
-  if (lanes == 8) NK_UNPACK_CASES(unpack_panel_x8)
-#undef NK_UNPACK_CASES
 #else
-  (void)lanes;
+  (void)pk, (void)bits, (void)p, (void)in, (void)groups, (void)k0, (void)kc, (void)group_size, (void)w;
 #endif
-  const unsigned cmask = (1u << bits) - 1u;
-  for (index_t t = k0; t < k0 + kc; ++t) {
-    const float* tab = tables + (t / group_size) * kPackTable;
-    for (int r = 0; r < kPanelPackRows; ++r) {
-      const unsigned b = bytes[t * kPanelPackRows + r], c = b >> bits;
-      w[(t - k0) * kPanelPackRows + r] =
-          tab[4 * kPanelPackRows + c * kPanelPackRows + r] + static_cast<float>(b & cmask) * tab[c * kPanelPackRows + r];
-    }
-  }
 }
 
 // s[r] = <x, w_r> for four decoded rows sharing every load of x.  Compiled per tier and chosen by
@@ -1008,11 +960,15 @@ bool index_applies(index_t n, index_t group_size, int bits) {
 }
 
 bool pack_applies(index_t n, index_t group_size, int bits) {
-  if (bits == 8 || n < kGemmRows || index_applies(n, group_size, bits)) return false;
 #if NK_X86_TIERS
-  if (n >= kAmxRows && amx::usable()) return false;
+  // (avx512 only: on the avx2 and portable tiers the panel GEMM ran as fast from the packed rows,
+  // MiniLM's shapes at 8-208 rows, so the pack would cost its memory for nothing there)
+  return bits != 8 && n >= kGemmRows && !index_applies(n, group_size, bits) && active_isa() == Isa::avx512 &&
+         !(n >= kAmxRows && amx::usable());
+#else
+  (void)n, (void)group_size, (void)bits;
+  return false;
 #endif
-  return true;
 }
 
 index_t panel_pack_bytes(index_t out, index_t in) {
@@ -1114,7 +1070,8 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
     if ((chunk * bits) % 8 != 0 || chunk % 4 != 0) chunk = in;  // (odd group sizes: one chunk)
     const GemmArgs args{x, n, in, codes, clusters, scales, offsets, out, group_size,
                         nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
-                        groups, bits, k, bias, y, std::min(chunk, in), bits != 8 ? pack : nullptr};
+                        groups, bits, k, bias, y, std::min(chunk, in),
+                        (bits != 8 && active_isa() == Isa::avx512) ? pack : nullptr};
     if (NK_X86_TIERS && fused_linear_amx(args)) return;
     return gemm_panels(args);
   }

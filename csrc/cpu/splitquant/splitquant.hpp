@@ -66,13 +66,13 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
                   index_t out, index_t group_size, int bits, int k, const float* bias, float* y,
                   const std::uint8_t* index = nullptr, const PanelPack* pack = nullptr);
 
-// The panel pack of a fused weight with 2- or 4-bit codes: the weight laid out for the float panel
-// GEMM (8 or more batch rows where neither the few-row kernel nor the AMX tiles take them), built
+// The panel pack of a fused weight with 2- or 4-bit codes: the weight laid out for the avx512
+// tier's float panel GEMM (8 or more batch rows where the AMX tiles do not take them), built
 // once per layer by the torch layer's fast path (not stored).  Per panel of 32 output rows:
 //   bytes  [in][32]: id << bits | code of the panel's 32 rows at each column (0 past the last row);
 //   tables [groups][2][4][32] floats: each row's scale (then offset) of cluster 0..3 in the group,
 //          scale 0 and offset NaN for clusters >= k (fused_weight's NaN), 0 past the last row.
-// fused_linear given a pack decodes a column of 32 rows with one byte load per 16 (8) rows and a
+// fused_linear given a pack (avx512 tier) decodes a column of 32 rows with one byte load per 16 rows and a
 // blend of the rows' tables by the ids' bits, w = offset + u * scale unfused: bitwise the decode
 // from the packed rows, without their per-row unpacking and the transposes.  `ids`: the largest id
 // present + 1 (fewer blends when clusters 2 and 3 do not occur).

@@ -265,8 +265,8 @@ class _SQFast:
     few-row kernel takes (AVX-512, 1-7 rows, 2- or 4-bit codes, groups of a multiple of 16) the
     runner also holds the weight's lane index (one byte a weight: id << bits | code; not with env
     NUMKERN_SPLITQUANT_INDEX=0), with which that kernel looks the weights up instead of decoding
-    them (same result); from the first call that fused_linear's float panel GEMM takes (2- or
-    4-bit codes, 8+ rows where neither the few-row kernel nor the AMX tiles take them) it holds
+    them (same result); from the first call that fused_linear's float panel GEMM takes on the
+    AVX-512 tier (2- or 4-bit codes, 8+ rows where the AMX tiles do not take them) it holds
     the weight's panel pack (a byte a weight in the panel GEMM's column order and the group
     tables; same result), not made with NUMKERN_SPLITQUANT_INDEX=0 either.  ``ok`` is False where
     the fast path does not apply (weights not on the CPU, a partial last group)."""
