@@ -959,11 +959,16 @@ bool index_applies(index_t n, index_t group_size, int bits) {
 #endif
 }
 
+// Whether the active tier's panel GEMM reads a pack of `bits`-bit codes: avx512 only (on the avx2
+// and portable tiers the panel GEMM ran as fast from the packed rows, MiniLM's shapes at 8-208
+// rows, so a pack would cost its memory for nothing there); no pack holds 8-bit codes.
+static bool pack_tier(int bits) {
+  return NK_X86_TIERS && bits != 8 && active_isa() == Isa::avx512;
+}
+
 bool pack_applies(index_t n, index_t group_size, int bits) {
 #if NK_X86_TIERS
-  // (avx512 only: on the avx2 and portable tiers the panel GEMM ran as fast from the packed rows,
-  // MiniLM's shapes at 8-208 rows, so the pack would cost its memory for nothing there)
-  return bits != 8 && n >= kGemmRows && !index_applies(n, group_size, bits) && active_isa() == Isa::avx512 &&
+  return pack_tier(bits) && n >= kGemmRows && !index_applies(n, group_size, bits) &&
          !(n >= kAmxRows && amx::usable());
 #else
   (void)n, (void)group_size, (void)bits;
@@ -1071,7 +1076,7 @@ void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* cod
     const GemmArgs args{x, n, in, codes, clusters, scales, offsets, out, group_size,
                         nk::splitquant::packed_row_bytes(in, bits), nk::splitquant::packed_row_bytes(in, 2),
                         groups, bits, k, bias, y, std::min(chunk, in),
-                        (bits != 8 && active_isa() == Isa::avx512) ? pack : nullptr};
+                        pack_tier(bits) ? pack : nullptr};
     if (NK_X86_TIERS && fused_linear_amx(args)) return;
     return gemm_panels(args);
   }
