@@ -91,7 +91,10 @@ void for_each_strided(const Strided& geom, const std::array<std::array<index_t, 
 // A family can give an Op a faster path over contiguous double buffers of at most kChunk
 // elements (SIMD across elements, see bessel_block.hpp) by specializing this with
 // `static constexpr bool kAvailable = true;` and
-// `static void run(const double* a, const double* b, double* out, index_t n);`.
+// `static void run(const double* a, const double* b, double* out, index_t n, index_t ahead);`
+// (a, b and out go on for `ahead` more elements, the block that follows, which run may
+// prefetch: binary_loop passes the next chunk's size when one thread takes the chunks in order,
+// else 0).
 template <class Op>
 struct BlockKernel {
   static constexpr bool kAvailable = false;
@@ -121,11 +124,14 @@ void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
     const bool contiguous = std::is_same_v<T, double> && geom.ndim == 1 && strides[0][0] == 1 &&
                             strides[1][0] == 1 && strides[2][0] == 1 && aligned(a) && aligned(b) &&
                             aligned(out);
-    for_each_chunk(element_count(geom), [&](index_t begin, index_t end) {
+    const index_t total = element_count(geom);
+    const bool in_order = team_threads() <= 1;  // (for_each_chunk's one thread: chunk after chunk)
+    for_each_chunk(total, [&](index_t begin, index_t end) {
       if (contiguous) {
+        const index_t ahead = in_order ? std::min(kChunk, total - end) : 0;
         BlockKernel<Op>::run(reinterpret_cast<const double*>(a) + begin,
                              reinterpret_cast<const double*>(b) + begin,
-                             reinterpret_cast<double*>(out) + begin, end - begin);
+                             reinterpret_cast<double*>(out) + begin, end - begin, ahead);
         return;
       }
       // other layouts and float: gather into double buffers, compute, scatter
@@ -134,7 +140,7 @@ void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
         abuf[i - begin] = static_cast<double>(load_unaligned(a + o[0]));
         bbuf[i - begin] = static_cast<double>(load_unaligned(b + o[1]));
       });
-      BlockKernel<Op>::run(abuf, bbuf, obuf, end - begin);
+      BlockKernel<Op>::run(abuf, bbuf, obuf, end - begin, 0);
       walk_range<3>(geom, strides, begin, end, [&](index_t i, const std::array<index_t, 3>& o) {
         store_unaligned(out + o[2], static_cast<T>(obuf[i - begin]));
       });

@@ -1542,10 +1542,38 @@ inline void gather_lanes(const double* vs, const double* xs, const std::uint32_t
 // The group kernel finds each lane's own bucket in its cancels array on entry (lane_buckets[i],
 // or bucket where that is null).  Each group reads its inputs before it writes its results, and
 // only its own elements' results: out may alias xs.
+// The elements after the pass that runs now (the next pass's, or the caller's next block's):
+// their v, x and out lines are fetched into L2 a group of kLanes at a time while this pass's
+// groups compute (step() once a group), so that the next pass finds them there.  The group
+// kernels are compute-bound; what they wait for without this is the pass's first touch of its
+// inputs and its scattered result stores, served from L3 or memory: on an Intel Xeon host
+// (2026-12-06) that cost 25-35 % of log_iv's time after the caches had gone cold (a 25 ms pause
+// of other work), and 5-10 % warm (bench/RESULTS.md, #21 fourteenth session).
+struct Ahead {
+  const double* v;
+  const double* x;
+  const double* out;
+  index_t left;  // elements from v, x, out on that may be touched
+  NK_FORCE_INLINE void step() {
+    if (left <= 0) return;
+    const index_t k = left < kLanes ? left : kLanes;
+    for (index_t l = 0; l < k; l += 8) {  // (a 64-byte line a step and a stream)
+      __builtin_prefetch(v + l, 0, 2);
+      __builtin_prefetch(x + l, 0, 2);
+      __builtin_prefetch(out + l, 0, 2);
+    }
+    v += k;
+    x += k;
+    out += k;
+    left -= k;
+  }
+};
+
 template <class Lanes>
 inline void run_bucket(int bucket, const double* vs, const double* xs, const std::uint32_t* ib, index_t n,
-                       double* out, const std::int64_t* lane_buckets = nullptr) {
+                       double* out, const std::int64_t* lane_buckets = nullptr, Ahead* ahead = nullptr) {
   for (index_t g = 0; g < n; g += kLanes) {
+    if (ahead != nullptr) ahead->step();
     const int lanes = n - g < kLanes ? static_cast<int>(n - g) : kLanes;
     alignas(64) double vp[kLanes], xp[kLanes];
     double res[kLanes];
@@ -1729,10 +1757,10 @@ inline bool sort_few_buckets(const std::int64_t* bk, index_t n, std::uint64_t pr
 // The groups of every bucket from 1 on of a sorted pass, its lane orders and arguments vs, xs
 // (bucket 0 is the caller's).
 template <class Lanes>
-inline void run_sorted(const double* vs, const double* xs, const std::uint32_t* ib, const index_t* start,
+inline void run_sorted(Ahead* ahead, const double* vs, const double* xs, const std::uint32_t* ib, const index_t* start,
                        double* out) {
   for (int b = 1; b < kBuckets; ++b)
-    if (start[b + 1] > start[b]) run_bucket<Lanes>(b, vs, xs, ib + start[b], start[b + 1] - start[b], out);
+    if (start[b + 1] > start[b]) run_bucket<Lanes>(b, vs, xs, ib + start[b], start[b + 1] - start[b], out, nullptr, ahead);
 }
 
 // The elements idx[0..n) of a pass that Lanes::maps (log I at x < 0, integer order) through the
@@ -1754,7 +1782,7 @@ NK_LANES_NOINLINE void run_mapped(const std::uint32_t* idx, index_t n, const dou
   index_t start[kBuckets + 1];
   sort_by_bucket(bk.get(), n, ib.get(), start);
   for (index_t p = start[0]; p < start[1]; ++p) res[ib[p]] = Lanes::scalar(v[idx[ib[p]]], ax[ib[p]]);
-  run_sorted<Lanes>(ord, ax, ib.get(), start, res);
+  run_sorted<Lanes>(nullptr, ord, ax, ib.get(), start, res);
   for (index_t j = 0; j < n; ++j) out[idx[j]] = res[j];
 }
 
@@ -1773,7 +1801,7 @@ inline void bucket_loop(const double* v, const double* x, double* ord, std::int6
 }
 
 template <class Lanes>
-void block_pass(const double* v, const double* x, double* out, index_t n) {
+void block_pass(const double* v, const double* x, double* out, index_t n, Ahead* ahead) {
   alignas(64) double ord[kPass];
   alignas(64) std::int64_t bk[kPass];
   const PassFacts pf = Lanes::kHasFacts ? pass_facts(v, x, n) : PassFacts{kFactNone, 0.0, 0.0};
@@ -1783,7 +1811,7 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
   std::int64_t lowest, highest;
   if (Lanes::facts_buckets(pf, &lowest, &highest)) {
     if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
-      run_bucket<Lanes>(whole, v, x, nullptr, n, out);
+      run_bucket<Lanes>(whole, v, x, nullptr, n, out, nullptr, ahead);
       return;
     }
   }
@@ -1804,7 +1832,7 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
   lowest = __builtin_ctzll(present);
   highest = 63 - __builtin_clzll(present);
   if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
-    run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk);
+    run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk, ahead);
     return;
   }
   std::uint32_t ib[kPass + kSortSlack];
@@ -1821,12 +1849,19 @@ void block_pass(const double* v, const double* x, double* out, index_t n) {
     }
   }
   if (mapped > start[0]) run_mapped<Lanes>(ib + start[0], mapped - start[0], v, x, out);
-  run_sorted<Lanes>(ord, x, ib, start, out);
+  run_sorted<Lanes>(ahead, ord, x, ib, start, out);
 }
 
+// out[i] for i < n; v, x and out continue for `ahead` more elements (the caller's next block),
+// which the last pass fetches into L2 (Ahead).
 template <class Lanes>
-void block_run(const double* v, const double* x, double* out, index_t n) {
-  for (index_t i = 0; i < n; i += kPass) block_pass<Lanes>(v + i, x + i, out + i, n - i < kPass ? n - i : kPass);
+void block_run(const double* v, const double* x, double* out, index_t n, index_t ahead) {
+  for (index_t i = 0; i < n; i += kPass) {
+    const index_t m = n - i < kPass ? n - i : kPass;
+    const index_t rest = n - i - m + ahead;
+    Ahead next{v + i + m, x + i + m, out + i + m, rest < kPass ? rest : kPass};
+    block_pass<Lanes>(v + i, x + i, out + i, m, &next);
+  }
 }
 
 }  // namespace bessel_block_detail

@@ -14,8 +14,9 @@ namespace nk::cpu {
   template <>                                                                     \
   struct BlockKernel<ops::Op> {                                                   \
     static constexpr bool kAvailable = true;                                      \
-    static void run(const double* v, const double* x, double* out, index_t n) {   \
-      bessel_block_isa::run(bessel_block_isa::Fn::fn, v, x, out, n);              \
+    static void run(const double* v, const double* x, double* out, index_t n,     \
+                    index_t ahead) {                                              \
+      bessel_block_isa::run(bessel_block_isa::Fn::fn, v, x, out, n, ahead);       \
     }                                                                             \
   };
 NK_BLOCK_KERNEL(LogIv, log_iv)

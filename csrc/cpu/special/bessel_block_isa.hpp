@@ -11,14 +11,16 @@ namespace nk::cpu::bessel_block_isa {
 // gains hardware fma in the wide tiers (their Chebyshev sums are chains of m::muladd).
 enum class Fn : int { log_iv, log_kv, iv, ive, kv, kve, i0, i0e, i1, i1e, k0, k0e, k1, k1e };
 
-// out[i] = fn(v[i], x[i]) for i < n <= kChunk; out may alias v or x.
-void run_portable(Fn fn, const double* v, const double* x, double* out, std::int64_t n);
+// out[i] = fn(v[i], x[i]) for i < n <= kChunk; out may alias v or x.  v, x and out go on for
+// `ahead` more elements (the caller's next block, 0 if none): log_iv ... kve prefetch those.
+void run_portable(Fn fn, const double* v, const double* x, double* out, std::int64_t n, std::int64_t ahead);
 #if NK_BESSEL_X86_TIERS
-void run_avx2(Fn fn, const double* v, const double* x, double* out, std::int64_t n);    // AVX2 + FMA
-void run_avx512(Fn fn, const double* v, const double* x, double* out, std::int64_t n);  // AVX-512 F/DQ/BW
+void run_avx2(Fn fn, const double* v, const double* x, double* out, std::int64_t n, std::int64_t ahead);  // AVX2 + FMA
+void run_avx512(Fn fn, const double* v, const double* x, double* out, std::int64_t n,
+                std::int64_t ahead);  // AVX-512 F/DQ/BW
 #endif
 
 // The tier active_isa() names (portable where the build has no x86 tiers).
-void run(Fn fn, const double* v, const double* x, double* out, std::int64_t n);
+void run(Fn fn, const double* v, const double* x, double* out, std::int64_t n, std::int64_t ahead);
 
 }  // namespace nk::cpu::bessel_block_isa
