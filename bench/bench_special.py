@@ -367,10 +367,12 @@ def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS, warm=False):
 
     warm: each implementation is called once more, untimed, right before its timed call, so that
     both are timed in steady state.  Without it a timed call follows the other implementation's
-    call, and on an Intel Xeon host (2026-12-06) numkern's vector code ran 10-40 % slower right
-    after SciPy's scalar code (or a 25 ms sleep) than right after itself, with the same inputs
-    (a CPU state transition, not the caches: SciPy on a 1,000-element array did it too); both
-    numbers are reported in bench/RESULTS.md."""
+    call.  On an Intel Xeon host (2026-12-06) memory beyond L2 was served about half as fast after
+    a pause of ~20 ms in memory traffic (other work, or a sleep) as during a stream: numkern,
+    which reads its inputs and writes its output at ~2-3 GB/s, ran 25-35 % slower right after
+    SciPy than right after itself, until its block path fetched the next block into L2 while
+    computing the current one (bessel_block.hpp, Ahead); both methods are reported in
+    bench/RESULTS.md."""
     out = {}
     saved = numkern.get_num_threads()
     numkern.set_num_threads(1)
