@@ -1536,19 +1536,13 @@ inline void gather_lanes(const double* vs, const double* xs, const std::uint32_t
 #endif
 }
 
-// Runs the groups of one bucket, n elements: with ib, the elements ib[0..n) of vs / xs (lane
-// orders and arguments), results to out[ib[i]]; without, the contiguous vs[0..n), xs[0..n),
-// results to out[i] (a partial last group padded, in a copy, with a repeat of its first element).
-// The group kernel finds each lane's own bucket in its cancels array on entry (lane_buckets[i],
-// or bucket where that is null).  Each group reads its inputs before it writes its results, and
-// only its own elements' results: out may alias xs.
 // The elements after the pass that runs now (the next pass's, or the caller's next block's):
 // their v, x and out lines are fetched into L2 a group of kLanes at a time while this pass's
 // groups compute (step() once a group), so that the next pass finds them there.  The group
 // kernels are compute-bound; what they wait for without this is the pass's first touch of its
 // inputs and its scattered result stores, served from L3 or memory: on an Intel Xeon host
 // (2026-12-06) that cost 25-35 % of log_iv's time after the caches had gone cold (a 25 ms pause
-// of other work), and 5-10 % warm (bench/RESULTS.md, #21 fourteenth session).
+// of other work), and ~5 % warm (bench/RESULTS.md, #21 fourteenth session).
 struct Ahead {
   const double* v;
   const double* x;
@@ -1569,6 +1563,12 @@ struct Ahead {
   }
 };
 
+// Runs the groups of one bucket, n elements: with ib, the elements ib[0..n) of vs / xs (lane
+// orders and arguments), results to out[ib[i]]; without, the contiguous vs[0..n), xs[0..n),
+// results to out[i] (a partial last group padded, in a copy, with a repeat of its first element).
+// The group kernel finds each lane's own bucket in its cancels array on entry (lane_buckets[i],
+// or bucket where that is null).  Each group reads its inputs before it writes its results, and
+// only its own elements' results: out may alias xs.
 template <class Lanes>
 inline void run_bucket(int bucket, const double* vs, const double* xs, const std::uint32_t* ib, index_t n,
                        double* out, const std::int64_t* lane_buckets = nullptr, Ahead* ahead = nullptr) {
@@ -1757,10 +1757,11 @@ inline bool sort_few_buckets(const std::int64_t* bk, index_t n, std::uint64_t pr
 // The groups of every bucket from 1 on of a sorted pass, its lane orders and arguments vs, xs
 // (bucket 0 is the caller's).
 template <class Lanes>
-inline void run_sorted(Ahead* ahead, const double* vs, const double* xs, const std::uint32_t* ib, const index_t* start,
-                       double* out) {
+inline void run_sorted(Ahead* ahead, const double* vs, const double* xs, const std::uint32_t* ib,
+                       const index_t* start, double* out) {
   for (int b = 1; b < kBuckets; ++b)
-    if (start[b + 1] > start[b]) run_bucket<Lanes>(b, vs, xs, ib + start[b], start[b + 1] - start[b], out, nullptr, ahead);
+    if (start[b + 1] > start[b])
+      run_bucket<Lanes>(b, vs, xs, ib + start[b], start[b + 1] - start[b], out, nullptr, ahead);
 }
 
 // The elements idx[0..n) of a pass that Lanes::maps (log I at x < 0, integer order) through the
