@@ -641,3 +641,30 @@ def test_block_path_runs_on_a_small_thread_stack():
         "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "ive", "kv"])
+def test_block_chunk_runs_same_bits_on_any_threads(name, restore_threads):
+    """binary_loop hands the block path's 2048-element chunks to threads in runs of consecutive
+    chunks (elementwise.hpp, for_each_chunk_run), and each chunk fetches the rest of its run
+    ahead (bessel_block.hpp, Ahead): on 1, 2 and 3 threads, with 17+ chunks a thread (runs of
+    several chunks), an odd length and out aliasing x, every element has the bits of the same
+    element computed one chunk at a time."""
+    rng = np.random.default_rng(41)
+    v, x = _debye_points(rng, 3 * 17 * 2048 + 1001)
+    if name == "kv":
+        x = np.minimum(x, 700.0 + v)
+    fn = getattr(core.special, name)
+    want = np.empty_like(x)
+    for i in range(0, len(x), 1500):  # (one chunk a call: no runs, nothing ahead)
+        out = np.empty(min(1500, len(x) - i))
+        fn(v[i:i + 1500], x[i:i + 1500], out)
+        want[i:i + len(out)] = out
+    for threads in (1, 2, 3):
+        core.set_num_threads(threads)
+        got = np.empty_like(x)
+        fn(v, x, got)
+        np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64), err_msg=f"{threads} threads")
+        alias = x.copy()
+        fn(v, alias, alias)
+        np.testing.assert_array_equal(alias.view(np.uint64), want.view(np.uint64), err_msg=f"{threads}, out is x")

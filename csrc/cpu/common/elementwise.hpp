@@ -79,6 +79,32 @@ void for_each_chunk(index_t total, F&& chunk) {
   for (index_t c = 0; c < nchunks; ++c) chunk(c * kChunk, std::min(total, (c + 1) * kChunk));
 }
 
+// The block path's chunks (binary_loop): as for_each_chunk, but a thread takes runs of up to
+// kRunChunks consecutive chunks at a time, and chunk(begin, end, ahead) learns how many elements
+// of its run follow it (at most kChunk, 0 for a run's last chunk), which the block kernel fetches
+// while it computes.  One thread: one run, every chunk in order.  Several: at least 4 runs a
+// thread where there are enough chunks (the dynamic schedule's balance).
+constexpr index_t kRunChunks = 8;
+template <class F>
+void for_each_chunk_run(index_t total, F&& chunk) {
+  if (total == 0) return;
+  const index_t nchunks = (total + kChunk - 1) / kChunk;
+  const int nthreads = static_cast<int>(std::min<index_t>(team_threads(), nchunks));
+  const index_t per_run =
+      nthreads > 1 ? std::max<index_t>(1, std::min<index_t>(kRunChunks, nchunks / (4 * nthreads))) : nchunks;
+  const index_t nruns = (nchunks + per_run - 1) / per_run;
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
+#endif
+  for (index_t r = 0; r < nruns; ++r) {
+    const index_t run_end = std::min(total, (r + 1) * per_run * kChunk);
+    for (index_t begin = r * per_run * kChunk; begin < run_end; begin += kChunk) {
+      const index_t end = std::min(run_end, begin + kChunk);
+      chunk(begin, end, std::min(kChunk, run_end - end));
+    }
+  }
+}
+
 // Calls f(linear_offsets) for each element.
 template <int N, class F>
 void for_each_strided(const Strided& geom, const std::array<std::array<index_t, kMaxDims>, N>& strides,
@@ -92,9 +118,8 @@ void for_each_strided(const Strided& geom, const std::array<std::array<index_t, 
 // elements (SIMD across elements, see bessel_block.hpp) by specializing this with
 // `static constexpr bool kAvailable = true;` and
 // `static void run(const double* a, const double* b, double* out, index_t n, index_t ahead);`
-// (a, b and out go on for `ahead` more elements, the block that follows, which run may
-// prefetch: binary_loop passes the next chunk's size when one thread takes the chunks in order,
-// else 0).
+// (a, b and out go on for `ahead` more elements, the block that the same thread runs next,
+// which run may prefetch: for_each_chunk_run's count for contiguous data, else 0).
 template <class Op>
 struct BlockKernel {
   static constexpr bool kAvailable = false;
@@ -124,11 +149,8 @@ void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
     const bool contiguous = std::is_same_v<T, double> && geom.ndim == 1 && strides[0][0] == 1 &&
                             strides[1][0] == 1 && strides[2][0] == 1 && aligned(a) && aligned(b) &&
                             aligned(out);
-    const index_t total = element_count(geom);
-    const bool in_order = team_threads() <= 1;  // (for_each_chunk's one thread: chunk after chunk)
-    for_each_chunk(total, [&](index_t begin, index_t end) {
+    for_each_chunk_run(element_count(geom), [&](index_t begin, index_t end, index_t ahead) {
       if (contiguous) {
-        const index_t ahead = in_order ? std::min(kChunk, total - end) : 0;
         BlockKernel<Op>::run(reinterpret_cast<const double*>(a) + begin,
                              reinterpret_cast<const double*>(b) + begin,
                              reinterpret_cast<double*>(out) + begin, end - begin, ahead);
