@@ -290,6 +290,16 @@ constexpr int kFactsWidth = 2;
 // (one vector of the tier's width, for pass_facts, bucket_presence and the group kernels written
 // in vector types)
 using TierDoubles = double __attribute__((vector_size(8 * kFactsWidth)));
+// a * b + c in one rounding a lane where the tier has fma (contraction is off globally)
+NK_FORCE_INLINE inline TierDoubles muladd_lanes(TierDoubles a, TierDoubles b, TierDoubles c) {
+#if defined(__AVX512F__)
+  return (TierDoubles)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__) && defined(__AVX__)
+  return (TierDoubles)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+  return a * b + c;
+#endif
+}
 using TierInts = std::int64_t __attribute__((vector_size(8 * kFactsWidth)));
 // Whether any lane of a TierInts is nonzero (one vptest on the x86 tiers).
 NK_FORCE_INLINE inline bool any_lane(TierInts a) {
@@ -597,6 +607,22 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
 // Same bits as a per-lane stop (tests/special/test_special_block.py's layout and facts tests).
 constexpr int kHankelLaneTerms = 48;
 static_assert(kHankelLaneTerms % 2 == 0, "hankel_group adds its terms two at a time");
+// r_k = (4 v^2 - (2k-1)^2) / (8 x k) as (mu / k - (2k-1)^2 / k) / (8 x), mu = 4 v^2: one fma and
+// one product a term, the constants 1 / k and (2k-1)^2 / k from tables.  Where mu and (2k-1)^2
+// cancel, the factor's absolute error (~ulp(mu) / k) meets a term that the earlier ratios,
+// |r_k| <= 0.42 / k, have made tiny: the sum moves by less than an ulp.
+struct HankelRatios {
+  double inv_k[kHankelLaneTerms + 1], odd2_k[kHankelLaneTerms + 1];
+};
+constexpr HankelRatios make_hankel_ratios() {
+  HankelRatios t{};
+  for (int k = 1; k <= kHankelLaneTerms; ++k) {
+    t.inv_k[k] = 1.0 / k;
+    t.odd2_k[k] = static_cast<double>((2 * k - 1) * (2 * k - 1)) / k;
+  }
+  return t;
+}
+constexpr HankelRatios kHankelRatios = make_hankel_ratios();
 // (four vectors a sub-group: the term's two products a step are a latency chain; with two
 // vectors large_x ran 3-5 % slower, and eight on AVX2 would not fit its 16 registers)
 constexpr int kHankelVectors = 4;
@@ -620,13 +646,13 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
     return ~((vd)((vi)t & abs_mask) < bessel_detail::kTiny * (vd)((vi)s & abs_mask));
   };
   for (int g = 0; g < kLanes; g += kV * kW) {
-    vd inv_8x[kV], term[kV], s[kV], two_v[kV];
+    vd inv_8x[kV], term[kV], s[kV], mu[kV];
     for (int h = 0; h < kV; ++h) {
       vd xv, vv;
       std::memcpy(&xv, x + g + h * kW, sizeof xv);
       std::memcpy(&vv, v + g + h * kW, sizeof vv);
       inv_8x[h] = kSign / (8.0 * xv);
-      two_v[h] = 2.0 * vv;
+      mu[h] = 4.0 * vv * vv;
       term[h] = vd{} + 1.0;
       s[h] = term[h];
     }
@@ -635,9 +661,9 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
     for (int k = 1; k < kHankelLaneTerms; k += 2) {
 #pragma GCC unroll 2
       for (int j = k; j < k + 2; ++j) {
-        const double odd = 2.0 * j - 1.0, inv_j = 1.0 / j;
+        const vd inv_j = vd{} + kHankelRatios.inv_k[j], odd2_j = vd{} + kHankelRatios.odd2_k[j];
         for (int h = 0; h < kV; ++h) {
-          term[h] = term[h] * ((two_v[h] - odd) * (two_v[h] + odd)) * (inv_8x[h] * inv_j);
+          term[h] *= muladd_lanes(mu[h], inv_j, -odd2_j) * inv_8x[h];
           s[h] += term[h];
         }
       }
@@ -659,12 +685,11 @@ inline void hankel_group(const double* v, const double* x, double* out, std::int
   }
 #else
   for (int l = 0; l < kLanes; ++l) {
-    const double inv_8x = kSign / (8.0 * x[l]), two_v = 2.0 * v[l];
+    const double inv_8x = kSign / (8.0 * x[l]), mu = 4.0 * v[l] * v[l];
     double term = 1.0, s = 1.0;
     bool open = true;
     for (int k = 1; k <= kHankelLaneTerms && open; ++k) {
-      const double odd = 2.0 * k - 1.0, inv_k = 1.0 / k;
-      term = term * ((two_v - odd) * (two_v + odd)) * (inv_8x * inv_k);
+      term *= m::muladd(mu, kHankelRatios.inv_k[k], -kHankelRatios.odd2_k[k]) * inv_8x;
       s += term;
       open = !(std::fabs(term) < bessel_detail::kTiny * std::fabs(s));
     }
