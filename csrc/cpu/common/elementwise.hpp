@@ -67,31 +67,20 @@ inline index_t element_count(const Strided& geom) {
 
 constexpr index_t kChunk = 2048;
 
-// Calls chunk(begin, end) for consecutive pieces of the flattened index, in parallel.
-template <class F>
-void for_each_chunk(index_t total, F&& chunk) {
-  if (total == 0) return;
-  const index_t nchunks = (total + kChunk - 1) / kChunk;
-  const int nthreads = static_cast<int>(std::min<index_t>(team_threads(), nchunks));
-#if NK_HAVE_OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
-#endif
-  for (index_t c = 0; c < nchunks; ++c) chunk(c * kChunk, std::min(total, (c + 1) * kChunk));
-}
-
-// The block path's chunks (binary_loop): as for_each_chunk, but a thread takes runs of up to
-// kRunChunks consecutive chunks at a time, and chunk(begin, end, ahead) learns how many elements
-// of its run follow it (at most kChunk, 0 for a run's last chunk), which the block kernel fetches
-// while it computes.  One thread: one run, every chunk in order.  Several: at least 4 runs a
-// thread where there are enough chunks (the dynamic schedule's balance).
+// Calls chunk(begin, end, ahead) for the consecutive pieces of kChunk elements of the flattened
+// index, in parallel: a thread takes runs of up to max_run consecutive chunks at a time (one
+// thread: one run, every chunk in order; several: at least 4 runs a thread where there are enough
+// chunks, for the dynamic schedule's balance), and ahead is how many elements of its run follow
+// the chunk (at most kChunk, 0 for a run's last chunk), which the block path (binary_loop) fetches
+// while it computes.
 constexpr index_t kRunChunks = 8;
 template <class F>
-void for_each_chunk_run(index_t total, F&& chunk) {
+void for_each_chunk_run(index_t total, F&& chunk, index_t max_run = kRunChunks) {
   if (total == 0) return;
   const index_t nchunks = (total + kChunk - 1) / kChunk;
   const int nthreads = static_cast<int>(std::min<index_t>(team_threads(), nchunks));
   const index_t per_run =
-      nthreads > 1 ? std::max<index_t>(1, std::min<index_t>(kRunChunks, nchunks / (4 * nthreads))) : nchunks;
+      nthreads > 1 ? std::max<index_t>(1, std::min<index_t>(max_run, nchunks / (4 * nthreads))) : nchunks;
   const index_t nruns = (nchunks + per_run - 1) / per_run;
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
@@ -103,6 +92,13 @@ void for_each_chunk_run(index_t total, F&& chunk) {
       chunk(begin, end, std::min(kChunk, run_end - end));
     }
   }
+}
+
+// Calls chunk(begin, end) for consecutive pieces of the flattened index, in parallel, a chunk at
+// a time.
+template <class F>
+void for_each_chunk(index_t total, F&& chunk) {
+  for_each_chunk_run(total, [&](index_t begin, index_t end, index_t) { chunk(begin, end); }, 1);
 }
 
 // Calls f(linear_offsets) for each element.
