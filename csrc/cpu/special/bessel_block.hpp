@@ -623,8 +623,9 @@ constexpr HankelRatios make_hankel_ratios() {
   return t;
 }
 constexpr HankelRatios kHankelRatios = make_hankel_ratios();
-// (four vectors a sub-group: the term's two products a step are a latency chain; with two
-// vectors large_x ran 3-5 % slower, and eight on AVX2 would not fit its 16 registers)
+// (four vectors a sub-group: the term's product and the sum's addition a step are latency
+// chains; with two vectors large_x ran 3-5 % slower, when the term took two products a step, and
+// eight on AVX2 would not fit its 16 registers)
 constexpr int kHankelVectors = 4;
 static_assert(bessel_detail::kTiny < 0x1p-54, "hankel_group adds terms below half an ulp of the sum");
 template <bool kIsK>
