@@ -19,8 +19,8 @@
 //     below v = 170), and K at orders below 20 with
 //     sqrt(v^2 + x^2) < 25 (Temme's series or a polynomial fit, the recurrence).
 //   - for log I, Hankel lanes with x < 200 apart from the others (more terms per group).
-// A block whose elements share one bucket, or (log I) are Debye lanes of up to three neighbouring
-// buckets, skips the sort and runs in place (in_place_bucket); the kernels' lanes are independent,
+// A block whose elements share one bucket, or (log I, log K) are Debye lanes of up to three
+// neighbouring buckets, skips the sort and runs in place (in_place_bucket); the kernels' lanes are independent,
 // so an element's result does not depend on the layout.
 // A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
 // case) is recomputed by the header function, which takes the double-double path.
@@ -135,7 +135,7 @@ NK_FORCE_INLINE inline bool debye_near(double v, double x) {
   return std::fabs(x - bessel_detail::kLaplaceZ0Hi * v) <= 1.01 * kTaylorReach * v;
 }
 // Not a bucket of the sort: the group kernel of a block whose lanes are all in Debye buckets
-// (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I only).
+// (1..kMaxTerms / 2), run in place with each lane's own number of terms (log I and log K).
 constexpr int kDebyeAnyBucket = kBuckets;
 // (Temme's lanes down to x = 1e-12, where K_20 ~ 6e262 still fits the recurrence; the header's
 // dd path below.  With 1e-3 before, 5 % of bench_special's small_x class (v < 20, x < 1e-3) took
@@ -1370,8 +1370,7 @@ inline void run_group(int bucket, const double* v, const double* x, double* out,
       if constexpr (!kIsK) return series_large_order_group<5>(v, x, out, cancels);
       break;
     case kDebyeAnyBucket:
-      if constexpr (!kIsK) return debye_group<false, 0>(v, x, out, cancels);
-      break;
+      return debye_group<kIsK, 0>(v, x, out, cancels);
     case kHankelNearBucket:
       if constexpr (!kIsK) return hankel_group<false>(v, x, out, cancels);
       break;
@@ -1447,18 +1446,26 @@ struct LogLanes {
 
 // The group kernel that runs a block in place, without the sort, from the lowest and highest
 // bucket of its elements (0: none, the block is sorted): a block of one bucket (not 0), and for
-// log I a block of Debye lanes of up to three neighbouring buckets (kDebyeAnyBucket).  Either
-// gives each element the bits it gets from its own bucket's groups.
+// log I and log K a block of Debye lanes of up to three neighbouring buckets (kDebyeAnyBucket).
+// Either gives each element the bits it gets from its own bucket's groups.
 template <class Lanes>
 inline int in_place_bucket(std::int64_t lowest, std::int64_t highest) {
   return lowest == highest ? static_cast<int>(lowest) : 0;
 }
+// (a spread of up to 4 terms costs less than the sort; a wider one not: the group runs the
+// largest count of its lanes.  log K as well since the fifteenth session: bench_special's large_v
+// class, Debye buckets 1-3, ~5 % faster on AVX2 without its sort and gathers.)
+inline int debye_in_place_bucket(std::int64_t lowest, std::int64_t highest) {
+  if (lowest == highest) return static_cast<int>(lowest);
+  return (lowest >= 1 && highest <= kMaxTerms / 2 && highest - lowest <= 2) ? kDebyeAnyBucket : 0;
+}
 template <>
 inline int in_place_bucket<LogLanes<false>>(std::int64_t lowest, std::int64_t highest) {
-  if (lowest == highest) return static_cast<int>(lowest);
-  // (a spread of up to 4 terms costs less than the sort; a wider one not: the group runs the
-  // largest count of its lanes)
-  return (lowest >= 1 && highest <= kMaxTerms / 2 && highest - lowest <= 2) ? kDebyeAnyBucket : 0;
+  return debye_in_place_bucket(lowest, highest);
+}
+template <>
+inline int in_place_bucket<LogLanes<true>>(std::int64_t lowest, std::int64_t highest) {
+  return debye_in_place_bucket(lowest, highest);
 }
 
 template <bool kIsK, bool kScaled>
