@@ -37,6 +37,16 @@ struct LogBranchfree {
 struct ExpBranchfree {
   template <class T> T operator()(T a, T) const { return static_cast<T>(exp_branchfree(static_cast<double>(a))); }
 };
+// The Debye lanes' h = sqrt(q) (which == 0) or 1 / h (which != 0) as the active tier computes
+// them (bessel_block.hpp's debye_root: without the divider on the AVX2 tier), for the tests.
+struct DebyeRoot {
+  template <class T> T operator()(T q, T which) const {
+    const double qd = static_cast<double>(q), wd = static_cast<double>(which);
+    double r;
+    cpu::bessel_block_isa::run(cpu::bessel_block_isa::Fn::debye_root, &qd, &wd, &r, 1, 0);
+    return static_cast<T>(r);
+  }
+};
 
 std::array<index_t, cpu::kMaxDims> strides_of(const pyb::ArrayView& a) {
   std::array<index_t, cpu::kMaxDims> s{};
@@ -92,6 +102,7 @@ void bind_special(py::module_& m) {
   def_binary<KveScalarPath>(m, "_kve_scalar_path", "v", "z");
   def_binary<LogBranchfree>(m, "_log_branchfree", "x", "unused");
   def_binary<ExpBranchfree>(m, "_exp_branchfree", "x", "unused");
+  def_binary<DebyeRoot>(m, "_debye_root", "q", "which");
 }
 }  // namespace
 NK_REGISTER_FAMILY(special, bind_special);

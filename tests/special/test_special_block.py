@@ -668,3 +668,33 @@ def test_block_chunk_runs_same_bits_on_any_threads(name, restore_threads):
         alias = x.copy()
         fn(v, alias, alias)
         np.testing.assert_array_equal(alias.view(np.uint64), want.view(np.uint64), err_msg=f"{threads}, out is x")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_debye_root(tier):
+    """bessel_block.hpp's debye_root: the AVX2 tier's h = sqrt(q) and 1 / h of a Debye lane
+    (q = v^2 + x^2) in fma, without the divider: h within half an ulp of sqrt(q) and 1 / h within
+    0.8 eps relative of 1 / sqrt(q), against long double, over the lanes' q (log-uniform in
+    [400, 1e300], powers of two and their neighbours); the other tiers' sqrt and 1 / h within
+    half an ulp and ~1 eps."""
+    if not core.isa_supported(tier):
+        pytest.skip(f"{tier} not available on this CPU")
+    if np.finfo(np.longdouble).eps >= 1e-17:
+        pytest.skip("long double is no wider than double here")
+    rng = np.random.default_rng(19)
+    twos = 2.0 ** np.arange(9, 997)
+    q = np.concatenate([np.exp(rng.uniform(np.log(400.0), np.log(1e300), 400_000)), twos,
+                        np.nextafter(twos, 0.0), np.nextafter(twos, np.inf),
+                        np.exp(rng.uniform(np.log(400.0), np.log(1e6), 100_000))])
+
+    def root(which):
+        out = np.empty_like(q)
+        core.special._debye_root(q, np.full_like(q, which), out)
+        return out
+
+    h, inv_h = _under_tier(tier, lambda: (root(0.0), root(1.0)))
+    ref = np.sqrt(q.astype(np.longdouble))
+    h_ulps = np.abs(h.astype(np.longdouble) - ref) / np.spacing(h)
+    assert h_ulps.max() <= 0.5 + 1e-3, (h_ulps.max(), q[h_ulps.argmax()])
+    inv_rel = np.abs(inv_h.astype(np.longdouble) * ref - 1) / np.finfo(np.float64).eps
+    assert inv_rel.max() <= (0.8 if tier == "avx2" else 1.01), (inv_rel.max(), q[inv_rel.argmax()])
