@@ -153,6 +153,35 @@ def test_out_wrong_shape_valueerror_and_untouched():
     np.testing.assert_array_equal(out2, -7.0)
 
 
+@pytest.mark.parametrize("name", ["log_iv", "log_kv", "iv", "ive", "kv", "kve"])
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_plain_numpy_call_same_as_general_path(name, dt):
+    """special/__init__.py's _plain_numpy_call (two arrays of one shape and float dtype, out= of
+    that shape and dtype) gives what the general path gives for the same values (a broadcast
+    view, or out= a 1-tuple, takes the general path), and returns out; an out= of the same shape
+    but read-only, or another shape, still gets numkern's errors naming out."""
+    rng = np.random.default_rng(23)
+    v = np.exp(rng.uniform(np.log(0.1), np.log(1e4), 300)).astype(dt)
+    x = np.exp(rng.uniform(np.log(1e-3), np.log(1e5), 300)).astype(dt)
+    fn = getattr(nks, name)
+    general = fn(np.broadcast_to(v, (1, 300)), x)[0]  # (a broadcast view: not the plain call)
+    plain = fn(v, x)
+    assert plain.dtype == dt
+    np.testing.assert_array_equal(plain, general)
+    out = np.full(300, -7.0, dtype=dt)
+    assert fn(v, x, out=out) is out
+    np.testing.assert_array_equal(out, general)
+    out_t = np.full(300, -7.0, dtype=dt)
+    fn(v, x, out=(out_t,))
+    np.testing.assert_array_equal(out_t, general)
+    ro = np.full(300, -7.0, dtype=dt)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="^out: "):
+        fn(v, x, out=ro)
+    with pytest.raises(ValueError, match="^out: "):
+        fn(v, x, out=np.full(301, -7.0, dtype=dt))
+
+
 def test_out_untouched_when_shapes_do_not_broadcast():
     out = np.full(3, -7.0)
     with pytest.raises(ValueError, match="broadcast"):

@@ -110,7 +110,33 @@ def _ufunc_call(name, args, names, out, kwargs):
     raise err
 
 
+_FAST_DTYPES = (F64, F32)
+
+
+def _plain_numpy_call(op, v, x, out, kwargs):
+    """The ufunc for the common call -- two numpy arrays (not subclasses) of one shape and of
+    float64 or float32, out= absent or a writeable array of that shape and dtype, no ufunc
+    keywords -- without the general path's dispatch and checks, whose outcome is fixed there (the
+    same ufunc, the same bits); None for any other call.  (Right after other work, e.g. a SciPy
+    call on 10^5 elements, each Python-level step of the general path ran ~10x slower than warm:
+    the checks of an out= call took ~130 us, 0.6-0.9 ns an element of a 200,000-element call, on
+    an Intel Xeon host; bench/RESULTS.md #21.)"""
+    if kwargs or type(v) is not np.ndarray or type(x) is not np.ndarray:
+        return None
+    dt = v.dtype
+    if x.dtype != dt or dt not in _FAST_DTYPES or x.shape != v.shape or v.ndim > MAX_DIMS:
+        return None
+    if out is None:
+        return getattr(ufuncs, op)(v, x)
+    if type(out) is np.ndarray and out.dtype == dt and out.shape == v.shape and out.flags.writeable:
+        return getattr(ufuncs, op)(v, x, out=out)
+    return None
+
+
 def _call(op, v, x, out, names=("v", "x"), kwargs=None):
+    res = _plain_numpy_call(op, v, x, out, kwargs)
+    if res is not None:
+        return res
     kwargs = kwargs or {}
     if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
         from ._autograd import torch_binary
@@ -171,6 +197,9 @@ def _scipy_complex(name, *args, out=None, names=("v", "z"), kwargs=None):
 
 
 def _real_or_complex(op, v, z, out, kwargs):
+    res = _plain_numpy_call(op, v, z, out, kwargs)  # (float arrays: not complex)
+    if res is not None:
+        return res
     if not any_torch(v, z) and not (is_dask_array(v) or is_dask_array(z)) and has_complex(v, z):
         return _scipy_complex(op, v, z, out=out, kwargs=kwargs)
     return _call(op, v, z, out, ("v", "z"), kwargs)
