@@ -455,12 +455,12 @@ def test_block_in_place_blocks_match_sorted_blocks(name):
 
 @pytest.mark.parametrize("name", ["log_iv", "log_kv"])
 def test_block_near_zero_lanes_bitwise(name, isa):
-    """Debye elements near x = z0 v (the near-zero series of the exponent): on the AVX-512 tier at
-    v >= 64 block_pass sorts them into a bucket of their own (kDebyeNearBucket), whose groups run
-    the series in every lane with each lane's own number of terms; elsewhere, and in blocks that
-    run in place, they share a group with other Debye lanes, which runs the series in the vectors
-    that hold them.  Each element gets the same bits in every such block, and as an array of its
-    own."""
+    """Debye elements near x = z0 v (the near-zero series of the exponent): on the AVX-512 and AVX2
+    tiers at v >= 64 block_pass sorts them into a bucket of their own (kDebyeNearBucket), whose
+    groups run the series in every lane with each lane's own number of terms; elsewhere, and in
+    blocks that run in place (one Debye bucket and near lanes below), they share a group with
+    other Debye lanes, which runs the series in the vectors that hold them.  Each element gets the
+    same bits in every such block, and as an array of its own."""
     fn = getattr(nks, name)
     rng = np.random.default_rng(53)
     n = 3000

@@ -18,10 +18,12 @@
 //     with x <= 2 for log I, in the same bucket as v < 20 on the AVX-512 tier, and for iv / ive
 //     below v = 170), and K at orders below 20 with
 //     sqrt(v^2 + x^2) < 25 (Temme's series or a polynomial fit, the recurrence).
-//   - for log I, Hankel lanes with x < 200 apart from the others (more terms per group).
+//   - for log I, Hankel lanes with x < 200 apart from the others (more terms per group);
+//   - on the AVX2 and AVX-512 tiers, Debye lanes near x = z0 v (v >= 64) apart (kDebyeNearBucket).
 // A block whose elements share one bucket, or (log I, log K) are Debye lanes of up to three
-// neighbouring buckets, skips the sort and runs in place (in_place_bucket); the kernels' lanes are independent,
-// so an element's result does not depend on the layout.
+// neighbouring buckets (near lanes among them or not), skips the sort and runs in place
+// (in_place_bucket, block_pass); the kernels' lanes are independent, so an element's result does
+// not depend on the layout.
 // A lane whose exponent cancels (|v eta| small against its parts, bessel.hpp's double-double
 // case) is recomputed by the header function, which takes the double-double path.
 //
@@ -118,10 +120,12 @@ constexpr double kHankelNearX = 200.0;
 constexpr int kDebyeNearBucket = kHankelBucket + 6;
 // (only lanes of up to 10 terms, v >= 64: a group runs its lanes' largest count, and the near
 // lanes at 20 <= v < 64, up to 20 terms, made bench_special's plane class 3 % slower on AVX2.)
-// AVX-512 tier only: there vmf ran 6-8 % faster with it; on AVX2, where the in-place series in
-// the vectors that hold near lanes costs less, vmf 3 % faster but plane and log K's large_v 3 %
-// slower (Intel Xeon, Sapphire Rapids).
-#if defined(__AVX512F__)
+// AVX-512 and AVX2 tiers: AVX-512's vmf ran 6-8 % faster with it.  On AVX2 it first measured
+// vmf 3 % faster but plane and log K's large_v 3 % slower; since the AVX2 Debye lanes take h and
+// 1 / h in fma (debye_root) and block_pass runs a pass of Debye and near lanes in place
+// (large_v), AVX2's vmf 15 %, x_near_v 5-9 %, large_v 3-9 % faster with it, plane the same
+// (Intel Xeon, Sapphire Rapids, fifteenth session).  The portable tier keeps them mixed.
+#if defined(__AVX512F__) || defined(__AVX2__)
 constexpr bool kDebyeNearOwnBucket = true;
 #else
 constexpr bool kDebyeNearOwnBucket = false;
@@ -1921,6 +1925,20 @@ void block_pass(const double* v, const double* x, double* out, index_t n, Ahead*
   if (const int whole = in_place_bucket<Lanes>(lowest, highest)) {
     run_bucket<Lanes>(whole, ord, x, nullptr, n, out, bk, ahead);
     return;
+  }
+  // Debye lanes of up to three neighbouring buckets and near lanes (log I, log K): in place as
+  // well, each lane with its own count of terms (debye_bucket, not bk), the near lanes' series
+  // in the vectors that hold them -- the values of their sorted groups.  (bench_special's
+  // large_v class, ~3 % near lanes: a pass of it stays unsorted.)
+  if (kDebyeNearOwnBucket && ((present >> kDebyeNearBucket) & 1)) {
+    const std::uint64_t debye = present & ~(std::uint64_t{1} << kDebyeNearBucket);
+    if (debye != 0) {
+      const std::int64_t lo = __builtin_ctzll(debye), hi = 63 - __builtin_clzll(debye);
+      if (lo >= 1 && hi <= kMaxTerms / 2 && hi - lo <= 2) {
+        run_bucket<Lanes>(kDebyeAnyBucket, ord, x, nullptr, n, out, nullptr, ahead);
+        return;
+      }
+    }
   }
   std::uint32_t ib[kPass + kSortSlack];
   index_t start[kBuckets + 1];
