@@ -482,6 +482,26 @@ def test_block_near_zero_lanes_bitwise(name, isa):
     np.testing.assert_array_equal(sorted_[0::2], in_place)
 
 
+@pytest.mark.parametrize("name", ["log_iv", "log_kv"])
+def test_block_in_place_near_and_small_order_debye_bitwise(name, isa):
+    """A pass of Debye lanes at orders below 20 (h >= 25: bucket kSmallOrderBucket, all 20 terms
+    in the lanes) and near-zero lanes at v >= 64 only runs in place (block_pass: Debye buckets and
+    the near bucket), each lane with its own count of terms: the small-order lanes keep their 20
+    (not the count of max(v, x)'s binade: 10 at x in [64, 128)), so that each gets the bits it
+    gets in a sorted pass."""
+    fn = getattr(nks, name)
+    rng = np.random.default_rng(57)
+    n = 20_000  # (with too few terms ~10 of these lanes a tier differed in the last bit)
+    v1 = rng.uniform(12.0, 19.9, n)
+    x1 = rng.uniform(64.0, np.minimum(128.0, 1.19 * v1 ** 2))  # (not Hankel: x < 1.2 v^2)
+    v2 = rng.uniform(100.0, 1000.0, n)
+    x2 = LAPLACE_Z0 * v2 * (1.0 + rng.uniform(-0.1, 0.1, n))
+    v, x = _interleave(v1, v2), _interleave(x1, x2)
+    in_place = fn(v, x)
+    sorted_ = fn(_interleave(v, np.array([3.5])), _interleave(x, np.array([0.7])))  # (series lanes)
+    np.testing.assert_array_equal(sorted_[0::2], in_place)
+
+
 def _facts_sets(rng, n):
     """Arrays whose every pass of 2048 elements satisfies one of block_pass's facts (pass_facts in
     bessel_block.hpp), with the edges of the tests each fact removes."""

@@ -1686,7 +1686,10 @@ inline void run_bucket(int bucket, const double* vs, const double* xs, const std
     } else if (lane_buckets != nullptr) {
       for (int l = 0; l < kLanes; ++l) redo[l] = lane_buckets[g + (l < lanes ? l : 0)];
     } else if (bucket == kDebyeAnyBucket) {  // (block_pass's box-proven Debye blocks: each lane's own)
-      for (int l = 0; l < kLanes; ++l) redo[l] = debye_bucket(vg[l], xg[l]);
+      // (orders below 20, h >= 25: all 20 terms, kSmallOrderBucket, as their sorted groups; the
+      // count of max(v, x)'s binade holds for v >= 20 only)
+      for (int l = 0; l < kLanes; ++l)
+        redo[l] = vg[l] < bessel_detail::kDebyeMinOrder ? kSmallOrderBucket : debye_bucket(vg[l], xg[l]);
     } else {
       for (int l = 0; l < kLanes; ++l) redo[l] = bucket;
     }
