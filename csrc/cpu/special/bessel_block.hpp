@@ -1930,9 +1930,10 @@ void block_pass(const double* v, const double* x, double* out, index_t n, Ahead*
     return;
   }
   // Debye lanes of up to three neighbouring buckets and near lanes (log I, log K): in place as
-  // well, each lane with its own count of terms (debye_bucket, not bk), the near lanes' series
-  // in the vectors that hold them -- the values of their sorted groups.  (bench_special's
-  // large_v class, ~3 % near lanes: a pass of it stays unsorted.)
+  // well, each lane with its own count of terms (run_bucket's kDebyeAnyBucket: debye_bucket, all
+  // 20 below order 20; not bk, which holds kDebyeNearBucket for the near lanes), the near
+  // lanes' series in the vectors that hold them -- the values of their sorted groups.
+  // (bench_special's large_v class, ~3 % near lanes: a pass of it stays unsorted.)
   if (kDebyeNearOwnBucket && ((present >> kDebyeNearBucket) & 1)) {
     const std::uint64_t debye = present & ~(std::uint64_t{1} << kDebyeNearBucket);
     if (debye != 0) {
