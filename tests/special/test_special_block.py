@@ -692,11 +692,11 @@ def test_block_chunk_runs_same_bits_on_any_threads(name, restore_threads):
 
 @pytest.mark.parametrize("tier", TIERS)
 def test_debye_root(tier):
-    """bessel_block.hpp's debye_root: the AVX2 tier's h = sqrt(q) and 1 / h of a Debye lane
-    (q = v^2 + x^2) in fma, without the divider: h within half an ulp of sqrt(q) and 1 / h within
-    0.8 eps relative of 1 / sqrt(q), against long double, over the lanes' q (log-uniform in
-    [400, 1e300], powers of two and their neighbours); the other tiers' sqrt and 1 / h within
-    half an ulp and ~1 eps."""
+    """bessel_block.hpp's debye_root: the AVX2 and AVX-512 tiers' h = sqrt(q) and 1 / h of a
+    Debye lane (q = v^2 + x^2) in fma, without the divider: h within half an ulp of sqrt(q) and
+    1 / h within 0.8 eps relative of 1 / sqrt(q), against long double, over the lanes' q
+    (log-uniform in [400, 1e300], powers of two and their neighbours); the portable tier's sqrt
+    and 1 / h within half an ulp and ~1 eps."""
     if not core.isa_supported(tier):
         pytest.skip(f"{tier} not available on this CPU")
     if np.finfo(np.longdouble).eps >= 1e-17:
@@ -717,4 +717,4 @@ def test_debye_root(tier):
     h_ulps = np.abs(h.astype(np.longdouble) - ref) / np.spacing(h)
     assert h_ulps.max() <= 0.5 + 1e-3, (h_ulps.max(), q[h_ulps.argmax()])
     inv_rel = np.abs(inv_h.astype(np.longdouble) * ref - 1) / np.finfo(np.float64).eps
-    assert inv_rel.max() <= (0.8 if tier == "avx2" else 1.01), (inv_rel.max(), q[inv_rel.argmax()])
+    assert inv_rel.max() <= (0.8 if tier in ("avx2", "avx512") else 1.01), (inv_rel.max(), q[inv_rel.argmax()])

@@ -454,26 +454,28 @@ NK_FORCE_INLINE inline dd debye_exponent_near_zero(double v, double x, double* d
   return e;
 }
 
-// AVX-512 tier: a Debye lane's four divisions (1 / h, x / (v + h) and one in each log) as two,
-// each shared by two quotients and each quotient corrected by one Newton step (two fma), so that
-// they stay within a hair of the rounded quotients.  vdivpd on 8 lanes issues once every 16
-// cycles on an Intel Xeon (Sapphire Rapids), and the divisions bound these lanes there (without
-// them debye_group ran 25-30 % faster in a microbenchmark): vmf, x_near_v and log K's large_v
-// 4-6 % faster.  On AVX2 (5-10 % without them) the extra multiplications cost more than they
-// save (those classes 2-8 % slower), so the other tiers divide.
+// AVX-512 tier: the two divisions of a Debye lane's logs (s = f / (2 + f) each) as one, shared,
+// each quotient corrected by one Newton step (two fma), so that they stay within a hair of the
+// rounded quotients.  vdivpd on 8 lanes issues once every 16 cycles on an Intel Xeon (Sapphire
+// Rapids), and the divisions bound these lanes there (without them debye_group ran 25-30 % faster
+// in a microbenchmark): vmf, x_near_v and log K's large_v 4-6 % faster (when 1 / h and
+// x / (v + h) shared a division too, before debye_root).  On AVX2 the extra multiplications cost
+// more than they save (those classes 2-8 % slower, fourteenth session), so the other tiers divide.
 #if defined(__AVX512F__)
 constexpr bool kDebyeShareDivisions = true;
 #else
 constexpr bool kDebyeShareDivisions = false;
 #endif
 
-// AVX2 tier: h = sqrt(v^2 + x^2) and 1 / h of a Debye lane without the divider (debye_root):
-// there the square root and the division, each ~2 ns a vector of 4 on the divider (Intel Xeon,
-// Sapphire Rapids), waited on it with the lane's other divisions; in fma they cost ~20 operations
-// that the other ports take.  log_kv 2-5 % faster in bench_special's classes, log_iv large_x 4 %,
-// the other log I classes 0-2 %.  The portable tier (no fma: the residuals below need it) and the
-// AVX-512 tier (kDebyeShareDivisions) take sqrt and 1 / h.
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// AVX2 and AVX-512 tiers: h = sqrt(v^2 + x^2) and 1 / h of a Debye lane without the divider
+// (debye_root): there the square root and the division, each ~2 ns a vector of 4 on the divider
+// (Intel Xeon, Sapphire Rapids), waited on it with the lane's other divisions; in fma they cost
+// ~20 operations that the other ports take.  AVX2: log_kv 2-5 % faster in bench_special's
+// classes, log_iv large_x 4 %, the other log I classes 0-2 %; AVX-512 (where 1 / h and
+// x / (v + h) had shared one division, now x / (v + h) divides): 3-7 % faster in large_x, vmf,
+// large_v and x_near_v.  The portable tier (no fma: the residuals below need it) takes sqrt and
+// divides (debye_quotients).
+#if defined(__AVX2__) && defined(__FMA__)
 constexpr bool kDebyeRootInFma = true;
 #else
 constexpr bool kDebyeRootInFma = false;
@@ -520,17 +522,11 @@ NK_FORCE_INLINE inline double corrected_quotient(double a, double d, double r) {
   return m::muladd(m::muladd(-q, d, a), r, q);
 }
 
-// 1 / h and w = x / (v + h) of a Debye lane from h = sqrt(v^2 + x^2).
+// 1 / h and w = x / (v + h) of a Debye lane from h = sqrt(v^2 + x^2) (the tiers without
+// debye_root).
 NK_FORCE_INLINE inline void debye_quotients(double v, double x, double h, double* inv_h, double* w) {
-  const double vh = v + h;
-  if constexpr (kDebyeShareDivisions) {
-    const double r = 1.0 / (h * vh);
-    *inv_h = corrected_quotient(1.0, h, vh * r);
-    *w = corrected_quotient(x, vh, h * r);  // (h r ~ 1 / (v + h))
-  } else {
-    *inv_h = 1.0 / h;
-    *w = x / vh;
-  }
+  *inv_h = 1.0 / h;
+  *w = x / (v + h);
 }
 
 // The closed form's pieces of a Debye lane from h, w = x / (v + h), the Debye sum S and 1 / h:
