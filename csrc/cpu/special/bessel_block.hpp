@@ -474,7 +474,7 @@ constexpr bool kDebyeShareDivisions = false;
 // classes, log_iv large_x 4 %, the other log I classes 0-2 %; AVX-512 (where 1 / h and
 // x / (v + h) had shared one division, now x / (v + h) divides): 3-7 % faster in large_x, vmf,
 // large_v and x_near_v.  The portable tier (no fma: the residuals below need it) takes sqrt and
-// divides (debye_quotients).
+// divides (debye_h).
 #if defined(__AVX2__) && defined(__FMA__)
 constexpr bool kDebyeRootInFma = true;
 #else
@@ -501,17 +501,23 @@ NK_FORCE_INLINE inline void debye_root(double q, double* h, double* inv_h) {
   *inv_h = y;
 }
 
-// The Debye lanes' h (which[i] == 0) or 1 / h (otherwise) of q[i] on this tier, for the tests
-// (_core.special._debye_root): debye_root where kDebyeRootInFma, sqrt and 1 / h elsewhere.
+// A Debye lane's h = sqrt(q), q = v^2 + x^2, and 1 / h on this tier: debye_root where
+// kDebyeRootInFma, sqrt and a division elsewhere.
+NK_FORCE_INLINE inline void debye_h(double q, double* h, double* inv_h) {
+  if constexpr (kDebyeRootInFma) {
+    debye_root(q, h, inv_h);
+  } else {
+    *h = std::sqrt(q);
+    *inv_h = 1.0 / *h;
+  }
+}
+
+// The Debye lanes' h (which[i] == 0) or 1 / h (otherwise) of q[i] on this tier (debye_h), for
+// the tests (_core.special._debye_root).
 inline void debye_root_run(const double* q, const double* which, double* out, index_t n) {
   for (index_t i = 0; i < n; ++i) {
     double h, inv_h;
-    if constexpr (kDebyeRootInFma) {
-      debye_root(q[i], &h, &inv_h);
-    } else {
-      h = std::sqrt(q[i]);
-      inv_h = 1.0 / h;
-    }
+    debye_h(q[i], &h, &inv_h);
     out[i] = which[i] == 0.0 ? h : inv_h;
   }
 }
@@ -520,13 +526,6 @@ inline void debye_root_run(const double* q, const double* which, double* out, in
 NK_FORCE_INLINE inline double corrected_quotient(double a, double d, double r) {
   const double q = a * r;
   return m::muladd(m::muladd(-q, d, a), r, q);
-}
-
-// 1 / h and w = x / (v + h) of a Debye lane from h = sqrt(v^2 + x^2) (the tiers without
-// debye_root).
-NK_FORCE_INLINE inline void debye_quotients(double v, double x, double h, double* inv_h, double* w) {
-  *inv_h = 1.0 / h;
-  *w = x / (v + h);
 }
 
 // The closed form's pieces of a Debye lane from h, w = x / (v + h), the Debye sum S and 1 / h:
@@ -573,13 +572,8 @@ inline void debye_group(const double* v, const double* x, double* out, std::int6
   std::int64_t near[kLanes], any_near = 0;
   for (int l = 0; l < kLanes; ++l) {
     double h;
-    if constexpr (kDebyeRootInFma) {
-      debye_root(v[l] * v[l] + x[l] * x[l], &h, &inv_h[l]);
-      ws[l] = x[l] / (v[l] + h);
-    } else {
-      h = std::sqrt(v[l] * v[l] + x[l] * x[l]);
-      debye_quotients(v[l], x[l], h, &inv_h[l], &ws[l]);
-    }
+    debye_h(v[l] * v[l] + x[l] * x[l], &h, &inv_h[l]);
+    ws[l] = x[l] / (v[l] + h);
     hs[l] = h;
     double p = v[l] * inv_h[l];
     p2[l] = p * p;
@@ -1930,11 +1924,13 @@ void block_pass(const double* v, const double* x, double* out, index_t n, Ahead*
   // 20 below order 20; not bk, which holds kDebyeNearBucket for the near lanes), the near
   // lanes' series in the vectors that hold them -- the values of their sorted groups.
   // (bench_special's large_v class, ~3 % near lanes: a pass of it stays unsorted.)
+  // (the buckets other than the near one as in_place_bucket takes them: a Debye one alone, or
+  // Debye ones that it runs as kDebyeAnyBucket)
   if (kDebyeNearOwnBucket && ((present >> kDebyeNearBucket) & 1)) {
     const std::uint64_t debye = present & ~(std::uint64_t{1} << kDebyeNearBucket);
     if (debye != 0) {
-      const std::int64_t lo = __builtin_ctzll(debye), hi = 63 - __builtin_clzll(debye);
-      if (lo >= 1 && hi <= kMaxTerms / 2 && hi - lo <= 2) {
+      const int whole = in_place_bucket<Lanes>(__builtin_ctzll(debye), 63 - __builtin_clzll(debye));
+      if (whole == kDebyeAnyBucket || (whole >= 1 && whole <= kMaxTerms / 2)) {
         run_bucket<Lanes>(kDebyeAnyBucket, ord, x, nullptr, n, out, nullptr, ahead);
         return;
       }
