@@ -2,7 +2,7 @@
 
 Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x4096, 4096x11008), batch
 1, 4, 16 and 64, one thread (or --threads): time of each quantized layer relative to fp32 torch.nn.Linear in the same
-run (lower is better): OVPLinear W4 / W8, SplitQuantLinear INT4 / INT2 (k = 3, group size 128, fused), W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
+run (lower is better): OVPLinear W4 / W8, SplitQuantLinear INT4 / INT2 (k = 3, group size 128, fused) and INT2 3.5b (sq_compact), W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
 calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
 bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
 sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
@@ -97,8 +97,15 @@ def gemv_table(shapes, batches, rounds):
     return "\n".join(rows)
 
 
-LAYER_METHODS = ["OVP W4", "OVP W8", "OVP W4A8", "OVP W8A8", "SplitQuant INT4", "SplitQuant INT2", "torch dyn int8",
-                 "bnb NF4"]
+LAYER_METHODS = ["OVP W4", "OVP W8", "OVP W4A8", "OVP W8A8", "SplitQuant INT4", "SplitQuant INT2",
+                 "SplitQuant INT2 3.5b", "torch dyn int8", "bnb NF4"]
+
+
+def sq_compact(model):
+    """SplitQuant INT2 at <= 3.5 bits a weight on MiniLM (docs/splitquant.md): outer clusters of 15 %
+    each, a grid per cluster over its own entries, a group per row, float16 tables."""
+    return sq(model, bits=2, k=3, group_size=None, method="tails", scheme="support", table_dtype="float16",
+              fused=True)
 
 
 def layer_modules(lin):
@@ -111,6 +118,7 @@ def layer_modules(lin):
             "OVP W4A8": a4, "OVP W8A8": a8,
             "SplitQuant INT4": sq(torch.nn.Sequential(lin), bits=4, k=3, fused=True)[0],
             "SplitQuant INT2": sq(torch.nn.Sequential(lin), bits=2, k=3, fused=True)[0],
+            "SplitQuant INT2 3.5b": sq_compact(torch.nn.Sequential(lin))[0],
             "torch dyn int8": torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
                                                                      dtype=torch.qint8)}
     bnb = bnb_layer(lin)
@@ -161,6 +169,7 @@ def model_variants(model, ids, mask):
     return {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
             "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
             "SplitQuant INT4": sq(model, bits=4, k=3, fused=True), "SplitQuant INT2": sq(model, bits=2, k=3, fused=True),
+            "SplitQuant INT2 3.5b": sq_compact(model),
             "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}
 
 
@@ -182,6 +191,8 @@ def quant_table(big):
     rows = ["| quantization | CPU time (s) |", "|---|---|"]
     for name, f in [("MiniLM (37 linear layers), OVP W4 auto", lambda: O.quantize_model(model, bits=4)),
                     ("MiniLM, OVP W8", lambda: O.quantize_model(model, bits=8)),
+                    ("MiniLM, SplitQuant INT2 (k = 3, groups of 128)", lambda: sq(model, bits=2, k=3, fused=True)),
+                    ("MiniLM, SplitQuant INT2 3.5b", lambda: sq_compact(model)),
                     ("MiniLM, torch dynamic int8", lambda: torch.ao.quantization.quantize_dynamic(
                         model, {torch.nn.Linear}, dtype=torch.qint8))]:
         t = time.process_time()

@@ -15,7 +15,12 @@ from ._lloyd import kmeans_lloyd_sorted
 
 _BITS = (2, 4, 8)
 _SCHEMES = ("symmetric", "asymmetric", "minmax")
+# "support": splitquant's branches only (a grid per cluster over its own entries, see quantize_support)
+_SPLIT_SCHEMES = _SCHEMES + ("support",)
 _METHODS = ("optimal", "lloyd")
+# "tails": split_model / cluster_labels only (the outer clusters by rank, see _row_boundaries)
+_SPLIT_METHODS = _METHODS + ("tails",)
+_TABLE_DTYPES = ("float32", "float16")
 _PART_NAMES = ("codes", "clusters", "scales", "offsets")
 _PART_DTYPES = (np.uint8, np.uint8, F32, F32)
 
@@ -49,18 +54,40 @@ def _check_bits(bits):
     return int(bits)
 
 
-def _check_method(method):
-    if method not in _METHODS:
-        raise ValueError(f"method: must be one of {_METHODS}, got {method!r}")
+def _check_method(method, split=False):
+    allowed = _SPLIT_METHODS if split else _METHODS
+    if not isinstance(method, str) or method not in allowed:
+        raise ValueError(f"method: must be one of {allowed}, got {method!r}")
     return method
 
 
-def _check_scheme(scheme, bits):
+def _check_tail(tail, method, k):
+    """tail: the fraction of each clustered unit in each outer cluster of method "tails" (k = 3)."""
+    if isinstance(tail, bool) or not isinstance(tail, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(tail) < 0.5:
+        raise ValueError(f"tail: must be a number in [0, 0.5), got {tail!r}")
+    if method == "tails" and k != 3:
+        raise ValueError(f"k: method 'tails' splits into 3 clusters (lower tail, middle, upper tail), got k={k}")
+    return float(tail)
+
+
+def _check_scheme(scheme, bits, split=False):
     if scheme is None:
         return "symmetric" if bits == 8 else "asymmetric"
-    if scheme not in _SCHEMES:
-        raise ValueError(f"scheme: must be one of {_SCHEMES} or None, got {scheme!r}")
+    allowed = _SPLIT_SCHEMES if split else _SCHEMES
+    if not isinstance(scheme, str) or scheme not in allowed:
+        raise ValueError(f"scheme: must be one of {allowed} or None, got {scheme!r}")
     return scheme
+
+
+def _check_table_dtype(table_dtype, scheme):
+    name = np.dtype(table_dtype).name if isinstance(table_dtype, type) else table_dtype
+    if not isinstance(name, str) or name not in _TABLE_DTYPES:
+        raise ValueError(f"table_dtype: must be one of {_TABLE_DTYPES}, got {table_dtype!r}")
+    if name == "float16" and scheme != "support":
+        raise ValueError("table_dtype: 'float16' tables need scheme='support' (whose codes are chosen "
+                         f"against the rounded tables), got scheme={scheme!r}")
+    return name
 
 
 def _check_group_size(group_size):
@@ -112,10 +139,20 @@ def _kmeans_rows(rows, k):
     return centers, labels, costs
 
 
-def _row_boundaries(rows, k, method, seed=0, name="weight"):
+def _row_boundaries(rows, k, method, seed=0, name="weight", tail=0.15):
     """Per-row cluster boundaries (rows x (min(k, cols) - 1)): midpoints of sorted centres, +inf
-    where a row has fewer distinct values."""
+    where a row has fewer distinct values.  method "tails" (k = 3): with s the sorted row of n
+    entries and m = floor(tail n + 1/2), b_1 = s[m - 1] and b_2 = s[n - m - 1] (-inf / +inf for
+    m = 0), so the lower cluster holds the m smallest entries (and ties of the m-th) and the
+    upper one the m largest (fewer when ties reach into them)."""
     rows = _finite_float(rows, name)
+    if method == "tails":
+        n = rows.shape[1]
+        m = int(np.floor(tail * n + 0.5))
+        if m == 0 or n < 2:
+            return np.tile(np.array([-np.inf, np.inf]), (rows.shape[0], 1))
+        s = np.sort(rows.astype(np.float64), axis=1)
+        return np.stack([s[:, m - 1], s[:, n - m - 1]], axis=1)
     if method == "optimal":
         centers, _, _ = _kmeans_rows(rows, k)
     else:
@@ -127,19 +164,23 @@ def _row_boundaries(rows, k, method, seed=0, name="weight"):
     return np.where(np.isnan(mids), np.inf, mids)
 
 
-def cluster_labels(rows, k, method="optimal", seed=0):
+def cluster_labels(rows, k, method="optimal", seed=0, tail=0.15):
     """Branch index of every entry of a (rows x cols) array: number of boundaries it exceeds.
 
-    rows: finite real (r, c) numpy array, c >= 1; k >= 1; method and seed as in ``kmeans1d``.
+    rows: finite real (r, c) numpy array, c >= 1; k >= 1; method and seed as in ``kmeans1d``,
+    or method="tails" (k = 3): per row, the floor(tail * c + 1/2) smallest entries get label 0
+    (with any entry equal to the largest of them), the same number of largest entries label 2
+    (fewer when they tie with smaller entries), the rest label 1; 0 <= tail < 0.5.
     Returns int8 labels (r, c) in [0, k).
     """
     k = _check_int(k, "k")
-    method = _check_method(method)
+    method = _check_method(method, split=True)
+    tail = _check_tail(tail, method, k)
     seed = _check_int(seed, "seed", 0)
     rows, _ = _to_numpy(rows, "rows")
     if rows.ndim != 2 or rows.shape[1] < 1:
         raise ValueError(f"rows: expected a 2-D array with at least one column, got shape {rows.shape}")
-    bounds = _row_boundaries(rows, k, method, seed, "rows")
+    bounds = _row_boundaries(rows, k, method, seed, "rows", tail)
     x = rows.astype(np.float64)
     lab = np.zeros(x.shape, dtype=np.int8)
     for j in range(bounds.shape[1]):
@@ -156,6 +197,8 @@ class QuantizedWeight:
     symmetric:  w ~ q * scale,           q in [-(2^(b-1)-1), 2^(b-1)-1], scale = absmax / qmax
     asymmetric: w ~ offset + q * scale,  q in [0, 2^b - 1], offset = -zero_point * scale
     minmax:     w ~ offset + q * scale,  q in [0, 2^b - 1], offset = group minimum
+    support:    w ~ offset + q * scale on the entries where ``support`` is True, 0 elsewhere (one
+                cluster's branch of ``quantize_support``; float16 tables decode in float32)
     ``codes`` has shape (rows, cols) (rows = output channels, cols = the other axes flattened);
     ``scale``/``offset`` have shape (rows, groups).  ``dequantize()`` returns the float weight
     in the caller's array kind, dtype and shape.
@@ -169,14 +212,20 @@ class QuantizedWeight:
     group_size: int
     shape: tuple
     _back: object = None
+    support: np.ndarray = None  # scheme "support": bool (rows, cols), the branch's own entries
 
     def dequantize_numpy(self):
         rows, cols = self.codes.shape
         g = self.scale.shape[1]
         gs = int(self.group_size) if g > 1 else cols  # the last group may be partial
         q = np.pad(self.codes, ((0, 0), (0, g * gs - cols))).reshape(rows, g, gs)
-        w = self.offset[:, :, None] + q.astype(self.scale.dtype) * self.scale[:, :, None]
-        return w.reshape(rows, g * gs)[:, :cols].reshape(self.shape)
+        dt = np.float32 if self.scale.dtype == np.float16 else self.scale.dtype
+        # offset + (q scale), each rounded to dt: what the fused kernels compute
+        w = self.offset.astype(dt)[:, :, None] + q.astype(dt) * self.scale.astype(dt)[:, :, None]
+        w = w.reshape(rows, g * gs)[:, :cols]
+        if self.support is not None:
+            w = np.where(self.support, w, np.zeros((), w.dtype))
+        return w.reshape(self.shape)
 
     def nbytes(self):
         """Bytes of the packed form: codes at ``bits`` bits each (rows packed to whole bytes),
@@ -201,7 +250,11 @@ class QuantizedWeight:
         return self._back(w) if self._back is not None else w
 
     def zero_value(self):
-        """(rows, groups) dequantized value that an exact 0 weight gets in each group."""
+        """(rows, groups) dequantized value that an exact 0 weight gets in each group (for scheme
+        "support": 0, the value of every entry outside the branch's support)."""
+        if self.scheme == "support":
+            return np.zeros(self.scale.shape, dtype=np.float32 if self.scale.dtype == np.float16
+                            else self.scale.dtype)
         z = np.zeros((self.codes.shape[0], self.scale.shape[1], 1), dtype=self.scale.dtype)
         q = _codes(z, self.scale[:, :, None], self.offset[:, :, None], self.bits, self.scheme)
         return (self.offset[:, :, None] + q.astype(self.scale.dtype) * self.scale[:, :, None])[:, :, 0]
@@ -249,6 +302,91 @@ def _quantize_rows(rows, bits, scheme, group_size):
     codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
     codes = codes.reshape(nrows, cols + pad)[:, :cols]
     return np.ascontiguousarray(codes), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
+
+
+# fractions of a support's range tried as cuts from its low end, then from its high end
+_SUPPORT_CUTS = tuple(j / 20 for j in range(1, 11))
+
+
+def quantize_support(rows, labels, k, bits, group_size, table_dtype="float32"):
+    r"""Scheme "support": each cluster's entries of each group quantized on a grid of their own.
+
+    For row o, group g (``group_size`` consecutive entries; None: the row) and cluster c, with
+    S the entries labelled c there, lo / hi their min / max and R = hi - lo:
+        w ~ a + u s,  u = clip(rint((w - a) / s), 0, 2^b - 1),  a = lo + t_lo R,  s = (hi - t_hi R - a) / (2^b - 1),
+    a and s rounded to ``table_dtype`` before the codes are chosen.  (t_lo, t_hi) minimises the
+    squared error over S of the float32 decode a + (u s): t_lo over {0, 0.05, ..., 0.5} with
+    t_hi = 0, then t_hi over the same with that t_lo (ties to the smaller cut; cutting the range
+    of a group's few tail entries trades their error for a finer grid for the rest).  A
+    constant S (R = 0) gets s = 0 and a = its value; an empty S a zero table entry.
+    Unlike the other schemes the branch needs no exact 0: it is zero outside S by its support
+    mask, and the fused weight stores each entry once.
+
+    rows: finite float (n, cols); labels: int (n, cols) in [0, k).  Returns k ``QuantizedWeight``
+    (scheme "support", unsigned codes, scale / offset (n, groups) in table_dtype, support =
+    labels == c).  ValueError when a table entry overflows table_dtype.
+    """
+    n, cols = rows.shape
+    gs = cols if group_size is None else min(group_size, cols)
+    groups = -(-cols // gs)
+    top = 2 ** bits - 1
+    tdt = np.dtype(table_dtype).type
+    w64 = rows.astype(np.float64)
+    gid = (np.arange(n, dtype=np.int64)[:, None] * groups + np.arange(cols, dtype=np.int64)[None, :] // gs)
+    out = []
+    for c in range(k):
+        mask = labels == c
+        e = w64[mask]
+        g = gid[mask]  # row-major: non-decreasing
+        codes = np.zeros((n, cols), np.uint8)
+        scale = np.zeros(n * groups, tdt)
+        offset = np.zeros(n * groups, tdt)
+        if e.size:
+            starts = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
+            present = g[starts]
+            lo = np.minimum.reduceat(e, starts)
+            hi = np.maximum.reduceat(e, starts)
+            span = hi - lo
+            seg = np.repeat(np.arange(present.size), np.diff(np.append(starts, e.size)))
+
+            def grid(t_lo, t_hi):
+                a = lo + span * t_lo
+                s = (hi - span * t_hi - a) / top
+                with np.errstate(over="ignore"):
+                    a, s = a.astype(tdt), s.astype(tdt)
+                return a.astype(np.float64), s.astype(np.float64)
+
+            def fit(a, s):
+                ae, se = a[seg], s[seg]
+                u = np.where(se > 0, np.clip(np.rint((e - ae) / np.where(se > 0, se, 1.0)), 0, top), 0)
+                d = ae.astype(np.float32) + (u * se).astype(np.float32)
+                err = np.bincount(seg, weights=(d.astype(np.float64) - e) ** 2, minlength=present.size)
+                return err, u
+
+            t_lo = np.zeros(present.size)
+            t_hi = np.zeros(present.size)
+            best, _ = fit(*grid(t_lo, t_hi))
+            for side in (0, 1):
+                for t in _SUPPORT_CUTS:
+                    cand = np.full(present.size, t)
+                    err, _ = fit(*(grid(cand, t_hi) if side == 0 else grid(t_lo, cand)))
+                    better = err < best
+                    best = np.where(better, err, best)
+                    if side == 0:
+                        t_lo = np.where(better, t, t_lo)
+                    else:
+                        t_hi = np.where(better, t, t_hi)
+            a, s = grid(t_lo, t_hi)
+            if not (np.isfinite(a).all() and np.isfinite(s).all() and np.isfinite(a + top * s).all()):
+                raise ValueError(f"table_dtype: a scale or offset of cluster {c} overflows "
+                                 f"{np.dtype(tdt).name} (weights beyond its range); use float32 tables")
+            _, u = fit(a, s)
+            codes[mask] = u.astype(np.uint8)
+            scale[present] = s.astype(tdt)
+            offset[present] = a.astype(tdt)
+        out.append(QuantizedWeight(codes, scale.reshape(n, groups), offset.reshape(n, groups), bits,
+                                   "support", gs, (n, cols), None, mask))
+    return out
 
 
 # ---- fused representation ------------------------------------------------------------------
@@ -353,6 +491,11 @@ def decode_ids(stream, coding, order, rows, n):
     return np.asarray(order, np.uint8)[sym[:total]].reshape(rows, n)
 
 
+def _itemsize(a):
+    """Bytes per element of a numpy array or a torch tensor."""
+    return a.element_size() if hasattr(a, "element_size") else np.dtype(a.dtype).itemsize
+
+
 @dataclass
 class FusedSplitQuantWeight:
     r"""Fused storage of a k-branch SplitQuant weight (k <= 4): per weight one b-bit code u and
@@ -364,14 +507,14 @@ class FusedSplitQuantWeight:
     the k separately quantized branches (to float rounding).  ``clusters`` is the dense 2-bit id
     form the kernels read; what is stored (``compact_ids``, ``nbytes``, ``bits_per_weight``) is
     a compact id stream: b bits + (0, 1, about 1.4 or 2 bits for k = 1, 2, 3, 4) per weight plus
-    2k float32 per group instead of k * b bits.  ``matmul(x)`` = x W^T (+ bias) with one kernel
+    2k float32 (float16 with ``table_dtype="float16"``) per group instead of k * b bits.  ``matmul(x)`` = x W^T (+ bias) with one kernel
     that decodes on the fly: numpy / torch CPU -> C++, torch CUDA / CuPy -> CUDA.
     """
 
     codes: np.ndarray      # (out, ceil(in * bits / 8)) uint8
     clusters: np.ndarray   # (out, ceil(in / 4)) uint8
-    scales: np.ndarray     # (out, groups, k) float32
-    offsets: np.ndarray    # (out, groups, k) float32
+    scales: np.ndarray     # (out, groups, k) float32 (or float16: widened to float32 by the kernels)
+    offsets: np.ndarray    # (out, groups, k) float32 (or float16)
     in_features: int
     group_size: int
     bits: int
@@ -393,6 +536,7 @@ class FusedSplitQuantWeight:
             raise ValueError("quantized: branches must share shape, bits, scheme and group size")
         labels = np.asarray(labels).reshape(rows, cols)
         half = 2 ** (q0.bits - 1)
+        tables = np.float16 if q0.scale.dtype == np.float16 else np.float32
         zero = np.stack([q.zero_value().astype(np.float64) for q in quantized], axis=2)
         scales = np.stack([q.scale for q in quantized], axis=2).astype(np.float64)
         offs = np.stack([q.offset for q in quantized], axis=2).astype(np.float64)
@@ -405,8 +549,9 @@ class FusedSplitQuantWeight:
         pad = scales.shape[1] * q0.group_size - cols  # partial last group: zero codes to its end
         if pad:
             u, labels = (np.pad(a, ((0, 0), (0, pad))) for a in (u, labels))
-        return cls(_pack(u, q0.bits), _pack(labels, 2), scales.astype(np.float32),
-                   offsets.astype(np.float32), cols, q0.group_size, q0.bits)
+        # (scheme "support": zero is 0, so float16 tables pass through exactly)
+        return cls(_pack(u, q0.bits), _pack(labels, 2), scales.astype(tables),
+                   offsets.astype(tables), cols, q0.group_size, q0.bits)
 
     def _parts(self):
         if len(getattr(self.scales, "shape", ())) != 3:
@@ -438,7 +583,7 @@ class FusedSplitQuantWeight:
 
     def nbytes(self):
         """Bytes stored: codes, compact cluster ids (``compact_ids``), scales and offsets."""
-        tables = sum(int(np.prod(a.shape)) * 4 for a in self._parts()[2:])
+        tables = sum(int(np.prod(a.shape)) * _itemsize(a) for a in self._parts()[2:])
         return int(np.prod(self.codes.shape)) + int(self.compact_ids()[2].size) + tables
 
     @property

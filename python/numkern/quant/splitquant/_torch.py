@@ -15,13 +15,14 @@ from torch import nn
 from .._skips import log_skipped, skipped_layers
 from .._torch_module import QuantModule, arm_runner, watch_buffers
 from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
-                      _unpack, cluster_labels, encode_ids)
+                      _unpack, cluster_labels, encode_ids, quantize_support)
 
 _SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _F32 = torch.float32
 _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 _FAST_PARTS = ("codes", "clusters", "scales", "offsets", "bias")
+_TABLE_DTYPES = (torch.float32, torch.float16)
 
 
 def _splittable(m):
@@ -84,9 +85,12 @@ class SplitLayer(nn.Module):
     def bits_per_weight(self):
         """Stored bits per weight of the k branches together: once quantized, the sum of the
         branches' ``QuantizedWeight.bits_per_weight`` (each branch has a code for every weight,
-        k * (b + table bits)); before, k float weights (k * 32 for float32)."""
+        k * (b + table bits)), plus ceil(log2 k) bits of label per weight for scheme "support"
+        (whose branches are zero off their support by the labels, not by a code); before, k float
+        weights (k * 32 for float32)."""
         if self.quantized:
-            return float(sum(qw.bits_per_weight for qw in self.quantized))
+            labels = (self.k - 1).bit_length() if self.quantized[0].scheme == "support" else 0
+            return float(sum(qw.bits_per_weight for qw in self.quantized) + labels)
         return float(sum(8 * b.weight.element_size() for b in self.branches))
 
     def forward(self, x):
@@ -103,7 +107,8 @@ class SplitQuantLinear(QuantModule):
     version 2, ``id_coding`` / ``id_order`` in ``_extra_state``); the dense ids the kernel reads
     (``clusters``) are rebuilt from it on load; ``bits_per_weight`` counts what is stored.
     Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
-    float32 and returns x's dtype.  Scales and offsets stay float32 under
+    float32 and returns x's dtype.  Scales and offsets keep their dtype (float32, or float16
+    from ``splitquant(..., table_dtype="float16")``, widened to float32 for the kernels) under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
     Float32 contiguous CPU input that needs no gradient (eager, not traced or compiled) goes
     straight to the C++ kernel in one call on views cached in the layer (``_SQFast``); the
@@ -271,7 +276,7 @@ class _SQFast:
     tables; same result), not made with NUMKERN_SPLITQUANT_INDEX=0 either.  ``ok`` is False where
     the fast path does not apply (weights not on the CPU, a partial last group)."""
 
-    __slots__ = ("bufs", "versions", "ok", "runner", "run")
+    __slots__ = ("bufs", "versions", "ok", "runner", "run", "arrays")
 
     @classmethod
     def make(cls, layer):
@@ -280,13 +285,15 @@ class _SQFast:
         st.versions = tuple(None if b is None else b._version for b in st.bufs)
         codes, clusters, scales, offsets, bias = st.bufs
         st.ok = (all(b.device.type == "cpu" for b in st.bufs if b is not None)
-                 and scales.dtype == _F32 and offsets.dtype == _F32
+                 and scales.dtype in _TABLE_DTYPES and offsets.dtype in _TABLE_DTYPES
                  and scales.dim() == 3 and scales.shape[1] * layer.group_size == layer.in_features)
         if st.ok:
             from ..._core import splitquant as core
 
             b = None if bias is None else bias.detach().to(_F32).contiguous().numpy()
-            arrays = (*(t.detach().contiguous().numpy() for t in (codes, clusters, scales, offsets)), b)
+            # (float16 tables: float32 copies, exact, held here for the runner's views)
+            st.arrays = arrays = (*(t.detach().contiguous().numpy() for t in (codes, clusters)),
+                                  *(t.detach().to(_F32).contiguous().numpy() for t in (scales, offsets)), b)
             st.runner = core.LayerRunner(*arrays, layer.in_features, layer.group_size, layer.bits,
                                          watch_buffers(layer, _FAST_PARTS, st.bufs, st.versions), torch.Tensor,
                                          torch.float32, torch.strided, torch.from_numpy,
@@ -320,15 +327,15 @@ def _check_module(model):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
 
 
-def _split_layer(layer, name, k, method, seed):
+def _split_layer(layer, name, k, method, seed, tail):
     w = layer.weight.detach()
     rows = _host_float(w).reshape(w.shape[0], -1)
     if not np.all(np.isfinite(rows)):
         raise ValueError(f"model: layer {name!r} has NaN or infinite weights")
     if isinstance(layer, nn.Linear):  # one clustering for the whole tensor
-        wl = cluster_labels(rows.reshape(1, -1), k, method, seed).reshape(w.shape)
+        wl = cluster_labels(rows.reshape(1, -1), k, method, seed, tail).reshape(w.shape)
     else:  # one clustering per output channel
-        wl = cluster_labels(rows, k, method, seed).reshape(w.shape)
+        wl = cluster_labels(rows, k, method, seed, tail).reshape(w.shape)
     wl = torch.from_numpy(wl).to(w.device)
     bl = None
     if layer.bias is not None:
@@ -336,7 +343,7 @@ def _split_layer(layer, name, k, method, seed):
         bn = _host_float(b).reshape(1, -1)
         if not np.all(np.isfinite(bn)):
             raise ValueError(f"model: layer {name!r} has NaN or infinite biases")
-        bl = torch.from_numpy(cluster_labels(bn, k, method, seed).reshape(b.shape)).to(b.device)
+        bl = torch.from_numpy(cluster_labels(bn, k, method, seed, tail).reshape(b.shape)).to(b.device)
     branches = []
     for j in range(k):
         br = copy.deepcopy(layer)
@@ -377,8 +384,8 @@ def _inside_split(model, name):
     return False
 
 
-def split_model(model, k, method, seed):
-    return _replace(model, lambda layer, name: _split_layer(layer, name, k, method, seed), "split")
+def split_model(model, k, method, seed, tail=0.15):
+    return _replace(model, lambda layer, name: _split_layer(layer, name, k, method, seed, tail), "split")
 
 
 def _quantize_layer_weight(layer, name, bits, scheme, group_size):
@@ -394,26 +401,52 @@ def _quantize_layer_weight(layer, name, bits, scheme, group_size):
     return q
 
 
+def _quantize_split_support(layer, name, bits, group_size, table_dtype):
+    """Scheme "support": every branch of a SplitLayer on its own cluster's entries
+    (``quantize_support``); the branch weights become their dequantized values there and 0
+    elsewhere (where split_model left them 0: a branch's entries off its support are dropped)."""
+    w = layer.branches[0].weight.detach()
+    labels = layer.weight_labels.cpu().numpy().reshape(w.shape[0], -1).astype(np.int64)
+    rows = np.zeros(labels.shape, np.float64 if w.dtype == torch.float64 else np.float32)
+    for j, br in enumerate(layer.branches):
+        bw = _host_float(br.weight.detach()).reshape(labels.shape)
+        rows = np.where(labels == j, bw, rows)
+    if not np.all(np.isfinite(rows)):
+        raise ValueError(f"model: layer {name!r} has NaN or infinite weights")
+    try:
+        qs = quantize_support(rows, labels, layer.k, bits, group_size, table_dtype)
+    except ValueError as e:
+        raise ValueError(f"{e} (layer {name!r})") from None
+    for qw, br in zip(qs, layer.branches):
+        qw.shape = tuple(w.shape)
+        with torch.no_grad():
+            br.weight.copy_(torch.from_numpy(qw.dequantize_numpy()).to(w.device, w.dtype))
+    return qs
+
+
 def report(model, what):
     """Weight layers that ``what`` left in float, logged on the numkern.quant logger."""
     done = (SplitLayer, SplitQuantLinear)
     return log_skipped(skipped_layers(model, lambda m: isinstance(m, done) or _splittable(m)), what)
 
 
-def splitquant(model, bits, k, group_size, method, scheme, fused, seed):
+def splitquant(model, bits, k, group_size, method, scheme, fused, seed, tail=0.15, table_dtype="float32"):
     if fused and k > 4:
         raise ValueError(f"k: the fused form holds at most 4 branches, got {k}")
     _check_module(model)
     has_unsplit = any(_splittable(m) and not _inside_split(model, n)
                       for n, m in model.named_modules())
     if has_unsplit or not any(isinstance(m, SplitLayer) for m in model.modules()):
-        split = split_model(model, k, method, seed)
+        split = split_model(model, k, method, seed, tail)
     else:  # already split by split_model: quantize its branches, keep its clustering
         split = copy.deepcopy(model)
     for name, m in split.named_modules():
         if isinstance(m, SplitLayer):
-            m.quantized = [_quantize_layer_weight(b, f"{name}.branches.{j}", bits, scheme, group_size)
-                           for j, b in enumerate(m.branches)]
+            if scheme == "support":
+                m.quantized = _quantize_split_support(m, name, bits, group_size, table_dtype)
+            else:
+                m.quantized = [_quantize_layer_weight(b, f"{name}.branches.{j}", bits, scheme, group_size)
+                               for j, b in enumerate(m.branches)]
     return fuse_model(split) if fused else split
 
 
