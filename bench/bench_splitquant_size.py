@@ -2,7 +2,7 @@
 
 For each configuration: stored bits per weight over the 36 encoder Linear weights (weighted by
 their sizes; the fused SplitQuantLinear's ``bits_per_weight``: codes + compact cluster ids +
-float32 scales/offsets; plain group-wise quantization: codes + float32 scale + offset per group,
+float32 (or float16) scales/offsets; plain group-wise quantization: codes + float32 scale + offset per group,
 ``QuantizedWeight.bits_per_weight``) and the mean cosine of the sentence embeddings to fp32 over
 the 240 fixed sentences of tests/olive/test_olive_minilm.py.  Deterministic (no timing).
 
@@ -97,15 +97,24 @@ def main(argv):
     p, h = id_stats(splits[3])
     print(f"k=3 cluster fractions {np.round(p, 4).tolist()}, id entropy {h:.3f} bits")
     # 192 divides both MiniLM input widths (384, 1536); 256 would leave partial groups
-    for bits, k, gs in [(2, 3, 128), (2, 3, 192), (2, 3, None), (2, 2, 128), (2, 2, 192),
-                        (2, 2, None), (4, 3, 128), (4, 2, None)]:
-        fm = q.splitquant(splits[k], bits=bits, group_size=gs, fused=True)
+    tails = q.split_model(model, k=3, method="tails", tail=0.15)
+    configs = [(2, 3, 128, {}), (2, 3, 192, {}), (2, 3, None, {}), (2, 2, 128, {}), (2, 2, 192, {}),
+               (2, 2, None, {}), (4, 3, 128, {}), (4, 2, None, {}),
+               # scheme "support": a grid per cluster over its own entries (docs/splitquant.md)
+               (2, 3, 128, {"scheme": "support"}), (2, 3, None, {"scheme": "support"}),
+               (2, "tails", None, {"scheme": "support"}),
+               (2, "tails", None, {"scheme": "support", "table_dtype": "float16"})]
+    for bits, k, gs, opts in configs:
+        fm = q.splitquant(tails if k == "tails" else splits[k], bits=bits, group_size=gs, fused=True, **opts)
         mods = [m for m in fm.modules() if isinstance(m, q.SplitQuantLinear)]
-        dense = sum((m.codes.numel() + m.clusters.numel() + 4 * m.scales.numel() + 4 * m.offsets.numel())
+        dense = sum((m.codes.numel() + m.clusters.numel()
+                     + m.scales.element_size() * (m.scales.numel() + m.offsets.numel()))
                     * 8 for m in mods) / sum(m.in_features * m.out_features for m in mods)
-        label = f"SplitQuant INT{bits}, k = {k}, groups of {gs or 'a row'}"
+        split = "k = 3, tails of 15 %" if k == "tails" else f"k = {k}"
+        extra = "".join(f", {v}" for v in opts.values())
+        label = f"SplitQuant INT{bits}, {split}, groups of {gs or 'a row'}{extra}"
         rows.append((label, mean_bits(mods), cosine(fm, ids, mask, ref), dense))
-        if bits == 2 and k == 3:
+        if bits == 2 and k in (3, "tails"):
             print(f"{label}: joint entropy of (code, id) {code_id_entropy(mods):.3f} bits/weight")
     print("| configuration | bits/weight stored | (dense 2-bit ids) | mean cosine to fp32 |")
     print("|---|---|---|---|")
