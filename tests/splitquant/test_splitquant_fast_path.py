@@ -58,14 +58,16 @@ def test_decode_is_bitwise_the_scalar_decode(isa, bits, k, n, gs):
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("k,n,gs", [(600, 45, 40), (600, 33, 300), (640, 40, 128), (520, 9, 24), (250, 37, 5),
-                                    (640, 70, 16), (512, 50, 64)])
+                                    (640, 70, 16), (512, 50, 64), (768, 40, 384), (1536, 24, 1536),
+                                    (1024, 20, 512)])
 def test_panel_gemm_over_decode_chunks(isa, bits, k, n, gs):
     """From 8 rows the panel GEMM decodes whole groups a chunk at a time (256 columns or the
-    multiple of the group size below it, one group when it is longer; the whole row when a chunk
-    would not start on a byte of the codes): several chunks, a partial last chunk, groups longer
-    than a chunk, odd group sizes (group sizes of a multiple of 16: the avx512 tier decodes the panel
-    in registers); every batch row within the bound, and each row the same as the row computed
-    alone (below the GEMM switch) within the bound too."""
+    multiple of the group size below it; for a longer group the largest part of it that divides
+    it, is a multiple of 16 and at most 256 -- 192 of 384, 256 of 1536 or 512 --, else the group;
+    the whole row when a chunk would not start on a byte of the codes): several chunks, a partial
+    last chunk, groups longer than a chunk, odd group sizes (group sizes of a multiple of 16: the
+    avx512 tier decodes the panel in registers); every batch row within the bound, and each row
+    the same as the row computed alone (below the GEMM switch) within the bound too."""
     from numkern import _core
 
     m = _layer(k, n, bits, gs, k + n + bits)
