@@ -907,8 +907,9 @@ def test_quantize_weights(data):
 def test_cluster_labels(data):
     rows = data.draw(st.one_of(arrays(REALS, values=quant_values, max_side=6), any_input()))
     k = data.draw(st.one_of(st.integers(-1, 5), st.sampled_from([2.0, None])))
-    method = data.draw(st.sampled_from(["optimal", "lloyd", "x"]))
-    ok, lab = call(quant.cluster_labels, rows, k, method, names=["rows", "k", "method", "seed"])
+    method = data.draw(st.sampled_from(["optimal", "lloyd", "tails", "x"]))
+    tail = data.draw(st.sampled_from([0.15, 0.0, 0.49, 0.5, -1.0, math.nan, "a"]))
+    ok, lab = call(quant.cluster_labels, rows, k, method, 0, tail, names=["rows", "k", "method", "seed", "tail"])
     if ok:
         ra = np.asarray(rows)
         assert lab.shape == ra.shape and ra.ndim == 2
@@ -972,16 +973,18 @@ def test_splitquant_models(data):
     k = data.draw(st.one_of(st.integers(-1, 5), st.sampled_from([2.0, None])))
     bits = data.draw(st.one_of(st.sampled_from([2, 4, 8]), st.sampled_from([3, None])))
     gs = data.draw(st.sampled_from([None, 1, 2, 4, 5, 0, "2"]))
-    method = data.draw(st.sampled_from(["optimal", "lloyd", "x"]))
-    scheme = data.draw(st.sampled_from([None, "symmetric", "minmax", "bad"]))
+    method = data.draw(st.sampled_from(["optimal", "lloyd", "tails", "x"]))
+    scheme = data.draw(st.sampled_from([None, "symmetric", "minmax", "support", "support", "bad"]))
+    table_dtype = data.draw(st.sampled_from(["float32", "float16", "float16", "int8"]))
     fused = data.draw(st.booleans())
-    names = ["model", "k", "bits", "group_size", "method", "scheme", "fused", "seed"]
+    names = ["model", "k", "bits", "group_size", "method", "scheme", "fused", "seed", "tail", "table_dtype"]
     x = torch.randn(2, 2, 4) if isinstance(model[0], torch.nn.Conv1d) else torch.randn(2, 6)
     which = data.draw(st.sampled_from(["split", "splitquant", "plain"]))
     if which == "split":
         ok, m = call(quant.split_model, model, k, method, names=names)
     elif which == "splitquant":
-        ok, m = call(quant.splitquant, model, bits, k, gs, method, scheme=scheme, fused=fused, names=names)
+        ok, m = call(quant.splitquant, model, bits, k, gs, method, scheme=scheme, fused=fused,
+                     table_dtype=table_dtype, names=names)
     else:
         ok, m = call(quant.quantize_model_plain, model, bits, gs, scheme=scheme, names=names)
     if not ok:
