@@ -145,11 +145,26 @@ void binary_loop(const T* a, const T* b, T* out, const Strided& geom,
     const bool contiguous = std::is_same_v<T, double> && geom.ndim == 1 && strides[0][0] == 1 &&
                             strides[1][0] == 1 && strides[2][0] == 1 && aligned(a) && aligned(b) &&
                             aligned(out);
+    // one operand a broadcast scalar (e.g. iv(0.5, x), or the order of i0 ... k1e), the other and
+    // out contiguous: the scalar repeated into a buffer, the rest read in place (no gather and
+    // scatter of the array operand and out; the kernel's read-ahead then stays off)
+    const bool a_scalar = std::is_same_v<T, double> && geom.ndim == 1 && strides[0][0] == 0 &&
+                          strides[1][0] == 1 && strides[2][0] == 1 && aligned(b) && aligned(out);
+    const bool b_scalar = std::is_same_v<T, double> && geom.ndim == 1 && strides[1][0] == 0 &&
+                          strides[0][0] == 1 && strides[2][0] == 1 && aligned(a) && aligned(out);
     for_each_chunk_run(element_count(geom), [&](index_t begin, index_t end, index_t ahead) {
       if (contiguous) {
         BlockKernel<Op>::run(reinterpret_cast<const double*>(a) + begin,
                              reinterpret_cast<const double*>(b) + begin,
                              reinterpret_cast<double*>(out) + begin, end - begin, ahead);
+        return;
+      }
+      if (a_scalar || b_scalar) {
+        double sbuf[kChunk];
+        std::fill_n(sbuf, end - begin, static_cast<double>(load_unaligned(a_scalar ? a : b)));
+        BlockKernel<Op>::run(a_scalar ? sbuf : reinterpret_cast<const double*>(a) + begin,
+                             b_scalar ? sbuf : reinterpret_cast<const double*>(b) + begin,
+                             reinterpret_cast<double*>(out) + begin, end - begin, 0);
         return;
       }
       // other layouts and float: gather into double buffers, compute, scatter

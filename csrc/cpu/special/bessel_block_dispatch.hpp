@@ -1,6 +1,7 @@
 // The BlockKernel specializations (cpu/common/elementwise.hpp) of log_iv, log_kv, iv, ive, kv,
 // kve and i0 ... k1e: blocks of doubles go to the tier that nk::cpu::active_isa() names
-// (bessel_block_isa.hpp): the Bessel block path, or for i0 ... k1e a plain loop with fma.  Include before binary_loop is instantiated.
+// (bessel_block_isa.hpp): the Bessel block path, or for i0 ... k1e their lanes (bessel01_lanes.hpp;
+// the portable tier: the header functions).  Include before binary_loop is instantiated.
 #pragma once
 
 #include "cpu/common/elementwise.hpp"

@@ -7,8 +7,8 @@
 
 namespace nk::cpu::bessel_block_isa {
 
-// log_iv ... kve: the lanes of bessel_block.hpp; i0 ... k1e (bessel01.hpp): a plain loop, which
-// gains hardware fma in the wide tiers (their Chebyshev sums are chains of m::muladd).
+// log_iv ... kve: the lanes of bessel_block.hpp; i0 ... k1e: the lanes of bessel01_lanes.hpp on the
+// wide tiers, the header functions (bessel01.hpp) one by one on the portable tier.
 // debye_root (tests only): the Debye lanes' h = sqrt(q) (x == 0) or 1 / h (x != 0) of q = v, as
 // this tier computes them (bessel_block.hpp's debye_root_run).
 enum class Fn : int { log_iv, log_kv, iv, ive, kv, kve, i0, i0e, i1, i1e, k0, k0e, k1, k1e, debye_root };
