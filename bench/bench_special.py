@@ -358,7 +358,13 @@ def run_regions(n=N, rounds=ROUNDS):
     return "\n".join(rows)
 
 
-CLASS_FUNCS = ("log_iv", "log_kv", "iv", "ive", "kv", "kve")
+# every function that issue #21's targets name: the logs and iv ... kve over the (v, x) classes, the
+# fixed-order drop-ins i0 ... k1e over the x classes
+CLASS_FUNCS = ("log_iv", "log_kv", "iv", "ive", "kv", "kve") + tuple(X_DROPINS)
+
+
+def _classes_of(func):
+    return X_CLASSES if func in X_DROPINS else VX_CLASSES
 
 
 def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS, warm=False):
@@ -380,7 +386,7 @@ def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS, warm=False):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for func in funcs:
-                for cls in VX_CLASSES:
+                for cls in _classes_of(func):
                     runs = {impl: runner(func, cls, impl) for impl in ("scipy", "nk1")}
                     samples = {impl: [] for impl in runs}
                     for r in range(rounds + 1):  # round 0 is the warm-up
@@ -398,21 +404,27 @@ def run_classes(rounds=ROUNDS, funcs=CLASS_FUNCS, warm=False):
 
 
 def classes_report(res, funcs=CLASS_FUNCS) -> str:
-    """Class x function table of speedups (SciPy / numkern, one thread) and the issue #21 goals:
-    log_iv, log_kv >= 10x in every class and >= 20x on the median class; drop-ins >= 1.5x."""
+    """Class x function tables of speedups (SciPy / numkern, one thread) and the issue #21 goals:
+    log_iv, log_kv >= 10x in every class and >= 20x on the median class; every drop-in (iv ... kve
+    over the (v, x) classes, i0 ... k1e over the x classes) >= 1.5x in every class."""
     isa = numkern.show_config().get("isa", "?")
-    head = "| class (ISA " + isa + ") | " + " | ".join(funcs) + " |"
-    lines = [head, "|---|" + "---:|" * len(funcs)]
-    for cls in VX_CLASSES:
-        cells = []
-        for f in funcs:
-            s, n = res.get((f, cls), (None, None))
-            r = _ratio(s, n)
-            cells.append("-" if r is None else f"{r:.1f}x ({n * 1e9:.0f} ns)")
-        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: SciPy time / numkern time per element (numkern ns/elem), one thread, CPU time.", ""]
+    lines = []
+    for classes in (VX_CLASSES, X_CLASSES):
+        fs = [f for f in funcs if _classes_of(f) is classes]
+        if not fs:
+            continue
+        lines += ["| class (ISA " + isa + ") | " + " | ".join(fs) + " |", "|---|" + "---:|" * len(fs)]
+        for cls in classes:
+            cells = []
+            for f in fs:
+                s, n = res.get((f, cls), (None, None))
+                r = _ratio(s, n)
+                cells.append("-" if r is None else f"{r:.1f}x ({n * 1e9:.0f} ns)")
+            lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Cells: SciPy time / numkern time per element (numkern ns/elem), one thread, CPU time.", ""]
     for f in funcs:
-        rs = [_ratio(*res[(f, c)]) for c in VX_CLASSES if (f, c) in res]
+        rs = [_ratio(*res[(f, c)]) for c in _classes_of(f) if (f, c) in res]
         if not rs:
             continue
         med, worst = statistics.median(rs), min(rs)
@@ -423,7 +435,8 @@ def classes_report(res, funcs=CLASS_FUNCS) -> str:
         else:
             lines.append(f"- {f}: worst {worst:.1f}x, median {med:.1f}x (goal >= 1.5x: "
                          f"{'meets' if worst >= 1.5 else 'MISSES'})")
-    lines += ["", "Classes:", ""] + [f"- `{c}`: {d}" for c, (d, _) in VX_CLASSES.items()]
+    used = {c: d for f in funcs for c, (d, _) in _classes_of(f).items()}
+    lines += ["", "Classes:", ""] + [f"- `{c}`: {d}" for c, d in used.items()]
     return "\n".join(lines)
 
 
@@ -434,7 +447,7 @@ def main(argv=None):
     p.add_argument("--regions", action="store_true", help="time numkern per region of bessel.hpp")
     p.add_argument("--only", nargs="*", help="function names to run (default: all)")
     p.add_argument("--classes", action="store_true",
-                   help="one thread: class x function speedup table (log_iv ... kve)")
+                   help="one thread: class x function speedup tables (log_iv ... kve, i0 ... k1e) and #21's goals")
     p.add_argument("--isa", choices=("auto", "portable", "avx2", "avx512"),
                    help="SIMD tier of the dispatcher (numkern._core.set_isa; default NUMKERN_ISA/auto)")
     p.add_argument("--n", type=int, default=N, help=f"numkern elements per class (default {N:,})")
