@@ -441,10 +441,19 @@ def test_scalar_operand_path_bitwise():
         out = np.empty_like(x)
         fn(17.0, x, out=out)
         np.testing.assert_array_equal(out, fn(np.full_like(x, 17.0), x), err_msg=name)
+        y = x.copy()
+        fn(17.0, y, out=y)  # in place over the array operand
+        np.testing.assert_array_equal(y, out, err_msg=name)
+        w = v.copy()
+        fn(w, 2.0, out=w)
+        np.testing.assert_array_equal(w, fn(v, np.full_like(v, 2.0)), err_msg=name)
     for name in ("i0", "i0e", "i1", "i1e", "k0", "k0e", "k1", "k1e"):
         fn = getattr(nks, name)
         strided = fn(np.repeat(x, 2)[::2])  # (the gather path)
         np.testing.assert_array_equal(fn(x), strided, err_msg=name)
+        y = x.copy()
+        fn(y, out=y)
+        np.testing.assert_array_equal(y, strided, err_msg=name)
 
 
 def _interleave(a, b):
