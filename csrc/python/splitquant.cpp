@@ -53,6 +53,31 @@ void kmeans1d_rows(py::object values_obj, py::object centers_obj, py::object lab
   });
 }
 
+// scheme "support" in C++ (see cpu/splitquant/splitquant.hpp); returns False when a table entry
+// overflows float32 / float16.
+bool support_quantize(py::object rows_obj, py::object labels_obj, int k, int bits, index_t group_size,
+                      bool half_tables, py::object codes_obj, py::object scales_obj, py::object offsets_obj) {
+  ArrayView rows = as_view(rows_obj, "rows").dtype<double>().ndim(2).host().c_contiguous();
+  const index_t n = rows.dim(0), cols = rows.dim(1);
+  if (cols < 1) rows.fail("rows must not be empty");
+  if (k < 1 || k > 255) throw py::value_error("k: must be in [1, 255]");
+  if (bits != 2 && bits != 4 && bits != 8) throw py::value_error("bits: must be 2, 4 or 8");
+  if (group_size < 1) throw py::value_error("group_size: must be >= 1");
+  const index_t gs = group_size < cols ? group_size : cols, groups = (cols + gs - 1) / gs;
+  ArrayView labels = as_view(labels_obj, "labels").dtype<std::int64_t>().shape({n, cols}).host().c_contiguous();
+  ArrayView codes = as_view(codes_obj, "codes").dtype<std::uint8_t>().shape({k, n, cols}).host().c_contiguous();
+  ArrayView scales = as_view(scales_obj, "scales").dtype<double>().shape({k, n, groups}).host().c_contiguous();
+  ArrayView offsets = as_view(offsets_obj, "offsets").dtype<double>().shape({k, n, groups}).host().c_contiguous();
+  const double* pr = rows.ptr<double>();
+  check_finite(rows, pr, n * cols);
+  const std::int64_t* pl = labels.ptr<std::int64_t>();
+  std::uint8_t* pc = codes.mut<std::uint8_t>();
+  double* ps = scales.mut<double>();
+  double* po = offsets.mut<double>();
+  py::gil_scoped_release release;
+  return cpu::splitquant::support_quantize(pr, pl, n, cols, k, bits, group_size, half_tables, pc, ps, po);
+}
+
 // Lloyd iterations from centers (the initial centres, overwritten); returns the iteration count.
 int lloyd1d(py::object values_obj, py::object centers_obj, py::object labels_obj, double tol, int max_iter) {
   ArrayView values = as_view(values_obj, "values").dtype<double>().ndim(1).host().c_contiguous();
@@ -192,6 +217,10 @@ void bind_splitquant(py::module_& m) {
   m.def("kmeans1d_rows", &kmeans1d_rows, py::arg("values"), py::arg("centers"), py::arg("labels"), py::arg("costs"),
         "Exact 1-D k-means of every row of values into centers.shape[1] clusters: centers (NaN-padded), "
         "labels, costs.");
+  m.def("support_quantize", &support_quantize, py::arg("rows"), py::arg("labels"), py::arg("k"), py::arg("bits"),
+        py::arg("group_size"), py::arg("half_tables"), py::arg("codes"), py::arg("scales"), py::arg("offsets"),
+        "splitquant's scheme 'support' (numkern.quant.splitquant._format.quantize_support): codes (k, n, cols), "
+        "scales and offsets (k, n, groups) of every cluster of every group; False when a table entry overflows.");
   m.def("lloyd1d", &lloyd1d, py::arg("values"), py::arg("centers"), py::arg("labels"), py::arg("tol"),
         py::arg("max_iter"),
         "Lloyd iterations from the initial centers (updated in place) with scikit-learn's conventions; "

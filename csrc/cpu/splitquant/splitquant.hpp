@@ -23,6 +23,14 @@ template <class T>
 void kmeans1d_optimal_rows(const T* x, index_t rows, index_t cols, int k, double* centers,
                            std::int64_t* labels, double* costs);
 
+// scheme "support" (python/numkern/quant/splitquant/_format.py, quantize_support): rows (n x cols,
+// finite doubles) and their cluster labels in [0, k) (others: no cluster's entry); codes (k x n x
+// cols: 0 off a cluster's entries), scales and offsets (k x n x groups) written, the tables
+// rounded to float16 (half_tables) or float32 and held as doubles.  False when a table entry
+// overflows that type (the outputs are then unspecified).  OpenMP over rows.
+bool support_quantize(const double* rows, const std::int64_t* labels, index_t n, index_t cols, int k, int bits,
+                      index_t group_size, bool half_tables, std::uint8_t* codes, double* scales, double* offsets);
+
 // Shapes of a fused layer's arrays, as the bindings see them.
 struct FusedShapes {
   index_t code_rows, code_cols;        // codes (out x code_row_bytes)

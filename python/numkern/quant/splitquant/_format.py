@@ -304,10 +304,6 @@ def _quantize_rows(rows, bits, scheme, group_size):
     return np.ascontiguousarray(codes), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
 
 
-# fractions of a support's range tried as cuts from its low end, then from its high end
-_SUPPORT_CUTS = tuple(j / 20 for j in range(1, 11))
-
-
 def quantize_support(rows, labels, k, bits, group_size, table_dtype="float32"):
     r"""Scheme "support": each cluster's entries of each group quantized on a grid of their own.
 
@@ -329,64 +325,20 @@ def quantize_support(rows, labels, k, bits, group_size, table_dtype="float32"):
     n, cols = rows.shape
     gs = cols if group_size is None else min(group_size, cols)
     groups = -(-cols // gs)
-    top = 2 ** bits - 1
     tdt = np.dtype(table_dtype).type
-    w64 = rows.astype(np.float64)
-    gid = (np.arange(n, dtype=np.int64)[:, None] * groups + np.arange(cols, dtype=np.int64)[None, :] // gs)
-    out = []
-    for c in range(k):
-        mask = labels == c
-        e = w64[mask]
-        g = gid[mask]  # row-major: non-decreasing
-        codes = np.zeros((n, cols), np.uint8)
-        scale = np.zeros(n * groups, tdt)
-        offset = np.zeros(n * groups, tdt)
-        if e.size:
-            starts = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
-            present = g[starts]
-            lo = np.minimum.reduceat(e, starts)
-            hi = np.maximum.reduceat(e, starts)
-            span = hi - lo
-            seg = np.repeat(np.arange(present.size), np.diff(np.append(starts, e.size)))
-
-            def grid(t_lo, t_hi):
-                a = lo + span * t_lo
-                s = (hi - span * t_hi - a) / top
-                with np.errstate(over="ignore"):
-                    a, s = a.astype(tdt), s.astype(tdt)
-                return a.astype(np.float64), s.astype(np.float64)
-
-            def fit(a, s):
-                ae, se = a[seg], s[seg]
-                u = np.where(se > 0, np.clip(np.rint((e - ae) / np.where(se > 0, se, 1.0)), 0, top), 0)
-                d = ae.astype(np.float32) + (u * se).astype(np.float32)
-                err = np.bincount(seg, weights=(d.astype(np.float64) - e) ** 2, minlength=present.size)
-                return err, u
-
-            t_lo = np.zeros(present.size)
-            t_hi = np.zeros(present.size)
-            best, _ = fit(*grid(t_lo, t_hi))
-            for side in (0, 1):
-                for t in _SUPPORT_CUTS:
-                    cand = np.full(present.size, t)
-                    err, _ = fit(*(grid(cand, t_hi) if side == 0 else grid(t_lo, cand)))
-                    better = err < best
-                    best = np.where(better, err, best)
-                    if side == 0:
-                        t_lo = np.where(better, t, t_lo)
-                    else:
-                        t_hi = np.where(better, t, t_hi)
-            a, s = grid(t_lo, t_hi)
-            if not (np.isfinite(a).all() and np.isfinite(s).all() and np.isfinite(a + top * s).all()):
-                raise ValueError(f"table_dtype: a scale or offset of cluster {c} overflows "
-                                 f"{np.dtype(tdt).name} (weights beyond its range); use float32 tables")
-            _, u = fit(a, s)
-            codes[mask] = u.astype(np.uint8)
-            scale[present] = s.astype(tdt)
-            offset[present] = a.astype(tdt)
-        out.append(QuantizedWeight(codes, scale.reshape(n, groups), offset.reshape(n, groups), bits,
-                                   "support", gs, (n, cols), None, mask))
-    return out
+    codes = np.zeros((k, n, cols), np.uint8)
+    scale = np.zeros((k, n, groups))
+    offset = np.zeros((k, n, groups))
+    # (the loop in C++, threaded over rows: csrc/cpu/splitquant/support.cpp; the tables come back
+    # rounded to table_dtype, held as doubles)
+    ok = Context().call("splitquant", "support_quantize", np.ascontiguousarray(rows, dtype=np.float64),
+                        np.ascontiguousarray(labels, dtype=np.int64), int(k), int(bits), int(gs),
+                        np.dtype(tdt) == np.float16, codes, scale, offset)
+    if not ok:
+        raise ValueError(f"table_dtype: a scale or offset overflows {np.dtype(tdt).name} "
+                         "(weights beyond its range); use float32 tables")
+    return [QuantizedWeight(codes[c], scale[c].astype(tdt), offset[c].astype(tdt), bits, "support", gs,
+                            (n, cols), None, labels == c) for c in range(k)]
 
 
 # ---- fused representation ------------------------------------------------------------------
