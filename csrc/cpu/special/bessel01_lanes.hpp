@@ -195,7 +195,7 @@ inline void k_group(const double* x, double* out) {
     any_large |= !small[l];
     any_series |= s < 1.0;
   }
-  double k_large[kLanes01] = {}, k_small_part[kLanes01] = {}, i_part[kLanes01] = {};
+  double k_large[kLanes01] = {}, k_small_part[kLanes01] = {}, i_part[kLanes01] = {}, lg[kLanes01] = {};
   if (any_large) {
     for (int l = 0; l < kLanes01; ++l) tt[l] = 4.0 / xs[l] - 1.0;
     clenshaw_one<kKLargeN>(kOrder == 0 ? t::kK0eLarge : t::kK1eLarge, tt, ch);
@@ -222,14 +222,14 @@ inline void k_group(const double* x, double* out) {
       const double i_cheb = (kOrder == 0 ? ich[l] : s * ich[l]) * ea[l];
       const double i_ser = kOrder == 0 ? se[l] : s * se[l];
       i_part[l] = s < 1.0 ? i_ser : i_cheb;
+      lg[l] = log_branchfree(0.5 * s);  // log(x / 2), x >= 1e-300 here
     }
   }
   for (int l = 0; l < kLanes01; ++l) {
     const double s = xs[l];
     double r;
     if (small[l]) {
-      const double lg = log_branchfree(0.5 * s);
-      const double k = kOrder == 0 ? k_small_part[l] - lg * i_part[l] : k_small_part[l] / s + lg * i_part[l];
+      const double k = kOrder == 0 ? k_small_part[l] - lg[l] * i_part[l] : k_small_part[l] / s + lg[l] * i_part[l];
       r = kScaled ? k * ea[l] : k;
     } else {
       r = kScaled ? k_large[l] : k_large[l] * ea[l];
