@@ -239,7 +239,7 @@ def main():
     rounds = a.rounds or (3 if a.quick else 5)
     from numkern._core import amx_available
 
-    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}; AMX tiles, OVP float GEMM from 10 rows, "
+    header = (f"CPU: {cpu_model()}; numkern ISA path: {isa()} (AVX-512 VNNI: {vnni()}; AMX tiles, OVP float GEMM from 10 rows (4-bit: from 2), "
               f"integer products from 16, SplitQuant from 32: {amx_available()}); torch {torch.__version__}; "
               f"{nthreads} thread(s) (torch.set_num_threads, numkern.set_num_threads); times: "
               f"{'thread CPU time' if nthreads == 1 else 'wall time'}, medians "

@@ -1,4 +1,5 @@
-"""The AMX path of the OVP float GEMM (csrc/cpu/common/amx.hpp, packed.cpp matmul_panels_amx):
+"""The AMX paths of the OVP float GEMM (csrc/cpu/common/amx.hpp; packed.cpp matmul_panels_amx from
+10 rows, matmul_few_amx for 2 .. 9 rows of 4-bit panels):
 x split exactly into three bfloat16 planes, the panels' grid values (exact in bfloat16) as tiles,
 float32 sums.  Contract: the same bound as the float path (|out - ref| <= 1e-5 (|x| @ |W|.T + |b|),
 tests/olive/test_olive_fast_path.py), and a single product within 2^-22 of the exact value (the
@@ -62,11 +63,12 @@ def test_amx_matches_reference(amx_restore, bits, normal, layout, n, k):
     pk = _pack(q, layout)
     rng = np.random.default_rng(k + n)
     bias = rng.standard_normal(n).astype(np.float32)
-    for batch in (8, 9, 10, 11, 12, 13, 16, 31, 32, 33, 47, 64, 250):
+    for batch in (1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 16, 31, 32, 33, 47, 64, 250):
         x = (rng.standard_normal((batch, k)) * np.exp(rng.uniform(-8, 8, (batch, 1)))).astype(np.float32)
         got, tiles = _run(x, pk, q, bias)
         check_product(got, x, q, bias)
-        assert tiles is None or tiles == (batch >= 10)
+        # the float GEMM's tiles from 10 rows; the 4-bit panels' few-row tiles from 2 rows
+        assert tiles is None or tiles == (batch >= 10 or (layout == "panels4" and batch >= 2))
         _core.set_amx(False)
         plain, tiles = _run(x, pk, q, bias)
         _core.set_amx(True)
@@ -188,3 +190,74 @@ def test_amx_int8_long_rows_extreme_codes(amx_restore):
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])
     assert abs(outs[0][0, 0] - k) <= 1e-3 * k  # x = w = 1 (both exact on their grids): k
+
+
+@pytest.mark.parametrize("normal", ["int", "flint"])
+@pytest.mark.parametrize("n,k", [(33, 31), (70, 129), (64, 40), (96, 1536), (1, 8)])
+def test_amx_few_rows(amx_restore, normal, n, k):
+    """The few-row tiles of 4-bit panels (packed.cpp matmul_few_amx: x's three bfloat16 pieces as
+    the rows of one A tile, each 32-column step decoded into B tiles by vpermw; 2 .. 9 rows in
+    chunks of at most 5): within the float path's bound at every row count, with bias, columns past
+    k (k not a multiple of 8 or 32), partial panels, outliers, and x over 16 binades a row; the
+    pieces lose no bit of x (k = 1 below); a non-finite x gives the float path's result bitwise."""
+    if _core.isa() != "avx512":
+        pytest.skip("panels4 is the avx512 tier's layout")
+    q = heavy_tailed_q(n, k, 4, normal, n * k + 1)
+    pk = _pack(q, "panels4")
+    rng = np.random.default_rng(n + k)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for batch in range(1, 10):
+        x = (rng.standard_normal((batch, k)) * np.exp(rng.uniform(-6, 6, (batch, 1)))).astype(np.float32)
+        got, tiles = _run(x, pk, q, bias)
+        assert tiles is None or tiles == (batch >= 2)
+        check_product(got, x, q, bias)
+        _core.set_amx(False)
+        plain, _ = _run(x, pk, q, bias)
+        _core.set_amx(True)
+        check_product(plain, x, q, bias)
+        xb = x.copy()
+        xb[-1, k // 2] = np.inf if batch % 2 else np.nan
+        got, tiles = _run(xb, pk, q, bias)
+        assert tiles in (None, False)  # nothing on the tiles: the float path for the whole call
+        _core.set_amx(False)
+        plain, _ = _run(xb, pk, q, bias)
+        _core.set_amx(True)
+        np.testing.assert_array_equal(got.view(np.uint32), plain.view(np.uint32))
+
+
+def test_amx_few_rows_keep_every_bit(amx_restore):
+    """k = 1 through the few-row tiles: one exact product of a 24-bit x and a grid value, then the
+    scale: within 2^-22 |x w| (two pieces of x would err by 2^-16)."""
+    if _core.isa() != "avx512":
+        pytest.skip("panels4 is the avx512 tier's layout")
+    q = heavy_tailed_q(40, 1, 4, "int", 3)
+    deq = np.asarray(O.ovp_dequantize(q), np.float64)
+    rng = np.random.default_rng(8)
+    for batch in (2, 5, 7, 9):
+        mant = rng.integers(2**23, 2**24, size=(batch, 1)).astype(np.float64) / 2**23
+        x = (mant * 2.0 ** rng.integers(-60, 60, size=(batch, 1)) * rng.choice([-1, 1], (batch, 1))).astype(np.float32)
+        got, tiles = _run(x, _pack(q, "panels4"), q)
+        assert tiles in (None, True)
+        ref = x.astype(np.float64) @ deq.T
+        assert np.all(np.abs(got - ref) <= 2.0**-22 * np.abs(ref)), float(np.max(np.abs(got - ref) / np.abs(ref)))
+
+
+def test_amx_few_rows_threads_agree(amx_restore):
+    """Two threads split the panels of each row chunk; each output's sums are the same."""
+    import numkern
+
+    if _core.isa() != "avx512":
+        pytest.skip("panels4 is the avx512 tier's layout")
+    q = heavy_tailed_q(300, 1000, 4, "int", 23)
+    pk = _pack(q, "panels4")
+    x = np.random.default_rng(4).standard_normal((7, 1000)).astype(np.float32)
+    before = numkern.get_num_threads()
+    try:
+        numkern.set_num_threads(1)
+        one, _ = _run(x, pk, q)
+        numkern.set_num_threads(2)
+        two, _ = _run(x, pk, q)
+    finally:
+        numkern.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+    check_product(one, x, q)

@@ -145,6 +145,18 @@ inline void begin_tiles() {
 }
 }  // namespace
 
+void configure(const std::uint8_t rows[8], const std::uint16_t colsb[8]) {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = rows[i] ? colsb[i] : 0;
+    cfg.rows[i] = rows[i];
+  }
+  _tile_loadconfig(&cfg);
+  g_products.fetch_add(1, std::memory_order_relaxed);
+}
+
 namespace {
 constexpr index_t kLdc = kPanelCols * 4;  // bytes between rows of the sums
 constexpr index_t lda = kStepK * 2;       // bytes between A rows: the tiled planes
@@ -515,6 +527,7 @@ void tile_rows_int8(const std::int8_t*, index_t, index_t, index_t, std::int8_t*,
 void pack_rows_int8(const std::int8_t*, index_t, index_t, index_t, index_t, std::int8_t*) {}
 void block_product_int8(const std::int8_t*, index_t, index_t, index_t, index_t, const std::int8_t*, index_t,
                         std::int32_t*) {}
+void configure(const std::uint8_t*, const std::uint16_t*) {}
 #endif
 
 }  // namespace nk::cpu::amx

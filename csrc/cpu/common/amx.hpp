@@ -116,6 +116,11 @@ NK_TIER_AVX512 inline __attribute__((always_inline)) bool split32(__m512i a, __m
 // (w[2q][c], w[2q + 1][c]) of the step as bfloat16, columns past k zero (written by the caller:
 // olive's panel_tiles).
 
+// Loads the calling thread's tile configuration (palette 1): tile i of rows[i] rows of colsb[i]
+// bytes for i < 8 (0 rows: unused), and counts a product for products().  The caller runs its tile
+// instructions and then _tile_release().
+void configure(const std::uint8_t rows[8], const std::uint16_t colsb[8]);
+
 constexpr index_t kBlockSteps = 4;  // k steps of an A block (rows x 128 x 3 planes: 24 KiB at 32 rows, in L1)
 
 // c[p][r][0 .. kPanelCols) = sum over the three planes and t < k_pad of plane[r0 + r][t] b_p[t][.]

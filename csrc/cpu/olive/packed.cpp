@@ -145,11 +145,11 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
           const index_t c = 2 * p + e, kb = (k + kBlock4 - 1) / kBlock4;
           if (g[e] == 0.0f) continue;
           const int code = (codes[r * bpr + p] >> (4 * e)) & 15;
-          // the uint32 of row r in block c / 8 of its panel, nibble c % 8
+          // the uint32 of row r in block c / 8 of its panel, nibble nibble_of(c % 8)
           std::uint8_t* at = blob + s.normals + 4 * (((r / kPanelRows) * kb + c / kBlock4) * kPanelRows + r % kPanelRows);
           std::uint32_t word;
           std::memcpy(&word, at, 4);
-          word |= static_cast<std::uint32_t>(code) << (4 * (c % kBlock4));
+          word |= static_cast<std::uint32_t>(code) << (4 * nibble_of(static_cast<int>(c % kBlock4)));
           std::memcpy(at, &word, 4);
         } else {
           const index_t c = 2 * p + e;
@@ -366,8 +366,196 @@ bool matmul_panels_amx(const PanelArgs& a0) {
   return true;
 }
 
+// ---- few batch rows on AMX tiles: 4-bit panels decoded into B tiles in L1 ----------------------
+// Below kAmxBatch rows the float paths are bound by the decode and the FMA ports (at 2 rows a
+// shift, a vpermps and two FMAs per 16 weights and row).  Here, for kFewAmxMin .. kFewAmxMax batch
+// rows of a kLayoutPanels4 pack, in chunks of at most kFewAmxRows rows, x is split exactly into its
+// three bfloat16 pieces (amx.hpp) stacked as the rows of one A tile (piece-major: rows 0 .. b - 1
+// hi, b .. 2b - 1 mid, 2b .. 3b - 1 lo), and each step of 32 columns of a panel is decoded into its
+// two B tiles in L1: the pair (2q, 2q + 1) of a block word sits at the bottom of its two 16-bit
+// halves after one shift by 4q (nibble_of), and one vpermw of a 32-entry table (the 16 grid
+// values / unit as bfloat16, twice: vpermw reads 5 bits, the fifth another code's) gives 16 pairs;
+// one tile product (TDPBF16PS) per B tile multiplies the step for every row.  The decode costs the
+// same at 2 rows as at 5, where the float path's FMAs grow with the rows.  The pieces' sums are
+// added (lo + mid first) and finished as the float path's (outliers as sparse terms, unit x scale,
+// bias): the same bound as the float path (weights exact in bfloat16, the pieces exact, float32
+// sums; tests/olive/test_olive_amx.py).  One row stays on the GEMV (as fast: nothing to share the
+// decode with).  Measured (Sapphire Rapids, one thread, bench/RESULTS.md #15 seventeenth
+// session): 384 x 384 at 2 / 5 / 9 rows 5.8 / 6.9 / 11.9 us against the float path's 6.7 / 11.1 /
+// 19.3.  false: not taken (no AMX, another layout, another row count, a table value not exact in
+// bfloat16, x not finite); nothing written.
+constexpr index_t kFewAmxRows = 5;  // 3 b <= 16: a chunk's pieces in one A tile
+constexpr index_t kFewAmxMin = 2, kFewAmxMax = kAmxBatch - 1;
+#if NK_X86_TIERS && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__linux__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,amx-tile,amx-bf16")
+// Panels p0 .. p1 - 1 of the product; A the pieces [steps][m][32] (m = 3 b rows of 64 bytes a step).
+void few_amx_panels(const PanelArgs& a, const std::uint16_t* A, index_t m, index_t p0, index_t p1, __m512i table) {
+  const PackView& pv = *a.pv;
+  const index_t k = pv.h.k, b = a.batch, steps = (k + amx::kStepK - 1) / amx::kStepK, kb = (k + kBlock4 - 1) / kBlock4;
+  alignas(64) static thread_local std::uint16_t bt[4][2 * 16 * 32];  // B tiles of four steps in flight
+  alignas(64) float ce[16 * 32], c[kFewAmxRows * kPanelRows];  // the tile sums, the panel's
+  const auto mr = static_cast<std::uint8_t>(m);
+  const std::uint8_t rows[8] = {mr, mr, mr, mr, mr, mr, 16, 16};
+  const std::uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+  amx::configure(rows, colsb);
+  // item i: step i % steps of panel p0 + i / steps; decoded kAhead items before its tile loads
+  // (a tile load does not take data from the store buffer: it waits until the decode's stores
+  // have reached L1, so the stores of the item it loads must be well on their way)
+  constexpr index_t kAhead = 2;
+  const index_t items = (p1 - p0) * steps;
+  // the next item to decode: its first block (the panels' blocks are consecutive) and step
+  const std::uint8_t* src = tier_avx512::nibble_panel(pv, p0);
+  index_t next_s = 0;
+  std::uint16_t* const ring = bt[0];
+  auto decode = [&](index_t i) __attribute__((always_inline)) {
+    std::uint16_t* d = ring + (i & 3) * (2 * 16 * 32);
+    const index_t nblk = std::min<index_t>(4, kb - 4 * next_s);  // the step's blocks of 8 columns
+    if (++next_s == steps) next_s = 0;
+    for (index_t j = 0; j < 4; ++j)
+      for (int h = 0; h < 2; ++h) {  // panel rows 16 h .. 16 h + 15: B tile h
+        std::uint16_t* row = d + h * 512 + j * 4 * 32;
+        if (j < nblk) {
+          const __m512i w = _mm512_loadu_si512(src + j * tier_avx512::kBlockBytes4 + h * 64);
+          _mm512_store_si512(row, _mm512_permutexvar_epi16(w, table));
+          _mm512_store_si512(row + 32, _mm512_permutexvar_epi16(_mm512_srli_epi32(w, 4), table));
+          _mm512_store_si512(row + 64, _mm512_permutexvar_epi16(_mm512_srli_epi32(w, 8), table));
+          _mm512_store_si512(row + 96, _mm512_permutexvar_epi16(_mm512_srli_epi32(w, 12), table));
+        } else {  // past the panel's blocks (x's pieces are 0 there too)
+          for (int q = 0; q < 4; ++q) _mm512_store_si512(row + q * 32, _mm512_setzero_si512());
+        }
+      }
+    src += nblk * tier_avx512::kBlockBytes4;
+  };
+  for (index_t i = 0; i < std::min(kAhead, items); ++i) decode(i);
+  // tiles: the sums of the even panels in 0, 1 (columns 0-15, 16-31), of the odd ones in 2, 3, so
+  // that a panel's sums are stored while the next panel's first products run (a tile store waits
+  // for every product into its tile); the even steps' A in 4, the odd ones' in 5; B in 6, 7
+#define NK_FEW_STEP(C0, C1, TA)                                     \
+  do {                                                              \
+    const index_t i = (p - p0) * steps + s;                         \
+    if (i + kAhead < items) decode(i + kAhead);                     \
+    const std::uint16_t* d = bt[i & 3];                             \
+    _tile_loadd(6, d, 64);                                          \
+    _tile_loadd(7, d + 512, 64);                                    \
+    _tile_loadd(TA, A + s * m * 32, 64);                            \
+    _tile_dpbf16ps(C0, TA, 6);                                      \
+    _tile_dpbf16ps(C1, TA, 7);                                      \
+  } while (0)
+#define NK_FEW_PANEL(C0, C1, D0, D1)                                \
+  do {                                                              \
+    _tile_zero(C0);                                                 \
+    _tile_zero(C1);                                                 \
+    index_t s = 0;                                                  \
+    for (; s + 2 <= steps; s += 2) {                                \
+      NK_FEW_STEP(C0, C1, 4);                                       \
+      ++s;                                                          \
+      NK_FEW_STEP(C0, C1, 5);                                       \
+      --s;                                                          \
+      if (s == 0 && p > p0) { /* the previous panel's sums */       \
+        _tile_stored(D0, ce, kPanelRows * 4);                       \
+        _tile_stored(D1, ce + 16, kPanelRows * 4);                  \
+        done(p - 1);                                                \
+      }                                                             \
+    }                                                               \
+    if (s < steps) {                                                \
+      NK_FEW_STEP(C0, C1, 4);                                       \
+      if (s == 0 && p > p0) {                                       \
+        _tile_stored(D0, ce, kPanelRows * 4);                       \
+        _tile_stored(D1, ce + 16, kPanelRows * 4);                  \
+        done(p - 1);                                                \
+      }                                                             \
+    }                                                               \
+  } while (0)
+  auto done = [&](index_t p) {  // panel p's sums in ce: the pieces added, then the float path's finish
+    for (index_t r = 0; r < b; ++r)
+      for (int h = 0; h < 2; ++h) {
+        auto row = [&](index_t piece) {  // a piece's sums of batch row r, columns 16 h ..
+          return _mm512_load_ps(ce + (piece * b + r) * kPanelRows + 16 * h);
+        };
+        _mm512_store_ps(c + r * kPanelRows + 16 * h, _mm512_add_ps(_mm512_add_ps(row(2), row(1)), row(0)));
+      }
+    tier_avx512::finish(a, p, c, 0, b, true);
+  };
+  for (index_t p = p0; p < p1; ++p) {
+    if ((p - p0) % 2 == 0)
+      NK_FEW_PANEL(0, 1, 2, 3);
+    else
+      NK_FEW_PANEL(2, 3, 0, 1);
+  }
+  if ((p1 - 1 - p0) % 2 == 0) {
+    _tile_stored(0, ce, kPanelRows * 4);
+    _tile_stored(1, ce + 16, kPanelRows * 4);
+  } else {
+    _tile_stored(2, ce, kPanelRows * 4);
+    _tile_stored(3, ce + 16, kPanelRows * 4);
+  }
+  done(p1 - 1);
+#undef NK_FEW_PANEL
+#undef NK_FEW_STEP
+  _tile_release();
+}
+
+bool matmul_few_amx(const PanelArgs& a) {
+  const PackView& pv = *a.pv;
+  if (pv.h.layout != kLayoutPanels4 || a.batch < kFewAmxMin || a.batch > kFewAmxMax || !amx::usable()) return false;
+  alignas(64) std::uint16_t tab[32];
+  for (int c = 0; c < 32; ++c) {
+    std::uint32_t u;
+    std::memcpy(&u, &a.lut[c & 15], 4);
+    if ((u & 0xFFFFu) != 0 || !std::isfinite(a.lut[c & 15])) return false;
+    tab[c] = static_cast<std::uint16_t>(u >> 16);
+  }
+  const __m512i table = _mm512_load_si512(tab);
+  const index_t k = pv.h.k, n = pv.h.n, steps = (k + amx::kStepK - 1) / amx::kStepK;
+  const index_t npanels = (n + kPanelRows - 1) / kPanelRows;
+  // row chunks of at most kFewAmxRows, as even as can be; every chunk's pieces split (and x found
+  // finite) before anything is written
+  const index_t chunks = (a.batch + kFewAmxRows - 1) / kFewAmxRows;
+  static thread_local std::vector<std::uint16_t> pieces;  // the calling thread's
+  std::uint16_t* A = amx::aligned_buffer(pieces, steps * 3 * a.batch * 32);
+  bool bad = false;
+  for (index_t ch = 0; ch < chunks; ++ch) {
+    const index_t r0 = a.batch * ch / chunks, b = a.batch * (ch + 1) / chunks - r0, m = 3 * b;
+    std::uint16_t* Ac = A + steps * 3 * r0 * 32;
+    for (index_t r = 0; r < b; ++r) {
+      const float* xr = a.x + (r0 + r) * k;
+      for (index_t s = 0; s < steps; ++s) {
+        const index_t t = s * amx::kStepK, left = k - t;
+        const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+        const __mmask16 m1 = left >= 32 ? 0xFFFF : (left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1));
+        bad |= amx::split32(_mm512_maskz_loadu_epi32(m0, xr + t), _mm512_maskz_loadu_epi32(m1, xr + t + 16),
+                            Ac + s * m * 32 + r * 32, b * 32);
+      }
+    }
+  }
+  if (bad) return false;
+  for (index_t ch = 0; ch < chunks; ++ch) {
+    const index_t r0 = a.batch * ch / chunks, b = a.batch * (ch + 1) / chunks - r0, m = 3 * b;
+    const std::uint16_t* Ac = A + steps * 3 * r0 * 32;
+    PanelArgs c = a;
+    c.x += r0 * k;
+    c.out += r0 * n;
+    c.batch = b;
+    const int nt = threads_for(npanels, b * n * k);
+    if (nt <= 1) {
+      few_amx_panels(c, Ac, m, 0, npanels, table);
+      continue;
+    }
+#if NK_HAVE_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt)
+#endif
+    for (int t = 0; t < nt; ++t) few_amx_panels(c, Ac, m, npanels * t / nt, npanels * (t + 1) / nt, table);
+  }
+  return true;
+}
+#pragma GCC pop_options
+#else
+bool matmul_few_amx(const PanelArgs&) { return false; }
+#endif
+
 void matmul_panels(const PanelArgs& a) {
-  if (NK_X86_TIERS && matmul_panels_amx(a)) return;
+  if (NK_X86_TIERS && (matmul_few_amx(a) || matmul_panels_amx(a))) return;
   matmul_panels_float(a);
 }
 

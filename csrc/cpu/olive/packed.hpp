@@ -13,10 +13,12 @@
 //            column k of a 32-row panel contiguous; the float GEMM below reads this one).
 //            kLayoutPanels4 (4-bit codes only): the same panels at half a byte a weight, in blocks
 //            of kBlock4 = 8 columns: [ceil(n / 32)][ceil(k / 8)][32] uint32 (native byte order), word r
-//            of a block holding in bits 4j .. 4j + 3 the normal code of panel row r at column
-//            8 * block + j (code 0, value 0, for an outlier, its victim, padding rows and padding
-//            columns); the kernel maps a code to its grid value / unit with a 16-entry table in
-//            registers.
+//            of a block holding in nibble nibble_of(j) (bits 4 nibble_of(j) .. + 3) the normal code of
+//            panel row r at column 8 * block + j: the even columns 0, 2, 4, 6 in nibbles 0-3, the odd
+//            ones in nibbles 4-7, so that one shift by 4q puts the pair (2q, 2q + 1) at the bottom of
+//            the word's two halves (the AMX few-row path's bfloat16 pairs, one vpermw each) (code 0,
+//            value 0, for an outlier, its victim, padding rows and padding columns); the kernels map
+//            a code to its grid value / unit with a 16-entry table in registers.
 //   row_ptr  int64 [n + 1]: outliers of row r are entries row_ptr[r] .. row_ptr[r + 1] - 1
 //   cols     int32 [n_outliers], ascending within a row
 //   values   float32 [n_outliers]: the outlier's grid value (q units)
@@ -41,6 +43,8 @@ constexpr std::int64_t kPackMagic = 0x314b50564f4b4eLL;  // "NKOVPK1"
 enum PackLayout : std::int64_t { kLayoutRows = 0, kLayoutPanels = 1, kLayoutPanels4 = 2 };
 constexpr index_t kPanelRows = 32;  // weight rows (output columns) of a kLayoutPanels panel
 constexpr index_t kBlock4 = 8;      // columns of a kLayoutPanels4 block (8 nibbles a uint32)
+// The nibble of a kLayoutPanels4 block word holding column j (0 .. 7) of the block.
+constexpr int nibble_of(int j) { return (j & 1) * 4 + (j >> 1); }
 
 // Total blob bytes for n rows of k weights with n_outliers outliers.
 std::int64_t packed_bytes(index_t n, index_t k, index_t n_outliers, std::int64_t layout = kLayoutRows);
