@@ -399,9 +399,9 @@ void few_amx_panels(const PanelArgs& a, const std::uint16_t* A, index_t m, index
   const std::uint8_t rows[8] = {mr, mr, mr, mr, mr, mr, 16, 16};
   const std::uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
   amx::configure(rows, colsb);
-  // item i: step i % steps of panel p0 + i / steps; decoded kAhead items before its tile loads
-  // (a tile load does not take data from the store buffer: it waits until the decode's stores
-  // have reached L1, so the stores of the item it loads must be well on their way)
+  // item i: step i % steps of panel p0 + i / steps; decoded kAhead items before its tile loads,
+  // into one of four buffers (the best of 0 .. 4 items ahead with 4 or 8 buffers, measured at 2
+  // and 5 rows: bench/RESULTS.md #15 seventeenth session)
   constexpr index_t kAhead = 2;
   const index_t items = (p1 - p0) * steps;
   // the next item to decode: its first block (the panels' blocks are consecutive) and step
