@@ -126,13 +126,17 @@ def test_amx_row_chunks_and_non_finite(amx_restore, layout):
         np.testing.assert_array_equal(got[first:].view(np.uint32), plain[first:].view(np.uint32))
 
 
-def test_amx_threads_agree(amx_restore):
-    """Two threads split the panels into more units; the sums of each output are the same."""
+@pytest.mark.parametrize("layout,batch,n,k", [("panels", 100, 300, 200), ("panels4", 7, 300, 1000)])
+def test_amx_threads_agree(amx_restore, layout, batch, n, k):
+    """Two threads split the panels into more units (panels4 at 7 rows: the few-row tiles, each
+    row chunk's panels split); the sums of each output are the same."""
     import numkern
 
-    q = heavy_tailed_q(300, 200, 4, "int", 21)
-    pk = _pack(q, "panels")
-    x = np.random.default_rng(3).standard_normal((100, 200)).astype(np.float32)
+    if layout == "panels4" and _core.isa() != "avx512":
+        pytest.skip("panels4 is the avx512 tier's layout")
+    q = heavy_tailed_q(n, k, 4, "int", 21)
+    pk = _pack(q, layout)
+    x = np.random.default_rng(3).standard_normal((batch, k)).astype(np.float32)
     before = numkern.get_num_threads()
     try:
         numkern.set_num_threads(1)
@@ -241,23 +245,3 @@ def test_amx_few_rows_keep_every_bit(amx_restore):
         ref = x.astype(np.float64) @ deq.T
         assert np.all(np.abs(got - ref) <= 2.0**-22 * np.abs(ref)), float(np.max(np.abs(got - ref) / np.abs(ref)))
 
-
-def test_amx_few_rows_threads_agree(amx_restore):
-    """Two threads split the panels of each row chunk; each output's sums are the same."""
-    import numkern
-
-    if _core.isa() != "avx512":
-        pytest.skip("panels4 is the avx512 tier's layout")
-    q = heavy_tailed_q(300, 1000, 4, "int", 23)
-    pk = _pack(q, "panels4")
-    x = np.random.default_rng(4).standard_normal((7, 1000)).astype(np.float32)
-    before = numkern.get_num_threads()
-    try:
-        numkern.set_num_threads(1)
-        one, _ = _run(x, pk, q)
-        numkern.set_num_threads(2)
-        two, _ = _run(x, pk, q)
-    finally:
-        numkern.set_num_threads(before)
-    np.testing.assert_array_equal(one, two)
-    check_product(one, x, q)
