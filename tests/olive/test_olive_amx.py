@@ -202,7 +202,7 @@ def test_amx_few_rows(amx_restore, normal, n, k):
     """The few-row tiles of 4-bit panels (packed.cpp matmul_few_amx: x's three bfloat16 pieces as
     the rows of one A tile, each 32-column step decoded into B tiles by vpermw; 2 .. 9 rows in
     chunks of at most 5): within the float path's bound at every row count, with bias, columns past
-    k (k not a multiple of 8 or 32), partial panels, outliers, and x over 16 binades a row; the
+    k (k not a multiple of 8 or 32), partial panels, outliers, and rows scaled over 17 binades; the
     pieces lose no bit of x (k = 1 below); a non-finite x gives the float path's result bitwise."""
     if _core.isa() != "avx512":
         pytest.skip("panels4 is the avx512 tier's layout")
