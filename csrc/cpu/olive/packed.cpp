@@ -391,6 +391,7 @@ constexpr index_t kFewAmxMin = 2, kFewAmxMax = kAmxBatch - 1;
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,amx-tile,amx-bf16")
 // Panels p0 .. p1 - 1 of the product; A the pieces [steps][m][32] (m = 3 b rows of 64 bytes a step).
 void few_amx_panels(const PanelArgs& a, const std::uint16_t* A, index_t m, index_t p0, index_t p1, __m512i table) {
+  if (p0 >= p1) return;
   const PackView& pv = *a.pv;
   const index_t k = pv.h.k, b = a.batch, steps = (k + amx::kStepK - 1) / amx::kStepK, kb = (k + kBlock4 - 1) / kBlock4;
   alignas(64) static thread_local std::uint16_t bt[4][2 * 16 * 32];  // B tiles of four steps in flight
