@@ -128,8 +128,8 @@ def test_amx_row_chunks_and_non_finite(amx_restore, layout):
 
 @pytest.mark.parametrize("layout,batch,n,k", [("panels", 100, 300, 200), ("panels4", 7, 300, 1000)])
 def test_amx_threads_agree(amx_restore, layout, batch, n, k):
-    """Two threads split the panels into more units (panels4 at 7 rows: the few-row tiles, each
-    row chunk's panels split); the sums of each output are the same."""
+    """Two threads split the panels into more units (panels4 at 7 rows: the few-row tiles with two
+    A tiles); the sums of each output are the same."""
     import numkern
 
     if layout == "panels4" and _core.isa() != "avx512":
@@ -200,8 +200,8 @@ def test_amx_int8_long_rows_extreme_codes(amx_restore):
 @pytest.mark.parametrize("n,k", [(33, 31), (70, 129), (64, 40), (96, 1536), (1, 8)])
 def test_amx_few_rows(amx_restore, normal, n, k):
     """The few-row tiles of 4-bit panels (packed.cpp matmul_few_amx: x's three bfloat16 pieces as
-    the rows of one A tile, each 32-column step decoded into B tiles by vpermw; 2 .. 9 rows in
-    chunks of at most 5): within the float path's bound at every row count, with bias, columns past
+    the rows of the A tiles, one up to 5 rows, two from 6; each 32-column step decoded into B tiles
+    by vpermw; 2 .. 9 rows): within the float path's bound at every row count, with bias, columns past
     k (k not a multiple of 8 or 32), partial panels, outliers, and rows scaled over 17 binades; the
     pieces lose no bit of x (k = 1 below); a non-finite x gives the float path's result bitwise."""
     if _core.isa() != "avx512":

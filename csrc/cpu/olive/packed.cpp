@@ -369,23 +369,22 @@ bool matmul_panels_amx(const PanelArgs& a0) {
 // ---- few batch rows on AMX tiles: 4-bit panels decoded into B tiles in L1 ----------------------
 // Below kAmxBatch rows the float paths are bound by the decode and the FMA ports (at 2 rows a
 // shift, a vpermps and two FMAs per 16 weights and row).  Here, for kFewAmxMin .. kFewAmxMax batch
-// rows of a kLayoutPanels4 pack, in chunks of at most kFewAmxRows rows, x is split exactly into its
-// three bfloat16 pieces (amx.hpp) stacked as the rows of one A tile (piece-major: rows 0 .. b - 1
-// hi, b .. 2b - 1 mid, 2b .. 3b - 1 lo), and each step of 32 columns of a panel is decoded into its
-// two B tiles in L1: the pair (2q, 2q + 1) of a block word sits at the bottom of its two 16-bit
-// halves after one shift by 4q (nibble_of), and one vpermw of a 32-entry table (the 16 grid
+// rows b of a kLayoutPanels4 pack, x is split exactly into its three bfloat16 pieces (amx.hpp)
+// stacked as the rows of the A tiles (piece-major: rows 0 .. b - 1 hi, b .. 2b - 1 mid, 2b .. 3b - 1
+// lo; one tile up to 5 batch rows, two from 6), and each step of 32 columns of a panel is decoded
+// into its two B tiles in L1: the pair (2q, 2q + 1) of a block word sits at the bottom of its two
+// 16-bit halves after one shift by 4q (nibble_of), and one vpermw of a 32-entry table (the 16 grid
 // values / unit as bfloat16, twice: vpermw reads 5 bits, the fifth another code's) gives 16 pairs;
-// one tile product (TDPBF16PS) per B tile multiplies the step for every row.  The decode costs the
-// same at 2 rows as at 5, where the float path's FMAs grow with the rows.  The pieces' sums are
-// added (lo + mid first) and finished as the float path's (outliers as sparse terms, unit x scale,
-// bias): the same bound as the float path (weights exact in bfloat16, the pieces exact, float32
-// sums; tests/olive/test_olive_amx.py).  One row stays on the GEMV (as fast: nothing to share the
-// decode with).  Measured (Sapphire Rapids, one thread, bench/RESULTS.md #15 seventeenth
-// session): 384 x 384 at 2 / 5 / 9 rows 5.8 / 6.9 / 11.9 us against the float path's 6.7 / 11.1 /
-// 19.3.  false: not taken (no AMX, another layout, another row count, a table value not exact in
-// bfloat16, x not finite); nothing written.
-constexpr index_t kFewAmxRows = 5;  // 3 b <= 16: a chunk's pieces in one A tile
-constexpr index_t kFewAmxMin = 2, kFewAmxMax = kAmxBatch - 1;
+// one tile product (TDPBF16PS) per A and B tile multiplies the step for every row.  The decode
+// costs the same at 2 rows as at 9, where the float path's FMAs grow with the rows.  The pieces'
+// sums are added (lo + mid first) and finished as the float path's (outliers as sparse terms,
+// unit x scale, bias): the same bound as the float path (weights exact in bfloat16, the pieces
+// exact, float32 sums; tests/olive/test_olive_amx.py).  One row stays on the GEMV (as fast:
+// nothing to share the decode with).  Measured (Sapphire Rapids, one thread, bench/RESULTS.md #15
+// seventeenth session): 384 x 384 at 2 / 5 / 9 rows 5.2 / 6.2 / 8.7 us against the float path's
+// 6.7 / 10.8 / 18.8.  false: not taken (no AMX, another layout, another row count, a table value
+// not exact in bfloat16, x not finite); nothing written.
+constexpr index_t kFewAmxMin = 2, kFewAmxMax = kAmxBatch - 1;  // 3 b <= 27 piece rows: at most two A tiles
 #if NK_X86_TIERS && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__linux__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,amx-tile,amx-bf16")
@@ -395,11 +394,13 @@ void few_amx_panels(const PanelArgs& a, const std::uint16_t* A, index_t m, index
   const PackView& pv = *a.pv;
   const index_t k = pv.h.k, b = a.batch, steps = (k + amx::kStepK - 1) / amx::kStepK, kb = (k + kBlock4 - 1) / kBlock4;
   alignas(64) static thread_local std::uint16_t bt[4][2 * 16 * 32];  // B tiles of four steps in flight
-  alignas(64) float ce[16 * 32], c[kFewAmxRows * kPanelRows];  // the tile sums, the panel's
-  const auto mr = static_cast<std::uint8_t>(m);
-  const std::uint8_t rows[8] = {mr, mr, mr, mr, mr, mr, 16, 16};
+  alignas(64) float ce[2 * 16 * 32], c[kFewAmxMax * kPanelRows];  // the tile sums, the panel's
+  // more than 16 piece rows (6 .. 9 batch rows): two A tiles (rows 0-15 and the rest), four sums
+  const bool two = m > 16;
+  const auto mr = static_cast<std::uint8_t>(m), m2 = static_cast<std::uint8_t>(two ? m - 16 : 0);
+  const std::uint8_t rows1[8] = {mr, mr, mr, mr, mr, mr, 16, 16}, rows2[8] = {16, 16, m2, m2, 16, m2, 16, 16};
   const std::uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
-  amx::configure(rows, colsb);
+  amx::configure(two ? rows2 : rows1, colsb);
   // item i: step i % steps of panel p0 + i / steps; decoded kAhead items before its tile loads,
   // into one of four buffers (the best of 0 .. 4 items ahead with 4 or 8 buffers, measured at 2
   // and 5 rows: bench/RESULTS.md #15 seventeenth session)
@@ -478,6 +479,34 @@ void few_amx_panels(const PanelArgs& a, const std::uint16_t* A, index_t m, index
       }
     tier_avx512::finish(a, p, c, 0, b, true);
   };
+  if (two) {  // sums: rows 0-15 in 0, 1, the others in 2, 3 (columns 0-15, 16-31); A in 4, 5; B in 6, 7
+    for (index_t p = p0; p < p1; ++p) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (index_t s = 0; s < steps; ++s) {
+        const index_t i = (p - p0) * steps + s;
+        if (i + kAhead < items) decode(i + kAhead);
+        const std::uint16_t* d = bt[i & 3];
+        _tile_loadd(6, d, 64);
+        _tile_loadd(7, d + 512, 64);
+        _tile_loadd(4, A + s * m * 32, 64);
+        _tile_loadd(5, A + s * m * 32 + 16 * 32, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, ce, kPanelRows * 4);
+      _tile_stored(1, ce + 16, kPanelRows * 4);
+      _tile_stored(2, ce + 16 * kPanelRows, kPanelRows * 4);
+      _tile_stored(3, ce + 16 * kPanelRows + 16, kPanelRows * 4);
+      done(p);
+    }
+    _tile_release();
+    return;
+  }
   for (index_t p = p0; p < p1; ++p) {
     if ((p - p0) % 2 == 0)
       NK_FEW_PANEL(0, 1, 2, 3);
@@ -510,44 +539,31 @@ bool matmul_few_amx(const PanelArgs& a) {
   const __m512i table = _mm512_load_si512(tab);
   const index_t k = pv.h.k, n = pv.h.n, steps = (k + amx::kStepK - 1) / amx::kStepK;
   const index_t npanels = (n + kPanelRows - 1) / kPanelRows;
-  // row chunks of at most kFewAmxRows, as even as can be; every chunk's pieces split (and x found
-  // finite) before anything is written
-  const index_t chunks = (a.batch + kFewAmxRows - 1) / kFewAmxRows;
+  // every row's pieces split (and x found finite) before anything is written
+  const index_t b = a.batch, m = 3 * b;
   static thread_local std::vector<std::uint16_t> pieces;  // the calling thread's
-  std::uint16_t* A = amx::aligned_buffer(pieces, steps * 3 * a.batch * 32);
+  std::uint16_t* A = amx::aligned_buffer(pieces, steps * m * 32);
   bool bad = false;
-  for (index_t ch = 0; ch < chunks; ++ch) {
-    const index_t r0 = a.batch * ch / chunks, b = a.batch * (ch + 1) / chunks - r0, m = 3 * b;
-    std::uint16_t* Ac = A + steps * 3 * r0 * 32;
-    for (index_t r = 0; r < b; ++r) {
-      const float* xr = a.x + (r0 + r) * k;
-      for (index_t s = 0; s < steps; ++s) {
-        const index_t t = s * amx::kStepK, left = k - t;
-        const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
-        const __mmask16 m1 = left >= 32 ? 0xFFFF : (left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1));
-        bad |= amx::split32(_mm512_maskz_loadu_epi32(m0, xr + t), _mm512_maskz_loadu_epi32(m1, xr + t + 16),
-                            Ac + s * m * 32 + r * 32, b * 32);
-      }
+  for (index_t r = 0; r < b; ++r) {
+    const float* xr = a.x + r * k;
+    for (index_t s = 0; s < steps; ++s) {
+      const index_t t = s * amx::kStepK, left = k - t;
+      const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      const __mmask16 m1 = left >= 32 ? 0xFFFF : (left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1));
+      bad |= amx::split32(_mm512_maskz_loadu_epi32(m0, xr + t), _mm512_maskz_loadu_epi32(m1, xr + t + 16),
+                          A + s * m * 32 + r * 32, b * 32);
     }
   }
   if (bad) return false;
-  for (index_t ch = 0; ch < chunks; ++ch) {
-    const index_t r0 = a.batch * ch / chunks, b = a.batch * (ch + 1) / chunks - r0, m = 3 * b;
-    const std::uint16_t* Ac = A + steps * 3 * r0 * 32;
-    PanelArgs c = a;
-    c.x += r0 * k;
-    c.out += r0 * n;
-    c.batch = b;
-    const int nt = threads_for(npanels, b * n * k);
-    if (nt <= 1) {
-      few_amx_panels(c, Ac, m, 0, npanels, table);
-      continue;
-    }
+  const int nt = threads_for(npanels, b * n * k);
+  if (nt <= 1) {
+    few_amx_panels(a, A, m, 0, npanels, table);
+    return true;
+  }
 #if NK_HAVE_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt)
 #endif
-    for (int t = 0; t < nt; ++t) few_amx_panels(c, Ac, m, npanels * t / nt, npanels * (t + 1) / nt, table);
-  }
+  for (int t = 0; t < nt; ++t) few_amx_panels(a, A, m, npanels * t / nt, npanels * (t + 1) / nt, table);
   return true;
 }
 #pragma GCC pop_options

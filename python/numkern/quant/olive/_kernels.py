@@ -15,8 +15,8 @@ up to 8 (AVX-512) batch rows at a time; beyond, each 256-column chunk of a panel
 from 10 rows the tile unit multiplies the grid values (exact in bfloat16) by x split exactly into
 three bfloat16 pieces, with float32 sums (csrc/cpu/common/amx.hpp; same bound, tests/olive/test_olive_amx.py);
 at 2 to 9 rows a 4-bit pack takes the tiles too, each 32-column step of a panel decoded straight
-into L1 as bfloat16 pairs (one vpermw per 32 weights) and the three pieces of up to 5 batch rows
-stacked in one A tile (packed.cpp matmul_few_amx).
+into L1 as bfloat16 pairs (one vpermw per 32 weights) and the three pieces of the batch rows
+stacked as the rows of one or two A tiles (packed.cpp matmul_few_amx).
 The pack is built on the first call and cached per layer (not in its
 state_dict, pickle or deepcopy), rebuilt when the codes or scales change.  It computes
 out[b, n] = s_n · Σ_k x[b, k] g[n, k] (+ bias[n]) in float32 from exact grid values: the result
