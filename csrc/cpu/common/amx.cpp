@@ -67,12 +67,18 @@ bool cpu_has() {
 
 std::uint64_t products() { return g_products.load(std::memory_order_relaxed); }
 
+int threads(long long units, long long work) {
+  const long long cap = work / kMinThreadWork;
+  const int nt = threads_for(units, work);
+  return cap < nt ? static_cast<int>(cap < 1 ? 1 : cap) : nt;
+}
+
 Units panel_units(index_t npanels, index_t panel_tile_bytes, long long work) {
-  const int nt0 = threads_for(npanels, work);
+  const int nt0 = threads(npanels, work);
   index_t per_unit = std::max<index_t>(1, std::min(kUnitPanels, kUnitTileBytes / panel_tile_bytes));
   if (nt0 > 1) per_unit = std::max<index_t>(1, std::min(per_unit, npanels / (2 * nt0)));  // two units a thread
   const index_t units = (npanels + per_unit - 1) / per_unit;
-  return Units{per_unit, units, threads_for(units, work)};
+  return Units{per_unit, units, threads(units, work)};
 }
 bool allowed() { return allowed_slot().load(std::memory_order_relaxed); }
 void set_allowed(bool on) { allowed_slot().store(on, std::memory_order_relaxed); }

@@ -41,6 +41,14 @@ std::uint64_t products();
 // kUnitPanels panels and kUnitTileBytes of tiles (panel_tile_bytes each; at least one panel), and
 // when `work` multiply-adds run on several threads (threads_for) at least two units a thread.
 constexpr index_t kUnitPanels = 8;
+// Threads of an AMX region of `work` multiply-adds over `units` pieces: threads_for's, and at most
+// one per kMinThreadWork multiply-adds.  The tiles finish ~240 G multiply-adds a second on one core
+// (384 x 384 W4 at 64 rows: 9.4 M in 39 us, Sapphire Rapids), so a thread's share of a small call is a
+// few microseconds, against a fixed cost of a team of tile users (each configures and releases its
+// tiles; measured 2-thread region + tile config/release 1.15 us, 0.70 without tiles; the few-row
+// path at 384 x 384 and 2 .. 9 rows ran 20-50% slower on two threads than on one).
+constexpr long long kMinThreadWork = 1 << 20;
+int threads(long long units, long long work);
 constexpr index_t kUnitTileBytes = 256 * 1024;
 struct Units {
   index_t per_unit, units;

@@ -555,7 +555,7 @@ bool matmul_few_amx(const PanelArgs& a) {
     }
   }
   if (bad) return false;
-  const int nt = threads_for(npanels, b * n * k);
+  const int nt = amx::threads(npanels, b * n * k);
   if (nt <= 1) {
     few_amx_panels(a, A, m, 0, npanels, table);
     return true;
