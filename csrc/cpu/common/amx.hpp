@@ -39,22 +39,22 @@ std::uint64_t products();
 // How the AMX paths (olive's float GEMM and int8 products) cut npanels weight panels into units,
 // each unit's panels converted to tiles together and multiplied by every batch block: at most
 // kUnitPanels panels and kUnitTileBytes of tiles (panel_tile_bytes each; at least one panel), and
-// when `work` multiply-adds run on several threads (threads_for) at least two units a thread.
+// when `work` multiply-adds run on several threads (threads below) at least two units a thread.
 constexpr index_t kUnitPanels = 8;
-// Threads of an AMX region of `work` multiply-adds over `units` pieces: threads_for's, and at most
-// one per kMinThreadWork multiply-adds.  The tiles finish ~240 G multiply-adds a second on one core
-// (384 x 384 W4 at 64 rows: 9.4 M in 39 us, Sapphire Rapids), so a thread's share of a small call is a
-// few microseconds, against a fixed cost of a team of tile users (each configures and releases its
-// tiles; measured 2-thread region + tile config/release 1.15 us, 0.70 without tiles; the few-row
-// path at 384 x 384 and 2 .. 9 rows ran 20-50% slower on two threads than on one).
-constexpr long long kMinThreadWork = 1 << 20;
-int threads(long long units, long long work);
 constexpr index_t kUnitTileBytes = 256 * 1024;
 struct Units {
   index_t per_unit, units;
   int threads;
 };
 Units panel_units(index_t npanels, index_t panel_tile_bytes, long long work);
+// Threads of an AMX region of `work` multiply-adds over `units` pieces: threads_for's, and at most
+// one per kMinThreadWork multiply-adds.  The tiles finish ~240 G multiply-adds a second on one core
+// (384 x 384 W4 at 64 rows: 9.4 M in 39 us on an Intel Xeon), so a thread's share of a small call is a
+// few microseconds, against a fixed cost of a team of tile users (each configures and releases its
+// tiles; measured 2-thread region + tile config/release 1.15 us, 0.70 without tiles; the few-row
+// path at 384 x 384 and 2 .. 9 rows ran 20-50% slower on two threads than on one).
+constexpr long long kMinThreadWork = 1 << 20;
+int threads(long long units, long long work);
 
 constexpr index_t kTileRows = 16;  // batch rows of an A tile; pair rows of a B tile
 constexpr index_t kStepK = 32;     // k values of a tile step (16 pairs of bfloat16)

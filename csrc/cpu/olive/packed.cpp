@@ -280,6 +280,18 @@ constexpr index_t kAmxBatch = 10;
 
 // The panel GEMM once per tier: packed.inc compiled under each tier's target options (and the
 // matmul's FMA contraction), so that its vector code and intrinsics are that tier's instructions.
+// tab[c] = grid value / unit of 4-bit code c % 16 as bfloat16 bits, c < 32 (twice: vpermw reads 5
+// bits of a word index); false (tab unspecified) when one is not exact in bfloat16 or not finite.
+bool bf16_table4(const float* lut, std::uint16_t* tab) {
+  for (int c = 0; c < 32; ++c) {
+    std::uint32_t u;
+    std::memcpy(&u, &lut[c & 15], 4);
+    if ((u & 0xFFFFu) != 0 || !std::isfinite(lut[c & 15])) return false;
+    tab[c] = static_cast<std::uint16_t>(u >> 16);
+  }
+  return true;
+}
+
 #define NK_TIER_FILE "cpu/olive/packed.inc"
 #define NK_TIER_MR_AVX512 8
 #define NK_TIER_MR_AVX2 6
@@ -296,8 +308,8 @@ bool weights_exact_bf16(const PanelArgs& a) {
     return (u & 0xFFFFu) == 0 && std::isfinite(v);
   };
   const float inv_unit = 1.0f / pv.h.unit;
-  for (int c = 0; c < 16; ++c)
-    if (!exact(a.lut[c])) return false;
+  std::uint16_t tab[32];
+  if (!bf16_table4(a.lut, tab)) return false;
   for (index_t o = 0; o < pv.h.n_outliers; ++o)
     if (!exact(pv.values[o] * inv_unit)) return false;
   return true;
@@ -530,12 +542,7 @@ bool matmul_few_amx(const PanelArgs& a) {
   const PackView& pv = *a.pv;
   if (pv.h.layout != kLayoutPanels4 || a.batch < kFewAmxMin || a.batch > kFewAmxMax || !amx::usable()) return false;
   alignas(64) std::uint16_t tab[32];
-  for (int c = 0; c < 32; ++c) {
-    std::uint32_t u;
-    std::memcpy(&u, &a.lut[c & 15], 4);
-    if ((u & 0xFFFFu) != 0 || !std::isfinite(a.lut[c & 15])) return false;
-    tab[c] = static_cast<std::uint16_t>(u >> 16);
-  }
+  if (!bf16_table4(a.lut, tab)) return false;
   const __m512i table = _mm512_load_si512(tab);
   const index_t k = pv.h.k, n = pv.h.n, steps = (k + amx::kStepK - 1) / amx::kStepK;
   const index_t npanels = (n + kPanelRows - 1) / kPanelRows;
