@@ -17,6 +17,12 @@ activation thresholds) keep their precision under ``.half()``, ``.to(torch.bfloa
 ``.double()`` and ``.to(dtype)``; ``.to(device)`` moves them.  The bias follows the module dtype
 as nn.Linear's does.  The forward accepts float16, bfloat16, float32 and float64 input, computes
 in float32 (the kernels' precision) and returns the input's dtype.
+
+Inference mode.  A module quantized, moved or loaded inside ``torch.inference_mode()`` holds
+inference tensors, which have no version counter; the first call replaces them by normal
+tensors with the same values (``plain_buffers``), so the caches keyed on version counters
+(prepacked weights, the eager fast path's state) still notice in-place writes such as a
+``load_state_dict`` inside inference mode (tests/common/test_quant_inference_mode.py).
 """
 from __future__ import annotations
 
@@ -56,6 +62,19 @@ def watch_buffers(layer, names, tensors, versions):
     each name's buffer must stay that tensor (None: stay absent) at that version counter."""
     b = layer._buffers
     return tuple((b, n, t, None if t is None else v) for n, t, v in zip(names, tensors, versions))
+
+
+def plain_buffers(layer):
+    """Replace each of the layer's own buffers that is an inference tensor (made or moved under
+    torch.inference_mode) by a normal tensor with the same values, made outside inference mode.
+    The layers' caches (prepacked weights, the eager fast path's state) notice an in-place change
+    of a buffer by its version counter, which inference tensors lack; a normal tensor keeps one,
+    also when written in place inside inference mode."""
+    b = layer._buffers
+    for n, t in b.items():
+        if t is not None and t.is_inference():
+            with torch.inference_mode(False):
+                b[n] = t.clone()
 
 
 def arm_runner(runner):

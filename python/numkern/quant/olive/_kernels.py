@@ -147,6 +147,9 @@ class _Prepared:
 
 
 def _prepared(layer):
+    from .._torch_module import plain_buffers
+
+    plain_buffers(layer)
     codes, scales = layer.codes, layer.scales
     key = (codes.data_ptr(), codes._version, scales.data_ptr(), scales._version, layer.normal, layer.bits)
     p = _PREPARED.get(layer)
@@ -232,6 +235,9 @@ def fast_state(layer):
     b = layer._buffers
     if st is not None and st.valid(b):
         return st
+    from .._torch_module import plain_buffers
+
+    plain_buffers(layer)
     c, s = b["codes"], b["scales"]
     if c.device.type != "cpu" or s.dtype != _float32() or s.dim() != 1 or s.shape[0] != c.shape[0]:
         st = None

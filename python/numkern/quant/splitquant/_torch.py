@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._skips import log_skipped, skipped_layers
-from .._torch_module import QuantModule, arm_runner, watch_buffers
+from .._torch_module import QuantModule, arm_runner, plain_buffers, watch_buffers
 from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
                       _unpack, cluster_labels, encode_ids, quantize_support)
 
@@ -240,6 +240,7 @@ class SplitQuantLinear(QuantModule):
                 and not _is_tracing() and not _is_compiling()):
             st = self.__dict__.get("_nk_fast")
             if st is None or not st.valid(self._buffers):
+                plain_buffers(self)
                 st = self.__dict__["_nk_fast"] = _SQFast.make(self)
             if (st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg()
                     and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (vmap's: the operator)
