@@ -132,6 +132,35 @@ def test_fast_path_follows_changes_and_skips_what_it_does_not_handle():
         m(torch.randn(3, 63))
 
 
+
+@pytest.mark.parametrize("rows", [3, 9, 40])
+def test_ids_written_in_place_or_replaced_are_followed(rows):
+    """``clusters`` (what the kernels read) is derived from the stored stream ``ids``: a write to
+    ids, in place or by replacement, is followed by the next call (fast path and general path)."""
+    from numkern.quant.splitquant._format import FusedSplitQuantWeight
+
+    m = _layer(96, 40, 4, 32, 8)
+    x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows))
+    y0 = m(x)  # the fast state made from the original ids
+    orig = m.ids.clone()
+    zero = torch.zeros_like(orig)  # every id the coding's first symbol
+    ref = FusedSplitQuantWeight.from_compact(m.codes, zero.numpy(), m.id_coding, m.id_order, m.scales, m.offsets,
+                                             m.in_features, m.group_size, m.bits)
+    w = torch.from_numpy(ref.dequantize()).double()
+    with torch.no_grad():
+        m.ids.copy_(zero)  # in place
+    y1 = m(x)
+    want = x.double() @ w.T + m.bias.double()
+    torch.testing.assert_close(y1.double(), want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(y0, y1, rtol=1e-3, atol=1e-3)  # the change matters
+    assert torch.equal(_general(m, x), y1)
+    m.ids = orig.clone()  # replaced: back to the original weight
+    assert torch.equal(m(x), y0)
+    with torch.no_grad():
+        m.ids.fill_(255)  # a stream of the wrong length: load's error, not the old ids
+    with pytest.raises(ValueError, match="ids"):
+        m(x)
+
 def test_partial_last_group_takes_the_general_path():
     m = _layer(100, 6, 4, 64, 2)  # 100 = 64 + 36: padded packed rows
     x = torch.randn(5, 100)

@@ -22,6 +22,7 @@ _F32 = torch.float32
 _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 _FAST_PARTS = ("codes", "clusters", "scales", "offsets", "bias")
+_WATCHED = _FAST_PARTS + ("ids",)  # (clusters is derived from ids: SplitQuantLinear._sync_clusters)
 _TABLE_DTYPES = (torch.float32, torch.float16)
 
 
@@ -105,7 +106,8 @@ class SplitQuantLinear(QuantModule):
     codes and 2-bit cluster ids (see ``FusedSplitQuantWeight``); one C++ (CPU) or CUDA kernel
     instead of k GEMMs.  The state_dict holds the ids as a compact stream (``ids``; format
     version 2, ``id_coding`` / ``id_order`` in ``_extra_state``); the dense ids the kernel reads
-    (``clusters``) are rebuilt from it on load; ``bits_per_weight`` counts what is stored.
+    (``clusters``) are rebuilt from it on load, and before the next call when ``ids`` is replaced
+    or written in place; ``bits_per_weight`` counts what is stored.
     Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
     float32 and returns x's dtype.  Scales and offsets keep their dtype (float32, or float16
     from ``splitquant(..., table_dtype="float16")``, widened to float32 for the kernels) under
@@ -136,6 +138,26 @@ class SplitQuantLinear(QuantModule):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         if bias is not None:
             self._dtype = bias.dtype
+        self._mark_ids()
+
+    def _mark_ids(self):
+        """Record that ``clusters`` is the dense form of the current ``ids`` (identity, version)."""
+        ids = self._buffers["ids"]  # (an inference tensor has no version: plain_buffers replaces it first)
+        self.__dict__["_ids_mark"] = None if ids.is_inference() else (ids, ids._version)
+
+    def _sync_clusters(self):
+        """Rebuild ``clusters`` from ``ids`` when ids was replaced or written in place since the
+        dense form was made (an invalid stream raises load's ValueError)."""
+        ids = self._buffers["ids"]
+        mark = self.__dict__.get("_ids_mark")
+        if mark is not None and mark[0] is ids and mark[1] == ids._version:
+            return
+        if mark is not None:
+            fused = FusedSplitQuantWeight.from_compact(
+                self.codes, ids.cpu().numpy(), self.id_coding, self.id_order,
+                self.scales, self.offsets, self.in_features, self.group_size, self.bits)
+            self.clusters = torch.from_numpy(fused.clusters).to(self.codes.device)
+        self._mark_ids()
 
     @classmethod
     def from_split(cls, layer: SplitLayer):
@@ -154,6 +176,8 @@ class SplitQuantLinear(QuantModule):
         return cls(fused, bias).to(layer.branches[0].weight.device)
 
     def fused(self):
+        plain_buffers(self)
+        self._sync_clusters()
         return FusedSplitQuantWeight(self.codes.cpu().numpy(), self.clusters.cpu().numpy(),
                                      self.scales.cpu().numpy(), self.offsets.cpu().numpy(),
                                      self.in_features, self.group_size, self.bits)
@@ -213,9 +237,12 @@ class SplitQuantLinear(QuantModule):
                 self.codes, self.ids.cpu().numpy(), self.id_coding, self.id_order,
                 self.scales, self.offsets, self.in_features, self.group_size, self.bits)
             self.clusters = torch.from_numpy(fused.clusters).to(self.codes.device)
+            self._mark_ids()
 
     def _matmul(self, x2):
         """float32 [rows, in_features] -> float32 [rows, out_features] + bias by the fused kernel."""
+        plain_buffers(self)
+        self._sync_clusters()
         w = FusedSplitQuantWeight(self.codes, self.clusters, self.scales, self.offsets,
                                   self.in_features, self.group_size, self.bits)
         return w.matmul(x2, None if self.bias is None else self.bias.to(torch.float32))
@@ -241,6 +268,7 @@ class SplitQuantLinear(QuantModule):
             st = self.__dict__.get("_nk_fast")
             if st is None or not st.valid(self._buffers):
                 plain_buffers(self)
+                self._sync_clusters()
                 st = self.__dict__["_nk_fast"] = _SQFast.make(self)
             if (st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg()
                     and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (vmap's: the operator)
@@ -282,9 +310,9 @@ class _SQFast:
     @classmethod
     def make(cls, layer):
         st = cls()
-        st.bufs = tuple(layer._buffers[n] for n in _FAST_PARTS)
+        st.bufs = tuple(layer._buffers[n] for n in _WATCHED)
         st.versions = tuple(None if b is None else b._version for b in st.bufs)
-        codes, clusters, scales, offsets, bias = st.bufs
+        codes, clusters, scales, offsets, bias, _ = st.bufs
         st.ok = (all(b.device.type == "cpu" for b in st.bufs if b is not None)
                  and scales.dtype in _TABLE_DTYPES and offsets.dtype in _TABLE_DTYPES
                  and scales.dim() == 3 and scales.shape[1] * layer.group_size == layer.in_features)
@@ -296,14 +324,14 @@ class _SQFast:
             st.arrays = arrays = (*(t.detach().contiguous().numpy() for t in (codes, clusters)),
                                   *(t.detach().to(_F32).contiguous().numpy() for t in (scales, offsets)), b)
             st.runner = core.LayerRunner(*arrays, layer.in_features, layer.group_size, layer.bits,
-                                         watch_buffers(layer, _FAST_PARTS, st.bufs, st.versions), torch.Tensor,
+                                         watch_buffers(layer, _WATCHED, st.bufs, st.versions), torch.Tensor,
                                          torch.float32, torch.strided, torch.from_numpy,
                                          os.environ.get("NUMKERN_SPLITQUANT_INDEX", "1") != "0")
             st.run = arm_runner(st.runner)
         return st
 
     def valid(self, buffers):
-        for n, b, v in zip(_FAST_PARTS, self.bufs, self.versions):
+        for n, b, v in zip(_WATCHED, self.bufs, self.versions):
             c = buffers[n]
             if c is not b or (c is not None and c._version != v):
                 return False
