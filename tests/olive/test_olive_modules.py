@@ -296,3 +296,47 @@ def test_float_bits_rejected_clearly():
     """Found by the fuzzer: bits=4.0 passed the check and failed inside the C++ binding."""
     with pytest.raises(ValueError, match="bits"):
         Q.ovp_quantize(np.ones((2, 4), np.float32), bits=4.0)
+
+
+def _act_layer(calibrated=True):
+    torch.manual_seed(5)
+    layer = Q.OVPLinear.from_linear(nn.Linear(16, 4), bits=4, act_bits=8)
+    if calibrated:
+        Q.calibrate(layer, [torch.randn(8, 16, generator=torch.Generator().manual_seed(6))])
+    return layer
+
+
+def test_activation_errors_name_what_the_caller_passed():
+    with pytest.raises(ValueError, match="^act_bits: must be 4 or 8, got 3"):
+        Q.OVPLinear.from_linear(nn.Linear(16, 4), act_bits=3)
+    with pytest.raises(ValueError, match="^act_bits: must be 4 or 8, got 16"):
+        Q.quantize_model(nn.Sequential(nn.Linear(16, 4)), act_bits=16)
+    x = torch.randn(3, 16)
+    x[1, 2] = float("nan")
+    for layer in (_act_layer(), _act_layer(calibrated=False)):
+        for xx in (x, x.double(), x.clone().requires_grad_()):
+            with pytest.raises(ValueError, match="^x: 1 NaN or infinite"):
+                layer(xx)
+
+
+def test_activation_quantized_layer_takes_zero_rows():
+    for layer in (_act_layer(), _act_layer(calibrated=False)):
+        for x in (torch.zeros(0, 16), torch.zeros(0, 16, requires_grad=True), torch.zeros(2, 0, 16)):
+            y = layer(x)
+            assert y.shape == (*x.shape[:-1], 4)
+    fresh = _act_layer(calibrated=False)
+    with pytest.warns(UserWarning, match="saw no input rows"):
+        Q.calibrate(fresh, [torch.zeros(0, 16)])  # no rows: stays uncalibrated, said so
+    assert not fresh.calibrated
+    Q.calibrate(fresh, [torch.zeros(0, 16), torch.randn(4, 16)])  # empty batches among others: fine
+    assert fresh.calibrated
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_forward_mode_jacobian_is_the_dequantized_weight(bits):
+    torch.manual_seed(7)
+    layer = Q.OVPLinear.from_linear(nn.Linear(32, 8), bits=bits)
+    x = torch.randn(32)
+    w = layer.dequantized_weight().double()
+    torch.testing.assert_close(torch.func.jacfwd(layer)(x).double(), w, rtol=0, atol=0)
+    torch.testing.assert_close(torch.func.jacrev(layer)(x).double(), w, rtol=0, atol=0)

@@ -169,3 +169,35 @@ def test_short_reprs():
     sq = q.splitquant(nn.Linear(512, 256), bits=4)
     f = q.FusedSplitQuantWeight.from_branches(sq.quantized, sq.weight_labels.numpy())
     assert len(repr(f)) < 200 and "nbytes=" in repr(f)
+
+
+def _fused_layer(seed=0):
+    torch.manual_seed(seed)
+    return q.splitquant(nn.Sequential(nn.Linear(32, 8)), bits=4, group_size=16, fused=True)[0]
+
+
+def test_gradients_reach_the_input():
+    """dy/dx = W (the decoded weight): backward, torch.func.jacrev / jacfwd, and through a layer
+    before it (a residual model's gradient must not lose the quantized branch)."""
+    layer = _fused_layer()
+    w = layer.dequantized_weight().double()
+    x = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    for jac in (torch.func.jacrev(layer)(x), torch.func.jacfwd(layer)(x)):
+        torch.testing.assert_close(jac.double(), w, rtol=0, atol=0)
+    pre = nn.Linear(16, 32)
+    xx = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
+    (layer(pre(xx)) + pre(xx)[:, :8]).sum().backward()
+    got = pre.weight.grad.clone()
+    pre.weight.grad = None
+    ((pre(xx) @ w.float().T + layer.bias) + pre(xx)[:, :8]).sum().backward()
+    torch.testing.assert_close(got, pre.weight.grad, rtol=1e-6, atol=1e-6)
+    # float32 arithmetic inside: finite differences of a linear map with a large step are exact
+    # up to float32 rounding of y
+    xg = torch.randn(5, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    assert torch.autograd.gradcheck(layer, (xg,), eps=1e-2, atol=1e-4, rtol=1e-3)
+
+
+def test_meta_device_gives_meta_output():
+    layer = _fused_layer().to("meta")
+    y = layer(torch.randn(3, 32, device="meta"))
+    assert y.device.type == "meta" and y.shape == (3, 8)

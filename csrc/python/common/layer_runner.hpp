@@ -26,8 +26,9 @@ namespace py = pybind11;
 class LayerRunner {
  public:
   // n, k: the layer's out / in features.  watch: tuples (dict, key, expected, version): valid
-  // while dict[key] is `expected` (version None), is it with that _version (a counter), or
-  // equals it (version -1: plain settings).
+  // while dict[key] is `expected` (version None), is it with that _version (a counter) and the
+  // data_ptr() it has now (a tensor: `.data = new` keeps identity and version), or equals it
+  // (version -1: plain settings).
   LayerRunner(index_t n, index_t k, py::tuple watch, py::object tensor_type, py::object float32, py::object strided,
               py::object from_numpy)
       : n_(n), k_(k), tensor_type_(tensor_type), float32_(float32), strided_(strided), from_numpy_(from_numpy) {
@@ -37,7 +38,9 @@ class LayerRunner {
       std::int64_t v = t[3].is_none() ? kSame : t[3].cast<std::int64_t>();
       if (!t[3].is_none() && v == -1) v = kEqual;
       else if (v < 0 && !t[3].is_none()) throw py::value_error("watch: version must be None, -1 or a version counter");
-      watch_.push_back({t[0], t[1], t[2], v});
+      std::uintptr_t ptr = 0;
+      if (v >= 0) ptr = t[2].attr(data_ptr_)().cast<std::uintptr_t>();
+      watch_.push_back({t[0], t[1], t[2], v, ptr});
     }
   }
   virtual ~LayerRunner() = default;
@@ -85,6 +88,7 @@ class LayerRunner {
   struct Watch {
     py::object dict, key, obj;
     std::int64_t version;
+    std::uintptr_t data_ptr;  // (version >= 0: the tensor's data_ptr() when the runner was made)
   };
 
   // The module's own hook dicts: _forward_pre_hooks holds guard_ alone, the others are empty, no
@@ -125,7 +129,9 @@ class LayerRunner {
         continue;
       }
       if (cur != w.obj.ptr()) return py::none();
-      if (w.version >= 0 && py::handle(cur).attr(version_).cast<std::int64_t>() != w.version) return py::none();
+      if (w.version >= 0 && (py::handle(cur).attr(version_).cast<std::int64_t>() != w.version ||
+                             py::handle(cur).attr(data_ptr_)().cast<std::uintptr_t>() != w.data_ptr))
+        return py::none();
     }
     if (!py::object(x.attr(dtype_)).is(float32_) || !x.attr(is_cpu_).cast<bool>() ||
         x.attr(requires_grad_).cast<bool>() || !py::object(x.attr(layout_)).is(strided_) ||

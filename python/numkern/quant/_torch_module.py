@@ -57,11 +57,33 @@ def _run_disabled():
     return _DISABLED[0]
 
 
-def watch_buffers(layer, names, tensors, versions):
-    """The LayerRunner watch entries of a layer's buffers (csrc/python/common/layer_runner.hpp):
-    each name's buffer must stay that tensor (None: stay absent) at that version counter."""
+def buffer_marks(layer, names):
+    """What the layers' caches compare a buffer by: (tensor, version counter, data_ptr) of each
+    named buffer, None where absent.  The version counter sees in-place writes, identity sees a
+    replaced buffer, data_ptr sees ``buffer.data = new`` (which keeps both); an in-place write
+    through ``.data`` is seen by none of them (as autograd does not see it)."""
     b = layer._buffers
-    return tuple((b, n, t, None if t is None else v) for n, t, v in zip(names, tensors, versions))
+    return tuple(None if b[n] is None else (b[n], b[n]._version, b[n].data_ptr()) for n in names)
+
+
+def buffers_unchanged(buffers, names, marks):
+    """Whether every named buffer still matches its mark (buffer_marks)."""
+    for n, m in zip(names, marks):
+        c = buffers[n]
+        if m is None:
+            if c is not None:
+                return False
+        elif c is not m[0] or c._version != m[1] or c.data_ptr() != m[2]:
+            return False
+    return True
+
+
+def watch_buffers(layer, names, marks):
+    """The LayerRunner watch entries of a layer's buffers (csrc/python/common/layer_runner.hpp):
+    each name's buffer must stay that tensor (None: stay absent) at that version counter and
+    data_ptr (the runner reads the pointer from the tensor when it is made)."""
+    b = layer._buffers
+    return tuple((b, n, None, None) if m is None else (b, n, m[0], m[1]) for n, m in zip(names, marks))
 
 
 def plain_buffers(layer):
@@ -134,7 +156,10 @@ class QuantModule(nn.Module):
 
     # ---- state dict --------------------------------------------------------------------------
     def get_extra_state(self):
-        return {"format": self._FORMAT, "version": self._VERSION, **self._settings()}
+        # "optional": which of the optional buffers (the bias) the module has, so that a state
+        # dict that lacks one is told apart from a module saved without it
+        return {"format": self._FORMAT, "version": self._VERSION, **self._settings(),
+                "optional": [n for n in self._OPTIONAL if self._buffers.get(n) is not None]}
 
     def set_extra_state(self, state):
         name = type(self).__name__
@@ -145,7 +170,7 @@ class QuantModule(nn.Module):
         if not isinstance(version, int) or not 1 <= version <= self._VERSION:
             raise ValueError(f"state_dict: {name} format version {version!r} is not supported "
                              f"(this numkern reads versions 1..{self._VERSION})")
-        self._adopt({k: v for k, v in state.items() if k not in ("format", "version")})
+        self._adopt({k: v for k, v in state.items() if k not in ("format", "version", "optional")})
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -157,19 +182,23 @@ class QuantModule(nn.Module):
                                  "without it the grid and bit width cannot be verified")
         else:
             self.set_extra_state(extra)
-            self._reshape_buffers(state_dict, prefix)
+            self._reshape_buffers(state_dict, prefix, extra.get("optional"))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
-    def _reshape_buffers(self, state_dict, prefix):
+    def _reshape_buffers(self, state_dict, prefix, optional=None):
         """Make every buffer match the saved one's shape (and, for kept-precision buffers and
-        non-float buffers, its dtype) so that the saved values load as they are."""
+        non-float buffers, its dtype) so that the saved values load as they are.  optional: the
+        saved module's optional buffers (get_extra_state; None from state dicts older than it,
+        where an absent optional buffer means saved without it)."""
         device = self._device()
         for name in list(self._buffers):
             key = prefix + name
             if key not in state_dict:
-                if self._buffers[name] is not None and name in self._OPTIONAL:
+                if (self._buffers[name] is not None and name in self._OPTIONAL
+                        and (optional is None or name not in optional)):
                     self._buffers[name] = None  # saved without it (e.g. no bias)
+                # (else a key missing from the state dict: load_state_dict reports it)
                 continue
             saved = state_dict[key]
             cur = self._buffers[name]

@@ -107,9 +107,9 @@ class OVPTensor:
 
 
 # ---- validation ----------------------------------------------------------------------------
-def _check_format(bits, normal, allow_auto=True):
+def _check_format(bits, normal, allow_auto=True, name="bits"):
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in (4, 8):
-        raise ValueError(f"bits: must be 4 or 8, got {bits!r}")
+        raise ValueError(f"{name}: must be 4 or 8, got {bits!r}")
     allowed = ("int", "flint", "auto") if allow_auto else ("int", "flint")
     if normal not in allowed:
         raise ValueError(f"normal: must be one of {allowed}, got {normal!r}")
@@ -446,7 +446,7 @@ def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto
 
     _check_format(bits, normal)
     if act_bits is not None:
-        _check_format(act_bits, "int")
+        _check_format(act_bits, "int", name="act_bits")
     return _torch.quantize_model(model, bits, act_bits, skip, normal, return_report)
 
 

@@ -124,8 +124,11 @@ class _Prepared:
     __slots__ = ("key", "codes", "scales", "packs", "bits", "normal", "n", "k")
 
     def __init__(self, layer, key):
+        import torch
+
         self.key = key
-        self.codes, self.scales = layer.codes.numpy(), layer.scales.numpy()
+        with torch._C._DisableFuncTorch():  # (inside torch.func.jvp / jacfwd .numpy() has no storage)
+            self.codes, self.scales = layer.codes.numpy(), layer.scales.numpy()
         self.packs = {}
         self.bits, self.normal = layer.bits, _NORMAL[layer.normal]
         self.n, self.k = layer.out_features, layer.in_features
@@ -142,7 +145,8 @@ class _Prepared:
             import torch
 
             arr = prepack(self.codes, self.scales, True, self.k, self.bits, self.normal, layout)
-            pk = self.packs[layout] = (torch.from_numpy(arr), arr)
+            with torch._C._DisableFuncTorch():
+                pk = self.packs[layout] = (torch.from_numpy(arr), arr)
         return pk
 
 
@@ -189,30 +193,31 @@ class _Fast:
     buffers it was made from (identity and version counter: any change, in place or by
     replacement, invalidates it) and numpy views of the panel pack, scales and float32 bias."""
 
-    __slots__ = ("codes", "cv", "scales", "sv", "bias", "bv", "pack", "scales_np", "bias_np", "k", "run")
+    __slots__ = ("marks", "d", "fmt", "pack", "scales_np", "bias_np", "k", "run")
     act = False
+    _NAMES = ("codes", "scales", "bias")
 
     def __init__(self, layer):
         import torch
 
-        b = layer._buffers
-        self.codes, self.scales, self.bias = b["codes"], b["scales"], b["bias"]
-        self.cv, self.sv = self.codes._version, self.scales._version
-        self.bv = None if self.bias is None else self.bias._version
+        from .._torch_module import buffer_marks, watch_buffers
+
+        self.marks = buffer_marks(layer, self._NAMES)
+        self.d, self.fmt = layer.__dict__, (layer.bits, layer.normal)
         p = _prepared(layer)
         self.pack, self.scales_np, self.k = p.packed_np()[1], p.scales, p.k
-        self.bias_np = (None if self.bias is None
-                        else self.bias.detach().to(torch.float32).contiguous().numpy())
-        from .._torch_module import watch_buffers
-
-        self.run = _runner(self.pack, self.scales_np, self.bias_np,
-                           watch_buffers(layer, ("codes", "scales", "bias"), (self.codes, self.scales, self.bias),
-                                         (self.cv, self.sv, self.bv)), None)
+        bias = layer._buffers["bias"]
+        self.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+        d = self.d
+        watch = watch_buffers(layer, self._NAMES, self.marks)
+        watch += ((d, "bits", d["bits"], -1), (d, "normal", d["normal"], -1))
+        self.run = _runner(self.pack, self.scales_np, self.bias_np, watch, None)
 
     def valid(self, buffers):
-        c, s, b = buffers["codes"], buffers["scales"], buffers["bias"]
-        return (c is self.codes and s is self.scales and b is self.bias and c._version == self.cv
-                and s._version == self.sv and (b is None or b._version == self.bv))
+        from .._torch_module import buffers_unchanged
+
+        d = self.d
+        return (d["bits"], d["normal"]) == self.fmt and buffers_unchanged(buffers, self._NAMES, self.marks)
 
 
 def _runner(pack, scales, bias, watch, act):
@@ -271,7 +276,7 @@ class _ActFast:
     act_matmul's integer product plus the bias added in float32, bitwise what
     _OVPBase._gemm computes (tests/olive/test_olive_act_fast_path.py)."""
 
-    __slots__ = ("bufs", "versions", "d", "fmt", "args", "bias_np", "k", "run")
+    __slots__ = ("marks", "d", "fmt", "args", "bias_np", "k", "run")
     act = True
     _NAMES = ("codes", "scales", "bias", "act_alpha")
 
@@ -282,33 +287,33 @@ class _ActFast:
             return None  # calibrating, or uncalibrated (the general path warns and calibrates)
         import torch
 
+        from .._torch_module import buffer_marks, watch_buffers
+
         st = cls()
-        st.bufs = tuple(layer._buffers[n] for n in cls._NAMES)
-        st.versions = tuple(None if t is None else t._version for t in st.bufs)
-        st.d, st.fmt, st.k = layer.__dict__, (layer.act_bits, layer.act_normal, layer.both_outliers), layer.in_features
+        st.marks = buffer_marks(layer, cls._NAMES)
+        st.d, st.k = layer.__dict__, layer.in_features
+        st.fmt = (layer.act_bits, layer.act_normal, layer.both_outliers, layer.bits, layer.normal)
         p = _prepared(layer)
-        bias = st.bufs[2]
+        bias = layer._buffers["bias"]
         st.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
         st.args = (p.packed_np("rows")[1], p.scales, True, alpha, layer.act_bits, _NORMAL[layer.act_normal],
                    layer.both_outliers == "left")
-        from .._torch_module import watch_buffers
-
         d = st.d
-        watch = watch_buffers(layer, cls._NAMES, st.bufs, st.versions)
+        watch = watch_buffers(layer, cls._NAMES, st.marks)
         watch += ((d, "_calib", None, None), (d, "act_bits", d["act_bits"], -1), (d, "act_normal", d["act_normal"], -1),
-                  (d, "both_outliers", d["both_outliers"], -1))
+                  (d, "both_outliers", d["both_outliers"], -1), (d, "bits", d["bits"], -1),
+                  (d, "normal", d["normal"], -1))
         st.run = _runner(st.args[0], st.args[1], st.bias_np, watch, (alpha, st.args[4], st.args[5], st.args[6]))
         return st
 
     def valid(self, buffers):
+        from .._torch_module import buffers_unchanged
+
         d = self.d
-        if d["_calib"] is not None or (d["act_bits"], d["act_normal"], d["both_outliers"]) != self.fmt:
+        if d["_calib"] is not None or (d["act_bits"], d["act_normal"], d["both_outliers"], d["bits"],
+                                       d["normal"]) != self.fmt:
             return False
-        for n, t, v in zip(self._NAMES, self.bufs, self.versions):
-            c = buffers[n]
-            if c is not t or (c is not None and c._version != v):
-                return False
-        return True
+        return buffers_unchanged(buffers, self._NAMES, self.marks)
 
     def forward(self, x):
         """x (float32 CPU, contiguous, [..., k]) -> float32 [..., n]; None for non-finite x."""

@@ -41,7 +41,7 @@ class _OVPBase(QuantModule):
         if len(q.shape) != 2:
             raise ValueError(f"q: expected a 2-d quantized weight [out, in], got shape {q.shape}")
         if act_bits is not None:
-            _check_format(act_bits, "int")
+            _check_format(act_bits, "int", name="act_bits")
         if both_outliers not in ("larger", "left"):
             raise ValueError(f"both_outliers: must be 'larger' or 'left', got {both_outliers!r}")
         self.in_features, self.out_features = int(q.shape[1]), int(q.shape[0])
@@ -83,6 +83,9 @@ class _OVPBase(QuantModule):
                          self.bits, "row")
 
     def dequantized_weight(self):
+        """The dense float32 [out_features, in_features] weight the layer multiplies by:
+        ``ovp_dequantize(quantized_weight())``, each row's grid values (normal codes, outlier
+        abfloat values, victims 0) times that row's scale."""
         return ovp_dequantize(self.quantized_weight())
 
     @property
@@ -102,8 +105,11 @@ class _OVPBase(QuantModule):
         without gradient a _kernels.QuantAct that _matmul multiplies in integers; otherwise (or
         with fake=True) the fake-quantized float tensor."""
         if self._calib is not None:  # calibrate(): record, pass through unquantized
-            step = max(1, x2.shape[0] // max(1, _CALIBRATION_ROWS // x2.shape[1]))
-            self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
+            if x2.shape[0]:
+                step = max(1, x2.shape[0] // max(1, _CALIBRATION_ROWS // x2.shape[1]))
+                self._calib.append(x2.detach()[::step].to("cpu", torch.float32))
+            return x2
+        if x2.shape[0] == 0:  # no rows: nothing to quantize (nor to set a threshold from)
             return x2
         if _is_wrapped(x2):
             raise NotImplementedError(
@@ -111,14 +117,16 @@ class _OVPBase(QuantModule):
                 "jacrev, ...): its activation quantization has no batching rule; the weight-only layer does")
         alpha = float(self.act_alpha)
         if alpha == 0.0:
+            with _names_x():
+                self._set_act_threshold(x2.detach())
             warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
-            self._set_act_threshold(x2.detach())
             alpha = float(self.act_alpha)
         qa = None if fake else _kernels.act_operand(self, x2, alpha)
         if qa is not None:
             return qa
-        q = ovp_quantize(x2.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
-                         both_outliers=self.both_outliers, alpha=alpha)
+        with _names_x():
+            q = ovp_quantize(x2.detach(), bits=self.act_bits, normal=self.act_normal, axis=None,
+                             both_outliers=self.both_outliers, alpha=alpha)
         deq = ovp_dequantize(q)
         return x2 + (deq - x2).detach() if x2.requires_grad else deq
 
@@ -149,6 +157,19 @@ class _OVPBase(QuantModule):
     def _qrepr(self):
         return (f"bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}"
                 + ("" if self.calibrated else " (uncalibrated)"))
+
+
+class _names_x:
+    """Re-raise ovp_quantize's errors about its operand (``w: ...``) as errors about the layer's
+    input ``x``, which is what the caller passed (activation quantization)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is ValueError and str(err).startswith("w: "):
+            raise ValueError("x: " + str(err)[3:]) from None
+        return False
 
 
 class OVPLinear(_OVPBase):
@@ -191,10 +212,9 @@ class OVPLinear(_OVPBase):
         # eager fast path (quant/olive/_kernels.py): one C++ call for float32 CPU input needing no
         # gradient, outside tracing and torch.compile; everything else takes QuantModule.forward
         if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
-                and not _is_tracing() and not _is_compiling()):
+                and not _is_tracing() and not _is_compiling() and not _is_wrapped(x)):  # (torch.func's: general path)
             st = _kernels.fast_state(self)
-            if (st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous() and not x.is_neg()
-                    and not _is_wrapped(x)):
+            if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous() and not x.is_neg():
                 y = _kernels.linear_forward(st, x)
                 if y is not None:  # None: non-finite x on the act path (the general path raises)
                     return y
@@ -371,24 +391,35 @@ def _convert(child, bits, act_bits, normal):
 def quantize_model(model, bits, act_bits, skip, normal, return_report):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    skip = tuple(skip or ())
+    skip = (skip,) if isinstance(skip, str) else tuple(skip or ())
+    if not all(isinstance(s, str) for s in skip):
+        raise TypeError(f"skip: expected a layer name or an iterable of names, got {skip!r}")
     new = copy.deepcopy(model)
     requested = set()
     root = _convert(new, bits, act_bits, normal)
     if root is not None:
         new = root
     else:
-        for name, module in list(new.named_modules()):
-            if isinstance(module, _OVP_MODULES):
+        # every place a module sits (a module shared by several parents, e.g. tied layers, is
+        # converted once and the one quantized module put in each place; skipped if any of its
+        # names is skipped)
+        places = [(module, child_name, f"{name}.{child_name}" if name else child_name, child)
+                  for name, module in new.named_modules(remove_duplicate=False)
+                  if not isinstance(module, _OVP_MODULES)
+                  for child_name, child in module._modules.items() if child is not None]  # (named_children dedups)
+        skipped = set()
+        for module, child_name, full, child in places:
+            if _skipped(full, child_name, skip):
+                requested.add(full)
+                skipped.add(id(child))
+        made = {}
+        for module, child_name, full, child in places:
+            if id(child) in skipped:
                 continue
-            for child_name, child in list(module.named_children()):
-                full = f"{name}.{child_name}" if name else child_name
-                if _skipped(full, child_name, skip):
-                    requested.add(full)
-                    continue
-                q = _convert(child, bits, act_bits, normal)
-                if q is not None:
-                    setattr(module, child_name, q)
+            if id(child) not in made:
+                made[id(child)] = _convert(child, bits, act_bits, normal)
+            if made[id(child)] is not None:
+                setattr(module, child_name, made[id(child)])
     report = log_skipped(skipped_layers(new, lambda m: isinstance(m, _OVP_MODULES), _reason, requested), "quantize_model")
     return (new, report) if return_report else new
 
@@ -436,8 +467,8 @@ def calibrate(model, batches):
         model.train(was_training)
     missed = [n for n, m in model.named_modules() if m in mods and not m.calibrated]
     if missed:  # e.g. MultiheadAttention's out_proj: MHA reads its .weight, never calls it
-        warnings.warn(f"calibrate: activation-quantized layer(s) {missed} saw no input and stay "
-                      "uncalibrated (a parent that reads .weight instead of calling the layer, "
+        warnings.warn(f"calibrate: activation-quantized layer(s) {missed} saw no input rows and stay "
+                      "uncalibrated (batches with no rows, or a parent that reads .weight instead of calling the layer, "
                       "as nn.MultiheadAttention does with out_proj, uses the dequantized weight "
                       "without activation quantization)", UserWarning, stacklevel=3)
     return model

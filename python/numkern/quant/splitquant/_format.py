@@ -215,6 +215,10 @@ class QuantizedWeight:
     support: np.ndarray = None  # scheme "support": bool (rows, cols), the branch's own entries
 
     def dequantize_numpy(self):
+        """The float weight as a numpy array of ``shape``: w[r, c] = offset[r, g] + q[r, c] *
+        scale[r, g] (symmetric: q * scale) for c in group g = c // group_size, each product and
+        sum rounded to the table dtype (float32 for float16 tables); scheme "support": 0 off the
+        support.  Defined for every stored code (finite tables give finite weights)."""
         rows, cols = self.codes.shape
         g = self.scale.shape[1]
         gs = int(self.group_size) if g > 1 else cols  # the last group may be partial
@@ -246,6 +250,8 @@ class QuantizedWeight:
                 f"groups={self.scale.shape[1]}, packed_nbytes={nbytes})")
 
     def dequantize(self):
+        """``dequantize_numpy()`` (w = offset + q * scale per group) returned in the array kind,
+        dtype and device of the weight that was quantized."""
         w = self.dequantize_numpy()
         return self._back(w) if self._back is not None else w
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._skips import log_skipped, skipped_layers
-from .._torch_module import QuantModule, arm_runner, plain_buffers, watch_buffers
+from .._torch_module import QuantModule, arm_runner, buffer_marks, buffers_unchanged, plain_buffers, watch_buffers
 from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
                       _unpack, cluster_labels, encode_ids, quantize_support)
 
@@ -108,7 +108,8 @@ class SplitQuantLinear(QuantModule):
     version 2, ``id_coding`` / ``id_order`` in ``_extra_state``); the dense ids the kernel reads
     (``clusters``) are rebuilt from it on load, and before the next call when ``ids`` is replaced
     or written in place; ``bits_per_weight`` counts what is stored.
-    Inference only (no gradient); accepts float16/bfloat16/float32/float64 x, computes in
+    Differentiable in x (dy/dx = W, the decoded weight; the codes and tables are not trained:
+    they are buffers); accepts float16/bfloat16/float32/float64 x, computes in
     float32 and returns x's dtype.  Scales and offsets keep their dtype (float32, or float16
     from ``splitquant(..., table_dtype="float16")``, widened to float32 for the kernels) under
     ``.half()`` / ``.to(dtype)`` (rules: numkern/quant/_torch_module.py, docs/splitquant.md).
@@ -145,6 +146,11 @@ class SplitQuantLinear(QuantModule):
         ids = self._buffers["ids"]  # (an inference tensor has no version: plain_buffers replaces it first)
         self.__dict__["_ids_mark"] = None if ids.is_inference() else (ids, ids._version)
 
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._mark_ids()  # (a move or dtype change moves clusters with ids: still its dense form)
+        return self
+
     def _sync_clusters(self):
         """Rebuild ``clusters`` from ``ids`` when ids was replaced or written in place since the
         dense form was made (an invalid stream raises load's ValueError)."""
@@ -161,6 +167,9 @@ class SplitQuantLinear(QuantModule):
 
     @classmethod
     def from_split(cls, layer: SplitLayer):
+        """The fused layer of a quantized ``SplitLayer`` of 1 to 4 nn.Linear branches: W(o, i) =
+        the branch j = label(o, i)'s dequantized weight there (offset + u * scale of that
+        cluster's table), bias = the sum of the branches' biases; on the branches' device."""
         if not isinstance(layer, SplitLayer) or not isinstance(layer.branches[0], nn.Linear):
             raise TypeError("layer: expected a SplitLayer of nn.Linear branches")
         if layer.quantized is None:
@@ -176,6 +185,9 @@ class SplitQuantLinear(QuantModule):
         return cls(fused, bias).to(layer.branches[0].weight.device)
 
     def fused(self):
+        """The layer's weight as a ``FusedSplitQuantWeight`` (numpy copies of the CPU arrays):
+        W(o, i) = offsets[o, g, c] + u * scales[o, g, c], u the code, c the cluster id, g = i //
+        group_size."""
         plain_buffers(self)
         self._sync_clusters()
         return FusedSplitQuantWeight(self.codes.cpu().numpy(), self.clusters.cpu().numpy(),
@@ -183,6 +195,8 @@ class SplitQuantLinear(QuantModule):
                                      self.in_features, self.group_size, self.bits)
 
     def dequantized_weight(self):
+        """The dense float32 (out_features, in_features) weight W the layer multiplies by, W(o, i) =
+        offsets[o, g, c] + u * scales[o, g, c] (``fused().dequantize()``), on the layer's device."""
         return torch.from_numpy(self.fused().dequantize()).to(self.scales.device)
 
     @property
@@ -264,14 +278,14 @@ class SplitQuantLinear(QuantModule):
         # torch.compile -> one C++ call (numkern._core.splitquant.fused_linear, bias fused) on
         # numpy views cached in the layer (_SQFast); everything else takes QuantModule.forward
         if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
-                and not _is_tracing() and not _is_compiling()):
+                and not _is_tracing() and not _is_compiling()
+                and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (torch.func's: the operator)
             st = self.__dict__.get("_nk_fast")
             if st is None or not st.valid(self._buffers):
                 plain_buffers(self)
                 self._sync_clusters()
                 st = self.__dict__["_nk_fast"] = _SQFast.make(self)
-            if (st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg()
-                    and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (vmap's: the operator)
+            if st.ok and x.dim() and x.shape[-1] == self.in_features and x.is_contiguous() and not x.is_neg():
                 y = st(x)
                 if y is not None:
                     return y
@@ -281,7 +295,8 @@ class SplitQuantLinear(QuantModule):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: last dimension must be {self.in_features}, got {tuple(x.shape)}")
         lead = x.shape[:-1]
-        y = self._matmul(x.detach().reshape(-1, self.in_features).to(torch.float32))
+        # (differentiable in x through torch.ops.numkern.splitquant_matmul: d/dx = grad @ W)
+        y = self._matmul(x.reshape(-1, self.in_features).to(torch.float32))
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self):
@@ -305,15 +320,15 @@ class _SQFast:
     tables; same result), not made with NUMKERN_SPLITQUANT_INDEX=0 either.  ``ok`` is False where
     the fast path does not apply (weights not on the CPU, a partial last group)."""
 
-    __slots__ = ("bufs", "versions", "ok", "runner", "run", "arrays")
+    __slots__ = ("marks", "ok", "runner", "run", "arrays")
 
     @classmethod
     def make(cls, layer):
         st = cls()
-        st.bufs = tuple(layer._buffers[n] for n in _WATCHED)
-        st.versions = tuple(None if b is None else b._version for b in st.bufs)
-        codes, clusters, scales, offsets, bias, _ = st.bufs
-        st.ok = (all(b.device.type == "cpu" for b in st.bufs if b is not None)
+        st.marks = buffer_marks(layer, _WATCHED)
+        bufs = tuple(layer._buffers[n] for n in _WATCHED)
+        codes, clusters, scales, offsets, bias, _ = bufs
+        st.ok = (all(b.device.type == "cpu" for b in bufs if b is not None)
                  and scales.dtype in _TABLE_DTYPES and offsets.dtype in _TABLE_DTYPES
                  and scales.dim() == 3 and scales.shape[1] * layer.group_size == layer.in_features)
         if st.ok:
@@ -324,18 +339,14 @@ class _SQFast:
             st.arrays = arrays = (*(t.detach().contiguous().numpy() for t in (codes, clusters)),
                                   *(t.detach().to(_F32).contiguous().numpy() for t in (scales, offsets)), b)
             st.runner = core.LayerRunner(*arrays, layer.in_features, layer.group_size, layer.bits,
-                                         watch_buffers(layer, _WATCHED, st.bufs, st.versions), torch.Tensor,
+                                         watch_buffers(layer, _WATCHED, st.marks), torch.Tensor,
                                          torch.float32, torch.strided, torch.from_numpy,
                                          os.environ.get("NUMKERN_SPLITQUANT_INDEX", "1") != "0")
             st.run = arm_runner(st.runner)
         return st
 
     def valid(self, buffers):
-        for n, b, v in zip(_WATCHED, self.bufs, self.versions):
-            c = buffers[n]
-            if c is not b or (c is not None and c._version != v):
-                return False
-        return True
+        return buffers_unchanged(buffers, _WATCHED, self.marks)
 
     def __call__(self, x):
         """x (float32 CPU, contiguous, [..., in]) @ W^T + bias -> float32 [..., out] by the runner's
@@ -390,14 +401,19 @@ def _replace(model, make, what):
     model = copy.deepcopy(model)
     if _splittable(model):
         return make(model, "")
-    targets = [(n, m) for n, m in model.named_modules()
+    # every place a layer sits: a layer shared by several parents (tied) is made once and the
+    # one result put in each place
+    targets = [(n, m) for n, m in model.named_modules(remove_duplicate=False)
                if _splittable(m) and not _inside_split(model, n)]
     if not targets:
         raise ValueError(f"model: no nn.Linear, nn.Conv1d or nn.Conv2d layer to {what}")
+    made = {}
     for name, layer in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, make(layer, name))
+        if id(layer) not in made:
+            made[id(layer)] = make(layer, name)
+        setattr(parent, attr, made[id(layer)])
     return model
 
 
@@ -482,13 +498,16 @@ def splitquant(model, bits, k, group_size, method, scheme, fused, seed, tail=0.1
 def fuse_model(model):
     _check_module(model)
     found = False
-    for name, m in list(model.named_modules()):
+    made = {}  # a SplitLayer in several places (tied): one fused layer in each
+    for name, m in list(model.named_modules(remove_duplicate=False)):
         if isinstance(m, SplitLayer) and isinstance(m.branches[0], nn.Linear) and m.quantized:
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             if not name:
                 return SplitQuantLinear.from_split(m)
-            setattr(parent, attr, SplitQuantLinear.from_split(m))
+            if id(m) not in made:
+                made[id(m)] = SplitQuantLinear.from_split(m)
+            setattr(parent, attr, made[id(m)])
             found = True
     if not found:
         warnings.warn("fuse_splitquant: no quantized split Linear layer found; nothing fused",
