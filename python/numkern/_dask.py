@@ -108,6 +108,33 @@ def _check_weights(w, name="weights"):
     return w
 
 
+class _InChunk:
+    """``with _InChunk(where):`` amends a ValueError raised inside with where it was raised, so that
+    the in-memory message run on one chunk stays true ("X: 2 of 10 rows are not unit vectors ..."
+    counts the rows of that chunk, not of X: "... (in one chunk, X[10:20], of the 40 rows)")."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, e, tb):
+        if self.where and isinstance(e, ValueError) and e.args and isinstance(e.args[0], str) \
+                and self.where not in e.args[0]:
+            e.args = (f"{e.args[0]} (in {self.where})",) + e.args[1:]
+        return False
+
+
+def _chunk_names(name, row_chunks):
+    """For each row chunk: 'one chunk, X[a:b], of the n rows'."""
+    n, start, out = sum(row_chunks), 0, []
+    for r in row_chunks:
+        out.append(f"one chunk, {name}[{start}:{start + r}], of the {n} rows")
+        start += r
+    return out
+
+
 def map_row_chunks(fn, X, batch=(), tail=(), dtype=None, name="X"):
     """fn applied lazily to each row chunk of a 2-D dask X: a dask array (n, *tail) of `dtype`
     (default: X's result dtype), one task per chunk, fn and its object one key in the graph."""
@@ -122,13 +149,14 @@ def map_row_chunks(fn, X, batch=(), tail=(), dtype=None, name="X"):
         dtype = np.int64 if getattr(fn, "__name__", "") == "predict" else result_dtype(X, names=(name,))
         tail = (fn.__self__._k,) if getattr(fn, "__name__", "") == "predict_proba" else tail
     f = _delayed(fn)
-    parts = [da.from_delayed(dask.delayed(_apply_chunk)(f, blk), shape=(rows, *tail), dtype=dtype)
-             for blk, rows in zip(X.to_delayed().ravel(), X.chunks[0])]
+    parts = [da.from_delayed(dask.delayed(_apply_chunk)(f, blk, where), shape=(rows, *tail), dtype=dtype)
+             for blk, rows, where in zip(X.to_delayed().ravel(), X.chunks[0], _chunk_names(name, X.chunks[0]))]
     return da.concatenate(parts, axis=0)
 
 
-def _apply_chunk(fn, blk):
-    return np.asarray(fn(blk))
+def _apply_chunk(fn, blk, where=None):
+    with _InChunk(where):
+        return np.asarray(fn(blk))
 
 
 # ---- special ---------------------------------------------------------------------------------
@@ -138,37 +166,54 @@ def _weak(a):
 
 def special_blockwise(fn, args, names, out=None):
     """fn(*args) of numkern.special as a lazy dask array over the broadcast chunks, in the dtype
-    fn gives numpy inputs of the same dtypes."""
+    fn gives numpy inputs of the same dtypes.
+
+    The graph is dask's own elementwise one (``blockwise`` with the output indices of the broadcast,
+    as ``x + y`` builds it): the chunks of the result are those of ``x + y``, size-1 dimensions
+    broadcast, and arrays of unknown (NaN) chunk sizes combine wherever ``x + y`` accepts them."""
     import dask.array as da
+    from dask.array.core import broadcast_shapes as dask_broadcast_shapes
 
     from ._backend.elementwise import _broadcast_shape
 
     if out is not None:
         raise TypeError("out: not supported for dask arrays (the result is a lazy dask array); assign "
                         "the result, or write it with dask.array.store")
-    metas, arrays, consts = [], [], []
+    metas, arrays, consts, shapes = [], [], [], []
     for i, (a, n) in enumerate(zip(args, names)):
         if _weak(a):
             metas.append(a)
             consts.append((i, a))
+            shapes.append(())
             continue
         if not is_dask_array(a):
             if array_kind(a) != NUMPY:
                 raise TypeError(f"{n}: a {array_kind(a)} array cannot be combined with dask arrays")
             scalar_or_array_dtype(a, n, allow_complex=True)  # TypeError naming the argument
-            a = da.asarray(np.asarray(a))
+            a = da.asarray(np.asarray(a))  # lists and tuples too, as the numpy path takes them
         else:
             scalar_or_array_dtype(a, n, allow_complex=True)
         metas.append(np.ones((1,) * a.ndim, dtype=a.dtype))
         arrays.append(a)
-    shapes = [np.shape(a) if _weak(a) else a.shape for a in args]
+        shapes.append(tuple(a.shape))
     if not any(math.isnan(s) for sh in shapes for s in sh):
         _broadcast_shape(shapes, names)  # ValueError naming the arguments
+    else:  # unknown sizes broadcast against anything, as in dask; known ones must still agree
+        try:
+            dask_broadcast_shapes(*shapes)
+        except ValueError:
+            desc = ", ".join(f"{n} {tuple(s)}" for n, s in zip(names, shapes))
+            unknown = [n for n, s in zip(names, shapes) if any(math.isnan(k) for k in s)]
+            raise ValueError(f"shapes do not broadcast: {desc}; {', '.join(unknown)}: unknown (NaN) chunk "
+                             f"sizes, call {unknown[0]}.compute_chunk_sizes() first") from None
     dtype = np.asarray(fn(*metas)).dtype  # the numpy path's dtype rule, on one element
-    arrays = da.broadcast_arrays(*arrays) if len(arrays) > 1 else arrays
-    ndim = arrays[0].ndim
-    return da.map_blocks(_special_block, *arrays, fn=fn, consts=tuple(consts), dtype=dtype,
-                         meta=np.empty((0,) * ndim, dtype=dtype))
+    ndim = max(a.ndim for a in arrays)
+    pairs = []
+    for a in arrays:
+        pairs += [a, tuple(range(a.ndim))[::-1]]
+    return da.blockwise(_special_block, tuple(range(ndim))[::-1], *pairs, fn=fn, consts=tuple(consts),
+                        dtype=dtype, meta=np.empty((0,) * ndim, dtype=dtype),
+                        token=f"numkern-{getattr(fn, '__name__', 'special')}")
 
 
 def _special_block(*blocks, fn, consts):
@@ -458,8 +503,13 @@ def _vmf():
     return vmf
 
 
-def _resultant_chunk(blk, wblk, normalize):
+def _resultant_chunk(blk, wblk, normalize, where=None):
     """(S = sum_i w_i x_i/|x_i| scaled by 1/wmax, sum_i w_i / wmax, wmax) of one chunk (float64)."""
+    with _InChunk(where):
+        return _resultant_chunk_sums(blk, wblk, normalize)
+
+
+def _resultant_chunk_sums(blk, wblk, normalize):
     vmf = _vmf()
     x = np.asarray(blk)
     ctx = Context(x)
@@ -503,7 +553,8 @@ def vmf_resultant(X, weights, normalize):
     dtype = result_dtype(X, names=("X",))
     blocks = list(X.to_delayed().ravel())
     wblocks = [None] * len(blocks) if weights is None else _row_vector(weights, "weights", X.chunks[0])
-    parts = [dask.delayed(_resultant_chunk)(b, w, normalize) for b, w in zip(blocks, wblocks)]
+    parts = [dask.delayed(_resultant_chunk)(b, w, normalize, where)
+             for b, w, where in zip(blocks, wblocks, _chunk_names("X", X.chunks[0]))]
     s, wsum, wmax = dask.compute(_tree(parts, _resultant_combine))[0]
     if not wmax > 0:
         raise ValueError("weights: every fit needs a positive total weight")
@@ -535,22 +586,24 @@ def vmf_sample(dist, n, seed, chunks):
     return da.concatenate(parts, axis=len(shape))
 
 
-def _mixture_rows(model, blk):
-    return model._rows(np.asarray(blk))[1]
+def _mixture_rows(model, blk, where=None):
+    with _InChunk(where):
+        return model._rows(np.asarray(blk))[1]
 
 
-def _mixture_dots(model, blk, c64):
-    return _mixture_rows(model, blk) @ c64.T
+def _mixture_dots(model, blk, c64, where=None):
+    return _mixture_rows(model, blk, where) @ c64.T
 
 
-def _mixture_hard_stats(model, blk, c64):
-    x64 = _mixture_rows(model, blk)
+def _mixture_hard_stats(model, blk, c64, where=None):
+    x64 = _mixture_rows(model, blk, where)
     resp = np.eye(c64.shape[0])[np.argmax(x64 @ c64.T, axis=1)]
     return resp.sum(axis=0), resp.T @ x64
 
 
-def _mixture_soft_stats(model, blk, mu, kappa, logw):
-    ctx, x64, _, _, _ = model._rows(np.asarray(blk))
+def _mixture_soft_stats(model, blk, mu, kappa, logw, where=None):
+    with _InChunk(where):
+        ctx, x64, _, _, _ = model._rows(np.asarray(blk))
     logresp, lse = model._log_prob(ctx, x64, mu, kappa, logw)
     resp = np.exp(logresp)
     return resp.sum(axis=0), resp.T @ x64, np.array(float(np.sum(lse)))
@@ -573,24 +626,28 @@ def mixture_steps(model, X):
     dtype = result_dtype(X, names=("X",))
     ctx = Context(np.empty((0,), dtype))
     blocks = list(X.to_delayed().ravel())
+    wheres = _chunk_names("X", X.chunks[0])
     m = _delayed(model)
 
     def rows64(idx):  # the normalised float64 rows idx (K x d), as x64[idx] in memory
-        return _mixture_rows(model, X[np.asarray(idx, dtype=np.int64)].compute())
+        idx = [int(i) for i in np.asarray(idx).ravel()]
+        return _mixture_rows(model, X[np.asarray(idx, dtype=np.int64)].compute(),
+                             f"the rows X[{idx}] drawn as initial centres, of the {n} rows")
 
     def start(rng):
         def dots_to(idx):
             c64 = rows64(idx)
-            return np.concatenate(dask.compute(*[dask.delayed(_mixture_dots)(m, b, c64) for b in blocks]))
+            return np.concatenate(dask.compute(*[dask.delayed(_mixture_dots)(m, b, c64, w)
+                                                 for b, w in zip(blocks, wheres)]))
 
         centres = rows64(model._init_indices(n, dots_to, rng))
-        stats = dask.compute(_tree([dask.delayed(_mixture_hard_stats)(m, b, centres) for b in blocks],
-                                   _sum_parts))[0]
+        stats = dask.compute(_tree([dask.delayed(_mixture_hard_stats)(m, b, centres, w)
+                                    for b, w in zip(blocks, wheres)], _sum_parts))[0]
         return model._m_step_from(ctx, stats, n, centres)
 
     def step(logw, mu, kappa):
-        stats = dask.compute(_tree([dask.delayed(_mixture_soft_stats)(m, b, mu, kappa, logw) for b in blocks],
-                                   _sum_parts))[0]
+        stats = dask.compute(_tree([dask.delayed(_mixture_soft_stats)(m, b, mu, kappa, logw, w)
+                                    for b, w in zip(blocks, wheres)], _sum_parts))[0]
         return float(stats[2]) / n, model._m_step_from(ctx, stats[:2], n, mu)
 
     return ctx, dtype, n, d, start, step

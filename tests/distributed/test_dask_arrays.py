@@ -4,6 +4,7 @@ fit and mixtures by chunked sufficient statistics (1e-10), lazy logpdf / sample.
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,44 @@ def test_special_errors():
         sp.iv_ratio(da.ones(5, chunks=2), x)
     with pytest.raises(TypeError, match="x"):
         sp.k0(da.from_array(np.array(["a", "b"]), chunks=1))
+
+
+@pytest.mark.parametrize("seq", [list, tuple])
+def test_special_list_or_tuple_with_dask(seq):
+    # Regression: the broadcast check read .shape of the caller's arguments, so a list or tuple
+    # operand (accepted by the numpy path) raised AttributeError: 'list' object has no attribute 'shape'
+    rng = np.random.default_rng(30)
+    v, x = rng.uniform(0.5, 4, 3), rng.uniform(0.1, 9, (2, 3))
+    dx = da.from_array(x, chunks=(1, 2))
+    np.testing.assert_array_equal(sp.iv(seq(v), dx).compute(), sp.iv(v, x))
+    np.testing.assert_array_equal(sp.iv(dx, seq(v)).compute(), sp.iv(x, v))
+    np.testing.assert_array_equal(sp.log_kv(seq(v), da.from_array(v, chunks=1)).compute(), sp.log_kv(v, v))
+    with pytest.raises(ValueError, match=r"shapes do not broadcast: v \(2,\), z \(2, 3\)"):
+        sp.iv(seq([1.0, 2.0]), dx)
+
+
+def test_special_unknown_chunk_sizes_as_dask_elementwise():
+    # Regression: sp.iv(Z, Z) with NaN chunk sizes raised dask's broadcast error, although Z + Z works
+    rng = np.random.default_rng(31)
+    a = rng.uniform(0, 10, 23)
+    A = da.from_array(a, chunks=5)
+    Z = A[A > 3]
+    assert np.isnan(Z.shape[0])
+    z = a[a > 3]
+    r = sp.iv(Z, Z)
+    assert r.chunks == (Z + Z).chunks
+    np.testing.assert_array_equal(r.compute(), sp.iv(z, z))
+    np.testing.assert_array_equal(sp.log_iv(2.5, Z).compute(), sp.log_iv(2.5, z))
+    np.testing.assert_array_equal(sp.i0(Z).compute(), sp.i0(z))
+    col = sp.kv(Z[:, None], da.from_array(np.array([[0.5, 1.5, 2.5]]), chunks=(1, 2)))  # size-1 dims broadcast
+    np.testing.assert_array_equal(col.compute(), sp.kv(z[:, None], np.array([[0.5, 1.5, 2.5]])))
+    # a known length against an unknown one: refused up front as dask refuses Z + W, naming both
+    with pytest.raises(ValueError, match=r"v \(nan,\), z \(6,\).*v: unknown \(NaN\) chunk sizes.*"
+                                         r"v\.compute_chunk_sizes\(\)"):
+        sp.iv(Z, da.ones(6, chunks=3))
+    Zk = Z.compute_chunk_sizes()
+    np.testing.assert_array_equal(sp.iv(Zk, np.arange(Zk.shape[0], dtype=float)).compute(),
+                                  sp.iv(z, np.arange(z.size, dtype=float)))
 
 
 def _kde_data(n=900, d=5, seed=2):
@@ -224,3 +263,25 @@ def test_unaligned_numpy_input_regression():
     ref = V.fit(x)
     assert np.array_equal(V.fit(u).mu, ref.mu) and V.fit(u).kappa == ref.kappa
     np.testing.assert_array_equal(ref.logpdf(u), ref.logpdf(x))
+
+
+def test_vmf_dask_row_errors_say_they_count_one_chunk():
+    # Regression: a chunk's error said "X: 100 of 100 rows are not unit vectors" for X of 700 rows
+    X = _sphere(700, 6, 3)
+    bad = X.copy()
+    bad[[5, 150, 160, 650]] *= 2  # one bad row in X[0:100], two in X[100:200], one in X[600:700]
+    dbad = da.from_array(bad, chunks=100)
+    one_chunk = r"X: (1|2) of 100 rows are not unit vectors .* \(in one chunk, X\[(\d+):(\d+)\], of the 700 rows\)"
+    for call in (lambda: V.fit(dbad), lambda: V.fit(X).logpdf(dbad).compute(),
+                 lambda: V.VMFMixture(2, seed=0, n_init=1).fit(X).predict(dbad).compute()):
+        with pytest.raises(ValueError, match=one_chunk) as e:
+            call()
+        start, stop = map(int, re.search(r"X\[(\d+):(\d+)\]", str(e.value)).groups())
+        assert int(str(e.value).split(" of ")[0].split()[-1]) == \
+            int(np.sum(np.abs(np.linalg.norm(bad[start:stop], axis=1) - 1) > 1e-6))
+    with pytest.raises(ValueError, match=r"of the 700 rows\)"):
+        V.VMFMixture(2, seed=0, n_init=1).fit(dbad)
+    nan = X.copy()
+    nan[420, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X: contains NaN or inf \(in one chunk, X\[400:500\], of the 700 rows\)"):
+        V.fit(da.from_array(nan, chunks=100))

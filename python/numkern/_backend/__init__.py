@@ -13,7 +13,10 @@ Every family's Python API goes through this package to reach the compiled kernel
 - ``Context.call``: the hand-off to ``numkern._core.<family>`` or ``numkern._cuda.<family>``.
   Arrays go to the native side as they are (a numpy array, or an object with
   ``__cuda_array_interface__``); ``csrc/python/common/array_view.hpp`` turns each into one
-  validated view.  CUDA entry points take the same arguments plus ``stream``.
+  validated view.  CUDA entry points take the same arguments plus ``stream``.  A numpy array the
+  view cannot read in place (unaligned, e.g. unpickled from an out-of-band buffer on a
+  dask.distributed worker, or big-endian) is copied first by ``kernel_ready``; aligned arrays are
+  never copied.
 - ``Ops``: the few dense array operations the families do around their kernels (matmul, sums,
   QR, random probes) in the caller's library and on its device.
 - ``elementwise``: ufunc-style broadcasting (v, x) -> out kernels (numkern.special).
@@ -21,10 +24,10 @@ Every family's Python API goes through this package to reach the compiled kernel
 from .kinds import CUPY, NUMPY, TORCH, any_torch, array_kind, has_complex, is_cuda
 from .dtypes import F32, F64, result_dtype, scalar_or_array_dtype
 from .native import cuda_module, require_cuda
-from .context import Context
+from .context import Context, kernel_ready
 from .ops import Ops
 from .elementwise import check_numpy_out, check_torch_out, elementwise
 
 __all__ = ["CUPY", "NUMPY", "TORCH", "any_torch", "array_kind", "has_complex", "is_cuda", "F32", "F64", "result_dtype",
-           "scalar_or_array_dtype", "cuda_module", "require_cuda", "Context", "Ops", "check_numpy_out",
+           "scalar_or_array_dtype", "cuda_module", "require_cuda", "Context", "kernel_ready", "Ops", "check_numpy_out",
            "check_torch_out", "elementwise"]

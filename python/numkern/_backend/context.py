@@ -61,7 +61,7 @@ class Context:
         """The caller's argument as an array of the compute library (numpy for numpy and torch CPU,
         torch for torch CUDA, CuPy) with `dtype`, C-contiguous unless contiguous=False."""
         if array_kind(a) == TORCH and not self.cuda:
-            a = a.detach().numpy()
+            a = _torch_cpu_numpy(a)
         try:
             return self.ops.asarray(a, dtype, contiguous=contiguous)
         except (TypeError, ValueError, RuntimeError) as e:
@@ -127,23 +127,84 @@ class Context:
 
     def call(self, family, fn, *args, **kwargs):
         """Run ``<module>.<family>.<fn>(*args, **kwargs)`` for this context: arrays are handed over
-        by ``native``, and a CUDA call runs under the caller's device with ``stream=``."""
-        args = [_handover(self, a) for a in args]
-        kwargs = {k: _handover(self, v) for k, v in kwargs.items()}
+        by ``native``, and a CUDA call runs under the caller's device with ``stream=``.
+
+        Every numpy array (torch CPU tensors included, as their numpy views) passes through
+        ``kernel_ready``: one the kernels cannot read in place (unaligned, e.g. unpickled from an
+        out-of-band buffer as dask.distributed does, or big-endian) is copied, and a copy the kernel
+        wrote to is written back to the caller's array after the call."""
+        copies = []  # (caller's array, the copy handed over)
+        args = [_handover(self, a, copies) for a in args]
+        kwargs = {k: _handover(self, v, copies) for k, v in kwargs.items()}
         f = getattr(self.module(family), fn)
         if not self.cuda:
-            return f(*args, **kwargs)
-        with self.guard():
-            return f(*args, stream=self.stream(), **kwargs)
+            r = f(*args, **kwargs)
+        else:
+            with self.guard():
+                r = f(*args, stream=self.stream(), **kwargs)
+        if copies:
+            _write_back(copies)
+        return r
+
+
+def kernel_ready(a: np.ndarray) -> np.ndarray:
+    """`a` itself when the kernels can read it in place, else a C-contiguous copy in native byte order.
+
+    In place means what csrc/python/common/array_view.hpp requires of a numpy array: native byte
+    order, and the data pointer and every stride multiples of the item size.  numpy arrays are
+    normally aligned, but an array rebuilt from a pickle protocol 5 out-of-band buffer (which is how
+    dask.distributed ships arrays between processes), from ``np.frombuffer`` or from a view at a
+    byte offset can start anywhere.  An aligned array is returned as it is (no copy; the check reads
+    a few attributes)."""
+    dt = a.dtype
+    item = dt.itemsize
+    if dt.isnative:
+        if item <= 1:
+            return a
+        if all(s % item == 0 for s in a.strides):
+            if a.size and dt.alignment == item and a.flags.aligned:  # numpy checked the pointer
+                return a
+            if a.__array_interface__["data"][0] % item == 0:
+                return a
+    return np.array(a, dtype=dt.newbyteorder("="), order="C")
+
+
+def _write_back(copies):
+    """Copy back into the caller's arrays what the kernel wrote into their copies (outputs); arrays
+    the kernel only read are left untouched (not even rewritten with the same bytes)."""
+    for orig, copy in copies:
+        if orig.flags.writeable and orig.tobytes() != copy.astype(orig.dtype, copy=False).tobytes():
+            np.copyto(orig, copy)
+
+
+def _torch_cpu_numpy(t):
+    """A torch CPU tensor as a numpy array: a zero-copy view, except bfloat16 (numpy has no bfloat16),
+    widened to float32 as float16 is by the dtype rule."""
+    t = t.detach()
+    if str(t.dtype) == "torch.bfloat16":
+        import torch
+
+        t = t.to(torch.float32)
+    return t.numpy()
 
 
 def _is_array(a) -> bool:
     return array_kind(a) in (TORCH, CUPY) or isinstance(a, np.ndarray)
 
 
-def _handover(ctx, a):
+def _host(ctx, a, copies):
+    a = ctx.native(a)
+    if isinstance(a, np.ndarray):
+        r = kernel_ready(a)
+        if r is not a:
+            copies.append((a, r))
+        return r
+    return a
+
+
+def _handover(ctx, a, copies):
     if _is_array(a):
-        return ctx.native(a)
+        return _host(ctx, a, copies)
     if isinstance(a, (list, tuple)) and any(_is_array(e) for e in a):
-        return [ctx.native(e) if _is_array(e) else e for e in a]
+        return [_host(ctx, e, copies) if _is_array(e) else e for e in a]
     return a

@@ -40,8 +40,9 @@ def result_dtype(*args, names=()) -> np.dtype:
     """float32 when every array argument is float16/float32, else float64.
 
     Python scalars are weak (they never widen the result); integer and bool arrays of any width
-    compute in float64 (SciPy computes int8/int16 in float32, which loses accuracy); float16 computes
-    and returns in float32.  With no array argument at all the result is float64."""
+    compute in float64 (SciPy computes int8/int16 in float32, which loses accuracy); float16 (and torch
+    bfloat16, which numpy lacks: Context.input widens it) computes and returns in float32.  With no
+    array argument at all the result is float64."""
     dts = []
     for i, a in enumerate(args):
         dt = scalar_or_array_dtype(a, names[i] if i < len(names) else "input")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import native
-from .context import Context
+from .context import Context, kernel_ready
 from .dtypes import result_dtype, scalar_or_array_dtype
 from .kinds import CUPY, NUMPY, TORCH, array_kind
 
@@ -63,7 +63,7 @@ def _numpy(kernel, args, names, out):
     conv = [_as_numpy(a, n) for a, n in zip(args, names)]
     dt = result_dtype(*conv, names=names)
     # the kernels read whole aligned elements: copy unaligned views (odd offsets or strides)
-    arrs = [np.require(c, dtype=dt, requirements="A") for c in conv]
+    arrs = [kernel_ready(np.asarray(c, dtype=dt)) for c in conv]
     for a, n in zip(arrs, names):
         if a.ndim > MAX_DIMS:
             raise ValueError(f"{n}: {a.ndim} dimensions, at most {MAX_DIMS} are supported")
@@ -72,7 +72,7 @@ def _numpy(kernel, args, names, out):
     scalar = all(a.ndim == 0 for a in arrs)
     if out is not None:
         check_numpy_out(out, shape, dt)
-        direct = (out.dtype == dt and out.dtype.isnative and out.flags.aligned
+        direct = (out.dtype == dt and kernel_ready(out) is out
                   and not any(np.may_share_memory(out, a) for a in arrs))
         if direct:
             kernel(*arrs, out)
@@ -113,7 +113,7 @@ def _torch(family, op, kernel, args, names, out):
         except RuntimeError:
             _broadcast_shape([tuple(t.shape) for t in ts], names)
             raise
-        nps = [t.numpy() for t in ts]
+        nps = [kernel_ready(t.numpy()) for t in ts]
         res = np.empty(nps[0].shape, dtype=nps[0].dtype)
         kernel(*nps, res)
         result = torch.from_numpy(res)

@@ -76,7 +76,7 @@ def _lse_kernel(x: Tensor, y: Tensor, ysq: Tensor, logw: Tensor, h: Tensor) -> T
     k = _model(y, ysq, logw)
     X = k._ctx.input(x.detach(), k.dtype, "x")
     if not k._ops.all_finite(X):
-        raise ValueError("x: contains NaN or infinite values")
+        raise ValueError("x: contains NaN or infinite values (the query points of GaussianKDE.logpdf)")
     m = int(X.shape[0])
     blocks = ((q0, X[q0:q0 + _QUERY_BLOCK], k._ops.row_sqnorms(X[q0:q0 + _QUERY_BLOCK]))
               for q0 in range(0, m, _QUERY_BLOCK))
@@ -221,8 +221,47 @@ def wants_grad(*arrays) -> bool:
     return bool(ts) and _autograd_needed(ts)
 
 
+# (traced, data_of and host_access are the same in numkern._torch_ops.vmf_dist)
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func (vmap, grad, jvp) wrappers
+
+
+def _is_fake(t) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
+
+
+def traced(*arrays) -> bool:
+    """Whether a call must go through the operators because its torch tensors have no data for the
+    host kernels: traced by torch.compile (dynamo, FakeTensor) or wrapped by a torch.func transform
+    (vmap's batched tensors, grad's / jvp's wrappers)."""
+    if torch.compiler.is_compiling():
+        return True
+    return any(isinstance(a, torch.Tensor) and (_is_wrapped(a) or _is_fake(a)) for a in arrays)
+
+
+def data_of(t):
+    """A plain tensor holding the values of ``t``, for the host-side checks, or None when there are
+    none to read: under torch.compile, FakeTensor, or inside torch.func.vmap (a batched tensor: its
+    values are the whole batch).  grad / jvp wrappers are peeled (same shape, same values).  Use it
+    inside ``host_access()``: inside a transform, torch ops on it would be wrapped again."""
+    if torch.compiler.is_compiling() or _is_fake(t):
+        return None
+    while _is_wrapped(t):
+        if torch._C._functorch.is_batchedtensor(t):
+            return None
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def host_access():
+    """A context in which torch ops see plain tensors (torch.func's transforms switched off), for
+    reading the values that ``data_of`` returns."""
+    return torch._C._DisableFuncTorch()
+
+
 def _tensor(a, device):
-    if isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray) and not torch.compiler.is_compiling():
         with warnings.catch_warnings():  # a read-only array (the caller's data, kept in place): only read
             warnings.simplefilter("ignore", UserWarning)
             return torch.as_tensor(a, device=device)
@@ -248,11 +287,42 @@ def _log_norm(kde, h):
     return -0.5 * kde.d * torch.log(2.0 * torch.pi * h * h) - kde._log_det_half
 
 
+def _query_shape(kde, points):
+    """(m, d) of torch points for this model, from their metadata alone (traceable), with
+    GaussianKDE's rules and messages: a 1-D array is one point of dimension d or points of d = 1."""
+    name, d, ctx = "points", kde.d, kde._ctx
+    if points.dtype.is_complex:
+        raise TypeError(f"{name}: unsupported dtype {points.dtype} (expected a real numeric array)")
+    if not ctx.cuda and points.is_cuda:
+        raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
+    if ctx.cuda and points.device != ctx.device:
+        raise ValueError(f"{name}: on {points.device}, but the data are on {ctx.device}")
+    if points.dim() == 1:
+        if d == 1:
+            return (points.shape[0], 1)
+        if points.shape[0] == d:
+            return (1, d)
+        raise ValueError(f"{name}: a 1-D array of length {points.shape[0]} is neither one point of "
+                         f"dimension {d} nor points of dimension 1")
+    if points.dim() != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_points, n_dims), got {points.dim()}-D")
+    if points.shape[1] != d:
+        raise ValueError(f"{name}: dimension {points.shape[1]} does not match the data dimension {d}")
+    return tuple(points.shape)
+
+
 def prepare_queries(kde, points):
-    """Centred, scaled / whitened torch queries (m, d) in the model dtype, keeping their history."""
+    """Centred, scaled / whitened torch queries (m, d) in the model dtype, keeping their history.
+
+    Validated as GaussianKDE.logpdf validates (errors name ``points``); the NaN/inf check needs the
+    values, so under torch.compile and torch.func.vmap it is left to the operator's kernel."""
     from ..kde import _as_matrix
 
-    shape = _as_matrix(points, "points", kde._ctx, kde.d).shape  # validation, errors name `points`
+    shape = _query_shape(kde, points)
+    values = data_of(points)
+    if values is not None:
+        with host_access():
+            _as_matrix(values, "points", kde._ctx, kde.d)  # the NaN/inf check, with its message
     c = points.reshape(shape).to(torch.float64) - _tensor(kde._mu, points.device)
     if kde.covariance == "diagonal":
         c = c / torch.as_tensor(kde._scale, device=points.device)

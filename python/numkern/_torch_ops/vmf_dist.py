@@ -1,12 +1,15 @@
 r"""numkern.vmf's distribution kernels as torch operators (internal), and the differentiable path of
-``numkern.vmf.VonMisesFisher`` for torch parameters or points that require grad.
+``numkern.vmf.VonMisesFisher`` for torch parameters or points that require grad (or that are traced
+by torch.compile or wrapped by torch.func), and of ``fit`` / ``mean_resultant_length`` for X that
+requires grad.
 
 - ``torch.ops.numkern.vmf_logpdf(x, mu, kappa)``: x (G or 1, n, d), mu (G, d), kappa (G,) ->
   (G, n), log f(x) = log C_d(kappa) + kappa u.v with u = mu/|mu|, v = x/|x| (the kernel of
-  VonMisesFisher.logpdf: mu and the rows of x must be unit vectors to 1e-6, float32 1e-4, and are
-  renormalised; kappa >= 0; errors name the argument).  Result dtype: x's (float32 for float
-  inputs of at most 32 bits, else float64).  Derivatives (of the renormalised formula, so exact
-  off the sphere too, and built from torch and numkern ops, so differentiable again):
+  VonMisesFisher.logpdf: mu and the rows of x must be unit vectors to 1e-6, float32 1e-4, float16
+  / bfloat16 4 eps of their format, and are renormalised; kappa >= 0; errors name the argument).
+  Result dtype: x's (float32 for float inputs of at most 32 bits, else float64).  Derivatives (of
+  the renormalised formula, so exact off the sphere too, and built from torch and numkern ops, so
+  differentiable again):
       d/dkappa = u.v - A_d(kappa),  A_d = iv_ratio(d/2, kappa)
       d/dmu    = kappa (v - (u.v) u) / |mu|,   d/dx = kappa (u - (u.v) v) / |x|.
   Forward mode (jvp) uses the same partials.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -209,17 +213,110 @@ def wants_grad(*arrays) -> bool:
     return bool(ts) and _autograd_needed(ts)
 
 
+# (traced, data_of and host_access are the same in numkern._torch_ops.kde)
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func (vmap, grad, jvp) wrappers
+
+
+def _is_fake(t) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
+
+
+def traced(*arrays) -> bool:
+    """Whether torch tensors have no data for the host kernels: traced by torch.compile (dynamo,
+    FakeTensor) or wrapped by a torch.func transform (vmap's batched tensors, grad's / jvp's
+    wrappers); such calls go through the operators."""
+    if torch.compiler.is_compiling():
+        return True
+    return any(isinstance(a, torch.Tensor) and (_is_wrapped(a) or _is_fake(a)) for a in arrays)
+
+
+def data_of(t):
+    """A plain tensor holding the values of ``t``, for the host-side checks, or None when there are
+    none to read: under torch.compile, FakeTensor, or inside torch.func.vmap (a batched tensor: its
+    values are the whole batch).  grad / jvp wrappers are peeled (same shape, same values).  Use it
+    inside ``host_access()``: inside a transform, torch ops on it would be wrapped again."""
+    if torch.compiler.is_compiling() or _is_fake(t):
+        return None
+    while _is_wrapped(t):
+        if torch._C._functorch.is_batchedtensor(t):
+            return None
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def host_access():
+    """A context in which torch ops see plain tensors (torch.func's transforms switched off), for
+    reading the values that ``data_of`` returns."""
+    return torch._C._DisableFuncTorch()
+
+
+def with_value(t, value):
+    """t's autograd history (and derivatives of every order) with the values ``value`` (a tensor of
+    the same shape, e.g. the kernel's result, equal to t up to rounding): t + (value - t).detach()."""
+    v = value.to(device=t.device, dtype=torch.float64)
+    return t + (v - t).detach()
+
+
+def resultant(X, weights):
+    """(S (G, d), W (G,)) float64 torch, differentiable in X and the weights: S = sum_i w_i x_i/|x_i|
+    and W = sum_i w_i per leading index of X (..., n, d), with the weights divided by their largest
+    (as numkern.vmf's kernel path: rbar and mu do not depend on the scale)."""
+    x = X.to(torch.float64)
+    *batch, n, d = x.shape
+    g = math.prod(batch)
+    x = x.reshape(g, n, d)
+    v = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    if weights is None:
+        return v.sum(1), torch.full((g,), float(n), dtype=torch.float64, device=x.device)
+    w = torch.as_tensor(weights, device=x.device).to(torch.float64)
+    w = torch.broadcast_to(w, tuple(batch) + (n,)).reshape(g, n)
+    w = w / w.amax(dim=1, keepdim=True)
+    return torch.matmul(w[:, None, :], v)[:, 0], w.sum(1)
+
+
+def resultant_length(X, weights, value):
+    """numkern.vmf.mean_resultant_length(X, weights) with gradients: rbar = min(|S| / W, 1), with the
+    kernel's ``value`` (a torch tensor of the result's shape and dtype)."""
+    s, wsum = resultant(X, weights)
+    r = torch.clamp(torch.linalg.vector_norm(s, dim=-1) / wsum, max=1.0)
+    return with_value(r.reshape(value.shape), value).to(value.dtype)
+
+
+def fit_params(s, wsum, mu, kappa):
+    """(mu (G, d), kappa (G,)) float64 torch with gradients for numkern.vmf.fit, from the torch
+    resultant S, W and the kernel's values mu (G, d), kappa (G,) (host or device arrays):
+    mu = S/|S| (e_1, without gradient, where S = 0), kappa = kappa_mle(|S|/W, d) through the operator
+    (dkappa/drbar = 1/A_d'(kappa)); kappa = inf (coincident points) stays inf, without gradient."""
+    dev = s.device
+    mu_k = torch.as_tensor(np.array(mu) if isinstance(mu, np.ndarray) else mu, device=dev)
+    kappa_k = torch.as_tensor(np.array(kappa) if isinstance(kappa, np.ndarray) else kappa, device=dev)
+    d = s.shape[1]
+    norm = torch.linalg.vector_norm(s, dim=-1)
+    nz = norm > 0
+    m = with_value(s / torch.where(nz, norm, 1.0)[:, None], mu_k)
+    m = torch.where(nz[:, None], m, mu_k)
+    finite = torch.isfinite(kappa_k)
+    rbar = torch.clamp(norm / wsum, max=1.0 - 2.0 ** -53)
+    k = torch.ops.numkern.kappa_mle(torch.where(finite, rbar, 0.0), torch.full_like(rbar, float(d)))
+    k = torch.where(finite, with_value(k, kappa_k), kappa_k)
+    return m, k
+
+
 def params(mu, kappa, batch, d, internal_mu, internal_kappa):
     """(mu (G, d), kappa (G,)) float64 torch tensors keeping the caller's autograd history: mu
     broadcast to the batch and divided by its norm, kappa broadcast; a non-torch argument comes
     from the validated internal copy."""
     g = math.prod(batch)
     dev = mu.device if isinstance(mu, torch.Tensor) else kappa.device
+    im = torch.as_tensor(internal_mu, device=dev)
     if isinstance(mu, torch.Tensor):
         m = torch.broadcast_to(mu.to(torch.float64), tuple(batch) + (d,)).reshape(g, d)
-        m = m / m.norm(dim=-1, keepdim=True)
+        # the validated internal mu's values (the same direction to rounding), mu's history
+        m = with_value(m / m.norm(dim=-1, keepdim=True), im)
     else:
-        m = torch.as_tensor(internal_mu, device=dev)
+        m = im
     if isinstance(kappa, torch.Tensor):
         k = torch.broadcast_to(kappa.to(torch.float64), tuple(batch)).reshape(g)
     else:

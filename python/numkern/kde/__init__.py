@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._backend import CUPY, TORCH, Context, array_kind
+from .._backend import CUPY, TORCH, Context, any_torch, array_kind
 from .._dask import is_dask_array
 
 __all__ = ["GaussianKDE", "select_bandwidth", "regimes", "Regimes", "BandwidthSelection", "KDEDiagnostics"]
@@ -75,15 +75,40 @@ def _dtype_of(a):
     return np.dtype(a.dtype)
 
 
+def _torch_numpy_safe(t):
+    """A torch tensor whose dtype numpy can hold: bfloat16 (no numpy dtype) becomes float32, which
+    holds it exactly; it then follows float16's rule (float32 model, docs/torch.md's dtype rule)."""
+    import torch
+
+    return t.to(torch.float32) if t.dtype == torch.bfloat16 else t
+
+
+def _refuse_traced(a, name):
+    """A clear error for a torch tensor without data for the host kernels: one traced by
+    torch.compile or wrapped by a torch.func transform (vmap, grad, jacrev, ...)."""
+    from .._torch_ops.kde import traced
+
+    if traced(a):
+        raise TypeError(
+            f"{name}: a tensor traced by torch.compile or transformed by torch.func (vmap, grad, jacrev, ...) "
+            "has no data for numkern's kernels here; build the GaussianKDE outside the transformed or compiled "
+            "function (its logpdf / pdf / score_samples accept such points, through the operator "
+            "torch.ops.numkern.kde_logsumexp), or call torch.ops.numkern.kde_logsumexp / kde_loo_logsumexp "
+            "directly (docs/torch.md)")
+
+
 def _as_matrix(a, name, ctx, d=None):
     """Validated 2-D array of the context's compute library (numpy for numpy and torch CPU data)."""
     kind = array_kind(a)
+    if kind == TORCH:
+        _refuse_traced(a, name)
+        a = _torch_numpy_safe(a.detach())
     if not ctx.cuda:
         if kind == CUPY or (kind == TORCH and a.is_cuda):
             raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
         try:
-            arr = a.detach().cpu().numpy() if kind == TORCH else np.asarray(a)
-        except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+            arr = a.cpu().numpy() if kind == TORCH else np.asarray(a)
+        except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, objects numpy cannot read
             raise TypeError(f"{name}: cannot convert to an array ({e})") from None
     else:
         if kind != ctx.kind:
@@ -92,7 +117,7 @@ def _as_matrix(a, name, ctx, d=None):
             raise ValueError(f"{name}: on {a.device}, but the data are on {ctx.device}")
         if kind == CUPY and a.device.id != ctx.device:
             raise ValueError(f"{name}: on CUDA device {a.device.id}, but the data are on {ctx.device}")
-        arr = a.detach() if kind == TORCH else a
+        arr = a
     dt = _dtype_of(arr)
     if dt.kind not in "biuf":
         raise TypeError(f"{name}: unsupported dtype {dt} (expected a real numeric array)")
@@ -196,13 +221,20 @@ def _check_options(bandwidth, covariance):
 
 
 def _normalised_weights(weights, n):
+    """w_i / sum_j w_j (float64 numpy) for weights (n,) finite, >= 0, not all 0 (else ValueError).
+
+    The weights are first divided by their largest (exact for powers of 2, one rounding otherwise),
+    so the sum is at most n and never overflows: weights near the float64 maximum (1e307 each)
+    normalise as well as small ones."""
     if weights is None:
         return np.full(n, 1.0 / n)
     kind = array_kind(weights)
+    if kind == TORCH:
+        _refuse_traced(weights, "weights")
     try:
-        w = weights.detach().cpu().numpy() if kind == TORCH else (
+        w = _torch_numpy_safe(weights.detach()).cpu().numpy() if kind == TORCH else (
             weights.get() if kind == CUPY else np.asarray(weights))
-    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+    except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, objects numpy cannot read
         raise TypeError(f"weights: cannot convert to an array ({e})") from None
     if w.dtype.kind not in "biuf":
         raise TypeError(f"weights: unsupported dtype {w.dtype}")
@@ -213,10 +245,25 @@ def _normalised_weights(weights, n):
         raise ValueError("weights: contains NaN or infinite values")
     if (w < 0).any():
         raise ValueError("weights: must be non-negative")
-    total = w.sum()
-    if not total > 0:
+    wmax = float(w.max()) if n else 0.0
+    if not wmax > 0:
         raise ValueError("weights: sum to 0")
-    return w / total
+    w = w / wmax  # in [0, 1]: the sum below is at most n, so it cannot overflow
+    return w / w.sum()
+
+
+def _compensated_cumsum(w):
+    """(hi, lo): the prefix sums sum_{j <= k} w_j as hi + lo, with hi the plain cumulative sum and
+    lo the cumulative sum of its rounding errors (each recovered exactly by Knuth's TwoSum), so
+    that hi + lo is accurate to ~2 eps relative for non-negative w, whatever the length (the
+    rounding of lo itself is a second-order term, ~n^2 eps^2)."""
+    hi = np.cumsum(w)
+    prev = np.concatenate(([0.0], hi[:-1]))
+    s = prev + w                                  # = hi (a cumulative sum adds in order)
+    bb = s - prev
+    err = (prev - (s - bb)) + (w - bb)            # TwoSum: prev + w = s + err exactly
+    err = err + (s - hi)                          # 0 unless the cumulative sum grouped its terms
+    return hi, np.cumsum(err)
 
 
 def _add_weighted_gram(ctx, acc, c, wb, uniform=False):
@@ -551,7 +598,7 @@ class GaussianKDE:
         lpr = be.empty((m, K), np.float64) if diagnostics else None
         mxw = be.empty((m, K), np.float64) if diagnostics else None
         direct = d <= _DIRECT_MAX_D
-        mb_max = min(m, _QUERY_BLOCK)
+        mb_max = max(1, min(m, _QUERY_BLOCK))  # (m = 0: no block runs; the sizes must stay defined)
         nb = min(n, max(256, _BLOCK_ELEMS // mb_max))
         gbuf = None if direct else be.empty((mb_max * nb,), self.dtype)
         with ctx.guard():  # CuPy allocates and multiplies on the current device
@@ -595,12 +642,19 @@ class GaussianKDE:
         return lse, lpr, mxw
 
     def _loo_log_norm_excl(self):
-        """log(sum_{j != i} w_j) for each i, without the cancellation of 1 - w_i."""
-        w = self.weights
-        before = np.concatenate(([0.0], np.cumsum(w)[:-1]))
-        after = np.concatenate((np.cumsum(w[::-1])[::-1][1:], [0.0]))
+        """log(sum_{j != i} w_j) for each i, to a few eps relative whatever n.
+
+        sum_{j != i} w_j = P_{i-1} + Q_{i+1} (prefix and suffix sums), so nothing cancels (1 - w_i
+        would, where w_i is close to 1); each prefix sum carries its rounding errors, recovered
+        exactly by TwoSum and added back (_compensated_cumsum), so the result does not lose the
+        ~n eps of a plain cumulative sum (1.3e-11 relative at n = 1e6 before)."""
+        w = np.asarray(self.weights, dtype=np.float64)
+        (bh, bl), (ah, al) = _compensated_cumsum(w), _compensated_cumsum(w[::-1])
+        zero = np.zeros(1)
+        before_h, before_l = np.concatenate((zero, bh[:-1])), np.concatenate((zero, bl[:-1]))
+        after_h, after_l = np.concatenate((ah[::-1][1:], zero)), np.concatenate((al[::-1][1:], zero))
         with np.errstate(divide="ignore"):
-            return np.log(before + after)
+            return np.log((before_h + after_h) + (before_l + after_l))
 
     def _loo_curve_lse(self, hs, bar=None):
         """(n, K) leave-one-out log-sums of a bandwidth-selection curve: select_bandwidth's pass.
@@ -748,16 +802,19 @@ class GaussianKDE:
         Same kind of array as ``points`` (numpy, torch on the data's device, CuPy; a lazy dask
         array for dask points), in the model dtype; shape (m,).  Dimension mismatch or NaN/inf in
         points: ValueError.  torch points that require grad: differentiable in them (any order),
-        through the operator torch.ops.numkern.kde_logsumexp (docs/torch.md).
+        through the operator torch.ops.numkern.kde_logsumexp (docs/torch.md).  The same operator
+        serves points traced by torch.compile or transformed by torch.func (vmap, grad, jacrev,
+        jacfwd, ...), so a model built outside such a function can be evaluated inside it; there
+        the NaN/inf check runs in the operator's kernel (ValueError naming ``x``).
         """
         if is_dask_array(points):  # lazy, query chunk by query chunk (numkern/_dask.py)
             from .._dask import kde_logpdf
 
             return kde_logpdf(self, points)
-        if array_kind(points) == TORCH and points.requires_grad:
+        if any_torch(points):
             from .._torch_ops import kde as tops
 
-            if tops.wants_grad(points):
+            if tops.traced(points) or tops.wants_grad(points):
                 return tops.logpdf(self, points)
         X = _as_matrix(points, "points", self._ctx, self.d)
         if X.shape[0] == 0:
@@ -929,17 +986,43 @@ class Regimes:
     h_KL: float
 
     def kl_per_dim(self, h):
-        """Leading-order KL(p || p_hat) / d: 1/2 ln(1+h^2) + 1/(2(1+h^2)) - 1/2 for h >= h_G and
-        alpha - 1/2 + ln h + u(w*)/(2 h^2) below."""
+        r"""Leading-order KL(p || p_hat) / d at the bandwidth h (a number or an array; same shape back).
+
+            h >= h_G:     1/2 ln(1 + h^2) + 1/(2 (1 + h^2)) - 1/2          (annealed regime)
+            0 < h < h_G:  alpha - 1/2 + ln h + u(w*) / (2 h^2)              (extreme-value regime)
+
+        with u(w*) = (2 + w*)/(1 + w*)^2 (``regimes``).  Domain: 0 <= h <= inf.  The limits are
+        returned at the ends: +inf at h = 0 (u(w*)/(2 h^2) dominates ln h) and at h = inf (the
+        kernel is infinitely wide); h < 0 or NaN raises ValueError naming h.  The annealed branch is
+        1/2 (ln(1 + t) - t/(1 + t)) = 1/2 sum_{k>=2} s^k / k with t = h^2, s = t/(1 + t): summed as
+        that series of positive terms for s < 1/4 (the closed form cancels there, to rounding noise
+        at small h, where h_G is tiny for large alpha), as 1/2 (-ln(1 - s) - s) up to h = 1 and as
+        ln h + 1/2 ln(1 + 1/t) - 1/(2 (1 + 1/t)) above (h^2 may overflow): a few eps relative.
+        +inf where u(w*)/(2 h^2) overflows at tiny h.
+        """
         try:
             h = np.asarray(h, dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise TypeError(f"h: cannot convert to a float64 array ({e})") from None
-        above = 0.5 * np.log1p(h * h) + 0.5 / (1.0 + h * h) - 0.5
-        u = (2.0 + self.w_star) / (1.0 + self.w_star) / (1.0 + self.w_star)
-        with np.errstate(divide="ignore"):
-            below = self.alpha - 0.5 + np.log(h) + u / (2.0 * h * h)
-        r = np.where(h >= self.h_G, above, below)
+        bad = np.isnan(h) | (h < 0)
+        if bad.any():
+            v = float(h[bad].ravel()[0])
+            raise ValueError(f"h: the bandwidth must be >= 0 (KL is defined for 0 <= h <= inf), got {v}"
+                             + (f" ({int(bad.sum())} of {h.size} values)" if h.ndim else ""))
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
+            t = h * h
+            # h <= 1: with s = t/(1+t), ln(1+t) - t/(1+t) = -ln(1-s) - s = sum_{k>=2} s^k/k, all terms
+            # positive: the series for s < 1/4 (27 terms: 4^-27/27 < 1e-17 s^2/2), else the closed
+            # form, which then loses at most a factor 2/s = 8
+            s = t / (1.0 + t)
+            small = 0.5 * sum(s ** k / k for k in range(2, 30))
+            mid = 0.5 * (-np.log1p(-s) - s)
+            r = 1.0 / t  # h > 1: ln h + 1/2 ln(1 + 1/t) - 1/(2 (1 + 1/t)), h^2 may overflow
+            large = np.log(h) + 0.5 * np.log1p(r) - 0.5 / (1.0 + r)
+            above = np.where(h > 1.0, large, np.where(s < 0.25, small, mid))
+            u = (2.0 + self.w_star) / (1.0 + self.w_star) / (1.0 + self.w_star)
+            below = self.alpha - 0.5 + np.log(h) + u / (2.0 * h) / h
+        r = np.where(h >= self.h_G, above, np.where(h > 0, below, np.inf))
         return float(r) if r.ndim == 0 else r
 
 

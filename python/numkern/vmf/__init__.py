@@ -12,8 +12,11 @@ reduced in float64 inside the kernels and results are rounded to float32.  Per-e
 (kappa solves, normalisers, logpdf reductions, mixture responsibilities, sampling) runs in the C++
 or CUDA kernels; mixtures use the array library's matmul for the n x K dot products.
 
-Unit rows: data rows must have | |x| - 1 | <= 1e-6 (float64) or 1e-4 (float32) unless
-``normalize=True``; rows are then used as x / |x| (exactly on the sphere, in float64).
+Unit rows: data rows must have | |x| - 1 | <= 1e-6 (float64) or 1e-4 (float32), or 4 eps of their
+format for coarser storage (float16: 2^-8 = 0.0039, bfloat16: 2^-5 = 0.031, which a row normalised
+and then rounded to that format meets), unless ``normalize=True`` (``fit``, ``mean_resultant_length``);
+rows are always used as x / |x| (exactly on the sphere, in float64).  The error for non-unit rows
+says how many rows fail and how to normalise them.
 """
 from __future__ import annotations
 
@@ -22,13 +25,14 @@ import warnings
 
 import numpy as np
 
-from .._backend import F32, F64, TORCH, Context, Ops, any_torch, array_kind, result_dtype
+from .._backend import CUPY, F32, F64, TORCH, Context, Ops, any_torch, array_kind, result_dtype
 from .._dask import is_dask_array
 from . import _kernels as K
 
 __all__ = ["log_normalizer", "mean_resultant_length", "kappa_mle", "fit", "VonMisesFisher", "VMFMixture"]
 
 _UNIT_TOL = {F32: 1e-4, F64: 1e-6}
+_UNIT_TOL_EPS = 4  # storage coarser than float32 (float16, bfloat16): 4 eps of that format
 _HOST = Ops(np)
 _RBAR_MAX_MIXTURE = 1.0 - 1e-10  # caps kappa of a mixture component that collapses onto one point
 
@@ -118,8 +122,49 @@ def kappa_mle(rbar, d):
 
 
 # ---- data handling ------------------------------------------------------------------------------
-def _prepare_rows(ctx, X, name, normalize, hint="pass normalize=True"):
-    """X (..., n, d) as a contiguous array of the compute library plus its row norms |x|^2 (float64)."""
+def _storage_eps(a):
+    """Machine epsilon of a's floating storage format when it is coarser than float32 (float16,
+    bfloat16), else None."""
+    dt = getattr(a, "dtype", None)
+    if dt is None:
+        return None
+    if array_kind(a) == TORCH:
+        if not dt.is_floating_point or dt.itemsize > 2:
+            return None
+        import torch
+
+        return float(torch.finfo(dt).eps)
+    try:
+        dt = np.dtype(dt)
+    except TypeError:
+        return None
+    return float(np.finfo(dt).eps) if dt.kind == "f" and dt.itemsize <= 2 else None
+
+
+def _unit_tol(dtype, raw=None):
+    """Tolerance of the unit check | |x| - 1 | <= tol: 1e-6 (float64), 1e-4 (float32), and for
+    storage coarser than float32 4 eps of its format (float16 2^-8, bfloat16 2^-5): a unit row
+    rounded to float16 is off by up to ~eps/2 (measured <= 1e-3), so 1e-4 would refuse it."""
+    eps = _storage_eps(raw)
+    return max(_UNIT_TOL[dtype], _UNIT_TOL_EPS * eps) if eps else _UNIT_TOL[dtype]
+
+
+def _unit_hint(name, X, normalize_arg):
+    """How to fix non-unit rows, for the array library of X (and normalize=True where it exists)."""
+    kind = array_kind(X)
+    if kind == TORCH:
+        how = f"{name} / {name}.norm(dim=-1, keepdim=True)"
+    elif kind == CUPY:
+        how = f"{name} / cupy.linalg.norm({name}, axis=-1, keepdims=True)"
+    else:
+        how = f"{name} / np.linalg.norm({name}, axis=-1, keepdims=True)"
+    hint = f"divide each row by its norm first, {name} / |{name}| (e.g. {how})"
+    return hint + ", or pass normalize=True" if normalize_arg else hint
+
+
+def _prepare_rows(ctx, X, name, normalize, normalize_arg=True):
+    """X (..., n, d) as a contiguous array of the compute library plus its row norms |x|^2 (float64).
+    normalize_arg: whether the caller has a ``normalize`` parameter (named in the non-unit error)."""
     ops = ctx.ops
     dtype = ctx.result_dtype(X, names=(name,))
     x = ctx.input(X, dtype, name)
@@ -136,20 +181,18 @@ def _prepare_rows(ctx, X, name, normalize, hint="pass normalize=True"):
     if not ops.all_finite(norm2):  # a NaN/inf element makes its row's |x|^2 non-finite
         raise ValueError(f"{name}: contains NaN or inf" if not ops.all_finite(x) else
                          f"{name}: |x|^2 overflows for some rows")
-    _check_unit(ops, norm2, name, dtype, normalize, m, hint)
+    _check_unit(ops, norm2, name, _unit_tol(dtype, X), normalize, m, _unit_hint(name, X, normalize_arg))
     return x, norm2, dtype
 
 
-def _check_unit(ops, norm2, name, dtype, normalize, m, hint="pass normalize=True"):
+def _check_unit(ops, norm2, name, tol, normalize, m, hint):
     zero = ops.count(norm2 == 0)
     if zero:
         raise ValueError(f"{name}: {zero} of {m} rows are zero vectors (no direction on the sphere)")
     if not normalize:
-        tol = _UNIT_TOL[dtype]
         bad = ops.count(ops.abs(ops.sqrt(norm2) - 1.0) > tol)
         if bad:
-            raise ValueError(f"{name}: {bad} of {m} rows are not unit vectors (| |x| - 1 | > {tol:g}); "
-                             f"normalise them or {hint}")
+            raise ValueError(f"{name}: {bad} of {m} rows are not unit vectors (| |x| - 1 | > {tol:g}); {hint}")
 
 
 def _resultant(ctx, X, weights, normalize, name="X"):
@@ -205,13 +248,49 @@ def _kappa_from_rbar(ctx, rbar, d, what):
     return K.vmap(ctx, "kappa_mle", [ops.minimum(rbar, 1.0), ops.full((g,), float(d))], ops.empty((g,), F64))
 
 
+def _torch_route(X, weights, what):
+    """numkern._torch_ops.vmf_dist when fit / mean_resultant_length must return gradients (torch X
+    or weights requiring grad, with a forward-mode tangent, or wrapped by torch.func.grad / jvp),
+    else None; a clear error where the values cannot be read on the host (torch.compile, vmap)."""
+    if not any_torch(X, weights):
+        return None
+    from .._torch_ops import vmf_dist as tv
+
+    ts = [a for a in (X, weights) if any_torch(a)]
+    opaque = [n for a, n in ((X, "X"), (weights, "weights")) if any_torch(a) and tv.data_of(a) is None]
+    if opaque:
+        raise TypeError(
+            f"{opaque[0]}: {what} of a tensor traced by torch.compile or batched by torch.func.vmap is not supported "
+            "(the checks of the rows read their values); call it outside, or compose the operators "
+            "torch.ops.numkern.kappa_mle / log_normalizer / vmf_logpdf (docs/torch.md)")
+    return tv if tv.traced(*ts) or tv.wants_grad(*ts) else None
+
+
+def _host_args(tv, X, weights):
+    """(X, weights) as plain detached tensors holding the same values (torch.func wrappers peeled);
+    call inside tv.host_access()."""
+    return tuple(tv.data_of(a).detach() if any_torch(a) else a for a in (X, weights))
+
+
 def mean_resultant_length(X, weights=None, normalize=False):
     r"""rbar = |sum_i w_i x_i| / sum_i w_i for X of shape (..., n, d); returns shape (...).
 
     Rows are used as x / |x| (they must be unit vectors unless normalize=True, see the module
     doc); weights (..., n) broadcast against X[..., 0], must be finite, >= 0, with positive sums.
-    Accumulated in float64 in the kernel, whatever the dtype of X.
+    Accumulated in float64 in the kernel, whatever the dtype of X.  Domain: 0 <= rbar <= 1.
+
+    torch X or weights that require grad (or under torch.func.grad / jacrev / jvp): the result
+    carries gradients (of any order) of the same formula written in torch on x / |x| (so exact off
+    the sphere too), d rbar / d x_i = w_i (I - v_i v_i^T) S / (|S| |x_i| sum w) with v_i = x_i/|x_i|,
+    S = sum_i w_i v_i (0 at S = 0); the value is the kernel's.  Not under torch.compile or
+    torch.func.vmap (TypeError: the row checks read the values).
     """
+    tv = _torch_route(X, weights, "mean_resultant_length")
+    if tv is not None:
+        with tv.host_access():
+            Xh, wh = _host_args(tv, X, weights)
+            value = mean_resultant_length(Xh, wh, normalize)  # checks, warnings and the value
+        return tv.resultant_length(X, weights, value)
     ctx = Context(X, weights, names=("X", "weights"))
     s, wsum, batch, d, dtype = _resultant(ctx, X, weights, normalize)
     ops = ctx.ops
@@ -228,7 +307,21 @@ def fit(X, weights=None, normalize=False):
     d < 2, negative weights) raises ValueError naming the argument.
     X (n, d) may be a dask array chunked by rows (weights numpy or dask): per-chunk sums reduced
     in a tree, the same fit to rounding (docs/distributed.md).
+
+    torch X or weights that require grad (or under torch.func.grad / jacrev / jvp): the fitted
+    ``mu`` and ``kappa`` (and logpdf, entropy, mean, kl_divergence of the result) carry gradients:
+    mu = S/|S| in torch, kappa through the operator kappa_mle, dkappa/drbar = 1/A_d'(kappa) (implicit
+    function theorem on A_d(kappa) = rbar); the values are the kernel's.  kappa = inf (coincident
+    points) has no gradient.  Not under torch.compile or torch.func.vmap (TypeError).
     """
+    tv = None if is_dask_array(X) or is_dask_array(weights) else _torch_route(X, weights, "fit")
+    if tv is not None:
+        with tv.host_access():
+            Xh, wh = _host_args(tv, X, weights)
+            dist = fit(Xh, wh, normalize)  # checks, warnings and the values
+        s, wsum = tv.resultant(X, weights)
+        dist._grad_params = tv.fit_params(s, wsum, dist._mu, dist._kappa)
+        return dist
     if is_dask_array(X) or is_dask_array(weights):  # per-chunk sums in a tree (numkern/_dask.py)
         from .._dask import vmf_resultant
 
@@ -276,6 +369,17 @@ class VonMisesFisher:
     """
 
     def __init__(self, mu, kappa):
+        if any_torch(mu, kappa):
+            from .._torch_ops import vmf_dist as tv
+
+            for a, name in ((mu, "mu"), (kappa, "kappa")):
+                if tv.traced(a):
+                    raise TypeError(
+                        f"{name}: a tensor traced by torch.compile or transformed by torch.func (vmap, grad, "
+                        "jacrev, ...) has no data for numkern's checks; build the VonMisesFisher outside the "
+                        "transformed or compiled function (its logpdf accepts such points; entropy, mean and "
+                        "kl_divergence compile), or compose the operators torch.ops.numkern.vmf_logpdf / "
+                        "log_normalizer / iv_ratio directly (docs/torch.md)")
         ctx = Context(mu, kappa, names=("mu", "kappa"))
         ops = ctx.ops
         dtype = ctx.result_dtype(mu, kappa, names=("mu", "kappa"))
@@ -294,7 +398,7 @@ class VonMisesFisher:
         g = math.prod(batch)
         m = ops.reshape(ops.broadcast(m, batch + (d,)), (g, d))
         norm2 = K.row_norm2(ctx, m)
-        _check_unit(ops, norm2, "mu", dtype, False, g)
+        _check_unit(ops, norm2, "mu", _unit_tol(dtype, mu), False, g, _unit_hint("mu", mu, False))
         m = m / ops.reshape(ops.sqrt(norm2), (g, 1))
         # a copy: the broadcast may be a (read-only) view of the caller's kappa
         k = ops.reshape(ops.broadcast(k, batch), (g,)) * 1.0
@@ -302,6 +406,13 @@ class VonMisesFisher:
         tops = _grad_path(mu, kappa)
         if tops is not None:  # mu / kappa require grad: torch copies that keep their history
             self._grad_params = tops.params(mu, kappa, batch, d, m, k)
+        elif ctx.kind == TORCH:
+            self._torch_params()  # made now (zero-copy on the CPU), so that torch.compile finds them
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_torch_cache"] = None  # views of _mu / _kappa: made again on first use
+        return state
 
     @classmethod
     def _from_internal(cls, ctx, mu, kappa, batch, dtype):
@@ -315,27 +426,37 @@ class VonMisesFisher:
         self._d = int(tuple(mu.shape)[-1])
         self._shifted_cache = None
         self._grad_params = None  # (mu (G, d), kappa (G,)) torch float64 with autograd history
+        self._torch_cache = None  # (mu (G, d), kappa (G,)) torch float64 views of the parameters
 
     def _tops(self, *others):
-        """numkern._torch_ops.vmf_dist when this call must propagate gradients (grad mode on and mu,
-        kappa or an argument requiring grad), else None."""
+        """numkern._torch_ops.vmf_dist when this call must go through the torch operators, else None:
+        to propagate gradients (grad mode on and mu, kappa or an argument requiring grad or carrying
+        a forward-mode tangent), for arguments without host data (traced by torch.compile, wrapped by
+        torch.func), or for a torch distribution under torch.compile."""
         args = (self._grad_params or ()) + others
-        if not any(array_kind(a) == TORCH and a.requires_grad for a in args):
+        if not any_torch(*args) and self._ctx.kind != TORCH:
             return None
         from .._torch_ops import vmf_dist
 
+        if vmf_dist.traced(*others) or (self._ctx.kind == TORCH and vmf_dist.traced()):
+            return vmf_dist
         return vmf_dist if vmf_dist.wants_grad(*args) else None
 
     def _torch_params(self):
+        """(mu (G, d), kappa (G,)) float64 torch tensors on the distribution's device: the ones with
+        autograd history when mu / kappa required grad, else views of the parameters (cached)."""
         if self._grad_params is not None:
             return self._grad_params
-        import torch
+        if self._torch_cache is None:
+            import torch
 
-        def t(a):  # torch cannot share a read-only array: copy it
-            a = np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
-            return torch.as_tensor(a, device=self._ctx.device)
+            def t(a):  # torch cannot share a read-only array: copy it
+                if isinstance(a, np.ndarray) and not torch.compiler.is_compiling() and not a.flags.writeable:
+                    a = np.array(a)
+                return torch.as_tensor(a, device=self._ctx.device)
 
-        return t(self._mu), t(self._kappa)
+            self._torch_cache = (t(self._mu), t(self._kappa))
+        return self._torch_cache
 
     # ---- parameters -------------------------------------------------------------------
     @property
@@ -350,12 +471,20 @@ class VonMisesFisher:
 
     @property
     def mu(self):
-        """Mean direction(s), shape batch_shape + (d,)."""
+        """Mean direction(s), shape batch_shape + (d,), unit vectors.  With autograd history (torch)
+        when the distribution has it (built from mu / kappa, or fitted to X, that require grad)."""
+        tops = self._tops() if self._grad_params is not None else None
+        if tops is not None:
+            return self._grad_params[0].reshape(self._batch + (self._d,)).to(self._tdtype())
         return self._ctx.output(self._ctx.ops.reshape(self._mu, self._batch + (self._d,)), self._dtype)
 
     @property
     def kappa(self):
-        """Concentration(s), shape batch_shape."""
+        """Concentration(s), shape batch_shape, >= 0.  With autograd history (torch) when the
+        distribution has it (built from mu / kappa, or fitted to X, that require grad)."""
+        tops = self._tops() if self._grad_params is not None else None
+        if tops is not None:
+            return self._grad_params[1].reshape(self._batch).to(self._tdtype())
         return self._ctx.output(self._ctx.ops.reshape(self._kappa, self._batch), self._dtype)
 
     def _tdtype(self):
@@ -377,48 +506,63 @@ class VonMisesFisher:
         return self._shifted_cache
 
     # ---- densities --------------------------------------------------------------------
+    def _layout(self, shape):
+        """(n, shared, out_shape) of logpdf's points of this shape (see logpdf)."""
+        d = self._d
+        if len(shape) < 1 or shape[-1] != d:
+            raise ValueError(f"X: last axis must have length d = {d}, got shape {shape}")
+        if not self._batch:
+            return math.prod(shape[:-1]), False, shape[:-1]
+        if len(shape) >= 2 and shape[:-2] == self._batch:
+            return shape[-2], False, shape[:-1]
+        if len(shape) == 2:
+            return shape[0], True, self._batch + (shape[0],)
+        raise ValueError(f"X: shape {shape} must be batch_shape + (n, d) = {self._batch} + (n, {d}) "
+                         f"or (n, {d})")
+
     def logpdf(self, X):
         r"""log f(x) = log C_d(kappa) + kappa mu.x, over the last axis of X.
 
         The kernel uses 1 - mu.x = |x/|x| - mu|^2 / 2, exact for x near mu where kappa is large.
         Shapes: for one distribution X (..., d) -> (...); for a batch B, X (*B, n, d) -> (*B, n)
         or X (n, d) (shared by every member) -> (*B, n).  Rows must be unit vectors (module doc).
+        torch X that requires grad, is traced by torch.compile or is transformed by torch.func
+        (vmap, grad, jacrev, jacfwd, ...): through the operator torch.ops.numkern.vmf_logpdf
+        (differentiable in X, and in mu / kappa when they required grad; docs/torch.md); there the
+        row checks run in the operator's kernel.
         """
         if is_dask_array(X):  # lazy, row chunk by row chunk (numkern/_dask.py)
             from .._dask import map_row_chunks
 
             return map_row_chunks(self.logpdf, X, self._batch)
+        g = math.prod(self._batch)
+        d = self._d
+        if any_torch(X):
+            tops = self._tops(X)
+            if tops is not None and tops.traced(X):  # no host data: the operator on the caller's tensor
+                n, shared, out_shape = self._layout(tuple(X.shape))
+                X3 = X.reshape((1 if shared or not self._batch else g, n, d))
+                return tops.logpdf(*self._torch_params(), X3, out_shape)
         ctx = self._ctx
         ops = ctx.ops
         dtype = ctx.result_dtype(X, names=("X",))
         x = ctx.input(X, dtype, "X")
         shape = tuple(x.shape)
-        d = self._d
-        if len(shape) < 1 or shape[-1] != d:
-            raise ValueError(f"X: last axis must have length d = {d}, got shape {shape}")
-        g = math.prod(self._batch)
-        if not self._batch:
-            n, shared, out_shape = math.prod(shape[:-1]), False, shape[:-1]
-        elif len(shape) >= 2 and shape[:-2] == self._batch:
-            n, shared, out_shape = shape[-2], False, shape[:-1]
-        elif len(shape) == 2:
-            n, shared, out_shape = shape[0], True, self._batch + (shape[0],)
-        else:
-            raise ValueError(f"X: shape {shape} must be batch_shape + (n, d) = {self._batch} + (n, {d}) "
-                             f"or (n, {d})")
+        n, shared, out_shape = self._layout(shape)
         x3 = ops.reshape(x, (1 if shared or not self._batch else g, n, d))
         tops = self._tops(X)
         if tops is not None:  # differentiable: the operator vmf_logpdf on the caller's tensor
             import torch
 
-            X3 = X.reshape(tuple(x3.shape)) if array_kind(X) == TORCH and X.requires_grad \
+            X3 = X.reshape(tuple(x3.shape)) if any_torch(X) \
                 else torch.as_tensor(np.array(x3) if isinstance(x3, np.ndarray) else x3)
             return tops.logpdf(*self._torch_params(), X3, out_shape)
         out, norm2 = K.logpdf(ctx, x3, self._mu, self._shifted(), self._kappa, n)
         if not ops.all_finite(norm2):
             raise ValueError("X: contains NaN or inf" if not ops.all_finite(x) else "X: |x|^2 overflows")
         rows = n if shared else g * n
-        _check_unit(ops, norm2 if not shared or g == 0 else norm2[0], "X", dtype, False, rows)
+        _check_unit(ops, norm2 if not shared or g == 0 else norm2[0], "X", _unit_tol(dtype, X), False, rows,
+                    _unit_hint("X", X, False))
         return ctx.output(ops.reshape(out, out_shape))
 
     def pdf(self, X):
@@ -449,7 +593,9 @@ class VonMisesFisher:
     def kl_divergence(self, other):
         r"""KL(self || other) = log C_d(k_p) - log C_d(k_q) + A_d(k_p) (k_p - k_q mu_p.mu_q).
 
-        other: a VonMisesFisher of the same dimension and array kind; batch shapes broadcast.
+        other: a VonMisesFisher of the same dimension and array kind; batch shapes broadcast (numpy's
+        rules; else ValueError naming ``other`` and both shapes).  Result: the broadcast batch shape,
+        >= 0 (0 for equal distributions), float32 only when both distributions are float32.
         """
         if not isinstance(other, VonMisesFisher):
             raise TypeError(f"other: expected a VonMisesFisher, got {type(other).__name__}")
@@ -459,12 +605,12 @@ class VonMisesFisher:
             raise ValueError("other: lives on a different array library or device")
         ops = self._ctx.ops
         d = self._d
-        batch = np.broadcast_shapes(self._batch, other._batch)
+        try:
+            batch = np.broadcast_shapes(self._batch, other._batch)
+        except ValueError:
+            raise ValueError(f"other: batch shape {other._batch} does not broadcast with this distribution's "
+                             f"batch shape {self._batch}") from None
         g = math.prod(batch)
-        mp = ops.reshape(ops.broadcast(ops.reshape(self._mu, self._batch + (d,)), batch + (d,)), (g, d))
-        mq = ops.reshape(ops.broadcast(ops.reshape(other._mu, other._batch + (d,)), batch + (d,)), (g, d))
-        kp = ops.reshape(ops.broadcast(ops.reshape(self._kappa, self._batch), batch), (g,))
-        kq = ops.reshape(ops.broadcast(ops.reshape(other._kappa, other._batch), batch), (g,))
         tops = self._tops(*(other._grad_params or ())) or other._tops(*(self._grad_params or ()))
         if tops is not None:  # differentiable in both distributions' parameters
             import torch
@@ -477,6 +623,10 @@ class VonMisesFisher:
                           bc(tkq, other._batch, ()))
             dt = torch.float32 if self._dtype == F32 and other._dtype == F32 else torch.float64
             return out.reshape(batch).to(dt)
+        mp = ops.reshape(ops.broadcast(ops.reshape(self._mu, self._batch + (d,)), batch + (d,)), (g, d))
+        mq = ops.reshape(ops.broadcast(ops.reshape(other._mu, other._batch + (d,)), batch + (d,)), (g, d))
+        kp = ops.reshape(ops.broadcast(ops.reshape(self._kappa, self._batch), batch), (g,))
+        kq = ops.reshape(ops.broadcast(ops.reshape(other._kappa, other._batch), batch), (g,))
         cos = ops.minimum(ops.maximum(ops.sum(mp * mq, axis=1), -1.0), 1.0)
         out = K.vmap(self._ctx, "kl", [ops.full((g,), float(d)), kp, kq, cos], ops.empty((g,), F64))
         dtype = F32 if self._dtype == F32 and other._dtype == F32 else F64
@@ -640,9 +790,7 @@ class VMFMixture:
     # ---- internals --------------------------------------------------------------------
     def _rows(self, X):
         ctx = Context(X, names=("X",))
-        x, norm2, dtype = _prepare_rows(ctx, X, "X", False,
-                                        hint="divide each row by its norm, X / |X| (e.g. "
-                                             "X / np.linalg.norm(X, axis=1, keepdims=True))")
+        x, norm2, dtype = _prepare_rows(ctx, X, "X", False, normalize_arg=False)
         if x.ndim != 2:
             raise ValueError(f"X: expected shape (n, d), got {tuple(x.shape)}")
         ops = ctx.ops
@@ -784,16 +932,24 @@ class VMFMixture:
 
     @property
     def weights_(self):
+        r"""Mixing weights pi_k = N_k / n, shape (K,), with N_k = sum_i r_ik (+ 10 eps) the soft counts
+        of the last M-step: each in (0, 1], summing to 1 up to rounding (the 10 eps floor keeps
+        an empty component's weight positive).  Array kind and dtype of the fitted X."""
         self._need_fit()
         return self._ctx.output(self._ctx.ops.exp(self._logw), self._dtype)
 
     @property
     def means_(self):
+        r"""Mean directions mu_k = S_k / |S_k|, S_k = sum_i r_ik x_i / |x_i|, shape (K, d), unit rows
+        (a component with S_k = 0 keeps its previous direction).  Array kind and dtype of the fitted X."""
         self._need_fit()
         return self._ctx.output(self._mu, self._dtype)
 
     @property
     def kappas_(self):
+        r"""Concentrations kappa_k = kappa_mle(min(|S_k| / N_k, 1 - 1e-10), d), the root of
+        A_d(kappa) = rbar_k, shape (K,), >= 0 and finite (the cap bounds a component whose points
+        coincide).  Array kind and dtype of the fitted X."""
         self._need_fit()
         return self._ctx.output(self._kappa, self._dtype)
 
