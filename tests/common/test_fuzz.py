@@ -1047,7 +1047,8 @@ def test_hessian_estimators(data):
         if not ok:
             continue
         e = np.asarray(est.estimate, dtype=np.float64)
-        assert np.isfinite(e).all() and np.isfinite(np.asarray(est.stderr, dtype=np.float64)).all()
+        # (stderr: inf where one probe leaves the spread unknown, never NaN for a finite estimate)
+        assert np.isfinite(e).all() and not np.isnan(np.asarray(est.stderr, dtype=np.float64)).any()
         assert e.shape == np.shape(exact)
         assert est.num_matvecs <= kw["num_matvecs"]
         tol = np.abs(A64).sum() * 4 + 1e-9  # loose: estimators are random, but not garbage

@@ -71,6 +71,17 @@ def penalties(h, feats, labs, group=None):
                                   process_group=group)]
 
 
+def empty_shard_penalties(h, feats, labs, group=None):
+    """The head-form penalties by every path (closed forms, autograd through loss_fn, probes)."""
+    return [nh.hgp_penalty(h, feats, labs, process_group=group),
+            nh.hgp_penalty(h, feats, labs, loss_fn=CE, process_group=group),
+            nh.hutchinson_penalty(h, feats, labs, num_probes=None, process_group=group),
+            nh.hutchinson_penalty(h, feats, labs, num_probes=6, generator=torch.Generator().manual_seed(8),
+                                  process_group=group),
+            nh.hutchinson_penalty(h, feats, labs, num_probes=4, loss_fn=CE,
+                                  generator=torch.Generator().manual_seed(9), process_group=group)]
+
+
 def shard(rank, t):
     return t[:SPLIT] if rank == 0 else t[SPLIT:]
 
@@ -121,6 +132,21 @@ def worker(rank, world, init, out_dir):
             vals.append(float(pen.detach()))
             grads.append([p.grad.clone() for p in h.parameters()])
         res["pen_grads"], res["pen_equal_values"] = grads, vals
+        # rank 1 holds no samples of domain 2: its share is zero (values and averaged gradients)
+        ef = [z[:4] if rank == 0 else z[4:] for z in feats[:2]] + [feats[2] if rank == 0 else feats[2][:0]]
+        el = [t[:4] if rank == 0 else t[4:] for t in labs[:2]] + [labs[2] if rank == 0 else labs[2][:0]]
+        grads, vals = [], []
+        for i in range(5):
+            h = head()
+            pen = empty_shard_penalties(h, ef, el, dist.group.WORLD)[i]
+            pen.backward()
+            g = [p.grad.clone() for p in h.parameters()]
+            for t in g:   # DDP's averaging over the ranks
+                dist.all_reduce(t, group=dist.group.WORLD)
+                t.div_(world)
+            vals.append(float(pen.detach()))
+            grads.append(g)
+        res["empty_shard"] = (vals, grads)
         # the penalties' all-reduce, differentiated twice: L_r = sum (AR(x^2))^2 with S = sum_r x_r^2
         xr = torch.tensor([1.0 + rank, -2.0, 0.5 * rank], dtype=F64, requires_grad=True)
         from numkern.hessian._torch import _AllReduceSum
@@ -199,6 +225,20 @@ def test_penalties_values_and_ddp_gradients(ranks):
         (ce + penalties(h, feats, labs)[i]).backward()
         for r in ranks:
             for a, b in zip(r["pen_grads"][i], [p.grad for p in h.parameters()]):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_penalties_with_a_rank_holding_no_samples_of_a_domain(ranks):
+    """Rank 1 has none of domain 2's samples: before, its 0/0 means made every rank's penalty NaN."""
+    feats, labs = domains()
+    for i in range(5):
+        h = head()
+        pen = empty_shard_penalties(h, feats, labs)[i]
+        pen.backward()
+        for r in ranks:
+            vals, grads = r["empty_shard"]
+            assert vals[i] == pytest.approx(float(pen.detach()), rel=1e-11), i
+            for a, b in zip(grads[i], [p.grad for p in h.parameters()]):
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 

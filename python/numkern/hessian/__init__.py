@@ -62,13 +62,19 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
       * "hutch++": tr(Q^T A Q) + Hutchinson on (I - QQ^T) A (I - QQ^T), Q = orth(A S), m/3
         products each (Meyer et al. 2021); error ~ 1/m for PSD A with decaying spectrum.
         num_matvecs not divisible by 3 is rounded down with a warning.
-      * "xtrace": exchangeable leave-one-out Hutch++ (Epperly, Tropp & Webber 2024), m/2 probes.
+      * "xtrace": exchangeable leave-one-out Hutch++ (Epperly, Tropp & Webber 2024), m/2 probes:
+        mean_i [tr(Q_(i)^T A Q_(i)) + omega_i^T (I - Q_(i)Q_(i)^T) A (I - Q_(i)Q_(i)^T) omega_i],
+        Q_(i) = orth(A Omega without column i); any rank of A Omega (a rank-deficient sketch keeps
+        the definition; A of rank < m/2 with Gaussian probes, or A = 0, gives the exact trace).
+      With m/2 >= dim probes (m/3 >= dim for Hutch++) the sketch spans R^dim and tr(A) is returned
+      exactly with stderr 0 (2 dim products).
     matvec: a callable v -> A v on vectors of length ``dim`` (numpy, torch or CuPy; with
       ``batched=True`` it receives a batch (k, dim) and returns (k, dim)); a square matrix
-      (numpy/torch/CuPy); or an operator object (SoftmaxHeadHessian, HessianMatvec).
+      (numpy/torch/CuPy, or scipy.sparse, multiplied in float64 on the host); a
+      scipy.sparse.linalg.LinearOperator; or an operator object (SoftmaxHeadHessian, HessianMatvec).
     num_matvecs: the number of products (with rtol: the maximum).  probe: "rademacher" or
       "gaussian".  seed: int / None for the probe generator.
-    rtol: stop adaptively once the ``confidence`` (Student-t) interval half-width is
+    rtol: stop adaptively once the ``confidence`` (in (0, 1), else ValueError) Student-t interval half-width is
       <= rtol * |estimate| (at least 10 probes for Hutchinson); ``.converged`` is False if the
       budget ran out first.  Unlike PyHessian's "two consecutive means agree" rule, this bounds
       the statistical error.
@@ -76,9 +82,12 @@ def trace(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rademac
       float64 for plain callables).  block_size: probes per batched call (default 32).
     Returns a :class:`TraceEstimate` (.estimate, .stderr, .num_matvecs, .converged).  stderr:
     the per-probe standard deviation over sqrt(probes) (Hutchinson, Hutch++'s residual); for
-    XTrace the jackknife over probes (conservative in expectation, docs/hessian.md).
+    XTrace the jackknife over probes (conservative in expectation, docs/hessian.md); inf with fewer
+    than two samples (one Hutchinson probe, one Hutch++ residual probe); 0 for an exact result.
+    NaN or inf products give a NaN estimate and stderr (no exception; with rtol the estimator stops
+    there, converged=False).
     """
-    m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol)
+    m = _check_common(method, _TRACE_METHODS, probe, num_matvecs, rtol, confidence)
     op = Operator(matvec, dim, batched, like)
     gen = op.ops.generator(_shared_seed(matvec, _check_seed(seed)))
     block = _block(block_size, m)
@@ -99,10 +108,12 @@ def diagonal(matvec, dim=None, method="hutchinson", num_matvecs=100, probe="rade
       * "xdiag": exchangeable estimator of Epperly, Tropp & Webber (2024):
         mean_i [diag(Q_(i) Q_(i)^T A) + omega_i (.) (I - Q_(i) Q_(i)^T) A omega_i], m/2 probes.
     Arguments as in :func:`trace`; with ``rtol`` it stops when every entry's interval
-    half-width is <= rtol * max_i |estimate_i|.
-    Returns a :class:`DiagonalEstimate` (.estimate and .stderr arrays of length dim).
+    half-width is <= rtol * max_i |estimate_i|.  XDiag with m/2 >= dim probes returns diag(A)
+    exactly (stderr 0); any rank of the sketch keeps the definition (see :func:`trace`).
+    Returns a :class:`DiagonalEstimate` (.estimate and .stderr arrays of length dim; stderr inf
+    for a single Hutchinson probe; NaN where non-finite products reach).
     """
-    m = _check_common(method, _DIAG_METHODS, probe, num_matvecs, rtol)
+    m = _check_common(method, _DIAG_METHODS, probe, num_matvecs, rtol, confidence)
     op = Operator(matvec, dim, batched, like)
     gen = op.ops.generator(_shared_seed(matvec, _check_seed(seed)))
     if method == "hutchinson":
@@ -133,8 +144,14 @@ def hessian_matvec(model, loss_fn, inputs, targets=None, params=None, *, mode="a
     with torch.func, batched over probes), "double_backward".  chunk_size: probes per vmap call
     (None: as many as fit ``memory_budget`` bytes of extra memory, default 256 MiB, by an
     upper estimate from the activation and parameter sizes; see :class:`HessianMatvec`).
-    Works inside torch.no_grad().  BatchNorm or Dropout layers in training mode raise ValueError (call model.eval()).  Raises
-    ValueError for a non-scalar loss or when no parameter requires grad.
+    Works inside torch.no_grad(); inside torch.inference_mode() (which disables autograd) it raises
+    RuntimeError.  BatchNorm or Dropout layers in training mode raise ValueError (call
+    model.eval()).  Raises ValueError for a non-scalar loss, when no parameter requires grad, or
+    for a parameter listed twice in ``params``.  Parameters the loss does not use get zero rows
+    and columns; a loss linear in the parameters has H = 0.  The products are at the parameters'
+    current values (read on every call, so writes through ``.data`` are followed); an in-place
+    update seen by autograd's version counter (optimizer.step(), load_state_dict()) raises
+    RuntimeError: build a new operator after updating the model.
 
     Data-parallel (torch.distributed): a DistributedDataParallel model (unwrapped; its process
     group is used) or ``process_group=`` (a torch.distributed group, e.g. group.WORLD) makes H the
@@ -205,7 +222,8 @@ def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, bet
       and H g = (1/n) sum (A_i g x_i) x_i^T are used (no double backward); other heads or a
       given loss_fn go through autograd.  Both forms give the same value (tests: 1e-10).
 
-    Defaults alpha = 1e-4 (Hessian term), beta = 5e-3 (gradient term).  At least two domains.
+    Defaults alpha = 1e-4 (Hessian term), beta = 5e-3 (gradient term).  At least two domains, each
+    with samples (ValueError "features: domain e has no samples"; with process_group: on some rank).
     See docs/hessian.md for the differences from the authors' code.
 
     process_group (torch.distributed, data-parallel training): the penalty of the concatenated

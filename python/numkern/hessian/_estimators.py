@@ -17,7 +17,23 @@ Q_(i) Q_(i)^T = Q (I - s_i s_i^T) Q^T with s_i the normalised i-th column of R^{
 XDiag is the same construction for diag(A) = diag(Q_(i) Q_(i)^T A) + diag((I - Q_(i)Q_(i)^T) A),
 the second term estimated by omega_i (.) (I - Q_(i)Q_(i)^T) A omega_i.
 Standard errors are the sample standard deviation of the per-probe (or per-left-out) estimates
-over sqrt(count) - exact for Hutchinson, the paper's heuristic for XTrace/XDiag.
+over sqrt(count) - exact for Hutchinson, the paper's heuristic for XDiag; XTrace uses the jackknife
+over probes.  Fewer than two samples give stderr inf (no spread to estimate); a result that is exact
+(the sketch spans R^dim) has stderr 0.
+
+Rank-deficient sketches.  Y = A Omega of numerical rank r < s (A of rank < s, a zero A, or two
+Rademacher probes that coincide in a small dimension): Q is an orthonormal basis of span(Y) of
+r columns (Y^T = Q R, R (r, s), from the SVD of the QR factor; singular values <= max(r, s) eps
+sigma_max count as zero), and leaving probe i out either lowers the rank (column i is not in the span
+of the others; then s_i is the unit normal in R^r of the other columns, s_i ~ Sigma^-1 V^T e_i from
+R = U Sigma V^T) or keeps span(Y) (s_i = 0).  Both give Q_(i) Q_(i)^T = Q (I - s_i s_i^T) Q^T, so
+the estimators keep their definition (and their unbiasedness) for every rank; r = 0 gives t_i =
+omega_i^T A omega_i.  When the probes number dim (s = dim) Q spans R^dim and tr(A) = tr(Q^T A Q),
+diag(A) = diag(Q Q^T A) are returned exactly with stderr 0.
+
+Non-finite products (NaN or inf in A or in a model's Hessian-vector products) propagate: the
+estimates and standard errors are NaN (Hutchinson's diagonal: the affected entries), and with
+``rtol`` the estimator stops at the first non-finite block with converged=False.
 """
 from __future__ import annotations
 
@@ -47,10 +63,12 @@ class TraceEstimate:
     samples: object = field(default=None, repr=False)
 
     def interval(self, confidence=0.95):
-        """(low, high) normal-approximation confidence interval."""
+        """(low, high) = estimate -+ z stderr, z = Phi^-1((1 + confidence) / 2), the normal-approximation
+        confidence interval; confidence in (0, 1).  Infinite when stderr is inf (fewer than two
+        samples), a single point when the estimate is exact (stderr 0)."""
         from scipy.stats import norm
 
-        h = float(norm.ppf(0.5 + confidence / 2)) * self.stderr
+        h = float(norm.ppf(0.5 + _check_confidence(confidence) / 2)) * self.stderr
         return self.estimate - h, self.estimate + h
 
     def __float__(self):
@@ -95,6 +113,34 @@ def _space_like(a):
     return Context(a, names=("like",)).ops, dt
 
 
+def _square_dim(shape, dim):
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"matvec: a matrix operand must be square, got shape {shape}")
+    if dim is not None and dim != shape[0]:
+        raise ValueError(f"dim: {dim} does not match the matrix size {shape[0]}")
+    return shape[0]
+
+
+def _scipy_operator(a):
+    """For a scipy.sparse matrix/array or a scipy.sparse.linalg.LinearOperator: a function
+    M (dim, k) -> A M (a dense float64 numpy array); else None."""
+    import sys
+
+    if "scipy.sparse" not in sys.modules:  # nothing can be one unless scipy.sparse was imported
+        return None
+    import scipy.sparse as sps
+    from scipy.sparse.linalg import LinearOperator
+
+    if sps.issparse(a):
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"matvec: a sparse matrix must be real, got dtype {a.dtype}")
+        mat = a.T.tocsr().astype(np.float64)  # A^T M: the rows V A, as for a dense matrix
+        return lambda M: np.asarray(mat @ M)
+    if isinstance(a, LinearOperator):
+        return lambda M: np.asarray(a.matmat(M), dtype=np.float64)
+    return None
+
+
 class Operator:
     """A symmetric operator applied to a batch of row vectors V (k, dim) -> (k, dim).
 
@@ -103,13 +149,14 @@ class Operator:
     def __init__(self, matvec, dim=None, batched=None, like=None):
         self.count = 0
         inner = getattr(matvec, "matvec", None)
-        if hasattr(matvec, "shape") and hasattr(matvec, "dtype") and not callable(matvec):
-            shape = tuple(matvec.shape)
-            if len(shape) != 2 or shape[0] != shape[1]:
-                raise ValueError(f"matvec: a matrix operand must be square, got shape {shape}")
-            if dim is not None and dim != shape[0]:
-                raise ValueError(f"dim: {dim} does not match the matrix size {shape[0]}")
-            dim = shape[0]
+        sparse = _scipy_operator(matvec)
+        if sparse is not None:  # scipy.sparse matrix/array or LinearOperator: products A V^T on the host
+            dim = _square_dim(tuple(matvec.shape), dim)
+            self.ops, self.dtype = _space_like(np.zeros(0) if like is None else like)
+            to_host = self.ops.to_host
+            self._apply = lambda V: sparse(np.asarray(to_host(V), dtype=np.float64).T).T
+        elif hasattr(matvec, "shape") and hasattr(matvec, "dtype") and not callable(matvec):
+            dim = _square_dim(tuple(matvec.shape), dim)
             mat = matvec if array_kind(matvec) != NUMPY else np.asarray(matvec, dtype=np.float64)
             self._apply = lambda V: V @ mat
             self.ops, self.dtype = _space_like(mat if like is None else like)
@@ -154,7 +201,15 @@ class Operator:
         return self.ops.asarray(M.T, self.dtype)
 
 
-def _check_common(method, methods, probe, num_matvecs, rtol):
+def _check_confidence(confidence):
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.integer, np.floating)) \
+            or not 0 < confidence < 1:
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
+def _check_common(method, methods, probe, num_matvecs, rtol, confidence=0.95):
+    _check_confidence(confidence)
     if method not in methods:
         raise ValueError(f"method: expected one of {methods}, got {method!r}")
     if probe not in ("rademacher", "gaussian"):
@@ -180,6 +235,15 @@ def _probe_block(op, gen, k, probe):
     return V * op(V)  # (k, dim): row sums are v^T A v, rows are v (.) A v
 
 
+def _mean_stderr(be, samples):
+    """The standard error of the mean of 1-D samples: sample std (ddof 1) / sqrt(n); inf for a
+    single (finite) sample, whose spread cannot be estimated (NaN for a NaN sample)."""
+    n = samples.shape[0]
+    if n < 2:
+        return math.inf if math.isfinite(be.to_float(samples.sum())) else math.nan
+    return be.to_float(be.std(samples)) / math.sqrt(n)
+
+
 def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
     be = op.ops
     vals, used, conv = op.zeros((m,)), 0, rtol is None
@@ -189,13 +253,15 @@ def hutchinson_trace(op, gen, m, probe, rtol, confidence, block, min_probes=10):
         used += k
         if rtol is not None and used >= min_probes:
             s = vals[:used]
+            mean = be.to_float(s.mean())
+            if not math.isfinite(mean):
+                break                  # NaN/inf products: the criterion can never be met
             se = be.to_float(be.std(s)) / math.sqrt(used)
-            if _t_quantile(confidence, used) * se <= rtol * abs(be.to_float(s.mean())):
+            if _t_quantile(confidence, used) * se <= rtol * abs(mean):
                 conv = True
                 break
     S = vals[:used]
-    return TraceEstimate(be.to_float(S.mean()), be.to_float(be.std(S)) / math.sqrt(used), op.count,
-                         "hutchinson", conv, S)
+    return TraceEstimate(be.to_float(S.mean()), _mean_stderr(be, S), op.count, "hutchinson", conv, S)
 
 
 def hutchinson_diagonal(op, gen, m, probe, rtol, confidence, block, min_probes=10):
@@ -210,11 +276,14 @@ def hutchinson_diagonal(op, gen, m, probe, rtol, confidence, block, min_probes=1
         mean = mean + delta * (k / (used + k))
         used += k
         if rtol is not None and used >= min_probes:
+            if not be.all_finite(mean):
+                break
             half = _t_quantile(confidence, used) * (m2 / (used - 1)) ** 0.5 / math.sqrt(used)
             if be.to_float(half.max()) <= rtol * be.to_float(abs(mean).max()):
                 conv = True
                 break
-    std = (m2 / (used - 1)) ** 0.5 if used > 1 else m2 * 0
+    # one probe: no spread to estimate, stderr inf (NaN where the estimate is NaN)
+    std = (m2 / (used - 1)) ** 0.5 if used > 1 else m2 * 0 + math.inf
     return DiagonalEstimate(mean, std / math.sqrt(used), op.count, "hutchinson", conv)
 
 
@@ -236,9 +305,15 @@ def hutchpp_trace(op, gen, m, probe, rtol, confidence, block):
             raise ValueError(f"num_matvecs: Hutch++ needs at least 3 products, got {m}")
     k_sketch = min(k, op.dim)
     S = op.probes(gen, (k_sketch, op.dim), probe)
-    Q, _ = be.qr(op(S).T)          # (dim, k)
+    Y = op(S)
+    if not be.all_finite(Y):   # NaN/inf products propagate (QR of them is undefined)
+        return TraceEstimate(math.nan, math.nan, op.count, "hutch++", rtol is None, op.zeros((0,)))
+    Q, _ = be.qr(Y.T)          # (dim, k)
     AQ = op(op.rows(Q))
     low_rank = be.to_float((Q.T * AQ).sum())
+    if k_sketch == op.dim:
+        # Q is a square orthogonal matrix: tr(A) = tr(Q^T A Q) exactly, no residual to estimate
+        return TraceEstimate(low_rank, 0.0, op.count, "hutch++", True, op.zeros((0,)))
 
     def deflate(G):
         return G - (G @ Q) @ Q.T
@@ -259,40 +334,107 @@ def hutchpp_trace(op, gen, m, probe, rtol, confidence, block):
             r = be.concat(parts, 0)
             if used >= 2:
                 est = low_rank + be.to_float(r.mean())
+                if not math.isfinite(est):
+                    break
                 se = be.to_float(be.std(r)) / math.sqrt(used)
                 if _t_quantile(confidence, used) * se <= rtol * abs(est):
                     conv = True
                     break
         r = be.concat(parts, 0)
     est = low_rank + be.to_float(r.mean())
-    se = be.to_float(be.std(r)) / math.sqrt(r.shape[0])
-    return TraceEstimate(est, se, op.count, "hutch++", conv, r)
+    return TraceEstimate(est, _mean_stderr(be, r), op.count, "hutch++", conv, r)
 
 
 # ---- XTrace / XDiag -------------------------------------------------------------------------
-def _exchangeable_parts(op, Om, Y):
-    """Q, R, Z = A Q, H = Q^T A Q and the unit left-out directions S (columns) for Omega, Y."""
+def _eps(dtype):
+    """Machine epsilon of the operator's dtype (numpy or torch, e.g. a float16 model's)."""
+    if type(dtype).__module__ == "torch":
+        import torch
+
+        return float(torch.finfo(dtype).eps)
+    return float(np.finfo(dtype).eps)
+
+
+def _rank_tol(sig, shape, eps):
+    """Singular values <= max(shape) * eps * sigma_max count as zero (numpy.linalg.matrix_rank's rule)."""
+    return max(shape) * eps * (sig[0] if sig.size else 0.0)
+
+
+def _loo_directions(R, eps):
+    """The left-out directions of the exchangeable estimators, on the host (float64).
+
+    R (r0, s): the sketch Y^T = Q R in an orthonormal basis Q (dim, r0).  Returns (U, Rr, S):
+
+    * R square with full numerical rank: (None, R, None); the caller uses s_i = R^-T e_i / ||.||
+      (the unit normal of the other columns, as in the paper).
+    * else, with R = U Sigma V^T of numerical rank r (_rank_tol): U (r0, r) a basis of span(R)
+      (Q U is one of span(Y)), Rr = U^T R = Sigma_r V_r^T (r, s), and S (r, s) whose column i is
+      the unit normal in R^r of the other columns of Rr, Sigma_r^-1 V_r^T e_i / ||.||, when column
+      i is not in their span (leaving it out lowers the rank: e_i is orthogonal to null(R)), and
+      0 when it is (leaving it out keeps the span).  Then in both cases the projector onto
+      span(Y without column i) is Q U (I - s_i s_i^T) U^T Q^T.  Column i counts as in the span of
+      the others when its null-space component ||N^T e_i|| exceeds 10x the perturbation bound of
+      the null space N (Wedin: max(sigma_{r+1}, s eps sigma_max) / sigma_r).
+    """
+    r0, s = R.shape
+    if r0 == s and s and not np.tril(R, -1).any():   # a QR factor: estimate its condition in O(s^2)
+        from scipy.linalg.lapack import dtrcon
+
+        rcond, _ = dtrcon(np.asfortranarray(R), norm="1", uplo="U", diag="N")
+        if rcond > 10 * s * eps:
+            return None, R, None
+    if R.size == 0 or not np.any(R):
+        return np.zeros((r0, 0)), np.zeros((0, s)), np.zeros((0, s))
+    U, sig, Vt = np.linalg.svd(R, full_matrices=True)
+    r = int((sig > _rank_tol(sig, R.shape, eps)).sum())
+    Rr = sig[:r, None] * Vt[:r]
+    noise = max(sig[r] if r < sig.size else 0.0, s * eps * sig[0])
+    lev = np.sqrt((Vt[r:] ** 2).sum(0))             # ||N^T e_i||, N = null(R) (s - r columns)
+    pivot = lev <= 10 * noise / sig[r - 1]
+    S = np.zeros((r, s))
+    Si = Vt[:r, pivot] / sig[:r, None]
+    S[:, pivot] = Si / np.sqrt((Si * Si).sum(0))
+    return U[:, :r], Rr, S
+
+
+def _exchangeable_parts(op, Y, need_S):
+    """The sketch of XTrace / XDiag for Y = A Omega (s, dim): (Q, R, Z, H, S, exact) with Q (dim, r)
+    an orthonormal basis of span(Y) (r its numerical rank), Y^T = Q R (R (r, s)), Z = A Q (r
+    products), H = Q^T A Q (symmetrised), S (r, s) the left-out directions s_i (columns; only with
+    need_S, else None) and exact: Q is square (s = dim), so tr(A) = tr(H) and diag(A) =
+    diag(Q Q^T A) hold exactly.  None when Y has NaN or inf entries."""
     be = op.ops
+    if not be.all_finite(Y):
+        return None
     Q, R = be.qr(Y.T)                       # Y^T = Q R, Q (dim, s)
-    Z = op(op.rows(Q)).T                            # (dim, s)
+    s = R.shape[1]
+    exact = Q.shape[1] == op.dim            # s = dim probes: Q is a square orthogonal matrix
+    S = None
+    if not exact:
+        U, Rr, Sh = _loo_directions(be.to_host(R).astype(np.float64), _eps(op.dtype))
+        if U is not None:                   # rank deficient: a basis of span(Y) only
+            Q, R = Q @ op.asarray(U), op.asarray(Rr)
+            S = op.asarray(Sh) if need_S else None
+        elif need_S:
+            S = be.solve_upper_transposed(R, be.eye(s, op.dtype))  # columns: R^{-T} e_i
+            S = S / (S * S).sum(0) ** 0.5
+    Z = op(op.rows(Q)).T if Q.shape[1] else op.zeros((op.dim, 0))   # (dim, r)
     H = Q.T @ Z
     H = (H + H.T) / 2
-    S = be.solve_upper_transposed(R, be.eye(R.shape[0], op.dtype))  # columns: R^{-T} e_i
-    S = S / (S * S).sum(0) ** 0.5
-    return Q, R, Z, H, S
+    return Q, R, Z, H, S, exact
 
 
-def _xtrace_small(H, R, W, omy):
-    """The XTrace leave-one-out values t_i from s x s quantities (numpy float64): H = Q^T A Q,
-    Y^T = Q R, W = Q^T Omega^T, omy_i = omega_i^T A omega_i (see the module docstring)."""
-    s = R.shape[0]
-    with np.errstate(all="ignore"):
-        S = np.linalg.solve(R.T, np.eye(s)) if s else np.zeros((0, 0))   # columns R^{-T} e_i
+def _xtrace_small(H, R, W, omy, eps):
+    """The XTrace leave-one-out values t_i from small quantities (numpy float64): H = Q^T A Q,
+    Y^T = Q R (R (r0, s)), W = Q^T Omega^T, omy_i = omega_i^T A omega_i (module docstring);
+    any rank (_loo_directions)."""
+    U, R, S = _loo_directions(R, eps)
+    if U is None:
+        S = np.linalg.solve(R.T, np.eye(R.shape[0]))    # columns R^{-T} e_i
         S = S / np.sqrt((S * S).sum(0))
+    else:                                   # rank deficient: coordinates in a basis of span(Y)
+        H, W = U.T @ H @ U, U.T @ W
     trH = float(np.trace(H))
-    if not np.isfinite(S).all():
-        # Y is rank deficient: span(Q) already holds range(A), whose trace tr(H) is exact.
-        return np.full(W.shape[1], trH)
     HS, HW = H @ S, H @ W
     sHs = (S * HS).sum(0)
     c = (S * W).sum(0)                      # q_i^T omega_i, q_i = Q s_i
@@ -301,12 +443,12 @@ def _xtrace_small(H, R, W, omy):
     return trH - sHs + perp + 2 * c * cross + c * c * sHs
 
 
-def _xtrace_jackknife(H, R, W, omy, max_groups=64):
+def _xtrace_jackknife(H, R, W, omy, eps, max_groups=64):
     """Jackknife standard error of XTrace over its probes: XTrace without probe group k for every
     k (single probes up to 64 probes, else 64 near-equal groups), all in the span of Q (Y without
     columns J = Q R_{:,-J}, R_{:,-J} = Qt Rt), no further products;
     sqrt((g-1)/g sum_k (T_(k) - mean T_(.))^2).  Conservative in expectation (Efron-Stein)."""
-    s = R.shape[0]
+    s = R.shape[1]
     if s < 2:
         return float("inf")
     groups = np.array_split(np.arange(s), min(s, max_groups))
@@ -314,72 +456,94 @@ def _xtrace_jackknife(H, R, W, omy, max_groups=64):
     for k, out in enumerate(groups):
         keep = np.setdiff1d(np.arange(s), out)
         Qt, Rt = np.linalg.qr(R[:, keep])
-        T[k] = _xtrace_small(Qt.T @ H @ Qt, Rt, Qt.T @ W[:, keep], omy[keep]).mean()
+        T[k] = _xtrace_small(Qt.T @ H @ Qt, Rt, Qt.T @ W[:, keep], omy[keep], eps).mean()
     g = len(groups)
     return float(np.sqrt((g - 1) / g * ((T - T.mean()) ** 2).sum()))
 
 
-def _xtrace_samples(op, Om, Y):
-    """(t, jackknife stderr): the leave-one-out values in the operator's array library."""
+@dataclass
+class _Round:
+    """One evaluation of an exchangeable estimator: per-probe samples, estimate, stderr."""
+    samples: object
+    estimate: object
+    stderr: object
+
+
+def _xtrace_round(op, Om, Y):
     be = op.ops
-    Q, R, Z, H, _ = _exchangeable_parts(op, Om, Y)
+    s = Om.shape[0]
+    parts = _exchangeable_parts(op, Y, need_S=False)
+    if parts is None:
+        return _Round(op.zeros((s,)) + math.nan, math.nan, math.nan)
+    Q, R, Z, H, _, exact = parts
+    if exact:
+        tr = be.to_float((Q * Z).sum())
+        return _Round(op.zeros((s,)) + tr, tr, 0.0)
+    eps = _eps(op.dtype)
     host = [be.to_host(a).astype(np.float64) for a in (H, R, Q.T @ Om.T, (Om * Y).sum(1))]
-    return op.asarray(_xtrace_small(*host)), _xtrace_jackknife(*host)
+    t = op.asarray(_xtrace_small(*host, eps))
+    return _Round(t, be.to_float(t.mean()), _xtrace_jackknife(*host, eps))
 
 
-def _xdiag_samples(op, Om, Y):
+def _xdiag_round(op, Om, Y):
     be = op.ops
-    Q, R, Z, H, S = _exchangeable_parts(op, Om, Y)
+    s = Om.shape[0]
+    parts = _exchangeable_parts(op, Y, need_S=True)
+    if parts is None:
+        d = op.zeros((s, op.dim)) + math.nan
+        return _Round(d, d[0], d[0])
+    Q, R, Z, H, S, exact = parts
     base = (Q * Z).sum(1)                   # diag(Q Q^T A)
-    if not be.all_finite(S):
-        return base[None, :] + op.zeros((Om.shape[0], op.dim))
+    if exact:
+        return _Round(base[None, :] + op.zeros((s, op.dim)), base, op.zeros((op.dim,)))
     QS, ZS = Q @ S, Z @ S                   # q_i and A q_i as columns
     sr = (S * R).sum(0)                     # s_i^T Q^T y_i: (I - Q_(i)Q_(i)^T) y_i = q_i (s_i^T r_i)
-    return (base[:, None] - QS * ZS + Om.T * QS * sr).T    # (s, dim)
+    d = (base[:, None] - QS * ZS + Om.T * QS * sr).T    # (s, dim)
+    return _Round(d, d.mean(0), be.std(d) / math.sqrt(s))
 
 
-def _exchangeable(op, gen, m, probe, rtol, confidence, samples_fn, done_fn, name):
+def _exchangeable(op, gen, m, probe, rtol, round_fn, done_fn, name):
     be = op.ops
     if m < 4:
         raise ValueError(f"num_matvecs: {name} needs at least 4 products, got {m}")
     if rtol is None:
-        s = min(m // 2, op.dim)  # beyond dim probes span everything and tr(H) is exact
+        s = min(m // 2, op.dim)  # dim probes span everything: tr(A), diag(A) exact
         Om = op.probes(gen, (s, op.dim), probe)
-        return samples_fn(op, Om, op(Om)), True
-    # Adaptive: grow the probe set, reusing A Omega; each round recomputes Z = A Q (s products).
+        return round_fn(op, Om, op(Om)), True
+    # Adaptive: grow the probe set, reusing A Omega; each round recomputes Z = A Q (<= s products).
     s = min(max(2, min(m // 4, 8)), op.dim)  # more probes than dim: Y^T's R is not square
     Om = op.probes(gen, (s, op.dim), probe)
     Y = op(Om)
     while True:
-        samples = samples_fn(op, Om, Y)
-        if done_fn(samples):
-            return samples, True
+        rnd = round_fn(op, Om, Y)
+        if done_fn(rnd):
+            return rnd, True
+        if not be.all_finite(Y):
+            return rnd, False    # NaN/inf products: the criterion can never be met
         # the next round costs `grow` new products for Y and s + grow for Z = A Q
         grow = min(s, (m - op.count - s) // 2, op.dim - s)
         if grow < 1:
-            return samples, False
+            return rnd, False
         new = op.probes(gen, (grow, op.dim), probe)
         Om, Y = be.concat([Om, new], 0), be.concat([Y, op(new)], 0)
         s += grow
 
 
 def xtrace(op, gen, m, probe, rtol, confidence):
-    be = op.ops
+    def done(rnd):
+        n = rnd.samples.shape[0]
+        return _t_quantile(confidence, n) * rnd.stderr <= rtol * abs(rnd.estimate)
 
-    def done(ts):
-        t, se = ts
-        return _t_quantile(confidence, t.shape[0]) * se <= rtol * abs(be.to_float(t.mean()))
-
-    (t, se), conv = _exchangeable(op, gen, m, probe, rtol, confidence, _xtrace_samples, done, "XTrace")
-    return TraceEstimate(be.to_float(t.mean()), se, op.count, "xtrace", conv, t)
+    rnd, conv = _exchangeable(op, gen, m, probe, rtol, _xtrace_round, done, "XTrace")
+    return TraceEstimate(rnd.estimate, rnd.stderr, op.count, "xtrace", conv, rnd.samples)
 
 
 def xdiag(op, gen, m, probe, rtol, confidence):
     be = op.ops
 
-    def done(d):
-        half = _t_quantile(confidence, d.shape[0]) * be.std(d) / math.sqrt(d.shape[0])
-        return be.to_float(half.max()) <= rtol * be.to_float(abs(d.mean(0)).max())
+    def done(rnd):
+        half = _t_quantile(confidence, rnd.samples.shape[0]) * rnd.stderr
+        return be.to_float(half.max()) <= rtol * be.to_float(abs(rnd.estimate).max())
 
-    d, conv = _exchangeable(op, gen, m, probe, rtol, confidence, _xdiag_samples, done, "XDiag")
-    return DiagonalEstimate(d.mean(0), be.std(d) / math.sqrt(d.shape[0]), op.count, "xdiag", conv)
+    rnd, conv = _exchangeable(op, gen, m, probe, rtol, _xdiag_round, done, "XDiag")
+    return DiagonalEstimate(rnd.estimate, rnd.stderr, op.count, "xdiag", conv)

@@ -30,6 +30,17 @@ def _check_no_training_randomness(model):
                 "the identity)")
 
 
+def _check_not_inference_mode():
+    """torch.inference_mode() disables autograd, and torch.enable_grad() cannot turn it back on
+    inside, so no Hessian-vector product can be computed there; say so instead of surfacing as
+    autograd's "element 0 of tensors does not require grad"."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "hessian_matvec: called inside torch.inference_mode(), which disables autograd (also for "
+            "torch.enable_grad() blocks inside it), so Hessian-vector products cannot be computed; call "
+            "outside inference mode (torch.no_grad() is fine: the products enable grad internally)")
+
+
 def _as_tuple(inputs):
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
@@ -44,11 +55,22 @@ def _batch_size(inputs, targets):
     raise ValueError("inputs: cannot tell the batch size (no tensor with a batch dimension in a batch)")
 
 
+def _plain(t):
+    """A tensor created under torch.inference_mode() as a normal tensor (a copy): autograd cannot
+    save inference tensors for backward, which double backward through the model needs; the data
+    are not differentiated, so the copy changes nothing else."""
+    return t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+
+
+def _plain_batch(x, y):
+    return tuple(_plain(a) for a in x), _plain(y)
+
+
 def _split_batch(b, i):
     if isinstance(b, dict) or not isinstance(b, (tuple, list)) or len(b) != 2:
         raise ValueError(f"inputs: batch {i} of the data set must be a pair (inputs, targets) (as a "
                          f"DataLoader of (x, y) yields), got {type(b).__name__}")
-    return _as_tuple(b[0]), b[1]
+    return _plain_batch(_as_tuple(b[0]), b[1])
 
 
 def peak_allocated_bytes(fn):
@@ -131,7 +153,7 @@ class _Data:
     def __init__(self, inputs, targets):
         self.dataset = targets is None
         if not self.dataset:
-            self.single = (_as_tuple(inputs), targets)
+            self.single = _plain_batch(_as_tuple(inputs), targets)
             return
         if isinstance(inputs, (torch.Tensor, tuple)) or not hasattr(inputs, "__iter__"):
             raise ValueError("targets: required unless inputs is a data set (a DataLoader or a list of "
@@ -190,7 +212,11 @@ class HessianMatvec:
     "vmap", "double_backward", or "auto": vmap where torch.func can run the model, timed once
     against double backward on the first product (up to 4 probes of it; the faster path is kept,
     ``.mode_timings`` holds the CPU seconds per probe); double backward where it cannot.  Both
-    paths run under torch.no_grad() (they enable grad internally).
+    paths run under torch.no_grad() (they enable grad internally), not under
+    torch.inference_mode() (RuntimeError).  Both compute at the parameters' current values, read
+    on every call (double backward builds the gradient's graph once per call, shared by its
+    probes), so writes through ``.data`` are followed; parameters the loss does not use get zero
+    rows and columns, and a loss linear in the parameters gives H V = 0.
 
     chunk_size: probes per vmap call; None = as many as fit ``memory_budget`` bytes (default
     256 MiB, beyond the (k, dim) result) by the upper estimate 4 P + c (3 A + 8 P) for c probes,
@@ -209,6 +235,7 @@ class HessianMatvec:
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError("loss_fn: expected a callable loss_fn(outputs, targets)")
+        _check_not_inference_mode()
         if mode not in ("auto", "vmap", "double_backward"):
             raise ValueError(f"mode: expected 'auto', 'vmap' or 'double_backward', got {mode!r}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
@@ -224,15 +251,24 @@ class HessianMatvec:
             chosen = [(k, p) for k, p in named.items() if p.requires_grad]
         else:
             ids = {id(p): k for k, p in named.items()}
-            chosen = []
+            chosen, seen = [], set()
             for p in params:
                 if id(p) not in ids:
                     raise ValueError("params: every entry must be a parameter of model")
+                if id(p) in seen:
+                    raise ValueError(f"params: parameter {ids[id(p)]!r} appears twice; each parameter is "
+                                     "one block of the flat vector and can be listed once")
+                seen.add(id(p))
                 if not p.requires_grad:
                     raise ValueError(f"params: parameter {ids[id(p)]!r} does not require grad")
                 chosen.append((ids[id(p)], p))
         if not chosen:
             raise ValueError("params: no parameters requiring grad (nothing to differentiate)")
+        for k, p in chosen:
+            if p.is_inference():
+                raise ValueError(f"params: parameter {k!r} is an inference tensor (created or loaded under "
+                                 "torch.inference_mode()), which autograd cannot differentiate; create or "
+                                 "load the model outside inference mode")
         self.model, self.loss_fn = model, loss_fn
         self._data = _Data(inputs, targets)
         x0, y0 = self._data.first()
@@ -259,13 +295,9 @@ class HessianMatvec:
         self.bytes_per_probe = 3 * act_bytes + 8 * pbytes
         self.chunk_size = chunk_size if chunk_size is not None else \
             max(1, int((self.memory_budget - 4 * pbytes) // self.bytes_per_probe))
-        self._theta = torch.cat([p.detach().reshape(-1) for p in self.params])
         self._versions = [p._version for p in self.params]
-        self._fixed = {k: v.detach() for k, v in model.named_parameters() if k not in self.names}
-        self._fixed.update(dict(model.named_buffers()))
         self.mode = None
         self._vmapped = None
-        self._graph_grad = None
         self._decide = mode == "auto"
         self.mode_timings = None
         if mode in ("auto", "vmap"):
@@ -285,8 +317,17 @@ class HessianMatvec:
 
     def _check_unchanged(self):
         """The products are of the parameters at construction: an in-place update since (e.g.
-        optimizer.step()) is refused by name instead of surfacing as autograd's "modified by an
-        inplace operation" (double backward) or silently using the old values (vmap)."""
+        optimizer.step(), load_state_dict()) is refused by name (the documented contract: call
+        hessian_matvec() again after updating the model), as is a parameter replaced by another
+        tensor.  Writes through ``.data`` bump no version counter and cannot be seen; both paths read
+        the live parameter values on every call (_theta, _state; no graph kept between calls), so
+        the products then are those at the current values."""
+        named = dict(self.model.named_parameters())
+        for name, p in zip(self.names, self.params):
+            if named.get(name) is not p:
+                raise RuntimeError(
+                    f"model: parameter {name!r} was replaced by another tensor after hessian_matvec() was "
+                    "created; call hessian_matvec() again")
         for name, p, v in zip(self.names, self.params, self._versions):
             if p._version != v:
                 raise RuntimeError(
@@ -301,38 +342,55 @@ class HessianMatvec:
             o += n
         return out
 
+    def _theta(self):
+        """The chosen parameters' current values, flat (read on every call: follows .data writes)."""
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def _state(self):
+        """The other parameters and the buffers at their current values (by name, as the model
+        holds them now)."""
+        chosen = set(self.names)
+        state = {k: v.detach() for k, v in self.model.named_parameters() if k not in chosen}
+        state.update(dict(self.model.named_buffers()))
+        return state
+
     def _build_vmap(self, x0, y0):
-        def loss_of(theta, inputs, targets):
-            state = dict(self._fixed)
+        def loss_of(theta, fixed, inputs, targets):
+            state = dict(fixed)
             state.update(self._unflatten(theta))
             return self.loss_fn(torch.func.functional_call(self.model, state, inputs), targets)
 
         grad = torch.func.grad(loss_of)
-        theta = self._theta
 
-        def hvp(v, inputs, targets):
-            return torch.func.jvp(lambda th: grad(th, inputs, targets), (theta,), (v,))[1]
+        def hvp(v, theta, fixed, inputs, targets):
+            return torch.func.jvp(lambda th: grad(th, fixed, inputs, targets), (theta,), (v,))[1]
 
-        self._vmapped = torch.func.vmap(hvp, in_dims=(0, None, None))
-        self._vmapped(torch.zeros((1, self.dim), dtype=self.dtype, device=self.device), x0, y0)  # probe run
+        self._vmapped = torch.func.vmap(hvp, in_dims=(0, None, None, None, None))
+        self._vmapped(torch.zeros((1, self.dim), dtype=self.dtype, device=self.device), self._theta(),
+                      self._state(), x0, y0)  # probe run
 
-    def _vmap_batch(self, V, x, y, out, weight):
-        """out += weight * H_b V, chunk_size probes per vmap call (bounds the extra memory)."""
+    def _vmap_batch(self, V, x, y, out, weight, live=None):
+        """out += weight * H_b V, chunk_size probes per vmap call (bounds the extra memory), at the
+        parameter values live = (theta, state) read at the start of the call."""
         c = self.chunk_size
+        theta, state = live if live is not None else (self._theta(), self._state())
         for i in range(0, V.shape[0], c):
-            hv = self._vmapped(V[i:i + c], x, y).detach()
+            hv = self._vmapped(V[i:i + c], theta, state, x, y).detach()
             out[i:i + c].add_(hv, alpha=weight)
 
-    def _db_batch(self, V, x, y, out, weight):
-        """out += weight * H_b V by double backward, one probe at a time (the graph of the
-        gradient is cached for a single batch, rebuilt per batch for a data set)."""
-        gg = self._graph_grad
-        if gg is None:
-            loss = self.loss_fn(self.model(*x), y)
-            g = torch.autograd.grad(loss, self.params, create_graph=True)
-            gg = torch.cat([t.reshape(-1) for t in g])
-            if not self._data.dataset:
-                self._graph_grad = gg
+    def _db_batch(self, V, x, y, out, weight, live=None):
+        """out += weight * H_b V by double backward, one probe at a time through one graph of the
+        gradient g = dL/dtheta per call and batch (not kept between calls, so that the products
+        follow the current parameter values).  Parameters the loss does not reach get zero rows,
+        and a gradient without a graph (a loss linear in theta, or one that does not depend on it)
+        zero products: H = 0 there."""
+        loss = self.loss_fn(self.model(*x), y)
+        if not loss.requires_grad:
+            return                      # the loss does not depend on the parameters: H = 0
+        g = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        if not any(t is not None and t.requires_grad for t in g):
+            return                      # every gradient block is constant in theta: H = 0
+        gg = torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1) for t, p in zip(g, self.params)])
         for i, v in enumerate(V):
             hv = torch.autograd.grad(gg, self.params, grad_outputs=v, retain_graph=True, allow_unused=True)
             o = 0
@@ -345,12 +403,13 @@ class HessianMatvec:
         """(sum_b n_b H_b V, sum_b n_b) over this process's data (one pass); n_b = 1 for a single
         batch unless the products are all-reduced (then every rank's batch counts by its size)."""
         fn = self._vmap_batch if path == "vmap" else self._db_batch
+        live = (self._theta(), self._state()) if path == "vmap" else None  # once per pass
         out = torch.zeros_like(V)
         total = 0
         for x, y, n in self._data.batches():
             if self.process_group is not None and not self._data.dataset:
                 n = _batch_size(x, y)
-            fn(V, x, y, out, n)
+            fn(V, x, y, out, n, live)
             total += n
         return out, total
 
@@ -392,13 +451,12 @@ class HessianMatvec:
         out_v = self._reduce(Vb[:c], out_v, tot)
         self.mode_timings = {"vmap": t_v, "double_backward": t_d}
         self.mode = "vmap" if t_v <= t_d else "double_backward"
-        if self.mode == "vmap":
-            self._graph_grad = None  # free the double-backward graph
         if c == Vb.shape[0]:
             return out_v
         return torch.cat([out_v, self._apply(Vb[c:], self.mode)])
 
     def matvec(self, V):
+        _check_not_inference_mode()
         self._check_unchanged()
         if not isinstance(V, torch.Tensor):
             V = torch.as_tensor(V)
@@ -454,6 +512,16 @@ def _domains(features, labels):
     return features, labels
 
 
+def _check_nonempty(features, grp):
+    """Without a process group a domain without samples has no loss (a mean over nothing: its
+    gradient and Hessian would be NaN); refuse it as the distributed path does for a domain
+    without samples on any rank (_Group.counts)."""
+    if grp is None:
+        for e, z in enumerate(features):
+            if z.shape[0] == 0:
+                raise ValueError(f"features: domain {e} has no samples")
+
+
 def _check_weight(w, name):
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and w < float("inf")):
         raise ValueError(f"{name}: must be a finite number >= 0, got {w!r}")
@@ -473,7 +541,7 @@ def _linear_parts(head, z, y):
     C = head.out_features
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):
         raise ValueError(f"labels: values must lie in [0, {C})")
-    n = z.shape[0]
+    n = max(z.shape[0], 1)   # a rank's empty shard of a domain: zero blocks (its weight n_e = 0)
     P = torch.softmax(torch.nn.functional.linear(z, head.weight, head.bias), dim=-1)
     R = P - torch.nn.functional.one_hot(y, C).to(P.dtype)
     g = [R.T @ z / n] + ([R.sum(0) / n] if head.bias is not None else [])
@@ -482,7 +550,7 @@ def _linear_parts(head, z, y):
 
 def _linear_hvp(head, P, z, V):
     """H V for blocks V = [V_W (k, C, d), V_b (k, C)] via (1/n) sum_i (A_i V x_i) x_i^T."""
-    n = z.shape[0]
+    n = max(z.shape[0], 1)
     U = torch.einsum("nj,kcj->knc", z, V[0])
     if head.bias is not None:
         U = U + V[1][:, None, :]
@@ -496,7 +564,7 @@ def _linear_hvp(head, P, z, V):
 def _linear_diag(head, P, z):
     """Exact diag(H) of nn.Linear + mean CE: (1/n) sum_i p_ic (1 - p_ic) x_ij^2, flat."""
     S = P * (1 - P)
-    n = z.shape[0]
+    n = max(z.shape[0], 1)
     blocks = [(S.T @ (z * z) / n)[None]] + ([S.sum(0)[None] / n] if head.bias is not None else [])
     return _flat(blocks)[0]
 
@@ -548,10 +616,19 @@ def _probe_alignment(samples, grads, alpha, beta, target, estimator):
 
 
 def _generic_grads(head, loss_fn, z, y, params):
+    empty = z.shape[0] == 0
+    if empty:
+        # A rank's empty shard of a domain (single-process calls refuse empty domains) adds
+        # nothing.  Its gradient is that of one all-zero sample seeded with 0: exactly zero, with
+        # the same graph as on the other ranks, so that the all-reduces inside the penalty's
+        # backward run in the same order on every rank (a different graph reorders them).
+        z = z.new_zeros((1,) + tuple(z.shape[1:]))
+        y = y.new_zeros((1,) + tuple(y.shape[1:]))
     loss = loss_fn(head(z), y)
     if loss.dim() != 0:
         raise ValueError("loss_fn: must return a scalar (0-d) tensor")
-    return torch.autograd.grad(loss, params, create_graph=True)
+    return torch.autograd.grad(loss, params, grad_outputs=torch.zeros_like(loss) if empty else None,
+                               create_graph=True)
 
 
 def _is_linear_ce(head, loss_fn):
@@ -787,6 +864,7 @@ def _linear_global(grp, head, parts, features):
 
 def _hgp_head(head, features, labels, alpha, beta, loss_fn, target, grp=None):
     features, labels = _domains(features, labels)
+    _check_nonempty(features, grp)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
     if not _is_linear_ce(head, loss_fn):
@@ -813,6 +891,7 @@ def _hgp_head(head, features, labels, alpha, beta, loss_fn, target, grp=None):
 def _hutchinson_head(head, features, labels, alpha, beta, num_probes, loss_fn, generator, target, estimator,
                      grp=None):
     features, labels = _domains(features, labels)
+    _check_nonempty(features, grp)
     _check_weight(alpha, "alpha")
     _check_weight(beta, "beta")
     params = _params_of(head)
