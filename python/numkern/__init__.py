@@ -51,6 +51,33 @@ def cuda_available() -> bool:
     return cuda_status().state == "ok"
 
 
+def _check_environment() -> None:
+    """Warn (RuntimeWarning, at import) about a numkern environment variable whose value the
+    C++ side does not understand and so ignores or reads differently from what it says."""
+    import os
+    import re
+    import warnings
+
+    isa = os.environ.get("NUMKERN_ISA")
+    if isa is not None and isa not in ("portable", "avx2", "avx512"):
+        warnings.warn(f"NUMKERN_ISA={isa!r} is not one of portable, avx2, avx512: ignored (the widest "
+                      f"tier this CPU has, {_core.best_isa()}, is used)", RuntimeWarning, stacklevel=3)
+    n = os.environ.get("NUMKERN_NUM_THREADS")
+    if n is not None and not re.fullmatch(r"\s*\+?0*[1-9]\d{0,8}\s*", n):
+        lead = re.match(r"\s*[+-]?\d+", n)  # (what C's atoi reads)
+        read = int(lead.group()) if lead else 0
+        what = f"read as {read}" if read >= 1 else f"ignored (every core: {_core.max_threads()})"
+        warnings.warn(f"NUMKERN_NUM_THREADS={n!r} is not a whole number >= 1: {what}", RuntimeWarning,
+                      stacklevel=3)
+    amx = os.environ.get("NUMKERN_AMX")
+    if amx is not None and amx not in ("0", "1"):
+        warnings.warn(f"NUMKERN_AMX={amx!r} is not 0 or 1: read as 1 (AMX tiles used where the CPU has "
+                      "them); NUMKERN_AMX=0 turns them off", RuntimeWarning, stacklevel=3)
+
+
+_check_environment()
+
+
 def _cpu_model() -> str | None:
     try:
         with open("/proc/cpuinfo") as f:

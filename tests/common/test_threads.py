@@ -155,3 +155,26 @@ def test_fork_after_threaded_kernels_does_not_hang():
     out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["child", "0", "parent", "threads", "2"], out.stdout
+
+
+@pytest.mark.parametrize("name,value,says", [
+    ("NUMKERN_NUM_THREADS", "abc", "ignored (every core"),
+    ("NUMKERN_NUM_THREADS", "0", "ignored (every core"),
+    ("NUMKERN_NUM_THREADS", "4abc", "read as 4"),
+    ("NUMKERN_ISA", "avx-512", "is not one of portable, avx2, avx512: ignored"),
+    ("NUMKERN_AMX", "off", "read as 1"),
+    ("NUMKERN_NUM_THREADS", "3", None),
+    ("NUMKERN_ISA", "portable", None),
+    ("NUMKERN_AMX", "0", None),
+])
+def test_environment_values_not_understood_are_warned_about(name, value, says):
+    """A typo in a numkern environment variable is not silent: a RuntimeWarning at import names
+    the variable and says what is used instead (tests above: what is used)."""
+    env = dict(os.environ, **{name: value})
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", "import numkern"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if says is None:
+        assert "RuntimeWarning" not in proc.stderr
+    else:
+        assert f"RuntimeWarning: {name}={value!r}" in proc.stderr and says in proc.stderr
