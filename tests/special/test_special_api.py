@@ -792,3 +792,41 @@ if given is not None:
         out = np.full(shapes.result_shape, -7.0)
         assert call(name, v, x, out=out) is out
         np.testing.assert_array_equal(out, got)
+
+
+# ---- Python ints beyond int64 / float64 --------------------------------------------------------
+def test_huge_python_int_is_named():
+    # np.float64(10**400) raises OverflowError: an error naming the argument (was OverflowError
+    # naming nothing, and for i0 a TypeError about dtype('O'))
+    for f, msg in ((lambda: nks.iv(10 ** 400, 1.0), "v"), (lambda: nks.iv(1.0, -10 ** 400), "z"),
+                   (lambda: nks.log_iv(1.0, 10 ** 400), "x"), (lambda: nks.i0(10 ** 400), "x"),
+                   (lambda: nks.k1e(-(10 ** 309)), "x")):
+        with pytest.raises(ValueError, match=rf"^{msg}: integer too large to convert to float64"):
+            f()
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"^v: integer too large"):
+        nks.iv(10 ** 400, torch.ones(2))
+
+
+def test_python_int_beyond_int64_is_its_float():
+    # representable as float64: the float it stands for (numpy made an object array of it)
+    assert nks.i0(10 ** 30) == nks.i0(1e30) == np.inf
+    assert nks.k0(10 ** 30) == 0.0 and nks.i0e(10 ** 30) == nks.i0e(1e30)
+    assert nks.iv(10 ** 30, 1.0) == nks.iv(1e30, 1.0)
+    assert nks.log_iv(2 ** 63, 1.0) == nks.log_iv(float(2 ** 63), 1.0)
+    big = 2 ** 1024 - 2 ** 971  # the largest int below the overflow threshold: DBL_MAX
+    assert nks.log_kv(0.5, big) == nks.log_kv(0.5, np.finfo(float).max)
+
+
+def test_torch_with_dask_is_a_typeerror():
+    # the dask check comes first: special_blockwise's TypeError instead of computing the dask
+    # array eagerly into a torch tensor
+    torch = pytest.importorskip("torch")
+    da = pytest.importorskip("dask.array")
+    d = da.ones(3, chunks=2)
+    t = torch.ones(3)
+    for args in ((t, d), (d, t)):
+        with pytest.raises(TypeError, match="a torch array cannot be combined with dask arrays"):
+            nks.iv(*args)
+        with pytest.raises(TypeError, match="a torch array cannot be combined with dask arrays"):
+            nks.log_kv(*args)

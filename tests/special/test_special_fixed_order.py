@@ -67,3 +67,46 @@ def test_fixed_order_matches_general_order_path():
     # parity and exact values at 0
     assert special.i1(-2.0) == -special.i1(2.0) and special.i0(-3.0) == special.i0(3.0)
     assert special.i0(0.0) == 1.0 and special.i0e(0.0) == 1.0 and special.i1(0.0) == 0.0
+
+
+def _exact_half(m, direction):
+    """(m 2^-1074) / 2 rounded to the subnormal grid: m/2 for even m; for odd m a tie, resolved by
+    the next term of the series: away from 0 for I_1 (x/2 (1 + x^2/8)), towards 0 for I_1 e^-|x|
+    (x/2 (1 - |x|))."""
+    q, odd = divmod(abs(m), 2)
+    k = q + (odd if direction == "up" else 0)
+    return np.copysign(k * 5e-324, m)
+
+
+@pytest.mark.parametrize("tier", ["portable", "avx2", "avx512"])
+def test_i1_subnormal_correctly_rounded(tier):
+    # x = m 2^-1074: 0.5 x rounded the tie to even (i1(5e-324) was 0.0; correct 5e-324), and i1e
+    # needs the other direction (i1e(5e-324) = 0: I_1(x) e^-x is just below half the least
+    # subnormal; SciPy gives 5e-324 there).  Scalars (header) and arrays longer than a group of
+    # lanes (the AVX tiers run i0 ... k1e in lanes), and iv / ive at v = +-1 (the general path).
+    from numkern import _core as core
+
+    if not core.isa_supported(tier):
+        pytest.skip(f"{tier} not available on this CPU")
+    ms = np.array([1, 2, 3, 5, 7, 8, 11, 1001, 2 ** 40 + 1, 2 ** 52 - 1, 2 ** 52 + 1, 2 ** 53 - 1])
+    ms = np.concatenate([ms, -ms])
+    x = ms * 5e-324
+    assert (x == ms.astype(float) * 5e-324).all() and (np.abs(x) < 2.0 ** -1021).all()
+    want_i1 = np.array([_exact_half(int(m), "up") for m in ms])
+    want_i1e = np.array([_exact_half(int(m), "down") for m in ms])
+    core.set_isa(tier)
+    try:
+        xs = np.tile(x, 6)  # (72 elements: two groups of 32 lanes and a remainder)
+        np.testing.assert_array_equal(special.i1(xs), np.tile(want_i1, 6))
+        np.testing.assert_array_equal(special.i1e(xs), np.tile(want_i1e, 6))
+        for v in (1.0, -1.0):
+            np.testing.assert_array_equal(special.iv(v, xs), np.tile(want_i1, 6))
+            np.testing.assert_array_equal(special.ive(v, xs), np.tile(want_i1e, 6))
+    finally:
+        core.set_isa("auto")
+    for xi, a, b in zip(x, want_i1, want_i1e):
+        assert special.i1(float(xi)) == a and special.i1e(float(xi)) == b
+        assert special.iv(1, float(xi)) == a and special.ive(1, float(xi)) == b
+    # x = +-0 and the first normal x/2 are unchanged
+    assert special.i1(0.0) == 0.0 and special.i1e(-0.0) == 0.0
+    assert special.i1(2.0 ** -1021) == 2.0 ** -1022 == special.i1e(2.0 ** -1021)

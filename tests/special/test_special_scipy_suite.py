@@ -250,3 +250,10 @@ def test_intended_differences():
         assert nks.log_iv(-inf, x) == -inf == nks.log_iv(inf, x)
     assert np.isnan(sc.ive(-inf, 1.0))
     assert np.isnan(ufuncs.iv(-inf, inf)) and np.isnan(nks.log_iv(-inf, inf))
+    # ive(v, 0) for non-integer v < 0: the signed limit x -> 0+ (SciPy NaN); iv keeps SciPy's +inf
+    assert np.isnan(sc.ive(-1.5, 0.0)) and ufuncs.ive(-1.5, 0.0) == -inf and ufuncs.ive(-0.5, 0.0) == inf
+    assert sc.iv(-1.5, 0.0) == inf == ufuncs.iv(-1.5, 0.0)
+    # subnormal I_1 e^-|x| correctly rounded: x/2 is a tie at 2^-1074, I_1(x) e^-x just below it
+    tiny = 5e-324
+    assert sc.i1e(tiny) == tiny and ufuncs.i1e(tiny) == 0.0 == ufuncs.ive(1.0, tiny)
+    assert sc.i1(tiny) == tiny == ufuncs.i1(tiny) == ufuncs.iv(1.0, tiny)

@@ -20,7 +20,8 @@
 //   - K at 0 < x <= 2 takes I_n(x) as the series (x < 1) or Chebyshev e^x (1 <= x <= 2) directly
 //     (the header scales the series by e^-x and back).
 // Lanes outside the domain handled here (NaN, +-inf, |x| >= 1e300, K at x < 1e-300 or x <= 0, K
-// unscaled at x > 700) take the header function.
+// unscaled at x > 700) take the header function; I_1 at 0 < |x| < 2^-1021 (where 0.5 x rounds a
+// tie to even) the header's bessel01_detail::i1_tiny, a select (the same bits as the header).
 #pragma once
 
 #include <cmath>
@@ -167,6 +168,8 @@ inline void i_group(const double* x, double* out) {
       r = series[l] ? ser : (a > 700.0 ? big : ie * ea[l]);
     }
     out[l] = (kOrder == 1 && x[l] < 0.0) ? -r : r;
+    // (|x| < 2^-1021: 0.5 x rounded a tie to even; the header's correctly rounded value)
+    if constexpr (kOrder == 1) out[l] = a < 0x1p-1021 && a != 0.0 ? nk::bessel01_detail::i1_tiny(x[l], kScaled) : out[l];
   }
   if (any_redo)
     for (int l = 0; l < kLanes01; ++l)

@@ -201,6 +201,8 @@ def prepare(args, names):
                 for a in args]
     device = None
     for a, n in zip(args, names):
+        if a is None:  # (numpy would make it an object array, whose error names nothing)
+            raise TypeError(f"{n}: expected a real number or array, got None")
         if isinstance(a, torch.Tensor):
             if a.dtype.is_complex:
                 raise TypeError(f"{n}: unsupported dtype {a.dtype} (expected a real tensor)")

@@ -7,16 +7,36 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
   of Bessel's equation x^2 y'' + x y' - (x^2 + v^2) y = 0:   g' = 1 + v^2/x^2 - g/x - g^2.
 - log_iv' = g_I, iv' = iv g_I, ive' = ive (g_I - sign x); log_kv' = g_K, kv' = kv g_K,
   kve' = kve (g_K + 1).
+- At x = 0, where iv g_I is 0 inf and g/x is 0/0: iv' = (I_{v-1} + I_{v+1})/2 (DLMF 10.29.1)
+  and ive' = (ive_{v-1} + ive_{v+1})/2 - sign(x) ive_v, both (ive_{v-1} + ive_{v+1})/2 at x = 0
+  (differentiating it again gives the higher derivatives at 0 too): I_v'(0) = 0 at v = 0, 1/2 at
+  |v| = 1, 0 for v > 1, +inf for 0 < v < 1; I_v''(0) = 1/2 at v = 0, 1/4 at v = 2, 0 at v = 1 and
+  v > 2, +inf for 1 < v < 2, -inf for 0 < v < 1.  g_I' at x = 0 is 1/2 for v = 0
+  (log I_0 = x^2/4 - ...), -inf for v != 0 (g_I ~ v/x); g_K' is +inf.  Each branch of those
+  torch.where is evaluated at arguments where it is finite (x = 1 off its own elements; x = 0,
+  v = 2 for the x = 0 branch off x = 0), so that no 0 * inf = NaN reaches the derivatives from
+  the branch not taken (reverse over reverse still sees one where I_v'(0) is infinite, 0 < v < 1:
+  NaN there, where forward over reverse gives the -inf).
 - R = iv_ratio(v, x) = I_v/I_{v-1}, C = iv_ratio_c(v, x) = 1 - R:
   R' = 1 - R^2 - (2v-1) R/x = C (1 + R) - (2v-1) R/x (Riccati), used for x >= v, and the
   equivalent R' = R (R_{v+1} - R + 1/x) (from I_v' = I_{v+1} + (v/x) I_v), used for x < v where
   the Riccati form cancels; C' = -R'; R'(0) = 1/(2v).
-- i0' = i1, i1' = i0 - i1/x (1/2 at 0), k0' = -k1, k1' = -k0 - k1/x, and the scaled forms:
-  i0e' = i1e - sign(x) i0e, i1e' = i0e - i1e/x - sign(x) i1e, k0e' = k0e - k1e,
-  k1e' = k1e - k0e - k1e/x.
-- In the order v: a central difference with step h = eps^(1/3) max(1, |v|) (one-sided at the
-  ratio's v = 1/2 edge), accurate to ~h^2 relative; it is a first derivative only (differentiating
-  it again raises, see _common.FirstOrderOnly).
+- i0' = i1, i1' = i0 - i1/x ((i0 + I_2)/2 at 0: 1/2), k0' = -k1, k1' = -k0 - k1/x, and the
+  scaled forms: i0e' = i1e - sign(x) i0e, i1e' = i0e - i1e/x - sign(x) i1e ((i0e + ive_2)/2 at
+  0), k0e' = k0e - k1e, k1e' = k1e - k0e - k1e/x.
+- In the order v: a central difference, in float64 whatever the input dtype, with step
+  h = eps64^(1/3) max(1, |v|) (one-sided at the ratio's v = 1/2 edge).  For iv, ive, kv, kve,
+  log_iv and log_kv it differences the logarithm, d/dv f = f d/dv log|f|: the log of the ratio
+  of the scaled values (ive or kve) at v +- h where both are normal doubles of one sign (the
+  ratio rounds to ~eps, where a difference of two logs of size L carries ~eps L), else the
+  difference of log_iv / log_kv (values that under/overflow).  log I_v and log K_v are nearly
+  linear in v (third derivative ~1/v^2), so the truncation error stays ~eps^(2/3); differencing f
+  itself left (h d/dv log f)^2 / 6 relative (1.9e-7 at iv(40, 1)), and in float32 the step
+  eps32^(1/3) |v| (1.5 at v = 300) was 60 % off at iv(300, 200).  I_v at v < 0 oscillates in v
+  (zeros): where log|I| is not close to linear there (L''/L'^2 beyond +-0.1) or gives NaN (a sign
+  change within the step, x = 0, x < 0, NaN), the difference of f itself, Richardson-extrapolated
+  from the steps 4h and 2h.  docs/torch.md states the bound.  It is a first derivative only
+  (differentiating it again raises, see _common.FirstOrderOnly).
 """
 from __future__ import annotations
 
@@ -25,6 +45,7 @@ from torch import Tensor
 
 from .. import _core
 from .._backend import elementwise
+from .._backend.elementwise import MAX_DIMS
 from ._common import call, define_op, finish, first_order_only, result_dtype
 
 BINARY = ("log_iv", "log_kv", "iv", "ive", "kv", "kve", "iv_ratio", "iv_ratio_c", "dlog_iv_dx", "dlog_kv_dx")
@@ -40,6 +61,8 @@ def _binary_cpu(name):
     def impl(v: Tensor, x: Tensor) -> Tensor:
         dt = result_dtype(v, x)
         vb, xb = torch.broadcast_tensors(v.detach().to(dt), x.detach().to(dt))
+        if vb.dim() > MAX_DIMS:  # (e.g. dimensions added by vmap)
+            raise ValueError(f"numkern.{name}: {vb.dim()} dimensions, at most {MAX_DIMS} are supported")
         out = torch.empty(vb.shape, dtype=dt)
         if out.numel():
             kernel(vb.numpy(), xb.numpy(), out.numpy())  # zero-copy views; broadcasting by strides
@@ -54,6 +77,8 @@ def _unary_cpu(name):
 
     def impl(x: Tensor) -> Tensor:
         xd = x.detach().to(result_dtype(x))
+        if xd.dim() > MAX_DIMS:
+            raise ValueError(f"numkern.{name}: {xd.dim()} dimensions, at most {MAX_DIMS} are supported")
         out = torch.empty(xd.shape, dtype=xd.dtype)
         if out.numel():
             # the fixed-order kernels do not read the order argument: a broadcast view of x
@@ -77,11 +102,6 @@ def _safe(x):
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
-def _riccati_log(g, v, x):
-    """d/dx of g = d/dx log Z_v(x) for Z = I or K: 1 + v^2/x^2 - g/x - g^2."""
-    return 1.0 + (v / x) ** 2 - g / x - g * g
-
-
 def ratio_prime(v, x, r, c=None):
     """d/dx R for R = iv_ratio(v, x) = I_v/I_{v-1} (r: its value, c: 1 - r when known), from
     numkern ops.  Two exact forms of the same derivative, each where it does not cancel:
@@ -101,29 +121,111 @@ def ratio_prime(v, x, r, c=None):
     return torch.where(x == 0, 0.5 / v, torch.where(near, near_form, far_form))
 
 
+def _at_zero(v, x, safe_v=2.0):
+    """(zero, v0, x0): the mask x == 0, and v, x where it holds, else (safe_v, 0): the arguments of
+    an x = 0 branch, finite (with finite derivatives) off its own elements."""
+    zero = x == 0
+    v0 = torch.where(zero, v, torch.full_like(v, safe_v))
+    return zero, v0, torch.where(zero, x, torch.zeros_like(x))
+
+
+def _iv_prime_at_zero(v, x):
+    """d/dx iv and ive for the elements x = 0 (see _at_zero): I_v' = (I_{v-1} + I_{v+1})/2 as
+    (ive_{v-1} + ive_{v+1})/2, which is ive' there too (its term -sign(x) ive_v is 0 at x = 0, and
+    so is its derivative with torch's sign'(0) = 0, sign(0) = 0; left out, as 0 * inf would be NaN
+    where ive_v' is infinite).  Derivatives of every order at 0 follow the one recursion, from
+    ive_w(0) = I_w(0): ive, not iv, for those values, because iv keeps SciPy's +inf at x = 0 for
+    every non-integer w < 0 where the limit is -inf for Gamma(1 + w) < 0 (I_v''(0) for 0 < v < 1)."""
+    o = torch.ops.numkern
+    zero, v0, x0 = _at_zero(v, x)
+    return zero, 0.5 * (o.ive(v0 - 1.0, x0) + o.ive(v0 + 1.0, x0))
+
+
+def _riccati_log(name, g, v, x):
+    """d/dx of g = d/dx log Z_v(x) for Z = I or K: 1 + v^2/x^2 - g/x - g^2, and its x = 0 limits
+    (g_I: 1/2 for v = 0, -inf for v != 0, where log I_v = -inf; g_K: +inf)."""
+    zero = x == 0
+    xs = _safe(x)
+    gs = torch.where(zero, torch.zeros_like(g), g)  # (g is +-inf at x = 0 for v != 0)
+    form = 1.0 + (v / xs) ** 2 - gs / xs - gs * gs
+    if name == "dlog_kv_dx":
+        at0 = torch.full_like(x, float("inf"))
+    else:
+        at0 = torch.where(v == 0, torch.full_like(x, 0.5), torch.full_like(x, -float("inf")))
+    return torch.where(zero, at0, form)
+
+
 def _dfdx(name, v, x, y):
     o = torch.ops.numkern
     if name in ("log_iv", "iv", "ive"):
-        g = o.dlog_iv_dx(v, x)
-        return g if name == "log_iv" else y * g if name == "iv" else y * (g - torch.sign(x))
+        if name == "log_iv":
+            return o.dlog_iv_dx(v, x)
+        # y g_I is 0 inf at x = 0: the recurrence form there (and g_I taken at x = 1 instead)
+        zero, at0 = _iv_prime_at_zero(v, x)
+        g = o.dlog_iv_dx(v, _safe(x))
+        return torch.where(zero, at0, y * g if name == "iv" else y * (g - torch.sign(x)))
     if name in ("log_kv", "kv", "kve"):
         g = o.dlog_kv_dx(v, x)
         return g if name == "log_kv" else y * g if name == "kv" else y * (g + 1.0)
     if name in ("dlog_iv_dx", "dlog_kv_dx"):
-        return _riccati_log(y, v, x)
+        return _riccati_log(name, y, v, x)
     if name == "iv_ratio":
         return ratio_prime(v, x, y)
     return -ratio_prime(v, x, o.iv_ratio(v, x), y)  # iv_ratio_c
 
 
+# d/dv by differencing log|f|: the scaled op (ratios of its values) and the log op of each function
+_LOG_OF = {"iv": ("ive", "log_iv"), "ive": ("ive", "log_iv"), "log_iv": ("ive", "log_iv"),
+           "kv": ("kve", "log_kv"), "kve": ("kve", "log_kv"), "log_kv": ("kve", "log_kv")}
+_TINY = torch.finfo(torch.float64).tiny
+
+
 def _order_difference(name):
-    def fd(v, x):
+    def fd(v, x, y):
+        # in float64 whatever the dtype (a float32 step eps32^(1/3) |v| was 60 % off at iv(300, 200))
         f = ops[name]
-        h = torch.finfo(v.dtype).eps ** (1.0 / 3.0) * torch.clamp(v.abs(), min=1.0)
-        if name in ("iv_ratio", "iv_ratio_c"):  # defined for v >= 1/2: one-sided at the edge
-            lo = torch.where(v - h < 0.5, v, v - h)
-            return (f(v + h, x) - f(lo, x)) / (v + h - lo)
-        return (f(v + h, x) - f(v - h, x)) / (2.0 * h)
+        vd, xd = torch.broadcast_tensors(v.to(torch.float64), x.to(torch.float64))
+        h = torch.finfo(torch.float64).eps ** (1.0 / 3.0) * torch.clamp(vd.abs(), min=1.0)
+        if name not in _LOG_OF:  # the ratios, g_I and g_K: O(1) and smooth in v
+            if name in ("iv_ratio", "iv_ratio_c"):  # defined for v >= 1/2: one-sided at the edge
+                lo = torch.where(vd - h < 0.5, vd, vd - h)
+                d = (f(vd + h, xd) - f(lo, xd)) / (vd + h - lo)
+            else:
+                d = (f(vd + h, xd) - f(vd - h, xd)) / (2.0 * h)
+            return d.to(v.dtype)
+        scaled, log_op = (ops[n] for n in _LOG_OF[name])
+        sp, sm = scaled(vd + h, xd), scaled(vd - h, xd)
+        q = sp / sm
+        by_ratio = (sp.abs() >= _TINY) & (sm.abs() >= _TINY) & (q > 0) & (q < float("inf"))
+        # the logs where the values under/overflow (elsewhere evaluated at a cheap point)
+        one = torch.ones_like(vd)
+        vl, xl, hl = (torch.where(by_ratio, one, t) for t in (vd, xd, h))
+        lp, lm = log_op(vl + hl, xl), log_op(vl - hl, xl)
+        dlog_l = torch.where(lp == lm, torch.zeros_like(lp), lp - lm)  # (equal infinities: 0)
+        dlog = torch.where(by_ratio, torch.log(torch.where(by_ratio, q, one)), dlog_l) / (2.0 * h)
+        if name in ("log_iv", "log_kv"):
+            return dlog.to(v.dtype)
+        y = y.to(torch.float64)
+        d = y * dlog
+        if name in ("iv", "ive"):
+            # I_v of either sign: for v < 0, I_{-nu} = I_nu + (2/pi) sin(pi nu) K_nu oscillates in
+            # nu (near x = 0 it vanishes next to every integer nu), so log|I| is far from linear
+            # in v there (its difference was 3 % off at iv(-11.2245, 7.5113), next to a zero);
+            # where rho = L'' / L'^2 (L = log|I|, from the three values; ~0 where f is
+            # exponential-like in v) is not small, and where the log gives NaN (a sign change
+            # within [v - h, v + h], x = 0 with |v| < h, x < 0, NaN input): the difference of f
+            # itself, Richardson-extrapolated from the steps 4h and 2h (error O(h^4); the central
+            # difference alone was up to 1e-7 relative there)
+            l0 = torch.log(y.abs()) - (xd.abs() if name == "iv" else 0.0)
+            lp_, lm_ = (torch.log(torch.where(by_ratio, t.abs(), one)) for t in (sp, sm))
+            rho = 4.0 * (lp_ - 2.0 * l0 + lm_) / (lp_ - lm_) ** 2
+            plain = torch.isnan(dlog) | (by_ratio & ~(rho.abs() <= 0.1))
+            vp, xp = (torch.where(plain, t, one) for t in (vd, xd))
+            hp = torch.where(plain, 4.0 * h, one)
+            d1 = (f(vp + hp, xp) - f(vp - hp, xp)) / (2.0 * hp)
+            d2 = (f(vp + 0.5 * hp, xp) - f(vp - 0.5 * hp, xp)) / hp
+            d = torch.where(plain, (4.0 * d2 - d1) / 3.0, d)
+        return d.to(v.dtype)
 
     return fd
 
@@ -135,10 +237,13 @@ def _unary_prime(name, x, y):
         return o.i1(x)
     if name == "i0e":
         return o.i1e(x) - s * y
-    if name == "i1":
-        return torch.where(x == 0, 0.5, o.i0(x) - y / _safe(x))
-    if name == "i1e":
-        return torch.where(x == 0, 0.5, o.i0e(x) - y / _safe(x) - s * y)
+    if name in ("i1", "i1e"):
+        # i1' = i0 - i1/x is 0/0 at x = 0: there (I_0 + I_2)/2 (1/2, and differentiable again)
+        zero, v0, x0 = _at_zero(torch.full_like(x, 2.0), x)
+        if name == "i1":
+            return torch.where(zero, 0.5 * (o.i0(x0) + o.iv(v0, x0)), o.i0(x) - y / _safe(x))
+        at0 = 0.5 * (o.i0e(x0) + o.ive(v0, x0))  # (-sign(x) i1e: 0 at 0, see _iv_prime_at_zero)
+        return torch.where(zero, at0, o.i0e(x) - y / _safe(x) - s * y)
     if name == "k0":
         return -o.k1(x)
     if name == "k0e":
@@ -153,7 +258,7 @@ def _binary_partials(name):
     what = f"d/dv {name}(v, x)"
 
     def partials(needs, v, x, y):
-        return (first_order_only(fd, what, v, x) if needs[0] else None,
+        return (first_order_only(fd, what, v, x, y) if needs[0] else None,
                 _dfdx(name, v, x, y) if needs[1] else None)
 
     return partials
@@ -171,11 +276,21 @@ for _name, _order in UNARY.items():
 
 
 # ---- the public functions' torch path -----------------------------------------------------------
+def _check_dims(args, names, out):
+    """The kernels' limit of MAX_DIMS (32) dimensions, as the numpy path reports it: an error naming
+    the argument (the kernel's own message named its internal out array)."""
+    for a, n in zip((*args, out), (*names, "out")):
+        if isinstance(a, torch.Tensor) and a.dim() > MAX_DIMS:
+            raise ValueError(f"{n}: {a.dim()} dimensions, at most {MAX_DIMS} are supported")
+
+
 def binary(name, v, x, out=None, names=("v", "x")):
     """numkern.special.<name>(v, x, out=) for arguments of which at least one is a torch tensor."""
+    _check_dims((v, x), names, out)
     return finish(call(ops[name], (v, x), names), out)
 
 
 def unary(name, x, out=None):
     """numkern.special.<name>(x, out=) (fixed order) for a torch tensor x."""
+    _check_dims((x,), ("x",), out)
     return finish(call(ops[name], (x,), ("x",)), out)

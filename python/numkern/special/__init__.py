@@ -19,7 +19,10 @@ Conventions for the special values follow SciPy.  Negative arguments:
 ``log_kv``/``kv``/``kve`` are NaN for x < 0; ``iv``/``ive`` use I_n(-x) = (-1)^n I_n(x) for integer
 n and are NaN for non-integer v; ``log_iv`` returns log|I_v(x)| for integer v (so log_iv(1, -2) ==
 log_iv(1, 2)) and NaN for non-integer v.  Negative orders: K_{-v} = K_v and
-I_{-v}(x) = I_v(x) + (2/pi) sin(pi v) K_v(x); ``log_iv`` is NaN where that is negative.
+I_{-v}(x) = I_v(x) + (2/pi) sin(pi v) K_v(x); ``log_iv`` is NaN where that is negative.  At x = 0
+for non-integer v < 0, ``ive`` gives the signed limit x -> 0+ (ive(-1.5, 0) = -inf; SciPy NaN)
+while ``iv`` keeps SciPy's +inf.  Python ints beyond int64 stand for their float; beyond float64's
+range they are a ValueError naming the argument.  docs/special.md lists every difference from SciPy.
 """
 from __future__ import annotations
 
@@ -133,21 +136,39 @@ def _plain_numpy_call(op, v, x, out, kwargs):
     return None
 
 
+_F64_MAX_INT = 2 ** 1024 - 2 ** 970  # the least int that float() rounds beyond DBL_MAX (OverflowError)
+_I64 = 2 ** 63
+
+
+def _python_int(a, name):
+    """A Python int outside int64 as the float it stands for (numpy would make it an object array,
+    or raise OverflowError naming nothing); ValueError naming the argument where no float64
+    holds it (np.float64(10**400) raises too).  Other arguments unchanged."""
+    if type(a) is not int or -_I64 <= a < _I64:
+        return a
+    if abs(a) >= _F64_MAX_INT:
+        raise ValueError(f"{name}: integer too large to convert to float64 (|{name}| >= 2**1024)")
+    return float(a)
+
+
 def _call(op, v, x, out, names=("v", "x"), kwargs=None):
     res = _plain_numpy_call(op, v, x, out, kwargs)
     if res is not None:
         return res
     kwargs = kwargs or {}
-    if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
-        from ._autograd import torch_binary
-
-        _no_ufunc_options(kwargs)
-        return torch_binary(op, v, x, out, names)
+    v, x = _python_int(v, names[0]), _python_int(x, names[1])
+    # dask before torch: a torch tensor with a dask array is special_blockwise's TypeError (computing
+    # the dask array eagerly into a torch tensor would defeat its laziness)
     if is_dask_array(v) or is_dask_array(x):  # lazy, blockwise (numkern/_dask.py)
         from .._dask import special_blockwise
 
         _no_ufunc_options(kwargs)
         return special_blockwise(globals()[op], (v, x), names, out)
+    if any_torch(v, x):  # torch operators torch.ops.numkern.<op> (complex tensors: TypeError there)
+        from ._autograd import torch_binary
+
+        _no_ufunc_options(kwargs)
+        return torch_binary(op, v, x, out, names)
     if _device_or_torch((v, x), out):
         _no_ufunc_options(kwargs)
         return elementwise("special", op, (v, x), names, out)
@@ -206,7 +227,8 @@ def _real_or_complex(op, v, z, out, kwargs):
 
 
 def log_iv(v, x, out=None, **kwargs):
-    r"""log I_v(x), the logarithm of the modified Bessel function of the first kind.
+    r"""log I_v(x), the logarithm of the modified Bessel function of the first kind,
+    I_v(x) = sum_k (x/2)^(2k+v) / (k! Gamma(k+v+1)).
 
     Computed entirely in the log domain, so it is finite wherever the logarithm is: e.g.
     ``log_iv(5000, 10)`` and ``log_iv(1e6, 1e-300)`` where ``scipy.special.ive`` returns 0.
@@ -217,19 +239,22 @@ def log_iv(v, x, out=None, **kwargs):
     v < 0: I_{-v} = I_v + (2/pi) sin(pi v) K_v, NaN where negative; v = -inf as v = +inf (every
     double below -2^53 is an even integer, I_{-n} = I_n; x = inf then NaN).  x < 0: log|I_v(x)| for
     integer v (on the CPU bit for bit log_iv(v, |x|)), NaN otherwise.  NaN in gives NaN out.
-    torch: d/dx = I_{v+1}/I_v + v/x from the stable ratio; d/dv by a central difference.
+    torch: d/dx = I_{v+1}/I_v + v/x from the stable ratio; d/dv by a central difference in
+    float64 (docs/torch.md).
     """
     return _call("log_iv", v, x, out, kwargs=kwargs)
 
 
 def log_kv(v, x, out=None, **kwargs):
-    r"""log K_v(x), the logarithm of the modified Bessel function of the second kind.
+    r"""log K_v(x), the logarithm of the modified Bessel function of the second kind,
+    K_v(x) = (pi/2) (I_{-v}(x) - I_v(x)) / sin(pi v) (its limit for integer v) =
+    int_0^inf exp(-x cosh t) cosh(v t) dt.
 
     Domain: real v (K_{-v} = K_v), x >= 0: log_kv(v, 0) = +inf, log_kv(v, inf) = -inf; NaN for
     x < 0 and for NaN input (log_kv(inf, inf) = -inf).  Finite for every finite v and
     0 < x < inf where |log K| <= DBL_MAX (no intermediate overflow up to v, x = DBL_MAX):
     ``log_kv(1e4, 1e4)`` is -5332.95..., where ``scipy.special.kve`` overflows.
-    torch: d/dx = v/x - K_{v+1}/K_v; d/dv by a central difference.
+    torch: d/dx = v/x - K_{v+1}/K_v; d/dv by a central difference in float64 (docs/torch.md).
     """
     return _call("log_kv", v, x, out, kwargs=kwargs)
 
@@ -237,33 +262,60 @@ def log_kv(v, x, out=None, **kwargs):
 def iv(v, z, out=None, **kwargs):
     r"""I_v(z), modified Bessel function of the first kind (drop-in for ``scipy.special.iv``).
 
-    Real v, z: I_v(z) = sum_k (z/2)^(2k+v) / (k! Gamma(k+v+1)), with SciPy's conventions
-    (NaN for z < 0 and non-integer v; I_{-v} by reflection; v = -inf as v = +inf, since every
-    double below -2^53 is an even integer and I_{-n} = I_n).  Correct wherever the value is
-    representable, 0 or inf exactly where it under/overflows.  Complex z: ``scipy.special.iv``.
+    I_v(z) = sum_k (z/2)^(2k+v) / (k! Gamma(k+v+1)).  Domain: real v and z (complex z:
+    ``scipy.special.iv``), with SciPy's conventions: z < 0 gives I_n(z) = (-1)^n I_n(|z|) for
+    integer n and NaN for non-integer v; I_{-n} = I_n; v = -inf as v = +inf (every double below
+    -2^53 is an even integer).  Special values: iv(0, 0) = 1, iv(v > 0, 0) = 0, iv(v, inf) = inf,
+    iv(inf, z) = 0 for finite z; non-integer v < 0 at z = 0: +inf as SciPy, also where
+    I_v(z) -> -inf as z -> 0+ (Gamma(1+v) < 0, e.g. v = -1.5; ``ive`` gives the signed limit).
+    Accuracy: within max(2 eps, SciPy's error) for v >= 0 (docs/special.md); non-integer v < 0:
+    I_{-nu} = I_nu + (2/pi) sin(pi nu) K_nu formed from the values, error ~2 eps times the
+    cancellation factor (|I_nu| + |c K_nu|) / |I_{-nu}|, which is intrinsic near the zeros of
+    I_{-nu}.  0 or inf exactly where the value under/overflows.
     """
     return _real_or_complex("iv", v, z, out, kwargs)
 
 
 def ive(v, z, out=None, **kwargs):
-    r"""I_v(z) exp(-|z|), exponentially scaled (drop-in for ``scipy.special.ive``), real v, z."""
+    r"""I_v(z) exp(-|z|), exponentially scaled I (drop-in for ``scipy.special.ive``).
+
+    I_v(z) = sum_k (z/2)^(2k+v) / (k! Gamma(k+v+1)).  Domain: real v and z (complex z:
+    ``scipy.special.ive``), as ``iv``: (-1)^n symmetry for integer n and z < 0, NaN for
+    non-integer v and z < 0.  Special values: ive(0, 0) = 1, ive(v > 0, 0) = 0,
+    ive(v, +-inf) = 0 for finite v (SciPy: NaN for non-integer v), ive(+-inf, z) = 0.
+    Differences from SciPy (docs/special.md): non-integer v < 0 at z = 0 gives the signed limit
+    z -> 0+, +-inf with the sign of Gamma(1+v) (ive(-0.5, 0) = inf, ive(-1.5, 0) = -inf; SciPy:
+    NaN); ive(1, 2^-1074) = 0, the correctly rounded value (I_1(z) e^-z lies just below half the
+    least subnormal; SciPy 2^-1074).  Accuracy as ``iv``.
+    """
     return _real_or_complex("ive", v, z, out, kwargs)
 
 
 def kv(v, z, out=None, **kwargs):
     r"""K_v(z), modified Bessel function of the second kind (drop-in for ``scipy.special.kv``).
 
-    K_v(z) = (pi/2) (I_{-v}(z) - I_v(z)) / sin(pi v); real v, z >= 0 (NaN for z < 0, inf at 0).
+    K_v(z) = (pi/2) (I_{-v}(z) - I_v(z)) / sin(pi v) (its limit for integer v); K_{-v} = K_v.
+    Domain: real v, z >= 0 (complex z: ``scipy.special.kv``); NaN for z < 0 and NaN input;
+    kv(v, 0) = inf, kv(v, inf) = 0, kv(+-inf, z) = inf for finite z > 0.  Accuracy within
+    max(2 eps, SciPy's error) (docs/special.md); 0 exactly where the value underflows.
     """
     return _real_or_complex("kv", v, z, out, kwargs)
 
 
 def kve(v, z, out=None, **kwargs):
-    r"""K_v(z) exp(z), exponentially scaled (drop-in for ``scipy.special.kve``), real v, z >= 0."""
+    r"""K_v(z) exp(z), exponentially scaled K (drop-in for ``scipy.special.kve``).
+
+    K_v(z) = (pi/2) (I_{-v}(z) - I_v(z)) / sin(pi v) (its limit for integer v); K_{-v} = K_v.
+    Domain: real v, z >= 0 (complex z: ``scipy.special.kve``); NaN for z < 0 and NaN input.
+    Special values: kve(v, 0) = inf, kve(v, inf) = 0 for finite v (NaN for v = +-inf),
+    kve(+-inf, z) = inf for finite z > 0.  Differences from SciPy (docs/special.md): none in the
+    special values; accuracy within max(2 eps, SciPy's error).
+    """
     return _real_or_complex("kve", v, z, out, kwargs)
 
 
 def _fixed_order(name, order, x, out, kwargs):
+    x = _python_int(x, "x")
     if any_torch(x):  # torch operators torch.ops.numkern.<name>
         from ._autograd import torch_unary
 
@@ -286,47 +338,88 @@ def _fixed_order(name, order, x, out, kwargs):
 
 
 def i0(x, out=None, **kwargs):
-    r"""I_0(x) (drop-in for ``scipy.special.i0``); even in x."""
+    r"""I_0(x) = sum_k (x/2)^(2k) / (k!)^2, modified Bessel function of order 0 (drop-in for
+    ``scipy.special.i0``).
+
+    Domain: real x (complex: ``scipy.special.i0``); even in x.  i0(0) = 1, i0(+-inf) = inf,
+    inf where the value overflows (|x| > 713.98...); NaN in gives NaN out.
+    """
     return _fixed_order("i0", 0, x, out, kwargs)
 
 
 def i0e(x, out=None, **kwargs):
-    r"""I_0(x) exp(-|x|) (drop-in for ``scipy.special.i0e``)."""
+    r"""I_0(x) exp(-|x|), I_0(x) = sum_k (x/2)^(2k) / (k!)^2 (drop-in for ``scipy.special.i0e``).
+
+    Domain: real x (complex: ``scipy.special.i0e``); even in x, no overflow.  i0e(0) = 1,
+    i0e(+-inf) = 0; ~1/sqrt(2 pi |x|) for large |x|; NaN in gives NaN out.
+    """
     return _fixed_order("i0e", 0, x, out, kwargs)
 
 
 def i1(x, out=None, **kwargs):
-    r"""I_1(x) (drop-in for ``scipy.special.i1``); odd in x."""
+    r"""I_1(x) = sum_k (x/2)^(2k+1) / (k! (k+1)!), modified Bessel function of order 1 (drop-in
+    for ``scipy.special.i1``).
+
+    Domain: real x (complex: ``scipy.special.i1``); odd in x.  i1(0) = 0, i1(+-inf) = +-inf,
+    +-inf where the value overflows; correctly rounded for subnormal x (i1(2^-1074) = 2^-1074:
+    x/2 is a tie there and I_1(x) lies just above it); NaN in gives NaN out.
+    """
     return _fixed_order("i1", 1, x, out, kwargs)
 
 
 def i1e(x, out=None, **kwargs):
-    r"""I_1(x) exp(-|x|) (drop-in for ``scipy.special.i1e``)."""
+    r"""I_1(x) exp(-|x|), I_1(x) = sum_k (x/2)^(2k+1) / (k! (k+1)!) (drop-in for
+    ``scipy.special.i1e``).
+
+    Domain: real x (complex: ``scipy.special.i1e``); odd in x, no overflow.  i1e(0) = 0,
+    i1e(+-inf) = +-0; NaN in gives NaN out.  Subnormal x: correctly rounded, so i1e(2^-1074) = 0
+    (I_1(x) e^-x = x/2 (1 - x + ...) lies just below half the least subnormal; SciPy: 2^-1074).
+    """
     return _fixed_order("i1e", 1, x, out, kwargs)
 
 
 def k0(x, out=None, **kwargs):
-    r"""K_0(x) (drop-in for ``scipy.special.k0``); x >= 0, NaN for x < 0, inf at 0."""
+    r"""K_0(x) = int_0^inf exp(-x cosh t) dt, modified Bessel function of the second kind of
+    order 0 (drop-in for ``scipy.special.k0``).
+
+    Domain: x >= 0 (complex: ``scipy.special.k0``); NaN for x < 0 and NaN, inf at 0, 0 at inf
+    and where the value underflows.
+    """
     return _fixed_order("k0", 0, x, out, kwargs)
 
 
 def k0e(x, out=None, **kwargs):
-    r"""K_0(x) exp(x) (drop-in for ``scipy.special.k0e``)."""
+    r"""K_0(x) exp(x), K_0(x) = int_0^inf exp(-x cosh t) dt (drop-in for ``scipy.special.k0e``).
+
+    Domain: x >= 0 (complex: ``scipy.special.k0e``); NaN for x < 0 and NaN, inf at 0, 0 at inf;
+    ~sqrt(pi / (2x)) for large x, no underflow.
+    """
     return _fixed_order("k0e", 0, x, out, kwargs)
 
 
 def k1(x, out=None, **kwargs):
-    r"""K_1(x) (drop-in for ``scipy.special.k1``); x >= 0, NaN for x < 0, inf at 0."""
+    r"""K_1(x) = int_0^inf exp(-x cosh t) cosh t dt, modified Bessel function of the second kind
+    of order 1 (drop-in for ``scipy.special.k1``).
+
+    Domain: x >= 0 (complex: ``scipy.special.k1``); NaN for x < 0 and NaN, inf at 0 (K_1 ~ 1/x),
+    0 at inf and where the value underflows.
+    """
     return _fixed_order("k1", 1, x, out, kwargs)
 
 
 def k1e(x, out=None, **kwargs):
-    r"""K_1(x) exp(x) (drop-in for ``scipy.special.k1e``)."""
+    r"""K_1(x) exp(x), K_1(x) = int_0^inf exp(-x cosh t) cosh t dt (drop-in for
+    ``scipy.special.k1e``).
+
+    Domain: x >= 0 (complex: ``scipy.special.k1e``); NaN for x < 0 and NaN, inf at 0, 0 at inf;
+    ~sqrt(pi / (2x)) for large x, no underflow.
+    """
     return _fixed_order("k1e", 1, x, out, kwargs)
 
 
 def iv_ratio(v, x, out=None, **kwargs):
-    r"""I_v(x) / I_{v-1}(x), for v >= 1/2 and x >= 0 (NaN outside).
+    r"""I_v(x) / I_{v-1}(x), for v >= 1/2 and x >= 0 (NaN outside), with
+    I_v(x) = sum_k (x/2)^(2k+v) / (k! Gamma(k+v+1)).
 
     Perron's continued fraction evaluated backward (double-double for v < 1), and
     x / (v + sqrt(v^2 + x^2)) once v or x >= 2^60: relative error <= 2 eps for all v >= 1/2 and
@@ -338,7 +431,8 @@ def iv_ratio(v, x, out=None, **kwargs):
 
 
 def iv_ratio_c(v, x, out=None, **kwargs):
-    r"""1 - I_v(x) / I_{v-1}(x), computed without cancellation, for v >= 1/2 and x >= 0.
+    r"""1 - I_v(x) / I_{v-1}(x), computed without cancellation, for v >= 1/2 and x >= 0 (NaN
+    outside), I_v(x) = sum_k (x/2)^(2k+v) / (k! Gamma(k+v+1)).
 
     For x >> v this is ~ (2v-1)/(2x); it keeps full relative accuracy where ``1 - iv_ratio``
     would lose every digit.  Exactly 1 - tanh(x) = 2/(e^{2x}+1) at v = 1/2.  Relative error

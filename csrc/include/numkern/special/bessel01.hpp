@@ -77,10 +77,25 @@ NK_HOST_DEVICE double k_small(int n, double x) {
   return clenshaw(kK1Small, kK1SmallN, t) / x + l * ie;
 }
 
+// I_1(x) e^{-scale |x|} for 0 < |x| < 2^-1021, where 0.5 x is the value rounded once but rounds
+// a tie to even: for subnormal x with an odd last bit, x/2 lies halfway between two subnormals,
+// and I_1(x) = x/2 (1 + x^2/8 + ...) lies just beyond it (away from 0: i1(2^-1074) = 2^-1074,
+// as SciPy), I_1(x) e^-|x| = x/2 (1 - |x| + ...) just inside it (towards 0: i1e(2^-1074) = 0,
+// where SciPy gives 2^-1074).  Branch-free (the AVX lanes in cpu/special/bessel01_lanes.hpp and
+// iv / ive at |v| = 1 in bessel.hpp use it too).
+NK_HOST_DEVICE double i1_tiny(double x, bool scaled) {
+  constexpr double kUlp = 4.9406564584124654e-324;  // 2^-1074
+  const double ax = m::fabs(x), h = 0.5 * ax;
+  const double tie = (h + h) - ax;  // 0: exact; +-2^-1074: a tie rounded up / down
+  const double r = (!scaled && tie < 0.0) ? h + kUlp : ((scaled && tie > 0.0) ? h - kUlp : h);
+  return x < 0.0 ? -r : r;
+}
+
 template <int kOrder, bool kScaled>
 NK_HOST_DEVICE double i_fixed(double x) {
   if (m::isnan(x)) return x;
   double ax = m::fabs(x);
+  if (kOrder == 1 && ax < 0x1p-1021 && ax != 0.0) return i1_tiny(x, kScaled);
   double sign = (kOrder == 1 && x < 0.0) ? -1.0 : 1.0;
   if (ax == m::inf<double>()) return kScaled ? sign * 0.0 : sign * ax;
   if (!kScaled && ax < 1.0) return sign * (kOrder == 0 ? i_series(0, ax) : ax * i_series(1, ax));
