@@ -294,3 +294,42 @@ def first_order_only(fn, what, *inputs):
         return FirstOrderOnly.apply(fn, what, *inputs)
     with torch.no_grad():
         return fn(*inputs)
+
+
+# ---- tensors without host data (torch.compile, torch.func) -------------------------------------
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func (vmap, grad, jvp) wrappers
+
+
+def _is_fake(t) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
+
+
+def traced(*arrays) -> bool:
+    """Whether a call must go through the operators because its torch tensors have no data for the
+    host kernels: traced by torch.compile (dynamo, FakeTensor) or wrapped by a torch.func transform
+    (vmap's batched tensors, grad's / jvp's wrappers)."""
+    if torch.compiler.is_compiling():
+        return True
+    return any(isinstance(a, torch.Tensor) and (_is_wrapped(a) or _is_fake(a)) for a in arrays)
+
+
+def data_of(t):
+    """A plain tensor holding the values of ``t``, for the host-side checks, or None when there are
+    none to read: under torch.compile, FakeTensor, or inside torch.func.vmap (a batched tensor: its
+    values are the whole batch).  grad / jvp wrappers are peeled (same shape, same values).  Use it
+    inside ``host_access()``: inside a transform, torch ops on it would be wrapped again."""
+    if torch.compiler.is_compiling() or _is_fake(t):
+        return None
+    while _is_wrapped(t):
+        if torch._C._functorch.is_batchedtensor(t):
+            return None
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def host_access():
+    """A context in which torch ops see plain tensors (torch.func's transforms switched off), for
+    reading the values that ``data_of`` returns."""
+    return torch._C._DisableFuncTorch()

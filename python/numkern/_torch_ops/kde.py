@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import LIB, NAMESPACE, _autograd_needed, register_autograd
+from ._common import LIB, NAMESPACE, _autograd_needed, data_of, host_access, register_autograd, traced  # noqa: F401
 
 _BLOCK = 1 << 22  # (query rows) x n entries per block of the derivative pass
 
@@ -219,45 +219,6 @@ register_autograd("kde_loo_logsumexp", loo_op, _loo_backward, _loo_jvp)
 def wants_grad(*arrays) -> bool:
     ts = [a for a in arrays if isinstance(a, torch.Tensor)]
     return bool(ts) and _autograd_needed(ts)
-
-
-# (traced, data_of and host_access are the same in numkern._torch_ops.vmf_dist)
-_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func (vmap, grad, jvp) wrappers
-
-
-def _is_fake(t) -> bool:
-    from torch._subclasses.fake_tensor import is_fake
-
-    return is_fake(t)
-
-
-def traced(*arrays) -> bool:
-    """Whether a call must go through the operators because its torch tensors have no data for the
-    host kernels: traced by torch.compile (dynamo, FakeTensor) or wrapped by a torch.func transform
-    (vmap's batched tensors, grad's / jvp's wrappers)."""
-    if torch.compiler.is_compiling():
-        return True
-    return any(isinstance(a, torch.Tensor) and (_is_wrapped(a) or _is_fake(a)) for a in arrays)
-
-
-def data_of(t):
-    """A plain tensor holding the values of ``t``, for the host-side checks, or None when there are
-    none to read: under torch.compile, FakeTensor, or inside torch.func.vmap (a batched tensor: its
-    values are the whole batch).  grad / jvp wrappers are peeled (same shape, same values).  Use it
-    inside ``host_access()``: inside a transform, torch ops on it would be wrapped again."""
-    if torch.compiler.is_compiling() or _is_fake(t):
-        return None
-    while _is_wrapped(t):
-        if torch._C._functorch.is_batchedtensor(t):
-            return None
-        t = torch._C._functorch.get_unwrapped(t)
-    return t
-
-
-def host_access():
-    """A context in which torch ops see plain tensors (torch.func's transforms switched off), for
-    reading the values that ``data_of`` returns."""
-    return torch._C._DisableFuncTorch()
 
 
 def _tensor(a, device):
