@@ -1054,6 +1054,12 @@ NK_HOST_DEVICE double kv_asymptotic(double v, double x, bool scaled) {
   }
   return uses_debye(v, x) ? debye_direct(v, x, true, scaled ? -x : 0.0) : m::nan<double>();
 }
+// c[0] z^8 + c[1] z^7 + ... + c[8] by Horner's rule (fused multiply-adds where the target has them).
+NK_HOST_DEVICE double horner9(const double (&c)[9], double z) {
+  double q = c[0];
+  for (int i = 1; i < 9; ++i) q = m::muladd(q, z, c[i]);
+  return q;
+}
 // (2/pi) sin(pi nu) as hi + lo (< 1e-17 relative), the coefficient of K_nu in
 // I_{-nu} = I_nu + (2/pi) sin(pi nu) K_nu: nu reduced exactly to r in [0, 1/4] (sin(pi nu) =
 // +-sin(pi r) or +-cos(pi (1/2 - r))), t = pi r <= pi/4 in double-double, and
@@ -1077,26 +1083,16 @@ NK_HOST_DEVICE dd reflection_coeff(double nu) {
   const double z = t2.hi;
   dd p;
   if (by_cos) {  // sum_k (-1)^k z^k / (2k + 4)!
-    double q = 4.110317623312165e-19;
-    q = m::muladd(q, z, -1.5619206968586225e-16);
-    q = m::muladd(q, z, 4.779477332387385e-14);
-    q = m::muladd(q, z, -1.1470745597729725e-11);
-    q = m::muladd(q, z, 2.08767569878681e-09);
-    q = m::muladd(q, z, -2.755731922398589e-07);
-    q = m::muladd(q, z, 2.48015873015873e-05);
-    q = m::muladd(q, z, -0.001388888888888889);
-    q = m::muladd(q, z, 0.041666666666666664);
+    constexpr double c[9] = {4.110317623312165e-19, -1.5619206968586225e-16, 4.779477332387385e-14,
+                             -1.1470745597729725e-11, 2.08767569878681e-09, -2.755731922398589e-07,
+                             2.48015873015873e-05, -0.001388888888888889, 0.041666666666666664};
+    const double q = horner9(c, z);
     p = dd_add(dd_add(dd{-0.5 * t2.hi, -0.5 * t2.lo}, 1.0), z * z * q);
   } else {  // sum_k (-1)^k z^k / (2k + 5)!
-    double q = 1.9572941063391263e-20;
-    q = m::muladd(q, z, -8.22063524662433e-18);
-    q = m::muladd(q, z, 2.8114572543455206e-15);
-    q = m::muladd(q, z, -7.647163731819816e-13);
-    q = m::muladd(q, z, 1.6059043836821613e-10);
-    q = m::muladd(q, z, -2.505210838544172e-08);
-    q = m::muladd(q, z, 2.7557319223985893e-06);
-    q = m::muladd(q, z, -0.0001984126984126984);
-    q = m::muladd(q, z, 0.008333333333333333);
+    constexpr double c[9] = {1.9572941063391263e-20, -8.22063524662433e-18, 2.8114572543455206e-15,
+                             -7.647163731819816e-13, 1.6059043836821613e-10, -2.505210838544172e-08,
+                             2.7557319223985893e-06, -0.0001984126984126984, 0.008333333333333333};
+    const double q = horner9(c, z);
     const dd sixth = {0.16666666666666666, 9.25185853854297e-18};
     p = dd_add(dd_add(t, dd_neg(dd_mul(dd_mul(t, t2), sixth))), t.hi * (z * z * q));
   }
