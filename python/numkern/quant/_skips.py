@@ -11,8 +11,9 @@ LOG = logging.getLogger("numkern.quant")
 
 def skipped_layers(model, is_quantized, reason_of=None, skip_names=()):
     """[(qualified name, type name, reason)] for every module of ``model`` that owns a weight of
-    2 or more dimensions and is not quantized (``is_quantized(module)`` false; modules inside a
-    quantized one are not visited).
+    2 or more dimensions (``weight``, or another own parameter whose name contains "weight", such
+    as nn.MultiheadAttention's ``in_proj_weight`` or nn.LSTM's ``weight_ih_l0``) and is not
+    quantized (``is_quantized(module)`` false; modules inside a quantized one are not visited).
     ``reason_of(module)`` may give a more specific reason (or None for the default one);
     ``skip_names`` are names the caller skipped on request."""
     out = []
@@ -23,13 +24,23 @@ def skipped_layers(model, is_quantized, reason_of=None, skip_names=()):
         if is_quantized(m):
             inside.append(name)
             continue
-        w = m._parameters.get("weight") if hasattr(m, "_parameters") else None
-        if w is None or w.dim() < 2:
+        params = getattr(m, "_parameters", None) or {}
+        w = params.get("weight")
+        # other weight matrices a module owns itself (nn.MultiheadAttention's in_proj_weight /
+        # q_proj_weight, nn.LSTM's weight_ih_l0, ...): no transform quantizes them
+        others = [n for n, p in params.items()
+                  if n != "weight" and "weight" in n and p is not None and p.dim() >= 2]
+        if (w is None or w.dim() < 2) and not others:
             continue
         if name in skip_names:
             reason = "skipped on request (skip=...)"
-        else:
+        elif w is not None and w.dim() >= 2:
             reason = (reason_of(m) if reason_of else None) or f"{type(m).__name__} is not supported"
+        else:
+            reason = (f"{type(m).__name__}'s own weight parameter(s) {', '.join(others)} are not "
+                      "in an nn.Linear / Conv layer and stay float")
+            if getattr(m, "out_proj", None) is not None:
+                reason += " (its out_proj is handled as a layer of its own)"
         out.append((name, type(m).__name__, reason))
     return out
 

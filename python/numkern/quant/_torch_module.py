@@ -16,7 +16,8 @@ Dtype rule.  Codes never change dtype.  Buffers named in ``_KEEP_DTYPE`` (scales
 activation thresholds) keep their precision under ``.half()``, ``.to(torch.bfloat16)``,
 ``.double()`` and ``.to(dtype)``; ``.to(device)`` moves them.  The bias follows the module dtype
 as nn.Linear's does.  The forward accepts float16, bfloat16, float32 and float64 input, computes
-in float32 (the kernels' precision) and returns the input's dtype.
+in float32 (the kernels' precision) and returns the input's dtype, also under torch.autocast
+(the modules are not autocast ops, like torch ops without an autocast rule; docs/olive.md).
 
 Inference mode.  A module quantized, moved or loaded inside ``torch.inference_mode()`` holds
 inference tensors, which have no version counter; the first call replaces them by normal

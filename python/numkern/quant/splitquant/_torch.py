@@ -100,6 +100,70 @@ class SplitLayer(nn.Module):
             y = y + b(x)
         return y
 
+    # ---- state dict: the branches' quantization (``quantized``) travels with the branches ------
+    # Without it a state dict loaded into a skeleton (another model's splitquant) left the
+    # skeleton's own QuantizedWeights in ``quantized``: fuse_splitquant then fused those (wrong
+    # output) and bits_per_weight counted them.  Tensors, strings and ints only, so a state dict
+    # saved with torch.save loads with torch.load(weights_only=True).
+    _SPLIT_FORMAT = "numkern.split_layer"
+    _SPLIT_VERSION = 1
+
+    def get_extra_state(self):
+        quantized = None
+        if self.quantized:
+            quantized = [{"bits": int(qw.bits), "scheme": qw.scheme, "group_size": int(qw.group_size),
+                          "shape": [int(s) for s in qw.shape],
+                          **{n: None if getattr(qw, n) is None else torch.from_numpy(np.array(getattr(qw, n)))
+                             for n in ("codes", "scale", "offset", "support")}}
+                         for qw in self.quantized]
+        return {"format": self._SPLIT_FORMAT, "version": self._SPLIT_VERSION, "quantized": quantized}
+
+    def set_extra_state(self, state):
+        if not isinstance(state, dict) or state.get("format") != self._SPLIT_FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state_dict: SplitLayer expects format {self._SPLIT_FORMAT!r}, got {got!r}")
+        version = state.get("version")
+        if not isinstance(version, int) or not 1 <= version <= self._SPLIT_VERSION:
+            raise ValueError(f"state_dict: SplitLayer format version {version!r} is not supported "
+                             f"(this numkern reads versions 1..{self._SPLIT_VERSION})")
+        saved = state.get("quantized")
+        if saved is None:
+            self.quantized = None
+            return
+        if isinstance(saved, (list, tuple)) and len(saved) != self.k:
+            # another number of branches: torch's key check reports the branches' keys; what
+            # loads is not described by either quantization
+            self.quantized = None
+            return
+        try:
+            if not isinstance(saved, (list, tuple)):
+                raise ValueError(f"quantized: expected a list, got {type(saved).__name__}")
+            qs = []
+            for d in saved:
+                arrays = {n: None if d.get(n) is None else d[n].detach().cpu().numpy().copy()
+                          for n in ("codes", "scale", "offset", "support")}
+                if arrays["codes"] is None or arrays["scale"] is None or arrays["offset"] is None:
+                    raise ValueError("codes, scale and offset are required")
+                qs.append(QuantizedWeight(arrays["codes"], arrays["scale"], arrays["offset"], int(d["bits"]),
+                                          str(d["scheme"]), int(d["group_size"]), tuple(int(s) for s in d["shape"]),
+                                          support=arrays["support"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"state_dict: invalid SplitLayer quantization ({e})") from None
+        self.quantized = qs
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "_extra_state"
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if key not in state_dict:
+            # saved before the quantization travelled with the branches: the values load, the
+            # skeleton's own quantization no longer describes them (fuse_splitquant then skips
+            # the layer, bits_per_weight counts float branches)
+            self.quantized = None
+            if key in missing_keys:
+                missing_keys.remove(key)
+
 
 class SplitQuantLinear(QuantModule):
     r"""Fused SplitQuant Linear layer: y = x W^T + bias with W decoded on the fly from b-bit
@@ -406,7 +470,11 @@ def _replace(model, make, what):
     targets = [(n, m) for n, m in model.named_modules(remove_duplicate=False)
                if _splittable(m) and not _inside_split(model, n)]
     if not targets:
-        raise ValueError(f"model: no nn.Linear, nn.Conv1d or nn.Conv2d layer to {what}")
+        done = sorted({type(m).__name__ for m in model.modules()
+                       if isinstance(m, (QuantModule, SplitLayer)) and m is not model})
+        already = (f" (its quantized layers, {', '.join(done)}, are left as they are: {what} the float "
+                   "model instead)") if done else ""
+        raise ValueError(f"model: no nn.Linear, nn.Conv1d or nn.Conv2d layer to {what}{already}")
     made = {}
     for name, layer in targets:
         parent_name, _, attr = name.rpartition(".")
