@@ -64,15 +64,20 @@ def _check_environment() -> None:
                       f"tier this CPU has, {_core.best_isa()}, is used)", RuntimeWarning, stacklevel=3)
     n = os.environ.get("NUMKERN_NUM_THREADS")
     if n is not None and not re.fullmatch(r"\s*\+?0*[1-9]\d{0,8}\s*", n):
-        lead = re.match(r"\s*[+-]?\d+", n)  # (what C's atoi reads)
+        lead = re.match(r"\s*[+-]?\d+", n)  # (what the C++ side reads: strtoll, 1 .. 2^31 - 1)
         read = int(lead.group()) if lead else 0
-        what = f"read as {read}" if read >= 1 else f"ignored (every core: {_core.max_threads()})"
+        what = (f"read as {read}" if 1 <= read < 2**31 else f"ignored (every core: {_core.max_threads()})")
         warnings.warn(f"NUMKERN_NUM_THREADS={n!r} is not a whole number >= 1: {what}", RuntimeWarning,
                       stacklevel=3)
     amx = os.environ.get("NUMKERN_AMX")
     if amx is not None and amx not in ("0", "1"):
         warnings.warn(f"NUMKERN_AMX={amx!r} is not 0 or 1: read as 1 (AMX tiles used where the CPU has "
                       "them); NUMKERN_AMX=0 turns them off", RuntimeWarning, stacklevel=3)
+    index = os.environ.get("NUMKERN_SPLITQUANT_INDEX")
+    if index is not None and index not in ("0", "1"):
+        warnings.warn(f"NUMKERN_SPLITQUANT_INDEX={index!r} is not 0 or 1: read as 1 (the SplitQuant lane "
+                      "index and panel pack are made); NUMKERN_SPLITQUANT_INDEX=0 turns them off",
+                      RuntimeWarning, stacklevel=3)
 
 
 _check_environment()

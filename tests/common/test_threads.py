@@ -49,6 +49,8 @@ def test_env_var_invalid_falls_back_to_default():
     assert _child_threads("0") == default
     assert _child_threads("-2") == default
     assert _child_threads("abc") == default
+    assert _child_threads("9999999999") == default  # (beyond an int: ignored, not wrapped around)
+    assert _child_threads("4294967297") == default
 
 
 def test_set_get_roundtrip(restore_threads):
@@ -161,6 +163,8 @@ def test_fork_after_threaded_kernels_does_not_hang():
     ("NUMKERN_NUM_THREADS", "abc", "ignored (every core"),
     ("NUMKERN_NUM_THREADS", "0", "ignored (every core"),
     ("NUMKERN_NUM_THREADS", "4abc", "read as 4"),
+    ("NUMKERN_NUM_THREADS", "9999999999", "ignored (every core"),
+    ("NUMKERN_SPLITQUANT_INDEX", "off", "read as 1"),
     ("NUMKERN_ISA", "avx-512", "is not one of portable, avx2, avx512: ignored"),
     ("NUMKERN_AMX", "off", "read as 1"),
     ("NUMKERN_NUM_THREADS", "3", None),

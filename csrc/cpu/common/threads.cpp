@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <thread>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -19,8 +20,9 @@ namespace nk::cpu {
 namespace {
 int initial_threads() {
   if (const char* env = std::getenv("NUMKERN_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n >= 1) return n;
+    // the leading whole number (as atoi reads it, without its overflow): 1 .. INT_MAX, else ignored
+    const long long n = std::strtoll(env, nullptr, 10);
+    if (n >= 1 && n <= std::numeric_limits<int>::max()) return static_cast<int>(n);
   }
   return max_threads();
 }
