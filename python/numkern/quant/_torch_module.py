@@ -87,6 +87,19 @@ def watch_buffers(layer, names, marks):
     return tuple((b, n, None, None) if m is None else (b, n, m[0], m[1]) for n, m in zip(names, marks))
 
 
+def check_format(state, name, fmt, version_max):
+    """Refuse (ValueError naming ``name``) an extra state that is not a dict of format ``fmt`` with
+    an int version in 1..version_max; returns the version."""
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"state_dict: {name} expects format {fmt!r}, got {got!r}")
+    version = state.get("version")
+    if not isinstance(version, int) or not 1 <= version <= version_max:
+        raise ValueError(f"state_dict: {name} format version {version!r} is not supported "
+                         f"(this numkern reads versions 1..{version_max})")
+    return version
+
+
 def plain_buffers(layer):
     """Replace each of the layer's own buffers that is an inference tensor (made or moved under
     torch.inference_mode) by a normal tensor with the same values, made outside inference mode.
@@ -163,14 +176,7 @@ class QuantModule(nn.Module):
                 "optional": [n for n in self._OPTIONAL if self._buffers.get(n) is not None]}
 
     def set_extra_state(self, state):
-        name = type(self).__name__
-        if not isinstance(state, dict) or state.get("format") != self._FORMAT:
-            got = state.get("format") if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"state_dict: {name} expects format {self._FORMAT!r}, got {got!r}")
-        version = state.get("version")
-        if not isinstance(version, int) or not 1 <= version <= self._VERSION:
-            raise ValueError(f"state_dict: {name} format version {version!r} is not supported "
-                             f"(this numkern reads versions 1..{self._VERSION})")
+        check_format(state, type(self).__name__, self._FORMAT, self._VERSION)
         self._adopt({k: v for k, v in state.items() if k not in ("format", "version", "optional")})
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .._skips import log_skipped, skipped_layers
-from .._torch_module import QuantModule, arm_runner, buffer_marks, buffers_unchanged, plain_buffers, watch_buffers
+from .._torch_module import (QuantModule, arm_runner, buffer_marks, buffers_unchanged, check_format, plain_buffers,
+                             watch_buffers)
 from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
                       _unpack, cluster_labels, encode_ids, quantize_support)
 
@@ -119,13 +120,7 @@ class SplitLayer(nn.Module):
         return {"format": self._SPLIT_FORMAT, "version": self._SPLIT_VERSION, "quantized": quantized}
 
     def set_extra_state(self, state):
-        if not isinstance(state, dict) or state.get("format") != self._SPLIT_FORMAT:
-            got = state.get("format") if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"state_dict: SplitLayer expects format {self._SPLIT_FORMAT!r}, got {got!r}")
-        version = state.get("version")
-        if not isinstance(version, int) or not 1 <= version <= self._SPLIT_VERSION:
-            raise ValueError(f"state_dict: SplitLayer format version {version!r} is not supported "
-                             f"(this numkern reads versions 1..{self._SPLIT_VERSION})")
+        check_format(state, "SplitLayer", self._SPLIT_FORMAT, self._SPLIT_VERSION)
         saved = state.get("quantized")
         if saved is None:
             self.quantized = None
