@@ -340,3 +340,33 @@ def test_forward_mode_jacobian_is_the_dequantized_weight(bits):
     w = layer.dequantized_weight().double()
     torch.testing.assert_close(torch.func.jacfwd(layer)(x).double(), w, rtol=0, atol=0)
     torch.testing.assert_close(torch.func.jacrev(layer)(x).double(), w, rtol=0, atol=0)
+
+
+def test_first_calls_from_threads_share_one_threshold():
+    """An uncalibrated activation-quantized layer called from several threads at once sets its
+    threshold from one batch, and every call uses that one (not a per-thread threshold)."""
+    import threading
+
+    for trial in range(4):
+        layer = _act_layer(calibrated=False)
+        g = torch.Generator().manual_seed(trial)
+        xs = [torch.randn(8, 16, generator=g) * (1 + 10 * i) for i in range(4)]
+        outs, start = {}, threading.Barrier(4)
+
+        def run(i):
+            start.wait()
+            outs[i] = layer(xs[i])
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+        assert layer.calibrated
+        for i in range(4):  # recomputed with the final threshold: the same bits
+            assert torch.equal(outs[i], layer(xs[i])), (trial, i)
+
+
+def test_repr_says_whether_there_is_a_bias():
+    assert "bias=True" in repr(Q.OVPLinear.from_linear(nn.Linear(8, 4)))
+    assert "bias=False" in repr(Q.OVPLinear.from_linear(nn.Linear(8, 4, bias=False)))

@@ -7,6 +7,7 @@ module level so that pickle, deepcopy and torch.save of whole models work.  The 
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 
 import torch
@@ -22,6 +23,7 @@ _F32 = torch.float32
 _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # torch.func (vmap, grad) wrappers
+_FIRST_BATCH = threading.Lock()  # an uncalibrated layer's threshold set from its first batch, once
 _CALIBRATION_ROWS = 1 << 16  # values kept per batch and module while calibrating (whole rows)
 _UNCALIBRATED = ("numkern.quant: an activation-quantized OVP layer ran before calibration; its "
                  "activation threshold is now fixed from this first batch alone. Call "
@@ -117,9 +119,11 @@ class _OVPBase(QuantModule):
                 "jacrev, ...): its activation quantization has no batching rule; the weight-only layer does")
         alpha = float(self.act_alpha)
         if alpha == 0.0:
-            with _names_x():
-                self._set_act_threshold(x2.detach())
-            warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
+            with _FIRST_BATCH:  # (threads making a layer's first calls at once: one threshold for all)
+                if float(self.act_alpha) == 0.0:
+                    with _names_x():
+                        self._set_act_threshold(x2.detach())
+                    warnings.warn(_UNCALIBRATED, UserWarning, stacklevel=1)  # one location: shown once
             alpha = float(self.act_alpha)
         qa = None if fake else _kernels.act_operand(self, x2, alpha)
         if qa is not None:
@@ -155,7 +159,7 @@ class _OVPBase(QuantModule):
         return self._add_bias(self._matmul(x2), out_dtype)
 
     def _qrepr(self):
-        return (f"bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}"
+        return (f"bias={self.bias is not None}, bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}"
                 + ("" if self.calibrated else " (uncalibrated)"))
 
 

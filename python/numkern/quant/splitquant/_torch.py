@@ -359,7 +359,7 @@ class SplitQuantLinear(QuantModule):
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"bits={self.bits}, k={self.scales.shape[2]}, group_size={self.group_size}")
 
 
