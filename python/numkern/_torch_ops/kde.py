@@ -258,18 +258,9 @@ def _query_shape(kde, points):
         raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
     if ctx.cuda and points.device != ctx.device:
         raise ValueError(f"{name}: on {points.device}, but the data are on {ctx.device}")
-    if points.dim() == 1:
-        if d == 1:
-            return (points.shape[0], 1)
-        if points.shape[0] == d:
-            return (1, d)
-        raise ValueError(f"{name}: a 1-D array of length {points.shape[0]} is neither one point of "
-                         f"dimension {d} nor points of dimension 1")
-    if points.dim() != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_points, n_dims), got {points.dim()}-D")
-    if points.shape[1] != d:
-        raise ValueError(f"{name}: dimension {points.shape[1]} does not match the data dimension {d}")
-    return tuple(points.shape)
+    from ..kde import _matrix_shape
+
+    return _matrix_shape(tuple(points.shape), name, d)
 
 
 def prepare_queries(kde, points):

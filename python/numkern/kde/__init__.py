@@ -97,6 +97,24 @@ def _refuse_traced(a, name):
             "directly (docs/torch.md)")
 
 
+def _matrix_shape(shape, name, d=None):
+    """(n_points, n_dims) of an array of ``shape`` read as points, from the shape alone (so also
+    for traced tensors): a 1-D array is one point of dimension d, or points of dimension 1; errors
+    name ``name``."""
+    if len(shape) == 1:
+        if d is None or d == 1:
+            return (shape[0], 1)
+        if shape[0] == d:
+            return (1, d)
+        raise ValueError(f"{name}: a 1-D array of length {shape[0]} is neither one point of "
+                         f"dimension {d} nor points of dimension 1")
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_points, n_dims), got {len(shape)}-D")
+    if d is not None and shape[1] != d:
+        raise ValueError(f"{name}: dimension {shape[1]} does not match the data dimension {d}")
+    return tuple(shape)
+
+
 def _as_matrix(a, name, ctx, d=None):
     """Validated 2-D array of the context's compute library (numpy for numpy and torch CPU data)."""
     kind = array_kind(a)
@@ -121,18 +139,9 @@ def _as_matrix(a, name, ctx, d=None):
     dt = _dtype_of(arr)
     if dt.kind not in "biuf":
         raise TypeError(f"{name}: unsupported dtype {dt} (expected a real numeric array)")
-    if arr.ndim == 1:
-        if d is None or d == 1:
-            arr = arr.reshape(-1, 1)
-        elif arr.shape[0] == d:
-            arr = arr.reshape(1, -1)
-        else:
-            raise ValueError(f"{name}: a 1-D array of length {arr.shape[0]} is neither one point of "
-                             f"dimension {d} nor points of dimension 1")
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_points, n_dims), got {arr.ndim}-D")
-    if d is not None and arr.shape[1] != d:
-        raise ValueError(f"{name}: dimension {arr.shape[1]} does not match the data dimension {d}")
+    shape = _matrix_shape(tuple(arr.shape), name, d)
+    if shape != tuple(arr.shape):
+        arr = arr.reshape(shape)
     if dt.kind == "f" and arr.shape[0] * arr.shape[1] > 0 and not ctx.ops.all_finite(arr):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr

@@ -54,6 +54,10 @@ import weakref
 
 import numpy as np
 
+# (imported by olive/_torch.py only, after torch)
+from .._torch_module import arm_runner, buffer_marks, buffers_unchanged, plain_buffers, watch_buffers
+
+
 def prepack(codes, scales, per_row: bool, k: int, bits: int, normal: int, layout: str = "panels"):
     """The pack of an OVP weight's codes (a numpy / torch CPU uint8 array), as a 1-d uint8 numpy
     array (numkern._core.olive.prepack; layout "panels" for the float GEMM, "rows" for the
@@ -151,8 +155,6 @@ class _Prepared:
 
 
 def _prepared(layer):
-    from .._torch_module import plain_buffers
-
     plain_buffers(layer)
     codes, scales = layer.codes, layer.scales
     key = (codes.data_ptr(), codes._version, scales.data_ptr(), scales._version, layer.normal, layer.bits)
@@ -200,8 +202,6 @@ class _Fast:
     def __init__(self, layer):
         import torch
 
-        from .._torch_module import buffer_marks, watch_buffers
-
         self.marks = buffer_marks(layer, self._NAMES)
         self.d, self.fmt = layer.__dict__, (layer.bits, layer.normal)
         p = _prepared(layer)
@@ -214,8 +214,6 @@ class _Fast:
         self.run = _runner(self.pack, self.scales_np, self.bias_np, watch, None)
 
     def valid(self, buffers):
-        from .._torch_module import buffers_unchanged
-
         d = self.d
         return (d["bits"], d["normal"]) == self.fmt and buffers_unchanged(buffers, self._NAMES, self.marks)
 
@@ -226,7 +224,6 @@ def _runner(pack, scales, bias, watch, act):
     import torch
 
     from ..._core import olive
-    from .._torch_module import arm_runner
 
     return arm_runner(olive.LayerRunner(pack, scales, True, bias, watch, act, torch.Tensor, torch.float32,
                                         torch.strided, torch.from_numpy))
@@ -240,8 +237,6 @@ def fast_state(layer):
     b = layer._buffers
     if st is not None and st.valid(b):
         return st
-    from .._torch_module import plain_buffers
-
     plain_buffers(layer)
     c, s = b["codes"], b["scales"]
     if c.device.type != "cpu" or s.dtype != _float32() or s.dim() != 1 or s.shape[0] != c.shape[0]:
@@ -287,8 +282,6 @@ class _ActFast:
             return None  # calibrating, or uncalibrated (the general path warns and calibrates)
         import torch
 
-        from .._torch_module import buffer_marks, watch_buffers
-
         st = cls()
         st.marks = buffer_marks(layer, cls._NAMES)
         st.d, st.k = layer.__dict__, layer.in_features
@@ -307,8 +300,6 @@ class _ActFast:
         return st
 
     def valid(self, buffers):
-        from .._torch_module import buffers_unchanged
-
         d = self.d
         if d["_calib"] is not None or (d["act_bits"], d["act_normal"], d["both_outliers"], d["bits"],
                                        d["normal"]) != self.fmt:
