@@ -9,20 +9,27 @@ import logging
 LOG = logging.getLogger("numkern.quant")
 
 
-def skipped_layers(model, is_quantized, reason_of=None, skip_names=()):
+def skipped_layers(model, is_quantized, reason_of=None, skip_names=(), held_reason=None):
     """[(qualified name, type name, reason)] for every module of ``model`` that owns a weight of
     2 or more dimensions (``weight``, or another own parameter whose name contains "weight", such
     as nn.MultiheadAttention's ``in_proj_weight`` or nn.LSTM's ``weight_ih_l0``) and is not
     quantized (``is_quantized(module)`` false; modules inside a quantized one are not visited).
     ``reason_of(module)`` may give a more specific reason (or None for the default one);
-    ``skip_names`` are names the caller skipped on request."""
+    ``skip_names`` are names the caller skipped on request.  ``held_reason(module)``, for a module
+    that ``is_quantized`` accepts, may return a reason to report it anyway (a module the transform
+    leaves as it is although its weights are float, e.g. an unquantized SplitLayer in OVP's
+    quantize_model); its children are not visited either way."""
     out = []
     inside = []
     for name, m in model.named_modules():
-        if any(name.startswith(p + ".") for p in inside):
+        if any(not p or name.startswith(p + ".") for p in inside):  # ("": the model itself)
             continue
         if is_quantized(m):
             inside.append(name)
+            why = held_reason(m) if held_reason else None
+            if why:
+                out.append((name, type(m).__name__,
+                            "skipped on request (skip=...)" if name in skip_names else why))
             continue
         params = getattr(m, "_parameters", None) or {}
         w = params.get("weight")

@@ -441,6 +441,11 @@ def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto
     non-zero-padded convolutions, other layer types) are logged on the ``numkern.quant`` logger
     (warning; info for skip=... names); ``return_report=True`` returns ``(model, report)`` with
     report = [(qualified name, type name, reason)].
+
+    Layers already quantized are left as they are, children included: OVP layers, SplitQuant's
+    SplitQuantLinear and SplitLayer (whose branches are not quantized again one by one); a
+    SplitLayer of unquantized branches (``split_model``) is left too and reported.  A weight that
+    ``ovp_quantize`` refuses raises its ValueError prefixed with the layer's name.
     """
     from . import _torch
 

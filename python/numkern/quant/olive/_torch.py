@@ -370,6 +370,24 @@ def _conv_unsupported(conv):
 _OVP_MODULES = (OVPLinear, OVPConv1d, OVPConv2d)
 
 
+def _held_types():
+    """Modules quantize_model leaves as they are, children included: its own OVP layers and
+    SplitQuant's (SplitLayer: its branches are nn.Linear / Conv layers that must not be quantized
+    again one by one; SplitQuantLinear)."""
+    from ..splitquant._torch import SplitLayer, SplitQuantLinear
+
+    return _OVP_MODULES + (SplitLayer, SplitQuantLinear), SplitLayer
+
+
+def _held_reason(split_layer_type):
+    def reason(m):
+        if isinstance(m, split_layer_type) and not m.quantized:
+            return ("SplitLayer of float branches (split_model, not quantized) is left as it is: quantize "
+                    "it with numkern.quant.splitquant, or pass the unsplit model to quantize_model")
+        return None
+    return reason
+
+
 def _reason(m):
     if type(m) in (nn.Conv1d, nn.Conv2d):
         return _conv_unsupported(m)
@@ -381,7 +399,16 @@ def _skipped(full, child_name, skip):
                for s in skip)
 
 
-def _convert(child, bits, act_bits, normal):
+def _convert(child, bits, act_bits, normal, name=""):
+    """The OVP layer for child (None: not converted); a weight ovp_quantize refuses (NaN / inf,
+    beyond float32) raises its ValueError with the layer's name."""
+    try:
+        return _convert_layer(child, bits, act_bits, normal)
+    except ValueError as e:
+        raise ValueError(f"model: layer {name or '<root>'!r} ({type(child).__name__}): {e}") from None
+
+
+def _convert_layer(child, bits, act_bits, normal):
     if type(child) is nn.Conv1d or type(child) is nn.Conv2d:
         if _conv_unsupported(child):
             return None
@@ -395,9 +422,14 @@ def _convert(child, bits, act_bits, normal):
 def quantize_model(model, bits, act_bits, skip, normal, return_report):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    skip = (skip,) if isinstance(skip, str) else tuple(skip or ())
+    given = skip
+    try:
+        skip = (skip,) if isinstance(skip, str) else tuple(skip or ())
+    except TypeError:  # not iterable (an int, ...)
+        skip = (skip,)
     if not all(isinstance(s, str) for s in skip):
-        raise TypeError(f"skip: expected a layer name or an iterable of names, got {skip!r}")
+        raise TypeError(f"skip: expected a layer name or an iterable of names, got {given!r}")
+    held, split_layer = _held_types()
     new = copy.deepcopy(model)
     requested = set()
     root = _convert(new, bits, act_bits, normal)
@@ -406,10 +438,13 @@ def quantize_model(model, bits, act_bits, skip, normal, return_report):
     else:
         # every place a module sits (a module shared by several parents, e.g. tied layers, is
         # converted once and the one quantized module put in each place; skipped if any of its
-        # names is skipped)
+        # names is skipped); nothing inside a held module (OVP / SplitQuant layers, whose
+        # branches were quantized again one by one before)
+        modules = list(new.named_modules(remove_duplicate=False))
+        inside = [name for name, module in modules if isinstance(module, held)]
         places = [(module, child_name, f"{name}.{child_name}" if name else child_name, child)
-                  for name, module in new.named_modules(remove_duplicate=False)
-                  if not isinstance(module, _OVP_MODULES)
+                  for name, module in modules
+                  if not any(p == name or not p or name.startswith(p + ".") for p in inside)
                   for child_name, child in module._modules.items() if child is not None]  # (named_children dedups)
         skipped = set()
         for module, child_name, full, child in places:
@@ -421,10 +456,11 @@ def quantize_model(model, bits, act_bits, skip, normal, return_report):
             if id(child) in skipped:
                 continue
             if id(child) not in made:
-                made[id(child)] = _convert(child, bits, act_bits, normal)
+                made[id(child)] = _convert(child, bits, act_bits, normal, full)
             if made[id(child)] is not None:
                 setattr(module, child_name, made[id(child)])
-    report = log_skipped(skipped_layers(new, lambda m: isinstance(m, _OVP_MODULES), _reason, requested), "quantize_model")
+    report = log_skipped(skipped_layers(new, lambda m: isinstance(m, held), _reason, requested,
+                                        _held_reason(split_layer)), "quantize_model")
     return (new, report) if return_report else new
 
 

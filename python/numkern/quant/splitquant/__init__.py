@@ -102,7 +102,9 @@ def quantize_weights(w, bits, scheme=None, group_size=128):
     Domain: finite float weights with ndim >= 1 (dim 0 = output channels; the rest flattened is
     the input dimension) whose group ranges max - min do not overflow; group_size >= 1 (capped at
     the input dimension; when it does not divide it, the last group of each row is partial and
-    gets its own scale and offset over its own entries).  Returns a ``QuantizedWeight``.
+    gets its own scale and offset over its own entries).  Returns a ``QuantizedWeight``, computed
+    in float32 for float16 / bfloat16 / float32 weights and in float64 for float64 (and integer)
+    ones; ``dequantize()`` returns that dtype in w's array kind and device.
     """
     bits = _check_bits(bits)
     scheme = _check_scheme(scheme, bits)
@@ -110,6 +112,8 @@ def quantize_weights(w, bits, scheme=None, group_size=128):
     arr, back = _to_numpy(w, "w")
     if arr.ndim < 1 or arr.size == 0:
         raise ValueError("w: expected a non-empty array with at least one dimension")
+    if arr.dtype == np.float16:  # as torch float16 / bfloat16 weights: quantized in float32
+        arr = arr.astype(np.float32)
     arr = _finite_float(arr, "w")
     rows = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(1, -1)
     codes, scale, offset, gs = _quantize_rows(rows, bits, scheme, group_size)
@@ -162,7 +166,9 @@ def splitquant(model, bits=2, k=3, group_size=128, method="optimal", *, scheme=N
     ``tail`` as in ``split_model``.
 
     A model already split by ``split_model`` (SplitLayers only) is quantized as it is, without
-    clustering again.
+    clustering again.  Layers already quantized (SplitLayers with quantized branches,
+    SplitQuantLinear, OVP layers) are left as they are (not quantized again with this call's
+    settings); a model with nothing left to quantize raises ValueError naming them.
     Domain: bits in {2, 4, 8}; k >= 1 (k <= 4 for fused); group_size >= 1 (None: one group per
     row); a group size larger than a layer's input dimension is that dimension, and where it
     does not divide it the last group of each row is partial (its own scale and offset), so the

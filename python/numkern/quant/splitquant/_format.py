@@ -201,7 +201,8 @@ class QuantizedWeight:
                 cluster's branch of ``quantize_support``; float16 tables decode in float32)
     ``codes`` has shape (rows, cols) (rows = output channels, cols = the other axes flattened);
     ``scale``/``offset`` have shape (rows, groups).  ``dequantize()`` returns the float weight
-    in the caller's array kind, dtype and shape.
+    in the caller's array kind, device and shape, in the precision it was quantized in: float32
+    for float16 / bfloat16 / float32 weights, float64 for float64 (and integer) ones.
     """
 
     codes: np.ndarray
@@ -250,8 +251,9 @@ class QuantizedWeight:
                 f"groups={self.scale.shape[1]}, packed_nbytes={nbytes})")
 
     def dequantize(self):
-        """``dequantize_numpy()`` (w = offset + q * scale per group) returned in the array kind,
-        dtype and device of the weight that was quantized."""
+        """``dequantize_numpy()`` (w = offset + q * scale per group) returned in the array kind
+        and device of the weight that was quantized; float32 for float16 / bfloat16 / float32
+        weights, float64 for float64 and integer ones (the precision of the quantizer)."""
         w = self.dequantize_numpy()
         return self._back(w) if self._back is not None else w
 
@@ -290,6 +292,18 @@ def _quantize_rows(rows, bits, scheme, group_size):
     pad = (-cols) % gs
     w = (np.pad(rows, ((0, 0), (0, pad)), mode="edge") if pad else rows).reshape(nrows, -1, gs)
     qmax = 2 ** bits - 1
+    with np.errstate(over="ignore", invalid="ignore"):  # (an overflowing range raises below)
+        scale, offset, top = _grid_tables(w, bits, scheme, qmax)
+    if not (np.isfinite(scale).all() and np.isfinite(top).all()):  # codes would decode to NaN / inf
+        raise ValueError(f"w: the range of a quantization group overflows {rows.dtype} "
+                         "(values near the float maximum); rescale the weights")
+    codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
+    codes = codes.reshape(nrows, cols + pad)[:, :cols]
+    return np.ascontiguousarray(codes), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
+
+
+def _grid_tables(w, bits, scheme, qmax):
+    """(scale, offset, largest decoded value) per group of w (rows, groups, per)."""
     if scheme == "symmetric":
         scale = np.abs(w).max(axis=2) / (2 ** (bits - 1) - 1)
         offset = np.zeros_like(scale)
@@ -302,12 +316,7 @@ def _quantize_rows(rows, bits, scheme, group_size):
         offset = w.min(axis=2)
         scale = (w.max(axis=2) - offset) / qmax
     top = (2 ** (bits - 1) - 1 if scheme == "symmetric" else qmax) * scale + offset
-    if not (np.isfinite(scale).all() and np.isfinite(top).all()):  # codes would decode to NaN / inf
-        raise ValueError(f"w: the range of a quantization group overflows {rows.dtype} "
-                         "(values near the float maximum); rescale the weights")
-    codes = _codes(w, scale[:, :, None], offset[:, :, None], bits, scheme)
-    codes = codes.reshape(nrows, cols + pad)[:, :cols]
-    return np.ascontiguousarray(codes), scale.astype(rows.dtype), offset.astype(rows.dtype), gs
+    return scale, offset, top
 
 
 def quantize_support(rows, labels, k, bits, group_size, table_dtype="float32"):
@@ -449,6 +458,21 @@ def decode_ids(stream, coding, order, rows, n):
     return np.asarray(order, np.uint8)[sym[:total]].reshape(rows, n)
 
 
+def _check_real(a, name):
+    """TypeError unless a is a real (bool, integer or floating) array, tensor or list: the
+    kernels' float32 cast would drop a complex value's imaginary part with only a warning."""
+    if array_kind(a) == TORCH:
+        if a.is_complex():
+            raise TypeError(f"{name}: expected a real tensor, got {a.dtype}")
+        return
+    try:
+        dtype = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+    except (TypeError, ValueError) as e:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"{name}: cannot convert to an array ({e})") from None
+    if np.dtype(dtype).kind not in "biuf":
+        raise TypeError(f"{name}: expected a real array, got {dtype}")
+
+
 def _itemsize(a):
     """Bytes per element of a numpy array or a torch tensor."""
     return a.element_size() if hasattr(a, "element_size") else np.dtype(a.dtype).itemsize
@@ -567,7 +591,11 @@ class FusedSplitQuantWeight:
     def matmul(self, x, bias=None):
         """y = x W^T + bias for x of shape (..., in_features); float32 result of x's kind and
         device (numpy / torch CPU: C++; torch CUDA / CuPy: CUDA).  The format's arrays may be
-        numpy (copied to x's device) or arrays of x's kind on x's device."""
+        numpy (copied to x's device) or arrays of x's kind on x's device.  x and bias must be
+        real (complex or object arrays: TypeError naming them); computed in float32."""
+        _check_real(x, "x")
+        if bias is not None:
+            _check_real(bias, "bias")
         parts = self._parts()
         if array_kind(x) == TORCH:  # the torch operator numkern::splitquant_matmul
             return self._torch_matmul(x, bias, parts)

@@ -544,12 +544,14 @@ def splitquant(model, bits, k, group_size, method, scheme, fused, seed, tail=0.1
     _check_module(model)
     has_unsplit = any(_splittable(m) and not _inside_split(model, n)
                       for n, m in model.named_modules())
-    if has_unsplit or not any(isinstance(m, SplitLayer) for m in model.modules()):
-        split = split_model(model, k, method, seed, tail)
+    # SplitLayers already quantized are left as they are (their quantization is not redone with
+    # this call's bits / scheme); those of split_model (quantized None) are quantized as split
+    if has_unsplit or not any(isinstance(m, SplitLayer) and not m.quantized for m in model.modules()):
+        split = split_model(model, k, method, seed, tail)  # (nothing to split: ValueError naming the rest)
     else:  # already split by split_model: quantize its branches, keep its clustering
         split = copy.deepcopy(model)
     for name, m in split.named_modules():
-        if isinstance(m, SplitLayer):
+        if isinstance(m, SplitLayer) and not m.quantized:
             if scheme == "support":
                 m.quantized = _quantize_split_support(m, name, bits, group_size, table_dtype)
             else:
