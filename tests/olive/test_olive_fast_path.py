@@ -222,3 +222,41 @@ def test_torch_func_transforms():
         torch.func.vmap(act)(x)
     with pytest.raises(NotImplementedError, match="torch.func"):
         torch.func.grad(lambda t: act(t).sum())(x[0])
+
+
+@pytest.mark.parametrize("layout,bits", [("rows", 4), ("rows", 8), ("panels", 4), ("panels", 8), ("panels4", 4)])
+@pytest.mark.parametrize("amx", [True, False])
+def test_infinite_x_at_outlier_gives_inf_not_nan(isa, layout, bits, amx):
+    """An infinite x element that meets an outlier weight: +-inf as in x @ dequantize(W).T, not
+    NaN (the direct paths hold 0 at an outlier's place and add it afterwards: inf * 0 was NaN).
+    Every batch size on both sides of the direct / buffered switch; NaN / inf pattern and signs
+    equal to the float64 elementwise reference, finite rows within the usual bound."""
+    from numkern import _core
+
+    n, k = 70, 129
+    q = _q(n, k, bits, "int", 5)
+    deq = O.ovp_dequantize(q).astype(np.float64)
+    pk = C.prepack(q.codes, q.scales, True, k, bits, O._NORMAL_CODE[q.normal], layout=layout)
+    # the column of the largest outlier (an outlier: 0 in the packed normals)
+    col = int(np.argmax(np.abs(deq).max(axis=0)))
+    rng = np.random.default_rng(11)
+    _core.set_amx(amx)
+    try:
+        for batch in (1, 2, 3, 5, 9, 12, 31, 32, 40):
+            x = rng.standard_normal((batch, k)).astype(np.float32)
+            x[0, col] = np.inf
+            if batch > 2:
+                x[2, col] = -np.inf
+                x[batch - 1, 3] = np.nan
+            out = np.full((batch, n), 7.0, np.float32)
+            C.matmul_packed(x, pk, q.scales, out, True)
+            with np.errstate(invalid="ignore"):
+                ref = (x.astype(np.float64)[:, None, :] * deq[None, :, :]).sum(axis=2)
+            bad = ~np.isfinite(x).all(axis=1)
+            np.testing.assert_array_equal(np.isnan(out[bad]), np.isnan(ref[bad]))
+            np.testing.assert_array_equal(out[bad][~np.isnan(ref[bad])], ref[bad][~np.isnan(ref[bad])])
+            assert np.isinf(out[0]).sum() >= 1  # the outlier row's output is +-inf
+            if (~bad).any():
+                _check(out[~bad], x[~bad], q)
+    finally:
+        _core.set_amx(True)

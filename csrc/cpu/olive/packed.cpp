@@ -77,6 +77,19 @@ NK_TIER_INLINE void widen_body(const std::int8_t* __restrict src, index_t kc, fl
 NK_TIERED(void, widen, widen_body, , (const std::int8_t* __restrict src, index_t kc, float* __restrict dst),
           (src, kc, dst))
 
+// Whether x[0..k) is all finite: the largest |x| bit pattern below the exponent's all-ones (an
+// integer max the compiler vectorises).
+NK_TIER_INLINE bool finite_body(const float* __restrict x, index_t k) {
+  std::uint32_t m = 0;
+  for (index_t i = 0; i < k; ++i) {
+    std::uint32_t u;
+    std::memcpy(&u, x + i, sizeof u);
+    m = std::max(m, u & 0x7FFFFFFFu);
+  }
+  return m < 0x7F800000u;
+}
+NK_TIERED(bool, row_finite, finite_body, , (const float* __restrict x, index_t k), (x, k))
+
 }  // namespace
 
 std::uint8_t* alloc_pack(std::int64_t bytes) {
@@ -270,6 +283,7 @@ struct PanelArgs {
   const float* bias;
   float* out;
   float lut[16];  // kLayoutPanels4: grid value / unit of each 4-bit normal code (exact small integers)
+  bool buffered = false;  // the panel loop's buffered form at any batch (outliers folded in)
 };
 // from this many batch rows on, the AMX tiles where amx::usable() (below: the float paths).  Below
 // it the per-call conversion of the weights to tiles costs more than the tiles save (Sapphire
@@ -588,7 +602,7 @@ void matmul_panels_float(const PanelArgs& a) {
   void (*panel)(const PanelArgs&, index_t, float*) = NK_PICK_TIER(panel);
   void (*group)(const PanelArgs&, index_t, index_t, float*) = NK_PICK_TIER(gemv_group);
   const index_t n = a.pv->h.n, npanels = (n + kPanelRows - 1) / kPanelRows;
-  const bool gemv = a.batch < kGemvBatch;  // units: groups of panels (gemv_group), else panels
+  const bool gemv = a.batch < kGemvBatch && !a.buffered;  // units: groups of panels (gemv_group), else panels
   const index_t units = gemv ? NK_PICK_TIER(gemv_groups)(npanels) : npanels;
   const int nt = threads_for(units, a.batch * n * a.pv->h.k);
   (void)nt;
@@ -611,11 +625,46 @@ void matmul_packed(const float* x, index_t batch, const std::uint8_t* blob, cons
                    const float* bias, float* out) {
   const PackView pv = pack_view(blob);
   if (batch == 0 || pv.h.n == 0) return;
-  if (pv.h.layout == kLayoutRows) return matmul_rows(pv, x, batch, scales, per_row, bias, out);
+  const index_t n = pv.h.n, k = pv.h.k;
+  // The direct paths (the rows layout; the panels below kDirectBatch rows: GEMV, register tiles,
+  // few-row AMX) hold 0 at an outlier's place and add the outlier as a sparse term afterwards, so
+  // an infinite x there gave inf * 0 = NaN where x @ dequantize(W).T has +-inf.  Such batch rows
+  // (rare; the check reads x once, ~k / 16 vector steps a row) are computed again with each
+  // weight whole: the panels' buffered loop (outliers folded into the widened chunk), or for the
+  // rows layout a dot product with the full weight row.
+  const bool outliers = pv.row_ptr[n] > 0;
+  if (pv.h.layout == kLayoutRows) {
+    matmul_rows(pv, x, batch, scales, per_row, bias, out);
+    if (!outliers) return;
+    std::vector<float> g;
+    for (index_t b = 0; b < batch; ++b) {
+      const float* xr = x + b * k;
+      if (row_finite(xr, k)) continue;
+      g.resize(static_cast<std::size_t>(k));
+      for (index_t r = 0; r < n; ++r) {
+        for (index_t t = 0; t < k; ++t) g[t] = pv.normals[r * k + t] * pv.h.unit;
+        for (std::int64_t q = pv.row_ptr[r]; q < pv.row_ptr[r + 1]; ++q) g[pv.cols[q]] += pv.values[q];
+        float s = 0.0f;
+        for (index_t t = 0; t < k; ++t) s += xr[t] * g[t];
+        out[b * n + r] = s * scales[per_row ? r : 0] + (bias ? bias[r] : 0.0f);
+      }
+    }
+    return;
+  }
   PanelArgs a{&pv, x, batch, scales, per_row, bias, out, {}};
   for (int c = 0; c < 16; ++c)
     a.lut[c] = pv.h.bits == 4 ? ov::decode_normal4(c, static_cast<int>(pv.h.normal)) / pv.h.unit : 0.0f;
   matmul_panels(a);
+  if (!outliers || batch >= kDirectBatch) return;
+  for (index_t b = 0; b < batch; ++b) {
+    if (row_finite(x + b * k, k)) continue;
+    PanelArgs r = a;
+    r.x = x + b * k;
+    r.out = out + b * n;
+    r.batch = 1;
+    r.buffered = true;
+    matmul_panels_float(r);
+  }
 }
 
 }  // namespace nk::cpu::olive
