@@ -141,7 +141,8 @@ def hessian_matvec(model, loss_fn, inputs, targets=None, params=None, *, mode="a
     (dim,) or (k, dim) torch tensors, with ``.dim``) that :func:`trace` and :func:`diagonal`
     accept directly.  mode: "auto" (vmap or double backward, whichever is faster on the first
     product; double backward where torch.func cannot run the model), "vmap" (forward-over-reverse
-    with torch.func, batched over probes), "double_backward".  chunk_size: probes per vmap call
+    with torch.func, batched over probes; RuntimeError naming mode where torch.func cannot run the
+    model), "double_backward".  chunk_size: probes per vmap call
     (None: as many as fit ``memory_budget`` bytes of extra memory, default 256 MiB, by an
     upper estimate from the activation and parameter sizes; see :class:`HessianMatvec`).
     Works inside torch.no_grad(); inside torch.inference_mode() (which disables autograd) it raises

@@ -137,8 +137,24 @@ def _scipy_operator(a):
         mat = a.T.tocsr().astype(np.float64)  # A^T M: the rows V A, as for a dense matrix
         return lambda M: np.asarray(mat @ M)
     if isinstance(a, LinearOperator):
-        return lambda M: np.asarray(a.matmat(M), dtype=np.float64)
+        def apply(M):
+            r = np.asarray(a.matmat(M))
+            _check_product_dtype(r)  # a complex operator's imaginary part must not be dropped silently
+            return r.astype(np.float64, copy=False)
+
+        return apply
     return None
+
+
+def _check_product_dtype(out):
+    """A product must be real: casting a complex (or object) result to the probes' dtype would drop
+    its imaginary part (numpy only warns) and give a silently wrong estimate."""
+    dt = getattr(out, "dtype", None)
+    if dt is None:
+        return
+    if getattr(dt, "is_complex", False) or (isinstance(dt, np.dtype) and dt.kind not in "biuf"):
+        raise TypeError(f"matvec: returned an array of dtype {dt}; the estimators need a real symmetric "
+                        "operator (real products)")
 
 
 class Operator:
@@ -156,6 +172,7 @@ class Operator:
             to_host = self.ops.to_host
             self._apply = lambda V: sparse(np.asarray(to_host(V), dtype=np.float64).T).T
         elif hasattr(matvec, "shape") and hasattr(matvec, "dtype") and not callable(matvec):
+            scalar_or_array_dtype(matvec, "matvec")  # complex / non-numeric: TypeError naming matvec
             dim = _square_dim(tuple(matvec.shape), dim)
             mat = matvec if array_kind(matvec) != NUMPY else np.asarray(matvec, dtype=np.float64)
             self._apply = lambda V: V @ mat
@@ -183,6 +200,7 @@ class Operator:
         out = self._apply(V)
         if tuple(out.shape) != tuple(V.shape):
             raise ValueError(f"matvec: returned shape {tuple(out.shape)} for input {tuple(V.shape)}")
+        _check_product_dtype(out)
         self.count += V.shape[0]
         return self.ops.asarray(out, self.dtype, contiguous=False)
 
@@ -215,7 +233,8 @@ def _check_common(method, methods, probe, num_matvecs, rtol, confidence=0.95):
     if probe not in ("rademacher", "gaussian"):
         raise ValueError(f"probe: expected 'rademacher' or 'gaussian', got {probe!r}")
     num_matvecs = _check_positive_int(num_matvecs, "num_matvecs")
-    if rtol is not None and not (isinstance(rtol, (int, float)) and rtol > 0):
+    if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float, np.integer, np.floating))
+                             or not rtol > 0):
         raise ValueError(f"rtol: must be a positive number or None, got {rtol!r}")
     return num_matvecs
 

@@ -304,9 +304,12 @@ class HessianMatvec:
             try:
                 self._build_vmap(x0, y0)
                 self.mode = "vmap"
-            except Exception:  # noqa: BLE001 - any torch.func limitation means "fall back"
+            except Exception as e:  # noqa: BLE001 - any torch.func limitation means "fall back"
                 if mode == "vmap":
-                    raise
+                    raise RuntimeError(
+                        f"mode: 'vmap' was requested but torch.func cannot compute Hessian-vector products "
+                        f"of this model and loss_fn ({type(e).__name__}: {e}); use mode='auto' (which falls "
+                        "back to double backward) or mode='double_backward'") from e
                 self._decide = False
         if self.mode is None:
             self.mode = "double_backward"

@@ -711,7 +711,8 @@ class GaussianKDE:
         lse = self._loo_curve_lse(hs, bar) if curve else self._loo_lse(hs, bar=bar)[0]
         lse = self._ops.to_host(lse)
         norms = np.array([self._log_norm(h) for h in hs])
-        return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
+        with np.errstate(invalid="ignore"):  # -inf - (-inf) = NaN where every other weight is 0 (documented)
+            return lse - self._loo_log_norm_excl()[:, None] + norms[None, :]
 
     def _grouped(self):
         """This KDE restricted to the distinct data points, each weighted by the total weight of its
@@ -752,6 +753,13 @@ class GaussianKDE:
         if self.n < 2:
             raise ValueError(f"data: leave-one-out bandwidth selection needs at least 2 points, got n = {self.n}")
         w = self.weights
+        positive = int(np.count_nonzero(w > 0))
+        if positive < 2:
+            # L(h) = sum_i w_i log p_{-i}(y_i) then rests on the one weighted point, whose leave-one-out
+            # density has no weight left (0/0): the criterion is undefined for every h
+            raise ValueError(f"weights: leave-one-out bandwidth selection needs at least 2 distinct points with "
+                             f"positive weight, got {positive}; the leave-one-out density of the only weighted "
+                             "point is undefined")
 
         def curve(hs):
             if bar is not None and bar.n >= bar.total:  # an extension pass: one more pass to show
@@ -938,6 +946,8 @@ def select_bandwidth(data, bandwidths=None, method="loo", *, weights=None, covar
     Data with exact duplicate rows (where L is unbounded as h -> 0): UserWarning, and L is replaced by
     sum_g W_g log p_hat_{-g}(y_g) over the distinct points y_g with W_g the total weight of their
     copies (leave all copies out at once); ``loo_loglik`` is then that curve.
+    Fewer than 2 distinct points with positive weight: ValueError naming ``weights`` (the criterion
+    is undefined).
     """
     if method != "loo":
         raise ValueError(f"method: only 'loo' is supported, got {method!r}")
