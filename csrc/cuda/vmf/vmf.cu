@@ -36,6 +36,12 @@ __device__ double warp_row_sum(const F& f, std::int64_t d) {
   return warp_tree(vmf_rows::lane_sum(f, d, static_cast<int>(threadIdx.x & 31)));
 }
 
+// The row sum that vmf_rows::direction runs (the CPU passes vmf_rows::RowSum: the same order).
+struct WarpSum {
+  template <class F>
+  __device__ double operator()(const F& f, std::int64_t d) const { return warp_row_sum(f, d); }
+};
+
 template <class Op, class T>
 __global__ void map2_kernel(const T* a, const T* b, T* out, std::int64_t n) {
   Op op;
@@ -129,9 +135,7 @@ __global__ void directions_kernel(const double* mu, const double* t, std::int64_
   NK_FOR_WARP_ROWS(r, groups * n) {
     const double* m = mu + (r / n) * d;
     const std::uint64_t key = vmf_detail::stream_key(seed, static_cast<std::uint64_t>(r), 2);
-    const double dot = warp_row_sum(vmf_rows::HashProduct{key, m}, d);
-    const double tangent2 = warp_row_sum(vmf_rows::HashTangentSquare{key, dot, m}, d);
-    const vmf_rows::Direction dir = vmf_rows::direction(t[r], dot, tangent2);
+    const vmf_rows::Direction dir = vmf_rows::direction(WarpSum{}, vmf_rows::HashGauss{key}, m, t[r], d);
     T* o = out + r * d;
     for (std::int64_t j = threadIdx.x & 31; j < d; j += 32)
       o[j] = static_cast<T>(dir.coord(vmf_detail::hash_normal(key, static_cast<std::uint64_t>(j)), m[j]));

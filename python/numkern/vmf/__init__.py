@@ -642,7 +642,7 @@ class VonMisesFisher:
 
         Wood's (1994) rejection sampler for w = mu.x in the cancellation-free form of
         numkern/vmf/vmf.hpp, then x = w mu + sqrt(1 - w^2) xi with xi a normalised Gaussian orthogonal
-        to mu.  Counter-based random numbers: the same seed gives the same sample on any thread
+        to mu (projected off mu twice: rows are unit vectors to a few eps in every d).  Counter-based random numbers: the same seed gives the same sample on any thread
         count (and the same algorithm on the GPU).  seed: int or None (fresh entropy).
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):

@@ -2,7 +2,7 @@
 // CUDA kernels (csrc/cuda/vmf) both run: row reductions in one summation order, the logpdf row,
 // the mixture E-step row and the sampling direction step.  No exceptions, no allocation.
 //
-// The one summation order of a row sum  sum_{j<d} f(j)  (|x|^2, |x/|x| - mu|^2, xi.mu, |xi|^2):
+// The one summation order of a row sum  sum_{j<d} f(j)  (|x|^2, |x/|x| - mu|^2, g.mu, xi1.mu, |xi|^2):
 //   32 lanes; lane l adds f(l), f(l + 32), f(l + 64), ... in increasing j, starting from 0.0;
 //   then for off = 16, 8, 4, 2, 1:  acc[l] = acc[l] + acc[l + off]  (l < off);  the sum is acc[0].
 // The CPU evaluates the 32 lanes in one thread (vmf_row_sum: the lane loop vectorises); the CUDA
@@ -70,38 +70,54 @@ struct UnitDiffSquare {
     return e * e;
   }
 };
-// a[j] b[j].
-struct Product {
-  const double* a;
-  const double* b;
-  NK_HOST_DEVICE double operator()(index_t j) const { return a[j] * b[j]; }
+// ---- the tangent part of a Gaussian g (sampling) --------------------------------------------
+// xi = g - (g.mu) mu, projected off mu TWICE:  xi1_j = g_j - dot mu_j,  dot2 = xi1.mu,
+// xi_j = xi1_j - dot2 mu_j.  One projection leaves xi1.mu ~ eps |g| (rounding of g_j - dot mu_j
+// and of dot), which is not small against |xi1| when g is nearly parallel to mu: at d = 2, where
+// |xi1|/|g| is uniform-like near 0, a unit sample was off the sphere by up to ~1e-11 (d = 3:
+// ~1e-13).  The second projection leaves xi.mu ~ eps |xi1| ("twice is enough", Kahan--Parlett),
+// so |x| = 1 to a few eps.  Mathematically xi is the same vector, so the distribution is unchanged.
+// With dot2 = 0 the step is bitwise the single projection ((a - 0*b) == a), which the first pass
+// uses.  The Gaussian g_j comes from a source G: stored (CPU) or regenerated from the counter-based
+// stream (GPU: d may be 10^5 and more); both give the same double for coordinate j.
+struct Tangent {
+  double dot, dot2;
+  NK_HOST_DEVICE double operator()(double g_j, double mu_j) const { return (g_j - dot * mu_j) - dot2 * mu_j; }
 };
-// (g[j] - dot mu[j])^2: the squared tangent part of a Gaussian g.
-struct TangentSquare {
+struct StoredGauss {
   const double* g;
-  double dot;
-  const double* mu;
+  NK_HOST_DEVICE double operator()(index_t j) const { return g[j]; }
+};
+// hash_normal(key, j) is the value gaussian_row stores at g[j].
+struct HashGauss {
+  std::uint64_t key;
   NK_HOST_DEVICE double operator()(index_t j) const {
-    const double e = g[j] - dot * mu[j];
-    return e * e;
+    return vmf_detail::hash_normal(key, static_cast<std::uint64_t>(j));
   }
 };
-
-// The same two terms with g[j] regenerated from the counter-based stream (the GPU does not store g:
-// d may be 10^5 and more).  hash_normal(key, j) is the value gaussian_row stores at g[j].
-struct HashProduct {
-  std::uint64_t key;
+// g[j] mu[j]  (dot = g.mu).
+template <class G>
+struct GaussDotMu {
+  G g;
   const double* mu;
-  NK_HOST_DEVICE double operator()(index_t j) const {
-    return vmf_detail::hash_normal(key, static_cast<std::uint64_t>(j)) * mu[j];
-  }
+  NK_HOST_DEVICE double operator()(index_t j) const { return g(j) * mu[j]; }
 };
-struct HashTangentSquare {
-  std::uint64_t key;
-  double dot;
+// tan(g[j], mu[j]) mu[j]  (dot2 = xi1.mu with tan = Tangent{dot, 0}).
+template <class G>
+struct TangentDotMu {
+  G g;
   const double* mu;
+  Tangent tan;
+  NK_HOST_DEVICE double operator()(index_t j) const { return tan(g(j), mu[j]) * mu[j]; }
+};
+// tan(g[j], mu[j])^2  (|xi|^2).
+template <class G>
+struct TangentSquare {
+  G g;
+  const double* mu;
+  Tangent tan;
   NK_HOST_DEVICE double operator()(index_t j) const {
-    const double e = vmf_detail::hash_normal(key, static_cast<std::uint64_t>(j)) - dot * mu[j];
+    const double e = tan(g(j), mu[j]);
     return e * e;
   }
 };
@@ -141,13 +157,27 @@ NK_HOST_DEVICE double estep_row(const double* dots, const double* b, const doubl
 
 // ---- sampling direction -----------------------------------------------------------------------
 // x = (1 - t) mu + sqrt(t (2 - t)) xi / |xi|, xi = g - (g.mu) mu the tangent part of a Gaussian g
-// (t = 1 - mu.x from vmf_sample_t, tangent2 = |xi|^2).
+// projected twice (Tangent above), t = 1 - mu.x from vmf_sample_t.
 struct Direction {
-  double w, s, dot;
-  NK_HOST_DEVICE double coord(double g_j, double mu_j) const { return w * mu_j + s * (g_j - dot * mu_j); }
+  double w, s;
+  Tangent tan;
+  NK_HOST_DEVICE double coord(double g_j, double mu_j) const { return w * mu_j + s * tan(g_j, mu_j); }
 };
-NK_HOST_DEVICE Direction direction(double t, double dot, double tangent2) {
-  return Direction{1.0 - t, m::sqrt(t * (2.0 - t)) / m::sqrt(tangent2), dot};
+// The CPU's row sum (all 32 lanes in one thread); the CUDA kernel passes its warp sum instead.
+struct RowSum {
+  template <class F>
+  NK_HOST_DEVICE double operator()(const F& f, index_t d) const { return row_sum(f, d); }
+};
+// The direction of one sample: three row sums in the documented order (dot = g.mu, dot2 = xi1.mu,
+// |xi|^2), the same code on the CPU (Sum = RowSum, G = StoredGauss) and the GPU (warp sums,
+// G = HashGauss), so both get the same doubles.
+template <class Sum, class G>
+NK_HOST_DEVICE Direction direction(const Sum& sum, const G& g, const double* mu, double t, index_t d) {
+  const double dot = sum(GaussDotMu<G>{g, mu}, d);
+  const double dot2 = sum(TangentDotMu<G>{g, mu, Tangent{dot, 0.0}}, d);
+  const Tangent tan{dot, dot2};
+  const double tangent2 = sum(TangentSquare<G>{g, mu, tan}, d);
+  return Direction{1.0 - t, m::sqrt(t * (2.0 - t)) / m::sqrt(tangent2), tan};
 }
 
 // The Gaussian of sample `row` (stream 2 of the seed), coordinates j < d, into g.
@@ -167,8 +197,7 @@ NK_HOST_DEVICE void sample_row(const double* mu, double kappa, index_t d, std::u
                                double* g, T* out) {
   const double t = vmf_sample_t(static_cast<double>(d), kappa, seed, row);
   gaussian_row(seed, row, d, g);
-  const double dot = row_sum(Product{g, mu}, d);
-  const Direction dir = direction(t, dot, row_sum(TangentSquare{g, dot, mu}, d));
+  const Direction dir = direction(RowSum{}, StoredGauss{g}, mu, t, d);
   for (index_t j = 0; j < d; ++j) out[j] = static_cast<T>(dir.coord(g[j], mu[j]));
 }
 }  // namespace vmf_rows

@@ -27,7 +27,8 @@
 //     z ~ Beta((d-1)/2, (d-1)/2),  t = 2 b z / (1 - (1 - b) z),
 //     accept if kappa (t0 - t) + (d-1) log1p(x0 (t - t0) / (t0 (1 + x0))) >= log u,
 //   which is Wood's test kappa w + (d-1) log(1 - x0 w) - c >= log u with the O(kappa) terms
-//   cancelled analytically.  The tangent direction is a normalised Gaussian projected off mu.
+//   cancelled analytically.  The tangent direction is a normalised Gaussian projected off mu twice
+//   (rows.hpp: one projection left d = 2 samples off the sphere by up to ~1e-11).
 //   Random numbers come from counter-based SplitMix64 hashes of (seed, sample, counter), so a
 //   sample is the same on any number of CPU threads, and the GPU draws from the same streams
 //   (its log/cos may round differently: docs/vmf.md, "CPU and GPU").
