@@ -81,9 +81,14 @@ NK_HOST_DEVICE double pair_value(LogPair a) { return a.hi + a.lo; }
 NK_HOST_DEVICE LogPair from_dd(dd a) { return {a.hi, a.lo}; }
 
 // log of a positive double: to ~1e-23 absolute (dd) for the drop-ins, libm's (< 1 ulp) otherwise.
+// A subnormal a is scaled by 2^64 (exact) first: libm's log there, |log a| ~ 745 rounded to
+// double, carried ~745 eps / 2 into e^(mu log(x/2)) (kv(0.5, 2^-1074) and iv(0.5, 2^-1074)
+// were 99 eps off).
 template <bool kExact>
 NK_HOST_DEVICE dd log_of(double a) {
   if (kExact && dd_detail::is_positive_normal(a)) return dd_log(dd{a, 0.0});
+  if (kExact && a > 0.0 && a < 2.2250738585072014e-308)  // 64 ln 2 = hi + lo, each exact times 64
+    return dd_add(dd_log(dd{a * 0x1p64, 0.0}), dd{-64.0 * kLn2, -64.0 * 2.3190468138462996e-17});
   return {m::log(a), 0.0};
 }
 constexpr double kLog2PiHi = 1.8378770664093453;     // log(2 pi) = hi + lo
@@ -739,6 +744,7 @@ NK_HOST_DEVICE LogPair pair_logaddexp(LogPair a, LogPair b, double s, double* si
 
 NK_HOST_DEVICE bool is_integer(double v) { return m::floor(v) == v; }
 NK_HOST_DEVICE double iv_reflect_direct(double nu, double x, bool scaled);  // (below)
+NK_HOST_DEVICE dd reflection_coeff(double nu);  // (below)
 }  // namespace bessel_detail
 
 // Signed logarithm: f = sign * parity * exp(hi + lo + shift).
@@ -792,13 +798,31 @@ NK_HOST_DEVICE SignedLog iv_signed_log(double v, double x, double shift = 0.0) {
     const double d = iv_reflect_direct(nu, x, false);
     if (d == d && d != 0.0) return {d < 0.0 ? -1.0 : 1.0, parity, m::log(m::fabs(d)), 0.0};
   }
-  double c = (2.0 / kPi) * m::sinpi(nu);
   LogPair a = log_iv_core<kExact>(nu, x, shift);
+  double c;
+  LogPair b;
+  if (kExact) {
+    // the drop-ins (here where iv_reflect_direct has no value, e.g. x < 2e-6 or x < 1e-100):
+    // log|c| in double-double from the double-double c.  log of the double c, |log c| up to ~60
+    // for orders near an integer, was rounded to ~|log c| eps / 2 absolute, an error of that
+    // relative size in the value: iv(-(1 - 1e-12), 1e-8) was 6.4 eps off (kappa = 1).
+    const dd cd = reflection_coeff(nu);
+    c = cd.hi;
+    if (c != 0.0) {
+      const dd ac = c < 0.0 ? dd_neg(cd) : cd;
+      const dd lc = dd_detail::is_positive_normal(ac.hi) ? dd_log(ac) : log_of<true>(ac.hi);
+      const LogPair k = log_kv_core<kExact>(nu, x, shift);
+      dd t = two_sum(k.hi, lc.hi);
+      b = {t.hi, t.lo + (k.lo + lc.lo)};
+    }
+  } else {
+    c = (2.0 / kPi) * m::sinpi(nu);
+    if (c != 0.0) b = pair_add(log_kv_core<kExact>(nu, x, shift), m::log(m::fabs(c)));
+  }
   if (c == 0.0) {
     a = normalize(a);
     return {1.0, parity, a.hi, a.lo};
   }
-  LogPair b = pair_add(log_kv_core<kExact>(nu, x, shift), m::log(m::fabs(c)));
   double sign;
   LogPair r = normalize(pair_logaddexp(a, b, c > 0 ? 1.0 : -1.0, &sign));
   return {sign, parity, r.hi, r.lo};
