@@ -18,8 +18,10 @@ XDiag is the same construction for diag(A) = diag(Q_(i) Q_(i)^T A) + diag((I - Q
 the second term estimated by omega_i (.) (I - Q_(i)Q_(i)^T) A omega_i.
 Standard errors are the sample standard deviation of the per-probe (or per-left-out) estimates
 over sqrt(count) - exact for Hutchinson, the paper's heuristic for XDiag; XTrace uses the jackknife
-over probes.  Fewer than two samples give stderr inf (no spread to estimate); a result that is exact
-(the sketch spans R^dim) has stderr 0.
+over probes.  For XTrace / XDiag, Rademacher probes equal up to sign count as one unit there
+(_sign_units: a copy adds no information; two coinciding probes gave stderr 0 before).  Fewer than
+two samples (units) give stderr inf (no spread to estimate); a result that is exact (the sketch
+spans R^dim) has stderr 0.  With 2-3 probes the error bars under-cover (docs/hessian.md).
 
 Rank-deficient sketches.  Y = A Omega of numerical rank r < s (A of rank < s, a zero A, or two
 Rademacher probes that coincide in a small dimension): Q is an orthonormal basis of span(Y) of
@@ -462,15 +464,41 @@ def _xtrace_small(H, R, W, omy, eps):
     return trH - sHs + perp + 2 * c * cross + c * c * sHs
 
 
-def _xtrace_jackknife(H, R, W, omy, eps, max_groups=64):
+def _sign_units(op, Om, probe):
+    """Labels (s,) of the probes' distinct units: probes equal up to sign (Rademacher probes in a
+    small dimension: probability s(s-1)/2 * 2^(1-dim)) share the label of the first of them.  Such
+    a copy adds no information (leaving either out keeps span(Y), and their leave-one-out values
+    agree), so the error bars count it once.  Gaussian probes coincide with probability 0: every
+    probe is its own unit.  |omega_i . omega_j| = dim exactly iff omega_j = +-omega_i (entries +-1;
+    non-coinciding pairs have |dot| <= dim - 2)."""
+    s = Om.shape[0]
+    # beyond 128 dimensions a coincidence has probability below s^2 2^-128 (< 1e-30 for s <= 1e4):
+    # the Gram matrix (s^2 dim work, as much as the sketch's QR) is skipped there
+    if probe != "rademacher" or s < 2 or Om.shape[1] > 128:
+        return np.arange(s)
+    G = np.abs(op.ops.to_host(Om @ Om.T).astype(np.float64))
+    same = G > np.diag(G)[:, None] - 1
+    return np.argmax(same, axis=1)          # the first probe each one coincides with (maybe itself)
+
+
+def _units(labels):
+    """The probe indices of each unit (_sign_units), in order of first appearance."""
+    return [np.flatnonzero(labels == u) for u in np.unique(labels)]
+
+
+def _xtrace_jackknife(H, R, W, omy, eps, labels, max_groups=64):
     """Jackknife standard error of XTrace over its probes: XTrace without probe group k for every
-    k (single probes up to 64 probes, else 64 near-equal groups), all in the span of Q (Y without
-    columns J = Q R_{:,-J}, R_{:,-J} = Qt Rt), no further products;
-    sqrt((g-1)/g sum_k (T_(k) - mean T_(.))^2).  Conservative in expectation (Efron-Stein)."""
+    k (single units -- a probe with its copies up to sign, _sign_units -- up to 64 units, else 64
+    near-equal groups of units), all in the span of Q (Y without columns J = Q R_{:,-J},
+    R_{:,-J} = Qt Rt), no further products; sqrt((g-1)/g sum_k (T_(k) - mean T_(.))^2).
+    Conservative in expectation (Efron-Stein) for the estimator with one unit fewer.  Fewer than
+    two units: inf (no spread to estimate; two coinciding probes gave 0 before)."""
     s = R.shape[1]
-    if s < 2:
+    units = _units(labels)
+    if len(units) < 2:
         return float("inf")
-    groups = np.array_split(np.arange(s), min(s, max_groups))
+    groups = [np.concatenate([units[u] for u in c])
+              for c in np.array_split(np.arange(len(units)), min(len(units), max_groups))]
     T = np.empty(len(groups))
     for k, out in enumerate(groups):
         keep = np.setdiff1d(np.arange(s), out)
@@ -482,15 +510,19 @@ def _xtrace_jackknife(H, R, W, omy, eps, max_groups=64):
 
 @dataclass
 class _Round:
-    """One evaluation of an exchangeable estimator: per-probe samples, estimate, stderr."""
+    """One evaluation of an exchangeable estimator: per-probe samples, estimate, stderr and the
+    number of distinct units (probes up to sign) behind the stderr."""
     samples: object
     estimate: object
     stderr: object
+    units: int = 0
 
 
-def _xtrace_round(op, Om, Y):
+def _xtrace_round(op, Om, Y, labels=None):
+    """labels: the probes' units (_sign_units); None: every probe its own."""
     be = op.ops
     s = Om.shape[0]
+    labels = np.arange(s) if labels is None else labels
     parts = _exchangeable_parts(op, Y, need_S=False)
     if parts is None:
         return _Round(op.zeros((s,)) + math.nan, math.nan, math.nan)
@@ -501,12 +533,14 @@ def _xtrace_round(op, Om, Y):
     eps = _eps(op.dtype)
     host = [be.to_host(a).astype(np.float64) for a in (H, R, Q.T @ Om.T, (Om * Y).sum(1))]
     t = op.asarray(_xtrace_small(*host, eps))
-    return _Round(t, be.to_float(t.mean()), _xtrace_jackknife(*host, eps))
+    return _Round(t, be.to_float(t.mean()), _xtrace_jackknife(*host, eps, labels), len(np.unique(labels)))
 
 
-def _xdiag_round(op, Om, Y):
+def _xdiag_round(op, Om, Y, labels=None):
+    """labels: the probes' units (_sign_units); None: every probe its own."""
     be = op.ops
     s = Om.shape[0]
+    labels = np.arange(s) if labels is None else labels
     parts = _exchangeable_parts(op, Y, need_S=True)
     if parts is None:
         d = op.zeros((s, op.dim)) + math.nan
@@ -518,7 +552,15 @@ def _xdiag_round(op, Om, Y):
     QS, ZS = Q @ S, Z @ S                   # q_i and A q_i as columns
     sr = (S * R).sum(0)                     # s_i^T Q^T y_i: (I - Q_(i)Q_(i)^T) y_i = q_i (s_i^T r_i)
     d = (base[:, None] - QS * ZS + Om.T * QS * sr).T    # (s, dim)
-    return _Round(d, d.mean(0), be.std(d) / math.sqrt(s))
+    units = _units(labels)
+    if len(units) < s:                      # copies up to sign count once: the mean of each unit
+        d_u = be.concat([d[op.ops.from_host(u, np.int64)].mean(0)[None] for u in units], 0)
+    else:
+        d_u = d
+    g = len(units)
+    # fewer than two units: no spread to estimate, stderr inf (NaN where the estimate is NaN)
+    se = be.std(d_u) / math.sqrt(g) if g > 1 else d.mean(0) * 0 + math.inf
+    return _Round(d, d.mean(0), se, g)
 
 
 def _exchangeable(op, gen, m, probe, rtol, round_fn, done_fn, name):
@@ -528,13 +570,13 @@ def _exchangeable(op, gen, m, probe, rtol, round_fn, done_fn, name):
     if rtol is None:
         s = min(m // 2, op.dim)  # dim probes span everything: tr(A), diag(A) exact
         Om = op.probes(gen, (s, op.dim), probe)
-        return round_fn(op, Om, op(Om)), True
+        return round_fn(op, Om, op(Om), _sign_units(op, Om, probe)), True
     # Adaptive: grow the probe set, reusing A Omega; each round recomputes Z = A Q (<= s products).
     s = min(max(2, min(m // 4, 8)), op.dim)  # more probes than dim: Y^T's R is not square
     Om = op.probes(gen, (s, op.dim), probe)
     Y = op(Om)
     while True:
-        rnd = round_fn(op, Om, Y)
+        rnd = round_fn(op, Om, Y, _sign_units(op, Om, probe))
         if done_fn(rnd):
             return rnd, True
         if not be.all_finite(Y):
@@ -550,8 +592,7 @@ def _exchangeable(op, gen, m, probe, rtol, round_fn, done_fn, name):
 
 def xtrace(op, gen, m, probe, rtol, confidence):
     def done(rnd):
-        n = rnd.samples.shape[0]
-        return _t_quantile(confidence, n) * rnd.stderr <= rtol * abs(rnd.estimate)
+        return _t_quantile(confidence, rnd.units) * rnd.stderr <= rtol * abs(rnd.estimate)
 
     rnd, conv = _exchangeable(op, gen, m, probe, rtol, _xtrace_round, done, "XTrace")
     return TraceEstimate(rnd.estimate, rnd.stderr, op.count, "xtrace", conv, rnd.samples)
@@ -561,7 +602,7 @@ def xdiag(op, gen, m, probe, rtol, confidence):
     be = op.ops
 
     def done(rnd):
-        half = _t_quantile(confidence, rnd.samples.shape[0]) * rnd.stderr
+        half = _t_quantile(confidence, rnd.units) * rnd.stderr
         return be.to_float(half.max()) <= rtol * be.to_float(abs(rnd.estimate).max())
 
     rnd, conv = _exchangeable(op, gen, m, probe, rtol, _xdiag_round, done, "XDiag")

@@ -201,7 +201,17 @@ def _distinct_rows(Y, ops):
     return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
 
 
+def _real_scalar(h):
+    """A 0-d numpy / torch / CuPy array (np.array(0.5), torch.tensor(0.5)) as the Python number it
+    holds (bool, complex stay so and are refused by the caller); anything else unchanged."""
+    if not isinstance(h, (str, bool, int, float)) and hasattr(h, "shape") and tuple(h.shape) == () \
+            and hasattr(h, "item"):
+        return h.item()
+    return h
+
+
 def _check_bandwidth_value(h, name="bandwidth"):
+    h = _real_scalar(h)
     if isinstance(h, bool) or not isinstance(h, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a positive number or one of {_RULES}, got {type(h).__name__}")
     h = float(h)
@@ -362,7 +372,8 @@ class GaussianKDE:
         return super().__new__(cls)
 
     def __init__(self, data, bandwidth="scott", weights=None, covariance="isotropic"):
-        self._init(data, bandwidth, weights, covariance, bandwidth == "loo")
+        bandwidth = _real_scalar(bandwidth)  # a 0-d array / tensor: the number it holds
+        self._init(data, bandwidth, weights, covariance, isinstance(bandwidth, str) and bandwidth == "loo")
 
     def _init(self, data, bandwidth, weights, covariance, find_duplicates):
         ctx = Context(data, names=("data",))
@@ -585,7 +596,13 @@ class GaussianKDE:
                 c = c / be.from_host(self._scale)
             elif self.covariance == "full":
                 c = self._whiten_rows(c)
-            cb = be.astype(c, self.dtype)
+            with np.errstate(over="ignore"):
+                cb = be.astype(c, self.dtype)
+            if self.dtype != np.float64 and not be.all_finite(cb):
+                # whitened coordinates beyond the float32 range (e.g. a query far out along a
+                # dimension of tiny spread): inf there would drop every term, wrong at a large h;
+                # the block stays float64 (_stream then reads the data rows in float64)
+                cb = c
             yield q0, cb, be.row_sqnorms(cb)
 
     def _data_queries(self):
@@ -610,14 +627,22 @@ class GaussianKDE:
         mb_max = max(1, min(m, _QUERY_BLOCK))  # (m = 0: no block runs; the sizes must stay defined)
         nb = min(n, max(256, _BLOCK_ELEMS // mb_max))
         gbuf = None if direct else be.empty((mb_max * nb,), self.dtype)
+        ynorm = None if direct else math.sqrt(be.to_float(be.max(self._ysq)))
         with ctx.guard():  # CuPy allocates and multiplies on the current device
             for q0, Xb, xsq in blocks:
                 mb = Xb.shape[0]
+                # |x.y| <= |x| |y|: a block whose Gram entries could overflow the model dtype (float32
+                # data of magnitude ~1e19) takes its distances from the coordinates instead
+                wide = be.dtype(Xb) != self.dtype   # a float64 query block of a float32 model
+                gram_ok = not direct and not wide and \
+                    self._gram_fits(math.sqrt(be.to_float(be.max(xsq))) * ynorm)
                 acc = (be.full((mb, K), -np.inf), be.zeros((mb, K)), be.zeros((mb, K)))
                 for d0 in range(0, n, nb):
                     Yb = self._Y[d0:d0 + nb]
+                    if wide:
+                        Yb = be.astype(Yb, np.float64)
                     nbb = Yb.shape[0]
-                    gram = None if direct else be.matmul_nt(Xb, Yb, gbuf[:mb * nbb].reshape(mb, nbb))
+                    gram = None if not gram_ok else be.matmul_nt(Xb, Yb, gbuf[:mb * nbb].reshape(mb, nbb))
                     args = (gram, Xb, Yb, xsq, self._ysq[d0:d0 + nbb], self._logw[d0:d0 + nbb], coef,
                             d0 - q0 if loo else _NO_SELF)
                     if curve and not ctx.cuda and not diagnostics:
@@ -634,12 +659,22 @@ class GaussianKDE:
                     bar.update(1)
         return lse, lpr, mxw
 
+    def _gram_fits(self, bound):
+        """True when Gram entries x.y with |x| |y| <= bound cannot overflow the model dtype (half its
+        maximum: room for the rounding of the partial sums).  An overflowed entry gave a wrong
+        distance: +inf for x.y -> -inf dropped a pair whose true exponent can be O(1) at a large h."""
+        return bound < 0.5 * float(np.finfo(self.dtype).max)
+
     def _log_norm(self, h):
         return -0.5 * self.d * math.log(2.0 * math.pi * h * h) - self._log_det_half
 
     def _result(self, a, like):
-        """Cast a device float64 result to the model dtype, as the kind of array ``like`` is."""
-        out = self._ops.astype(a, self.dtype)
+        """Cast a device float64 result to the model dtype, as the kind of array ``like`` is.
+
+        float32 models: a log-density below the float32 range (< -3.4e38) rounds to -inf, its
+        correctly rounded value; that cast's overflow is expected and not warned about."""
+        with np.errstate(over="ignore"):
+            out = self._ops.astype(a, self.dtype)
         if not self._ctx.cuda and array_kind(like) == TORCH:
             import torch
 
@@ -673,7 +708,8 @@ class GaussianKDE:
         into the rows of J transposed (``curve_update``, gram_transposed), so one pass costs half an
         n x n x d GEMM plus the kernel.  Elsewhere: the query-block pass with the curve kernel."""
         ctx, be, n = self._ctx, self._ops, self.n
-        if ctx.cuda or self.d <= _DIRECT_MAX_D:
+        if ctx.cuda or self.d <= _DIRECT_MAX_D or not self._gram_fits(be.to_float(be.max(self._ysq))):
+            # (Gram entries that could overflow: _stream takes those blocks' distances directly)
             return self._stream(self._data_queries(), n, hs, loo=True, bar=bar, curve=True)[0]
         K, T = len(hs), min(n, _CURVE_TILE)
         coef = np.array([0.5 / (h * h) for h in hs], dtype=np.float64)
@@ -851,10 +887,15 @@ class GaussianKDE:
     __call__ = pdf
 
     def score(self, points):
-        """Mean log-likelihood (1/m) sum_k log p_hat(x_k), as a Python float."""
+        """Mean log-likelihood (1/m) sum_k log p_hat(x_k), as a Python float.  No points (m = 0):
+        ValueError naming ``points`` (the mean over no points is undefined)."""
         lp = self.logpdf(points)
         host = lp if isinstance(lp, np.ndarray) else self._ops.to_host(lp)
-        return float(np.mean(np.asarray(host, dtype=np.float64)))
+        host = np.asarray(host, dtype=np.float64)
+        if host.size == 0:
+            raise ValueError("points: no points; score is the mean log-likelihood over the points, "
+                             "undefined for none")
+        return float(np.mean(host))
 
     def loo_logpdf(self):
         """Leave-one-out log-densities: for each data point i,
@@ -865,6 +906,8 @@ class GaussianKDE:
         Returned as the kind of array the data were.
         """
         vals = self._loo_values([self.bandwidth])[:, 0]
+        with np.errstate(over="ignore"):  # float32: log-densities below its range round to -inf (_result)
+            vals = vals.astype(self.dtype)
         return self._to_kind(vals)
 
     def _to_kind(self, host_vals):
