@@ -284,7 +284,16 @@ class FirstOrderOnly(torch.autograd.function._SingleLevelFunction):
         raise _first_order_error(ctx.what)
 
 
+_unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None)
+
+
 def first_order_only(fn, what, *inputs):
+    # a torch.func wrapper of a level that has exited (jacrev's vjp_fn runs under vmap after its
+    # grad level is gone) still says requires_grad; the dispatcher unwraps such tensors for ATen
+    # ops, but this Python Function would record on them and leak a graph out of the transform
+    # (jacrev in v returned a Jacobian that required grad): unwrap them as the dispatcher does
+    if _unwrap_if_dead is not None:  # (torch >= 2.1's private helper; older: as before)
+        inputs = tuple(_unwrap_if_dead(t) for t in inputs)
     if torch._C._is_fwd_grad_enabled() and any(_has_tangent(t) for t in inputs):
         raise _first_order_error(what)  # forward mode over it (e.g. jacfwd of a gradient in v)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):

@@ -185,7 +185,7 @@ def _sample_autograd(keyset, mu, kappa, n, seed):
         return sample_op.redispatch(keyset & torch._C._after_autograd_keyset, mu, kappa, n, seed)
 
 
-LIB.define("vmf_sample(Tensor mu, Tensor kappa, int n, Tensor seed) -> Tensor",
+LIB.define("vmf_sample(Tensor mu, Tensor kappa, SymInt n, Tensor seed) -> Tensor",
            tags=(torch.Tag.pt2_compliant_tag, torch.Tag.nondeterministic_seeded))
 LIB.impl("vmf_sample", _sample_kernel, "CPU")
 LIB.impl("vmf_sample", _sample_kernel, "CUDA")

@@ -47,14 +47,23 @@ def _run(module, x):
     return module._forward(x)
 
 
+def _eager_forward(module, x):
+    """The module's whole eager forward (its fast path included, which the subclasses' forward
+    takes only outside torch.compile), so that a compiled model computes bit for bit what the
+    eager one does (``_run`` alone skipped OVPLinear's fused-bias fast path: last-bit
+    differences)."""
+    return module.forward(x)
+
+
 _DISABLED = []
 
 
 def _run_disabled():
-    """``_run`` wrapped by torch.compiler.disable, made on first use under torch.compile (the
-    wrapper imports torch._dynamo, seconds of import time that eager users do not pay)."""
+    """``_eager_forward`` wrapped by torch.compiler.disable, made on first use under torch.compile
+    (the wrapper imports torch._dynamo, seconds of import time that eager users do not pay).
+    Inside it torch.compiler.is_compiling() is False, so forward takes its eager route."""
     if not _DISABLED:
-        _DISABLED.append(torch.compiler.disable(_run))
+        _DISABLED.append(torch.compiler.disable(_eager_forward))
     return _DISABLED[0]
 
 

@@ -215,8 +215,9 @@ class OVPLinear(_OVPBase):
     def forward(self, x):
         # eager fast path (quant/olive/_kernels.py): one C++ call for float32 CPU input needing no
         # gradient, outside tracing and torch.compile; everything else takes QuantModule.forward
-        if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
-                and not _is_tracing() and not _is_compiling() and not _is_wrapped(x)):  # (torch.func's: general path)
+        if (not _is_compiling() and type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu
+                and not x.requires_grad
+                and not _is_tracing() and not _is_wrapped(x)):  # (torch.func's: general path)
             st = _kernels.fast_state(self)
             if st is not None and x.dim() and x.shape[-1] == st.k and x.is_contiguous() and not x.is_neg():
                 y = _kernels.linear_forward(st, x)

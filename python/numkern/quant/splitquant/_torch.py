@@ -336,8 +336,9 @@ class SplitQuantLinear(QuantModule):
         # eager fast path: float32 contiguous CPU input needing no gradient, outside tracing and
         # torch.compile -> one C++ call (numkern._core.splitquant.fused_linear, bias fused) on
         # numpy views cached in the layer (_SQFast); everything else takes QuantModule.forward
-        if (type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad
-                and not _is_tracing() and not _is_compiling()
+        if (not _is_compiling() and type(x) is torch.Tensor and x.dtype is _F32 and x.is_cpu
+                and not x.requires_grad
+                and not _is_tracing()
                 and not torch._C._functorch.is_functorch_wrapped_tensor(x)):  # (torch.func's: the operator)
             st = self.__dict__.get("_nk_fast")
             if st is None or not st.valid(self._buffers):
