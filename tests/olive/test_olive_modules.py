@@ -1,7 +1,7 @@
 """OVP torch modules as torch code uses them (issues #19, #14 point 5, #17): state_dict with the
 format metadata, torch.save / pickle / deepcopy, the dtype rule, the nn.Linear attributes torch
 reads (TransformerEncoderLayer, MultiheadAttention), convolutions, calibrate(), jit.trace /
-export refusal, torch.compile, short reprs."""
+jit.trace refusal, torch.export, torch.compile, short reprs."""
 import copy
 import io
 import logging
@@ -252,15 +252,16 @@ def test_calibrate_pools_many_batches_and_uncalibrated_warns():
         Q.calibrate(Q.OVPLinear.from_linear(lin, act_bits=8), [])
 
 
-def test_jit_trace_and_export_refuse_clearly():
+def test_jit_trace_refuses_clearly_export_traces_the_operator():
     q = quantized(4, "int", None)
     x = torch.randn(2, 3, 5, 5)
     with pytest.raises(RuntimeError, match="torch.jit.trace is not supported"):
         torch.jit.trace(q, x)
     with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
         q(torch.ones(2, 3, 5, 5, dtype=torch.int64))
-    with pytest.raises(Exception, match="torch.export is not supported"):
-        torch.export.export(q, (x,))
+    ep = torch.export.export(q, (x,))  # through torch.ops.numkern.ovp_matmul
+    assert any("ovp_matmul" in str(n.target) for n in ep.graph.nodes)
+    torch.testing.assert_close(ep.module()(x), q(x), rtol=1e-5, atol=1e-5)
 
 
 def test_torch_compile_equals_eager():

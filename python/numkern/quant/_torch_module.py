@@ -1,6 +1,6 @@
 """Shared torch behaviour of numkern.quant's quantized modules (OVPLinear, OVPConv1d/2d,
 SplitQuantLinear): format metadata in the state_dict, the dtype rule, the ``weight`` view torch
-code reads, and refusal of torch.jit.trace / torch.export.
+code reads, refusal of torch.jit.trace, and torch.export through the layers' torch operators.
 
 Imported only by the torch sides of the quantizers (numkern never imports torch eagerly).
 
@@ -264,9 +264,17 @@ class QuantModule(nn.Module):
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, x):
         self._refuse_tracing(type(self).__name__)
+        if torch.compiler.is_exporting():
+            # torch.export: traced through the layer's torch operator (torch.ops.numkern.ovp_matmul /
+            # splitquant_matmul, which decode the codes on each call) into the exported graph
+            self._check_exportable()
+            return _run(self, x)
         if torch.compiler.is_compiling():  # graph break here, once, not inside the kernels' wrappers
             return _run_disabled()(self, x)
         return _run(self, x)
+
+    def _check_exportable(self):
+        """Raise RuntimeError where the layer cannot be traced by torch.export (overridden)."""
 
     def _forward(self, x):
         raise NotImplementedError
@@ -277,9 +285,6 @@ class QuantModule(nn.Module):
             raise RuntimeError(f"{name}: torch.jit.trace is not supported (the quantized kernel "
                                "runs outside TorchScript, so a trace would freeze its output); use "
                                "the module eagerly or with torch.compile")
-        if torch.compiler.is_exporting():
-            raise RuntimeError(f"{name}: torch.export is not supported (the quantized kernel is not "
-                               "a torch operator); use the module eagerly or with torch.compile")
 
     @staticmethod
     def _check_dtype(x, name):

@@ -402,7 +402,7 @@ def ovp_matmul(x, q: OVPTensor):
             raise TypeError(f"x: cannot convert to an array ({e})") from None
         if x.dtype.kind not in "biuf":
             raise TypeError(f"x: expected a real array, got {x.dtype}")
-    xs = _shape_of(x)
+    xs = tuple(x.shape)  # (not int(): a symbolic batch size under torch.export stays symbolic)
     if len(xs) == 0 or xs[-1] != q.shape[1]:
         raise ValueError(f"x: inner dimension {xs[-1] if xs else None} does not match q's {q.shape[1]}")
     if kind == TORCH:

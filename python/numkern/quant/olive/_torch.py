@@ -143,7 +143,10 @@ class _OVPBase(QuantModule):
     def _matmul(self, x2):
         """float32 [rows, in_features] -> float32 [rows, out_features] by the fused OVP kernel:
         straight to C++ on prepacked weights for CPU tensors (quant/olive/_kernels.py, issue #15),
-        numkern.quant.ovp_matmul otherwise (CUDA, or a gradient is needed)."""
+        numkern.quant.ovp_matmul otherwise (CUDA, a gradient is needed, or torch.export: the
+        operator torch.ops.numkern.ovp_matmul in the exported graph)."""
+        if torch.compiler.is_exporting():
+            return ovp_matmul(x2, self.quantized_weight())
         if isinstance(x2, _kernels.QuantAct):  # activation codes in integers (int8act.hpp)
             y = _kernels.act_matmul(self, x2)
             if y is not None:
@@ -151,6 +154,14 @@ class _OVPBase(QuantModule):
             x2 = self._quantize_act(x2.x, fake=True)  # non-finite input: raises ovp_quantize's error
         y = _kernels.linear_matmul(self, x2)
         return ovp_matmul(x2, self.quantized_weight()) if y is None else y
+
+    def _check_exportable(self):
+        if self.act_bits is not None:
+            raise RuntimeError(
+                f"{type(self).__name__}: torch.export of an activation-quantized layer (act_bits="
+                f"{self.act_bits}) is not supported: its per-tensor activation quantization (a threshold "
+                "read from the layer, integer kernels) has no torch operator; export the weight-only "
+                "layer (act_bits=None), or run this one eagerly or under torch.compile")
 
     def _gemm(self, x2, out_dtype):
         """The quantized GEMM on a float32 operand, bias added in float32, cast to out_dtype."""

@@ -314,8 +314,11 @@ class SplitQuantLinear(QuantModule):
 
     def _matmul(self, x2):
         """float32 [rows, in_features] -> float32 [rows, out_features] + bias by the fused kernel."""
-        plain_buffers(self)
-        self._sync_clusters()
+        if not torch.compiler.is_exporting():
+            # (torch.export traces with stand-in buffers: the dense ids as last synced -- at
+            # construction, load_state_dict or any eager call -- go into the exported graph)
+            plain_buffers(self)
+            self._sync_clusters()
         w = FusedSplitQuantWeight(self.codes, self.clusters, self.scales, self.offsets,
                                   self.in_features, self.group_size, self.bits)
         return w.matmul(x2, None if self.bias is None else self.bias.to(torch.float32))
