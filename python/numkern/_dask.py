@@ -81,6 +81,15 @@ def _row_chunked(a, name, d=None):
     return a.rechunk({1: -1}) if len(a.chunks[1]) > 1 else a
 
 
+def _kde_points(a, name, d=None):
+    """A dask array of KDE points (data, or queries of a model of dimension d) as (n, d): a 1-D one
+    read as the in-memory GaussianKDE reads it (n points of dimension 1, or one point of dimension d)."""
+    if a.ndim == 1:
+        shape = _kde()._matrix_shape(tuple(a.shape), name, d)
+        a = a[:, None] if shape[1] == 1 else a[None, :]
+    return _row_chunked(a, name, d)
+
+
 def _row_vector(w, name, row_chunks):
     """A 1-D numpy or dask vector as a list of delayed chunks aligned with row_chunks."""
     import dask.array as da
@@ -135,15 +144,18 @@ def _chunk_names(name, row_chunks):
     return out
 
 
-def map_row_chunks(fn, X, batch=(), tail=(), dtype=None, name="X"):
+def map_row_chunks(fn, X, batch=(), tail=(), dtype=None, name="X", d=None):
     """fn applied lazily to each row chunk of a 2-D dask X: a dask array (n, *tail) of `dtype`
-    (default: X's result dtype), one task per chunk, fn and its object one key in the graph."""
+    (default: X's result dtype), one task per chunk, fn and its object one key in the graph.
+    d: the model's dimension, checked against X's columns at call time (not at compute())."""
     import dask
     import dask.array as da
 
     if batch:
         raise ValueError(f"{name}: a dask {name} needs a single distribution (batch_shape ()), got "
                          f"batch_shape {tuple(batch)}")
+    if d is not None and X.ndim == 2 and X.shape[1] != d:
+        raise ValueError(f"{name}: last axis must have length d = {d}, got shape {tuple(X.shape)}")
     X = _row_chunked(X, name)
     if dtype is None:
         dtype = np.int64 if getattr(fn, "__name__", "") == "predict" else result_dtype(X, names=(name,))
@@ -230,8 +242,13 @@ def _kde():
     return kde
 
 
-def _moments_chunk(blk, wblk, full):
+def _moments_chunk(blk, wblk, full, where=None):
     """(W, sum w^2, mean, centred second moments (d,) or (d, d)) of one chunk, raw weights."""
+    with _InChunk(where):
+        return _moments_chunk_sums(blk, wblk, full)
+
+
+def _moments_chunk_sums(blk, wblk, full):
     y = np.asarray(blk, dtype=np.float64)
     if not np.isfinite(y).all():
         raise ValueError("data: contains NaN or infinite values")
@@ -299,14 +316,17 @@ def _chunk_model(tmpl, blk, wblk, wtot):
     return kde
 
 
-def _kde_partial(tmpl, blk, wblk, wtot, X, hs, self_pairs):
+def _kde_partial(tmpl, blk, wblk, wtot, X, hs, self_pairs, where=None, qwhere=None):
     """(max, scaled sum) per query and bandwidth of sum_{j in chunk} w_j exp(-|x - y_j|^2 / (2 h^2)):
-    log of the sum = max + log(scaled sum).  self_pairs: X is this chunk, skip the pairs i = j."""
-    kde = _chunk_model(tmpl, blk, wblk, wtot)
+    log of the sum = max + log(scaled sum).  self_pairs: X is this chunk, skip the pairs i = j.
+    where / qwhere: the data chunk / query chunk, named in the errors raised on them."""
+    with _InChunk(where):
+        kde = _chunk_model(tmpl, blk, wblk, wtot)
     if self_pairs:
         m, blocks = kde.n, kde._data_queries()
     else:
-        X = _kde()._as_matrix(X, "points", tmpl._ctx, tmpl.d)
+        with _InChunk(qwhere):
+            X = _kde()._as_matrix(X, "points", tmpl._ctx, tmpl.d)
         m, blocks = X.shape[0], tmpl._prepared_queries(X)
     if kde.n == 0 or m == 0:
         return np.full((m, len(hs)), -np.inf), np.zeros((m, len(hs)))
@@ -333,8 +353,8 @@ def _lse_finish(acc, add, col, dtype):
 
 def kde_logpdf(kde, points):
     """In-memory GaussianKDE, dask queries: logpdf lazily, one task per query chunk."""
-    X = _row_chunked(points, "points", kde.d)
-    return map_row_chunks(kde.logpdf, X, dtype=kde.dtype)
+    X = _kde_points(points, "points", kde.d)
+    return map_row_chunks(kde.logpdf, X, dtype=kde.dtype, name="points")
 
 
 def _make_kde_class():
@@ -353,7 +373,7 @@ def _make_kde_class():
 
             kde = _kde()
             kde._check_options(bandwidth, covariance)
-            Y = _row_chunked(data, "data")
+            Y = _kde_points(data, "data")
             n, d = Y.shape
             if n == 0 or d == 0:
                 raise ValueError(f"data: empty (shape {tuple(Y.shape)})")
@@ -365,7 +385,8 @@ def _make_kde_class():
             blocks = list(Y.to_delayed().ravel())
             wblocks = [None] * len(blocks) if weights is None else _row_vector(weights, "weights", Y.chunks[0])
             full = covariance == "full"
-            mom = [dask.delayed(_moments_chunk)(b, w, full) for b, w in zip(blocks, wblocks)]
+            self._dask_where = _chunk_names("data", Y.chunks[0])
+            mom = [dask.delayed(_moments_chunk)(b, w, full, where) for b, w, where in zip(blocks, wblocks, self._dask_where)]
             (W, W2, mu, m2), chunk_w = dask.compute(_tree(mom, _moments_combine), [m[0] for m in mom])
             if not W > 0:
                 raise ValueError("weights: sum to 0")
@@ -417,10 +438,12 @@ def _make_kde_class():
             loo = queries is None
             qblocks = self._dask_blocks if loo else queries[0]
             qrows = self._dask_Y.chunks[0] if loo else queries[1]
+            qwheres = self._dask_where if loo else queries[2]
             out = []
-            for i, (q, rows) in enumerate(zip(qblocks, qrows)):
-                parts = [dask.delayed(_kde_partial)(tmpl, b, w, self._dask_W, q, hs, loo and i == j)
-                         for j, (b, w) in enumerate(zip(self._dask_blocks, self._dask_wblocks))]
+            for i, (q, rows, qw) in enumerate(zip(qblocks, qrows, qwheres)):
+                parts = [dask.delayed(_kde_partial)(tmpl, b, w, self._dask_W, q, hs, loo and i == j, where, qw)
+                         for j, (b, w, where) in enumerate(zip(self._dask_blocks, self._dask_wblocks,
+                                                               self._dask_where))]
                 a = add[i] if loo else add
                 fin = dask.delayed(_lse_finish)(_tree(parts, _lse_combine), a, col, np.float64 if loo else self.dtype)
                 out.append(da.from_delayed(fin, shape=(rows,) if col is not None else (rows, len(hs)),
@@ -432,11 +455,11 @@ def _make_kde_class():
             import dask
 
             if is_dask_array(points):
-                X = _row_chunked(points, "points", self.d)
-                queries = (list(X.to_delayed().ravel()), X.chunks[0])
+                X = _kde_points(points, "points", self.d)
+                queries = (list(X.to_delayed().ravel()), X.chunks[0], _chunk_names("points", X.chunks[0]))
             else:
                 X = _kde()._as_matrix(points, "points", self._ctx, self.d)
-                queries = ([dask.delayed(X)], (X.shape[0],))
+                queries = ([dask.delayed(X)], (X.shape[0],), (None,))
             return self._lazy_lse(queries, [self.bandwidth], self._log_norm(self.bandwidth), 0)
 
         score_samples = logpdf
@@ -625,8 +648,9 @@ def mixture_steps(model, X):
         raise ValueError(f"n_components: {k} components need at least {k} points, X has {n}")
     dtype = result_dtype(X, names=("X",))
     ctx = Context(np.empty((0,), dtype))
-    blocks = list(X.to_delayed().ravel())
-    wheres = _chunk_names("X", X.chunks[0])
+    # chunks without rows add nothing to any sum (and the in-memory row checks refuse empty X)
+    kept = [(b, w) for b, w, r in zip(X.to_delayed().ravel(), _chunk_names("X", X.chunks[0]), X.chunks[0]) if r]
+    blocks, wheres = [b for b, _ in kept], [w for _, w in kept]
     m = _delayed(model)
 
     def rows64(idx):  # the normalised float64 rows idx (K x d), as x64[idx] in memory

@@ -534,7 +534,7 @@ class VonMisesFisher:
         if is_dask_array(X):  # lazy, row chunk by row chunk (numkern/_dask.py)
             from .._dask import map_row_chunks
 
-            return map_row_chunks(self.logpdf, X, self._batch)
+            return map_row_chunks(self.logpdf, X, self._batch, d=self._d)
         g = math.prod(self._batch)
         d = self._d
         if any_torch(X):
@@ -958,7 +958,8 @@ class VMFMixture:
         if is_dask_array(X):
             from .._dask import map_row_chunks
 
-            return map_row_chunks(self.predict_proba, X, ())
+            self._need_fit()
+            return map_row_chunks(self.predict_proba, X, (), d=self._d)
         ctx, ops, logresp, _, dtype = self._estep_for(X)
         return ctx.output(ops.exp(logresp), dtype)
 
@@ -967,7 +968,8 @@ class VMFMixture:
         if is_dask_array(X):
             from .._dask import map_row_chunks
 
-            return map_row_chunks(self.predict, X, ())
+            self._need_fit()
+            return map_row_chunks(self.predict, X, (), d=self._d)
         ctx, ops, logresp, _, _ = self._estep_for(X)
         return ctx.output(ops.argmax(logresp, axis=1))
 
@@ -976,7 +978,8 @@ class VMFMixture:
         if is_dask_array(X):
             from .._dask import map_row_chunks
 
-            return map_row_chunks(self.score_samples, X, ())
+            self._need_fit()
+            return map_row_chunks(self.score_samples, X, (), d=self._d)
         ctx, ops, _, lse, dtype = self._estep_for(X)
         return ctx.output(lse, dtype)
 
