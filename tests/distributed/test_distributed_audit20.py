@@ -361,7 +361,11 @@ def _rank_worker(rank, world, init, out_dir):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    import datetime
+
+    # (a timeout: a collective one rank never joins fails the test instead of hanging it)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         model, x, y, V_ = _torch_case()
         sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
@@ -369,6 +373,16 @@ def _rank_worker(rank, world, init, out_dir):
         # a data set per rank: rank 0's only batch is empty, rank 1 holds all samples in two batches
         batches = [(x[:0], y[:0])] if rank == 0 else [(x[:12], y[:12]), (x[12:], y[12:])]
         res = _estimates(model, x[sl], y[sl], V_, torch.nn.parallel.DistributedDataParallel, x[ex], y[ex], batches)
+        # rank 0 passes a data set with no batches at all: every rank raises the same ValueError
+        # (rank 0 alone raised before, leaving rank 1 in the all-reduce forever)
+        from numkern import hessian as nh
+
+        try:
+            nh.hessian_trace(torch.nn.parallel.DistributedDataParallel(model()), torch.nn.functional.cross_entropy,
+                             [] if rank == 0 else batches, num_matvecs=6, seed=13)
+            res["no_batches"] = "no error"
+        except ValueError as e:
+            res["no_batches"] = str(e)
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()
     finally:
@@ -396,6 +410,8 @@ def test_torch_distributed_estimators_equal_single_process(tmp_path):
 
     mp.spawn(me._rank_worker, args=(2, f"tcp://127.0.0.1:{port}", str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for r in ranks:
+        assert "no batches on at least one rank" in r.pop("no_batches")
     model, x, y, V_ = _torch_case()
     ref = _estimates(model, x, y, V_, lambda m: m, x, y, [(x[:12], y[:12]), (x[12:], y[12:])])
     for key, want in ref.items():

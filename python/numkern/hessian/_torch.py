@@ -163,6 +163,10 @@ class _Data:
                              "pass a DataLoader or a list of batches")
         self.source = inputs
 
+    def empty(self):
+        """Whether a data set holds no batches (a single batch is never empty here)."""
+        return self.dataset and next(iter(self.source), None) is None
+
     def first(self):
         if not self.dataset:
             return self.single
@@ -271,6 +275,18 @@ class HessianMatvec:
                                  "load the model outside inference mode")
         self.model, self.loss_fn = model, loss_fn
         self._data = _Data(inputs, targets)
+        if self.process_group is not None and self._data.dataset:
+            # every rank learns whether some rank has no batches before any rank raises: one rank
+            # raising alone left the others waiting in the products' all-reduce forever
+            import torch.distributed as dist
+
+            has = torch.tensor([0 if self._data.empty() else 1], dtype=torch.int64,
+                               device=_comm_device(self.process_group, chosen[0][1].device))
+            dist.all_reduce(has, op=dist.ReduceOp.MIN, group=self.process_group)
+            if int(has) == 0:
+                raise ValueError("inputs: the data set has no batches on at least one rank of the process "
+                                 "group; give every rank at least one batch (an empty batch counts as zero "
+                                 "samples)")
         x0, y0 = self._data.first()
         if not self._data.dataset:
             self.inputs, self.targets = x0, y0
