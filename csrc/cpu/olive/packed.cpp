@@ -180,10 +180,16 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
   PackHeader h;
   std::memcpy(&h, blob, sizeof h);
   if (h.magic != kPackMagic) return "packed: not an OVP pack (bad magic)";
-  if (h.n < 0 || h.k < 0 || h.n_outliers < 0 || h.k > 0x7fffffffLL || h.n > (1LL << 40) || h.k > (1LL << 40) ||
-      h.n_outliers > h.n * h.k)
+  // A pack has k >= 1 (the kernels divide by k), and its sections bound every count by the blob's
+  // size: 8 (n + 1) bytes of row pointers, at least half a byte a weight (n k <= 2 bytes), 8 bytes
+  // an outlier.  Checked by division before sections() multiplies, so that no product overflows
+  // (a header whose products wrap could otherwise match a short blob's size).
+  if (h.n < 0 || h.k < 1 || h.n_outliers < 0 || h.k > 0x7fffffffLL || h.n > bytes / 8 ||
+      h.n > 2 * (bytes / h.k) + 1 || h.n_outliers > bytes / 8 || h.n_outliers > h.n * h.k)
     return "packed: bad dimensions in the header";
-  if ((h.bits != 4 && h.bits != 8) || h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)) ||
+  if ((h.bits != 4 && h.bits != 8) || (h.normal != ov::kInt && h.normal != ov::kFlint) ||
+      (h.bits == 8 && h.normal != ov::kInt) ||
+      h.unit != unit_of(static_cast<int>(h.bits), static_cast<int>(h.normal)) ||
       (h.layout != kLayoutRows && h.layout != kLayoutPanels && h.layout != kLayoutPanels4) ||
       (h.layout == kLayoutPanels4 && h.bits != 4))
     return "packed: bad format in the header";
@@ -196,9 +202,28 @@ const char* check_packed(const std::uint8_t* blob, std::int64_t bytes) {
   bool bad = false;
   for (index_t r = 0; r < h.n; ++r) bad |= row_ptr[r + 1] < row_ptr[r];
   if (bad) return "packed: bad row pointers";
-  const auto k32 = static_cast<std::uint32_t>(h.k);
-  for (index_t o = 0; o < h.n_outliers; ++o) bad |= static_cast<std::uint32_t>(cols[o]) >= k32;
-  if (bad) return "packed: outlier column out of range";
+  // Columns in [0, k) and strictly ascending within each row (the buffered panel loop, packed.inc
+  // widen_chunk, folds a row's outliers chunk by chunk in this order: one out of order would be
+  // written before its chunk), in one vectorised pass: the largest column as unsigned (a negative
+  // one is huge) and the descents cols[o] <= cols[o - 1] (int32 counts per block of 4096), which
+  // must all fall on a row's first outlier.
+  std::uint32_t top = h.n_outliers > 0 ? static_cast<std::uint32_t>(cols[0]) : 0u;
+  std::int64_t descents = 0, at_starts = 0;
+  for (index_t o0 = 1; o0 < h.n_outliers; o0 += 4096) {
+    const index_t o1 = std::min<index_t>(h.n_outliers, o0 + 4096);
+    std::int32_t d = 0;
+    for (index_t o = o0; o < o1; ++o) {
+      d += cols[o] <= cols[o - 1];
+      top = std::max(top, static_cast<std::uint32_t>(cols[o]));
+    }
+    descents += d;
+  }
+  if (top >= static_cast<std::uint32_t>(h.k)) return "packed: outlier column out of range";
+  for (index_t r = 0; r < h.n; ++r) {
+    const std::int64_t q = row_ptr[r];
+    at_starts += q > 0 && q < row_ptr[r + 1] && cols[q] <= cols[q - 1];
+  }
+  if (descents != at_starts) return "packed: outlier columns not ascending within a row";
   return nullptr;
 }
 

@@ -72,7 +72,9 @@ void prepack(const std::uint8_t* codes, index_t n, index_t k, int bits, int norm
              std::uint8_t* blob, std::int64_t layout = kLayoutRows);
 
 // nullptr when blob (of `bytes` bytes) is a consistent pack, else a message (the matmul reads
-// only inside a checked blob: sections in bounds, row_ptr nondecreasing, columns < k).
+// only inside a checked blob: k >= 1, dimensions bounded by `bytes` (no overflow in the section
+// sizes), a valid format, sections in bounds, row_ptr nondecreasing, columns < k and strictly
+// ascending within a row).  O(n + n_outliers).
 const char* check_packed(const std::uint8_t* blob, std::int64_t bytes);
 
 // The sections of a checked blob.
