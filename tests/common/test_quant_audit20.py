@@ -272,3 +272,22 @@ def test_quantize_model_copy_of_ovp_model_deepcopies():
     again = Q.quantize_model(ovp, bits=8)
     assert again[0] is not ovp[0] and again[0].bits == 4
     assert copy.deepcopy(again)[0].bits == 4
+
+
+def test_activation_beyond_float32_range_error_names_x():
+    """An activation-quantized layer's input beyond 1e37 is reported about x, not |w|."""
+    import warnings
+
+    import torch
+
+    from numkern.quant import OVPLinear
+
+    torch.manual_seed(3)
+    q = OVPLinear.from_linear(torch.nn.Linear(8, 4), act_bits=8)
+    x = torch.randn(3, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q(x)  # (first batch: threshold)
+    x[0, 0] = 3e38
+    with pytest.raises(ValueError, match=r"^x: 1 value\(s\) with \|x\| > 1e\+37"):
+        q(x)

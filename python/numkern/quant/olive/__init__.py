@@ -197,7 +197,7 @@ def _as_f32_2d(w, name):
         x = _kernel_array(ctx, ops.astype(ops.reshape(x, (rows, cols)), F32))
     big = ops.count(ops.abs(x) > _ABS_MAX)
     if big:  # float64 values beyond float32, or so close to its limit that scales overflow
-        raise ValueError(f"{name}: {big} value(s) with |w| > {_ABS_MAX:g}; OVP computes in float32")
+        raise ValueError(f"{name}: {big} value(s) with |{name}| > {_ABS_MAX:g}; OVP computes in float32")
     return ctx, x, shape
 
 

@@ -183,7 +183,7 @@ class _names_x:
 
     def __exit__(self, kind, err, tb):
         if kind is ValueError and str(err).startswith("w: "):
-            raise ValueError("x: " + str(err)[3:]) from None
+            raise ValueError("x: " + str(err)[3:].replace("|w|", "|x|")) from None
         return False
 
 
