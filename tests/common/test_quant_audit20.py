@@ -291,3 +291,32 @@ def test_activation_beyond_float32_range_error_names_x():
     x[0, 0] = 3e38
     with pytest.raises(ValueError, match=r"^x: 1 value\(s\) with \|x\| > 1e\+37"):
         q(x)
+
+
+@pytest.mark.parametrize("change", [{"out_features": 20}, {"in_features": 9}, {"bits": 8, "normal": "int"}])
+def test_ovp_state_dict_settings_must_match_buffers(change):
+    """A state dict whose settings disagree with its buffers is refused at load (the fast path
+    read the buffers as they were: out_features 20 over 19 rows returned 19 columns)."""
+    import torch
+
+    from numkern.quant import OVPLinear
+
+    torch.manual_seed(4)
+    q = OVPLinear.from_linear(torch.nn.Linear(8, 19))
+    sd = q.state_dict()
+    sd["_extra_state"] = dict(sd["_extra_state"], **change)
+    fresh = OVPLinear.from_linear(torch.nn.Linear(8, 19))
+    with pytest.raises(ValueError, match="does not match its settings"):
+        fresh.load_state_dict(sd)
+
+
+def test_ovp_state_dict_bias_shape_must_match():
+    import torch
+
+    from numkern.quant import OVPLinear
+
+    q = OVPLinear.from_linear(torch.nn.Linear(8, 19))
+    sd = q.state_dict()
+    sd["bias"] = torch.zeros(18)
+    with pytest.raises(ValueError, match="bias: shape"):
+        OVPLinear.from_linear(torch.nn.Linear(8, 19)).load_state_dict(sd)

@@ -38,6 +38,21 @@ class _OVPBase(QuantModule):
     _VERSION = 1
     _KEEP_DTYPE = ("scales", "act_alpha")
 
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if prefix + "codes" in state_dict:
+            # the loaded buffers must be the weight the loaded settings describe: the eager fast
+            # path reads the buffers as they are (out_features 20 over 19 rows of codes loaded,
+            # and the layer returned 19 columns)
+            try:
+                _check_ovp(self.quantized_weight())
+                b = self._buffers.get("bias")
+                if b is not None and tuple(b.shape) != (self.out_features,):
+                    raise ValueError(f"bias: shape {tuple(b.shape)}, expected ({self.out_features},)")
+            except ValueError as e:
+                raise ValueError(f"state_dict: {prefix or 'the root'} ({type(self).__name__}) does not "
+                                 f"match its settings: {e}") from None
+
     def _init_quant(self, q, bias, act_bits, both_outliers):
         _check_ovp(q)
         if len(q.shape) != 2:
