@@ -6,8 +6,8 @@ Contracts (docs/splitquant.md): y = x W^T + b with W = dequantize() bitwise the 
 every path within 1e-5 (|x| |W|^T + |b|) of the float64 product (rows of the lengths tested here;
 the worst case for long rows is about (in + 1) 2^-24 of it), the layer's fast path bitwise its
 general path; a non-finite x gives the IEEE NaN / inf pattern of x @ W^T + b; the result does not
-depend on the thread count; with AMX, x entries below the tiles' normal range are the float
-path's job (set_amx(False)), the bound does not hold for them on the tiles."""
+depend on the thread count; with AMX, x with entries the tiles would flush takes the float path
+(amx.hpp split32), so the bound holds there too."""
 import itertools
 
 import numpy as np
@@ -214,21 +214,21 @@ def test_long_rows_within_the_worst_case_bound(isa, amx):
         assert err.max() <= (2e-5 if tiles else (in_f + 1) * 2.0 ** -24), (isa, amx, n)
 
 
-def test_tiny_x_float_path_within_bound_tiles_not():
+def test_tiny_x_within_bound_with_and_without_amx():
     """x entries far below float32's normal range relative to 1 (|x| ~ 1e-35, subnormal 1e-39):
-    the float paths stay within 1e-5 (|x| |W|^T); the AMX tiles flush pieces below 2^-126 and do
-    not (documented: turn AMX off for such inputs)."""
+    within 1e-5 (|x| |W|^T) with AMX off and on (the tiles would flush pieces below 2^-126; x
+    with a nonzero entry below 2^-40 is not split and takes the float path, amx.hpp split32)."""
     layer = _layer(256, 64, 4, 3, 32, bias=False)
     fw, w, _ = _weight(layer)
-    for scale in (1e-35, 1e-39):
-        x = (np.random.default_rng(0).standard_normal((40, 256)) * scale).astype(np.float32)
-        _core.set_amx(False)
-        y = fw.matmul(x).astype(np.float64)
-        assert np.all(np.abs(y - _ref(x, w, None)) <= _bound(x, w, None) + 1e-300)
-        if _core.amx_available() and _core.isa() == "avx512":
-            _core.set_amx(True)
-            y = fw.matmul(x).astype(np.float64)
-            assert not np.all(np.abs(y - _ref(x, w, None)) <= _bound(x, w, None) + 1e-300)
+    try:
+        for scale in (1e-35, 1e-39):
+            x = (np.random.default_rng(0).standard_normal((40, 256)) * scale).astype(np.float32)
+            for amx in (False, True):
+                _core.set_amx(amx)
+                y = fw.matmul(x).astype(np.float64)
+                assert np.all(np.abs(y - _ref(x, w, None)) <= _bound(x, w, None) + 1e-300), (scale, amx)
+    finally:
+        _core.set_amx(True)
 
 
 def test_corrupt_cluster_ids_decode_to_nan_on_every_path():

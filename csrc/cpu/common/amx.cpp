@@ -106,8 +106,10 @@ bool usable() {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx2,fma,amx-tile,amx-bf16,amx-int8")
 
-bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
-                index_t k_pad, index_t plane) {
+namespace {
+// split_rows with split32's threshold `least` (split_cols: kSplitMinX)
+bool split_rows_least(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
+                      index_t k_pad, index_t plane, std::uint32_t least) {
   if (plane == 0) plane = m_pad * k_pad;
   bool bad = false;
   auto mask = [&](index_t t) {  // columns t .. t + 15 below k
@@ -119,7 +121,7 @@ bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t
     std::uint16_t* d = planes + (r / kTileRows) * kTileRows * k_pad + (r % kTileRows) * kStepK;
     for (index_t t = 0; t < k_pad; t += kStepK, d += kTileRows * kStepK)  // a step: 32 columns, a tile row
       bad |= split32(_mm512_maskz_loadu_epi32(mask(t), xr + t), _mm512_maskz_loadu_epi32(mask(t + 16), xr + t + 16),
-                     d, plane);
+                     d, plane, least);
   }
   for (index_t r = m; r < m_pad; ++r)  // padding rows: zero
     for (int i = 0; i < 3; ++i)
@@ -127,6 +129,12 @@ bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t
         std::memset(planes + i * plane + (r / kTileRows) * kTileRows * k_pad + s * kTileRows * kStepK +
                         (r % kTileRows) * kStepK, 0, kStepK * 2);
   return !bad;
+}
+}  // namespace
+
+bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
+                index_t k_pad, index_t plane) {
+  return split_rows_least(x, m, k, ldx, planes, m_pad, k_pad, plane, kSplitMin);
 }
 
 namespace {
@@ -305,7 +313,7 @@ inline void transpose16(__m512i r[16]) {
 
 bool split_cols(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
                 index_t k_pad) {
-  if (!split_rows(x, m, k, ldx, planes, m_pad, k_pad)) return false;
+  if (!split_rows_least(x, m, k, ldx, planes, m_pad, k_pad, 0, kSplitMinX)) return false;
   const index_t tiles = 3 * (m_pad / kTileRows) * (k_pad / kStepK);
   for (index_t i = 0; i < tiles; ++i) {  // each 1 KiB tile in place
     std::uint16_t* tp = planes + i * kTileRows * kStepK;

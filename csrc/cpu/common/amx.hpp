@@ -3,8 +3,9 @@
 //
 // A float32 has a 24-bit significand; cut by truncation into three pieces of 8 bits each, every
 // finite x is exactly hi + mid + lo with hi, mid, lo bfloat16 (split_rows below; the tiles flush a
-// piece below 2^-126 to zero, an absolute error under 2^-126 |w| a term).  With w exact in bfloat16 a
-// tile product a * w is exact in float32 and the tile unit adds it in float32 (round to nearest),
+// piece or piece product below 2^-126 to zero, so an operand holding a nonzero entry below 2^-60
+// (SplitQuant's x: 2^-40) is not split: split32 reports it and the callers take their float path).
+// With w exact in bfloat16 a tile product a * w is exact in float32 and the tile unit adds it in float32 (round to nearest),
 // so the three passes (hi, mid, lo) give sum_k x[k] w[k] with float32 rounding of the sums, as a
 // float32 FMA loop does, only summed in another order.  One tile instruction (TDPBF16PS) does
 // 16 x 16 x 32 multiply-adds; on a Sapphire Rapids core the three passes run several times the
@@ -89,7 +90,9 @@ T* aligned_buffer(std::vector<T>& v, index_t n) {
 // each in tiles: [m_pad / 16][k_pad / 32][16][32] (a tile's 16 rows of 32 values contiguous: tile
 // loads of 1 KiB in a row read 16 cache lines in order, twice as fast as rows k_pad apart),
 // rows m .. m_pad - 1 and columns k .. k_pad - 1 zero; x (m, k) with row stride ldx.  Returns false
-// (planes unspecified) when x holds an infinity or NaN: the caller takes its float32 path.
+// (planes unspecified) when x holds an infinity or NaN, or a nonzero entry below 2^-60 in
+// magnitude (its pieces or their products could be flushed by the tiles: split32): the caller
+// takes its float32 path.
 // plane: the elements from one plane to the next (0: m_pad k_pad).  A caller can split one row at a
 // time into a larger tile set: planes at that row's place in its tile, m = m_pad = 1, plane the
 // whole set's.
@@ -99,14 +102,38 @@ bool split_rows(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t
 #if NK_X86_TIERS
 // split_rows' cut of 32 floats (a: the first 16, b: the next, as bits): hi, mid, lo as bfloat16
 // at d, d + plane, d + 2 plane (each piece's top 16 bits: exact, see above), one 64-byte store
-// a piece; returns whether any is an infinity or NaN.
+// a piece; returns whether any is an infinity or NaN, or nonzero with |v| < the float whose bits
+// are `least` (denormals included; default kSplitMin = 2^-60): the callers then take their float
+// path, which keeps the 1e-5 bound down to subnormal x.
+//
+// Why: the tile unit flushes a bfloat16 piece or a piece product below 2^-126 to zero.  An operand
+// of exponent e (2^e <= |v| < 2^(e+1)) has its lowest significand bit at 2^(e-23), so its nonzero
+// pieces are >= 2^(e-23); tiny x lost its lower pieces (measured beyond the bound by 2.3x at x ~
+// 1e-33 and 225x at 1e-35 against SplitQuant weights ~0.05, 15x at 1e-35 on OVP's tiles).
+// * OVP (x split here; the weights are grid values in units, exact in bfloat16, nonzero ones of
+//   magnitude 1/4 or more): x's pieces are >= 2^-83 and their products with them normal: nothing
+//   is flushed.
+// * SplitQuant splits both x (split_cols: kSplitMinX = 2^-40) and its decoded weights (split_rows,
+//   split32: 2^-60), so each nonzero |x w| >= 2^-100 and a term's up to six flushed piece products
+//   (each < 2^-126) are below 6 2^-126 < 2^-23 |x w|, under the 2^-21 |x w| of the three piece
+//   products it leaves out.  (The thresholds split 2^-100 between the operands this way as
+//   split32 also splits OVP's x, for which 2^-60 is the limit.)
+// The test is per entry, not per row: a row whose large entries meet zero weights has only its
+// tiny entries' terms in the bound.  Two more mask operations per 16 floats, on the exponent
+// masked for the infinity test.
+constexpr std::uint32_t kSplitMin = 67u << 23;   // the bits of 2^-60 (biased exponent 127 - 60)
+constexpr std::uint32_t kSplitMinX = 87u << 23;  // the bits of 2^-40
 NK_TIER_AVX512 inline __attribute__((always_inline)) bool split32(__m512i a, __m512i b, std::uint16_t* d,
-                                                                 index_t plane) {
+                                                                 index_t plane, std::uint32_t least = kSplitMin) {
   const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)), expo = _mm512_set1_epi32(0x7F800000);
+  const __m512i mag = _mm512_set1_epi32(0x7FFFFFFF), lowest = _mm512_set1_epi32(static_cast<int>(least));
   const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
                                        25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);  // the high words
-  const __mmask16 bad = _mm512_cmpeq_epi32_mask(_mm512_and_si512(a, expo), expo) |
-                        _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, expo), expo);
+  const __m512i ea = _mm512_and_si512(a, expo), eb = _mm512_and_si512(b, expo);
+  // not finite (exponent all ones), or nonzero (any bit but the sign) with exponent below least's
+  const __mmask16 bad = _mm512_cmpeq_epi32_mask(ea, expo) | _mm512_cmpeq_epi32_mask(eb, expo) |
+                        _mm512_mask_cmplt_epu32_mask(_mm512_test_epi32_mask(a, mag), ea, lowest) |
+                        _mm512_mask_cmplt_epu32_mask(_mm512_test_epi32_mask(b, mag), eb, lowest);
   // r = x - hi (exact: hi is x's top 8 significand bits, by truncation), lo = r - mid (exact)
 #define NK_SPLIT_REST(x) \
   _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(x), _mm512_castsi512_ps(_mm512_and_si512(x, top))))
@@ -149,7 +176,8 @@ void block_product(const std::uint16_t* planes, index_t m_pad, index_t k_pad, in
 
 // x (m, k) as B tiles: split_rows' planes (same sizes and padding) with every 16 x 16-dword tile
 // transposed: tile row q holds, for the tile's 16 rows r, the pair (x[r][2q], x[r][2q + 1]) of a
-// plane.  False (planes unspecified) when x holds an infinity or NaN.
+// plane.  False (planes unspecified) when x holds an infinity or NaN, or a nonzero entry below
+// 2^-40 in magnitude (kSplitMinX: x meets weights split too, see split32).
 bool split_cols(const float* x, index_t m, index_t k, index_t ldx, std::uint16_t* planes, index_t m_pad,
                 index_t k_pad);
 

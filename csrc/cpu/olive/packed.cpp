@@ -355,7 +355,8 @@ bool weights_exact_bf16(const PanelArgs& a) {
 }
 
 // The AMX path of matmul_panels (false: fewer than kAmxBatch rows, no AMX, a weight not exact in
-// bfloat16, or x not finite; the float path runs).  Per batch chunk and per k chunk of x
+// bfloat16, or x not finite or with a nonzero entry below 2^-60 (amx::split32); the float path
+// runs).  Per batch chunk and per k chunk of x
 // (amx::k_chunk; read whole, a wide layer's planes -- 5.5 MB at 4096 columns and 208 rows -- came
 // from memory once per unit of panels), units of panels (amx::panel_units,
 // threaded): the unit's panels converted to tiles straight from the pack (panel_tiles, the
@@ -434,7 +435,7 @@ bool matmul_panels_amx(const PanelArgs& a0) {
 // nothing to share the decode with).  Measured (Sapphire Rapids, one thread, bench/RESULTS.md #15
 // seventeenth session): 384 x 384 at 2 / 5 / 9 rows 5.2 / 6.2 / 8.7 us against the float path's
 // 6.7 / 10.8 / 18.8.  false: not taken (no AMX, another layout, another row count, a table value
-// not exact in bfloat16, x not finite); nothing written.
+// not exact in bfloat16, x not finite or with a nonzero entry below 2^-60); nothing written.
 constexpr index_t kFewAmxMin = 2, kFewAmxMax = kAmxBatch - 1;  // 3 b <= 27 piece rows: at most two A tiles
 #if NK_X86_TIERS && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__linux__)
 #pragma GCC push_options
@@ -585,7 +586,7 @@ bool matmul_few_amx(const PanelArgs& a) {
   const __m512i table = _mm512_load_si512(tab);
   const index_t k = pv.h.k, n = pv.h.n, steps = (k + amx::kStepK - 1) / amx::kStepK;
   const index_t npanels = (n + kPanelRows - 1) / kPanelRows;
-  // every row's pieces split (and x found finite) before anything is written
+  // every row's pieces split (x found finite and not below amx::split32's limit) before anything is written
   const index_t b = a.batch, m = 3 * b;
   static thread_local std::vector<std::uint16_t> pieces;  // the calling thread's
   std::uint16_t* A = amx::aligned_buffer(pieces, steps * m * 32);

@@ -479,7 +479,8 @@ NK_TIER_AVX512 void decode_panel_x16(const std::uint8_t* codes, const std::uint8
 
 // decode_row_x16<Bits> straight into the AMX path's planes: the row's three bfloat16 pieces
 // (amx::split32, 32 weights a tile row) at d0 (its place in its tile set), plane elements apart,
-// columns in .. k_pad - 1 zero; false when a weight is not finite.  group_size % 16 == 0.  No
+// columns in .. k_pad - 1 zero; false when a weight is not finite or a nonzero one is below
+// amx::split32's 2^-60 (the tiles could flush its pieces).  group_size % 16 == 0.  No
 // codes (codes null): a zero row.
 template <int Bits>
 NK_TIER_AVX512 bool decode_split_x16(const std::uint8_t* codes, const std::uint8_t* clusters, const float* scales,
@@ -837,7 +838,8 @@ void gemm_panels(const GemmArgs& a) {
 // threaded) whose rows are decoded straight into their planes (decode_split_x16, the weights
 // bitwise the scalar decode's), then every 32 batch rows.
 // False below kAmxRows rows or without AMX: the float panel GEMM answers.  x or a decoded weight
-// not finite (a corrupt cluster id decodes to NaN): the float panel GEMM computes the batch
+// not finite (a corrupt cluster id decodes to NaN), or holding a nonzero entry the tiles could
+// flush (amx::split32: x below 2^-40, a weight below 2^-60): the float panel GEMM computes the batch
 // chunk's rows and every later one again (over whatever the tiles wrote there), as if alone.
 constexpr index_t kAmxRows = 32;  // 16-31 rows: the float GEMM as fast (wide layers) or 7-13 % faster (384 x 384)
 
@@ -856,7 +858,7 @@ bool fused_linear_amx(const GemmArgs& a) {
     const int nt = split.threads;
     (void)nt;
     std::uint16_t* xp = amx::aligned_buffer(xplanes, 3 * m_pad * kc_pad);
-    int bad = 0;  // x or a decoded weight not finite
+    int bad = 0;  // x or a decoded weight not finite or too small for the tiles (amx::split32)
     for (index_t k0 = 0; k0 < in && !bad; k0 += kc) {
       const index_t kn = std::min(kc, in - k0), g0 = k0 / a.group_size;
       const index_t steps = amx::round_up(kn, amx::kStepK) / amx::kStepK;

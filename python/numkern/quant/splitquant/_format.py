@@ -401,6 +401,37 @@ def _id_coding(ids, k):
     return "prefix3", (m, *[j for j in range(3) if j != m])
 
 
+# the coding each cluster count's ids are stored in (``_id_coding``); "dense2" holds any k
+_CODING_K = {"none": 1, "bits1": 2, "prefix3": 3}
+
+
+def _check_id_coding(coding, k):
+    """ValueError naming id_coding unless ``coding`` can hold the ids of a k-cluster weight: "none"
+    only k = 1, "bits1" only k = 2, "prefix3" only k = 3 ("dense2": any k).  A stream of another
+    coding decodes to ids of the wrong clusters (a bits1 stream never names cluster 2 of k = 3).
+    k outside 1..4 is left to the kernels' check (ValueError naming k)."""
+    need = _CODING_K.get(coding)
+    if need is not None and 1 <= k <= 4 and need != k:
+        raise ValueError(f"id_coding: {coding!r} stores the ids of k = {need} clusters, but the weight "
+                         f"has k = {k} (scales' last dimension)")
+
+
+def _dtype_name(a):
+    """numpy-style dtype name of a numpy / CuPy array, a torch tensor or anything np.asarray reads."""
+    dt = getattr(a, "dtype", None)
+    if dt is None:
+        dt = np.asarray(a).dtype
+    return str(dt).replace("torch.", "")
+
+
+def _check_uint8(a, name):
+    """TypeError naming ``name`` unless a is a uint8 array or tensor: the kernels read bytes, and a
+    cast of wider integers (values >= 256) would wrap them into other codes / ids."""
+    got = _dtype_name(a)
+    if got != "uint8":
+        raise TypeError(f"{name}: expected dtype uint8, got {got}")
+
+
 def encode_ids(ids, coding, order=()):
     """uint8 stream of the ids (rows, n) (row-major) in ``coding`` (see ``_id_coding``); bits
     fill each byte from its low bit."""
@@ -538,6 +569,8 @@ class FusedSplitQuantWeight:
     def _parts(self):
         if len(getattr(self.scales, "shape", ())) != 3:
             raise ValueError("scales: expected an (out, groups, k) array")
+        _check_uint8(self.codes, "codes")
+        _check_uint8(self.clusters, "clusters")
         return (self.codes, self.clusters, self.scales, self.offsets)
 
     @property
@@ -549,18 +582,29 @@ class FusedSplitQuantWeight:
     def compact_ids(self):
         """(coding, order, stream): the cluster ids as stored (see ``encode_ids``); ``clusters``
         is their dense 2-bit form, which the kernels read."""
-        ids = _unpack(_host(self.clusters), 2, self.padded_in)
+        _check_uint8(self.clusters, "clusters")
+        ids = _unpack(_host(self.clusters), 2, self.padded_in).copy()
+        ids[:, int(self.in_features):] = 0  # (the padding of a partial last group: see from_compact)
         coding, order = _id_coding(ids, int(self.scales.shape[2]))
         return coding, order, encode_ids(ids, coding, order)
 
     @classmethod
     def from_compact(cls, codes, ids, coding, order, scales, offsets, in_features, group_size, bits):
-        """The weight whose ``compact_ids()`` gave (coding, order, ids): dense ids rebuilt."""
+        """The weight whose ``compact_ids()`` gave (coding, order, ids): dense ids rebuilt.  The ids
+        of a partial last group's padding columns (past in_features) are set to 0 whatever the
+        stream holds there: they multiply zero inputs, and a corrupt one (a NaN weight) would make
+        the whole output row NaN while ``dequantize()``, which stops at in_features, shows none.
+        ValueError naming id_coding when the coding cannot hold k = scales.shape[2] clusters'
+        ids; TypeError when ids or codes are not uint8."""
         if coding not in ID_CODINGS:
             raise ValueError(f"coding: must be one of {ID_CODINGS}, got {coding!r}")
+        _check_id_coding(coding, int(scales.shape[2]))
+        _check_uint8(ids, "ids")
+        _check_uint8(codes, "codes")
         out, groups = int(scales.shape[0]), int(scales.shape[1])
         padded = max(int(in_features), groups * int(group_size))
-        dense = decode_ids(_host(ids), coding, tuple(order), out, padded)
+        dense = decode_ids(_host(ids), coding, tuple(order), out, padded).copy()
+        dense[:, int(in_features):] = 0
         return cls(codes, _pack(dense, 2), scales, offsets, in_features, group_size, bits)
 
     def nbytes(self):

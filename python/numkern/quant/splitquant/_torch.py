@@ -15,8 +15,9 @@ from torch import nn
 from .._skips import log_skipped, skipped_layers
 from .._torch_module import (QuantModule, arm_runner, buffer_marks, buffers_unchanged, check_format, plain_buffers,
                              watch_buffers)
-from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _id_coding, _quantize_rows,
-                      _unpack, cluster_labels, encode_ids, quantize_support)
+from ._format import (ID_CODINGS, FusedSplitQuantWeight, QuantizedWeight, _check_id_coding, _check_uint8,
+                      _id_coding, _quantize_rows, _unpack, cluster_labels, decode_ids, encode_ids,
+                      quantize_support)
 
 _SPLITTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _F32 = torch.float32
@@ -191,8 +192,11 @@ class SplitQuantLinear(QuantModule):
         self.id_coding, self.id_order = coding, tuple(int(j) for j in order)
         self.register_buffer("codes", torch.from_numpy(fused.codes))
         self.register_buffer("ids", torch.from_numpy(stream))
-        # the dense 2-bit ids the kernels read: derived from ids, not saved
-        self.register_buffer("clusters", torch.from_numpy(fused.clusters), persistent=False)
+        # the dense 2-bit ids the kernels read: derived from ids, not saved (so a partial last
+        # group's padding ids are 0, as after a load: FusedSplitQuantWeight.from_compact)
+        dense = FusedSplitQuantWeight.from_compact(fused.codes, stream, coding, order, fused.scales, fused.offsets,
+                                                   fused.in_features, fused.group_size, fused.bits).clusters
+        self.register_buffer("clusters", torch.from_numpy(dense), persistent=False)
         self.register_buffer("scales", torch.from_numpy(fused.scales))
         self.register_buffer("offsets", torch.from_numpy(fused.offsets))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
@@ -289,6 +293,7 @@ class SplitQuantLinear(QuantModule):
         extra = state_dict.get(prefix + "_extra_state")
         if isinstance(extra, dict) and extra.get("version") == 1 and prefix + "clusters" in state_dict:
             # version 1 stored the dense 2-bit ids: re-encode them (the same ids, so the same output)
+            _check_uint8(state_dict[prefix + "clusters"], "clusters")
             dense = state_dict.pop(prefix + "clusters").cpu().numpy()
             try:
                 groups, gs = state_dict[prefix + "scales"].shape[1], int(extra["group_size"])
@@ -303,6 +308,7 @@ class SplitQuantLinear(QuantModule):
             state_dict[prefix + "ids"] = torch.from_numpy(encode_ids(ids, coding, order))
             state_dict[prefix + "_extra_state"] = {**extra, "version": 2, "id_coding": coding,
                                                   "id_order": list(order)}
+        self._check_state(state_dict, prefix)  # (before anything of the layer changes)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         if prefix + "ids" in state_dict and not error_msgs:
@@ -311,6 +317,37 @@ class SplitQuantLinear(QuantModule):
                 self.scales, self.offsets, self.in_features, self.group_size, self.bits)
             self.clusters = torch.from_numpy(fused.clusters).to(self.codes.device)
             self._mark_ids()
+
+    def _check_state(self, state_dict, prefix):
+        """What load_state_dict refuses before it changes the layer (the settings themselves are
+        _adopt's): codes / ids not uint8 (TypeError naming them: a cast of wider integers wraps
+        values >= 256 into other codes), ``out_features`` other than the output rows of the
+        tables (scales), an ``id_coding`` that cannot hold the ids of scales' k clusters, and an
+        id stream too short for the weight (ValueError naming them)."""
+        extra = state_dict.get(prefix + "_extra_state")
+        if not isinstance(extra, dict) or extra.get("version") != self._VERSION:
+            return  # (QuantModule's format check reports it)
+        for n in ("codes", "ids"):
+            if state_dict.get(prefix + n) is not None:
+                _check_uint8(state_dict[prefix + n], n)
+        scales = state_dict.get(prefix + "scales", self._buffers.get("scales"))
+        if not isinstance(scales, torch.Tensor) or scales.dim() != 3:
+            return  # (the kernels' checks name scales)
+        out, groups, k = (int(d) for d in scales.shape)
+        try:
+            out_f, in_f, gs = int(extra["out_features"]), int(extra["in_features"]), int(extra["group_size"])
+            coding, order = extra["id_coding"], tuple(int(j) for j in extra["id_order"])
+        except (KeyError, TypeError, ValueError):
+            return  # (_adopt reports it)
+        if out_f != out:
+            raise ValueError(f"state_dict: out_features={out_f} in '{prefix}_extra_state' does not match the "
+                             f"buffers: '{prefix}scales' has {out} output rows")
+        if coding not in ID_CODINGS:
+            return  # (_adopt reports it)
+        _check_id_coding(coding, k)
+        ids = state_dict.get(prefix + "ids")
+        if ids is not None and in_f >= 1 and gs >= 1 and (coding != "prefix3" or sorted(order) == [0, 1, 2]):
+            decode_ids(ids.detach().cpu().numpy(), coding, order, out, max(in_f, groups * gs))  # (ValueError: ids)
 
     def _matmul(self, x2):
         """float32 [rows, in_features] -> float32 [rows, out_features] + bias by the fused kernel."""
@@ -360,6 +397,9 @@ class SplitQuantLinear(QuantModule):
         lead = x.shape[:-1]
         # (differentiable in x through torch.ops.numkern.splitquant_matmul: d/dx = grad @ W)
         y = self._matmul(x.reshape(-1, self.in_features).to(torch.float32))
+        if y.shape[-1] != self.out_features:  # (load_state_dict refuses this; set by hand)
+            raise ValueError(f"out_features: {self.out_features}, but the tables (scales) have {y.shape[-1]} "
+                             "output rows")
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self):
@@ -393,7 +433,8 @@ class _SQFast:
         codes, clusters, scales, offsets, bias, _ = bufs
         st.ok = (all(b.device.type == "cpu" for b in bufs if b is not None)
                  and scales.dtype in _TABLE_DTYPES and offsets.dtype in _TABLE_DTYPES
-                 and scales.dim() == 3 and scales.shape[1] * layer.group_size == layer.in_features)
+                 and scales.dim() == 3 and scales.shape[1] * layer.group_size == layer.in_features
+                 and scales.shape[0] == layer.out_features)  # (else the general path's error)
         if st.ok:
             from ..._core import splitquant as core
 
