@@ -5,7 +5,8 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
 - g_I = d/dx log I_v(x) and g_K = d/dx log K_v(x) are the ops ``dlog_iv_dx`` / ``dlog_kv_dx``
   (stable ratios: g_I = I_{v+1}/I_v + v/x, g_K = v/x - K_{v+1}/K_v).  Both solve the Riccati form
   of Bessel's equation x^2 y'' + x y' - (x^2 + v^2) y = 0:   g' = 1 + v^2/x^2 - g/x - g^2.
-- log_iv' = g_I, iv' = iv g_I, ive' = ive (g_I - sign x); log_kv' = g_K, kv' = kv g_K,
+- log_iv' = g_I, iv' = iv g_I, ive' = ive (g_I - sign x) (for v >= -1/2 as ive (v/x - sign(x)
+  C_{v+1}(|x|)), C = iv_ratio_c: no cancellation for |x| >> v); log_kv' = g_K, kv' = kv g_K,
   kve' = kve (g_K + 1).
 - At x = 0, where iv g_I is 0 inf and g/x is 0/0: iv' = (I_{v-1} + I_{v+1})/2 (DLMF 10.29.1)
   and ive' = (ive_{v-1} + ive_{v+1})/2 - sign(x) ive_v, both (ive_{v-1} + ive_{v+1})/2 at x = 0
@@ -21,9 +22,10 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
   R' = 1 - R^2 - (2v-1) R/x = C (1 + R) - (2v-1) R/x (Riccati), used for x >= v, and the
   equivalent R' = R (R_{v+1} - R + 1/x) (from I_v' = I_{v+1} + (v/x) I_v), used for x < v where
   the Riccati form cancels; C' = -R'; R'(0) = 1/(2v).
-- i0' = i1, i1' = i0 - i1/x ((i0 + I_2)/2 at 0: 1/2), k0' = -k1, k1' = -k0 - k1/x, and the
-  scaled forms: i0e' = i1e - sign(x) i0e, i1e' = i0e - i1e/x - sign(x) i1e ((i0e + ive_2)/2 at
-  0), k0e' = k0e - k1e, k1e' = k1e - k0e - k1e/x.
+- i0' = i1, i1' = (i0 + I_2)/2, k0' = -k1, k1' = -k0 - k1/x, and the scaled forms:
+  i0e' = -sign(x) i0e C_1(|x|) (i1e - sign(x) i0e at 0), i1e' = i1e (1/x - sign(x) C_2(|x|))
+  ((i0e + ive_2)/2 at 0), k0e' = k0e - k1e, k1e' = k1e - k0e - k1e/x (these two cancel for large x:
+  ~eps 2x relative).
 - In the order v: a central difference, in float64 whatever the input dtype, with step
   h = eps64^(1/3) max(1, |v|) (one-sided at the ratio's v = 1/2 edge).  For iv, ive, kv, kve,
   log_iv and log_kv it differences the logarithm, d/dv f = f d/dv log|f|: the log of the ratio
@@ -35,7 +37,9 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
   eps32^(1/3) |v| (1.5 at v = 300) was 60 % off at iv(300, 200).  I_v at v < 0 oscillates in v
   (zeros): where log|I| is not close to linear there (L''/L'^2 beyond +-0.1) or gives NaN (a sign
   change within the step, x = 0, x < 0, NaN), the difference of f itself, Richardson-extrapolated
-  from the steps 4h and 2h.  docs/torch.md states the bound.  It is a first derivative only
+  from the steps 4h and 2h (log_iv too: that of ive over ive); elsewhere at v < 0 the log's
+  difference Richardson-extrapolated from h and 2h; at v = 0 the exact -K_0; the ratios' edge a
+  second-order one-sided difference.  docs/torch.md states the bound.  It is a first derivative only
   (differentiating it again raises, see _common.FirstOrderOnly).
 """
 from __future__ import annotations
@@ -155,6 +159,18 @@ def _riccati_log(name, g, v, x):
     return torch.where(zero, at0, form)
 
 
+def _gi_minus_sign(v, x, g):
+    """g_I - sign(x) for x != 0 (the factor of ive'), without the cancellation of g_I ~ 1 - 1/(2x)
+    against 1 for |x| >> v (which left ~eps 2|x| relative: 4e-8 at ive(1, 1e8)): for v >= -1/2,
+    v/x - sign(x) C_{v+1}(|x|) with C = iv_ratio_c = 1 - I_{v+1}/I_v (exact: I_{v+1}/I_v + v/x -
+    sign x, with I_{n+1}(x)/I_n(x) = -R(|x|) for x < 0); the cancellation left is v/x against
+    C_{v+1} ~ (2v+1)/(2x), ~2|v| eps.  Below v = -1/2 (iv_ratio_c's domain) g - sign(x)."""
+    ok = v >= -0.5
+    vr = torch.where(ok, v, torch.ones_like(v))  # (harmless arguments off its elements)
+    form = v / x - torch.sign(x) * torch.ops.numkern.iv_ratio_c(vr + 1.0, x.abs())
+    return torch.where(ok, form, g - torch.sign(x))
+
+
 def _dfdx(name, v, x, y):
     o = torch.ops.numkern
     if name in ("log_iv", "iv", "ive"):
@@ -162,8 +178,11 @@ def _dfdx(name, v, x, y):
             return o.dlog_iv_dx(v, x)
         # y g_I is 0 inf at x = 0: the recurrence form there (and g_I taken at x = 1 instead)
         zero, at0 = _iv_prime_at_zero(v, x)
-        g = o.dlog_iv_dx(v, _safe(x))
-        return torch.where(zero, at0, y * g if name == "iv" else y * (g - torch.sign(x)))
+        xs = _safe(x)
+        g = o.dlog_iv_dx(v, xs)
+        if name == "iv":
+            return torch.where(zero, at0, y * g)
+        return torch.where(zero, at0, y * _gi_minus_sign(v, xs, g))
     if name in ("log_kv", "kv", "kve"):
         g = o.dlog_kv_dx(v, x)
         return g if name == "log_kv" else y * g if name == "kv" else y * (g + 1.0)
@@ -188,8 +207,14 @@ def _order_difference(name):
         h = torch.finfo(torch.float64).eps ** (1.0 / 3.0) * torch.clamp(vd.abs(), min=1.0)
         if name not in _LOG_OF:  # the ratios, g_I and g_K: O(1) and smooth in v
             if name in ("iv_ratio", "iv_ratio_c"):  # defined for v >= 1/2: one-sided at the edge
-                lo = torch.where(vd - h < 0.5, vd, vd - h)
-                d = (f(vd + h, xd) - f(lo, xd)) / (vd + h - lo)
+                # second order there too: (-3 f(v) + 4 f(v + h) - f(v + 2h)) / (2h) (the first-order
+                # (f(v + h) - f(v)) / h was 1.2e-5 relative off at iv_ratio(0.5, 0.3))
+                edge = vd - h < 0.5
+                vc = torch.where(edge, torch.ones_like(vd), vd)  # (harmless arguments off their elements)
+                ve = torch.where(edge, vd, torch.ones_like(vd))
+                central = (f(vc + h, xd) - f(vc - h, xd)) / (2.0 * h)
+                one_sided = (4.0 * f(ve + h, xd) - 3.0 * f(ve, xd) - f(ve + 2.0 * h, xd)) / (2.0 * h)
+                d = torch.where(edge, one_sided, central)
             else:
                 d = (f(vd + h, xd) - f(vd - h, xd)) / (2.0 * h)
             return d.to(v.dtype)
@@ -203,29 +228,54 @@ def _order_difference(name):
         lp, lm = log_op(vl + hl, xl), log_op(vl - hl, xl)
         dlog_l = torch.where(lp == lm, torch.zeros_like(lp), lp - lm)  # (equal infinities: 0)
         dlog = torch.where(by_ratio, torch.log(torch.where(by_ratio, q, one)), dlog_l) / (2.0 * h)
-        if name in ("log_iv", "log_kv"):
-            return dlog.to(v.dtype)
+        if name in ("kv", "kve", "log_kv"):
+            if name == "log_kv":
+                return dlog.to(v.dtype)
+            y = y.to(torch.float64)
+            return torch.where(dlog == 0, torch.zeros_like(y), y * dlog).to(v.dtype)
+        # I_v of either sign: for v < 0, I_{-nu} = I_nu + (2/pi) sin(pi nu) K_nu oscillates in nu
+        # (near x = 0 it vanishes next to every integer nu), so log|I| is far from linear in v there
+        # (its difference was 3 % off at iv(-11.2245, 7.5113), next to a zero).
+        # (1) For v < 0 the log's difference is Richardson-extrapolated from the steps h and 2h
+        # (O(h^4)): log|sin(pi nu)| curves enough that the plain difference was 2.5e-9 relative off
+        # at iv(-10.7, 1e-8).
+        neg = by_ratio & (vd < 0)
+        vn, xn, hn = (torch.where(neg, t, one) for t in (vd, xd, h))
+        q2 = scaled(vn + 2.0 * hn, xn) / scaled(vn - 2.0 * hn, xn)
+        ok2 = neg & (q2 > 0) & (q2 < float("inf"))
+        dlog2 = torch.log(torch.where(ok2, q2, one)) / (4.0 * h)
+        dlog = torch.where(ok2, (4.0 * dlog - dlog2) / 3.0, dlog)
+        # (2) where rho = L'' / L'^2 (L = log|I|, from the three values; ~0 where f is
+        # exponential-like in v) is not small, and where the log gives NaN (a sign change within
+        # [v - h, v + h], x = 0 with |v| < h, x < 0, NaN input): the difference of f itself,
+        # Richardson-extrapolated from the steps 4h and 2h (error O(h^4); the central difference
+        # alone was up to 1e-7 relative there).  log_iv too (divided by the value): its log's
+        # difference was 2.9e-7 off at log_iv(-10.7, 2.5) and NaN at log_iv(-(1 - 1e-12), 1e-8).
+        # Not where the value overflows (inf - inf): there y times the log's difference.
         y = y.to(torch.float64)
-        d = y * dlog
-        if name in ("iv", "ive"):
-            # I_v of either sign: for v < 0, I_{-nu} = I_nu + (2/pi) sin(pi nu) K_nu oscillates in
-            # nu (near x = 0 it vanishes next to every integer nu), so log|I| is far from linear
-            # in v there (its difference was 3 % off at iv(-11.2245, 7.5113), next to a zero);
-            # where rho = L'' / L'^2 (L = log|I|, from the three values; ~0 where f is
-            # exponential-like in v) is not small, and where the log gives NaN (a sign change
-            # within [v - h, v + h], x = 0 with |v| < h, x < 0, NaN input): the difference of f
-            # itself, Richardson-extrapolated from the steps 4h and 2h (error O(h^4); the central
-            # difference alone was up to 1e-7 relative there)
-            l0 = torch.log(y.abs()) - (xd.abs() if name == "iv" else 0.0)
-            lp_, lm_ = (torch.log(torch.where(by_ratio, t.abs(), one)) for t in (sp, sm))
-            rho = 4.0 * (lp_ - 2.0 * l0 + lm_) / (lp_ - lm_) ** 2
-            plain = torch.isnan(dlog) | (by_ratio & ~(rho.abs() <= 0.1))
-            vp, xp = (torch.where(plain, t, one) for t in (vd, xd))
-            hp = torch.where(plain, 4.0 * h, one)
-            d1 = (f(vp + hp, xp) - f(vp - hp, xp)) / (2.0 * hp)
-            d2 = (f(vp + 0.5 * hp, xp) - f(vp - 0.5 * hp, xp)) / hp
-            d = torch.where(plain, (4.0 * d2 - d1) / 3.0, d)
-        return d.to(v.dtype)
+        ax = xd.abs()
+        l0 = y - ax if name == "log_iv" else torch.log(y.abs()) - (ax if name == "iv" else 0.0)  # log|ive|
+        finite = torch.isfinite(y)
+        lp_, lm_ = (torch.log(torch.where(by_ratio, t.abs(), one)) for t in (sp, sm))
+        rho = 4.0 * (lp_ - 2.0 * l0 + lm_) / (lp_ - lm_) ** 2
+        plain = finite & (torch.isnan(dlog) | (by_ratio & ~(rho.abs() <= 0.1)))
+        vp, xp = (torch.where(plain, t, one) for t in (vd, xd))
+        hp = torch.where(plain, 4.0 * h, one)
+        g = scaled if name == "log_iv" else f  # (log_iv: d/dv log|I| = (d/dv ive) / ive)
+        d1 = (g(vp + hp, xp) - g(vp - hp, xp)) / (2.0 * hp)
+        d2 = (g(vp + 0.5 * hp, xp) - g(vp - 0.5 * hp, xp)) / hp
+        rich = (4.0 * d2 - d1) / 3.0
+        # (3) v = 0, x > 0: exactly d/dv I_v = -K_0(x) (DLMF 10.38.4), which the difference only
+        # resolves to ~1e-10 |I_0| (and iv(0, 720) = inf gave +-inf): -k0e(x) e^{-2x} / i0e(x) for
+        # log_iv, -k0e(x) e^{-2x} for ive, -k0(x) for iv
+        at0 = (vd == 0) & (xd > 0)
+        x0 = torch.where(at0, xd, one)
+        k0s = ops["k0e"](x0) * torch.exp(-2.0 * x0)  # K_0 e^{-x}
+        if name == "log_iv":
+            d = torch.where(plain, rich / scaled(vp, xp), dlog)
+            return torch.where(at0, -k0s / ops["i0e"](x0), d).to(v.dtype)
+        d = torch.where(plain, rich, y * dlog)
+        return torch.where(at0, -ops["k0"](x0) if name == "iv" else -k0s, d).to(v.dtype)
 
     return fd
 
@@ -236,14 +286,19 @@ def _unary_prime(name, x, y):
     if name == "i0":
         return o.i1(x)
     if name == "i0e":
-        return o.i1e(x) - s * y
+        # -sign(x) i0e C_1(|x|) (C = iv_ratio_c): i1e - sign(x) i0e cancelled for large |x| (~eps 2|x|
+        # relative); at x = 0 the old form, whose derivative is i0e''(0) = 1/2
+        zero = x == 0
+        return torch.where(zero, o.i1e(x) - s * y, -s * y * o.iv_ratio_c(torch.ones_like(x), _safe(x).abs()))
     if name in ("i1", "i1e"):
         # i1' = i0 - i1/x is 0/0 at x = 0: there (I_0 + I_2)/2 (1/2, and differentiable again)
         zero, v0, x0 = _at_zero(torch.full_like(x, 2.0), x)
         if name == "i1":
-            return torch.where(zero, 0.5 * (o.i0(x0) + o.iv(v0, x0)), o.i0(x) - y / _safe(x))
+            # (I_0 + I_2)/2 everywhere: i0 - i1/x was inf - inf = NaN where both overflow (|x| > 713.98)
+            return 0.5 * o.i0(x) + 0.5 * o.iv(torch.full_like(x, 2.0), x)  # (a sum could overflow)
         at0 = 0.5 * (o.i0e(x0) + o.ive(v0, x0))  # (-sign(x) i1e: 0 at 0, see _iv_prime_at_zero)
-        return torch.where(zero, at0, o.i0e(x) - y / _safe(x) - s * y)
+        xs = _safe(x)  # i1e (g_I - sign x) at v = 1, without cancellation (see _gi_minus_sign)
+        return torch.where(zero, at0, y * (1.0 / xs - s * o.iv_ratio_c(torch.full_like(x, 2.0), xs.abs())))
     if name == "k0":
         return -o.k1(x)
     if name == "k0e":
@@ -293,4 +348,9 @@ def binary(name, v, x, out=None, names=("v", "x")):
 def unary(name, x, out=None):
     """numkern.special.<name>(x, out=) (fixed order) for a torch tensor x."""
     _check_dims((x,), ("x",), out)
+    if isinstance(x, torch.Tensor) and x.dtype in (torch.float16, torch.bfloat16):
+        # the fixed-order drop-ins compute float16 in float64 on numpy and dask (SciPy's loops), so
+        # the public function does on torch too (bfloat16 likewise); the ops themselves keep the one
+        # rule (float32), as their fake implementation says.  (Was float32: other bits and dtype.)
+        x = x.to(torch.float64)
     return finish(call(ops[name], (x,), ("x",)), out)

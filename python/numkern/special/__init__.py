@@ -2,7 +2,8 @@
 
 All functions broadcast like ufuncs, accept numpy arrays, Python scalars, torch tensors (CPU and
 CUDA; differentiable) and CuPy arrays, compute float32 inputs in float32 (through double inside
-the kernel) and everything else in float64, and take ``out=``.  Complex arguments of the drop-ins
+the kernel; float16 too for the two-argument functions, torch bfloat16 as float16) and everything
+else in float64, with the same result dtype for numpy, dask and torch inputs, and take ``out=``.  Complex arguments of the drop-ins
 are delegated to ``scipy.special`` (numpy inputs only).  Dask arrays give lazy dask arrays
 (blockwise over the broadcast chunks, the dtype numpy inputs would give; ``out=`` is refused
 there; docs/distributed.md).
