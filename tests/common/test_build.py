@@ -93,9 +93,8 @@ def test_build_without_openmp_compiles(tmp_path):
 
 # ---- an installed release wheel needs no newer system library versions than its tag ------------
 
-def elf_version_needs(path):
-    """{needed library: {symbol version names}} from an ELF64 little-endian file's .gnu.version_r
-    (what `objdump -p` lists under 'Version References')."""
+def _elf_sections(path):
+    """(file bytes, section headers as Elf64_Shdr tuples) of an ELF64 little-endian file."""
     import struct
     with open(path, "rb") as f:
         data = f.read()
@@ -103,7 +102,14 @@ def elf_version_needs(path):
         raise ValueError(f"{path}: not an ELF64 little-endian file")
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    return data, [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+
+
+def elf_version_needs(path):
+    """{needed library: {symbol version names}} from an ELF64 little-endian file's .gnu.version_r
+    (what `objdump -p` lists under 'Version References')."""
+    import struct
+    data, sections = _elf_sections(path)
     out = {}
     for _, sh_type, _, _, offset, _, link, info, _, _ in sections:
         if sh_type != 0x6FFFFFFE:  # SHT_GNU_verneed
@@ -197,13 +203,7 @@ def test_every_glibc_symbol_newer_than_2_28_is_in_the_compat_list():
 def elf_needed(path):
     """The DT_NEEDED entries of an ELF64 little-endian file (what `readelf -d` lists as NEEDED)."""
     import struct
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        raise ValueError(f"{path}: not an ELF64 little-endian file")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    data, sections = _elf_sections(path)
     out = []
     for _, sh_type, _, _, offset, size, link, _, _, _ in sections:
         if sh_type != 6:  # SHT_DYNAMIC

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pytest
+from dask_testutil import rel
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -36,9 +37,7 @@ def sync():
         yield
 
 
-def _rel(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+_rel = rel  # (dask_testutil)
 
 
 def _kde_data():
