@@ -308,10 +308,22 @@ def _blob(n, k, n_out, bits=4, normal=0, layout=0, unit=None):
     return b
 
 
+# attempt(call): prints "ran", or "refused: <message>" for the ValueError a corrupt pack must raise
+_ATTEMPT = textwrap.dedent("""
+    def attempt(call):
+        try:
+            call()
+            print("ran")
+        except ValueError as e:
+            print("refused:", e)
+    """)
+
+
 def _in_subprocess(code):
     """Run code (numkern imported as here) in a fresh interpreter: a corrupt pack that crashed the
     process fails the test instead of the test run."""
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", _ATTEMPT + textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     return r.stdout
 
@@ -328,11 +340,7 @@ def test_pack_header_whose_section_sizes_wrap_is_refused():
         b[:64] = np.frombuffer(struct.pack("<qqqqqqfiq", 0x314B50564F4B4E, n, k, n_out, 4, 0, 4.0, 0, 0), np.uint8)
         x, o, s = np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32), np.ones(1, np.float32)
         for call in (lambda: C.matmul_packed(x, b, s, o, False), lambda: C.linear_packed(x, b, s, False)):
-            try:
-                call()
-                print("ran")
-            except ValueError as e:
-                print("refused:", e)
+            attempt(call)
         """)
     assert out.count("refused: packed: bad dimensions in the header") == 2, out
 
@@ -347,16 +355,9 @@ def test_pack_with_k_zero_is_refused():
         for layout in (0, 1, 2):
             b = blob(1, 0, layout)
             x, s = np.ones((40, 0), np.float32), np.ones(1, np.float32)
-            try:
-                C.matmul_packed(x, b, s, np.zeros((40, 1), np.float32), True)
-                print("ran")
-            except ValueError as e:
-                print("refused:", e)
-        try:
-            C.linear_int8act(np.ones((20, 0), np.float32), blob(1, 0, 0), np.ones(1, np.float32), True, 1.0, 8, 0, False)
-            print("ran")
-        except ValueError as e:
-            print("refused:", e)
+            attempt(lambda: C.matmul_packed(x, b, s, np.zeros((40, 1), np.float32), True))
+        attempt(lambda: C.linear_int8act(np.ones((20, 0), np.float32), blob(1, 0, 0), np.ones(1, np.float32), True,
+                                         1.0, 8, 0, False))
         """)
     assert out.count("refused: packed: bad dimensions in the header") == 4, out
 
@@ -399,11 +400,7 @@ def test_pack_with_outlier_columns_out_of_order_is_refused():
             for call in (lambda: C.matmul_packed(x, pk, q.scales, np.empty((40, n), np.float32), True),
                          lambda: C.linear_packed(x, pk, q.scales, True),
                          lambda: C.linear_int8act(x, pk, q.scales, True, 1.0, 8, 0, False)):
-                try:
-                    call()
-                    print("ran")
-                except ValueError as e:
-                    print("refused:", e)
+                attempt(call)
         """)
     assert out.count("refused: packed: outlier columns not ascending within a row") == 6, out
 
