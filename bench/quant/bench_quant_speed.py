@@ -3,9 +3,10 @@
 Per layer (all-MiniLM-L6-v2's shapes 384->384, 384->1536, 1536->384, and 4096x4096, 4096x11008), batch
 1, 4, 16 and 64, one thread (or --threads): time of each quantized layer relative to fp32 torch.nn.Linear in the same
 run (lower is better): OVPLinear W4 / W8, SplitQuantLinear INT4 / INT2 (k = 3, group size 128, fused) and INT2 3.5b (sq_compact), W4A8 / W8A8 (activations OVP-quantized per tensor at 8 bits,
-calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
+calibrated on 64 Gaussian rows; the integer kernel csrc/cpu/olive/int8act.cpp), W4A8 token (activations quantized per
+row to int8 at every call, act_granularity="token": no calibration; the same kernel), torch dynamic int8 (torch.ao.quantization.quantize_dynamic),
 bitsandbytes Linear4bit NF4 on the CPU when it runs.  Then the whole-model MiniLM encode of 16 fixed
-sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
+sentences under torch.no_grad() (fp32 vs OVP W4 / W8 / W4A8 / W4A8 and W8A8 per token, SplitQuant INT4 / INT2) and the quantization time per method (whole MiniLM, one 4096x11008).
 
 Times are CPU seconds of the calling thread (time.thread_time; the machine may be shared), wall time
 with --threads above 1, medians of interleaved rounds.  Usage:
@@ -97,7 +98,7 @@ def gemv_table(shapes, batches, rounds):
     return "\n".join(rows)
 
 
-LAYER_METHODS = ["OVP W4", "OVP W8", "OVP W4A8", "OVP W8A8", "SplitQuant INT4", "SplitQuant INT2",
+LAYER_METHODS = ["OVP W4", "OVP W8", "OVP W4A8", "OVP W8A8", "OVP W4A8 token", "SplitQuant INT4", "SplitQuant INT2",
                  "SplitQuant INT2 3.5b", "torch dyn int8", "bnb NF4"]
 
 
@@ -116,6 +117,7 @@ def layer_modules(lin):
         O.calibrate(m, [torch.randn(64, k)])
     mods = {"fp32": lin, "OVP W4": O.OVPLinear.from_linear(lin, bits=4), "OVP W8": O.OVPLinear.from_linear(lin, bits=8),
             "OVP W4A8": a4, "OVP W8A8": a8,
+            "OVP W4A8 token": O.OVPLinear.from_linear(lin, bits=4, act_bits=8, act_granularity="token"),
             "SplitQuant INT4": sq(torch.nn.Sequential(lin), bits=4, k=3, fused=True)[0],
             "SplitQuant INT2": sq(torch.nn.Sequential(lin), bits=2, k=3, fused=True)[0],
             "SplitQuant INT2 3.5b": sq_compact(torch.nn.Sequential(lin))[0],
@@ -168,6 +170,8 @@ def model_variants(model, ids, mask):
     """The fp32 MiniLM (first) and its quantized forms."""
     return {"fp32": model, "OVP W4": O.quantize_model(model, bits=4), "OVP W8": O.quantize_model(model, bits=8),
             "OVP W4A8": O.calibrate(O.quantize_model(model, bits=4, act_bits=8), [(ids, mask)]),
+            "OVP W4A8 token": O.quantize_model(model, bits=4, act_bits=8, act_granularity="token"),
+            "OVP W8A8 token": O.quantize_model(model, bits=8, act_bits=8, act_granularity="token"),
             "SplitQuant INT4": sq(model, bits=4, k=3, fused=True), "SplitQuant INT2": sq(model, bits=2, k=3, fused=True),
             "SplitQuant INT2 3.5b": sq_compact(model),
             "torch dyn int8": torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)}

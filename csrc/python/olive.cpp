@@ -170,17 +170,32 @@ py::array_t<float> linear_packed(py::object x_obj, py::object packed_obj, py::ob
   return c.out;
 }
 
-// out (batch, n) = ovp_fake_quantize(x, act_bits, act_normal, alpha=act_alpha, axis=None) @ W.T,
-// computed in integers; False (out untouched) when x has a non-finite or huge value.
-bool matmul_int8act(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row,
-                    double act_alpha, int act_bits, int act_normal, bool keep_left) {
+// The activation quantization of an integer-activation call: per tensor (OVP at act_bits,
+// act_normal, threshold act_alpha) or, with per_token, each row on its own absmax integer grid of
+// act_bits (4 or 8; alpha, normal and keep_left unused).
+cpu::olive::ActSpec act_spec(double act_alpha, int act_bits, int act_normal, bool keep_left, bool per_token) {
+  if (per_token) {
+    if (act_bits != 4 && act_bits != 8) throw py::value_error("act_bits: must be 4 or 8, got " + std::to_string(act_bits));
+    cpu::olive::ActSpec act{act_bits, nk::olive::kInt, false, 0.0f, 0.0f};
+    act.per_token = true;
+    act.qmax = (1 << (act_bits - 1)) - 1;
+    return act;
+  }
   ov::raise_if(cpu::olive::check_format(act_bits, act_normal));
   if (!(act_alpha >= 1e-30 && act_alpha <= 1e37)) throw py::value_error("act_alpha: must lie in [1e-30, 1e37]");
+  const nk::olive::Scale sc = nk::olive::scale_for(act_alpha, act_bits, act_normal);
+  return cpu::olive::ActSpec{act_bits, act_normal, keep_left, sc.inv, sc.s};
+}
+
+// out (batch, n) = ovp_fake_quantize(x, act_bits, act_normal, alpha=act_alpha, axis=None) @ W.T
+// (per_token: x quantized per row, see act_spec), computed in integers; False (out untouched)
+// when x has a non-finite (per tensor: or huge) value.
+bool matmul_int8act(py::object x_obj, py::object packed_obj, py::object scales_obj, py::object out_obj, bool per_row,
+                    double act_alpha, int act_bits, int act_normal, bool keep_left, bool per_token) {
+  const cpu::olive::ActSpec act = act_spec(act_alpha, act_bits, act_normal, keep_left, per_token);
   PackedArgs a = packed_args(x_obj, packed_obj, scales_obj, out_obj, per_row);
   if (cpu::olive::pack_view(a.blob).h.layout != cpu::olive::kLayoutRows)
     throw py::value_error("packed: matmul_int8act needs a pack of layout 'rows'");
-  const nk::olive::Scale sc = nk::olive::scale_for(act_alpha, act_bits, act_normal);
-  const cpu::olive::ActSpec act{act_bits, act_normal, keep_left, sc.inv, sc.s};
   py::gil_scoped_release release;
   return cpu::olive::matmul_int8act(a.x.ptr<float>(), a.x.dim(0), act, a.blob, a.scales.ptr<float>(), per_row,
                                     a.out.ptr<float>());
@@ -190,16 +205,14 @@ bool matmul_int8act(py::object x_obj, py::object packed_obj, py::object scales_o
 // matmul_int8act's product (+ bias, one float32 add per entry) as a new float32 array (..., n),
 // or None (nothing computed) when x has a non-finite or huge value.
 py::object linear_int8act(py::object x_obj, py::object packed_obj, py::object scales_obj, bool per_row,
-                          double act_alpha, int act_bits, int act_normal, bool keep_left, py::object bias_obj) {
-  ov::raise_if(cpu::olive::check_format(act_bits, act_normal));
-  if (!(act_alpha >= 1e-30 && act_alpha <= 1e37)) throw py::value_error("act_alpha: must lie in [1e-30, 1e37]");
+                          double act_alpha, int act_bits, int act_normal, bool keep_left, py::object bias_obj,
+                          bool per_token) {
+  const cpu::olive::ActSpec act = act_spec(act_alpha, act_bits, act_normal, keep_left, per_token);
   cpu::olive::PackHeader h;
   const std::uint8_t* blob = checked_pack(packed_obj, &h);
   if (h.layout != cpu::olive::kLayoutRows) throw py::value_error("packed: linear_int8act needs a pack of layout 'rows'");
   LayerCall c(x_obj, scales_obj, bias_obj, h, per_row);
   float* o = c.out.mutable_data();
-  const nk::olive::Scale s = nk::olive::scale_for(act_alpha, act_bits, act_normal);
-  const cpu::olive::ActSpec act{act_bits, act_normal, keep_left, s.inv, s.s};
   bool ok = true;
   {
     py::gil_scoped_release release;
@@ -217,7 +230,7 @@ py::object linear_int8act(py::object x_obj, py::object packed_obj, py::object sc
 // (bitwise the same output), declining an activation-quantized layer's non-finite or huge x.
 class OvpRunner : public pyb::LayerRunner {
  public:
-  // act: None (float activations) or (act_alpha, act_bits, act_normal, keep_left).
+  // act: None (float activations) or (act_alpha, act_bits, act_normal, keep_left[, per_token]).
   OvpRunner(py::object packed_obj, py::object scales_obj, bool per_row, py::object bias_obj, py::tuple watch,
             py::object act, py::object tensor_type, py::object float32, py::object strided, py::object from_numpy)
       : pyb::LayerRunner(0, 0, watch, tensor_type, float32, strided, from_numpy), per_row_(per_row) {
@@ -234,14 +247,12 @@ class OvpRunner : public pyb::LayerRunner {
     bias_obj_ = bias_obj;
     if (!act.is_none()) {
       py::tuple t = act.cast<py::tuple>();
-      const double alpha = t[0].cast<double>();
-      const int bits = t[1].cast<int>(), normal = t[2].cast<int>();
-      ov::raise_if(cpu::olive::check_format(bits, normal));
-      if (!(alpha >= 1e-30 && alpha <= 1e37)) throw py::value_error("act_alpha: must lie in [1e-30, 1e37]");
+      if (t.size() != 4 && t.size() != 5)
+        throw py::value_error("act: expected (act_alpha, act_bits, act_normal, keep_left[, per_token])");
+      act_ = act_spec(t[0].cast<double>(), t[1].cast<int>(), t[2].cast<int>(), t[3].cast<bool>(),
+                      t.size() == 5 && t[4].cast<bool>());
       if (h_.layout != cpu::olive::kLayoutRows)
         throw py::value_error("packed: an activation-quantized layer needs a pack of layout 'rows'");
-      const nk::olive::Scale s = nk::olive::scale_for(alpha, bits, normal);
-      act_ = cpu::olive::ActSpec{bits, normal, t[3].cast<bool>(), s.inv, s.s};
       has_act_ = true;
     }
   }
@@ -282,16 +293,20 @@ void bind_olive(py::module_& m) {
            py::arg("tensor_type"), py::arg("float32"), py::arg("strided"), py::arg("from_numpy"));
   m.def("linear_int8act", &linear_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("per_row"),
         py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
-        py::arg("bias") = py::none(),
+        py::arg("bias") = py::none(), py::arg("per_token") = false,
         "matmul_int8act on x (..., k) (+ bias (n,) float32, added in float32) returned as a new float32 array "
-        "(..., n); None when x has a NaN, an infinity or |x| > 1e37.");
+        "(..., n); None when x has a NaN, an infinity or (per tensor) |x| > 1e37.");
   m.def("_set_avxvnni", &cpu::olive::set_avxvnni_allowed, py::arg("on"),
         "Tests: let the avx2 tier's integer products use AVX-VNNI (default True); returns whether the CPU has it.");
   m.def("matmul_int8act", &matmul_int8act, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("out"),
         py::arg("per_row"), py::arg("act_alpha"), py::arg("act_bits"), py::arg("act_normal"), py::arg("keep_left"),
+        py::arg("per_token") = false,
         "out (batch, n) = OVP-quantized x (per tensor, threshold act_alpha) @ W.T through prepack's pack, in "
         "integers (int8 dot products plus sparse outlier terms, scales at the end; exact up to one float32 "
-        "rounding). Returns False and leaves out untouched when x has a NaN, an infinity or |x| > 1e37.");
+        "rounding).  per_token=True: each row of x on its own symmetric grid instead, codes "
+        "round_half_even(x * (qmax / max|x_row|)) in [-qmax, qmax], qmax = 2^(act_bits-1) - 1, scale "
+        "max|x_row| / qmax (act_alpha, act_normal, keep_left unused).  Returns False and leaves out untouched "
+        "when x has a NaN, an infinity or (per tensor) |x| > 1e37.");
   m.def("prepack", &prepack, py::arg("codes"), py::arg("scales"), py::arg("per_row"), py::arg("k"), py::arg("bits"),
         py::arg("normal"), py::arg("layout") = "rows",
         "The pack of codes (n, bytes_per_row(k)) for matmul_packed: int8 normal grid values and a sparse "

@@ -121,6 +121,10 @@ def test_call_runner_follows_settings_and_refuses_bad_input():
     m._calib = []  # calibrate() records through the general path
     assert st.run(m, x) is None
     m._calib = None
+    m.act_granularity = "token"  # per token: another quantization of x
+    assert st.run(m, x) is None
+    m.act_granularity = "tensor"
+    assert st.run(m, x) is not None
     pk, scales = st.args[0], st.args[1]
     args = (pk, scales, True, None, (), (1.0, 8, 0, False), torch.Tensor, torch.float32, torch.strided, torch.from_numpy)
     with pytest.raises(ValueError, match="act_alpha"):

@@ -96,6 +96,43 @@ NK_TIER_INLINE int quant_row_body(const float* x, index_t k, const ActSpec& a, f
   if (a.normal == ov::kFlint) return quant_row_t<4, ov::kFlint>(x, k, a, g, an, asum, ocols);
   return quant_row_t<4, ov::kInt>(x, k, a, g, an, asum, ocols);
 }
+// One activation row on its own grid (per token, see int8act.hpp): codes an, grid values g (= the
+// codes: unit 1), their sum in *asum, the row's scale m / qmax in *sa; 0 when a value is NaN or
+// infinite.  Codes in double: x * (qmax / m) never overflows (m >= |x|, m >= 2^-149) and is at
+// most qmax (1 + 2^-51), so it rounds into [-qmax, qmax] (clamped all the same); a row of zeros
+// has inv = 0, codes 0.  Both loops vectorise (m from the bit patterns: an unsigned max, NaN and
+// inf above every finite value).
+NK_TIER_INLINE int quant_row_token_body(const float* x, index_t k, int qmax, float* g, std::int8_t* an,
+                                        std::int64_t* asum, double* sa) {
+  std::uint32_t mb = 0;
+  for (index_t i = 0; i < k; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    bits &= 0x7fffffffu;
+    mb = bits > mb ? bits : mb;
+  }
+  if (mb >= 0x7f800000u) return 0;
+  float m;
+  std::memcpy(&m, &mb, sizeof m);
+  const double inv = m == 0.0f ? 0.0 : static_cast<double>(qmax) / static_cast<double>(m), lim = qmax;
+  std::int64_t s = 0;
+  for (index_t i = 0; i < k; ++i) {
+    double q = std::rint(static_cast<double>(x[i]) * inv);  // (round half to even)
+    q = q > lim ? lim : q;
+    q = q < -lim ? -lim : q;
+    const int n = static_cast<int>(q);
+    an[i] = static_cast<std::int8_t>(n);
+    g[i] = static_cast<float>(n);
+    s += n;
+  }
+  *sa = static_cast<double>(m) / qmax;
+  *asum = s;
+  return 1;
+}
+NK_TIERED(int, quant_row_token, quant_row_token_body, ,
+          (const float* x, index_t k, int qmax, float* g, std::int8_t* an, std::int64_t* asum, double* sa),
+          (x, k, qmax, g, an, asum, sa))
+
 NK_TIERED(int, quant_row, quant_row_body, ,
           (const float* x, index_t k, const ActSpec& a, float* g, std::int8_t* an, std::int64_t* asum,
            std::vector<std::int32_t>* ocols),
@@ -230,6 +267,7 @@ struct Epilogue {
   const float* g;  // grid values of x, [batch][k]
   const std::vector<std::vector<std::int32_t>>* ocols;
   double uu, uw, sa;
+  const double* sa_rows;  // per-token scales (one a batch row), or nullptr: sa for every row
   const float* scales;
   bool per_row;
   float* out;
@@ -254,11 +292,13 @@ __attribute__((always_inline)) inline void finish_block(const Epilogue& e, index
       const double a = gt[i * k + c];
       for (int j = 0; j < nr; ++j) t[i][j] += a * (pv.normals[(r0 + j) * k + c] * e.uw);
     }
-  for (int i = 0; i < mb; ++i)
+  for (int i = 0; i < mb; ++i) {
+    const double sa = e.sa_rows ? e.sa_rows[b0 + i] : e.sa;
     for (int j = 0; j < nr; ++j) {
       const index_t r = r0 + j;
-      e.out[(b0 + i) * n + r] = static_cast<float>(t[i][j] * (e.sa * static_cast<double>(e.scales[e.per_row ? r : 0])));
+      e.out[(b0 + i) * n + r] = static_cast<float>(t[i][j] * (sa * static_cast<double>(e.scales[e.per_row ? r : 0])));
     }
+  }
 }
 
 // The integer dot products on AMX tiles (TDPBSSD, exact int32), from kAmxBatch batch rows where
@@ -545,6 +585,7 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
   std::unique_ptr<std::int8_t[]> an(new std::int8_t[static_cast<std::size_t>(batch * k4)]);
   std::vector<std::int64_t> asum(static_cast<std::size_t>(batch));
   std::vector<std::vector<std::int32_t>> ocols(static_cast<std::size_t>(batch));  // activation outliers
+  std::vector<double> sa_rows(act.per_token ? static_cast<std::size_t>(batch) : 0);
   std::atomic<int> ok{1};
   {
     const int nt = threads_for(batch, batch * k);
@@ -554,14 +595,18 @@ bool matmul_int8act(const float* x, index_t batch, const ActSpec& act, const std
 #endif
     for (index_t b = 0; b < batch; ++b) {
       for (index_t t = k; t < k4; ++t) an[b * k4 + t] = 0;
-      if (!quant_row(x + b * k, k, act, g.get() + b * k, an.get() + b * k4, asum.data() + b, &ocols[b]))
-        ok.store(0, std::memory_order_relaxed);
+      const int good = act.per_token
+                           ? quant_row_token(x + b * k, k, act.qmax, g.get() + b * k, an.get() + b * k4,
+                                             asum.data() + b, sa_rows.data() + b)
+                           : quant_row(x + b * k, k, act, g.get() + b * k, an.get() + b * k4, asum.data() + b, &ocols[b]);
+      if (!good) ok.store(0, std::memory_order_relaxed);
     }
   }
   if (!ok.load()) return false;
-  const double uu = static_cast<double>(unit_of(act.bits, act.normal)) * pv.h.unit, uw = pv.h.unit;
+  const double ua = act.per_token ? 1.0 : static_cast<double>(unit_of(act.bits, act.normal));
+  const double uu = ua * pv.h.unit, uw = pv.h.unit;
   const double sa = act.s;
-  const Epilogue e{&pv, g.get(), &ocols, uu, uw, sa, scales, per_row, out};
+  const Epilogue e{&pv, g.get(), &ocols, uu, uw, sa, act.per_token ? sa_rows.data() : nullptr, scales, per_row, out};
   if (batch >= kAmxBatch && k <= kAmxMaxK && amx::usable_int8()) {
     int_products_amx(an.get(), k4, batch, e);
     return true;

@@ -20,6 +20,15 @@
 //   out[b, r] = float32(T * (double(s_a) * double(s_r))),  T = the exact sum above,
 // which is the exact product of the quantized operands up to one double and one float32
 // rounding: |out - exact| <= (2^-24 + 2^-52) |exact| (plus float32 underflow).
+//
+// Per token (ActSpec::per_token, OVPLinear's act_granularity="token"): each activation row b is
+// quantized on its own symmetric integer grid, no pairs and no outliers: m_b = max_k |x_bk|,
+// code a_bk = round_half_even(x_bk * (qmax / m_b)) computed in double, in [-qmax, qmax]
+// (qmax = 2^(bits-1) - 1), scale s_b = m_b / qmax in double (a row of zeros: codes 0).  The same
+// integer dot products and weight-outlier terms with u_a = 1 give T, and
+//   out[b, r] = float32(T * (s_b * double(s_r))),
+// the exact product of the quantized operands (a_bk s_b) (w s_r) up to (2^-24 + 2^-52) |exact| as
+// above.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +44,8 @@ struct ActSpec {
   int normal;      // nk::olive::kInt or kFlint (flint: 4 bits only)
   bool keep_left;  // both outliers of a pair: keep the left one
   float inv, s;    // q = x * inv; dequantized value = g * s
+  bool per_token = false;  // per-row absmax integer grid (then inv, s, normal, keep_left unused)
+  int qmax = 127;          // per_token: codes in [-qmax, qmax], qmax = 2^(bits-1) - 1
 };
 
 // out (batch, n) = fake_quant(x) (batch, k) @ W.T through prepack's blob (checked by the caller);

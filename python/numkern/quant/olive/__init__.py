@@ -430,7 +430,7 @@ def __getattr__(name):
 
 
 def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto", *,
-                   return_report=False):
+                   return_report=False, act_granularity="tensor"):
     """A deep copy of a torch model with every nn.Linear replaced by ``OVPLinear.from_linear``
     and every nn.Conv1d / nn.Conv2d (groups=1, zero padding) by ``OVPConv1d/2d.from_conv`` (the
     conv weight quantized as the matrix [out, in·prod(kernel)], run as a GEMM over im2col),
@@ -446,13 +446,20 @@ def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto
     SplitQuantLinear and SplitLayer (whose branches are not quantized again one by one); a
     SplitLayer of unquantized branches (``split_model``) is left too and reported.  A weight that
     ``ovp_quantize`` refuses raises its ValueError prefixed with the layer's name.
+
+    act_granularity (with act_bits): "tensor" (default) quantizes each layer's GEMM operand with
+    OVP per tensor at a threshold set by ``calibrate``; "token" quantizes each row of it on its own
+    symmetric integer grid at every call, x' = round(x · qmax / max|x_row|) · max|x_row| / qmax
+    with qmax = 2^(act_bits-1) - 1 (dynamic, no calibration; on CPU without gradient computed in
+    integers).
     """
     from . import _torch
 
     _check_format(bits, normal)
     if act_bits is not None:
         _check_format(act_bits, "int", name="act_bits")
-    return _torch.quantize_model(model, bits, act_bits, skip, normal, return_report)
+    _torch._check_granularity(act_granularity)
+    return _torch.quantize_model(model, bits, act_bits, skip, normal, return_report, act_granularity)
 
 
 def calibrate(model, batches):

@@ -44,8 +44,11 @@ either operand as sparse exact terms, scales applied once at the end.  The resul
 product of the quantized operands Σ_k (g_a s_a)(g_w s_n) up to one float32 rounding,
 |out - exact| <= (2^-24 + 2^-52)|exact| (tests/olive/test_olive_int8_act.py); the float path it
 replaces (fake-quantized x @ dequantized W in float32) carries float32 summation error besides.
-Their eager fast path (``_ActFast``, same conditions as the weight-only one, calibrated layers
-only) makes the quantization, the integer matmul and the bias one C++ call
+With act_granularity="token" each row of x is quantized on its own absmax integer grid instead
+(``per_token=True``: codes and per-row scales in one vectorised pass, no outliers on x's side; the
+same integer products and bound, tests/olive/test_olive_token_act.py).
+Their eager fast path (``_ActFast``, same conditions as the weight-only one, calibrated or
+per-token layers only) makes the quantization, the integer matmul and the bias one C++ call
 (``linear_int8act``), bitwise what the general path returns.
 """
 from __future__ import annotations
@@ -271,44 +274,46 @@ class _ActFast:
     act_matmul's integer product plus the bias added in float32, bitwise what
     _OVPBase._gemm computes (tests/olive/test_olive_act_fast_path.py)."""
 
-    __slots__ = ("marks", "d", "fmt", "args", "bias_np", "k", "run")
+    __slots__ = ("marks", "d", "fmt", "args", "bias_np", "k", "run", "token")
     act = True
     _NAMES = ("codes", "scales", "bias", "act_alpha")
 
     @classmethod
     def make(cls, layer):
         alpha = float(layer.act_alpha)
-        if layer._calib is not None or alpha == 0.0:
+        token = layer.act_granularity == "token"
+        if layer._calib is not None or (alpha == 0.0 and not token):
             return None  # calibrating, or uncalibrated (the general path warns and calibrates)
         import torch
 
         st = cls()
         st.marks = buffer_marks(layer, cls._NAMES)
         st.d, st.k = layer.__dict__, layer.in_features
-        st.fmt = (layer.act_bits, layer.act_normal, layer.both_outliers, layer.bits, layer.normal)
+        st.fmt = (layer.act_bits, layer.act_normal, layer.both_outliers, layer.bits, layer.normal, token)
         p = _prepared(layer)
         bias = layer._buffers["bias"]
         st.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
         st.args = (p.packed_np("rows")[1], p.scales, True, alpha, layer.act_bits, _NORMAL[layer.act_normal],
                    layer.both_outliers == "left")
+        st.token = token
         d = st.d
         watch = watch_buffers(layer, cls._NAMES, st.marks)
         watch += ((d, "_calib", None, None), (d, "act_bits", d["act_bits"], -1), (d, "act_normal", d["act_normal"], -1),
                   (d, "both_outliers", d["both_outliers"], -1), (d, "bits", d["bits"], -1),
-                  (d, "normal", d["normal"], -1))
-        st.run = _runner(st.args[0], st.args[1], st.bias_np, watch, (alpha, st.args[4], st.args[5], st.args[6]))
+                  (d, "normal", d["normal"], -1), (d, "act_granularity", d["act_granularity"], -1))
+        st.run = _runner(st.args[0], st.args[1], st.bias_np, watch, (alpha, st.args[4], st.args[5], st.args[6], token))
         return st
 
     def valid(self, buffers):
         d = self.d
         if d["_calib"] is not None or (d["act_bits"], d["act_normal"], d["both_outliers"], d["bits"],
-                                       d["normal"]) != self.fmt:
+                                       d["normal"], d["act_granularity"] == "token") != self.fmt:
             return False
         return buffers_unchanged(buffers, self._NAMES, self.marks)
 
     def forward(self, x):
         """x (float32 CPU, contiguous, [..., k]) -> float32 [..., n]; None for non-finite x."""
-        y = _linear_int8act(x.numpy(), *self.args, self.bias_np)
+        y = _linear_int8act(x.numpy(), *self.args, self.bias_np, self.token)
         return None if y is None else _from_numpy(y)
 
 
@@ -339,20 +344,22 @@ def _linear_packed(*args):
 class QuantAct:
     """The GEMM operand of an activation-quantized layer whose quantization is left to the
     integer kernel: x2 float32 [rows, in_features] (CPU, contiguous, no gradient) and the
-    per-tensor threshold / format it is quantized with."""
+    per-tensor threshold / format it is quantized with (per_token: each row on its own grid)."""
 
-    __slots__ = ("x", "alpha", "bits", "normal", "keep_left")
+    __slots__ = ("x", "alpha", "bits", "normal", "keep_left", "per_token")
 
-    def __init__(self, x, alpha: float, bits: int, normal: str, keep_left: bool):
+    def __init__(self, x, alpha: float, bits: int, normal: str, keep_left: bool, per_token: bool = False):
         self.x, self.alpha, self.bits, self.normal, self.keep_left = x, alpha, bits, normal, keep_left
+        self.per_token = per_token
 
 
 def act_operand(layer, x2, alpha: float):
     """QuantAct for x2 with threshold alpha when the integer kernel applies (torch CPU float32
-    input needing no gradient, eager mode, calibrated layer on CPU), else None."""
+    input needing no gradient, eager mode, calibrated or per-token layer on CPU), else None."""
     import torch
 
-    if (alpha == 0.0 or x2.device.type != "cpu" or layer.codes.device.type != "cpu"
+    token = layer.act_granularity == "token"
+    if ((alpha == 0.0 and not token) or x2.device.type != "cpu" or layer.codes.device.type != "cpu"
             or torch._C._functorch.is_functorch_wrapped_tensor(x2)
             or x2.dtype != torch.float32 or (x2.requires_grad and torch.is_grad_enabled())
             or x2.dim() != 2 or x2.shape[1] != layer.in_features or torch.compiler.is_compiling()):
@@ -360,7 +367,7 @@ def act_operand(layer, x2, alpha: float):
     if x2.requires_grad:
         x2 = x2.detach()
     return QuantAct(x2 if x2.is_contiguous() else x2.contiguous(), alpha, layer.act_bits, layer.act_normal,
-                    layer.both_outliers == "left")
+                    layer.both_outliers == "left", token)
 
 
 def act_matmul(layer, qa):
@@ -373,6 +380,6 @@ def act_matmul(layer, qa):
     p = _prepared(layer)
     out = np.empty((qa.x.shape[0], p.n), np.float32)
     if qa.x.shape[0] and not olive.matmul_int8act(qa.x.numpy(), p.packed_np("rows")[1], p.scales, out, True, qa.alpha,
-                                                  qa.bits, _NORMAL[qa.normal], qa.keep_left):
+                                                  qa.bits, _NORMAL[qa.normal], qa.keep_left, qa.per_token):
         return None
     return torch.from_numpy(out)

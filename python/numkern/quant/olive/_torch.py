@@ -53,7 +53,7 @@ class _OVPBase(QuantModule):
                 raise ValueError(f"state_dict: {prefix or 'the root'} ({type(self).__name__}) does not "
                                  f"match its settings: {e}") from None
 
-    def _init_quant(self, q, bias, act_bits, both_outliers):
+    def _init_quant(self, q, bias, act_bits, both_outliers, act_granularity="tensor"):
         _check_ovp(q)
         if len(q.shape) != 2:
             raise ValueError(f"q: expected a 2-d quantized weight [out, in], got shape {q.shape}")
@@ -61,9 +61,11 @@ class _OVPBase(QuantModule):
             _check_format(act_bits, "int", name="act_bits")
         if both_outliers not in ("larger", "left"):
             raise ValueError(f"both_outliers: must be 'larger' or 'left', got {both_outliers!r}")
+        _check_granularity(act_granularity)
         self.in_features, self.out_features = int(q.shape[1]), int(q.shape[0])
         self.bits, self.normal, self.act_bits = q.bits, q.normal, act_bits
         self.both_outliers = both_outliers
+        self.act_granularity = act_granularity
         self.act_normal = "int"
         self._calib = None  # list of activation samples while calibrate() runs
         self.register_buffer("codes", torch.as_tensor(q.codes))
@@ -77,7 +79,8 @@ class _OVPBase(QuantModule):
     def _settings(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bits": self.bits, "normal": self.normal, "act_bits": self.act_bits,
-                "act_normal": self.act_normal, "both_outliers": self.both_outliers}
+                "act_normal": self.act_normal, "both_outliers": self.both_outliers,
+                "act_granularity": self.act_granularity}
 
     def _adopt(self, s):
         try:
@@ -86,12 +89,15 @@ class _OVPBase(QuantModule):
                 _check_format(s["act_bits"], s["act_normal"], allow_auto=False)
             if s["both_outliers"] not in ("larger", "left"):
                 raise ValueError(f"both_outliers {s['both_outliers']!r}")
+            gran = s.get("act_granularity", "tensor")  # (state dicts from before it existed: per tensor)
+            _check_granularity(gran)
             in_f, out_f = int(s["in_features"]), int(s["out_features"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"state_dict: invalid {type(self).__name__} settings ({e})") from None
         self.in_features, self.out_features = in_f, out_f
         self.bits, self.normal, self.act_bits = s["bits"], s["normal"], s["act_bits"]
         self.act_normal, self.both_outliers = s["act_normal"], s["both_outliers"]
+        self.act_granularity = gran
 
     # ---- weight -------------------------------------------------------------------------------
     def quantized_weight(self) -> OVPTensor:
@@ -113,8 +119,13 @@ class _OVPBase(QuantModule):
 
     @property
     def calibrated(self) -> bool:
-        """True once the activation threshold is set (always True without act_bits)."""
-        return self.act_bits is None or float(self.act_alpha) != 0.0
+        """True once the activation threshold is set (always True without act_bits, and with
+        act_granularity="token", whose scales come from each row)."""
+        return self.act_bits is None or self.act_granularity == "token" or float(self.act_alpha) != 0.0
+
+    @property
+    def _per_token(self) -> bool:
+        return self.act_bits is not None and self.act_granularity == "token"
 
     # ---- forward pieces -----------------------------------------------------------------------
     def _quantize_act(self, x2, fake=False):
@@ -128,6 +139,9 @@ class _OVPBase(QuantModule):
             return x2
         if x2.shape[0] == 0:  # no rows: nothing to quantize (nor to set a threshold from)
             return x2
+        if self.act_granularity == "token":
+            qa = None if fake else _kernels.act_operand(self, x2, 0.0)
+            return qa if qa is not None else _token_fake_quantize(x2, self.act_bits)
         if _is_wrapped(x2):
             raise NotImplementedError(
                 f"x: {type(self).__name__} with act_bits does not run under torch.func transforms (vmap, grad, "
@@ -171,12 +185,13 @@ class _OVPBase(QuantModule):
         return ovp_matmul(x2, self.quantized_weight()) if y is None else y
 
     def _check_exportable(self):
-        if self.act_bits is not None:
+        if self.act_bits is not None and self.act_granularity != "token":
             raise RuntimeError(
                 f"{type(self).__name__}: torch.export of an activation-quantized layer (act_bits="
                 f"{self.act_bits}) is not supported: its per-tensor activation quantization (a threshold "
                 "read from the layer, integer kernels) has no torch operator; export the weight-only "
-                "layer (act_bits=None), or run this one eagerly or under torch.compile")
+                "layer (act_bits=None) or one quantizing per token (act_granularity='token'), or run this "
+                "one eagerly or under torch.compile")
 
     def _gemm(self, x2, out_dtype):
         """The quantized GEMM on a float32 operand, bias added in float32, cast to out_dtype."""
@@ -186,7 +201,31 @@ class _OVPBase(QuantModule):
 
     def _qrepr(self):
         return (f"bias={self.bias is not None}, bits={self.bits}, normal={self.normal}, act_bits={self.act_bits}"
+                + (", act_granularity='token'" if self._per_token else "")
                 + ("" if self.calibrated else " (uncalibrated)"))
+
+
+def _check_granularity(g):
+    if g not in ("tensor", "token"):
+        raise ValueError(f"act_granularity: must be 'tensor' or 'token', got {g!r}")
+
+
+def _token_fake_quantize(x2, bits):
+    """x2 [rows, k] (float32) quantized per row on its own symmetric integer grid and dequantized:
+    m = max_k |x|, codes round_half_even(x * (qmax / m)) in [-qmax, qmax] (qmax = 2^(bits-1) - 1)
+    computed in float64, value codes * (m / qmax) rounded to float32 (a row of zeros stays 0);
+    the integer kernel (int8act.hpp, per token) makes the same codes.  Straight-through gradient.
+    A NaN or infinity in x raises ValueError naming x (traced by torch.compile / export or under
+    torch.func, where that check cannot run, such a row comes out NaN)."""
+    xd = x2.detach()
+    if not (_is_compiling() or _is_wrapped(xd)) and not bool(torch.isfinite(xd).all()):
+        raise ValueError("x: holds a NaN or an infinity; activation quantization (act_bits="
+                         f"{bits}, per token) needs finite values")
+    qmax = float((1 << (bits - 1)) - 1)
+    m = xd.abs().amax(dim=-1, keepdim=True).to(torch.float64)
+    inv = torch.where(m > 0, qmax / m, torch.zeros_like(m))
+    deq = (torch.round(xd.to(torch.float64) * inv).clamp(-qmax, qmax) * (m / qmax)).to(torch.float32)
+    return x2 + (deq - x2).detach() if x2.requires_grad else deq
 
 
 class _names_x:
@@ -207,24 +246,29 @@ class OVPLinear(_OVPBase):
 
     W_q is quantized per output row (bits 4 or 8).  With act_bits, x' is x (as rows of
     in_features) fake-quantized per tensor with OVP at act_bits, with the threshold set by
-    ``numkern.quant.calibrate`` (or, with a warning, from the first batch); without act_bits,
-    x' = x.  Accepts float16/bfloat16/float32/float64 x, computes in float32, returns x's dtype.
+    ``numkern.quant.calibrate`` (or, with a warning, from the first batch); with act_bits and
+    act_granularity="token", each row of x on its own symmetric integer grid instead, set from
+    that row at every call (no calibration): x'_bk = round(x_bk · qmax / m_b) · m_b / qmax,
+    m_b = max_k |x_bk|, qmax = 2^(act_bits-1) - 1; without act_bits, x' = x.  Accepts
+    float16/bfloat16/float32/float64 x, computes in float32, returns x's dtype.
     """
 
     _FORMAT = "numkern.ovp_linear"
 
-    def __init__(self, q: OVPTensor, bias=None, act_bits=None, both_outliers="larger"):
+    def __init__(self, q: OVPTensor, bias=None, act_bits=None, both_outliers="larger", act_granularity="tensor"):
         super().__init__()
-        self._init_quant(q, bias, act_bits, both_outliers)
+        self._init_quant(q, bias, act_bits, both_outliers, act_granularity)
 
     @classmethod
-    def from_linear(cls, linear, bits=4, act_bits=None, normal="auto", both_outliers="larger"):
+    def from_linear(cls, linear, bits=4, act_bits=None, normal="auto", both_outliers="larger",
+                    act_granularity="tensor"):
         """Quantize a torch.nn.Linear's weight per output row (full threshold search)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected torch.nn.Linear, got {type(linear).__name__}")
+        _check_granularity(act_granularity)
         q = ovp_quantize(linear.weight.detach(), bits=bits, normal=normal, axis="row",
                          both_outliers=both_outliers)
-        return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers)
+        return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers, act_granularity=act_granularity)
 
     def __call__(self, *args, **kwargs):
         # the eager fast path, once forward has made the layer's state (_kernels.fast_state): one
@@ -277,13 +321,13 @@ class _OVPConv(_OVPBase):
     _DIMS = 2
 
     def __init__(self, q, bias, kernel_size, stride=1, padding=0, dilation=1, act_bits=None,
-                 both_outliers="larger"):
+                 both_outliers="larger", act_granularity="tensor"):
         super().__init__()
         n = self._DIMS
         self.kernel_size, self.stride = _pair(kernel_size, n), _pair(stride, n)
         self.dilation = _pair(dilation, n)
         self.padding = padding if isinstance(padding, str) else _pair(padding, n)
-        self._init_quant(q, bias, act_bits, both_outliers)
+        self._init_quant(q, bias, act_bits, both_outliers, act_granularity)
         kk = 1
         for k in self.kernel_size:
             kk *= k
@@ -293,19 +337,21 @@ class _OVPConv(_OVPBase):
         self.in_channels, self.out_channels = self.in_features // kk, self.out_features
 
     @classmethod
-    def from_conv(cls, conv, bits=4, act_bits=None, normal="auto", both_outliers="larger"):
-        """Quantize a Conv1d / Conv2d (groups=1, padding_mode="zeros") weight per output channel."""
+    def from_conv(cls, conv, bits=4, act_bits=None, normal="auto", both_outliers="larger", act_granularity="tensor"):
+        """Quantize a Conv1d / Conv2d (groups=1, padding_mode="zeros") weight per output channel
+        (act_granularity: as OVPLinear's, over the unfolded rows)."""
         want = nn.Conv1d if cls._DIMS == 1 else nn.Conv2d
         if type(conv) is not want:
             raise TypeError(f"conv: expected torch.nn.{want.__name__}, got {type(conv).__name__}")
         why = _conv_unsupported(conv)
         if why:
             raise ValueError(f"conv: {why}")
+        _check_granularity(act_granularity)
         w = conv.weight.detach()
         q = ovp_quantize(w.reshape(w.shape[0], -1), bits=bits, normal=normal, axis="row",
                          both_outliers=both_outliers)
         return cls(q, conv.bias, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                   act_bits=act_bits, both_outliers=both_outliers)
+                   act_bits=act_bits, both_outliers=both_outliers, act_granularity=act_granularity)
 
     def _settings(self):
         return {**super()._settings(), "kernel_size": list(self.kernel_size),
@@ -426,27 +472,27 @@ def _skipped(full, child_name, skip):
                for s in skip)
 
 
-def _convert(child, bits, act_bits, normal, name=""):
+def _convert(child, bits, act_bits, normal, gran, name=""):
     """The OVP layer for child (None: not converted); a weight ovp_quantize refuses (NaN / inf,
     beyond float32) raises its ValueError with the layer's name."""
     try:
-        return _convert_layer(child, bits, act_bits, normal)
+        return _convert_layer(child, bits, act_bits, normal, gran)
     except ValueError as e:
         raise ValueError(f"model: layer {name or '<root>'!r} ({type(child).__name__}): {e}") from None
 
 
-def _convert_layer(child, bits, act_bits, normal):
+def _convert_layer(child, bits, act_bits, normal, gran):
     if type(child) is nn.Conv1d or type(child) is nn.Conv2d:
         if _conv_unsupported(child):
             return None
         cls = OVPConv1d if type(child) is nn.Conv1d else OVPConv2d
-        return cls.from_conv(child, bits=bits, act_bits=act_bits, normal=normal)
+        return cls.from_conv(child, bits=bits, act_bits=act_bits, normal=normal, act_granularity=gran)
     if isinstance(child, nn.Linear):
-        return OVPLinear.from_linear(child, bits=bits, act_bits=act_bits, normal=normal)
+        return OVPLinear.from_linear(child, bits=bits, act_bits=act_bits, normal=normal, act_granularity=gran)
     return None
 
 
-def quantize_model(model, bits, act_bits, skip, normal, return_report):
+def quantize_model(model, bits, act_bits, skip, normal, return_report, act_granularity="tensor"):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     given = skip
@@ -459,7 +505,7 @@ def quantize_model(model, bits, act_bits, skip, normal, return_report):
     held, split_layer = _held_types()
     new = copy.deepcopy(model)
     requested = set()
-    root = _convert(new, bits, act_bits, normal)
+    root = _convert(new, bits, act_bits, normal, act_granularity)
     if root is not None:
         new = root
     else:
@@ -483,7 +529,7 @@ def quantize_model(model, bits, act_bits, skip, normal, return_report):
             if id(child) in skipped:
                 continue
             if id(child) not in made:
-                made[id(child)] = _convert(child, bits, act_bits, normal, full)
+                made[id(child)] = _convert(child, bits, act_bits, normal, act_granularity, full)
             if made[id(child)] is not None:
                 setattr(module, child_name, made[id(child)])
     report = log_skipped(skipped_layers(new, lambda m: isinstance(m, held), _reason, requested,
@@ -512,9 +558,11 @@ class _Calibrating:
 def calibrate(model, batches):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    mods = [m for m in model.modules() if isinstance(m, _OVP_MODULES) and m.act_bits is not None]
+    mods = [m for m in model.modules() if isinstance(m, _OVP_MODULES) and m.act_bits is not None
+            and m.act_granularity != "token"]  # (per token: scales from each row, nothing to calibrate)
     if not mods:
-        raise ValueError("model: no activation-quantized OVP layer (quantize_model(..., act_bits=...))")
+        raise ValueError("model: no activation-quantized OVP layer with a per-tensor threshold "
+                         "(quantize_model(..., act_bits=...); act_granularity='token' needs no calibration)")
     seen = 0
     was_training = model.training
     model.eval()
