@@ -303,13 +303,15 @@ def test_call_runner_takes_only_what_it_can(runner_hook_checks):
 
 def test_vmap_takes_the_operator():
     """Under torch.func.vmap (wrapper tensors without data for the C++ fast path) the layer takes
-    torch.ops.numkern.splitquant_matmul: each sample bitwise as the layer computes it alone."""
+    torch.ops.numkern.splitquant_matmul, whose vmap rule makes the samples more rows of one call:
+    each sample within float32 rounding of the layer alone (the row count picks the kernel)."""
     m = _layer(64, 8, 4, 16, 2)
     x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         ref = torch.stack([m(x[i]) for i in range(3)])
         y = torch.func.vmap(m)(x)
-    assert torch.equal(y, ref)
+        mag = x.abs() @ m.dequantized_weight().abs().T + m.bias.abs()
+    assert torch.all((y - ref).abs() <= 1e-6 * mag)
 
 
 def test_lane_index_can_be_turned_off(monkeypatch):

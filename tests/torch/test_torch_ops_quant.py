@@ -258,3 +258,52 @@ def test_compile_fake_opcheck():
     torch.library.opcheck(o.splitquant_matmul.default, (x2.clone().requires_grad_(True), *parts(m),
                                                         b.clone().requires_grad_(True), 20, 8, 4))
     torch.library.opcheck(o.splitquant_decode.default, (*parts(m), 20, 8, 4))
+
+
+def test_vmap_rules_of_the_quant_ops():
+    """vmap rules (no per-sample fallback: torch's fallback is turned off here, so an op without a
+    rule raises): a batched x of ovp_matmul / splitquant_matmul becomes more rows of one call,
+    within float32 rounding of each sample alone (|y - y_i| <= 1e-6 |x| @ |W|.T: the row count
+    picks the kernel); batched weights, ovp_quantize, ovp_dequantize and splitquant_decode run
+    one call per sample, bitwise each sample alone; per-sample gradients (vmap of grad)."""
+    q = nq.ovp_quantize(weight(7, 12), 4, "int")
+    codes, scales = torch.as_tensor(q.codes), torch.as_tensor(q.scales)
+    nm = 1 if q.normal == "flint" else 0
+    empty = torch.empty(0, dtype=torch.uint8)
+    W = nq.ovp_dequantize(q)
+    x = xs((5, 3, 12), seed=11)
+    m = fused_layer()
+    Ws = torch.from_numpy(m.fused().dequantize())
+    x2 = xs((4, 3, 20), seed=12)
+    was = torch._C._functorch._is_vmap_fallback_enabled()
+    torch._C._functorch._set_vmap_fallback_enabled(False)
+    try:
+        y = torch.func.vmap(lambda t: o.ovp_matmul(t, codes, scales, empty, 4, nm, True), in_dims=1)(x)
+        ref = torch.stack([o.ovp_matmul(x[:, i], codes, scales, empty, 4, nm, True) for i in range(3)])
+        assert torch.all((y - ref).abs() <= 1e-6 * (x.abs().movedim(1, 0) @ W.abs().T) + 1e-30)
+        y2 = torch.func.vmap(lambda t: o.splitquant_matmul(t, *parts(m), None, 20, 8, 4))(x2)
+        ref2 = torch.stack([o.splitquant_matmul(x2[i], *parts(m), None, 20, 8, 4) for i in range(4)])
+        assert torch.all((y2 - ref2).abs() <= 1e-6 * (x2.abs() @ Ws.abs().T) + 1e-30)
+        # batched weights: one call a sample
+        qs = [nq.ovp_quantize(weight(7, 12, seed=s), 4, "int") for s in range(3)]
+        cb = torch.stack([torch.as_tensor(a.codes) for a in qs])
+        sb = torch.stack([torch.as_tensor(a.scales) for a in qs])
+        yb = torch.func.vmap(lambda c, s: o.ovp_matmul(x[0], c, s, empty, 4, 0, True))(cb, sb)
+        assert torch.equal(yb, torch.stack([o.ovp_matmul(x[0], cb[i], sb[i], empty, 4, 0, True) for i in range(3)]))
+        db = torch.func.vmap(lambda c, s: o.ovp_dequantize(c, s, 12, 4, 0, True))(cb, sb)
+        assert torch.equal(db, torch.stack([o.ovp_dequantize(cb[i], sb[i], 12, 4, 0, True) for i in range(3)]))
+        w3 = torch.stack([weight(7, 12, seed=s) for s in range(3)])
+        a0 = torch.zeros(7, dtype=F64)
+        qv = torch.func.vmap(lambda w: o.ovp_quantize(w, a0, 4, 0, False, True, 0))(w3)
+        for i in range(3):
+            for got, want in zip(qv, o.ovp_quantize(w3[i], a0, 4, 0, False, True, 0)):
+                assert torch.equal(got[i], want)
+        dd = torch.func.vmap(lambda t: o.splitquant_decode(*parts(m), 20, 8, 4) * t)(torch.ones(2))
+        assert torch.equal(dd[1], Ws)
+        # per-sample gradients of a squared output: 2 (x W^T) W, each sample's own
+        g = torch.func.vmap(torch.func.grad(lambda t: o.ovp_matmul(t, codes, scales, empty, 4, nm, True)
+                                            .square().sum()))(x[:, 0])
+        gref = 2.0 * (x[:, 0].double() @ W.double().T) @ W.double()
+        torch.testing.assert_close(g.double(), gref, rtol=1e-5, atol=1e-5)
+    finally:
+        torch._C._functorch._set_vmap_fallback_enabled(was)

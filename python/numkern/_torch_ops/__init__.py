@@ -16,7 +16,7 @@ Importing this package registers, with ``torch.library``:
 
 Every op has a CPU kernel (the C++ kernel on zero-copy views of the tensors' storage), a CUDA
 kernel (numkern._cuda through ``_backend.Context.call``: the tensors' device, the current stream),
-a fake implementation (broadcast shape, numkern's dtype rule), a vmap rule (not the quant ops) and autograd whose
+a fake implementation (broadcast shape, numkern's dtype rule), a vmap rule (the quant ops': a batched x is more rows, batched weights one call a sample) and autograd whose
 backward formulas are numkern ops themselves, so that second derivatives are exact by
 construction.  See docs/torch.md for what composes and what raises.
 

@@ -46,6 +46,27 @@ def elementwise_vmap(op):
     return rule
 
 
+def rows_vmap(op, n_out=1, fold=True):
+    """vmap rule of an op whose first argument x is [..., K] with independent leading dimensions
+    (fold=True: the quantized matmuls): x alone batched -> the batch dimension moved to the front
+    of x, one call (the samples' rows computed together: within the kernels' float32 bound of each
+    sample alone, not bitwise, since the row count picks the kernel); otherwise (another argument
+    batched, e.g. the weights, or fold=False: the quantize / decode ops, whose input is one matrix)
+    one call per sample, stacked.  n_out: the number of tensors the op returns."""
+
+    def rule(info, in_dims, *args):
+        if fold and in_dims[0] is not None and all(d is None for d in in_dims[1:]):
+            return op(args[0].movedim(in_dims[0], 0), *args[1:]), (0 if n_out == 1 else (0,) * n_out)
+        outs = []
+        for i in range(info.batch_size):
+            outs.append(op(*(a.select(d, i) if d is not None else a for a, d in zip(args, in_dims))))
+        if n_out == 1:
+            return torch.stack(outs), 0
+        return tuple(torch.stack(o) for o in zip(*outs)), (0,) * n_out
+
+    return rule
+
+
 def _has_tangent(a) -> bool:
     level = torch.autograd.forward_ad._current_level  # -1 outside forward AD (dual_level, torch.func.jvp)
     return level >= 0 and torch._VF._unpack_dual(a, level=level).tangent is not None

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..quant.olive import _bytes_per_row
-from ._common import LIB, register_autograd
+from ._common import LIB, register_autograd, rows_vmap
 
 _ABS_MAX = 1e37  # as numkern.quant.olive: |w| beyond this, grid value x scale may overflow float32
 
@@ -206,3 +206,9 @@ def not_differentiable(name):
 not_differentiable("ovp_quantize")
 not_differentiable("ovp_dequantize")
 register_autograd("ovp_matmul", torch.ops.numkern.ovp_matmul.default, _ovp_matmul_backward, _ovp_matmul_jvp)
+# vmap: a batched x is more rows; batched weights (or a batched w to quantize) one call a sample
+torch.library.register_vmap("numkern::ovp_matmul", rows_vmap(torch.ops.numkern.ovp_matmul.default), lib=LIB)
+torch.library.register_vmap("numkern::ovp_quantize", rows_vmap(torch.ops.numkern.ovp_quantize.default, 4, False),
+                            lib=LIB)
+torch.library.register_vmap("numkern::ovp_dequantize", rows_vmap(torch.ops.numkern.ovp_dequantize.default, fold=False),
+                            lib=LIB)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import LIB, register_autograd
+from ._common import LIB, register_autograd, rows_vmap
 from .quant import _no_scale_grad, call, not_differentiable
 
 LIB.define("splitquant_matmul(Tensor x, Tensor codes, Tensor clusters, Tensor scales, Tensor offsets, "
@@ -139,3 +139,7 @@ torch.library.register_fake("numkern::splitquant_matmul", _matmul_fake, lib=LIB)
 torch.library.register_fake("numkern::splitquant_decode", _decode_fake, lib=LIB)
 not_differentiable("splitquant_decode")
 register_autograd("splitquant_matmul", torch.ops.numkern.splitquant_matmul.default, _backward, _jvp)
+torch.library.register_vmap("numkern::splitquant_matmul", rows_vmap(torch.ops.numkern.splitquant_matmul.default),
+                            lib=LIB)
+torch.library.register_vmap("numkern::splitquant_decode", rows_vmap(torch.ops.numkern.splitquant_decode.default, fold=False),
+                            lib=LIB)

@@ -451,14 +451,15 @@ def quantize_model(model, bits=4, act_bits=None, skip=("lm_head",), normal="auto
     OVP per tensor at a threshold set by ``calibrate``; "token" quantizes each row of it on its own
     symmetric integer grid at every call, x' = round(x · qmax / max|x_row|) · max|x_row| / qmax
     with qmax = 2^(act_bits-1) - 1 (dynamic, no calibration; on CPU without gradient computed in
-    integers).
+    integers).  act_granularity="token" without act_bits raises ValueError naming act_granularity
+    (the activations would not be quantized at all).
     """
     from . import _torch
 
     _check_format(bits, normal)
     if act_bits is not None:
         _check_format(act_bits, "int", name="act_bits")
-    _torch._check_granularity(act_granularity)
+    _torch._check_act_settings(act_bits, act_granularity)
     return _torch.quantize_model(model, bits, act_bits, skip, normal, return_report, act_granularity)
 
 

@@ -213,12 +213,15 @@ class _Fast:
         self.bias_np = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
         d = self.d
         watch = watch_buffers(layer, self._NAMES, self.marks)
-        watch += ((d, "bits", d["bits"], -1), (d, "normal", d["normal"], -1))
+        # (act_bits too: set on a live weight-only layer it must end this state, else the cached
+        # runner kept multiplying unquantized activations)
+        watch += ((d, "bits", d["bits"], -1), (d, "normal", d["normal"], -1), (d, "act_bits", None, -1))
         self.run = _runner(self.pack, self.scales_np, self.bias_np, watch, None)
 
     def valid(self, buffers):
         d = self.d
-        return (d["bits"], d["normal"]) == self.fmt and buffers_unchanged(buffers, self._NAMES, self.marks)
+        return ((d["bits"], d["normal"]) == self.fmt and d["act_bits"] is None
+                and buffers_unchanged(buffers, self._NAMES, self.marks))
 
 
 def _runner(pack, scales, bias, watch, act):
@@ -280,6 +283,7 @@ class _ActFast:
 
     @classmethod
     def make(cls, layer):
+        layer._check_live_granularity()  # (a value set on the live layer: ValueError naming it)
         alpha = float(layer.act_alpha)
         token = layer.act_granularity == "token"
         if layer._calib is not None or (alpha == 0.0 and not token):
@@ -366,6 +370,7 @@ def act_operand(layer, x2, alpha: float):
         return None
     if x2.requires_grad:
         x2 = x2.detach()
+    x2 = x2.resolve_neg()  # (a negative-bit view, e.g. torch.conj of a real tensor's neg, has no numpy view)
     return QuantAct(x2 if x2.is_contiguous() else x2.contiguous(), alpha, layer.act_bits, layer.act_normal,
                     layer.both_outliers == "left", token)
 

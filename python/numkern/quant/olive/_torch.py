@@ -61,7 +61,7 @@ class _OVPBase(QuantModule):
             _check_format(act_bits, "int", name="act_bits")
         if both_outliers not in ("larger", "left"):
             raise ValueError(f"both_outliers: must be 'larger' or 'left', got {both_outliers!r}")
-        _check_granularity(act_granularity)
+        _check_act_settings(act_bits, act_granularity)
         self.in_features, self.out_features = int(q.shape[1]), int(q.shape[0])
         self.bits, self.normal, self.act_bits = q.bits, q.normal, act_bits
         self.both_outliers = both_outliers
@@ -139,6 +139,7 @@ class _OVPBase(QuantModule):
             return x2
         if x2.shape[0] == 0:  # no rows: nothing to quantize (nor to set a threshold from)
             return x2
+        self._check_live_granularity()
         if self.act_granularity == "token":
             qa = None if fake else _kernels.act_operand(self, x2, 0.0)
             return qa if qa is not None else _token_fake_quantize(x2, self.act_bits)
@@ -162,6 +163,13 @@ class _OVPBase(QuantModule):
                              both_outliers=self.both_outliers, alpha=alpha)
         deq = ovp_dequantize(q)
         return x2 + (deq - x2).detach() if x2.requires_grad else deq
+
+    def _check_live_granularity(self):
+        """act_granularity as set on the layer now (an attribute a user may change between calls;
+        the fast path's state is remade then): 'tensor' or 'token', else ValueError naming it."""
+        g = self.act_granularity
+        if g != "token" and g != "tensor":
+            _check_granularity(g)
 
     def _set_act_threshold(self, sample):
         q = ovp_quantize(sample, bits=self.act_bits, normal="auto", axis=None,
@@ -206,8 +214,19 @@ class _OVPBase(QuantModule):
 
 
 def _check_granularity(g):
-    if g not in ("tensor", "token"):
+    if not isinstance(g, str) or g not in ("tensor", "token"):
         raise ValueError(f"act_granularity: must be 'tensor' or 'token', got {g!r}")
+
+
+def _check_act_settings(act_bits, g):
+    """act_granularity of a new layer / quantize_model: 'tensor' or 'token', and 'token' only
+    with act_bits (without act_bits the activations are not quantized at all, so a per-token
+    request would silently give a weight-only layer)."""
+    _check_granularity(g)
+    if g == "token" and act_bits is None:
+        raise ValueError("act_granularity: 'token' quantizes the activations per token and needs "
+                         "act_bits (4 or 8), got act_bits=None; pass act_bits=8 (or 4), or leave "
+                         "act_granularity='tensor' for a weight-only layer")
 
 
 def _token_fake_quantize(x2, bits):
@@ -217,6 +236,8 @@ def _token_fake_quantize(x2, bits):
     the integer kernel (int8act.hpp, per token) makes the same codes.  Straight-through gradient.
     A NaN or infinity in x raises ValueError naming x (traced by torch.compile / export or under
     torch.func, where that check cannot run, such a row comes out NaN)."""
+    if bits not in (4, 8):  # (act_bits changed on a live layer: no grid for it, as the kernel says)
+        raise ValueError(f"act_bits: must be 4 or 8, got {bits!r}")
     xd = x2.detach()
     if not (_is_compiling() or _is_wrapped(xd)) and not bool(torch.isfinite(xd).all()):
         raise ValueError("x: holds a NaN or an infinity; activation quantization (act_bits="
@@ -265,7 +286,7 @@ class OVPLinear(_OVPBase):
         """Quantize a torch.nn.Linear's weight per output row (full threshold search)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected torch.nn.Linear, got {type(linear).__name__}")
-        _check_granularity(act_granularity)
+        _check_act_settings(act_bits, act_granularity)
         q = ovp_quantize(linear.weight.detach(), bits=bits, normal=normal, axis="row",
                          both_outliers=both_outliers)
         return cls(q, linear.bias, act_bits=act_bits, both_outliers=both_outliers, act_granularity=act_granularity)
@@ -346,7 +367,7 @@ class _OVPConv(_OVPBase):
         why = _conv_unsupported(conv)
         if why:
             raise ValueError(f"conv: {why}")
-        _check_granularity(act_granularity)
+        _check_act_settings(act_bits, act_granularity)
         w = conv.weight.detach()
         q = ovp_quantize(w.reshape(w.shape[0], -1), bits=bits, normal=normal, axis="row",
                          both_outliers=both_outliers)
