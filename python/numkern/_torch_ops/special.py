@@ -7,7 +7,11 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
   of Bessel's equation x^2 y'' + x y' - (x^2 + v^2) y = 0:   g' = 1 + v^2/x^2 - g/x - g^2.
 - log_iv' = g_I, iv' = iv g_I, ive' = ive (g_I - sign x) (for v >= -1/2 as ive (v/x - sign(x)
   C_{v+1}(|x|)), C = iv_ratio_c: no cancellation for |x| >> v); log_kv' = g_K, kv' = kv g_K,
-  kve' = kve (g_K + 1).
+  kve' = kve (g_K + 1), which cancels for x >> max(1, v^2) (~eps 2x relative): there, for x above
+  a switch-over x_0(v) (21.9 at v = 0, 82.9 at v = 20, ~v^2/6 for large v), kve times
+  d/dx log(e^x K_v) = -1/(2x) + S'/S from Hankel's expansion e^x K_v = sqrt(pi/(2x)) S (30 terms,
+  truncation <= 1e-17 relative; see _hankel_min_x): a few eps, and second derivatives (autograd
+  through the series) too.
 - At x = 0, where iv g_I is 0 inf and g/x is 0/0: iv' = (I_{v-1} + I_{v+1})/2 (DLMF 10.29.1)
   and ive' = (ive_{v-1} + ive_{v+1})/2 - sign(x) ive_v, both (ive_{v-1} + ive_{v+1})/2 at x = 0
   (differentiating it again gives the higher derivatives at 0 too): I_v'(0) = 0 at v = 0, 1/2 at
@@ -24,8 +28,8 @@ Derivatives in x are numkern ops themselves, so every derivative is again differ
   the Riccati form cancels; C' = -R'; R'(0) = 1/(2v).
 - i0' = i1, i1' = (i0 + I_2)/2, k0' = -k1, k1' = -k0 - k1/x, and the scaled forms:
   i0e' = -sign(x) i0e C_1(|x|) (i1e - sign(x) i0e at 0), i1e' = i1e (1/x - sign(x) C_2(|x|))
-  ((i0e + ive_2)/2 at 0), k0e' = k0e - k1e, k1e' = k1e - k0e - k1e/x (these two cancel for large x:
-  ~eps 2x relative).
+  ((i0e + ive_2)/2 at 0), k0e' = k0e - k1e, k1e' = k1e - k0e - k1e/x (these two cancel for large x,
+  ~eps 2x relative: above x_0 (21.9 for k0e, 23.4 for k1e) the Hankel form of kve' instead).
 - In the order v: a central difference, in float64 whatever the input dtype, with step
   h = eps64^(1/3) max(1, |v|) (one-sided at the ratio's v = 1/2 edge).  For iv, ive, kv, kve,
   log_iv and log_kv it differences the logarithm, d/dv f = f d/dv log|f|: the log of the ratio
@@ -52,7 +56,7 @@ from torch import Tensor
 from .. import _core
 from .._backend import elementwise
 from .._backend.elementwise import MAX_DIMS
-from ._common import call, define_op, finish, first_order_only, result_dtype
+from ._common import call, define_op, finish, first_order_only, result_dtype, traced
 
 BINARY = ("log_iv", "log_kv", "iv", "ive", "kv", "kve", "iv_ratio", "iv_ratio_c", "dlog_iv_dx", "dlog_kv_dx")
 UNARY = {"i0": 0, "i0e": 0, "i1": 1, "i1e": 1, "k0": 0, "k0e": 0, "k1": 1, "k1e": 1}
@@ -175,19 +179,25 @@ def _gi_minus_sign(v, x, g):
 
 # d/dx log(e^x K_v(x)) for large x from Hankel's expansion (DLMF 10.40.2):
 #   e^x K_v(x) = sqrt(pi/(2x)) S,  S = sum_{k<N} t_k,  t_k = a_k(v) x^-k,
-#   a_k(v) = prod_{j<=k} (4v^2 - (2j-1)^2) / (k! 8^k),  so  d/dx log(e^x K_v) = -(1/x) sum (k + 1/2) t_k / S
-# (-1/(2x) + S'/S).  The terms are all of one sign up to k ~ v (no cancellation); g_K + 1 there is a
-# difference of terms ~1 for a result ~1/(2x) (~eps 2x relative).  Truncation: with w = |v| + 1,
-# B_k(w) = prod_{j<=k} max(4w^2, (2j-1)^2) / (k! 8^k) >= |a_k(mu)| for mu = v, v +- 1.  DLMF 10.40(ii)
-# bounds the remainder of each series by its first neglected term once k >= mu - 1/2; below that
-# its terms are positive with ratio <= w^2 / (2 (k+1) x) <= 1/2 for x >= w^2 / (N+1), so the
-# remainder is at most twice the first neglected term.  S' - S/(2x) = S_v - (S_{v-1} + S_{v+1})/2
-# (from K_v' = -(K_{v-1} + K_{v+1})/2) bounds the numerator by 4 B_{N+1} x^-(N+1), and S by 2 B_N x^-N;
-# with S >= 0.99 and |S' - S/(2x)| >= 0.48/x (x >= 20) the relative error of the result is at most
-# ~10.5 B_N(w) x^-N (B_{N+1} x^-1 <= B_N for x >= (N+1)/2).  The series is used where
-# 16 B_N(w) x^-N <= 1e-17 (and x >= w^2/(N+1), x >= (N+1)/2): x >= 22.7 at v = 0, 24.2 at v = 1, 35.6
-# at v = 7, 84.0 at v = 20, 1.8e3 at v = 100 (N = 30 terms; more terms would lower the switch-over only
-# to ~21.5).  Elsewhere g_K + 1, whose error ~eps 2x / (1 + v^2/x) is largest just below it.
+#   a_k(v) = prod_{j<=k} (4v^2 - (2j-1)^2) / (k! 8^k),
+# so d/dx log(e^x K_v) = -1/(2x) + S'/S = -(1/x) sum (k + 1/2) t_k / S.  g_K + 1 (and k0e - k1e,
+# k1e - k0e - k1e/x) form that ~-1/(2x) as a difference of terms ~1: ~eps 2x relative (4.5e-8 at
+# x = 1e8), and the second derivative through it ~eps x^2 (6.6 relative at 1e8).  The series' terms
+# have one sign up to k ~ v - 1/2 and are small after that: a few eps (<= 3.3 eps measured, first and
+# second derivative, v <= 20).
+# Truncation: with w = |v| + 1, B_k(w) = prod_{j<=k} max(4w^2, (2j-1)^2) / (k! 8^k) >= |a_k(mu)| for
+# mu = v, v -+ 1.  DLMF 10.40(ii) bounds the remainder of each of these series by its first neglected
+# term where that term's index is >= mu - 1/2; before that index the terms are positive with ratio
+# <= w^2 / (2 (k+1) x) <= 1/2 for x >= w^2 / (N+1): the remainder is at most twice the first
+# neglected term.  S' - S/(2x) = S_v - (S_{v-1} + S_{v+1})/2 (K_v' = -(K_{v-1} + K_{v+1})/2, term by
+# term up to x^-N) is then off by <= 4 B_{N+1} x^-(N+1) <= 4 B_N x^-N / x (x >= (N+1)/2), S by
+# <= 2 B_N x^-N; with S >= 0.99 and |S' - S/(2x)| >= 0.48/x (x >= 20; x^(1/2) e^x K_v decreases for
+# v > 1/2, and increases by <= 1/(8x^2) relative for v < 1/2) the relative error of the result is
+# <= 10.5 B_N(w) x^-N.  The series is used where 16 B_N(w) x^-N <= 1e-17, x >= w^2/(N+1) and
+# x >= (N+1)/2: x >= 21.9 at v = 0, 23.4 at v = 1, 34.9 at v = 7, 82.9 at v = 20, 1.7e3 at v = 100,
+# ~v^2/6 beyond (N = 30 terms, four tensor ops each; N = 40 gives 20.6 at v = 0, 922 at v = 100).
+# Below that the previous forms, ~eps 2x / (1 + v^2/x): largest just below the switch-over (62 eps at
+# v = 1, x = 20; 276 eps at v = 100, x = 1700).
 _HANKEL_N = 30
 _HANKEL_TOL = 1e-17
 
@@ -212,15 +222,18 @@ def _hankel_min_x(v):
 
 def _hankel_dlog_kve(v, x):
     """-(1/x) sum_{k<N} (k + 1/2) t_k / sum_{k<N} t_k (float64 tensors): d/dx log(e^x K_v(x)) where
-    x >= _hankel_min_x(v)."""
-    mu = 4.0 * v * v
+    x >= _hankel_min_x(v).  Carries p_k = k! t_k = prod_{j<=k} (v^2/(2x) - (2j-1)^2/(8x)) (at most
+    ~20^N there, no overflow) with the k! in the sums' scalar weights: four tensor ops a term."""
     r = 0.125 / x
-    t = torch.ones_like(mu * r)
-    s, s1 = t, 0.5 * t
+    q = 4.0 * v * v * r  # v^2/(2x)
+    p = torch.ones_like(q)
+    s, s1 = p, 0.5 * p
+    fact = 1.0
     for k in range(1, _HANKEL_N):
-        t = t * ((mu - float((2 * k - 1) ** 2)) * r) * (1.0 / k)
-        s = s + t
-        s1 = s1 + (k + 0.5) * t
+        p = p * torch.add(q, r, alpha=-float((2 * k - 1) ** 2))
+        fact *= k
+        s = torch.add(s, p, alpha=1.0 / fact)
+        s1 = torch.add(s1, p, alpha=(k + 0.5) / fact)
     return -s1 / (x * s)
 
 
@@ -231,6 +244,8 @@ def _kve_prime(v, x, y, near):
     overflow there reaches a derivative through the torch.where."""
     v64, x64 = v.to(torch.float64), x.to(torch.float64)
     far = torch.isfinite(x64) & (x64 >= _hankel_min_x(v64))
+    if not traced(v, x, y, near) and not bool(far.any()):
+        return near  # (eager, no element past x_0: the series' ~120 elementwise ops skipped)
     vs = torch.where(far, v64, torch.zeros_like(v64))
     xs = torch.where(far, x64, torch.full_like(x64, 1e3))
     return torch.where(far, y * _hankel_dlog_kve(vs, xs).to(y.dtype), near)
