@@ -22,6 +22,8 @@ class Context:
 
     def __init__(self, *arrays, names=()):
         self.names = tuple(names)
+        for i, a in enumerate(arrays):
+            refuse_masked(a, self._name(i))
         kinds = {array_kind(a) for a in arrays if a is not None}
         if TORCH in kinds and CUPY in kinds:
             raise ValueError("cannot mix torch tensors and CuPy arrays in one call")
@@ -59,7 +61,9 @@ class Context:
 
     def input(self, a, dtype, name, contiguous=True):
         """The caller's argument as an array of the compute library (numpy for numpy and torch CPU,
-        torch for torch CUDA, CuPy) with `dtype`, C-contiguous unless contiguous=False."""
+        torch for torch CUDA, CuPy) with `dtype`, C-contiguous unless contiguous=False.  A masked
+        array with masked entries is refused (refuse_masked)."""
+        refuse_masked(a, name)
         if array_kind(a) == TORCH and not self.cuda:
             a = _torch_cpu_numpy(a)
         try:
@@ -122,7 +126,8 @@ class Context:
         if a is None:
             return None
         if array_kind(a) == TORCH:
-            return a.detach() if a.is_cuda else a.detach().numpy()
+            a = resolved(a)
+            return a if a.is_cuda else a.numpy()
         return a
 
     def call(self, family, fn, *args, **kwargs):
@@ -145,6 +150,24 @@ class Context:
         if copies:
             _write_back(copies)
         return r
+
+
+def refuse_masked(a, name):
+    """A TypeError naming the argument for a numpy masked array with masked entries: the families
+    other than numkern.special (whose ufuncs propagate the mask) read arrays as plain data, and
+    silently computing with the values under the mask would be a wrong answer.  A masked array
+    without masked entries is its data."""
+    if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
+        n = int(np.ma.count_masked(a))
+        raise TypeError(f"{name}: a masked array with masked entries ({n} of {a.size}); numkern does not apply "
+                        f"masks here (pass {name}.filled(value), or drop the masked entries / rows)")
+
+
+def resolved(t):
+    """A torch tensor detached, with a lazy negation or conjugation (the neg / conj bit, e.g. of
+    ``z.conj().imag`` or ``x.conj()``) applied: numpy views and __cuda_array_interface__ expose the
+    raw storage, which holds the values before that negation."""
+    return t.detach().resolve_conj().resolve_neg()
 
 
 def kernel_ready(a: np.ndarray) -> np.ndarray:
@@ -180,7 +203,7 @@ def _write_back(copies):
 def _torch_cpu_numpy(t):
     """A torch CPU tensor as a numpy array: a zero-copy view, except bfloat16 (numpy has no bfloat16),
     widened to float32 as float16 is by the dtype rule."""
-    t = t.detach()
+    t = resolved(t)
     if str(t.dtype) == "torch.bfloat16":
         import torch
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import native
-from .context import Context, kernel_ready
+from .context import Context, kernel_ready, resolved
 from .dtypes import result_dtype, scalar_or_array_dtype
 from .kinds import CUPY, NUMPY, TORCH, array_kind
 
@@ -48,7 +48,9 @@ def check_numpy_out(out, shape, result_dtype_):
 
 
 def check_torch_out(out, result):
-    """out= for a torch result: a tensor of the same shape and device that the result casts to."""
+    """out= for a torch result: a tensor of the same shape and device that the result casts to, each
+    element with its own memory, and not requiring grad while grad mode is on (out= is written
+    outside the autograd graph)."""
     if array_kind(out) != TORCH:
         raise TypeError("out: expected a torch tensor for torch inputs")
     if tuple(out.shape) != tuple(result.shape):
@@ -57,6 +59,15 @@ def check_torch_out(out, result):
         raise ValueError(f"out: on {out.device}, the inputs are on {result.device}")
     if not (out.dtype.is_floating_point or out.dtype.is_complex):  # numpy's same_kind rule
         raise TypeError(f"out: cannot cast the result dtype {result.dtype} to {out.dtype}")
+    if any(st == 0 and n > 1 for st, n in zip(out.stride(), out.shape)):  # numpy: a read-only broadcast view
+        raise ValueError("out: several elements share one memory location (an expand()ed / broadcast tensor); "
+                         "pass a tensor with its own storage, e.g. out.clone()")
+    import torch
+
+    if out.requires_grad and torch.is_grad_enabled():  # as torch's own out= functions
+        raise RuntimeError("out: requires grad, and out= is not part of the autograd graph (torch refuses out= "
+                           "when an argument requires grad); use the returned tensor, or pass out under "
+                           "torch.no_grad() or out.detach() to overwrite its values")
 
 
 def _numpy(kernel, args, names, out):
@@ -106,7 +117,7 @@ def _torch(family, op, kernel, args, names, out):
             raise ValueError(f"{n}: cannot mix CuPy arrays with torch tensors")
     if not ctx.cuda:
         dt = torch.float32 if result_dtype(*args, names=names) == np.float32 else torch.float64
-        ts = [a.detach().to(dt) if array_kind(a) == TORCH else torch.as_tensor(np.asarray(a), dtype=dt)
+        ts = [resolved(a).to(dt) if array_kind(a) == TORCH else torch.as_tensor(np.asarray(a), dtype=dt)
               for a in args]
         try:
             ts = torch.broadcast_tensors(*ts)

@@ -227,14 +227,14 @@ class TorchOps(Ops):
 
     def asarray(self, a, dtype, contiguous=True):
         t = self.torch
-        if isinstance(a, t.Tensor):
-            r = a.detach().to(device=self.device, dtype=self.tdtype(dtype))
+        if isinstance(a, t.Tensor):  # a lazy negation / conjugation applied (it is not in the storage)
+            r = a.detach().resolve_conj().resolve_neg().to(device=self.device, dtype=self.tdtype(dtype))
         else:
             r = t.as_tensor(np.asarray(a), dtype=self.tdtype(dtype), device=self.device)
         return r.contiguous() if contiguous else r
 
     def to_host(self, a) -> np.ndarray:
-        return a.detach().cpu().numpy()
+        return a.detach().resolve_conj().resolve_neg().cpu().numpy()
 
     def empty(self, shape, dtype=np.float64):
         return self.torch.empty(shape, dtype=self.tdtype(dtype), device=self.device)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._backend import CUPY, TORCH, Context, any_torch, array_kind
+from .._backend import CUPY, TORCH, Context, any_torch, array_kind, refuse_masked, resolved
 from .._dask import is_dask_array
 
 __all__ = ["GaussianKDE", "select_bandwidth", "regimes", "Regimes", "BandwidthSelection", "KDEDiagnostics"]
@@ -118,9 +118,10 @@ def _matrix_shape(shape, name, d=None):
 def _as_matrix(a, name, ctx, d=None):
     """Validated 2-D array of the context's compute library (numpy for numpy and torch CPU data)."""
     kind = array_kind(a)
+    refuse_masked(a, name)
     if kind == TORCH:
         _refuse_traced(a, name)
-        a = _torch_numpy_safe(a.detach())
+        a = _torch_numpy_safe(resolved(a))
     if not ctx.cuda:
         if kind == CUPY or (kind == TORCH and a.is_cuda):
             raise ValueError(f"{name}: a CUDA array cannot be used with a KDE built on CPU data")
@@ -248,10 +249,11 @@ def _normalised_weights(weights, n):
     if weights is None:
         return np.full(n, 1.0 / n)
     kind = array_kind(weights)
+    refuse_masked(weights, "weights")
     if kind == TORCH:
         _refuse_traced(weights, "weights")
     try:
-        w = _torch_numpy_safe(weights.detach()).cpu().numpy() if kind == TORCH else (
+        w = _torch_numpy_safe(resolved(weights)).cpu().numpy() if kind == TORCH else (
             weights.get() if kind == CUPY else np.asarray(weights))
     except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, objects numpy cannot read
         raise TypeError(f"weights: cannot convert to an array ({e})") from None
@@ -340,7 +342,8 @@ class GaussianKDE:
         and more columns warns (UserWarning), and with covariance="full" any n <= d raises, both
         suggesting data.T.
         float32 data are processed in float32 (Gram blocks) with float64 accumulation; everything
-        else in float64.  NaN/inf raise ValueError.
+        else in float64.  NaN/inf raise ValueError; a numpy masked array with masked entries (data,
+        points, weights) is a TypeError naming the argument (the mask would otherwise be ignored).
         A dask array chunked by rows gives a model whose log-densities are lazy dask arrays reduced
         chunk by chunk (equal to in memory to 1e-12 relative; docs/distributed.md).
     bandwidth : float > 0, "scott", "silverman", "loo", "scott_scipy", "silverman_scipy",

@@ -14,7 +14,10 @@ before), so the functions also take the ufunc keywords ``where=``, ``dtype=``, `
 ``order=``, ``subok=``, ``signature=`` and ``out=`` as a 1-tuple (numpy inputs only), and carry the
 ufunc's methods: ``numkern.special.iv.outer(v, z)``, ``.at``, ``.reduce``, ``.accumulate``,
 ``.reduceat``, and ``.ufunc`` (the ufunc itself, for ``isinstance(..., np.ufunc)``).  torch tensors
-and CuPy arrays take numkern's own paths, as before.
+and CuPy arrays take numkern's own paths, as before.  A torch ``out=`` is written outside the
+autograd graph: one that requires grad is refused while grad mode is on (as torch's own out=
+functions do), and an ``expand()``-ed one (elements sharing memory) is refused naming ``out``.
+numpy masked arrays keep their mask through the ufuncs.
 
 Conventions for the special values follow SciPy.  Negative arguments:
 ``log_kv``/``kv``/``kve`` are NaN for x < 0; ``iv``/``ive`` use I_n(-x) = (-1)^n I_n(x) for integer

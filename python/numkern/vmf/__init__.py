@@ -17,6 +17,10 @@ format for coarser storage (float16: 2^-8 = 0.0039, bfloat16: 2^-5 = 0.031, whic
 and then rounded to that format meets), unless ``normalize=True`` (``fit``, ``mean_resultant_length``);
 rows are always used as x / |x| (exactly on the sphere, in float64).  The error for non-unit rows
 says how many rows fail and how to normalise them.
+
+A numpy masked array with masked entries is refused (TypeError naming the argument: the values
+under the mask would otherwise be used); torch tensors with a lazy negation (the neg bit, e.g.
+``z.conj().imag``) are read with it applied.
 """
 from __future__ import annotations
 
@@ -266,6 +270,19 @@ def _torch_route(X, weights, what):
     return tv if tv.traced(*ts) or tv.wants_grad(*ts) else None
 
 
+def _torch_args(X, weights):
+    """(X, weights) for the differentiable torch path: the argument that is not a torch tensor (a numpy
+    array of any byte order or dtype, a list) as a float64 tensor on the other's device (the host call
+    before has validated both)."""
+    import torch
+
+    dev = next(a.device for a in (X, weights) if any_torch(a))
+
+    def conv(a):
+        return a if a is None or any_torch(a) else torch.as_tensor(np.asarray(a, dtype=np.float64), device=dev)
+    return conv(X), conv(weights)
+
+
 def _host_args(tv, X, weights):
     """(X, weights) as plain detached tensors holding the same values (torch.func wrappers peeled);
     call inside tv.host_access()."""
@@ -290,7 +307,7 @@ def mean_resultant_length(X, weights=None, normalize=False):
         with tv.host_access():
             Xh, wh = _host_args(tv, X, weights)
             value = mean_resultant_length(Xh, wh, normalize)  # checks, warnings and the value
-        return tv.resultant_length(X, weights, value)
+        return tv.resultant_length(*_torch_args(X, weights), value)
     ctx = Context(X, weights, names=("X", "weights"))
     s, wsum, batch, d, dtype = _resultant(ctx, X, weights, normalize)
     ops = ctx.ops
@@ -319,7 +336,7 @@ def fit(X, weights=None, normalize=False):
         with tv.host_access():
             Xh, wh = _host_args(tv, X, weights)
             dist = fit(Xh, wh, normalize)  # checks, warnings and the values
-        s, wsum = tv.resultant(X, weights)
+        s, wsum = tv.resultant(*_torch_args(X, weights))
         dist._grad_params = tv.fit_params(s, wsum, dist._mu, dist._kappa)
         return dist
     if is_dask_array(X) or is_dask_array(weights):  # per-chunk sums in a tree (numkern/_dask.py)
