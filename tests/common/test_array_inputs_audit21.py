@@ -176,3 +176,41 @@ def test_torch_out_neg_bit_gets_values():
     out = _neg_bit(np.zeros(3))
     sp.i0(x, out=out)
     np.testing.assert_allclose(out.resolve_neg().numpy(), sp.i0(x.numpy()), rtol=1e-15)
+
+
+def test_neg_bit_tensor_ovp_quantize_and_masked_ovp_matmul():
+    """ovp_quantize reads a neg-bit view's values (it raised torch's numpy() error); ovp_matmul
+    refuses a numpy x with masked entries naming x (the mask was dropped)."""
+    from numkern.quant import olive as O
+
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(21))
+    a, b = O.ovp_quantize(torch._neg_view(w), bits=4), O.ovp_quantize(-w, bits=4)
+    np.testing.assert_array_equal(np.asarray(a.codes), np.asarray(b.codes))
+    np.testing.assert_array_equal(np.asarray(a.scales), np.asarray(b.scales))
+    q = O.ovp_quantize(w.numpy(), bits=4)
+    xm = np.ma.masked_array(np.ones((2, 16), np.float32), mask=np.eye(2, 16, dtype=bool))
+    with pytest.raises(TypeError, match="^x: a masked array"):
+        O.ovp_matmul(xm, q)
+    np.testing.assert_array_equal(O.ovp_matmul(np.ma.masked_array(np.ones((2, 16), np.float32)), q),
+                                  O.ovp_matmul(np.ones((2, 16), np.float32), q))
+
+
+def test_hessian_matrix_masked_and_half_precision_torch():
+    """A masked matrix operand is refused naming matvec (np.asarray dropped the mask); a float16 /
+    bfloat16 torch matrix is probed in float32 (it raised torch's dtype mismatch): the estimate equals
+    the one of the same matrix widened to float32 by the caller."""
+    import numkern.hessian as H
+
+    rng = np.random.default_rng(22)
+    A = rng.standard_normal((20, 20))
+    A = A @ A.T
+    m = np.ma.masked_array(A, mask=np.zeros_like(A, bool))
+    m.mask[0, 0] = True
+    with pytest.raises(TypeError, match="^matvec: a masked array"):
+        H.trace(m, num_matvecs=40, seed=0)
+    t = torch.tensor(A)
+    for dt in (torch.float16, torch.bfloat16):
+        half = t.to(dt)
+        got = H.trace(half, num_matvecs=40, seed=0)
+        want = H.trace(half.float(), num_matvecs=40, seed=0)
+        assert got.estimate == want.estimate

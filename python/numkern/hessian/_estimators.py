@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._backend import F64, NUMPY, TORCH, Context, array_kind, scalar_or_array_dtype
+from .._backend import F64, NUMPY, TORCH, Context, array_kind, refuse_masked, scalar_or_array_dtype
 from .._backend.ops import TorchOps
 
 
@@ -175,8 +175,11 @@ class Operator:
             self._apply = lambda V: sparse(np.asarray(to_host(V), dtype=np.float64).T).T
         elif hasattr(matvec, "shape") and hasattr(matvec, "dtype") and not callable(matvec):
             scalar_or_array_dtype(matvec, "matvec")  # complex / non-numeric: TypeError naming matvec
+            refuse_masked(matvec, "matvec")  # (np.asarray would drop the mask)
             dim = _square_dim(tuple(matvec.shape), dim)
             mat = matvec if array_kind(matvec) != NUMPY else np.asarray(matvec, dtype=np.float64)
+            if array_kind(mat) != NUMPY and mat.dtype.itemsize < 4:  # float16 / bfloat16: probes are float32
+                mat = mat.to(__import__("torch").float32) if array_kind(mat) == TORCH else mat.astype("float32")
             self._apply = lambda V: V @ mat
             self.ops, self.dtype = _space_like(mat if like is None else like)
         elif callable(inner) and hasattr(matvec, "dim"):  # SoftmaxHeadHessian, HessianMatvec

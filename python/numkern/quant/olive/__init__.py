@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._backend import CUPY, F32, F64, NUMPY, TORCH, Context, array_kind
+from ..._backend import CUPY, F32, F64, NUMPY, TORCH, Context, array_kind, refuse_masked, resolved
 
 __all__ = ["OVPTensor", "ovp_quantize", "ovp_dequantize", "ovp_fake_quantize", "ovp_matmul",
            "quantize_model", "calibrate", "ovp_normal_mse", "plain_fake_quantize"]
@@ -161,7 +161,7 @@ def _compute_view(ctx, w, name):
     if ctx.kind == TORCH:
         if not w.dtype.is_floating_point:
             raise TypeError(f"{name}: expected a floating tensor, got {w.dtype}")
-        t = w.detach()
+        t = resolved(w)  # (a neg-bit view's storage holds the values before the negation)
         if ctx.cuda:
             return t
         return (t.float() if t.dtype == __import__("torch").bfloat16 else t).numpy()
@@ -396,6 +396,7 @@ def ovp_matmul(x, q: OVPTensor):
     if kind != kq:
         raise ValueError(f"x: is a {kind} array but q holds {kq} arrays")
     if kind == NUMPY:
+        refuse_masked(x, "x")
         try:
             x = np.asarray(x)
         except (TypeError, ValueError) as e:
