@@ -196,7 +196,9 @@ class SoftmaxHeadHessian:
         return self._aug(Wm, v[..., C * d:]) if self.has_bias else Wm
 
     def matvec(self, V):
-        """H V without forming H; V is (C, d+1), (k, C, d+1), (P,) or (k, P) (see class doc)."""
+        """H V = (1/n) sum_i (A_i V x_i) x_i^T without forming H, A_i = diag(p_i) - p_i p_i^T, x_i = [z_i; 1]
+        (z_i without a bias); V is (C, d+1), (k, C, d+1), (P,) or (k, P) (P = C (d+1), C d without a bias;
+        flat order [W.ravel(), b]); the result has V's shape (see class doc).  Other shapes: ValueError naming V."""
         ops = self._ops
         C, d = self.num_classes, self.num_features
         width = d + (1 if self.has_bias else 0)

@@ -475,6 +475,11 @@ class HessianMatvec:
         return torch.cat([out_v, self._apply(Vb[c:], self.mode)])
 
     def matvec(self, V):
+        """H V for V of shape (dim,) or (k, dim) (flat over the parameters in order, converted to the
+        parameters' device and dtype); returns the same shape.  H = d^2 L / d theta^2 at the parameters'
+        current values, L the loss of the batch or the mean loss over the data set (and over every
+        rank's data with a process group).  ValueError for another shape; RuntimeError inside
+        torch.inference_mode() or after an in-place update of a parameter (see the class doc)."""
         _check_not_inference_mode()
         self._check_unchanged()
         if not isinstance(V, torch.Tensor):
@@ -671,6 +676,16 @@ def _params_of(head):
     return ps
 
 
+def _refuse_head_form_args(labels, loss_fn, features):
+    """The gradient form has no labels, loss_fn or features: a value there (e.g. alpha passed as the
+    third positional argument, which is ``labels``) would otherwise be ignored silently."""
+    for name, val in (("labels", labels), ("loss_fn", loss_fn), ("features", features)):
+        if val is not None:
+            raise TypeError(f"{name}: only used by the head form (head, features, labels); with per-domain "
+                            f"gradients it must be None (got {type(val).__name__}); pass alpha / beta by "
+                            "keyword (the third positional parameter is labels)")
+
+
 def _grad_form(head_grads_per_domain, params):
     """Validate the gradient form: per-domain head gradients (create_graph=True) and the params."""
     if params is None:
@@ -829,6 +844,7 @@ def hgp_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e-4, bet
     _check_choice(target, "target", _TARGETS)
     grp = _group(process_group, head_grads_per_domain)
     if not _is_head_form(head_grads_per_domain):
+        _refuse_head_form_args(labels, loss_fn, features)
         _check_weight(alpha, "alpha")
         _check_weight(beta, "beta")
         grads, params = _grad_form(head_grads_per_domain, params)
@@ -851,6 +867,7 @@ def hutchinson_penalty(head_grads_per_domain, params=None, labels=None, alpha=1e
     _check_choice(estimator, "estimator", _ESTIMATORS)
     num_probes = _check_probes(num_probes, estimator)
     if not _is_head_form(head_grads_per_domain):
+        _refuse_head_form_args(labels, loss_fn, features)
         if num_probes is None:
             raise ValueError("num_probes: None (exact diagonal) needs the head form "
                              "hutchinson_penalty(head, features, labels) with an nn.Linear head")

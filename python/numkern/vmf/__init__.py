@@ -1001,7 +1001,7 @@ class VMFMixture:
         return ctx.output(lse, dtype)
 
     def score(self, X) -> float:
-        """Mean log-likelihood per row."""
+        """Mean log-likelihood per row, (1/n) sum_i score_samples(X)_i, as a Python float (X (n, d) unit rows)."""
         ctx, ops, _, lse, _ = self._estep_for(X)
         return float(ops.to_host(ops.sum(lse))) / tuple(lse.shape)[0]
 
