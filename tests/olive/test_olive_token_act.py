@@ -5,7 +5,8 @@ csrc/cpu/olive/int8act.hpp).
 
 Contract: codes a_bk = round_half_even(x_bk * (qmax / m_b)) in float64, m_b = max_k |x_bk|,
 qmax = 2^(act_bits-1) - 1, scale s_b = m_b / qmax (float64); out = the exact product
-sum_k (a_bk s_b)(g_rk s_r) up to (2^-24 + 2^-52)|exact| (plus float32 underflow).  The exact value is
+sum_k (a_bk s_b)(g_rk s_r) up to (2^-24 + 2^-51)|exact| (plus float32 underflow; s_b = m_b / qmax
+itself rounded in float64, the reason for 2^-51 where the per-tensor contract has 2^-52).  The exact value is
 formed here in float64 from codes computed with numpy (grid values of W recovered from
 ovp_dequantize are multiples of 1/4 below 504, so the float64 sums of integer codes times them are
 exact); the torch float path's codes are checked against the same numpy codes."""
@@ -18,7 +19,7 @@ from numkern._core import olive as C
 from numkern.quant import olive as O
 
 WEIGHT = [(4, "int"), (4, "flint"), (8, "int")]
-REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-52, plus the float64 reference's own scaling
+REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-51, plus the float64 reference's own scaling
 TINY = 2.0 ** -149
 
 

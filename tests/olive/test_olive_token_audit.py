@@ -1,6 +1,6 @@
 """Audit of activations quantized per token (act_granularity="token", docs/olive.md "Activations
 per token"): edge inputs against the float64 exact product of the quantized operands (the
-contract: (2^-24 + 2^-52) relative on the CPU integer path), settings changed on a live layer
+contract: (2^-24 + 2^-51) relative on the CPU integer path), settings changed on a live layer
 (the cached fast path must notice them), act_granularity="token" without act_bits, serialization,
 threads and calibrate() on a model mixing token and per-tensor layers.
 
@@ -18,7 +18,7 @@ import pytest
 
 from numkern.quant import olive as O
 
-REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-52, plus the float64 reference's scaling
+REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-51, plus the float64 reference's scaling
 TINY = 2.0 ** -149
 
 

@@ -27,8 +27,9 @@
 // (qmax = 2^(bits-1) - 1), scale s_b = m_b / qmax in double (a row of zeros: codes 0).  The same
 // integer dot products and weight-outlier terms with u_a = 1 give T, and
 //   out[b, r] = float32(T * (s_b * double(s_r))),
-// the exact product of the quantized operands (a_bk s_b) (w s_r) up to (2^-24 + 2^-52) |exact| as
-// above.
+// the exact product of the quantized operands (a_bk s_b) (w s_r), s_b the double above, up to
+// (2^-24 + 2^-51) |exact| (plus float32 underflow): besides the float32 rounding, two double
+// roundings of the products and the one of s_b itself (3 2^-53 < 2^-51).
 #pragma once
 
 #include <cstdint>

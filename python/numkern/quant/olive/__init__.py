@@ -342,6 +342,8 @@ def plain_fake_quantize(w, bits=4, normal="int", axis="row"):
 def ovp_dequantize(q: OVPTensor):
     """Decode an OVPTensor: value = grid value × scale (float32), in the original shape, the same
     kind of array and device as q.codes.  Bit-identical to the encoder's fake-quantized values.
+    Domain: an OVPTensor whose parts agree (dtypes, shapes, bits, normal, axis; ValueError
+    otherwise, TypeError for another type).
     """
     _check_ovp(q)
     if array_kind(q.codes) == TORCH:  # the torch operator numkern::ovp_dequantize
@@ -358,7 +360,7 @@ def ovp_dequantize(q: OVPTensor):
 
 def ovp_fake_quantize(w, bits=4, normal="auto", axis="row", both_outliers="larger", **kw):
     """ovp_dequantize(ovp_quantize(w, ...)) in w's dtype.  For torch tensors the result carries a
-    straight-through gradient (d out / d w = identity).
+    straight-through gradient (d out / d w = identity).  Domain and arguments as ``ovp_quantize``.
     """
     q = ovp_quantize(w, bits, normal, axis, both_outliers, **kw)
     deq = ovp_dequantize(q)
@@ -385,9 +387,13 @@ def _matmul_raw(x2, q):
 def ovp_matmul(x, q: OVPTensor):
     """x @ ovp_dequantize(q).T by a fused kernel that decodes the codes on the fly.
 
-    x: [..., K] floating array of the same kind and device as q.codes; q: 2-d OVPTensor of shape
-    [N, K].  Returns [..., N], float32 (torch: x's dtype).  out[b, n] = s_n · Σ_k x[b, k] g[n, k].
-    For torch tensors that require grad, the gradient in x is grad @ dequantize(q).
+    x: [..., K] real array of the same kind and device as q.codes (torch / CuPy: floating;
+    numpy: floating, or integer / bool, converted to float32; complex and object arrays raise
+    TypeError), computed in float32; q: 2-d OVPTensor of shape [N, K] (s_n the scale of row n, or
+    the one scale).  Returns [..., N], float32 (torch: x's dtype).
+    out[b, n] = s_n · Σ_k x[b, k] g[n, k], g the grid values of q (float32 arithmetic).  NaN / inf
+    in x propagate as in the float product.  For torch tensors that require grad, the gradient in
+    x is grad @ dequantize(q).
     """
     _check_ovp(q)
     if len(q.shape) != 2:

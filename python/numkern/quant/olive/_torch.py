@@ -234,8 +234,8 @@ def _token_fake_quantize(x2, bits):
     m = max_k |x|, codes round_half_even(x * (qmax / m)) in [-qmax, qmax] (qmax = 2^(bits-1) - 1)
     computed in float64, value codes * (m / qmax) rounded to float32 (a row of zeros stays 0);
     the integer kernel (int8act.hpp, per token) makes the same codes.  Straight-through gradient.
-    A NaN or infinity in x raises ValueError naming x (traced by torch.compile / export or under
-    torch.func, where that check cannot run, such a row comes out NaN)."""
+    A NaN or infinity in x raises ValueError naming x (traced by torch.export or under torch.func,
+    where that check cannot run, such a row comes out NaN; torch.compile runs the layer eagerly)."""
     if bits not in (4, 8):  # (act_bits changed on a live layer: no grid for it, as the kernel says)
         raise ValueError(f"act_bits: must be 4 or 8, got {bits!r}")
     xd = x2.detach()

@@ -207,7 +207,15 @@ def quantize_model_plain(model, bits, group_size=128, *, scheme=None, return_rep
 
 
 def fuse_splitquant(model):
-    """Replace every quantized split Linear of a ``splitquant`` model by a ``SplitQuantLinear``."""
+    """Replace every quantized split Linear of a ``splitquant`` model by a ``SplitQuantLinear``,
+    in place, and return the model (the fused layer itself when ``model`` is such a SplitLayer).
+
+    Each fused layer computes y = x W^T + bias with W(o, i) = offset'[o, g, c] + u * scale'[o, g, c]
+    (``FusedSplitQuantWeight``), the sum of the k quantized branches.  Domain: a torch module;
+    SplitLayers of Linear branches whose branches are quantized (``splitquant``), k <= 4
+    (ValueError naming the layer otherwise).  Other layers are left as they are; with nothing to
+    fuse it warns and returns the model unchanged.
+    """
     from . import _torch as _splitquant_torch
 
     return _splitquant_torch.fuse_model(model)
