@@ -279,3 +279,17 @@ def test_token_compile_export_vmap(torch):
     assert torch.all((ep.module()(x2) - layer(x2)).abs() <= 1e-5 * (x2.abs().sum(-1, keepdim=True) + 1))
     yv = torch.vmap(layer)(x)
     assert torch.all((yv.double() - ye.double()).abs() <= tol)
+
+
+def test_token_layer_on_cuda(torch, cuda_device):
+    """On CUDA the per-token layer takes the float path (torch operations for the codes, the CUDA
+    ovp_matmul): the same codes as on the CPU, so within float32 rounding of the CPU integer
+    result."""
+    _, layer = _layer(torch, seed=9)
+    x = torch.randn(6, 48, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        ref = layer(x)
+        got = layer.to(cuda_device)(x.to(cuda_device)).cpu()
+    fake = layer.cpu()._quantize_act(x, fake=True)
+    mag = fake.double().abs() @ layer.dequantized_weight().double().abs().T + layer.bias.double().abs()
+    assert torch.all((got.double() - ref.double()).abs() <= 1e-6 * mag)
