@@ -151,7 +151,8 @@ def _python_int(a, name):
     if type(a) is not int or -_I64 <= a < _I64:
         return a
     if abs(a) >= _F64_MAX_INT:
-        raise ValueError(f"{name}: integer too large to convert to float64 (|{name}| >= 2**1024)")
+        raise ValueError(f"{name}: integer too large to convert to float64 (|{name}| >= 2**1024 - 2**970, "
+                         "which rounds beyond the largest float64)")
     return float(a)
 
 
