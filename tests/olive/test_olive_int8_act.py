@@ -11,6 +11,7 @@ import pytest
 
 from numkern._core import olive as C
 from numkern.quant import olive as O
+from olive_testutil import exact_grid
 
 ACT = [(4, "int"), (4, "flint"), (8, "int")]
 WEIGHT = [(4, "int"), (4, "flint"), (8, "int")]
@@ -18,20 +19,11 @@ REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-52, plus the float64 
 TINY = 2.0 ** -149
 
 
-def _grid(q):
-    """Exact grid values (float64, q units) and scales (float64, per row) of an OVPTensor."""
-    deq = np.asarray(O.ovp_dequantize(q), np.float64)
-    s = np.asarray(q.scales, np.float64).reshape(-1, 1)
-    g = np.round(deq / s * 4.0) / 4.0
-    assert np.array_equal((g * s).astype(np.float32), deq.astype(np.float32))
-    return g, s[:, 0]
-
-
 def _exact(x, alpha, act_bits, act_normal, keep, qw):
     qa = O.ovp_quantize(x, bits=act_bits, normal=act_normal, axis=None, alpha=alpha,
                         both_outliers="left" if keep else "larger")
-    ga, sa = _grid(qa)
-    gw, sw = _grid(qw)
+    ga, sa = exact_grid(qa)
+    gw, sw = exact_grid(qw)
     return (ga @ gw.T) * sa[0] * sw[None, :], qa
 
 
@@ -165,7 +157,7 @@ def test_rows_pack_folds_whole_unit_outliers(normal, folded):
     w = _heavy(rng, (24, 160), 0.05)
     w[:, :8] *= 40.0
     qw = O.ovp_quantize(w, bits=4, normal=normal, axis="row", alpha=0.15)  # (a low threshold:
-    g, _ = _grid(qw)                                                       # every outlier value)
+    g, _ = exact_grid(qw)                                                       # every outlier value)
     out = np.abs(g) > 32.0
     assert set(np.unique(np.abs(g[out]))) == {48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 384.0}
     sparse = int((out & ~np.isin(np.abs(g), folded)).sum())

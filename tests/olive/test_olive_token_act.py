@@ -17,18 +17,11 @@ import pytest
 
 from numkern._core import olive as C
 from numkern.quant import olive as O
+from olive_testutil import exact_grid
 
 WEIGHT = [(4, "int"), (4, "flint"), (8, "int")]
 REL = 2.0 ** -24 + 2.0 ** -50  # the contract's 2^-24 + 2^-51, plus the float64 reference's own scaling
 TINY = 2.0 ** -149
-
-
-def _grid(q):
-    deq = np.asarray(O.ovp_dequantize(q), np.float64)
-    s = np.asarray(q.scales, np.float64).reshape(-1, 1)
-    g = np.round(deq / s * 4.0) / 4.0
-    assert np.array_equal((g * s).astype(np.float32), deq.astype(np.float32))
-    return g, s[:, 0]
 
 
 def _codes(x, act_bits):
@@ -42,7 +35,7 @@ def _codes(x, act_bits):
 
 def _exact(x, act_bits, qw):
     a, sa = _codes(x, act_bits)
-    g, sw = _grid(qw)
+    g, sw = exact_grid(qw)
     return (a @ g.T) * sa[:, None] * sw[None, :]
 
 
@@ -99,7 +92,7 @@ def test_token_ties_round_half_even():
     x = np.array([[254.0, 1.0, 3.0, -5.0]], np.float32)
     out = np.zeros((1, 4), np.float32)
     assert C.matmul_int8act(x, _pack(qw), qw.scales, out, True, 0.0, 8, 0, False, per_token=True)
-    g, sw = _grid(qw)
+    g, sw = exact_grid(qw)
     codes = out[0] / (2.0 * g.diagonal() * sw)  # (one float32 rounding apart)
     np.testing.assert_allclose(codes, [127.0, 0.0, 2.0, -2.0], rtol=1e-6, atol=0)
 
