@@ -6,7 +6,7 @@ MiniLM encode and the quantization time, each group against its fp32 anchor in t
   NUMKERN_AMX=0 pytest bench/quant/bench_quant_layers.py         # the OVP / SplitQuant kernels off the AMX tiles
 
 Groups: "layer KxN batch B" (B = 1, 4, 16, 64, 208; anchor fp32 nn.Linear; OVP W4, W8, W4A8,
-SplitQuant INT4 fused, torch dynamic int8), "MiniLM encode, 16 sentences" (anchor the fp32 model;
+SplitQuant INT4 fused, torch dynamic int8; "OVP W4A8 token": activations per token), "MiniLM encode, 16 sentences" (anchor the fp32 model;
 the same methods through quantize_model / splitquant / quantize_dynamic) and "quantize MiniLM"
 (anchor torch dynamic int8; OVP W4 auto and W8).  pytest-benchmark's statistics are wall time of
 each round (median of the rounds); the table printed at the end (bench/conftest.py) has the
@@ -45,8 +45,8 @@ def _setup_threads():
 
 
 # the cases of each group (bench_quant_speed's names; the first is the anchor)
-LAYER_CASES = ("fp32", "OVP W4", "OVP W8", "OVP W4A8", "SplitQuant INT4", "torch dyn int8")
-MODEL_CASES = ("fp32", "OVP W4", "OVP W8", "OVP W4A8", "SplitQuant INT4", "torch dyn int8")
+LAYER_CASES = ("fp32", "OVP W4", "OVP W8", "OVP W4A8", "OVP W4A8 token", "SplitQuant INT4", "torch dyn int8")
+MODEL_CASES = ("fp32", "OVP W4", "OVP W8", "OVP W4A8", "OVP W4A8 token", "SplitQuant INT4", "torch dyn int8")
 
 
 def _layer_cases():
