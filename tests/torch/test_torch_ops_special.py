@@ -351,3 +351,53 @@ def test_too_many_dimensions_is_named():
         nks.log_iv(1.0, torch.ones(1), out=torch.empty((1,) * 33))
     # 32 work, as on the numpy path
     assert nks.iv(1.0, torch.ones((1,) * 32)).dim() == 32
+
+
+@pytest.mark.parametrize("name", ["log_iv", "iv", "kve", "iv_ratio", "i0e", "k1"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_eager_fast_path_is_the_operator(name, dtype, monkeypatch):
+    """Plain eager CPU calls that need no autograd run the operator's CPU implementation directly
+    (no dispatcher; docs/torch.md): bitwise the operator's result, for tensors and Python numbers,
+    broadcasting and 0-d; anything that needs the dispatcher (autograd, forward AD, a torch dispatch
+    mode, a neg-bit view, a numpy argument, mixed dtypes) still goes through the operator."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from numkern._torch_ops import special as ts
+
+    g = torch.Generator().manual_seed(31)
+    x = (torch.rand(3, 5, generator=g, dtype=F64) * 20 + 0.1).to(dtype)
+    v = (torch.rand(5, generator=g, dtype=F64) * 4).to(dtype)
+    binary = name in ts.BINARY
+    args = [(v, x), (2.5, x), (x[0, 0], x)] if binary else [(x,), (x[0, 0],)]
+    op = ts.ops[name]
+    for a in args:
+        want = op(*[t if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=dtype) for t in a])
+        used = []
+        real_call = ts.call
+        monkeypatch.setattr(ts, "call", lambda *c: used.append(1) or real_call(*c))
+        got = getattr(nks, name)(*a)
+        monkeypatch.setattr(ts, "call", real_call)
+        assert not used  # the direct path
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    a = (v, x) if binary else (x,)
+    with Record():
+        getattr(nks, name)(*a)
+    assert any(f"numkern.{name}" in s for s in seen)  # the mode saw the operator
+    xg = x.clone().requires_grad_()
+    y = getattr(nks, name)(*((v, xg) if binary else (xg,)))
+    assert y.grad_fn is not None  # autograd through the operator
+    with torch.autograd.forward_ad.dual_level():
+        xd = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        yd = getattr(nks, name)(*((v, xd) if binary else (xd,)))
+        assert torch.autograd.forward_ad.unpack_dual(yd).tangent is not None
+    neg = torch._neg_view(-x)
+    assert torch.equal(getattr(nks, name)(*((v, neg) if binary else (neg,))),
+                       getattr(nks, name)(*((v, x) if binary else (x,))))
