@@ -52,11 +52,21 @@ def rows_vmap(op, n_out=1, fold=True):
     of x, one call (the samples' rows computed together: within the kernels' float32 bound of each
     sample alone, not bitwise, since the row count picks the kernel); otherwise (another argument
     batched, e.g. the weights, or fold=False: the quantize / decode ops, whose input is one matrix)
-    one call per sample, stacked.  n_out: the number of tensors the op returns."""
+    one call per sample, stacked (an empty batch: empty results of the per-sample shapes).  n_out:
+    the number of tensors the op returns."""
 
     def rule(info, in_dims, *args):
         if fold and in_dims[0] is not None and all(d is None for d in in_dims[1:]):
             return op(args[0].movedim(in_dims[0], 0), *args[1:]), (0 if n_out == 1 else (0,) * n_out)
+        if info.batch_size == 0:  # (no sample to call: the shapes from the op's fake kernel on meta
+            # tensors of one sample's shape, which also runs its argument checks)
+            metas = [torch.empty(a.shape[:d] + a.shape[d + 1:], dtype=a.dtype, device="meta")
+                     if d is not None else a.to("meta") if isinstance(a, torch.Tensor) else a
+                     for a, d in zip(args, in_dims)]
+            res = op(*metas)
+            res = (res,) if n_out == 1 else res
+            empty = tuple(torch.empty((0, *r.shape), dtype=r.dtype, device=args[0].device) for r in res)
+            return (empty[0], 0) if n_out == 1 else (empty, (0,) * n_out)
         outs = []
         for i in range(info.batch_size):
             outs.append(op(*(a.select(d, i) if d is not None else a for a, d in zip(args, in_dims))))

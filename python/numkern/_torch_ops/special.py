@@ -248,8 +248,11 @@ def _kve_prime(v, x, y, near):
     overflow there reaches a derivative through the torch.where."""
     v64, x64 = v.to(torch.float64), x.to(torch.float64)
     far = torch.isfinite(x64) & (x64 >= _hankel_min_x(v64))
-    if not traced(v, x, y, near) and not bool(far.any()):
-        return near  # (eager, no element past x_0: the series' ~120 elementwise ops skipped)
+    # (eager CPU, no element past x_0: the series' ~120 elementwise ops skipped.  CPU only: bool()
+    # reads the mask on the host, which on CUDA is a device sync (and fails inside CUDA graph
+    # capture) and on meta tensors raises)
+    if x64.device.type == "cpu" and not traced(v, x, y, near) and not bool(far.any()):
+        return near
     vs = torch.where(far, v64, torch.zeros_like(v64))
     xs = torch.where(far, x64, torch.full_like(x64, 1e3))
     return torch.where(far, y * _hankel_dlog_kve(vs, xs).to(y.dtype), near)
@@ -427,6 +430,7 @@ def _check_dims(args, names, out):
 
 _FLOATS = (torch.float32, torch.float64)
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_profiler_enabled = torch._C._autograd._profiler_enabled  # (the profiler records ops in the dispatcher)
 
 
 def _eager_cpu(args):
@@ -434,8 +438,9 @@ def _eager_cpu(args):
     call must go through the dispatcher.  Direct: every argument a plain CPU torch.Tensor (exact
     type: no FakeTensor or other subclass, no torch.func wrapper, no neg / conj bit) of one float
     dtype, or a Python float / int (weak: the tensors' dtype), none of them needing autograd
-    (forward-mode tangents included), outside torch.compile, torch.jit tracing and any torch
-    function / dispatch mode (profilers, FlopCounterMode, FakeTensorMode see the op as before).
+    (forward-mode tangents included), outside torch.compile, torch.jit tracing, torch.profiler /
+    torch.autograd.profiler (they record ops in the dispatcher: a direct call was missing from the
+    trace) and any torch function / dispatch mode (FlopCounterMode, FakeTensorMode see the op).
     Then the result is the op's own (the same implementation, the same bits) without its
     dispatch (~15 us of a ~45 us call on 10 elements)."""
     if torch.compiler.is_compiling():  # (first: dynamo traces no further than this)
@@ -449,7 +454,7 @@ def _eager_cpu(args):
             dt = a.dtype
         elif type(a) is not float and type(a) is not int:
             return None
-    if (dt is None or torch.jit.is_tracing()
+    if (dt is None or torch.jit.is_tracing() or _profiler_enabled()
             or torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack()):
         return None
     ts = [a if type(a) is torch.Tensor else None for a in args]
