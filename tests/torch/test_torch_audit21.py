@@ -5,6 +5,7 @@ vmap of the per-sample quant ops over an empty batch."""
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 
@@ -112,3 +113,23 @@ def test_vmap_of_per_sample_quant_ops_over_an_empty_batch():
     e = dec(m.scales[None][:0])
     assert e.shape == (0, 6, 20) and e.dtype == torch.float32
     assert torch.equal(dec(m.scales[None])[0], o.splitquant_decode(m.codes, m.clusters, m.scales, m.offsets, 20, 8, 4))
+
+
+@pytest.mark.parametrize("name", ["kv", "kve", "log_kv", "k0", "k1", "k0e", "k1e"])
+def test_k_derivatives_at_the_ends_of_the_domain(name):
+    """d/dx at x = 0 and x = +inf: the limits (-inf at 0+; at +inf 0 for kv / kve / k0 ... k1e and
+    -1 for log_kv), where g_K = K'/K was inf / inf or 0 / 0 there (NaN before); dlog_kv_dx itself
+    gives -inf and -1 there."""
+    import numpy as np
+
+    x = torch.tensor([0.0, math.inf], dtype=torch.float64, requires_grad=True)
+    for v in ((0.0, 0.7, -2.0) if name in ("kv", "kve", "log_kv") else (None,)):
+        f = (lambda t: getattr(nks, name)(v, t)) if v is not None else getattr(nks, name)
+        (g,) = torch.autograd.grad(f(x).sum(), x)
+        assert g[0].item() == -math.inf
+        assert g[1].item() == (-1.0 if name == "log_kv" else 0.0)
+    np.testing.assert_array_equal(torch.ops.numkern.dlog_kv_dx(torch.tensor([0.5, 3.0], dtype=torch.float64),
+                                                               torch.tensor([0.0, math.inf], dtype=torch.float64)),
+                                  [-math.inf, -1.0])
+    assert math.isnan(torch.ops.numkern.dlog_kv_dx(torch.tensor([math.nan], dtype=torch.float64),
+                                                   torch.tensor([0.0], dtype=torch.float64)).item())

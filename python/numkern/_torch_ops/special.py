@@ -251,6 +251,8 @@ def _kve_prime(v, x, y, near):
     # (eager CPU, no element past x_0: the series' ~120 elementwise ops skipped.  CPU only: bool()
     # reads the mask on the host, which on CUDA is a device sync (and fails inside CUDA graph
     # capture) and on meta tensors raises)
+    # at x = 0 the other forms are inf - inf (k0e, k1e) or inf (1 - inf): the limit -inf
+    near = torch.where(x == 0, torch.full_like(near, -math.inf), near)
     if x64.device.type == "cpu" and not traced(v, x, y, near) and not bool(far.any()):
         return near
     vs = torch.where(far, v64, torch.zeros_like(v64))

@@ -1371,6 +1371,10 @@ NK_HOST_DEVICE double dlog_iv_dx(double v, double x) {
 }
 NK_HOST_DEVICE double dlog_kv_dx(double v, double x) {
   double av = m::fabs(v);
+  // the limits at the ends of the domain (the ratio below is inf / inf and 0 / 0 there):
+  // K_v'/K_v ~ -|v|/x (v != 0), 1/(x log x) (v = 0) -> -inf at 0+, and -> -1 as x -> inf
+  if (av == av && x == 0.0) return -m::inf<double>();
+  if (av == av && x == m::inf<double>()) return -1.0;
   // The two logs are ~v in size and their difference O(1): take both with the dd exponent, both
   // shifted by the same estimate so that the drop-in path keeps its dd (it is skipped for logs
   // far outside the exponent range).
