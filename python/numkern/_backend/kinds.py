@@ -10,7 +10,10 @@ NUMPY, TORCH, CUPY = "numpy", "torch", "cupy"
 
 def array_kind(a) -> str:
     """'torch' for a torch tensor, 'cupy' for a CuPy array, else 'numpy' (arrays, lists, scalars)."""
-    mod = type(a).__module__ or ""
+    t = type(a)
+    if t is np.ndarray or t is float or t is int or a is None:  # (the common cases, without the name test)
+        return NUMPY
+    mod = t.__module__ or ""
     if mod.startswith("torch") and hasattr(a, "data_ptr"):
         return TORCH
     if mod.startswith("cupy") and hasattr(a, "__cuda_array_interface__"):
