@@ -7,7 +7,7 @@ import numpy as np
 
 from . import native
 from .dtypes import result_dtype
-from .kinds import CUPY, NUMPY, TORCH, array_kind
+from .kinds import CUPY, NUMPY, TORCH, array_kind, resolved
 from .ops import Ops
 
 
@@ -161,13 +161,6 @@ def refuse_masked(a, name):
         n = int(np.ma.count_masked(a))
         raise TypeError(f"{name}: a masked array with masked entries ({n} of {a.size}); numkern does not apply "
                         f"masks here (pass {name}.filled(value), or drop the masked entries / rows)")
-
-
-def resolved(t):
-    """A torch tensor detached, with a lazy negation or conjugation (the neg / conj bit, e.g. of
-    ``z.conj().imag`` or ``x.conj()``) applied: numpy views and __cuda_array_interface__ expose the
-    raw storage, which holds the values before that negation."""
-    return t.detach().resolve_conj().resolve_neg()
 
 
 def kernel_ready(a: np.ndarray) -> np.ndarray:

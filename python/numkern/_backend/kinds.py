@@ -21,6 +21,13 @@ def array_kind(a) -> str:
     return NUMPY
 
 
+def resolved(t):
+    """A torch tensor detached, with a lazy negation or conjugation (the neg / conj bit, e.g. of
+    ``z.conj().imag`` or ``x.conj()``) applied: numpy views and __cuda_array_interface__ expose the
+    raw storage, which holds the values before that negation."""
+    return t.detach().resolve_conj().resolve_neg()
+
+
 def is_cuda(a) -> bool:
     k = array_kind(a)
     return k == CUPY or (k == TORCH and a.is_cuda)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kinds import CUPY, TORCH
+from .kinds import CUPY, TORCH, resolved
 
 
 class Ops:
@@ -228,13 +228,13 @@ class TorchOps(Ops):
     def asarray(self, a, dtype, contiguous=True):
         t = self.torch
         if isinstance(a, t.Tensor):  # a lazy negation / conjugation applied (it is not in the storage)
-            r = a.detach().resolve_conj().resolve_neg().to(device=self.device, dtype=self.tdtype(dtype))
+            r = resolved(a).to(device=self.device, dtype=self.tdtype(dtype))
         else:
             r = t.as_tensor(np.asarray(a), dtype=self.tdtype(dtype), device=self.device)
         return r.contiguous() if contiguous else r
 
     def to_host(self, a) -> np.ndarray:
-        return a.detach().resolve_conj().resolve_neg().cpu().numpy()
+        return resolved(a).cpu().numpy()
 
     def empty(self, shape, dtype=np.float64):
         return self.torch.empty(shape, dtype=self.tdtype(dtype), device=self.device)

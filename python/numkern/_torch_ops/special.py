@@ -56,7 +56,7 @@ from torch import Tensor
 from .. import _core
 from .._backend import elementwise
 from .._backend.elementwise import MAX_DIMS
-from ._common import _autograd_needed, call, define_op, finish, first_order_only, result_dtype, traced
+from ._common import _autograd_needed, _is_wrapped, call, define_op, finish, first_order_only, result_dtype, traced
 
 BINARY = ("log_iv", "log_kv", "iv", "ive", "kv", "kve", "iv_ratio", "iv_ratio_c", "dlog_iv_dx", "dlog_kv_dx")
 UNARY = {"i0": 0, "i0e": 0, "i1": 1, "i1e": 1, "k0": 0, "k0e": 0, "k1": 1, "k1e": 1}
@@ -177,8 +177,13 @@ def _gi_minus_sign(v, x, g):
     C_{v+1} ~ (2v+1)/(2x), ~2|v| eps.  Below v = -1/2 (iv_ratio_c's domain) g - sign(x)."""
     ok = v >= -0.5
     vr = torch.where(ok, v, torch.ones_like(v))  # (harmless arguments off its elements)
-    form = v / x - torch.sign(x) * torch.ops.numkern.iv_ratio_c(vr + 1.0, x.abs())
-    return torch.where(ok, form, g - torch.sign(x))
+    return torch.where(ok, _gi_minus_sign_form(v, vr, x), g - torch.sign(x))
+
+
+def _gi_minus_sign_form(v, vr, x):
+    """v/x - sign(x) C_{vr+1}(|x|): g_I - sign(x) for vr = v >= -1/2, x != 0 (_gi_minus_sign; i0e' and
+    i1e' with v the Python number 0 / 1)."""
+    return v / x - torch.sign(x) * torch.ops.numkern.iv_ratio_c(vr + 1.0, x.abs())
 
 
 # d/dx log(e^x K_v(x)) for large x from Hankel's expansion (DLMF 10.40.2):
@@ -377,8 +382,8 @@ def _unary_prime(name, x, y):
     if name == "i0e":
         # -sign(x) i0e C_1(|x|) (C = iv_ratio_c): i1e - sign(x) i0e cancelled for large |x| (~eps 2|x|
         # relative); at x = 0 the old form, whose derivative is i0e''(0) = 1/2
-        zero = x == 0
-        return torch.where(zero, o.i1e(x) - s * y, -s * y * o.iv_ratio_c(torch.ones_like(x), _safe(x).abs()))
+        zero, zeros = x == 0, torch.zeros_like(x)
+        return torch.where(zero, o.i1e(x) - s * y, y * _gi_minus_sign_form(0.0, zeros, _safe(x)))
     if name in ("i1", "i1e"):
         # i1' = i0 - i1/x is 0/0 at x = 0: there (I_0 + I_2)/2 (1/2, and differentiable again)
         zero, v0, x0 = _at_zero(torch.full_like(x, 2.0), x)
@@ -387,7 +392,7 @@ def _unary_prime(name, x, y):
             return 0.5 * o.i0(x) + 0.5 * o.iv(torch.full_like(x, 2.0), x)  # (a sum could overflow)
         at0 = 0.5 * (o.i0e(x0) + o.ive(v0, x0))  # (-sign(x) i1e: 0 at 0, see _iv_prime_at_zero)
         xs = _safe(x)  # i1e (g_I - sign x) at v = 1, without cancellation (see _gi_minus_sign)
-        return torch.where(zero, at0, y * (1.0 / xs - s * o.iv_ratio_c(torch.full_like(x, 2.0), xs.abs())))
+        return torch.where(zero, at0, y * _gi_minus_sign_form(1.0, torch.ones_like(x), xs))
     if name == "k0":
         return -o.k1(x)
     if name == "k0e":  # k0e - k1e and k1e - k0e - k1e/x cancel for large x: the Hankel form there
@@ -431,7 +436,6 @@ def _check_dims(args, names, out):
 
 
 _FLOATS = (torch.float32, torch.float64)
-_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 _profiler_enabled = torch._C._autograd._profiler_enabled  # (the profiler records ops in the dispatcher)
 
 
