@@ -408,3 +408,33 @@ def test_panel_pack_can_be_turned_off(monkeypatch):
     assert on.__dict__["_nk_fast"].runner.has_panels == (_core.isa() == "avx512")
     assert not off.__dict__["_nk_fast"].runner.has_panels
     assert torch.equal(y_on, y_off)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_panel_gemm_direct_write_is_the_epilogue(isa, bits, bias):
+    """On a full panel's last chunk the tiles write y themselves (bias added there); a partial last
+    panel goes through the panel's sums and the epilogue.  The same weight rows give the same bits
+    either way: rows 64..69 of a 70-row layer (partial panel: epilogue) against the same rows as the
+    first 6 of a full 96-row layer's third panel (direct), over 300 batch rows (two 256-row blocks),
+    and every row within the bound of the float64 product."""
+    from numkern import _core
+
+    m = _layer(320, 96, bits, 64, 11 + bits, bias=bias)
+    parts = [m.codes.numpy(), m.clusters.numpy(), m.scales.numpy(), m.offsets.numpy()]
+    b = None if m.bias is None else m.bias.detach().numpy()
+    x = np.random.default_rng(5).standard_normal((300, 320)).astype(np.float32)
+    try:
+        _core.set_amx(False)  # (the float panel GEMM, not the AMX tiles)
+        y96 = np.full((300, 96), np.nan, np.float32)
+        C.fused_linear(x, *parts, b, y96, m.group_size, bits, None)
+        y70 = np.full((300, 70), np.nan, np.float32)
+        C.fused_linear(x, *(p[:70] for p in parts), None if b is None else b[:70], y70, m.group_size, bits, None)
+        y32 = np.full((300, 32), np.nan, np.float32)  # rows 64..95 alone: one full panel, direct
+        C.fused_linear(x, *(p[64:] for p in parts), None if b is None else b[64:], y32, m.group_size, bits, None)
+    finally:
+        _core.set_amx(True)
+    assert np.array_equal(y70.view(np.uint32), y96[:, :70].view(np.uint32))
+    assert np.array_equal(y32.view(np.uint32), y96[:, 64:].view(np.uint32))
+    with torch.no_grad():
+        _check(torch.from_numpy(y96), torch.from_numpy(x), m)
