@@ -798,6 +798,44 @@ struct GemmArgs {
 };
 static_assert(kPanel == kPanelPackRows, "the panel pack holds the panel GEMM's panels");
 
+// The cache lines that decoding the next chunk reads (pack bytes and tables, or the panel's rows of
+// codes, ids and tables), prefetched into L2 a few at a time between the current chunk's tiles: the
+// pack of a whole model (a byte a weight) does not stay in cache between calls, and a chunk's
+// decode on cold lines stalled on the loads (the hardware prefetcher restarts at every chunk).
+struct Ahead {
+  static constexpr int kLines = 256;
+  const char* line[kLines];
+  int n = 0, next = 0;
+  void add(const void* p, index_t bytes) {  // every line of [p, p + bytes)
+    if (bytes <= 0) return;
+    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
+    for (std::uintptr_t l = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{63}; l < end && n < kLines;
+         l += 64)
+      line[n++] = reinterpret_cast<const char*>(l);
+  }
+  void issue(int count) {
+    for (; count > 0 && next < n; --count) __builtin_prefetch(line[next++], 0, 2);
+  }
+};
+
+// The lines of panel p's chunk k0 .. k0 + kc - 1 (the pack's when `pack`, else the rows').
+inline void ahead_lines(const GemmArgs& a, bool pack, index_t p, index_t k0, index_t kc, Ahead& ah) {
+  const index_t g0 = k0 / a.group_size, g1 = (k0 + kc + a.group_size - 1) / a.group_size;
+  if (pack) {
+    ah.add(a.pack->bytes + (p * a.in + k0) * kPanelPackRows, kc * kPanelPackRows);
+    ah.add(a.pack->tables + (p * a.groups + g0) * (2 * 4 * kPanelPackRows),
+           (g1 - g0) * 2 * 4 * kPanelPackRows * static_cast<index_t>(sizeof(float)));
+    return;
+  }
+  const index_t tab = (g1 - g0) * a.k * static_cast<index_t>(sizeof(float));
+  for (index_t o = p * kPanel, end = std::min(a.out, o + kPanel); o < end; ++o) {
+    ah.add(a.codes + o * a.cb + k0 * a.bits / 8, kc * a.bits / 8);
+    ah.add(a.clusters + o * a.lb + k0 / 4, (kc + 3) / 4);
+    ah.add(a.scales + (o * a.groups + g0) * a.k, tab);
+    ah.add(a.offsets + (o * a.groups + g0) * a.k, tab);
+  }
+}
+
 #define NK_TIER_FILE "cpu/splitquant/splitquant_gemm.inc"
 #define NK_TIER_MR_AVX512 8
 #define NK_TIER_MR_AVX2 3
@@ -814,10 +852,10 @@ void gemm_panels(const GemmArgs& a) {
 #endif
   {
     // per thread, kept between calls (grown when a layer needs more): no allocation per call
+    // (from a 64-byte boundary: amx::aligned_buffer; std::vector's own 16-byte alignment made
+    // every vector load of the decoded panel straddle two cache lines in some processes)
     static thread_local std::vector<float> scratch;
-    const size_t need = static_cast<size_t>(2 * kPanel * a.chunk + kBlock * kPanel);
-    if (scratch.size() < need) scratch.resize(need);
-    float* rows = scratch.data();
+    float* rows = amx::aligned_buffer(scratch, 2 * kPanel * a.chunk + kBlock * kPanel);
     float* wt = rows + kPanel * a.chunk;
     float* c = wt + kPanel * a.chunk;
 #if NK_HAVE_OPENMP
