@@ -838,7 +838,7 @@ inline void ahead_lines(const GemmArgs& a, bool pack, index_t p, index_t k0, ind
 
 #define NK_TIER_FILE "cpu/splitquant/splitquant_gemm.inc"
 #define NK_TIER_MR_AVX512 8
-#define NK_TIER_MR_AVX2 3
+#define NK_TIER_MR_AVX2 6
 #define NK_TIER_MR_PORTABLE 2
 #include "cpu/common/per_tier.inc"
 
