@@ -147,3 +147,30 @@ def test_one_row_gemv_threads_give_the_same_bytes(restore_threads):
     _check(outs[0], x, q)
     np.testing.assert_array_equal(outs[0], outs[2])
     np.testing.assert_array_equal(outs[1], outs[3])
+
+
+@pytest.mark.parametrize("bits,layout", [(4, "panels4"), (4, "panels"), (8, "panels")])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_buffered_panels_direct_write_is_the_epilogue(isa, bits, layout, with_bias):
+    """From 32 rows the float path sums each panel over chunks of 256 columns; on a full panel's
+    last chunk its tiles write out = sum * unit * scale + bias themselves, a partial last panel
+    through the sums and finish().  The same weight rows give the same bits either way: rows
+    64..69 of a 70-row weight (partial panel) against the same rows in a 96-row weight (full
+    panel), over 300 batch rows (two 256-row blocks) and 300 columns (two chunks); and every entry
+    within the float path's bound."""
+    from numkern import _core
+
+    q = _q(96, 300, bits, "int", 3 + bits)
+    pk96, rng = _pack(q, layout), np.random.default_rng(11)
+    q70 = type(q)(**{**q.__dict__, "codes": q.codes[:70], "scales": q.scales[:70], "shape": (70, 300)})
+    pk70 = _pack(q70, layout)
+    x = rng.standard_normal((300, 300)).astype(np.float32)
+    bias = rng.standard_normal(96).astype(np.float32) if with_bias else None
+    try:
+        _core.set_amx(False)  # (the float path, not the AMX tiles)
+        y96 = C.linear_packed(x, pk96, q.scales, True, bias)
+        y70 = C.linear_packed(x, pk70, q.scales[:70], True, None if bias is None else bias[:70])
+    finally:
+        _core.set_amx(True)
+    assert np.array_equal(y70.view(np.uint32), y96[:, :70].view(np.uint32))
+    _check(y96, x, q, bias)

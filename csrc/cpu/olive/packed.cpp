@@ -16,6 +16,7 @@
 #endif
 
 #include "cpu/common/amx.hpp"
+#include "cpu/common/prefetch.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/olive/olive.hpp"

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/common/amx.hpp"
+#include "cpu/common/prefetch.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
 #include "cpu/common/transpose.hpp"
@@ -798,25 +799,9 @@ struct GemmArgs {
 };
 static_assert(kPanel == kPanelPackRows, "the panel pack holds the panel GEMM's panels");
 
-// The cache lines that decoding the next chunk reads (pack bytes and tables, or the panel's rows of
-// codes, ids and tables), prefetched into L2 a few at a time between the current chunk's tiles: the
-// pack of a whole model (a byte a weight) does not stay in cache between calls, and a chunk's
-// decode on cold lines stalled on the loads (the hardware prefetcher restarts at every chunk).
-struct Ahead {
-  static constexpr int kLines = 256;
-  const char* line[kLines];
-  int n = 0, next = 0;
-  void add(const void* p, index_t bytes) {  // every line of [p, p + bytes)
-    if (bytes <= 0) return;
-    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
-    for (std::uintptr_t l = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{63}; l < end && n < kLines;
-         l += 64)
-      line[n++] = reinterpret_cast<const char*>(l);
-  }
-  void issue(int count) {
-    for (; count > 0 && next < n; --count) __builtin_prefetch(line[next++], 0, 2);
-  }
-};
+// The lines of the next chunk's decode, prefetched between the current chunk's tiles
+// (cpu/common/prefetch.hpp): the pack of a whole model, a byte a weight, is not in cache at a call.
+using Ahead = LineAhead;
 
 // The lines of panel p's chunk k0 .. k0 + kc - 1 (the pack's when `pack`, else the rows').
 inline void ahead_lines(const GemmArgs& a, bool pack, index_t p, index_t k0, index_t kc, Ahead& ah) {
