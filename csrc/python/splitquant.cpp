@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cpu/common/buffers.hpp"
 #include "cpu/splitquant/splitquant.hpp"
 #include "cpu/splitquant/splitquant_lloyd.hpp"
 #include "numkern/splitquant/splitquant.hpp"
@@ -117,7 +118,8 @@ void fused_linear(py::object x, py::object codes, py::object clusters, py::objec
                                 l.f.out, group_size, bits, l.f.k, l.bias_ptr, l.y.ptr<float>(), index);
 }
 
-// index (out, in) uint8 = id << bits | code of every weight (2- or 4-bit codes).
+// index (out, in) uint8 = id << bits | code of every weight (2- or 4-bit codes), in lane_index's
+// interleaved layout (cpu/splitquant/splitquant.hpp).
 void lane_index(py::object codes_obj, py::object clusters_obj, py::object index_obj, int bits) {
   if (bits != 2 && bits != 4) throw py::value_error("bits: the lane index holds 2- and 4-bit codes");
   ArrayView index = as_view(index_obj, "index").dtype<std::uint8_t>().ndim(2).host().c_contiguous();
@@ -174,25 +176,27 @@ class SqRunner : public pyb::LayerRunner {
   bool compute(const float* x, index_t batch, float* y) override {
     if (use_index_ && batch > 0 && cpu::splitquant::index_applies(batch, group_size_, bits_))
       std::call_once(index_once_, [&] {
-        index_.resize(static_cast<std::size_t>(n_ * k_));
+        // (64-byte aligned: the few-row kernel loads 64-byte blocks of it)
+        index_ptr_ = cpu::aligned_buffer(index_, n_ * k_);
         cpu::splitquant::lane_index(f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(), n_, k_, bits_,
-                                    index_.data());
+                                    index_ptr_);
         index_ready_ = true;
       });
     if (use_index_ && batch > 0 && cpu::splitquant::pack_applies(batch, group_size_, bits_))
       std::call_once(pack_once_, [&] {
-        pack_bytes_.resize(static_cast<std::size_t>(cpu::splitquant::panel_pack_bytes(n_, k_)));
-        pack_tables_.resize(static_cast<std::size_t>(cpu::splitquant::panel_pack_floats(n_, k_, group_size_)));
+        // (64-byte aligned: the tables are read a 64-byte vector at a time)
+        std::uint8_t* bytes = cpu::aligned_buffer(pack_bytes_, cpu::splitquant::panel_pack_bytes(n_, k_));
+        float* tables = cpu::aligned_buffer(pack_tables_, cpu::splitquant::panel_pack_floats(n_, k_, group_size_));
         pack_.ids = cpu::splitquant::panel_pack(f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(),
                                                 f_.scales.ptr<float>(), f_.offsets.ptr<float>(), n_, k_, group_size_,
-                                                bits_, f_.k, pack_bytes_.data(), pack_tables_.data());
-        pack_.bytes = pack_bytes_.data();
-        pack_.tables = pack_tables_.data();
+                                                bits_, f_.k, bytes, tables);
+        pack_.bytes = bytes;
+        pack_.tables = tables;
         pack_ready_ = true;
       });
     cpu::splitquant::fused_linear(x, batch, k_, f_.codes.ptr<std::uint8_t>(), f_.clusters.ptr<std::uint8_t>(),
                                   f_.scales.ptr<float>(), f_.offsets.ptr<float>(), n_, group_size_, bits_, f_.k,
-                                  bias_, y, index_ready_ ? index_.data() : nullptr, pack_ready_ ? &pack_ : nullptr);
+                                  bias_, y, index_ready_ ? index_ptr_ : nullptr, pack_ready_ ? &pack_ : nullptr);
     return true;
   }
 
@@ -204,6 +208,7 @@ class SqRunner : public pyb::LayerRunner {
   int bits_;
   bool use_index_;
   std::vector<std::uint8_t> index_;
+  std::uint8_t* index_ptr_ = nullptr;  // index_'s 64-byte aligned start
   std::once_flag index_once_;
   std::atomic<bool> index_ready_{false};
   std::vector<std::uint8_t> pack_bytes_;
@@ -241,7 +246,9 @@ void bind_splitquant(py::module_& m) {
         py::arg("index") = py::none());
   m.def("lane_index", &lane_index, py::arg("codes"), py::arg("clusters"), py::arg("index"), py::arg("bits"),
         "index (out, in) uint8 = cluster id << bits | code of every weight (bits 2 or 4): the lane index "
-        "fused_linear takes for few batch rows.");
+        "fused_linear takes for few batch rows.  Each row's whole blocks of 64 columns are interleaved "
+        "(column 64 b + 16 s + j at byte 64 b + 4 j + s); the columns after the last whole block follow "
+        "in order.");
   m.def("pack_applies", &cpu::splitquant::pack_applies, py::arg("n"), py::arg("group_size"), py::arg("bits"),
         "Whether fused_linear reads the layer's panel pack for n batch rows on the active tier (and AMX "
         "setting): the torch layer's fast path builds one for such calls.");

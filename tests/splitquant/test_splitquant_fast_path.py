@@ -179,19 +179,31 @@ def test_cache_stays_out_of_copies():
         assert torch.equal(c(x), y)
 
 
+def _lane_pos(col, n_in):
+    """The byte of column col in a lane-index row (splitquant.hpp lane_pos): in each whole block of
+    64 columns, column 64 b + 16 s + j at byte 64 b + 4 j + s; past the last whole block, in order."""
+    b, r = col // 64 * 64, col % 64
+    return b + 4 * (r % 16) + r // 16 if b + 64 <= n_in else col
+
+
 def _lane_index_reference(codes, clusters, out, n_in, bits):
-    """id << bits | code of every weight, from the packed bytes by numpy (little-endian fields)."""
+    """id << bits | code of every weight, from the packed bytes by numpy (little-endian fields),
+    at its byte of the interleaved rows."""
     per = 8 // bits
     cb = np.unpackbits(codes[:, :, None], axis=2, bitorder="little").reshape(out, -1, per, bits)
     code = (cb * (1 << np.arange(bits))).sum(-1).reshape(out, -1)[:, :n_in]
     ib = np.unpackbits(clusters[:, :, None], axis=2, bitorder="little").reshape(out, -1, 4, 2)
     ids = (ib * np.array([1, 2])).sum(-1).reshape(out, -1)[:, :n_in]
-    return ((ids << bits) | code).astype(np.uint8)
+    plain = ((ids << bits) | code).astype(np.uint8)
+    index = np.empty_like(plain)
+    index[:, [_lane_pos(c, n_in) for c in range(n_in)]] = plain
+    return index
 
 
 @pytest.mark.parametrize("bits", [2, 4])
 @pytest.mark.parametrize("k_clusters", [1, 3, 4])
-@pytest.mark.parametrize("n_in,out,gs", [(256, 70, 128), (96, 40, 16), (480, 23, 32), (64, 5, 64)])
+@pytest.mark.parametrize("n_in,out,gs", [(256, 70, 128), (96, 40, 16), (480, 23, 32), (64, 5, 64), (208, 9, 16),
+                                        (144, 17, 48), (112, 6, 112)])
 def test_few_rows_kernel_with_and_without_the_lane_index(isa, bits, k_clusters, n_in, out, gs):
     """1 to 15 batch rows with 2- / 4-bit codes and groups of a multiple of 16 take the few-row
     kernel on the AVX-512 tier (weights in registers; with the lane index, looked up in per-group
@@ -222,7 +234,8 @@ def test_few_rows_kernel_with_and_without_the_lane_index(isa, bits, k_clusters, 
         bad_ids = parts[1].copy()
         bad_ids[2, 1] |= 0b11 << 4  # weight (2, 6): id 3
         bad_index = index.copy()
-        bad_index[2, 6] = (3 << bits) | (bad_index[2, 6] & ((1 << bits) - 1))
+        pos = _lane_pos(6, n_in)
+        bad_index[2, pos] = (3 << bits) | (bad_index[2, pos] & ((1 << bits) - 1))
         x = g.standard_normal((3, n_in)).astype(np.float32)
         cases = [(None, bad_ids)] + ([(bad_index, parts[1])] if C.index_applies(3, gs, bits) else [])
         for idx, ids in cases:

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/common/buffers.hpp"
 #include "cpu/common/tiers.hpp"
 #include "numkern/config.hpp"
 
@@ -75,16 +76,8 @@ inline index_t k_chunk(index_t m_pad, index_t k, index_t unit) {
   return kc < k ? kc : k;
 }
 
-// n elements of v from a 64-byte boundary (v grown when needed, kept between calls): tile rows
-// must not straddle cache lines -- a tile load from a buffer 16 bytes off (std::vector's own
-// alignment) reads two lines a row and ran the tile products at about half their rate here.
-template <class T>
-T* aligned_buffer(std::vector<T>& v, index_t n) {
-  constexpr index_t extra = 64 / sizeof(T);
-  if (v.size() < static_cast<size_t>(n + extra)) v.resize(static_cast<size_t>(n + extra));
-  const auto addr = reinterpret_cast<std::uintptr_t>(v.data());
-  return v.data() + ((64 - addr % 64) % 64) / sizeof(T);
-}
+// (cpu/common/buffers.hpp: 64-byte aligned scratch, for the tile loads)
+using nk::cpu::aligned_buffer;
 
 // planes: three bfloat16 planes of m_pad x k_pad (hi, mid, lo; plane i at planes + i m_pad k_pad),
 // each in tiles: [m_pad / 16][k_pad / 32][16][32] (a tile's 16 rows of 32 values contiguous: tile

@@ -530,25 +530,43 @@ NK_TIER_AVX512 bool decode_split_x16(const std::uint8_t* codes, const std::uint8
 // summed in the same order either way (U interleaved accumulator sets, then a fixed reduction),
 // so the result does not depend on whether the caller had the index (SplitQuantLinear's fast
 // path has it, its general path and FusedSplitQuantWeight.matmul do not: bitwise the same).
+// The 16 weights of step i looked up by their lane-index bytes idx (in the low bits of each lane:
+// the look-up reads bits 0-4 and the test bit 5; the bits above do not matter), then the step's
+// FMAs into a.
+template <int Bits, int M>
+NK_TIER_AVX512 inline __attribute__((always_inline)) void few_rows_lookup(const float* x, index_t in, index_t i,
+                                                                         __m512i idx, const __m512* t, __m512* a) {
+  __m512 w;
+  if constexpr (Bits == 4) {
+    const __m512 lo = _mm512_permutex2var_ps(t[0], idx, t[1]), hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
+    w = _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+  } else {
+    w = _mm512_permutexvar_ps(idx, t[0]);
+  }
+  for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * in + i), w, a[m]);
+}
+
 template <int Bits, int M, bool kIndex>
 NK_TIER_AVX512 inline __attribute__((always_inline)) void few_rows_step(const float* x, index_t in,
                                                                        const std::uint8_t* idx_row,
                                                                        const std::uint8_t* codes,
                                                                        const std::uint8_t* ids, index_t i,
                                                                        const __m512* t, __m512* a) {
-  __m512 w;
   if constexpr (kIndex) {
-    const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx_row + i)));
-    if constexpr (Bits == 4) {
-      const __m512 lo = _mm512_permutex2var_ps(t[0], idx, t[1]), hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
-      w = _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
-    } else {
-      w = _mm512_permutexvar_ps(idx, t[0]);
-    }
+    // step i's 16 bytes (lane_index's layout): in a whole 64-column block, byte i / 16 % 4 of each
+    // lane of the block's 64 bytes; past the last whole block, 16 bytes in order, widened.  (Bit
+    // operations on i >= 0, a multiple of 16: i & ~63 is its block, (i & 48) / 2 = 8 (i / 16 % 4).)
+    static_assert(kLaneBlock == 64, "4 steps of 16 columns a block");
+    const __m512i idx =
+        i < (in & ~index_t{63})
+            ? _mm512_srlv_epi32(_mm512_loadu_si512(idx_row + (i & ~index_t{63})),
+                                _mm512_set1_epi32(static_cast<int>((i & 48) >> 1)))
+            : _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx_row + i)));
+    few_rows_lookup<Bits, M>(x, in, i, idx, t, a);
   } else {  // t[0], t[1]: the group's lane tables of scales and offsets
-    w = decode16<Bits>(codes, ids, i, t[0], t[1]);
+    const __m512 w = decode16<Bits>(codes, ids, i, t[0], t[1]);
+    for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * in + i), w, a[m]);
   }
-  for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * in + i), w, a[m]);
 }
 
 template <int Bits, int M, bool kIndex>
@@ -588,6 +606,22 @@ NK_TIER_AVX512 void few_rows(const float* x, index_t in, const std::uint8_t* ind
       }
       index_t i = g * group_size;
       const index_t end = i + group_size;
+      if constexpr (kIndex) {
+        // groups of whole 64-column blocks (group_size % 64 == 0, before the row's tail): one load a
+        // block, its four steps by immediate shifts; step s of a block is step 4 q + s of the group,
+        // whose accumulator set is s % U (U divides 4 and the group has no remainder steps): the
+        // same sums in the same order as the loops below
+        if (group_size % kLaneBlock == 0 && end <= (in & ~index_t{63})) {
+          for (; i < end; i += kLaneBlock) {
+            const __m512i v = _mm512_loadu_si512(idx_row + i);
+            few_rows_lookup<Bits, M>(x, in, i, v, t, acc[0]);
+            few_rows_lookup<Bits, M>(x, in, i + 16, _mm512_srli_epi32(v, 8), t, acc[1 % U]);
+            few_rows_lookup<Bits, M>(x, in, i + 32, _mm512_srli_epi32(v, 16), t, acc[2 % U]);
+            few_rows_lookup<Bits, M>(x, in, i + 48, _mm512_srli_epi32(v, 24), t, acc[3 % U]);
+          }
+          continue;
+        }
+      }
       for (; i + 16 * U <= end; i += 16 * U)
         for (int u = 0; u < U; ++u)
           few_rows_step<Bits, M, kIndex>(x, in, idx_row, row_codes, row_ids, i + 16 * u, t, acc[u]);
@@ -1054,8 +1088,8 @@ void lane_index(const std::uint8_t* codes, const std::uint8_t* clusters, index_t
   const index_t lb = nk::splitquant::packed_row_bytes(in, 2);
   for (index_t o = 0; o < out; ++o)
     for (index_t i = 0; i < in; ++i)
-      index[o * in + i] = static_cast<std::uint8_t>((nk::splitquant::cluster_at(clusters + o * lb, i) << bits) |
-                                                    nk::splitquant::code_at(codes + o * cb, i, bits));
+      index[o * in + lane_pos(i, in)] = static_cast<std::uint8_t>(
+          (nk::splitquant::cluster_at(clusters + o * lb, i) << bits) | nk::splitquant::code_at(codes + o * cb, i, bits));
 }
 
 void fused_linear(const float* x, index_t n, index_t in, const std::uint8_t* codes,

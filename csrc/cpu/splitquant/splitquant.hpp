@@ -99,8 +99,17 @@ int panel_pack(const std::uint8_t* codes, const std::uint8_t* clusters, const fl
 // Whether fused_linear reads a pack for n batch rows (bits, tier, AMX), so a caller builds one.
 bool pack_applies(index_t n, index_t group_size, int bits);
 
-// The lane index of a fused weight with 2- or 4-bit codes: index (out x in) = id << bits | code, a
-// byte a weight (built once per layer by the torch layer's fast path, not stored).
+// The lane index of a fused weight with 2- or 4-bit codes: a byte a weight, id << bits | code, out
+// rows of in bytes (built once per layer by the torch layer's fast path, not stored).  In a row,
+// each whole block of 64 columns 64 b .. 64 b + 63 is interleaved for the AVX-512 few-row kernel:
+// byte 64 b + 4 j + s holds column 64 b + 16 s + j (j < 16, s < 4), so one 64-byte load holds four
+// 16-column steps, step s in byte s of each 32-bit lane (a shift instead of a byte widening per
+// step); the columns past the last whole block follow in order (byte = column).
+constexpr index_t kLaneBlock = 64;
+inline index_t lane_pos(index_t col, index_t in) {  // the byte of column col in its row
+  const index_t b = col / kLaneBlock * kLaneBlock, r = col - b;
+  return b + kLaneBlock <= in ? b + 4 * (r % 16) + r / 16 : col;
+}
 void lane_index(const std::uint8_t* codes, const std::uint8_t* clusters, index_t out, index_t in, int bits,
                 std::uint8_t* index);
 // Whether fused_linear takes that few-row kernel for n batch rows (tier, bits, group size).
