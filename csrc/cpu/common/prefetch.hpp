@@ -1,4 +1,5 @@
-// Software prefetch of the data a kernel reads next, spread over the work it does now.
+// Software prefetch of the data a kernel reads next, spread over the work it does now, and where a
+// panel GEMM's register tile writes its finished sums (with a prefetch of those output lines).
 #pragma once
 
 #include <cstdint>
@@ -30,5 +31,28 @@ struct LineAhead {
   // The share of each of `parts` tiles (all lines over `parts` calls of issue).
   int share(index_t parts) const { return parts > 0 ? static_cast<int>((n + parts - 1) / parts) : n; }
 };
+
+// Where a panel GEMM's register tile puts its finished sums when it writes the output itself (on a
+// full panel's last chunk) instead of leaving them to a separate pass over the panel's sums: row m
+// of the tile at y + m * ldy, out[l] = sum[l] * scale[l] + bias[l] (scale null: no multiply; bias
+// null: + 0).  y null: the tile keeps its sums for the caller.  The arithmetic is each family's
+// tile store (vector code per tier); SplitQuant passes no scale, OliVe unit x scale and the bias.
+struct TileOut {
+  float* y = nullptr;
+  index_t ldy = 0;
+  const float* scale = nullptr;
+  const float* bias = nullptr;
+  TileOut shifted(index_t cols) const {  // the same rows from column `cols` on
+    return y ? TileOut{y + cols, ldy, scale ? scale + cols : nullptr, bias ? bias + cols : nullptr} : *this;
+  }
+};
+// The output lines of a tile of `rows` x `cols` floats, fetched for writing while its FMAs run.
+inline void prefetch_tile_out(const TileOut& o, int rows, int cols) {
+  if (!o.y) return;
+  for (int m = 0; m < rows; ++m) {
+    __builtin_prefetch(o.y + m * o.ldy, 1);
+    __builtin_prefetch(o.y + m * o.ldy + cols - 1, 1);
+  }
+}
 
 }  // namespace nk::cpu

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/common/amx.hpp"
+#include "cpu/common/buffers.hpp"
 #include "cpu/common/prefetch.hpp"
 #include "cpu/common/threads.hpp"
 #include "cpu/common/tiers.hpp"
@@ -518,18 +519,6 @@ NK_TIER_AVX512 bool decode_split_x16(const std::uint8_t* codes, const std::uint8
 }
 
 // ---- few batch rows (AVX-512): the weights in registers, never stored ----------------------
-// y[m][o] = sum_i x[m][i] W(o, i) (+ bias) for M < kFewRows batch rows and the output rows
-// [o0, o1), 2- or 4-bit codes, group_size % 16 == 0.  Sixteen weights a step come either
-//   kIndex: from the lane index (one byte a weight, id << Bits | code: lane_index below) looked up
-//           in the (row, group)'s table of every weight it can hold, W = offset[c] + u * scale[c]
-//           for the 4 ids c and 2^Bits codes u (NaN for ids >= k): Bits 4 two 32-entry vpermi2ps
-//           and a blend by bit 5, Bits 2 one vpermps -- a byte load, a widening and the look-up;
-//   else:   from the codes and ids by decode16 (shuffles, shifts, two permutes of the group's lane
-//           tables, a multiply and an add), as decode_row_x16;
-// both bitwise fused_weight (a multiply and an add, no fused multiply-add), and the products are
-// summed in the same order either way (U interleaved accumulator sets, then a fixed reduction),
-// so the result does not depend on whether the caller had the index (SplitQuantLinear's fast
-// path has it, its general path and FusedSplitQuantWeight.matmul do not: bitwise the same).
 // The 16 weights of step i looked up by their lane-index bytes idx (in the low bits of each lane:
 // the look-up reads bits 0-4 and the test bit 5; the bits above do not matter), then the step's
 // FMAs into a.
@@ -546,6 +535,20 @@ NK_TIER_AVX512 inline __attribute__((always_inline)) void few_rows_lookup(const 
   for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * in + i), w, a[m]);
 }
 
+// y[m][o] = sum_i x[m][i] W(o, i) (+ bias) for M < kFewRows batch rows and the output rows
+// [o0, o1), 2- or 4-bit codes, group_size % 16 == 0.  Sixteen weights a step come either
+//   kIndex: from the lane index (one byte a weight, id << Bits | code: lane_index below) looked up
+//           in the (row, group)'s table of every weight it can hold, W = offset[c] + u * scale[c]
+//           for the 4 ids c and 2^Bits codes u (NaN for ids >= k): Bits 4 two 32-entry vpermi2ps
+//           and a blend by bit 5, Bits 2 one vpermps (few_rows_lookup) -- the step's bytes a shift
+//           of its 64-column block's lanes (the index's interleaved layout; in groups of whole
+//           blocks one load a block), past the row's last whole block a byte load and a widening;
+//   else:   from the codes and ids by decode16 (shuffles, shifts, two permutes of the group's lane
+//           tables, a multiply and an add), as decode_row_x16;
+// both bitwise fused_weight (a multiply and an add, no fused multiply-add), and the products are
+// summed in the same order either way (U interleaved accumulator sets, then a fixed reduction),
+// so the result does not depend on whether the caller had the index (SplitQuantLinear's fast
+// path has it, its general path and FusedSplitQuantWeight.matmul do not: bitwise the same).
 template <int Bits, int M, bool kIndex>
 NK_TIER_AVX512 inline __attribute__((always_inline)) void few_rows_step(const float* x, index_t in,
                                                                        const std::uint8_t* idx_row,
@@ -833,12 +836,10 @@ struct GemmArgs {
 };
 static_assert(kPanel == kPanelPackRows, "the panel pack holds the panel GEMM's panels");
 
-// The lines of the next chunk's decode, prefetched between the current chunk's tiles
-// (cpu/common/prefetch.hpp): the pack of a whole model, a byte a weight, is not in cache at a call.
-using Ahead = LineAhead;
-
-// The lines of panel p's chunk k0 .. k0 + kc - 1 (the pack's when `pack`, else the rows').
-inline void ahead_lines(const GemmArgs& a, bool pack, index_t p, index_t k0, index_t kc, Ahead& ah) {
+// The lines of panel p's chunk k0 .. k0 + kc - 1 (the pack's when `pack`, else the rows'), which
+// the panel GEMM prefetches between the previous chunk's tiles (cpu/common/prefetch.hpp): the pack
+// of a whole model, a byte a weight, is not in cache when a call starts.
+inline void ahead_lines(const GemmArgs& a, bool pack, index_t p, index_t k0, index_t kc, LineAhead& ah) {
   const index_t g0 = k0 / a.group_size, g1 = (k0 + kc + a.group_size - 1) / a.group_size;
   if (pack) {
     ah.add(a.pack->bytes + (p * a.in + k0) * kPanelPackRows, kc * kPanelPackRows);
@@ -871,10 +872,10 @@ void gemm_panels(const GemmArgs& a) {
 #endif
   {
     // per thread, kept between calls (grown when a layer needs more): no allocation per call
-    // (from a 64-byte boundary: amx::aligned_buffer; std::vector's own 16-byte alignment made
+    // (from a 64-byte boundary, cpu/common/buffers.hpp: std::vector's own 16-byte alignment made
     // every vector load of the decoded panel straddle two cache lines in some processes)
     static thread_local std::vector<float> scratch;
-    float* rows = amx::aligned_buffer(scratch, 2 * kPanel * a.chunk + kBlock * kPanel);
+    float* rows = aligned_buffer(scratch, 2 * kPanel * a.chunk + kBlock * kPanel);
     float* wt = rows + kPanel * a.chunk;
     float* c = wt + kPanel * a.chunk;
 #if NK_HAVE_OPENMP
